@@ -1,0 +1,53 @@
+"""Typed errors for everything a user, a file or a GPU can trigger.
+
+Every class carries a ``remedy``: one sentence telling the user what to do next. The CLI prints
+``error: <message> (<remedy>)`` on one line and exits 2; the GUI shows the same text in a dialog.
+"""
+
+from __future__ import annotations
+
+
+class WanError(Exception):
+    """Base class of every error a user can trigger."""
+
+    remedy: str = "See the log for details."
+
+    def __init__(self, message: str, *, remedy: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if remedy is not None:
+            self.remedy = remedy
+
+    def one_line(self) -> str:
+        text = " ".join(self.message.split())
+        return f"{text} ({self.remedy})" if self.remedy else text
+
+
+class ConfigError(WanError):
+    """A request or setting has a value outside its rule."""
+
+    remedy = "Fix the value named in the message."
+
+
+class CheckpointError(WanError):
+    """A model file or folder is missing, unreadable, incomplete or of an unknown kind."""
+
+    remedy = "Check that the model files are complete (re-download them if needed) and of a supported Wan model."
+
+
+class EngineError(WanError):
+    """A runtime backend cannot be used: not installed, engine built for another GPU/shape/version."""
+
+    remedy = "Rebuild the engines for this model and GPU, or choose the PyTorch backend."
+
+
+class OutOfVram(WanError):
+    """The GPU ran out of memory even with the tightest plan."""
+
+    remedy = "Lower the resolution or frame count, choose a smaller VRAM plan, or use FP8/INT8 weights."
+
+
+class Cancelled(WanError):
+    """The user cancelled the job; nothing was written."""
+
+    remedy = ""

@@ -1,0 +1,1 @@
+"""Our PyTorch ports of the Wan modules. Attribute names equal the official checkpoint keys."""
