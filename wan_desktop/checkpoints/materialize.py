@@ -1,0 +1,132 @@
+"""Build a module without allocating its weights, then fill it from checkpoint tensors one at a time.
+
+Peak memory is the model in its target dtype plus one tensor: a 14B checkpoint never needs twice its
+size in RAM. Every mismatch (missing / unexpected tensors, wrong shapes) is a CheckpointError naming
+the file and the tensors; a model is never silently left with random weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import CheckpointError
+
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+
+
+@dataclass(frozen=True)
+class TensorSource:
+    """Where one module tensor comes from: its stored shape/dtype and a thunk that reads it."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    file: Path
+    load: Callable[[], Tensor]
+    key: str  # the name in the file (for messages)
+
+
+@contextlib.contextmanager
+def weights_on_meta() -> Iterator[None]:
+    """Parameters created inside go to the meta device as they are registered; buffers (RoPE tables,
+    latent mean/std) are created for real, since checkpoints do not carry them.
+
+    Layers allocate their weights with ``torch.empty`` (pages never touched, so no RAM is used) and
+    initialise them only after registration, i.e. on meta, where initialisation costs nothing.
+    """
+    original = nn.Module.register_parameter
+
+    def register(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None and param.device.type != "meta":
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        original(module, name, param)
+
+    nn.Module.register_parameter = register  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = original  # type: ignore[method-assign]
+
+
+def _few(names: list[str], n: int = 4) -> str:
+    shown = ", ".join(names[:n])
+    return shown + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def _in_fp32_module(name: str, fp32_modules: tuple[str, ...]) -> bool:
+    """True when a dotted path component sequence of ``name`` equals one of ``fp32_modules``
+    (e.g. "time_embedding" matches "time_embedding.0.weight", "modulation" "blocks.3.modulation")."""
+    dotted = f".{name}."
+    return any(f".{m}." in dotted for m in fp32_modules)
+
+
+def _per_channel(scale: Tensor, weight: Tensor) -> Tensor:
+    """A scalar scale as is; a per-output-channel [out] scale shaped to broadcast over the weight."""
+    if scale.ndim == 1 and scale.numel() == weight.shape[0] and weight.ndim > 1:
+        return scale.view(-1, *([1] * (weight.ndim - 1)))
+    return scale
+
+
+def materialize(
+    module: nn.Module,
+    sources: Mapping[str, TensorSource],
+    *,
+    what: str,
+    dtype: torch.dtype = torch.float32,
+    fp32_modules: tuple[str, ...] = (),
+    keep_fp8: bool = True,
+    scales: Mapping[str, TensorSource] | None = None,
+) -> nn.Module:
+    """Assign ``sources`` (official key -> tensor) to ``module``'s meta parameters/buffers.
+
+    dtype: floating tensors are converted to it, except those under ``fp32_modules`` (kept fp32)
+    and fp8 Linear weights when ``keep_fp8`` (they stay fp8 in memory until their layer runs; their
+    per-layer ``scales`` go to ``Linear.scale_weight``).
+    """
+    expected = dict(module.state_dict(keep_vars=True))
+    missing = [k for k in expected if k not in sources]
+    unexpected = [k for k in sources if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing tensor(s) ({_few(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected tensor(s) ({_few(unexpected)})")
+        files = sorted({s.file.name for s in sources.values()}) or ["(no files)"]
+        hint = "; the file looks truncated or is another model" if missing else ""
+        raise CheckpointError(f"{what} ({', '.join(files[:2])}): {'; '.join(parts)}{hint}")
+    for name, src in sources.items():
+        want = tuple(expected[name].shape)
+        if tuple(src.shape) != want:
+            raise CheckpointError(
+                f"{what} ({src.file.name}): tensor {src.key} has shape {list(src.shape)}, "
+                f"expected {list(want)} — a different model size or variant"
+            )
+    scales = scales or {}
+    for name, src in sources.items():
+        tensor = src.load()
+        owner_name, _, leaf = name.rpartition(".")
+        owner = module.get_submodule(owner_name) if owner_name else module
+        keep32 = _in_fp32_module(name, fp32_modules)
+        scale = scales.get(owner_name) if leaf == "weight" else None
+        if tensor.dtype in FP8_DTYPES:
+            if keep_fp8 and not keep32 and leaf == "weight" and hasattr(owner, "scale_weight"):
+                if scale is not None:  # dequantized on the fly by layers.Linear
+                    owner.scale_weight = _per_channel(scale.load().float(), tensor)
+            else:
+                tensor = tensor.float()
+                if scale is not None:
+                    tensor = tensor * _per_channel(scale.load().float(), tensor)
+                tensor = tensor.to(torch.float32 if keep32 else dtype)
+        elif tensor.is_floating_point():
+            tensor = tensor.to(torch.float32 if keep32 else dtype)
+        if leaf in owner._parameters:
+            owner._parameters[leaf] = nn.Parameter(tensor, requires_grad=False)
+        else:
+            owner._buffers[leaf] = tensor
+    return module.eval().requires_grad_(False)
