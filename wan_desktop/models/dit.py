@@ -1,0 +1,454 @@
+# Port of Wan-Video/Wan2.1@9737cba9c1c3c4d04b33fcad41c111989865d315 and
+# Wan-Video/Wan2.2@42bf4cfaa384bc21833865abc2f9e6c0e67233dc wan/modules/model.py (Apache-2.0).
+# One class for every variant: Wan2.1 t2v / i2v / flf2v, Wan2.2 t2v / i2v (A14B) / ti2v (5B).
+# Deviations:
+#   - batched tensors instead of per-sample lists; no padding of the token sequence to seq_len and no
+#     attention masks (a batch holds videos of one size, so padding never occurs);
+#   - real-valued RoPE in float32 (models/rope.py) instead of complex float64;
+#   - timestep sinusoid in float32 (frequencies rounded from float64) instead of float64: no float64
+#     in the forward graph. The angle t·ω then carries ≤ ~3e-5 rad of rounding at t ≈ 1000;
+#   - dtype policy written out instead of torch.autocast (see below); the residual stream is fp32 from
+#     the patch embedding on (the official one is bf16 until the first gated add);
+#   - a [B] timestep is broadcast over tokens (Wan2.1 form) also for Wan2.2, instead of Wan2.2's
+#     t.expand(B, seq_len) that materialises a per-token e0 (same numbers, far less memory);
+#   - forward split into prepare / blocks / finish so callers can stream blocks or cache steps.
+"""Wan diffusion transformer (``WanModel``), module names equal to the official checkpoint keys.
+
+Dtype policy (spec §3.10; the official code gets it from autocast(bf16) plus autocast(fp32) regions):
+the *compute dtype* is that of the block weights (fp32 → fp32, bf16 → bf16, fp16 → fp16, anything
+else such as fp8 storage → bf16). Linears and attention run in the compute dtype. The timestep
+embedding and projection, every modulation sum and ``LN(x)·(1+scale)+shift``, the gated residual adds,
+the residual stream itself and the whole head run in fp32; LayerNorm / RMSNorm statistics are fp32.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..variants import DiTConfig
+from .layers import Ops, RMSNorm
+from .rope import apply_rope, rope_cos_sin
+
+log = logging.getLogger(__name__)
+
+_COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def sinusoidal_embedding(t: Tensor, dim: int) -> Tensor:
+    """t: [N] (any real dtype) -> [N, dim] fp32 = cat[cos(t·ω), sin(t·ω)], ω_k = 10000^(-k/(dim/2))."""
+    half = dim // 2
+    # Python floats are float64: the frequencies are exact to fp32 rounding, and no float64 op
+    # enters the traced graph (they become a constant).
+    freqs = torch.tensor(
+        [10000.0 ** (-k / half) for k in range(half)], dtype=torch.float32, device=t.device
+    )
+    angles = t.float()[:, None] * freqs[None, :]  # [N, half]
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+
+
+def _layer_norm_fp32(x: Tensor, norm: nn.Module) -> Tensor:
+    """LayerNorm in fp32 whatever the dtype of x or of the norm's weights (WanLayerNorm / autocast)."""
+    w = norm.weight.float() if getattr(norm, "weight", None) is not None else None
+    b = norm.bias.float() if getattr(norm, "bias", None) is not None else None
+    return F.layer_norm(x.float(), norm.normalized_shape, w, b, norm.eps)
+
+
+def _activation_dtype(weight: Tensor) -> torch.dtype:
+    """Dtype that activations take when they meet this weight: its own, or bf16 for fp8/int storage."""
+    return weight.dtype if weight.dtype in _COMPUTE_DTYPES else torch.bfloat16
+
+
+def _split_modulation(table: Tensor, emb: Tensor) -> tuple[Tensor, ...]:
+    """table: [1, n, dim]; emb: [B, n, dim] or per token [B, L, n, dim] (fp32).
+
+    Returns n tensors [B, 1, dim] (broadcast over tokens) or [B, L, dim], computed in fp32.
+    """
+    m = table.float() + emb  # [B, n, dim] or [B, L, n, dim]
+    if m.dim() == 3:
+        m = m.unsqueeze(1)  # [B, 1, n, dim]
+    return m.unbind(dim=2)
+
+
+class WanSelfAttention(nn.Module):
+    """q/k/v/o with bias; RMS q/k norm over all heads together; 3D RoPE on q and k."""
+
+    def __init__(self, dim: int, num_heads: int, eps: float, ops: type[Ops]) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.ops = ops
+        self.q = ops.Linear(dim, dim)
+        self.k = ops.Linear(dim, dim)
+        self.v = ops.Linear(dim, dim)
+        self.o = ops.Linear(dim, dim)
+        self.norm_q = RMSNorm(dim, eps=eps)
+        self.norm_k = RMSNorm(dim, eps=eps)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        """x: [B, L, dim] compute dtype; cos/sin: [L, head_dim/2] fp32 -> [B, L, dim]."""
+        dtype = x.dtype
+        heads = (self.num_heads, self.head_dim)
+        q = self.norm_q(self.q(x)).unflatten(-1, heads)  # [B, L, H, D]
+        k = self.norm_k(self.k(x)).unflatten(-1, heads)
+        v = self.v(x).unflatten(-1, heads)
+        # RoPE in fp32 (official: float64), then back to the compute dtype for the kernel.
+        q = apply_rope(q, cos, sin, seq_dim=1).to(dtype).transpose(1, 2)  # [B, H, L, D]
+        k = apply_rope(k, cos, sin, seq_dim=1).to(dtype).transpose(1, 2)
+        out = self.ops.attention(q, k, v.to(dtype).transpose(1, 2), scale=self.head_dim**-0.5)
+        return self.o(out.transpose(1, 2).flatten(2))  # [B, L, dim]
+
+
+class WanCrossAttention(nn.Module):
+    """Cross-attention to the text context; Wan2.1 I2V/FLF2V add a second softmax over image tokens.
+
+    With ``image=True`` the context is ``[image tokens ; text_len text tokens]`` (official order) and
+    the two attention outputs (same q) are summed before ``o``.
+    """
+
+    def __init__(
+        self, dim: int, num_heads: int, eps: float, ops: type[Ops], *, text_len: int, image: bool
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.text_len = text_len
+        self.ops = ops
+        self.q = ops.Linear(dim, dim)
+        self.k = ops.Linear(dim, dim)
+        self.v = ops.Linear(dim, dim)
+        self.o = ops.Linear(dim, dim)
+        self.norm_q = RMSNorm(dim, eps=eps)
+        self.norm_k = RMSNorm(dim, eps=eps)
+        self.image = image
+        if image:
+            self.k_img = ops.Linear(dim, dim)
+            self.v_img = ops.Linear(dim, dim)
+            self.norm_k_img = RMSNorm(dim, eps=eps)
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """q: [B, H, Lq, D]; k/v: [B, Lk, dim] -> [B, Lq, dim]."""
+        heads = (self.num_heads, self.head_dim)
+        k = k.to(q.dtype).unflatten(-1, heads).transpose(1, 2)
+        v = v.to(q.dtype).unflatten(-1, heads).transpose(1, 2)
+        out = self.ops.attention(q, k, v, scale=self.head_dim**-0.5)
+        return out.transpose(1, 2).flatten(2)
+
+    def forward(self, x: Tensor, context: Tensor) -> Tensor:
+        """x: [B, L, dim]; context: [B, (n_img +) text_len, dim] -> [B, L, dim] (x's dtype)."""
+        heads = (self.num_heads, self.head_dim)
+        q = self.norm_q(self.q(x)).to(x.dtype).unflatten(-1, heads).transpose(1, 2)  # [B, H, L, D]
+        if self.image:
+            n_img = context.shape[1] - self.text_len
+            img, context = context[:, :n_img], context[:, n_img:]
+            out_img = self._attend(q, self.norm_k_img(self.k_img(img)), self.v_img(img))
+        out = self._attend(q, self.norm_k(self.k(context)), self.v(context))
+        if self.image:
+            out = out + out_img
+        return self.o(out)
+
+
+class WanAttentionBlock(nn.Module):
+    """adaLN self-attention, plain cross-attention, adaLN FFN (spec §3.3).
+
+    Official naming: norm1 = pre-self-attn, norm3 = pre-cross-attn (affine), norm2 = pre-FFN.
+    """
+
+    def __init__(self, cfg: DiTConfig, ops: type[Ops]) -> None:
+        super().__init__()
+        dim = cfg.dim
+        self.norm1 = ops.LayerNorm(dim, eps=cfg.eps, elementwise_affine=False)
+        self.self_attn = WanSelfAttention(dim, cfg.num_heads, cfg.eps, ops)
+        self.norm3 = ops.LayerNorm(dim, eps=cfg.eps, elementwise_affine=True)
+        self.cross_attn = WanCrossAttention(
+            dim, cfg.num_heads, cfg.eps, ops, text_len=cfg.text_len, image=cfg.image_dim is not None
+        )
+        self.norm2 = ops.LayerNorm(dim, eps=cfg.eps, elementwise_affine=False)
+        self.ffn = nn.Sequential(
+            ops.Linear(dim, cfg.ffn_dim), nn.GELU(approximate="tanh"), ops.Linear(cfg.ffn_dim, dim)
+        )
+        self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+
+    def modulated_input(self, x: Tensor, e0: Tensor) -> Tensor:
+        """Input of the self-attention, LN(x)·(1+scale)+shift in fp32: [B, L, dim] (TeaCache's signal)."""
+        shift, scale = _split_modulation(self.modulation, e0)[:2]
+        return _layer_norm_fp32(x, self.norm1) * (1 + scale) + shift
+
+    def forward(self, x: Tensor, e0: Tensor, context: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        """x: [B, L, dim] fp32; e0: [B, 6, dim] or [B, L, 6, dim] fp32; context: [B, Lc, dim] in the
+        compute dtype; cos/sin: [L, head_dim/2] fp32 -> x: [B, L, dim] fp32.
+
+        The compute dtype is taken from ``context`` so a block needs nothing from its model."""
+        dtype = context.dtype
+        shift, scale, gate, c_shift, c_scale, c_gate = _split_modulation(self.modulation, e0)
+
+        # self-attention, gated residual in fp32
+        h = _layer_norm_fp32(x, self.norm1) * (1 + scale) + shift
+        x = x + self.self_attn(h.to(dtype), cos, sin).float() * gate
+
+        # cross-attention (no modulation, no gate)
+        x = x + self.cross_attn(_layer_norm_fp32(x, self.norm3).to(dtype), context).float()
+
+        # feed-forward, gated residual in fp32
+        h = _layer_norm_fp32(x, self.norm2) * (1 + c_scale) + c_shift
+        return x + self.ffn(h.to(dtype)).float() * c_gate
+
+
+class Head(nn.Module):
+    """Final adaLN (shift, scale from the time embedding e, not e0) and linear to patch pixels; fp32."""
+
+    def __init__(self, cfg: DiTConfig, ops: type[Ops]) -> None:
+        super().__init__()
+        self.norm = ops.LayerNorm(cfg.dim, eps=cfg.eps, elementwise_affine=False)
+        self.head = ops.Linear(cfg.dim, math.prod(cfg.patch_size) * cfg.out_dim)
+        self.modulation = nn.Parameter(torch.randn(1, 2, cfg.dim) / cfg.dim**0.5)
+
+    def forward(self, x: Tensor, e: Tensor) -> Tensor:
+        """x: [B, L, dim] fp32; e: [B, dim] or [B, L, dim] fp32 -> [B, L, prod(patch)·out_dim] fp32."""
+        shift, scale = _split_modulation(self.modulation, e.unsqueeze(-2))
+        # ops.Linear casts its weight to the fp32 input, so the head is fp32 even with bf16 weights.
+        return self.head(_layer_norm_fp32(x, self.norm) * (1 + scale) + shift)
+
+
+class MLPProj(nn.Module):
+    """CLIP features -> context tokens (Wan2.1 I2V/FLF2V): LN, Linear, GELU(erf), Linear, LN."""
+
+    def __init__(self, in_dim: int, out_dim: int, ops: type[Ops], pos_len: int | None) -> None:
+        super().__init__()
+        self.proj = nn.Sequential(
+            ops.LayerNorm(in_dim),
+            ops.Linear(in_dim, in_dim),
+            nn.GELU(),
+            ops.Linear(in_dim, out_dim),
+            ops.LayerNorm(out_dim),
+        )
+        self.pos_len = pos_len
+        if pos_len is not None:  # FLF2V: learned position of the first-frame / last-frame tokens
+            self.emb_pos = nn.Parameter(torch.zeros(1, pos_len, in_dim))
+
+    def forward(self, clip_fea: Tensor, dtype: torch.dtype) -> Tensor:
+        """clip_fea: [B, n_img, in_dim] -> [B, n_img, out_dim] in ``dtype``; LayerNorms in fp32."""
+        x = clip_fea.float()
+        if self.pos_len is not None:
+            x = x + self.emb_pos.float()
+        ln0, fc1, act, fc2, ln4 = self.proj
+        x = _layer_norm_fp32(x, ln0).to(dtype)
+        x = fc2(act(fc1(x)))
+        return _layer_norm_fp32(x, ln4).to(dtype)
+
+
+@dataclass
+class DiTState:
+    """What every block needs besides the residual stream, built once per forward by ``prepare``."""
+
+    x: Tensor  # [B, L, dim] fp32 tokens after the patch embedding (input of block 0)
+    e: Tensor  # [B, dim] or per token [B, L, dim] fp32: time embedding (for the head)
+    e0: Tensor  # [B, 6, dim] or [B, L, 6, dim] fp32: time projection (for the blocks)
+    context: Tensor  # [B, (n_img +) text_len, dim] compute dtype
+    cos: Tensor  # [L, head_dim/2] fp32
+    sin: Tensor  # [L, head_dim/2] fp32
+    grid: tuple[int, int, int]  # (F', H', W') patch grid
+
+
+class WanModel(nn.Module):
+    """The Wan DiT. ``forward`` = ``prepare`` → every block → ``finish``."""
+
+    # Kept fp32 when the model is cast to a lower precision (``cast_weights``). Entries match a
+    # parameter path by prefix, component-wise; "*" matches one component (a block index).
+    # Chosen by measurement (random 4-layer dim-512 model, fp32 compute, one group's weights rounded
+    # to bf16, max rel. error of the output): time_embedding 1.3e-3, head.head 1.9e-3,
+    # patch_embedding 1.6e-3, time_projection 5.8e-4, norm3 2.2e-4, modulation tables 4e-5..6e-5 —
+    # as much as rounding all cross-attention weights (1.2e-3) for a few percent of the parameters
+    # (time_projection, 6·dim², is the only sizeable one). text_embedding (9e-4, dim·(4096+dim)) and
+    # the block linears stay in the compute dtype.
+    FP32_MODULES = (
+        "patch_embedding",
+        "time_embedding",
+        "time_projection",
+        "blocks.*.modulation",
+        "blocks.*.norm3",
+        "head",
+        "img_emb.proj.0",
+        "img_emb.proj.4",
+        "img_emb.emb_pos",
+    )
+    BLOCK_TYPE = "WanAttentionBlock"
+
+    def __init__(self, cfg: DiTConfig, ops: type[Ops] = Ops) -> None:
+        super().__init__()
+        self.cfg = cfg
+        dim = cfg.dim
+        self.patch_embedding = ops.Conv3d(
+            cfg.in_dim, dim, kernel_size=cfg.patch_size, stride=cfg.patch_size
+        )
+        self.text_embedding = nn.Sequential(
+            ops.Linear(cfg.text_dim, dim), nn.GELU(approximate="tanh"), ops.Linear(dim, dim)
+        )
+        self.time_embedding = nn.Sequential(
+            ops.Linear(cfg.freq_dim, dim), nn.SiLU(), ops.Linear(dim, dim)
+        )
+        self.time_projection = nn.Sequential(nn.SiLU(), ops.Linear(dim, 6 * dim))
+        self.blocks = nn.ModuleList(WanAttentionBlock(cfg, ops) for _ in range(cfg.num_layers))
+        self.head = Head(cfg, ops)
+        if cfg.image_dim is not None:
+            self.img_emb = MLPProj(cfg.image_dim, dim, ops, cfg.image_pos_len)
+
+    # ------------------------------------------------------------------ dtype policy
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """Dtype of linears/attention: that of the block weights (fp8 or int storage → bf16)."""
+        return _activation_dtype(self.blocks[0].self_attn.q.weight)
+
+    def keeps_fp32(self, name: str) -> bool:
+        """Whether parameter/buffer ``name`` belongs to one of FP32_MODULES."""
+        parts = name.split(".")
+        for pattern in self.FP32_MODULES:
+            pat = pattern.split(".")
+            if len(parts) >= len(pat) and all(
+                p in ("*", n) for p, n in zip(pat, parts, strict=False)
+            ):
+                return True
+        return False
+
+    def cast_weights(self, dtype: torch.dtype) -> WanModel:
+        """Cast floating parameters and buffers to ``dtype`` in place, except FP32_MODULES (fp32)."""
+        with torch.no_grad():
+            for name, p in [*self.named_parameters(), *self.named_buffers()]:
+                if p is None or not p.is_floating_point():
+                    continue
+                target = torch.float32 if self.keeps_fp32(name) else dtype
+                if p.dtype != target:
+                    p.data = p.data.to(target)
+        return self
+
+    # ------------------------------------------------------------------ forward
+
+    def prepare(
+        self,
+        x: Tensor,
+        t: Tensor,
+        context: Tensor,
+        *,
+        y: Tensor | None = None,
+        clip_fea: Tensor | None = None,
+        rope: tuple[Tensor, Tensor] | None = None,
+    ) -> DiTState:
+        """Patchify and embed everything the blocks need. Arguments as in ``forward``; ``rope`` may
+        pass precomputed ``rope_cos_sin(grid, head_dim)`` (depends only on the grid)."""
+        cfg = self.cfg
+        self._check_inputs(x, t, context, y, clip_fea)
+        dtype = self.compute_dtype
+
+        # patchify: [B, C, T, H, W] -> [B, dim, F', H', W'] -> [B, L, dim], L = F'·H'·W' (f, h, w order)
+        if y is not None:
+            x = torch.cat([x, y.to(x.dtype)], dim=1)
+        x = self.patch_embedding(x.to(_activation_dtype(self.patch_embedding.weight)))
+        grid = (x.shape[2], x.shape[3], x.shape[4])
+        x = x.flatten(2).transpose(1, 2).float()
+        if rope is None:
+            rope = rope_cos_sin(grid, cfg.head_dim, device=x.device)
+        cos, sin = rope
+
+        # time embedding (fp32): [B] -> e [B, dim], e0 [B, 6, dim]; [B, L] -> [B, L, dim], [B, L, 6, dim]
+        s = sinusoidal_embedding(t.flatten(), cfg.freq_dim).unflatten(0, t.shape)
+        e = self.time_embedding(s)
+        e0 = self.time_projection(e).unflatten(-1, (6, cfg.dim))
+
+        # text (already zero-padded to text_len rows; padded rows are attended to, as upstream)
+        context = self.text_embedding(context.to(dtype))  # [B, text_len, dim]
+        if clip_fea is not None:
+            context = torch.cat([self.img_emb(clip_fea, dtype), context], dim=1)
+        return DiTState(x=x, e=e, e0=e0, context=context, cos=cos, sin=sin, grid=grid)
+
+    def finish(self, x: Tensor, state: DiTState) -> Tensor:
+        """Head + unpatchify: x [B, L, dim] fp32 -> velocity [B, out_dim, T, H, W] fp32."""
+        pt, ph, pw = self.cfg.patch_size
+        f, h, w = state.grid
+        x = self.head(x, state.e)  # [B, L, pt·ph·pw·C], channel index = ((p·ph + q)·pw + r)·C + c
+        x = x.unflatten(1, (f, h, w)).unflatten(-1, (pt, ph, pw, self.cfg.out_dim))
+        # x: [B, f, h, w, p, q, r, C]
+        x = x.permute(0, 7, 1, 4, 2, 5, 3, 6)  # [B, C, f, p, h, q, w, r]
+        return x.reshape(x.shape[0], self.cfg.out_dim, f * pt, h * ph, w * pw).float()
+
+    def forward(
+        self,
+        x: Tensor,
+        t: Tensor,
+        context: Tensor,
+        y: Tensor | None = None,
+        clip_fea: Tensor | None = None,
+    ) -> Tensor:
+        """Predict the flow velocity.
+
+        x: [B, C_x, T, H, W] noisy latents (H, W divisible by the patch).
+        t: [B] timesteps (σ·1000), or [B, L] per-token timesteps (TI2V; L = T·H/2·W/2, order f, h, w).
+        context: [B, text_len, text_dim] T5 features, zero-padded to text_len rows.
+        y: [B, C_y, T, H, W] conditioning concatenated on channels after x (I2V: mask 4 + latents 16);
+           C_x + C_y = in_dim.
+        clip_fea: Wan2.1 I2V [B, 257, image_dim]; FLF2V [B, 514, image_dim] (first frame's tokens,
+           then the last frame's).
+        Returns [B, out_dim, T, H, W] float32.
+        """
+        state = self.prepare(x, t, context, y=y, clip_fea=clip_fea)
+        h = state.x
+        for block in self.blocks:
+            h = block(h, state.e0, state.context, state.cos, state.sin)
+        return self.finish(h, state)
+
+    def _check_inputs(
+        self, x: Tensor, t: Tensor, context: Tensor, y: Tensor | None, clip_fea: Tensor | None
+    ) -> None:
+        """Shape checks only (no tensor values): raise ConfigError naming the tensor."""
+        cfg = self.cfg
+        if x.dim() != 5:
+            raise ConfigError(f"DiT input x must be [B, C, T, H, W], got shape {tuple(x.shape)}")
+        b = x.shape[0]
+        c = x.shape[1] + (y.shape[1] if y is not None else 0)
+        if c != cfg.in_dim:
+            raise ConfigError(
+                f"DiT expects {cfg.in_dim} input channels (x + y), got {c} "
+                f"(x {tuple(x.shape)}, y {None if y is None else tuple(y.shape)})"
+            )
+        if y is not None and (y.shape[0] != b or y.shape[2:] != x.shape[2:]):
+            raise ConfigError(
+                f"DiT conditioning y {tuple(y.shape)} does not match x {tuple(x.shape)}"
+            )
+        pt, ph, pw = cfg.patch_size
+        if x.shape[2] % pt or x.shape[3] % ph or x.shape[4] % pw:
+            raise ConfigError(
+                f"latent size {tuple(x.shape[2:])} is not divisible by the patch {cfg.patch_size}"
+            )
+        seq_len = (x.shape[2] // pt) * (x.shape[3] // ph) * (x.shape[4] // pw)
+        if tuple(t.shape) not in ((b,), (b, seq_len)):
+            raise ConfigError(f"timestep t must be [{b}] or [{b}, {seq_len}], got {tuple(t.shape)}")
+        if context.dim() != 3 or context.shape[0] != b or context.shape[2] != cfg.text_dim:
+            raise ConfigError(
+                f"context must be [{b}, {cfg.text_len}, {cfg.text_dim}], got {tuple(context.shape)}"
+            )
+        if cfg.image_dim is not None and context.shape[1] != cfg.text_len:
+            # the image/text split of the cross-attention counts text_len rows from the end
+            raise ConfigError(
+                f"context must have {cfg.text_len} rows (zero-padded), got {context.shape[1]}"
+            )
+        if cfg.image_dim is None:
+            if clip_fea is not None:
+                raise ConfigError(f"this {cfg.model_type} DiT takes no CLIP features (clip_fea)")
+        else:
+            n = cfg.image_pos_len
+            if clip_fea is None:
+                raise ConfigError(f"the {cfg.model_type} DiT needs CLIP image features (clip_fea)")
+            if (
+                clip_fea.dim() != 3
+                or clip_fea.shape[0] != b
+                or clip_fea.shape[2] != cfg.image_dim
+                or (n is not None and clip_fea.shape[1] != n)
+            ):
+                want = f"[{b}, {n if n is not None else 'n'}, {cfg.image_dim}]"
+                raise ConfigError(f"clip_fea must be {want}, got {tuple(clip_fea.shape)}")
