@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import CheckpointError
+from ..models.layers import in_modules
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
@@ -58,13 +59,6 @@ def _few(names: list[str], n: int = 4) -> str:
     return shown + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
-def _in_fp32_module(name: str, fp32_modules: tuple[str, ...]) -> bool:
-    """True when a dotted path component sequence of ``name`` equals one of ``fp32_modules``
-    (e.g. "time_embedding" matches "time_embedding.0.weight", "modulation" "blocks.3.modulation")."""
-    dotted = f".{name}."
-    return any(f".{m}." in dotted for m in fp32_modules)
-
-
 def _per_channel(scale: Tensor, weight: Tensor) -> Tensor:
     """A scalar scale as is; a per-output-channel [out] scale shaped to broadcast over the weight."""
     if scale.ndim == 1 and scale.numel() == weight.shape[0] and weight.ndim > 1:
@@ -78,13 +72,14 @@ def materialize(
     *,
     what: str,
     dtype: torch.dtype = torch.float32,
-    fp32_modules: tuple[str, ...] = (),
+    fp32_modules: tuple[str, ...] | None = None,
     keep_fp8: bool = True,
     scales: Mapping[str, TensorSource] | None = None,
 ) -> nn.Module:
     """Assign ``sources`` (official key -> tensor) to ``module``'s meta parameters/buffers.
 
-    dtype: floating tensors are converted to it, except those under ``fp32_modules`` (kept fp32)
+    dtype: floating tensors are converted to it, except those under ``fp32_modules`` (default: the
+    module's ``FP32_MODULES`` declaration; kept fp32)
     and fp8 Linear weights when ``keep_fp8`` (they stay fp8 in memory until their layer runs; their
     per-layer ``scales`` go to ``Linear.scale_weight``).
     """
@@ -108,11 +103,13 @@ def materialize(
                 f"expected {list(want)} — a different model size or variant"
             )
     scales = scales or {}
+    if fp32_modules is None:
+        fp32_modules = tuple(getattr(module, "FP32_MODULES", ()))
     for name, src in sources.items():
         tensor = src.load()
         owner_name, _, leaf = name.rpartition(".")
         owner = module.get_submodule(owner_name) if owner_name else module
-        keep32 = _in_fp32_module(name, fp32_modules)
+        keep32 = in_modules(name, fp32_modules)
         scale = scales.get(owner_name) if leaf == "weight" else None
         if tensor.dtype in FP8_DTYPES:
             if keep_fp8 and not keep32 and leaf == "weight" and hasattr(owner, "scale_weight"):

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..variants import DiTConfig
-from .layers import Ops, RMSNorm
+from .layers import Ops, RMSNorm, in_modules
 from .rope import apply_rope, rope_cos_sin
 
 log = logging.getLogger(__name__)
@@ -308,14 +308,7 @@ class WanModel(nn.Module):
 
     def keeps_fp32(self, name: str) -> bool:
         """Whether parameter/buffer ``name`` belongs to one of FP32_MODULES."""
-        parts = name.split(".")
-        for pattern in self.FP32_MODULES:
-            pat = pattern.split(".")
-            if len(parts) >= len(pat) and all(
-                p in ("*", n) for p, n in zip(pat, parts, strict=False)
-            ):
-                return True
-        return False
+        return in_modules(name, self.FP32_MODULES)
 
     def cast_weights(self, dtype: torch.dtype) -> WanModel:
         """Cast floating parameters and buffers to ``dtype`` in place, except FP32_MODULES (fp32)."""

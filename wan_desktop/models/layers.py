@@ -65,6 +65,17 @@ class RMSNorm(nn.Module):
         return rms_norm(x, self.weight, self.eps)
 
 
+def in_modules(name: str, patterns: tuple[str, ...]) -> bool:
+    """Whether parameter path ``name`` lies under one of ``patterns`` (dotted prefixes, component-wise;
+    "*" matches one component): "blocks.*.modulation" matches "blocks.3.modulation"."""
+    parts = name.split(".")
+    for pattern in patterns:
+        pat = pattern.split(".")
+        if len(parts) >= len(pat) and all(p in ("*", n) for p, n in zip(pat, parts, strict=False)):
+            return True
+    return False
+
+
 class Ops:
     """Default layers: plain torch compute in the activations' dtype.
 
