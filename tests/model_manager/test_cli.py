@@ -1,0 +1,121 @@
+"""``wan-desktop models ...`` through add_parser/run, as cli.py will wire them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import NoReturn
+
+import pytest
+
+from wan_desktop import model_manager_cli
+from wan_desktop.model_manager import ModelManager
+
+from .conftest import OFFICIAL, make_catalog
+
+
+class _Parser(argparse.ArgumentParser):  # cli.py's: one line, exit 2
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}\n")
+
+
+def _run(argv: list[str]) -> int:
+    p = _Parser(prog="wan-desktop")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    model_manager_cli.add_parser(sub)
+    return model_manager_cli.run(p.parse_args(argv))
+
+
+@pytest.fixture
+def cli_catalog(monkeypatch, tmp_path):
+    """The CLI builds its own ModelManager: give it the fake catalog and the temp models folder."""
+    monkeypatch.setenv("WAN_DESKTOP_MODELS", str(tmp_path / "models"))
+    real_init = ModelManager.__init__
+
+    def init(self, models_dir=None, **kw):
+        kw.setdefault("catalog", make_catalog())
+        kw.setdefault("token", False)
+        kw.setdefault("backoff", 0.0)
+        real_init(self, models_dir, **kw)
+
+    monkeypatch.setattr(ModelManager, "__init__", init)
+    return tmp_path / "models"
+
+
+def test_list_json_shows_estimates_and_recommendation(capsys):
+    assert _run(["models", "list", "--vram", "24", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["vram_gb"] == 24
+    first = out["models"][0]
+    assert first["recommended"] and first["plan"] in ("resident", "offload")
+    assert set(first["vram_gb_estimate"]) == {"resident", "offload", "block_swap"}
+    assert sum(m["recommended"] for m in out["models"]) == 1
+
+
+def test_list_table(capsys):
+    assert _run(["models", "list", "--vram", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "wan2.1-t2v-1.3b" in out and "estimates" in out and "* recommended" in out
+
+
+def test_download_verify_remove_round_trip(hub, cli_catalog, capsys, monkeypatch):
+    monkeypatch.setenv("WAN_PROGRESS", "1")
+    assert _run(["models", "download", "tiny-official"]) == 0
+    cap = capsys.readouterr()
+    assert "installed tiny-official: 6 files" in cap.out and "--model" in cap.out
+    assert "download" in cap.err and "|" in cap.err  # progress bar on stderr
+
+    assert _run(["models", "verify", "tiny-official", "--no-progress"]) == 0
+    assert "ok: tiny-official (6 files)" in capsys.readouterr().out
+
+    vae = cli_catalog / OFFICIAL.replace("/", "--") / "Wan2.1_VAE.pth"
+    vae.write_bytes(b"\0" + vae.read_bytes()[1:])
+    assert _run(["models", "verify", "--all", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: 1 file(s) failed verification: tiny-official: ")
+    assert "models download NAME" in err[-1] and "corrupt:" in err[0]
+
+    assert _run(["models", "list", "--installed", "--vram", "8", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["models"]
+    assert [(m["name"], m["state"]) for m in listed] == [("tiny-official", "corrupt")]
+
+    assert _run(["models", "remove", "tiny-official"]) == 0
+    assert "6 files deleted" in capsys.readouterr().out
+    print("verify error line:", err[-1])
+
+
+def test_errors_are_one_line_with_exit_2(cli_catalog, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert _run(["models", "download", "tiny-official"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: offline mode is on")
+    assert _run(["models", "download", "no-such-model"]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown model 'no-such-model'")
+    assert _run(["models", "remove", "tiny-official"]) == 2
+    assert "is not installed" in capsys.readouterr().err
+    assert _run(["models", "verify"]) == 2
+    assert "give a model name or --all" in capsys.readouterr().err
+
+
+def test_missing_subcommand_is_a_one_line_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        _run(["models"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the following arguments are required") and err.count("\n") == 1
+
+
+def test_cancel_exit_130_keeps_partial(hub, cli_catalog, capsys, monkeypatch):
+    from wan_desktop.errors import Cancelled
+
+    def boom(self, *a, **k):
+        raise Cancelled("interrupted (Ctrl-C)")
+
+    monkeypatch.setattr(ModelManager, "download", boom)
+    assert _run(["models", "download", "tiny-official"]) == 130
+    assert "resumes next time" in capsys.readouterr().err
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__]))

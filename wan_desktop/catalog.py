@@ -1,0 +1,493 @@
+"""The known Wan releases: where they live on the Hugging Face Hub, what to fetch, how big, how much VRAM.
+
+Every entry is a frozen dataclass. A release names one model variant (``variants.py``) in one
+layout (``official`` Wan folder, ``diffusers`` folder, ``comfyui`` single files) and the files it
+needs, as exact repo paths (ComfyUI) or as allow-patterns (repos with many shards).
+
+Sizes. Where the Hub page shows a figure (searched 2026-11-24: the repos' "Files" pages and LFS
+pointers) it is used and ``size_source`` says "published"; otherwise the size is computed from the
+parameter counts of shared/wan-spec.md §3.1 (DiT) and §2/§4/§5 (T5, VAE, CLIP) and the storage dtype,
+and ``size_source`` says "computed". File names that could not be seen on a Hub page are marked
+``# unconfirmed`` where they are declared.
+
+VRAM. Every VRAM figure (GiB) is an *estimate* from a formula (``_estimate``), not a measurement: weights
+at their runtime precision + the DiT's largest activation working set at the release's default size
++ the VAE decode working set + 1 GB of CUDA context. ``memory.py`` plans the real placement.
+"""
+
+from __future__ import annotations
+
+import enum
+import fnmatch
+from dataclasses import dataclass, field
+
+from .errors import ConfigError
+from .variants import VARIANTS, Variant
+
+GB = 1_000_000_000  # download sizes are decimal, as the Hub shows them
+GIB = 2**30  # VRAM figures are GiB, as nvidia-smi and GPU boxes count them
+
+
+class Layout(enum.Enum):
+    OFFICIAL = "official"
+    DIFFUSERS = "diffusers"
+    COMFYUI = "comfyui"
+
+
+class Plan(enum.Enum):
+    """How the components share the GPU; ordered fastest first."""
+
+    RESIDENT = "resident"  # every weight stays on the GPU
+    OFFLOAD = "offload"  # one component at a time on the GPU (T5 on the CPU, experts swapped)
+    BLOCK_SWAP = "block_swap"  # DiT blocks streamed from pinned RAM, tiled VAE decode
+
+    @property
+    def rank(self) -> int:
+        return list(Plan).index(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CatalogFile:
+    """One file (or a set of files, when ``path`` has wildcards) of a release, within one Hub repo."""
+
+    path: str  # repo path or fnmatch pattern ('*' does not cross '/')
+    role: str  # "dit" | "dit_low" | "vae" | "t5" | "clip" | "tokenizer" | "config" | "image_processor"
+    size: int  # bytes, the sum over all files the pattern matches
+    sha256: str | None = None  # LFS sha256 seen on the Hub page; the Hub's own metadata wins
+    required: bool = True  # a pattern that must match at least one file
+
+    @property
+    def is_pattern(self) -> bool:
+        return any(c in self.path for c in "*?[")
+
+    def matches(self, repo_path: str) -> bool:
+        return match_path(self.path, repo_path)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RepoFiles:
+    """The files a release takes from one Hub repository."""
+
+    repo_id: str
+    files: tuple[CatalogFile, ...]
+    revision: str = "main"
+
+    @property
+    def folder(self) -> str:
+        """Folder name under the models folder (several releases can share one repo's folder)."""
+        return self.repo_id.replace("/", "--")
+
+    def wanted(self, repo_path: str) -> CatalogFile | None:
+        return next((f for f in self.files if f.matches(repo_path)), None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Release:
+    name: str  # CLI name, e.g. "wan2.1-t2v-1.3b-diffusers"
+    title: str
+    variant: str  # key of variants.VARIANTS
+    layout: Layout
+    sources: tuple[RepoFiles, ...]  # first one holds the diffusion model
+    precision: str  # storage precision of the DiT file(s): "fp32" | "bf16" | "fp16" | "fp8"
+    runtime_precision: str  # what the DiT runs in: fp32 files are cast to bf16 on load
+    size_source: str  # "published" | "computed" | "mixed"
+    default_size: tuple[int, int, int]  # (width, height, frames) the VRAM estimate assumes
+    vram_gb: tuple[tuple[Plan, float], ...] = field(default=())  # estimates, filled by _release
+    notes: str = ""
+
+    @property
+    def repo_id(self) -> str:
+        return self.sources[0].repo_id
+
+    @property
+    def download_bytes(self) -> int:
+        return sum(f.size for s in self.sources for f in s.files)
+
+    @property
+    def variant_config(self) -> Variant:
+        return VARIANTS[self.variant]
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(t.value for t in self.variant_config.tasks)
+
+    @property
+    def quality_tier(self) -> int:
+        """Coarse ranking used by the recommendation: bigger models first."""
+        return {"t2v-1.3B": 1, "ti2v-5B": 2, "t2v-A14B": 4, "i2v-A14B": 4}.get(self.variant, 3)
+
+    def vram_for(self, plan: Plan) -> float:
+        return dict(self.vram_gb)[plan]
+
+    def best_plan(self, vram_gb: float, *, headroom: float = 0.92) -> Plan | None:
+        """The fastest plan whose estimate fits in ``headroom`` × the GPU's memory."""
+        for plan, need in self.vram_gb:
+            if need <= vram_gb * headroom:
+                return plan
+        return None
+
+
+def match_path(pattern: str, path: str) -> bool:
+    """fnmatch on each '/'-separated part, so 'google/umt5-xxl/*' matches no deeper folder and a
+    pattern without '/' only matches files at the repo root."""
+    pp, sp = pattern.split("/"), path.split("/")
+    return len(pp) == len(sp) and all(fnmatch.fnmatchcase(s, p) for p, s in zip(pp, sp, strict=True))
+
+
+# ----------------------------------------------------------------------------- sizes
+
+# Parameter counts (shared/wan-spec.md §3.1): DiT per expert.
+_PARAMS = {
+    "t2v-1.3B": 1_418_996_800,
+    "t2v-14B": 14_288_491_584,
+    "i2v-14B": 16_394_878_784,
+    "flf2v-14B": 16_395_536_704,
+    "t2v-A14B": 14_288_491_584,
+    "i2v-A14B": 14_288_901_184,
+    "ti2v-5B": 4_999_787_712,
+}
+_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
+
+# Component files seen on Hub pages (published sizes, rounded as the Hub shows them).
+T5_PTH = 11_400_000_000  # models_t5_umt5-xxl-enc-bf16.pth, "11.4 GB"
+T5_FP16 = 11_366_399_385  # Comfy umt5_xxl_fp16.safetensors (LFS pointer)
+T5_FP8 = 6_735_906_897  # Comfy umt5_xxl_fp8_e4m3fn_scaled.safetensors (LFS pointer)
+T5_DIFFUSERS_FP32 = 22_730_000_000  # Wan2.1 *-Diffusers text_encoder/, 5 shards, "22.7 GB"
+T5_DIFFUSERS_BF16 = 11_360_000_000  # Wan2.2-TI2V-5B-Diffusers text_encoder/, 3 shards, "11.4 GB"
+VAE21_PTH = 508_000_000  # Wan2.1_VAE.pth and diffusers vae/, "508 MB" (fp32)
+VAE21_COMFY = 254_000_000  # Comfy wan_2.1_vae.safetensors, "254 MB" (bf16)
+VAE22_FP32 = 2_820_000_000  # Wan2.2 VAE fp32, "2.82 GB" (a diffusers copy; official .pth unconfirmed)
+VAE22_COMFY = 1_410_000_000  # computed: half of the fp32 VAE (bf16); size not seen
+CLIP_PTH = 4_770_000_000  # computed: 2 × Kijai's 2.39 GB fp16 copy of the same open-clip model
+CLIP_VISION_H = 1_264_000_000  # computed: ViT-H/14 visual tower, 632 M params × 2 bytes
+CLIP_DIFFUSERS = 2_528_000_000  # computed: the same visual tower stored fp32 (image_encoder/)
+TOKENIZER_UMT5 = 21_500_000  # google/umt5-xxl/ and diffusers tokenizer/, "21.5 MB"
+TOKENIZER_XLMR = 22_000_000  # computed: xlm-roberta-large/ tokenizer files (not seen)
+SMALL = 100_000  # config / index json files
+
+
+def _dit_bytes(variant: str, precision: str, experts: int = 1) -> int:
+    return _PARAMS[variant] * _BYTES[precision] * experts
+
+
+# ----------------------------------------------------------------------------- VRAM estimates
+
+_CONTEXT_GB = 1.0  # CUDA context + allocator slack
+
+
+def _activations_gb(v: Variant, width: int, height: int, frames: int) -> float:
+    """Largest DiT working set of one forward (CFG passes run one after the other): the FFN's
+    hidden pair (2·ffn_dim) and ~6 hidden-width tensors per token, bf16."""
+    tokens = v.seq_len(width, height, frames)
+    return tokens * (2 * v.dit.ffn_dim + 6 * v.dit.dim) * 2 / GIB
+
+
+def _vae_decode_gb(v: Variant, width: int, height: int, tiled: bool) -> float:
+    """Working set of one causal decode chunk (4 output frames): ~8 live fp32 feature maps of the
+    decoder's full-resolution level (96 channels). Calibrated so that 832×480 gives ≈4.6 GiB, which
+    keeps the official README's 8.19 GB peak for the 1.3B model (offload, T5 on CPU) plausible; a
+    tiled decode caps the chunk at a 256 px tile."""
+    if tiled:
+        width, height = min(width, 256), min(height, 256)
+    return 4 * 96 * width * height * 4 * 8 / GIB
+
+
+def _estimate(
+    variant: str, dit_precision: str, t5_bytes: int, vae_bytes: int, clip_bytes: int,
+    size: tuple[int, int, int],
+) -> tuple[tuple[Plan, float], ...]:
+    v = VARIANTS[variant]
+    w, h, f = size
+    one_expert = _PARAMS[variant] * _BYTES[dit_precision] / GIB
+    dit_all = one_expert * v.experts
+    t5 = (t5_bytes if t5_bytes < T5_DIFFUSERS_FP32 else t5_bytes / 2) / GIB  # fp32 T5 runs in bf16
+    act = _activations_gb(v, w, h, f)
+    vae_w = vae_bytes / GIB
+    clip = clip_bytes / GIB
+    resident = t5 + dit_all + vae_w + clip + max(act, _vae_decode_gb(v, w, h, tiled=False))
+    offload = max(one_expert + act, vae_w + _vae_decode_gb(v, w, h, tiled=False), clip)
+    # block swap: 4 of the DiT's blocks resident (+ embeddings/head ≈ 2 %), tiled VAE decode
+    blocks = one_expert * (4 / v.dit.num_layers + 0.02)
+    swap = max(blocks + act, vae_w + _vae_decode_gb(v, w, h, tiled=True))
+    return tuple(
+        (p, round(x + _CONTEXT_GB, 1))
+        for p, x in ((Plan.RESIDENT, resident), (Plan.OFFLOAD, offload), (Plan.BLOCK_SWAP, swap))
+    )
+
+
+# ----------------------------------------------------------------------------- the releases
+
+_480P = (832, 480, 81)
+_720P = (1280, 720, 81)
+_5B = (1280, 704, 121)
+
+_DIFFUSERS_TOKENIZER = RepoFiles(
+    repo_id="Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+    files=(CatalogFile(path="tokenizer/*", role="tokenizer", size=TOKENIZER_UMT5),),
+)
+
+
+def _official(
+    *, name: str, repo: str, variant: str, title: str, size: tuple[int, int, int],
+    i2v_clip: bool = False, experts: int = 1, vae22: bool = False, size_source: str = "computed",
+) -> Release:
+    """An official Wan-AI repo: DiT shards in fp32 (the 1.3B file is 5.68 GB = 1.42 B × 4 bytes;
+    fp32 for the others is assumed), T5 .pth in bf16, VAE .pth, tokenizer folder(s)."""
+    files: list[CatalogFile] = [
+        CatalogFile(path="models_t5_umt5-xxl-enc-bf16.pth", role="t5", size=T5_PTH),
+        CatalogFile(path="google/umt5-xxl/*", role="tokenizer", size=TOKENIZER_UMT5),
+        CatalogFile(path="Wan2.2_VAE.pth" if vae22 else "Wan2.1_VAE.pth", role="vae",
+                    size=VAE22_FP32 if vae22 else VAE21_PTH),
+    ]
+    if experts == 2:
+        per = _dit_bytes(variant, "fp32")
+        files += [
+            CatalogFile(path="high_noise_model/*", role="dit", size=per + SMALL),
+            CatalogFile(path="low_noise_model/*", role="dit_low", size=per + SMALL),
+        ]
+    else:
+        files += [
+            CatalogFile(path="config.json", role="config", size=SMALL),
+            CatalogFile(path="diffusion_pytorch_model*.safetensors*", role="dit",
+                        size=_dit_bytes(variant, "fp32")),
+        ]
+    if i2v_clip:
+        files += [
+            CatalogFile(path="models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth", role="clip",
+                        size=CLIP_PTH),
+            CatalogFile(path="xlm-roberta-large/*", role="tokenizer", size=TOKENIZER_XLMR,
+                        required=False),
+        ]
+    t5, vae = T5_PTH, (VAE22_FP32 if vae22 else VAE21_PTH)
+    return Release(
+        name=name, title=title, variant=variant, layout=Layout.OFFICIAL,
+        sources=(RepoFiles(repo_id=repo, files=tuple(files)),),
+        precision="fp32", runtime_precision="bf16", size_source=size_source, default_size=size,
+        vram_gb=_estimate(variant, "bf16", t5, vae, CLIP_VISION_H if i2v_clip else 0, size),
+    )
+
+
+def _diffusers(
+    *, name: str, repo: str, variant: str, title: str, size: tuple[int, int, int],
+    image_encoder: bool = False, experts: int = 1, t5_bytes: int = T5_DIFFUSERS_FP32,
+    vae_bytes: int = VAE21_PTH, size_source: str = "computed",
+) -> Release:
+    """A Wan-AI *-Diffusers repo: model_index.json + one folder per component."""
+    per = _dit_bytes(variant, "fp32")
+    files = [
+        CatalogFile(path="model_index.json", role="config", size=SMALL),
+        CatalogFile(path="scheduler/*", role="config", size=SMALL),
+        CatalogFile(path="tokenizer/*", role="tokenizer", size=TOKENIZER_UMT5),
+        CatalogFile(path="text_encoder/*", role="t5", size=t5_bytes),
+        CatalogFile(path="vae/*", role="vae", size=vae_bytes),
+        CatalogFile(path="transformer/*", role="dit", size=per),
+    ]
+    if experts == 2:
+        files.append(CatalogFile(path="transformer_2/*", role="dit_low", size=per))
+    if image_encoder:
+        files += [
+            CatalogFile(path="image_encoder/*", role="clip", size=CLIP_DIFFUSERS),
+            CatalogFile(path="image_processor/*", role="image_processor", size=SMALL),
+        ]
+    return Release(
+        name=name, title=title, variant=variant, layout=Layout.DIFFUSERS,
+        sources=(RepoFiles(repo_id=repo, files=tuple(files)),),
+        precision="fp32", runtime_precision="bf16", size_source=size_source, default_size=size,
+        vram_gb=_estimate(variant, "bf16", t5_bytes, vae_bytes,
+                          CLIP_VISION_H if image_encoder else 0, size),
+    )
+
+
+_C21 = "Comfy-Org/Wan_2.1_ComfyUI_repackaged"
+_C22 = "Comfy-Org/Wan_2.2_ComfyUI_Repackaged"
+
+
+def _comfy(
+    *, name: str, repo: str, variant: str, title: str, size: tuple[int, int, int],
+    dit: tuple[tuple[str, int, str | None], ...], precision: str, t5: tuple[str, int, str | None],
+    vae: tuple[str, int, str | None], clip: tuple[str, int, str | None] | None = None,
+    size_source: str = "mixed", notes: str = "",
+) -> Release:
+    """ComfyUI repackaged single files (split_files/...), plus the umT5 tokenizer, which the ComfyUI
+    files do not carry, from the 1.3B diffusers repo (21.5 MB)."""
+    files = [
+        CatalogFile(path=p, role="dit" if i == 0 else "dit_low", size=s, sha256=h)
+        for i, (p, s, h) in enumerate(dit)
+    ]
+    files += [CatalogFile(path=t5[0], role="t5", size=t5[1], sha256=t5[2]),
+              CatalogFile(path=vae[0], role="vae", size=vae[1], sha256=vae[2])]
+    if clip is not None:
+        files.append(CatalogFile(path=clip[0], role="clip", size=clip[1], sha256=clip[2]))
+    t5_bytes = t5[1]
+    return Release(
+        name=name, title=title, variant=variant, layout=Layout.COMFYUI,
+        sources=(RepoFiles(repo_id=repo, files=tuple(files)), _DIFFUSERS_TOKENIZER),
+        precision=precision, runtime_precision=precision, size_source=size_source,
+        default_size=size, notes=notes,
+        vram_gb=_estimate(variant, precision, t5_bytes, vae[1], clip[1] if clip else 0, size),
+    )
+
+
+_DM = "split_files/diffusion_models/"
+_T5_FP8_21 = ("split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors", T5_FP8,
+              "c3355d30191f1f066b26d93fba017ae9809dce6c627dda5f6a66eaa651204f68")
+_T5_FP16_21 = ("split_files/text_encoders/umt5_xxl_fp16.safetensors", T5_FP16,
+               "7b8850f1961e1cf8a77cca4c964a358d303f490833c6c087d0cff4b2f99db2af")
+# The 2.2 repo holds its own copies (seen on its text_encoders/ page; same sizes shown, hashes not seen).
+_T5_FP8_22 = ("split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors", T5_FP8, None)
+_VAE21_21 = ("split_files/vae/wan_2.1_vae.safetensors", VAE21_COMFY, None)
+_VAE21_22 = ("split_files/vae/wan_2.1_vae.safetensors", VAE21_COMFY, None)  # unconfirmed in the 2.2 repo
+_VAE22_22 = ("split_files/vae/wan2.2_vae.safetensors", VAE22_COMFY, None)
+_CLIP_H = ("split_files/clip_vision/clip_vision_h.safetensors", CLIP_VISION_H, None)
+_14B_FP16 = 28_600_000_000  # "28.6 GB"
+_14B_FP8 = 14_300_000_000  # "14.3 GB"
+_I2V14B_FP16 = 32_800_000_000  # "32.8 GB"
+_I2V14B_FP8 = 16_400_000_000  # "16.4 GB"
+
+_RELEASES: tuple[Release, ...] = (
+    # --- official Wan layout
+    _official(name="wan2.1-t2v-1.3b", repo="Wan-AI/Wan2.1-T2V-1.3B", variant="t2v-1.3B",
+              title="Wan2.1 T2V 1.3B", size=_480P, size_source="published"),
+    _official(name="wan2.1-t2v-14b", repo="Wan-AI/Wan2.1-T2V-14B", variant="t2v-14B",
+              title="Wan2.1 T2V 14B", size=_720P),
+    _official(name="wan2.1-i2v-14b-480p", repo="Wan-AI/Wan2.1-I2V-14B-480P", variant="i2v-14B",
+              title="Wan2.1 I2V 14B 480p", size=_480P, i2v_clip=True),
+    _official(name="wan2.1-i2v-14b-720p", repo="Wan-AI/Wan2.1-I2V-14B-720P", variant="i2v-14B",
+              title="Wan2.1 I2V 14B 720p", size=_720P, i2v_clip=True),
+    _official(name="wan2.1-flf2v-14b-720p", repo="Wan-AI/Wan2.1-FLF2V-14B-720P",
+              variant="flf2v-14B", title="Wan2.1 FLF2V 14B 720p", size=_720P, i2v_clip=True),
+    _official(name="wan2.2-ti2v-5b", repo="Wan-AI/Wan2.2-TI2V-5B", variant="ti2v-5B",
+              title="Wan2.2 TI2V 5B", size=_5B, vae22=True),
+    _official(name="wan2.2-t2v-a14b", repo="Wan-AI/Wan2.2-T2V-A14B", variant="t2v-A14B",
+              title="Wan2.2 T2V A14B (MoE)", size=_720P, experts=2),
+    _official(name="wan2.2-i2v-a14b", repo="Wan-AI/Wan2.2-I2V-A14B", variant="i2v-A14B",
+              title="Wan2.2 I2V A14B (MoE)", size=_720P, experts=2),
+    # --- diffusers layout (the Wan-AI "-Diffusers" twins)
+    _diffusers(name="wan2.1-t2v-1.3b-diffusers", repo="Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+               variant="t2v-1.3B", title="Wan2.1 T2V 1.3B (diffusers)", size=_480P,
+               size_source="published"),
+    _diffusers(name="wan2.1-t2v-14b-diffusers", repo="Wan-AI/Wan2.1-T2V-14B-Diffusers",
+               variant="t2v-14B", title="Wan2.1 T2V 14B (diffusers)", size=_720P),
+    _diffusers(name="wan2.1-i2v-14b-480p-diffusers", repo="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
+               variant="i2v-14B", title="Wan2.1 I2V 14B 480p (diffusers)", size=_480P,
+               image_encoder=True),
+    _diffusers(name="wan2.1-i2v-14b-720p-diffusers", repo="Wan-AI/Wan2.1-I2V-14B-720P-Diffusers",
+               variant="i2v-14B", title="Wan2.1 I2V 14B 720p (diffusers)", size=_720P,
+               image_encoder=True),
+    # unconfirmed: the FLF2V twin's exact repo id (its casing was not seen on a Hub page)
+    _diffusers(name="wan2.1-flf2v-14b-720p-diffusers", repo="Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers",
+               variant="flf2v-14B", title="Wan2.1 FLF2V 14B 720p (diffusers)", size=_720P,
+               image_encoder=True),
+    _diffusers(name="wan2.2-ti2v-5b-diffusers", repo="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+               variant="ti2v-5B", title="Wan2.2 TI2V 5B (diffusers)", size=_5B,
+               t5_bytes=T5_DIFFUSERS_BF16, vae_bytes=VAE22_FP32),
+    _diffusers(name="wan2.2-t2v-a14b-diffusers", repo="Wan-AI/Wan2.2-T2V-A14B-Diffusers",
+               variant="t2v-A14B", title="Wan2.2 T2V A14B (diffusers)", size=_720P, experts=2,
+               t5_bytes=T5_DIFFUSERS_BF16),  # bf16 text encoder assumed as in the 5B twin
+    _diffusers(name="wan2.2-i2v-a14b-diffusers", repo="Wan-AI/Wan2.2-I2V-A14B-Diffusers",
+               variant="i2v-A14B", title="Wan2.2 I2V A14B (diffusers)", size=_720P, experts=2,
+               t5_bytes=T5_DIFFUSERS_BF16),
+    # --- ComfyUI repackaged single files
+    _comfy(name="comfy-wan2.1-t2v-1.3b-fp16", repo=_C21, variant="t2v-1.3B",
+           title="Wan2.1 T2V 1.3B fp16 (ComfyUI)", size=_480P, precision="fp16",
+           dit=((_DM + "wan2.1_t2v_1.3B_fp16.safetensors", 2_838_104_528,
+                 "be531024cd9018cb5b48c40cfbb6a6191645b1c792eb8bf4f8c1c6e10f924dc5"),),
+           t5=_T5_FP8_21, vae=_VAE21_21, size_source="published"),
+    _comfy(name="comfy-wan2.1-t2v-14b-fp16", repo=_C21, variant="t2v-14B",
+           title="Wan2.1 T2V 14B fp16 (ComfyUI)", size=_720P, precision="fp16",
+           dit=((_DM + "wan2.1_t2v_14B_fp16.safetensors", _14B_FP16, None),),
+           t5=_T5_FP16_21, vae=_VAE21_21),
+    _comfy(name="comfy-wan2.1-t2v-14b-fp8", repo=_C21, variant="t2v-14B",
+           title="Wan2.1 T2V 14B fp8 (ComfyUI)", size=_720P, precision="fp8",
+           dit=((_DM + "wan2.1_t2v_14B_fp8_e4m3fn.safetensors", _14B_FP8, None),),
+           t5=_T5_FP8_21, vae=_VAE21_21),
+    _comfy(name="comfy-wan2.1-i2v-14b-480p-fp16", repo=_C21, variant="i2v-14B",
+           title="Wan2.1 I2V 14B 480p fp16 (ComfyUI)", size=_480P, precision="fp16",
+           dit=((_DM + "wan2.1_i2v_480p_14B_fp16.safetensors", _I2V14B_FP16,
+                 "27988f6b510eb8d5fdd7485671b54897f8683f2bba7a772c5671be21d3491253"),),
+           t5=_T5_FP16_21, vae=_VAE21_21, clip=_CLIP_H),
+    _comfy(name="comfy-wan2.1-i2v-14b-480p-fp8", repo=_C21, variant="i2v-14B",
+           title="Wan2.1 I2V 14B 480p fp8 (ComfyUI)", size=_480P, precision="fp8",
+           dit=((_DM + "wan2.1_i2v_480p_14B_fp8_scaled.safetensors", _I2V14B_FP8, None),),
+           t5=_T5_FP8_21, vae=_VAE21_21, clip=_CLIP_H),
+    _comfy(name="comfy-wan2.1-i2v-14b-720p-fp8", repo=_C21, variant="i2v-14B",
+           title="Wan2.1 I2V 14B 720p fp8 (ComfyUI)", size=_720P, precision="fp8",
+           dit=((_DM + "wan2.1_i2v_720p_14B_fp8_scaled.safetensors", _I2V14B_FP8, None),),
+           t5=_T5_FP8_21, vae=_VAE21_21, clip=_CLIP_H),
+    _comfy(name="comfy-wan2.1-flf2v-14b-720p-fp8", repo=_C21, variant="flf2v-14B",
+           title="Wan2.1 FLF2V 14B 720p fp8 (ComfyUI)", size=_720P, precision="fp8",
+           dit=((_DM + "wan2.1_flf2v_720p_14B_fp8_e4m3fn.safetensors", 16_397_952_536,
+                 "d68ca694a695274e48e00974128337e06e497d95a1dc09e86fd2a01a405f455f"),),
+           t5=_T5_FP8_21, vae=_VAE21_21, clip=_CLIP_H),
+    _comfy(name="comfy-wan2.2-ti2v-5b-fp16", repo=_C22, variant="ti2v-5B",
+           title="Wan2.2 TI2V 5B fp16 (ComfyUI)", size=_5B, precision="fp16",
+           dit=((_DM + "wan2.2_ti2v_5B_fp16.safetensors", _dit_bytes("ti2v-5B", "fp16"), None),),
+           t5=_T5_FP8_22, vae=_VAE22_22, size_source="computed"),
+    _comfy(name="comfy-wan2.2-t2v-a14b-fp8", repo=_C22, variant="t2v-A14B",
+           title="Wan2.2 T2V A14B fp8 (ComfyUI)", size=_720P, precision="fp8",
+           dit=((_DM + "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", _14B_FP8, None),
+                (_DM + "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", _14B_FP8, None)),
+           t5=_T5_FP8_22, vae=_VAE21_22),
+    _comfy(name="comfy-wan2.2-t2v-a14b-fp16", repo=_C22, variant="t2v-A14B",
+           title="Wan2.2 T2V A14B fp16 (ComfyUI)", size=_720P, precision="fp16",
+           dit=((_DM + "wan2.2_t2v_high_noise_14B_fp16.safetensors", _14B_FP16, None),
+                (_DM + "wan2.2_t2v_low_noise_14B_fp16.safetensors", _14B_FP16, None)),
+           t5=_T5_FP8_22, vae=_VAE21_22),
+    _comfy(name="comfy-wan2.2-i2v-a14b-fp8", repo=_C22, variant="i2v-A14B",
+           title="Wan2.2 I2V A14B fp8 (ComfyUI)", size=_720P, precision="fp8",
+           dit=((_DM + "wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors", _14B_FP8, None),
+                (_DM + "wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors", _14B_FP8, None)),
+           t5=_T5_FP8_22, vae=_VAE21_22),
+    _comfy(name="comfy-wan2.2-i2v-a14b-fp16", repo=_C22, variant="i2v-A14B",
+           title="Wan2.2 I2V A14B fp16 (ComfyUI)", size=_720P, precision="fp16",
+           dit=((_DM + "wan2.2_i2v_high_noise_14B_fp16.safetensors", _14B_FP16, None),
+                (_DM + "wan2.2_i2v_low_noise_14B_fp16.safetensors", _14B_FP16, None)),
+           t5=_T5_FP8_22, vae=_VAE21_22),
+)
+
+CATALOG: dict[str, Release] = {r.name: r for r in _RELEASES}
+
+
+def get_release(name: str, catalog: dict[str, Release] | None = None) -> Release:
+    catalog = CATALOG if catalog is None else catalog
+    try:
+        return catalog[name]
+    except KeyError:
+        close = [n for n in catalog if name.lower() in n]
+        hint = f"; did you mean {', '.join(close[:3])}?" if close else ""
+        raise ConfigError(f"unknown model {name!r}{hint} (`wan-desktop models list` shows them)",
+                          remedy="Use a name from `wan-desktop models list`.") from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recommendation:
+    release: Release
+    plan: Plan | None  # None: does not fit even with block swapping
+    vram_needed_gb: float | None  # the estimate of that plan
+
+
+def recommend(
+    vram_gb: float, *, task: str | None = None, layout: Layout | None = None,
+    catalog: dict[str, Release] | None = None,
+) -> list[Recommendation]:
+    """Every release, best first for a GPU with ``vram_gb`` GB (estimates; see the module doc).
+
+    Order: releases that fit without block swapping first, bigger models before smaller, faster
+    plans before slower, smaller downloads before larger; then block-swap-only fits; then the rest.
+    """
+    out = []
+    for r in (CATALOG if catalog is None else catalog).values():
+        if task is not None and task not in r.tasks:
+            continue
+        if layout is not None and r.layout is not layout:
+            continue
+        plan = r.best_plan(vram_gb)
+        out.append(Recommendation(release=r, plan=plan,
+                                  vram_needed_gb=r.vram_for(plan) if plan else None))
+
+    def key(rec: Recommendation) -> tuple[int, int, int, int]:
+        r = rec.release
+        tier = 2 if rec.plan is None else int(rec.plan is Plan.BLOCK_SWAP)
+        return (tier, -r.quality_tier, rec.plan.rank if rec.plan else 0, r.download_bytes)
+
+    return sorted(out, key=key)
