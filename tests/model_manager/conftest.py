@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 
 import numpy as np
@@ -61,12 +60,11 @@ def make_repos() -> dict[str, FakeRepo]:
 
 
 def _comfy_release(name: str, dit: str) -> cat.Release:
-    rel = cat._comfy(
+    return cat._comfy(
         name=name, repo=COMFY, variant="t2v-1.3B", title=name, size=(832, 480, 81),
         precision="fp16", dit=((f"split_files/diffusion_models/{dit}", 1, None),),
         t5=("split_files/text_encoders/umt5_tiny.safetensors", 1, None),
         vae=("split_files/vae/wan_2.1_vae.safetensors", 1, None))
-    return rel
 
 
 def make_catalog() -> dict[str, cat.Release]:
@@ -102,4 +100,4 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-__all__ = ["COMFY", "OFFICIAL", "TOKENIZER_REPO", "io", "make_catalog", "make_repos", "sha256"]
+__all__ = ["COMFY", "OFFICIAL", "TOKENIZER_REPO", "make_catalog", "make_repos", "sha256"]

@@ -185,12 +185,21 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError):  # a client that hung up (cancel, cut)
+            return
+        super().handle_error(request, client_address)
+
+
 class HubServer:
     """Context manager: ``with HubServer(hub) as endpoint: ...``."""
 
     def __init__(self, hub: FakeHub) -> None:
         self.hub = hub
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(hub))
+        self.server = _QuietServer(("127.0.0.1", 0), _handler(hub))
         self.server.daemon_threads = True
         hub.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
