@@ -410,7 +410,7 @@ class ModelManager:
             from huggingface_hub import get_token
 
             return get_token()
-        except Exception:  # a broken token store must not stop anonymous downloads
+        except (OSError, ValueError):  # a broken token store must not stop anonymous downloads
             return None
 
     def remote_files(self, name: str) -> list[RemoteFile]:
@@ -458,7 +458,7 @@ class ModelManager:
         except HfHubHTTPError as e:
             status = e.response.status_code if e.response is not None else "?"
             raise DownloadError(f"{endpoint} answered HTTP {status} for {src.repo_id}") from None
-        except Exception as e:  # network errors come as httpx/httpx2/OSError types by hub version
+        except _network_errors() as e:
             raise DownloadError(f"cannot reach {endpoint} for {src.repo_id}: "
                                 f"{type(e).__name__}: {e}") from None
         commit = info.sha or src.revision
@@ -880,6 +880,21 @@ class ModelManager:
                     break
                 d = d.parent
         return removed
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """The transport errors huggingface_hub lets through: its HTTP client changed across versions
+    (requests, httpx, httpx2), so take whichever is installed, plus OSError."""
+    import importlib
+
+    errors: list[type[BaseException]] = [OSError]
+    for mod, name in (("httpx2", "HTTPError"), ("httpx", "HTTPError"),
+                      ("requests", "RequestException")):
+        try:
+            errors.append(getattr(importlib.import_module(mod), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(errors)
 
 
 def _content_range_start(value: str | None) -> int | None:
