@@ -1,0 +1,501 @@
+"""Detect the layout (official / diffusers / ComfyUI) and the Wan variant of what a user points at.
+
+Architecture comes from the tensors themselves (shapes in the headers, no weights read), cross-checked
+with config files where a layout has them; the variant (defaults, tasks) from the structure: image
+cross-attention, input channels, Wan2.2 expert pairs. Something we cannot identify is a
+CheckpointError, never a guess.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import CheckpointError
+from ..variants import VARIANTS, ClipConfig, DiTConfig, T5Config, VaeConfig, Variant
+from .reader import StateReader, safetensors_shards
+
+COMFY_PREFIXES = ("model.diffusion_model.", "diffusion_model.")
+# Per-layer quantization side tensors of ComfyUI fp8 files (legacy "scaled_fp8" and comfy-kitchen).
+SCALE_SUFFIXES = (".scale_weight", ".weight_scale")
+IGNORED_SUFFIXES = (".scale_input", ".input_scale", ".comfy_quant")
+IGNORED_KEYS = ("scaled_fp8",)
+
+OFFICIAL_VAE = ("Wan2.1_VAE.pth", "Wan2.2_VAE.pth")
+OFFICIAL_T5 = "models_t5_umt5-xxl-enc-bf16.pth"
+OFFICIAL_CLIP = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
+UNSUPPORTED_DIT_KEYS = {
+    "vace_blocks.": "a Wan VACE model",
+    "audio_injector.": "a Wan S2V (speech-to-video) model",
+    "casual_audio_encoder.": "a Wan S2V (speech-to-video) model",
+    "motion_encoder.": "a Wan Animate model",
+    "face_adapter.": "a Wan Animate model",
+}
+
+
+@dataclass(frozen=True)
+class ComponentFiles:
+    """One component's files and how its tensors are named."""
+
+    files: tuple[Path, ...]
+    naming: str  # "official" | "diffusers" (DiT, VAE) | "hf" (T5, CLIP)
+    config: dict[str, Any] = field(default_factory=dict, compare=False)
+    prefix: str = ""  # stripped from every key (ComfyUI "model.diffusion_model.")
+
+    def reader(self) -> StateReader:
+        return StateReader(self.files)
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """Everything detected about one model: layout, variant (with the real architecture) and files."""
+
+    path: Path
+    format: str  # "official" | "diffusers" | "comfyui"
+    variant: Variant
+    experts: tuple[ComponentFiles, ...]  # (dit,) or (high_noise, low_noise)
+    vae: ComponentFiles | None
+    text_encoder: ComponentFiles | None
+    tokenizer: Path | None  # a folder with tokenizer.json / spiece.model, or None (embedded / missing)
+    image_encoder: ComponentFiles | None
+    boundary: float | None = None
+    notes: tuple[str, ...] = ()
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
+    except ValueError:
+        raise CheckpointError(f"{path}: not valid JSON") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return data
+
+
+def strip_prefix(keys: list[str]) -> str:
+    """The ComfyUI prefix shared by the DiT keys of a single file ("" if none)."""
+    for p in COMFY_PREFIXES:
+        if any(k.startswith(p) for k in keys):
+            return p
+    return ""
+
+
+def is_side_tensor(key: str) -> bool:
+    return key in IGNORED_KEYS or key.endswith(SCALE_SUFFIXES + IGNORED_SUFFIXES)
+
+
+# ----------------------------------------------------------------------------- naming per component
+
+
+def dit_naming(keys: list[str]) -> str:
+    if any(k.endswith("head.modulation") for k in keys) or any(".self_attn.q." in k for k in keys):
+        return "official"
+    if any(k.startswith("condition_embedder.") or ".attn1.to_q." in k for k in keys):
+        return "diffusers"
+    raise CheckpointError("no Wan diffusion-model tensors found (expected head.modulation or "
+                          "condition_embedder.*)")
+
+
+def vae_naming(keys: list[str]) -> str:
+    if "decoder.conv1.weight" in keys or "conv2.weight" in keys:
+        return "official"
+    if "post_quant_conv.weight" in keys or "decoder.conv_in.weight" in keys:
+        return "diffusers"
+    raise CheckpointError("no Wan VAE tensors found (expected decoder.conv1 or decoder.conv_in)")
+
+
+def t5_naming(keys: list[str]) -> str:
+    if "token_embedding.weight" in keys:
+        return "official"
+    if any(k.startswith(("encoder.block.", "shared.", "encoder.embed_tokens.")) for k in keys):
+        return "hf"
+    raise CheckpointError("no umT5 encoder tensors found (expected token_embedding or "
+                          "encoder.block.*)")
+
+
+def clip_naming(keys: list[str]) -> str:
+    from .keymap_clip import is_hf_layout
+
+    if is_hf_layout(keys):
+        return "hf"
+    if any(k.startswith("visual.") for k in keys):
+        return "official"
+    raise CheckpointError("no CLIP vision tensors found (expected visual.* or vision_model.*)")
+
+
+def official_shapes(comp: ComponentFiles, kind: str) -> dict[str, tuple[int, ...]]:
+    """{official key: shape} of a component, read from headers only (side tensors skipped)."""
+    reader = comp.reader()
+    shapes: dict[str, tuple[int, ...]] = {}
+    if kind == "clip" and comp.naming == "hf":
+        from .keymap_clip import official_shapes_from_hf
+
+        try:
+            return official_shapes_from_hf({k: reader.info(k).shape for k in reader})
+        except KeyError as e:
+            raise CheckpointError(f"{comp.files[0]}: {e.args[0]}") from None
+    rename = official_renamer(comp, kind)
+    for k in reader:
+        if is_side_tensor(k):
+            continue
+        new = rename(k)
+        if new is not None:
+            shapes[new] = reader.info(k).shape
+    return shapes
+
+
+def official_renamer(comp: ComponentFiles, kind: str):
+    """A function foreign key -> official key (None: a key to ignore)."""
+    prefix = comp.prefix
+
+    def strip(k: str) -> str | None:
+        if prefix:
+            if not k.startswith(prefix):
+                return None  # other parts of a ComfyUI all-in-one file
+            k = k[len(prefix):]
+        return k
+
+    if comp.naming == "official":
+        if kind == "clip":  # the official CLIP file holds the text tower too
+            return lambda k: k if k.startswith("visual.") else None
+        return strip
+    if kind == "dit":
+        from .keymap_dit import official_key as dit_key
+
+        return lambda k: None if (s := strip(k)) is None else dit_key(s)
+    if kind == "vae":
+        from .keymap_vae import official_key as vae_key
+
+        version = comp.config.get("_version", "2.1")
+        return lambda k: vae_key(k, version)
+    if kind == "t5":
+        from .keymap_t5 import make_renamer
+
+        return make_renamer(comp.reader().keys())
+    raise CheckpointError(f"no key mapping for {kind} in {comp.naming} naming")
+
+
+# ----------------------------------------------------------------------------- architecture
+
+
+def _count(shapes: dict[str, tuple[int, ...]], pattern: str) -> int:
+    rx = re.compile(pattern)
+    found = {int(m.group(1)) for k in shapes if (m := rx.match(k))}
+    return max(found) + 1 if found else 0
+
+
+def _need(shapes: dict[str, tuple[int, ...]], key: str, where: str) -> tuple[int, ...]:
+    if key not in shapes:
+        raise CheckpointError(f"{where}: tensor {key} is missing; the file is incomplete or not a "
+                              "Wan model")
+    return shapes[key]
+
+
+def dit_config(shapes: dict[str, tuple[int, ...]], where: str, config: dict[str, Any]) -> DiTConfig:
+    for marker, what in UNSUPPORTED_DIT_KEYS.items():
+        if any(k.startswith(marker) for k in shapes):
+            raise CheckpointError(f"{where}: this is {what}, which Wan Desktop does not support yet",
+                                  remedy="Use a Wan2.1/Wan2.2 T2V, I2V, FLF2V or TI2V-5B model.")
+    pe = _need(shapes, "patch_embedding.weight", where)  # [dim, in_dim, 1, 2, 2]
+    dim, in_dim = pe[0], pe[1]
+    head = _need(shapes, "head.head.weight", where)  # [4·out_dim, dim]
+    patch = tuple(pe[2:])
+    out_dim = head[0] // (patch[0] * patch[1] * patch[2])
+    layers = _count(shapes, r"blocks\.(\d+)\.")
+    ffn_dim = _need(shapes, "blocks.0.ffn.0.weight", where)[0]
+    text_dim = _need(shapes, "text_embedding.0.weight", where)[1]
+    freq_dim = _need(shapes, "time_embedding.0.weight", where)[1]
+    heads = config.get("num_heads") or config.get("num_attention_heads")
+    if not heads:
+        heads = dim // 128  # every released Wan DiT has head_dim 128; files without config
+    image_dim = shapes["img_emb.proj.0.weight"][0] if "img_emb.proj.0.weight" in shapes else None
+    image_pos_len = shapes["img_emb.emb_pos"][1] if "img_emb.emb_pos" in shapes else None
+    if image_dim is not None:
+        model_type = "flf2v" if image_pos_len else "i2v"
+    elif in_dim == out_dim == 48:
+        model_type = "ti2v"
+    elif in_dim == out_dim:
+        model_type = "t2v"
+    elif in_dim == 2 * out_dim + 4:
+        model_type = "i2v"  # Wan2.2 I2V-A14B: conditioning only through the extra channels
+    else:
+        raise CheckpointError(f"{where}: unknown Wan variant (in_dim={in_dim}, out_dim={out_dim}, "
+                              f"dim={dim})")
+    if model_type in ("i2v", "flf2v") and in_dim != 2 * out_dim + 4:
+        raise CheckpointError(f"{where}: image-to-video model with {in_dim} input channels, "
+                              f"expected {2 * out_dim + 4}")
+    if dim % heads:
+        raise CheckpointError(f"{where}: dim {dim} is not divisible by {heads} heads")
+    return DiTConfig(model_type=model_type, dim=dim, ffn_dim=ffn_dim, num_heads=int(heads),
+                     num_layers=layers, in_dim=in_dim, out_dim=out_dim, text_dim=text_dim,
+                     freq_dim=freq_dim, patch_size=patch,  # type: ignore[arg-type]
+                     image_dim=image_dim, image_pos_len=image_pos_len)
+
+
+def vae_config(shapes: dict[str, tuple[int, ...]], where: str) -> VaeConfig:
+    from ..variants import VAE21, VAE22
+
+    z = _need(shapes, "conv2.weight", where)[0]
+    base = _need(shapes, "encoder.conv1.weight", where)[0]
+    dec_base = _need(shapes, "decoder.head.2.weight", where)[1]
+    if z == 16:
+        return replace(VAE21, base_dim=base, decoder_base_dim=dec_base)
+    if z == 48:
+        return replace(VAE22, base_dim=base, decoder_base_dim=dec_base)
+    raise CheckpointError(f"{where}: unknown VAE with {z} latent channels (Wan uses 16 or 48)")
+
+
+def t5_config(shapes: dict[str, tuple[int, ...]], where: str) -> T5Config:
+    vocab, dim = _need(shapes, "token_embedding.weight", where)
+    buckets, heads = _need(shapes, "blocks.0.pos_embedding.embedding.weight", where)
+    return T5Config(vocab_size=vocab, dim=dim,
+                    dim_attn=_need(shapes, "blocks.0.attn.q.weight", where)[0],
+                    dim_ffn=_need(shapes, "blocks.0.ffn.fc1.weight", where)[0],
+                    num_heads=heads, num_layers=_count(shapes, r"blocks\.(\d+)\."),
+                    num_buckets=buckets)
+
+
+def clip_config(shapes: dict[str, tuple[int, ...]], where: str, config: dict[str, Any]) -> ClipConfig:
+    pe = _need(shapes, "visual.patch_embedding.weight", where)  # [dim, 3, p, p]
+    dim, patch = pe[0], pe[2]
+    tokens = _need(shapes, "visual.pos_embedding", where)[1]
+    grid = round((tokens - 1) ** 0.5)
+    layers = _count(shapes, r"visual\.transformer\.(\d+)\.")
+    heads = config.get("num_attention_heads") or dim // 80  # ViT-H/14: 16 heads of 80
+    out_dim = shapes["visual.head"][1] if "visual.head" in shapes else ClipConfig().out_dim
+    return ClipConfig(image_size=grid * patch, patch_size=patch, dim=dim, num_heads=int(heads),
+                      num_layers=layers, out_dim=out_dim, tap_layers=layers - 1)
+
+
+def identify_variant(dit: DiTConfig, experts: int, where: str) -> Variant:
+    """The released variant with this structure (its defaults and tasks), carrying the real configs."""
+    if dit.model_type == "ti2v":
+        name = "ti2v-5B"
+    elif experts == 2:
+        name = {"t2v": "t2v-A14B", "i2v": "i2v-A14B"}.get(dit.model_type, "")
+        if dit.has_image_embedding:
+            name = ""
+    elif dit.model_type == "t2v":
+        name = "t2v-1.3B" if dit.dim <= 1536 else "t2v-14B"
+    elif dit.model_type == "i2v" and dit.has_image_embedding:
+        name = "i2v-14B"
+    elif dit.model_type == "flf2v":
+        name = "flf2v-14B"
+    else:
+        name = ""
+    if not name:
+        what = "two experts" if experts == 2 else "one model"
+        raise CheckpointError(f"{where}: unknown Wan variant ({dit.model_type} with {what})")
+    return replace(VARIANTS[name], dit=dit)
+
+
+# ----------------------------------------------------------------------------- layouts
+
+
+def _component(files: list[Path], kind: str, config: dict[str, Any] | None = None,
+               prefix: str = "") -> ComponentFiles:
+    reader = StateReader(files)
+    keys = [k for k in reader if not is_side_tensor(k)]
+    if prefix:
+        keys = [k[len(prefix):] for k in keys if k.startswith(prefix)]
+    naming = {"dit": dit_naming, "vae": vae_naming, "t5": t5_naming, "clip": clip_naming}[kind](keys)
+    config = dict(config or {})
+    if kind == "vae":
+        z = config.get("z_dim")
+        if z is None:
+            z_keys = ("conv2.weight", "post_quant_conv.weight")
+            z = next((reader.info(k).shape[0] for k in z_keys if k in reader), 16)
+        config["_version"] = "2.2" if z == 48 else "2.1"
+    return ComponentFiles(files=tuple(files), naming=naming, config=config, prefix=prefix)
+
+
+def _official(root: Path) -> tuple[list[ComponentFiles], dict[str, Path | None]]:
+    expert_dirs = [root / "high_noise_model", root / "low_noise_model"]
+    if all(d.is_dir() for d in expert_dirs):
+        dirs = expert_dirs
+    elif (root / "config.json").is_file() or safetensors_shards(root):
+        dirs = [root]
+    else:
+        raise CheckpointError(f"{root}: not a Wan model folder (no model_index.json, config.json or "
+                              "diffusion_pytorch_model*.safetensors)")
+    experts = []
+    for d in dirs:
+        shards = safetensors_shards(d)
+        if not shards:
+            raise CheckpointError(f"{d}: no diffusion_pytorch_model*.safetensors")
+        cfg = _read_json(d / "config.json") if (d / "config.json").is_file() else {}
+        experts.append(_component(shards, "dit", cfg))
+    found: dict[str, Path | None] = {
+        "vae": next((root / n for n in OFFICIAL_VAE if (root / n).is_file()), None),
+        "t5": root / OFFICIAL_T5 if (root / OFFICIAL_T5).is_file() else None,
+        "tokenizer": root / "google" / "umt5-xxl" if (root / "google" / "umt5-xxl").is_dir() else None,
+        "clip": root / OFFICIAL_CLIP if (root / OFFICIAL_CLIP).is_file() else None,
+    }
+    return experts, found
+
+
+def _diffusers(root: Path) -> tuple[list[ComponentFiles], dict[str, Any]]:
+    index = _read_json(root / "model_index.json")
+    experts = []
+    for name in ("transformer", "transformer_2"):
+        d = root / name
+        entry = index.get(name)
+        if entry is None or (isinstance(entry, list) and entry[0] is None) or not d.is_dir():
+            continue
+        shards = safetensors_shards(d)
+        if not shards:
+            raise CheckpointError(f"{d}: no diffusion_pytorch_model*.safetensors")
+        cfg = _read_json(d / "config.json") if (d / "config.json").is_file() else {}
+        experts.append(_component(shards, "dit", cfg))
+    if not experts:
+        raise CheckpointError(f"{root}: diffusers folder without a transformer/")
+    parts: dict[str, Any] = {"index": index}
+    for name, stem in (("vae", "diffusion_pytorch_model"), ("text_encoder", "model"),
+                       ("image_encoder", "model")):
+        d = root / name
+        if d.is_dir() and index.get(name) not in (None, [None, None]):
+            shards = safetensors_shards(d, stem)
+            if not shards:
+                raise CheckpointError(f"{d}: no {stem}*.safetensors")
+            cfg = _read_json(d / "config.json") if (d / "config.json").is_file() else {}
+            parts[name] = (shards, cfg)
+    parts["tokenizer"] = root / "tokenizer" if (root / "tokenizer").is_dir() else None
+    return experts, parts
+
+
+def _expert_pair(file: Path) -> list[Path]:
+    """A Wan2.2 A14B ComfyUI file and its sibling expert, ordered (high_noise, low_noise)."""
+    name = file.name
+    for mine, other in (("high_noise", "low_noise"), ("low_noise", "high_noise")):
+        if mine in name:
+            sibling = file.with_name(name.replace(mine, other))
+            if not sibling.is_file():
+                raise CheckpointError(f"{file}: Wan2.2 A14B needs both experts, but {sibling.name} "
+                                      "is not beside it")
+            return [file, sibling] if mine == "high_noise" else [sibling, file]
+    return [file]
+
+
+def _comfy_sibling(file: Path, folder: str, patterns: tuple[str, ...]) -> Path | None:
+    """ComfyUI's models/<folder>/ beside models/diffusion_models/ (or the file's own folder)."""
+    for d in (file.parent.parent / folder, file.parent):
+        for pat in patterns:
+            hits = sorted(d.glob(pat)) if d.is_dir() else []
+            if hits:
+                return hits[0]
+    return None
+
+
+def detect_model(
+    path: str | Path,
+    *,
+    vae: str | Path | None = None,
+    text_encoder: str | Path | None = None,
+    tokenizer: str | Path | None = None,
+) -> ModelFiles:
+    """Identify layout, variant and component files of ``path`` (folder or ComfyUI file)."""
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise CheckpointError(f"{root}: no such file or folder")
+    notes: list[str] = []
+    boundary: float | None = None
+    tok: Path | None = None
+    vae_c = t5_c = clip_c = None
+    if root.is_dir() and (root / "model_index.json").is_file():
+        fmt = "diffusers"
+        experts, parts = _diffusers(root)
+        index = parts["index"]
+        if index.get("boundary_ratio") is not None:
+            boundary = float(index["boundary_ratio"])
+        if "vae" in parts:
+            vae_c = _component(parts["vae"][0], "vae", parts["vae"][1])
+        if "text_encoder" in parts:
+            t5_c = _component(parts["text_encoder"][0], "t5", parts["text_encoder"][1])
+        if "image_encoder" in parts:
+            clip_c = _component(parts["image_encoder"][0], "clip", parts["image_encoder"][1])
+        tok = parts["tokenizer"]
+    elif root.is_dir():
+        fmt = "official"
+        experts, found = _official(root)
+        vae_c = _component([found["vae"]], "vae") if found["vae"] else None
+        t5_c = _component([found["t5"]], "t5") if found["t5"] else None
+        clip_c = _component([found["clip"]], "clip") if found["clip"] else None
+        tok = found["tokenizer"]
+    elif root.suffix == ".safetensors":
+        fmt = "comfyui"
+        files = _expert_pair(root)
+        experts = []
+        for f in files:
+            prefix = strip_prefix(StateReader([f]).keys())
+            experts.append(_component([f], "dit", prefix=prefix))
+    elif root.suffix == ".gguf":
+        raise CheckpointError(f"{root}: GGUF files are not supported",
+                              remedy="Use the fp16/bf16/fp8 safetensors release of the model.")
+    else:
+        raise CheckpointError(f"{root}: not a model folder or a .safetensors diffusion-model file")
+
+    where = str(root)
+    dits = [dit_config(official_shapes(e, "dit"), str(e.files[0]), e.config) for e in experts]
+    if len({d for d in dits}) > 1:
+        raise CheckpointError(f"{where}: the two experts have different architectures")
+    variant = identify_variant(dits[0], len(experts), where)
+    if variant.experts == 2 and boundary is None:
+        boundary = variant.defaults.boundary
+
+    # explicit component files win over what the layout holds
+    if vae is not None:
+        vae_c = _component([Path(vae).expanduser()], "vae")
+    if text_encoder is not None:
+        t5_c = _component([Path(text_encoder).expanduser()], "t5")
+    if tokenizer is not None:
+        tok = Path(tokenizer).expanduser()
+        if not tok.is_dir():
+            raise CheckpointError(f"{tok}: tokenizer folder not found")
+    if fmt == "comfyui":
+        want_vae = ("wan2.2_vae*.safetensors", "wan_2.2_vae*.safetensors") \
+            if variant.vae.version == "2.2" else ("wan_2.1_vae*.safetensors", "wan2.1_vae*.safetensors")
+        if vae_c is None and (p := _comfy_sibling(root, "vae", want_vae)):
+            vae_c = _component([p], "vae")
+            notes.append(f"VAE found beside the model: {p}")
+        if t5_c is None and (p := _comfy_sibling(root, "text_encoders", ("umt5*.safetensors",))):
+            t5_c = _component([p], "t5")
+            notes.append(f"text encoder found beside the model: {p}")
+        if clip_c is None and variant.clip is not None and (
+            p := _comfy_sibling(root, "clip_vision", ("clip_vision_h*.safetensors",))
+        ):
+            clip_c = _component([p], "clip")
+
+    if vae_c is not None:
+        vcfg = vae_config(official_shapes(vae_c, "vae"), str(vae_c.files[0]))
+        if vcfg.z_dim != variant.vae.z_dim:
+            raise CheckpointError(f"{vae_c.files[0]}: a Wan{vcfg.version} VAE (z={vcfg.z_dim}), but "
+                                  f"{variant.name} needs the Wan{variant.vae.version} VAE",
+                                  remedy=f"Pass the Wan{variant.vae.version} VAE file with --vae.")
+        variant = replace(variant, vae=vcfg)
+    if t5_c is not None:
+        tcfg = t5_config(official_shapes(t5_c, "t5"), str(t5_c.files[0]))
+        if tcfg.dim != variant.dit.text_dim:
+            raise CheckpointError(f"{t5_c.files[0]}: text encoder width {tcfg.dim} does not match the "
+                                  f"DiT's text_dim {variant.dit.text_dim}")
+        variant = replace(variant, t5=tcfg)
+    if clip_c is not None and variant.clip is not None:
+        ccfg = clip_config(official_shapes(clip_c, "clip"), str(clip_c.files[0]), clip_c.config)
+        if variant.dit.image_dim is not None and ccfg.dim != variant.dit.image_dim:
+            raise CheckpointError(f"{clip_c.files[0]}: CLIP width {ccfg.dim} does not match the DiT's "
+                                  f"image_dim {variant.dit.image_dim}")
+        variant = replace(variant, clip=ccfg)
+    elif variant.clip is None:
+        clip_c = None
+    if variant.dit.image_pos_len is not None and variant.clip is not None:
+        expected = 2 * (variant.clip.num_patches + 1)
+        if variant.dit.image_pos_len != expected:
+            raise CheckpointError(f"{where}: FLF2V position table of {variant.dit.image_pos_len} "
+                                  f"tokens, expected {expected}")
+    return ModelFiles(path=root, format=fmt, variant=variant, experts=tuple(experts), vae=vae_c,
+                      text_encoder=t5_c, tokenizer=tok, image_encoder=clip_c, boundary=boundary,
+                      notes=tuple(notes))

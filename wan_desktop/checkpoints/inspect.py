@@ -1,0 +1,74 @@
+"""``wan-desktop inspect``: what a model folder or file holds, from file headers only."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .detect import ComponentFiles, ModelFiles, detect_model, is_side_tensor
+
+
+def describe_component(comp: ComponentFiles) -> dict[str, Any]:
+    reader = comp.reader()
+    dtypes: Counter[str] = Counter()
+    params = 0
+    size = 0
+    for key in reader:
+        info = reader.info(key)
+        if is_side_tensor(key) or (comp.prefix and not key.startswith(comp.prefix)):
+            continue
+        if comp.naming == "official" and comp.files[0].name.startswith("models_clip") and not \
+                key.startswith("visual."):
+            continue  # the text tower of the official CLIP file is never used
+        dtypes[info.dtype] += info.numel
+        params += info.numel
+    for f in comp.files:
+        size += f.stat().st_size
+    quantized = any(k.endswith((".scale_weight", ".weight_scale")) for k in reader)
+    return {
+        "files": [str(f) for f in comp.files],
+        "naming": comp.naming,
+        "parameters": params,
+        "dtypes": {k: v for k, v in dtypes.most_common()},
+        "scaled_fp8": quantized,
+        "size_bytes": size,
+    }
+
+
+def inspect_files(m: ModelFiles) -> dict[str, Any]:
+    comps: dict[str, Any] = {
+        "dit": [describe_component(e) for e in m.experts],
+        "vae": describe_component(m.vae) if m.vae else None,
+        "text_encoder": describe_component(m.text_encoder) if m.text_encoder else None,
+        "tokenizer": str(m.tokenizer) if m.tokenizer else None,
+    }
+    if m.variant.clip is not None:
+        comps["image_encoder"] = describe_component(m.image_encoder) if m.image_encoder else None
+    if len(m.experts) == 2:
+        comps["dit"][0]["expert"] = "high_noise"
+        comps["dit"][1]["expert"] = "low_noise"
+    missing = [k for k, v in comps.items() if v is None]
+    if comps["tokenizer"] is None and m.text_encoder is not None and "spiece_model" in \
+            m.text_encoder.reader():
+        comps["tokenizer"] = f"embedded in {m.text_encoder.files[0].name}"
+        missing.remove("tokenizer")
+    v = m.variant
+    return {
+        "path": str(m.path),
+        "format": m.format,
+        "variant": v.name,
+        "family": v.family,
+        "tasks": [t.value for t in v.tasks],
+        "experts": len(m.experts),
+        "boundary": m.boundary,
+        "dit_config": {k: val for k, val in asdict(v.dit).items()},
+        "components": comps,
+        "missing": missing,
+        "notes": list(m.notes),
+    }
+
+
+def inspect_model(path: str | Path, **overrides: Any) -> dict[str, Any]:
+    return inspect_files(detect_model(path, **overrides))

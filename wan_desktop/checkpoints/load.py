@@ -1,0 +1,160 @@
+"""Load detected components into our modules: rename foreign keys to official ones, stream tensors
+in one at a time, keep fp8 weights fp8, validate everything.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..errors import CheckpointError
+from .detect import (
+    IGNORED_KEYS,
+    IGNORED_SUFFIXES,
+    SCALE_SUFFIXES,
+    ComponentFiles,
+    ModelFiles,
+    official_renamer,
+)
+from .materialize import TensorSource, materialize, weights_on_meta
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from ..models.layers import Ops
+
+
+def _few(names: list[str], n: int = 4) -> str:
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def component_sources(
+    comp: ComponentFiles, kind: str
+) -> tuple[dict[str, TensorSource], dict[str, TensorSource]]:
+    """(official key -> source, owner module path -> per-layer fp8 scale source)."""
+    reader = comp.reader()
+    rename = official_renamer(comp, kind)
+    sources: dict[str, TensorSource] = {}
+    scales: dict[str, TensorSource] = {}
+    unknown: list[str] = []
+
+    def src(key: str) -> TensorSource:
+        info = reader.info(key)
+        return TensorSource(info.shape, info.dtype, info.file, lambda k=key: reader.get(k), key)
+
+    for key in reader:
+        if key in IGNORED_KEYS or key.endswith(IGNORED_SUFFIXES):
+            continue
+        scale_suffix = next((s for s in SCALE_SUFFIXES if key.endswith(s)), None)
+        try:
+            if scale_suffix is not None:
+                owner = rename(key[: -len(scale_suffix)] + ".weight")
+                if owner is not None:
+                    scales[owner.removesuffix(".weight")] = src(key)
+                continue
+            new = rename(key)
+        except KeyError:
+            unknown.append(key)
+            continue
+        if new is None:
+            continue
+        if new in sources:
+            raise CheckpointError(f"{reader.info(key).file}: tensors {sources[new].key} and {key} "
+                                  f"both map to {new}")
+        sources[new] = src(key)
+    if unknown:
+        raise CheckpointError(f"{comp.files[0]}: {len(unknown)} tensor(s) this {kind} does not have "
+                              f"({_few(unknown)}); is it another model?")
+    return sources, scales
+
+
+def load_dit(
+    files: ModelFiles,
+    expert: int = 0,
+    *,
+    dtype: torch.dtype | None = None,
+    ops: type[Ops] | None = None,
+    keep_fp8: bool = True,
+) -> nn.Module:
+    """The DiT (or Wan2.2 expert ``expert``: 0 high-noise, 1 low-noise) on the CPU."""
+    import torch
+
+    from ..models.dit import WanModel
+    from ..models.layers import Ops as DefaultOps
+
+    comp = files.experts[expert]
+    with weights_on_meta():
+        model = WanModel(files.variant.dit, ops or DefaultOps)
+    sources, scales = component_sources(comp, "dit")
+    return materialize(model, sources, what=f"diffusion model {comp.files[0].name}",
+                       dtype=dtype or torch.float32, keep_fp8=keep_fp8, scales=scales)
+
+
+def require(files: ModelFiles, part: str) -> ComponentFiles:
+    comp = getattr(files, part)
+    if comp is None:
+        flag = {"vae": "--vae FILE", "text_encoder": "--text-encoder FILE",
+                "image_encoder": "the CLIP image encoder file"}[part]
+        raise CheckpointError(f"{files.path}: no {part.replace('_', ' ')} found",
+                              remedy=f"Give {flag}, or use a complete model folder.")
+    return comp
+
+
+def load_t5(files: ModelFiles, *, dtype: torch.dtype | None = None,
+            ops: type[Ops] | None = None) -> nn.Module:
+    """The umT5 encoder on the CPU."""
+    import torch
+
+    from ..models.layers import Ops as DefaultOps
+    from ..models.t5 import T5Encoder
+
+    comp = require(files, "text_encoder")
+    with weights_on_meta():
+        model = T5Encoder(files.variant.t5, ops or DefaultOps)
+    sources, scales = component_sources(comp, "t5")
+    return materialize(model, sources, what=f"text encoder {comp.files[0].name}",
+                       dtype=dtype or torch.float32, scales=scales)
+
+
+def load_clip(files: ModelFiles, *, dtype: torch.dtype | None = None,
+              ops: type[Ops] | None = None) -> nn.Module:
+    """The CLIP image encoder (Wan2.1 I2V / FLF2V) on the CPU."""
+    from .keymap_clip import load_clip_visual
+
+    comp = require(files, "image_encoder")
+    assert files.variant.clip is not None
+    return load_clip_visual(comp.files, files.variant.clip, dtype=dtype, ops=ops)
+
+
+def load_tokenizer(files: ModelFiles):
+    """The umT5 tokenizer: the model's tokenizer folder, or the sentencepiece model ComfyUI embeds
+    in its umT5 file (``spiece_model``)."""
+    from ..text import Tokenizer
+
+    if files.tokenizer is not None:
+        return Tokenizer.from_folder(files.tokenizer)
+    if files.text_encoder is not None:
+        reader = files.text_encoder.reader()
+        if "spiece_model" in reader:
+            data = bytes(reader.get("spiece_model").numpy().tobytes())
+            return Tokenizer.from_spiece_bytes(data, f"{files.text_encoder.files[0].name}:spiece_model")
+    raise CheckpointError(f"{files.path}: no tokenizer found",
+                          remedy="Give --tokenizer DIR (a folder with tokenizer.json or spiece.model, "
+                                 "e.g. google/umt5-xxl).")
+
+
+def load_vae(files: ModelFiles, *, dtype: torch.dtype | None = None) -> nn.Module:
+    """The Wan2.1 or Wan2.2 VAE on the CPU (fp32 unless ``dtype``)."""
+    import torch
+
+    comp = require(files, "vae")
+    cfg = files.variant.vae
+    if cfg.version == "2.2":
+        from ..models.vae22 import WanVAE22 as Vae
+    else:
+        from ..models.vae21 import WanVAE21 as Vae
+    with weights_on_meta():
+        model = Vae(cfg)
+    sources, scales = component_sources(comp, "vae")
+    return materialize(model, sources, what=f"VAE {comp.files[0].name}",
+                       dtype=dtype or torch.float32, scales=scales)
