@@ -124,11 +124,29 @@ class _SpieceBackend:
         return [*ids[: max_length - 1], self.eos_id], truncated
 
 
+class _ByteBackend:
+    """UTF-8 bytes as token ids, for random-weight benchmark models that ship no tokenizer: the
+    same sequence lengths and id ranges as real text, no vocabulary needed."""
+
+    pad_id = 0
+
+    def __init__(self, vocab_size: int) -> None:
+        self.vocab_size = vocab_size
+
+    def encode(self, text: str, max_length: int) -> tuple[list[int], bool]:
+        ids = [3 + b % (self.vocab_size - 3) for b in text.encode("utf-8")]
+        cut = len(ids) + 1 > max_length
+        return [*ids[:max_length - 1], 1], cut  # EOS = 1 as in T5
+
+
 class Tokenizer:
     """The umT5 tokenizer of a model folder; ``tok(texts)`` -> ``TokenBatch``."""
 
     def __init__(
-        self, backend: _JsonBackend | _SpieceBackend, source: str, max_length: int = TEXT_LEN
+        self,
+        backend: _JsonBackend | _SpieceBackend | _ByteBackend,
+        source: str,
+        max_length: int = TEXT_LEN,
     ) -> None:
         self._backend = backend
         self.source = source
@@ -163,6 +181,11 @@ class Tokenizer:
         """From a serialized sentencepiece model (ComfyUI files: the uint8 ``spiece_model`` tensor,
         ``bytes(t.numpy())``)."""
         return cls(_SpieceBackend(data, source), source, max_length)
+
+    @classmethod
+    def for_random_weights(cls, vocab_size: int, max_length: int = TEXT_LEN) -> Tokenizer:
+        """Byte-level ids for ``--random-weights`` models (benchmarks): no files needed."""
+        return cls(_ByteBackend(vocab_size), "bytes (random weights)", max_length)
 
     @property
     def pad_id(self) -> int:

@@ -1,0 +1,404 @@
+"""The generation loop: a plain function over the component Protocols of contracts.py.
+
+It knows nothing about Qt, files on disk or which backend runs the components: the CLI and the GUI's
+GPU worker build ``Components`` and call :func:`generate` with a :class:`CancelToken` and an ``emit``
+callback. A cancelled job raises ``Cancelled`` within one DiT call and never runs the VAE.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .cancel import CancelToken
+from .errors import ConfigError
+from .variants import Task, Variant
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+    from .contracts import Components
+
+
+# ----------------------------------------------------------------------------- request
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationRequest:
+    """Everything that decides a video. ``None`` fields take the variant's default in
+    :meth:`resolve`; the resolved request is saved beside every output."""
+
+    prompt: str
+    negative_prompt: str | None = None
+    task: str | None = None  # "t2v" | "i2v" | "flf2v" | "ti2v"
+    image: str | None = None
+    last_image: str | None = None
+    width: int | None = None
+    height: int | None = None
+    frames: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    guidance_low: float | None = None  # Wan2.2 A14B low-noise expert
+    shift: float | None = None
+    sampler: str | None = None
+    seed: int = 0
+    batch_cfg: bool = True  # run cond and uncond as one batch of 2 (the planner may turn it off)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationRequest:
+        """From saved settings (history, sidecars of older versions): unknown keys are ignored."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def resolve(self, variant: Variant) -> GenerationRequest:
+        """Fill defaults from the variant and validate every value against it."""
+        d = variant.defaults
+        task = self.task or ("ti2v" if (variant.name == "ti2v-5B" and self.image) else
+                             "flf2v" if Task.FLF2V in variant.tasks else
+                             "i2v" if Task.I2V in variant.tasks else "t2v")
+        try:
+            task_enum = Task(task)
+        except ValueError:
+            raise ConfigError(f"unknown task {task!r}; expected t2v, i2v, flf2v or ti2v") from None
+        if task_enum not in variant.tasks:
+            can = ", ".join(t.value for t in variant.tasks)
+            raise ConfigError(f"the {variant.name} model cannot do {task} (it can do: {can})",
+                              remedy="Choose a task the model supports, or another model.")
+        width = self.width if self.width is not None else d.size[0]
+        height = self.height if self.height is not None else d.size[1]
+        m = variant.spatial_multiple
+        if width <= 0 or height <= 0 or width % m or height % m:
+            raise ConfigError(f"size {width}x{height} is not a multiple of {m} for {variant.name}",
+                              remedy=f"Use a width and height divisible by {m}, e.g. "
+                                     f"{d.size[0]}x{d.size[1]}.")
+        frames = self.frames if self.frames is not None else d.frames
+        tf = variant.vae.temporal_factor
+        if frames < 1 or (frames - 1) % tf:
+            lower = max(1, (frames - 1) // tf * tf + 1)
+            raise ConfigError(f"frames must be {tf}n+1 (1, 5, 9, ..., 81), got {frames}",
+                              remedy=f"Use {lower} or {lower + tf} frames.")
+        steps = self.steps if self.steps is not None else d.steps
+        if steps < 1:
+            raise ConfigError(f"steps must be at least 1, got {steps}")
+        guidance = self.guidance if self.guidance is not None else d.guidance
+        guidance_low = self.guidance_low
+        if guidance_low is None:
+            guidance_low = (d.guidance_low if self.guidance is None else guidance) \
+                if variant.experts == 2 else guidance
+        shift = self.shift if self.shift is not None else d.shift_for(width, height)
+        for name, value in (("guidance", guidance), ("guidance-low", guidance_low), ("shift", shift)):
+            if not math.isfinite(value) or value < 0 or (name == "shift" and value <= 0):
+                raise ConfigError(f"{name} must be a positive number, got {value}")
+        sampler = self.sampler or d.sampler
+        from .samplers import SAMPLERS
+
+        if sampler not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
+        needs_image = task_enum in (Task.I2V, Task.FLF2V, Task.TI2V)
+        if needs_image and not self.image:
+            raise ConfigError(f"task {task} needs an input image (--image)")
+        if task_enum is Task.FLF2V and not self.last_image:
+            raise ConfigError("task flf2v needs a last frame (--last-image)")
+        if not needs_image and self.image:
+            raise ConfigError(f"task {task} takes no input image; use --task i2v or ti2v")
+        if self.last_image and task_enum is not Task.FLF2V:
+            raise ConfigError("--last-image is only used by the flf2v task")
+        if task_enum is Task.FLF2V and frames < 2:
+            raise ConfigError("flf2v needs at least 5 frames")
+        if not (0 <= self.seed < 2**63):
+            raise ConfigError(f"seed must be between 0 and 2^63-1, got {self.seed}")
+        neg = self.negative_prompt if self.negative_prompt else d.negative_prompt
+        return replace(self, negative_prompt=neg, task=task, width=width, height=height,
+                       frames=frames, steps=steps, guidance=float(guidance),
+                       guidance_low=float(guidance_low), shift=float(shift), sampler=sampler)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """How to run (not what to make): model files, backend, device, precision, memory plan."""
+
+    model: str | None = None
+    vae: str | None = None
+    text_encoder: str | None = None
+    tokenizer: str | None = None
+    random_weights: str | None = None  # a variant name: full-size model with random weights
+    device: str | None = None  # "cpu" | "cuda"; None: cuda when available
+    dtype: str | None = None  # "float32" | "bfloat16" | "float16"; None: bf16 on GPU, fp32 on CPU
+    backend: str = "torch"  # "torch" | "onnxruntime" | "tensorrt"
+    engines: str | None = None
+    precision: str | None = None  # "bf16" | "fp8" | "int8"
+    vram_budget_gb: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunOptions:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class StageStarted:
+    stage: str  # "encode" | "denoise" | "decode"
+
+
+@dataclass(frozen=True)
+class StepDone:
+    step: int  # 1-based
+    total: int
+    elapsed: float  # seconds since the denoise stage began
+    timestep: float
+    expert: int  # 0 (high-noise / only model) or 1 (low-noise)
+    preview: Tensor | None = field(default=None, repr=False)  # current x0 [z, T, h, w], CPU fp32
+
+    @property
+    def eta(self) -> float:
+        return self.elapsed / self.step * (self.total - self.step)
+
+
+@dataclass(frozen=True)
+class Finished:
+    seconds: float
+    frames: int
+
+
+Event = StageStarted | StepDone | Finished
+Emit = Callable[[Event], None]
+
+
+def _no_emit(event: Event) -> None:
+    return None
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def initial_noise(shape: tuple[int, ...], seed: int) -> Tensor:
+    """Noise drawn on the CPU in float32, so one seed gives one video on every device/backend."""
+    import torch
+
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    return torch.randn(shape, generator=g, dtype=torch.float32)
+
+
+def pad_context(embeds: list[Tensor], text_len: int) -> Tensor:
+    """[L_i, D] per prompt -> [B, text_len, D], zero rows after the real tokens (as Wan does)."""
+
+    out = embeds[0].new_zeros(len(embeds), text_len, embeds[0].shape[-1])
+    for i, e in enumerate(embeds):
+        n = min(e.shape[0], text_len)
+        out[i, :n] = e[:n]
+    return out
+
+
+def load_image(path: str | Path, width: int, height: int) -> Tensor:
+    """An image file -> [1, 3, H, W] in [-1, 1]: centre-cropped to the target aspect, LANCZOS-resized."""
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"image not found: {p}")
+    try:
+        with Image.open(p) as im:
+            img = im.convert("RGB")
+    except (UnidentifiedImageError, OSError) as e:
+        raise ConfigError(f"cannot read image {p}: {e}") from None
+    iw, ih = img.size
+    target = width / height
+    if abs(iw / ih - target) > 1e-3:  # crop the excess, never stretch
+        if iw / ih > target:
+            cw = round(ih * target)
+            img = img.crop(((iw - cw) // 2, 0, (iw - cw) // 2 + cw, ih))
+        else:
+            ch = round(iw / target)
+            img = img.crop((0, (ih - ch) // 2, iw, (ih - ch) // 2 + ch))
+    if img.size != (width, height):
+        img = img.resize((width, height), resample=Image.Resampling.LANCZOS)
+    arr = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)
+    return (arr.permute(2, 0, 1)[None] * 2 - 1).contiguous()
+
+
+def i2v_mask(frames: int, t_lat: int, h: int, w: int, *, last: bool, temporal: int = 4) -> Tensor:
+    """The 4-channel mask of Wan I2V/FLF2V: [1, 4, T_lat, h, w], ones on the given frames."""
+    import torch
+
+    m = torch.zeros(1, frames, h, w)
+    m[:, 0] = 1
+    if last:
+        m[:, -1] = 1
+    m = torch.cat([m[:, :1].repeat(1, temporal, 1, 1), m[:, 1:]], dim=1)  # [1, 4·T_lat, h, w]
+    return m.view(1, t_lat, temporal, h, w).transpose(1, 2).contiguous()
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+def generate(
+    components: Components,
+    request: GenerationRequest,
+    *,
+    cancel: CancelToken | None = None,
+    emit: Emit = _no_emit,
+    device: torch.device | str = "cpu",
+    preview_every: int = 1,
+) -> Tensor:
+    """Run one generation. ``request`` must be resolved against ``components.variant``.
+
+    Returns the video as uint8 [F, H, W, 3] on the CPU.
+    """
+    import torch
+
+    from .samplers import make_sampler, make_schedule
+    from .video import to_uint8_frames
+
+    cancel = cancel or CancelToken()
+    variant = components.variant
+    r = request
+    assert r.width and r.height and r.frames and r.steps and r.sampler and r.task, "resolve() first"
+    assert r.guidance is not None and r.guidance_low is not None and r.shift is not None
+    dev = torch.device(device)
+    task = Task(r.task)
+    t0 = time.perf_counter()
+    z, t_lat, h, w = variant.latent_shape(r.width, r.height, r.frames)
+    use_cfg = r.guidance != 1.0 or (variant.experts == 2 and r.guidance_low != 1.0)
+
+    # --- text
+    cancel.check()
+    emit(StageStarted("encode"))
+    prompts = [r.prompt, r.negative_prompt or ""] if use_cfg else [r.prompt]
+    embeds = components.text_encoder.encode(prompts)
+    ctx_all = pad_context([e.float() for e in embeds], variant.dit.text_len).to(dev)
+    ctx, ctx_neg = ctx_all[:1], (ctx_all[1:] if use_cfg else None)
+    cancel.check()
+
+    # --- image conditioning
+    y = clip_fea = cond_latent = first_mask = None
+    if task in (Task.I2V, Task.FLF2V):
+        assert r.image is not None
+        first = load_image(r.image, r.width, r.height)
+        last = load_image(r.last_image, r.width, r.height) if task is Task.FLF2V else None
+        if components.image_encoder is not None and variant.dit.has_image_embedding:
+            images = first if last is None else torch.cat([first, last])
+            clip_fea = components.image_encoder.encode(images.to(dev)).float()
+            clip_fea = clip_fea.reshape(1, -1, clip_fea.shape[-1])  # [1, 257·n, 1280]
+        elif variant.dit.has_image_embedding:
+            raise ConfigError(f"{variant.name} needs the CLIP image encoder, which was not found")
+        parts = [first[:, :, None], first.new_zeros(1, 3, r.frames - (2 if last is not None else 1),
+                                                    r.height, r.width)]
+        if last is not None:
+            parts.append(last[:, :, None])
+        cancel.check()
+        assert components.vae_encoder is not None, "I2V needs a VAE encoder"
+        y_lat = components.vae_encoder.encode(torch.cat(parts, dim=2).to(dev)).float()
+        y = torch.cat([i2v_mask(r.frames, t_lat, h, w, last=last is not None,
+                                temporal=variant.vae.temporal_factor).to(dev), y_lat], dim=1)
+    elif task is Task.TI2V:
+        assert r.image is not None and components.vae_encoder is not None
+        first = load_image(r.image, r.width, r.height)
+        cond_latent = components.vae_encoder.encode(first[:, :, None].to(dev)).float()  # [1,z,1,h,w]
+        first_mask = torch.ones(1, 1, t_lat, h, w, device=dev)
+        first_mask[:, :, 0] = 0
+    cancel.check()
+
+    # --- denoise
+    emit(StageStarted("denoise"))
+    schedule = make_schedule(r.sampler, r.steps, r.shift)
+    sampler = make_sampler(r.sampler, schedule)
+    x = initial_noise((1, z, t_lat, h, w), r.seed).to(dev)
+    if cond_latent is not None:
+        x = (1 - first_mask) * cond_latent + first_mask * x
+    boundary = (components.boundary if components.boundary is not None
+                else variant.defaults.boundary)
+    _pt, ph, pw = variant.dit.patch_size
+    t_start = time.perf_counter()
+    for i, t in enumerate(schedule.timesteps):
+        cancel.check()
+        expert = 1 if (len(components.denoisers) == 2 and boundary is not None
+                       and t < boundary * 1000) else 0
+        g = r.guidance if expert == 0 else r.guidance_low
+        model = components.denoisers[expert]
+        if first_mask is not None:
+            # per-token timesteps: the clean first frame gets t = 0
+            tt = (first_mask[0, 0, :, ::ph, ::pw] * float(t)).flatten()[None]
+        else:
+            tt = torch.full((1,), float(t), device=dev)
+        if use_cfg and g != 1.0:
+            assert ctx_neg is not None
+            if r.batch_cfg:
+                v_c, v_u = model(
+                    torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([ctx, ctx_neg]),
+                    y=None if y is None else torch.cat([y, y]),
+                    clip_fea=None if clip_fea is None else torch.cat([clip_fea, clip_fea]),
+                ).float().chunk(2)
+            else:
+                v_c = model(x, tt, ctx, y=y, clip_fea=clip_fea).float()
+                cancel.check()
+                v_u = model(x, tt, ctx_neg, y=y, clip_fea=clip_fea).float()
+            v = v_u + g * (v_c - v_u)
+        else:
+            v = model(x, tt, ctx, y=y, clip_fea=clip_fea).float()
+        preview = None
+        if preview_every and ((i + 1) % preview_every == 0 or i + 1 == r.steps):
+            x0 = sampler.x0(i, v, x)
+            if cond_latent is not None:
+                x0 = (1 - first_mask) * cond_latent + first_mask * x0
+            preview = x0[0].detach().float().cpu()
+        x = sampler.step(i, v, x)
+        if cond_latent is not None:
+            x = (1 - first_mask) * cond_latent + first_mask * x
+        emit(StepDone(step=i + 1, total=r.steps, elapsed=time.perf_counter() - t_start,
+                      timestep=float(t), expert=expert, preview=preview))
+    cancel.check()
+
+    # --- decode
+    emit(StageStarted("decode"))
+    video = components.vae_decoder.decode(x)
+    frames = to_uint8_frames(video)
+    emit(Finished(seconds=time.perf_counter() - t0, frames=frames.shape[0]))
+    return frames
+
+
+def generate_to_file(
+    components: Components,
+    request: GenerationRequest,
+    out: str | Path,
+    *,
+    options: RunOptions | None = None,
+    cancel: CancelToken | None = None,
+    emit: Emit = _no_emit,
+    device: torch.device | str = "cpu",
+) -> Path:
+    """generate() and write the result atomically with its settings (nothing appears at ``out``
+    unless the whole video was made)."""
+    from . import __version__
+    from .video import write_video
+
+    t0 = time.perf_counter()
+    frames = generate(components, request, cancel=cancel, emit=emit, device=device)
+    fps = components.variant.defaults.fps
+    meta = {
+        "app": "wan-desktop",
+        "version": __version__,
+        "variant": components.variant.name,
+        "fps": fps,
+        "request": request.to_dict(),
+        "options": options.to_dict() if options else None,
+        "model": {k: str(v) for k, v in components.info.items()},
+        "seconds": round(time.perf_counter() - t0, 3),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    return write_video(out, [frames], fps=fps, metadata=meta)
