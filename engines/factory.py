@@ -1,0 +1,72 @@
+"""Build ``Components`` for a run: the composition of detection, loading and a backend.
+
+Only the composition roots (the CLI, the GUI's GPU service) call this.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from wan_desktop.contracts import Components
+from wan_desktop.errors import ConfigError, EngineError
+from wan_desktop.variants import Variant, get_variant
+
+if TYPE_CHECKING:
+    import torch
+
+    from wan_desktop.checkpoints.detect import ModelFiles
+    from wan_desktop.pipeline import RunOptions
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+def detect_for_options(options: RunOptions) -> tuple[Variant, ModelFiles | None]:
+    """The variant to run (and the detected files, unless random weights): cheap, reads headers."""
+    if options.random_weights:
+        if options.model:
+            raise ConfigError("give either --model or --random-weights, not both")
+        return get_variant(options.random_weights), None
+    if not options.model:
+        raise ConfigError("no model given")
+    from wan_desktop.checkpoints.detect import detect_model
+
+    files = detect_model(options.model, vae=options.vae, text_encoder=options.text_encoder,
+                         tokenizer=options.tokenizer)
+    return files.variant, files
+
+
+def resolve_device(options: RunOptions) -> tuple[torch.device, torch.dtype]:
+    import torch
+
+    want = options.device
+    if want == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA GPU is available",
+                          remedy="Use --device cpu, or install the CUDA build of PyTorch.")
+    device = torch.device(want or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if options.dtype:
+        dtype = getattr(torch, _DTYPES[options.dtype])
+    else:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    return device, dtype
+
+
+def build_components(
+    options: RunOptions,
+    variant: Variant,
+    files: ModelFiles | None,
+    *,
+    warn: Callable[[str], None] | None = None,
+) -> tuple[Components, torch.device]:
+    """Load (or randomly initialise) every component the variant needs, on ``options``' device."""
+    device, dtype = resolve_device(options)
+    if options.backend != "torch":
+        raise EngineError(f"backend {options.backend!r} is not available yet in this build",
+                          remedy="Use --backend torch.")
+    from .torch_backend import build_torch_components
+
+    comps = build_torch_components(variant, files, device=device, dtype=dtype, warn=warn)
+    return comps, device

@@ -1,0 +1,250 @@
+"""PyTorch backend: our own modules behind the component Protocols of wan_desktop/contracts.py.
+
+Each component keeps its module on the CPU between uses and moves it to the device in ``load``;
+``unload`` moves it back and frees the device memory. Which components are resident, and when,
+is the memory planner's decision (wan_desktop/memory.py), not this file's.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from wan_desktop.checkpoints.detect import ModelFiles
+    from wan_desktop.contracts import Components
+    from wan_desktop.text import Tokenizer
+    from wan_desktop.variants import Variant
+
+log = logging.getLogger(__name__)
+
+
+def _move(module: nn.Module, device: torch.device) -> None:
+    module.to(device)
+
+
+def _free(module: nn.Module) -> None:
+    had_cuda = any(p.is_cuda for p in module.parameters())
+    module.to("cpu")
+    if had_cuda:
+        torch.cuda.empty_cache()
+
+
+class _Resident:
+    """load/unload of one module (a free-standing helper, not a base class of the components)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.device = torch.device("cpu")
+
+    def load(self, device: torch.device) -> None:
+        device = torch.device(device)
+        if device != self.device:
+            _move(self.module, device)
+            self.device = device
+
+    def unload(self) -> None:
+        if self.device.type != "cpu":
+            _free(self.module)
+            self.device = torch.device("cpu")
+
+
+class TorchTextEncoder:
+    def __init__(self, model: nn.Module, tokenizer: Tokenizer,
+                 warn: Callable[[str], None] | None = None) -> None:
+        self._res = _Resident(model)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.warn = warn
+
+    def load(self, device: torch.device) -> None:
+        self._res.load(device)
+
+    def unload(self) -> None:
+        self._res.unload()
+
+    @torch.inference_mode()
+    def encode(self, prompts: Sequence[str]) -> list[Tensor]:
+        batch = self.tokenizer(list(prompts))
+        if batch.any_truncated and self.warn is not None:
+            self.warn(f"prompt longer than {self.tokenizer.max_length} tokens: the end was cut off")
+        dev = self._res.device
+        hidden = self.model(batch.ids.to(dev), batch.mask.to(dev))
+        return [hidden[i, :n].float() for i, n in enumerate(batch.lengths)]
+
+
+class TorchDenoiser:
+    def __init__(self, model: nn.Module) -> None:
+        self._res = _Resident(model)
+        self.model = model
+
+    def load(self, device: torch.device) -> None:
+        self._res.load(device)
+
+    def unload(self) -> None:
+        self._res.unload()
+
+    @torch.inference_mode()
+    def __call__(self, latents: Tensor, timestep: Tensor, context: Tensor, *,
+                 y: Tensor | None = None, clip_fea: Tensor | None = None) -> Tensor:
+        dev = self._res.device
+        return self.model(
+            latents.to(dev), timestep.to(dev), context.to(dev),
+            y=None if y is None else y.to(dev),
+            clip_fea=None if clip_fea is None else clip_fea.to(dev),
+        )
+
+
+class TorchVae:
+    """Both VAE roles (decoder and encoder) over one module."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self._res = _Resident(model)
+        self.model = model
+
+    def load(self, device: torch.device) -> None:
+        self._res.load(device)
+
+    def unload(self) -> None:
+        self._res.unload()
+
+    def _dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @torch.inference_mode()
+    def decode(self, latents: Tensor) -> Tensor:
+        return self.model.decode(latents.to(self._res.device, self._dtype())).float()
+
+    @torch.inference_mode()
+    def encode(self, video: Tensor) -> Tensor:
+        return self.model.encode(video.to(self._res.device, self._dtype())).float()
+
+
+class TorchImageEncoder:
+    def __init__(self, model: nn.Module) -> None:
+        self._res = _Resident(model)
+        self.model = model
+
+    def load(self, device: torch.device) -> None:
+        self._res.load(device)
+
+    def unload(self) -> None:
+        self._res.unload()
+
+    @torch.inference_mode()
+    def encode(self, images: Tensor) -> Tensor:
+        return self.model.encode(images.to(self._res.device, torch.float32)).float()
+
+
+# ----------------------------------------------------------------------------- random weights
+
+
+def randomize(module: nn.Module, *, dtype: torch.dtype, device: torch.device | str,
+              seed: int = 0) -> nn.Module:
+    """Give a module built with ``weights_on_meta`` random weights in place, on ``device``.
+
+    For benchmarks (speed and memory do not depend on weight values): matrices ~ N(0, 1/fan_in),
+    norm scales 1, biases 0, so activations stay O(1) through deep stacks. FP32_MODULES stay fp32.
+    """
+    from wan_desktop.models.layers import in_modules
+
+    fp32 = tuple(getattr(module, "FP32_MODULES", ()))
+    gen = torch.Generator(device=device).manual_seed(seed)
+    for name, p in list(module.named_parameters()):
+        owner_name, _, leaf = name.rpartition(".")
+        owner = module.get_submodule(owner_name) if owner_name else module
+        target = torch.float32 if in_modules(name, fp32) else dtype
+        t = torch.empty(p.shape, dtype=torch.float32, device=device)
+        if p.ndim >= 2:
+            fan_in = math.prod(p.shape[1:])
+            t.normal_(0.0, 1.0 / math.sqrt(fan_in), generator=gen)
+        elif leaf in ("weight", "gamma") or "norm" in owner_name:
+            t.fill_(1.0)
+        elif leaf == "bias":
+            t.zero_()
+        else:  # modulation tables, embeddings of other ranks
+            t.normal_(0.0, 0.02, generator=gen)
+        owner._parameters[leaf] = nn.Parameter(t.to(target), requires_grad=False)
+    for name, b in list(module.named_buffers()):
+        if b is not None and b.device != torch.device(device):
+            owner_name, _, leaf = name.rpartition(".")
+            owner = module.get_submodule(owner_name) if owner_name else module
+            owner._buffers[leaf] = b.to(device)
+    return module.eval().requires_grad_(False)
+
+
+# ----------------------------------------------------------------------------- composition
+
+
+def build_torch_components(
+    variant: Variant,
+    files: ModelFiles | None,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    warn: Callable[[str], None] | None = None,
+) -> Components:
+    """Every component of ``variant`` as torch modules, loaded onto ``device``.
+
+    ``files`` None: full-size random weights (benchmarks), marked as such in ``info``.
+    The VAE runs in fp32 on the CPU and in bf16/fp16 on a GPU (as the field does for speed).
+    """
+    from wan_desktop.checkpoints.materialize import weights_on_meta
+    from wan_desktop.contracts import Components
+    from wan_desktop.models.clip import ClipVisionEncoder
+    from wan_desktop.models.dit import WanModel
+    from wan_desktop.models.t5 import T5Encoder
+    from wan_desktop.text import Tokenizer
+
+    vae_dtype = dtype if device.type == "cuda" else torch.float32
+    info: dict[str, object] = {}
+    if files is None:
+        def rand(m: nn.Module, dt: torch.dtype, seed: int) -> nn.Module:
+            return randomize(m, dtype=dt, device=device, seed=seed)
+
+        with weights_on_meta():
+            dits = [WanModel(variant.dit) for _ in range(variant.experts)]
+            t5 = T5Encoder(variant.t5)
+            vae = _vae_class(variant)(variant.vae)
+            clip = ClipVisionEncoder(variant.clip) if variant.clip else None
+        dits = [rand(m, dtype, i) for i, m in enumerate(dits)]
+        t5 = rand(t5, dtype, 10)
+        vae = rand(vae, vae_dtype, 11)
+        clip = rand(clip, dtype, 12) if clip is not None else None
+        tokenizer = Tokenizer.for_random_weights(variant.t5.vocab_size)
+        boundary = variant.defaults.boundary
+        info.update(random_weights=True, variant=variant.name)
+    else:
+        from wan_desktop.checkpoints import load
+
+        dits = [load.load_dit(files, i, dtype=dtype) for i in range(len(files.experts))]
+        t5 = load.load_t5(files, dtype=dtype)
+        tokenizer = load.load_tokenizer(files)
+        vae = load.load_vae(files, dtype=vae_dtype)
+        clip = load.load_clip(files, dtype=dtype) if variant.dit.has_image_embedding else None
+        boundary = files.boundary
+        info.update(path=str(files.path), format=files.format, variant=variant.name,
+                    random_weights=False)
+    text = TorchTextEncoder(t5, tokenizer, warn)
+    denoisers = tuple(TorchDenoiser(m) for m in dits)
+    vae_c = TorchVae(vae)
+    image = TorchImageEncoder(clip) if clip is not None else None
+    for c in (text, *denoisers, vae_c, *([image] if image else [])):
+        c.load(device)
+    return Components(variant=variant, text_encoder=text, denoisers=denoisers, vae_decoder=vae_c,
+                      vae_encoder=vae_c, image_encoder=image, boundary=boundary, info=info)
+
+
+def _vae_class(variant: Variant) -> type[nn.Module]:
+    if variant.vae.version == "2.2":
+        from wan_desktop.models.vae22 import WanVAE22
+
+        return WanVAE22
+    from wan_desktop.models.vae21 import WanVAE21
+
+    return WanVAE21
