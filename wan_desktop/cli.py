@@ -1,0 +1,219 @@
+"""``wan-desktop`` command line. Every user error is one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+from . import __version__
+from .errors import Cancelled, ConfigError, WanError
+
+log = logging.getLogger("wan_desktop")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, exit 2 (argparse prints usage too)
+        self.exit(2, f"error: {message}\n")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = text.lower().replace("*", "x").split("x")
+        return int(w), int(h)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, e.g. 832x480, got {text!r}") from None
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="wan-desktop", description="Offline Wan2.1 / Wan2.2 video generation.")
+    p.add_argument("--version", action="version", version=f"wan-desktop {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+
+    g = sub.add_parser("generate", help="generate a video")
+    g.add_argument("--model", type=Path, help="model folder (official/diffusers) or ComfyUI file")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--negative-prompt")
+    g.add_argument("--task", choices=["t2v", "i2v", "flf2v", "ti2v"])
+    g.add_argument("--image", type=Path)
+    g.add_argument("--last-image", type=Path)
+    g.add_argument("--size", type=_size, help="WIDTHxHEIGHT, e.g. 832x480")
+    g.add_argument("--frames", type=int, help="4n+1 frames, e.g. 81")
+    g.add_argument("--steps", type=int)
+    g.add_argument("--guidance", type=_positive_float)
+    g.add_argument("--guidance-low", type=_positive_float, help="Wan2.2 low-noise expert guidance")
+    g.add_argument("--shift", type=_positive_float)
+    g.add_argument("--sampler", choices=["unipc", "dpm++", "euler"])
+    g.add_argument("--seed", type=int, help="default: random (printed and saved)")
+    g.add_argument("--device", choices=["cpu", "cuda"])
+    g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    g.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], default="torch")
+    g.add_argument("--engines", type=Path, help="engine folder for onnxruntime/tensorrt")
+    g.add_argument("--precision", choices=["bf16", "fp8", "int8"])
+    g.add_argument("--vram-budget", type=_positive_float, metavar="GB")
+    g.add_argument("--vae", type=Path, help="VAE file (ComfyUI single-file models)")
+    g.add_argument("--text-encoder", type=Path, help="umT5 file (ComfyUI single-file models)")
+    g.add_argument("--tokenizer", type=Path, help="tokenizer folder (tokenizer.json or spiece.model)")
+    g.add_argument("--random-weights", metavar="VARIANT",
+                   help="full-size model with random weights (benchmarks, no download)")
+    g.add_argument("--no-progress", action="store_true")
+    g.add_argument("--out", type=Path, required=True, help="out.mp4, or a folder for PNG frames")
+
+    from .model_manager_cli import add_parser as add_models_parser
+
+    add_models_parser(sub)
+
+    i = sub.add_parser("inspect", help="print what a model folder/file contains, as JSON")
+    i.add_argument("path", type=Path)
+    i.add_argument("--vae", type=Path)
+    i.add_argument("--text-encoder", type=Path)
+    i.add_argument("--tokenizer", type=Path)
+    return p
+
+
+class Progress:
+    """A one-line terminal progress bar: step, it/s, ETA."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = (enabled and sys.stderr.isatty()) or os.environ.get("WAN_PROGRESS") == "1"
+
+    def __call__(self, event: Any) -> None:
+        from .pipeline import Finished, StageStarted, StepDone
+
+        if not self.enabled:
+            return
+        if isinstance(event, StageStarted):
+            sys.stderr.write(f"\r{event.stage}...\033[K")
+        elif isinstance(event, StepDone):
+            width = 30
+            done = round(width * event.step / event.total)
+            rate = event.step / event.elapsed if event.elapsed > 0 else 0.0
+            eta = time.strftime("%M:%S", time.gmtime(event.eta))
+            bar = "█" * done + "░" * (width - done)
+            sys.stderr.write(f"\rdenoise {event.step}/{event.total} |{bar}| {rate:.2f} it/s "
+                             f"ETA {eta}\033[K")
+        elif isinstance(event, Finished):
+            sys.stderr.write(f"\rdone in {event.seconds:.1f} s\033[K\n")
+        sys.stderr.flush()
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .checkpoints.inspect import inspect_model
+
+    info = inspect_model(args.path, vae=args.vae, text_encoder=args.text_encoder,
+                         tokenizer=args.tokenizer)
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    import secrets
+
+    from .engines.factory import build_components, detect_for_options
+    from .pipeline import GenerationRequest, RunOptions, generate_to_file
+    from .video import check_output_path
+
+    if args.model is None and args.random_weights is None:
+        raise ConfigError("give --model PATH (or --random-weights VARIANT)")
+    if args.backend != "torch" and args.engines is None:
+        raise ConfigError(f"--backend {args.backend} needs --engines DIR")
+    check_output_path(args.out)
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    width, height = args.size if args.size else (None, None)
+    request = GenerationRequest(
+        prompt=args.prompt, negative_prompt=args.negative_prompt, task=args.task,
+        image=str(args.image) if args.image else None,
+        last_image=str(args.last_image) if args.last_image else None,
+        width=width, height=height, frames=args.frames, steps=args.steps, guidance=args.guidance,
+        guidance_low=args.guidance_low, shift=args.shift, sampler=args.sampler, seed=seed,
+    )
+    def opt(p: Path | None) -> str | None:
+        return None if p is None else str(p)
+
+    options = RunOptions(
+        model=opt(args.model), vae=opt(args.vae), text_encoder=opt(args.text_encoder),
+        tokenizer=opt(args.tokenizer), random_weights=args.random_weights, device=args.device,
+        dtype=args.dtype, backend=args.backend, engines=opt(args.engines),
+        precision=args.precision, vram_budget_gb=args.vram_budget,
+    )
+    # validate everything cheap before loading any weights
+    variant, model_files = detect_for_options(options)
+    request = request.resolve(variant)
+    cancel = _install_sigint()
+    components, device = build_components(options, variant, model_files,
+                                          warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+    if args.seed is None:
+        print(f"seed: {seed}", file=sys.stderr)
+    out = generate_to_file(components, request, args.out, options=options, cancel=cancel,
+                           emit=Progress(not args.no_progress), device=device)
+    print(out)
+    return 0
+
+
+def _install_sigint():
+    from .cancel import CancelToken
+
+    token = CancelToken()
+
+    def handler(signum, frame):
+        if token.cancelled:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        token.cancel("interrupted (Ctrl-C)")
+
+    signal.signal(signal.SIGINT, handler)
+    return token
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command is None:
+            # the GUI is a composition root of its own; imported by name so the core never
+            # depends on Qt
+            import importlib
+
+            return int(importlib.import_module("wan_desktop.ui.app").main() or 0)
+        if args.command == "inspect":
+            return _cmd_inspect(args)
+        if args.command == "generate":
+            return _cmd_generate(args)
+        if args.command == "models":
+            from .model_manager_cli import run as run_models
+
+            return run_models(args)
+        parser.error(f"unknown command {args.command}")
+    except Cancelled as e:
+        print(f"cancelled: {e.message}; nothing was written", file=sys.stderr)
+        return 130
+    except WanError as e:
+        print(f"error: {e.one_line()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; nothing was written", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
