@@ -5,6 +5,7 @@ a cancelled, failed or killed run never leaves a half-written file at the reques
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -126,10 +127,8 @@ class VideoWriter:
 
     def abort(self) -> None:
         if self._encoder is not None:
-            try:
+            with contextlib.suppress(Exception):  # ffmpeg may already be gone; we only clean up
                 self._encoder.close()
-            except Exception:  # ffmpeg may already be gone; we only clean up
-                pass
             self._encoder = None
         if self._tmp.is_dir():
             shutil.rmtree(self._tmp, ignore_errors=True)

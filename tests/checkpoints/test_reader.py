@@ -41,7 +41,7 @@ def test_truncated_file_is_named(tmp_path):
 def test_garbage_file(tmp_path):
     p = tmp_path / "junk.safetensors"
     p.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
-    with pytest.raises(CheckpointError, match="junk.safetensors: safetensors header is not valid JSON"):
+    with pytest.raises(CheckpointError, match=r"junk\.safetensors: safetensors header is not valid JSON"):
         StateReader([p])
     p.write_bytes(b"hello")
     with pytest.raises(CheckpointError, match="empty or truncated"):
@@ -59,11 +59,11 @@ def test_pth_weights_only_and_corrupt(tmp_path):
     assert r.info("x").shape == (3,) and torch.equal(r.get("x"), torch.ones(3))
     bad = tmp_path / "bad.pth"
     bad.write_bytes(good.read_bytes()[:40])
-    with pytest.raises(CheckpointError, match="bad.pth: cannot be read as a weights-only"):
+    with pytest.raises(CheckpointError, match=r"bad\.pth: cannot be read as a weights-only"):
         StateReader([bad])
     evil = tmp_path / "evil.pth"
     torch.save({"x": NotATensor()}, evil)  # unpickling arbitrary objects is refused
-    with pytest.raises(CheckpointError, match="evil.pth"):
+    with pytest.raises(CheckpointError, match=r"evil\.pth"):
         StateReader([evil])
 
 
@@ -77,5 +77,5 @@ def test_sharded_index(tmp_path):
     r = StateReader(shards)
     assert sorted(r.keys()) == ["a", "b"] and torch.equal(r.get("b"), torch.zeros(3))
     (tmp_path / "diffusion_pytorch_model-00002-of-00002.safetensors").unlink()
-    with pytest.raises(CheckpointError, match="00002-of-00002.safetensors named in"):
+    with pytest.raises(CheckpointError, match=r"00002-of-00002\.safetensors named in"):
         safetensors_shards(tmp_path)

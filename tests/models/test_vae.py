@@ -2,11 +2,11 @@ import pytest
 import torch
 
 from tests.numerics import rel_err
+from tests.reference_models import randomize_
 from tests.tiny import tiny_variant
 from wan_desktop.errors import ConfigError
 from wan_desktop.models.vae21 import CausalCache, WanVAE21
 from wan_desktop.models.vae22 import WanVAE22, patchify, unpatchify
-from tests.reference_models import randomize_
 
 
 @pytest.fixture(scope="module", params=["t2v-1.3B", "ti2v-5B"])

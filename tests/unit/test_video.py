@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from wan_desktop.errors import ConfigError
-from wan_desktop.video import VideoWriter, check_output_path, sidecar_path, to_uint8_frames, write_video
+from wan_desktop.video import (
+    VideoWriter,
+    check_output_path,
+    sidecar_path,
+    to_uint8_frames,
+    write_video,
+)
 
 
 def _frames(n=9, h=48, w=64):

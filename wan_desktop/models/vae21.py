@@ -12,6 +12,7 @@
 #   convolutions for GPUs), default 1 as upstream.
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import torch
@@ -81,7 +82,7 @@ def cached_conv(conv: CausalConv3d, x: Tensor, cache: CausalCache) -> Tensor:
     return conv(x, prev)
 
 
-class RMS_norm(nn.Module):  # noqa: N801 (official class name)
+class RMS_norm(nn.Module):
     """L2-normalise over channels, then ·√dim·gamma (F.normalize eps 1e-12, as upstream)."""
 
     def __init__(self, dim: int, images: bool = True) -> None:
@@ -207,7 +208,7 @@ class Encoder3d(nn.Module):
         dims = [dim * u for u in (1, *cfg.dim_mult)]
         self.conv1 = CausalConv3d(in_channels, dims[0], 3, padding=1)
         layers: list[nn.Module] = []
-        for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+        for i, (in_dim, out_dim) in enumerate(itertools.pairwise(dims)):
             for _ in range(cfg.num_res_blocks):
                 layers.append(ResidualBlock(in_dim, out_dim))
                 in_dim = out_dim
@@ -238,7 +239,7 @@ class Decoder3d(nn.Module):
         self.middle = nn.Sequential(ResidualBlock(dims[0], dims[0]), AttentionBlock(dims[0]),
                                     ResidualBlock(dims[0], dims[0]))
         layers: list[nn.Module] = []
-        for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+        for i, (in_dim, out_dim) in enumerate(itertools.pairwise(dims)):
             if i > 0:
                 in_dim //= 2  # the previous stage's upsampling conv halved the channels
             for _ in range(cfg.num_res_blocks + 1):

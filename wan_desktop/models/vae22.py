@@ -76,7 +76,7 @@ class DupUp3D(nn.Module):
         return x[:, :, ft - 1 :] if first_chunk else x
 
 
-class Down_ResidualBlock(nn.Module):  # noqa: N801 (official class name)
+class Down_ResidualBlock(nn.Module):
     takes_cache = True
 
     def __init__(self, in_dim: int, out_dim: int, num_res_blocks: int, temporal: bool,
@@ -95,7 +95,7 @@ class Down_ResidualBlock(nn.Module):  # noqa: N801 (official class name)
         return run_cached(self.downsamples, x, cache) + self.avg_shortcut(x)
 
 
-class Up_ResidualBlock(nn.Module):  # noqa: N801 (official class name)
+class Up_ResidualBlock(nn.Module):
     takes_cache = True
 
     def __init__(self, in_dim: int, out_dim: int, num_res_blocks: int, temporal: bool,
