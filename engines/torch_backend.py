@@ -79,25 +79,92 @@ class TorchTextEncoder:
 
 
 class TorchDenoiser:
-    def __init__(self, model: nn.Module) -> None:
+    """One DiT (or Wan2.2 expert) behind the Denoiser Protocol.
+
+    swap_blocks: how many of the last blocks stream from pinned CPU memory (engines/block_swap.py;
+      the planner chooses the number); 0 keeps the whole model resident.
+    compile: torch.compile each block (regional compilation: the blocks share one graph, so start-up
+      costs about one block's compile); ``compile_mode`` as torch.compile's ``mode``.
+    step_cache: a threshold (or a StepCacheConfig) for TeaCache-style step skipping
+      (engines/step_cache.py); None or 0 runs every step. ``begin(timesteps)`` before a generation
+      lets it always run the final step; ``cache_stats`` reports what was skipped.
+    """
+
+    def __init__(self, model: nn.Module, *, swap_blocks: int = 0, compile: bool = False,
+                 compile_mode: str | None = None, step_cache: object = None) -> None:
+        from .step_cache import StepCache, StepCacheConfig
+
         self._res = _Resident(model)
         self.model = model
+        self.swap_blocks = swap_blocks
+        self.compile = compile
+        self.compile_mode = compile_mode
+        if isinstance(step_cache, (int, float)) and step_cache > 0:
+            step_cache = StepCacheConfig(threshold=float(step_cache))
+        self.cache = StepCache(step_cache) if isinstance(step_cache, StepCacheConfig) else None
+        self._swap = None
+        self._runners: list[Callable[..., Tensor]] | None = None
+        self._device = torch.device("cpu")
+
+    def _wrap(self, block: nn.Module) -> Callable[..., Tensor]:
+        if not self.compile:
+            return block
+        return torch.compile(block, mode=self.compile_mode, dynamic=False)
 
     def load(self, device: torch.device) -> None:
-        self._res.load(device)
+        from .torch_ops import warm_capabilities
+
+        device = torch.device(device)
+        warm_capabilities(device)
+        if self.swap_blocks:
+            from .block_swap import BlockSwap
+
+            if self._swap is None:
+                self._swap = BlockSwap(self.model, self.swap_blocks, wrap_block=self._wrap)
+            self._swap.load(device)
+        else:
+            self._res.load(device)
+            if self._runners is None:
+                self._runners = [self._wrap(b) for b in self.model.blocks]
+        self._device = device
 
     def unload(self) -> None:
-        self._res.unload()
+        if self._swap is not None:
+            self._swap.unload()
+        else:
+            self._res.unload()
+        self._device = torch.device("cpu")
+
+    def begin(self, timesteps: Sequence[float] | None = None) -> None:
+        """Start of a generation (optional): resets the step cache and gives it the schedule."""
+        if self.cache is not None:
+            self.cache.begin(timesteps)
+
+    @property
+    def cache_stats(self) -> dict[str, object] | None:
+        return self.cache.stats.as_dict() if self.cache is not None else None
+
+    def _run_blocks(self, x: Tensor, state) -> Tensor:
+        if self._swap is not None:
+            return self._swap.run_blocks(x, state)
+        from .block_swap import run_resident_blocks
+
+        return run_resident_blocks(self.model, x, state, self._runners)
 
     @torch.inference_mode()
     def __call__(self, latents: Tensor, timestep: Tensor, context: Tensor, *,
                  y: Tensor | None = None, clip_fea: Tensor | None = None) -> Tensor:
-        dev = self._res.device
-        return self.model(
-            latents.to(dev), timestep.to(dev), context.to(dev),
-            y=None if y is None else y.to(dev),
-            clip_fea=None if clip_fea is None else clip_fea.to(dev),
-        )
+        dev = self._device
+        model = self.model
+        timestep = timestep.to(dev)
+        state = model.prepare(latents.to(dev), timestep, context.to(dev),
+                              y=None if y is None else y.to(dev),
+                              clip_fea=None if clip_fea is None else clip_fea.to(dev))
+        if self.cache is not None:
+            h = self.cache(model, state, timestep, self._run_blocks)
+        else:
+            h = self._run_blocks(state.x, state)
+        return model.finish(h, state)
 
 
 class TorchVae:
@@ -188,11 +255,22 @@ def build_torch_components(
     device: torch.device,
     dtype: torch.dtype,
     warn: Callable[[str], None] | None = None,
+    precision: str | None = None,
+    attention: str = "sdpa",
+    compile: bool = False,
+    step_cache: float | None = None,
+    swap_blocks: int = 0,
 ) -> Components:
     """Every component of ``variant`` as torch modules, loaded onto ``device``.
 
     ``files`` None: full-size random weights (benchmarks), marked as such in ``info``.
     The VAE runs in fp32 on the CPU and in bf16/fp16 on a GPU (as the field does for speed).
+    DiT options (engines/torch_ops.py, block_swap.py, step_cache.py):
+    precision: None keeps weights as stored (an fp8 checkpoint runs in FP8 where the GPU can);
+      "bf16"/"fp16" dequantize fp8 weights to ``dtype``; "fp8"/"int8" quantize the block linears.
+    attention: "sdpa" (torch picks cuDNN/flash), "sage", or "sdpa-<kernel>".
+    compile: torch.compile each DiT block. step_cache: TeaCache threshold (None/0: off).
+    swap_blocks: the last N DiT blocks stream from pinned CPU memory.
     """
     from wan_desktop.checkpoints.materialize import weights_on_meta
     from wan_desktop.contracts import Components
@@ -201,18 +279,23 @@ def build_torch_components(
     from wan_desktop.models.t5 import T5Encoder
     from wan_desktop.text import Tokenizer
 
+    from .torch_ops import make_ops, quantize_linears
+
     vae_dtype = dtype if device.type == "cuda" else torch.float32
     info: dict[str, object] = {}
     if files is None:
         def rand(m: nn.Module, dt: torch.dtype, seed: int) -> nn.Module:
             return randomize(m, dtype=dt, device=device, seed=seed)
 
+        dit_ops = make_ops(precision, attention)
         with weights_on_meta():
-            dits = [WanModel(variant.dit) for _ in range(variant.experts)]
+            dits = [WanModel(variant.dit, dit_ops) for _ in range(variant.experts)]
             t5 = T5Encoder(variant.t5)
             vae = _vae_class(variant)(variant.vae)
             clip = ClipVisionEncoder(variant.clip) if variant.clip else None
-        dits = [rand(m, dtype, i) for i, m in enumerate(dits)]
+        # a swapped model is placed by the swapper: random weights start on the CPU
+        dits = [randomize(m, dtype=dtype, device="cpu" if swap_blocks else device, seed=i)
+                for i, m in enumerate(dits)]
         t5 = rand(t5, dtype, 10)
         vae = rand(vae, vae_dtype, 11)
         clip = rand(clip, dtype, 12) if clip is not None else None
@@ -222,7 +305,10 @@ def build_torch_components(
     else:
         from wan_desktop.checkpoints import load
 
-        dits = [load.load_dit(files, i, dtype=dtype) for i in range(len(files.experts))]
+        dit_ops = make_ops(precision, attention)
+        dits = [load.load_dit(files, i, dtype=dtype, ops=dit_ops,
+                              keep_fp8=precision not in ("bf16", "fp16"))
+                for i in range(len(files.experts))]
         t5 = load.load_t5(files, dtype=dtype)
         tokenizer = load.load_tokenizer(files)
         vae = load.load_vae(files, dtype=vae_dtype)
@@ -230,8 +316,14 @@ def build_torch_components(
         boundary = files.boundary
         info.update(path=str(files.path), format=files.format, variant=variant.name,
                     random_weights=False)
+    if precision in ("fp8", "int8"):
+        for m in dits:
+            quantize_linears(m, precision)
+    info.update(precision=precision or "as stored", attention=attention, compile=compile,
+                step_cache=step_cache, swap_blocks=swap_blocks)
     text = TorchTextEncoder(t5, tokenizer, warn)
-    denoisers = tuple(TorchDenoiser(m) for m in dits)
+    denoisers = tuple(TorchDenoiser(m, swap_blocks=swap_blocks, compile=compile,
+                                    step_cache=step_cache) for m in dits)
     vae_c = TorchVae(vae)
     image = TorchImageEncoder(clip) if clip is not None else None
     for c in (text, *denoisers, vae_c, *([image] if image else [])):

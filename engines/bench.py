@@ -1,0 +1,615 @@
+"""``wan-desktop bench``: speed and memory of our components at full size, with random weights.
+
+Builds every component of a variant (meta-device build + ``randomize``: no download), then measures
+on the local GPU: the T5 encode of a prompt pair, one DiT step (cond+uncond as one batch of 2), the VAE
+decode, a whole generation (``pipeline.generate``) and peak VRAM (``torch.cuda.max_memory_allocated``
+and the device's used memory). With ``--precision fp8|int8`` / ``--attention`` the DiT's velocity is
+compared with the bf16/SDPA velocity of the same weights; with ``--step-cache`` the generation runs
+with and without the cache (time, skipped steps, PSNR of the video vs the exact one). When diffusers
+is installed the same figures are taken for its components (WanTransformer3DModel, AutoencoderKLWan,
+transformers' UMT5EncoderModel, WanPipeline) in the same run, with the ratios diffusers / ours.
+``--sweep`` times the DiT in every fast mode instead (precision × attention), each with its error.
+
+Timings: CUDA events around each call, after ``--warmup`` calls, median of ``--repeat``; the first
+call of the DiT is reported on its own (``dit_first_call_s``: compile and autotuning land there).
+``--tiny`` runs the whole thing with tiny configs on the CPU in seconds (kept working by a test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import gc
+import json
+import logging
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PROMPT = "Two anthropomorphic cats in comfy boxing gear and bright gloves fight on a spotlighted stage."
+GB = 1024**3
+
+# ----------------------------------------------------------------------------- command line
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``bench`` on the CLI's subparsers; the CLI calls :func:`run` with the namespace."""
+    b = subparsers.add_parser("bench", help="measure speed and memory with random weights (JSON)")
+    b.add_argument("--variant", default="t2v-1.3B")
+    b.add_argument("--size", type=_size, help="WIDTHxHEIGHT (default: the variant's)")
+    b.add_argument("--frames", type=int, help="4n+1 frames (default: the variant's)")
+    b.add_argument("--steps", type=int, help="steps of the whole generation (default: the variant's)")
+    b.add_argument("--precision", choices=["bf16", "fp8", "int8"], default="bf16")
+    b.add_argument("--attention", default="sdpa",
+                   help="sdpa | sage | sdpa-cudnn | sdpa-flash | sdpa-efficient | sdpa-math")
+    b.add_argument("--compile", action="store_true", help="torch.compile each DiT block")
+    b.add_argument("--compile-mode", default=None, help="torch.compile mode (default: inductor's)")
+    b.add_argument("--step-cache", type=float, metavar="THRESH", help="TeaCache threshold")
+    b.add_argument("--step-cache-signal", default="modulated", choices=["modulated", "e", "e0"])
+    b.add_argument("--swap-blocks", type=int, default=0, help="DiT blocks streamed from CPU memory")
+    b.add_argument("--vram-budget", type=float, metavar="GB",
+                   help="cap this process's GPU memory (emulates a smaller card)")
+    b.add_argument("--no-diffusers", action="store_true", help="skip diffusers' components")
+    b.add_argument("--no-e2e", action="store_true", help="skip the whole-generation runs")
+    b.add_argument("--sweep", action="store_true",
+                   help="time the DiT step in every precision × attention mode instead")
+    b.add_argument("--repeat", type=int, help="timed calls per figure (median; default 3)")
+    b.add_argument("--warmup", type=int, help="untimed calls first (default 1)")
+    b.add_argument("--device", choices=["cpu", "cuda"])
+    b.add_argument("--tiny", action="store_true", help="tiny configs on the CPU (a smoke test)")
+    b.add_argument("--json", type=Path, help="also write the JSON here")
+    return b
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = text.lower().replace("*", "x").split("x")
+        return int(w), int(h)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, got {text!r}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark described by ``args``; print the JSON; 0 on success."""
+    result = bench(args)
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m wan_desktop.engines.bench ...`` (same options as ``wan-desktop bench``)."""
+    parser = argparse.ArgumentParser(prog="wan-desktop bench")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_parser(sub)
+    args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    return run(args)
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+def tiny_variant(name: str):
+    """``name`` with tiny DiT / VAE / T5 configs (the real structure; seconds on a CPU)."""
+    from wan_desktop.variants import T5Config, get_variant
+
+    v = get_variant(name)
+    t5 = T5Config(vocab_size=384, dim=32, dim_attn=32, dim_ffn=48, num_heads=4, num_layers=2)
+    dit = replace(v.dit, dim=256, ffn_dim=320, num_heads=2, num_layers=2, text_dim=t5.dim,
+                  freq_dim=16)
+    if dit.image_dim is not None:  # the CLIP tower is not benchmarked: keep the DiT text-only
+        raise_unsupported(name)
+    vae = replace(v.vae, base_dim=8, decoder_base_dim=8 if v.vae.version == "2.1" else 12)
+    return replace(v, dit=dit, vae=vae, t5=t5, clip=None)
+
+
+def raise_unsupported(name: str) -> None:
+    from wan_desktop.errors import ConfigError
+
+    raise ConfigError(f"bench: variant {name} needs CLIP image features; benchmark a text-to-video "
+                      "variant (t2v-1.3B, t2v-14B, t2v-A14B, ti2v-5B)")
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+class _Clock:
+    """Median wall time of a callable: CUDA events on a GPU, perf_counter on the CPU."""
+
+    def __init__(self, device, warmup: int, repeat: int) -> None:
+        self.device = device
+        self.warmup = warmup
+        self.repeat = repeat
+
+    def sync(self) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def once(self, fn: Callable[[], Any]) -> tuple[float, Any]:
+        import torch
+
+        if self.device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            self.sync()
+            start.record()
+            out = fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1000.0, out
+        t0 = time.perf_counter()
+        out = fn()
+        return time.perf_counter() - t0, out
+
+    def median(self, fn: Callable[[], Any], *, warmup: int | None = None) -> tuple[float, Any]:
+        out = None
+        for _ in range(self.warmup if warmup is None else warmup):
+            out = fn()
+        times = []
+        for _ in range(max(1, self.repeat)):
+            t, out = self.once(fn)
+            times.append(t)
+        return statistics.median(times), out
+
+
+class _Memory:
+    """Peak memory per phase: torch's allocator peak, its reserved peak, the device's used memory."""
+
+    def __init__(self, device) -> None:
+        self.device = device
+        self.phases: dict[str, dict[str, float]] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        import torch
+
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        yield
+        if cuda:
+            torch.cuda.synchronize(self.device)
+            free, total = torch.cuda.mem_get_info(self.device)
+            self.phases[name] = {
+                "peak_allocated_gb": torch.cuda.max_memory_allocated(self.device) / GB,
+                "peak_reserved_gb": torch.cuda.max_memory_reserved(self.device) / GB,
+                "device_used_gb": (total - free) / GB,
+            }
+
+    def summary(self) -> dict[str, Any]:
+        if not self.phases:
+            return {"peak_allocated_gb": None, "peak_reserved_gb": None, "device_used_gb": None,
+                    "phases_gb": {}}
+        keys = ("peak_allocated_gb", "peak_reserved_gb", "device_used_gb")
+        out: dict[str, Any] = {k: round(max(p[k] for p in self.phases.values()), 3) for k in keys}
+        out["phases_gb"] = {n: {k: round(v, 3) for k, v in p.items()} for n, p in self.phases.items()}
+        return out
+
+
+def _errors(fast, ref) -> dict[str, float]:
+    """max |a−b| / max |b| (the tests' rel_err) and ||a−b|| / ||b|| (relative L2)."""
+    a, b = fast.double(), ref.double()
+    d = a - b
+    return {"max_rel": float(d.abs().max() / b.abs().max().clamp_min(1e-30)),
+            "rel_l2": float(d.norm() / b.norm().clamp_min(1e-30))}
+
+
+def _free(device) -> None:
+    import torch
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+
+
+# ----------------------------------------------------------------------------- the benchmark
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from wan_desktop import __version__
+    from wan_desktop.errors import ConfigError
+    from wan_desktop.pipeline import GenerationRequest
+    from wan_desktop.variants import get_variant
+
+    tiny = bool(args.tiny)
+    want = args.device or ("cpu" if tiny or not torch.cuda.is_available() else "cuda")
+    if want == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("bench --device cuda: no CUDA GPU is available")
+    device = torch.device(want)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    variant = tiny_variant(args.variant) if tiny else get_variant(args.variant)
+    if variant.dit.has_image_embedding:
+        raise_unsupported(variant.name)
+    d = variant.defaults
+    width, height = args.size or ((64, 32) if tiny else d.size)
+    frames = args.frames or (5 if tiny else d.frames)
+    steps = args.steps or (2 if tiny else d.steps)
+    warmup = args.warmup if args.warmup is not None else (0 if tiny else 1)
+    repeat = args.repeat or (1 if tiny else 3)
+    request = GenerationRequest(prompt=PROMPT, width=width, height=height, frames=frames,
+                                steps=steps, seed=0).resolve(variant)
+    if args.vram_budget and device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.vram_budget * GB / total), device)
+
+    result: dict[str, Any] = {
+        "what": "wan-desktop bench: full-size components with random weights" if not tiny
+        else "wan-desktop bench --tiny: tiny configs (smoke test, numbers mean nothing)",
+        "variant": variant.name, "size": [width, height], "frames": frames, "steps": steps,
+        "latent": list(variant.latent_shape(width, height, frames)),
+        "tokens": variant.seq_len(width, height, frames),
+        "precision": args.precision, "attention": args.attention, "compile": bool(args.compile),
+        "compile_mode": args.compile_mode, "step_cache": args.step_cache,
+        "step_cache_signal": args.step_cache_signal, "swap_blocks": args.swap_blocks,
+        "vram_budget_gb": args.vram_budget, "warmup": warmup, "repeat": repeat,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "dtype": str(dtype).removeprefix("torch."), "torch": torch.__version__,
+        "wan_desktop": __version__, "diffusers": _diffusers_version(),
+        "measured": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    clock = _Clock(device, warmup, repeat)
+    inputs = _dit_inputs(variant, request, device)
+    if args.sweep:
+        result["sweep"] = _sweep(variant, device, dtype, clock, inputs, args)
+        return result
+    result["ours"] = _ours(variant, device, dtype, clock, inputs, request, args)
+    _free(device)
+    result["diffusers_components"] = None
+    if not args.no_diffusers and result["diffusers"] is not None:
+        result["diffusers_components"] = _diffusers(variant, device, dtype, clock, inputs, request,
+                                                    args)
+        _free(device)
+    result["ratios"] = _ratios(result["ours"], result["diffusers_components"])
+    return result
+
+
+def _diffusers_version() -> str | None:
+    try:
+        import diffusers
+    except ImportError:
+        return None
+    return diffusers.__version__
+
+
+def _dit_inputs(variant, request, device) -> dict[str, Any]:
+    """Fixed inputs of one cond+uncond DiT step (batch 2) and of the VAE decode."""
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    z, t, h, w = variant.latent_shape(request.width, request.height, request.frames)
+    text_len, text_dim = variant.dit.text_len, variant.dit.text_dim
+    latents = torch.randn(1, z, t, h, w, generator=g)
+    context = torch.zeros(2, text_len, text_dim)
+    context[:, :40] = torch.randn(2, 40, text_dim, generator=g)  # a ~40-token prompt, zero-padded
+    return {"latents": latents.to(device), "x2": latents.repeat(2, 1, 1, 1, 1).to(device),
+            "t2": torch.full((2,), 900.0, device=device), "context": context.to(device)}
+
+
+def _build_ours(variant, device, dtype):
+    from .torch_backend import build_torch_components
+
+    return build_torch_components(variant, None, device=device, dtype=dtype)
+
+
+def _fast_denoiser(model, args, *, step_cache):
+    """Quantize / switch attention of ``model`` in place and wrap it in the options' denoiser."""
+    from .step_cache import StepCacheConfig
+    from .torch_backend import TorchDenoiser
+    from .torch_ops import quantize_linears, set_attention
+
+    if args.precision in ("fp8", "int8"):
+        quantize_linears(model, args.precision)
+    if args.attention != "sdpa":
+        set_attention(model, args.attention)
+    cache = (StepCacheConfig(threshold=step_cache, signal=args.step_cache_signal)
+             if step_cache else None)
+    return TorchDenoiser(model, swap_blocks=args.swap_blocks, compile=args.compile,
+                         compile_mode=args.compile_mode, step_cache=cache)
+
+
+def _ours(variant, device, dtype, clock: _Clock, inputs, request, args) -> dict[str, Any]:
+    import torch
+
+    from wan_desktop.pipeline import generate
+    from wan_desktop.samplers import make_schedule
+
+    mem = _Memory(device)
+    out: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    with mem.phase("build"):
+        comps = _build_ours(variant, device, dtype)
+    out["build_s"] = round(time.perf_counter() - t0, 3)
+
+    with mem.phase("t5"), torch.inference_mode():
+        out["t5_encode_s"], _ = clock.median(lambda: comps.text_encoder.encode([PROMPT, "bad"]))
+
+    # the reference velocity: bf16 weights, SDPA, resident, eager
+    plain = comps.denoisers[0]
+    x2, t2, ctx = inputs["x2"], inputs["t2"], inputs["context"]
+    v_ref = plain(x2, t2, ctx).float()
+    fast_mode = args.precision != "bf16" or args.attention != "sdpa" or args.compile \
+        or args.swap_blocks
+    dens = list(comps.denoisers)
+    if fast_mode or args.step_cache:
+        for i, den in enumerate(dens):
+            if args.swap_blocks:
+                den.unload()
+            dens[i] = _fast_denoiser(den.model, args, step_cache=args.step_cache)
+            dens[i].load(device)
+        comps.denoisers = tuple(dens)
+    den = comps.denoisers[0]
+    caches = [dn.cache for dn in comps.denoisers]
+    for dn in comps.denoisers:
+        dn.cache = None  # the step time, the error and the exact generation run every step
+    with mem.phase("dit"):
+        out["dit_first_call_s"], v = clock.once(lambda: den(x2, t2, ctx))
+        out["dit_step_s"], v = clock.median(lambda: den(x2, t2, ctx), warmup=max(0, clock.warmup - 1))
+    out["velocity_error_vs_bf16_sdpa"] = _errors(v.float(), v_ref) if fast_mode else None
+    del v, v_ref
+
+    with mem.phase("vae"):
+        out["vae_decode_s"], video = clock.median(lambda: comps.vae_decoder.decode(inputs["latents"]))
+    del video
+
+    out["e2e_s"] = None
+    out["step_cache_stats"] = None
+    if not args.no_e2e:
+        schedule = make_schedule(request.sampler, request.steps, request.shift)
+        with mem.phase("e2e"):
+            t_e2e, exact = clock.once(lambda: generate(comps, request, device=device,
+                                                       preview_every=0))
+        out["e2e_s"] = t_e2e
+        if any(c is not None for c in caches):
+            for dn, c in zip(comps.denoisers, caches, strict=True):
+                dn.cache = c
+                dn.begin(schedule.timesteps)
+            with mem.phase("e2e_cached"):
+                t_cached, cached = clock.once(lambda: generate(comps, request, device=device,
+                                                               preview_every=0))
+            stats = [dn.cache_stats for dn in comps.denoisers]
+            out["step_cache_stats"] = {
+                "e2e_s": t_cached, "per_expert": stats,
+                "psnr_db_vs_exact": _psnr(cached, exact),
+                "speedup": t_e2e / t_cached if t_cached > 0 else None,
+            }
+    out.update(mem.summary())
+    return out
+
+
+def _psnr(a, b) -> float | None:
+    mse = float((a.double() - b.double()).pow(2).mean())
+    return None if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def _sweep(variant, device, dtype, clock: _Clock, inputs, args) -> list[dict[str, Any]]:
+    """DiT step time and velocity error in each precision × attention mode (same weights)."""
+    import importlib.util
+
+    import torch
+
+    from .torch_backend import TorchDenoiser
+    from .torch_ops import quantize_linears, set_attention
+
+    comps = _build_ours(variant, device, dtype)
+    base = comps.denoisers[0].model
+    del comps
+    _free(device)
+    x2, t2, ctx = inputs["x2"], inputs["t2"], inputs["context"]
+    ref = TorchDenoiser(base)
+    ref.load(device)
+    v_ref = ref(x2, t2, ctx).float()
+    attentions = ["sdpa", "sdpa-cudnn", "sdpa-flash"] if device.type == "cuda" else ["sdpa"]
+    if importlib.util.find_spec("sageattention") is not None and device.type == "cuda":
+        attentions.append("sage")
+    modes = [(p, a, "ours") for p in ("bf16", "fp8", "int8") for a in attentions]
+    if importlib.util.find_spec("torchao") is not None and device.type == "cuda":
+        modes += [("fp8", "sdpa", "torchao"), ("int8", "sdpa", "torchao")]
+    rows = []
+    for precision, attention, backend in modes:
+        row: dict[str, Any] = {"precision": precision, "attention": attention, "backend": backend,
+                               "compile": bool(args.compile)}
+        try:
+            model = copy.deepcopy(base)
+            if precision != "bf16":
+                quantize_linears(model, precision, backend=backend)
+            if attention != "sdpa":
+                set_attention(model, attention)
+            den = TorchDenoiser(model, compile=args.compile, compile_mode=args.compile_mode)
+            den.load(device)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            row["first_call_s"], v = clock.once(lambda den=den: den(x2, t2, ctx))
+            row["dit_step_s"], v = clock.median(lambda den=den: den(x2, t2, ctx),
+                                                warmup=max(0, clock.warmup - 1))
+            row["velocity_error"] = _errors(v.float(), v_ref)
+            if device.type == "cuda":
+                row["peak_allocated_gb"] = round(torch.cuda.max_memory_allocated(device) / GB, 3)
+            del den, model, v
+        except Exception as e:  # one failing mode must not hide the others' figures
+            row["error"] = f"{type(e).__name__}: {e}"[:500]
+        _free(device)
+        rows.append(row)
+        log.info("sweep %s", row)
+    return rows
+
+
+# ----------------------------------------------------------------------------- diffusers
+
+
+def _diffusers_modules(variant, device, dtype):
+    """diffusers' / transformers' modules with our variant's config, random weights on ``device``."""
+    import torch
+    import transformers
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+
+    from wan_desktop.checkpoints.materialize import weights_on_meta
+
+    c, v, t = variant.dit, variant.vae, variant.t5
+    with weights_on_meta():
+        transformers_ = [WanTransformer3DModel(
+            patch_size=c.patch_size, num_attention_heads=c.num_heads, attention_head_dim=c.head_dim,
+            in_channels=c.in_dim, out_channels=c.out_dim, text_dim=c.text_dim, freq_dim=c.freq_dim,
+            ffn_dim=c.ffn_dim, num_layers=c.num_layers, cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads", eps=c.eps) for _ in range(variant.experts)]
+        vkw: dict[str, Any] = dict(base_dim=v.base_dim, z_dim=v.z_dim, dim_mult=list(v.dim_mult),
+                                   num_res_blocks=v.num_res_blocks,
+                                   temperal_downsample=list(v.temporal_downsample),
+                                   latents_mean=list(v.latents_mean), latents_std=list(v.latents_std))
+        if v.version == "2.2":
+            vkw.update(decoder_base_dim=v.decoder_base_dim, is_residual=True, in_channels=12,
+                       out_channels=12, patch_size=2, scale_factor_spatial=16)
+        vae = AutoencoderKLWan(**vkw)
+        t5 = transformers.UMT5EncoderModel(transformers.UMT5Config(
+            vocab_size=t.vocab_size, d_model=t.dim, d_kv=t.dim_attn // t.num_heads,
+            num_heads=t.num_heads, d_ff=t.dim_ffn, num_layers=t.num_layers,
+            relative_attention_num_buckets=t.num_buckets,
+            relative_attention_max_distance=t.max_distance, layer_norm_epsilon=t.eps,
+            feed_forward_proj="gated-gelu", dropout_rate=0.0))
+    vae_dtype = dtype if device.type == "cuda" else torch.float32
+    transformers_ = [_keep_fp32(_randomize_tied(m, dtype=dtype, device=device, seed=i))
+                     for i, m in enumerate(transformers_)]
+    vae = _randomize_tied(vae, dtype=vae_dtype, device=device, seed=11)
+    t5 = _randomize_tied(t5, dtype=dtype, device=device, seed=10)
+    return transformers_, vae, t5
+
+
+def _randomize_tied(module, **kw):
+    """``randomize``, keeping tied parameters (T5's shared embedding) one tensor."""
+    from .torch_backend import randomize
+
+    groups: dict[int, list[str]] = {}
+    for name, p in module.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(p), []).append(name)
+    randomize(module, **kw)
+    for names in groups.values():
+        first = module.get_parameter(names[0])
+        for name in names[1:]:
+            owner_name, _, leaf = name.rpartition(".")
+            owner = module.get_submodule(owner_name) if owner_name else module
+            owner._parameters[leaf] = first
+    return module
+
+
+def _keep_fp32(model):
+    """diffusers keeps ``_keep_in_fp32_modules`` in fp32 when loading in bf16: do the same."""
+    import torch
+
+    names = tuple(getattr(model, "_keep_in_fp32_modules", None) or ())
+    for name, p in model.named_parameters():
+        if any(part in names for part in name.split(".")):
+            p.data = p.data.to(torch.float32)
+    return model
+
+
+class _TokenizerForPipeline:
+    """What WanPipeline asks of a tokenizer, over our byte tokenizer (random weights need no vocab)."""
+
+    def __init__(self, vocab_size: int, max_length: int) -> None:
+        from wan_desktop.text import Tokenizer
+
+        self.tok = Tokenizer.for_random_weights(vocab_size, max_length)
+
+    def __call__(self, prompts, **_kw):
+        batch = self.tok(list(prompts) if not isinstance(prompts, str) else [prompts])
+        return argparse.Namespace(input_ids=batch.ids, attention_mask=batch.mask)
+
+
+def _diffusers(variant, device, dtype, clock: _Clock, inputs, request, args) -> dict[str, Any]:
+    import torch
+
+    mem = _Memory(device)
+    out: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    with mem.phase("build"):
+        transformers_, vae, t5 = _diffusers_modules(variant, device, dtype)
+    out["build_s"] = round(time.perf_counter() - t0, 3)
+    tok = _TokenizerForPipeline(variant.t5.vocab_size, variant.dit.text_len)
+    batch = tok.tok([PROMPT, "bad"])
+    ids, mask = batch.ids.to(device), batch.mask.to(device)
+    with mem.phase("t5"), torch.inference_mode():
+        out["t5_encode_s"], _ = clock.median(lambda: t5(ids, mask).last_hidden_state)
+
+    tr = transformers_[0]
+    x2 = inputs["x2"].to(dtype)
+    t2 = inputs["t2"]
+    ctx = inputs["context"].to(dtype)
+
+    def step():
+        with torch.inference_mode():
+            return tr(hidden_states=x2, timestep=t2, encoder_hidden_states=ctx, return_dict=False)[0]
+
+    with mem.phase("dit"):
+        out["dit_first_call_s"], _ = clock.once(step)
+        out["dit_step_s"], _ = clock.median(step, warmup=max(0, clock.warmup - 1))
+
+    mean = torch.tensor(variant.vae.latents_mean, device=device).view(1, -1, 1, 1, 1)
+    std = torch.tensor(variant.vae.latents_std, device=device).view(1, -1, 1, 1, 1)
+    lat = (inputs["latents"] * std + mean).to(next(vae.parameters()).dtype)
+
+    def decode():
+        with torch.inference_mode():
+            return vae.decode(lat, return_dict=False)[0]
+
+    with mem.phase("vae"):
+        out["vae_decode_s"], _ = clock.median(decode)
+
+    out["e2e_s"] = None
+    if not args.no_e2e:
+        from diffusers import UniPCMultistepScheduler, WanPipeline
+
+        sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                        num_train_timesteps=1000, flow_shift=request.shift)
+        kw: dict[str, Any] = dict(tokenizer=tok, text_encoder=t5, vae=vae, scheduler=sched,
+                                  transformer=tr)
+        if len(transformers_) == 2:
+            kw.update(transformer_2=transformers_[1], boundary_ratio=variant.defaults.boundary)
+        if variant.dit.model_type == "ti2v":
+            kw.update(expand_timesteps=True)
+        pipe = WanPipeline(**kw)
+        pipe.set_progress_bar_config(disable=True)
+        call: dict[str, Any] = dict(prompt=PROMPT, negative_prompt=request.negative_prompt,
+                                    height=request.height, width=request.width,
+                                    num_frames=request.frames, num_inference_steps=request.steps,
+                                    guidance_scale=request.guidance, output_type="np",
+                                    max_sequence_length=variant.dit.text_len,
+                                    generator=torch.Generator(device="cpu").manual_seed(0))
+        if len(transformers_) == 2:
+            call["guidance_scale_2"] = request.guidance_low
+        with mem.phase("e2e"):
+            out["e2e_s"], _ = clock.once(lambda: pipe(**call))
+        del pipe
+    out.update(mem.summary())
+    return out
+
+
+def _ratios(ours: dict[str, Any], theirs: dict[str, Any] | None) -> dict[str, float | None] | None:
+    """diffusers time / our time (> 1: we are faster); diffusers peak / our peak for memory."""
+    if theirs is None:
+        return None
+    out: dict[str, float | None] = {}
+    for key in ("t5_encode_s", "dit_step_s", "vae_decode_s", "e2e_s", "peak_allocated_gb"):
+        a, b = ours.get(key), theirs.get(key)
+        out[key.removesuffix("_s").removesuffix("_gb") + "_speedup" if key.endswith("_s")
+            else "peak_allocated_ratio"] = (round(b / a, 4) if a and b else None)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
