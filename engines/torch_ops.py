@@ -218,12 +218,13 @@ class Fp8Linear(Linear):
                 sb = torch.ones(1, n, dtype=torch.float32, device=x.device)
             else:
                 sb = sw.float().reshape(1, -1).expand(1, n).contiguous()
-            out = torch._scaled_mm(xq, self.weight.t(), scale_a=sx, scale_b=sb,
+            out = torch._scaled_mm(xq.contiguous(), self.weight.t(), scale_a=sx, scale_b=sb,
                                    out_dtype=torch.bfloat16)
         else:
             xq, sx = _maybe_compiled(_quantize_tensor_fp8, x2)(x2)
             sb = (torch.ones((), device=x.device) if sw is None else sw.float().reshape(()))
-            out = torch._scaled_mm(xq, self.weight.t(), scale_a=sx, scale_b=sb, out_dtype=out_dtype)
+            out = torch._scaled_mm(xq.contiguous(), self.weight.t(), scale_a=sx, scale_b=sb,
+                                   out_dtype=out_dtype)
         out = out.to(out_dtype)
         if self.bias is not None:
             out = out + self.bias.to(out_dtype)
