@@ -68,5 +68,9 @@ def build_components(
                           remedy="Use --backend torch.")
     from .torch_backend import build_torch_components
 
-    comps = build_torch_components(variant, files, device=device, dtype=dtype, warn=warn)
+    comps = build_torch_components(
+        variant, files, device=device, dtype=dtype, warn=warn, precision=options.precision,
+        attention=options.attention, compile=options.compile, step_cache=options.step_cache,
+        swap_blocks=options.swap_blocks,
+    )
     return comps, device

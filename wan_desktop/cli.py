@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--engines", type=Path, help="engine folder for onnxruntime/tensorrt")
     g.add_argument("--precision", choices=["bf16", "fp8", "int8"])
     g.add_argument("--vram-budget", type=_positive_float, metavar="GB")
+    g.add_argument("--attention", default="sdpa",
+                   help="sdpa (default), sage, or sdpa-flash|cudnn|efficient|math")
+    g.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks")
+    g.add_argument("--step-cache", type=_positive_float, metavar="THRESHOLD",
+                   help="reuse a step's residual when the input barely changed (e.g. 0.1)")
     g.add_argument("--vae", type=Path, help="VAE file (ComfyUI single-file models)")
     g.add_argument("--text-encoder", type=Path, help="umT5 file (ComfyUI single-file models)")
     g.add_argument("--tokenizer", type=Path, help="tokenizer folder (tokenizer.json or spiece.model)")
@@ -76,9 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-progress", action="store_true")
     g.add_argument("--out", type=Path, required=True, help="out.mp4, or a folder for PNG frames")
 
+    from .engines.bench import add_parser as add_bench_parser
     from .model_manager_cli import add_parser as add_models_parser
 
     add_models_parser(sub)
+    add_bench_parser(sub)
 
     i = sub.add_parser("inspect", help="print what a model folder/file contains, as JSON")
     i.add_argument("path", type=Path)
@@ -151,7 +158,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         model=opt(args.model), vae=opt(args.vae), text_encoder=opt(args.text_encoder),
         tokenizer=opt(args.tokenizer), random_weights=args.random_weights, device=args.device,
         dtype=args.dtype, backend=args.backend, engines=opt(args.engines),
-        precision=args.precision, vram_budget_gb=args.vram_budget,
+        precision=args.precision, vram_budget_gb=args.vram_budget, attention=args.attention,
+        compile=args.compile, step_cache=args.step_cache,
     )
     # validate everything cheap before loading any weights
     variant, model_files = detect_for_options(options)
@@ -198,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_inspect(args)
         if args.command == "generate":
             return _cmd_generate(args)
+        if args.command == "bench":
+            from .engines.bench import run as run_bench
+
+            return run_bench(args)
         if args.command == "models":
             from .model_manager_cli import run as run_models
 

@@ -134,8 +134,12 @@ class RunOptions:
     dtype: str | None = None  # "float32" | "bfloat16" | "float16"; None: bf16 on GPU, fp32 on CPU
     backend: str = "torch"  # "torch" | "onnxruntime" | "tensorrt"
     engines: str | None = None
-    precision: str | None = None  # "bf16" | "fp8" | "int8"
+    precision: str | None = None  # "bf16" | "fp8" | "int8"; None: weights as stored
     vram_budget_gb: float | None = None
+    attention: str = "sdpa"  # "sdpa" | "sage" | "sdpa-<kernel>"
+    compile: bool = False  # torch.compile the DiT blocks
+    step_cache: float | None = None  # TeaCache-style threshold; None: every step computed
+    swap_blocks: int = 0  # DiT blocks streamed from pinned CPU memory (the planner's decision)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunOptions:
