@@ -201,12 +201,29 @@ def run_cached(layers: nn.Sequential, x: Tensor, cache: CausalCache) -> Tensor:
     return x
 
 
+def middle_blocks(dim: int) -> nn.Sequential:
+    return nn.Sequential(ResidualBlock(dim, dim), AttentionBlock(dim), ResidualBlock(dim, dim))
+
+
+def head_blocks(dim: int, out_dim: int) -> nn.Sequential:
+    return nn.Sequential(RMS_norm(dim, images=False), nn.SiLU(),
+                         CausalConv3d(dim, out_dim, 3, padding=1))
+
+
 class Encoder3d(nn.Module):
+    """conv1 → downsampling stages → middle → head (2·z channels: mean ‖ log-variance)."""
+
     def __init__(self, cfg: VaeConfig, in_channels: int = 3) -> None:
         super().__init__()
-        dim = cfg.base_dim
-        dims = [dim * u for u in (1, *cfg.dim_mult)]
+        dims = [cfg.base_dim * u for u in (1, *cfg.dim_mult)]
         self.conv1 = CausalConv3d(in_channels, dims[0], 3, padding=1)
+        self.downsamples = self.stages(cfg, dims)
+        self.middle = middle_blocks(dims[-1])
+        self.head = head_blocks(dims[-1], 2 * cfg.z_dim)
+
+    @staticmethod
+    def stages(cfg: VaeConfig, dims: list[int]) -> nn.Sequential:
+        """Wan2.1: one flat Sequential of residual blocks and resamplers (official indices)."""
         layers: list[nn.Module] = []
         for i, (in_dim, out_dim) in enumerate(itertools.pairwise(dims)):
             for _ in range(cfg.num_res_blocks):
@@ -215,11 +232,7 @@ class Encoder3d(nn.Module):
             if i != len(cfg.dim_mult) - 1:
                 layers.append(Resample(out_dim, "downsample3d" if cfg.temporal_downsample[i]
                                        else "downsample2d"))
-        self.downsamples = nn.Sequential(*layers)
-        self.middle = nn.Sequential(ResidualBlock(dims[-1], dims[-1]), AttentionBlock(dims[-1]),
-                                    ResidualBlock(dims[-1], dims[-1]))
-        self.head = nn.Sequential(RMS_norm(dims[-1], images=False), nn.SiLU(),
-                                  CausalConv3d(dims[-1], 2 * cfg.z_dim, 3, padding=1))
+        return nn.Sequential(*layers)
 
     def forward(self, x: Tensor, cache: CausalCache) -> Tensor:
         x = cached_conv(self.conv1, x, cache)
@@ -229,15 +242,21 @@ class Encoder3d(nn.Module):
 
 
 class Decoder3d(nn.Module):
+    """conv1 → middle → upsampling stages → head."""
+
     def __init__(self, cfg: VaeConfig, out_channels: int = 3) -> None:
         super().__init__()
-        dim = cfg.decoder_base_dim
         mult = cfg.dim_mult
-        dims = [dim * u for u in (mult[-1], *mult[::-1])]
-        temporal_up = cfg.temporal_downsample[::-1]
+        dims = [cfg.decoder_base_dim * u for u in (mult[-1], *mult[::-1])]
         self.conv1 = CausalConv3d(cfg.z_dim, dims[0], 3, padding=1)
-        self.middle = nn.Sequential(ResidualBlock(dims[0], dims[0]), AttentionBlock(dims[0]),
-                                    ResidualBlock(dims[0], dims[0]))
+        self.middle = middle_blocks(dims[0])
+        self.upsamples = self.stages(cfg, dims)
+        self.head = head_blocks(dims[-1], out_channels)
+
+    @staticmethod
+    def stages(cfg: VaeConfig, dims: list[int]) -> nn.Sequential:
+        """Wan2.1: one flat Sequential; upsampling convs halve the channels."""
+        temporal_up = cfg.temporal_downsample[::-1]
         layers: list[nn.Module] = []
         for i, (in_dim, out_dim) in enumerate(itertools.pairwise(dims)):
             if i > 0:
@@ -245,11 +264,9 @@ class Decoder3d(nn.Module):
             for _ in range(cfg.num_res_blocks + 1):
                 layers.append(ResidualBlock(in_dim, out_dim))
                 in_dim = out_dim
-            if i != len(mult) - 1:
+            if i != len(cfg.dim_mult) - 1:
                 layers.append(Resample(out_dim, "upsample3d" if temporal_up[i] else "upsample2d"))
-        self.upsamples = nn.Sequential(*layers)
-        self.head = nn.Sequential(RMS_norm(dims[-1], images=False), nn.SiLU(),
-                                  CausalConv3d(dims[-1], out_channels, 3, padding=1))
+        return nn.Sequential(*layers)
 
     def forward(self, x: Tensor, cache: CausalCache) -> Tensor:
         x = cached_conv(self.conv1, x, cache)

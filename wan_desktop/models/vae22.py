@@ -9,16 +9,14 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..variants import VaeConfig
+from . import vae21
 from .layers import Ops
 from .vae21 import (
-    AttentionBlock,
     CausalCache,
     CausalConv3d,
     CausalVAE,
     Resample,
     ResidualBlock,
-    RMS_norm,
-    cached_conv,
     register_scale,
     run_cached,
 )
@@ -116,53 +114,30 @@ class Up_ResidualBlock(nn.Module):
         return y + self.avg_shortcut(x, first) if self.avg_shortcut is not None else y
 
 
-class Encoder3d(nn.Module):
-    def __init__(self, cfg: VaeConfig, in_channels: int) -> None:
-        super().__init__()
-        dims = [cfg.base_dim * u for u in (1, *cfg.dim_mult)]
+class Encoder3d(vae21.Encoder3d):
+    @staticmethod
+    def stages(cfg: VaeConfig, dims: list[int]) -> nn.Sequential:
+        """Wan2.2: one Down_ResidualBlock per stage (with an AvgDown3D shortcut)."""
         n = len(cfg.dim_mult)
-        self.conv1 = CausalConv3d(in_channels, dims[0], 3, padding=1)
-        self.downsamples = nn.Sequential(*(
+        return nn.Sequential(*(
             Down_ResidualBlock(dims[i], dims[i + 1], cfg.num_res_blocks,
                                temporal=i < n - 1 and cfg.temporal_downsample[i],
                                down_flag=i != n - 1)
             for i in range(n)
         ))
-        self.middle = nn.Sequential(ResidualBlock(dims[-1], dims[-1]), AttentionBlock(dims[-1]),
-                                    ResidualBlock(dims[-1], dims[-1]))
-        self.head = nn.Sequential(RMS_norm(dims[-1], images=False), nn.SiLU(),
-                                  CausalConv3d(dims[-1], 2 * cfg.z_dim, 3, padding=1))
-
-    def forward(self, x: Tensor, cache: CausalCache) -> Tensor:
-        x = cached_conv(self.conv1, x, cache)
-        x = run_cached(self.downsamples, x, cache)
-        x = run_cached(self.middle, x, cache)
-        return run_cached(self.head, x, cache)
 
 
-class Decoder3d(nn.Module):
-    def __init__(self, cfg: VaeConfig, out_channels: int) -> None:
-        super().__init__()
-        mult = cfg.dim_mult
-        dims = [cfg.decoder_base_dim * u for u in (mult[-1], *mult[::-1])]
+class Decoder3d(vae21.Decoder3d):
+    @staticmethod
+    def stages(cfg: VaeConfig, dims: list[int]) -> nn.Sequential:
+        """Wan2.2: one Up_ResidualBlock per stage (with a DupUp3D shortcut); channels kept."""
         temporal_up = cfg.temporal_downsample[::-1]
-        n = len(mult)
-        self.conv1 = CausalConv3d(cfg.z_dim, dims[0], 3, padding=1)
-        self.middle = nn.Sequential(ResidualBlock(dims[0], dims[0]), AttentionBlock(dims[0]),
-                                    ResidualBlock(dims[0], dims[0]))
-        self.upsamples = nn.Sequential(*(
+        n = len(cfg.dim_mult)
+        return nn.Sequential(*(
             Up_ResidualBlock(dims[i], dims[i + 1], cfg.num_res_blocks,
                              temporal=i < n - 1 and temporal_up[i], up_flag=i != n - 1)
             for i in range(n)
         ))
-        self.head = nn.Sequential(RMS_norm(dims[-1], images=False), nn.SiLU(),
-                                  CausalConv3d(dims[-1], out_channels, 3, padding=1))
-
-    def forward(self, x: Tensor, cache: CausalCache) -> Tensor:
-        x = cached_conv(self.conv1, x, cache)
-        x = run_cached(self.middle, x, cache)
-        x = run_cached(self.upsamples, x, cache)
-        return run_cached(self.head, x, cache)
 
 
 class WanVAE22(CausalVAE):
