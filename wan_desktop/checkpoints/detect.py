@@ -86,7 +86,8 @@ def strip_prefix(keys: list[str]) -> str:
 
 
 def is_side_tensor(key: str) -> bool:
-    return key in IGNORED_KEYS or key.endswith(SCALE_SUFFIXES + IGNORED_SUFFIXES)
+    # the scaled_fp8 marker of a diffusion model sits under its prefix (model.diffusion_model.)
+    return key.rpartition(".")[2] in IGNORED_KEYS or key.endswith(SCALE_SUFFIXES + IGNORED_SUFFIXES)
 
 
 # ----------------------------------------------------------------------------- naming per component
@@ -140,13 +141,31 @@ def official_shapes(comp: ComponentFiles, kind: str) -> dict[str, tuple[int, ...
         except KeyError as e:
             raise CheckpointError(f"{comp.files[0]}: {e.args[0]}") from None
     rename = official_renamer(comp, kind)
+    unknown: list[str] = []
     for k in reader:
         if is_side_tensor(k):
             continue
-        new = rename(k)
+        try:
+            new = rename(k)
+        except KeyError:  # a foreign name our key map does not know
+            raw = k[len(comp.prefix):] if comp.prefix and k.startswith(comp.prefix) else k
+            if kind == "dit" and raw.startswith(tuple(UNSUPPORTED_DIT_KEYS)):
+                shapes[raw] = reader.info(k).shape  # dit_config names the unsupported model
+            else:
+                unknown.append(k)
+            continue
         if new is not None:
             shapes[new] = reader.info(k).shape
+    if unknown and not any(k.startswith(tuple(UNSUPPORTED_DIT_KEYS)) for k in shapes):
+        more = f" and {len(unknown) - 4} more" if len(unknown) > 4 else ""
+        raise CheckpointError(f"{comp.files[0]}: {len(unknown)} unexpected tensor(s) "
+                              f"({', '.join(unknown[:4])}{more}) that a Wan {_KIND_NAMES[kind]} "
+                              "does not have; is it another model?")
     return shapes
+
+
+_KIND_NAMES = {"dit": "diffusion model", "vae": "VAE", "t5": "umT5 text encoder",
+               "clip": "CLIP image encoder"}
 
 
 def official_renamer(comp: ComponentFiles, kind: str):
@@ -165,9 +184,12 @@ def official_renamer(comp: ComponentFiles, kind: str):
             return lambda k: k if k.startswith("visual.") else None
         return strip
     if kind == "dit":
+        from .keymap_dit import is_ignored_diffusers_key
         from .keymap_dit import official_key as dit_key
 
-        return lambda k: None if (s := strip(k)) is None else dit_key(s)
+        # keys diffusers itself ignores on load (norm_added_q in early Wan2.1 I2V conversions)
+        return lambda k: None if (s := strip(k)) is None or is_ignored_diffusers_key(s) \
+            else dit_key(s)
     if kind == "vae":
         from .keymap_vae import official_key as vae_key
 
@@ -303,7 +325,11 @@ def _component(files: list[Path], kind: str, config: dict[str, Any] | None = Non
     keys = [k for k in reader if not is_side_tensor(k)]
     if prefix:
         keys = [k[len(prefix):] for k in keys if k.startswith(prefix)]
-    naming = {"dit": dit_naming, "vae": vae_naming, "t5": t5_naming, "clip": clip_naming}[kind](keys)
+    try:
+        naming = {"dit": dit_naming, "vae": vae_naming, "t5": t5_naming,
+                  "clip": clip_naming}[kind](keys)
+    except CheckpointError as e:  # name the file that is not what it was given as
+        raise CheckpointError(f"{files[0]}: {e.message}") from None
     config = dict(config or {})
     if kind == "vae":
         z = config.get("z_dim")

@@ -3,25 +3,45 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .detect import ComponentFiles, ModelFiles, detect_model, is_side_tensor
+from .detect import ComponentFiles, ModelFiles, detect_model, is_side_tensor, official_renamer
 
 
-def describe_component(comp: ComponentFiles) -> dict[str, Any]:
+def _used(comp: ComponentFiles, kind: str) -> Callable[[str], bool]:
+    """Whether a file key becomes a model tensor (not an embedded tokenizer, a tied copy, the text
+    tower of the official CLIP file, or another part of an all-in-one file)."""
+    if kind == "clip":
+        if comp.naming == "hf":
+            from .keymap_clip import is_ignored_hf_key
+
+            return lambda k: not is_ignored_hf_key(k)
+        return lambda k: k.startswith("visual.")
+    rename = official_renamer(comp, kind)
+
+    def used(key: str) -> bool:
+        try:
+            return rename(key) is not None
+        except KeyError:  # unknown to the key map: counted (loading reports it)
+            return True
+
+    return used
+
+
+def describe_component(comp: ComponentFiles, kind: str) -> dict[str, Any]:
+    """kind: "dit" | "vae" | "t5" | "clip"."""
     reader = comp.reader()
+    used = _used(comp, kind)
     dtypes: Counter[str] = Counter()
     params = 0
     size = 0
     for key in reader:
         info = reader.info(key)
-        if is_side_tensor(key) or (comp.prefix and not key.startswith(comp.prefix)):
+        if is_side_tensor(key) or not used(key):
             continue
-        if comp.naming == "official" and comp.files[0].name.startswith("models_clip") and not \
-                key.startswith("visual."):
-            continue  # the text tower of the official CLIP file is never used
         dtypes[info.dtype] += info.numel
         params += info.numel
     for f in comp.files:
@@ -39,13 +59,14 @@ def describe_component(comp: ComponentFiles) -> dict[str, Any]:
 
 def inspect_files(m: ModelFiles) -> dict[str, Any]:
     comps: dict[str, Any] = {
-        "dit": [describe_component(e) for e in m.experts],
-        "vae": describe_component(m.vae) if m.vae else None,
-        "text_encoder": describe_component(m.text_encoder) if m.text_encoder else None,
+        "dit": [describe_component(e, "dit") for e in m.experts],
+        "vae": describe_component(m.vae, "vae") if m.vae else None,
+        "text_encoder": describe_component(m.text_encoder, "t5") if m.text_encoder else None,
         "tokenizer": str(m.tokenizer) if m.tokenizer else None,
     }
     if m.variant.clip is not None:
-        comps["image_encoder"] = describe_component(m.image_encoder) if m.image_encoder else None
+        comps["image_encoder"] = (describe_component(m.image_encoder, "clip")
+                                  if m.image_encoder else None)
     if len(m.experts) == 2:
         comps["dit"][0]["expert"] = "high_noise"
         comps["dit"][1]["expert"] = "low_noise"

@@ -43,7 +43,7 @@ def component_sources(
         return TensorSource(info.shape, info.dtype, info.file, lambda k=key: reader.get(k), key)
 
     for key in reader:
-        if key in IGNORED_KEYS or key.endswith(IGNORED_SUFFIXES):
+        if key.rpartition(".")[2] in IGNORED_KEYS or key.endswith(IGNORED_SUFFIXES):
             continue
         scale_suffix = next((s for s in SCALE_SUFFIXES if key.endswith(s)), None)
         try:
