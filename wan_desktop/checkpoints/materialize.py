@@ -54,6 +54,11 @@ def weights_on_meta() -> Iterator[None]:
         nn.Module.register_parameter = original  # type: ignore[method-assign]
 
 
+def _where(path: Path) -> str:
+    """The file with its folder: shards of two Wan2.2 experts have the same file names."""
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
 def _few(names: list[str], n: int = 4) -> str:
     shown = ", ".join(names[:n])
     return shown + (f" and {len(names) - n} more" if len(names) > n else "")
@@ -92,14 +97,15 @@ def materialize(
             parts.append(f"{len(missing)} missing tensor(s) ({_few(missing)})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected tensor(s) ({_few(unexpected)})")
-        files = sorted({s.file.name for s in sources.values()}) or ["(no files)"]
+        files = sorted({_where(s.file) for s in sources.values()}) or ["(no files)"]
         hint = "; the file looks truncated or is another model" if missing else ""
         raise CheckpointError(f"{what} ({', '.join(files[:2])}): {'; '.join(parts)}{hint}")
     for name, src in sources.items():
         want = tuple(expected[name].shape)
         if tuple(src.shape) != want:
             raise CheckpointError(
-                f"{what} ({src.file.name}): tensor {src.key} has shape {list(src.shape)}, "
+                f"{what} ({_where(src.file)}): tensor {src.key} has shape "
+                f"{list(src.shape)}, "
                 f"expected {list(want)} — a different model size or variant"
             )
     scales = scales or {}
