@@ -134,7 +134,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     import secrets
 
     from .engines.factory import build_components, detect_for_options
-    from .pipeline import GenerationRequest, RunOptions, generate_to_file
+    from .pipeline import GenerationRequest, RunOptions, check_images, generate_to_file
     from .video import check_output_path
 
     if args.model is None and args.random_weights is None:
@@ -161,16 +161,17 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         precision=args.precision, vram_budget_gb=args.vram_budget, attention=args.attention,
         compile=args.compile, step_cache=args.step_cache,
     )
-    # validate everything cheap before loading any weights
+    # validate everything cheap (values, files, images) before loading any weights
     variant, model_files = detect_for_options(options)
     request = request.resolve(variant)
+    check_images(request)
     cancel = _install_sigint()
     components, device = build_components(options, variant, model_files,
                                           warn=lambda m: print(f"warning: {m}", file=sys.stderr))
-    if args.seed is None:
-        print(f"seed: {seed}", file=sys.stderr)
     out = generate_to_file(components, request, args.out, options=options, cancel=cancel,
                            emit=Progress(not args.no_progress), device=device)
+    if args.seed is None:
+        print(f"seed: {seed}", file=sys.stderr)
     print(out)
     return 0
 

@@ -236,6 +236,14 @@ def load_image(path: str | Path, width: int, height: int) -> Tensor:
     return (arr.permute(2, 0, 1)[None] * 2 - 1).contiguous()
 
 
+def check_images(request: GenerationRequest) -> None:
+    """Open the request's images now (cheap), so a missing or unreadable file is reported before
+    any weights are loaded."""
+    for path in (request.image, request.last_image):
+        if path:
+            load_image(path, 16, 16)
+
+
 def i2v_mask(frames: int, t_lat: int, h: int, w: int, *, last: bool, temporal: int = 4) -> Tensor:
     """The 4-channel mask of Wan I2V/FLF2V: [1, 4, T_lat, h, w], ones on the given frames."""
     import torch
