@@ -22,14 +22,26 @@ from wan_desktop.variants import Variant
 
 @dataclass
 class _Base:
+    """load/unload bookkeeping shared by every fake. ``journal``: an optional list shared between
+    components that records ``(name, "load" | "unload", device)`` in order (residency tests)."""
+
+    name: str = ""
     loaded: bool = False
+    device: object = None
     calls: list[dict] = field(default_factory=list)
+    journal: list[tuple[str, str, object]] | None = field(default=None, repr=False)
 
     def load(self, device) -> None:
         self.loaded = True
+        self.device = device
+        if self.journal is not None:
+            self.journal.append((self.name, "load", device))
 
     def unload(self) -> None:
         self.loaded = False
+        if self.journal is not None:
+            self.journal.append((self.name, "unload", self.device))
+        self.device = None
 
 
 @dataclass
@@ -48,13 +60,22 @@ class FakeTextEncoder(_Base):
 
 @dataclass
 class FakeDenoiser(_Base):
-    """v = a·x + b·mean(context) (+ y/clip contributions): smooth, cheap, input-dependent."""
+    """v = a·x + mean(context) (+ 0.01·y): smooth, cheap, input-dependent.
+
+    delay: seconds slept in every call (cancel / progress tests); fail_at_step: the 0-based call
+    index from which every call raises ``fail_with`` (a batched CFG step is one call, a sequential
+    one two); started: set at the first call (another thread can wait for it); schedules: the
+    timesteps of every ``begin()`` (the optional start-of-run hook the loop calls)."""
 
     a: float = 0.5
     delay: float = 0.0
     fail_at_step: int | None = None
     fail_with: type[Exception] = OutOfVram
     started: threading.Event = field(default_factory=threading.Event)
+    schedules: list[tuple] = field(default_factory=list)
+
+    def begin(self, timesteps) -> None:
+        self.schedules.append(tuple(timesteps))
 
     def __call__(self, latents: Tensor, timestep: Tensor, context: Tensor, *, y=None,
                  clip_fea=None) -> Tensor:
@@ -111,17 +132,24 @@ class FakeImageEncoder(_Base):
 
 
 def fake_components(name: str = "t2v-1.3B", *, experts: int | None = None, **denoiser_kw):
-    """Components of the tiny ``name`` variant with fake modules; returns (components, parts)."""
+    """Components of the tiny ``name`` variant with fake modules; returns (components, parts).
+
+    ``parts``: "text", "denoisers" (a tuple: one, or Wan2.2's high then low expert), "vae" (decoder
+    and encoder), "image" (None unless the variant has CLIP) and "journal" (load/unload order of
+    all of them). ``denoiser_kw`` goes to every FakeDenoiser (delay=, fail_at_step=, a=, ...)."""
     variant: Variant = tiny_variant(name)
     n = experts if experts is not None else variant.experts
-    dens = tuple(FakeDenoiser(**denoiser_kw) for _ in range(n))
-    vae = FakeVae(spatial=variant.vae.spatial_factor, z_dim=variant.vae.z_dim)
-    text = FakeTextEncoder(dim=variant.dit.text_dim)
-    image = FakeImageEncoder(dim=variant.dit.image_dim) if variant.dit.image_dim else None
+    journal: list[tuple[str, str, object]] = []
+    dens = tuple(FakeDenoiser(name=f"dit{i}", journal=journal, **denoiser_kw) for i in range(n))
+    vae = FakeVae(name="vae", journal=journal, spatial=variant.vae.spatial_factor,
+                  z_dim=variant.vae.z_dim)
+    text = FakeTextEncoder(name="text", journal=journal, dim=variant.dit.text_dim)
+    image = (FakeImageEncoder(name="clip", journal=journal, dim=variant.dit.image_dim)
+             if variant.dit.image_dim else None)
     comps = Components(variant=variant, text_encoder=text, denoisers=dens, vae_decoder=vae,
                        vae_encoder=vae, image_encoder=image, boundary=variant.defaults.boundary,
-                       info={"fake": True})
-    return comps, {"text": text, "denoisers": dens, "vae": vae, "image": image}
+                       info={"fake": True, "random_weights": False, "variant": variant.name})
+    return comps, {"text": text, "denoisers": dens, "vae": vae, "image": image, "journal": journal}
 
 
 def with_defaults(variant: Variant, **kw) -> Variant:

@@ -75,7 +75,9 @@ class GenerationRequest:
         width = self.width if self.width is not None else d.size[0]
         height = self.height if self.height is not None else d.size[1]
         m = variant.spatial_multiple
-        if width <= 0 or height <= 0 or width % m or height % m:
+        if width <= 0 or height <= 0:
+            raise ConfigError(f"size {width}x{height}: width and height must be positive")
+        if width % m or height % m:
             raise ConfigError(f"size {width}x{height} is not a multiple of {m} for {variant.name}",
                               remedy=f"Use a width and height divisible by {m}, e.g. "
                                      f"{d.size[0]}x{d.size[1]}.")
@@ -397,8 +399,9 @@ def generate_to_file(
     """generate() and write the result atomically with its settings (nothing appears at ``out``
     unless the whole video was made)."""
     from . import __version__
-    from .video import write_video
+    from .video import check_output_path, write_video
 
+    check_output_path(Path(out))  # before the run, not after minutes of work
     t0 = time.perf_counter()
     frames = generate(components, request, cancel=cancel, emit=emit, device=device)
     fps = components.variant.defaults.fps
@@ -409,8 +412,17 @@ def generate_to_file(
         "fps": fps,
         "request": request.to_dict(),
         "options": options.to_dict() if options else None,
-        "model": {k: str(v) for k, v in components.info.items()},
+        "device": str(device),
+        "model": {k: _json_value(v) for k, v in components.info.items()},
         "seconds": round(time.perf_counter() - t0, 3),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     return write_video(out, [frames], fps=fps, metadata=meta)
+
+
+def _json_value(value: object) -> object:
+    """JSON's own types stay as they are (``random_weights: true``, not ``"True"``); anything else
+    (paths, dtypes, enums) becomes its string."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
