@@ -8,12 +8,11 @@ import logging
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
-from .errors import Cancelled, ConfigError, WanError
+from .errors import Cancelled, ConfigError, OutOfVram, WanError
 
 log = logging.getLogger("wan_desktop")
 
@@ -32,12 +31,15 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _positive_float(text: str) -> float:
+    """A finite number ≥ 0 (guidance 0 is allowed; the request rules say what else is)."""
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if v != v or v in (float("inf"), float("-inf")):
         raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
     return v
 
 
@@ -100,25 +102,41 @@ class Progress:
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = (enabled and sys.stderr.isatty()) or os.environ.get("WAN_PROGRESS") == "1"
+        self._open = False  # a bar line without its newline is on stderr
+
+    def close(self) -> None:
+        """End an unfinished bar line, so a following error or "cancelled" is a line of its own."""
+        if self._open:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self._open = False
 
     def __call__(self, event: Any) -> None:
         from .pipeline import Finished, StageStarted, StepDone
 
         if not self.enabled:
             return
+        self._open = not isinstance(event, Finished)
         if isinstance(event, StageStarted):
             sys.stderr.write(f"\r{event.stage}...\033[K")
         elif isinstance(event, StepDone):
             width = 30
             done = round(width * event.step / event.total)
             rate = event.step / event.elapsed if event.elapsed > 0 else 0.0
-            eta = time.strftime("%M:%S", time.gmtime(event.eta))
+            eta = _clock(event.eta)
             bar = "█" * done + "░" * (width - done)
             sys.stderr.write(f"\rdenoise {event.step}/{event.total} |{bar}| {rate:.2f} it/s "
                              f"ETA {eta}\033[K")
         elif isinstance(event, Finished):
             sys.stderr.write(f"\rdone in {event.seconds:.1f} s\033[K\n")
         sys.stderr.flush()
+
+
+def _clock(seconds: float) -> str:
+    """ETA as MM:SS, or H:MM:SS from an hour on (14B runs at 720p take longer than an hour)."""
+    m, sec = divmod(max(0, round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m:02d}:{sec:02d}"
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -165,29 +183,68 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     variant, model_files = detect_for_options(options)
     request = request.resolve(variant)
     check_images(request)
-    cancel = _install_sigint()
-    components, device = build_components(options, variant, model_files,
-                                          warn=lambda m: print(f"warning: {m}", file=sys.stderr))
-    out = generate_to_file(components, request, args.out, options=options, cancel=cancel,
-                           emit=Progress(not args.no_progress), device=device)
+    cancel, restore = _install_sigint()
+    progress = Progress(not args.no_progress)
+
+    def warn(message: str) -> None:
+        progress.close()
+        print(f"warning: {message}", file=sys.stderr)
+
+    try:
+        components, device = build_components(options, variant, model_files, warn=warn)
+        _begin_run(components, request)
+        out = generate_to_file(components, request, args.out, options=options, cancel=cancel,
+                               emit=progress, device=device)
+    except Exception as e:
+        import torch
+
+        if isinstance(e, torch.cuda.OutOfMemoryError):  # a user-fixable limit, not a crash
+            first = str(e).strip().splitlines()[0] if str(e).strip() else "CUDA out of memory"
+            raise OutOfVram(f"out of GPU memory: {first}") from e
+        raise
+    finally:
+        progress.close()
+        restore()
     if args.seed is None:
         print(f"seed: {seed}", file=sys.stderr)
     print(out)
     return 0
 
 
-def _install_sigint():
+def _begin_run(components: Any, request: Any) -> None:
+    """Tell denoisers that have the optional ``begin(timesteps)`` hook (the torch step cache) the
+    schedule of this run: without it --step-cache cannot know the last step, which must always be
+    computed (generate() does not call the hook; the bench command calls it itself)."""
+    from .samplers import make_schedule
+
+    schedule = make_schedule(request.sampler, request.steps, request.shift)
+    for den in components.denoisers:
+        begin = getattr(den, "begin", None)
+        if callable(begin):
+            begin(schedule.timesteps)
+
+
+def _install_sigint() -> tuple[Any, Any]:
+    """Ctrl-C sets a cancel token (the loop stops within one step and writes nothing); a second
+    Ctrl-C interrupts at once. Returns (token, restore): the previous handler comes back after the
+    run, so ``main()`` called in-process (tests, scripts) leaves the caller's SIGINT alone."""
+    import threading
+
     from .cancel import CancelToken
 
     token = CancelToken()
+    if threading.current_thread() is not threading.main_thread():
+        return token, lambda: None  # signal handlers can only be set from the main thread
 
     def handler(signum, frame):
         if token.cancelled:  # second Ctrl-C: stop now
             raise KeyboardInterrupt
         token.cancel("interrupted (Ctrl-C)")
 
-    signal.signal(signal.SIGINT, handler)
-    return token
+    previous = signal.signal(signal.SIGINT, handler)
+    if previous is None:  # installed outside Python (an embedding host)
+        previous = signal.SIG_DFL
+    return token, lambda: signal.signal(signal.SIGINT, previous)
 
 
 def main(argv: list[str] | None = None) -> int:
