@@ -115,3 +115,13 @@ def key_layout(keys: Iterable[str]) -> KeyLayout:
     if diffusers and not official:
         return "diffusers"
     return "unknown"
+
+
+def diffusers_module_names(num_blocks: int) -> dict[str, str]:
+    """{diffusers module / parameter path: official one} for a model with ``num_blocks`` blocks
+    (LoRA files name modules, not tensors)."""
+    out = {**_TOP, **_TOP_PARAMS}
+    for i in range(num_blocks):
+        out.update({f"blocks.{i}.{d}": f"blocks.{i}.{o}"
+                    for d, o in {**_BLOCK, **_BLOCK_PARAMS}.items()})
+    return out
