@@ -1,0 +1,741 @@
+"""The main window: the job form on the left, preview / player in the middle, queue and history on
+the right, system status below. Widgets only bind to the view-models (viewmodels.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QSize, Qt, QTimer, QUrl
+from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QIcon, QPixmap
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMessageBox,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QTabWidget,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from wan_desktop.errors import WanError
+
+from . import system_info
+from .library import ModelEntry
+from .paths import log_dir
+from .player import VideoPlayer
+from .settings import BACKENDS, PRECISIONS, VRAM_PLANS, AppSettings, save_settings
+from .viewmodels import (
+    TASKS,
+    FormModel,
+    FormState,
+    Progress,
+    QueueModel,
+    frames_for_seconds,
+    presets,
+    seconds_for_frames,
+)
+from .widgets import DropZone
+
+if TYPE_CHECKING:
+    from .service import GpuService, JobResult, PreviewFrames, UserError
+
+log = logging.getLogger(__name__)
+
+SAMPLERS = ("unipc", "dpm++", "euler")
+BACKEND_LABELS = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime engine",
+                  "tensorrt": "TensorRT engine"}
+PLAN_LABELS = {"auto": "Auto", "8": "8 GB", "12": "12 GB", "16": "16 GB", "24": "24 GB"}
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(max(0, round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, service: GpuService, queue: QueueModel, settings: AppSettings) -> None:
+        super().__init__()
+        self.setWindowTitle("Wan Desktop")
+        self.service = service
+        self.queue = queue
+        self.settings = settings
+        self.form = FormModel()
+        self.form.update(backend=settings.backend, precision=settings.precision,
+                         vram_plan=settings.vram_plan)
+        self.models: tuple[ModelEntry, ...] = ()
+        self.last_result: JobResult | None = None
+        self.last_error: UserError | None = None
+        self.error_box: QMessageBox | None = None
+        self._preview_job: str | None = None
+        self._build()
+        self._bind()
+        self._render(self.form.state)
+        self._refresh_queue()
+        self._refresh_history()
+        self.status_timer = QTimer(self)
+        self.status_timer.timeout.connect(self.refresh_status)
+        self.status_timer.start(3000)
+        self.refresh_status()
+        self.rescan()
+
+    # ------------------------------------------------------------------ layout
+
+    def _build(self) -> None:
+        # --- form (left)
+        self.model_combo = QComboBox()
+        self.model_combo.setMinimumWidth(260)
+        self.add_folder_button = QPushButton("Add folder…")
+        self.rescan_button = QToolButton(text="⟳", toolTip="Scan the model folders again")
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model_combo, 1)
+        model_row.addWidget(self.rescan_button)
+        model_row.addWidget(self.add_folder_button)
+
+        self.task_combo = QComboBox()
+        for t in TASKS:
+            self.task_combo.addItem(t.upper(), t)
+        self.first_frame = DropZone("First frame")
+        self.last_frame = DropZone("Last frame")
+        frames_row = QHBoxLayout()
+        frames_row.addWidget(self.first_frame)
+        frames_row.addWidget(self.last_frame)
+
+        self.prompt_edit = QPlainTextEdit()
+        self.prompt_edit.setPlaceholderText("Describe the video…")
+        self.prompt_edit.setFixedHeight(80)
+        self.negative_edit = QPlainTextEdit()
+        self.negative_edit.setFixedHeight(56)
+
+        self.preset_combo = QComboBox()
+        self.width_spin = QSpinBox(minimum=16, maximum=4096, singleStep=16)
+        self.height_spin = QSpinBox(minimum=16, maximum=4096, singleStep=16)
+        size_row = QHBoxLayout()
+        size_row.addWidget(self.preset_combo, 1)
+        size_row.addWidget(self.width_spin)
+        size_row.addWidget(QLabel("×"))
+        size_row.addWidget(self.height_spin)
+
+        self.seconds_spin = QDoubleSpinBox(minimum=0.0, maximum=60.0, singleStep=0.25, decimals=2,
+                                           suffix=" s")
+        self.frames_spin = QSpinBox(minimum=1, maximum=1001, singleStep=4, suffix=" frames")
+        duration_row = QHBoxLayout()
+        duration_row.addWidget(self.seconds_spin)
+        duration_row.addWidget(self.frames_spin)
+
+        self.steps_spin = QSpinBox(minimum=1, maximum=200)
+        self.guidance_spin = QDoubleSpinBox(minimum=0.0, maximum=30.0, singleStep=0.5, decimals=2)
+        self.shift_spin = QDoubleSpinBox(minimum=0.1, maximum=30.0, singleStep=0.5, decimals=2)
+        self.sampler_combo = QComboBox()
+        self.sampler_combo.addItems(SAMPLERS)
+        sampling_row = QHBoxLayout()
+        for label, w in (("Steps", self.steps_spin), ("CFG", self.guidance_spin),
+                         ("Shift", self.shift_spin)):
+            sampling_row.addWidget(QLabel(label))
+            sampling_row.addWidget(w)
+        sampling_row.addWidget(self.sampler_combo)
+
+        self.seed_spin = QSpinBox(minimum=0, maximum=2**31 - 1)
+        self.random_seed = QCheckBox("Random")
+        self.dice_button = QToolButton(text="⚄", toolTip="Roll a new seed (and keep it fixed)")
+        seed_row = QHBoxLayout()
+        seed_row.addWidget(self.seed_spin, 1)
+        seed_row.addWidget(self.dice_button)
+        seed_row.addWidget(self.random_seed)
+
+        self.backend_combo = QComboBox()
+        self.precision_combo = QComboBox()
+        for p in PRECISIONS:
+            self.precision_combo.addItem(p.upper() if p != "bf16" else "BF16", p)
+        self.vram_combo = QComboBox()
+        for p in VRAM_PLANS:
+            self.vram_combo.addItem(PLAN_LABELS[p], p)
+        run_row = QHBoxLayout()
+        run_row.addWidget(self.backend_combo, 1)
+        run_row.addWidget(self.precision_combo)
+        run_row.addWidget(self.vram_combo)
+
+        self.generate_button = QPushButton("Add to queue")
+        self.generate_button.setDefault(True)
+        self.generate_button.setMinimumHeight(36)
+
+        form = QFormLayout()
+        form.addRow("Model", model_row)
+        form.addRow("Task", self.task_combo)
+        form.addRow("Images", frames_row)
+        self._form_layout = form
+        form.addRow("Prompt", self.prompt_edit)
+        form.addRow("Negative", self.negative_edit)
+        form.addRow("Size", size_row)
+        form.addRow("Duration", duration_row)
+        form.addRow("Sampling", sampling_row)
+        form.addRow("Seed", seed_row)
+        form.addRow("Run on", run_row)
+        left = QWidget()
+        left_lay = QVBoxLayout(left)
+        left_lay.addLayout(form)
+        left_lay.addStretch(1)
+        left_lay.addWidget(self.generate_button)
+
+        # --- preview / player (middle)
+        self.preview_player = VideoPlayer("The live preview appears here while a job runs")
+        self.preview_player.view.smooth = False  # latent pixels: keep them crisp
+        self.video_player = VideoPlayer("The finished video plays here")
+        self.view_tabs = QTabWidget()
+        self.view_tabs.addTab(self.preview_player, "Live preview")
+        self.view_tabs.addTab(self.video_player, "Video")
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setFormat("%v / %m")
+        self.stage_label = QLabel("Idle")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        progress_row = QHBoxLayout()
+        progress_row.addWidget(self.stage_label)
+        progress_row.addWidget(self.progress_bar, 1)
+        progress_row.addWidget(self.cancel_button)
+        self.open_file_button = QPushButton("Open file")
+        self.open_folder_button = QPushButton("Open folder")
+        self.copy_settings_button = QPushButton("Copy settings")
+        for b in (self.open_file_button, self.open_folder_button, self.copy_settings_button):
+            b.setEnabled(False)
+        result_row = QHBoxLayout()
+        result_row.addStretch(1)
+        for b in (self.open_file_button, self.open_folder_button, self.copy_settings_button):
+            result_row.addWidget(b)
+        middle = QWidget()
+        mid_lay = QVBoxLayout(middle)
+        mid_lay.addWidget(self.view_tabs, 1)
+        mid_lay.addLayout(progress_row)
+        mid_lay.addLayout(result_row)
+
+        # --- queue and history (right)
+        self.queue_list = QListWidget()
+        self.up_button = QToolButton(text="▲", toolTip="Move up")
+        self.down_button = QToolButton(text="▼", toolTip="Move down")
+        self.cancel_job_button = QPushButton("Cancel job")
+        self.cancel_all_button = QPushButton("Cancel all")
+        qbuttons = QHBoxLayout()
+        for b in (self.up_button, self.down_button, self.cancel_job_button, self.cancel_all_button):
+            qbuttons.addWidget(b)
+        queue_box = QGroupBox("Queue")
+        qlay = QVBoxLayout(queue_box)
+        qlay.addWidget(self.queue_list)
+        qlay.addLayout(qbuttons)
+        self.history_list = QListWidget()
+        self.history_list.setIconSize(QSize(64, 36))
+        self.history_list.setWordWrap(True)
+        self.reuse_button = QPushButton("Reuse settings")
+        self.play_history_button = QPushButton("Play")
+        hbuttons = QHBoxLayout()
+        hbuttons.addWidget(self.play_history_button)
+        hbuttons.addWidget(self.reuse_button)
+        history_box = QGroupBox("History")
+        hlay = QVBoxLayout(history_box)
+        hlay.addWidget(self.history_list)
+        hlay.addLayout(hbuttons)
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(queue_box)
+        right.addWidget(history_box)
+
+        split = QSplitter()
+        split.addWidget(left)
+        split.addWidget(middle)
+        split.addWidget(right)
+        split.setStretchFactor(0, 0)
+        split.setStretchFactor(1, 1)
+        split.setStretchFactor(2, 0)
+        split.setSizes([440, 560, 300])
+        self.setCentralWidget(split)
+
+        # --- menus and status bar
+        file_menu = self.menuBar().addMenu("&File")
+        self.add_folder_action = QAction("Add model folder…", self)
+        file_menu.addAction(self.add_folder_action)
+        self.models_action = QAction("Download models…", self)
+        file_menu.addAction(self.models_action)
+        file_menu.addSeparator()
+        quit_action = QAction("Quit", self)
+        quit_action.triggered.connect(self.close)
+        file_menu.addAction(quit_action)
+        tools = self.menuBar().addMenu("&Tools")
+        self.engines_action = QAction("Engines…", self)
+        tools.addAction(self.engines_action)
+        help_menu = self.menuBar().addMenu("&Help")
+        self.log_action = QAction("Open log folder", self)
+        help_menu.addAction(self.log_action)
+        self.system_label = QLabel()
+        self.statusBar().addPermanentWidget(self.system_label)
+        self.resize(1360, 820)
+
+    # ------------------------------------------------------------------ binding
+
+    def _bind(self) -> None:
+        f = self.form
+        self.model_combo.currentIndexChanged.connect(self._model_picked)
+        self.add_folder_button.clicked.connect(self.add_folder_dialog)
+        self.add_folder_action.triggered.connect(self.add_folder_dialog)
+        self.rescan_button.clicked.connect(self.rescan)
+        self.task_combo.currentIndexChanged.connect(
+            lambda _i: f.update(task=self.task_combo.currentData()))
+        self.first_frame.path_changed.connect(lambda p: f.update(image=p))
+        self.last_frame.path_changed.connect(lambda p: f.update(last_image=p))
+        self.prompt_edit.textChanged.connect(
+            lambda: f.update(prompt=self.prompt_edit.toPlainText()))
+        self.negative_edit.textChanged.connect(
+            lambda: f.update(negative_prompt=self.negative_edit.toPlainText()))
+        self.preset_combo.activated.connect(self._preset_picked)
+        self.width_spin.valueChanged.connect(lambda v: f.update(width=v))
+        self.height_spin.valueChanged.connect(lambda v: f.update(height=v))
+        self.seconds_spin.valueChanged.connect(self._seconds_edited)
+        self.frames_spin.editingFinished.connect(self._frames_edited)
+        self.frames_spin.valueChanged.connect(self._frames_stepped)
+        self.steps_spin.valueChanged.connect(lambda v: f.update(steps=v))
+        self.guidance_spin.valueChanged.connect(lambda v: f.update(guidance=v))
+        self.shift_spin.valueChanged.connect(lambda v: f.update(shift=v))
+        self.sampler_combo.currentTextChanged.connect(lambda t: f.update(sampler=t))
+        self.seed_spin.valueChanged.connect(lambda v: f.update(seed=v))
+        self.random_seed.toggled.connect(lambda on: f.update(random_seed=on))
+        self.dice_button.clicked.connect(
+            lambda: f.update(seed=secrets.randbelow(2**31), random_seed=False))
+        self.backend_combo.currentIndexChanged.connect(
+            lambda _i: f.update(backend=self.backend_combo.currentData() or "torch"))
+        self.precision_combo.currentIndexChanged.connect(
+            lambda _i: f.update(precision=self.precision_combo.currentData()))
+        self.vram_combo.currentIndexChanged.connect(
+            lambda _i: f.update(vram_plan=self.vram_combo.currentData()))
+        self.generate_button.clicked.connect(self.enqueue)
+        f.changed.connect(self._render)
+
+        q = self.queue
+        self.cancel_button.clicked.connect(self.cancel_running)
+        self.up_button.clicked.connect(lambda: self._move_selected(-1))
+        self.down_button.clicked.connect(lambda: self._move_selected(1))
+        self.cancel_job_button.clicked.connect(self._cancel_selected)
+        self.cancel_all_button.clicked.connect(q.cancel_all)
+        self.reuse_button.clicked.connect(self.reuse_selected)
+        self.play_history_button.clicked.connect(self.play_selected)
+        self.history_list.itemDoubleClicked.connect(lambda _item: self.play_selected())
+        self.open_file_button.clicked.connect(self.open_file)
+        self.open_folder_button.clicked.connect(self.open_folder)
+        self.copy_settings_button.clicked.connect(self.copy_settings)
+        self.log_action.triggered.connect(self.open_log_folder)
+        self.engines_action.triggered.connect(self.open_engines_dialog)
+        self.models_action.triggered.connect(self.open_models_dialog)
+        q.queue_changed.connect(self._refresh_queue)
+        q.history_changed.connect(self._refresh_history)
+        q.progress.connect(self._on_progress)
+        q.preview.connect(self._on_preview)
+        q.finished.connect(self._on_finished)
+        q.failed.connect(self._on_failed)
+        q.cancelled.connect(self._on_cancelled)
+        self.service.models_scanned.connect(self._on_models)
+
+    def _render(self, s: FormState) -> None:
+        """Model → widgets, with the widgets' own signals blocked (no feedback loop)."""
+        widgets = (self.task_combo, self.prompt_edit, self.negative_edit, self.width_spin,
+                   self.height_spin, self.seconds_spin, self.frames_spin, self.steps_spin,
+                   self.guidance_spin, self.shift_spin, self.sampler_combo, self.seed_spin,
+                   self.random_seed, self.backend_combo, self.precision_combo, self.vram_combo,
+                   self.model_combo)
+        for w in widgets:
+            w.blockSignals(True)
+        try:
+            self._set_combo_data(self.task_combo, s.task)
+            if self.prompt_edit.toPlainText() != s.prompt:
+                self.prompt_edit.setPlainText(s.prompt)
+            if self.negative_edit.toPlainText() != s.negative_prompt:
+                self.negative_edit.setPlainText(s.negative_prompt)
+            self.width_spin.setValue(s.width)
+            self.height_spin.setValue(s.height)
+            self.frames_spin.setValue(s.frames)
+            self.seconds_spin.setValue(seconds_for_frames(s.frames, s.fps))
+            self.steps_spin.setValue(s.steps)
+            self.guidance_spin.setValue(s.guidance)
+            self.shift_spin.setValue(s.shift)
+            self.sampler_combo.setCurrentText(s.sampler)
+            self.seed_spin.setValue(s.seed)
+            self.random_seed.setChecked(s.random_seed)
+            self.seed_spin.setEnabled(not s.random_seed)
+            self._fill_backends(s)
+            self._set_combo_data(self.precision_combo, s.precision)
+            self._set_combo_data(self.vram_combo, s.vram_plan)
+            idx = next((i for i, e in enumerate(self.models) if e.path == s.model), -1)
+            if idx >= 0:
+                self.model_combo.setCurrentIndex(idx)
+        finally:
+            for w in widgets:
+                w.blockSignals(False)
+        entry = self.form.entry
+        tasks = entry.tasks if entry and entry.tasks else TASKS
+        for i in range(self.task_combo.count()):  # only the model's tasks can be chosen
+            item = self.task_combo.model().item(i)
+            item.setEnabled(self.task_combo.itemData(i) in tasks)
+        self._form_layout.setRowVisible(2, s.task in ("i2v", "flf2v", "ti2v"))
+        self.first_frame.setVisible(s.task in ("i2v", "flf2v", "ti2v"))
+        self.last_frame.setVisible(s.task == "flf2v")
+        self.first_frame.set_path(s.image)
+        self.last_frame.set_path(s.last_image)
+        self._fill_presets(s)
+
+    @staticmethod
+    def _set_combo_data(combo: QComboBox, value: object) -> None:
+        i = combo.findData(value)
+        if i >= 0:
+            combo.setCurrentIndex(i)
+
+    def _fill_presets(self, s: FormState) -> None:
+        self.preset_combo.blockSignals(True)
+        self.preset_combo.clear()
+        match = -1
+        for i, (label, w, h) in enumerate(presets(self.form.entry)):
+            self.preset_combo.addItem(label, (w, h))
+            if (w, h) == (s.width, s.height):
+                match = i
+        self.preset_combo.addItem("Custom", None)
+        self.preset_combo.setCurrentIndex(match if match >= 0 else self.preset_combo.count() - 1)
+        self.preset_combo.blockSignals(False)
+
+    def _fill_backends(self, s: FormState) -> None:
+        """PyTorch always; an engine backend only when engines exist for this model and GPU."""
+        available = ["torch", *engine_backends(self.settings, self.form.entry)]
+        if s.backend not in available:
+            available.append(s.backend)  # keep what a reused job asked for visible
+        self.backend_combo.clear()
+        for b in BACKENDS:
+            if b in available:
+                self.backend_combo.addItem(BACKEND_LABELS[b], b)
+        self._set_combo_data(self.backend_combo, s.backend)
+
+    def _preset_picked(self, index: int) -> None:
+        data = self.preset_combo.itemData(index)
+        if data:
+            w, h = data
+            entry = self.form.entry
+            shift = self.form.state.shift
+            if entry is not None and entry.variant:
+                from wan_desktop.variants import VARIANTS
+
+                shift = VARIANTS[entry.variant].defaults.shift_for(w, h)
+            self.form.update(width=w, height=h, shift=shift)
+
+    def _temporal(self) -> int:
+        return self.form.entry.temporal_factor if self.form.entry else 4
+
+    def _seconds_edited(self, seconds: float) -> None:
+        s = self.form.state
+        self.form.update(frames=frames_for_seconds(seconds, s.fps, self._temporal()))
+
+    def _frames_edited(self) -> None:
+        t = self._temporal()
+        n = self.frames_spin.value()
+        self.form.update(frames=max(0, round((n - 1) / t)) * t + 1)  # snap to 4n+1
+
+    def _frames_stepped(self, n: int) -> None:
+        t = self._temporal()
+        if (n - 1) % t == 0:
+            self.form.update(frames=n)
+
+    # ------------------------------------------------------------------ models
+
+    def rescan(self) -> None:
+        self.statusBar().showMessage("Scanning model folders…", 3000)
+        self.service.request_scan(scan_folders(self.settings))
+
+    def add_model_folder(self, folder: str | Path) -> None:
+        self.settings = self.settings.with_model_dir(folder)
+        save_settings(self.settings)
+        self.rescan()
+
+    def add_folder_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a folder of models")
+        if folder:
+            self.add_model_folder(folder)
+
+    def _on_models(self, entries: tuple[ModelEntry, ...]) -> None:
+        self.models = tuple(entries)
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        for e in self.models:
+            self.model_combo.addItem(e.label, e.path)
+            if not e.ok:
+                self.model_combo.setItemData(self.model_combo.count() - 1,
+                                             e.error or "incomplete", Qt.ItemDataRole.ToolTipRole)
+        self.model_combo.blockSignals(False)
+        want = self.form.state.model or self.settings.last_model
+        idx = next((i for i, e in enumerate(self.models) if e.path == want), -1)
+        if idx < 0:
+            idx = next((i for i, e in enumerate(self.models) if e.ok), -1)
+        if idx >= 0:
+            self.model_combo.setCurrentIndex(idx)
+            self._model_picked(idx)
+        self.statusBar().showMessage(f"{len(self.models)} model(s) found", 3000)
+
+    def _model_picked(self, index: int) -> None:
+        if not (0 <= index < len(self.models)):
+            return
+        entry = self.models[index]
+        if self.form.entry is not None and self.form.entry.path == entry.path:
+            return
+        self.form.set_model(entry)
+        from dataclasses import replace
+
+        self.settings = replace(self.settings, last_model=entry.path)
+        save_settings(self.settings)
+
+    # ------------------------------------------------------------------ jobs
+
+    def enqueue(self) -> None:
+        try:
+            job = self.form.make_job(self.settings)
+        except WanError as e:
+            from .service import UserError
+
+            self.show_error(UserError.from_wan(e))
+            return
+        from dataclasses import replace
+
+        self.settings = replace(self.settings, backend=self.form.state.backend,
+                                precision=self.form.state.precision,
+                                vram_plan=self.form.state.vram_plan)
+        save_settings(self.settings)
+        self.queue.add(job)
+
+    def cancel_running(self) -> None:
+        if self.queue.running:
+            self.stage_label.setText("Cancelling…")
+            self.queue.cancel(self.queue.running)
+
+    def _selected_job(self) -> str | None:
+        item = self.queue_list.currentItem()
+        return item.data(Qt.ItemDataRole.UserRole) if item else None
+
+    def _move_selected(self, delta: int) -> None:
+        job_id = self._selected_job()
+        if job_id:
+            self.queue.move(job_id, delta)
+            self._select(self.queue_list, job_id)
+
+    def _cancel_selected(self) -> None:
+        job_id = self._selected_job()
+        if job_id:
+            self.queue.cancel(job_id)
+
+    @staticmethod
+    def _select(lst: QListWidget, key: str) -> None:
+        for i in range(lst.count()):
+            if lst.item(i).data(Qt.ItemDataRole.UserRole) == key:
+                lst.setCurrentRow(i)
+                return
+
+    def _refresh_queue(self) -> None:
+        keep = self._selected_job()
+        self.queue_list.clear()
+        for j in self.queue.jobs:
+            r = j.request
+            state = "▶ running" if j.state == "running" else (
+                "queued (recovered)" if j.recovered else "queued")
+            text = (f"{state} · {r.get('width')}×{r.get('height')} · {r.get('frames')} f · "
+                    f"seed {j.seed}\n{j.prompt[:60]}")
+            item = QListWidgetItem(text)
+            item.setData(Qt.ItemDataRole.UserRole, j.id)
+            self.queue_list.addItem(item)
+        if keep:
+            self._select(self.queue_list, keep)
+        self.cancel_button.setEnabled(self.queue.running is not None)
+
+    def _refresh_history(self) -> None:
+        self.history_list.clear()
+        for e in reversed(self.queue.history):
+            r = e.request
+            took = f"{e.seconds:.1f} s" if e.seconds is not None else "—"
+            vram = f"{e.peak_vram_gb:.1f} GB" if e.peak_vram_gb is not None else "CPU"
+            head = {"done": "✔", "failed": "✖ failed", "cancelled": "⊘ cancelled"}[e.status] \
+                if e.status in ("done", "failed", "cancelled") else e.status
+            text = (f"{head} · seed {e.seed} · {r.get('width')}×{r.get('height')}×"
+                    f"{r.get('frames')} · {r.get('steps')} steps · {took} · {vram}\n"
+                    f"{e.prompt[:70]}")
+            item = QListWidgetItem(text)
+            if e.thumbnail and Path(e.thumbnail).is_file():
+                item.setIcon(QIcon(QPixmap(e.thumbnail)))
+            if e.error:
+                item.setToolTip(e.error)
+            item.setData(Qt.ItemDataRole.UserRole, e.id)
+            self.history_list.addItem(item)
+
+    def _selected_history(self):
+        item = self.history_list.currentItem()
+        if item is None and self.history_list.count():
+            item = self.history_list.item(0)
+        return self.queue.history_entry(item.data(Qt.ItemDataRole.UserRole)) if item else None
+
+    def reuse_selected(self) -> None:
+        e = self._selected_history()
+        if e is not None:
+            self.form.load_settings(e.request, e.options)
+            entry = next((m for m in self.models if m.path == self.form.state.model), None)
+            if entry is not None:
+                self.form.entry = entry
+                self._render(self.form.state)
+
+    def play_selected(self) -> None:
+        e = self._selected_history()
+        if e is None or not e.out or not Path(e.out).is_file():
+            return
+        import imageio.v3 as iio
+
+        from .service import qimage_from_rgb
+
+        frames = tuple(qimage_from_rgb(f) for f in iio.imread(e.out))
+        fps = round(float(iio.immeta(e.out).get("fps", 16)))
+        self._show_video(Path(e.out), frames, fps, e.request, e.options)
+
+    # ------------------------------------------------------------------ progress and results
+
+    def _on_progress(self, p: Progress) -> None:
+        if p.stage == "start":
+            self._preview_job = p.job_id
+            self.preview_player.clear()
+            self.view_tabs.setCurrentWidget(self.preview_player)
+            self.progress_bar.setRange(0, 1)
+            self.progress_bar.setValue(0)
+            self.stage_label.setText("Starting…")
+        elif p.stage == "denoise" and p.total:
+            self.progress_bar.setRange(0, p.total)
+            self.progress_bar.setValue(p.step)
+            self.stage_label.setText(f"Denoising · ETA {_clock(p.eta)}")
+        else:
+            names = {"load": "Loading model…", "encode": "Encoding prompt…",
+                     "denoise": "Denoising…", "decode": "Decoding video…"}
+            self.stage_label.setText(names.get(p.stage, p.stage))
+        self.cancel_button.setEnabled(True)
+
+    def _on_preview(self, job_id: str, preview: PreviewFrames) -> None:
+        if job_id != self._preview_job:
+            return
+        self.preview_player.set_frames(preview.frames, fps=4)
+        self.preview_player.view.setToolTip(f"x0 prediction after step {preview.step}/"
+                                            f"{preview.total} (latent→RGB, no VAE)")
+
+    def _on_finished(self, job_id: str, result: JobResult) -> None:
+        self.stage_label.setText(f"Done in {result.seconds:.1f} s")
+        self.progress_bar.setValue(self.progress_bar.maximum())
+        job_entry = self.queue.history_entry(job_id)
+        self._show_video(result.out, result.frames, result.fps, result.request,
+                         job_entry.options if job_entry else {})
+        self.last_result = result
+
+    def _show_video(self, out: Path, frames, fps: int, request: dict, options: dict) -> None:
+        self._shown = (Path(out), request, options)
+        self.video_player.set_frames(frames, fps)
+        self.view_tabs.setCurrentWidget(self.video_player)
+        for b in (self.open_file_button, self.open_folder_button, self.copy_settings_button):
+            b.setEnabled(True)
+
+    def _on_failed(self, job_id: str, error: UserError) -> None:
+        self.stage_label.setText("Failed")
+        self.show_error(error)
+
+    def _on_cancelled(self, job_id: str) -> None:
+        self.stage_label.setText("Cancelled — nothing was written")
+        self.progress_bar.setValue(0)
+        self.cancel_button.setEnabled(self.queue.running is not None)
+
+    def show_error(self, error: UserError) -> None:
+        """A readable, non-blocking message box: what happened and what to do next."""
+        self.last_error = error
+        if self.error_box is not None:
+            self.error_box.close()
+        box = QMessageBox(QMessageBox.Icon.Warning, error.title, error.message,
+                          QMessageBox.StandardButton.Ok, self)
+        if error.remedy:
+            box.setInformativeText(f"What to do: {error.remedy}")
+        box.setWindowModality(Qt.WindowModality.WindowModal)
+        box.open()
+        self.error_box = box
+
+    # ------------------------------------------------------------------ result buttons
+
+    def open_file(self) -> None:
+        if getattr(self, "_shown", None):
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self._shown[0])))
+
+    def open_folder(self) -> None:
+        if getattr(self, "_shown", None):
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self._shown[0].parent)))
+
+    def copy_settings(self) -> None:
+        if getattr(self, "_shown", None):
+            out, request, options = self._shown
+            text = json.dumps({"request": request, "options": options, "out": str(out)},
+                              indent=2, ensure_ascii=False)
+            QGuiApplication.clipboard().setText(text)
+            self.statusBar().showMessage("Settings copied to the clipboard", 3000)
+
+    def open_log_folder(self) -> None:
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(log_dir())))
+
+    def open_engines_dialog(self) -> None:
+        from .engines_dialog import EnginesDialog
+
+        self.engines_dialog = EnginesDialog(self.settings, self.form.entry, parent=self)
+        self.engines_dialog.finished.connect(lambda _r: self._render(self.form.state))
+        self.engines_dialog.open()
+
+    def open_models_dialog(self) -> None:
+        from .first_run import ModelsDialog
+
+        self.models_dialog = ModelsDialog(self.settings, parent=self)
+        self.models_dialog.folder_added.connect(self.add_model_folder)
+        self.models_dialog.open()
+
+    # ------------------------------------------------------------------ status
+
+    def refresh_status(self) -> None:
+        self.system_label.setText(system_info.snapshot().text())
+
+    def closeEvent(self, event) -> None:
+        self.status_timer.stop()
+        self.queue.shutdown()
+        super().closeEvent(event)
+
+
+def scan_folders(settings: AppSettings) -> tuple[str, ...]:
+    """The user's model folders, plus the model manager's download folder when it exists."""
+    from wan_desktop.model_manager import default_models_dir
+
+    folders = list(settings.model_dirs)
+    managed = default_models_dir()
+    if managed.is_dir() and str(managed) not in folders:
+        folders.append(str(managed))
+    return tuple(folders)
+
+
+def engine_backends(settings: AppSettings, entry: ModelEntry | None) -> list[str]:
+    """The engine backends with a usable engine for ``entry`` on this GPU (none on error)."""
+    if entry is None or not entry.ok:
+        return []
+    try:
+        from .engines_dialog import usable_engine_backends
+
+        return usable_engine_backends(settings.engines, entry)
+    except Exception:  # a broken engine folder must never break the window
+        log.exception("listing engines failed")
+        return []

@@ -1,0 +1,302 @@
+"""The GPU service: one QObject living on one long-lived QThread that runs every generation.
+
+The GUI thread calls :meth:`GpuService.submit` (a queued signal hop onto the worker thread) and
+:meth:`GpuService.cancel` (directly: it only sets the job's thread-safe CancelToken, because the
+worker is busy inside ``generate()`` and a queued slot would run only after the job). Loaded
+components stay in memory between jobs that share the same RunOptions. Signals carry ids and
+frozen payloads; QImages are built here, QPixmaps only on the GUI thread. No exception leaves
+:meth:`_run`: each becomes ``job_cancelled`` or ``job_failed`` with a UserError.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtGui import QImage
+
+from wan_desktop.cancel import CancelToken
+from wan_desktop.errors import Cancelled, OutOfVram, WanError
+
+from .library import scan
+from .paths import thumbnails_dir
+from .store import Job
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UserError:
+    """What an error dialog shows: a title, what happened, what to do next."""
+
+    title: str
+    message: str
+    remedy: str
+
+    @classmethod
+    def from_wan(cls, e: WanError) -> UserError:
+        titles = {"OutOfVram": "Out of GPU memory", "CheckpointError": "Bad model",
+                  "EngineError": "Engine not usable", "ConfigError": "Invalid setting",
+                  "DownloadError": "Download failed", "IntegrityError": "Corrupt download"}
+        return cls(titles.get(type(e).__name__, "Error"), e.message, e.remedy)
+
+    def text(self) -> str:
+        return f"{self.message}\n\nWhat to do: {self.remedy}" if self.remedy else self.message
+
+
+@dataclass(frozen=True)
+class PreviewFrames:
+    step: int
+    total: int
+    frames: tuple[QImage, ...]  # one per latent frame, at latent resolution
+
+
+@dataclass(frozen=True)
+class JobResult:
+    out: Path
+    seconds: float
+    peak_vram_gb: float | None
+    thumbnail: Path | None
+    fps: int
+    request: dict[str, Any]  # resolved: every default filled in
+    frames: tuple[QImage, ...]  # the decoded video, for the player
+
+
+def qimage_from_rgb(arr: Any) -> QImage:
+    """uint8 [H, W, 3] numpy -> an owning QImage (the copy detaches it from the numpy buffer)."""
+    import numpy as np
+
+    a = np.ascontiguousarray(arr)
+    h, w = a.shape[:2]
+    return QImage(a.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+
+
+class GpuService(QObject):
+    job_started = Signal(str)
+    stage_changed = Signal(str, str)  # job id, "encode" | "denoise" | "decode"
+    step_done = Signal(str, int, int, float)  # job id, step, total, ETA seconds
+    preview_ready = Signal(str, object)  # job id, PreviewFrames
+    job_finished = Signal(str, object)  # job id, JobResult
+    job_failed = Signal(str, object)  # job id, UserError
+    job_cancelled = Signal(str)
+    models_scanned = Signal(object)  # tuple[ModelEntry, ...]
+
+    _submit = Signal(object)  # GUI thread -> worker thread hops (queued)
+    _scan = Signal(object)
+    _release = Signal()
+
+    def __init__(self, *, preview_interval_s: float = 0.25) -> None:
+        super().__init__()
+        self.preview_interval_s = preview_interval_s
+        self._tokens: dict[str, CancelToken] = {}
+        self._lock = threading.Lock()
+        self._cache_key: str | None = None
+        self._components: Any = None
+        self._device: Any = None
+        # (monotonic time, job id, step) of every finished step: lets tests and the log measure
+        # how many steps ran after a cancel
+        self.step_log: list[tuple[float, str, int]] = []
+        self._submit.connect(self._run)
+        self._scan.connect(self._do_scan)
+        self._release.connect(self._drop_components)
+
+    # ------------------------------------------------------------------ GUI-thread API
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job`` on the worker thread (returns at once)."""
+        with self._lock:
+            self._tokens.setdefault(job.id, CancelToken())
+        self._submit.emit(job)
+
+    def cancel(self, job_id: str) -> None:
+        """Thread-safe: the running loop raises Cancelled at its next check (within one step)."""
+        with self._lock:
+            token = self._tokens.setdefault(job_id, CancelToken())
+        token.cancel("cancelled by the user")
+
+    def cancel_all(self) -> None:
+        with self._lock:
+            tokens = list(self._tokens.values())
+        for t in tokens:
+            t.cancel("cancelled by the user")
+
+    def request_scan(self, folders: tuple[str, ...]) -> None:
+        self._scan.emit(tuple(folders))
+
+    def release_components(self) -> None:
+        """Free loaded weights (on the worker thread, after the current job)."""
+        self._release.emit()
+
+    # ------------------------------------------------------------------ worker thread
+
+    @Slot(object)
+    def _do_scan(self, folders: tuple[str, ...]) -> None:
+        try:
+            entries = scan(folders)
+        except Exception:  # the picker must get an answer whatever a folder holds
+            log.exception("model scan failed")
+            entries = ()
+        self.models_scanned.emit(entries)
+
+    @Slot()
+    def _drop_components(self) -> None:
+        self._unload()
+
+    def _unload(self) -> None:
+        comps, self._components, self._cache_key = self._components, None, None
+        if comps is None:
+            return
+        for c in (comps.text_encoder, *comps.denoisers, comps.vae_decoder, comps.vae_encoder,
+                  comps.image_encoder):
+            unload = getattr(c, "unload", None)
+            if callable(unload):
+                unload()
+        import gc
+
+        gc.collect()
+        torch = _torch_if_loaded()
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _load(self, options: Any, variant: Any, files: Any) -> tuple[Any, Any]:
+        import json
+
+        from wan_desktop.engines.factory import build_components
+
+        key = json.dumps(options.to_dict(), sort_keys=True)
+        if key != self._cache_key:
+            self._unload()
+            self._components, self._device = build_components(
+                options, variant, files, warn=lambda m: log.warning("%s", m))
+            self._cache_key = key
+        return self._components, self._device
+
+    @Slot(object)
+    def _run(self, job: Job) -> None:
+        with self._lock:
+            token = self._tokens.setdefault(job.id, CancelToken())
+        try:
+            if token.cancelled:
+                raise Cancelled(token.reason)
+            self.job_started.emit(job.id)
+            result = self._generate(job, token)
+        except Cancelled:
+            log.info("job %s cancelled", job.id)
+            self.job_cancelled.emit(job.id)
+        except WanError as e:
+            log.warning("job %s failed: %s", job.id, e.one_line())
+            self.job_failed.emit(job.id, UserError.from_wan(e))
+        except Exception as e:
+            torch = _torch_if_loaded()
+            if torch is not None and isinstance(e, torch.cuda.OutOfMemoryError):
+                self._unload()  # give the memory back before the next job
+                first = (str(e).strip().splitlines() or ["CUDA out of memory"])[0]
+                err = OutOfVram(f"out of GPU memory: {first}")
+                log.warning("job %s: %s", job.id, err.one_line())
+                self.job_failed.emit(job.id, UserError.from_wan(err))
+            else:
+                log.exception("job %s: internal error", job.id)
+                self.job_failed.emit(job.id, UserError(
+                    "Internal error", f"{type(e).__name__}: {e}",
+                    "This is a bug. The log (Help → Open log folder) has the details."))
+        else:
+            self.job_finished.emit(job.id, result)
+        finally:
+            with self._lock:
+                self._tokens.pop(job.id, None)
+
+    def _generate(self, job: Job, token: CancelToken) -> JobResult:
+        from wan_desktop.engines.factory import detect_for_options
+
+        from wan_desktop.pipeline import (
+            GenerationRequest,
+            RunOptions,
+            StageStarted,
+            StepDone,
+            check_images,
+            generate_to_file,
+        )
+
+        from .preview import latent_to_rgb
+
+        t0 = time.perf_counter()
+        options = RunOptions.from_dict(job.options)
+        # cheap checks first: a bad value or image is reported before any weights load
+        variant, files = detect_for_options(options)
+        request = GenerationRequest.from_dict(job.request).resolve(variant)
+        check_images(request)
+        token.check()
+        self.stage_changed.emit(job.id, "load")
+        components, device = self._load(options, variant, files)
+        _begin_run(components, request)
+        torch = _torch_if_loaded()
+        cuda = torch is not None and getattr(device, "type", "") == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        last_preview = [0.0]
+
+        def emit(event: Any) -> None:
+            if isinstance(event, StageStarted):
+                self.stage_changed.emit(job.id, event.stage)
+            elif isinstance(event, StepDone):
+                self.step_log.append((time.monotonic(), job.id, event.step))
+                self.step_done.emit(job.id, event.step, event.total, float(event.eta))
+                now = time.monotonic()
+                due = now - last_preview[0] >= self.preview_interval_s or event.step == event.total
+                if event.preview is not None and due:
+                    last_preview[0] = now
+                    rgb = latent_to_rgb(event.preview.numpy())  # [T, h, w, 3]
+                    self.preview_ready.emit(job.id, PreviewFrames(
+                        event.step, event.total, tuple(qimage_from_rgb(f) for f in rgb)))
+
+        out = generate_to_file(components, request, job.out, options=options, cancel=token,
+                               emit=emit, device=device)
+        peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None
+        frames = _read_video(out)
+        thumb = _save_thumbnail(job.id, frames)
+        return JobResult(out=out, seconds=time.perf_counter() - t0,
+                         peak_vram_gb=None if peak is None else round(peak, 2), thumbnail=thumb,
+                         fps=components.variant.defaults.fps, request=request.to_dict(),
+                         frames=frames)
+
+
+def _torch_if_loaded() -> Any:
+    import sys
+
+    return sys.modules.get("torch")
+
+
+def _begin_run(components: Any, request: Any) -> None:
+    """Give denoisers with the optional ``begin(timesteps)`` hook (the step cache) this run's
+    schedule, as the CLI does: the cache must know which step is the last."""
+    from wan_desktop.samplers import make_schedule
+
+    schedule = make_schedule(request.sampler, request.steps, request.shift)
+    for den in components.denoisers:
+        begin = getattr(den, "begin", None)
+        if callable(begin):
+            begin(schedule.timesteps)
+
+
+def _read_video(path: Path) -> tuple[QImage, ...]:
+    """The written mp4 decoded back for the player (what the user will get, codec included)."""
+    import imageio.v3 as iio
+
+    return tuple(qimage_from_rgb(f) for f in iio.imread(path))
+
+
+def _save_thumbnail(job_id: str, frames: tuple[QImage, ...]) -> Path | None:
+    if not frames:
+        return None
+    img = frames[len(frames) // 2]
+    if img.width() > 160:
+        from PySide6.QtCore import Qt
+
+        img = img.scaledToWidth(160, Qt.TransformationMode.SmoothTransformation)
+    path = thumbnails_dir() / f"{job_id}.png"
+    return path if img.save(str(path)) else None

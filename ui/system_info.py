@@ -1,0 +1,88 @@
+"""What the status bar shows: GPU name and VRAM (from nvidia-smi, so the GUI thread never touches
+CUDA), and system RAM. Cheap enough for a timer every few seconds."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SystemStatus:
+    gpu_name: str | None  # None: no NVIDIA GPU (CPU only)
+    vram_used_gb: float | None
+    vram_total_gb: float | None
+    ram_used_gb: float | None
+    ram_total_gb: float | None
+
+    def text(self) -> str:
+        if self.gpu_name is None:
+            gpu = "CPU only (no NVIDIA GPU found)"
+        else:
+            gpu = f"{self.gpu_name}  VRAM {self.vram_used_gb:.1f} / {self.vram_total_gb:.1f} GB"
+        ram = "" if self.ram_total_gb is None else \
+            f"  ·  RAM {self.ram_used_gb:.1f} / {self.ram_total_gb:.1f} GB"
+        return gpu + ram
+
+
+def _gpu() -> tuple[str, float, float] | None:
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return None
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=name,memory.used,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=3, check=True).stdout
+        name, used, total = (x.strip() for x in out.splitlines()[0].split(","))
+        return name, float(used) / 1024, float(total) / 1024  # MiB -> GiB
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def _ram() -> tuple[float, float] | None:
+    if sys.platform.startswith("linux"):
+        try:
+            info = {}
+            with open("/proc/meminfo", encoding="ascii") as f:
+                for line in f:
+                    key, value = line.split(":", 1)
+                    info[key] = int(value.split()[0])  # kB
+            total = info["MemTotal"] / 2**20
+            return total - info.get("MemAvailable", info.get("MemFree", 0)) / 2**20, total
+        except (OSError, KeyError, ValueError):
+            return None
+    if sys.platform == "win32":
+        import ctypes
+
+        class _Mem(ctypes.Structure):
+            _fields_ = [("dwLength", ctypes.c_ulong), ("dwMemoryLoad", ctypes.c_ulong),
+                        ("ullTotalPhys", ctypes.c_ulonglong), ("ullAvailPhys", ctypes.c_ulonglong),
+                        ("ullTotalPageFile", ctypes.c_ulonglong),
+                        ("ullAvailPageFile", ctypes.c_ulonglong),
+                        ("ullTotalVirtual", ctypes.c_ulonglong),
+                        ("ullAvailVirtual", ctypes.c_ulonglong),
+                        ("ullAvailExtendedVirtual", ctypes.c_ulonglong)]
+
+        m = _Mem()
+        m.dwLength = ctypes.sizeof(_Mem)
+        if ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(m)):  # type: ignore[attr-defined]
+            total = m.ullTotalPhys / 2**30
+            return total - m.ullAvailPhys / 2**30, total
+        return None
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+        return None if total <= 0 else (float("nan"), total)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def snapshot() -> SystemStatus:
+    gpu = _gpu()
+    ram = _ram()
+    return SystemStatus(
+        gpu_name=gpu[0] if gpu else None, vram_used_gb=gpu[1] if gpu else None,
+        vram_total_gb=gpu[2] if gpu else None, ram_used_gb=ram[0] if ram else None,
+        ram_total_gb=ram[1] if ram else None)

@@ -1,0 +1,343 @@
+"""View-models: the state widgets bind to. Widgets push edits in with ``update()`` and redraw on
+the change signals; the queue model is the only thing that talks to the GPU service.
+
+Nothing here holds a widget or imports torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import QObject, Signal
+
+from wan_desktop.variants import VARIANTS
+
+from .library import ModelEntry
+from .settings import AppSettings
+from .store import HistoryEntry, Job, JobStore, new_job_id
+
+if TYPE_CHECKING:
+    from .service import GpuService, JobResult, UserError
+
+log = logging.getLogger(__name__)
+
+TASKS = ("t2v", "i2v", "flf2v", "ti2v")
+
+
+def frames_for_seconds(seconds: float, fps: int, temporal: int = 4) -> int:
+    """The nearest valid frame count (temporal·n + 1) for a duration."""
+    n = max(0, round(seconds * fps / temporal))
+    return n * temporal + 1
+
+
+def seconds_for_frames(frames: int, fps: int) -> float:
+    return (frames - 1) / fps
+
+
+def presets(entry: ModelEntry | None) -> list[tuple[str, int, int]]:
+    """(label, width, height): the variant's landscape and portrait sizes, plus a square one of
+    the same pixel count rounded to the variant's size multiple."""
+    if entry is None or not entry.sizes:
+        return []
+    out = []
+    m = entry.spatial_multiple
+    seen = set()
+    for w, h in entry.sizes:
+        tier = f"{min(w, h)}p"
+        shape = "landscape" if w > h else "portrait" if h > w else "square"
+        out.append((f"{tier} {shape} {w}×{h}", w, h))
+        seen.add(tier)
+        if w > h:
+            side = round((w * h) ** 0.5 / m) * m
+            out.append((f"{tier} square {side}×{side}", side, side))
+    # stable order: per tier landscape, portrait, square
+    order = {"landscape": 0, "portrait": 1, "square": 2}
+    out.sort(key=lambda t: (-int(t[0].split("p")[0]), order[t[0].split()[1]]))
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class FormState:
+    model: str = ""
+    prompt: str = ""
+    negative_prompt: str = ""
+    task: str = "t2v"
+    image: str = ""
+    last_image: str = ""
+    width: int = 832
+    height: int = 480
+    frames: int = 81
+    fps: int = 16
+    steps: int = 50
+    guidance: float = 5.0
+    shift: float = 5.0
+    sampler: str = "unipc"
+    seed: int = 0
+    random_seed: bool = True
+    backend: str = "torch"
+    precision: str = "bf16"
+    vram_plan: str = "auto"
+
+
+class FormModel(QObject):
+    """The settings of the next job."""
+
+    changed = Signal(object)  # FormState
+
+    def __init__(self, state: FormState | None = None) -> None:
+        super().__init__()
+        self.state = state or FormState()
+        self.entry: ModelEntry | None = None
+
+    def update(self, **changes: Any) -> None:
+        new = replace(self.state, **changes)
+        if new != self.state:
+            self.state = new
+            self.changed.emit(new)
+
+    def set_model(self, entry: ModelEntry | None) -> None:
+        """Pick a model: its variant's defaults replace size, frames, sampling and the task."""
+        self.entry = entry
+        if entry is None or not entry.variant:
+            self.update(model=entry.path if entry else "")
+            return
+        d = VARIANTS[entry.variant].defaults
+        defaults_neg = {v.defaults.negative_prompt for v in VARIANTS.values()}
+        neg = self.state.negative_prompt
+        if not neg or neg in defaults_neg:  # keep a negative prompt the user wrote
+            neg = d.negative_prompt
+        task = self.state.task if self.state.task in entry.tasks else entry.tasks[0]
+        self.update(model=entry.path, task=task, width=d.size[0], height=d.size[1],
+                    frames=d.frames, fps=d.fps, steps=d.steps, guidance=d.guidance,
+                    shift=d.shift_for(*d.size), sampler=d.sampler, negative_prompt=neg)
+
+    def load_settings(self, request: dict[str, Any], options: dict[str, Any]) -> None:
+        """"Reuse settings" from a history entry: the same request, fixed seed."""
+        s = self.state
+        self.update(
+            model=options.get("model") or s.model, prompt=request.get("prompt", ""),
+            negative_prompt=request.get("negative_prompt") or "",
+            task=request.get("task") or s.task, image=request.get("image") or "",
+            last_image=request.get("last_image") or "",
+            width=request.get("width") or s.width, height=request.get("height") or s.height,
+            frames=request.get("frames") or s.frames, steps=request.get("steps") or s.steps,
+            guidance=request.get("guidance", s.guidance) if request.get("guidance") is not None
+            else s.guidance,
+            shift=request.get("shift") or s.shift, sampler=request.get("sampler") or s.sampler,
+            seed=int(request.get("seed", 0)), random_seed=False,
+            backend=options.get("backend") or s.backend,
+            precision=options.get("precision") or s.precision,
+            vram_plan=_plan_name(options.get("vram_budget_gb")),
+        )
+
+    def make_job(self, settings: AppSettings) -> Job:
+        """A Job from the current state: a random seed is drawn now (saved, so it reproduces)."""
+        from wan_desktop.errors import ConfigError
+        from wan_desktop.pipeline import GenerationRequest, RunOptions
+
+        s = self.state
+        if not s.model:
+            raise ConfigError("no model selected", remedy="Pick a model, or add a folder of models.")
+        if not s.prompt.strip():
+            raise ConfigError("the prompt is empty", remedy="Describe the video you want.")
+        seed = secrets.randbelow(2**31) if s.random_seed else s.seed
+        if s.random_seed:
+            self.update(seed=seed)  # the field shows the seed this job got
+        needs_image = s.task in ("i2v", "flf2v", "ti2v")
+        request = GenerationRequest(
+            prompt=s.prompt, negative_prompt=s.negative_prompt or None, task=s.task,
+            image=(s.image or None) if needs_image else None,
+            last_image=(s.last_image or None) if s.task == "flf2v" else None,
+            width=s.width, height=s.height, frames=s.frames, steps=s.steps, guidance=s.guidance,
+            shift=s.shift, sampler=s.sampler, seed=seed)
+        options = RunOptions(
+            model=s.model, device=settings.device, dtype=settings.dtype, backend=s.backend,
+            engines=str(settings.engines) if s.backend != "torch" else None,
+            precision=s.precision,
+            vram_budget_gb=None if s.vram_plan == "auto" else float(s.vram_plan))
+        job_id = new_job_id()
+        out = settings.outputs / f"{time.strftime('%Y%m%d-%H%M%S')}-{job_id}.mp4"
+        return Job(id=job_id, request=request.to_dict(), options=options.to_dict(), out=str(out))
+
+
+def _plan_name(budget: Any) -> str:
+    if budget is None:
+        return "auto"
+    return str(int(budget)) if float(budget).is_integer() else "auto"
+
+
+@dataclass(frozen=True)
+class Progress:
+    job_id: str
+    stage: str
+    step: int = 0
+    total: int = 0
+    eta: float = 0.0
+
+
+class QueueModel(QObject):
+    """The job queue and history, persisted; runs one job at a time on the GPU service."""
+
+    queue_changed = Signal()
+    history_changed = Signal()
+    progress = Signal(object)  # Progress
+    preview = Signal(str, object)  # job id, PreviewFrames
+    finished = Signal(str, object)  # job id, JobResult
+    failed = Signal(str, object)  # job id, UserError
+    cancelled = Signal(str)
+    idle = Signal()  # nothing running and nothing queued
+
+    def __init__(self, service: GpuService, store: JobStore) -> None:
+        super().__init__()
+        self.service = service
+        self.store = store
+        self.jobs: list[Job] = store.load_queue()
+        self.history: list[HistoryEntry] = store.load_history()
+        self.running: str | None = None
+        self.paused = False
+        service.job_started.connect(self._on_started)
+        service.stage_changed.connect(self._on_stage)
+        service.step_done.connect(self._on_step)
+        service.preview_ready.connect(self.preview)
+        service.job_finished.connect(self._on_finished)
+        service.job_failed.connect(self._on_failed)
+        service.job_cancelled.connect(self._on_cancelled)
+        if any(j.recovered for j in self.jobs):
+            log.info("%d job(s) were running when the app stopped: back in the queue",
+                     sum(j.recovered for j in self.jobs))
+        self._save_queue()  # the recovered states are written back at once
+
+    # ------------------------------------------------------------------ editing
+
+    def add(self, job: Job) -> None:
+        self.jobs.append(job)
+        self._save_queue()
+        self.queue_changed.emit()
+        self.pump()
+
+    def job(self, job_id: str) -> Job | None:
+        return next((j for j in self.jobs if j.id == job_id), None)
+
+    def move(self, job_id: str, delta: int) -> None:
+        """Move a queued job up (delta < 0) or down; the running job stays first."""
+        i = next((k for k, j in enumerate(self.jobs) if j.id == job_id), None)
+        if i is None or self.jobs[i].state == "running":
+            return
+        first = 1 if self.running and self.jobs and self.jobs[0].id == self.running else 0
+        k = max(first, min(len(self.jobs) - 1, i + delta))
+        if k != i:
+            self.jobs.insert(k, self.jobs.pop(i))
+            self._save_queue()
+            self.queue_changed.emit()
+
+    def cancel(self, job_id: str) -> None:
+        """Cancel one job: the running one stops within one step; a queued one is removed."""
+        if job_id == self.running:
+            self.service.cancel(job_id)
+            return
+        job = self.job(job_id)
+        if job is not None:
+            self.jobs.remove(job)
+            self._add_history(HistoryEntry(id=job.id, status="cancelled", request=job.request,
+                                           options=job.options))
+            self._save_queue()
+            self.queue_changed.emit()
+
+    def cancel_all(self) -> None:
+        for j in [j for j in self.jobs if j.id != self.running]:
+            self.cancel(j.id)
+        if self.running:
+            self.service.cancel(self.running)
+
+    def shutdown(self) -> None:
+        """App closing: stop the running job; the queue file keeps what was not done."""
+        self.paused = True
+        if self.running:
+            self.service.cancel(self.running)
+
+    # ------------------------------------------------------------------ running
+
+    def pump(self) -> None:
+        """Start the next queued job when nothing runs."""
+        if self.running or self.paused:
+            return
+        nxt = next((j for j in self.jobs if j.state == "queued"), None)
+        if nxt is None:
+            self.idle.emit()
+            return
+        running = replace(nxt, state="running")
+        self.jobs[self.jobs.index(nxt)] = running
+        self.running = running.id
+        self._save_queue()  # "running" on disk: a crash now puts it back in the queue
+        self.queue_changed.emit()
+        self.service.submit(running)
+
+    def _on_started(self, job_id: str) -> None:
+        self.progress.emit(Progress(job_id, "start"))
+
+    def _on_stage(self, job_id: str, stage: str) -> None:
+        self.progress.emit(Progress(job_id, stage))
+
+    def _on_step(self, job_id: str, step: int, total: int, eta: float) -> None:
+        self.progress.emit(Progress(job_id, "denoise", step, total, eta))
+
+    def _finish(self, job_id: str, entry: HistoryEntry) -> None:
+        job = self.job(job_id)
+        if job is not None:
+            self.jobs.remove(job)
+        if self.running == job_id:
+            self.running = None
+        self._add_history(entry)
+        self._save_queue()
+        self.queue_changed.emit()
+
+    def _on_finished(self, job_id: str, result: JobResult) -> None:
+        job = self.job(job_id)
+        options = job.options if job else {}
+        self._finish(job_id, HistoryEntry(
+            id=job_id, status="done", request=result.request, options=options,
+            out=str(result.out), thumbnail=str(result.thumbnail) if result.thumbnail else None,
+            seconds=round(result.seconds, 2), peak_vram_gb=result.peak_vram_gb))
+        self.finished.emit(job_id, result)
+        self.pump()
+
+    def _on_failed(self, job_id: str, error: UserError) -> None:
+        job = self.job(job_id)
+        self._finish(job_id, HistoryEntry(
+            id=job_id, status="failed", request=job.request if job else {},
+            options=job.options if job else {}, error=f"{error.title}: {error.message}"))
+        self.failed.emit(job_id, error)
+        self.pump()
+
+    def _on_cancelled(self, job_id: str) -> None:
+        job = self.job(job_id)
+        if self.paused and job is not None:
+            # closing the app: the interrupted job stays queued for the next start
+            self.jobs[self.jobs.index(job)] = replace(job, state="queued")
+            self.running = None
+            self._save_queue()
+            self.cancelled.emit(job_id)
+            return
+        self._finish(job_id, HistoryEntry(id=job_id, status="cancelled",
+                                          request=job.request if job else {},
+                                          options=job.options if job else {}))
+        self.cancelled.emit(job_id)
+        self.pump()
+
+    # ------------------------------------------------------------------ persistence
+
+    def _add_history(self, entry: HistoryEntry) -> None:
+        self.history.append(entry)
+        self.store.save_history(self.history)
+        self.history_changed.emit()
+
+    def _save_queue(self) -> None:
+        self.store.save_queue(self.jobs)
+
+    def history_entry(self, job_id: str) -> HistoryEntry | None:
+        return next((e for e in self.history if e.id == job_id), None)
+
