@@ -71,6 +71,14 @@ def build_components(
     comps = build_torch_components(
         variant, files, device=device, dtype=dtype, warn=warn, precision=options.precision,
         attention=options.attention, compile=options.compile, step_cache=options.step_cache,
-        swap_blocks=options.swap_blocks,
+        swap_blocks=options.swap_blocks, loras=lora_specs(options),
     )
     return comps, device
+
+
+def lora_specs(options: RunOptions) -> list[object]:
+    """RunOptions' "FILE[:STRENGTH]" strings as LoraSpec items (--lora: high-noise / only DiT)."""
+    from wan_desktop.lora import LoraSpec
+
+    return [*(LoraSpec.parse(t) for t in options.loras),
+            *(LoraSpec.parse(t, expert="low") for t in options.loras_low)]

@@ -105,6 +105,28 @@ class TorchDenoiser:
         self._swap = None
         self._runners: list[Callable[..., Tensor]] | None = None
         self._device = torch.device("cpu")
+        self.lora = None  # wan_desktop.lora.LoraMerge of the merged LoRAs, if any
+
+    def set_loras(self, loras: Sequence[tuple[object, float]]) -> None:
+        """Merge ``(LoraFile, strength)`` pairs instead of the current ones (none: base weights).
+
+        The previous LoRAs are unmerged first, which restores the weights bit for bit. A resident
+        model is merged where it lives (on the GPU: fast); a block-swapped one is unloaded, merged
+        on the CPU and re-packed, since the swapper's pinned buffers hold the old tensors.
+        """
+        from wan_desktop.lora import merge_loras
+
+        device, swapped = self._device, self._swap is not None
+        if swapped:
+            self.unload()
+            self._swap = None
+        if self.lora is not None:
+            self.lora.unmerge()
+            self.lora = None
+        if loras:
+            self.lora = merge_loras(self.model, loras)  # type: ignore[arg-type]
+        if swapped and device.type != "cpu":
+            self.load(device)
 
     def _wrap(self, block: nn.Module) -> Callable[..., Tensor]:
         if not self.compile:
@@ -260,6 +282,7 @@ def build_torch_components(
     compile: bool = False,
     step_cache: float | None = None,
     swap_blocks: int = 0,
+    loras: Sequence[object] = (),
 ) -> Components:
     """Every component of ``variant`` as torch modules, loaded onto ``device``.
 
@@ -271,6 +294,8 @@ def build_torch_components(
     attention: "sdpa" (torch picks cuDNN/flash), "sage", or "sdpa-<kernel>".
     compile: torch.compile each DiT block. step_cache: TeaCache threshold (None/0: off).
     swap_blocks: the last N DiT blocks stream from pinned CPU memory.
+    loras: wan_desktop.lora.LoraSpec items, merged into their expert's weights after any runtime
+      quantization (so a later strength change unmerges exactly); recorded in ``info["loras"]``.
     """
     from wan_desktop.checkpoints.materialize import weights_on_meta
     from wan_desktop.contracts import Components
@@ -319,8 +344,14 @@ def build_torch_components(
     if precision in ("fp8", "int8"):
         for m in dits:
             quantize_linears(m, precision)
+    lora_pairs = _read_loras(dits, loras)
     info.update(precision=precision or "as stored", attention=attention, compile=compile,
                 step_cache=step_cache, swap_blocks=swap_blocks)
+    if loras:
+        from wan_desktop.lora import EXPERTS, lora_records
+
+        info["loras"] = [r for i, pairs in enumerate(lora_pairs)
+                         for r in lora_records(pairs, expert=EXPERTS[i])]
     text = TorchTextEncoder(t5, tokenizer, warn)
     denoisers = tuple(TorchDenoiser(m, swap_blocks=swap_blocks, compile=compile,
                                     step_cache=step_cache) for m in dits)
@@ -328,8 +359,24 @@ def build_torch_components(
     image = TorchImageEncoder(clip) if clip is not None else None
     for c in (text, *denoisers, vae_c, *([image] if image else [])):
         c.load(device)
+    for d, pairs in zip(denoisers, lora_pairs, strict=True):
+        if pairs:
+            d.set_loras(pairs)
     return Components(variant=variant, text_encoder=text, denoisers=denoisers, vae_decoder=vae_c,
                       vae_encoder=vae_c, image_encoder=image, boundary=boundary, info=info)
+
+
+def _read_loras(dits: Sequence[nn.Module], loras: Sequence[object]) -> list[list]:
+    """Each expert's (LoraFile, strength) pairs, read and checked before any weight changes."""
+    from wan_desktop.errors import ConfigError
+    from wan_desktop.lora import EXPERTS, LoraSpec, load_loras
+
+    specs = [s if isinstance(s, LoraSpec) else LoraSpec.parse(str(s)) for s in loras]
+    if len(dits) < 2 and any(s.expert == "low" for s in specs):
+        raise ConfigError("--lora-low is for the low-noise expert of Wan2.2 A14B; this model has "
+                          "one diffusion model", remedy="Give the LoRA with --lora instead.")
+    return [load_loras(m, [s for s in specs if s.expert == EXPERTS[i]])
+            for i, m in enumerate(dits)]
 
 
 def _vae_class(variant: Variant) -> type[nn.Module]:

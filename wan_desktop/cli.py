@@ -80,6 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tokenizer", type=Path, help="tokenizer folder (tokenizer.json or spiece.model)")
     g.add_argument("--random-weights", metavar="VARIANT",
                    help="full-size model with random weights (benchmarks, no download)")
+    g.add_argument("--lora", action="append", default=[], metavar="FILE[:STRENGTH]",
+                   help="merge a LoRA (repeatable; Wan2.2 A14B: into the high-noise expert)")
+    g.add_argument("--lora-low", action="append", default=[], metavar="FILE[:STRENGTH]",
+                   help="merge a LoRA into Wan2.2 A14B's low-noise expert (repeatable)")
+    from .presets import PRESETS
+
+    g.add_argument("--preset", choices=list(PRESETS),
+                   help="; ".join(f"{k}: {p.label}" for k, p in PRESETS.items())
+                   + " (fast needs a 4-step distilled model or LoRA)")
+    g.add_argument("--tiny-vae", type=Path, metavar="FILE",
+                   help="decode with a TAEHV tiny VAE (taew2_1 / taew2_2): fast, lower quality")
     g.add_argument("--no-progress", action="store_true")
     g.add_argument("--out", type=Path, required=True, help="out.mp4, or a folder for PNG frames")
 
@@ -177,12 +188,22 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         tokenizer=opt(args.tokenizer), random_weights=args.random_weights, device=args.device,
         dtype=args.dtype, backend=args.backend, engines=opt(args.engines),
         precision=args.precision, vram_budget_gb=args.vram_budget, attention=args.attention,
-        compile=args.compile, step_cache=args.step_cache,
+        compile=args.compile, step_cache=args.step_cache, loras=tuple(args.lora),
+        loras_low=tuple(args.lora_low), preset=args.preset, tiny_vae=opt(args.tiny_vae),
     )
     # validate everything cheap (values, files, images) before loading any weights
     variant, model_files = detect_for_options(options)
+    _check_loras(options, variant)
+    if args.preset:
+        from .presets import get_preset
+
+        request = get_preset(args.preset).apply(request, variant)
     request = request.resolve(variant)
     check_images(request)
+    if args.tiny_vae is not None and not args.tiny_vae.is_file():
+        from .errors import CheckpointError
+
+        raise CheckpointError(f"tiny VAE file not found: {args.tiny_vae}")
     cancel, restore = _install_sigint()
     progress = Progress(not args.no_progress)
 
@@ -190,8 +211,18 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         progress.close()
         print(f"warning: {message}", file=sys.stderr)
 
+    if args.preset == "fast" and not (options.loras or options.loras_low) and \
+            not _looks_distilled(options):
+        warn("--preset fast expects a step-distilled model or a 4-step LoRA (--lora); a base "
+             "model gives a blurry video in 4 steps")
     try:
         components, device = build_components(options, variant, model_files, warn=warn)
+        if options.tiny_vae:
+            from .engines.preview import TinyVaeDecoder
+
+            components.vae_decoder = TinyVaeDecoder(options.tiny_vae, z_dim=variant.vae.z_dim)
+            components.vae_decoder.load(device)
+            components.info["tiny_vae"] = Path(options.tiny_vae).name
         _begin_run(components, request)
         out = generate_to_file(components, request, args.out, options=options, cancel=cancel,
                                emit=progress, device=device)
@@ -211,13 +242,44 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_loras(options: Any, variant: Any) -> None:
+    """LoRA arguments parse and their files exist (before any weights load); --lora-low needs two
+    experts. Their keys are checked against the model when it is loaded."""
+    from .errors import CheckpointError
+    from .lora import LoraSpec
+
+    specs = [*(LoraSpec.parse(t) for t in options.loras),
+             *(LoraSpec.parse(t, expert="low") for t in options.loras_low)]
+    for s in specs:
+        if not Path(s.path).expanduser().is_file():
+            raise CheckpointError(f"LoRA file not found: {s.path}",
+                                  remedy="Check the path given to --lora / --lora-low.")
+    if options.loras_low and variant.experts != 2:
+        raise ConfigError(f"--lora-low is for the low-noise expert of Wan2.2 A14B; {variant.name} "
+                          "has one diffusion model", remedy="Give the LoRA with --lora instead.")
+
+
+def _looks_distilled(options: Any) -> bool:
+    """Whether the model's name says it is a few-step distill (random weights: no opinion)."""
+    if options.random_weights:
+        return True
+    name = str(options.model or "").lower()
+    return any(m in name for m in ("distill", "lightx2v", "lightning", "4step", "4-step", "turbo",
+                                   "rcm", "causvid", "fastwan"))
+
+
 def _begin_run(components: Any, request: Any) -> None:
     """Tell denoisers that have the optional ``begin(timesteps)`` hook (the torch step cache) the
     schedule of this run: without it --step-cache cannot know the last step, which must always be
     computed (generate() does not call the hook; the bench command calls it itself)."""
     from .samplers import make_schedule
 
-    schedule = make_schedule(request.sampler, request.steps, request.shift)
+    if request.sigmas is not None:
+        from .presets import explicit_schedule
+
+        schedule = explicit_schedule(request.sigmas)
+    else:
+        schedule = make_schedule(request.sampler, request.steps, request.shift)
     for den in components.denoisers:
         begin = getattr(den, "begin", None)
         if callable(begin):

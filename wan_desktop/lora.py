@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING
 from .errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
-    import torch
     from torch import Tensor, nn
 
 _PREFIXES = ("model.diffusion_model.", "diffusion_model.", "base_model.model.", "transformer.",

@@ -7,6 +7,7 @@ callback. A cancelled job raises ``Cancelled`` within one DiT call and never run
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -48,12 +49,19 @@ class GenerationRequest:
     sampler: str | None = None
     seed: int = 0
     batch_cfg: bool = True  # run cond and uncond as one batch of 2 (the planner may turn it off)
+    # Distilled recipes (presets.py): an explicit σ grid (N values in (0, 1], decreasing; the final
+    # 0 is implied) replaces the sampler's grid from steps/shift; the model is fed σ·1000.
+    sigmas: tuple[float, ...] | None = None
+    boundary_step: int | None = None  # Wan2.2: first step of the low-noise expert (else by time)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GenerationRequest:
         """From saved settings (history, sidecars of older versions): unknown keys are ignored."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        kept = {k: v for k, v in data.items() if k in names}
+        if kept.get("sigmas") is not None:  # JSON gives a list
+            kept["sigmas"] = tuple(float(s) for s in kept["sigmas"])
+        return cls(**kept)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,8 +96,20 @@ class GenerationRequest:
             raise ConfigError(f"frames must be {tf}n+1 (1, 5, 9, ..., 81), got {frames}",
                               remedy=f"Use {lower} or {lower + tf} frames.")
         steps = self.steps if self.steps is not None else d.steps
+        sigmas = self.sigmas
+        if sigmas is not None:
+            sigmas = tuple(float(s) for s in sigmas)
+            if self.steps is None:
+                steps = len(sigmas)
+            if not sigmas or steps != len(sigmas) or any(not (0 < s <= 1) for s in sigmas) \
+                    or any(a <= b for a, b in itertools.pairwise(sigmas)):
+                raise ConfigError(f"the σ grid must be {steps} decreasing values in (0, 1], got "
+                                  f"{list(sigmas)}")
         if steps < 1:
             raise ConfigError(f"steps must be at least 1, got {steps}")
+        if self.boundary_step is not None and not (0 <= self.boundary_step <= steps):
+            raise ConfigError(f"boundary step must be between 0 and {steps}, got "
+                              f"{self.boundary_step}")
         guidance = self.guidance if self.guidance is not None else d.guidance
         guidance_low = self.guidance_low
         if guidance_low is None:
@@ -120,7 +140,8 @@ class GenerationRequest:
         neg = self.negative_prompt if self.negative_prompt else d.negative_prompt
         return replace(self, negative_prompt=neg, task=task, width=width, height=height,
                        frames=frames, steps=steps, guidance=float(guidance),
-                       guidance_low=float(guidance_low), shift=float(shift), sampler=sampler)
+                       guidance_low=float(guidance_low), shift=float(shift), sampler=sampler,
+                       sigmas=sigmas)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,6 +163,10 @@ class RunOptions:
     compile: bool = False  # torch.compile the DiT blocks
     step_cache: float | None = None  # TeaCache-style threshold; None: every step computed
     swap_blocks: int = 0  # DiT blocks streamed from pinned CPU memory (the planner's decision)
+    loras: tuple[str, ...] = ()  # "FILE[:STRENGTH]" merged into the (high-noise / only) DiT
+    loras_low: tuple[str, ...] = ()  # the same for Wan2.2's low-noise expert
+    preset: str | None = None  # presets.PRESETS name; already applied to the request
+    tiny_vae: str | None = None  # a TAEHV taew2_x file: fast final decode (and previews)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunOptions:
@@ -330,9 +355,16 @@ def generate(
 
     # --- denoise
     emit(StageStarted("denoise"))
-    schedule = make_schedule(r.sampler, r.steps, r.shift)
+    if r.sigmas is not None:
+        from .presets import explicit_schedule
+
+        schedule = explicit_schedule(r.sigmas)
+    else:
+        schedule = make_schedule(r.sampler, r.steps, r.shift)
     sampler = make_sampler(r.sampler, schedule)
     x = initial_noise((1, z, t_lat, h, w), r.seed).to(dev)
+    if r.sigmas is not None and schedule.sigmas[0] < 1.0:
+        x = x * schedule.sigmas[0]  # rCM starts at σ_0·noise (TurboDiffusion); lightx2v at σ = 1
     if cond_latent is not None:
         x = (1 - first_mask) * cond_latent + first_mask * x
     boundary = (components.boundary if components.boundary is not None
@@ -341,8 +373,11 @@ def generate(
     t_start = time.perf_counter()
     for i, t in enumerate(schedule.timesteps):
         cancel.check()
-        expert = 1 if (len(components.denoisers) == 2 and boundary is not None
-                       and t < boundary * 1000) else 0
+        if len(components.denoisers) == 2 and r.boundary_step is not None:
+            expert = 1 if i >= r.boundary_step else 0  # the distilled recipe's step boundary
+        else:
+            expert = 1 if (len(components.denoisers) == 2 and boundary is not None
+                           and t < boundary * 1000) else 0
         g = r.guidance if expert == 0 else r.guidance_low
         model = components.denoisers[expert]
         if first_mask is not None:
@@ -425,4 +460,8 @@ def _json_value(value: object) -> object:
     (paths, dtypes, enums) becomes its string."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    if isinstance(value, (list, tuple)):  # e.g. the LoRA records (file, sha256, strength)
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
     return str(value)

@@ -7,6 +7,7 @@ diffusers transformer with the same base weights, and the explicit W + s·(alpha
 from __future__ import annotations
 
 import math
+import typing
 
 import pytest
 import torch
@@ -111,7 +112,7 @@ def diffusers_with_lora(ref_state_model, path, strength):
 
     class Holder(WanLoraLoaderMixin):  # the pipeline's LoRA loading, without a whole pipeline
         hf_device_map = None
-        components: dict = {}
+        components: typing.ClassVar[dict] = {}
 
         def __init__(self, transformer):
             self.transformer = transformer

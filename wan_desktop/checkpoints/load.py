@@ -4,6 +4,7 @@ in one at a time, keep fp8 weights fp8, validate everything.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import CheckpointError
@@ -158,3 +159,33 @@ def load_vae(files: ModelFiles, *, dtype: torch.dtype | None = None) -> nn.Modul
     sources, scales = component_sources(comp, "vae")
     return materialize(model, sources, what=f"VAE {comp.files[0].name}",
                        dtype=dtype or torch.float32, scales=scales)
+
+
+def load_taehv(path: str | Path, *, dtype: torch.dtype | None = None) -> nn.Module:
+    """A TAEHV tiny VAE file (madebyollin/taehv ``taew2_1`` / ``taew2_2``, .safetensors or .pth; a
+    decoder-only file too) on the CPU, its architecture read from the tensor shapes."""
+    import torch
+
+    from ..models.taehv import TAEHV, TaeConfig, fit_state_dict
+    from .reader import StateReader
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise CheckpointError(f"tiny VAE file not found: {p}",
+                              remedy="Give the path of taew2_1.safetensors or taew2_2.safetensors.")
+    reader = StateReader([p])
+    shapes = {k: tuple(reader.info(k).shape) for k in reader}
+    cfg = TaeConfig.from_shapes(shapes, p.name)
+    model = TAEHV(cfg)
+    state = fit_state_dict(model, {k: reader.get(k) for k in reader})
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    bad = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or bad:
+        raise CheckpointError(f"{p.name}: not a TAEHV file we can load "
+                              f"({len(missing)} missing: {_few(missing)}; {len(unexpected)} "
+                              f"unexpected: {_few(unexpected)}; {len(bad)} of another shape: "
+                              f"{_few(bad)})")
+    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    return model.to(dtype or torch.float32).eval().requires_grad_(False)

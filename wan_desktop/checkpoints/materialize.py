@@ -117,7 +117,8 @@ def materialize(
         owner = module.get_submodule(owner_name) if owner_name else module
         keep32 = in_modules(name, fp32_modules)
         scale = scales.get(owner_name) if leaf == "weight" else None
-        if tensor.dtype in FP8_DTYPES:
+        # fp8, or int8 with a per-channel scale (lightx2v's int8 DiTs: ``<name>.weight_scale``)
+        if tensor.dtype in FP8_DTYPES or (tensor.dtype == torch.int8 and scale is not None):
             if keep_fp8 and not keep32 and leaf == "weight" and hasattr(owner, "scale_weight"):
                 if scale is not None:  # dequantized on the fly by layers.Linear
                     owner.scale_weight = _per_channel(scale.load().float(), tensor)
