@@ -1,5 +1,6 @@
-"""The desktop app's composition root: logging, the GPU service on its thread, the queue and the
-main window. ``wan-desktop`` with no arguments calls :func:`main`.
+"""Entry point of the desktop app: ``wan-desktop`` with no arguments calls :func:`main`, which sets
+up logging and runs the composition root (desktop.py: the GPU service on its thread, the queue, the
+main window).
 
 Importing this module is cheap (no Qt, no torch): :func:`main` first checks that PySide6 is
 installed and that there is a display, because Qt aborts the process without one.
@@ -11,13 +12,6 @@ import importlib.util
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .main_window import MainWindow
-    from .service import GpuService
-    from .settings import AppSettings
-    from .viewmodels import QueueModel
 
 log = logging.getLogger("wan_desktop.ui")
 
@@ -64,57 +58,6 @@ def setup_logging() -> None:
     root.setLevel(logging.INFO)
 
 
-class Desktop:
-    """Everything the running app holds, built and torn down in one place (tests build it too)."""
-
-    def __init__(self, settings: AppSettings | None = None) -> None:
-        from PySide6.QtCore import QThread
-
-        from .main_window import MainWindow
-        from .paths import data_dir
-        from .service import GpuService
-        from .settings import load_settings
-        from .store import JobStore
-        from .viewmodels import QueueModel
-
-        self.settings = settings or load_settings()
-        self.thread = QThread()
-        self.thread.setObjectName("gpu")
-        self.service: GpuService = GpuService(preview_interval_s=self.settings.preview_interval_s)
-        self.service.moveToThread(self.thread)
-        self.thread.start()
-        self.queue: QueueModel = QueueModel(self.service, JobStore(data_dir()))
-        self.window: MainWindow = MainWindow(self.service, self.queue, self.settings)
-        self._first_scan = True
-        self.service.models_scanned.connect(self._after_first_scan)
-        self.models_dialog: Any = None
-
-    def start(self, *, show: bool = True, first_run_dialog: bool = True) -> None:
-        self._want_first_run = first_run_dialog
-        if show:
-            self.window.show()
-        self.queue.pump()  # recovered jobs run again
-
-    def _after_first_scan(self, entries: Any) -> None:
-        if not self._first_scan:
-            return
-        self._first_scan = False
-        if getattr(self, "_want_first_run", False) and not any(e.ok for e in entries):
-            log.info("no usable model found: opening the first-run model dialog")
-            self.window.open_models_dialog()
-            self.models_dialog = self.window.models_dialog
-
-    def shutdown(self, timeout_ms: int = 5000) -> bool:
-        """Cancel everything, stop the GPU thread; True when it ended in time."""
-        self.queue.shutdown()
-        self.service.cancel_all()
-        self.thread.quit()
-        ok = self.thread.wait(timeout_ms)
-        if not ok:
-            log.warning("the GPU thread did not stop within %d ms; exiting anyway", timeout_ms)
-        return bool(ok)
-
-
 def main(argv: list[str] | None = None) -> int:
     if importlib.util.find_spec("PySide6") is None:
         print("error: the desktop app needs PySide6, which is not installed "
@@ -130,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     app = QApplication.instance() or QApplication(sys.argv[:1] + list(argv or []))
     app.setApplicationName("Wan Desktop")
+    from .desktop import Desktop
+
     desktop = Desktop()
     app.aboutToQuit.connect(desktop.shutdown)
     desktop.start()

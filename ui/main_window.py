@@ -550,8 +550,8 @@ class MainWindow(QMainWindow):
         self.queue_list.clear()
         for j in self.queue.jobs:
             r = j.request
-            state = "▶ running" if j.state == "running" else (
-                "queued (recovered)" if j.recovered else "queued")
+            state = ("▶ running" if j.state == "running" else "queued") + (
+                " (recovered after a crash)" if j.recovered else "")
             text = (f"{state} · {r.get('width')}×{r.get('height')} · {r.get('frames')} f · "
                     f"seed {j.seed}\n{j.prompt[:60]}")
             item = QListWidgetItem(text)

@@ -48,7 +48,8 @@ def home(tmp_path, monkeypatch) -> Path:
 def make_desktop(qtbot, home):
     """``make_desktop(model_dirs)`` builds and shows the app (first-run dialog off unless asked);
     every app made is shut down at the end of the test."""
-    from wan_desktop.ui.app import Desktop, setup_logging
+    from wan_desktop.ui.app import setup_logging
+    from wan_desktop.ui.desktop import Desktop
     from wan_desktop.ui.settings import AppSettings, load_settings
 
     made = []

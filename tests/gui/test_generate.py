@@ -124,7 +124,7 @@ def test_queue_of_three_runs_in_order_after_reordering_and_cancels_a_queued_one(
     d = make_desktop([tiny.official])
     w = d.window
     started = []
-    d.service.job_started.connect(started.append)
+    d.queue.progress.connect(lambda p: started.append(p.job_id) if p.stage == "start" else None)
     ids = []
     for seed in (11, 22, 33, 44):
         fill_form(w, qtbot, f"job {seed}", seed=seed, steps=12 if seed == 11 else 2)

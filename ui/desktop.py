@@ -1,0 +1,65 @@
+"""The composition root of the GUI: the GPU service moved to its long-lived QThread, the persistent
+queue, the main window, and the first-run model dialog when no model is found."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread
+
+from .main_window import MainWindow
+from .paths import data_dir
+from .service import GpuService
+from .settings import AppSettings, load_settings
+from .store import JobStore
+from .viewmodels import QueueModel
+
+log = logging.getLogger(__name__)
+
+
+class Desktop(QObject):
+    """Everything the running app holds, built and torn down in one place (tests build it too).
+
+    A QObject living on the GUI thread, so the service's signals reach its slots queued there
+    (a plain Python callable would run on the emitting GPU thread)."""
+
+    def __init__(self, settings: AppSettings | None = None) -> None:
+        super().__init__()
+        self.settings = settings or load_settings()
+        self.thread = QThread()
+        self.thread.setObjectName("gpu")
+        self.service = GpuService(preview_interval_s=self.settings.preview_interval_s)
+        self.service.moveToThread(self.thread)
+        self.thread.start()
+        self.queue = QueueModel(self.service, JobStore(data_dir()))
+        self.window = MainWindow(self.service, self.queue, self.settings)
+        self.models_dialog: Any = None
+        self._first_scan = True
+        self._want_first_run = False
+        self.service.models_scanned.connect(self._after_first_scan)
+
+    def start(self, *, show: bool = True, first_run_dialog: bool = True) -> None:
+        self._want_first_run = first_run_dialog
+        if show:
+            self.window.show()
+        self.queue.pump()  # jobs recovered from the last session run again
+
+    def _after_first_scan(self, entries: Any) -> None:
+        if not self._first_scan:
+            return
+        self._first_scan = False
+        if self._want_first_run and not any(e.ok for e in entries):
+            log.info("no usable model found: opening the first-run model dialog")
+            self.window.open_models_dialog()
+            self.models_dialog = self.window.models_dialog
+
+    def shutdown(self, timeout_ms: int = 5000) -> bool:
+        """Cancel everything and stop the GPU thread (never killed); True when it ended in time."""
+        self.queue.shutdown()
+        self.service.cancel_all()
+        self.thread.quit()
+        ok = self.thread.wait(timeout_ms)
+        if not ok:
+            log.warning("the GPU thread did not stop within %d ms; exiting anyway", timeout_ms)
+        return bool(ok)
