@@ -47,6 +47,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     b.add_argument("--size", type=_size, help="WIDTHxHEIGHT (default: the variant's)")
     b.add_argument("--frames", type=int, help="4n+1 frames (default: the variant's)")
     b.add_argument("--steps", type=int, help="steps of the whole generation (default: the variant's)")
+    b.add_argument("--preset", choices=["fast", "turbo", "quality"],
+                   help="sampling preset (wan_desktop/presets.py): fast = lightx2v 4 steps, no CFG")
     b.add_argument("--precision", choices=["bf16", "fp8", "int8"], default="bf16")
     b.add_argument("--attention", default="sdpa",
                    help="sdpa | sage | sdpa-cudnn | sdpa-flash | sdpa-efficient | sdpa-math")
@@ -251,11 +253,20 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     d = variant.defaults
     width, height = args.size or ((64, 32) if tiny else d.size)
     frames = args.frames or (5 if tiny else d.frames)
-    steps = args.steps or (2 if tiny else d.steps)
+    preset = getattr(args, "preset", None)
+    distilled = preset in ("fast", "turbo")
+    steps = args.steps or (None if distilled else (2 if tiny else d.steps))
     warmup = args.warmup if args.warmup is not None else (0 if tiny else 1)
     repeat = args.repeat or (1 if tiny else 3)
     request = GenerationRequest(prompt=PROMPT, width=width, height=height, frames=frames,
-                                steps=steps, seed=0).resolve(variant)
+                                steps=steps, seed=0)
+    if preset:
+        from wan_desktop.presets import get_preset
+
+        request = get_preset(preset).apply(request, variant)
+    request = request.resolve(variant)
+    steps = request.steps
+    cfg = request.guidance != 1.0 or (variant.experts == 2 and request.guidance_low != 1.0)
     if args.vram_budget and device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.vram_budget * GB / total), device)
@@ -264,6 +275,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "what": "wan-desktop bench: full-size components with random weights" if not tiny
         else "wan-desktop bench --tiny: tiny configs (smoke test, numbers mean nothing)",
         "variant": variant.name, "size": [width, height], "frames": frames, "steps": steps,
+        "preset": preset, "guidance": request.guidance,
+        # DiT forwards of one video: one per step, batch 2 with CFG, batch 1 without (distilled)
+        "dit_calls": steps, "dit_batch": 2 if cfg else 1,
         "latent": list(variant.latent_shape(width, height, frames)),
         "tokens": variant.seq_len(width, height, frames),
         "precision": args.precision, "attention": args.attention, "compile": bool(args.compile),
@@ -382,7 +396,12 @@ def _ours(variant, device, dtype, clock: _Clock, inputs, request, args) -> dict[
     out["e2e_s"] = None
     out["step_cache_stats"] = None
     if not args.no_e2e:
-        schedule = make_schedule(request.sampler, request.steps, request.shift)
+        if request.sigmas is not None:
+            from wan_desktop.presets import explicit_schedule
+
+            schedule = explicit_schedule(request.sigmas)
+        else:
+            schedule = make_schedule(request.sampler, request.steps, request.shift)
         with mem.phase("e2e"):
             t_e2e, exact = clock.once(lambda: generate(comps, request, device=device,
                                                        preview_every=0))

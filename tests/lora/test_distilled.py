@@ -179,3 +179,68 @@ def test_cli_fast_preset_with_lora_and_tiny_vae(tiny, tmp_path):
         lines = [ln for ln in err.splitlines() if ln.strip()]
         assert code == 2 and len(lines) == 1 and needle in lines[0], err
         assert not bad_out.exists()
+
+
+# ----------------------------------------------------------------------------- distilled files
+
+
+def _lightx2v_file(tiny, flavour: str):
+    """A lightx2v distilled DiT as their converter writes it (ModelTC/LightX2V@f8aee98
+    tools/convert/converter.py): official names, no prefix; "bf16"; "scaled_fp8_e4m3" / "int8":
+    the self_attn / cross_attn / ffn weights quantized per output channel with an fp32
+    ``<name>.weight_scale`` of shape [out, 1] beside them."""
+    from safetensors.torch import save_file
+
+    from tests.fixtures_models import official_dit_state
+
+    state = official_dit_state(tiny.refs["transformer"])
+    out, deq = {}, {}
+    for k, v in state.items():
+        parts = k.split(".")
+        quant = flavour != "bf16" and k.endswith(".weight") and v.dim() == 2 and \
+            len(parts) > 2 and parts[2] in ("self_attn", "cross_attn", "ffn")
+        if not quant:
+            out[k] = v.to(torch.bfloat16)
+            deq[k] = out[k].float()
+            continue
+        w = v.float()
+        if flavour == "int8":
+            scale = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-5) / 127
+            q = torch.clamp(torch.round(w / scale), -128, 127).to(torch.int8)
+        else:
+            scale = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-5) / 448.0
+            q = (w / scale).clamp(-448, 448).to(torch.float8_e4m3fn)
+        out[k], out[k + "_scale"] = q, scale.float()
+        deq[k] = q.float() * scale
+    path = tiny.comfy_dit.parent / f"wan2.1_t2v_tiny_{flavour}_lightx2v_4step.safetensors"
+    save_file(out, str(path))
+    return path, deq
+
+
+@pytest.mark.parametrize("flavour", ["bf16", "scaled_fp8_e4m3", "int8"])
+def test_lightx2v_distilled_files_load(tiny, flavour):
+    from tests.numerics import rel_err
+    from wan_desktop.checkpoints.detect import detect_model
+    from wan_desktop.checkpoints.load import load_dit
+
+    path, deq = _lightx2v_file(tiny, flavour)
+    files = detect_model(path)
+    assert files.format == "comfyui" and files.vae is not None  # components found beside it
+    flat = load_dit(files, dtype=torch.float32, keep_fp8=False)
+    for k, v in flat.state_dict().items():
+        assert torch.equal(v, deq[k].to(v.dtype)), k
+    # fp8 / int8 stay stored and are dequantized per call, computing in bf16 (models/dit.py's
+    # rule for quantized storage): the same numbers as bf16 weights dequantized at load
+    kept = load_dit(files, dtype=torch.bfloat16)
+    flat = load_dit(files, dtype=torch.bfloat16, keep_fp8=False)
+    q = kept.blocks[0].self_attn.q
+    if flavour != "bf16":
+        assert q.weight.dtype == (torch.int8 if flavour == "int8" else torch.float8_e4m3fn)
+        assert q.scale_weight.shape == (q.weight.shape[0], 1)
+    x = torch.randn(1, 16, 2, 4, 4)
+    ctx = torch.randn(1, tiny.variant.dit.text_len, tiny.variant.dit.text_dim)
+    t = torch.tensor([625.0])
+    with torch.no_grad():
+        err = rel_err(kept(x, t, ctx), flat(x, t, ctx))
+    print(f"lightx2v {flavour}: stored vs dequantized-at-load rel err {err:.1e}")
+    assert err < 1e-5

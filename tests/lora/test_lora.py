@@ -319,3 +319,30 @@ def test_spec_parsing_and_records(tmp_path):
     assert f.sha256 == hashlib.sha256(p.read_bytes()).hexdigest()
     assert lora_records([(f, 0.25)]) == [{"file": "rec.safetensors", "sha256": f.sha256[:12],
                                          "strength": 0.25, "expert": "high"}]
+
+
+@pytest.mark.parametrize("swap_blocks", [0, 1])
+def test_torch_denoiser_changes_strength_by_unmerge_and_remerge(base, tmp_path, swap_blocks):
+    from wan_desktop.engines.torch_backend import TorchDenoiser
+
+    _, state = base
+    path = save(tmp_path, "s.safetensors", official_layout(lowrank(11, bias=True), alpha=2))
+    model = ours(state)
+    (pairs,) = [load_loras(model, [LoraSpec(path=str(path))])]
+    lora = pairs[0][0]
+    den = TorchDenoiser(model, swap_blocks=swap_blocks)
+    den.load(torch.device("cpu"))
+    x, t, ctx = _inputs()
+    base_out = den(x, t, ctx)
+    den.set_loras([(lora, 0.5)])
+    half = den(x, t, ctx)
+    den.set_loras([(lora, 1.0)])
+    full = den(x, t, ctx)
+    fresh = ours(state)
+    merge_loras(fresh, [(lora, 1.0)])
+    with torch.no_grad():
+        assert torch.equal(full, fresh(x, t, ctx))  # re-merged == merged once at that strength
+    assert rel_err(half, base_out) > 1e-3 and rel_err(full, half) > 1e-3
+    den.set_loras([])
+    assert torch.equal(den(x, t, ctx), base_out)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())

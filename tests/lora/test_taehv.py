@@ -98,9 +98,8 @@ def test_chunked_decode_equals_whole_and_tgrow_trim(tmp_path):
     lat = torch.randn(1, 16, 5, 3, 3, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         whole = model.decode(lat)
-        assert torch.equal(model.decode(lat, chunk=2), whole) or torch.allclose(
-            model.decode(lat, chunk=2), whole, atol=1e-6)
-        assert torch.allclose(model.decode(lat, chunk=1), whole, atol=1e-6)
+        for chunk in (2, 1):  # a chunk boundary inside the memory's reach: still the same frames
+            assert torch.allclose(model.decode(lat, chunk=chunk), whole, atol=1e-6), chunk
         assert torch.allclose(whole, sequential_reference(model, lat), atol=1e-6)
     assert whole.shape[2] == 17
 
