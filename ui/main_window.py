@@ -9,7 +9,7 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QSize, Qt, QTimer, QUrl
+from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QIcon, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -72,6 +72,8 @@ def _clock(seconds: float) -> str:
 
 
 class MainWindow(QMainWindow):
+    models_changed = Signal()  # the picker was refilled (on the GUI thread)
+
     def __init__(self, service: GpuService, queue: QueueModel, settings: AppSettings) -> None:
         super().__init__()
         self.setWindowTitle("Wan Desktop")
@@ -487,6 +489,7 @@ class MainWindow(QMainWindow):
             self.model_combo.setCurrentIndex(idx)
             self._model_picked(idx)
         self.statusBar().showMessage(f"{len(self.models)} model(s) found", 3000)
+        self.models_changed.emit()
 
     def _model_picked(self, index: int) -> None:
         if not (0 <= index < len(self.models)):

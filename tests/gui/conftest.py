@@ -66,7 +66,7 @@ def make_desktop(qtbot, home):
         made.append(d)
         qtbot.addWidget(d.window)
         if wait_models:
-            with qtbot.waitSignal(d.service.models_scanned, timeout=30_000):
+            with qtbot.waitSignal(d.window.models_changed, timeout=30_000):
                 d.start(first_run_dialog=first_run)
         else:
             d.start(first_run_dialog=first_run)

@@ -31,7 +31,7 @@ def test_first_run_opens_the_model_dialog_and_add_folder_finds_the_model(
     # "Add folder…" with models the user already has
     monkeypatch.setattr(QFileDialog, "getExistingDirectory",
                         staticmethod(lambda *a, **k: str(tiny.official)))
-    with qtbot.waitSignal(d.service.models_scanned, timeout=30_000):
+    with qtbot.waitSignal(d.window.models_changed, timeout=30_000):
         click(qtbot, dlg.add_folder_button)
     assert not dlg.isVisible()
     qtbot.waitUntil(lambda: d.window.form.state.model == str(tiny.official), timeout=10_000)

@@ -209,3 +209,48 @@ def test_bad_input_is_a_message_box_not_a_job(make_desktop, tiny, qtbot, home):
     w.prompt_edit.clear()
     click(qtbot, w.generate_button)  # empty prompt: refused before it is queued
     assert w.last_error.message == "the prompt is empty" and d.queue.jobs == []
+
+
+def test_form_widgets_and_model_bind_both_ways(make_desktop, tiny, qtbot, home):
+    from PySide6.QtCore import Qt
+
+    d = make_desktop([tiny.official])
+    w = d.window
+    f = d.window.form
+    # widget → model: duration in seconds becomes 4n+1 frames, a typed frame count snaps
+    w.seconds_spin.setValue(2.0)
+    assert f.state.frames == 33 and w.frames_spin.value() == 33
+    w.frames_spin.lineEdit().selectAll()
+    qtbot.keyClicks(w.frames_spin.lineEdit(), "30")
+    qtbot.keyClick(w.frames_spin, Qt.Key.Key_Return)
+    assert f.state.frames == 29 and w.frames_spin.value() == 29
+    assert w.seconds_spin.value() == 1.75
+    # presets of the variant, and back to "Custom" on a hand-typed size
+    i = w.preset_combo.findText("480p portrait 480×832")
+    w.preset_combo.setCurrentIndex(i)
+    w.preset_combo.activated.emit(i)  # what a user's pick sends
+    assert (f.state.width, f.state.height) == (480, 832)
+    w.width_spin.setValue(512)
+    assert w.preset_combo.currentText() == "Custom" and f.state.width == 512
+    # model → widget
+    f.update(steps=7, guidance=3.5, sampler="euler", vram_plan="12", precision="fp8")
+    assert (w.steps_spin.value(), w.guidance_spin.value(), w.sampler_combo.currentText()) == \
+        (7, 3.5, "euler")
+    assert w.vram_combo.currentText() == "12 GB" and w.precision_combo.currentData() == "fp8"
+    # the dice gives a new fixed seed
+    w.random_seed.setChecked(True)
+    before = f.state.seed
+    click(qtbot, w.dice_button)
+    assert not f.state.random_seed and not w.random_seed.isChecked()
+    assert w.seed_spin.value() == f.state.seed and w.seed_spin.isEnabled()
+    assert f.state.seed != before or f.state.seed == 0
+    # a T2V-only model: the image tasks are disabled, no drop zones
+    tasks = {w.task_combo.itemData(k): w.task_combo.model().item(k).isEnabled()
+             for k in range(w.task_combo.count())}
+    assert tasks == {"t2v": True, "i2v": False, "flf2v": False, "ti2v": False}
+    assert not w.first_frame.isVisible() and not w.last_frame.isVisible()
+    # a job made from the form carries the settings (VRAM plan 12 GB → the budget)
+    qtbot.keyClicks(w.prompt_edit, "a lighthouse")
+    job = f.make_job(w.settings)
+    assert job.options["vram_budget_gb"] == 12.0 and job.options["precision"] == "fp8"
+    assert job.request["frames"] == 29 and job.request["sampler"] == "euler"

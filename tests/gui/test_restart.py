@@ -28,7 +28,7 @@ APP = textwrap.dedent("""
 
     class Driver(QObject):  # a QObject, so the slot runs on the GUI thread
         def on_models(self, entries):
-            for seed, steps in ((1, 2), (2, 200), (3, 2)):
+            for seed, steps in ((1, 2), (2, 100), (3, 2)):
                 d.window.form.update(prompt=f"job {seed}", width=64, height=32, frames=9,
                                      steps=steps, seed=seed, random_seed=False)
                 d.window.enqueue()
