@@ -190,11 +190,17 @@ class TorchDenoiser:
 
 
 class TorchVae:
-    """Both VAE roles (decoder and encoder) over one module."""
+    """Both VAE roles (decoder and encoder) over one module.
 
-    def __init__(self, model: nn.Module) -> None:
+    ``tiling`` (engines/vae_tiling.py, set from the memory plan): spatial tiles for the decode;
+    None decodes whole frames. Either way each decoded chunk goes straight to a float32 video on
+    the CPU, so the GPU never holds the whole video.
+    """
+
+    def __init__(self, model: nn.Module, tiling: object = None) -> None:
         self._res = _Resident(model)
         self.model = model
+        self.tiling = tiling
 
     def load(self, device: torch.device) -> None:
         self._res.load(device)
@@ -206,8 +212,16 @@ class TorchVae:
         return next(self.model.parameters()).dtype
 
     @torch.inference_mode()
-    def decode(self, latents: Tensor) -> Tensor:
-        return self.model.decode(latents.to(self._res.device, self._dtype())).float()
+    def decode(self, latents: Tensor, tiles: object = None) -> Tensor:
+        """latents [B, z, T, h, w] -> video [B, 3, F, H, W] float32 on the CPU; ``tiles`` (a
+        Tiling) overrides ``self.tiling`` for this call."""
+        from .vae_tiling import decode_tiled, torch_decode_step
+
+        cfg = self.model.cfg
+        return decode_tiled(torch_decode_step(self.model),
+                            latents.to(self._res.device, self._dtype()),
+                            spatial_factor=cfg.spatial_factor, temporal_factor=cfg.temporal_factor,
+                            tiling=tiles if tiles is not None else self.tiling)
 
     @torch.inference_mode()
     def encode(self, video: Tensor) -> Tensor:
