@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import torch
 
     from wan_desktop.checkpoints.detect import ModelFiles
+    from wan_desktop.memory import Plan
     from wan_desktop.pipeline import RunOptions
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,11 @@ def detect_for_options(options: RunOptions) -> tuple[Variant, ModelFiles | None]
         if options.model:
             raise ConfigError("give either --model or --random-weights, not both")
         return get_variant(options.random_weights), None
+    if not options.model and options.backend != "torch" and options.engines:
+        # an engine folder is self-contained: its manifest records the model it was made from
+        from .cache import read_manifest
+
+        return read_manifest(options.engines).variant, None
     if not options.model:
         raise ConfigError("no model given")
     from wan_desktop.checkpoints.detect import detect_model
@@ -60,18 +66,26 @@ def build_components(
     files: ModelFiles | None,
     *,
     warn: Callable[[str], None] | None = None,
+    plan: Plan | None = None,
 ) -> tuple[Components, torch.device]:
-    """Load (or randomly initialise) every component the variant needs, on ``options``' device."""
+    """Load (or randomly initialise) every component the variant needs, on ``options``' device.
+
+    With a memory ``plan`` nothing is put on the device yet: the components stay on the CPU for
+    engines/residency.apply_plan to place (block streaming as planned, unless the options set it).
+    """
     device, dtype = resolve_device(options)
+    if options.backend in ("onnxruntime", "tensorrt"):
+        return _build_engine_components(options, variant, files, device, warn), device
     if options.backend != "torch":
-        raise EngineError(f"backend {options.backend!r} is not available yet in this build",
-                          remedy="Use --backend torch.")
+        raise EngineError(f"unknown backend {options.backend!r}",
+                          remedy="Use --backend torch, onnxruntime or tensorrt.")
     from .torch_backend import build_torch_components
 
     comps = build_torch_components(
         variant, files, device=device, dtype=dtype, warn=warn, precision=options.precision,
         attention=options.attention, compile=options.compile, step_cache=options.step_cache,
-        swap_blocks=options.swap_blocks, loras=lora_specs(options),
+        swap_blocks=options.swap_blocks or (plan.dit.swap_blocks if plan is not None else 0),
+        loras=lora_specs(options), load=plan is None,
     )
     return comps, device
 
@@ -82,3 +96,33 @@ def lora_specs(options: RunOptions) -> list[object]:
 
     return [*(LoraSpec.parse(t) for t in options.loras),
             *(LoraSpec.parse(t, expert="low") for t in options.loras_low)]
+
+
+def _build_engine_components(options: RunOptions, variant: Variant, files: ModelFiles | None,
+                             device: torch.device, warn: Callable[[str], None] | None
+                             ) -> Components:
+    """Components from an engine folder (wan-desktop export); the backends are imported lazily."""
+    if not options.engines:
+        raise ConfigError(f"--backend {options.backend} needs --engines DIR")
+    from pathlib import Path
+
+    from wan_desktop.lora import file_sha256
+
+    # the engines' merged LoRAs must be exactly the run's (by sha256 prefix, strength, expert:
+    # the fields lora.lora_records writes into the manifest)
+    loras = [{"file": Path(s.path).name, "sha256": file_sha256(Path(s.path).expanduser())[:12],
+              "strength": float(s.strength), "expert": s.expert}
+             for s in lora_specs(options)]  # type: ignore[attr-defined]
+    if options.backend == "onnxruntime":
+        from .onnxruntime_backend import build_ort_components
+
+        return build_ort_components(None if files is None else variant, options.engines,
+                                    device=device, warn=warn, files=files, loras=loras)
+    try:
+        from .tensorrt_backend import build_tensorrt_components  # type: ignore[import-not-found]
+    except ImportError as e:
+        raise EngineError(f"the TensorRT backend is not available ({e})",
+                          remedy="Install the tensorrt extra (pip install 'wan-desktop[tensorrt]'), "
+                                 "or use --backend onnxruntime / torch.") from None
+    return build_tensorrt_components(None if files is None else variant, options.engines,
+                                     device=device, warn=warn, files=files, loras=loras)

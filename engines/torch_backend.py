@@ -157,6 +157,17 @@ class TorchDenoiser:
             self._res.unload()
         self._device = torch.device("cpu")
 
+    def set_swap_blocks(self, n: int) -> None:
+        """Stream the last ``n`` blocks from now on (the memory plan's choice; clamped to the
+        model's blocks). Unloads first; the next ``load`` places the model anew."""
+        n = max(0, min(int(n), len(self.model.blocks)))
+        if n == self.swap_blocks:
+            return
+        self.unload()
+        self.swap_blocks = n
+        self._swap = None
+        self._runners = None
+
     def begin(self, timesteps: Sequence[float] | None = None) -> None:
         """Start of a generation (optional): resets the step cache and gives it the schedule."""
         if self.cache is not None:
@@ -297,8 +308,10 @@ def build_torch_components(
     step_cache: float | None = None,
     swap_blocks: int = 0,
     loras: Sequence[object] = (),
+    load: bool = True,
 ) -> Components:
-    """Every component of ``variant`` as torch modules, loaded onto ``device``.
+    """Every component of ``variant`` as torch modules, loaded onto ``device``
+    (``load=False``: all left on the CPU, for a memory plan to place: engines/residency.py).
 
     ``files`` None: full-size random weights (benchmarks), marked as such in ``info``.
     The VAE runs in fp32 on the CPU and in bf16/fp16 on a GPU (as the field does for speed).
@@ -323,8 +336,10 @@ def build_torch_components(
     vae_dtype = dtype if device.type == "cuda" else torch.float32
     info: dict[str, object] = {}
     if files is None:
+        home = device if load else torch.device("cpu")
+
         def rand(m: nn.Module, dt: torch.dtype, seed: int) -> nn.Module:
-            return randomize(m, dtype=dt, device=device, seed=seed)
+            return randomize(m, dtype=dt, device=home, seed=seed)
 
         dit_ops = make_ops(precision, attention)
         with weights_on_meta():
@@ -333,7 +348,7 @@ def build_torch_components(
             vae = _vae_class(variant)(variant.vae)
             clip = ClipVisionEncoder(variant.clip) if variant.clip else None
         # a swapped model is placed by the swapper: random weights start on the CPU
-        dits = [randomize(m, dtype=dtype, device="cpu" if swap_blocks else device, seed=i)
+        dits = [randomize(m, dtype=dtype, device="cpu" if swap_blocks else home, seed=i)
                 for i, m in enumerate(dits)]
         t5 = rand(t5, dtype, 10)
         vae = rand(vae, vae_dtype, 11)
@@ -355,6 +370,8 @@ def build_torch_components(
         boundary = files.boundary
         info.update(path=str(files.path), format=files.format, variant=variant.name,
                     random_weights=False)
+        if files.text_encoder is not None:  # the prompt-embedding cache's key (residency.py)
+            info["text_encoder_files"] = [str(f) for f in files.text_encoder.files]
     if precision in ("fp8", "int8"):
         for m in dits:
             quantize_linears(m, precision)
@@ -371,8 +388,9 @@ def build_torch_components(
                                     step_cache=step_cache) for m in dits)
     vae_c = TorchVae(vae)
     image = TorchImageEncoder(clip) if clip is not None else None
-    for c in (text, *denoisers, vae_c, *([image] if image else [])):
-        c.load(device)
+    if load:
+        for c in (text, *denoisers, vae_c, *([image] if image else [])):
+            c.load(device)
     for d, pairs in zip(denoisers, lora_pairs, strict=True):
         if pairs:
             d.set_loras(pairs)

@@ -1,0 +1,249 @@
+"""Applying a memory plan to components (engines/residency.py): load/unload order, the prompt
+embedding cache, block streaming from the plan, and the CUDA-OOM fallback to the next plan."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from tests.fakes import fake_components
+from tests.tiny import tiny_variant
+from wan_desktop import memory as M
+from wan_desktop.engines.residency import (
+    PromptCache,
+    apply_plan,
+    release,
+    request_for,
+    run_with_fallback,
+    text_model_key,
+)
+from wan_desktop.errors import Cancelled, OutOfVram
+from wan_desktop.pipeline import GenerationRequest, generate, generate_to_file
+
+CUDA = torch.device("cuda")  # the fakes only record it: nothing touches a GPU
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny models run several times faster on one thread when the 2 CPUs are shared
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _plan(variant="t2v-1.3B", **changes) -> M.Plan:
+    """A real plan of the full-size variant at 24 GiB, with some decisions changed."""
+    p = M.plan_for(M.workload_for(tiny_variant(variant), 64, 32, 5), 24)
+    text = replace(p.text, **changes.pop("text", {}))
+    dit = replace(p.dit, **changes.pop("dit", {}))
+    vae = replace(p.vae, **changes.pop("vae", {}))
+    return replace(p, text=text, dit=dit, vae=vae, **changes)
+
+
+def _request(variant, steps=4, **kw):
+    return GenerationRequest(prompt="a red fox", width=64, height=32, frames=5, steps=steps,
+                             seed=1, **kw).resolve(variant)
+
+
+def _tiny_torch(name="t2v-1.3B"):
+    from wan_desktop.engines.torch_backend import build_torch_components
+
+    return build_torch_components(tiny_variant(name), None, device=torch.device("cpu"),
+                                  dtype=torch.float32, load=False)
+
+
+def _loaded_sets(journal):
+    """The set of loaded components after each journal entry."""
+    on, states = set(), []
+    for name, what, _dev in journal:
+        (on.add if what == "load" else on.discard)(name)
+        states.append(set(on))
+    return states
+
+
+def test_one_expert_at_a_time_t5_released_dit_released_before_decode():
+    comps, parts = fake_components("t2v-A14B")
+    plan = _plan(variant="t2v-A14B", text={"where": "gpu"},
+                 dit={"experts_resident": 1, "release_before_decode": True})
+    planned = apply_plan(comps, plan, CUDA)
+    journal = parts["journal"]
+    journal.clear()
+    generate(planned, _request(comps.variant), device="cpu")
+    events = [(n, w) for n, w, _ in journal]
+    assert events == [("text", "load"), ("text", "unload"), ("dit0", "load"), ("dit0", "unload"),
+                      ("dit1", "load"), ("dit1", "unload"), ("vae", "load")]
+    assert all(dev == CUDA for _, _, dev in journal)
+    assert all(not {"dit0", "dit1"} <= s for s in _loaded_sets(journal))
+    assert planned.info["plan"] == plan.name
+
+
+def test_both_experts_resident_when_planned_and_dit_kept_for_the_decode():
+    comps, parts = fake_components("t2v-A14B")
+    plan = _plan(variant="t2v-A14B", text={"where": "cpu"},
+                 dit={"experts_resident": 2, "release_before_decode": False})
+    planned = apply_plan(comps, plan, CUDA)
+    parts["journal"].clear()
+    generate(planned, _request(comps.variant), device="cpu")
+    events = [(n, w, d) for n, w, d in parts["journal"]]
+    assert events == [("text", "load", torch.device("cpu")), ("dit0", "load", CUDA),
+                      ("dit1", "load", CUDA), ("vae", "load", CUDA)]
+    release(planned)
+    assert not parts["denoisers"][0].loaded and not parts["vae"].loaded
+
+
+def test_prompt_cache_hit_miss_and_changed_model(tmp_path):
+    comps = _tiny_torch()
+    plan = _plan(text={"where": "cpu"})
+    key = text_model_key(comps, plan.text.precision)
+    cache = PromptCache(tmp_path, key)
+    planned = apply_plan(comps, plan, "cpu", cache=cache)
+    first = planned.text_encoder.encode(["a cat", "bad"])
+    assert planned.text_encoder.encoded == ["a cat", "bad"]
+    assert (cache.hits, cache.misses) == (0, 2) and len(list(tmp_path.glob("*.safetensors"))) == 2
+    direct = comps.text_encoder.encode(["a cat"])[0]
+    assert torch.equal(first[0], direct.float())
+
+    # a new run (new cache object, same model): the cached prompt is not encoded again
+    cache2 = PromptCache(tmp_path, key)
+    planned2 = apply_plan(comps, plan, "cpu", cache=cache2)
+    again = planned2.text_encoder.encode(["a cat", "a dog"])
+    assert planned2.text_encoder.encoded == ["a dog"]
+    assert (cache2.hits, cache2.misses) == (1, 1)
+    assert torch.equal(again[0], first[0]) and again[0].shape == first[0].shape
+
+    # another model (here: the encoder in int8) never reads these entries
+    other = PromptCache(tmp_path, text_model_key(comps, "int8"))
+    assert key != other.model_key and other.get("a cat") is None and other.misses == 1
+
+    # a damaged entry is recomputed and rewritten
+    victim = cache2._path("a cat")
+    victim.write_bytes(b"not a safetensors file")
+    planned3 = apply_plan(comps, plan, "cpu", cache=PromptCache(tmp_path, key))
+    fixed = planned3.text_encoder.encode(["a cat"])
+    assert planned3.text_encoder.encoded == ["a cat"] and torch.equal(fixed[0], first[0])
+    assert PromptCache(tmp_path, key).get("a cat") is not None
+
+
+def test_prompt_cache_keeps_at_most_max_entries(tmp_path):
+    cache = PromptCache(tmp_path, "m", max_entries=2)
+    for i in range(4):
+        cache.put(f"p{i}", torch.full((3, 4), float(i)))
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2
+    assert torch.equal(cache.get("p3"), torch.full((3, 4), 3.0))
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_text_model_key_names_the_files(tmp_path):
+    comps = _tiny_torch()
+    t5 = tmp_path / "umt5.safetensors"
+    t5.write_bytes(b"x" * 10)
+    comps.info.update(random_weights=False, text_encoder_files=[str(t5)])
+    a = text_model_key(comps, "bf16")
+    t5.write_bytes(b"y" * 11)  # another file at the same path
+    assert text_model_key(comps, "bf16") != a and str(t5.resolve()) in a
+
+
+def test_planned_block_streaming_gives_the_same_video():
+    comps = _tiny_torch()
+    req = _request(comps.variant, steps=2)
+    videos = []
+    for swap in (0, 1, 2):
+        planned = apply_plan(comps, _plan(text={"where": "cpu"}, dit={"swap_blocks": swap}),
+                             "cpu")
+        videos.append(generate(planned, req, device="cpu"))
+        assert comps.denoisers[0].swap_blocks == swap
+        release(planned)
+    assert torch.equal(videos[0], videos[1]) and torch.equal(videos[0], videos[2])
+
+
+def test_planned_vae_tiles_reach_the_torch_vae():
+    comps = _tiny_torch()
+    req = _request(comps.variant, steps=1)
+    whole = generate(apply_plan(comps, _plan(text={"where": "cpu"}), "cpu"), req, device="cpu")
+    tiled_plan = _plan(text={"where": "cpu"}, vae={"tile": (3, 5), "overlap": 1})
+    tiled = generate(apply_plan(comps, tiled_plan, "cpu"), req, device="cpu")
+    assert tiled.shape == whole.shape and not torch.equal(tiled, whole)
+
+
+class OomWhenBatched:
+    """A real tiny TorchDenoiser that runs out of GPU memory on batches of 2 (the double stands in
+    for the CUDA allocator, which this machine does not have)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.batches: list[int] = []
+
+    def load(self, device) -> None:
+        self.inner.load(device)
+
+    def unload(self) -> None:
+        self.inner.unload()
+
+    def set_swap_blocks(self, n: int) -> None:
+        self.inner.set_swap_blocks(n)
+
+    def __call__(self, latents, timestep, context, **kw):
+        self.batches.append(latents.shape[0])
+        if latents.shape[0] > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB\n"
+                                              "(GPU 0; 11.99 GiB total capacity)")
+        return self.inner(latents, timestep, context, **kw)
+
+
+def test_cuda_oom_moves_to_the_next_plan_with_one_warning(tmp_path):
+    comps = _tiny_torch()
+    double = OomWhenBatched(comps.denoisers[0])
+    comps.denoisers = (double,)
+    plans = [_plan(name="a", text={"where": "cpu"}),
+             _plan(name="b", text={"where": "cpu"}, dit={"batch_cfg": False, "swap_blocks": 1}),
+             _plan(name="c", text={"where": "cpu"}, dit={"batch_cfg": False, "swap_blocks": 2})]
+    assert plans[0].dit.batch_cfg
+    req = _request(comps.variant)
+    out = tmp_path / "video"
+    warnings: list[str] = []
+
+    def attempt(plan):
+        planned = apply_plan(comps, plan, "cpu")
+        try:
+            return generate_to_file(planned, request_for(req, plan), out, device="cpu")
+        finally:
+            release(planned)
+
+    path, used = run_with_fallback(plans, attempt, warn=warnings.append)
+    assert used.name == "b" and path == out
+    assert len(warnings) == 1 and "\n" not in warnings[0]
+    assert "out of GPU memory with plan a" in warnings[0] and "retrying with plan b" in warnings[0]
+    assert double.batches[0] == 2 and set(double.batches[1:]) == {1}
+    assert len(double.batches) == 1 + 2 * req.steps  # the failed step, then cond + uncond each step
+    assert sorted(p.name for p in out.iterdir()) == [f"{i:05d}.png" for i in range(5)] + [
+        "settings.json"]
+    assert comps.denoisers[0].inner.swap_blocks == 1
+    assert not [p for p in tmp_path.iterdir() if p.name != "video"]  # nothing half-written
+
+
+def test_oom_with_the_tightest_plan_is_out_of_vram_and_other_errors_pass_through():
+    plans = [_plan(name="a"), _plan(name="b")]
+    calls = []
+
+    def oom(plan):
+        calls.append(plan.name)
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")
+
+    warnings: list[str] = []
+    with pytest.raises(OutOfVram) as e:
+        run_with_fallback(plans, oom, warn=warnings.append)
+    assert calls == ["a", "b"] and len(warnings) == 1
+    assert "tightest plan (b" in e.value.message and "Tried to allocate 1 GiB" in e.value.message
+    assert e.value.remedy
+
+    def cancelled(plan):
+        calls.append(plan.name)
+        raise Cancelled("stop")
+
+    calls.clear()
+    with pytest.raises(Cancelled):
+        run_with_fallback(plans, cancelled, warn=warnings.append)
+    assert calls == ["a"]
