@@ -301,6 +301,9 @@ def apply_plan(raw: Components, plan: Plan, device: torch.device | str, *,
     group = _Group(raw.denoisers, dev, exclusive=plan.dit.experts_resident == 1,
                    release_before_decode=plan.dit.release_before_decode)
     vae = PlannedVae(raw.vae_decoder, group, _tiling(plan))
+    # a separate encoder (e.g. the decoder was swapped for a preview VAE) keeps its own wrapper
+    encoder = None if raw.vae_encoder is None else (
+        vae if raw.vae_encoder is raw.vae_decoder else PlannedVae(raw.vae_encoder, group, None))
     info = dict(raw.info)
     info.update(plan=plan.name, plan_predicted_peak_gib=round(plan.predicted.peak_gib, 3))
     return Components(
@@ -309,7 +312,7 @@ def apply_plan(raw: Components, plan: Plan, device: torch.device | str, *,
                                         cache=cache if plan.text.cache else None),
         denoisers=tuple(PlannedDenoiser(d, group, i) for i, d in enumerate(raw.denoisers)),
         vae_decoder=vae,
-        vae_encoder=vae if raw.vae_encoder is not None else None,
+        vae_encoder=encoder,
         image_encoder=(PlannedImageEncoder(raw.image_encoder, dev)
                        if raw.image_encoder is not None else None),
         boundary=raw.boundary, info=info)
@@ -384,3 +387,53 @@ def run_with_fallback(plans: Sequence[Plan], attempt: Callable[[Plan], T], *,
 def request_for(request: Any, plan: Plan) -> Any:
     """The request with the plan's CFG batching (the only request field a plan decides)."""
     return replace(request, batch_cfg=plan.dit.batch_cfg)
+
+
+# ----------------------------------------------------------------------------- a planned run
+
+
+def plans_for_run(variant: Any, request: Any, *, device: torch.device,
+                  budget_gib: float | None, precision: str | None) -> list[Plan]:
+    """The fallback ladder for a run on ``device``: planned for ``budget_gib`` (``--vram-budget``)
+    or, without one, for the GPU's free memory now ("auto")."""
+    from wan_desktop import memory
+
+    if budget_gib is None:
+        if device.type != "cuda":
+            from wan_desktop.errors import ConfigError
+
+            raise ConfigError("no CUDA GPU to plan for", remedy="Give --vram-budget GB.")
+        budget_gib = memory.auto_budget_gib(memory.free_vram_gib(device))
+    work = memory.workload_for(variant, request.width, request.height, request.frames,
+                               task=request.task or "t2v",
+                               precision=precision if precision in ("fp8", "int8") else "bf16",
+                               guidance=request.guidance != 1.0 or (
+                                   variant.experts == 2 and request.guidance_low != 1.0))
+    return memory.plan_ladder(work, budget_gib, ram_gib=memory.system_ram_gib())
+
+
+def generate_with_plans(raw: Components, plans: Sequence[Plan], request: Any, out: Any, *,
+                        device: torch.device, warn: Callable[[str], None],
+                        cache_dir: Path | None = None, **run: Any) -> tuple[Any, Plan]:
+    """``pipeline.generate_to_file`` under the first plan, then the next ones after a CUDA OOM.
+    ``run``: generate_to_file's keywords (options, cancel, emit). Returns (path, plan used)."""
+    from wan_desktop.pipeline import generate_to_file
+    from wan_desktop.samplers import make_schedule
+
+    root = cache_dir if cache_dir is not None else default_cache_dir()
+
+    def attempt(plan: Plan) -> Any:
+        cache = PromptCache(root, text_model_key(raw, plan.text.precision))
+        comps = apply_plan(raw, plan, device, cache=cache)
+        req = request_for(request, plan)
+        schedule = make_schedule(req.sampler, req.steps, req.shift)
+        for den in comps.denoisers:  # the step cache's start-of-run hook
+            begin = getattr(den, "begin", None)
+            if callable(begin):
+                begin(schedule.timesteps)
+        try:
+            return generate_to_file(comps, req, out, device=device, **run)
+        finally:
+            release(comps)
+
+    return run_with_fallback(plans, attempt, warn=warn)

@@ -69,7 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], default="torch")
     g.add_argument("--engines", type=Path, help="engine folder for onnxruntime/tensorrt")
     g.add_argument("--precision", choices=["bf16", "fp8", "int8"])
-    g.add_argument("--vram-budget", type=_positive_float, metavar="GB")
+    g.add_argument("--vram-budget", type=_positive_float, metavar="GB",
+                   help="plan for a card of this size (default: the GPU's free memory)")
+    g.add_argument("--print-plan", action="store_true",
+                   help="print the memory plan and its fallbacks, then stop (nothing is loaded)")
     g.add_argument("--attention", default="sdpa",
                    help="sdpa (default), sage, or sdpa-flash|cudnn|efficient|math")
     g.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks")
@@ -204,6 +207,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         from .errors import CheckpointError
 
         raise CheckpointError(f"tiny VAE file not found: {args.tiny_vae}")
+    plans = _memory_plans(args, options, variant, request)
+    if args.print_plan:
+        print("\n".join(p.describe() for p in plans))
+        return 0
     cancel, restore = _install_sigint()
     progress = Progress(not args.no_progress)
 
@@ -216,16 +223,24 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         warn("--preset fast expects a step-distilled model or a 4-step LoRA (--lora); a base "
              "model gives a blurry video in 4 steps")
     try:
-        components, device = build_components(options, variant, model_files, warn=warn)
+        components, device = build_components(options, variant, model_files, warn=warn,
+                                               plan=plans[0] if plans else None)
         if options.tiny_vae:
             from .engines.preview import TinyVaeDecoder
 
             components.vae_decoder = TinyVaeDecoder(options.tiny_vae, z_dim=variant.vae.z_dim)
             components.vae_decoder.load(device)
             components.info["tiny_vae"] = Path(options.tiny_vae).name
-        _begin_run(components, request)
-        out = generate_to_file(components, request, args.out, options=options, cancel=cancel,
-                               emit=progress, device=device)
+        if plans:  # on a GPU: placed by the memory plan, the next plan after a CUDA OOM
+            from .engines.residency import generate_with_plans
+
+            out, _plan = generate_with_plans(components, plans, request, args.out, device=device,
+                                             warn=warn, options=options, cancel=cancel,
+                                             emit=progress)
+        else:
+            _begin_run(components, request)
+            out = generate_to_file(components, request, args.out, options=options,
+                                   cancel=cancel, emit=progress, device=device)
     except Exception as e:
         import torch
 
@@ -266,6 +281,29 @@ def _looks_distilled(options: Any) -> bool:
     name = str(options.model or "").lower()
     return any(m in name for m in ("distill", "lightx2v", "lightning", "4step", "4-step", "turbo",
                                    "rcm", "causvid", "fastwan"))
+
+
+def _memory_plans(args: argparse.Namespace, options: Any, variant: Any,
+                  request: Any) -> list[Any]:
+    """The memory plans of a run on a CUDA GPU (``--print-plan`` plans without one, for
+    ``--vram-budget``); empty on the CPU, where nothing needs placing. -v prints the first."""
+    from .engines.factory import resolve_device
+
+    if options.backend != "torch":
+        return []
+    device, _dtype = resolve_device(options)
+    if device.type != "cuda" and not args.print_plan:
+        return []
+    if device.type != "cuda" and args.vram_budget is None:
+        raise ConfigError("--print-plan on a machine without a CUDA GPU needs --vram-budget GB",
+                          remedy="Give the card's memory, e.g. --vram-budget 12.")
+    from .engines.residency import plans_for_run
+
+    plans = plans_for_run(variant, request, device=device, budget_gib=args.vram_budget,
+                          precision=options.precision)
+    if args.verbose and not args.print_plan:
+        print(plans[0].describe(), file=sys.stderr)
+    return plans
 
 
 def _begin_run(components: Any, request: Any) -> None:

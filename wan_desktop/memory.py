@@ -264,7 +264,7 @@ class Plan:
         experts = ", one expert on the GPU at a time" if self.experts == 2 \
             and d.experts_resident == 1 else ""
         return "\n".join([
-            f"plan {self.name} (budget {self.budget_gib:g} GiB): predicted peak {p.peak_gib:.2f} GiB (encode {p.encode_gib:.2f}, "
+            f"plan {self.name} (budget {self.budget_gib:.1f} GiB): predicted peak {p.peak_gib:.2f} GiB (encode {p.encode_gib:.2f}, "
             f"denoise {p.denoise_gib:.2f}, decode {p.decode_gib:.2f}); host RAM {p.ram_gib:.1f} GiB",
             f"  text encoder: {t.where} {t.precision}" + (", released after encoding"
                                                           if t.where == "gpu" else "")
@@ -529,8 +529,16 @@ def free_vram_gib(device: object = None) -> float:
 
 
 def system_ram_gib() -> float | None:
+    """Physical memory of this machine (None where it cannot be read)."""
     try:
         import psutil
+
+        return psutil.virtual_memory().total / GIB
     except ImportError:
+        pass
+    try:
+        import os
+
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
+    except (AttributeError, ValueError, OSError):
         return None
-    return psutil.virtual_memory().total / GIB
