@@ -364,3 +364,16 @@ def lora_records(loras: Iterable[tuple[LoraFile, float]], *, expert: str = "high
     strength, expert."""
     return [{"file": f.path.name, "sha256": f.short_hash, "strength": float(s), "expert": expert}
             for f, s in loras]
+
+
+def lora_manifest(specs: Iterable[LoraSpec]) -> list[dict[str, object]]:
+    """The same records straight from the specs (hashes the files, loads nothing): what an engine
+    manifest stores, so an engine built with other LoRAs or strengths is rejected."""
+    out: list[dict[str, object]] = []
+    for s in specs:
+        p = Path(s.path).expanduser()
+        if not p.is_file():
+            raise CheckpointError(f"LoRA file not found: {p}", remedy="Check the LoRA path.")
+        out.append({"file": p.name, "sha256": file_sha256(p)[:12], "strength": float(s.strength),
+                    "expert": s.expert})
+    return out

@@ -170,6 +170,12 @@ def test_cli_fast_preset_with_lora_and_tiny_vae(tiny, tmp_path):
                                        "expert": "high"}]
     assert meta["model"]["tiny_vae"] == "taew2_1.safetensors"
     assert len(sorted(out.glob("*.png"))) == 5
+    # strength 0 is the base model bit for bit, end to end; 0.5 changes the video
+    base, zero = tmp_path / "base", tmp_path / "zero"
+    assert _cli([*common, "--tiny-vae", tae, "--out", base])[0] == 0
+    assert _cli([*common, "--lora", f"{lora}:0", "--tiny-vae", tae, "--out", zero])[0] == 0
+    frames = {d: [f.read_bytes() for f in sorted(d.glob("*.png"))] for d in (base, zero, out)}
+    assert frames[zero] == frames[base] and frames[out] != frames[base]
     # bad LoRA inputs: one line, exit 2, nothing written
     for extra, needle in (([ "--lora", tmp_path / "missing.safetensors"], "LoRA file not found"),
                           (["--lora", f"{lora}:loud"], "not a number"),

@@ -21,6 +21,7 @@ from wan_desktop.errors import CheckpointError, ConfigError
 from wan_desktop.lora import (
     LoraSpec,
     load_loras,
+    lora_manifest,
     lora_records,
     merge_loras,
     param_shapes,
@@ -319,6 +320,7 @@ def test_spec_parsing_and_records(tmp_path):
     assert f.sha256 == hashlib.sha256(p.read_bytes()).hexdigest()
     assert lora_records([(f, 0.25)]) == [{"file": "rec.safetensors", "sha256": f.sha256[:12],
                                          "strength": 0.25, "expert": "high"}]
+    assert lora_manifest([LoraSpec(path=str(p), strength=0.25)]) == lora_records([(f, 0.25)])
 
 
 @pytest.mark.parametrize("swap_blocks", [0, 1])
