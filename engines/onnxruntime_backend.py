@@ -1,0 +1,382 @@
+"""ONNX Runtime backend: the exported graphs (export/onnx_export.py) behind the component Protocols.
+
+Torch tensors in and out. On a CUDA device with onnxruntime-gpu installed, inputs and outputs are
+bound in place with IO binding (outputs preallocated as torch CUDA tensors from the spec's dims,
+so nothing crosses the PCIe bus); otherwise the CPU provider runs on numpy views of CPU tensors.
+Every input is checked against the graph's ComponentSpec (from the engine manifest) before a run,
+so a wrong shape is a ConfigError naming the tensor, not an ORT stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from wan_desktop import specs
+from wan_desktop.contracts import ComponentSpec
+from wan_desktop.errors import ConfigError, EngineError
+
+from . import cache
+
+if TYPE_CHECKING:
+    from wan_desktop.checkpoints.detect import ModelFiles
+    from wan_desktop.contracts import Components
+    from wan_desktop.text import Tokenizer
+    from wan_desktop.variants import Variant
+
+log = logging.getLogger(__name__)
+
+RUNTIME = "onnxruntime"
+_NP_DTYPES = {"float32": "float32", "float16": "float16", "int64": "int64", "int32": "int32"}
+_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+                 "int64": torch.int64, "int32": torch.int32}
+
+
+def _ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise EngineError("onnxruntime is not installed",
+                          remedy="pip install onnxruntime (or onnxruntime-gpu), or use --backend "
+                                 "torch.") from None
+    return onnxruntime
+
+
+def runtime_version() -> str:
+    return str(_ort().__version__)
+
+
+class OrtGraph:
+    """One graph: a lazily created InferenceSession plus its spec. ``run`` maps names to tensors."""
+
+    def __init__(self, path: Path, spec: ComponentSpec, *, threads: int | None = None) -> None:
+        self.path = path
+        self.spec = spec
+        self.threads = threads
+        self.session: Any = None
+        self.device = torch.device("cpu")
+
+    def load(self, device: torch.device) -> None:
+        device = torch.device(device)
+        if self.session is not None and device == self.device:
+            return
+        ort = _ort()
+        providers: list[Any] = ["CPUExecutionProvider"]
+        if device.type == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise EngineError("onnxruntime has no CUDA provider (the CPU-only package is "
+                                  "installed)",
+                                  remedy="pip install onnxruntime-gpu, or run with --device cpu.")
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3  # ORT's warnings about unused initializers are not actionable
+        if self.threads:
+            opts.intra_op_num_threads = self.threads
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=opts,
+                                                providers=providers)
+        except Exception as e:  # ORT raises its own exception types (InvalidGraph, Fail, ...)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise EngineError(f"{self.path.name}: onnxruntime cannot load it: {first}") from e
+        self.device = device
+
+    def unload(self) -> None:
+        self.session = None
+
+    def _sizes(self, feeds: dict[str, Tensor]) -> dict[str, int]:
+        sizes: dict[str, int] = {}
+        for t in self.spec.inputs:
+            if t.name not in feeds:
+                raise ConfigError(f"{self.spec.name}: input {t.name} is missing")
+            problem = specs.match_sizes(t, tuple(feeds[t.name].shape), sizes)
+            if problem is not None:
+                raise ConfigError(f"{self.spec.name}: {problem}")
+        return sizes
+
+    def run(self, feeds: dict[str, Tensor]) -> list[Tensor]:
+        if self.session is None:
+            raise EngineError(f"{self.spec.name}: run before load()")
+        sizes = self._sizes(feeds)
+        typed = {t.name: feeds[t.name].to(self.device, _TORCH_DTYPES[t.dtype]).contiguous()
+                 for t in self.spec.inputs}
+        if self.device.type == "cuda":
+            return self._run_bound(typed, sizes)
+        out = self.session.run([t.name for t in self.spec.outputs],
+                               {k: v.numpy() for k, v in typed.items()})
+        return [torch.from_numpy(o) for o in out]
+
+    def _run_bound(self, feeds: dict[str, Tensor], sizes: dict[str, int]) -> list[Tensor]:
+        """IO binding on torch CUDA memory: inputs and outputs never leave the GPU."""
+        import numpy as np
+
+        binding = self.session.io_binding()
+        dev = self.device.index or 0
+        for t in self.spec.inputs:
+            x = feeds[t.name]
+            binding.bind_input(t.name, "cuda", dev, np.dtype(_NP_DTYPES[t.dtype]), tuple(x.shape),
+                               x.data_ptr())
+        outs = []
+        for t in self.spec.outputs:
+            y = torch.empty(specs.resolve_dims(t, sizes), dtype=_TORCH_DTYPES[t.dtype],
+                            device=self.device)
+            binding.bind_output(t.name, "cuda", dev, np.dtype(_NP_DTYPES[t.dtype]), tuple(y.shape),
+                                y.data_ptr())
+            outs.append(y)
+        torch.cuda.current_stream(self.device).synchronize()  # inputs written by torch kernels
+        self.session.run_with_iobinding(binding)
+        return outs
+
+
+class _Graphs:
+    """load/unload of several graphs together (a free helper, not a base class)."""
+
+    def __init__(self, *graphs: OrtGraph) -> None:
+        self.graphs = graphs
+        self.device = torch.device("cpu")
+
+    def load(self, device: torch.device) -> None:
+        for g in self.graphs:
+            g.load(device)
+        self.device = torch.device(device)
+
+    def unload(self) -> None:
+        for g in self.graphs:
+            g.unload()
+
+
+class OrtTextEncoder:
+    def __init__(self, graph: OrtGraph, tokenizer: Tokenizer,
+                 warn: Callable[[str], None] | None = None) -> None:
+        self.graph = graph
+        self.tokenizer = tokenizer
+        self.warn = warn
+
+    def load(self, device: torch.device) -> None:
+        self.graph.load(device)
+
+    def unload(self) -> None:
+        self.graph.unload()
+
+    def encode(self, prompts: Sequence[str]) -> list[Tensor]:
+        batch = self.tokenizer(list(prompts))
+        if batch.any_truncated and self.warn is not None:
+            self.warn(f"prompt longer than {self.tokenizer.max_length} tokens: the end was cut off")
+        (hidden,) = self.graph.run({"ids": batch.ids, "mask": batch.mask})
+        return [hidden[i, :n].float() for i, n in enumerate(batch.lengths)]
+
+
+class OrtDenoiser:
+    """One DiT graph. RoPE tables are computed per patch grid (cached: the grid is fixed for a run)
+    and passed in; TI2V graphs take per-token timesteps, so a [B] timestep is expanded."""
+
+    def __init__(self, graph: OrtGraph, variant: Variant) -> None:
+        self.graph = graph
+        self.variant = variant
+        self._rope: tuple[tuple[int, int, int], Tensor, Tensor] | None = None
+
+    def load(self, device: torch.device) -> None:
+        self.graph.load(device)
+
+    def unload(self) -> None:
+        self.graph.unload()
+        self._rope = None
+
+    def _rope_for(self, grid: tuple[int, int, int]) -> tuple[Tensor, Tensor]:
+        if self._rope is None or self._rope[0] != grid:
+            from wan_desktop.models.rope import rope_cos_sin
+
+            cos, sin = rope_cos_sin(grid, self.variant.dit.head_dim, device=self.graph.device)
+            self._rope = (grid, cos, sin)
+        return self._rope[1], self._rope[2]
+
+    def __call__(self, latents: Tensor, timestep: Tensor, context: Tensor, *,
+                 y: Tensor | None = None, clip_fea: Tensor | None = None) -> Tensor:
+        cfg = self.variant.dit
+        if latents.dim() != 5:
+            raise ConfigError(f"DiT input must be [B, C, T, H, W], got {tuple(latents.shape)}")
+        pt, ph, pw = cfg.patch_size
+        b, _, t, h, w = latents.shape
+        grid = (t // pt, h // ph, w // pw)
+        cos, sin = self._rope_for(grid)
+        tokens = grid[0] * grid[1] * grid[2]
+        if cfg.model_type == "ti2v" and timestep.dim() == 1:
+            timestep = timestep[:, None].expand(b, tokens)  # same numbers as the broadcast form
+        feeds = {"latents": latents, "timestep": timestep, "context": context,
+                 "rope_cos": cos, "rope_sin": sin}
+        names = {x.name for x in self.graph.spec.inputs}
+        for name, value in (("y", y), ("clip_fea", clip_fea)):
+            if name in names:
+                if value is None:
+                    raise ConfigError(f"the {cfg.model_type} DiT needs {name}")
+                feeds[name] = value
+            elif value is not None:
+                raise ConfigError(f"this {cfg.model_type} DiT takes no {name}")
+        (velocity,) = self.graph.run(feeds)
+        return velocity.float()
+
+
+def _cache_feeds(outs: list[Tensor]) -> dict[str, Tensor]:
+    return {f"cache_in_{i}": t for i, t in enumerate(outs)}
+
+
+class OrtVaeDecoder:
+    """The causal decoder: the first latent frame through the 'first' graph, then one latent frame
+    per 'step' graph call, carrying the cache tensors from call to call (batch items in turn)."""
+
+    def __init__(self, first: OrtGraph, step: OrtGraph) -> None:
+        self._g = _Graphs(first, step)
+        self.first, self.step = first, step
+
+    def load(self, device: torch.device) -> None:
+        self._g.load(device)
+
+    def unload(self) -> None:
+        self._g.unload()
+
+    def decode(self, latents: Tensor) -> Tensor:
+        if latents.dim() != 5:
+            raise ConfigError(f"VAE latents must be [B, z, T, h, w], got {tuple(latents.shape)}")
+        videos = []
+        for b in range(latents.shape[0]):
+            z = latents[b : b + 1]
+            video, *slots = self.first.run({"latents": z[:, :, :1]})
+            frames = [video]
+            for i in range(1, z.shape[2]):
+                video, *slots = self.step.run({"latents": z[:, :, i : i + 1]} | _cache_feeds(slots))
+                frames.append(video)
+            videos.append(torch.cat(frames, dim=2))
+        return torch.cat(videos).float()
+
+
+class OrtVaeEncoder:
+    """The causal encoder: frame 0 through 'first', then 4 frames per 'step' with the cache."""
+
+    def __init__(self, first: OrtGraph, step: OrtGraph, temporal_factor: int) -> None:
+        self._g = _Graphs(first, step)
+        self.first, self.step = first, step
+        self.tf = temporal_factor
+
+    def load(self, device: torch.device) -> None:
+        self._g.load(device)
+
+    def unload(self) -> None:
+        self._g.unload()
+
+    def encode(self, video: Tensor) -> Tensor:
+        if video.dim() != 5 or (video.shape[2] - 1) % self.tf:
+            raise ConfigError(f"VAE input must be [B, 3, {self.tf}n+1, H, W], got "
+                              f"{tuple(video.shape)}")
+        out = []
+        for b in range(video.shape[0]):
+            v = video[b : b + 1]
+            lat, *slots = self.first.run({"video": v[:, :, :1]})
+            parts = [lat]
+            for i in range(1, v.shape[2], self.tf):
+                lat, *slots = self.step.run({"video": v[:, :, i : i + self.tf]} | _cache_feeds(slots))
+                parts.append(lat)
+            out.append(torch.cat(parts, dim=2))
+        return torch.cat(out).float()
+
+
+class OrtImageEncoder:
+    def __init__(self, graph: OrtGraph) -> None:
+        self.graph = graph
+
+    def load(self, device: torch.device) -> None:
+        self.graph.load(device)
+
+    def unload(self) -> None:
+        self.graph.unload()
+
+    def encode(self, images: Tensor) -> Tensor:
+        (features,) = self.graph.run({"images": images})
+        return features.float()
+
+
+# ----------------------------------------------------------------------------- composition
+
+
+def _tokenizer(folder: Path, manifest: cache.Manifest) -> Tokenizer:
+    from wan_desktop.text import Tokenizer
+
+    if manifest.tokenizer == "bytes":
+        return Tokenizer.for_random_weights(manifest.variant.t5.vocab_size)
+    if not manifest.tokenizer:
+        raise EngineError(f"engine folder {folder}: no tokenizer recorded",
+                          remedy=f"Export the text encoder again: {manifest.rebuild}")
+    return Tokenizer.from_folder(folder / manifest.tokenizer)
+
+
+def build_ort_components(
+    variant: Variant | None,
+    engines_dir: str | Path,
+    *,
+    device: torch.device | str = "cpu",
+    warn: Callable[[str], None] | None = None,
+    files: ModelFiles | None = None,
+    loras: Sequence[dict[str, Any]] | None = None,
+    threads: int | None = None,
+) -> Components:
+    """Components from the ONNX graphs of an engine folder, loaded onto ``device``.
+
+    ``variant``: the detected model's (None: the manifest's); a different architecture is refused.
+    ``files``: the checkpoint the user named, checked against the one the graphs came from.
+    ``loras``: the LoRAs the run asks for (lora_records); None skips the check.
+    """
+    from wan_desktop.contracts import Components
+
+    folder = Path(engines_dir).expanduser()
+    manifest = cache.read_manifest(folder)
+    v = manifest.variant
+    if variant is not None and (variant.dit != v.dit or variant.vae.z_dim != v.vae.z_dim):
+        raise EngineError(f"the engines in {folder} are for {v.name}, the model is {variant.name} "
+                          "(another architecture)", remedy=f"Export engines for this model: "
+                          f"wan-desktop export --model ... --out DIR")
+    version = runtime_version()
+    model_files = None
+    if files is not None:
+        paths = [p for c in (*files.experts, files.vae, files.text_encoder, files.image_encoder)
+                 if c is not None for p in c.files]
+        model_files = cache.model_file_records(paths, hash_files=False)
+    checks: dict[str, Any] = {"runtime_version": version}
+
+    def graph(component: str, expert: int | None = None) -> OrtGraph:
+        entry = cache.require_entry(folder, manifest, component, expert=expert, runtime=RUNTIME,
+                                    **checks)
+        return OrtGraph(folder / entry.file, specs.spec_from_dict(entry.spec), threads=threads)
+
+    # the model/LoRA checks once, on the DiT (the files the graphs came from)
+    dit_checks = {"model_files": model_files, "loras": loras}
+    denoisers = []
+    for i in range(v.experts):
+        entry = cache.require_entry(folder, manifest, specs.DIT, expert=i, runtime=RUNTIME,
+                                    **checks, **dit_checks)
+        denoisers.append(OrtDenoiser(OrtGraph(folder / entry.file,
+                                              specs.spec_from_dict(entry.spec), threads=threads), v))
+    text = OrtTextEncoder(graph(specs.T5), _tokenizer(folder, manifest), warn)
+    decoder = OrtVaeDecoder(graph(specs.VAE_DECODER_FIRST), graph(specs.VAE_DECODER_STEP))
+    encoder = None
+    if manifest.entry(specs.VAE_ENCODER_FIRST, runtime=RUNTIME) is not None:
+        encoder = OrtVaeEncoder(graph(specs.VAE_ENCODER_FIRST), graph(specs.VAE_ENCODER_STEP),
+                                v.vae.temporal_factor)
+    image = None
+    if v.dit.has_image_embedding:
+        image = OrtImageEncoder(graph(specs.CLIP))
+    dev = torch.device(device)
+    for c in (text, *denoisers, decoder, *([encoder] if encoder else []),
+              *([image] if image else [])):
+        c.load(dev)
+    info: dict[str, object] = {"backend": RUNTIME, "engines": str(folder), "variant": v.name,
+                               "onnxruntime": version,
+                               "precision": ",".join(sorted({e.precision for e in manifest.entries
+                                                             if e.runtime == RUNTIME})),
+                               "random_weights": bool(manifest.model.get("random_weights"))}
+    return Components(variant=v, text_encoder=text, denoisers=tuple(denoisers), vae_decoder=decoder,
+                      vae_encoder=encoder, image_encoder=image, boundary=manifest.boundary,
+                      info=info)
