@@ -104,15 +104,10 @@ def _build_engine_components(options: RunOptions, variant: Variant, files: Model
     """Components from an engine folder (wan-desktop export); the backends are imported lazily."""
     if not options.engines:
         raise ConfigError(f"--backend {options.backend} needs --engines DIR")
-    from pathlib import Path
+    from wan_desktop.lora import lora_manifest
 
-    from wan_desktop.lora import file_sha256
-
-    # the engines' merged LoRAs must be exactly the run's (by sha256 prefix, strength, expert:
-    # the fields lora.lora_records writes into the manifest)
-    loras = [{"file": Path(s.path).name, "sha256": file_sha256(Path(s.path).expanduser())[:12],
-              "strength": float(s.strength), "expert": s.expert}
-             for s in lora_specs(options)]  # type: ignore[attr-defined]
+    # the engines' merged LoRAs must be exactly the run's (sha256 prefix, strength, expert)
+    loras = lora_manifest(lora_specs(options))  # type: ignore[arg-type]
     if options.backend == "onnxruntime":
         from .onnxruntime_backend import build_ort_components
 

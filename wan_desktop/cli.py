@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_models_parser(sub)
     add_bench_parser(sub)
+    _add_export_parser(sub)
 
     i = sub.add_parser("inspect", help="print what a model folder/file contains, as JSON")
     i.add_argument("path", type=Path)
@@ -153,6 +154,92 @@ def _clock(seconds: float) -> str:
     return f"{h}:{m:02d}:{sec:02d}" if h else f"{m:02d}:{sec:02d}"
 
 
+def _add_export_parser(sub: Any) -> None:
+    e = sub.add_parser("export", help="export ONNX graphs / build engines for a model")
+    e.add_argument("--model", type=Path, help="model folder (official/diffusers) or ComfyUI file")
+    e.add_argument("--out", type=Path, required=True, help="engine folder to create")
+    e.add_argument("--components", help="comma-separated: t5,dit,vae,clip (vae_decoder, "
+                   "vae_encoder); default: all the model needs")
+    e.add_argument("--precision", choices=["fp32", "bf16", "fp16", "fp8", "int8"], default="fp32")
+    e.add_argument("--profile", choices=["480p", "720p"],
+                   help="video sizes the engines are built for (shape profiles)")
+    e.add_argument("--engine", choices=["onnx", "tensorrt"], default="onnx")
+    e.add_argument("--vae", type=Path, help="VAE file (ComfyUI single-file models)")
+    e.add_argument("--text-encoder", type=Path, help="umT5 file (ComfyUI single-file models)")
+    e.add_argument("--tokenizer", type=Path, help="tokenizer folder")
+    e.add_argument("--lora", action="append", default=[], metavar="FILE[:STRENGTH]",
+                   help="merge a LoRA into the (high-noise) DiT; repeatable")
+    e.add_argument("--lora-low", action="append", default=[], metavar="FILE[:STRENGTH]",
+                   help="merge a LoRA into Wan2.2's low-noise expert")
+    e.add_argument("--random-weights", metavar="VARIANT",
+                   help="full-size model with random weights (sizes and export times)")
+    e.add_argument("--force", action="store_true", help="replace --out if it exists")
+    e.add_argument("--no-progress", action="store_true")
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export.job import ExportJob, run_export
+    from .lora import LoraSpec
+
+    if (args.model is None) == (args.random_weights is None):
+        raise ConfigError("give either --model PATH or --random-weights VARIANT")
+    comps = tuple(c.strip() for c in args.components.split(",") if c.strip()) \
+        if args.components else ()
+    if args.components is not None and not comps:
+        raise ConfigError("--components is empty; give e.g. t5,dit,vae")
+    loras = [LoraSpec.parse(t) for t in args.lora] + \
+        [LoraSpec.parse(t, expert="low") for t in args.lora_low]
+    for spec in loras:
+        if not Path(spec.path).expanduser().is_file():
+            raise ConfigError(f"LoRA file not found: {spec.path}")
+    presets: tuple[str, ...] = ()
+    variant = None
+    if args.profile:
+        from .variants import get_variant
+
+        if args.random_weights:
+            variant = get_variant(args.random_weights)
+        else:
+            from .checkpoints.detect import detect_model
+
+            variant = detect_model(args.model, vae=args.vae, text_encoder=args.text_encoder,
+                                   tokenizer=args.tokenizer).variant
+        from .specs import profile_presets
+
+        presets = profile_presets(variant, args.profile)
+
+    def opt(p: Path | None) -> str | None:
+        return None if p is None else str(p)
+
+    job = ExportJob(out=str(args.out), model=opt(args.model), random_weights=args.random_weights,
+                    components=comps, precision=args.precision, presets=presets,
+                    engine=args.engine, vae=opt(args.vae), text_encoder=opt(args.text_encoder),
+                    tokenizer=opt(args.tokenizer), overwrite=args.force, profile=args.profile,
+                    loras=tuple((s.path, s.strength, s.expert) for s in loras))
+    show = (not args.no_progress and sys.stderr.isatty()) or os.environ.get("WAN_PROGRESS") == "1"
+    state = {"open": False}
+
+    def progress(stage: str, fraction: float) -> None:
+        if show:
+            sys.stderr.write(f"\rexport {stage} {100 * fraction:3.0f}%\033[K")
+            sys.stderr.flush()
+            state["open"] = True
+
+    def note(message: str) -> None:
+        log.info("%s", message)
+
+    cancel, restore = _install_sigint()
+    try:
+        out = run_export(job, progress=progress, log=note, cancel=cancel)
+    finally:
+        if state["open"]:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+        restore()
+    print(out)
+    return 0
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from .checkpoints.inspect import inspect_model
 
@@ -169,8 +256,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from .pipeline import GenerationRequest, RunOptions, check_images, generate_to_file
     from .video import check_output_path
 
-    if args.model is None and args.random_weights is None:
-        raise ConfigError("give --model PATH (or --random-weights VARIANT)")
+    if args.model is None and args.random_weights is None and (
+            args.backend == "torch" or args.engines is None):
+        raise ConfigError("give --model PATH (or --random-weights VARIANT, or --backend "
+                          "onnxruntime --engines DIR)")
     if args.backend != "torch" and args.engines is None:
         raise ConfigError(f"--backend {args.backend} needs --engines DIR")
     check_output_path(args.out)
@@ -364,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_inspect(args)
         if args.command == "generate":
             return _cmd_generate(args)
+        if args.command == "export":
+            return _cmd_export(args)
         if args.command == "bench":
             from .engines.bench import run as run_bench
 
