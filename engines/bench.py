@@ -59,6 +59,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     b.add_argument("--swap-blocks", type=int, default=0, help="DiT blocks streamed from CPU memory")
     b.add_argument("--vram-budget", type=float, metavar="GB",
                    help="cap this process's GPU memory (emulates a smaller card)")
+    b.add_argument("--plan", action="store_true",
+                   help="only the whole generation under the memory plan for --vram-budget GB "
+                        "(the budget caps this process's GPU memory; OOM moves to the next plan)")
+    b.add_argument("--vae-only", action="store_true",
+                   help="only the VAE decode, untiled and tiled (time, peak memory, PSNR)")
+    b.add_argument("--vae-tile", type=_size, metavar="WxH",
+                   help="latent tile of the tiled decode (default: the planner's for --vae-budget)")
+    b.add_argument("--vae-budget", type=float, metavar="GB",
+                   help="GPU memory the tiled decode may use (default 1.5, Wan2.2 VAE 3)")
     b.add_argument("--no-diffusers", action="store_true", help="skip diffusers' components")
     b.add_argument("--no-e2e", action="store_true", help="skip the whole-generation runs")
     b.add_argument("--sweep", action="store_true",
@@ -267,7 +276,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     request = request.resolve(variant)
     steps = request.steps
     cfg = request.guidance != 1.0 or (variant.experts == 2 and request.guidance_low != 1.0)
-    if args.vram_budget and device.type == "cuda":
+    if args.vram_budget and device.type == "cuda" and not getattr(args, "plan", False):
         total = torch.cuda.get_device_properties(device).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.vram_budget * GB / total), device)
 
@@ -293,6 +302,12 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     inputs = _dit_inputs(variant, request, device)
     if args.sweep:
         result["sweep"] = _sweep(variant, device, dtype, clock, inputs, args)
+        return result
+    if getattr(args, "vae_only", False):
+        result["vae_tiling"] = _vae_only(variant, device, dtype, clock, inputs, args)
+        return result
+    if getattr(args, "plan", False):
+        result["planned"] = _planned(variant, device, dtype, request, args)
         return result
     result["ours"] = _ours(variant, device, dtype, clock, inputs, request, args)
     _free(device)
@@ -392,6 +407,8 @@ def _ours(variant, device, dtype, clock: _Clock, inputs, request, args) -> dict[
     with mem.phase("vae"):
         out["vae_decode_s"], video = clock.median(lambda: comps.vae_decoder.decode(inputs["latents"]))
     del video
+    out["vae_tiling"] = _vae_figures(comps.vae_decoder, inputs["latents"], variant, clock, device,
+                                     args)
 
     out["e2e_s"] = None
     out["step_cache_stats"] = None
@@ -422,6 +439,150 @@ def _ours(variant, device, dtype, clock: _Clock, inputs, request, args) -> dict[
             }
     out.update(mem.summary())
     return out
+
+
+def _bench_tiling(variant, latents, args):
+    """The tiled decode's tiles: ``--vae-tile``, else the planner's largest tile whose predicted
+    peak (weights + one tile's working set) fits ``--vae-budget``; small frames: halves."""
+    from wan_desktop import memory as M
+
+    from .vae_tiling import Tiling
+
+    _, _, _, h, w = latents.shape
+    s = variant.vae.spatial_factor
+    if getattr(args, "vae_tile", None):
+        tw, th = args.vae_tile
+        return Tiling(tile=(min(th, h), min(tw, w)), overlap=max(1, min(64 // s, min(th, tw) // 4)))
+    budget = getattr(args, "vae_budget", None) or (3.0 if variant.vae.version == "2.2" else 1.5)
+    weights = M.vae_params(variant.vae) * 2
+    for opt in M.vae_tile_options(variant, w * s, h * s)[1:]:
+        th, tw = opt.tile
+        if (weights + M.vae_decode_bytes(variant.vae, th * s * tw * s)) / M.GIB <= budget:
+            return Tiling(tile=opt.tile, overlap=opt.overlap)
+    ov = 1
+    return Tiling(tile=(max(3, h // 2 + ov), max(3, w // 2 + ov)), overlap=ov)
+
+
+def _vae_figures(vae, latents, variant, clock: _Clock, device, args) -> dict[str, Any]:
+    """Untiled and tiled decode of the same latents: time, peak GPU memory over what was held
+    before (plus the VAE weights: the decode's own footprint), PSNR of tiled vs untiled."""
+    import torch
+
+    from wan_desktop import memory as M
+
+    from .vae_tiling import psnr_db
+
+    tiling = _bench_tiling(variant, latents, args)
+    cuda = device.type == "cuda"
+    weights_gb = M.vae_params(variant.vae) * next(vae.model.parameters()).element_size() / GB
+    out: dict[str, Any] = {"tile": list(tiling.tile), "overlap": tiling.overlap,
+                           "vae_weights_gb": round(weights_gb, 3)}
+    videos = {}
+    for name, tiles in (("untiled", None), ("tiled", tiling)):
+        _free(device)
+        before = torch.cuda.memory_allocated(device) if cuda else 0
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        t, videos[name] = clock.median(lambda tiles=tiles: vae.decode(latents, tiles=tiles))
+        out[f"{name}_s"] = t
+        out[f"{name}_peak_gb"] = ((torch.cuda.max_memory_allocated(device) - before) / GB
+                                  + weights_gb) if cuda else None
+    h, w = latents.shape[-2:]
+    s = variant.vae.spatial_factor
+    th, tw = tiling.tile
+    out["predicted_untiled_gib"] = (M.vae_params(variant.vae) * 2
+                                    + M.vae_decode_bytes(variant.vae, h * s * w * s)) / M.GIB
+    out["predicted_tiled_gib"] = (M.vae_params(variant.vae) * 2
+                                  + M.vae_decode_bytes(variant.vae, th * s * tw * s)) / M.GIB
+    out["psnr_db_tiled_vs_untiled"] = psnr_db(videos["tiled"], videos["untiled"])
+    out["max_abs_tiled_vs_untiled"] = float((videos["tiled"] - videos["untiled"]).abs().max())
+    return out
+
+
+def _vae_only(variant, device, dtype, clock: _Clock, inputs, args) -> dict[str, Any]:
+    """Only the VAE (fast to build): the decode figures of ``_vae_figures``."""
+    from wan_desktop.checkpoints.materialize import weights_on_meta
+
+    from .torch_backend import TorchVae, _vae_class, randomize
+
+    import torch
+
+    with weights_on_meta():
+        model = _vae_class(variant)(variant.vae)
+    vae_dtype = dtype if device.type == "cuda" else torch.float32
+    vae = TorchVae(randomize(model, dtype=vae_dtype, device=device, seed=11))
+    vae.load(device)
+    return _vae_figures(vae, inputs["latents"], variant, clock, device, args)
+
+
+def _planned(variant, device, dtype, request, args) -> dict[str, Any]:
+    """The whole generation under the memory plan for ``--vram-budget`` (default: free memory):
+    components built on the device (fast random weights), moved to the CPU, the process capped
+    at the budget, then placed by the plan; a CUDA OOM moves to the next plan."""
+    import torch
+
+    from wan_desktop import memory as M
+
+    from .residency import apply_plan, release, request_for, run_with_fallback
+
+    t0 = time.perf_counter()
+    comps = _build_ours(variant, device, dtype)
+    build_s = time.perf_counter() - t0
+    for c in (comps.text_encoder, *comps.denoisers, comps.vae_decoder):
+        c.unload()
+    _free(device)
+    cuda = device.type == "cuda"
+    budget = args.vram_budget
+    if budget is None:
+        budget = M.auto_budget_gib(M.free_vram_gib(device)) if cuda else 24.0
+    work = M.workload_for(variant, request.width, request.height, request.frames,
+                          task=request.task, precision=args.precision,
+                          guidance=request.guidance != 1.0)
+    plans = M.plan_ladder(work, budget, ram_gib=M.system_ram_gib())
+    if cuda and args.vram_budget:
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, budget * GB / total), device)
+    warnings: list[str] = []
+    attempts: list[dict[str, Any]] = []
+
+    def attempt(plan):
+        from wan_desktop.pipeline import generate
+
+        if args.precision in ("fp8", "int8"):
+            from .torch_ops import quantize_linears
+
+            for d in comps.denoisers:
+                if not getattr(d.model, "_bench_quantized", False):
+                    quantize_linears(d.model, args.precision)
+                    d.model._bench_quantized = True
+        planned_comps = apply_plan(comps, plan, device)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        row: dict[str, Any] = {"plan": plan.name, "predicted_peak_gib": plan.predicted.peak_gib}
+        attempts.append(row)
+        t = time.perf_counter()
+        try:
+            video = generate(planned_comps, request_for(request, plan), device=device,
+                             preview_every=0)
+        finally:
+            row["seconds"] = time.perf_counter() - t
+            if cuda:
+                row["peak_allocated_gb"] = torch.cuda.max_memory_allocated(device) / GB
+                row["peak_reserved_gb"] = torch.cuda.max_memory_reserved(device) / GB
+            release(planned_comps)
+        return video
+
+    _video, used = run_with_fallback(plans, attempt, warn=warnings.append)
+    if cuda:
+        torch.cuda.set_per_process_memory_fraction(1.0, device)
+    return {"budget_gb": budget, "build_s": build_s, "plan": used.to_dict(),
+            "plan_text": used.describe(), "attempts": attempts, "warnings": warnings,
+            "e2e_s": attempts[-1]["seconds"],
+            "peak_allocated_gb": attempts[-1].get("peak_allocated_gb"),
+            "predicted_peak_gib": used.predicted.peak_gib,
+            "predicted_phases_gib": {"encode": used.predicted.encode_gib,
+                                     "denoise": used.predicted.denoise_gib,
+                                     "decode": used.predicted.decode_gib}}
 
 
 def _psnr(a, b) -> float | None:
