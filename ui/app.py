@@ -12,6 +12,7 @@ import importlib.util
 import logging
 import os
 import sys
+from pathlib import Path
 
 log = logging.getLogger("wan_desktop.ui")
 
@@ -48,10 +49,15 @@ def setup_logging() -> None:
     from .paths import log_dir
 
     root = logging.getLogger("wan_desktop")
-    if any(getattr(h, "_wan_desktop_gui", False) for h in root.handlers):
-        return
-    handler = RotatingFileHandler(log_dir() / "wan-desktop.log", maxBytes=LOG_BYTES,
-                                  backupCount=LOG_BACKUPS, encoding="utf-8")
+    path = log_dir() / "wan-desktop.log"
+    for h in list(root.handlers):
+        if getattr(h, "_wan_desktop_gui", False):
+            if Path(h.baseFilename) == path:
+                return
+            root.removeHandler(h)  # the data dir changed (tests, a portable install moved)
+            h.close()
+    handler = RotatingFileHandler(path, maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS,
+                                  encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler._wan_desktop_gui = True  # type: ignore[attr-defined]
     root.addHandler(handler)

@@ -37,7 +37,9 @@ class Desktop(QObject):
         self.models_dialog: Any = None
         self._first_scan = True
         self._want_first_run = False
-        self.service.models_scanned.connect(self._after_first_scan)
+        # the window's own signal, on the GUI thread: the scan it started in its constructor cannot
+        # be delivered before this connection exists (the event loop has not run yet)
+        self.window.models_changed.connect(self._after_first_scan)
 
     def start(self, *, show: bool = True, first_run_dialog: bool = True) -> None:
         self._want_first_run = first_run_dialog
@@ -45,11 +47,11 @@ class Desktop(QObject):
             self.window.show()
         self.queue.pump()  # jobs recovered from the last session run again
 
-    def _after_first_scan(self, entries: Any) -> None:
+    def _after_first_scan(self) -> None:
         if not self._first_scan:
             return
         self._first_scan = False
-        if self._want_first_run and not any(e.ok for e in entries):
+        if self._want_first_run and not any(e.ok for e in self.window.models):
             log.info("no usable model found: opening the first-run model dialog")
             self.window.open_models_dialog()
             self.models_dialog = self.window.models_dialog

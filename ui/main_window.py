@@ -123,9 +123,11 @@ class MainWindow(QMainWindow):
 
         self.prompt_edit = QPlainTextEdit()
         self.prompt_edit.setPlaceholderText("Describe the video…")
-        self.prompt_edit.setFixedHeight(80)
+        self.prompt_edit.setMinimumHeight(90)
+        self.prompt_edit.setMaximumHeight(200)
         self.negative_edit = QPlainTextEdit()
-        self.negative_edit.setFixedHeight(56)
+        self.negative_edit.setMinimumHeight(56)
+        self.negative_edit.setMaximumHeight(110)
 
         self.preset_combo = QComboBox()
         self.width_spin = QSpinBox(minimum=16, maximum=4096, singleStep=16)
@@ -230,12 +232,18 @@ class MainWindow(QMainWindow):
 
         # --- queue and history (right)
         self.queue_list = QListWidget()
+        self.queue_list.setAlternatingRowColors(True)
+        self.queue_list.setSpacing(2)
         self.up_button = QToolButton(text="▲", toolTip="Move up")
         self.down_button = QToolButton(text="▼", toolTip="Move down")
         self.cancel_job_button = QPushButton("Cancel job")
         self.cancel_all_button = QPushButton("Cancel all")
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.setCheckable(True)
+        self.pause_button.setToolTip("Finish the running job, then wait (the queue is kept)")
         qbuttons = QHBoxLayout()
-        for b in (self.up_button, self.down_button, self.cancel_job_button, self.cancel_all_button):
+        for b in (self.up_button, self.down_button, self.pause_button, self.cancel_job_button,
+                  self.cancel_all_button):
             qbuttons.addWidget(b)
         queue_box = QGroupBox("Queue")
         qlay = QVBoxLayout(queue_box)
@@ -244,6 +252,8 @@ class MainWindow(QMainWindow):
         self.history_list = QListWidget()
         self.history_list.setIconSize(QSize(64, 36))
         self.history_list.setWordWrap(True)
+        self.history_list.setAlternatingRowColors(True)
+        self.history_list.setSpacing(2)
         self.reuse_button = QPushButton("Reuse settings")
         self.play_history_button = QPushButton("Play")
         hbuttons = QHBoxLayout()
@@ -332,6 +342,9 @@ class MainWindow(QMainWindow):
         self.down_button.clicked.connect(lambda: self._move_selected(1))
         self.cancel_job_button.clicked.connect(self._cancel_selected)
         self.cancel_all_button.clicked.connect(q.cancel_all)
+        self.pause_button.toggled.connect(q.set_paused)
+        self.pause_button.toggled.connect(
+            lambda on: self.pause_button.setText("Resume" if on else "Pause"))
         self.reuse_button.clicked.connect(self.reuse_selected)
         self.play_history_button.clicked.connect(self.play_selected)
         self.history_list.itemDoubleClicked.connect(lambda _item: self.play_selected())

@@ -253,6 +253,12 @@ class QueueModel(QObject):
         if self.running:
             self.service.cancel(self.running)
 
+    def set_paused(self, paused: bool) -> None:
+        """A paused queue finishes the running job and starts no other until resumed."""
+        self.paused = paused
+        if not paused:
+            self.pump()
+
     def shutdown(self) -> None:
         """App closing: stop the running job; the queue file keeps what was not done."""
         self.paused = True

@@ -254,3 +254,68 @@ def test_form_widgets_and_model_bind_both_ways(make_desktop, tiny, qtbot, home):
     job = f.make_job(w.settings)
     assert job.options["vram_budget_gb"] == 12.0 and job.options["precision"] == "fp8"
     assert job.request["frames"] == 29 and job.request["sampler"] == "euler"
+
+
+def test_out_of_gpu_memory_is_a_readable_error_and_the_app_recovers(
+        make_desktop, tiny, qtbot, home, monkeypatch):
+    import torch
+
+    import wan_desktop.pipeline as pipeline
+    from wan_desktop.errors import OutOfVram
+
+    real = pipeline.generate_to_file
+
+    def oom(*args, **kwargs):  # a CPU machine cannot run out of VRAM: raise what CUDA raises
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    d = make_desktop([tiny.official])
+    w = d.window
+    monkeypatch.setattr(pipeline, "generate_to_file", oom)
+    fill_form(w, qtbot, "too big", seed=1)
+    with qtbot.waitSignal(d.queue.failed, timeout=60_000) as sig:
+        click(qtbot, w.generate_button)
+    err = sig.args[1]
+    assert err.title == "Out of GPU memory" and err.remedy == OutOfVram.remedy
+    assert "Tried to allocate 20.00 GiB" in err.message and w.error_box.isVisible()
+    log = (home / "logs" / "wan-desktop.log").read_text()
+    assert "out of GPU memory" in log  # the log folder has it too
+    monkeypatch.setattr(pipeline, "generate_to_file", real)
+    w.error_box.close()
+    with qtbot.waitSignal(d.queue.finished, timeout=60_000):
+        click(qtbot, w.generate_button)
+    assert [e.status for e in d.queue.history] == ["failed", "done"]
+
+
+def test_an_image_dropped_on_the_first_frame_zone_goes_into_the_form(
+        make_desktop, tiny, qtbot, home, tmp_path):
+    from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+    from PySide6.QtGui import QDropEvent, QImage
+
+    d = make_desktop([tiny.official])
+    w = d.window
+    img = tmp_path / "first.png"
+    q = QImage(32, 16, QImage.Format.Format_RGB888)
+    q.fill(Qt.GlobalColor.red)
+    assert q.save(str(img))
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(img))])
+    ev = QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                    Qt.KeyboardModifier.NoModifier)
+    w.first_frame.dropEvent(ev)
+    assert w.form.state.image == str(img) and w.first_frame.pixmap().height() == 64
+    # a T2V model takes no image: the job does not carry it
+    qtbot.keyClicks(w.prompt_edit, "a cat")
+    assert w.form.make_job(w.settings).request["image"] is None
+
+
+def test_a_paused_queue_keeps_its_jobs_until_resumed(make_desktop, tiny, qtbot, home):
+    d = make_desktop([tiny.official])
+    w = d.window
+    click(qtbot, w.pause_button)
+    assert w.pause_button.text() == "Resume"
+    fill_form(w, qtbot, "later", seed=8)
+    click(qtbot, w.generate_button)
+    assert d.queue.running is None and [j.state for j in d.queue.jobs] == ["queued"]
+    with qtbot.waitSignal(d.queue.finished, timeout=60_000):
+        click(qtbot, w.pause_button)
+    assert d.queue.history[-1].seed == 8 and w.pause_button.text() == "Pause"
