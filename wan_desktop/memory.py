@@ -338,7 +338,8 @@ def predict(w: Workload, text: TextPlan, dit: DiTPlan, vae: VaePlan, ram: RamPla
     experts_on_gpu = dit.experts_resident if v.experts == 2 else 1
     weights = resident * experts_on_gpu
     batch = 2 if (dit.batch_cfg and w.guidance) else 1
-    act = dit_activation_bytes(cfg, w.tokens, batch, per_token_t=cfg.model_type == "ti2v")
+    # per-token timesteps only when TI2V conditions on an image (its first frame is clean)
+    act = dit_activation_bytes(cfg, w.tokens, batch, per_token_t=w.task == "ti2v")
     z, t, h, wl = v.latent_shape(w.width, w.height, w.frames)
     latents = 8 * z * t * h * wl * 4  # x, velocities, sampler history (fp32)
     vae_w = vae_params(v.vae) * 2
