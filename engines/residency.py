@@ -374,9 +374,8 @@ def run_with_fallback(plans: Sequence[Plan], attempt: Callable[[Plan], T], *,
             del e
             _free_cuda(torch.device("cuda"))
             if i + 1 == len(plans):
-                raise OutOfVram(f"out of GPU memory even with the tightest plan ({plan.name}, "
-                                f"predicted peak {plan.predicted.peak_gib:.1f} GiB): "
-                                f"{first}") from None
+                raise OutOfVram(f"out of GPU memory: {first} (with the tightest plan, {plan.name}, "
+                                f"predicted peak {plan.predicted.peak_gib:.1f} GiB)") from None
             nxt = plans[i + 1]
             warn(f"out of GPU memory with plan {plan.name} (predicted peak "
                  f"{plan.predicted.peak_gib:.1f} GiB); retrying with plan {nxt.name} "
