@@ -40,85 +40,130 @@ log = logging.getLogger(__name__)
 
 COMPONENTS = ("t5", "dit", "vae")
 PRESETS = ("480p", "720p")
-ENGINE_KINDS = {"onnx": "onnxruntime", "tensorrt": "tensorrt"}  # export kind -> backend name
+# manifest runtime -> GUI backend (RunOptions.backend)
+BACKEND_OF_RUNTIME = {"onnxruntime": "onnxruntime", "tensorrt_rtx": "tensorrt", "tensorrt": "tensorrt"}
+_RUNTIME_DISTRIBUTIONS = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
+                          "tensorrt_rtx": ("tensorrt_rtx_cu12", "tensorrt-rtx-cu12-bindings",
+                                           "tensorrt_rtx_cu13", "tensorrt-rtx"),
+                          "tensorrt": ("tensorrt", "tensorrt-cu12")}
 
 
 @dataclass(frozen=True)
 class EngineRow:
-    name: str
-    component: str
-    variant: str
-    precision: str
-    presets: str
-    kind: str  # "onnx" | "tensorrt"
-    ok: bool
-    reason: str
+    """One engine folder as the dialog lists it."""
+
     path: str
+    variant: str
+    components: str  # "t5, dit, vae_decoder_first, ..."
+    precision: str
+    presets: str  # profile names, "any size" for plain ONNX graphs
+    backends: tuple[str, ...]  # RunOptions backends the folder serves
+    ok: bool
+    reason: str  # why it does not fit this model / GPU / runtime ("" when ok)
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
 
 
-def _field(obj: Any, *names: str, default: Any = "") -> Any:
-    for n in names:
-        if isinstance(obj, dict) and n in obj:
-            return obj[n]
-        if hasattr(obj, n):
-            return getattr(obj, n)
-    return default
+def installed_runtime_version(runtime: str) -> str | None:
+    """The installed version of an engine runtime, from package metadata (nothing imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in _RUNTIME_DISTRIBUTIONS.get(runtime, (runtime,)):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return None
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_text(v) for v in value)
-    return str(getattr(value, "value", value))
+def gpu_compute_capability() -> str | None:
+    """"8.9" for GPU 0 from nvidia-smi (the GUI thread never initialises CUDA); None: no GPU."""
+    import shutil
+    import subprocess
 
-
-def list_engine_rows(root: Path, entry: ModelEntry | None = None) -> list[EngineRow]:
-    """The engines under ``root`` as table rows (empty when the cache module is not installed or
-    the folder does not exist); ``check`` answers whether each runs here."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return None
     try:
-        from wan_desktop.engines import cache
-    except ImportError:
-        return []
-    if not Path(root).is_dir():
-        return []
+        out = subprocess.run([exe, "--query-gpu=compute_cap", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=5, check=True).stdout
+        return out.splitlines()[0].strip() or None
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return None
+
+
+def _model_records(model_path: str) -> list[dict[str, Any]] | None:
+    """Name + size of the checkpoint files, as the engine manifest records them (no hashing)."""
+    from wan_desktop.engines.cache import model_file_records
+
+    from wan_desktop.checkpoints.detect import detect_model
+
+    try:
+        files = detect_model(model_path)
+    except WanError:
+        return None
+    paths = [p for c in (*files.experts, files.vae, files.text_encoder, files.image_encoder)
+             if c is not None for p in c.files]
+    return model_file_records(paths, hash_files=False)
+
+
+def list_engine_rows(root: Path, entry: ModelEntry | None = None, *,
+                     compute_capability: str | bool | None = True) -> list[EngineRow]:
+    """Every engine folder under ``root`` with the cache's verdict for ``entry`` on this machine.
+
+    ``compute_capability`` True: ask nvidia-smi. The cache's ``check_entry`` gives the reason a
+    folder must be refused (file missing or changed, other model files, GPU, runtime version)."""
+    from wan_desktop.engines import cache
+
+    cc = gpu_compute_capability() if compute_capability is True else compute_capability or None
+    records = _model_records(entry.path) if entry is not None and entry.ok else None
     rows = []
-    for e in cache.list_engines(Path(root)):
-        manifest = _field(e, "manifest", default=e)
-        ok, reason = _check(e)
-        kind = _text(_field(manifest, "engine", "kind", "runtime", default="onnx"))
+    for folder in cache.list_engines(Path(root)):
+        m = folder.manifest
+        if m is None:
+            rows.append(EngineRow(str(folder.path), "?", "", "", "", (), False,
+                                  folder.error or "unreadable manifest"))
+            continue
+        runtimes = sorted({e.runtime for e in m.entries})
+        backends = tuple(sorted({BACKEND_OF_RUNTIME.get(r, r) for r in runtimes}))
+        profiles = sorted({str(p.get("name", "?")) for e in m.entries for p in e.profiles})
+        reason = ""
+        if entry is not None and entry.variant and m.variant.name != entry.variant:
+            reason = f"made for {m.variant.name}, the model is {entry.variant}"
+        for e in m.entries:
+            if reason:
+                break
+            if e.runtime != "onnxruntime" and cc is None:
+                reason = f"{e.component}: a {e.runtime} engine needs an NVIDIA GPU (none found)"
+                break
+            have = installed_runtime_version(e.runtime)
+            if have is None:
+                reason = f"{e.runtime} is not installed"
+                break
+            refusal = cache.check_entry(
+                folder.path, m, e, runtime_version=have, compute_capability=cc,
+                model_files=records if e.component == "dit" else None)
+            if refusal is not None:
+                reason = refusal.reason
         rows.append(EngineRow(
-            name=Path(str(_field(e, "path", "folder", default=""))).name or str(e),
-            component=_text(_field(manifest, "component", "components")),
-            variant=_text(_field(manifest, "variant")),
-            precision=_text(_field(manifest, "precision")),
-            presets=_text(_field(manifest, "presets", "profiles", "profile")),
-            kind="tensorrt" if "tensorrt" in kind or "trt" in kind else "onnx",
-            ok=bool(ok), reason=str(reason),
-            path=str(_field(e, "path", "folder", default=""))))
-    if entry is not None and entry.variant:
-        rows = [r for r in rows if not r.variant or r.variant == entry.variant]
+            path=str(folder.path), variant=m.variant.name,
+            components=", ".join(dict.fromkeys(e.component for e in m.entries)),
+            precision=", ".join(sorted({e.precision for e in m.entries})),
+            presets=", ".join(profiles) or "any size", backends=backends, ok=not reason,
+            reason=reason))
     return rows
 
 
-def _check(e: Any) -> tuple[bool, str]:
-    check = getattr(e, "check", None)
-    if not callable(check):
-        return True, ""
-    try:
-        result = check()
-    except TypeError:  # a check that needs arguments we cannot supply here
-        return True, "not checked"
-    except WanError as err:
-        return False, err.message
-    if isinstance(result, tuple):
-        ok, reason = (*result, "")[:2]
-        return bool(ok), str(reason or "")
-    return bool(result), ""
-
-
-def usable_engine_backends(root: Path, entry: ModelEntry) -> list[str]:
-    """Backends (onnxruntime / tensorrt) with at least one engine that passes its check."""
-    kinds = {r.kind for r in list_engine_rows(root, entry) if r.ok}
-    return [ENGINE_KINDS[k] for k in ("onnx", "tensorrt") if k in kinds]
+def usable_engines(root: Path, entry: ModelEntry) -> dict[str, str]:
+    """backend -> the first engine folder that fits ``entry`` here, for each engine backend."""
+    out: dict[str, str] = {}
+    for row in list_engine_rows(root, entry):
+        if row.ok:
+            for b in row.backends:
+                out.setdefault(b, row.path)
+    return out
 
 
 class ExportWorker(QObject):
@@ -164,7 +209,7 @@ def export_available() -> bool:
 
 
 class EnginesDialog(QDialog):
-    COLUMNS = ("Engine", "Component", "Precision", "Presets", "Kind", "Fits this GPU")
+    COLUMNS = ("Engine folder", "Components", "Precision", "Presets", "Backend", "Fits here")
 
     def __init__(self, settings: AppSettings, entry: ModelEntry | None, parent: Any = None) -> None:
         super().__init__(parent)
@@ -245,41 +290,52 @@ class EnginesDialog(QDialog):
     def refresh(self) -> None:
         try:
             self.rows = list_engine_rows(self.settings.engines, self.entry)
-        except Exception as e:  # a damaged manifest: say so, keep the dialog usable
+        except Exception as e:  # a damaged engine folder: say so, keep the dialog usable
             log.exception("listing engines failed")
             self.rows = []
             self.stage.setText(f"Cannot list engines: {e}")
         self.table.setRowCount(len(self.rows))
         for i, r in enumerate(self.rows):
             fits = "yes" if r.ok else f"no — {r.reason}"
-            for c, text in enumerate((r.name, r.component, r.precision, r.presets, r.kind, fits)):
+            cells = (r.name, r.components, r.precision, r.presets, ", ".join(r.backends), fits)
+            for c, text in enumerate(cells):
                 item = QTableWidgetItem(text)
-                if c == 5:
-                    item.setToolTip(r.reason)
+                item.setToolTip(r.path if c == 0 else r.reason if c == 5 else text)
                 self.table.setItem(i, c, item)
 
     def make_job(self) -> Any:
         from wan_desktop.export.job import ExportJob
 
-        from wan_desktop.variants import Precision
+        from wan_desktop.specs import profile_presets
+        from wan_desktop.variants import VARIANTS
 
         assert self.entry is not None
         kind = self.kind_combo.currentData()
         comps = tuple(c for c, b in self.component_boxes.items() if b.isChecked())
-        presets = tuple(p for p, b in self.preset_boxes.items() if b.isChecked())
-        out = self.settings.engines / f"{Path(self.entry.path).name}-{kind}"
-        return ExportJob(model=Path(self.entry.path), out=out, components=comps,
-                         precision=Precision.parse(self.precision_combo.currentText()),
-                         presets=presets, engine=kind)
+        if not comps:
+            raise ValueError("choose at least one component")
+        variant = VARIANTS[self.entry.variant]
+        presets = tuple(p for name, b in self.preset_boxes.items() if b.isChecked()
+                        for p in profile_presets(variant, name))
+        precision = self.precision_combo.currentText()
+        out = self.settings.engines / f"{Path(self.entry.path).name}-{kind}-{precision}"
+        return ExportJob(out=str(out), model=self.entry.path, components=comps,
+                         precision=precision, presets=presets, engine=kind,
+                         profile=next((n for n, b in self.preset_boxes.items() if b.isChecked()),
+                                      None))
 
     def build(self) -> None:
         if self.worker is not None:
             return
         try:
             job = self.make_job()
-        except (WanError, TypeError, ValueError) as e:
+        except WanError as e:
+            self.stage.setText(f"Cannot build: {e.one_line()}")
+            return
+        except ValueError as e:
             self.stage.setText(f"Cannot build: {e}")
             return
+        self.settings.engines.mkdir(parents=True, exist_ok=True)
         self.log_view.clear()
         self.thread = QThread(self)
         self.worker = ExportWorker()

@@ -84,6 +84,7 @@ class MainWindow(QMainWindow):
         self.form.update(backend=settings.backend, precision=settings.precision,
                          vram_plan=settings.vram_plan)
         self.models: tuple[ModelEntry, ...] = ()
+        self.engine_folders: dict[str, str] = {}  # backend -> engine folder for this model
         self.last_result: JobResult | None = None
         self.last_error: UserError | None = None
         self.error_box: QMessageBox | None = None
@@ -327,8 +328,7 @@ class MainWindow(QMainWindow):
         self.random_seed.toggled.connect(lambda on: f.update(random_seed=on))
         self.dice_button.clicked.connect(
             lambda: f.update(seed=secrets.randbelow(2**31), random_seed=False))
-        self.backend_combo.currentIndexChanged.connect(
-            lambda _i: f.update(backend=self.backend_combo.currentData() or "torch"))
+        self.backend_combo.currentIndexChanged.connect(self._backend_picked)
         self.precision_combo.currentIndexChanged.connect(
             lambda _i: f.update(precision=self.precision_combo.currentData()))
         self.vram_combo.currentIndexChanged.connect(
@@ -430,7 +430,7 @@ class MainWindow(QMainWindow):
 
     def _fill_backends(self, s: FormState) -> None:
         """PyTorch always; an engine backend only when engines exist for this model and GPU."""
-        available = ["torch", *engine_backends(self.settings, self.form.entry)]
+        available = ["torch", *self.engine_folders]
         if s.backend not in available:
             available.append(s.backend)  # keep what a reused job asked for visible
         self.backend_combo.clear()
@@ -438,6 +438,20 @@ class MainWindow(QMainWindow):
             if b in available:
                 self.backend_combo.addItem(BACKEND_LABELS[b], b)
         self._set_combo_data(self.backend_combo, s.backend)
+
+    def _backend_picked(self, _index: int) -> None:
+        backend = self.backend_combo.currentData() or "torch"
+        self.form.update(backend=backend, engines=self.engine_folders.get(backend, ""))
+
+    def refresh_engines(self) -> None:
+        """Look for engines that fit the selected model (after a model change or a build)."""
+        self.engine_folders = usable_engine_folders(self.settings, self.form.entry)
+        s = self.form.state
+        if s.backend != "torch" and s.backend not in self.engine_folders:
+            self.form.update(backend="torch", engines="")
+        elif s.backend != "torch":
+            self.form.update(engines=self.engine_folders[s.backend])
+        self._render(self.form.state)
 
     def _preset_picked(self, index: int) -> None:
         data = self.preset_combo.itemData(index)
@@ -511,6 +525,7 @@ class MainWindow(QMainWindow):
         if self.form.entry is not None and self.form.entry.path == entry.path:
             return
         self.form.set_model(entry)
+        self.refresh_engines()
         from dataclasses import replace
 
         self.settings = replace(self.settings, last_model=entry.path)
@@ -712,7 +727,7 @@ class MainWindow(QMainWindow):
         from .engines_dialog import EnginesDialog
 
         self.engines_dialog = EnginesDialog(self.settings, self.form.entry, parent=self)
-        self.engines_dialog.finished.connect(lambda _r: self._render(self.form.state))
+        self.engines_dialog.finished.connect(lambda _r: self.refresh_engines())
         self.engines_dialog.open()
 
     def open_models_dialog(self) -> None:
@@ -744,14 +759,15 @@ def scan_folders(settings: AppSettings) -> tuple[str, ...]:
     return tuple(folders)
 
 
-def engine_backends(settings: AppSettings, entry: ModelEntry | None) -> list[str]:
-    """The engine backends with a usable engine for ``entry`` on this GPU (none on error)."""
+def usable_engine_folders(settings: AppSettings, entry: ModelEntry | None) -> dict[str, str]:
+    """backend -> engine folder that fits ``entry`` on this machine (empty on any trouble: a broken
+    engine folder must never break the window)."""
     if entry is None or not entry.ok:
-        return []
+        return {}
     try:
-        from .engines_dialog import usable_engine_backends
+        from .engines_dialog import usable_engines
 
-        return usable_engine_backends(settings.engines, entry)
-    except Exception:  # a broken engine folder must never break the window
+        return usable_engines(settings.engines, entry)
+    except Exception:
         log.exception("listing engines failed")
-        return []
+        return {}

@@ -79,6 +79,7 @@ class FormState:
     seed: int = 0
     random_seed: bool = True
     backend: str = "torch"
+    engines: str = ""  # the engine folder of an onnxruntime/tensorrt backend
     precision: str = "bf16"
     vram_plan: str = "auto"
 
@@ -129,7 +130,7 @@ class FormModel(QObject):
             else s.guidance,
             shift=request.get("shift") or s.shift, sampler=request.get("sampler") or s.sampler,
             seed=int(request.get("seed", 0)), random_seed=False,
-            backend=options.get("backend") or s.backend,
+            backend=options.get("backend") or s.backend, engines=options.get("engines") or "",
             precision=options.get("precision") or s.precision,
             vram_plan=_plan_name(options.get("vram_budget_gb")),
         )
@@ -156,7 +157,7 @@ class FormModel(QObject):
             shift=s.shift, sampler=s.sampler, seed=seed)
         options = RunOptions(
             model=s.model, device=settings.device, dtype=settings.dtype, backend=s.backend,
-            engines=str(settings.engines) if s.backend != "torch" else None,
+            engines=(s.engines or str(settings.engines)) if s.backend != "torch" else None,
             precision=s.precision,
             vram_budget_gb=None if s.vram_plan == "auto" else float(s.vram_plan))
         job_id = new_job_id()

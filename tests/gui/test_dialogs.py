@@ -94,3 +94,106 @@ def test_engines_dialog_lists_what_exists_and_never_breaks_the_window(make_deskt
     dlg.close()
     # no engine for this model: only PyTorch is offered
     assert [w.backend_combo.itemData(i) for i in range(w.backend_combo.count())] == ["torch"]
+
+
+def _engine_folder(root: Path, name: str, variant, records, *, runtime="onnxruntime",
+                   version=None, tamper=False, cc=()):
+    """An engine folder written with the cache's own manifest writer, over small stand-in files
+    (a real export takes ~30 s per graph on these CPUs; the listing reads only the manifest,
+    the files' presence and sizes)."""
+    from wan_desktop.engines.cache import EngineEntry, Manifest, sha256_file, write_manifest
+    from wan_desktop.ui.engines_dialog import installed_runtime_version
+
+    folder = root / name
+    folder.mkdir(parents=True)
+    entries = []
+    for comp in ("t5", "dit", "vae_decoder_first"):
+        f = folder / (f"{comp}.onnx" if runtime == "onnxruntime" else f"{comp}.engine")
+        f.write_bytes(bytes(range(256)) * 4)
+        entries.append(EngineEntry(
+            component=comp, file=f.name, runtime=runtime,
+            runtime_version=version or installed_runtime_version("onnxruntime") or "1.0",
+            precision="fp32", spec={}, sha256=sha256_file(f), size=f.stat().st_size,
+            compute_capabilities=cc, exact_runtime=runtime != "onnxruntime",
+            profiles=({"name": "832x480x81", "dims": {}},) if runtime != "onnxruntime" else ()))
+        if tamper and comp == "dit":
+            f.write_bytes(b"changed")
+    write_manifest(folder, Manifest(variant=variant, entries=tuple(entries),
+                                    model={"path": "x", "files": records},
+                                    rebuild=f"wan-desktop export --out {folder}"))
+    return folder
+
+
+def test_engines_are_listed_with_the_caches_verdict_and_offered_as_a_backend(
+        make_desktop, tiny, qtbot, home, tmp_path):
+    from dataclasses import replace
+
+    from wan_desktop.engines.cache import model_file_records
+    from wan_desktop.ui.settings import load_settings, save_settings
+
+    from wan_desktop.checkpoints.detect import detect_model
+
+    files = detect_model(tiny.official)
+    paths = [p for c in (*files.experts, files.vae, files.text_encoder) for p in c.files]
+    records = model_file_records(paths, hash_files=False)
+    root = tmp_path / "engines"
+    good = _engine_folder(root, "a-good", files.variant, records)
+    _engine_folder(root, "b-changed", files.variant, records, tamper=True)
+    _engine_folder(root, "c-other-model", files.variant, [{"name": "other.safetensors",
+                                                           "size": 1, "sha256": "0"}])
+    _engine_folder(root, "d-tensorrt", files.variant, records, runtime="tensorrt_rtx",
+                   version="1.7.1", cc=("8.9",))
+    (root / "e-broken").mkdir()
+    (root / "e-broken" / "manifest.json").write_text('{"format": "wan-desktop-engines", "entr')
+    save_settings(replace(load_settings(), engines_dir=str(root)))
+
+    d = make_desktop([tiny.official])
+    w = d.window
+    w.engines_action.trigger()
+    dlg = w.engines_dialog
+    verdict = {dlg.table.item(i, 0).text(): dlg.table.item(i, 5).text()
+               for i in range(dlg.table.rowCount())}
+    assert verdict["a-good"] == "yes"
+    assert "changed since it was made" in verdict["b-changed"]
+    assert "other model files" in verdict["c-other-model"]
+    assert "needs an NVIDIA GPU" in verdict["d-tensorrt"] or "not installed" in verdict["d-tensorrt"]
+    assert verdict["e-broken"].startswith("no — ")
+    assert dlg.table.item(0, 1).text() == "t5, dit, vae_decoder_first"
+    dlg.close()
+
+    # only the folder that fits is offered, and a job on it carries that folder
+    backends = [w.backend_combo.itemData(i) for i in range(w.backend_combo.count())]
+    assert backends == ["torch", "onnxruntime"]
+    w.backend_combo.setCurrentIndex(1)
+    assert w.form.state.backend == "onnxruntime" and w.form.state.engines == str(good)
+    qtbot.keyClicks(w.prompt_edit, "a cat")
+    job = w.form.make_job(w.settings)
+    assert job.options["backend"] == "onnxruntime" and job.options["engines"] == str(good)
+
+
+def test_an_engine_build_can_be_cancelled_and_leaves_nothing(make_desktop, tiny, qtbot, home,
+                                                              tmp_path):
+    from dataclasses import replace
+
+    from wan_desktop.ui.engines_dialog import export_available
+    from wan_desktop.ui.settings import load_settings, save_settings
+
+    if not export_available():
+        import pytest
+
+        pytest.skip("the export extra is not installed")
+    root = tmp_path / "engines"
+    save_settings(replace(load_settings(), engines_dir=str(root)))
+    d = make_desktop([tiny.official])
+    d.window.engines_action.trigger()
+    dlg = d.window.engines_dialog
+    assert dlg.build_button.isEnabled()
+    job = dlg.make_job()
+    assert job.model == str(tiny.official) and job.components == ("dit",)
+    assert job.presets == ("832x480x81", "480x832x81") and job.engine == "onnx"
+    click(qtbot, dlg.build_button)
+    click(qtbot, dlg.cancel_button)  # before the first graph: the export stops at its check
+    qtbot.waitUntil(lambda: dlg.worker is None, timeout=60_000)
+    assert dlg.stage.text() == "Cancelled."
+    assert sorted(p.name for p in root.iterdir()) == []  # no folder, no partial one
+    assert dlg.build_button.isEnabled() and dlg.table.rowCount() == 0
