@@ -86,6 +86,7 @@ def build_components(
         attention=options.attention, compile=options.compile, step_cache=options.step_cache,
         swap_blocks=options.swap_blocks or (plan.dit.swap_blocks if plan is not None else 0),
         loras=lora_specs(options), load=plan is None,
+        lazy_experts=plan is not None and plan.ram.experts_in_ram == 1,
     )
     return comps, device
 

@@ -142,10 +142,11 @@ class _Group:
     """The denoisers and the VAE of one run: who is on the GPU, as the plan allows."""
 
     def __init__(self, denoisers: Sequence[Any], device: torch.device, *, exclusive: bool,
-                 release_before_decode: bool) -> None:
+                 release_before_decode: bool, release_ram: bool = False) -> None:
         self.denoisers = list(denoisers)
         self.device = device
         self.exclusive = exclusive
+        self.release_ram = release_ram  # an unloaded expert leaves host RAM too (re-read later)
         self.release_before_decode = release_before_decode
         self.loaded: set[int] = set()
 
@@ -157,6 +158,12 @@ class _Group:
                 self.denoisers[j].unload()
                 self.loaded.discard(j)
             _free_cuda(self.device)
+        if self.release_ram and len(self.denoisers) > 1:
+            for j, den in enumerate(self.denoisers):
+                drop = getattr(den, "release_ram", None)
+                if j != i and j not in self.loaded and callable(drop):
+                    drop()
+            gc.collect()
         self.denoisers[i].load(self.device)
         self.loaded.add(i)
 
@@ -299,7 +306,8 @@ def apply_plan(raw: Components, plan: Plan, device: torch.device | str, *,
         _quantize_text_encoder(raw.text_encoder)
     text_dev = dev if plan.text.where == "gpu" else torch.device("cpu")
     group = _Group(raw.denoisers, dev, exclusive=plan.dit.experts_resident == 1,
-                   release_before_decode=plan.dit.release_before_decode)
+                   release_before_decode=plan.dit.release_before_decode,
+                   release_ram=plan.ram.experts_in_ram == 1)
     vae = PlannedVae(raw.vae_decoder, group, _tiling(plan))
     # a separate encoder (e.g. the decoder was swapped for a preview VAE) keeps its own wrapper
     encoder = None if raw.vae_encoder is None else (

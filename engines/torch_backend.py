@@ -91,7 +91,8 @@ class TorchDenoiser:
     """
 
     def __init__(self, model: nn.Module, *, swap_blocks: int = 0, compile: bool = False,
-                 compile_mode: str | None = None, step_cache: object = None) -> None:
+                 compile_mode: str | None = None, step_cache: object = None,
+                 rebuild: Callable[[], nn.Module] | None = None, released: bool = False) -> None:
         from .step_cache import StepCache, StepCacheConfig
 
         self._res = _Resident(model)
@@ -106,6 +107,34 @@ class TorchDenoiser:
         self._runners: list[Callable[..., Tensor]] | None = None
         self._device = torch.device("cpu")
         self.lora = None  # wan_desktop.lora.LoraMerge of the merged LoRAs, if any
+        # host-RAM release (memory plan: one Wan2.2 expert in RAM): ``rebuild`` makes the model
+        # again from its memory-mapped checkpoint; ``released``: only a meta-device shell is kept
+        self.rebuild = rebuild
+        self.released = released and rebuild is not None
+
+    def release_ram(self) -> bool:
+        """Unload, then drop the weights from host memory too; the next ``load`` rebuilds them.
+        Returns whether they are released (not possible without ``rebuild`` or with merged LoRAs,
+        whose merge the rebuild would lose)."""
+        if self.released:
+            return True
+        if self.rebuild is None or self.lora is not None:
+            return False
+        self.unload()
+        self._swap = None  # its pinned host buffers hold the streamed blocks
+        self._runners = None
+        self.model.to("meta")
+        self.released = True
+        return True
+
+    def _materialize(self) -> None:
+        if not self.released:
+            return
+        assert self.rebuild is not None
+        model = self.rebuild()
+        self.model = model
+        self._res = _Resident(model)
+        self.released = False
 
     def set_loras(self, loras: Sequence[tuple[object, float]]) -> None:
         """Merge ``(LoraFile, strength)`` pairs instead of the current ones (none: base weights).
@@ -138,6 +167,7 @@ class TorchDenoiser:
 
         device = torch.device(device)
         warm_capabilities(device)
+        self._materialize()
         if self.swap_blocks:
             from .block_swap import BlockSwap
 
@@ -309,9 +339,13 @@ def build_torch_components(
     swap_blocks: int = 0,
     loras: Sequence[object] = (),
     load: bool = True,
+    lazy_experts: bool = False,
 ) -> Components:
     """Every component of ``variant`` as torch modules, loaded onto ``device``
     (``load=False``: all left on the CPU, for a memory plan to place: engines/residency.py).
+    ``lazy_experts`` (Wan2.2, no LoRA): only the first expert is made now; the other is read from
+    its memory-mapped file (random weights: made again from their seed) at its first use, and
+    either can leave host RAM again (``TorchDenoiser.release_ram``): never both in RAM.
 
     ``files`` None: full-size random weights (benchmarks), marked as such in ``info``.
     The VAE runs in fp32 on the CPU and in bf16/fp16 on a GPU (as the field does for speed).
@@ -342,14 +376,21 @@ def build_torch_components(
             return randomize(m, dtype=dt, device=home, seed=seed)
 
         dit_ops = make_ops(precision, attention)
+        lazy_home = swap_blocks or lazy_experts
+
+        def read_dit(i: int) -> nn.Module:  # the same weights every time (seeded)
+            with weights_on_meta():
+                m = WanModel(variant.dit, dit_ops)
+            # a swapped model is placed by the swapper: random weights start on the CPU
+            m = randomize(m, dtype=dtype, device="cpu" if lazy_home else home, seed=i)
+            if precision in ("fp8", "int8"):
+                quantize_linears(m, precision)
+            return m
+
         with weights_on_meta():
-            dits = [WanModel(variant.dit, dit_ops) for _ in range(variant.experts)]
             t5 = T5Encoder(variant.t5)
             vae = _vae_class(variant)(variant.vae)
             clip = ClipVisionEncoder(variant.clip) if variant.clip else None
-        # a swapped model is placed by the swapper: random weights start on the CPU
-        dits = [randomize(m, dtype=dtype, device="cpu" if swap_blocks else home, seed=i)
-                for i, m in enumerate(dits)]
         t5 = rand(t5, dtype, 10)
         vae = rand(vae, vae_dtype, 11)
         clip = rand(clip, dtype, 12) if clip is not None else None
@@ -360,9 +401,14 @@ def build_torch_components(
         from wan_desktop.checkpoints import load
 
         dit_ops = make_ops(precision, attention)
-        dits = [load.load_dit(files, i, dtype=dtype, ops=dit_ops,
+
+        def read_dit(i: int) -> nn.Module:
+            m = load.load_dit(files, i, dtype=dtype, ops=dit_ops,
                               keep_fp8=precision not in ("bf16", "fp16"))
-                for i in range(len(files.experts))]
+            if precision in ("fp8", "int8"):
+                quantize_linears(m, precision)
+            return m
+
         t5 = load.load_t5(files, dtype=dtype)
         tokenizer = load.load_tokenizer(files)
         vae = load.load_vae(files, dtype=vae_dtype)
@@ -372,9 +418,15 @@ def build_torch_components(
                     random_weights=False)
         if files.text_encoder is not None:  # the prompt-embedding cache's key (residency.py)
             info["text_encoder_files"] = [str(f) for f in files.text_encoder.files]
-    if precision in ("fp8", "int8"):
-        for m in dits:
-            quantize_linears(m, precision)
+    n_experts = variant.experts if files is None else len(files.experts)
+    lazy = lazy_experts and n_experts > 1 and not loras
+    rebuilds = [(lambda i=i: read_dit(i)) for i in range(n_experts)]
+    if lazy:  # the other experts as shells of their structure (LoRA checks need only shapes)
+        with weights_on_meta():
+            shells = [WanModel(variant.dit, dit_ops) for _ in range(n_experts - 1)]
+        dits = [read_dit(0), *shells]
+    else:
+        dits = [read_dit(i) for i in range(n_experts)]
     lora_pairs = _read_loras(dits, loras)
     info.update(precision=precision or "as stored", attention=attention, compile=compile,
                 step_cache=step_cache, swap_blocks=swap_blocks)
@@ -384,8 +436,12 @@ def build_torch_components(
         info["loras"] = [r for i, pairs in enumerate(lora_pairs)
                          for r in lora_records(pairs, expert=EXPERTS[i])]
     text = TorchTextEncoder(t5, tokenizer, warn)
+    released = [lazy and i > 0 for i in range(len(dits))]
     denoisers = tuple(TorchDenoiser(m, swap_blocks=swap_blocks, compile=compile,
-                                    step_cache=step_cache) for m in dits)
+                                    step_cache=step_cache,
+                                    rebuild=rebuilds[i],
+                                    released=released[i])
+                      for i, m in enumerate(dits))
     vae_c = TorchVae(vae)
     image = TorchImageEncoder(clip) if clip is not None else None
     if load:

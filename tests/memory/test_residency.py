@@ -248,3 +248,37 @@ def test_oom_with_the_tightest_plan_is_out_of_vram_and_other_errors_pass_through
     with pytest.raises(Cancelled):
         run_with_fallback(plans, cancelled, warn=warnings.append)
     assert calls == ["a"]
+
+
+def test_wan22_experts_are_never_both_in_ram_when_planned():
+    """With the RAM plan's one expert at a time, the second expert is made (read from its file;
+    here: its seeded random weights) only at its first use, after the first left RAM; each later
+    switch drops one and re-makes the other. The video equals the run with both in RAM."""
+    from wan_desktop.engines.torch_backend import build_torch_components
+
+    def build(lazy):
+        return build_torch_components(tiny_variant("t2v-A14B"), None, device=torch.device("cpu"),
+                                      dtype=torch.float32, load=False, lazy_experts=lazy)
+
+    eager, lazy = build(False), build(True)
+    high, low = lazy.denoisers
+    assert not high.released and low.released
+    assert all(p.is_meta for p in low.model.parameters())
+    seen = []  # at every re-make: had the other expert left RAM?
+    for me, other in ((high, low), (low, high)):
+        def rebuild(read=me.rebuild, other=other, me=me):
+            seen.append((me is high, other.released))
+            return read()
+
+        me.rebuild = rebuild
+    plan = _plan(variant="t2v-A14B", text={"where": "cpu"}, dit={"experts_resident": 1})
+    plan = replace(plan, ram=replace(plan.ram, experts_in_ram=1))
+    req = _request(lazy.variant, steps=3)
+    videos = []
+    for comps in (eager, lazy, lazy):  # the second lazy run re-makes the high-noise expert
+        planned = apply_plan(comps, plan, "cpu")
+        videos.append(generate(planned, req, device="cpu"))
+    assert seen == [(False, True), (True, True), (False, True)]
+    assert high.released and not low.released
+    assert all(p.is_meta for p in high.model.parameters())
+    assert torch.equal(videos[0], videos[1]) and torch.equal(videos[1], videos[2])
