@@ -6,6 +6,7 @@ diffusers transformer with the same base weights, and the explicit W + s·(alpha
 
 from __future__ import annotations
 
+import copy
 import math
 import typing
 
@@ -141,7 +142,7 @@ def test_merged_output_equals_diffusers_lora_loading(base, tmp_path, layout):
         base_out = ref(x, t, ctx, return_dict=False)[0]
     model = ours(state)
     merge = merge_loras(model, load_loras(model, [LoraSpec(path=str(path), strength=strength)]))
-    ref_l = diffusers_with_lora(diffusers_transformer(CFG, seed=21).eval(), path, strength)
+    ref_l = diffusers_with_lora(copy.deepcopy(ref), path, strength)  # same base weights
     with torch.no_grad():
         want = ref_l(x, t, ctx, return_dict=False)[0]
         got = model(x, t, ctx)
