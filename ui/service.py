@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,7 @@ class GpuService(QObject):
         self._device: Any = None
         # (monotonic time, job id, step) of every finished step: lets tests and the log measure
         # how many steps ran after a cancel
-        self.step_log: list[tuple[float, str, int]] = []
+        self.step_log: deque[tuple[float, str, int]] = deque(maxlen=10_000)
         self._submit.connect(self._run)
         self._scan.connect(self._do_scan)
         self._release.connect(self._drop_components)
@@ -163,16 +164,19 @@ class GpuService(QObject):
         if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def _load(self, options: Any, variant: Any, files: Any) -> tuple[Any, Any]:
+    def _load(self, options: Any, variant: Any, files: Any, plan: Any) -> tuple[Any, Any]:
+        """Components for ``options``, kept from the previous job when nothing changed. With a
+        memory ``plan`` (CUDA) they stay on the CPU; the residency layer places them per run."""
         import json
 
         from wan_desktop.engines.factory import build_components
 
-        key = json.dumps(options.to_dict(), sort_keys=True)
+        key = json.dumps([options.to_dict(), None if plan is None else plan.describe()],
+                         sort_keys=True, default=str)
         if key != self._cache_key:
             self._unload()
             self._components, self._device = build_components(
-                options, variant, files, warn=lambda m: log.warning("%s", m))
+                options, variant, files, warn=lambda m: log.warning("%s", m), plan=plan)
             self._cache_key = key
         return self._components, self._device
 
@@ -232,8 +236,8 @@ class GpuService(QObject):
         check_images(request)
         token.check()
         self.stage_changed.emit(job.id, "load")
-        components, device = self._load(options, variant, files)
-        _begin_run(components, request)
+        plans = _memory_plans(options, variant, request)
+        components, device = self._load(options, variant, files, plans[0] if plans else None)
         torch = _torch_if_loaded()
         cuda = torch is not None and getattr(device, "type", "") == "cuda"
         if cuda:
@@ -254,8 +258,17 @@ class GpuService(QObject):
                     self.preview_ready.emit(job.id, PreviewFrames(
                         event.step, event.total, tuple(qimage_from_rgb(f) for f in rgb)))
 
-        out = generate_to_file(components, request, job.out, options=options, cancel=token,
-                               emit=emit, device=device)
+        if plans:  # a CUDA GPU: placed by the memory plan, the next plan after an OOM (as the CLI)
+            from wan_desktop.engines.residency import generate_with_plans
+
+            out, plan = generate_with_plans(components, plans, request, job.out, device=device,
+                                            warn=lambda m: log.warning("%s", m), options=options,
+                                            cancel=token, emit=emit)
+            log.info("job %s ran with the plan: %s", job.id, plan.describe())
+        else:
+            _begin_run(components, request)
+            out = generate_to_file(components, request, job.out, options=options, cancel=token,
+                                   emit=emit, device=device)
         peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None
         frames = _read_video(out)
         thumb = _save_thumbnail(job.id, frames)
@@ -269,6 +282,22 @@ def _torch_if_loaded() -> Any:
     import sys
 
     return sys.modules.get("torch")
+
+
+def _memory_plans(options: Any, variant: Any, request: Any) -> list[Any]:
+    """The memory-plan ladder of a PyTorch run on a CUDA GPU (the VRAM plan picked in the window,
+    or "auto": the GPU's free memory); empty on the CPU and for engine backends."""
+    from wan_desktop.engines.factory import resolve_device
+
+    if options.backend != "torch":
+        return []
+    device, _dtype = resolve_device(options)
+    if device.type != "cuda":
+        return []
+    from wan_desktop.engines.residency import plans_for_run
+
+    return plans_for_run(variant, request, device=device, budget_gib=options.vram_budget_gb,
+                         precision=options.precision)
 
 
 def _begin_run(components: Any, request: Any) -> None:

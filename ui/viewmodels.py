@@ -261,10 +261,15 @@ class QueueModel(QObject):
             self.pump()
 
     def shutdown(self) -> None:
-        """App closing: stop the running job; the queue file keeps what was not done."""
+        """App closing: stop the running job and keep it queued (a clean exit, not a crash), so
+        the next start runs it again; the queue file keeps everything not done."""
         self.paused = True
         if self.running:
             self.service.cancel(self.running)
+            job = self.job(self.running)
+            if job is not None:
+                self.jobs[self.jobs.index(job)] = replace(job, state="queued")
+                self._save_queue()
 
     # ------------------------------------------------------------------ running
 

@@ -86,3 +86,30 @@ def test_killed_mid_job_restart_keeps_queue_and_history_and_reruns_the_job(
     assert iio.imread(d.queue.history[1].out).shape == (9, 32, 64, 3)
     assert json.loads((home / "queue.json").read_text())["jobs"] == []
     assert Path(d.queue.history[1].out).name.endswith(f"{running}.mp4")
+
+
+def test_closing_the_app_mid_job_stops_it_and_the_next_start_runs_it(make_desktop, tiny, qtbot,
+                                                                      home):
+    from tests.gui.conftest import click, fill_form
+
+    d = make_desktop([tiny.official])
+    fill_form(d.window, qtbot, "interrupted", seed=6, steps=80)
+    steps = []
+    d.queue.progress.connect(lambda p: steps.append(p.step) if p.step else None)
+    click(qtbot, d.window.generate_button)
+    qtbot.waitUntil(lambda: bool(steps), timeout=60_000)
+    job_id = d.queue.running
+    t0 = time.monotonic()
+    assert d.shutdown(10_000)  # the GPU thread ends within a step, never killed
+    print(f"GPU thread stopped {time.monotonic() - t0:.2f} s after close")
+    d.window.close()
+    saved = json.loads((home / "queue.json").read_text())["jobs"]
+    assert [(j["id"], j["state"], j["recovered"]) for j in saved] == [(job_id, "queued", False)]
+    assert not (home / "outputs").exists() or list((home / "outputs").iterdir()) == []
+
+    d2 = make_desktop([tiny.official], wait_models=False)
+    assert d2.window.queue_list.count() == 1
+    assert "recovered" not in d2.window.queue_list.item(0).text()
+    with qtbot.waitSignal(d2.queue.finished, timeout=90_000) as sig:
+        pass
+    assert sig.args[0] == job_id and Path(sig.args[1].out).is_file()
