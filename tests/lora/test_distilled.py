@@ -194,7 +194,9 @@ def _lightx2v_file(tiny, flavour: str):
     """A lightx2v distilled DiT as their converter writes it (ModelTC/LightX2V@f8aee98
     tools/convert/converter.py): official names, no prefix; "bf16"; "scaled_fp8_e4m3" / "int8":
     the self_attn / cross_attn / ffn weights quantized per output channel with an fp32
-    ``<name>.weight_scale`` of shape [out, 1] beside them."""
+    ``<name>.weight_scale`` of shape [out, 1] beside them; "comfyui_fp8" / "comfyui_int8" (their
+    --comfyui_mode): one scale per tensor as ``<module>.scale_weight`` plus the ``scaled_fp8``
+    marker."""
     from safetensors.torch import save_file
 
     from tests.fixtures_models import official_dit_state
@@ -210,20 +212,26 @@ def _lightx2v_file(tiny, flavour: str):
             deq[k] = out[k].float()
             continue
         w = v.float()
-        if flavour == "int8":
-            scale = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-5) / 127
+        comfy = flavour.startswith("comfyui")
+        amax = w.abs().max() if comfy else w.abs().amax(dim=1, keepdim=True).clamp(min=1e-5)
+        if flavour.endswith("int8"):
+            scale = amax / 127
             q = torch.clamp(torch.round(w / scale), -128, 127).to(torch.int8)
         else:
-            scale = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-5) / 448.0
+            scale = amax / 448.0
             q = (w / scale).clamp(-448, 448).to(torch.float8_e4m3fn)
-        out[k], out[k + "_scale"] = q, scale.float()
+        out[k] = q
+        out[k.removesuffix(".weight") + ".scale_weight" if comfy else k + "_scale"] = scale.float()
         deq[k] = q.float() * scale
+    if flavour.startswith("comfyui"):
+        out["scaled_fp8"] = torch.zeros(2, dtype=torch.float8_e4m3fn)
     path = tiny.comfy_dit.parent / f"wan2.1_t2v_tiny_{flavour}_lightx2v_4step.safetensors"
     save_file(out, str(path))
     return path, deq
 
 
-@pytest.mark.parametrize("flavour", ["bf16", "scaled_fp8_e4m3", "int8"])
+@pytest.mark.parametrize("flavour", ["bf16", "scaled_fp8_e4m3", "int8", "comfyui_fp8",
+                                     "comfyui_int8"])
 def test_lightx2v_distilled_files_load(tiny, flavour):
     from tests.numerics import rel_err
     from wan_desktop.checkpoints.detect import detect_model
@@ -241,8 +249,8 @@ def test_lightx2v_distilled_files_load(tiny, flavour):
     flat = load_dit(files, dtype=torch.bfloat16, keep_fp8=False)
     q = kept.blocks[0].self_attn.q
     if flavour != "bf16":
-        assert q.weight.dtype == (torch.int8 if flavour == "int8" else torch.float8_e4m3fn)
-        assert q.scale_weight.shape == (q.weight.shape[0], 1)
+        assert q.weight.dtype == (torch.int8 if "int8" in flavour else torch.float8_e4m3fn)
+        assert q.scale_weight.numel() == (1 if "comfyui" in flavour else q.weight.shape[0])
     x = torch.randn(1, 16, 2, 4, 4)
     ctx = torch.randn(1, tiny.variant.dit.text_len, tiny.variant.dit.text_dim)
     t = torch.tensor([625.0])
