@@ -501,11 +501,11 @@ def _vae_figures(vae, latents, variant, clock: _Clock, device, args) -> dict[str
 
 def _vae_only(variant, device, dtype, clock: _Clock, inputs, args) -> dict[str, Any]:
     """Only the VAE (fast to build): the decode figures of ``_vae_figures``."""
+    import torch
+
     from wan_desktop.checkpoints.materialize import weights_on_meta
 
     from .torch_backend import TorchVae, _vae_class, randomize
-
-    import torch
 
     with weights_on_meta():
         model = _vae_class(variant)(variant.vae)

@@ -9,7 +9,6 @@ import json
 
 import pytest
 import torch
-
 from wan_desktop.engines import bench
 
 

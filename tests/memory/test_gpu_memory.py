@@ -7,7 +7,6 @@ import argparse
 import json
 
 import pytest
-
 from wan_desktop.engines import bench
 
 

@@ -3,6 +3,7 @@ the calibration against measured peaks, per-budget decisions, monotonicity, the 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 import pytest
@@ -55,6 +56,7 @@ def test_vae_cache_size_equals_a_real_decode(name):
     """The causal cache after two decode steps holds exactly the predicted elements per pixel
     (tiny channels, real depth: the formula is linear in the widths)."""
     from wan_desktop.engines.torch_backend import _vae_class
+
     from wan_desktop.models.vae21 import CausalCache
 
     v = tiny_variant(name)
@@ -179,10 +181,10 @@ def test_a_smaller_budget_never_predicts_a_larger_peak(work):
     w = _work(*work)
     budgets = [float(b) for b in range(3, 81)]  # 3 .. 80 GiB
     peaks = [M.plan_for(w, b).predicted.peak_gib for b in budgets]
-    for (b1, p1), (b2, p2) in zip(zip(budgets, peaks), zip(budgets[1:], peaks[1:])):
+    for (b1, p1), (b2, p2) in itertools.pairwise(zip(budgets, peaks, strict=True)):
         assert p1 <= p2 + 1e-9, f"{b1} GiB predicts {p1:.3f} > {b2} GiB's {p2:.3f}"
     # whenever any plan fits, the chosen one does
-    for b, p in zip(budgets, peaks):
+    for b, p in zip(budgets, peaks, strict=True):
         if M.plan_for(w, 3.0).predicted.peak_gib <= M.usable_gib(b):
             assert p <= M.usable_gib(b) + 1e-9
 
@@ -195,7 +197,7 @@ def test_fallback_ladder_only_tightens(work, budget):
     assert ladder[0].dit == M.plan_for(w, budget).dit
     assert len(ladder) >= 2
     text_rank = {("gpu", "bf16"): 0, ("gpu", "int8"): 1, ("cpu", "bf16"): 2}
-    for a, b in zip(ladder, ladder[1:]):
+    for a, b in itertools.pairwise(ladder):
         assert b.predicted.peak_gib <= a.predicted.peak_gib + 1e-9
         assert (a.text, a.dit, a.vae) != (b.text, b.dit, b.vae)  # every fallback changes something
         assert text_rank[(b.text.where, b.text.precision)] >= text_rank[(a.text.where,

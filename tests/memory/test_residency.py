@@ -7,10 +7,6 @@ from dataclasses import replace
 
 import pytest
 import torch
-
-from tests.fakes import fake_components
-from tests.tiny import tiny_variant
-from wan_desktop import memory as M
 from wan_desktop.engines.residency import (
     PromptCache,
     apply_plan,
@@ -19,6 +15,10 @@ from wan_desktop.engines.residency import (
     run_with_fallback,
     text_model_key,
 )
+
+from tests.fakes import fake_components
+from tests.tiny import tiny_variant
+from wan_desktop import memory as M
 from wan_desktop.errors import Cancelled, OutOfVram
 from wan_desktop.pipeline import GenerationRequest, generate, generate_to_file
 

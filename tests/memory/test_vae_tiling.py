@@ -3,10 +3,10 @@ regions a single tile covers, the seam cost against the untiled decode, both Wan
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
-
-from tests.tiny import tiny_variant
 from wan_desktop.engines.vae_tiling import (
     Tiling,
     blend_weights,
@@ -15,6 +15,8 @@ from wan_desktop.engines.vae_tiling import (
     tile_spans,
     torch_decode_step,
 )
+
+from tests.tiny import tiny_variant
 from wan_desktop.errors import ConfigError
 
 
@@ -28,8 +30,9 @@ def _one_thread():
 
 
 def _vae(name: str):
-    from wan_desktop.checkpoints.materialize import weights_on_meta
     from wan_desktop.engines.torch_backend import _vae_class, randomize
+
+    from wan_desktop.checkpoints.materialize import weights_on_meta
 
     v = tiny_variant(name)
     with weights_on_meta():
@@ -57,12 +60,12 @@ def test_spans_cover_and_blend_weights_sum_to_one(n, tile, overlap):
     spans = tile_spans(n, tile, overlap)
     assert spans[0][0] == 0 and spans[-1][1] == n
     assert all(b - a == min(tile, n) for a, b in spans)
-    for (a0, b0), (a1, b1) in zip(spans, spans[1:]):
+    for (_a0, b0), (a1, _b1) in itertools.pairwise(spans):
         assert a1 <= b0 - overlap  # each neighbour shares at least the overlap
     s = 8
     weights = blend_weights([(a * s, b * s) for a, b in spans], n * s)
     total = torch.zeros(n * s)
-    for (a, b), w in zip(spans, weights):
+    for (a, b), w in zip(spans, weights, strict=False):
         assert w.shape == ((b - a) * s,) and bool((w >= 0).all()) and bool((w <= 1).all())
         total[a * s:b * s] += w
     assert torch.allclose(total, torch.ones(n * s), atol=1e-6)
@@ -135,7 +138,7 @@ def test_bad_tilings_are_config_errors(tile, overlap):
 def test_torch_vae_decodes_with_the_planned_tiles(vaes):
     from wan_desktop.engines.torch_backend import TorchVae
 
-    v, vae, z, ref = vaes["ti2v-5B"]
+    _v, vae, z, ref = vaes["ti2v-5B"]
     comp = TorchVae(vae)
     comp.load(torch.device("cpu"))
     whole = comp.decode(z)
