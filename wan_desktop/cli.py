@@ -285,7 +285,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     )
     # validate everything cheap (values, files, images) before loading any weights
     variant, model_files = detect_for_options(options)
-    _check_loras(options, variant)
+    _check_loras(options, variant, model_files)
     if args.preset:
         from .presets import get_preset
 
@@ -346,9 +346,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_loras(options: Any, variant: Any) -> None:
-    """LoRA arguments parse and their files exist (before any weights load); --lora-low needs two
-    experts. Their keys are checked against the model when it is loaded."""
+def _check_loras(options: Any, variant: Any, files: Any = None) -> None:
+    """LoRA arguments parse, their files exist, --lora-low has a low-noise expert, and (for model
+    files) every LoRA tensor fits a layer — checked against the checkpoint headers, so a wrong LoRA
+    is refused in seconds, not after the weights have loaded."""
     from .errors import CheckpointError
     from .lora import LoraSpec
 
@@ -361,6 +362,16 @@ def _check_loras(options: Any, variant: Any) -> None:
     if options.loras_low and variant.experts != 2:
         raise ConfigError(f"--lora-low is for the low-noise expert of Wan2.2 A14B; {variant.name} "
                           "has one diffusion model", remedy="Give the LoRA with --lora instead.")
+    if files is not None and specs:
+        from .checkpoints.detect import official_shapes
+        from .lora import EXPERTS, read_lora
+
+        for i, comp in enumerate(files.experts):
+            shapes = None
+            for s in specs:
+                if s.expert == EXPERTS[i]:
+                    shapes = shapes or official_shapes(comp, "dit")
+                    read_lora(s.path, shapes)
 
 
 def _looks_distilled(options: Any) -> bool:

@@ -177,7 +177,14 @@ def test_cli_fast_preset_with_lora_and_tiny_vae(tiny, tmp_path):
     frames = {d: [f.read_bytes() for f in sorted(d.glob("*.png"))] for d in (base, zero, out)}
     assert frames[zero] == frames[base] and frames[out] != frames[base]
     # bad LoRA inputs: one line, exit 2, nothing written
+    from safetensors.torch import save_file
+
+    wrong = tmp_path / "wan14b_lora.safetensors"  # a LoRA for a wider model
+    save_file({"diffusion_model.blocks.0.self_attn.q.lora_down.weight": torch.zeros(4, 5120),
+               "diffusion_model.blocks.0.self_attn.q.lora_up.weight": torch.zeros(5120, 4)},
+              str(wrong))
     for extra, needle in (([ "--lora", tmp_path / "missing.safetensors"], "LoRA file not found"),
+                          (["--lora", wrong], "blocks.0.self_attn.q.lora_down.weight gives a"),
                           (["--lora", f"{lora}:loud"], "not a number"),
                           (["--lora-low", lora], "--lora-low is for the low-noise expert")):
         bad_out = tmp_path / "bad.mp4"
