@@ -284,6 +284,8 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.add_folder_action)
         self.models_action = QAction("Download models…", self)
         file_menu.addAction(self.models_action)
+        self.settings_action = QAction("Settings…", self)
+        file_menu.addAction(self.settings_action)
         file_menu.addSeparator()
         quit_action = QAction("Quit", self)
         quit_action.triggered.connect(self.close)
@@ -354,6 +356,7 @@ class MainWindow(QMainWindow):
         self.log_action.triggered.connect(self.open_log_folder)
         self.engines_action.triggered.connect(self.open_engines_dialog)
         self.models_action.triggered.connect(self.open_models_dialog)
+        self.settings_action.triggered.connect(self.open_settings_dialog)
         q.queue_changed.connect(self._refresh_queue)
         q.history_changed.connect(self._refresh_history)
         q.progress.connect(self._on_progress)
@@ -729,6 +732,18 @@ class MainWindow(QMainWindow):
         self.engines_dialog = EnginesDialog(self.settings, self.form.entry, parent=self)
         self.engines_dialog.finished.connect(lambda _r: self.refresh_engines())
         self.engines_dialog.open()
+
+    def open_settings_dialog(self) -> None:
+        from .settings_dialog import SettingsDialog
+
+        self.settings_dialog = SettingsDialog(self.settings, parent=self)
+        self.settings_dialog.accepted.connect(self._settings_saved)
+        self.settings_dialog.open()
+
+    def _settings_saved(self) -> None:
+        self.settings = self.settings_dialog.settings
+        self.rescan()  # the model folders may have changed
+        self.refresh_engines()
 
     def open_models_dialog(self) -> None:
         from .first_run import ModelsDialog

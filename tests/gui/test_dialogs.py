@@ -197,3 +197,30 @@ def test_an_engine_build_can_be_cancelled_and_leaves_nothing(make_desktop, tiny,
     assert dlg.stage.text() == "Cancelled."
     assert sorted(p.name for p in root.iterdir()) == []  # no folder, no partial one
     assert dlg.build_button.isEnabled() and dlg.table.rowCount() == 0
+
+
+def test_settings_dialog_saves_folders_and_device_and_jobs_follow_them(
+        make_desktop, tiny, qtbot, home, tmp_path):
+    from PySide6.QtWidgets import QDialogButtonBox
+
+    from wan_desktop.ui.settings import load_settings
+
+    d = make_desktop([tiny.official])
+    w = d.window
+    w.settings_action.trigger()
+    dlg = w.settings_dialog
+    assert [dlg.model_list.item(i).text() for i in range(dlg.model_list.count())] == \
+        [str(tiny.official)]
+    out2 = tmp_path / "my-videos"
+    dlg.outputs_edit.setText(str(out2))
+    dlg.device_combo.setCurrentIndex(dlg.device_combo.findData("cpu"))
+    dlg.dtype_combo.setCurrentIndex(dlg.dtype_combo.findData("float32"))
+    with qtbot.waitSignal(w.models_changed, timeout=30_000):  # saving rescans the folders
+        click(qtbot, dlg.buttons.button(QDialogButtonBox.StandardButton.Save))
+    saved = load_settings()
+    assert (saved.outputs_dir, saved.device, saved.dtype) == (str(out2), "cpu", "float32")
+    assert w.settings == saved
+    qtbot.keyClicks(w.prompt_edit, "a cat")
+    job = w.form.make_job(w.settings)
+    assert Path(job.out).parent == out2 and job.options["device"] == "cpu"
+    assert job.options["dtype"] == "float32"
