@@ -202,7 +202,6 @@ def test_an_engine_build_can_be_cancelled_and_leaves_nothing(make_desktop, tiny,
 def test_settings_dialog_saves_folders_and_device_and_jobs_follow_them(
         make_desktop, tiny, qtbot, home, tmp_path):
     from PySide6.QtWidgets import QDialogButtonBox
-
     from wan_desktop.ui.settings import load_settings
 
     d = make_desktop([tiny.official])
