@@ -76,8 +76,7 @@ def describe(path: str | Path) -> ModelEntry:
         path=str(p), variant=v.name, format=info["format"], size_bytes=size, precision=precision,
         tasks=tuple(info["tasks"]), sizes=tuple(v.defaults.sizes),
         spatial_multiple=v.spatial_multiple, temporal_factor=v.vae.temporal_factor,
-        fps=v.defaults.fps, missing=tuple(m for m in info["missing"] if m != "image_encoder"
-                                          or v.dit.has_image_embedding),
+        fps=v.defaults.fps, missing=tuple(info["missing"]),
     )
 
 
@@ -128,6 +127,10 @@ def scan(folders: tuple[str, ...] | list[str]) -> tuple[ModelEntry, ...]:
             if key in seen:
                 continue
             seen.add(key)
-            out.append(describe(r))
+            try:
+                out.append(describe(r))
+            except Exception as e:  # one unreadable model must not hide the others
+                log.exception("reading %s failed", r)
+                out.append(ModelEntry(path=str(r), error=f"{type(e).__name__}: {e}"))
     log.info("scanned %d folder(s): %d model(s)", len(folders), len(out))
     return tuple(out)

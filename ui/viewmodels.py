@@ -126,8 +126,7 @@ class FormModel(QObject):
             last_image=request.get("last_image") or "",
             width=request.get("width") or s.width, height=request.get("height") or s.height,
             frames=request.get("frames") or s.frames, steps=request.get("steps") or s.steps,
-            guidance=request.get("guidance", s.guidance) if request.get("guidance") is not None
-            else s.guidance,
+            guidance=s.guidance if request.get("guidance") is None else request["guidance"],
             shift=request.get("shift") or s.shift, sampler=request.get("sampler") or s.sampler,
             seed=int(request.get("seed", 0)), random_seed=False,
             backend=options.get("backend") or s.backend, engines=options.get("engines") or "",

@@ -22,6 +22,7 @@ def test_generation_end_to_end_preview_every_step_file_history_and_reuse(
         make_desktop, tiny, qtbot, home):
     d = make_desktop([tiny.official])
     w = d.window
+    assert w.windowTitle() == "Wan Desktop"
     # the picker found the model with the inspect logic, and the variant's defaults are in
     assert [m.variant for m in w.models] == ["t2v-1.3B"] and w.models[0].format == "official"
     assert "t2v-1.3B" in w.model_combo.currentText() and "fp32" in w.model_combo.currentText()

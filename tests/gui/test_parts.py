@@ -167,3 +167,25 @@ def test_status_text_on_a_cpu_machine():
     assert cpu.text() == "CPU only (no NVIDIA GPU found)  ·  RAM 3.2 / 15.5 GB"
     gpu = SystemStatus("NVIDIA GeForce RTX 4090", 1.5, 23.99, 8.0, 64.0)
     assert gpu.text() == "NVIDIA GeForce RTX 4090  VRAM 1.5 / 24.0 GB  ·  RAM 8.0 / 64.0 GB"
+
+
+def test_model_scan_finds_every_layout_with_size_and_precision(tiny, tmp_path):
+    from wan_desktop.ui.library import scan
+
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("not a model")
+    entries = scan([str(tiny.root), str(tmp_path / "notes"), str(tmp_path / "gone")])
+    by_format = {e.format: e for e in entries if e.ok}
+    assert set(by_format) == {"official", "diffusers", "comfyui"}
+    for e in by_format.values():
+        assert e.variant == "t2v-1.3B" and e.tasks == ("t2v",) and e.fps == 16
+        assert e.spatial_multiple == 16 and e.temporal_factor == 4
+    assert by_format["comfyui"].path == str(tiny.comfy_dit)
+    assert by_format["comfyui"].precision == "fp16" and by_format["official"].precision == "fp32"
+    # size on disk: every component file the model uses
+    official = sum(p.stat().st_size for p in tiny.official.rglob("*")
+                   if p.suffix in (".safetensors", ".pth"))
+    assert by_format["official"].size_bytes == official
+    assert "11.7 MB" in by_format["official"].label
+    bad = [e for e in entries if not e.ok]
+    assert [(e.path, e.error) for e in bad] == [(str(tmp_path / "gone"), "folder not found")]
