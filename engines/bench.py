@@ -49,6 +49,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, help="steps of the whole generation (default: the variant's)")
     b.add_argument("--preset", choices=["fast", "turbo", "quality"],
                    help="sampling preset (wan_desktop/presets.py): fast = lightx2v 4 steps, no CFG")
+    b.add_argument("--tiny-vae", metavar="FILE|random",
+                   help="decode with a TAEHV tiny VAE (a taew2_x file, or random weights)")
     b.add_argument("--precision", choices=["bf16", "fp8", "int8"], default="bf16")
     b.add_argument("--attention", default="sdpa",
                    help="sdpa | sage | sdpa-cudnn | sdpa-flash | sdpa-efficient | sdpa-math")
@@ -284,7 +286,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "what": "wan-desktop bench: full-size components with random weights" if not tiny
         else "wan-desktop bench --tiny: tiny configs (smoke test, numbers mean nothing)",
         "variant": variant.name, "size": [width, height], "frames": frames, "steps": steps,
-        "preset": preset, "guidance": request.guidance,
+        "preset": preset, "guidance": request.guidance, "tiny_vae": getattr(args, "tiny_vae", None),
         # DiT forwards of one video: one per step, batch 2 with CFG, batch 1 without (distilled)
         "dit_calls": steps, "dit_batch": 2 if cfg else 1,
         "latent": list(variant.latent_shape(width, height, frames)),
@@ -348,6 +350,26 @@ def _build_ours(variant, device, dtype):
     return build_torch_components(variant, None, device=device, dtype=dtype)
 
 
+def _tiny_vae(spec: str, variant, device, dtype):
+    """A TinyVaeDecoder from a taew2_x file, or ("random") with the variant's latent channels and
+    random weights: its speed does not depend on the values."""
+    import torch
+
+    from .preview import TinyVaeDecoder
+
+    z = variant.vae.z_dim
+    if spec != "random":
+        dec = TinyVaeDecoder(spec, z_dim=z, dtype=dtype)
+    else:
+        from wan_desktop.models.taehv import TAEHV, TaeConfig
+
+        dec = TinyVaeDecoder.from_model(
+            TAEHV(TaeConfig(latent_channels=z, patch_size=variant.vae.patch_size)).to(dtype)
+            .eval().requires_grad_(False), dtype=dtype)
+    dec.load(torch.device(device))
+    return dec
+
+
 def _fast_denoiser(model, args, *, step_cache):
     """Quantize / switch attention of ``model`` in place and wrap it in the options' denoiser."""
     from .step_cache import StepCacheConfig
@@ -375,6 +397,8 @@ def _ours(variant, device, dtype, clock: _Clock, inputs, request, args) -> dict[
     t0 = time.perf_counter()
     with mem.phase("build"):
         comps = _build_ours(variant, device, dtype)
+        if getattr(args, "tiny_vae", None):
+            comps.vae_decoder = _tiny_vae(args.tiny_vae, variant, device, dtype)
     out["build_s"] = round(time.perf_counter() - t0, 3)
 
     with mem.phase("t5"), torch.inference_mode():
@@ -407,8 +431,8 @@ def _ours(variant, device, dtype, clock: _Clock, inputs, request, args) -> dict[
     with mem.phase("vae"):
         out["vae_decode_s"], video = clock.median(lambda: comps.vae_decoder.decode(inputs["latents"]))
     del video
-    out["vae_tiling"] = _vae_figures(comps.vae_decoder, inputs["latents"], variant, clock, device,
-                                     args)
+    out["vae_tiling"] = None if getattr(args, "tiny_vae", None) else _vae_figures(
+        comps.vae_decoder, inputs["latents"], variant, clock, device, args)  # the big VAE's
 
     out["e2e_s"] = None
     out["step_cache_stats"] = None

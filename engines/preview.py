@@ -37,6 +37,15 @@ class TinyVaeDecoder:
         self.chunk = chunk  # latent frames per pass: bounds activation memory at 720p
         self.device = torch.device("cpu")
 
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, *, dtype: torch.dtype = torch.float32,
+                   chunk: int | None = 4) -> TinyVaeDecoder:
+        """Over a TAEHV module already built (benchmarks with random weights, tests)."""
+        self = cls.__new__(cls)
+        self.path, self.model, self.dtype, self.chunk = Path("(in memory)"), model, dtype, chunk
+        self.device = torch.device("cpu")
+        return self
+
     def load(self, device: torch.device) -> None:
         device = torch.device(device)
         if device != self.device:
@@ -50,7 +59,9 @@ class TinyVaeDecoder:
             torch.cuda.empty_cache()
 
     @torch.inference_mode()
-    def decode(self, latents: Tensor) -> Tensor:
+    def decode(self, latents: Tensor, *, tiles: object = None) -> Tensor:
+        """``tiles`` (the big VAE's spatial tiling) is accepted and not needed: the tiny VAE's
+        activations are small, and it bounds them with temporal chunks instead."""
         x = latents.to(self.device, self.dtype)
         return self.model.decode(x, chunk=self.chunk).float()
 

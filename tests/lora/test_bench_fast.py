@@ -29,11 +29,12 @@ def test_bench_fast_preset_runs_4_uncond_free_dit_calls(variant, capsys, monkeyp
 
     monkeypatch.setattr(TorchDenoiser, "__call__", counting)
     assert bench.run(_args("--tiny", "--no-diffusers", "--variant", variant, "--preset",
-                           "fast")) == 0
+                           "fast", "--tiny-vae", "random")) == 0
     out = json.loads(capsys.readouterr().out)
     assert (out["preset"], out["steps"], out["guidance"]) == ("fast", 4, 1.0)
     assert (out["dit_calls"], out["dit_batch"]) == (4, 1)
-    assert out["ours"]["e2e_s"] > 0
+    assert out["ours"]["e2e_s"] > 0 and out["ours"]["vae_decode_s"] > 0
+    assert out["tiny_vae"] == "random"
     # the bench's own timing calls use its batch-2 inputs; the generation is the batch-1 calls
     e2e = [t for b, t in calls if b == 1]
     assert [round(t, 1) for t in e2e] == [1000.0, 937.5, 833.3, 625.0]
