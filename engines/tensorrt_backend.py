@@ -276,7 +276,7 @@ class TrtDenoiser:
     def inputs(self, latents: Tensor, timestep: Tensor, context: Tensor, *,
                y: Tensor | None = None, clip_fea: Tensor | None = None) -> dict[str, Tensor]:
         """The engine's input tensors by name (the spec decides which exist)."""
-        names = {t.name for t in self.engine.spec.inputs}
+        names = [t.name for t in self.engine.spec.inputs]
         thw = tuple(latents.shape[2:])
         cos, sin = self.rope(thw)  # type: ignore[arg-type]
         if "timestep" in names and self.variant.dit.model_type == "ti2v" and timestep.dim() == 1:

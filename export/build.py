@@ -335,7 +335,7 @@ def _make_monitor(trt: Any, progress: Callable[[BuildProgress], None] | None,
             return True
 
         def phase_finish(self, phase_name: str) -> None:
-            if phase_name == self.root:
+            if phase_name == self.root and not self.cancelled:
                 self.fraction = 1.0
                 if progress:
                     n = self.steps[phase_name]

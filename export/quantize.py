@@ -482,33 +482,63 @@ def _is_attention(node: onnx.NodeProto) -> bool:
         "scaled_dot_product_attention")
 
 
+# Op types that stay fp32 in the engine graph of a graph without module scopes (T5, CLIP, VAE):
+# normalisation statistics, as every model file here computes them.
+FP32_OP_TYPES = ("LayerNormalization", "ReduceMean", "ReduceSum", "ReduceL2", "Pow", "Sqrt",
+                 "Reciprocal")
+
+
 def to_engine_graph(onnx_path: str | Path, out_path: str | Path, *,
                     keep_fp32: Sequence[str] | None = None) -> Path:
     """fp32 graph (with or without Q/DQ) -> the bf16 graph a strongly-typed TensorRT network
-    builds. Nodes in ``keep_fp32`` (default :func:`fp32_nodes`) stay fp32; graph inputs and outputs
-    keep their fp32 type, so the runtime feeds the same tensors as to the fp32 graph."""
+    builds. Nodes named in ``keep_fp32`` stay fp32 (default: :func:`fp32_nodes` for a DiT graph
+    with module scopes, else the :data:`FP32_OP_TYPES` nodes); graph inputs and outputs keep their
+    fp32 type, so the runtime feeds the same tensors as to the fp32 graph. Shape-free: no reference
+    run (dynamic graphs convert without example inputs)."""
     import onnx
 
-    try:
-        from modelopt.onnx.autocast.convert import convert_to_mixed_precision
-    except ImportError as e:
-        raise EngineError(f"bf16 conversion needs NVIDIA ModelOpt ({e})",
-                          remedy='Install the export extra: pip install -e ".[export]".') from None
     onnx_path, out_path = Path(onnx_path), Path(out_path)
+    model = onnx.load(str(onnx_path))
     if keep_fp32 is None:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-        # a DiT graph with module scopes: WanModel's policy; others: ModelOpt's own rules (it
-        # keeps nodes whose values exceed the bf16-safe range of a reference run in fp32)
         has_scopes = any(node_scopes(n) for n in model.graph.node)
         is_dit = has_scopes and any(QUANTIZED_LINEARS.search(node_scopes(n)[-2])
                                     for n in model.graph.node if len(node_scopes(n)) >= 2)
-        keep_fp32 = fp32_nodes(model) if is_dit else []
-    logging.getLogger("modelopt").setLevel(logging.WARNING)
-    model = convert_to_mixed_precision(
-        str(onnx_path), "bf16", nodes_to_exclude=[re.escape(n) + "$" for n in keep_fp32],
-        keep_io_types=True,
-    )
-    return _save(model, out_path)
+        keep_fp32 = fp32_nodes(model) if is_dit else [
+            n.name for n in model.graph.node if n.op_type in FP32_OP_TYPES]
+    return _save(_to_bf16(model, set(keep_fp32)), out_path)
+
+
+def _to_bf16(model: onnx.ModelProto, keep: set[str]) -> onnx.ModelProto:
+    """ModelOpt's precision converter with an explicit node split (its convert_to_f16 takes op
+    types only; convert_to_mixed_precision needs a reference run with concrete shapes)."""
+    from copy import deepcopy
+
+    try:
+        from modelopt.onnx import utils as onnx_utils
+        from modelopt.onnx.autocast import utils as autocast_utils
+        from modelopt.onnx.autocast.graphsanitizer import GraphSanitizer
+        from modelopt.onnx.autocast.precisionconverter import PrecisionConverter
+    except ImportError as e:
+        raise EngineError(f"bf16 conversion needs NVIDIA ModelOpt ({e})",
+                          remedy='Install the export extra: pip install -e ".[export]".') from None
+    logging.getLogger("modelopt").setLevel(logging.ERROR)
+    io = {"input": [deepcopy(i) for i in model.graph.input],
+          "output": [deepcopy(o) for o in model.graph.output]}
+    # bf16 Q/DQ scales and bf16 ops need opset 22 (FP8 Q/DQ alone would need 19)
+    opset = max(22, onnx_utils.get_min_opset_for_precisions(onnx_utils.get_qdq_precisions(model)))
+    sanitizer = GraphSanitizer(model, min_opset=opset, trt_plugins=[], max_ir_version=10)
+    sanitizer.find_custom_nodes()
+    sanitizer.convert_opset()
+    sanitizer.ensure_graph_name_exists()
+    sanitizer.convert_fp64_to_fp32()
+    model = onnx_utils.infer_types(sanitizer.model, False, strict_mode=True)
+    value_info, inits, node_inits = autocast_utils.setup_mappings(model)
+    converter = PrecisionConverter(
+        model, value_info, inits, node_inits, keep_io_types=True, low_precision_type="bf16",
+        custom_ops=sanitizer.custom_ops, tensor_block_dict={},
+        use_standalone_type_inference=False, original_network_io_metadata=io)
+    names = [n.name for n in model.graph.node]
+    return converter.convert([n for n in names if n in keep], [n for n in names if n not in keep])
 
 
 # ----------------------------------------------------------------------------- evaluation

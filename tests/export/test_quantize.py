@@ -15,6 +15,7 @@ import math
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import TensorProto
 
 from tests.export import trt_helpers as H
@@ -172,3 +173,46 @@ def test_cancel_stops_calibration_and_writes_nothing(tmp_path):
         Q.quantize_dit(H.dit_graph(), tmp_path / "c.onnx", Precision.INT8, H.calibration(),
                        cancel=token)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_quantize_folder_rewrites_the_dit_entry_of_an_export(t2v_model, t2v_engines, tmp_path):
+    """The export job's quantize step on a real export folder (tests/export/conftest.py): the
+    slimmed DiT graph is refused with the remedy; with the unslimmed graph of the same checkpoint
+    the entry becomes the calibrated FP8 Q/DQ graph and records its error."""
+    import dataclasses
+    import shutil
+    from types import SimpleNamespace
+
+    from wan_desktop.engines import cache
+    from wan_desktop.export.onnx_export import export_dit
+
+    from wan_desktop.checkpoints import load
+    from wan_desktop.checkpoints.detect import detect_model
+
+    folder = tmp_path / "engines"
+    shutil.copytree(t2v_engines, folder)
+    job = SimpleNamespace(precision="fp8", model=str(t2v_model.official), vae=None,
+                          text_encoder=None, tokenizer=None)
+    small = dict(prompts=H.PROMPTS, size=(64, 64, 9), steps=H.STEPS)
+    with pytest.raises(EngineError, match="slimmed") as e:
+        Q.quantize_folder(folder, job, **small)
+    assert "slim=False" in e.value.remedy
+
+    files = detect_model(str(t2v_model.official))
+    m = cache.read_manifest(folder)
+    entry = m.entry("dit")
+    src = folder / entry.file
+    export_dit(load.load_dit(files, 0, dtype=torch.float32), m.variant, src, slim=False)
+    fixed = dataclasses.replace(entry, sha256=cache.sha256_file(src), size=src.stat().st_size)
+    cache.write_manifest(folder, m.with_entries([fixed if x is entry else x for x in m.entries]))
+    lines: list[str] = []
+    Q.quantize_folder(folder, job, log=lines.append, **small)
+    q = cache.read_manifest(folder).entry("dit")
+    assert q.precision == "fp8" and q.file == "dit.fp8.onnx" and not src.exists()
+    assert q.sha256 == cache.sha256_file(folder / q.file)
+    assert q.extra["quantized_nodes"] == BLOCK_LINEARS + ATTENTION_MATMULS
+    assert q.extra["calibration"]["samples"] == 6  # 8 recorded steps, every 4th held out
+    assert 1e-4 < q.extra["velocity_rel_error"] < 0.04
+    assert q.extra["keep_fp32"]  # for the engine graph (build.py)
+    assert any("velocity error" in line for line in lines)
+    assert cache.check_entry(folder, cache.read_manifest(folder), q) is None

@@ -121,42 +121,41 @@ def graph_spec(path: Path) -> Any:
     return specs.spec_from_dict(json_spec(path))
 
 
+# sizes of the example inputs: the VAE graphs are exported static at a 4×4 latent (32×32 px)
+EXAMPLE_SIZES = {"B": 2, "S": 16, "N": 2, "H": 40, "W": 48, "h": 4, "w": 4}
+
+
 def sample_inputs(path: Path, n: int = 2, seed: int = 0) -> list[dict[str, np.ndarray]]:
-    """Inputs for a graph at its own static shape (dynamic dims at the spec's example sizes):
-    token ids with a full mask, images and videos in [-1, 1], latents ~ N(0, 1). VAE step graphs
-    get the real cache their first graph leaves (ORT), not noise."""
-    import onnx
+    """Inputs for a graph from its spec at EXAMPLE_SIZES: token ids with a full mask, images and
+    videos in [-1, 1], latents ~ N(0, 1). VAE step graphs get the real cache their first graph
+    leaves (ORT), not noise."""
     import onnxruntime as ort
 
-    model = onnx.load(str(path), load_external_data=False)
+    from wan_desktop import specs
+
+    spec = graph_spec(path)
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
         feed: dict[str, np.ndarray] = {}
-        for inp in model.graph.input:
-            dims = [d.dim_value if d.HasField("dim_value") else {"B": 2, "S": 16, "N": 2, "H": 40,
-                                                                  "W": 48}.get(d.dim_param, 4)
-                    for d in inp.type.tensor_type.shape.dim]
-            if inp.name == "ids":
-                feed[inp.name] = rng.integers(0, 300, dims).astype(np.int64)
-            elif inp.name == "mask":
-                feed[inp.name] = np.ones(dims, dtype=np.int64)
-            elif inp.name in ("images", "video"):
-                feed[inp.name] = rng.uniform(-1, 1, dims).astype(np.float32)
+        for t in spec.inputs:
+            dims = specs.resolve_dims(t, EXAMPLE_SIZES)
+            if t.name == "ids":
+                feed[t.name] = rng.integers(0, 300, dims).astype(np.int64)
+            elif t.name == "mask":
+                feed[t.name] = np.ones(dims, dtype=np.int64)
+            elif t.name in ("images", "video"):
+                feed[t.name] = rng.uniform(-1, 1, dims).astype(np.float32)
             else:
-                feed[inp.name] = rng.standard_normal(dims).astype(np.float32)
+                feed[t.name] = rng.standard_normal(dims).astype(np.float32)
         out.append(feed)
     if path.stem.endswith("_step"):
         first = path.with_name(path.name.replace("_step", "_first"))
         sess = ort.InferenceSession(str(first), providers=["CPUExecutionProvider"])
         names = [o.name for o in sess.get_outputs()]
-        x = "latents" if "decoder" in path.stem else "video"
-        for feed in out:
-            f_in = {i.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape])
-                    .astype(np.float32) for i in sess.get_inputs()}
-            if x == "video":
-                f_in = {k: np.clip(a, -1, 1) for k, a in f_in.items()}
-            res = dict(zip(names, sess.run(None, f_in), strict=True))
+        for i, feed in enumerate(out):
+            res = dict(zip(names, sess.run(None, sample_inputs(first, 1, seed + i)[0]),
+                           strict=True))
             for k in list(feed):
                 if k.startswith("cache_in_"):
                     feed[k] = res[k.replace("cache_in_", "cache_out_")]
