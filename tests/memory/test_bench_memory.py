@@ -28,7 +28,7 @@ def _run(capsys, *argv: str) -> dict:
 
 
 def test_vae_only_reports_tiled_and_untiled(capsys):
-    out = _run(capsys, "--vae-only", "--vae-tile", "5x3")
+    out = _run(capsys, "--vae-only", "--vae-tile", "5x3", "--frames", "1")
     v = out["vae_tiling"]
     assert "ours" not in out
     assert v["tile"] == [3, 5] and v["overlap"] == 1
