@@ -247,8 +247,15 @@ class PlannedVae:
         self.inner.unload()
 
     def encode(self, video: Tensor) -> Tensor:
+        """I2V / TI2V conditioning, before the denoise: the VAE leaves the GPU afterwards (the
+        plan's denoise phase counts no VAE weights; the decode loads it again)."""
         self.inner.load(self._group.device)
-        return self.inner.encode(video)
+        try:
+            return self.inner.encode(video)
+        finally:
+            if self._group.device.type != "cpu":
+                self.inner.unload()
+                _free_cuda(self._group.device)
 
     def decode(self, latents: Tensor) -> Tensor:
         if self._group.release_before_decode:

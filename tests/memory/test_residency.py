@@ -282,3 +282,17 @@ def test_wan22_experts_are_never_both_in_ram_when_planned():
     assert high.released and not low.released
     assert all(p.is_meta for p in high.model.parameters())
     assert torch.equal(videos[0], videos[1]) and torch.equal(videos[1], videos[2])
+
+
+def test_i2v_vae_encode_leaves_the_gpu_before_the_denoise(tmp_path):
+    from PIL import Image
+
+    comps, parts = fake_components("ti2v-5B")
+    image = tmp_path / "first.png"
+    Image.new("RGB", (64, 32), (200, 40, 10)).save(image)
+    planned = apply_plan(comps, _plan(variant="ti2v-5B", text={"where": "gpu"}), CUDA)
+    parts["journal"].clear()
+    generate(planned, _request(comps.variant, task="ti2v", image=str(image)), device="cpu")
+    events = [(n, w) for n, w, _ in parts["journal"]]
+    assert events[:4] == [("text", "load"), ("text", "unload"), ("vae", "load"), ("vae", "unload")]
+    assert events[4] == ("dit0", "load") and events[-1] == ("vae", "load")
