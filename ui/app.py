@@ -82,10 +82,16 @@ def main(argv: list[str] | None = None) -> int:
     from .desktop import Desktop
 
     desktop = Desktop()
-    app.aboutToQuit.connect(desktop.shutdown)
     desktop.start()
     log.info("Wan Desktop started")
-    return int(app.exec())
+    code = int(app.exec())
+    if not desktop.shutdown(5000):
+        # the GPU thread is inside a step that cannot be interrupted (a VAE decode, a CUDA
+        # kernel): never kill it; leave without running Qt's destructors, which would abort on a
+        # running QThread. The queue file already holds the job for the next start.
+        logging.shutdown()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Signal
 
-from wan_desktop.variants import VARIANTS
+from wan_desktop.variants import NEGATIVE_PROMPT, VARIANTS
 
 from .library import ModelEntry
 from .settings import AppSettings
@@ -64,7 +64,7 @@ def presets(entry: ModelEntry | None) -> list[tuple[str, int, int]]:
 class FormState:
     model: str = ""
     prompt: str = ""
-    negative_prompt: str = ""
+    negative_prompt: str = NEGATIVE_PROMPT  # Wan's; a model's own default replaces it
     task: str = "t2v"
     image: str = ""
     last_image: str = ""

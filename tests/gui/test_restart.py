@@ -113,3 +113,38 @@ def test_closing_the_app_mid_job_stops_it_and_the_next_start_runs_it(make_deskto
     with qtbot.waitSignal(d2.queue.finished, timeout=90_000) as sig:
         pass
     assert sig.args[0] == job_id and Path(sig.args[1].out).is_file()
+
+
+def test_the_wan_desktop_command_opens_the_app_and_runs_the_saved_queue(tiny, home):
+    """`wan-desktop` with no arguments (offscreen): the real entry point finds the model from the
+    saved settings and runs the job waiting in the saved queue."""
+    from wan_desktop.ui.settings import AppSettings, save_settings
+    from wan_desktop.ui.store import Job, JobStore
+
+    home.mkdir(parents=True, exist_ok=True)
+    save_settings(AppSettings(model_dirs=(str(tiny.official),)))
+    out = home / "from-the-queue.mp4"
+    request = {"prompt": "queued before start", "width": 64, "height": 32, "frames": 9,
+               "steps": 2, "seed": 99}
+    JobStore(home).save_queue([Job(id="q1", request=request,
+                                   options={"model": str(tiny.official)}, out=str(out))])
+    env = {**os.environ, "WAN_DESKTOP_HOME": str(home), "QT_QPA_PLATFORM": "offscreen"}
+    proc = subprocess.Popen([sys.executable, "-m", "wan_desktop.cli"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    history = home / "history.json"
+    try:
+        deadline = time.monotonic() + 120
+        while not (history.is_file() and "q1" in history.read_text()):
+            assert time.monotonic() < deadline, "the queued job did not finish"
+            try:  # the app never exits by itself: this only waits a little, and sees a crash
+                proc.wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                continue
+            raise AssertionError(f"wan-desktop exited with {proc.returncode}: {proc.stderr.read()}")
+    finally:
+        proc.kill()
+        proc.wait(30)
+    entry = json.loads(history.read_text())["entries"][0]
+    assert entry["status"] == "done" and entry["out"] == str(out)
+    assert entry["request"]["seed"] == 99 and entry["request"]["sampler"] == "unipc"
+    assert iio.imread(out).shape == (9, 32, 64, 3)
