@@ -202,7 +202,6 @@ class MainWindow(QMainWindow):
 
         # --- preview / player (middle)
         self.preview_player = VideoPlayer("The live preview appears here while a job runs")
-        self.preview_player.view.smooth = False  # latent pixels: keep them crisp
         self.video_player = VideoPlayer("The finished video plays here")
         self.view_tabs = QTabWidget()
         self.view_tabs.addTab(self.preview_player, "Live preview")

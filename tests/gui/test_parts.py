@@ -189,3 +189,14 @@ def test_model_scan_finds_every_layout_with_size_and_precision(tiny, tmp_path):
     assert "11.7 MB" in by_format["official"].label
     bad = [e for e in entries if not e.ok]
     assert [(e.path, e.error) for e in bad] == [(str(tmp_path / "gone"), "folder not found")]
+
+
+def test_the_gui_entry_point_imports_nothing_heavy():
+    """`wan-desktop` must be able to say "install the gui extra" or "no display" before Qt or
+    torch is loaded: importing the entry point and the data modules loads neither."""
+    code = ("import sys\n"
+            "import wan_desktop.ui.app, wan_desktop.ui.store, wan_desktop.ui.settings\n"
+            "import wan_desktop.ui.preview, wan_desktop.ui.paths\n"
+            "print(','.join(m for m in ('PySide6', 'torch', 'numpy') if m in sys.modules))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == ""
