@@ -317,8 +317,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         if options.tiny_vae:
             from .engines.preview import TinyVaeDecoder
 
+            big = components.vae_decoder
             components.vae_decoder = TinyVaeDecoder(options.tiny_vae, z_dim=variant.vae.z_dim)
             components.vae_decoder.load(device)
+            if request.task == "t2v" and big is components.vae_encoder:
+                big.unload()  # text-to-video never encodes: the full VAE leaves the GPU
             components.info["tiny_vae"] = Path(options.tiny_vae).name
         if plans:  # on a GPU: placed by the memory plan, the next plan after a CUDA OOM
             from .engines.residency import generate_with_plans
