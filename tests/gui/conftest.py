@@ -96,3 +96,9 @@ def click(qtbot, button) -> None:
     from PySide6.QtCore import Qt
 
     qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+
+
+@pytest.fixture(scope="session")
+def tiny_ti2v(tmp_path_factory) -> TinyModel:
+    """Wan2.2 TI2V-5B at tiny size: the z=48 VAE, 24 fps, text or first-frame conditioning."""
+    return build_tiny_model(tmp_path_factory.mktemp("gui_ti2v"), "ti2v-5B")

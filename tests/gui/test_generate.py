@@ -320,3 +320,39 @@ def test_a_paused_queue_keeps_its_jobs_until_resumed(make_desktop, tiny, qtbot, 
     with qtbot.waitSignal(d.queue.finished, timeout=60_000):
         click(qtbot, w.pause_button)
     assert d.queue.history[-1].seed == 8 and w.pause_button.text() == "Pause"
+
+
+def test_ti2v_from_a_dropped_first_frame_with_the_z48_preview(make_desktop, tiny_ti2v, qtbot,
+                                                              home, tmp_path):
+    from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+    from PySide6.QtGui import QDropEvent, QImage
+
+    d = make_desktop([tiny_ti2v.official])
+    w = d.window
+    assert w.models[0].variant == "ti2v-5B" and w.form.state.fps == 24
+    assert w.frames_spin.value() == 121 and w.seconds_spin.value() == 5.0  # 121 frames at 24 fps
+    w.task_combo.setCurrentIndex(w.task_combo.findData("ti2v"))
+    assert w.form.state.task == "ti2v" and w.first_frame.isVisible()
+    assert not w.last_frame.isVisible()
+    img = tmp_path / "first.png"
+    q = QImage(96, 64, QImage.Format.Format_RGB888)
+    q.fill(Qt.GlobalColor.darkCyan)
+    assert q.save(str(img))
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(img))])
+    w.first_frame.dropEvent(QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime,
+                                       Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier))
+    fill_form(w, qtbot, "a boat on a lake", seed=21, width=64, height=64, frames=5, steps=2)
+    previews = []
+    d.queue.preview.connect(lambda _j, p: previews.append(p))
+    with qtbot.waitSignal(d.queue.finished, timeout=60_000) as sig:
+        click(qtbot, w.generate_button)
+    result = sig.args[1]
+    # z=48 latents of the Wan2.2 VAE (16× spatial): 2 latent frames of 4×4 for 5 frames of 64×64
+    assert [p.step for p in previews] == [1, 2]
+    assert all(len(p.frames) == 2 and (p.frames[0].width(), p.frames[0].height()) == (4, 4)
+               for p in previews)
+    assert iio.imread(result.out).shape == (5, 64, 64, 3) and result.fps == 24
+    side = json.loads(Path(str(result.out) + ".json").read_text())
+    assert side["request"]["task"] == "ti2v" and side["request"]["image"] == str(img)
+    assert side["fps"] == 24
