@@ -374,7 +374,7 @@ def _check_loras(options: Any, variant: Any, files: Any = None) -> None:
             for s in specs:
                 if s.expert == EXPERTS[i]:
                     shapes = shapes or official_shapes(comp, "dit")
-                    read_lora(s.path, shapes)
+                    read_lora(s.path, shapes, header_only=True)
 
 
 def _looks_distilled(options: Any) -> bool:

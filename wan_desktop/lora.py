@@ -163,11 +163,14 @@ class _Resolver:
         return self.names.get(module) or self.underscored.get(module)
 
 
-def read_lora(path: str | Path, param_shapes: Mapping[str, tuple[int, ...]]) -> LoraFile:
+def read_lora(path: str | Path, param_shapes: Mapping[str, tuple[int, ...]], *,
+              header_only: bool = False) -> LoraFile:
     """Parse a LoRA file against a model's ``{official parameter key: shape}``.
 
     Raises CheckpointError for a missing/unreadable file, tensors that match no parameter (a few
     names and the count), an up without its down, or a delta whose shape does not fit its target.
+    ``header_only``: the same checks from the safetensors header alone (meta tensors, no hash) —
+    the CLI's instant check before any weights load.
     """
     p = Path(path).expanduser()
     if not p.is_file():
@@ -178,13 +181,19 @@ def read_lora(path: str | Path, param_shapes: Mapping[str, tuple[int, ...]]) -> 
                                      "both save that format).")
     from .checkpoints.reader import read_safetensors_header
 
-    read_safetensors_header(p)  # a truncated or non-safetensors file: one clear error
-    from safetensors.torch import load_file
+    infos, _ = read_safetensors_header(p)  # a truncated or non-safetensors file: one clear error
+    if header_only:
+        import torch
 
-    try:
-        tensors = load_file(str(p))
-    except (OSError, RuntimeError, ValueError) as e:
-        raise CheckpointError(f"{p.name}: cannot read the LoRA ({e})") from None
+        tensors = {k: torch.empty(i.shape, dtype=getattr(torch, i.dtype), device="meta")
+                   for k, i in infos.items()}
+    else:
+        from safetensors.torch import load_file
+
+        try:
+            tensors = load_file(str(p))
+        except (OSError, RuntimeError, ValueError) as e:
+            raise CheckpointError(f"{p.name}: cannot read the LoRA ({e})") from None
     resolve = _Resolver(param_shapes)
     groups: dict[str, dict[str, tuple[str, Tensor]]] = {}
     unknown: list[str] = []
@@ -216,7 +225,7 @@ def read_lora(path: str | Path, param_shapes: Mapping[str, tuple[int, ...]]) -> 
         terms.extend(_terms(p, module, parts, resolve.params))
     if not terms:
         raise CheckpointError(f"{p.name}: no LoRA tensors found")
-    return LoraFile(path=p, sha256=file_sha256(p), terms=tuple(terms))
+    return LoraFile(path=p, sha256="" if header_only else file_sha256(p), terms=tuple(terms))
 
 
 def _terms(p: Path, module: str, parts: dict[str, tuple[str, Tensor]],
@@ -253,7 +262,7 @@ def _terms(p: Path, module: str, parts: dict[str, tuple[str, Tensor]],
         keys = (kd, ku)
         if "alpha" in parts:
             ka, alpha = parts["alpha"]
-            scale = float(alpha.float().reshape(-1)[0]) / rank
+            scale = 1.0 if alpha.is_meta else float(alpha.float().reshape(-1)[0]) / rank
             keys = (*keys, ka)
         yield LoraTerm(target=name, keys=keys, down=down, up=up, scale=scale)
     elif "alpha" in parts and "diff" not in parts and "diff_b" not in parts:

@@ -277,11 +277,13 @@ def test_wrong_shape_is_refused_with_the_tensor_named(base, tmp_path):
     pairs[(1, "ffn.0")] = (down, up[:-3], None)  # out dim 3 short
     path = save(tmp_path, "bad.safetensors", official_layout(pairs))
     model = ours(state)
-    with pytest.raises(CheckpointError) as e:
-        read_lora(path, param_shapes(model))
-    msg = e.value.one_line()
-    assert "bad.safetensors" in msg and "diffusion_model.blocks.1.ffn.0.lora_down.weight" in msg
-    assert f"[{CFG.ffn_dim}, {CFG.dim}]" in msg
+    for header_only in (False, True):  # the CLI's header check refuses it the same way
+        with pytest.raises(CheckpointError) as e:
+            read_lora(path, param_shapes(model), header_only=header_only)
+        msg = e.value.one_line()
+        assert "bad.safetensors" in msg
+        assert "diffusion_model.blocks.1.ffn.0.lora_down.weight" in msg
+        assert f"[{CFG.ffn_dim}, {CFG.dim}]" in msg
 
 
 def test_unknown_keys_are_refused_with_names_and_count(base, tmp_path):
