@@ -91,7 +91,7 @@ def build_components(
     return comps, device
 
 
-def lora_specs(options: RunOptions) -> list[object]:
+def lora_specs(options: RunOptions) -> list[LoraSpec]:
     """RunOptions' "FILE[:STRENGTH]" strings as LoraSpec items (--lora: high-noise / only DiT)."""
     from wan_desktop.lora import LoraSpec
 
@@ -115,10 +115,23 @@ def _build_engine_components(options: RunOptions, variant: Variant, files: Model
         return build_ort_components(None if files is None else variant, options.engines,
                                     device=device, warn=warn, files=files, loras=loras)
     try:
-        from .tensorrt_backend import build_tensorrt_components  # type: ignore[import-not-found]
+        from .tensorrt_backend import build_tensorrt_components
     except ImportError as e:
         raise EngineError(f"the TensorRT backend is not available ({e})",
                           remedy="Install the tensorrt extra (pip install 'wan-desktop[tensorrt]'), "
                                  "or use --backend onnxruntime / torch.") from None
-    return build_tensorrt_components(None if files is None else variant, options.engines,
-                                     device=device, warn=warn, files=files, loras=loras)
+    from .cache import model_file_records, read_manifest, require_entry
+    from .onnxruntime_backend import engine_tokenizer
+
+    manifest = read_manifest(options.engines)
+    # the same model/LoRA refusals as the ONNX Runtime backend, on the folder's DiT entries
+    paths = [] if files is None else [p for c in (*files.experts, files.vae, files.text_encoder,
+                                                  files.image_encoder) if c is not None
+                                      for p in c.files]
+    for i in range(manifest.variant.experts):
+        require_entry(options.engines, manifest, "dit", expert=i, loras=loras,
+                      model_files=model_file_records(paths, hash_files=False) if paths else None)
+    return build_tensorrt_components(variant if files is not None else manifest.variant,
+                                     options.engines, device, warn=warn,
+                                     tokenizer=engine_tokenizer(options.engines, manifest),
+                                     precision=options.precision)

@@ -302,9 +302,11 @@ class OrtImageEncoder:
 # ----------------------------------------------------------------------------- composition
 
 
-def _tokenizer(folder: Path, manifest: cache.Manifest) -> Tokenizer:
+def engine_tokenizer(folder: str | Path, manifest: cache.Manifest) -> Tokenizer:
+    """The tokenizer an engine folder carries (copied beside the T5 graph at export)."""
     from wan_desktop.text import Tokenizer
 
+    folder = Path(folder)
     if manifest.tokenizer == "bytes":
         return Tokenizer.for_random_weights(manifest.variant.t5.vocab_size)
     if not manifest.tokenizer:
@@ -336,8 +338,8 @@ def build_ort_components(
     v = manifest.variant
     if variant is not None and (variant.dit != v.dit or variant.vae.z_dim != v.vae.z_dim):
         raise EngineError(f"the engines in {folder} are for {v.name}, the model is {variant.name} "
-                          "(another architecture)", remedy=f"Export engines for this model: "
-                          f"wan-desktop export --model ... --out DIR")
+                          "(another architecture)", remedy="Export engines for this model: "
+                          "wan-desktop export --model ... --out DIR")
     version = runtime_version()
     model_files = None
     if files is not None:
@@ -359,7 +361,7 @@ def build_ort_components(
                                     **checks, **dit_checks)
         denoisers.append(OrtDenoiser(OrtGraph(folder / entry.file,
                                               specs.spec_from_dict(entry.spec), threads=threads), v))
-    text = OrtTextEncoder(graph(specs.T5), _tokenizer(folder, manifest), warn)
+    text = OrtTextEncoder(graph(specs.T5), engine_tokenizer(folder, manifest), warn)
     decoder = OrtVaeDecoder(graph(specs.VAE_DECODER_FIRST), graph(specs.VAE_DECODER_STEP))
     encoder = None
     if manifest.entry(specs.VAE_ENCODER_FIRST, runtime=RUNTIME) is not None:

@@ -28,9 +28,9 @@ from wan_desktop.variants import Precision
 if TYPE_CHECKING:
     import torch
     from torch import nn
+    from wan_desktop.engines.cache import EngineEntry
 
     from wan_desktop.checkpoints.detect import ModelFiles
-    from wan_desktop.engines.cache import EngineEntry
     from wan_desktop.variants import Variant
 
 log = logging.getLogger(__name__)
@@ -173,8 +173,9 @@ class _Loader:
         self.variant, self.files, self.dtype = variant, files, dtype
 
     def _random(self, build: Callable[[], nn.Module], dtype: torch.dtype, seed: int) -> nn.Module:
-        from wan_desktop.checkpoints.materialize import weights_on_meta
         from wan_desktop.engines.torch_backend import randomize
+
+        from wan_desktop.checkpoints.materialize import weights_on_meta
 
         with weights_on_meta():
             module = build()
@@ -282,10 +283,9 @@ def run_export(
 ) -> Path:
     """Run ``job``; returns the engine folder. ``progress(stage, fraction 0..1)``, ``log(line)``;
     ``cancel`` is checked between graphs (Cancelled leaves nothing at ``out``)."""
-    import torch
+    from wan_desktop.engines import cache
 
     from wan_desktop import __version__
-    from wan_desktop.engines import cache
 
     from . import onnx_export
 
@@ -341,6 +341,7 @@ def run_export(
             cancel.check()
             label = graph if graph != specs.DIT or variant.experts == 1 else f"dit expert {expert}"
             progress(label, done / total)
+            cancel.check()  # a progress callback (the GUI's Cancel) may have cancelled
             t0 = time.perf_counter()
             kw = {"opset": job.opset, "metadata": meta}
             paths: list[Path]
@@ -366,7 +367,7 @@ def run_export(
                 name = "dit.onnx" if variant.experts == 1 else f"dit_{('high', 'low')[expert]}.onnx"
                 paths = [onnx_export.export_dit(module, variant, tmp / name, **kw)]
             for p in paths:
-                g = p.stem
+                g = specs.DIT if graph == specs.DIT else p.stem  # dit_high.onnx is a "dit" too
                 entries.append(entry_for(g, p, expert if g == specs.DIT else None))
                 mb = onnx_export.file_mb(onnx_export.graph_files(p))
                 log(f"{p.name}: {mb:.1f} MB in {time.perf_counter() - t0:.1f} s")
@@ -404,8 +405,6 @@ def run_export(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    finally:
-        torch.cuda.empty_cache() if torch.cuda.is_available() else None
     progress("done", 1.0)
     log(f"engines in {out} ({time.perf_counter() - t_start:.1f} s)")
     return out

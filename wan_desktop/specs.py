@@ -185,7 +185,7 @@ def match_sizes(tensor: TensorSpec, shape: Sequence[int], sizes: dict[str, int])
     are bound, so call it input by input in spec order."""
     if len(shape) != len(tensor.dims):
         return f"{tensor.name}: rank {len(shape)}, expected {len(tensor.dims)} {tensor.dims}"
-    for i, (d, n) in enumerate(zip(tensor.dims, shape, strict=True)):
+    for d, n in zip(tensor.dims, shape, strict=True):
         if isinstance(d, str) and d.isidentifier() and d not in sizes:
             sizes[d] = int(n)
     for i, (d, n) in enumerate(zip(tensor.dims, shape, strict=True)):

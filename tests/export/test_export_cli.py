@@ -1,0 +1,205 @@
+"""`wan-desktop export` and `generate --backend onnxruntime` through the real CLI: a generation from
+the exported graphs reproduces the torch backend's video; bad input is one line, exit 2, and
+nothing at --out."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from wan_desktop.engines import cache
+
+from tests.cli.conftest import Result
+
+GEN = ["--prompt", "a cat walks on the grass", "--size", "64x48", "--frames", "5", "--steps", "2",
+       "--seed", "3", "--device", "cpu"]
+
+
+@pytest.fixture
+def cli(capsys):
+    from wan_desktop.cli import main
+
+    def run(args) -> Result:
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        cap = capsys.readouterr()
+        return Result(code, cap.out, cap.err)
+
+    return run
+
+
+def _frames(folder):
+    from PIL import Image
+
+    files = sorted(folder.glob("*.png"))
+    return np.stack([np.asarray(Image.open(f), dtype=np.float64) for f in files])
+
+
+def psnr(a, b) -> float:
+    mse = float(((a - b) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def test_export_writes_a_complete_folder(t2v_engines, t2v_model):
+    m = cache.read_manifest(t2v_engines)
+    names = sorted(e.component for e in m.entries)
+    assert names == ["dit", "t5", "vae_decoder_first", "vae_decoder_step"]  # t2v: no encoder
+    assert all(e.runtime == "onnxruntime" and e.precision == "fp32" and e.opset == 20
+               for e in m.entries)
+    for e in m.entries:
+        assert cache.check_entry(t2v_engines, m, e, verify_hash=True) is None
+    assert m.variant.name == "t2v-1.3B" and m.variant.dit.dim == 256
+    assert m.model["format"] == "official" and not m.model["random_weights"]
+    hashed = {f["name"]: f["sha256"] for f in m.model["files"]}
+    dit_file = "official/diffusion_pytorch_model.safetensors"
+    assert hashed[dit_file] == cache.sha256_file(t2v_model.official / dit_file.split("/")[1])
+    assert (t2v_engines / m.tokenizer / "tokenizer.json").is_file()
+    assert m.rebuild.startswith("wan-desktop export --model ")
+    assert not list(t2v_engines.parent.glob(".*partial*"))
+
+
+def test_onnxruntime_generation_reproduces_the_torch_backend(cli, t2v_model, t2v_engines,
+                                                             tmp_path):
+    ort_out, torch_out = tmp_path / "ort", tmp_path / "torch"
+    r = cli(["generate", *GEN, "--backend", "onnxruntime", "--engines", t2v_engines,
+             "--out", ort_out])
+    assert r.code == 0, r.err
+    r = cli(["generate", *GEN, "--model", t2v_model.official, "--out", torch_out])
+    assert r.code == 0, r.err
+    a, b = _frames(ort_out), _frames(torch_out)
+    assert a.shape == b.shape == (5, 48, 64, 3)
+    assert a.std() > 5  # a real picture, not a constant
+    assert psnr(a, b) >= 40.0
+    settings = json.loads((ort_out / "settings.json").read_text())
+    assert settings["model"]["backend"] == "onnxruntime"
+    # the same engines also run with --model given (checked against the files they came from)
+    r = cli(["generate", *GEN, "--model", t2v_model.official, "--backend", "onnxruntime",
+             "--engines", t2v_engines, "--out", tmp_path / "ort2"])
+    assert r.code == 0, r.err
+    assert psnr(_frames(tmp_path / "ort2"), a) == float("inf")
+
+
+def _one_error_line(r: Result) -> str:
+    assert r.code == 2, (r.code, r.err)
+    assert len(r.err_lines) == 1 and r.err_lines[0].startswith("error: "), r.err
+    assert "Traceback" not in r.err
+    return r.err_lines[0]
+
+
+def test_generate_refuses_engines_that_do_not_fit(cli, t2v_model, t2v_engines, tmp_path):
+    # another model: a tiny TI2V folder is not what the graphs were made from
+    line = _one_error_line(cli(["generate", *GEN, "--backend", "onnxruntime", "--engines",
+                                tmp_path / "nothing", "--out", tmp_path / "o1"]))
+    assert "has no manifest.json" in line or "is not a folder" in line
+    # LoRAs the engines do not have merged
+    import torch
+    from safetensors.torch import save_file
+
+    lora = tmp_path / "l.safetensors"
+    save_file({"diffusion_model.blocks.0.self_attn.q.lora_down.weight": torch.zeros(4, 256),
+               "diffusion_model.blocks.0.self_attn.q.lora_up.weight": torch.zeros(256, 4)}, lora)
+    line = _one_error_line(cli(["generate", *GEN, "--backend", "onnxruntime", "--engines",
+                                t2v_engines, "--lora", f"{lora}:0.7", "--out", tmp_path / "o2"]))
+    assert "no LoRAs merged; this run asks for l.safetensors@0.7" in line
+    assert "wan-desktop export" in line
+    # a damaged graph
+    broken = tmp_path / "broken"
+    shutil.copytree(t2v_engines, broken)
+    (broken / "dit.onnx").write_bytes((broken / "dit.onnx").read_bytes()[:1000])
+    line = _one_error_line(cli(["generate", *GEN, "--backend", "onnxruntime", "--engines",
+                                broken, "--out", tmp_path / "o3"]))
+    assert "dit.onnx) changed since it was made" in line
+    for name in ("o1", "o2", "o3"):
+        assert not (tmp_path / name).exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--model", "{tmp}/no_such_model"], "no such file or folder"),
+    (["--random-weights", "t2v-1.3B", "--model", "{model}"], "either --model"),
+    ([], "either --model"),
+    (["--model", "{model}", "--components", "t5,unet"], "unknown component(s) unet"),
+    (["--model", "{model}", "--components", "clip"], "has no CLIP image encoder"),
+    (["--model", "{model}", "--components", ","], "--components is empty"),
+    (["--model", "{model}", "--precision", "fp64"], "invalid choice: 'fp64'"),
+    (["--model", "{model}", "--profile", "1080p"], "invalid choice: '1080p'"),
+    (["--model", "{model}", "--engine", "openvino"], "invalid choice: 'openvino'"),
+    (["--model", "{model}", "--lora", "{tmp}/missing.safetensors"], "LoRA file not found"),
+    (["--random-weights", "t2v-9B"], "unknown variant 't2v-9B'"),
+    (["--model", "{model}", "--components", "t5", "--precision", "int8"], "add dit to --components"),
+])
+def test_bad_export_input_is_one_line_exit_2_nothing_written(cli, t2v_model, tmp_path, args,
+                                                             needle):
+    out = tmp_path / "engines"
+    args = [a.format(tmp=tmp_path, model=t2v_model.official) for a in args]
+    line = _one_error_line(cli(["export", *args, "--out", out]))
+    assert needle in line
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no partial folder either
+
+
+def test_export_refuses_a_non_empty_out(cli, t2v_model, tmp_path):
+    out = tmp_path / "engines"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    line = _one_error_line(cli(["export", "--model", t2v_model.official, "--out", out]))
+    assert "already exists and is not empty" in line and "--force" in line
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_cancel_and_failures_leave_nothing_at_out(t2v_model, tmp_path, monkeypatch):
+    from wan_desktop.export import job as job_mod
+    from wan_desktop.export import onnx_export
+
+    from wan_desktop.cancel import CancelToken
+    from wan_desktop.errors import Cancelled, EngineError
+
+    job = job_mod.ExportJob(model=str(t2v_model.official), out=str(tmp_path / "e"),
+                            components=("t5", "dit"))
+    token = CancelToken()
+    stages = []
+
+    def progress(stage, fraction):
+        stages.append((stage, fraction))
+        if stage == "dit":  # cancel once the T5 graph is written
+            token.cancel("stop")
+
+    with pytest.raises(Cancelled):
+        job_mod.run_export(job, progress=progress, cancel=token)
+    assert stages[0] == ("t5", 0.0) and stages[-1][0] == "dit"
+    assert list(tmp_path.iterdir()) == []
+
+    def fail(*a, **k):
+        raise EngineError("ONNX export of dit failed: boom")
+
+    monkeypatch.setattr(onnx_export, "export_dit", fail)
+    with pytest.raises(EngineError, match="boom"):
+        job_mod.run_export(job_mod.ExportJob(model=str(t2v_model.official),
+                                             out=str(tmp_path / "e"), components=("dit",)))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_plan_follows_the_variant_tasks():
+    from tests.tiny import tiny_variant
+    from wan_desktop.errors import ConfigError
+    from wan_desktop.export.job import ExportJob, plan_graphs
+
+    dec = ["vae_decoder_first", "vae_decoder_step"]
+    enc = ["vae_encoder_first", "vae_encoder_step"]
+    assert plan_graphs(tiny_variant("t2v-1.3B"), ()) == ["t5", *dec, "dit"]
+    assert plan_graphs(tiny_variant("i2v-14B"), ()) == ["t5", "clip", *dec, *enc, "dit"]
+    assert plan_graphs(tiny_variant("ti2v-5B"), ("vae",)) == [*dec, *enc]  # TI2V encodes its image
+    assert plan_graphs(tiny_variant("t2v-A14B"), ("dit",)) == ["dit"]
+    with pytest.raises(ConfigError, match="no CLIP image encoder"):
+        plan_graphs(tiny_variant("ti2v-5B"), ("clip",))
+    job = ExportJob(model="/m", out="/e", components=("dit",), precision="fp16",
+                    loras=(("/l.safetensors", 0.5, "low"),), profile="480p")
+    assert job.command() == ("wan-desktop export --model /m --out /e --components dit "
+                             "--precision fp16 --engine onnx --profile 480p "
+                             "--lora-low /l.safetensors:0.5")
+    with pytest.raises(ConfigError, match="opset must be 18..21"):
+        ExportJob(model="/m", out="/e", opset=23)
