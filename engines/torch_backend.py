@@ -18,6 +18,7 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from wan_desktop.checkpoints.detect import ModelFiles
     from wan_desktop.contracts import Components
+    from wan_desktop.lora import LoraFile, LoraSpec
     from wan_desktop.text import Tokenizer
     from wan_desktop.variants import Variant
 
@@ -55,14 +56,41 @@ class _Resident:
 
 
 class TorchTextEncoder:
+    """umT5 behind the TextEncoder Protocol. ``rebuild`` (optional) makes the model again (from its
+    memory-mapped checkpoint, or random weights from their seed) after ``release_ram`` dropped it
+    from host memory: the memory plan does that when RAM cannot hold it beside the DiT."""
+
     def __init__(self, model: nn.Module, tokenizer: Tokenizer,
-                 warn: Callable[[str], None] | None = None) -> None:
+                 warn: Callable[[str], None] | None = None,
+                 rebuild: Callable[[], nn.Module] | None = None) -> None:
         self._res = _Resident(model)
         self.model = model
         self.tokenizer = tokenizer
         self.warn = warn
+        self.rebuild = rebuild
+        self.released = False
+
+    def release_ram(self) -> bool:
+        """Unload and drop the weights from host memory (False: no way to make them again)."""
+        if self.released:
+            return True
+        if self.rebuild is None:
+            return False
+        self.unload()
+        self.model.to("meta")
+        self.released = True
+        return True
+
+    def materialize(self) -> None:
+        """Make the weights again after ``release_ram`` (on the CPU; ``load`` does it too)."""
+        if self.released:
+            assert self.rebuild is not None
+            self.model = self.rebuild()
+            self._res = _Resident(self.model)
+            self.released = False
 
     def load(self, device: torch.device) -> None:
+        self.materialize()
         self._res.load(device)
 
     def unload(self) -> None:
@@ -136,7 +164,7 @@ class TorchDenoiser:
         self._res = _Resident(model)
         self.released = False
 
-    def set_loras(self, loras: Sequence[tuple[object, float]]) -> None:
+    def set_loras(self, loras: Sequence[tuple[LoraFile, float]]) -> None:
         """Merge ``(LoraFile, strength)`` pairs instead of the current ones (none: base weights).
 
         The previous LoRAs are unmerged first, which restores the weights bit for bit. A resident
@@ -153,7 +181,7 @@ class TorchDenoiser:
             self.lora.unmerge()
             self.lora = None
         if loras:
-            self.lora = merge_loras(self.model, loras)  # type: ignore[arg-type]
+            self.lora = merge_loras(self.model, loras)
         if swapped and device.type != "cpu":
             self.load(device)
 
@@ -337,7 +365,7 @@ def build_torch_components(
     compile: bool = False,
     step_cache: float | None = None,
     swap_blocks: int = 0,
-    loras: Sequence[object] = (),
+    loras: Sequence[LoraSpec | str] = (),
     load: bool = True,
     lazy_experts: bool = False,
 ) -> Components:
@@ -392,6 +420,12 @@ def build_torch_components(
             vae = _vae_class(variant)(variant.vae)
             clip = ClipVisionEncoder(variant.clip) if variant.clip else None
         t5 = rand(t5, dtype, 10)
+
+        def read_t5() -> nn.Module:  # the same weights again (seeded, same device)
+            with weights_on_meta():
+                m = T5Encoder(variant.t5)
+            return rand(m, dtype, 10)
+
         vae = rand(vae, vae_dtype, 11)
         clip = rand(clip, dtype, 12) if clip is not None else None
         tokenizer = Tokenizer.for_random_weights(variant.t5.vocab_size)
@@ -409,7 +443,10 @@ def build_torch_components(
                 quantize_linears(m, precision)
             return m
 
-        t5 = load.load_t5(files, dtype=dtype)
+        def read_t5() -> nn.Module:
+            return load.load_t5(files, dtype=dtype)
+
+        t5 = read_t5()
         tokenizer = load.load_tokenizer(files)
         vae = load.load_vae(files, dtype=vae_dtype)
         clip = load.load_clip(files, dtype=dtype) if variant.dit.has_image_embedding else None
@@ -435,7 +472,7 @@ def build_torch_components(
 
         info["loras"] = [r for i, pairs in enumerate(lora_pairs)
                          for r in lora_records(pairs, expert=EXPERTS[i])]
-    text = TorchTextEncoder(t5, tokenizer, warn)
+    text = TorchTextEncoder(t5, tokenizer, warn, rebuild=read_t5)
     released = [lazy and i > 0 for i in range(len(dits))]
     denoisers = tuple(TorchDenoiser(m, swap_blocks=swap_blocks, compile=compile,
                                     step_cache=step_cache,
@@ -454,7 +491,8 @@ def build_torch_components(
                       vae_encoder=vae_c, image_encoder=image, boundary=boundary, info=info)
 
 
-def _read_loras(dits: Sequence[nn.Module], loras: Sequence[object]) -> list[list]:
+def _read_loras(dits: Sequence[nn.Module], loras: Sequence[LoraSpec | str]
+                ) -> list[list[tuple[LoraFile, float]]]:
     """Each expert's (LoraFile, strength) pairs, read and checked before any weight changes."""
     from wan_desktop.errors import ConfigError
     from wan_desktop.lora import EXPERTS, LoraSpec, load_loras
