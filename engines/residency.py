@@ -177,10 +177,13 @@ class _Group:
 class PlannedTextEncoder:
     """TextEncoder on the plan's device for the encode only, with the prompt cache in front."""
 
-    def __init__(self, inner: Any, device: torch.device, *, cache: PromptCache | None) -> None:
+    def __init__(self, inner: Any, device: torch.device, *, cache: PromptCache | None,
+                 int8: bool = False, release_ram: bool = False) -> None:
         self.inner = inner
         self.device = device
         self.cache = cache
+        self.int8 = int8  # weight-only int8 linears (re-applied after a rebuild)
+        self.release_ram = release_ram  # dropped from host RAM after encoding
         self.encoded: list[str] = []  # prompts the encoder really ran on (tests, logs)
 
     def load(self, device: torch.device) -> None:  # loads lazily, at encode time
@@ -193,6 +196,11 @@ class PlannedTextEncoder:
         out: list[Tensor | None] = [self.cache.get(p) if self.cache else None for p in prompts]
         todo = [i for i, e in enumerate(out) if e is None]
         if todo:
+            materialize = getattr(self.inner, "materialize", None)
+            if callable(materialize):
+                materialize()  # on the CPU, before any quantization
+            if self.int8:
+                _quantize_text_encoder(self.inner)
             self.inner.load(self.device)
             try:
                 fresh = self.inner.encode([prompts[i] for i in todo])
@@ -200,6 +208,10 @@ class PlannedTextEncoder:
                 if self.device.type != "cpu":
                     self.inner.unload()  # released: the DiT gets the memory
                     _free_cuda(self.device)
+                drop = getattr(self.inner, "release_ram", None)
+                if self.release_ram and callable(drop):
+                    drop()
+                    gc.collect()
             for i, e in zip(todo, fresh, strict=True):
                 e = e.float().cpu()
                 out[i] = e
@@ -309,8 +321,6 @@ def apply_plan(raw: Components, plan: Plan, device: torch.device | str, *,
         set_swap = getattr(den, "set_swap_blocks", None)
         if callable(set_swap):
             set_swap(plan.dit.swap_blocks)
-    if plan.text.precision == "int8":
-        _quantize_text_encoder(raw.text_encoder)
     text_dev = dev if plan.text.where == "gpu" else torch.device("cpu")
     group = _Group(raw.denoisers, dev, exclusive=plan.dit.experts_resident == 1,
                    release_before_decode=plan.dit.release_before_decode,
@@ -324,7 +334,9 @@ def apply_plan(raw: Components, plan: Plan, device: torch.device | str, *,
     return Components(
         variant=raw.variant,
         text_encoder=PlannedTextEncoder(raw.text_encoder, text_dev,
-                                        cache=cache if plan.text.cache else None),
+                                        cache=cache if plan.text.cache else None,
+                                        int8=plan.text.precision == "int8",
+                                        release_ram=not plan.ram.t5_in_ram),
         denoisers=tuple(PlannedDenoiser(d, group, i) for i, d in enumerate(raw.denoisers)),
         vae_decoder=vae,
         vae_encoder=encoder,

@@ -296,3 +296,26 @@ def test_i2v_vae_encode_leaves_the_gpu_before_the_denoise(tmp_path):
     events = [(n, w) for n, w, _ in parts["journal"]]
     assert events[:4] == [("text", "load"), ("text", "unload"), ("vae", "load"), ("vae", "unload")]
     assert events[4] == ("dit0", "load") and events[-1] == ("vae", "load")
+
+
+def test_text_encoder_leaves_ram_after_encoding_when_planned():
+    """RAM plan without room for the T5: dropped after each encode, made again for the next
+    (same weights from the seed; int8 re-applied), the same embeddings."""
+    from wan_desktop.engines.torch_ops import Int8Linear
+
+    comps = _tiny_torch()
+    text = comps.text_encoder
+    plan = _plan(text={"where": "cpu", "precision": "int8"})
+    plan = replace(plan, ram=replace(plan.ram, t5_in_ram=False))
+    planned = apply_plan(comps, plan, "cpu")
+    first = planned.text_encoder.encode(["a cat"])[0]
+    assert text.released and all(p.is_meta for p in text.model.parameters())
+    again = planned.text_encoder.encode(["a cat", "a dog"])
+    assert planned.text_encoder.encoded == ["a cat", "a cat", "a dog"] and text.released
+    assert torch.equal(again[0], first)
+    # the plain weights again (no int8 plan, kept in RAM): other numbers, the rebuilt fp32 model
+    kept = apply_plan(comps, _plan(text={"where": "cpu"}), "cpu")
+    plain = kept.text_encoder.encode(["a cat"])[0]
+    assert not text.released and not any(isinstance(m, Int8Linear) for m in text.model.modules())
+    assert not torch.equal(plain, first)
+    assert torch.equal(plain, _tiny_torch().text_encoder.encode(["a cat"])[0].float())
