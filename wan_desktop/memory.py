@@ -33,8 +33,9 @@ GIB = 1024**3
 #                   bf16 fc1 output and its GELU, both ffn_dim wide)
 # Fitted to gpu-baseline.json / gpu-baseline-720p.json (peak − bf16 weights): 1.3B b1/b2 at 32760
 # tokens → 53 / 51 KB per token; 14B b1 at 32760 / 75600 tokens → 119 / 114 KB per token. With the
-# constants below the predicted peaks are 4.21 / 5.77 / 30.2 / 34.9 GiB against the measured
-# 4.30 / 5.77 / 30.25 / 34.63 GiB (tests/memory/test_planner.py recomputes this).
+# constants below the predicted peaks are 4.24 / 5.81 / 30.57 / 35.27 GiB against the measured
+# 4.30 / 5.77 / 30.25 / 34.63 GiB (tests/memory/test_planner.py recomputes this; ±4 %). These
+# are diffusers' activations: our DiT's own are measured by tests/gpu/run_issue5.sh.
 _ACT_ATTN = 23.0
 _ACT_FFN_DIM = 10.0
 _ACT_FFN = 4.0
@@ -45,7 +46,8 @@ _ACT_PER_TOKEN_T = 52.0
 # VAE decode, per output pixel of the tile being decoded (one latent frame → 4 frames per chunk):
 # the causal cache (exact: elements counted from the config by vae_cache_elements_per_pixel) and the
 # chunk's activations, fitted to the untiled bf16 decodes of the baselines (peak − weights − cache
-# − the decoded video diffusers keeps on the GPU): Wan2.1 480p → 6.5 KB/px, Wan2.2 720p → 7.7 KB/px.
+# − the decoded video diffusers keeps on the GPU): Wan2.1 480p → 6.5 KB/px, Wan2.2 720p → 7.7 KB/px
+# (predicted 4.77 / 11.99 GiB against the measured 4.81 / 11.91 GiB).
 _VAE_ACT_BYTES_PER_PX = {"2.1": 6.5e3, "2.2": 7.7e3}
 # Outside the allocator (CUDA context, cuBLAS/cuDNN workspaces) and fragmentation of the caching
 # allocator: kept free from a budget.
