@@ -522,6 +522,17 @@ def _to_bf16(model: onnx.ModelProto, keep: set[str]) -> onnx.ModelProto:
         raise EngineError(f"bf16 conversion needs NVIDIA ModelOpt ({e})",
                           remedy='Install the export extra: pip install -e ".[export]".') from None
     logging.getLogger("modelopt").setLevel(logging.ERROR)
+    # Graph outputs that are constants (a VAE cache slot of the first chunk that is all zeros)
+    # are dropped by the converter: take them out and put them back, fp32, afterwards.
+    order = [o.name for o in model.graph.output]
+    produced = {o for n in model.graph.node for o in n.output}
+    const_out = {i.name: deepcopy(i) for i in model.graph.initializer
+                 if i.name in order and i.name not in produced}
+    out_info = {o.name: deepcopy(o) for o in model.graph.output}
+    if const_out:
+        keep_outs = [o for o in model.graph.output if o.name not in const_out]
+        del model.graph.output[:]
+        model.graph.output.extend(keep_outs)
     io = {"input": [deepcopy(i) for i in model.graph.input],
           "output": [deepcopy(o) for o in model.graph.output]}
     # bf16 Q/DQ scales and bf16 ops need opset 22 (FP8 Q/DQ alone would need 19)
@@ -538,7 +549,22 @@ def _to_bf16(model: onnx.ModelProto, keep: set[str]) -> onnx.ModelProto:
         custom_ops=sanitizer.custom_ops, tensor_block_dict={},
         use_standalone_type_inference=False, original_network_io_metadata=io)
     names = [n.name for n in model.graph.node]
-    return converter.convert([n for n in names if n in keep], [n for n in names if n not in keep])
+    out = converter.convert([n for n in names if n in keep], [n for n in names if n not in keep])
+    if const_out:
+        for name, tensor in const_out.items():
+            old = next((i for i in out.graph.initializer if i.name == name), None)
+            if old is not None and old.data_type != tensor.data_type:
+                old.name = name + "__bf16"  # still read by the converted nodes
+                for node in out.graph.node:
+                    node.input[:] = [old.name if x == name else x for x in node.input]
+                old = None
+            if old is None:
+                out.graph.initializer.append(tensor)
+        current = {o.name: o for o in out.graph.output}
+        restored = [deepcopy(current.get(n, out_info[n])) for n in order]
+        del out.graph.output[:]
+        out.graph.output.extend(restored)
+    return out
 
 
 # ----------------------------------------------------------------------------- evaluation
