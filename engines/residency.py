@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from wan_desktop.contracts import Components
-from wan_desktop.errors import OutOfVram
+from wan_desktop.errors import CheckpointError, OutOfVram
 
 if TYPE_CHECKING:
     from wan_desktop.memory import Plan
@@ -394,9 +394,7 @@ def run_with_fallback(plans: Sequence[Plan], attempt: Callable[[Plan], T], *,
     for i, plan in enumerate(plans):
         try:
             return attempt(plan), plan
-        except Exception as e:
-            if not is_cuda_oom(e):
-                raise
+        except torch.cuda.OutOfMemoryError as e:
             first = (str(e).strip().splitlines() or ["CUDA out of memory"])[0]
             del e
             _free_cuda(torch.device("cuda"))
@@ -418,10 +416,31 @@ def request_for(request: Any, plan: Plan) -> Any:
 # ----------------------------------------------------------------------------- a planned run
 
 
+def stored_precision(files: Any) -> str | None:
+    """"fp8" when the (first) DiT's block linears are stored in fp8 (ComfyUI fp8 / fp8_scaled
+    files run as stored), else None; read from the safetensors header only."""
+    if files is None or not getattr(files, "experts", None):
+        return None
+    from wan_desktop.checkpoints.reader import read_safetensors_header
+
+    for f in files.experts[0].files:
+        if Path(f).suffix != ".safetensors":
+            continue
+        try:
+            header, _meta = read_safetensors_header(Path(f))
+        except (CheckpointError, OSError):  # the loader reports a bad file with its own error
+            return None
+        for name, info in header.items():
+            if ".ffn.0.weight" in name or ".ffn.net.0.proj.weight" in name:
+                return "fp8" if info.dtype.startswith("float8") else None
+    return None
+
+
 def plans_for_run(variant: Any, request: Any, *, device: torch.device,
                   budget_gib: float | None, precision: str | None) -> list[Plan]:
     """The fallback ladder for a run on ``device``: planned for ``budget_gib`` (``--vram-budget``)
-    or, without one, for the GPU's free memory now ("auto")."""
+    or, without one, for the GPU's free memory now ("auto"). ``precision``: the DiT's (--precision,
+    or ``stored_precision`` of the files); None plans for bf16."""
     from wan_desktop import memory
 
     if budget_gib is None:

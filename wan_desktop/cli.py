@@ -296,7 +296,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         from .errors import CheckpointError
 
         raise CheckpointError(f"tiny VAE file not found: {args.tiny_vae}")
-    plans = _memory_plans(args, options, variant, request)
+    plans = _memory_plans(args, options, variant, request, model_files)
     if args.print_plan:
         print("\n".join(p.describe() for p in plans))
         return 0
@@ -386,8 +386,8 @@ def _looks_distilled(options: Any) -> bool:
                                    "rcm", "causvid", "fastwan"))
 
 
-def _memory_plans(args: argparse.Namespace, options: Any, variant: Any,
-                  request: Any) -> list[Any]:
+def _memory_plans(args: argparse.Namespace, options: Any, variant: Any, request: Any,
+                  model_files: Any = None) -> list[Any]:
     """The memory plans of a run on a CUDA GPU (``--print-plan`` plans without one, for
     ``--vram-budget``); empty on the CPU, where nothing needs placing. -v prints the first."""
     from .engines.factory import resolve_device
@@ -400,10 +400,10 @@ def _memory_plans(args: argparse.Namespace, options: Any, variant: Any,
     if device.type != "cuda" and args.vram_budget is None:
         raise ConfigError("--print-plan on a machine without a CUDA GPU needs --vram-budget GB",
                           remedy="Give the card's memory, e.g. --vram-budget 12.")
-    from .engines.residency import plans_for_run
+    from .engines.residency import plans_for_run, stored_precision
 
     plans = plans_for_run(variant, request, device=device, budget_gib=args.vram_budget,
-                          precision=options.precision)
+                          precision=options.precision or stored_precision(model_files))
     if args.verbose and not args.print_plan:
         print(plans[0].describe(), file=sys.stderr)
     return plans

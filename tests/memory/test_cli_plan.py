@@ -32,3 +32,25 @@ def test_print_plan_without_a_gpu_needs_a_budget(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert err.startswith("error: --print-plan") and "--vram-budget 12" in err
+
+
+def test_fp8_checkpoints_are_planned_as_fp8(tmp_path):
+    """A DiT stored in fp8 (ComfyUI fp8 files run as stored) is recognised from the header, so
+    its plan counts fp8 block bytes."""
+    from safetensors.torch import save_file
+    from wan_desktop.engines.residency import stored_precision
+
+    class Files:
+        def __init__(self, path):
+            self.experts = (type("C", (), {"files": (path,)})(),)
+
+    fp8 = tmp_path / "dit_fp8.safetensors"
+    save_file({"blocks.0.ffn.0.weight": torch.zeros(4, 4, dtype=torch.float8_e4m3fn),
+               "blocks.0.ffn.0.bias": torch.zeros(4, dtype=torch.bfloat16)}, str(fp8))
+    bf16 = tmp_path / "dit_bf16.safetensors"
+    save_file({"model.diffusion_model.blocks.0.ffn.0.weight": torch.zeros(4, 4,
+                                                                          dtype=torch.bfloat16)},
+              str(bf16))
+    assert stored_precision(Files(fp8)) == "fp8"
+    assert stored_precision(Files(bf16)) is None
+    assert stored_precision(None) is None
