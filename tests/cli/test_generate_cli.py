@@ -283,9 +283,13 @@ def test_gpu_out_of_memory_is_one_line_and_writes_nothing(t2v, tmp_path, cli, mo
     r = cli(["generate", "--model", t2v.official, "--prompt", "x", *SMALL, "--out",
              tmp_path / "o.mp4"])
     print(r.err.strip())
-    assert r.code == 2 and len(r.err_lines) == 1
-    assert r.err_lines[0].startswith("error: out of GPU memory: CUDA out of memory. Tried")
-    assert "Lower the resolution" in r.err_lines[0] and list(tmp_path.iterdir()) == []
+    # on a CUDA machine the memory-plan ladder retries each tighter plan first, one warning line each;
+    # on the CPU there is no ladder: the error is the only line
+    *warnings, last = r.err_lines
+    assert r.code == 2 and all(ln.startswith("warning: ") for ln in warnings)
+    assert torch.cuda.is_available() or not warnings
+    assert last.startswith("error: out of GPU memory: CUDA out of memory. Tried")
+    assert "Lower the resolution" in last and list(tmp_path.iterdir()) == []
 
 
 # ----------------------------------------------------------------------------- prompts, weights
