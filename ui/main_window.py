@@ -9,7 +9,7 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import QObject, QSize, Qt, QThreadPool, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QIcon, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -89,6 +89,7 @@ class MainWindow(QMainWindow):
         self.last_error: UserError | None = None
         self.error_box: QMessageBox | None = None
         self._preview_job: str | None = None
+        self.video_loader = VideoLoader()
         self._build()
         self._bind()
         self._render(self.form.state)
@@ -364,6 +365,7 @@ class MainWindow(QMainWindow):
         q.failed.connect(self._on_failed)
         q.cancelled.connect(self._on_cancelled)
         self.service.models_scanned.connect(self._on_models)
+        self.video_loader.loaded.connect(self._on_video_loaded)
 
     def _render(self, s: FormState) -> None:
         """Model → widgets, with the widgets' own signals blocked (no feedback loop)."""
@@ -629,16 +631,20 @@ class MainWindow(QMainWindow):
                 self._render(self.form.state)
 
     def play_selected(self) -> None:
+        """Play a history entry: the mp4 is decoded on a pool thread (a 720p clip takes seconds),
+        then shown here."""
         e = self._selected_history()
         if e is None or not e.out or not Path(e.out).is_file():
             return
-        import imageio.v3 as iio
+        self.statusBar().showMessage(f"Loading {Path(e.out).name}…", 3000)
+        self.video_loader.load(e.out, (e.request, e.options))
 
-        from .service import qimage_from_rgb
-
-        frames = tuple(qimage_from_rgb(f) for f in iio.imread(e.out))
-        fps = round(float(iio.immeta(e.out).get("fps", 16)))
-        self._show_video(Path(e.out), frames, fps, e.request, e.options)
+    def _on_video_loaded(self, path: str, frames, fps: int, context) -> None:
+        if frames:
+            request, options = context
+            self._show_video(Path(path), frames, fps, request, options)
+        else:
+            self.statusBar().showMessage(f"Cannot read {path}", 5000)
 
     # ------------------------------------------------------------------ progress and results
 
@@ -760,6 +766,28 @@ class MainWindow(QMainWindow):
         self.status_timer.stop()
         self.queue.shutdown()
         super().closeEvent(event)
+
+
+class VideoLoader(QObject):
+    """Decodes an mp4 to QImages on Qt's thread pool; ``loaded`` arrives on the GUI thread."""
+
+    loaded = Signal(str, object, int, object)  # path, frames (() on failure), fps, context
+
+    def load(self, path: str, context: object = None) -> None:
+        QThreadPool.globalInstance().start(lambda: self._decode(path, context))
+
+    def _decode(self, path: str, context: object) -> None:
+        import imageio.v3 as iio
+
+        from .service import qimage_from_rgb
+
+        try:
+            frames = tuple(qimage_from_rgb(f) for f in iio.imread(path))
+            fps = round(float(iio.immeta(path).get("fps", 16)))
+        except Exception:  # a deleted or damaged file: say so in the status bar
+            log.exception("cannot decode %s", path)
+            frames, fps = (), 16
+        self.loaded.emit(path, frames, fps, context)
 
 
 def scan_folders(settings: AppSettings) -> tuple[str, ...]:

@@ -87,6 +87,13 @@ def test_generation_end_to_end_preview_every_step_file_history_and_reuse(
     click(qtbot, w.video_player.next_button)
     assert w.video_player.index == 5 and w.video_player.counter.text() == "6 / 9"
 
+    # Play from the history decodes the file again (off the GUI thread) into the player
+    w.video_player.clear()
+    w.history_list.setCurrentRow(0)
+    click(qtbot, w.play_history_button)
+    qtbot.waitUntil(lambda: len(w.video_player.frames) == 9, timeout=30_000)
+    assert w.video_player.fps == 16
+
     # Reuse settings brings back prompt and (fixed) seed after the form was changed
     w.prompt_edit.setPlainText("something else")
     w.random_seed.setChecked(True)
