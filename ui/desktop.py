@@ -29,7 +29,8 @@ class Desktop(QObject):
         self.settings = settings or load_settings()
         self.thread = QThread()
         self.thread.setObjectName("gpu")
-        self.service = GpuService(preview_interval_s=self.settings.preview_interval_s)
+        self.service = GpuService(preview_interval_s=self.settings.preview_interval_s,
+                                  preview_decoder=self.settings.preview_decoder)
         self.service.moveToThread(self.thread)
         self.thread.start()
         self.queue = QueueModel(self.service, JobStore(data_dir()))

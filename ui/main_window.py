@@ -52,7 +52,7 @@ from .viewmodels import (
     presets,
     seconds_for_frames,
 )
-from .widgets import DropZone
+from .widgets import DropZone, LoraRow
 
 if TYPE_CHECKING:
     from .service import GpuService, JobResult, PreviewFrames, UserError
@@ -60,9 +60,26 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SAMPLERS = ("unipc", "dpm++", "euler")
+LORA_FILTER = "LoRA (*.safetensors *.sft)"
 BACKEND_LABELS = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime engine",
                   "tensorrt": "TensorRT engine"}
 PLAN_LABELS = {"auto": "Auto", "8": "8 GB", "12": "12 GB", "16": "16 GB", "24": "24 GB"}
+
+
+def _extras(options: dict) -> str:
+    """" · Fast (4 steps) · 2 LoRAs · tiny VAE" for a queue / history line ("" when none)."""
+    from wan_desktop.presets import PRESETS
+
+    out = []
+    preset = PRESETS.get(options.get("preset") or "")
+    if preset is not None:
+        out.append(preset.label)
+    n = len(options.get("loras") or ()) + len(options.get("loras_low") or ())
+    if n:
+        out.append(f"{n} LoRA{'s' if n > 1 else ''}")
+    if options.get("tiny_vae"):
+        out.append("tiny VAE")
+    return "".join(f" · {x}" for x in out)
 
 
 def _clock(seconds: float) -> str:
@@ -159,6 +176,29 @@ class MainWindow(QMainWindow):
             sampling_row.addWidget(w)
         sampling_row.addWidget(self.sampler_combo)
 
+        self.speed_combo = QComboBox()
+        self.speed_combo.setToolTip("A preset fills steps, CFG, shift and sampler (you can still "
+                                    "change them); Fast and Turbo need a distilled model or LoRA")
+        self.speed_combo.addItem("Custom", "")
+        from wan_desktop.presets import PRESETS
+
+        for p in PRESETS.values():
+            self.speed_combo.addItem(p.label, p.name)
+            self.speed_combo.setItemData(self.speed_combo.count() - 1, p.description,
+                                         Qt.ItemDataRole.ToolTipRole)
+        self.tiny_vae_check = QCheckBox("Fast final decode with the tiny VAE")
+        speed_row = QHBoxLayout()
+        speed_row.addWidget(self.speed_combo, 1)
+        speed_row.addWidget(self.tiny_vae_check)
+
+        self.lora_rows: list[LoraRow] = []
+        self.lora_list = QVBoxLayout()
+        self.lora_list.setContentsMargins(0, 0, 0, 0)
+        self.add_lora_button = QPushButton("Add LoRA…")
+        lora_col = QVBoxLayout()
+        lora_col.addLayout(self.lora_list)
+        lora_col.addWidget(self.add_lora_button, 0, Qt.AlignmentFlag.AlignLeft)
+
         self.seed_spin = QSpinBox(minimum=0, maximum=2**31 - 1)
         self.random_seed = QCheckBox("Random")
         self.dice_button = QToolButton(text="⚄", toolTip="Roll a new seed (and keep it fixed)")
@@ -192,7 +232,9 @@ class MainWindow(QMainWindow):
         form.addRow("Negative", self.negative_edit)
         form.addRow("Size", size_row)
         form.addRow("Duration", duration_row)
+        form.addRow("Preset", speed_row)
         form.addRow("Sampling", sampling_row)
+        form.addRow("LoRAs", lora_col)
         form.addRow("Seed", seed_row)
         form.addRow("Run on", run_row)
         left = QWidget()
@@ -326,6 +368,10 @@ class MainWindow(QMainWindow):
         self.guidance_spin.valueChanged.connect(lambda v: f.update(guidance=v))
         self.shift_spin.valueChanged.connect(lambda v: f.update(shift=v))
         self.sampler_combo.currentTextChanged.connect(lambda t: f.update(sampler=t))
+        self.speed_combo.activated.connect(
+            lambda i: f.apply_preset(self.speed_combo.itemData(i) or ""))
+        self.tiny_vae_check.toggled.connect(lambda on: f.update(tiny_vae=on))
+        self.add_lora_button.clicked.connect(self.add_lora_dialog)
         self.seed_spin.valueChanged.connect(lambda v: f.update(seed=v))
         self.random_seed.toggled.connect(lambda on: f.update(random_seed=on))
         self.dice_button.clicked.connect(
@@ -373,7 +419,7 @@ class MainWindow(QMainWindow):
                    self.height_spin, self.seconds_spin, self.frames_spin, self.steps_spin,
                    self.guidance_spin, self.shift_spin, self.sampler_combo, self.seed_spin,
                    self.random_seed, self.backend_combo, self.precision_combo, self.vram_combo,
-                   self.model_combo)
+                   self.model_combo, self.speed_combo, self.tiny_vae_check)
         for w in widgets:
             w.blockSignals(True)
         try:
@@ -396,6 +442,8 @@ class MainWindow(QMainWindow):
             self._fill_backends(s)
             self._set_combo_data(self.precision_combo, s.precision)
             self._set_combo_data(self.vram_combo, s.vram_plan)
+            self._set_combo_data(self.speed_combo, s.preset)
+            self.tiny_vae_check.setChecked(s.tiny_vae)
             idx = next((i for i, e in enumerate(self.models) if e.path == s.model), -1)
             if idx >= 0:
                 self.model_combo.setCurrentIndex(idx)
@@ -413,6 +461,38 @@ class MainWindow(QMainWindow):
         self.first_frame.set_path(s.image)
         self.last_frame.set_path(s.last_image)
         self._fill_presets(s)
+        has_tae = bool(self.settings.preview_decoder)
+        self.tiny_vae_check.setEnabled(has_tae or s.tiny_vae)
+        self.tiny_vae_check.setToolTip(
+            f"Decode with {Path(self.settings.preview_decoder).name}: much faster, lower quality"
+            if has_tae else "Set a Preview decoder (taew2_1 / taew2_2) in Settings first")
+        self._render_loras(s)
+
+    def _render_loras(self, s: FormState) -> None:
+        """One LoraRow per LoRA; rebuilt only when the list of files changes, so a strength
+        being typed keeps its focus."""
+        experts = self.form.experts
+        if [r.path for r in self.lora_rows] != [c.path for c in s.loras]:
+            for r in self.lora_rows:
+                self.lora_list.removeWidget(r)
+                r.deleteLater()
+            self.lora_rows = []
+            for i, c in enumerate(s.loras):
+                row = LoraRow(c.path, c.strength, c.expert, experts=experts)
+                row.strength_changed.connect(lambda v, i=i: self.form.set_lora(i, strength=v))
+                row.expert_changed.connect(lambda e, i=i: self.form.set_lora(i, expert=e))
+                row.removed.connect(lambda i=i: self.form.remove_lora(i))
+                self.lora_list.addWidget(row)
+                row.show()  # the layout alone would show it only on the next event loop turn
+                self.lora_rows.append(row)
+        else:
+            for row, c in zip(self.lora_rows, s.loras, strict=True):
+                row.show_values(c.strength, c.expert, experts=experts)
+
+    def add_lora_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Add a LoRA", "", LORA_FILTER)
+        if path:
+            self.form.add_lora(path)
 
     @staticmethod
     def _set_combo_data(combo: QComboBox, value: object) -> None:
@@ -588,7 +668,7 @@ class MainWindow(QMainWindow):
             state = ("▶ running" if j.state == "running" else "queued") + (
                 " (recovered after a crash)" if j.recovered else "")
             text = (f"{state} · {r.get('width')}×{r.get('height')} · {r.get('frames')} f · "
-                    f"seed {j.seed}\n{j.prompt[:60]}")
+                    f"seed {j.seed}{_extras(j.options)}\n{j.prompt[:60]}")
             item = QListWidgetItem(text)
             item.setData(Qt.ItemDataRole.UserRole, j.id)
             self.queue_list.addItem(item)
@@ -605,7 +685,8 @@ class MainWindow(QMainWindow):
             head = {"done": "✔", "failed": "✖ failed", "cancelled": "⊘ cancelled"}[e.status] \
                 if e.status in ("done", "failed", "cancelled") else e.status
             text = (f"{head} · seed {e.seed} · {r.get('width')}×{r.get('height')}×"
-                    f"{r.get('frames')} · {r.get('steps')} steps · {took} · {vram}\n"
+                    f"{r.get('frames')} · {r.get('steps')} steps · {took} · {vram}"
+                    f"{_extras(e.options)}\n"
                     f"{e.prompt[:70]}")
             item = QListWidgetItem(text)
             if e.thumbnail and Path(e.thumbnail).is_file():
@@ -669,9 +750,10 @@ class MainWindow(QMainWindow):
     def _on_preview(self, job_id: str, preview: PreviewFrames) -> None:
         if job_id != self._preview_job:
             return
-        self.preview_player.set_frames(preview.frames, fps=4)
+        self.preview_player.set_frames(preview.frames, fps=preview.fps)
+        how = "tiny VAE" if preview.decoder == "tiny-vae" else "latent→RGB, no VAE"
         self.preview_player.view.setToolTip(f"x0 prediction after step {preview.step}/"
-                                            f"{preview.total} (latent→RGB, no VAE)")
+                                            f"{preview.total} ({how})")
 
     def _on_finished(self, job_id: str, result: JobResult) -> None:
         self.stage_label.setText(f"Done in {result.seconds:.1f} s")
@@ -747,6 +829,10 @@ class MainWindow(QMainWindow):
 
     def _settings_saved(self) -> None:
         self.settings = self.settings_dialog.settings
+        self.service.set_preview_decoder(self.settings.preview_decoder)
+        if not self.settings.preview_decoder and self.form.state.tiny_vae:
+            self.form.update(tiny_vae=False)
+        self._render(self.form.state)
         self.rescan()  # the model folders may have changed
         self.refresh_engines()
 

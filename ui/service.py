@@ -54,7 +54,10 @@ class UserError:
 class PreviewFrames:
     step: int
     total: int
-    frames: tuple[QImage, ...]  # one per latent frame, at latent resolution
+    # linear map: one per latent frame at latent resolution; tiny VAE: the video's frames and size
+    frames: tuple[QImage, ...]
+    decoder: str = "linear"  # "linear" | "tiny-vae"
+    fps: int = 4  # how fast the preview player cycles them
 
 
 @dataclass(frozen=True)
@@ -91,9 +94,13 @@ class GpuService(QObject):
     _scan = Signal(object)
     _release = Signal()
 
-    def __init__(self, *, preview_interval_s: float = 0.25) -> None:
+    def __init__(self, *, preview_interval_s: float = 0.25, preview_decoder: str = "") -> None:
         super().__init__()
         self.preview_interval_s = preview_interval_s
+        # a TAEHV file for previews ("" : the linear map); the GUI sets it, each job reads it once
+        self.preview_decoder = preview_decoder
+        self._tae: tuple[tuple[str, int, str], Any] | None = None  # (path, z, device), TaePreview
+        self._tae_refused: set[tuple[str, int]] = set()  # warned once, linear map instead
         self._tokens: dict[str, CancelToken] = {}
         self._lock = threading.Lock()
         self._cache_key: str | None = None
@@ -125,6 +132,10 @@ class GpuService(QObject):
             tokens = list(self._tokens.values())
         for t in tokens:
             t.cancel("cancelled by the user")
+
+    def set_preview_decoder(self, path: str) -> None:
+        """The Settings' preview decoder; used from the next job on (a plain attribute store)."""
+        self.preview_decoder = path
 
     def request_scan(self, folders: tuple[str, ...]) -> None:
         self._scan.emit(tuple(folders))
@@ -178,6 +189,13 @@ class GpuService(QObject):
             self._components, self._device = build_components(
                 options, variant, files, warn=lambda m: log.warning("%s", m), plan=plan)
             self._cache_key = key
+            if options.tiny_vae:  # "fast final decode": the TAEHV replaces the VAE decoder
+                from wan_desktop.engines.preview import TinyVaeDecoder
+
+                comps = self._components
+                comps.vae_decoder = TinyVaeDecoder(options.tiny_vae, z_dim=variant.vae.z_dim)
+                comps.vae_decoder.load(self._device)
+                comps.info["tiny_vae"] = Path(options.tiny_vae).name
         return self._components, self._device
 
     @Slot(object)
@@ -232,8 +250,18 @@ class GpuService(QObject):
         options = RunOptions.from_dict(job.options)
         # cheap checks first: a bad value or image is reported before any weights load
         variant, files = detect_for_options(options)
-        request = GenerationRequest.from_dict(job.request).resolve(variant)
+        request = GenerationRequest.from_dict(job.request)
+        if options.preset:  # before resolve, as the CLI: the distilled σ grid, guidance_low
+            from wan_desktop.presets import get_preset
+
+            request = get_preset(options.preset).apply(request, variant)
+        request = request.resolve(variant)
         check_images(request)
+        if options.tiny_vae and not Path(options.tiny_vae).is_file():
+            from wan_desktop.errors import CheckpointError
+
+            raise CheckpointError(f"tiny VAE file not found: {options.tiny_vae}",
+                                  remedy="Choose the preview decoder file again in Settings.")
         token.check()
         self.stage_changed.emit(job.id, "load")
         plans = _memory_plans(options, variant, request)
@@ -243,6 +271,8 @@ class GpuService(QObject):
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
         last_preview = [0.0]
+        tae = self._preview_decoder(variant.vae.z_dim, device)
+        fps = variant.defaults.fps
 
         def emit(event: Any) -> None:
             if isinstance(event, StageStarted):
@@ -254,9 +284,15 @@ class GpuService(QObject):
                 due = now - last_preview[0] >= self.preview_interval_s or event.step == event.total
                 if event.preview is not None and due:
                     last_preview[0] = now
-                    rgb = latent_to_rgb(event.preview.numpy())  # [T, h, w, 3]
-                    self.preview_ready.emit(job.id, PreviewFrames(
-                        event.step, event.total, tuple(qimage_from_rgb(f) for f in rgb)))
+                    if tae is not None:  # [F, H, W, 3]: the video's frames, roughly
+                        rgb = tae(event.preview).numpy()
+                        self.preview_ready.emit(job.id, PreviewFrames(
+                            event.step, event.total, tuple(qimage_from_rgb(f) for f in rgb),
+                            decoder="tiny-vae", fps=fps))
+                    else:
+                        rgb = latent_to_rgb(event.preview.numpy())  # [T, h, w, 3]
+                        self.preview_ready.emit(job.id, PreviewFrames(
+                            event.step, event.total, tuple(qimage_from_rgb(f) for f in rgb)))
 
         if plans:  # a CUDA GPU: placed by the memory plan, the next plan after an OOM (as the CLI)
             from wan_desktop.engines.residency import generate_with_plans
@@ -276,6 +312,28 @@ class GpuService(QObject):
                          peak_vram_gb=None if peak is None else round(peak, 2), thumbnail=thumb,
                          fps=components.variant.defaults.fps, request=request.to_dict(),
                          frames=frames)
+
+
+    def _preview_decoder(self, z_dim: int, device: Any) -> Any:
+        """The TaePreview for this job's latents (kept between jobs), or None for the linear map:
+        no file set, or a file that does not fit (one warning per file and latent size)."""
+        path = self.preview_decoder
+        if not path or (path, z_dim) in self._tae_refused:
+            return None
+        key = (path, z_dim, str(device))
+        if self._tae is not None and self._tae[0] == key:
+            return self._tae[1]
+        from wan_desktop.engines.preview import TaePreview
+
+        try:
+            tae = TaePreview(path, z_dim=z_dim, device=device)
+        except (WanError, OSError) as e:
+            self._tae_refused.add((path, z_dim))
+            msg = e.one_line() if isinstance(e, WanError) else str(e)
+            log.warning("preview decoder not used, the linear preview instead: %s", msg)
+            return None
+        self._tae = (key, tae)
+        return tae
 
 
 def _torch_if_loaded() -> Any:
@@ -305,7 +363,12 @@ def _begin_run(components: Any, request: Any) -> None:
     schedule, as the CLI does: the cache must know which step is the last."""
     from wan_desktop.samplers import make_schedule
 
-    schedule = make_schedule(request.sampler, request.steps, request.shift)
+    if request.sigmas is not None:  # a preset's distilled grid
+        from wan_desktop.presets import explicit_schedule
+
+        schedule = explicit_schedule(request.sigmas)
+    else:
+        schedule = make_schedule(request.sampler, request.steps, request.shift)
     for den in components.denoisers:
         begin = getattr(den, "begin", None)
         if callable(begin):

@@ -25,6 +25,8 @@ class AppSettings:
     device: str | None = None  # None: CUDA when available
     dtype: str | None = None  # None: bf16 on GPU, fp32 on CPU
     preview_interval_s: float = 0.25  # at most one preview this often (the last step always)
+    # a TAEHV file (taew2_1 / taew2_2): real previews, and the "fast final decode" option
+    preview_decoder: str = ""
     last_model: str = ""
 
     def __post_init__(self) -> None:

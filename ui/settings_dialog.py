@@ -42,6 +42,24 @@ def _folder_row(edit: QLineEdit, title: str, parent: QWidget) -> QHBoxLayout:
     return row
 
 
+TAE_FILTER = "Tiny VAE (taew2_1 / taew2_2) (*.safetensors *.pth)"
+
+
+def _file_row(edit: QLineEdit, title: str, parent: QWidget) -> QHBoxLayout:
+    button = QPushButton("Browse…")
+
+    def browse() -> None:
+        path, _ = QFileDialog.getOpenFileName(parent, title, edit.text(), TAE_FILTER)
+        if path:
+            edit.setText(path)
+
+    button.clicked.connect(browse)
+    row = QHBoxLayout()
+    row.addWidget(edit, 1)
+    row.addWidget(button)
+    return row
+
+
 class SettingsDialog(QDialog):
     def __init__(self, settings: AppSettings, parent: Any = None) -> None:
         super().__init__(parent)
@@ -71,12 +89,18 @@ class SettingsDialog(QDialog):
         for label, value in DTYPES:
             self.dtype_combo.addItem(label, value)
         self.dtype_combo.setCurrentIndex(max(0, self.dtype_combo.findData(settings.dtype)))
+        self.preview_edit = QLineEdit(settings.preview_decoder)
+        self.preview_edit.setPlaceholderText("none: a linear latent→RGB preview")
+        self.preview_edit.setToolTip("A TAEHV tiny VAE (taew2_1 for Wan2.1 / Wan2.2 A14B, taew2_2 "
+                                     "for Wan2.2 TI2V-5B): real-looking previews every step, and "
+                                     "the form's fast final decode")
         form = QFormLayout()
         form.addRow("Model folders", models_row)
         form.addRow("Outputs", _folder_row(self.outputs_edit, "Outputs folder", self))
         form.addRow("Engines", _folder_row(self.engines_edit, "Engines folder", self))
         form.addRow("Device", self.device_combo)
         form.addRow("Compute type", self.dtype_combo)
+        form.addRow("Preview decoder", _file_row(self.preview_edit, "Tiny VAE file", self))
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save
                                    | QDialogButtonBox.StandardButton.Cancel)
         self.buttons = buttons
@@ -107,7 +131,8 @@ class SettingsDialog(QDialog):
                        outputs_dir=self.outputs_edit.text().strip(),
                        engines_dir=self.engines_edit.text().strip(),
                        device=self.device_combo.currentData(),
-                       dtype=self.dtype_combo.currentData())
+                       dtype=self.dtype_combo.currentData(),
+                       preview_decoder=self.preview_edit.text().strip())
 
     def accept(self) -> None:
         self.settings = self.result_settings()

@@ -10,6 +10,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Signal
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TASKS = ("t2v", "i2v", "flf2v", "ti2v")
+EXPERTS = ("high", "low")  # wan_desktop.lora.EXPERTS, without importing torch-side code here
 
 
 def frames_for_seconds(seconds: float, fps: int, temporal: int = 4) -> int:
@@ -61,6 +63,80 @@ def presets(entry: ModelEntry | None) -> list[tuple[str, int, int]]:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LoraChoice:
+    """One LoRA in the form: a file, a strength, and the Wan2.2 A14B expert it goes to ("high":
+    the high-noise expert, or the only DiT of other models; "low": the low-noise expert)."""
+
+    path: str
+    strength: float = 1.0
+    expert: str = "high"
+
+
+def lora_options(loras: tuple[LoraChoice, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """RunOptions.loras / loras_low: the CLI's "FILE:STRENGTH" strings, split by expert."""
+    def text(c: LoraChoice) -> str:
+        return f"{c.path}:{float(c.strength)!r}"
+
+    return (tuple(text(c) for c in loras if c.expert != "low"),
+            tuple(text(c) for c in loras if c.expert == "low"))
+
+
+def loras_from_options(options: dict[str, Any]) -> tuple[LoraChoice, ...]:
+    """The form's LoRA list back from saved RunOptions (jobs saved before LoRAs existed: none)."""
+    from wan_desktop.lora import LoraSpec
+
+    out: list[LoraChoice] = []
+    for key, expert in (("loras", "high"), ("loras_low", "low")):
+        for text in options.get(key) or ():
+            spec = LoraSpec.parse(str(text), expert=expert)
+            out.append(LoraChoice(path=spec.path, strength=spec.strength, expert=expert))
+    return tuple(out)
+
+
+def check_job(request: dict[str, Any], options: dict[str, Any]) -> None:
+    """What can be checked in a second before a job is queued, as the CLI does before loading any
+    weights: the preset fits the step count, and every LoRA tensor fits a layer of the model
+    (safetensors headers only). Raises the typed error the message box shows."""
+    from wan_desktop.errors import CheckpointError, ConfigError
+    from wan_desktop.lora import EXPERTS as LORA_EXPERTS
+    from wan_desktop.lora import LoraSpec, read_lora
+    from wan_desktop.pipeline import GenerationRequest, RunOptions
+
+    from wan_desktop.engines.factory import detect_for_options
+
+    opts = RunOptions.from_dict(options)
+    specs = [*(LoraSpec.parse(t) for t in opts.loras),
+             *(LoraSpec.parse(t, expert="low") for t in opts.loras_low)]
+    for spec in specs:
+        if not Path(spec.path).expanduser().is_file():
+            raise CheckpointError(f"LoRA file not found: {spec.path}",
+                                  remedy="Remove it from the LoRA list or add it again.")
+    if opts.tiny_vae and not Path(opts.tiny_vae).expanduser().is_file():
+        raise CheckpointError(f"tiny VAE file not found: {opts.tiny_vae}",
+                              remedy="Choose the preview decoder file again in Settings.")
+    if not (specs or opts.preset):
+        return
+    variant, files = detect_for_options(opts)
+    if opts.preset:
+        from wan_desktop.presets import get_preset
+
+        get_preset(opts.preset).apply(GenerationRequest.from_dict(request), variant)
+    if opts.loras_low and variant.experts != 2:
+        raise ConfigError(f"a LoRA is set for the low-noise expert, but {variant.name} has one "
+                          "diffusion model", remedy="Set the LoRA to the high (only) expert.")
+    if files is None or not specs:
+        return
+    from wan_desktop.checkpoints.detect import official_shapes
+
+    for i, comp in enumerate(files.experts):
+        shapes = None
+        for spec in specs:
+            if spec.expert == LORA_EXPERTS[i]:
+                shapes = shapes or official_shapes(comp, "dit")
+                read_lora(spec.path, shapes, header_only=True)
+
+
+@dataclass(frozen=True, kw_only=True)
 class FormState:
     model: str = ""
     prompt: str = ""
@@ -82,6 +158,9 @@ class FormState:
     engines: str = ""  # the engine folder of an onnxruntime/tensorrt backend
     precision: str = "bf16"
     vram_plan: str = "auto"
+    preset: str = ""  # a wan_desktop.presets.PRESETS name, "" for none
+    loras: tuple[LoraChoice, ...] = ()
+    tiny_vae: bool = False  # decode the final video with the Settings' tiny VAE (TAEHV)
 
 
 class FormModel(QObject):
@@ -112,9 +191,57 @@ class FormModel(QObject):
         if not neg or neg in defaults_neg:  # keep a negative prompt the user wrote
             neg = d.negative_prompt
         task = self.state.task if self.state.task in entry.tasks else entry.tasks[0]
+        loras, preset = self.state.loras, self.state.preset
+        if VARIANTS[entry.variant].experts != 2:  # one DiT: every LoRA goes to it
+            loras = tuple(replace(c, expert="high") for c in loras)
         self.update(model=entry.path, task=task, width=d.size[0], height=d.size[1],
                     frames=d.frames, fps=d.fps, steps=d.steps, guidance=d.guidance,
-                    shift=d.shift_for(*d.size), sampler=d.sampler, negative_prompt=neg)
+                    shift=d.shift_for(*d.size), sampler=d.sampler, negative_prompt=neg,
+                    loras=loras, preset="")
+        if preset:  # a chosen preset stays chosen: its values over the new model's defaults
+            self.apply_preset(preset)
+
+    @property
+    def experts(self) -> int:
+        """Diffusion models of the selected variant (2: Wan2.2 A14B, LoRAs pick an expert)."""
+        e = self.entry
+        return VARIANTS[e.variant].experts if e is not None and e.variant in VARIANTS else 1
+
+    def apply_preset(self, name: str) -> None:
+        """Pick a sampling preset: its steps / guidance / shift / sampler go into the form (the
+        user may still change them; the job records the preset, which builds the distilled σ grid
+        at run time). "Quality" is the variant's own values; "" keeps the values, no preset."""
+        if not name:
+            self.update(preset="")
+            return
+        from wan_desktop.presets import get_preset
+
+        p = get_preset(name)
+        s = self.state
+        e = self.entry
+        d = VARIANTS[e.variant].defaults if e is not None and e.variant in VARIANTS else None
+        self.update(
+            preset=name,
+            steps=p.steps if p.steps is not None else (d.steps if d else s.steps),
+            guidance=p.guidance if p.guidance is not None else (d.guidance if d else s.guidance),
+            shift=p.shift if p.shift is not None else (
+                d.shift_for(s.width, s.height) if d else s.shift),
+            sampler=p.sampler if p.sampler is not None else (d.sampler if d else s.sampler))
+
+    def add_lora(self, path: str, strength: float = 1.0) -> None:
+        self.update(loras=(*self.state.loras, LoraChoice(path=path, strength=strength)))
+
+    def set_lora(self, index: int, **changes: Any) -> None:
+        """Change one LoRA's ``strength`` or ``expert``."""
+        loras = list(self.state.loras)
+        if 0 <= index < len(loras):
+            if changes.get("expert", "high") not in EXPERTS:
+                raise ValueError(f"expert must be high or low, got {changes['expert']!r}")
+            loras[index] = replace(loras[index], **changes)
+            self.update(loras=tuple(loras))
+
+    def remove_lora(self, index: int) -> None:
+        self.update(loras=tuple(c for i, c in enumerate(self.state.loras) if i != index))
 
     def load_settings(self, request: dict[str, Any], options: dict[str, Any]) -> None:
         """"Reuse settings" from a history entry: the same request, fixed seed."""
@@ -132,6 +259,8 @@ class FormModel(QObject):
             backend=options.get("backend") or s.backend, engines=options.get("engines") or "",
             precision=options.get("precision") or s.precision,
             vram_plan=_plan_name(options.get("vram_budget_gb")),
+            preset=options.get("preset") or "", loras=loras_from_options(options),
+            tiny_vae=bool(options.get("tiny_vae")),
         )
 
     def make_job(self, settings: AppSettings) -> Job:
@@ -154,11 +283,19 @@ class FormModel(QObject):
             last_image=(s.last_image or None) if s.task == "flf2v" else None,
             width=s.width, height=s.height, frames=s.frames, steps=s.steps, guidance=s.guidance,
             shift=s.shift, sampler=s.sampler, seed=seed)
+        if s.tiny_vae and not settings.preview_decoder:
+            raise ConfigError("fast final decode needs a tiny VAE file",
+                              remedy="Set the Preview decoder (taew2_1 / taew2_2) in Settings, "
+                                     "or untick the fast decode.")
+        loras, loras_low = lora_options(s.loras)
         options = RunOptions(
             model=s.model, device=settings.device, dtype=settings.dtype, backend=s.backend,
             engines=(s.engines or str(settings.engines)) if s.backend != "torch" else None,
             precision=s.precision,
-            vram_budget_gb=None if s.vram_plan == "auto" else float(s.vram_plan))
+            vram_budget_gb=None if s.vram_plan == "auto" else float(s.vram_plan),
+            loras=loras, loras_low=loras_low, preset=s.preset or None,
+            tiny_vae=settings.preview_decoder if s.tiny_vae else None)
+        check_job(request.to_dict(), options.to_dict())  # a wrong LoRA: refused now, not queued
         job_id = new_job_id()
         out = settings.outputs / f"{time.strftime('%Y%m%d-%H%M%S')}-{job_id}.mp4"
         return Job(id=job_id, request=request.to_dict(), options=options.to_dict(), out=str(out))

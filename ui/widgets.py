@@ -1,4 +1,4 @@
-"""Small reusable widgets: an image drop zone and a seed box with a dice button."""
+"""Small reusable widgets: an image drop zone and one row of the LoRA list."""
 
 from __future__ import annotations
 
@@ -6,7 +6,15 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QImage, QPixmap
-from PySide6.QtWidgets import QFileDialog, QLabel
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QToolButton,
+    QWidget,
+)
 
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp)"
 
@@ -69,3 +77,46 @@ class DropZone(QLabel):
         path, _ = QFileDialog.getOpenFileName(self, self.title, "", IMAGE_FILTER)
         if path:
             self._accept(path)
+
+
+class LoraRow(QWidget):
+    """One LoRA of the form: its file name, a strength box, the Wan2.2 expert, a remove button."""
+
+    strength_changed = Signal(float)
+    expert_changed = Signal(str)
+    removed = Signal()
+
+    def __init__(self, path: str, strength: float, expert: str, *, experts: int) -> None:
+        super().__init__()
+        self.path = path
+        self.name = QLabel(Path(path).name)
+        self.name.setToolTip(path)
+        self.strength = QDoubleSpinBox(minimum=-4.0, maximum=4.0, singleStep=0.05, decimals=2)
+        self.strength.setToolTip("LoRA strength (0: no effect)")
+        self.strength.setValue(strength)
+        self.expert = QComboBox()
+        self.expert.addItem("high-noise expert", "high")
+        self.expert.addItem("low-noise expert", "low")
+        self.expert.setCurrentIndex(max(0, self.expert.findData(expert)))
+        self.expert.setVisible(experts == 2)  # only Wan2.2 A14B has two diffusion models
+        self.remove = QToolButton(text="✕", toolTip="Remove this LoRA")
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.name, 1)
+        lay.addWidget(self.expert)
+        lay.addWidget(self.strength)
+        lay.addWidget(self.remove)
+        self.strength.valueChanged.connect(self.strength_changed)
+        self.expert.currentIndexChanged.connect(
+            lambda _i: self.expert_changed.emit(self.expert.currentData()))
+        self.remove.clicked.connect(self.removed)
+
+    def show_values(self, strength: float, expert: str, *, experts: int) -> None:
+        """Model → widgets without echoing the change back."""
+        for w in (self.strength, self.expert):
+            w.blockSignals(True)
+        self.strength.setValue(strength)
+        self.expert.setCurrentIndex(max(0, self.expert.findData(expert)))
+        self.expert.setVisible(experts == 2)
+        for w in (self.strength, self.expert):
+            w.blockSignals(False)

@@ -102,3 +102,9 @@ def click(qtbot, button) -> None:
 def tiny_ti2v(tmp_path_factory) -> TinyModel:
     """Wan2.2 TI2V-5B at tiny size: the z=48 VAE, 24 fps, text or first-frame conditioning."""
     return build_tiny_model(tmp_path_factory.mktemp("gui_ti2v"), "ti2v-5B")
+
+
+@pytest.fixture(scope="session")
+def tiny_i2v(tmp_path_factory) -> TinyModel:
+    """Wan2.1 I2V-14B at tiny size: CLIP image encoder, the first frame encoded by the VAE."""
+    return build_tiny_model(tmp_path_factory.mktemp("gui_i2v"), "i2v-14B")
