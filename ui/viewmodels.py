@@ -97,12 +97,12 @@ def check_job(request: dict[str, Any], options: dict[str, Any]) -> None:
     """What can be checked in a second before a job is queued, as the CLI does before loading any
     weights: the preset fits the step count, and every LoRA tensor fits a layer of the model
     (safetensors headers only). Raises the typed error the message box shows."""
+    from wan_desktop.engines.factory import detect_for_options
+
     from wan_desktop.errors import CheckpointError, ConfigError
     from wan_desktop.lora import EXPERTS as LORA_EXPERTS
     from wan_desktop.lora import LoraSpec, read_lora
     from wan_desktop.pipeline import GenerationRequest, RunOptions
-
-    from wan_desktop.engines.factory import detect_for_options
 
     opts = RunOptions.from_dict(options)
     specs = [*(LoraSpec.parse(t) for t in opts.loras),
