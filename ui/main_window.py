@@ -276,6 +276,7 @@ class MainWindow(QMainWindow):
         # --- queue and history (right)
         self.queue_list = QListWidget()
         self.queue_list.setAlternatingRowColors(True)
+        self.queue_list.setWordWrap(True)  # preset / LoRA notes make the lines long
         self.queue_list.setSpacing(2)
         self.up_button = QToolButton(text="▲", toolTip="Move up")
         self.down_button = QToolButton(text="▼", toolTip="Move down")
