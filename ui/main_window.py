@@ -49,6 +49,7 @@ from .viewmodels import (
     Progress,
     QueueModel,
     frames_for_seconds,
+    preset_warning,
     presets,
     seconds_for_frames,
 )
@@ -632,6 +633,11 @@ class MainWindow(QMainWindow):
                                 precision=self.form.state.precision,
                                 vram_plan=self.form.state.vram_plan)
         save_settings(self.settings)
+        s = self.form.state
+        note = preset_warning(s.model, s.preset, s.loras)
+        if note:  # a hint, not a refusal: the user may know better (a merged distill)
+            log.warning("%s", note)
+            self.statusBar().showMessage(f"Note: {note}", 10_000)
         self.queue.add(job)
 
     def cancel_running(self) -> None:

@@ -136,6 +136,21 @@ def check_job(request: dict[str, Any], options: dict[str, Any]) -> None:
                 read_lora(spec.path, shapes, header_only=True)
 
 
+# words in a model's path that say it is a few-step distill (as the CLI's --preset fast check)
+_DISTILLED = ("distill", "lightx2v", "lightning", "4step", "4-step", "turbo", "rcm", "causvid",
+              "fastwan")
+
+
+def preset_warning(model: str, preset: str, loras: tuple[LoraChoice, ...]) -> str | None:
+    """Why a few-step preset will likely give a blurry video (a base model, no distill LoRA)."""
+    if preset not in ("fast", "turbo") or loras:
+        return None
+    if any(m in model.lower() for m in _DISTILLED):
+        return None
+    return (f"the {preset} preset expects a step-distilled model or a 4-step LoRA; a base model "
+            "gives a blurry video in 4 steps")
+
+
 @dataclass(frozen=True, kw_only=True)
 class FormState:
     model: str = ""

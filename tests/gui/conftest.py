@@ -108,3 +108,9 @@ def tiny_ti2v(tmp_path_factory) -> TinyModel:
 def tiny_i2v(tmp_path_factory) -> TinyModel:
     """Wan2.1 I2V-14B at tiny size: CLIP image encoder, the first frame encoded by the VAE."""
     return build_tiny_model(tmp_path_factory.mktemp("gui_i2v"), "i2v-14B")
+
+
+@pytest.fixture(scope="session")
+def tiny_a14b(tmp_path_factory) -> TinyModel:
+    """Wan2.2 T2V-A14B at tiny size: two experts (high-noise, low-noise) in their own folders."""
+    return build_tiny_model(tmp_path_factory.mktemp("gui_a14b"), "t2v-A14B")

@@ -67,6 +67,9 @@ def test_fast_preset_fills_the_form_and_the_job_runs_its_four_distilled_steps(
         click(qtbot, w.generate_button)
     job_id, result = sig.args
     assert previews == [1, 2, 3, 4] and _steps_of(d, job_id) == [1, 2, 3, 4]
+    # a base model without a distill LoRA: the CLI's warning, as a status-bar note
+    assert "fast preset expects a step-distilled model" in \
+        (home / "logs" / "wan-desktop.log").read_text()
     side = _sidecar(result.out)
     assert side["options"]["preset"] == "fast"
     r = side["request"]
@@ -275,3 +278,40 @@ def test_i2v_from_a_dropped_first_frame_previews_each_step_and_records_the_image
     side = _sidecar(result.out)
     assert side["request"]["task"] == "i2v" and side["request"]["image"] == str(img)
     assert side["variant"] == "i2v-14B"
+
+
+def test_a14b_loras_go_to_the_expert_chosen_per_lora_and_fast_sets_the_boundary(
+        make_desktop, tiny_a14b, lora_files, qtbot, home, tmp_path):
+    good, bad = lora_files
+    low = save(tmp_path, "low.safetensors", official_layout(lowrank(9)))
+    d = make_desktop([tiny_a14b.official])
+    w = d.window
+    assert w.models[0].variant == "t2v-A14B" and w.form.experts == 2
+    fill_form(w, qtbot, "two experts", seed=4, steps=4)
+    w.speed_combo.activated.emit(w.speed_combo.findData("fast"))
+    w.form.add_lora(str(good))
+    w.form.add_lora(str(bad))
+    assert all(r.expert.isVisible() for r in w.lora_rows)  # A14B: a per-LoRA expert choice
+    w.lora_rows[1].expert.setCurrentIndex(w.lora_rows[1].expert.findData("low"))
+    assert w.form.state.loras[1].expert == "low"
+    # the wrong LoRA on the low-noise expert is checked against that expert's own header
+    click(qtbot, w.generate_button)
+    assert "blocks.1.ffn.0.lora_down.weight" in w.last_error.message and d.queue.jobs == []
+    w.error_box.close()
+    click(qtbot, w.lora_rows[1].remove)
+    w.form.add_lora(str(low), strength=0.5)
+    w.lora_rows[1].expert.setCurrentIndex(1)
+    with qtbot.waitSignal(d.queue.finished, timeout=90_000) as sig:
+        click(qtbot, w.generate_button)
+    job_id, result = sig.args
+    assert _steps_of(d, job_id) == [1, 2, 3, 4]
+    side = _sidecar(result.out)
+    assert side["options"]["loras"] == [f"{good}:1.0"]
+    assert side["options"]["loras_low"] == [f"{low}:0.5"]
+    # lightx2v's Wan2.2 recipe: the low-noise expert from step 2 (of 4), no CFG on either
+    assert side["request"]["boundary_step"] == 2 and side["request"]["guidance_low"] == 1.0
+    w.form.update(loras=())
+    w.history_list.setCurrentRow(0)
+    click(qtbot, w.reuse_button)
+    assert [(c.path, c.strength, c.expert) for c in w.form.state.loras] == \
+        [(str(good), 1.0, "high"), (str(low), 0.5, "low")]
