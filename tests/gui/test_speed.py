@@ -315,3 +315,17 @@ def test_a14b_loras_go_to_the_expert_chosen_per_lora_and_fast_sets_the_boundary(
     click(qtbot, w.reuse_button)
     assert [(c.path, c.strength, c.expert) for c in w.form.state.loras] == \
         [(str(good), 1.0, "high"), (str(low), 0.5, "low")]
+
+
+def test_lora_choices_round_trip_through_run_options_strings():
+    from wan_desktop.ui.viewmodels import LoraChoice, lora_options, loras_from_options
+
+    choices = (LoraChoice(path="/m/a.safetensors", strength=1.0),
+               LoraChoice(path="C:\\loras\\b.safetensors", strength=-0.25, expert="low"),
+               LoraChoice(path="/m/c:d.safetensors", strength=0.1 + 0.2, expert="high"))
+    high, low = lora_options(choices)
+    assert high == ("/m/a.safetensors:1.0", f"/m/c:d.safetensors:{0.1 + 0.2!r}")
+    assert low == ("C:\\loras\\b.safetensors:-0.25",)
+    back = loras_from_options({"loras": list(high), "loras_low": list(low)})
+    assert back == (choices[0], choices[2], choices[1])  # high first, then low; floats exact
+    assert loras_from_options({"model": "/m"}) == ()  # a job saved before LoRAs existed
