@@ -271,7 +271,7 @@ class GpuService(QObject):
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
         last_preview = [0.0]
-        tae = self._preview_decoder(variant.vae.z_dim, device)
+        tae = [self._preview_decoder(variant.vae.z_dim, device)]  # [None] after a failure
         fps = variant.defaults.fps
 
         def emit(event: Any) -> None:
@@ -284,8 +284,15 @@ class GpuService(QObject):
                 due = now - last_preview[0] >= self.preview_interval_s or event.step == event.total
                 if event.preview is not None and due:
                     last_preview[0] = now
-                    if tae is not None:  # [F, H, W, 3]: the video's frames, roughly
-                        rgb = tae(event.preview).numpy()
+                    rgb = None
+                    if tae[0] is not None:
+                        try:  # [F, H, W, 3]: the video's frames, roughly
+                            rgb = tae[0](event.preview).numpy()
+                        except RuntimeError as e:  # a preview must never fail the job (OOM)
+                            log.warning("tiny-VAE preview failed, the linear preview for the rest "
+                                        "of this job: %s", str(e).strip().splitlines()[:1])
+                            tae[0] = None
+                    if rgb is not None:
                         self.preview_ready.emit(job.id, PreviewFrames(
                             event.step, event.total, tuple(qimage_from_rgb(f) for f in rgb),
                             decoder="tiny-vae", fps=fps))
@@ -312,7 +319,6 @@ class GpuService(QObject):
                          peak_vram_gb=None if peak is None else round(peak, 2), thumbnail=thumb,
                          fps=components.variant.defaults.fps, request=request.to_dict(),
                          frames=frames)
-
 
     def _preview_decoder(self, z_dim: int, device: Any) -> Any:
         """The TaePreview for this job's latents (kept between jobs), or None for the linear map:

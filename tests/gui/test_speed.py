@@ -329,3 +329,32 @@ def test_lora_choices_round_trip_through_run_options_strings():
     back = loras_from_options({"loras": list(high), "loras_low": list(low)})
     assert back == (choices[0], choices[2], choices[1])  # high first, then low; floats exact
     assert loras_from_options({"model": "/m"}) == ()  # a job saved before LoRAs existed
+
+
+def test_a_failing_tiny_vae_preview_falls_back_to_the_linear_map_and_the_job_finishes(
+        make_desktop, tiny, qtbot, home, tmp_path, monkeypatch):
+    import torch
+    from wan_desktop.engines.preview import TaePreview
+
+    tae = tmp_path / "taew2_1.safetensors"
+    random_tae_file(tae, z=16, patch=1, seed=1)
+    real = TaePreview.__call__
+    calls = []
+
+    def oom_on_second(self, latents):  # a CPU cannot run out of VRAM: raise what CUDA raises
+        calls.append(1)
+        if len(calls) == 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+        return real(self, latents)
+
+    monkeypatch.setattr(TaePreview, "__call__", oom_on_second)
+    d = make_desktop([tiny.official])
+    d.service.set_preview_decoder(str(tae))
+    fill_form(d.window, qtbot, "preview trouble", seed=1, steps=3)
+    previews = []
+    d.queue.preview.connect(lambda _j, p: previews.append((p.step, p.decoder, len(p.frames))))
+    with qtbot.waitSignal(d.queue.finished, timeout=60_000):
+        click(qtbot, d.window.generate_button)
+    assert previews == [(1, "tiny-vae", 9), (2, "linear", 3), (3, "linear", 3)]
+    assert len(calls) == 2  # not retried within the job
+    assert "tiny-VAE preview failed" in (home / "logs" / "wan-desktop.log").read_text()
