@@ -23,7 +23,9 @@ def rel_err(got, ref) -> float:
     got = torch.as_tensor(got).double()
     ref = torch.as_tensor(ref).double()
     assert got.shape == ref.shape, (tuple(got.shape), tuple(ref.shape))
-    return float((got - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
+    err = float((got - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
+    print(f"rel_err {tuple(ref.shape)}: {err:.2e}")  # shown with -s: the figures in the README
+    return err
 
 
 def session(path: Path):
