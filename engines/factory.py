@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import torch
 
     from wan_desktop.checkpoints.detect import ModelFiles
+    from wan_desktop.lora import LoraSpec
     from wan_desktop.memory import Plan
     from wan_desktop.pipeline import RunOptions
 
@@ -67,15 +68,19 @@ def build_components(
     *,
     warn: Callable[[str], None] | None = None,
     plan: Plan | None = None,
+    size: str | None = None,
 ) -> tuple[Components, torch.device]:
     """Load (or randomly initialise) every component the variant needs, on ``options``' device.
+
+    ``size`` ("832x480x81", the run's width, height and frames) picks the TensorRT engines built
+    for that preset when a folder holds several.
 
     With a memory ``plan`` nothing is put on the device yet: the components stay on the CPU for
     engines/residency.apply_plan to place (block streaming as planned, unless the options set it).
     """
     device, dtype = resolve_device(options)
     if options.backend in ("onnxruntime", "tensorrt"):
-        return _build_engine_components(options, variant, files, device, warn), device
+        return _build_engine_components(options, variant, files, device, warn, size), device
     if options.backend != "torch":
         raise EngineError(f"unknown backend {options.backend!r}",
                           remedy="Use --backend torch, onnxruntime or tensorrt.")
@@ -100,15 +105,15 @@ def lora_specs(options: RunOptions) -> list[LoraSpec]:
 
 
 def _build_engine_components(options: RunOptions, variant: Variant, files: ModelFiles | None,
-                             device: torch.device, warn: Callable[[str], None] | None
-                             ) -> Components:
+                             device: torch.device, warn: Callable[[str], None] | None,
+                             size: str | None = None) -> Components:
     """Components from an engine folder (wan-desktop export); the backends are imported lazily."""
     if not options.engines:
         raise ConfigError(f"--backend {options.backend} needs --engines DIR")
     from wan_desktop.lora import lora_manifest
 
     # the engines' merged LoRAs must be exactly the run's (sha256 prefix, strength, expert)
-    loras = lora_manifest(lora_specs(options))  # type: ignore[arg-type]
+    loras = lora_manifest(lora_specs(options))
     if options.backend == "onnxruntime":
         from .onnxruntime_backend import build_ort_components
 
@@ -134,4 +139,4 @@ def _build_engine_components(options: RunOptions, variant: Variant, files: Model
     return build_tensorrt_components(variant if files is not None else manifest.variant,
                                      options.engines, device, warn=warn,
                                      tokenizer=engine_tokenizer(options.engines, manifest),
-                                     precision=options.precision)
+                                     precision=options.precision, preset=size)

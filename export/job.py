@@ -365,7 +365,10 @@ def run_export(
                 module = loader.dit(expert)
                 loras += _merge_loras(module, job, expert, variant.experts)
                 name = "dit.onnx" if variant.experts == 1 else f"dit_{('high', 'low')[expert]}.onnx"
-                paths = [onnx_export.export_dit(module, variant, tmp / name, **kw)]
+                # onnxslim drops the module names that tell the block linears from the
+                # embeddings: quantize.py needs them to keep the sensitive layers in high precision
+                dit_kw = {**kw, "slim": False} if needs_quantize else kw
+                paths = [onnx_export.export_dit(module, variant, tmp / name, **dit_kw)]
             for p in paths:
                 g = specs.DIT if graph == specs.DIT else p.stem  # dit_high.onnx is a "dit" too
                 entries.append(entry_for(g, p, expert if g == specs.DIT else None))

@@ -175,19 +175,23 @@ class GpuService(QObject):
         if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def _load(self, options: Any, variant: Any, files: Any, plan: Any) -> tuple[Any, Any]:
+    def _load(self, options: Any, variant: Any, files: Any, plan: Any,
+              size: str) -> tuple[Any, Any]:
         """Components for ``options``, kept from the previous job when nothing changed. With a
-        memory ``plan`` (CUDA) they stay on the CPU; the residency layer places them per run."""
+        memory ``plan`` (CUDA) they stay on the CPU; the residency layer places them per run.
+        ``size`` ("WxHxF") picks the TensorRT engines of that preset."""
         import json
 
         from wan_desktop.engines.factory import build_components
 
-        key = json.dumps([options.to_dict(), None if plan is None else plan.describe()],
-                         sort_keys=True, default=str)
+        engines_size = size if options.backend == "tensorrt" else None  # engines are per size
+        key = json.dumps([options.to_dict(), None if plan is None else plan.describe(),
+                          engines_size], sort_keys=True, default=str)
         if key != self._cache_key:
             self._unload()
             self._components, self._device = build_components(
-                options, variant, files, warn=lambda m: log.warning("%s", m), plan=plan)
+                options, variant, files, warn=lambda m: log.warning("%s", m), plan=plan,
+                size=size)
             self._cache_key = key
             if options.tiny_vae:  # "fast final decode": the TAEHV replaces the VAE decoder
                 from wan_desktop.engines.preview import TinyVaeDecoder
@@ -265,7 +269,8 @@ class GpuService(QObject):
         token.check()
         self.stage_changed.emit(job.id, "load")
         plans = _memory_plans(options, variant, request)
-        components, device = self._load(options, variant, files, plans[0] if plans else None)
+        components, device = self._load(options, variant, files, plans[0] if plans else None,
+                                        f"{request.width}x{request.height}x{request.frames}")
         torch = _torch_if_loaded()
         cuda = torch is not None and getattr(device, "type", "") == "cuda"
         if cuda:

@@ -312,8 +312,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         warn("--preset fast expects a step-distilled model or a 4-step LoRA (--lora); a base "
              "model gives a blurry video in 4 steps")
     try:
-        components, device = build_components(options, variant, model_files, warn=warn,
-                                               plan=plans[0] if plans else None)
+        components, device = build_components(
+            options, variant, model_files, warn=warn, plan=plans[0] if plans else None,
+            size=f"{request.width}x{request.height}x{request.frames}")
         if options.tiny_vae:
             from .engines.preview import TinyVaeDecoder
 

@@ -227,3 +227,18 @@ def test_tensorrt_generation_matches_torch(trt_folder):  # pragma: no cover - ne
     a = generate(trt_comps, r, device=dev)
     b = generate(ref, r, device=dev)
     assert psnr_uint8(a, b) > 30
+
+
+def test_generate_picks_the_engines_of_the_requested_size(trt_folder, tmp_path, capsys):
+    """The run's WxHxF reaches the TensorRT backend through the factory: a size the folder has no
+    engine for is refused naming it and the sizes it has (before any GPU is needed)."""
+    from wan_desktop.cli import main
+
+    out = tmp_path / "o.mp4"
+    code = main(["generate", "--backend", "tensorrt", "--engines", str(trt_folder), "--prompt",
+                 "x", "--size", "1280x720", "--frames", "81", "--steps", "1", "--no-progress",
+                 "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "no dit engine for 1280x720x81" in err[0] and "832x480x81" in err[0]
+    assert not out.exists()
