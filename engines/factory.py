@@ -98,10 +98,9 @@ def build_components(
 
 def lora_specs(options: RunOptions) -> list[LoraSpec]:
     """RunOptions' "FILE[:STRENGTH]" strings as LoraSpec items (--lora: high-noise / only DiT)."""
-    from wan_desktop.lora import LoraSpec
+    from wan_desktop.lora import run_specs
 
-    return [*(LoraSpec.parse(t) for t in options.loras),
-            *(LoraSpec.parse(t, expert="low") for t in options.loras_low)]
+    return run_specs(options.loras, options.loras_low)
 
 
 def _build_engine_components(options: RunOptions, variant: Variant, files: ModelFiles | None,

@@ -99,21 +99,16 @@ def check_job(request: dict[str, Any], options: dict[str, Any]) -> None:
     (safetensors headers only). Raises the typed error the message box shows."""
     from wan_desktop.engines.factory import detect_for_options
 
-    from wan_desktop.errors import CheckpointError, ConfigError
-    from wan_desktop.lora import EXPERTS as LORA_EXPERTS
-    from wan_desktop.lora import LoraSpec, read_lora
+    from wan_desktop.errors import CheckpointError
+    from wan_desktop.lora import check_run_loras, run_specs
     from wan_desktop.pipeline import GenerationRequest, RunOptions
 
     opts = RunOptions.from_dict(options)
-    specs = [*(LoraSpec.parse(t) for t in opts.loras),
-             *(LoraSpec.parse(t, expert="low") for t in opts.loras_low)]
-    for spec in specs:
-        if not Path(spec.path).expanduser().is_file():
-            raise CheckpointError(f"LoRA file not found: {spec.path}",
-                                  remedy="Remove it from the LoRA list or add it again.")
+    specs = run_specs(opts.loras, opts.loras_low)
     if opts.tiny_vae and not Path(opts.tiny_vae).expanduser().is_file():
         raise CheckpointError(f"tiny VAE file not found: {opts.tiny_vae}",
                               remedy="Choose the preview decoder file again in Settings.")
+    check_run_loras(specs)  # the files exist (before any model detection)
     if not (specs or opts.preset):
         return
     variant, files = detect_for_options(opts)
@@ -121,34 +116,14 @@ def check_job(request: dict[str, Any], options: dict[str, Any]) -> None:
         from wan_desktop.presets import get_preset
 
         get_preset(opts.preset).apply(GenerationRequest.from_dict(request), variant)
-    if opts.loras_low and variant.experts != 2:
-        raise ConfigError(f"a LoRA is set for the low-noise expert, but {variant.name} has one "
-                          "diffusion model", remedy="Set the LoRA to the high (only) expert.")
-    if files is None or not specs:
-        return
-    from wan_desktop.checkpoints.detect import official_shapes
-
-    for i, comp in enumerate(files.experts):
-        shapes = None
-        for spec in specs:
-            if spec.expert == LORA_EXPERTS[i]:
-                shapes = shapes or official_shapes(comp, "dit")
-                read_lora(spec.path, shapes, header_only=True)
-
-
-# words in a model's path that say it is a few-step distill (as the CLI's --preset fast check)
-_DISTILLED = ("distill", "lightx2v", "lightning", "4step", "4-step", "turbo", "rcm", "causvid",
-              "fastwan")
+    check_run_loras(specs, variant, files)
 
 
 def preset_warning(model: str, preset: str, loras: tuple[LoraChoice, ...]) -> str | None:
     """Why a few-step preset will likely give a blurry video (a base model, no distill LoRA)."""
-    if preset not in ("fast", "turbo") or loras:
-        return None
-    if any(m in model.lower() for m in _DISTILLED):
-        return None
-    return (f"the {preset} preset expects a step-distilled model or a 4-step LoRA; a base model "
-            "gives a blurry video in 4 steps")
+    from wan_desktop.presets import few_step_warning
+
+    return few_step_warning(preset, model, has_loras=bool(loras))
 
 
 @dataclass(frozen=True, kw_only=True)

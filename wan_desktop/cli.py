@@ -285,7 +285,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     )
     # validate everything cheap (values, files, images) before loading any weights
     variant, model_files = detect_for_options(options)
-    _check_loras(options, variant, model_files)
+    from .lora import check_run_loras, run_specs
+
+    check_run_loras(run_specs(options.loras, options.loras_low), variant, model_files)
     if args.preset:
         from .presets import get_preset
 
@@ -307,10 +309,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         progress.close()
         print(f"warning: {message}", file=sys.stderr)
 
-    if args.preset == "fast" and not (options.loras or options.loras_low) and \
-            not _looks_distilled(options):
-        warn("--preset fast expects a step-distilled model or a 4-step LoRA (--lora); a base "
-             "model gives a blurry video in 4 steps")
+    if not options.random_weights:  # random weights: benchmarks, no opinion
+        from .presets import few_step_warning
+
+        note = few_step_warning(args.preset, str(options.model or ""),
+                                has_loras=bool(options.loras or options.loras_low))
+        if note:
+            warn(note)
     try:
         components, device = build_components(
             options, variant, model_files, warn=warn, plan=plans[0] if plans else None,
@@ -348,43 +353,6 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         print(f"seed: {seed}", file=sys.stderr)
     print(out)
     return 0
-
-
-def _check_loras(options: Any, variant: Any, files: Any = None) -> None:
-    """LoRA arguments parse, their files exist, --lora-low has a low-noise expert, and (for model
-    files) every LoRA tensor fits a layer — checked against the checkpoint headers, so a wrong LoRA
-    is refused in seconds, not after the weights have loaded."""
-    from .errors import CheckpointError
-    from .lora import LoraSpec
-
-    specs = [*(LoraSpec.parse(t) for t in options.loras),
-             *(LoraSpec.parse(t, expert="low") for t in options.loras_low)]
-    for s in specs:
-        if not Path(s.path).expanduser().is_file():
-            raise CheckpointError(f"LoRA file not found: {s.path}",
-                                  remedy="Check the path given to --lora / --lora-low.")
-    if options.loras_low and variant.experts != 2:
-        raise ConfigError(f"--lora-low is for the low-noise expert of Wan2.2 A14B; {variant.name} "
-                          "has one diffusion model", remedy="Give the LoRA with --lora instead.")
-    if files is not None and specs:
-        from .checkpoints.detect import official_shapes
-        from .lora import EXPERTS, read_lora
-
-        for i, comp in enumerate(files.experts):
-            shapes = None
-            for s in specs:
-                if s.expert == EXPERTS[i]:
-                    shapes = shapes or official_shapes(comp, "dit")
-                    read_lora(s.path, shapes, header_only=True)
-
-
-def _looks_distilled(options: Any) -> bool:
-    """Whether the model's name says it is a few-step distill (random weights: no opinion)."""
-    if options.random_weights:
-        return True
-    name = str(options.model or "").lower()
-    return any(m in name for m in ("distill", "lightx2v", "lightning", "4step", "4-step", "turbo",
-                                   "rcm", "causvid", "fastwan"))
 
 
 def _memory_plans(args: argparse.Namespace, options: Any, variant: Any, request: Any,

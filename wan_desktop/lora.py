@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 
+    from .checkpoints.detect import ModelFiles
+    from .variants import Variant
+
 _PREFIXES = ("model.diffusion_model.", "diffusion_model.", "base_model.model.", "transformer.",
              "lora_unet_", "lora_transformer_", "unet.")
 # suffix -> role; longest first so ".lora_A.default.weight" wins over ".weight"-style matches
@@ -393,3 +396,41 @@ def lora_manifest(specs: Iterable[LoraSpec]) -> list[dict[str, object]]:
         out.append({"file": p.name, "sha256": file_sha256(p)[:12], "strength": float(s.strength),
                     "expert": s.expert})
     return out
+
+
+def run_specs(loras: Sequence[str], loras_low: Sequence[str] = ()) -> list[LoraSpec]:
+    """A run's "FILE[:STRENGTH]" strings (RunOptions.loras / loras_low) as LoraSpec items:
+    ``loras`` go into the only DiT (Wan2.2 A14B: the high-noise expert), ``loras_low`` into
+    Wan2.2's low-noise expert."""
+    return [*(LoraSpec.parse(t) for t in loras),
+            *(LoraSpec.parse(t, expert="low") for t in loras_low)]
+
+
+def check_run_loras(specs: Sequence[LoraSpec], variant: Variant | None = None,
+                    files: ModelFiles | None = None) -> None:
+    """What a front end checks before any weights load (the CLI and the GUI alike): every LoRA
+    file exists; with the ``variant``, a low-noise LoRA has a low-noise expert to go into; with
+    model ``files``, every LoRA tensor fits a layer, read from the safetensors headers alone, so a
+    LoRA for another model is refused in seconds."""
+    for s in specs:
+        if not Path(s.path).expanduser().is_file():
+            raise CheckpointError(f"LoRA file not found: {s.path}",
+                                  remedy="Check the LoRA's path (--lora / --lora-low, or the "
+                                         "app's LoRA list).")
+    if variant is None:
+        return
+    if any(s.expert == "low" for s in specs) and variant.experts != 2:
+        raise ConfigError(f"a LoRA for the low-noise expert (--lora-low) needs Wan2.2 A14B; "
+                          f"{variant.name} has one diffusion model",
+                          remedy="Give it for the high-noise (only) expert: --lora, or 'high' "
+                                 "in the app.")
+    if files is None or not specs:
+        return
+    from .checkpoints.detect import official_shapes
+
+    for i, comp in enumerate(files.experts):
+        mine = [s for s in specs if s.expert == EXPERTS[i]]
+        if mine:
+            shapes = official_shapes(comp, "dit")
+            for s in mine:
+                read_lora(s.path, shapes, header_only=True)

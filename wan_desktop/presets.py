@@ -135,3 +135,19 @@ def get_preset(name: str) -> Preset:
     except KeyError:
         raise ConfigError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}") \
             from None
+
+
+# words in a model's file or folder name that say it is a few-step distill
+_DISTILLED = ("distill", "lightx2v", "lightning", "4step", "4-step", "turbo", "rcm", "causvid",
+              "fastwan")
+
+
+def few_step_warning(preset: str | None, model: str, *, has_loras: bool) -> str | None:
+    """Why a few-step preset will likely give a blurry video: a base model (by its name) and no
+    LoRA, which is how 4-step distills usually come. None when there is nothing to say."""
+    if preset not in ("fast", "turbo") or has_loras:
+        return None
+    if any(m in model.lower() for m in _DISTILLED):
+        return None
+    return (f"the {preset} preset expects a step-distilled model or a 4-step LoRA; a base model "
+            "gives a blurry video in 4 steps")

@@ -186,7 +186,7 @@ def test_cli_fast_preset_with_lora_and_tiny_vae(tiny, tmp_path):
     for extra, needle in (([ "--lora", tmp_path / "missing.safetensors"], "LoRA file not found"),
                           (["--lora", wrong], "blocks.0.self_attn.q.lora_down.weight gives a"),
                           (["--lora", f"{lora}:loud"], "not a number"),
-                          (["--lora-low", lora], "--lora-low is for the low-noise expert")):
+                          (["--lora-low", lora], "low-noise expert (--lora-low) needs Wan2.2")):
         bad_out = tmp_path / "bad.mp4"
         code, err = _cli([*common, *extra, "--out", bad_out])
         lines = [ln for ln in err.splitlines() if ln.strip()]
