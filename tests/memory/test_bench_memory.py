@@ -7,17 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 
-import pytest
-import torch
 from wan_desktop.engines import bench
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _run(capsys, *argv: str) -> dict:

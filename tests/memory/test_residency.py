@@ -25,14 +25,6 @@ from wan_desktop.pipeline import GenerationRequest, generate, generate_to_file
 CUDA = torch.device("cuda")  # the fakes only record it: nothing touches a GPU
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models run several times faster on one thread when the 2 CPUs are shared
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _plan(variant="t2v-1.3B", **changes) -> M.Plan:
     """A real plan of the full-size variant at 24 GiB, with some decisions changed."""

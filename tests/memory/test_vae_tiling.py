@@ -20,15 +20,6 @@ from tests.tiny import tiny_variant
 from wan_desktop.errors import ConfigError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # small 3D convolutions run several times faster on one thread when the 2 CPUs are shared
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _vae(name: str):
     from wan_desktop.engines.torch_backend import _vae_class, randomize
 
