@@ -11,7 +11,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .paths import read_json, write_json_atomic
 
@@ -25,15 +25,14 @@ def new_job_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-@dataclass(frozen=True, kw_only=True)
-class Job:
-    id: str
-    request: dict[str, Any]  # GenerationRequest.to_dict(), seed already fixed
-    options: dict[str, Any]  # RunOptions.to_dict()
-    out: str  # the .mp4 the job writes
-    state: str = "queued"  # "queued" | "running"
-    created: float = field(default_factory=time.time)
-    recovered: bool = False  # was running when the app stopped
+_S = TypeVar("_S", bound="_Saved")
+
+
+class _Saved:
+    """What a saved job and a history entry share: views of the request, and a dict round trip
+    that ignores keys it does not know (a file written by a newer version still loads)."""
+
+    request: dict[str, Any]
 
     @property
     def prompt(self) -> str:
@@ -44,16 +43,27 @@ class Job:
         return int(self.request.get("seed", 0))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Job:
-        names = {f.name for f in fields(cls)}
+    def from_dict(cls: type[_S], data: dict[str, Any]) -> _S:
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]  # subclasses are dataclasses
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self)  # type: ignore[call-overload]
 
 
 @dataclass(frozen=True, kw_only=True)
-class HistoryEntry:
+class Job(_Saved):
+    id: str
+    request: dict[str, Any]  # GenerationRequest.to_dict(), seed already fixed
+    options: dict[str, Any]  # RunOptions.to_dict()
+    out: str  # the .mp4 the job writes
+    state: str = "queued"  # "queued" | "running"
+    created: float = field(default_factory=time.time)
+    recovered: bool = False  # was running when the app stopped
+
+
+@dataclass(frozen=True, kw_only=True)
+class HistoryEntry(_Saved):
     id: str
     status: str  # "done" | "failed" | "cancelled"
     request: dict[str, Any]  # the resolved request (every default filled in) when known
@@ -64,22 +74,6 @@ class HistoryEntry:
     peak_vram_gb: float | None = None  # None on the CPU
     error: str | None = None
     finished: float = field(default_factory=time.time)
-
-    @property
-    def prompt(self) -> str:
-        return str(self.request.get("prompt", ""))
-
-    @property
-    def seed(self) -> int:
-        return int(self.request.get("seed", 0))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> HistoryEntry:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class JobStore:
