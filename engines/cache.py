@@ -279,7 +279,10 @@ def _lora_key(r: Mapping[str, Any]) -> tuple[str, float, str]:
 def _describe_loras(records: Sequence[Mapping[str, Any]]) -> str:
     if not records:
         return "no LoRAs"
-    return ", ".join(f"{r.get('file', '?')}@{float(r.get('strength', 1.0)):g}" for r in records)
+    # the expert too: the same file at the same strength in the other Wan2.2 expert is another run
+    return ", ".join(f"{r.get('file', '?')}@{float(r.get('strength', 1.0)):g}"
+                     + (" (low-noise expert)" if r.get("expert") == "low" else "")
+                     for r in records)
 
 
 def check_entry(

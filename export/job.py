@@ -223,6 +223,18 @@ class _Loader:
         return load.load_clip(self.files, dtype=self.dtype).eval()
 
 
+def _check_loras(job: ExportJob, variant: Variant, files: ModelFiles | None) -> None:
+    """Before any graph is exported (the DiT comes last, minutes in at full size): every LoRA file
+    exists, a low-noise LoRA has a Wan2.2 low-noise expert, and each tensor fits a layer of its
+    expert (read from the safetensors headers alone)."""
+    if not job.loras:
+        return
+    from wan_desktop.lora import LoraSpec, check_run_loras
+
+    check_run_loras([LoraSpec(path=p, strength=s, expert=e) for p, s, e in job.loras],
+                    variant, files)
+
+
 def _merge_loras(model: nn.Module, job: ExportJob, expert: int, experts: int) -> list[dict[str, Any]]:
     """Merge the job's LoRAs for this expert; the merge object (which keeps the original tensors
     for unmerging) is dropped at once, so only the merged weights stay in memory."""
@@ -292,12 +304,16 @@ def run_export(
     cancel = cancel or CancelToken()
     out = check_out(job)
     variant, files = detect(job)
+    _check_loras(job, variant, files)
     for preset in job.presets:
         specs.check_preset(variant, preset)
     graphs = plan_graphs(variant, job.components)
     precision = job.precision_enum
     if precision in (Precision.FP8, Precision.INT8) and specs.DIT not in graphs:
         raise ConfigError(f"--precision {precision.value} quantizes the DiT; add dit to --components")
+    if job.loras and specs.DIT not in graphs:
+        raise ConfigError("LoRAs are merged into the DiT, which this export leaves out",
+                          remedy="Add dit to --components, or export without --lora.")
     needs_quantize = precision in (Precision.FP8, Precision.INT8)
     quantize = build = None
     if needs_quantize:

@@ -20,7 +20,7 @@ from wan_desktop.export import onnx_export
 
 from tests.export.conftest import rel_err, session
 from tests.fixtures_models import TinyModel, build_tiny_model
-from wan_desktop.errors import EngineError
+from wan_desktop.errors import CheckpointError, ConfigError, EngineError, WanError
 from wan_desktop.lora import LoraSpec, file_sha256, load_loras, lora_manifest, merge_loras
 
 RTOL = 1e-4  # ARCHITECTURE.md: ONNX graphs within 1e-4 of the torch modules
@@ -31,10 +31,9 @@ LATENT = (2, 4, 6)  # not the export's example shape (3, 10, 14): the dims reall
 def make_lora(path: Path, variant, *, seed: int, rank: int = 4) -> Path:
     """A LoRA in the official/Kohya layout (lora_down/lora_up/alpha) on every attention and FFN
     linear of every block, big enough that merging it visibly changes the DiT's output."""
+    from wan_desktop.checkpoints.materialize import weights_on_meta
     from wan_desktop.lora import param_shapes
     from wan_desktop.models.dit import WanModel
-
-    from wan_desktop.checkpoints.materialize import weights_on_meta
 
     with weights_on_meta():
         shapes = param_shapes(WanModel(variant.dit))
@@ -204,6 +203,53 @@ def test_a14b_backend_wants_the_lora_on_the_low_expert(a14b):
     _, lora, out = a14b
     m = cache.read_manifest(out)
     assert refusal(out, m, [LoraSpec(path=str(lora), strength=STRENGTH, expert="low")]) is None
-    for asked in ([], [LoraSpec(path=str(lora), strength=STRENGTH, expert="high")]):
-        e = refusal(out, m, asked)
-        assert e is not None and "low.safetensors@0.7" in str(e), asked
+    assert "no LoRAs" in str(refusal(out, m, []))
+    # the same file and strength in the other expert is another model: said so, not "x vs x"
+    e = refusal(out, m, [LoraSpec(path=str(lora), strength=STRENGTH, expert="high")])
+    assert e is not None
+    assert "low.safetensors@0.7 (low-noise expert) merged; this run asks for " \
+        "low.safetensors@0.7" in str(e)
+    assert not str(e).rstrip(".").endswith("(low-noise expert)")
+
+
+# ----------------------------------------------------------------------------- refused up front
+
+
+def _refused_before_any_graph(tmp_path, model: TinyModel, *, components=("t5", "dit"), loras):
+    """run_export with bad LoRA settings: the typed error, raised before any graph is exported
+    (the DiT is exported last: a full-size job would fail minutes in), and nothing at out."""
+    from wan_desktop.export.job import ExportJob, run_export
+
+    lines: list[str] = []
+    job = ExportJob(out=str(tmp_path / "engines"), model=str(model.official),
+                    components=components, loras=loras)
+    with pytest.raises(WanError) as info:
+        run_export(job, log=lines.append)
+    assert lines == []  # no graph was written
+    assert not (tmp_path / "engines").exists() and not list(tmp_path.glob(".*partial*"))
+    assert info.value.remedy
+    return info.value
+
+
+def test_low_noise_lora_on_a_one_dit_model_is_refused_up_front(t2v_lora, tmp_path):
+    model, lora, _ = t2v_lora
+    e = _refused_before_any_graph(tmp_path, model, loras=((str(lora), 1.0, "low"),))
+    assert isinstance(e, ConfigError) and "low-noise" in str(e)
+
+
+def test_lora_for_another_model_is_refused_up_front(t2v_lora, tmp_path):
+    model, _, _ = t2v_lora
+    dim = model.variant.dit.dim
+    bad = tmp_path / "other.safetensors"
+    save_file({"diffusion_model.blocks.0.self_attn.q.lora_down.weight": torch.randn(4, dim + 8),
+               "diffusion_model.blocks.0.self_attn.q.lora_up.weight": torch.randn(dim, 4)},
+              str(bad))
+    e = _refused_before_any_graph(tmp_path, model, loras=((str(bad), 1.0, "high"),))
+    assert isinstance(e, CheckpointError) and "other.safetensors" in str(e)
+
+
+def test_lora_without_the_dit_is_refused(t2v_lora, tmp_path):
+    model, lora, _ = t2v_lora
+    e = _refused_before_any_graph(tmp_path, model, components=("t5",),
+                                  loras=((str(lora), 1.0, "high"),))
+    assert isinstance(e, ConfigError) and "dit" in e.remedy
