@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--guidance", type=_positive_float)
     g.add_argument("--guidance-low", type=_positive_float, help="Wan2.2 low-noise expert guidance")
     g.add_argument("--shift", type=_positive_float)
-    g.add_argument("--sampler", choices=["unipc", "dpm++", "euler"])
+    g.add_argument("--sampler", choices=["unipc", "dpm++", "euler", "rcm"])
     g.add_argument("--seed", type=int, help="default: random (printed and saved)")
     g.add_argument("--device", choices=["cpu", "cuda"])
     g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])

@@ -361,7 +361,7 @@ def generate(
         schedule = explicit_schedule(r.sigmas)
     else:
         schedule = make_schedule(r.sampler, r.steps, r.shift)
-    sampler = make_sampler(r.sampler, schedule)
+    sampler = make_sampler(r.sampler, schedule, seed=r.seed)
     x = initial_noise((1, z, t_lat, h, w), r.seed).to(dev)
     if r.sigmas is not None and schedule.sigmas[0] < 1.0:
         x = x * schedule.sigmas[0]  # rCM starts at σ_0·noise (TurboDiffusion); lightx2v at σ = 1

@@ -17,9 +17,10 @@ Recipes and their sources:
 * **turbo** — TurboDiffusion rCM 1–4-step checkpoints: TrigFlow times ``[atan(σ_max), 1.5, 1.4,
   1.0][:steps]`` then 0, mapped to flow σ = sin t / (sin t + cos t); σ_max 80 (Wan2.1) / 200
   (Wan2.2); the start latent is ``σ_0 · noise``; guidance 1. thu-ml/TurboDiffusion@aaecff5
-  ``turbodiffusion/inference/wan2.1_t2v_infer.py`` l.111–140. We run its deterministic ``--ode``
-  update (``x ← x − (σ − σ_next)·v``, wan2.2_i2v_infer.py); its default re-noises with fresh noise
-  each step, which needs a stochastic sampler we do not have.
+  ``turbodiffusion/inference/wan2.1_t2v_infer.py`` l.111–140. Sampler ``rcm``, their default: each
+  step predicts x0 = x − σ·v and re-noises it to σ_next with fresh seeded noise (samplers.RcmSampler);
+  ``--sampler euler`` is their deterministic ``--ode`` update (``x ← x − (σ − σ_next)·v``,
+  wan2.2_i2v_infer.py). Their checkpoints use sparse-linear attention (models/sla.py).
 * **quality** — nothing overridden: the variant's steps, guidance, shift and UniPC.
 """
 
@@ -122,7 +123,7 @@ PRESETS: dict[str, Preset] = {
                recipe="lightx2v"),
         Preset(name="turbo", label="Turbo (rCM, 4 steps)",
                description="TurboDiffusion rCM checkpoints: 1-4 steps, no CFG",
-               steps=4, guidance=1.0, guidance_low=1.0, shift=1.0, sampler="euler", recipe="rcm"),
+               steps=4, guidance=1.0, guidance_low=1.0, shift=1.0, sampler="rcm", recipe="rcm"),
         Preset(name="quality", label="Quality (full)",
                description="the model's own steps, guidance and sampler"),
     )

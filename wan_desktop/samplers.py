@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
-SAMPLERS: tuple[str, ...] = ("unipc", "dpm++", "euler")
+SAMPLERS: tuple[str, ...] = ("unipc", "dpm++", "euler", "rcm")
 
 NUM_TRAIN_TIMESTEPS = 1000
 
@@ -121,9 +121,12 @@ def cfg(v_uncond: Tensor, v_cond: Tensor, g: float) -> Tensor:
     return v_uncond + g * (v_cond - v_uncond)
 
 
-def make_sampler(name: str, schedule: Schedule) -> Sampler:
-    """A fresh sampler for one run over ``schedule`` (it keeps the run's history)."""
+def make_sampler(name: str, schedule: Schedule, *, seed: int = 0) -> Sampler:
+    """A fresh sampler for one run over ``schedule`` (it keeps the run's history); ``seed`` is the
+    run's seed (only the stochastic rcm sampler draws noise)."""
     _check_name(name)
+    if name == "rcm":
+        return RcmSampler(schedule, seed=seed)
     cls = {"unipc": UniPCSampler, "dpm++": DPMPPSampler, "euler": EulerSampler}[name]
     return cls(schedule)
 
@@ -194,6 +197,31 @@ class EulerSampler(Sampler):
 
     def _step(self, i: int, v: Tensor, x: Tensor) -> Tensor:
         return x + self._dt[i] * v
+
+
+class RcmSampler(Sampler):
+    """rCM's stochastic few-step update, TurboDiffusion's default (its deterministic form is euler):
+    x0 = x − σ_i·v, then x ← (1 − σ_{i+1})·x0 + σ_{i+1}·ε with fresh noise ε
+    (thu-ml/TurboDiffusion@aaecff5 turbodiffusion/inference/wan2.1_t2v_infer.py, sampling loop).
+    As there, one generator gives the initial noise and then every ε: a CPU generator of the run's
+    seed, which first skips the draw ``pipeline.initial_noise`` made, so a seed is one video."""
+
+    name = "rcm"
+
+    def __init__(self, schedule: Schedule, *, seed: int = 0) -> None:
+        super().__init__(schedule)
+        self._seed = seed
+        self._gen: torch.Generator | None = None
+
+    def _step(self, i: int, v: Tensor, x: Tensor) -> Tensor:
+        import torch
+
+        if self._gen is None:
+            self._gen = torch.Generator(device="cpu").manual_seed(self._seed)
+            torch.randn(tuple(x.shape), generator=self._gen, dtype=torch.float32)  # initial noise
+        eps = torch.randn(tuple(x.shape), generator=self._gen, dtype=torch.float32).to(x.device)
+        s, s_next = self._sig[i], self._sig[i + 1]
+        return (x - s * v) * (1.0 - s_next) + eps * s_next
 
 
 @dataclass(frozen=True)

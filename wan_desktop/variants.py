@@ -65,8 +65,13 @@ class DiTConfig:
     # Wan2.1 I2V/FLF2V only: CLIP feature width of img_emb and the FLF2V position table length (2·257).
     image_dim: int | None = None
     image_pos_len: int | None = None
+    # TurboDiffusion rCM checkpoints: sparse-linear self-attention (models/sla.py) keeping this share
+    # of key blocks for the softmax branch; None: dense attention (every other checkpoint).
+    sla_topk: float | None = None
 
     def __post_init__(self) -> None:
+        if self.sla_topk is not None and not 0.0 < self.sla_topk <= 1.0:
+            raise ConfigError(f"SLA top-k ratio must be in (0, 1], got {self.sla_topk}")
         if self.dim % self.num_heads:
             raise ConfigError(f"DiT dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if self.model_type not in ("t2v", "i2v", "flf2v", "ti2v"):

@@ -85,6 +85,18 @@ def strip_prefix(keys: list[str]) -> str:
     return ""
 
 
+SLA_KEY = "blocks.0.self_attn.attn_op.local_attn.proj_l.weight"  # TurboDiffusion rCM + SLA
+
+
+def turbo_patch_shape(key: str, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """TurboDiffusion stores the patch embedding as a Linear [dim, in_dim·1·2·2] over patches
+    flattened in (c, kt, kh, kw) order — exactly a flattened Conv3d weight: the Conv3d shape to view
+    it as, or None for any other tensor."""
+    if key != "patch_embedding.weight" or len(shape) != 2 or shape[1] % 4:
+        return None
+    return (shape[0], shape[1] // 4, 1, 2, 2)
+
+
 def is_side_tensor(key: str) -> bool:
     # the scaled_fp8 marker of a diffusion model sits under its prefix (model.diffusion_model.)
     return key.rpartition(".")[2] in IGNORED_KEYS or key.endswith(SCALE_SUFFIXES + IGNORED_SUFFIXES)
@@ -155,7 +167,8 @@ def official_shapes(comp: ComponentFiles, kind: str) -> dict[str, tuple[int, ...
                 unknown.append(k)
             continue
         if new is not None:
-            shapes[new] = reader.info(k).shape
+            shape = tuple(reader.info(k).shape)
+            shapes[new] = turbo_patch_shape(new, shape) or shape
     if unknown and not any(k.startswith(tuple(UNSUPPORTED_DIT_KEYS)) for k in shapes):
         more = f" and {len(unknown) - 4} more" if len(unknown) > 4 else ""
         raise CheckpointError(f"{comp.files[0]}: {len(unknown)} unexpected tensor(s) "
@@ -253,7 +266,9 @@ def dit_config(shapes: dict[str, tuple[int, ...]], where: str, config: dict[str,
                               f"expected {2 * out_dim + 4}")
     if dim % heads:
         raise CheckpointError(f"{where}: dim {dim} is not divisible by {heads} heads")
-    return DiTConfig(model_type=model_type, dim=dim, ffn_dim=ffn_dim, num_heads=int(heads),
+    # the top-k ratio is not in the file: TurboDiffusion's inference default
+    sla_topk = float(config.get("sla_topk", 0.1)) if SLA_KEY in shapes else None
+    return DiTConfig(sla_topk=sla_topk, model_type=model_type, dim=dim, ffn_dim=ffn_dim, num_heads=int(heads),
                      num_layers=layers, in_dim=in_dim, out_dim=out_dim, text_dim=text_dim,
                      freq_dim=freq_dim, patch_size=patch,  # type: ignore[arg-type]
                      image_dim=image_dim, image_pos_len=image_pos_len)
@@ -452,7 +467,7 @@ def detect_model(
         t5_c = _component([found["t5"]], "t5") if found["t5"] else None
         clip_c = _component([found["clip"]], "clip") if found["clip"] else None
         tok = found["tokenizer"]
-    elif root.suffix == ".safetensors":
+    elif root.suffix in (".safetensors", ".pth", ".pt"):  # .pth: TurboDiffusion's rCM files
         fmt = "comfyui"
         files = _expert_pair(root)
         experts = []
@@ -470,6 +485,9 @@ def detect_model(
     if len({d for d in dits}) > 1:
         raise CheckpointError(f"{where}: the two experts have different architectures")
     variant = identify_variant(dits[0], len(experts), where)
+    if dits[0].sla_topk is not None:
+        notes.append("TurboDiffusion rCM checkpoint: sparse-linear attention (SLA, top-k "
+                     f"{dits[0].sla_topk}), Linear patch embedding; use --preset turbo")
     if variant.experts == 2 and boundary is None:
         boundary = variant.defaults.boundary
 

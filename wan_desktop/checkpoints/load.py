@@ -15,6 +15,7 @@ from .detect import (
     ComponentFiles,
     ModelFiles,
     official_renamer,
+    turbo_patch_shape,
 )
 from .materialize import TensorSource, materialize, weights_on_meta
 
@@ -63,6 +64,10 @@ def component_sources(
             raise CheckpointError(f"{reader.info(key).file}: tensors {sources[new].key} and {key} "
                                   f"both map to {new}")
         sources[new] = src(key)
+        if kind == "dit" and (conv := turbo_patch_shape(new, tuple(sources[new].shape))):
+            s = sources[new]  # TurboDiffusion's Linear patch embedding, viewed as our Conv3d
+            sources[new] = TensorSource(conv, s.dtype, s.file,
+                                        lambda load=s.load, c=conv: load().reshape(c), s.key)
     if unknown:
         raise CheckpointError(f"{comp.files[0]}: {len(unknown)} tensor(s) this {kind} does not have "
                               f"({_few(unknown)}); is it another model?")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,9 @@ from ..errors import ConfigError
 from ..variants import DiTConfig
 from .layers import Ops, RMSNorm, in_modules
 from .rope import apply_rope, rope_cos_sin
+
+if TYPE_CHECKING:
+    from .sla import SlaAttnOp
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +83,8 @@ def _split_modulation(table: Tensor, emb: Tensor) -> tuple[Tensor, ...]:
 class WanSelfAttention(nn.Module):
     """q/k/v/o with bias; RMS q/k norm over all heads together; 3D RoPE on q and k."""
 
-    def __init__(self, dim: int, num_heads: int, eps: float, ops: type[Ops]) -> None:
+    def __init__(self, dim: int, num_heads: int, eps: float, ops: type[Ops],
+                 sla_topk: float | None = None) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
@@ -90,6 +95,12 @@ class WanSelfAttention(nn.Module):
         self.o = ops.Linear(dim, dim)
         self.norm_q = RMSNorm(dim, eps=eps)
         self.norm_k = RMSNorm(dim, eps=eps)
+        # TurboDiffusion rCM checkpoints only: sparse-linear attention replaces the kernel
+        self.attn_op: SlaAttnOp | None = None
+        if sla_topk is not None:
+            from .sla import SlaAttnOp
+
+            self.attn_op = SlaAttnOp(self.head_dim, sla_topk, ops)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         """x: [B, L, dim] compute dtype; cos/sin: [L, head_dim/2] fp32 -> [B, L, dim]."""
@@ -101,7 +112,11 @@ class WanSelfAttention(nn.Module):
         # RoPE in fp32 (official: float64), then back to the compute dtype for the kernel.
         q = apply_rope(q, cos, sin, seq_dim=1).to(dtype).transpose(1, 2)  # [B, H, L, D]
         k = apply_rope(k, cos, sin, seq_dim=1).to(dtype).transpose(1, 2)
-        out = self.ops.attention(q, k, v.to(dtype).transpose(1, 2), scale=self.head_dim**-0.5)
+        v = v.to(dtype).transpose(1, 2)
+        if self.attn_op is not None:
+            out = self.attn_op.local_attn(q, k, v, scale=self.head_dim**-0.5)
+        else:
+            out = self.ops.attention(q, k, v, scale=self.head_dim**-0.5)
         return self.o(out.transpose(1, 2).flatten(2))  # [B, L, dim]
 
 
@@ -164,7 +179,7 @@ class WanAttentionBlock(nn.Module):
         super().__init__()
         dim = cfg.dim
         self.norm1 = ops.LayerNorm(dim, eps=cfg.eps, elementwise_affine=False)
-        self.self_attn = WanSelfAttention(dim, cfg.num_heads, cfg.eps, ops)
+        self.self_attn = WanSelfAttention(dim, cfg.num_heads, cfg.eps, ops, cfg.sla_topk)
         self.norm3 = ops.LayerNorm(dim, eps=cfg.eps, elementwise_affine=True)
         self.cross_attn = WanCrossAttention(
             dim, cfg.num_heads, cfg.eps, ops, text_len=cfg.text_len, image=cfg.image_dim is not None
@@ -277,6 +292,7 @@ class WanModel(nn.Module):
         "img_emb.proj.0",
         "img_emb.proj.4",
         "img_emb.emb_pos",
+        "blocks.*.self_attn.attn_op",  # SLA's proj_l (TurboDiffusion keeps it fp32)
     )
     BLOCK_TYPE = "WanAttentionBlock"
 
