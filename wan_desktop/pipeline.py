@@ -120,10 +120,11 @@ class GenerationRequest:
             if not math.isfinite(value) or value < 0 or (name == "shift" and value <= 0):
                 raise ConfigError(f"{name} must be a positive number, got {value}")
         sampler = self.sampler or d.sampler
-        from .samplers import SAMPLERS
+        from .samplers import ALL_SAMPLERS
 
-        if sampler not in SAMPLERS:
-            raise ConfigError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
+        if sampler not in ALL_SAMPLERS:
+            raise ConfigError(f"unknown sampler {sampler!r}; "
+                              f"expected one of {', '.join(ALL_SAMPLERS)}")
         needs_image = task_enum in (Task.I2V, Task.FLF2V, Task.TI2V)
         if needs_image and not self.image:
             raise ConfigError(f"task {task} needs an input image (--image)")

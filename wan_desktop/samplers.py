@@ -38,7 +38,11 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
-SAMPLERS: tuple[str, ...] = ("unipc", "dpm++", "euler", "rcm")
+SAMPLERS: tuple[str, ...] = ("unipc", "dpm++", "euler")  # ODE solvers
+# Stochastic samplers: they re-noise between steps, so they are no ODE solvers (no exactness on a
+# straight flow); rcm is TurboDiffusion's few-step update.
+STOCHASTIC_SAMPLERS: tuple[str, ...] = ("rcm",)
+ALL_SAMPLERS: tuple[str, ...] = (*SAMPLERS, *STOCHASTIC_SAMPLERS)
 
 NUM_TRAIN_TIMESTEPS = 1000
 
@@ -132,8 +136,8 @@ def make_sampler(name: str, schedule: Schedule, *, seed: int = 0) -> Sampler:
 
 
 def _check_name(name: str) -> None:
-    if name not in SAMPLERS:
-        raise ConfigError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLERS)}")
+    if name not in ALL_SAMPLERS:
+        raise ConfigError(f"unknown sampler {name!r}; expected one of {', '.join(ALL_SAMPLERS)}")
 
 
 # --------------------------------------------------------------------------------------------------
