@@ -183,6 +183,7 @@ def test_a14b_exports_both_experts_with_their_index(a14b):
     assert all(cache.check_entry(out, m, e, verify_hash=True) is None for e in m.entries)
     assert list(m.loras) == [{"file": "low.safetensors", "sha256": file_sha256(lora)[:12],
                               "strength": STRENGTH, "expert": "low"}]
+    assert f"--lora-low {lora}:0.7" in m.rebuild and "--lora " not in m.rebuild
     assert m.boundary == pytest.approx(0.875)  # t2v-A14B's switch between the experts
 
 
