@@ -246,3 +246,27 @@ def test_cli_turbo_preset_on_turbodiffusion_file(turbo, tmp_path, monkeypatch):
     assert meta["request"]["sampler"] == "rcm" and meta["request"]["guidance"] == 1.0
     assert outs["a"] == outs["b"]  # same seed, same video (the re-noising is seeded)
     assert outs["a"] != outs["c"] and outs["a"] != outs["ode"]
+
+
+def test_wan22_turbo_expert_pair_is_found_by_their_file_names(tmp_path):
+    from tests.tiny import tiny_variant
+    from wan_desktop.checkpoints.detect import detect_model
+    from wan_desktop.models.dit import WanModel
+
+    cfg = tiny_variant("i2v-A14B").dit
+    torch.manual_seed(0)
+    states = {}
+    for which in ("high", "low"):
+        state = {k: v.clone() for k, v in WanModel(cfg).state_dict().items()}
+        pe = state["patch_embedding.weight"]
+        state["patch_embedding.weight"] = pe.reshape(pe.shape[0], -1)
+        for b in range(cfg.num_layers):
+            state[f"blocks.{b}.{SLA_SUFFIX}.weight"] = torch.zeros(cfg.head_dim, cfg.head_dim)
+            state[f"blocks.{b}.{SLA_SUFFIX}.bias"] = torch.zeros(cfg.head_dim)
+        states[which] = state
+        torch.save(state, tmp_path / f"TurboWan2.2-I2V-A14B-{which}-720P.pth")
+    files = detect_model(tmp_path / "TurboWan2.2-I2V-A14B-low-720P.pth")
+    assert files.variant.name == "i2v-A14B" and files.variant.dit.sla_topk == 0.1
+    assert [e.files[0].name for e in files.experts] == ["TurboWan2.2-I2V-A14B-high-720P.pth",
+                                                        "TurboWan2.2-I2V-A14B-low-720P.pth"]
+    assert files.variant.dit.in_dim == 36  # 144 Linear inputs = 36 channels · 1·2·2

@@ -412,13 +412,15 @@ def _diffusers(root: Path) -> tuple[list[ComponentFiles], dict[str, Any]]:
 def _expert_pair(file: Path) -> list[Path]:
     """A Wan2.2 A14B ComfyUI file and its sibling expert, ordered (high_noise, low_noise)."""
     name = file.name
-    for mine, other in (("high_noise", "low_noise"), ("low_noise", "high_noise")):
+    # TurboDiffusion: TurboWan2.2-I2V-A14B-high-720P.pth / …-low-720P.pth
+    for mine, other in (("high_noise", "low_noise"), ("low_noise", "high_noise"),
+                        ("-high-", "-low-"), ("-low-", "-high-")):
         if mine in name:
             sibling = file.with_name(name.replace(mine, other))
             if not sibling.is_file():
                 raise CheckpointError(f"{file}: Wan2.2 A14B needs both experts, but {sibling.name} "
                                       "is not beside it")
-            return [file, sibling] if mine == "high_noise" else [sibling, file]
+            return [file, sibling] if "high" in mine else [sibling, file]
     return [file]
 
 

@@ -35,7 +35,7 @@ _CHUNK_ELEMS = 1 << 26  # gathered key elements per chunk of query blocks (256 M
 
 def _block_mean(x: Tensor, blk: int) -> Tensor:
     """[B, H, L, D] -> [B, H, ceil(L/blk), D]: mean of each block of ``blk`` tokens (real ones)."""
-    b, h, n, d = x.shape
+    n = x.shape[2]
     nb = -(-n // blk)
     pad = nb * blk - n
     sums = F.pad(x, (0, 0, 0, pad)).unflatten(2, (nb, blk)).sum(dim=3)
