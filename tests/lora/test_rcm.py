@@ -270,3 +270,45 @@ def test_wan22_turbo_expert_pair_is_found_by_their_file_names(tmp_path):
     assert [e.files[0].name for e in files.experts] == ["TurboWan2.2-I2V-A14B-high-720P.pth",
                                                         "TurboWan2.2-I2V-A14B-low-720P.pth"]
     assert files.variant.dit.in_dim == 36  # 144 Linear inputs = 36 channels · 1·2·2
+
+
+def test_turbo_quant_file_is_dequantized_at_load(turbo):
+    """TurboDiffusion's -quant files (ops.Int8Linear): every block Linear but proj_l stored as
+    ``int8_weight`` [out, in] with a float32 ``scale`` per 128×128 block (w ≈ int8 · scale)."""
+    from wan_desktop.checkpoints.detect import detect_model
+    from wan_desktop.checkpoints.load import load_dit
+
+    tiny, path, state, conv = turbo
+    quant, want = {}, {}
+    for k, v in state.items():
+        base = k.removesuffix(".weight")
+        if not (k.startswith("blocks.") and k.endswith(".weight") and v.dim() == 2
+                and "proj_l" not in k):
+            quant[k] = v
+            want[k] = conv if k == "patch_embedding.weight" else v
+            continue
+        rows, cols = -(-v.shape[0] // 128), -(-v.shape[1] // 128)
+        scale = torch.empty(rows, cols)
+        q = torch.empty(v.shape, dtype=torch.int8)
+        deq = torch.empty(v.shape)
+        for i in range(rows):
+            for j in range(cols):
+                blk = v[i * 128:(i + 1) * 128, j * 128:(j + 1) * 128]
+                s = blk.abs().max() / 127
+                scale[i, j] = s
+                qb = torch.round(blk / s).clamp(-128, 127)
+                q[i * 128:(i + 1) * 128, j * 128:(j + 1) * 128] = qb.to(torch.int8)
+                deq[i * 128:(i + 1) * 128, j * 128:(j + 1) * 128] = qb * s
+        quant[base + ".int8_weight"], quant[base + ".scale"] = q, scale
+        want[k] = deq
+    qpath = path.with_name("TurboWan2.1-T2V-tiny-480P-quant.pth")
+    torch.save(quant, qpath)
+    files = detect_model(qpath)
+    assert files.variant.dit.sla_topk == 0.1
+    model = load_dit(files, dtype=torch.float32)
+    got = model.state_dict()
+    assert set(got) == set(want)
+    for k, v in got.items():
+        assert torch.equal(v, want[k]), k
+    # the scales really matter: ffn.0 (320 rows = 2.5 blocks) has distinct per-block scales
+    assert quant["blocks.0.ffn.0.scale"].unique().numel() > 1

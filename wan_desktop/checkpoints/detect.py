@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Container
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CheckpointError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 from ..variants import VARIANTS, ClipConfig, DiTConfig, T5Config, VaeConfig, Variant
 from .reader import StateReader, safetensors_shards
 
@@ -97,6 +101,21 @@ def turbo_patch_shape(key: str, shape: tuple[int, ...]) -> tuple[int, ...] | Non
     return (shape[0], shape[1] // 4, 1, 2, 2)
 
 
+INT8_SUFFIX = ".int8_weight"  # TurboDiffusion's -quant files: ops.Int8Linear int8_weight + scale
+INT8_BLOCK = 128  # their scale is one float per 128×128 block of the weight
+
+
+def turbo_int8_scale(key: str, keys: Container[str]) -> bool:
+    """Whether ``key`` is the block scale of a TurboDiffusion Int8Linear (read with its weight)."""
+    return key.endswith(".scale") and key.removesuffix(".scale") + INT8_SUFFIX in keys
+
+
+def turbo_int8_dequant(q: Tensor, scale: Tensor) -> Tensor:
+    """int8 weight [out, in] × per-128×128-block scale [⌈out/128⌉, ⌈in/128⌉] -> float32 weight."""
+    s = scale.float().repeat_interleave(INT8_BLOCK, 0).repeat_interleave(INT8_BLOCK, 1)
+    return q.float() * s[: q.shape[0], : q.shape[1]]
+
+
 def is_side_tensor(key: str) -> bool:
     # the scaled_fp8 marker of a diffusion model sits under its prefix (model.diffusion_model.)
     return key.rpartition(".")[2] in IGNORED_KEYS or key.endswith(SCALE_SUFFIXES + IGNORED_SUFFIXES)
@@ -155,10 +174,11 @@ def official_shapes(comp: ComponentFiles, kind: str) -> dict[str, tuple[int, ...
     rename = official_renamer(comp, kind)
     unknown: list[str] = []
     for k in reader:
-        if is_side_tensor(k):
+        if is_side_tensor(k) or (kind == "dit" and turbo_int8_scale(k, reader)):
             continue
         try:
-            new = rename(k)
+            new = rename(k.removesuffix(INT8_SUFFIX) + ".weight" if kind == "dit" and
+                         k.endswith(INT8_SUFFIX) else k)
         except KeyError:  # a foreign name our key map does not know
             raw = k[len(comp.prefix):] if comp.prefix and k.startswith(comp.prefix) else k
             if kind == "dit" and raw.startswith(tuple(UNSUPPORTED_DIT_KEYS)):

@@ -11,10 +11,13 @@ from ..errors import CheckpointError
 from .detect import (
     IGNORED_KEYS,
     IGNORED_SUFFIXES,
+    INT8_SUFFIX,
     SCALE_SUFFIXES,
     ComponentFiles,
     ModelFiles,
     official_renamer,
+    turbo_int8_dequant,
+    turbo_int8_scale,
     turbo_patch_shape,
 )
 from .materialize import TensorSource, materialize, weights_on_meta
@@ -46,6 +49,24 @@ def component_sources(
 
     for key in reader:
         if key.rpartition(".")[2] in IGNORED_KEYS or key.endswith(IGNORED_SUFFIXES):
+            continue
+        if kind == "dit" and turbo_int8_scale(key, reader):
+            continue  # read with its int8 weight below
+        if kind == "dit" and key.endswith(INT8_SUFFIX):
+            try:
+                new = rename(key.removesuffix(INT8_SUFFIX) + ".weight")
+            except KeyError:
+                unknown.append(key)
+                continue
+            if new is not None:  # TurboDiffusion -quant file: dequantized to float at load
+                scale_key = key.removesuffix(INT8_SUFFIX) + ".scale"
+                if scale_key not in reader:
+                    raise CheckpointError(f"{reader.info(key).file}: {key} has no {scale_key}")
+                info = reader.info(key)
+                sources[new] = TensorSource(
+                    info.shape, "float32", info.file,
+                    lambda k=key, sk=scale_key: turbo_int8_dequant(reader.get(k), reader.get(sk)),
+                    key)
             continue
         scale_suffix = next((s for s in SCALE_SUFFIXES if key.endswith(s)), None)
         try:
