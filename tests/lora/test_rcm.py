@@ -278,7 +278,7 @@ def test_turbo_quant_file_is_dequantized_at_load(turbo):
     from wan_desktop.checkpoints.detect import detect_model
     from wan_desktop.checkpoints.load import load_dit
 
-    tiny, path, state, conv = turbo
+    _tiny, path, state, conv = turbo
     quant, want = {}, {}
     for k, v in state.items():
         base = k.removesuffix(".weight")
