@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SAMPLERS = ("unipc", "dpm++", "euler")
+SAMPLERS = ("unipc", "dpm++", "euler", "rcm")  # rcm: the turbo preset's stochastic update
 LORA_FILTER = "LoRA (*.safetensors *.sft)"
 BACKEND_LABELS = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime engine",
                   "tensorrt": "TensorRT engine"}
