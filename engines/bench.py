@@ -389,8 +389,7 @@ def _fast_denoiser(model, args, *, step_cache):
 def _ours(variant, device, dtype, clock: _Clock, inputs, request, args) -> dict[str, Any]:
     import torch
 
-    from wan_desktop.pipeline import generate
-    from wan_desktop.samplers import make_schedule
+    from wan_desktop.pipeline import generate, run_schedule
 
     mem = _Memory(device)
     out: dict[str, Any] = {}
@@ -437,12 +436,7 @@ def _ours(variant, device, dtype, clock: _Clock, inputs, request, args) -> dict[
     out["e2e_s"] = None
     out["step_cache_stats"] = None
     if not args.no_e2e:
-        if request.sigmas is not None:
-            from wan_desktop.presets import explicit_schedule
-
-            schedule = explicit_schedule(request.sigmas)
-        else:
-            schedule = make_schedule(request.sampler, request.steps, request.shift)
+        schedule = run_schedule(request)
         with mem.phase("e2e"):
             t_e2e, exact = clock.once(lambda: generate(comps, request, device=device,
                                                        preview_every=0))

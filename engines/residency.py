@@ -462,8 +462,7 @@ def generate_with_plans(raw: Components, plans: Sequence[Plan], request: Any, ou
                         cache_dir: Path | None = None, **run: Any) -> tuple[Any, Plan]:
     """``pipeline.generate_to_file`` under the first plan, then the next ones after a CUDA OOM.
     ``run``: generate_to_file's keywords (options, cancel, emit). Returns (path, plan used)."""
-    from wan_desktop.pipeline import generate_to_file
-    from wan_desktop.samplers import make_schedule
+    from wan_desktop.pipeline import begin_run, generate_to_file
 
     root = cache_dir if cache_dir is not None else default_cache_dir()
 
@@ -471,11 +470,7 @@ def generate_with_plans(raw: Components, plans: Sequence[Plan], request: Any, ou
         cache = PromptCache(root, text_model_key(raw, plan.text.precision))
         comps = apply_plan(raw, plan, device, cache=cache)
         req = request_for(request, plan)
-        schedule = make_schedule(req.sampler, req.steps, req.shift)
-        for den in comps.denoisers:  # the step cache's start-of-run hook
-            begin = getattr(den, "begin", None)
-            if callable(begin):
-                begin(schedule.timesteps)
+        begin_run(comps, req)  # the step cache's start-of-run hook (a preset's grid included)
         try:
             return generate_to_file(comps, req, out, device=device, **run)
         finally:

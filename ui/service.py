@@ -244,6 +244,7 @@ class GpuService(QObject):
             RunOptions,
             StageStarted,
             StepDone,
+            begin_run,
             check_images,
             generate_to_file,
         )
@@ -314,7 +315,7 @@ class GpuService(QObject):
                                             cancel=token, emit=emit)
             log.info("job %s ran with the plan: %s", job.id, plan.describe())
         else:
-            _begin_run(components, request)
+            begin_run(components, request)
             out = generate_to_file(components, request, job.out, options=options, cancel=token,
                                    emit=emit, device=device)
         peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None
@@ -370,23 +371,6 @@ def _memory_plans(options: Any, variant: Any, request: Any) -> list[Any]:
 
     return plans_for_run(variant, request, device=device, budget_gib=options.vram_budget_gb,
                          precision=options.precision)
-
-
-def _begin_run(components: Any, request: Any) -> None:
-    """Give denoisers with the optional ``begin(timesteps)`` hook (the step cache) this run's
-    schedule, as the CLI does: the cache must know which step is the last."""
-    from wan_desktop.samplers import make_schedule
-
-    if request.sigmas is not None:  # a preset's distilled grid
-        from wan_desktop.presets import explicit_schedule
-
-        schedule = explicit_schedule(request.sigmas)
-    else:
-        schedule = make_schedule(request.sampler, request.steps, request.shift)
-    for den in components.denoisers:
-        begin = getattr(den, "begin", None)
-        if callable(begin):
-            begin(schedule.timesteps)
 
 
 def _read_video(path: Path) -> tuple[QImage, ...]:

@@ -253,7 +253,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     import secrets
 
     from .engines.factory import build_components, detect_for_options
-    from .pipeline import GenerationRequest, RunOptions, check_images, generate_to_file
+    from .pipeline import (
+        GenerationRequest,
+        RunOptions,
+        begin_run,
+        check_images,
+        generate_to_file,
+    )
     from .video import check_output_path
 
     if args.model is None and args.random_weights is None and (
@@ -336,7 +342,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                                              warn=warn, options=options, cancel=cancel,
                                              emit=progress)
         else:
-            _begin_run(components, request)
+            begin_run(components, request)
             out = generate_to_file(components, request, args.out, options=options,
                                    cancel=cancel, emit=progress, device=device)
     except Exception as e:
@@ -376,24 +382,6 @@ def _memory_plans(args: argparse.Namespace, options: Any, variant: Any, request:
     if args.verbose and not args.print_plan:
         print(plans[0].describe(), file=sys.stderr)
     return plans
-
-
-def _begin_run(components: Any, request: Any) -> None:
-    """Tell denoisers that have the optional ``begin(timesteps)`` hook (the torch step cache) the
-    schedule of this run: without it --step-cache cannot know the last step, which must always be
-    computed (generate() does not call the hook; the bench command calls it itself)."""
-    from .samplers import make_schedule
-
-    if request.sigmas is not None:
-        from .presets import explicit_schedule
-
-        schedule = explicit_schedule(request.sigmas)
-    else:
-        schedule = make_schedule(request.sampler, request.steps, request.shift)
-    for den in components.denoisers:
-        begin = getattr(den, "begin", None)
-        if callable(begin):
-            begin(schedule.timesteps)
 
 
 def _install_sigint() -> tuple[Any, Any]:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from .contracts import Components
+    from .samplers import Schedule
 
 
 # ----------------------------------------------------------------------------- request
@@ -287,6 +288,29 @@ def i2v_mask(frames: int, t_lat: int, h: int, w: int, *, last: bool, temporal: i
 # ----------------------------------------------------------------------------- generation
 
 
+def run_schedule(request: GenerationRequest) -> Schedule:
+    """The sigma schedule a resolved request runs: a preset's explicit grid, else the sampler's."""
+    if request.sigmas is not None:
+        from .presets import explicit_schedule
+
+        return explicit_schedule(request.sigmas)
+    from .samplers import make_schedule
+
+    assert request.sampler and request.steps and request.shift is not None, "resolve() first"
+    return make_schedule(request.sampler, request.steps, request.shift)
+
+
+def begin_run(components: Components, request: GenerationRequest) -> None:
+    """Give denoisers with the optional ``begin(timesteps)`` hook (the torch step cache) this
+    run's schedule: without it the cache cannot know the last step, which must always be
+    computed. generate() leaves this to its callers (the bench drives denoisers directly)."""
+    timesteps = run_schedule(request).timesteps
+    for den in components.denoisers:
+        begin = getattr(den, "begin", None)
+        if callable(begin):
+            begin(timesteps)
+
+
 def generate(
     components: Components,
     request: GenerationRequest,
@@ -302,7 +326,7 @@ def generate(
     """
     import torch
 
-    from .samplers import make_sampler, make_schedule
+    from .samplers import make_sampler
     from .video import to_uint8_frames
 
     cancel = cancel or CancelToken()
@@ -356,12 +380,7 @@ def generate(
 
     # --- denoise
     emit(StageStarted("denoise"))
-    if r.sigmas is not None:
-        from .presets import explicit_schedule
-
-        schedule = explicit_schedule(r.sigmas)
-    else:
-        schedule = make_schedule(r.sampler, r.steps, r.shift)
+    schedule = run_schedule(r)
     sampler = make_sampler(r.sampler, schedule, seed=r.seed)
     x = initial_noise((1, z, t_lat, h, w), r.seed).to(dev)
     if r.sigmas is not None and schedule.sigmas[0] < 1.0:
