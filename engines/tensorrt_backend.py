@@ -299,9 +299,9 @@ def _cache_names(spec: ComponentSpec, prefix: str) -> list[str]:
     return [t.name for t in spec.inputs + spec.outputs if t.name.startswith(prefix)]
 
 
-class TrtVaeDecoder:
-    """The causal decoder as two engines (export/onnx_export.py): the first latent frame on an
-    empty cache, then one latent frame per step with the cache passed from outputs to inputs."""
+class _ChunkEngines:
+    """A causal VAE half as two engines: the first chunk on an empty cache, then the step engine
+    with the cache passed from outputs to inputs; loaded and freed together."""
 
     def __init__(self, first: TrtEngine, step: TrtEngine) -> None:
         self.first = first
@@ -314,6 +314,11 @@ class TrtVaeDecoder:
     def unload(self) -> None:
         self.first.unload()
         self.step.unload()
+
+
+class TrtVaeDecoder(_ChunkEngines):
+    """The causal decoder (export/onnx_export.py): the first latent frame, then one latent frame
+    per step."""
 
     @torch.inference_mode()
     def decode(self, latents: Tensor) -> Tensor:
@@ -328,21 +333,12 @@ class TrtVaeDecoder:
         return torch.cat(frames, dim=2)
 
 
-class TrtVaeEncoder:
-    """The causal encoder as two engines: frame 0, then 4 frames per step with the cache."""
+class TrtVaeEncoder(_ChunkEngines):
+    """The causal encoder: frame 0, then 4 frames per step with the cache."""
 
     def __init__(self, first: TrtEngine, step: TrtEngine, temporal_factor: int = 4) -> None:
-        self.first = first
-        self.step = step
+        super().__init__(first, step)
         self.tf = temporal_factor
-
-    def load(self, device: torch.device) -> None:
-        self.first.load(device)
-        self.step.load(device)
-
-    def unload(self) -> None:
-        self.first.unload()
-        self.step.unload()
 
     @torch.inference_mode()
     def encode(self, video: Tensor) -> Tensor:

@@ -352,27 +352,29 @@ def export_vae_decoder(vae: nn.Module, variant: Variant, folder: str | Path, *,
                        **kw: Any) -> tuple[Path, Path]:
     """The causal decoder as two graphs (first latent frame; one latent frame per step with the
     cache in and out): folder/vae_decoder_first.onnx, folder/vae_decoder_step.onnx."""
-    folder = Path(folder)
-    first, step = specs.vae_decoder_specs(variant, vae_cache_dims(vae, variant, decode=True))
-    sizes = {"h": latent_hw[0], "w": latent_hw[1]}
-    p1 = export_graph(_VaeChunk(vae, decode=True, first=True), first, _vae_examples(first, sizes),
-                      folder / f"{first.name}.onnx", dynamic=dynamic, **kw)
-    p2 = export_graph(_VaeChunk(vae, decode=True, first=False), step, _vae_examples(step, sizes),
-                      folder / f"{step.name}.onnx", dynamic=dynamic, **kw)
-    return p1, p2
+    return _export_vae_chunks(vae, variant, Path(folder), decode=True, latent_hw=latent_hw,
+                              dynamic=dynamic, **kw)
 
 
 def export_vae_encoder(vae: nn.Module, variant: Variant, folder: str | Path, *,
                        latent_hw: tuple[int, int] = (5, 7), dynamic: bool = True,
                        **kw: Any) -> tuple[Path, Path]:
     """The causal encoder as two graphs (frame 0; 4 frames per step with the cache in and out)."""
-    folder = Path(folder)
-    first, step = specs.vae_encoder_specs(variant, vae_cache_dims(vae, variant, decode=False))
+    return _export_vae_chunks(vae, variant, Path(folder), decode=False, latent_hw=latent_hw,
+                              dynamic=dynamic, **kw)
+
+
+def _export_vae_chunks(vae: nn.Module, variant: Variant, folder: Path, *, decode: bool,
+                       latent_hw: tuple[int, int], dynamic: bool, **kw: Any) -> tuple[Path, Path]:
+    make_specs = specs.vae_decoder_specs if decode else specs.vae_encoder_specs
+    first, step = make_specs(variant, vae_cache_dims(vae, variant, decode=decode))
     sizes = {"h": latent_hw[0], "w": latent_hw[1]}
-    p1 = export_graph(_VaeChunk(vae, decode=False, first=True), first, _vae_examples(first, sizes),
-                      folder / f"{first.name}.onnx", dynamic=dynamic, **kw)
-    p2 = export_graph(_VaeChunk(vae, decode=False, first=False), step, _vae_examples(step, sizes),
-                      folder / f"{step.name}.onnx", dynamic=dynamic, **kw)
+    p1 = export_graph(_VaeChunk(vae, decode=decode, first=True), first,
+                      _vae_examples(first, sizes), folder / f"{first.name}.onnx",
+                      dynamic=dynamic, **kw)
+    p2 = export_graph(_VaeChunk(vae, decode=decode, first=False), step,
+                      _vae_examples(step, sizes), folder / f"{step.name}.onnx",
+                      dynamic=dynamic, **kw)
     return p1, p2
 
 
