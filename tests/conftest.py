@@ -6,6 +6,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
+from dataclasses import dataclass
+
 import pytest
 
 
@@ -28,3 +30,31 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(skip_gpu)
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def err_lines(self) -> list[str]:
+        return [ln for ln in self.err.splitlines() if ln.strip()]
+
+
+@pytest.fixture
+def cli(capsys):
+    """``cli([...])`` runs ``main`` in-process; argparse's SystemExit becomes the exit code."""
+    from wan_desktop.cli import main
+
+    def run(args: list[str]) -> Result:
+        capsys.readouterr()  # drop whatever fixtures printed (diffusers' save bars)
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        cap = capsys.readouterr()
+        return Result(code, cap.out, cap.err)
+
+    return run

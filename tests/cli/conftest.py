@@ -1,9 +1,7 @@
 """Tiny random-weight models for the CLI tests, built once per session (official, diffusers and
-ComfyUI layouts of the same weights), and an in-process runner for ``wan_desktop.cli.main``."""
+ComfyUI layouts of the same weights). The in-process ``cli`` runner is in tests/conftest.py."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import pytest
 
@@ -23,31 +21,3 @@ def ti2v(tmp_path_factory) -> TinyModel:
 @pytest.fixture(scope="session")
 def i2v(tmp_path_factory) -> TinyModel:
     return build_tiny_model(tmp_path_factory.mktemp("cli_i2v"), "i2v-14B")
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def err_lines(self) -> list[str]:
-        return [ln for ln in self.err.splitlines() if ln.strip()]
-
-
-@pytest.fixture
-def cli(capsys):
-    """``cli([...])`` runs ``main`` in-process; argparse's SystemExit becomes the exit code."""
-    from wan_desktop.cli import main
-
-    def run(args: list[str]) -> Result:
-        capsys.readouterr()  # drop whatever fixtures printed (diffusers' save bars)
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-        cap = capsys.readouterr()
-        return Result(code, cap.out, cap.err)
-
-    return run

@@ -11,26 +11,10 @@ import numpy as np
 import pytest
 from wan_desktop.engines import cache
 
-from tests.cli.conftest import Result
+from tests.conftest import Result
 
 GEN = ["--prompt", "a cat walks on the grass", "--size", "64x48", "--frames", "5", "--steps", "2",
        "--seed", "3", "--device", "cpu"]
-
-
-@pytest.fixture
-def cli(capsys):
-    from wan_desktop.cli import main
-
-    def run(args) -> Result:
-        capsys.readouterr()
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-        cap = capsys.readouterr()
-        return Result(code, cap.out, cap.err)
-
-    return run
 
 
 def _frames(folder):
