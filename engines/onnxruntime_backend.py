@@ -227,11 +227,15 @@ def _cache_feeds(outs: list[Tensor]) -> dict[str, Tensor]:
 
 class OrtVaeDecoder:
     """The causal decoder: the first latent frame through the 'first' graph, then one latent frame
-    per 'step' graph call, carrying the cache tensors from call to call (batch items in turn)."""
+    per 'step' graph call, carrying the cache tensors from call to call, driven by the tiler of
+    engines/vae_tiling.py (the graphs take any size: ``tiling`` from the memory plan applies)."""
 
-    def __init__(self, first: OrtGraph, step: OrtGraph) -> None:
+    def __init__(self, first: OrtGraph, step: OrtGraph, *, spatial_factor: int,
+                 temporal_factor: int) -> None:
         self._g = _Graphs(first, step)
         self.first, self.step = first, step
+        self.spatial_factor, self.temporal_factor = spatial_factor, temporal_factor
+        self.tiling: Any = None
 
     def load(self, device: torch.device) -> None:
         self._g.load(device)
@@ -239,19 +243,31 @@ class OrtVaeDecoder:
     def unload(self) -> None:
         self._g.unload()
 
-    def decode(self, latents: Tensor) -> Tensor:
-        if latents.dim() != 5:
-            raise ConfigError(f"VAE latents must be [B, z, T, h, w], got {tuple(latents.shape)}")
-        videos = []
-        for b in range(latents.shape[0]):
-            z = latents[b : b + 1]
-            video, *slots = self.first.run({"latents": z[:, :, :1]})
-            frames = [video]
-            for i in range(1, z.shape[2]):
-                video, *slots = self.step.run({"latents": z[:, :, i : i + 1]} | _cache_feeds(slots))
-                frames.append(video)
-            videos.append(torch.cat(frames, dim=2))
-        return torch.cat(videos).float()
+    def _chunk(self, z: Tensor, cache: list[Tensor] | None) -> tuple[Tensor, list[Tensor]]:
+        if cache is None:
+            video, *slots = self.first.run({"latents": z})
+        else:
+            video, *slots = self.step.run({"latents": z} | _cache_feeds(cache))
+        return video, slots
+
+    def _run(self, fn: Callable[..., Tensor], z: Tensor, tiles: Any) -> Tensor:
+        if z.dim() != 5:
+            raise ConfigError(f"VAE latents must be [B, z, T, h, w], got {tuple(z.shape)}")
+        return fn(self._chunk, z, spatial_factor=self.spatial_factor,
+                  temporal_factor=self.temporal_factor,
+                  tiling=tiles if tiles is not None else self.tiling)
+
+    def decode(self, latents: Tensor, tiles: Any = None) -> Tensor:
+        from .vae_tiling import decode_tiled
+
+        # batch items in turn (the graphs run one video's cache at a time)
+        return torch.cat([self._run(decode_tiled, latents[b:b + 1], tiles)
+                          for b in range(latents.shape[0])])
+
+    def decode_frames(self, latents: Tensor, tiles: Any = None) -> Tensor:
+        from .vae_tiling import decode_tiled_frames
+
+        return self._run(decode_tiled_frames, latents, tiles)
 
 
 class OrtVaeEncoder:
@@ -362,7 +378,9 @@ def build_ort_components(
         denoisers.append(OrtDenoiser(OrtGraph(folder / entry.file,
                                               specs.spec_from_dict(entry.spec), threads=threads), v))
     text = OrtTextEncoder(graph(specs.T5), engine_tokenizer(folder, manifest), warn)
-    decoder = OrtVaeDecoder(graph(specs.VAE_DECODER_FIRST), graph(specs.VAE_DECODER_STEP))
+    decoder = OrtVaeDecoder(graph(specs.VAE_DECODER_FIRST), graph(specs.VAE_DECODER_STEP),
+                            spatial_factor=v.vae.spatial_factor,
+                            temporal_factor=v.vae.temporal_factor)
     encoder = None
     if manifest.entry(specs.VAE_ENCODER_FIRST, runtime=RUNTIME) is not None:
         encoder = OrtVaeEncoder(graph(specs.VAE_ENCODER_FIRST), graph(specs.VAE_ENCODER_STEP),

@@ -65,6 +65,18 @@ class TinyVaeDecoder:
         x = latents.to(self.device, self.dtype)
         return self.model.decode(x, chunk=self.chunk).float()
 
+    @torch.inference_mode()
+    def decode_frames(self, latents: Tensor) -> Tensor:
+        """uint8 frames [F, H, W, 3] on the CPU, each pass quantized on the device as it comes."""
+        from wan_desktop.video import to_uint8_frames
+
+        if latents.shape[0] != 1:
+            raise ConfigError(f"decoding to frames takes one video, got latents "
+                              f"{tuple(latents.shape)}")
+        x = latents.to(self.device, self.dtype)
+        return torch.cat([to_uint8_frames(part).cpu()
+                          for part in self.model.decode_chunks(x, chunk=self.chunk)])
+
 
 class TaePreview:
     """Previews for the GUI: ``preview(latents [z, T, h, w]) -> uint8 [F, H, W, 3]`` on the CPU."""
@@ -79,6 +91,4 @@ class TaePreview:
     def __call__(self, latents: Tensor) -> Tensor:
         if latents.ndim != 4:
             raise ConfigError(f"preview latents must be [z, T, h, w], got {list(latents.shape)}")
-        from wan_desktop.video import to_uint8_frames
-
-        return to_uint8_frames(self.decoder.decode(latents[None]).cpu())
+        return self.decoder.decode_frames(latents[None])

@@ -269,13 +269,20 @@ class PlannedVae:
                 self.inner.unload()
                 _free_cuda(self._group.device)
 
-    def decode(self, latents: Tensor) -> Tensor:
+    def _decode(self, method: str, latents: Tensor) -> Tensor:
         if self._group.release_before_decode:
             self._group.release_all()
         self.inner.load(self._group.device)
+        fn = getattr(self.inner, method)
         if self.tiling is not None and hasattr(self.inner, "tiling"):
-            return self.inner.decode(latents, tiles=self.tiling)
-        return self.inner.decode(latents)
+            return fn(latents, tiles=self.tiling)
+        return fn(latents)
+
+    def decode(self, latents: Tensor) -> Tensor:
+        return self._decode("decode", latents)
+
+    def decode_frames(self, latents: Tensor) -> Tensor:
+        return self._decode("decode_frames", latents)
 
 
 class PlannedImageEncoder:

@@ -318,19 +318,38 @@ class _ChunkEngines:
 
 class TrtVaeDecoder(_ChunkEngines):
     """The causal decoder (export/onnx_export.py): the first latent frame, then one latent frame
-    per step."""
+    per step, driven by the tiler of engines/vae_tiling.py over whole frames (the engines are
+    built for one preset's frame size, so a memory plan's tiles do not apply)."""
+
+    def __init__(self, first: TrtEngine, step: TrtEngine, *, spatial_factor: int,
+                 temporal_factor: int) -> None:
+        super().__init__(first, step)
+        self.spatial_factor, self.temporal_factor = spatial_factor, temporal_factor
+
+    def _chunk(self, z: Tensor, cache: dict[str, Tensor] | None
+               ) -> tuple[Tensor, dict[str, Tensor]]:
+        if cache is None:
+            out = self.first.run({"latents": z})
+        else:
+            out = self.step.run({"latents": z} | cache)
+        slots = _cache_names(self.first.spec, "cache_out_")
+        return out["video"], {n.replace("cache_out_", "cache_in_"): out[n] for n in slots}
+
+    def _run(self, fn: Callable[..., Tensor], latents: Tensor) -> Tensor:
+        return fn(self._chunk, latents, spatial_factor=self.spatial_factor,
+                  temporal_factor=self.temporal_factor, tiling=None)
 
     @torch.inference_mode()
     def decode(self, latents: Tensor) -> Tensor:
-        out = self.first.run({"latents": latents[:, :, :1]})
-        frames = [out["video"]]
-        slots = _cache_names(self.first.spec, "cache_out_")
-        for i in range(1, latents.shape[2]):
-            feed = {"latents": latents[:, :, i:i + 1]}
-            feed |= {n.replace("cache_out_", "cache_in_"): out[n] for n in slots}
-            out = self.step.run(feed)
-            frames.append(out["video"])
-        return torch.cat(frames, dim=2)
+        from .vae_tiling import decode_tiled
+
+        return self._run(decode_tiled, latents)
+
+    @torch.inference_mode()
+    def decode_frames(self, latents: Tensor) -> Tensor:
+        from .vae_tiling import decode_tiled_frames
+
+        return self._run(decode_tiled_frames, latents)
 
 
 class TrtVaeEncoder(_ChunkEngines):
@@ -465,7 +484,9 @@ def build_tensorrt_components(
                               remedy=f"Build {precision} engines, or drop --precision.")
         dits.append(TrtDenoiser(e, variant))
     text = TrtTextEncoder(engine(specs.T5), tokenizer, warn)
-    decoder = TrtVaeDecoder(engine(specs.VAE_DECODER_FIRST), engine(specs.VAE_DECODER_STEP))
+    decoder = TrtVaeDecoder(engine(specs.VAE_DECODER_FIRST), engine(specs.VAE_DECODER_STEP),
+                            spatial_factor=variant.vae.spatial_factor,
+                            temporal_factor=variant.vae.temporal_factor)
     has = {e.component for e in manifest.entries if e.runtime == name}
     encoder = None
     if specs.VAE_ENCODER_FIRST in has:

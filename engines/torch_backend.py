@@ -262,8 +262,8 @@ class TorchVae:
     """Both VAE roles (decoder and encoder) over one module.
 
     ``tiling`` (engines/vae_tiling.py, set from the memory plan): spatial tiles for the decode;
-    None decodes whole frames. Either way each decoded chunk goes straight to a float32 video on
-    the CPU, so the GPU never holds the whole video.
+    None decodes whole frames. Either way each decoded chunk goes straight to the CPU (as uint8
+    frames for a generation), so the GPU never holds the whole video.
     """
 
     def __init__(self, model: nn.Module, tiling: object = None) -> None:
@@ -280,17 +280,28 @@ class TorchVae:
     def _dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    def _decode(self, fn: Callable[..., Tensor], latents: Tensor, tiles: object) -> Tensor:
+        from .vae_tiling import torch_decode_step
+
+        cfg = self.model.cfg
+        return fn(torch_decode_step(self.model), latents.to(self._res.device, self._dtype()),
+                  spatial_factor=cfg.spatial_factor, temporal_factor=cfg.temporal_factor,
+                  tiling=tiles if tiles is not None else self.tiling)
+
     @torch.inference_mode()
     def decode(self, latents: Tensor, tiles: object = None) -> Tensor:
         """latents [B, z, T, h, w] -> video [B, 3, F, H, W] float32 on the CPU; ``tiles`` (a
         Tiling) overrides ``self.tiling`` for this call."""
-        from .vae_tiling import decode_tiled, torch_decode_step
+        from .vae_tiling import decode_tiled
 
-        cfg = self.model.cfg
-        return decode_tiled(torch_decode_step(self.model),
-                            latents.to(self._res.device, self._dtype()),
-                            spatial_factor=cfg.spatial_factor, temporal_factor=cfg.temporal_factor,
-                            tiling=tiles if tiles is not None else self.tiling)
+        return self._decode(decode_tiled, latents, tiles)
+
+    @torch.inference_mode()
+    def decode_frames(self, latents: Tensor, tiles: object = None) -> Tensor:
+        """latents [1, z, T, h, w] -> uint8 frames [F, H, W, 3] on the CPU, streamed per chunk."""
+        from .vae_tiling import decode_tiled_frames
+
+        return self._decode(decode_tiled_frames, latents, tiles)
 
     @torch.inference_mode()
     def encode(self, video: Tensor) -> Tensor:

@@ -4,10 +4,11 @@ Wan's VAEs decode one latent frame at a time through an explicit causal cache (m
 Here the latent frame is cut into overlapping spatial tiles; each tile runs the whole causal
 decode through time with a cache of its own (tile-major: only one tile's cache and activations are
 on the GPU at any time), and every decoded chunk leaves the GPU at once, multiplied by its blend
-weight, into a float32 video on the CPU. Neighbouring tiles share ``overlap`` latent pixels and are
-blended with linear ramps (weights sum to 1 everywhere). There are no temporal tiles: overlapping
-temporal windows make Wan's causal VAE blink (ComfyUI issue 7116), and the frame-by-frame cache
-already bounds the time dimension.
+weight: into a float32 video on the CPU (:func:`decode_tiled`, for parity), or, for a generation,
+as uint8 frames (:func:`decode_tiled_frames`: the float copy of a video never exists).
+Neighbouring tiles share ``overlap`` latent pixels and are blended with linear ramps (weights sum
+to 1 everywhere). There are no temporal tiles: overlapping temporal windows make Wan's causal VAE
+blink (ComfyUI issue 7116), and the frame-by-frame cache already bounds the time dimension.
 
 The tiling is generic over a :data:`DecodeStep`: "decode this latent chunk of one tile, given its
 cache (None for the first chunk), and return the frames and the new cache". The torch VAE provides
@@ -81,11 +82,73 @@ def blend_weights(spans: list[tuple[int, int]], n: int) -> list[Tensor]:
     return [(w / total)[a:b].float() for w, (a, b) in zip(raw, spans, strict=True)]
 
 
-def decode_tiled(step: DecodeStep, z: Tensor, *, spatial_factor: int, tiling: Tiling | None,
-                 frames_per_chunk: int = 1, temporal_factor: int = 4) -> Tensor:
-    """Decode normalised latents z [B, zc, T, h, w] (on the decoder's device) to a float32 video
-    [B, 3, 1 + temporal_factor·(T − 1), h·s, w·s] on the CPU, tile by tile (``tiling`` None: one
-    tile of the whole frame, which equals the untiled decode exactly)."""
+def _quantize(video: Tensor) -> Tensor:
+    """[B, 3, F, H, W] in [-1, 1] -> uint8 [B, F, H, W, 3], truncating like video.to_uint8_frames
+    (so a decode streamed as uint8 is bit for bit the float decode quantized afterwards)."""
+    return ((video.float().clamp(-1, 1) + 1) / 2 * 255).to(torch.uint8).permute(0, 2, 3, 4, 1)
+
+
+class _FloatVideo:
+    """Accumulates blended chunks into a float32 video [B, 3, F, H, W] on the CPU."""
+
+    def __init__(self, b: int, frames: int, height: int, width: int, pin: bool) -> None:
+        self.video = torch.zeros(b, 3, frames, height, width, dtype=torch.float32, pin_memory=pin)
+
+    def put(self, f: int, rows: tuple[int, int], cols: tuple[int, int], out: Tensor,
+            whole: bool) -> None:
+        dst = self.video[:, :, f:f + out.shape[2], rows[0]:rows[1], cols[0]:cols[1]]
+        if whole:
+            dst.copy_(out)
+        else:
+            dst.add_(out.cpu())
+
+    def rows_final(self, row: int) -> None:
+        return None
+
+    def result(self) -> Tensor:
+        return self.video
+
+
+class _Uint8Frames:
+    """Streams the decode into uint8 frames [B, F, H, W, 3] on the CPU. An untiled chunk is
+    quantized on the decoder's device and leaves it as uint8 (a quarter of the float bytes).
+    Tiles are blended in a float32 band of rows that is quantized and dropped as soon as no later
+    tile row reaches it, so the float working set is about one row of tiles, not the video."""
+
+    def __init__(self, b: int, frames: int, height: int, width: int, pin: bool) -> None:
+        self.frames = torch.empty(b, frames, height, width, 3, dtype=torch.uint8, pin_memory=pin)
+        self.b, self.f, self.w = b, frames, width
+        self.lo = 0  # rows [lo, lo + band.shape[3]) are still being blended
+        self.band = torch.zeros(b, 3, frames, 0, width, dtype=torch.float32)
+
+    def put(self, f: int, rows: tuple[int, int], cols: tuple[int, int], out: Tensor,
+            whole: bool) -> None:
+        n = out.shape[2]
+        if whole:
+            self.frames[:, f:f + n].copy_(_quantize(out))
+            return
+        hi = self.lo + self.band.shape[3]
+        if rows[1] > hi:  # a new row of tiles reaches further down: grow the band
+            grow = torch.zeros(self.b, 3, self.f, rows[1] - hi, self.w, dtype=torch.float32)
+            self.band = torch.cat([self.band, grow], dim=3)
+        r0, r1 = rows[0] - self.lo, rows[1] - self.lo
+        self.band[:, :, f:f + n, r0:r1, cols[0]:cols[1]].add_(out.cpu())
+
+    def rows_final(self, row: int) -> None:
+        """Rows above ``row`` get no more contributions: quantize them and drop them."""
+        k = row - self.lo
+        if k <= 0 or self.band.shape[3] == 0:
+            return
+        self.frames[:, :, self.lo:row].copy_(_quantize(self.band[:, :, :, :k]))
+        self.band = self.band[:, :, :, k:].clone()
+        self.lo = row
+
+    def result(self) -> Tensor:
+        return self.frames
+
+
+def _decode_into(sink_type: type, step: DecodeStep, z: Tensor, *, spatial_factor: int,
+                 tiling: Tiling | None, frames_per_chunk: int, temporal_factor: int) -> Any:
     b, _, t, h, w = z.shape
     s = spatial_factor
     frames = 1 + temporal_factor * (t - 1)
@@ -93,30 +156,44 @@ def decode_tiled(step: DecodeStep, z: Tensor, *, spatial_factor: int, tiling: Ti
     ys, xs = tile_spans(h, th, ov), tile_spans(w, tw, ov)
     wy = blend_weights([(a * s, e * s) for a, e in ys], h * s)
     wx = blend_weights([(a * s, e * s) for a, e in xs], w * s)
-    pin = z.device.type == "cuda"
-    video = torch.zeros(b, 3, frames, h * s, w * s, dtype=torch.float32, pin_memory=pin)
-    single = len(ys) == 1 and len(xs) == 1
-    for (y0, y1), wyi in zip(ys, wy, strict=True):
+    sink = sink_type(b, frames, h * s, w * s, z.device.type == "cuda")
+    whole = len(ys) == 1 and len(xs) == 1
+    chunks = [(0, 1)] + [(i, min(i + frames_per_chunk, t)) for i in range(1, t, frames_per_chunk)]
+    for row, ((y0, y1), wyi) in enumerate(zip(ys, wy, strict=True)):
         for (x0, x1), wxi in zip(xs, wx, strict=True):
-            weight = None if single else (wyi[:, None] * wxi[None, :]).to(z.device)
+            weight = None if whole else (wyi[:, None] * wxi[None, :]).to(z.device)
             cache: Any = None
             f = 0
-            chunks = [(0, 1)] + [(i, min(i + frames_per_chunk, t))
-                                 for i in range(1, t, frames_per_chunk)]
             for c0, c1 in chunks:
                 out, cache = step(z[:, :, c0:c1, y0:y1, x0:x1], cache)
                 out = out.float()
                 if weight is not None:
                     out = out * weight
-                n = out.shape[2]
-                dst = video[:, :, f:f + n, y0 * s:y1 * s, x0 * s:x1 * s]
-                if single:
-                    dst.copy_(out)
-                else:
-                    dst.add_(out.cpu())
-                f += n
+                sink.put(f, (y0 * s, y1 * s), (x0 * s, x1 * s), out, whole)
+                f += out.shape[2]
             del cache
-    return video
+        sink.rows_final(ys[row + 1][0] * s if row + 1 < len(ys) else h * s)
+    return sink.result()
+
+
+def decode_tiled(step: DecodeStep, z: Tensor, *, spatial_factor: int, tiling: Tiling | None,
+                 frames_per_chunk: int = 1, temporal_factor: int = 4) -> Tensor:
+    """Decode normalised latents z [B, zc, T, h, w] (on the decoder's device) to a float32 video
+    [B, 3, 1 + temporal_factor·(T − 1), h·s, w·s] on the CPU, tile by tile (``tiling`` None: one
+    tile of the whole frame, which equals the untiled decode exactly)."""
+    return _decode_into(_FloatVideo, step, z, spatial_factor=spatial_factor, tiling=tiling,
+                        frames_per_chunk=frames_per_chunk, temporal_factor=temporal_factor)
+
+
+def decode_tiled_frames(step: DecodeStep, z: Tensor, *, spatial_factor: int,
+                        tiling: Tiling | None, frames_per_chunk: int = 1,
+                        temporal_factor: int = 4) -> Tensor:
+    """As :func:`decode_tiled`, streamed to uint8 frames [F, H, W, 3] on the CPU (batch 1): equal
+    bit for bit to ``to_uint8_frames(decode_tiled(...))`` without ever holding the float video."""
+    if z.shape[0] != 1:
+        raise ConfigError(f"decoding to frames takes one video, got latents {tuple(z.shape)}")
+    return _decode_into(_Uint8Frames, step, z, spatial_factor=spatial_factor, tiling=tiling,
+                        frames_per_chunk=frames_per_chunk, temporal_factor=temporal_factor)[0]
 
 
 def torch_decode_step(model: Any) -> DecodeStep:
@@ -131,8 +208,8 @@ def torch_decode_step(model: Any) -> DecodeStep:
 
 
 def psnr_db(a: Tensor, b: Tensor) -> float:
-    """PSNR of two videos in [-1, 1] as 8-bit frames (inf when identical)."""
-    qa = ((a.float().clamp(-1, 1) + 1) / 2 * 255).to(torch.uint8).double()
-    qb = ((b.float().clamp(-1, 1) + 1) / 2 * 255).to(torch.uint8).double()
+    """PSNR of two videos as 8-bit frames (inf when identical): both uint8 frames, or both float
+    videos in [-1, 1] (quantized first)."""
+    qa, qb = ((x if x.dtype == torch.uint8 else _quantize(x)).double() for x in (a, b))
     mse = float((qa - qb).pow(2).mean())
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)

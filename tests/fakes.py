@@ -111,6 +111,11 @@ class FakeVae(_Base):
         x = torch.cat([x[:, :, :1], x[:, :, 1:].repeat_interleave(self.temporal, dim=2)], dim=2)
         return x.repeat_interleave(self.spatial, dim=3).repeat_interleave(self.spatial, dim=4)
 
+    def decode_frames(self, latents: Tensor) -> Tensor:
+        from wan_desktop.video import to_uint8_frames
+
+        return to_uint8_frames(self.decode(latents))
+
     def encode(self, video: Tensor) -> Tensor:
         self.calls.append({"encode": tuple(video.shape)})
         b, _, f, h, w = video.shape

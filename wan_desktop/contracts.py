@@ -81,6 +81,11 @@ class VaeDecoder(Component, Protocol):
     def decode(self, latents: Tensor) -> Tensor:
         """Normalized latents [B, z, T, H, W] -> video [B, 3, 4(T-1)+1, H·s, W·s] in [-1, 1]."""
 
+    def decode_frames(self, latents: Tensor) -> Tensor:
+        """Normalized latents [1, z, T, H, W] -> uint8 frames [4(T-1)+1, H·s, W·s, 3] on the CPU,
+        streamed chunk by chunk (a generation never holds its video in float), equal to
+        ``video.to_uint8_frames(decode(latents))``."""
+
 
 @runtime_checkable
 class VaeEncoder(Component, Protocol):

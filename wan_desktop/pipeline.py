@@ -327,7 +327,6 @@ def generate(
     import torch
 
     from .samplers import make_sampler
-    from .video import to_uint8_frames
 
     cancel = cancel or CancelToken()
     variant = components.variant
@@ -435,8 +434,7 @@ def generate(
 
     # --- decode
     emit(StageStarted("decode"))
-    video = components.vae_decoder.decode(x)
-    frames = to_uint8_frames(video)
+    frames = components.vae_decoder.decode_frames(x)
     emit(Finished(seconds=time.perf_counter() - t0, frames=frames.shape[0]))
     return frames
 

@@ -24,7 +24,7 @@ def test_vae_only_reports_tiled_and_untiled(capsys):
     assert v["tile"] == [3, 5] and v["overlap"] == 1
     assert v["untiled_s"] > 0 and v["tiled_s"] > 0
     assert v["untiled_peak_gb"] is None  # no CUDA: no peak figures
-    assert 10 < v["psnr_db_tiled_vs_untiled"] < 60 and v["max_abs_tiled_vs_untiled"] > 0
+    assert 10 < v["psnr_db_tiled_vs_untiled"] < 60 and v["max_levels_tiled_vs_untiled"] > 0
     assert v["predicted_tiled_gib"] < v["predicted_untiled_gib"]
 
 

@@ -11,6 +11,7 @@ from wan_desktop.engines.vae_tiling import (
     Tiling,
     blend_weights,
     decode_tiled,
+    decode_tiled_frames,
     psnr_db,
     tile_spans,
     torch_decode_step,
@@ -18,6 +19,7 @@ from wan_desktop.engines.vae_tiling import (
 
 from tests.tiny import tiny_variant
 from wan_desktop.errors import ConfigError
+from wan_desktop.video import to_uint8_frames
 
 
 def _vae(name: str):
@@ -118,6 +120,60 @@ def test_each_tile_decodes_with_its_own_cache(vaes):
     # spans: rows (0, 8), (4, 12); cols (0, 10), (6, 16): rows < 4·s and cols < 6·s are tile 0's alone
     assert torch.equal(out[..., : 4 * s, : 6 * s], corner[..., : 4 * s, : 6 * s])
     assert not torch.equal(out[..., : 8 * s, : 10 * s], corner)  # the overlap is blended
+
+
+# (variant, tiling): untiled; rows and columns tiled; columns only (one band: the whole height);
+# rows only, with the last tile moved back (its overlap grows to 5 latent rows); Wan2.2's ×16.
+_STREAMS = [("t2v-1.3B", None), ("t2v-1.3B", ((8, 10), 2)), ("t2v-1.3B", ((12, 6), 1)),
+            ("t2v-1.3B", ((7, 16), 2)), ("ti2v-5B", ((4, 5), 1))]
+
+
+@pytest.mark.parametrize(("name", "tiles"), _STREAMS)
+def test_frames_streamed_as_uint8_equal_the_float_decode_quantized(vaes, name, tiles):
+    """The generation path never holds the float video: its uint8 frames are those of the float
+    decode bit for bit, tiled or not."""
+    v, vae, z, _ = vaes[name]
+    tiling = None if tiles is None else Tiling(tile=tiles[0], overlap=tiles[1])
+    kw = {"spatial_factor": v.vae.spatial_factor, "tiling": tiling}
+    with torch.inference_mode():
+        floats = decode_tiled(torch_decode_step(vae), z, **kw)
+        frames = decode_tiled_frames(torch_decode_step(vae), z, **kw)
+    assert frames.dtype == torch.uint8 and frames.shape == (5, 96, 128, 3)
+    assert torch.equal(frames, to_uint8_frames(floats))
+    assert int(frames.float().std()) > 10  # real pictures, not a constant
+
+
+def test_uint8_stream_keeps_about_one_band_of_rows_in_float(vaes, monkeypatch):
+    """Rows are quantized and dropped once no later row of tiles reaches them: the float band
+    never grows past one tile's rows (plus what the next row of tiles shares with it)."""
+    from wan_desktop.engines import vae_tiling
+
+    _v, vae, _, _ = vaes["t2v-1.3B"]
+    z = torch.randn(1, 16, 2, 24, 8, generator=torch.Generator().manual_seed(3))  # 192 rows
+    heights = []
+    real = vae_tiling._Uint8Frames.rows_final
+
+    def spy(self, row):
+        heights.append(self.band.shape[3])
+        real(self, row)
+
+    monkeypatch.setattr(vae_tiling._Uint8Frames, "rows_final", spy)
+    with torch.inference_mode():
+        frames = decode_tiled_frames(torch_decode_step(vae), z, spatial_factor=8,
+                                     tiling=Tiling(tile=(6, 8), overlap=2))
+        ref = to_uint8_frames(decode_tiled(torch_decode_step(vae), z, spatial_factor=8,
+                                           tiling=Tiling(tile=(6, 8), overlap=2)))
+    assert torch.equal(frames, ref)
+    # row spans (0,6) (4,10) (8,14) (12,18) (16,22) (18,24): one tile's 6 latent rows = 48 pixels
+    # in float at most, never the 192 rows of the frame
+    assert len(heights) == 6 and max(heights) == 48, heights
+
+
+def test_frames_take_one_video(vaes):
+    _v, vae, z, _ = vaes["t2v-1.3B"]
+    with pytest.raises(ConfigError, match="one video"):
+        decode_tiled_frames(torch_decode_step(vae), torch.cat([z, z]), spatial_factor=8,
+                            tiling=None)
 
 
 @pytest.mark.parametrize(("tile", "overlap"), [((4, 4), 2), ((0, 8), 1), ((8, 8), -1)])

@@ -263,18 +263,18 @@ def test_batched_cfg_equals_sequential_on_a_real_tiny_model():
 
     variant = tiny_variant("t2v-1.3B")
     comps = build_torch_components(variant, None, device=torch.device("cpu"), dtype=torch.float32)
-    decode = comps.vae_decoder.decode
+    decode = comps.vae_decoder.decode_frames
     latents = {}
 
     def run(**kw):
         def spy(x):
             latents[tuple(kw.items())] = x.clone()
             return decode(x)
-        comps.vae_decoder.decode = spy
+        comps.vae_decoder.decode_frames = spy
         try:
             return generate(comps, _req(steps=4, **kw).resolve(variant))
         finally:
-            comps.vae_decoder.decode = decode
+            comps.vae_decoder.decode_frames = decode
 
     batched, sequential = run(batch_cfg=True), run(batch_cfg=False)
     run(guidance=1.0)

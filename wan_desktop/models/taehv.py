@@ -13,7 +13,7 @@
 #   no latents_mean / std.
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -180,16 +180,22 @@ class TAEHV(nn.Module):
     def decode(self, latents: Tensor, *, chunk: int | None = None) -> Tensor:
         """[B, z, T, h, w] latents (as the DiT sees them) -> [B, 3, t_up·(T−1)+1, h·s, w·s] in
         [-1, 1]. ``chunk`` latent frames per pass (None: all at once; less memory when set)."""
+        return torch.cat(list(self.decode_chunks(latents, chunk=chunk)), dim=2)
+
+    def decode_chunks(self, latents: Tensor, *, chunk: int | None = None) -> Iterator[Tensor]:
+        """:meth:`decode` one pass at a time: [B, 3, n, h·s, w·s] pieces in [-1, 1] whose
+        concatenation along frames is the decode (callers stream them off the GPU)."""
         x = latents.transpose(1, 2)  # [B, T, z, h, w]
-        mem, outs = Memory(), []
+        mem = Memory()
         step = chunk or x.shape[1]
+        skip = self.cfg.t_upscale - 1  # the first latent frame is one video frame (causal VAE)
         for i in range(0, x.shape[1], step):
-            outs.append(_run(self.decoder, x[:, i:i + step], mem))
-        y = torch.cat(outs, dim=1)
-        if self.cfg.patch_size > 1:
-            y = F.pixel_shuffle(y.flatten(0, 1), self.cfg.patch_size).unflatten(0, y.shape[:2])
-        y = y[:, self.cfg.t_upscale - 1:]  # the first latent frame is one video frame (causal VAE)
-        return (y.clamp(0, 1) * 2 - 1).transpose(1, 2)
+            y = _run(self.decoder, x[:, i:i + step], mem)
+            if self.cfg.patch_size > 1:
+                y = F.pixel_shuffle(y.flatten(0, 1), self.cfg.patch_size).unflatten(0, y.shape[:2])
+            if i == 0:
+                y = y[:, skip:]
+            yield (y.clamp(0, 1) * 2 - 1).transpose(1, 2)
 
     def encode(self, video: Tensor) -> Tensor:
         """[B, 3, F, H, W] in [-1, 1] -> latents [B, z, T, H/s, W/s]; frames padded (last repeated)
