@@ -91,7 +91,8 @@ def _quantize(video: Tensor) -> Tensor:
 class _FloatVideo:
     """Accumulates blended chunks into a float32 video [B, 3, F, H, W] on the CPU."""
 
-    def __init__(self, b: int, frames: int, height: int, width: int, pin: bool) -> None:
+    def __init__(self, b: int, frames: int, height: int, width: int, pin: bool,
+                 band: int = 0, axis: int = 0) -> None:
         self.video = torch.zeros(b, 3, frames, height, width, dtype=torch.float32, pin_memory=pin)
 
     def put(self, f: int, rows: tuple[int, int], cols: tuple[int, int], out: Tensor,
@@ -102,7 +103,7 @@ class _FloatVideo:
         else:
             dst.add_(out.cpu())
 
-    def rows_final(self, row: int) -> None:
+    def band_done(self, edge: int) -> None:
         return None
 
     def result(self) -> Tensor:
@@ -112,14 +113,19 @@ class _FloatVideo:
 class _Uint8Frames:
     """Streams the decode into uint8 frames [B, F, H, W, 3] on the CPU. An untiled chunk is
     quantized on the decoder's device and leaves it as uint8 (a quarter of the float bytes).
-    Tiles are blended in a float32 band of rows that is quantized and dropped as soon as no later
-    tile row reaches it, so the float working set is about one row of tiles, not the video."""
+    Tiles are blended in a float32 band one tile wide across the outer axis of the tile loop
+    (rows, or columns when there is one row of tiles), quantized a few frames at a time and
+    dropped as soon as no later tile reaches it: the float working set is one band of tiles,
+    never the video."""
 
-    def __init__(self, b: int, frames: int, height: int, width: int, pin: bool) -> None:
+    def __init__(self, b: int, frames: int, height: int, width: int, pin: bool,
+                 band: int = 0, axis: int = 0) -> None:
         self.frames = torch.empty(b, frames, height, width, 3, dtype=torch.uint8, pin_memory=pin)
-        self.b, self.f, self.w = b, frames, width
-        self.lo = 0  # rows [lo, lo + band.shape[3]) are still being blended
-        self.band = torch.zeros(b, 3, frames, 0, width, dtype=torch.float32)
+        self.axis = axis  # 0: bands of rows, 1: bands of columns
+        self.lo = 0  # band index 0 is frame row (column) lo
+        size = [b, 3, frames, height, width]
+        size[3 + axis] = band
+        self.band = torch.zeros(size, dtype=torch.float32)
 
     def put(self, f: int, rows: tuple[int, int], cols: tuple[int, int], out: Tensor,
             whole: bool) -> None:
@@ -127,21 +133,29 @@ class _Uint8Frames:
         if whole:
             self.frames[:, f:f + n].copy_(_quantize(out))
             return
-        hi = self.lo + self.band.shape[3]
-        if rows[1] > hi:  # a new row of tiles reaches further down: grow the band
-            grow = torch.zeros(self.b, 3, self.f, rows[1] - hi, self.w, dtype=torch.float32)
-            self.band = torch.cat([self.band, grow], dim=3)
-        r0, r1 = rows[0] - self.lo, rows[1] - self.lo
-        self.band[:, :, f:f + n, r0:r1, cols[0]:cols[1]].add_(out.cpu())
+        span = [rows, cols]
+        a0, a1 = span[self.axis][0] - self.lo, span[self.axis][1] - self.lo
+        if a0 < 0 or a1 > self.band.shape[3 + self.axis]:
+            raise AssertionError(f"tile {rows} x {cols} outside the band at {self.lo}")
+        span[self.axis] = (a0, a1)
+        (y0, y1), (x0, x1) = span
+        self.band[:, :, f:f + n, y0:y1, x0:x1].add_(out.cpu())
 
-    def rows_final(self, row: int) -> None:
-        """Rows above ``row`` get no more contributions: quantize them and drop them."""
-        k = row - self.lo
-        if k <= 0 or self.band.shape[3] == 0:
+    def band_done(self, edge: int) -> None:
+        """Rows (columns) before ``edge`` get no more contributions: quantize and drop them."""
+        d = 3 + self.axis
+        k, size = edge - self.lo, self.band.shape[d]
+        if k <= 0 or size == 0:
             return
-        self.frames[:, :, self.lo:row].copy_(_quantize(self.band[:, :, :, :k]))
-        self.band = self.band[:, :, :, k:].clone()
-        self.lo = row
+        done = self.band.narrow(d, 0, k)
+        dst = self.frames.narrow(2 + self.axis, self.lo, k)
+        for f in range(0, self.band.shape[2], 8):  # bounded temporaries
+            dst[:, f:f + 8].copy_(_quantize(done[:, :, f:f + 8]))
+        keep = size - k  # what the next band of tiles shares: to the front
+        if keep > 0:
+            self.band.narrow(d, 0, keep).copy_(self.band.narrow(d, k, keep).clone())
+        self.band.narrow(d, max(keep, 0), size - max(keep, 0)).zero_()
+        self.lo = edge
 
     def result(self) -> Tensor:
         return self.frames
@@ -156,11 +170,18 @@ def _decode_into(sink_type: type, step: DecodeStep, z: Tensor, *, spatial_factor
     ys, xs = tile_spans(h, th, ov), tile_spans(w, tw, ov)
     wy = blend_weights([(a * s, e * s) for a, e in ys], h * s)
     wx = blend_weights([(a * s, e * s) for a, e in xs], w * s)
-    sink = sink_type(b, frames, h * s, w * s, z.device.type == "cuda")
     whole = len(ys) == 1 and len(xs) == 1
+    # the outer loop runs over rows of tiles, or over columns when there is one row of tiles (so
+    # a band of finished tiles is always a fraction of the frame)
+    axis = 1 if len(ys) == 1 and len(xs) > 1 else 0
+    outer, inner = ((ys, wy), (xs, wx)) if axis == 0 else ((xs, wx), (ys, wy))
+    band = 0 if whole else max(e - a for a, e in outer[0]) * s
+    sink = sink_type(b, frames, h * s, w * s, z.device.type == "cuda", band, axis)
     chunks = [(0, 1)] + [(i, min(i + frames_per_chunk, t)) for i in range(1, t, frames_per_chunk)]
-    for row, ((y0, y1), wyi) in enumerate(zip(ys, wy, strict=True)):
-        for (x0, x1), wxi in zip(xs, wx, strict=True):
+    for k, (o_span, o_w) in enumerate(zip(*outer, strict=True)):
+        for i_span, i_w in zip(*inner, strict=True):
+            (y0, y1), wyi, (x0, x1), wxi = ((o_span, o_w, i_span, i_w) if axis == 0
+                                            else (i_span, i_w, o_span, o_w))
             weight = None if whole else (wyi[:, None] * wxi[None, :]).to(z.device)
             cache: Any = None
             f = 0
@@ -172,7 +193,8 @@ def _decode_into(sink_type: type, step: DecodeStep, z: Tensor, *, spatial_factor
                 sink.put(f, (y0 * s, y1 * s), (x0 * s, x1 * s), out, whole)
                 f += out.shape[2]
             del cache
-        sink.rows_final(ys[row + 1][0] * s if row + 1 < len(ys) else h * s)
+        n_outer = h if axis == 0 else w
+        sink.band_done(outer[0][k + 1][0] * s if k + 1 < len(outer[0]) else n_outer * s)
     return sink.result()
 
 

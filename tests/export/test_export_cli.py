@@ -72,14 +72,14 @@ def test_onnxruntime_vae_decoder_runs_the_planned_tiles(t2v_model, t2v_engines):
     """The ORT chunk graphs go through the same tiler as the torch VAE: tiled float decode vs
     torch's at the same tiles, and the uint8 stream equals its own float decode quantized."""
     import torch
-    from wan_desktop.checkpoints import load
-    from wan_desktop.checkpoints.detect import detect_model
     from wan_desktop.engines.onnxruntime_backend import build_ort_components
     from wan_desktop.engines.torch_backend import TorchVae
     from wan_desktop.engines.vae_tiling import Tiling
-    from wan_desktop.video import to_uint8_frames
 
     from tests.numerics import rel_err
+    from wan_desktop.checkpoints import load
+    from wan_desktop.checkpoints.detect import detect_model
+    from wan_desktop.video import to_uint8_frames
 
     dec = build_ort_components(None, t2v_engines).vae_decoder
     ref = TorchVae(load.load_vae(detect_model(t2v_model.official), dtype=torch.float32).eval())

@@ -143,30 +143,32 @@ def test_frames_streamed_as_uint8_equal_the_float_decode_quantized(vaes, name, t
     assert int(frames.float().std()) > 10  # real pictures, not a constant
 
 
-def test_uint8_stream_keeps_about_one_band_of_rows_in_float(vaes, monkeypatch):
-    """Rows are quantized and dropped once no later row of tiles reaches them: the float band
-    never grows past one tile's rows (plus what the next row of tiles shares with it)."""
+@pytest.mark.parametrize(("shape", "tile", "band"), [
+    ((24, 8), (6, 8), (48, 64)),  # six rows of tiles: a band of one tile's 48 rows
+    ((8, 24), (8, 6), (64, 48)),  # one row of tiles, six columns: a band of 48 columns
+])
+def test_uint8_stream_blends_in_one_band_of_tiles(vaes, monkeypatch, shape, tile, band):
+    """The float working set of a tiled uint8 decode is one band of tiles (never the frame),
+    across rows, or across columns when there is one row of tiles; the frames stay exact."""
     from wan_desktop.engines import vae_tiling
 
     _v, vae, _, _ = vaes["t2v-1.3B"]
-    z = torch.randn(1, 16, 2, 24, 8, generator=torch.Generator().manual_seed(3))  # 192 rows
-    heights = []
-    real = vae_tiling._Uint8Frames.rows_final
+    z = torch.randn(1, 16, 2, *shape, generator=torch.Generator().manual_seed(3))
+    bands = []
+    real = vae_tiling._Uint8Frames.result
 
-    def spy(self, row):
-        heights.append(self.band.shape[3])
-        real(self, row)
+    def spy(self):
+        bands.append(tuple(self.band.shape[3:]))
+        return real(self)
 
-    monkeypatch.setattr(vae_tiling._Uint8Frames, "rows_final", spy)
+    monkeypatch.setattr(vae_tiling._Uint8Frames, "result", spy)
+    tiling = Tiling(tile=tile, overlap=2)
     with torch.inference_mode():
-        frames = decode_tiled_frames(torch_decode_step(vae), z, spatial_factor=8,
-                                     tiling=Tiling(tile=(6, 8), overlap=2))
+        frames = decode_tiled_frames(torch_decode_step(vae), z, spatial_factor=8, tiling=tiling)
         ref = to_uint8_frames(decode_tiled(torch_decode_step(vae), z, spatial_factor=8,
-                                           tiling=Tiling(tile=(6, 8), overlap=2)))
+                                           tiling=tiling))
     assert torch.equal(frames, ref)
-    # row spans (0,6) (4,10) (8,14) (12,18) (16,22) (18,24): one tile's 6 latent rows = 48 pixels
-    # in float at most, never the 192 rows of the frame
-    assert len(heights) == 6 and max(heights) == 48, heights
+    assert bands == [band], (bands, frames.shape)
 
 
 def test_frames_take_one_video(vaes):
