@@ -96,6 +96,28 @@ def build_components(
     return comps, device
 
 
+def set_run_loras(components: Components, options: RunOptions) -> bool:
+    """Give built torch components ``options``' LoRAs (strengths, files) without building the
+    rest again: each expert whose LoRAs changed is read again with them merged
+    (TorchDenoiser.set_loras). False where that cannot be done (engines have their LoRAs merged
+    at export): build anew."""
+    from wan_desktop.lora import EXPERTS, lora_records
+
+    from .torch_backend import TorchDenoiser, _read_loras
+
+    dens = components.denoisers
+    if options.backend != "torch" or not all(isinstance(d, TorchDenoiser) for d in dens):
+        return False
+    pairs = _read_loras([d.model for d in dens], lora_specs(options))  # checked before any change
+    for den, p in zip(dens, pairs, strict=True):
+        den.set_loras(p)
+    records = [r for i, p in enumerate(pairs) for r in lora_records(p, expert=EXPERTS[i])]
+    components.info.pop("loras", None)
+    if records:
+        components.info["loras"] = records
+    return True
+
+
 def lora_specs(options: RunOptions) -> list[LoraSpec]:
     """RunOptions' "FILE[:STRENGTH]" strings as LoraSpec items (--lora: high-noise / only DiT)."""
     from wan_desktop.lora import run_specs

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from wan_desktop.text import Tokenizer
     from wan_desktop.variants import Variant
 
+    LoraPairs = Sequence[tuple[LoraFile, float]]
+
 log = logging.getLogger(__name__)
 
 
@@ -106,6 +108,10 @@ class TorchTextEncoder:
         return [hidden[i, :n].float() for i, n in enumerate(batch.lengths)]
 
 
+def _lora_key(pairs: Sequence[tuple[LoraFile, float]]) -> list[tuple[str, str, float]]:
+    return [(str(f.path), f.sha256, float(st)) for f, st in pairs]
+
+
 class TorchDenoiser:
     """One DiT (or Wan2.2 expert) behind the Denoiser Protocol.
 
@@ -120,7 +126,8 @@ class TorchDenoiser:
 
     def __init__(self, model: nn.Module, *, swap_blocks: int = 0, compile: bool = False,
                  compile_mode: str | None = None, step_cache: object = None,
-                 rebuild: Callable[[], nn.Module] | None = None, released: bool = False) -> None:
+                 rebuild: Callable[[LoraPairs], nn.Module] | None = None,
+                 released: bool = False, loras: LoraPairs = ()) -> None:
         from .step_cache import StepCache, StepCacheConfig
 
         self._res = _Resident(model)
@@ -134,19 +141,22 @@ class TorchDenoiser:
         self._swap = None
         self._runners: list[Callable[..., Tensor]] | None = None
         self._device = torch.device("cpu")
-        self.lora = None  # wan_desktop.lora.LoraMerge of the merged LoRAs, if any
-        # host-RAM release (memory plan: one Wan2.2 expert in RAM): ``rebuild`` makes the model
-        # again from its memory-mapped checkpoint; ``released``: only a meta-device shell is kept
+        self.lora = None  # without ``rebuild``: the LoraMerge (originals kept) of set_loras
+        # ``rebuild(loras)`` makes the model again from its memory-mapped checkpoint with those
+        # (LoraFile, strength) pairs merged (before any runtime quantization); ``loras``: the
+        # pairs ``model`` already has. It serves the host-RAM release (memory plan: one Wan2.2
+        # expert in RAM) and LoRA changes, so no copy of the base weights is ever kept.
+        # ``released``: only a meta-device shell is kept until the first load.
         self.rebuild = rebuild
+        self.loras = tuple(loras)
         self.released = released and rebuild is not None
 
     def release_ram(self) -> bool:
-        """Unload, then drop the weights from host memory too; the next ``load`` rebuilds them.
-        Returns whether they are released (not possible without ``rebuild`` or with merged LoRAs,
-        whose merge the rebuild would lose)."""
+        """Unload, then drop the weights from host memory too; the next ``load`` rebuilds them
+        (with the same LoRAs). Returns whether they are released (not without ``rebuild``)."""
         if self.released:
             return True
-        if self.rebuild is None or self.lora is not None:
+        if self.rebuild is None:
             return False
         self.unload()
         self._swap = None  # its pinned host buffers hold the streamed blocks
@@ -159,7 +169,7 @@ class TorchDenoiser:
         if not self.released:
             return
         assert self.rebuild is not None
-        model = self.rebuild()
+        model = self.rebuild(self.loras)
         self.model = model
         self._res = _Resident(model)
         self.released = False
@@ -167,12 +177,28 @@ class TorchDenoiser:
     def set_loras(self, loras: Sequence[tuple[LoraFile, float]]) -> None:
         """Merge ``(LoraFile, strength)`` pairs instead of the current ones (none: base weights).
 
-        The previous LoRAs are unmerged first, which restores the weights bit for bit. A resident
-        model is merged where it lives (on the GPU: fast); a block-swapped one is unloaded, merged
-        on the CPU and re-packed, since the swapper's pinned buffers hold the old tensors.
+        With ``rebuild`` the model is read again from its checkpoint with the new pairs merged
+        (exact, and no copy of the base weights in host RAM; the old weights leave memory first)
+        and goes back where it was. Without it (a model made in memory) the previous LoRAs are
+        unmerged from the originals the merge kept, bit for bit: a resident model is merged where
+        it lives (on the GPU: fast); a block-swapped one is unloaded, merged on the CPU and
+        re-packed, since the swapper's pinned buffers hold the old tensors.
         """
         from wan_desktop.lora import merge_loras
 
+        pairs = tuple(loras)
+        if self.rebuild is not None:
+            if _lora_key(pairs) == _lora_key(self.loras):
+                return
+            device = self._device
+            was_released = self.released
+            self.release_ram()
+            self.loras = pairs
+            if not was_released and device.type != "cpu":
+                self.load(device)
+            elif not was_released:
+                self._materialize()
+            return
         device, swapped = self._device, self._swap is not None
         if swapped:
             self.unload()
@@ -180,8 +206,9 @@ class TorchDenoiser:
         if self.lora is not None:
             self.lora.unmerge()
             self.lora = None
-        if loras:
-            self.lora = merge_loras(self.model, loras)
+        if pairs:
+            self.lora = merge_loras(self.model, pairs)
+        self.loras = pairs
         if swapped and device.type != "cpu":
             self.load(device)
 
@@ -382,7 +409,7 @@ def build_torch_components(
 ) -> Components:
     """Every component of ``variant`` as torch modules, loaded onto ``device``
     (``load=False``: all left on the CPU, for a memory plan to place: engines/residency.py).
-    ``lazy_experts`` (Wan2.2, no LoRA): only the first expert is made now; the other is read from
+    ``lazy_experts`` (Wan2.2): only the first expert is made now; the other is read from
     its memory-mapped file (random weights: made again from their seed) at its first use, and
     either can leave host RAM again (``TorchDenoiser.release_ram``): never both in RAM.
 
@@ -394,8 +421,10 @@ def build_torch_components(
     attention: "sdpa" (torch picks cuDNN/flash), "sage", or "sdpa-<kernel>".
     compile: torch.compile each DiT block. step_cache: TeaCache threshold (None/0: off).
     swap_blocks: the last N DiT blocks stream from pinned CPU memory.
-    loras: wan_desktop.lora.LoraSpec items, merged into their expert's weights after any runtime
-      quantization (so a later strength change unmerges exactly); recorded in ``info["loras"]``.
+    loras: wan_desktop.lora.LoraSpec items, checked against the model's shapes before anything is
+      read, merged into their expert's weights as it is read (before any runtime quantization:
+      one rounding, and no copy of the base weights is kept; a later change re-reads the
+      expert: TorchDenoiser.set_loras); recorded in ``info["loras"]``.
     """
     from wan_desktop.checkpoints.materialize import weights_on_meta
     from wan_desktop.contracts import Components
@@ -404,7 +433,7 @@ def build_torch_components(
     from wan_desktop.models.t5 import T5Encoder
     from wan_desktop.text import Tokenizer
 
-    from .torch_ops import make_ops, quantize_linears
+    from .torch_ops import make_ops
 
     vae_dtype = dtype if device.type == "cuda" else torch.float32
     info: dict[str, object] = {}
@@ -417,14 +446,12 @@ def build_torch_components(
         dit_ops = make_ops(precision, attention)
         lazy_home = swap_blocks or lazy_experts
 
-        def read_dit(i: int) -> nn.Module:  # the same weights every time (seeded)
+        def read_dit(i: int, pairs: LoraPairs = ()) -> nn.Module:  # the same weights each time
             with weights_on_meta():
                 m = WanModel(variant.dit, dit_ops)
             # a swapped model is placed by the swapper: random weights start on the CPU
             m = randomize(m, dtype=dtype, device="cpu" if lazy_home else home, seed=i)
-            if precision in ("fp8", "int8"):
-                quantize_linears(m, precision)
-            return m
+            return _finish_dit(m, pairs, precision)
 
         with weights_on_meta():
             t5 = T5Encoder(variant.t5)
@@ -447,12 +474,10 @@ def build_torch_components(
 
         dit_ops = make_ops(precision, attention)
 
-        def read_dit(i: int) -> nn.Module:
+        def read_dit(i: int, pairs: LoraPairs = ()) -> nn.Module:
             m = load.load_dit(files, i, dtype=dtype, ops=dit_ops,
                               keep_fp8=precision not in ("bf16", "fp16"))
-            if precision in ("fp8", "int8"):
-                quantize_linears(m, precision)
-            return m
+            return _finish_dit(m, pairs, precision)
 
         def read_t5() -> nn.Module:
             return load.load_t5(files, dtype=dtype)
@@ -467,15 +492,15 @@ def build_torch_components(
         if files.text_encoder is not None:  # the prompt-embedding cache's key (residency.py)
             info["text_encoder_files"] = [str(f) for f in files.text_encoder.files]
     n_experts = variant.experts if files is None else len(files.experts)
-    lazy = lazy_experts and n_experts > 1 and not loras
-    rebuilds = [(lambda i=i: read_dit(i)) for i in range(n_experts)]
-    if lazy:  # the other experts as shells of their structure (LoRA checks need only shapes)
-        with weights_on_meta():
-            shells = [WanModel(variant.dit, dit_ops) for _ in range(n_experts - 1)]
-        dits = [read_dit(0), *shells]
+    lazy = lazy_experts and n_experts > 1
+    with weights_on_meta():  # shells of the structure: LoRA checks need only shapes
+        shells = [WanModel(variant.dit, dit_ops) for _ in range(n_experts)]
+    lora_pairs = _read_loras(shells, loras)
+    rebuilds = [(lambda pairs, i=i: read_dit(i, pairs)) for i in range(n_experts)]
+    if lazy:  # the other experts stay shells until their first use
+        dits = [read_dit(0, lora_pairs[0]), *shells[1:]]
     else:
-        dits = [read_dit(i) for i in range(n_experts)]
-    lora_pairs = _read_loras(dits, loras)
+        dits = [read_dit(i, lora_pairs[i]) for i in range(n_experts)]
     info.update(precision=precision or "as stored", attention=attention, compile=compile,
                 step_cache=step_cache, swap_blocks=swap_blocks)
     if loras:
@@ -486,20 +511,30 @@ def build_torch_components(
     text = TorchTextEncoder(t5, tokenizer, warn, rebuild=read_t5)
     released = [lazy and i > 0 for i in range(len(dits))]
     denoisers = tuple(TorchDenoiser(m, swap_blocks=swap_blocks, compile=compile,
-                                    step_cache=step_cache,
-                                    rebuild=rebuilds[i],
-                                    released=released[i])
+                                    step_cache=step_cache, rebuild=rebuilds[i],
+                                    released=released[i], loras=lora_pairs[i])
                       for i, m in enumerate(dits))
     vae_c = TorchVae(vae)
     image = TorchImageEncoder(clip) if clip is not None else None
     if load:
         for c in (text, *denoisers, vae_c, *([image] if image else [])):
             c.load(device)
-    for d, pairs in zip(denoisers, lora_pairs, strict=True):
-        if pairs:
-            d.set_loras(pairs)
     return Components(variant=variant, text_encoder=text, denoisers=denoisers, vae_decoder=vae_c,
                       vae_encoder=vae_c, image_encoder=image, boundary=boundary, info=info)
+
+
+def _finish_dit(model: nn.Module, pairs: LoraPairs, precision: str | None) -> nn.Module:
+    """A DiT just read: its LoRAs merged (nothing kept to unmerge: a change reads the file
+    again), then the runtime quantization of ``precision`` fp8/int8 — once, of merged weights."""
+    from .torch_ops import quantize_linears
+
+    if pairs:
+        from wan_desktop.lora import merge_loras
+
+        merge_loras(model, pairs, keep_originals=False)
+    if precision in ("fp8", "int8"):
+        quantize_linears(model, precision)
+    return model
 
 
 def _read_loras(dits: Sequence[nn.Module], loras: Sequence[LoraSpec | str]

@@ -236,8 +236,8 @@ def _check_loras(job: ExportJob, variant: Variant, files: ModelFiles | None) -> 
 
 
 def _merge_loras(model: nn.Module, job: ExportJob, expert: int, experts: int) -> list[dict[str, Any]]:
-    """Merge the job's LoRAs for this expert; the merge object (which keeps the original tensors
-    for unmerging) is dropped at once, so only the merged weights stay in memory."""
+    """Merge the job's LoRAs for this expert, keeping no original tensors (nothing is unmerged:
+    only the merged weights are ever in memory, one parameter's old copy at a time)."""
     if not job.loras:
         return []
     from wan_desktop.lora import LoraSpec, load_loras, lora_records, merge_loras
@@ -248,7 +248,7 @@ def _merge_loras(model: nn.Module, job: ExportJob, expert: int, experts: int) ->
     if experts == 1 and any(e == "low" for _, _, e in job.loras):
         raise ConfigError("a LoRA for the low-noise expert was given, but this model has one DiT")
     loaded = load_loras(model, mine)
-    merge_loras(model, loaded)
+    merge_loras(model, loaded, keep_originals=False)
     return lora_records(loaded, expert=tag)
 
 

@@ -104,6 +104,7 @@ class GpuService(QObject):
         self._tokens: dict[str, CancelToken] = {}
         self._lock = threading.Lock()
         self._cache_key: str | None = None
+        self._loras: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())  # in the cached components
         self._components: Any = None
         self._device: Any = None
         # (monotonic time, job id, step) of every finished step: lets tests and the log measure
@@ -182,17 +183,31 @@ class GpuService(QObject):
         ``size`` ("WxHxF") picks the TensorRT engines of that preset."""
         import json
 
-        from wan_desktop.engines.factory import build_components
+        from wan_desktop.engines.factory import build_components, set_run_loras
 
         engines_size = size if options.backend == "tensorrt" else None  # engines are per size
-        key = json.dumps([options.to_dict(), None if plan is None else plan.describe(),
-                          engines_size], sort_keys=True, default=str)
+        what = options.to_dict()
+        if options.backend == "torch":  # a LoRA change re-reads the DiT, not everything
+            what.pop("loras")
+            what.pop("loras_low")
+        key = json.dumps([what, None if plan is None else plan.describe(), engines_size],
+                         sort_keys=True, default=str)
+        if key == self._cache_key and self._components is not None \
+                and (tuple(options.loras), tuple(options.loras_low)) != self._loras:
+            log.info("LoRAs changed: re-reading the DiT with %s", options.loras + options.loras_low)
+            try:
+                set_run_loras(self._components, options)
+            except BaseException:
+                self._unload()  # a half-changed model must not serve the next job
+                raise
+            self._loras = (tuple(options.loras), tuple(options.loras_low))
         if key != self._cache_key:
             self._unload()
             self._components, self._device = build_components(
                 options, variant, files, warn=lambda m: log.warning("%s", m), plan=plan,
                 size=size)
             self._cache_key = key
+            self._loras = (tuple(options.loras), tuple(options.loras_low))
             if options.tiny_vae:  # "fast final decode": the TAEHV replaces the VAE decoder
                 from wan_desktop.engines.preview import TinyVaeDecoder
 

@@ -92,8 +92,23 @@ def test_fast_preset_fills_the_form_and_the_job_runs_its_four_distilled_steps(
 
 
 def test_lora_strength_zero_is_bit_identical_to_none_and_one_changes_the_video(
-        make_desktop, tiny, lora_files, qtbot, home):
+        make_desktop, tiny, lora_files, qtbot, home, monkeypatch):
+    from wan_desktop.engines import factory
+
     good, _bad = lora_files
+    builds, relora = [], []
+    real_build, real_set = factory.build_components, factory.set_run_loras
+
+    def build(*a, **k):
+        builds.append(1)
+        return real_build(*a, **k)
+
+    def set_loras(comps, options):
+        relora.append(tuple(options.loras))
+        return real_set(comps, options)
+
+    monkeypatch.setattr(factory, "build_components", build)
+    monkeypatch.setattr(factory, "set_run_loras", set_loras)
     d = make_desktop([tiny.official])
     w = d.window
     fill_form(w, qtbot, "a lighthouse", seed=99, steps=2)
@@ -125,6 +140,13 @@ def test_lora_strength_zero_is_bit_identical_to_none_and_one_changes_the_video(
     assert [(r.path, r.strength.value()) for r in w.lora_rows] == [(str(good), 1.0)]
     click(qtbot, w.lora_rows[0].remove)
     assert w.form.state.loras == () and w.lora_rows == []
+    # only the DiT was read again for each LoRA change (not the text encoder and VAE), and back
+    # without the LoRA the video is the first one bit for bit
+    click(qtbot, w.generate_button)
+    qtbot.waitUntil(lambda: sum(e.status == "done" for e in d.queue.history) == 4,
+                    timeout=120_000)
+    assert np.array_equal(iio.imread(d.queue.history[-1].out), none)
+    assert builds == [1] and relora == [(f"{good}:0.0",), (f"{good}:1.0",), ()]
 
 
 def test_a_lora_of_the_wrong_shape_is_a_message_box_naming_the_tensor_before_any_job(

@@ -258,9 +258,9 @@ def test_wan22_experts_are_never_both_in_ram_when_planned():
     assert all(p.is_meta for p in low.model.parameters())
     seen = []  # at every re-make: had the other expert left RAM?
     for me, other in ((high, low), (low, high)):
-        def rebuild(read=me.rebuild, other=other, me=me):
+        def rebuild(pairs, read=me.rebuild, other=other, me=me):
             seen.append((me is high, other.released))
-            return read()
+            return read(pairs)
 
         me.rebuild = rebuild
     plan = _plan(variant="t2v-A14B", text={"where": "cpu"}, dit={"experts_resident": 1})
