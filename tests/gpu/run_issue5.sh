@@ -23,7 +23,7 @@
 # On the device machine (no network) diffusers travels as a wheel, here, once:
 #   echo /.whl/ >> .git/info/exclude; python3 -m pip download --no-deps --only-binary=:all: \
 #     --python-version 3.12 --implementation cp --platform manylinux2014_x86_64 -d .whl \
-#     diffusers==0.42.1 ftfy==6.3.1 wcwidth==0.2.13
+#     diffusers==0.42.1 importlib_metadata==10.2.0 ftfy==6.3.1 wcwidth==0.2.13   (7 MB)
 # and the run carries it: run(carry=[".whl"], command="bash tests/gpu/run_issue5.sh $OUT").
 set -u
 OUTDIR="${1:-${OUT:-issue5-out}}"
