@@ -271,12 +271,15 @@ class OrtVaeDecoder:
 
 
 class OrtVaeEncoder:
-    """The causal encoder: frame 0 through 'first', then 4 frames per 'step' with the cache."""
+    """The causal encoder: frame 0 through 'first', then 4 frames per 'step' with the cache,
+    driven by engines/vae_tiling.encode_tiled (``encode_tiling`` from the memory plan applies)."""
 
-    def __init__(self, first: OrtGraph, step: OrtGraph, temporal_factor: int) -> None:
+    def __init__(self, first: OrtGraph, step: OrtGraph, temporal_factor: int, *,
+                 spatial_factor: int) -> None:
         self._g = _Graphs(first, step)
         self.first, self.step = first, step
-        self.tf = temporal_factor
+        self.tf, self.spatial_factor = temporal_factor, spatial_factor
+        self.encode_tiling: Any = None
 
     def load(self, device: torch.device) -> None:
         self._g.load(device)
@@ -284,20 +287,25 @@ class OrtVaeEncoder:
     def unload(self) -> None:
         self._g.unload()
 
-    def encode(self, video: Tensor) -> Tensor:
+    def _chunk(self, v: Tensor, cache: list[Tensor] | None) -> tuple[Tensor, list[Tensor]]:
+        if cache is None:
+            lat, *slots = self.first.run({"video": v})
+        else:
+            lat, *slots = self.step.run({"video": v} | _cache_feeds(cache))
+        return lat, slots
+
+    def encode(self, video: Tensor, tiles: Any = None) -> Tensor:
+        from .vae_tiling import encode_tiled
+
         if video.dim() != 5 or (video.shape[2] - 1) % self.tf:
             raise ConfigError(f"VAE input must be [B, 3, {self.tf}n+1, H, W], got "
                               f"{tuple(video.shape)}")
-        out = []
-        for b in range(video.shape[0]):
-            v = video[b : b + 1]
-            lat, *slots = self.first.run({"video": v[:, :, :1]})
-            parts = [lat]
-            for i in range(1, v.shape[2], self.tf):
-                lat, *slots = self.step.run({"video": v[:, :, i : i + self.tf]} | _cache_feeds(slots))
-                parts.append(lat)
-            out.append(torch.cat(parts, dim=2))
-        return torch.cat(out).float()
+        tiling = tiles if tiles is not None else self.encode_tiling
+        # batch items in turn (the graphs run one video's cache at a time)
+        return torch.cat([encode_tiled(self._chunk, video[b:b + 1], tiling=tiling,
+                                       spatial_factor=self.spatial_factor,
+                                       temporal_factor=self.tf)
+                          for b in range(video.shape[0])])
 
 
 class OrtImageEncoder:
@@ -384,7 +392,7 @@ def build_ort_components(
     encoder = None
     if manifest.entry(specs.VAE_ENCODER_FIRST, runtime=RUNTIME) is not None:
         encoder = OrtVaeEncoder(graph(specs.VAE_ENCODER_FIRST), graph(specs.VAE_ENCODER_STEP),
-                                v.vae.temporal_factor)
+                                v.vae.temporal_factor, spatial_factor=v.vae.spatial_factor)
     image = None
     if v.dit.has_image_embedding:
         image = OrtImageEncoder(graph(specs.CLIP))

@@ -247,10 +247,11 @@ class PlannedDenoiser:
 class PlannedVae:
     """VaeDecoder + VaeEncoder: loaded for each use; the DiTs released before a decode if planned."""
 
-    def __init__(self, inner: Any, group: _Group, tiling: Any) -> None:
+    def __init__(self, inner: Any, group: _Group, tiling: Any, encode_tiling: Any = None) -> None:
         self.inner = inner
         self._group = group
         self.tiling = tiling
+        self.encode_tiling = encode_tiling
 
     def load(self, device: torch.device) -> None:
         self.inner.load(self._group.device)
@@ -263,6 +264,8 @@ class PlannedVae:
         plan's denoise phase counts no VAE weights; the decode loads it again)."""
         self.inner.load(self._group.device)
         try:
+            if self.encode_tiling is not None and hasattr(self.inner, "encode_tiling"):
+                return self.inner.encode(video, tiles=self.encode_tiling)
             return self.inner.encode(video)
         finally:
             if self._group.device.type != "cpu":
@@ -306,12 +309,12 @@ class PlannedImageEncoder:
                 _free_cuda(self.device)
 
 
-def _tiling(plan: Plan) -> Any:
-    if plan.vae.tile is None:
+def _tiling(tile: tuple[int, int] | None, overlap: int) -> Any:
+    if tile is None:
         return None
     from .vae_tiling import Tiling
 
-    return Tiling(tile=plan.vae.tile, overlap=plan.vae.overlap)
+    return Tiling(tile=tile, overlap=overlap)
 
 
 def apply_plan(raw: Components, plan: Plan, device: torch.device | str, *,
@@ -332,10 +335,12 @@ def apply_plan(raw: Components, plan: Plan, device: torch.device | str, *,
     group = _Group(raw.denoisers, dev, exclusive=plan.dit.experts_resident == 1,
                    release_before_decode=plan.dit.release_before_decode,
                    release_ram=plan.ram.experts_in_ram == 1)
-    vae = PlannedVae(raw.vae_decoder, group, _tiling(plan))
+    enc_tiles = _tiling(plan.vae.encode_tile, plan.vae.encode_overlap)
+    vae = PlannedVae(raw.vae_decoder, group, _tiling(plan.vae.tile, plan.vae.overlap), enc_tiles)
     # a separate encoder (e.g. the decoder was swapped for a preview VAE) keeps its own wrapper
     encoder = None if raw.vae_encoder is None else (
-        vae if raw.vae_encoder is raw.vae_decoder else PlannedVae(raw.vae_encoder, group, None))
+        vae if raw.vae_encoder is raw.vae_decoder
+        else PlannedVae(raw.vae_encoder, group, None, enc_tiles))
     info = dict(raw.info)
     info.update(plan=plan.name, plan_predicted_peak_gib=round(plan.predicted.peak_gib, 3))
     return Components(

@@ -288,15 +288,18 @@ class TorchDenoiser:
 class TorchVae:
     """Both VAE roles (decoder and encoder) over one module.
 
-    ``tiling`` (engines/vae_tiling.py, set from the memory plan): spatial tiles for the decode;
-    None decodes whole frames. Either way each decoded chunk goes straight to the CPU (as uint8
-    frames for a generation), so the GPU never holds the whole video.
+    ``tiling`` / ``encode_tiling`` (engines/vae_tiling.py, set from the memory plan): spatial
+    tiles for the decode / the I2V conditioning encode; None runs whole frames. Either way each
+    decoded chunk goes straight to the CPU (as uint8 frames for a generation), so the GPU never
+    holds the whole video.
     """
 
-    def __init__(self, model: nn.Module, tiling: object = None) -> None:
+    def __init__(self, model: nn.Module, tiling: object = None,
+                 encode_tiling: object = None) -> None:
         self._res = _Resident(model)
         self.model = model
         self.tiling = tiling
+        self.encode_tiling = encode_tiling
 
     def load(self, device: torch.device) -> None:
         self._res.load(device)
@@ -331,8 +334,19 @@ class TorchVae:
         return self._decode(decode_tiled_frames, latents, tiles)
 
     @torch.inference_mode()
-    def encode(self, video: Tensor) -> Tensor:
-        return self.model.encode(video.to(self._res.device, self._dtype())).float()
+    def encode(self, video: Tensor, tiles: object = None) -> Tensor:
+        """video [B, 3, F, H, W] -> normalised latent mean, float32; ``tiles`` (a Tiling, else
+        ``self.encode_tiling``) encodes spatial tiles and blends their latents."""
+        from .vae_tiling import encode_tiled, torch_encode_step
+
+        tiling = tiles if tiles is not None else self.encode_tiling
+        video = video.to(self._res.device, self._dtype())
+        if tiling is None:
+            return self.model.encode(video).float()
+        self.model.check_video(video)
+        cfg = self.model.cfg
+        return encode_tiled(torch_encode_step(self.model), video, spatial_factor=cfg.spatial_factor,
+                            temporal_factor=cfg.temporal_factor, tiling=tiling)
 
 
 class TorchImageEncoder:

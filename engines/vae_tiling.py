@@ -1,4 +1,5 @@
-"""Spatially tiled, causal VAE decode that streams every decoded chunk to the CPU.
+"""Spatially tiled, causal VAE decode that streams every decoded chunk to the CPU (and the same
+tiles for the image-to-video conditioning encode: :func:`encode_tiled`).
 
 Wan's VAEs decode one latent frame at a time through an explicit causal cache (models/vae21.py).
 Here the latent frame is cut into overlapping spatial tiles; each tile runs the whole causal
@@ -216,6 +217,58 @@ def decode_tiled_frames(step: DecodeStep, z: Tensor, *, spatial_factor: int,
         raise ConfigError(f"decoding to frames takes one video, got latents {tuple(z.shape)}")
     return _decode_into(_Uint8Frames, step, z, spatial_factor=spatial_factor, tiling=tiling,
                         frames_per_chunk=frames_per_chunk, temporal_factor=temporal_factor)[0]
+
+
+EncodeStep = Callable[[Tensor, Any], tuple[Tensor, Any]]
+"""(video chunk [B, 3, F, H, W] of one tile, cache or None) -> (normalised latent mean
+[B, z, T, H/s, W/s], the cache to pass with the next chunk)."""
+
+
+def encode_tiled(step: EncodeStep, video: Tensor, *, spatial_factor: int,
+                 tiling: Tiling | None, temporal_factor: int = 4) -> Tensor:
+    """Encode a video [B, 3, F = 4n+1, H, W] (on the encoder's device) to its normalised latent
+    mean [B, z, n+1, H/s, W/s] in float32 on that device, tile by tile: ``tiling`` is in latent
+    pixels as for the decode; each tile encodes its pixel crop through time with a cache of its
+    own (frame 0, then 4 frames per step), and the tiles' latents are blended with the same
+    linear ramps (``tiling`` None: the untiled encode exactly). This bounds the I2V conditioning
+    encode (81 frames at full size) the way the tiles bound the decode."""
+    _, _, f, hp, wp = video.shape
+    s = spatial_factor
+    h, w = hp // s, wp // s
+    th, tw, ov = (h, w, 0) if tiling is None else (*tiling.tile, tiling.overlap)
+    ys, xs = tile_spans(h, th, ov), tile_spans(w, tw, ov)
+    wy, wx = blend_weights(ys, h), blend_weights(xs, w)
+    chunks = [(0, 1)] + [(i, i + temporal_factor) for i in range(1, f, temporal_factor)]
+    out: Tensor | None = None
+    for (y0, y1), wyi in zip(ys, wy, strict=True):
+        for (x0, x1), wxi in zip(xs, wx, strict=True):
+            crop = video[:, :, :, y0 * s:y1 * s, x0 * s:x1 * s]
+            cache: Any = None
+            parts = []
+            for c0, c1 in chunks:
+                lat, cache = step(crop[:, :, c0:c1], cache)
+                parts.append(lat.float())
+            del cache
+            tile = torch.cat(parts, dim=2)
+            if len(ys) == 1 and len(xs) == 1:
+                return tile
+            if out is None:
+                out = tile.new_zeros(*tile.shape[:3], h, w)
+            weight = (wyi[:, None] * wxi[None, :]).to(tile.device)
+            out[:, :, :, y0:y1, x0:x1] += tile * weight
+    assert out is not None
+    return out
+
+
+def torch_encode_step(model: Any) -> EncodeStep:
+    """The encoder chunk step of our torch VAEs: a fresh CausalCache per tile."""
+    from wan_desktop.models.vae21 import CausalCache
+
+    def step(video: Tensor, cache: Any) -> tuple[Tensor, Any]:
+        cache = CausalCache() if cache is None else cache
+        return model.encode_step(video, cache), cache
+
+    return step
 
 
 def torch_decode_step(model: Any) -> DecodeStep:

@@ -204,8 +204,11 @@ class DiTPlan:
 
 @dataclass(frozen=True, kw_only=True)
 class VaePlan:
-    tile: tuple[int, int] | None  # latent (h, w) of a spatial tile; None: whole frames
+    tile: tuple[int, int] | None  # latent (h, w) of a decode tile; None: whole frames
     overlap: int  # latent pixels shared by neighbouring tiles (blended linearly)
+    # the I2V / FLF2V / TI2V conditioning encode's tiles (same units); None: whole frames
+    encode_tile: tuple[int, int] | None = None
+    encode_overlap: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -263,6 +266,9 @@ class Plan:
         t, d, v, p = self.text, self.dit, self.vae, self.predicted
         tile = "whole frames" if v.tile is None else f"tiles {v.tile[0]}x{v.tile[1]} latent px, " \
             f"overlap {v.overlap}"
+        if v.encode_tile is not None:
+            tile += f"; conditioning encode in tiles {v.encode_tile[0]}x{v.encode_tile[1]}, " \
+                f"overlap {v.encode_overlap}"
         experts = ", one expert on the GPU at a time" if self.experts == 2 \
             and d.experts_resident == 1 else ""
         return "\n".join([
@@ -324,6 +330,14 @@ def vae_decode_bytes(cfg: VaeConfig, tile_px: float, dtype_bytes: float = 2.0) -
     return cache + act
 
 
+def _tile_px(v: Variant, w: Workload, tile: tuple[int, int] | None) -> int:
+    """Output pixels of one VAE tile (the whole frame for None)."""
+    if tile is None:
+        return w.width * w.height
+    s = v.vae.spatial_factor
+    return min(tile[0] * s, w.height) * min(tile[1] * s, w.width)
+
+
 def predict(w: Workload, text: TextPlan, dit: DiTPlan, vae: VaePlan, ram: RamPlan) -> Prediction:
     v = w.variant
     cfg = v.dit
@@ -349,19 +363,16 @@ def predict(w: Workload, text: TextPlan, dit: DiTPlan, vae: VaePlan, ram: RamPla
     cond = 0.0
     if w.task in ("i2v", "flf2v", "ti2v"):
         frames = w.frames if w.task != "ti2v" else 1
-        px = w.width * w.height
+        px = _tile_px(v, w, vae.encode_tile)
         # one frame: the first chunk only (a quarter of a 4-frame chunk's activations, one cached
         # frame instead of two); a whole video: as a decode of full frames
         cache = vae_cache_elements_per_pixel(v.vae) * px * 2
-        act = _VAE_ACT_BYTES_PER_PX[v.vae.version] * px
-        cond = vae_w + (0.5 * cache + 0.25 * act if frames == 1 else cache + act)
+        vae_act = _VAE_ACT_BYTES_PER_PX[v.vae.version] * px  # (not ``act``: the DiT's, below)
+        cond = vae_w + (0.5 * cache + 0.25 * vae_act if frames == 1 else cache + vae_act)
         enc = max(enc, cond)
     denoise = weights + act + latents
     # decode: the VAE, one tile's working set, the DiT(s) unless released
-    tile_px = (w.width * w.height if vae.tile is None
-               else min(vae.tile[0] * v.vae.spatial_factor, w.height)
-               * min(vae.tile[1] * v.vae.spatial_factor, w.width))
-    decode = vae_w + vae_decode_bytes(v.vae, tile_px) + latents
+    decode = vae_w + vae_decode_bytes(v.vae, _tile_px(v, w, vae.tile)) + latents
     if not dit.release_before_decode:
         decode += weights
     h2d = dit.swap_blocks * blk * experts_on_gpu / GIB * (1 if batch == 2 or not w.guidance else 2)
@@ -436,9 +447,20 @@ def plan_for(w: Workload, budget_gib: float, *, ram_gib: float | None = None,
     # text encoder: bf16 on the GPU, int8 on the GPU, on the CPU
     texts = [TextPlan(where="gpu", precision="bf16"), TextPlan(where="gpu", precision="int8"),
              TextPlan(where="cpu", precision="bf16")]
-    text = next((t for t in texts if pred(t, base_dit, whole).encode_gib <= room), texts[-1])
-    if text.where == "gpu" and pred(texts[-1], base_dit, whole).encode_gib > room:
+    tiles = vae_tile_options(v, w.width, w.height)
+    # the conditioning encode (I2V: a whole video) in its smallest tiles while the text encoder is
+    # chosen, then in the largest tiles that fit beside nothing (it runs alone)
+    conditioned = w.task in ("i2v", "flf2v", "ti2v")
+    small = (whole if not conditioned or tiles[-1].tile is None
+             else replace(whole, encode_tile=tiles[-1].tile, encode_overlap=tiles[-1].overlap))
+    text = next((t for t in texts if pred(t, base_dit, small).encode_gib <= room), texts[-1])
+    if text.where == "gpu" and pred(texts[-1], base_dit, small).encode_gib > room:
         text = texts[-1]  # the image conditioning alone overflows: keep the GPU for it
+    enc = whole
+    if conditioned:
+        encs = [replace(whole, encode_tile=t.tile, encode_overlap=t.overlap) for t in tiles]
+        enc = next((e for e in encs if pred(text, base_dit, e).encode_gib <= room), encs[-1])
+    whole = enc  # the decode choices below keep this encode tiling
     # DiT: both experts resident, then one at a time; CFG batched, then sequential; the fewest
     # streamed blocks that fit
     dit_opts: list[DiTPlan] = []
@@ -465,8 +487,9 @@ def plan_for(w: Workload, budget_gib: float, *, ram_gib: float | None = None,
     if pred(text, kept, whole).decode_gib <= room:
         dit, vae = kept, whole
     else:
-        tiles = vae_tile_options(v, w.width, w.height)
-        vae = next((t for t in tiles if pred(text, dit, t).decode_gib <= room), tiles[-1])
+        opts = [replace(t, encode_tile=enc.encode_tile, encode_overlap=enc.encode_overlap)
+                for t in tiles]
+        vae = next((t for t in opts if pred(text, dit, t).decode_gib <= room), opts[-1])
     rp = _ram_plan(w, text, dit, ram)
     return Plan(name=name or f"{budget_gib:g}gb", text=text, dit=dit, vae=vae, ram=rp,
                 predicted=predict(w, text, dit, vae, rp), budget_gib=budget_gib,

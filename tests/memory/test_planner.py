@@ -171,9 +171,42 @@ def test_plan_decisions_per_budget(name, task, size, frames, budget, want):
         assert p.dit.release_before_decode is not want["keep_dit"]
 
 
+@pytest.mark.parametrize("name,task", [("i2v-14B", "i2v"), ("flf2v-14B", "flf2v"),
+                                       ("i2v-A14B", "i2v")])
+def test_the_720p_conditioning_encode_is_tiled_when_whole_frames_overflow(name, task):
+    """Encoding the 81-frame conditioning video at 1280x720 in whole frames needs ~9.9 GiB, more
+    than an 8 GB card; in the planner's tiles the encode phase fits (at 720p the 14B DiT's own
+    activations then decide whether the whole run fits: they do not on 8 GB)."""
+    w = _work(name, 1280, 720, 81, task)
+    p = M.plan_for(w, 8, ram_gib=64)
+    print(p.describe())
+    assert p.vae.encode_tile is not None
+    untiled = M.predict(w, M.TextPlan(where="cpu", precision="bf16"), p.dit,
+                        replace(p.vae, encode_tile=None), p.ram)
+    assert untiled.encode_gib > M.usable_gib(8) >= p.predicted.encode_gib
+    assert "conditioning encode in tiles" in p.describe()
+    # the denoise phase does not depend on how the conditioning was encoded
+    assert untiled.denoise_gib == pytest.approx(p.predicted.denoise_gib)
+    # a card that fits the whole-frame encode keeps it; text-to-video never tiles an encode
+    assert M.plan_for(w, 16, ram_gib=64).vae.encode_tile is None
+    assert M.plan_for(_work("t2v-14B", 1280, 720, 81), 8, ram_gib=64).vae.encode_tile is None
+
+
+def test_image_conditioning_does_not_change_the_dit_activations():
+    """The I2V denoise phase predicts the DiT's activations, as text-to-video does (a VAE figure
+    once replaced them)."""
+    args = ("i2v-14B", 832, 480, 81)
+    t2v, i2v = M.plan_for(_work(*args, "t2v"), 24), M.plan_for(_work(*args, "i2v"), 24)
+    v = VARIANTS["i2v-14B"]
+    act = M.dit_activation_bytes(v.dit, v.seq_len(832, 480, 81), 2, per_token_t=False) / M.GIB
+    assert i2v.dit == t2v.dit
+    assert i2v.predicted.denoise_gib == pytest.approx(t2v.predicted.denoise_gib)
+    assert act > 3 and i2v.predicted.denoise_gib > act
+
+
 _WORKLOADS = [("t2v-1.3B", 832, 480, 81, "t2v"), ("t2v-14B", 1280, 720, 81, "t2v"),
               ("i2v-14B", 832, 480, 81, "i2v"), ("t2v-A14B", 1280, 720, 81, "t2v"),
-              ("ti2v-5B", 1280, 704, 121, "ti2v")]
+              ("ti2v-5B", 1280, 704, 121, "ti2v"), ("i2v-14B", 1280, 720, 81, "i2v")]
 
 
 @pytest.mark.parametrize("work", _WORKLOADS, ids=lambda w: w[0])

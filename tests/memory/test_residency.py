@@ -311,3 +311,33 @@ def test_text_encoder_leaves_ram_after_encoding_when_planned():
     assert not text.released and not any(isinstance(m, Int8Linear) for m in text.model.modules())
     assert not torch.equal(plain, first)
     assert torch.equal(plain, _tiny_torch().text_encoder.encode(["a cat"])[0].float())
+
+
+def test_the_planned_conditioning_encode_tiles_reach_the_vae(tmp_path, monkeypatch):
+    """A plan's encode tiles are what the torch VAE encodes the I2V/TI2V conditioning with (the
+    decode keeps its own tiling), and they change the conditioning latent."""
+    from PIL import Image
+    from wan_desktop.engines.torch_backend import TorchVae
+    from wan_desktop.engines.vae_tiling import Tiling
+
+    image = tmp_path / "first.png"
+    Image.effect_noise((128, 64), 60).convert("RGB").save(image)
+    seen = []
+    real = TorchVae.encode
+
+    def spy(self, video, tiles=None):
+        out = real(self, video, tiles)
+        seen.append((tiles, out))
+        return out
+
+    monkeypatch.setattr(TorchVae, "encode", spy)
+    comps = _tiny_torch("ti2v-5B")
+    req = GenerationRequest(prompt="a red fox", width=128, height=64, frames=5, steps=1, seed=1,
+                            task="ti2v", image=str(image)).resolve(comps.variant)
+    base = _plan(variant="ti2v-5B", text={"where": "cpu"})  # latent 4x8: two tiles of 4x5
+    tiled = replace(base, vae=replace(base.vae, encode_tile=(4, 5), encode_overlap=1))
+    generate(apply_plan(comps, base, "cpu"), req, device="cpu")
+    generate(apply_plan(comps, tiled, "cpu"), req, device="cpu")
+    (t0, lat0), (t1, lat1) = seen
+    assert t0 is None and t1 == Tiling(tile=(4, 5), overlap=1)
+    assert lat0.shape == lat1.shape and not torch.equal(lat0, lat1)

@@ -12,9 +12,11 @@ from wan_desktop.engines.vae_tiling import (
     blend_weights,
     decode_tiled,
     decode_tiled_frames,
+    encode_tiled,
     psnr_db,
     tile_spans,
     torch_decode_step,
+    torch_encode_step,
 )
 
 from tests.tiny import tiny_variant
@@ -197,3 +199,70 @@ def test_torch_vae_decodes_with_the_planned_tiles(vaes):
     with torch.inference_mode():
         direct = decode_tiled(torch_decode_step(vae), z, spatial_factor=16, tiling=comp.tiling)
     assert torch.equal(tiled, direct) and not torch.equal(tiled, ref)
+
+
+# ----------------------------------------------------------------------------- encode
+
+
+def _video(seed: int = 5) -> torch.Tensor:
+    """A smooth 96×128 video of 5 frames in [-1, 1] (random low-resolution content upsampled, so
+    tiles see structure across their borders, as in a real picture)."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(1, 3, 5, 6, 8, generator=g) * 2 - 1
+    return torch.nn.functional.interpolate(low, size=(5, 96, 128), mode="trilinear")
+
+
+@pytest.mark.parametrize("name", ["t2v-1.3B", "ti2v-5B"])
+def test_encode_one_tile_equals_the_untiled_encode(vaes, name):
+    v, vae, _, _ = vaes[name]
+    s = v.vae.spatial_factor
+    video = _video()
+    with torch.inference_mode():
+        ref = vae.encode(video)
+        whole = encode_tiled(torch_encode_step(vae), video, spatial_factor=s, tiling=None)
+        big = encode_tiled(torch_encode_step(vae), video, spatial_factor=s,
+                           tiling=Tiling(tile=ref.shape[-2:], overlap=1))
+    assert torch.equal(whole, ref) and torch.equal(big, ref)
+
+
+# (variant, tile, overlap, bound on the latent's relative error). Random-weight tiny VAEs, the
+# smooth 96×128×5 video above (a 12×16 / 6×8 latent, so most of it lies near a tile border),
+# fp32 CPU; measured: Wan2.1 8×10/2 → 0.285, 10×12/4 → 0.133; Wan2.2 4×5/1 → 0.326 (each
+# tile's encoder sees zeros past its border; a wider overlap halves the error). Random weights
+# exaggerate border effects (the decode's seams likewise); the bounds are the measurements
+# × 1.2.
+_ENC_SEAMS = [("t2v-1.3B", (8, 10), 2, 0.34), ("t2v-1.3B", (10, 12), 4, 0.16),
+              ("ti2v-5B", (4, 5), 1, 0.39)]
+
+
+@pytest.mark.parametrize(("name", "tile", "overlap", "bound"), _ENC_SEAMS)
+def test_tiled_encode_stays_close_to_the_untiled_encode(vaes, name, tile, overlap, bound):
+    from tests.numerics import rel_err
+
+    v, vae, _, _ = vaes[name]
+    video = _video()
+    with torch.inference_mode():
+        ref = vae.encode(video)
+        out = encode_tiled(torch_encode_step(vae), video, spatial_factor=v.vae.spatial_factor,
+                           tiling=Tiling(tile=tile, overlap=overlap))
+    err = rel_err(out, ref)
+    print(f"{name} encode tiles {tile} overlap {overlap}: latent rel. err {err:.3f}")
+    assert out.shape == ref.shape and out.dtype == torch.float32
+    assert 1e-4 < err < bound  # close, and really tiled
+
+
+def test_torch_vae_encodes_with_the_planned_tiles(vaes):
+    from wan_desktop.engines.torch_backend import TorchVae
+
+    _v, vae, _, _ = vaes["t2v-1.3B"]
+    comp = TorchVae(vae)
+    comp.load(torch.device("cpu"))
+    video = _video()
+    whole = comp.encode(video)
+    comp.encode_tiling = Tiling(tile=(8, 10), overlap=2)
+    tiled = comp.encode(video)
+    with torch.inference_mode():
+        direct = encode_tiled(torch_encode_step(vae), video, spatial_factor=8,
+                              tiling=comp.encode_tiling)
+        assert torch.equal(whole, vae.encode(video))
+    assert torch.equal(tiled, direct) and not torch.equal(tiled, whole)
