@@ -199,3 +199,44 @@ def test_real_rope_equals_complex_reference(grid):
     assert err64 <= 1e-12
     assert err32 <= 1e-6
     assert torch.equal(blhd, bhld) and blhd.dtype == torch.float32
+
+
+@pytest.mark.parametrize("name", ["t2v-1.3B", "i2v-14B", "ti2v-5B"])
+def test_token_chunks_give_the_unchunked_numbers(name, monkeypatch):
+    """Long sequences run q/k norms + RoPE, the cross-attention q and the FFN a token chunk at a
+    time (models/dit.py TOKEN_CHUNK); with chunks of 5 of the 18 tokens (the last one short) the
+    velocity equals the one-pass forward — also with per-token timesteps (TI2V's gates)."""
+    from wan_desktop.models import dit
+
+    model = _model(name)
+    x, y, context, clip = _inputs(model.cfg)
+    t = torch.tensor([999.0, 421.0])
+    per_token = t[:, None].expand(B, L).clone()
+    per_token[:, : L // T] = 0.0
+    with torch.no_grad():
+        whole = [model(x, tt, context, y=y, clip_fea=clip) for tt in (t, per_token)]
+        monkeypatch.setattr(dit, "TOKEN_CHUNK", 5)
+        chunked = [model(x, tt, context, y=y, clip_fea=clip) for tt in (t, per_token)]
+    for a, b in zip(whole, chunked, strict=True):
+        print(f"{name}: chunked vs whole rel err {rel_err(b, a):.1e}")
+        assert rel_err(b, a) <= 1e-6
+
+
+def test_export_traces_keep_one_pass(monkeypatch):
+    """Symbolic sizes (ONNX export) never chunk: the graph keeps one op per layer."""
+    from wan_desktop.models import dit
+
+    monkeypatch.setattr(dit, "TOKEN_CHUNK", 5)
+    calls = []
+    x = torch.randn(1, 18, 8)
+    out = dit.by_tokens(lambda xs, a, b: calls.append((a, b)) or xs * 2, x, 8)
+    assert calls == [(0, 5), (5, 10), (10, 15), (15, 18)] and torch.equal(out, x * 2)
+
+    class Twice(torch.nn.Module):
+        def forward(self, x):
+            return dit.by_tokens(lambda xs, a, b: xs * 2, x, 8)
+
+    tokens = torch.export.Dim("tokens", min=2, max=100_000)
+    graph = torch.export.export(Twice(), (x,), dynamic_shapes=({1: tokens},)).graph
+    muls = [n for n in graph.nodes if n.op == "call_function" and "mul" in str(n.target)]
+    assert len(muls) == 1  # one pass over the symbolic sequence, no slices

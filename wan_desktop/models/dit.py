@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -80,6 +81,36 @@ def _split_modulation(table: Tensor, emb: Tensor) -> tuple[Tensor, ...]:
     return m.unbind(dim=2)
 
 
+# Tokens per chunk of the per-token parts of a block (q/k norms + RoPE, the FFN) over long
+# sequences: a chunk's fp32 / ffn_dim temporaries instead of the sequence's (832x480x81 is 32,760
+# tokens a video). Large enough that the GPU's matmuls stay full-size.
+TOKEN_CHUNK = 8192
+
+
+def _chunked(n: object) -> bool:
+    """Chunk a sequence of ``n`` tokens? Not when tracing with symbolic sizes (ONNX export: the
+    graph keeps one op per layer) and not when one chunk holds it all."""
+    return isinstance(n, int) and n > TOKEN_CHUNK
+
+
+def by_tokens(fn: Callable[[Tensor, int, int], Tensor], x: Tensor, width: int) -> Tensor:
+    """``fn(x[:, a:b], a, b)`` -> [B, b − a, width] (a per-token function) over the whole of
+    x [B, L, ·], a TOKEN_CHUNK of tokens at a time into one output, so only a chunk's
+    temporaries are ever alive; short sequences in one call. The same numbers either way."""
+    n = x.shape[1]
+    if not _chunked(n):
+        return fn(x, 0, n)
+    out: Tensor | None = None
+    for a in range(0, n, TOKEN_CHUNK):
+        b = min(a + TOKEN_CHUNK, n)
+        part = fn(x[:, a:b], a, b)
+        if out is None:
+            out = part.new_empty(x.shape[0], n, width)
+        out[:, a:b] = part
+    assert out is not None
+    return out
+
+
 class WanSelfAttention(nn.Module):
     """q/k/v/o with bias; RMS q/k norm over all heads together; 3D RoPE on q and k."""
 
@@ -102,17 +133,25 @@ class WanSelfAttention(nn.Module):
 
             self.attn_op = SlaAttnOp(self.head_dim, sla_topk, ops)
 
+    def _qk(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
+        """Normed, RoPE'd q and k [B, L, H, D] in x's dtype; RoPE in fp32 (official: float64)."""
+        heads = (self.num_heads, self.head_dim)
+
+        def part(lin: nn.Module, norm: nn.Module) -> Callable[[Tensor, int, int], Tensor]:
+            return lambda xs, a, b: apply_rope(norm(lin(xs)).unflatten(-1, heads), cos[a:b],
+                                               sin[a:b], seq_dim=1).to(x.dtype).flatten(2)
+
+        q = by_tokens(part(self.q, self.norm_q), x, x.shape[-1])
+        k = by_tokens(part(self.k, self.norm_k), x, x.shape[-1])
+        return q.unflatten(-1, heads), k.unflatten(-1, heads)
+
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         """x: [B, L, dim] compute dtype; cos/sin: [L, head_dim/2] fp32 -> [B, L, dim]."""
         dtype = x.dtype
         heads = (self.num_heads, self.head_dim)
-        q = self.norm_q(self.q(x)).unflatten(-1, heads)  # [B, L, H, D]
-        k = self.norm_k(self.k(x)).unflatten(-1, heads)
-        v = self.v(x).unflatten(-1, heads)
-        # RoPE in fp32 (official: float64), then back to the compute dtype for the kernel.
-        q = apply_rope(q, cos, sin, seq_dim=1).to(dtype).transpose(1, 2)  # [B, H, L, D]
-        k = apply_rope(k, cos, sin, seq_dim=1).to(dtype).transpose(1, 2)
-        v = v.to(dtype).transpose(1, 2)
+        q, k = self._qk(x, cos, sin)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # [B, H, L, D]
+        v = self.v(x).unflatten(-1, heads).to(dtype).transpose(1, 2)
         if self.attn_op is not None:
             out = self.attn_op.local_attn(q, k, v, scale=self.head_dim**-0.5)
         else:
@@ -158,7 +197,8 @@ class WanCrossAttention(nn.Module):
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
         """x: [B, L, dim]; context: [B, (n_img +) text_len, dim] -> [B, L, dim] (x's dtype)."""
         heads = (self.num_heads, self.head_dim)
-        q = self.norm_q(self.q(x)).to(x.dtype).unflatten(-1, heads).transpose(1, 2)  # [B, H, L, D]
+        q = by_tokens(lambda xs, a, b: self.norm_q(self.q(xs)).to(x.dtype), x, x.shape[-1])
+        q = q.unflatten(-1, heads).transpose(1, 2)  # [B, H, L, D]
         if self.image:
             n_img = context.shape[1] - self.text_len
             img, context = context[:, :n_img], context[:, n_img:]
@@ -203,16 +243,24 @@ class WanAttentionBlock(nn.Module):
         dtype = context.dtype
         shift, scale, gate, c_shift, c_scale, c_gate = _split_modulation(self.modulation, e0)
 
-        # self-attention, gated residual in fp32
-        h = _layer_norm_fp32(x, self.norm1) * (1 + scale) + shift
-        x = x + self.self_attn(h.to(dtype), cos, sin).float() * gate
+        # self-attention, gated residual in fp32 (the fp32 modulated input is not kept: only its
+        # compute-dtype copy lives through the attention)
+        h = (_layer_norm_fp32(x, self.norm1) * (1 + scale) + shift).to(dtype)
+        x = x + self.self_attn(h, cos, sin).float() * gate
+        del h
 
         # cross-attention (no modulation, no gate)
         x = x + self.cross_attn(_layer_norm_fp32(x, self.norm3).to(dtype), context).float()
 
-        # feed-forward, gated residual in fp32
-        h = _layer_norm_fp32(x, self.norm2) * (1 + c_scale) + c_shift
-        return x + self.ffn(h.to(dtype)).float() * c_gate
+        # feed-forward, gated residual in fp32; over long sequences a token chunk at a time, so
+        # the [L, ffn_dim] intermediates are a chunk's (ffn_dim is 2.7–5.8× dim)
+        h = (_layer_norm_fp32(x, self.norm2) * (1 + c_scale) + c_shift).to(dtype)
+
+        def ffn(xs: Tensor, a: int, b: int) -> Tensor:
+            g = c_gate if c_gate.shape[1] == 1 else c_gate[:, a:b]  # per-token gates (TI2V)
+            return xs + self.ffn(h[:, a:b]).float() * g
+
+        return by_tokens(ffn, x, x.shape[-1])
 
 
 class Head(nn.Module):
