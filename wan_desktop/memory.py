@@ -9,8 +9,8 @@ out-of-memory error during a run moves to the next, tighter one (engines/residen
 Units: GiB (2^30 bytes) throughout: cards are sized in GiB ("24 GB" = 24 GiB) and torch reports
 ``max_memory_allocated`` in bytes. Which numbers are predictions: every ``*_gib`` figure of a
 :class:`Prediction`. Parameter counts are exact (tests compare them with meta-device builds of the
-full-size models). The activation constants below are calibrated against measured peaks in
-shared/gpu-baseline*.json (diffusers' Wan modules on an H100, bf16): see ``_ACT_*``.
+full-size models). The DiT's activations are counted exactly (see ``_ACT_*``), the method checked
+against measured peaks in shared/gpu-baseline*.json (diffusers' Wan modules on an H100, bf16).
 """
 
 from __future__ import annotations
@@ -27,22 +27,28 @@ if TYPE_CHECKING:
 GIB = 1024**3
 
 # ----------------------------------------------------------------------------- calibration
-# DiT activations, bytes per token (a token = one batch row × one patch), the larger of two phases:
-#   self-attention  _ACT_ATTN·dim                (q, k, v, RoPE'd fp32 copies, fp32 residual, ...)
-#   feed-forward    _ACT_FFN_DIM·dim + _ACT_FFN·ffn_dim  (fp32 residual and block input, the
-#                   bf16 fc1 output and its GELU, both ffn_dim wide)
-# Fitted to gpu-baseline.json / gpu-baseline-720p.json (peak − bf16 weights): 1.3B b1/b2 at 32760
-# tokens → 53 / 51 KB per token; 14B b1 at 32760 / 75600 tokens → 119 / 114 KB per token. With the
-# constants below the predicted peaks are 4.24 / 5.81 / 30.57 / 35.27 GiB against the measured
-# 4.30 / 5.77 / 30.25 / 34.63 GiB (tests/memory/test_planner.py recomputes this; ±4 %). These
-# are diffusers' activations: our DiT's own are measured by tests/gpu/run_issue5.sh.
-_ACT_ATTN = 23.0
-_ACT_FFN_DIM = 10.0
-_ACT_FFN = 4.0
-# TI2V (per-token timesteps): e0 [B, L, 6, dim] and e [B, L, dim] live through the forward and each
-# block adds table + e0 [B, L, 6, dim], all fp32: 52·dim bytes per token on top (our DiT; an
-# arithmetic count, not yet measured).
-_ACT_PER_TOKEN_T = 52.0
+# DiT activations: our DiT's (models/dit.py), whose tensors are counted exactly on the meta device
+# at full size (tests/live_bytes.py; tests/memory/test_dit_activations.py). A forward's peak is
+#   _ACT_TOKEN·dim per token (a token = one batch row × one patch: the fp32 residual, the
+#     compute-dtype block input, q/k/v and the attention output, ...)
+#   + _ACT_CHUNK_FFN·ffn_dim per token of one TOKEN_CHUNK (the FFN intermediates and the fp32
+#     RoPE temporaries run a chunk of tokens at a time)
+#   + with TI2V's per-token timesteps, _ACT_PER_TOKEN_T·dim per token (e0 [B, L, 6, dim] and e
+#     in fp32 through the forward) and _ACT_PER_TOKEN_T_CHUNK·dim per token of a chunk (each
+#     block's modulation table + e0, made a chunk at a time): counted 43.3 at ≤ 8,192 tokens,
+#     35.2 at 27,280 (52.0 before the blocks took it a chunk at a time)
+# fitted over 1.3B / 14B / 5B / I2V-14B at 3,000–75,600 tokens, batch 1 and 2 (within −6 % /
+# +7 % of the counts), then × _ACT_MARGIN + _ACT_OVERHEAD so every count at ≥ 8,000 tokens is
+# covered. The same counting applied to diffusers' WanTransformer3DModel gives its measured H100
+# peaks (shared/gpu-baseline*.json: 1.657 / 3.127 / 3.636 / 8.016 GiB above the weights) within
+# 0.03–0.17 GiB below: the kernels' workspaces, which _ACT_OVERHEAD covers.
+_ACT_TOKEN = 16.3
+_ACT_CHUNK_FFN = 3.2
+_ACT_PER_TOKEN_T = 31.7
+_ACT_PER_TOKEN_T_CHUNK = 11.6
+_ACT_MARGIN = 1.08
+_ACT_OVERHEAD = 0.2 * 1024**3
+DIT_TOKEN_CHUNK = 8192  # models/dit.py TOKEN_CHUNK (a test keeps them equal)
 # VAE decode, per output pixel of the tile being decoded (one latent frame → 4 frames per chunk):
 # the causal cache (exact: elements counted from the config by vae_cache_elements_per_pixel) and the
 # chunk's activations, fitted to the untiled bf16 decodes of the baselines (peak − weights − cache
@@ -310,12 +316,13 @@ def dit_nonblock_bytes(cfg: DiTConfig) -> float:
 
 
 def dit_activation_bytes(cfg: DiTConfig, tokens: int, batch: int, *, per_token_t: bool) -> float:
+    """Peak bytes of one DiT forward's tensors on the GPU (weights apart)."""
     d, f = cfg.dim, cfg.ffn_dim
-    per = max(_ACT_ATTN * d, _ACT_FFN_DIM * d + _ACT_FFN * f)
+    per, per_chunk = _ACT_TOKEN * d, _ACT_CHUNK_FFN * f
     if per_token_t:
-        per += _ACT_PER_TOKEN_T * d
-    ctx = batch * cfg.text_len * d * 2 * 3  # projected context, its k and v
-    return batch * tokens * per + ctx
+        per, per_chunk = per + _ACT_PER_TOKEN_T * d, per_chunk + _ACT_PER_TOKEN_T_CHUNK * d
+    chunk = min(tokens, DIT_TOKEN_CHUNK)
+    return _ACT_MARGIN * batch * (tokens * per + chunk * per_chunk) + _ACT_OVERHEAD
 
 
 def t5_bytes(cfg: T5Config, precision: str) -> float:

@@ -241,26 +241,38 @@ class WanAttentionBlock(nn.Module):
 
         The compute dtype is taken from ``context`` so a block needs nothing from its model."""
         dtype = context.dtype
-        shift, scale, gate, c_shift, c_scale, c_gate = _split_modulation(self.modulation, e0)
+        dim = x.shape[-1]
+        if e0.dim() == 4:  # per-token timesteps (TI2V): table + e0 is [B, L, 6, dim] fp32, so
+            # it is made for one token chunk at a time, where it is used
+            def mod(a: int, b: int) -> tuple[Tensor, ...]:
+                return _split_modulation(self.modulation, e0[:, a:b])
+        else:
+            parts = _split_modulation(self.modulation, e0)
 
-        # self-attention, gated residual in fp32 (the fp32 modulated input is not kept: only its
-        # compute-dtype copy lives through the attention)
-        h = (_layer_norm_fp32(x, self.norm1) * (1 + scale) + shift).to(dtype)
-        x = x + self.self_attn(h, cos, sin).float() * gate
+            def mod(a: int, b: int) -> tuple[Tensor, ...]:
+                return parts
+
+        def modulated(norm: nn.Module, i: int) -> Callable[[Tensor, int, int], Tensor]:
+            def f(xs: Tensor, a: int, b: int) -> Tensor:  # LN(x)·(1+scale)+shift in fp32
+                m = mod(a, b)
+                return (_layer_norm_fp32(xs, norm) * (1 + m[i + 1]) + m[i]).to(dtype)
+            return f
+
+        # self-attention, gated residual in fp32 (the fp32 modulated input and the fp32 residual
+        # terms exist a token chunk at a time; the attention sees the whole compute-dtype input)
+        h = by_tokens(modulated(self.norm1, 0), x, dim)
+        o = self.self_attn(h, cos, sin)
         del h
+        x = by_tokens(lambda xs, a, b, o=o: xs + o[:, a:b].float() * mod(a, b)[2], x, dim)
+        del o
 
         # cross-attention (no modulation, no gate)
         x = x + self.cross_attn(_layer_norm_fp32(x, self.norm3).to(dtype), context).float()
 
-        # feed-forward, gated residual in fp32; over long sequences a token chunk at a time, so
-        # the [L, ffn_dim] intermediates are a chunk's (ffn_dim is 2.7–5.8× dim)
-        h = (_layer_norm_fp32(x, self.norm2) * (1 + c_scale) + c_shift).to(dtype)
-
-        def ffn(xs: Tensor, a: int, b: int) -> Tensor:
-            g = c_gate if c_gate.shape[1] == 1 else c_gate[:, a:b]  # per-token gates (TI2V)
-            return xs + self.ffn(h[:, a:b]).float() * g
-
-        return by_tokens(ffn, x, x.shape[-1])
+        # feed-forward, gated residual in fp32, a token chunk at a time: the [L, ffn_dim]
+        # intermediates are a chunk's (ffn_dim is 2.7–5.8× dim)
+        h = by_tokens(modulated(self.norm2, 3), x, dim)
+        return by_tokens(lambda xs, a, b: xs + self.ffn(h[:, a:b]).float() * mod(a, b)[5], x, dim)
 
 
 class Head(nn.Module):
