@@ -59,6 +59,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     b.add_argument("--step-cache", type=float, metavar="THRESH", help="TeaCache threshold")
     b.add_argument("--step-cache-signal", default="modulated", choices=["modulated", "e", "e0"])
     b.add_argument("--swap-blocks", type=int, default=0, help="DiT blocks streamed from CPU memory")
+    b.add_argument("--token-chunk", type=int, metavar="N",
+                   help="tokens per chunk of the DiT's per-token work (models/dit.py TOKEN_CHUNK; "
+                        "0: one pass, the most memory)")
     b.add_argument("--vram-budget", type=float, metavar="GB",
                    help="cap this process's GPU memory (emulates a smaller card)")
     b.add_argument("--plan", action="store_true",
@@ -282,6 +285,11 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         total = torch.cuda.get_device_properties(device).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.vram_budget * GB / total), device)
 
+    chunk = getattr(args, "token_chunk", None)
+    if chunk is not None:
+        from wan_desktop.models import dit
+
+        dit.TOKEN_CHUNK = chunk if chunk > 0 else 1 << 62
     result: dict[str, Any] = {
         "what": "wan-desktop bench: full-size components with random weights" if not tiny
         else "wan-desktop bench --tiny: tiny configs (smoke test, numbers mean nothing)",
@@ -294,6 +302,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "precision": args.precision, "attention": args.attention, "compile": bool(args.compile),
         "compile_mode": args.compile_mode, "step_cache": args.step_cache,
         "step_cache_signal": args.step_cache_signal, "swap_blocks": args.swap_blocks,
+        "token_chunk": _token_chunk(),
         "vram_budget_gb": args.vram_budget, "warmup": warmup, "repeat": repeat,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "dtype": str(dtype).removeprefix("torch."), "torch": torch.__version__,
@@ -320,6 +329,12 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         _free(device)
     result["ratios"] = _ratios(result["ours"], result["diffusers_components"])
     return result
+
+
+def _token_chunk() -> int | None:
+    from wan_desktop.models import dit
+
+    return dit.TOKEN_CHUNK if dit.TOKEN_CHUNK < 1 << 62 else None
 
 
 def _diffusers_version() -> str | None:

@@ -4,7 +4,8 @@
 #   1. T2V-1.3B 832x480x81: T5 encode, DiT cond+uncond step, VAE decode, ours (bf16) and diffusers'
 #      in the same run, with the ratios               (target: DiT step <= 0.95 s bf16)
 #   2. the same DiT step in every fast mode: bf16/fp8/int8 x SDPA backends (+ SageAttention,
-#      torchao when installed), each with its velocity error vs bf16   (target: fp8 <= 0.85 s)
+#      torchao when installed), each with its velocity error vs bf16   (target: fp8 <= 0.85 s);
+#      and bf16 without the token chunks (--token-chunk 0): what the chunking costs in time
 #   3. Wan2.1 VAE decode 832x480x81, untiled and tiled for 1.5 GB   (target: <= 2.5 s at <= 1.5 GB)
 #   4. Wan2.2 VAE decode 1280x704x121, untiled and tiled for 3 GB   (target: <= 8 s at <= 3 GB)
 #   5. whole generations under the memory plan of a budget, the process capped at that budget
@@ -76,6 +77,7 @@ run() {  # run NAME TIMEOUT_S ARGS...: one bench, its JSON and its log
 
 run dit_1p3b 150 --variant t2v-1.3B "${P480[@]}" --no-e2e
 run sweep_1p3b 120 --sweep --no-diffusers --variant t2v-1.3B "${P480[@]}"
+run dit_1p3b_onepass 90 --no-diffusers --no-e2e --token-chunk 0 --variant t2v-1.3B "${P480[@]}"
 run vae21_480p81 60 --vae-only --no-diffusers --variant t2v-1.3B "${P480[@]}" --warmup 1 --repeat 2
 run vae22_704p121 90 --vae-only --no-diffusers --variant ti2v-5B "${P704[@]}" --warmup 1 \
     --repeat 1

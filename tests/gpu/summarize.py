@@ -13,6 +13,7 @@ from typing import Any
 TARGETS: dict[str, tuple[str, float | None, float | None]] = {
     "dit_1p3b": ("T2V-1.3B 832x480x81 DiT cond+uncond step, bf16, vs diffusers", 0.95, None),
     "sweep_1p3b": ("T2V-1.3B DiT step in each fast mode (fastest fp8)", 0.85, None),
+    "dit_1p3b_onepass": ("T2V-1.3B DiT step without token chunks (their time cost)", None, None),
     "vae21_480p81": ("Wan2.1 VAE decode 832x480x81 tiled", 2.5, 1.5),
     "vae22_704p121": ("Wan2.2 VAE decode 1280x704x121 tiled", 8.0, 3.0),
     "plan_1p3b_8gb": ("T2V-1.3B 832x480x81 on the 8 GB plan", None, 6.5),

@@ -21,7 +21,8 @@ def test_the_gpu_script_runs_every_bench_and_summarizes_them(tmp_path):
     rows = json.loads((tmp_path / "summary.json").read_text())
     failed = {k: v["error"][-500:] for k, v in rows.items() if "error" in v}
     assert not failed, failed
-    assert len(rows) == 9
+    assert len(rows) == 10
+    assert rows["dit_1p3b_onepass"]["ours"]["dit_step_s"] > 0
     dit = rows["dit_1p3b"]
     assert dit["ours"]["dit_step_s"] > 0 and dit["diffusers"]["dit_step_s"] > 0
     assert dit["ratios"]["dit_step_speedup"] > 0 and isinstance(dit["time_ok"], bool)
