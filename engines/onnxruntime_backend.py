@@ -225,6 +225,21 @@ def _cache_feeds(outs: list[Tensor]) -> dict[str, Tensor]:
     return {f"cache_in_{i}": t for i, t in enumerate(outs)}
 
 
+def _chunk_step(first: OrtGraph, step: OrtGraph, name: str
+                ) -> Callable[[Tensor, list[Tensor] | None], tuple[Tensor, list[Tensor]]]:
+    """The tiler's chunk step (engines/vae_tiling.py) over a first/step graph pair whose input is
+    ``name``: the first chunk on an empty cache, then the cache outputs fed back as inputs."""
+
+    def run(x: Tensor, cache: list[Tensor] | None) -> tuple[Tensor, list[Tensor]]:
+        if cache is None:
+            out, *slots = first.run({name: x})
+        else:
+            out, *slots = step.run({name: x} | _cache_feeds(cache))
+        return out, slots
+
+    return run
+
+
 class OrtVaeDecoder:
     """The causal decoder: the first latent frame through the 'first' graph, then one latent frame
     per 'step' graph call, carrying the cache tensors from call to call, driven by the tiler of
@@ -236,19 +251,13 @@ class OrtVaeDecoder:
         self.first, self.step = first, step
         self.spatial_factor, self.temporal_factor = spatial_factor, temporal_factor
         self.tiling: Any = None
+        self._chunk = _chunk_step(first, step, "latents")
 
     def load(self, device: torch.device) -> None:
         self._g.load(device)
 
     def unload(self) -> None:
         self._g.unload()
-
-    def _chunk(self, z: Tensor, cache: list[Tensor] | None) -> tuple[Tensor, list[Tensor]]:
-        if cache is None:
-            video, *slots = self.first.run({"latents": z})
-        else:
-            video, *slots = self.step.run({"latents": z} | _cache_feeds(cache))
-        return video, slots
 
     def _run(self, fn: Callable[..., Tensor], z: Tensor, tiles: Any) -> Tensor:
         if z.dim() != 5:
@@ -280,19 +289,13 @@ class OrtVaeEncoder:
         self.first, self.step = first, step
         self.tf, self.spatial_factor = temporal_factor, spatial_factor
         self.encode_tiling: Any = None
+        self._chunk = _chunk_step(first, step, "video")
 
     def load(self, device: torch.device) -> None:
         self._g.load(device)
 
     def unload(self) -> None:
         self._g.unload()
-
-    def _chunk(self, v: Tensor, cache: list[Tensor] | None) -> tuple[Tensor, list[Tensor]]:
-        if cache is None:
-            lat, *slots = self.first.run({"video": v})
-        else:
-            lat, *slots = self.step.run({"video": v} | _cache_feeds(cache))
-        return lat, slots
 
     def encode(self, video: Tensor, tiles: Any = None) -> Tensor:
         from .vae_tiling import encode_tiled
