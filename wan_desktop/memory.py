@@ -33,10 +33,9 @@ GIB = 1024**3
 #     compute-dtype block input, q/k/v and the attention output, ...)
 #   + _ACT_CHUNK_FFN·ffn_dim per token of one TOKEN_CHUNK (the FFN intermediates and the fp32
 #     RoPE temporaries run a chunk of tokens at a time)
-#   + with TI2V's per-token timesteps, _ACT_PER_TOKEN_T·dim per token (e0 [B, L, 6, dim] and e
-#     in fp32 through the forward) and _ACT_PER_TOKEN_T_CHUNK·dim per token of a chunk (each
-#     block's modulation table + e0, made a chunk at a time): counted 43.3 at ≤ 8,192 tokens,
-#     35.2 at 27,280 (52.0 before the blocks took it a chunk at a time)
+#   + _ACT_PER_TOKEN_T·dim per token with TI2V's per-token timesteps (e0 [B, L, 6, dim] and e in
+#     fp32 through the forward; each block makes its modulation rows a chunk at a time): counted
+#     28.0 at ≤ 8,192 tokens, 35.2 at 27,280 (52.0 before the blocks took them a chunk at a time)
 # fitted over 1.3B / 14B / 5B / I2V-14B at 3,000–75,600 tokens, batch 1 and 2 (within −6 % /
 # +7 % of the counts), then × _ACT_MARGIN + _ACT_OVERHEAD so every count at ≥ 8,000 tokens is
 # covered. The same counting applied to diffusers' WanTransformer3DModel gives its measured H100
@@ -44,8 +43,7 @@ GIB = 1024**3
 # 0.03–0.17 GiB below: the kernels' workspaces, which _ACT_OVERHEAD covers.
 _ACT_TOKEN = 16.3
 _ACT_CHUNK_FFN = 3.2
-_ACT_PER_TOKEN_T = 31.7
-_ACT_PER_TOKEN_T_CHUNK = 11.6
+_ACT_PER_TOKEN_T = 35.2
 _ACT_MARGIN = 1.08
 _ACT_OVERHEAD = 0.2 * 1024**3
 DIT_TOKEN_CHUNK = 8192  # models/dit.py TOKEN_CHUNK (a test keeps them equal)
@@ -318,11 +316,9 @@ def dit_nonblock_bytes(cfg: DiTConfig) -> float:
 def dit_activation_bytes(cfg: DiTConfig, tokens: int, batch: int, *, per_token_t: bool) -> float:
     """Peak bytes of one DiT forward's tensors on the GPU (weights apart)."""
     d, f = cfg.dim, cfg.ffn_dim
-    per, per_chunk = _ACT_TOKEN * d, _ACT_CHUNK_FFN * f
-    if per_token_t:
-        per, per_chunk = per + _ACT_PER_TOKEN_T * d, per_chunk + _ACT_PER_TOKEN_T_CHUNK * d
+    per = _ACT_TOKEN * d + (_ACT_PER_TOKEN_T * d if per_token_t else 0.0)
     chunk = min(tokens, DIT_TOKEN_CHUNK)
-    return _ACT_MARGIN * batch * (tokens * per + chunk * per_chunk) + _ACT_OVERHEAD
+    return _ACT_MARGIN * batch * (tokens * per + chunk * _ACT_CHUNK_FFN * f) + _ACT_OVERHEAD
 
 
 def t5_bytes(cfg: T5Config, precision: str) -> float:

@@ -81,9 +81,10 @@ def _split_modulation(table: Tensor, emb: Tensor) -> tuple[Tensor, ...]:
     return m.unbind(dim=2)
 
 
-# Tokens per chunk of the per-token parts of a block (q/k norms + RoPE, the FFN) over long
-# sequences: a chunk's fp32 / ffn_dim temporaries instead of the sequence's (832x480x81 is 32,760
-# tokens a video). Large enough that the GPU's matmuls stay full-size.
+# Tokens per chunk of the per-token parts of a block (modulation, q/k norms + RoPE, the residual
+# terms, the FFN) over long sequences: a chunk's fp32 / ffn_dim temporaries instead of the
+# sequence's (832x480x81 is 32,760 tokens a video). Large enough that the GPU's matmuls stay
+# full-size.
 TOKEN_CHUNK = 8192
 
 
@@ -243,19 +244,19 @@ class WanAttentionBlock(nn.Module):
         dtype = context.dtype
         dim = x.shape[-1]
         if e0.dim() == 4:  # per-token timesteps (TI2V): table + e0 is [B, L, 6, dim] fp32, so
-            # it is made for one token chunk at a time, where it is used
-            def mod(a: int, b: int) -> tuple[Tensor, ...]:
-                return _split_modulation(self.modulation, e0[:, a:b])
+            # each of its rows is made for one token chunk at a time, where it is used
+            def mod(a: int, b: int, i: int, n: int = 1) -> tuple[Tensor, ...]:
+                return _split_modulation(self.modulation[:, i:i + n], e0[:, a:b, i:i + n])
         else:
             parts = _split_modulation(self.modulation, e0)
 
-            def mod(a: int, b: int) -> tuple[Tensor, ...]:
-                return parts
+            def mod(a: int, b: int, i: int, n: int = 1) -> tuple[Tensor, ...]:
+                return parts[i:i + n]
 
         def modulated(norm: nn.Module, i: int) -> Callable[[Tensor, int, int], Tensor]:
             def f(xs: Tensor, a: int, b: int) -> Tensor:  # LN(x)·(1+scale)+shift in fp32
-                m = mod(a, b)
-                return (_layer_norm_fp32(xs, norm) * (1 + m[i + 1]) + m[i]).to(dtype)
+                shift, scale = mod(a, b, i, 2)
+                return (_layer_norm_fp32(xs, norm) * (1 + scale) + shift).to(dtype)
             return f
 
         # self-attention, gated residual in fp32 (the fp32 modulated input and the fp32 residual
@@ -263,7 +264,7 @@ class WanAttentionBlock(nn.Module):
         h = by_tokens(modulated(self.norm1, 0), x, dim)
         o = self.self_attn(h, cos, sin)
         del h
-        x = by_tokens(lambda xs, a, b, o=o: xs + o[:, a:b].float() * mod(a, b)[2], x, dim)
+        x = by_tokens(lambda xs, a, b, o=o: xs + o[:, a:b].float() * mod(a, b, 2)[0], x, dim)
         del o
 
         # cross-attention (no modulation, no gate)
@@ -272,7 +273,8 @@ class WanAttentionBlock(nn.Module):
         # feed-forward, gated residual in fp32, a token chunk at a time: the [L, ffn_dim]
         # intermediates are a chunk's (ffn_dim is 2.7–5.8× dim)
         h = by_tokens(modulated(self.norm2, 3), x, dim)
-        return by_tokens(lambda xs, a, b: xs + self.ffn(h[:, a:b]).float() * mod(a, b)[5], x, dim)
+        return by_tokens(lambda xs, a, b: xs + self.ffn(h[:, a:b]).float() * mod(a, b, 5)[0], x,
+                         dim)
 
 
 class Head(nn.Module):
