@@ -130,7 +130,8 @@ class BlockSwap:
     """
 
     def __init__(self, model: WanModel, swap: int, *, slots: int = 2,
-                 wrap_block: Callable[[nn.Module], Callable[..., Tensor]] | None = None) -> None:
+                 wrap_block: Callable[[nn.Module], Callable[..., Tensor]] | None = None,
+                 pin: bool = True) -> None:
         n = len(model.blocks)
         if not 0 <= swap <= n:
             raise ConfigError(f"swap_blocks must be between 0 and {n} (the model's blocks), got {swap}")
@@ -138,6 +139,7 @@ class BlockSwap:
             raise ConfigError(f"block swapping needs at least 2 slots, got {slots}")
         self.model = model
         self.swap = swap
+        self.pin = pin  # page-locked host buffers (the memory plan turns it off when RAM is short)
         self.first_streamed = n - swap
         self.num_slots = min(slots, max(swap, 1))
         # torch.compile (or any wrapper) applied to each module that runs: resident blocks and slots
@@ -172,7 +174,7 @@ class BlockSwap:
             block.to(device)
         self._resident_runners = [self.wrap_block(b) for b in model.blocks[: self.first_streamed]]
         if streamed:
-            self._pack(streamed, pin=device.type == "cuda")
+            self._pack(streamed, pin=self.pin and device.type == "cuda")
             self._events = _Events(device, self.num_slots)
             self._slots, self._slot_bufs, self._runners = [], [], []
             for _ in range(self.num_slots):

@@ -330,7 +330,7 @@ def apply_plan(raw: Components, plan: Plan, device: torch.device | str, *,
     for den in raw.denoisers:
         set_swap = getattr(den, "set_swap_blocks", None)
         if callable(set_swap):
-            set_swap(plan.dit.swap_blocks)
+            set_swap(plan.dit.swap_blocks, pin=plan.ram.pin)
     text_dev = dev if plan.text.where == "gpu" else torch.device("cpu")
     group = _Group(raw.denoisers, dev, exclusive=plan.dit.experts_resident == 1,
                    release_before_decode=plan.dit.release_before_decode,

@@ -139,6 +139,7 @@ class TorchDenoiser:
             step_cache = StepCacheConfig(threshold=float(step_cache))
         self.cache = StepCache(step_cache) if isinstance(step_cache, StepCacheConfig) else None
         self._swap = None
+        self.pin = True  # streamed blocks in page-locked host memory (set_swap_blocks)
         self._runners: list[Callable[..., Tensor]] | None = None
         self._device = torch.device("cpu")
         self.lora = None  # without ``rebuild``: the LoraMerge (originals kept) of set_loras
@@ -227,7 +228,8 @@ class TorchDenoiser:
             from .block_swap import BlockSwap
 
             if self._swap is None:
-                self._swap = BlockSwap(self.model, self.swap_blocks, wrap_block=self._wrap)
+                self._swap = BlockSwap(self.model, self.swap_blocks, wrap_block=self._wrap,
+                                       pin=self.pin)
             self._swap.load(device)
         else:
             self._res.load(device)
@@ -242,14 +244,16 @@ class TorchDenoiser:
             self._res.unload()
         self._device = torch.device("cpu")
 
-    def set_swap_blocks(self, n: int) -> None:
+    def set_swap_blocks(self, n: int, *, pin: bool = True) -> None:
         """Stream the last ``n`` blocks from now on (the memory plan's choice; clamped to the
-        model's blocks). Unloads first; the next ``load`` places the model anew."""
+        model's blocks), from page-locked host memory unless ``pin`` is False. Unloads first;
+        the next ``load`` places the model anew."""
         n = max(0, min(int(n), len(self.model.blocks)))
-        if n == self.swap_blocks:
+        if n == self.swap_blocks and pin == self.pin:
             return
         self.unload()
         self.swap_blocks = n
+        self.pin = pin
         self._swap = None
         self._runners = None
 

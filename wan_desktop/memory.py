@@ -219,7 +219,10 @@ class VaePlan:
 class RamPlan:
     experts_in_ram: int  # Wan2.2 A14B: 1 = the idle expert is dropped and re-read (memory-mapped)
     t5_in_ram: bool  # False: the text encoder is dropped after encoding and re-read when needed
-    pinned_gib: float  # host memory pinned for block swapping
+    pinned_gib: float  # host memory the streamed blocks take (page-locked when ``pin``)
+    # page-locked (fast copies); False when pinning that much would starve the OS: the blocks
+    # then stream from pageable memory, which it can still page out (copies ~3× slower)
+    pin: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -425,8 +428,9 @@ def _ram_plan(w: Workload, text: TextPlan, dit: DiTPlan, ram_gib: float) -> RamP
     t5 = t5_bytes(v.t5, text.precision)
     room = 0.8 * ram_gib * GIB  # the OS, the app and the page cache need the rest
     experts = 2 if two and 2 * dit_total + vae_params(v.vae) * 2 < room else 1
+    streamed = dit.swap_blocks * blk * experts / GIB
     return RamPlan(experts_in_ram=experts, t5_in_ram=experts * dit_total + t5 < room,
-                   pinned_gib=dit.swap_blocks * blk * experts / GIB)
+                   pinned_gib=streamed, pin=streamed <= MAX_PINNED_RAM_SHARE * ram_gib)
 
 
 def plan_for(w: Workload, budget_gib: float, *, ram_gib: float | None = None,
@@ -501,9 +505,10 @@ def plan_for(w: Workload, budget_gib: float, *, ram_gib: float | None = None,
 
 def _notes(w: Workload, dit: DiTPlan, rp: RamPlan, ram_gib: float) -> tuple[str, ...]:
     notes = []
-    if rp.pinned_gib > MAX_PINNED_RAM_SHARE * ram_gib:
-        notes.append(f"streaming {dit.swap_blocks} blocks pins {rp.pinned_gib:.1f} GiB of "
-                     f"{ram_gib:.0f} GiB RAM; --precision fp8 halves it")
+    if not rp.pin:
+        notes.append(f"streaming {dit.swap_blocks} blocks from pageable memory: pinning their "
+                     f"{rp.pinned_gib:.1f} GiB of {ram_gib:.0f} GiB RAM would starve the system "
+                     "(copies are slower); --precision fp8 halves it")
     if w.variant.experts == 2 and rp.experts_in_ram == 1:
         notes.append("one Wan2.2 expert in RAM at a time: the other is re-read from its "
                      "memory-mapped file at the switch")

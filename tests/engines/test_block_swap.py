@@ -90,16 +90,16 @@ def test_swap_count_is_checked(model):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("swap", [1, 4, 5])
-def test_gpu_streams_equal_resident(swap):
+@pytest.mark.parametrize(("swap", "pin"), [(1, True), (4, True), (5, True), (4, False)])
+def test_gpu_streams_equal_resident(swap, pin):
     m = tiny_dit(num_layers=5).cast_weights(torch.bfloat16)
     x, t, ctx = (a.cuda() for a in dit_inputs())
     ref_model = copy.deepcopy(m).cuda()
     with torch.inference_mode():
         ref = ref_model(x, t, ctx)
-    sw = BlockSwap(m, swap)
+    sw = BlockSwap(m, swap, pin=pin)
     sw.load("cuda")
-    assert all(h.is_pinned() for h in sw._host)
+    assert all(h.is_pinned() is pin for h in sw._host)  # pageable when the RAM plan says so
     with torch.inference_mode():
         outs = [sw(x, t, ctx) for _ in range(3)]
     for out in outs:

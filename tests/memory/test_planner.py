@@ -229,6 +229,17 @@ def test_fp8_halves_the_streamed_bytes_and_the_weights():
     assert fp8.predicted.peak_gib <= M.usable_gib(16)
 
 
+def test_streamed_blocks_are_not_page_locked_when_that_would_starve_the_ram():
+    """T2V-14B at 480p on 16 GB streams 32 blocks (20.9 GiB): page-locked with 64 GB of RAM,
+    pageable with 32 GB (more than 60 % of it), and the plan says so."""
+    w = _work("t2v-14B", 832, 480, 81)
+    roomy, tight = M.plan_for(w, 16, ram_gib=64), M.plan_for(w, 16, ram_gib=32)
+    assert roomy.dit == tight.dit and roomy.dit.swap_blocks > 0
+    assert roomy.ram.pin and not tight.ram.pin
+    assert tight.ram.pinned_gib > M.MAX_PINNED_RAM_SHARE * 32
+    assert "pageable memory" in tight.describe() and "pageable" not in roomy.describe()
+
+
 def test_ram_plan_keeps_one_wan22_expert_in_32_gb():
     w = _work("t2v-A14B", 1280, 720, 81, precision="fp8")
     small = M.plan_for(w, 24, ram_gib=32)

@@ -174,8 +174,8 @@ class OomWhenBatched:
     def unload(self) -> None:
         self.inner.unload()
 
-    def set_swap_blocks(self, n: int) -> None:
-        self.inner.set_swap_blocks(n)
+    def set_swap_blocks(self, n: int, *, pin: bool = True) -> None:
+        self.inner.set_swap_blocks(n, pin=pin)
 
     def __call__(self, latents, timestep, context, **kw):
         self.batches.append(latents.shape[0])
@@ -341,3 +341,14 @@ def test_the_planned_conditioning_encode_tiles_reach_the_vae(tmp_path, monkeypat
     (t0, lat0), (t1, lat1) = seen
     assert t0 is None and t1 == Tiling(tile=(4, 5), overlap=1)
     assert lat0.shape == lat1.shape and not torch.equal(lat0, lat1)
+
+
+@pytest.mark.parametrize("pin", [True, False])
+def test_the_plan_says_whether_streamed_blocks_are_page_locked(pin):
+    """The RAM plan's ``pin`` reaches the block swapper (False: pageable host buffers)."""
+    comps = _tiny_torch()
+    plan = _plan(text={"where": "cpu"}, dit={"swap_blocks": 1})
+    plan = replace(plan, ram=replace(plan.ram, pin=pin))
+    generate(apply_plan(comps, plan, "cpu"), _request(comps.variant, steps=1), device="cpu")
+    den = comps.denoisers[0]
+    assert den.swap_blocks == 1 and den.pin is pin and den._swap.pin is pin
