@@ -343,14 +343,12 @@ class TorchVae:
         ``self.encode_tiling``) encodes spatial tiles and blends their latents."""
         from .vae_tiling import encode_tiled, torch_encode_step
 
-        tiling = tiles if tiles is not None else self.encode_tiling
         video = video.to(self._res.device, self._dtype())
-        if tiling is None:
-            return self.model.encode(video).float()
         self.model.check_video(video)
         cfg = self.model.cfg
         return encode_tiled(torch_encode_step(self.model), video, spatial_factor=cfg.spatial_factor,
-                            temporal_factor=cfg.temporal_factor, tiling=tiling)
+                            temporal_factor=cfg.temporal_factor,
+                            tiling=tiles if tiles is not None else self.encode_tiling)
 
 
 class TorchImageEncoder:

@@ -84,9 +84,11 @@ def blend_weights(spans: list[tuple[int, int]], n: int) -> list[Tensor]:
 
 
 def _quantize(video: Tensor) -> Tensor:
-    """[B, 3, F, H, W] in [-1, 1] -> uint8 [B, F, H, W, 3], truncating like video.to_uint8_frames
-    (so a decode streamed as uint8 is bit for bit the float decode quantized afterwards)."""
-    return ((video.float().clamp(-1, 1) + 1) / 2 * 255).to(torch.uint8).permute(0, 2, 3, 4, 1)
+    """[B, 3, F, H, W] in [-1, 1] -> uint8 [B, F, H, W, 3] by video.to_uint8_frames per item (one
+    truncation rule: a decode streamed as uint8 is bit for bit the float decode quantized)."""
+    from wan_desktop.video import to_uint8_frames
+
+    return torch.stack([to_uint8_frames(v) for v in video])
 
 
 class _FloatVideo:
