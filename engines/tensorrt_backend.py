@@ -315,6 +315,19 @@ class _ChunkEngines:
         self.first.unload()
         self.step.unload()
 
+    def chunk_step(self, inp: str, out: str
+                   ) -> Callable[[Tensor, dict[str, Tensor] | None],
+                                 tuple[Tensor, dict[str, Tensor]]]:
+        """The tiler's chunk step (engines/vae_tiling.py): ``inp`` -> ``out`` through the first
+        engine on an empty cache, then the step engine with the cache outputs fed back in."""
+        slots = _cache_names(self.first.spec, "cache_out_")
+
+        def run(x: Tensor, cache: dict[str, Tensor] | None) -> tuple[Tensor, dict[str, Tensor]]:
+            res = self.first.run({inp: x}) if cache is None else self.step.run({inp: x} | cache)
+            return res[out], {n.replace("cache_out_", "cache_in_"): res[n] for n in slots}
+
+        return run
+
 
 class TrtVaeDecoder(_ChunkEngines):
     """The causal decoder (export/onnx_export.py): the first latent frame, then one latent frame
@@ -326,17 +339,8 @@ class TrtVaeDecoder(_ChunkEngines):
         super().__init__(first, step)
         self.spatial_factor, self.temporal_factor = spatial_factor, temporal_factor
 
-    def _chunk(self, z: Tensor, cache: dict[str, Tensor] | None
-               ) -> tuple[Tensor, dict[str, Tensor]]:
-        if cache is None:
-            out = self.first.run({"latents": z})
-        else:
-            out = self.step.run({"latents": z} | cache)
-        slots = _cache_names(self.first.spec, "cache_out_")
-        return out["video"], {n.replace("cache_out_", "cache_in_"): out[n] for n in slots}
-
     def _run(self, fn: Callable[..., Tensor], latents: Tensor) -> Tensor:
-        return fn(self._chunk, latents, spatial_factor=self.spatial_factor,
+        return fn(self.chunk_step("latents", "video"), latents, spatial_factor=self.spatial_factor,
                   temporal_factor=self.temporal_factor, tiling=None)
 
     @torch.inference_mode()
@@ -353,26 +357,23 @@ class TrtVaeDecoder(_ChunkEngines):
 
 
 class TrtVaeEncoder(_ChunkEngines):
-    """The causal encoder: frame 0, then 4 frames per step with the cache."""
+    """The causal encoder: frame 0, then 4 frames per step with the cache, through
+    engines/vae_tiling.encode_tiled over whole frames (engines of one frame size)."""
 
-    def __init__(self, first: TrtEngine, step: TrtEngine, temporal_factor: int = 4) -> None:
+    def __init__(self, first: TrtEngine, step: TrtEngine, temporal_factor: int = 4, *,
+                 spatial_factor: int) -> None:
         super().__init__(first, step)
-        self.tf = temporal_factor
+        self.tf, self.spatial_factor = temporal_factor, spatial_factor
 
     @torch.inference_mode()
     def encode(self, video: Tensor) -> Tensor:
+        from .vae_tiling import encode_tiled
+
         f = video.shape[2]
         if (f - 1) % self.tf:
             raise ConfigError(f"VAE input frames must be {self.tf}n+1, got {f}")
-        out = self.first.run({"video": video[:, :, :1]})
-        lat = [out["latents"]]
-        slots = _cache_names(self.first.spec, "cache_out_")
-        for i in range(1, f, self.tf):
-            feed = {"video": video[:, :, i:i + self.tf]}
-            feed |= {n.replace("cache_out_", "cache_in_"): out[n] for n in slots}
-            out = self.step.run(feed)
-            lat.append(out["latents"])
-        return torch.cat(lat, dim=2)
+        return encode_tiled(self.chunk_step("video", "latents"), video, tiling=None,
+                            spatial_factor=self.spatial_factor, temporal_factor=self.tf)
 
 
 class TrtImageEncoder:
@@ -491,7 +492,8 @@ def build_tensorrt_components(
     encoder = None
     if specs.VAE_ENCODER_FIRST in has:
         encoder = TrtVaeEncoder(engine(specs.VAE_ENCODER_FIRST), engine(specs.VAE_ENCODER_STEP),
-                                variant.vae.temporal_factor)
+                                variant.vae.temporal_factor,
+                                spatial_factor=variant.vae.spatial_factor)
     image = TrtImageEncoder(engine(specs.CLIP)) if specs.CLIP in has else None
     comps = [text, *dits, decoder, *([encoder] if encoder else []), *([image] if image else [])]
     if load:
