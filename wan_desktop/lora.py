@@ -14,8 +14,9 @@ dtype; an fp8 / int8 weight is dequantized, merged and requantized with a new sc
 channel when it had one, else per tensor). Either the original tensors are kept, so
 :meth:`LoraMerge.unmerge` restores the weights bit for bit (the price is one copy of the touched
 weights), or — what the torch backend does with a model read from files — nothing is kept and a
-change of LoRAs reads the base weights again (engines/torch_backend.py). Keys that match no layer, or deltas of the wrong shape, are a
-CheckpointError naming the tensors and the file — never a silently ignored LoRA.
+change of LoRAs reads the base weights again (engines/torch_backend.py). Keys that match no layer,
+or deltas of the wrong shape, are a CheckpointError naming the tensors and the file — never a
+silently ignored LoRA.
 """
 
 from __future__ import annotations
@@ -358,12 +359,6 @@ class LoraMerge:
                     owner._parameters[leaf] = nn.Parameter(w.to(p.dtype), requires_grad=False)
         self.merged_params = len(by_target)
         return self
-
-    @property
-    def saved_bytes(self) -> int:
-        """Host memory the originals hold (0 without ``keep_originals``)."""
-        return sum(d.numel() * d.element_size() + (0 if sc is None else sc.numel() * 4)
-                   for d, sc in self._saved.values())
 
     def unmerge(self) -> None:
         from torch import nn
