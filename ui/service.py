@@ -196,11 +196,14 @@ class GpuService(QObject):
                 and (tuple(options.loras), tuple(options.loras_low)) != self._loras:
             log.info("LoRAs changed: re-reading the DiT with %s", options.loras + options.loras_low)
             try:
-                set_run_loras(self._components, options)
+                changed = set_run_loras(self._components, options)
             except BaseException:
                 self._unload()  # a half-changed model must not serve the next job
                 raise
-            self._loras = (tuple(options.loras), tuple(options.loras_low))
+            if changed:
+                self._loras = (tuple(options.loras), tuple(options.loras_low))
+            else:
+                self._unload()  # not torch modules: built anew below with the new LoRAs
         if key != self._cache_key:
             self._unload()
             self._components, self._device = build_components(
