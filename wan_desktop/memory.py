@@ -45,7 +45,7 @@ _ACT_TOKEN = 16.3
 _ACT_CHUNK_FFN = 3.2
 _ACT_PER_TOKEN_T = 35.2
 _ACT_MARGIN = 1.08
-_ACT_OVERHEAD = 0.2 * 1024**3
+_ACT_OVERHEAD = 0.2 * GIB
 DIT_TOKEN_CHUNK = 8192  # models/dit.py TOKEN_CHUNK (a test keeps them equal)
 # VAE decode, per output pixel of the tile being decoded (one latent frame → 4 frames per chunk):
 # the causal cache (exact: elements counted from the config by vae_cache_elements_per_pixel) and the
@@ -467,7 +467,6 @@ def plan_for(w: Workload, budget_gib: float, *, ram_gib: float | None = None,
     if conditioned:
         encs = [replace(whole, encode_tile=t.tile, encode_overlap=t.overlap) for t in tiles]
         enc = next((e for e in encs if pred(text, base_dit, e).encode_gib <= room), encs[-1])
-    whole = enc  # the decode choices below keep this encode tiling
     # DiT: both experts resident, then one at a time; CFG batched, then sequential; the fewest
     # streamed blocks that fit
     dit_opts: list[DiTPlan] = []
@@ -481,7 +480,7 @@ def plan_for(w: Workload, budget_gib: float, *, ram_gib: float | None = None,
         # both experts on the GPU only when both fit whole: never both streamed
         for k in (range(1) if opt.experts_resident == 2 else range(n + 1)):
             cand = replace(opt, swap_blocks=k)
-            if pred(text, cand, whole).denoise_gib <= room:
+            if pred(text, cand, enc).denoise_gib <= room:
                 dit = cand
                 break
         if dit is not None:
@@ -491,8 +490,8 @@ def plan_for(w: Workload, budget_gib: float, *, ram_gib: float | None = None,
     # decode: keep the DiT on the GPU if it fits beside a whole-frame decode, else release it and
     # take the largest tile that fits
     kept = replace(dit, release_before_decode=False)
-    if pred(text, kept, whole).decode_gib <= room:
-        dit, vae = kept, whole
+    if pred(text, kept, enc).decode_gib <= room:  # enc: whole-frame decode, the chosen encode
+        dit, vae = kept, enc
     else:
         opts = [replace(t, encode_tile=enc.encode_tile, encode_overlap=enc.encode_overlap)
                 for t in tiles]
