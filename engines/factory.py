@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from wan_desktop.checkpoints.detect import ModelFiles
     from wan_desktop.lora import LoraSpec
     from wan_desktop.memory import Plan
-    from wan_desktop.pipeline import RunOptions
+    from wan_desktop.options import RunOptions
 
 log = logging.getLogger(__name__)
 

@@ -259,13 +259,14 @@ class GpuService(QObject):
 
         from wan_desktop.pipeline import (
             GenerationRequest,
-            RunOptions,
-            StageStarted,
+                StageStarted,
             StepDone,
             begin_run,
             check_images,
             generate_to_file,
         )
+
+        from wan_desktop.options import RunOptions
 
         from .preview import latent_to_rgb
 

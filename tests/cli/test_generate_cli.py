@@ -21,7 +21,8 @@ import torch
 
 import wan_desktop
 from tests.numerics import psnr_uint8
-from wan_desktop.pipeline import GenerationRequest, RunOptions
+from wan_desktop.options import RunOptions
+from wan_desktop.pipeline import GenerationRequest
 
 SMALL = ["--size", "64x32", "--frames", "9", "--steps", "3", "--device", "cpu", "--dtype",
          "float32", "--no-progress"]

@@ -307,7 +307,8 @@ def test_generate_to_file_writes_nothing_when_the_run_fails_or_is_cancelled(tmp_
 
 
 def test_generate_to_file_sidecar_keeps_json_types(tmp_path):
-    from wan_desktop.pipeline import RunOptions, generate_to_file
+    from wan_desktop.options import RunOptions
+    from wan_desktop.pipeline import generate_to_file
 
     comps, _ = fake_components()
     comps.info.update(random_weights=True, path=tmp_path, swap_blocks=0, step_cache=None)
