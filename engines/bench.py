@@ -252,7 +252,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 
     from wan_desktop import __version__
     from wan_desktop.errors import ConfigError
-    from wan_desktop.pipeline import GenerationRequest
+    from wan_desktop.request import GenerationRequest
     from wan_desktop.variants import get_variant
 
     tiny = bool(args.tiny)

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
     from wan_desktop.cancel import CancelToken
     from wan_desktop.contracts import Components
-    from wan_desktop.pipeline import GenerationRequest
+    from wan_desktop.request import GenerationRequest
 
 log = logging.getLogger(__name__)
 
@@ -753,7 +753,7 @@ def quantize_folder(
     from wan_desktop.engines import cache
     from wan_desktop.engines.torch_backend import build_torch_components
 
-    from wan_desktop.pipeline import GenerationRequest
+    from wan_desktop.request import GenerationRequest
 
     folder = Path(folder)
     precision = Precision.parse(job.precision)

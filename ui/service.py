@@ -257,16 +257,15 @@ class GpuService(QObject):
     def _generate(self, job: Job, token: CancelToken) -> JobResult:
         from wan_desktop.engines.factory import detect_for_options
 
+        from wan_desktop.options import RunOptions
         from wan_desktop.pipeline import (
             GenerationRequest,
-                StageStarted,
+            StageStarted,
             StepDone,
             begin_run,
             check_images,
             generate_to_file,
         )
-
-        from wan_desktop.options import RunOptions
 
         from .preview import latent_to_rgb
 

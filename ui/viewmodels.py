@@ -102,7 +102,7 @@ def check_job(request: dict[str, Any], options: dict[str, Any]) -> None:
     from wan_desktop.errors import CheckpointError
     from wan_desktop.lora import check_run_loras, run_specs
     from wan_desktop.options import RunOptions
-    from wan_desktop.pipeline import GenerationRequest
+    from wan_desktop.request import GenerationRequest
 
     opts = RunOptions.from_dict(options)
     specs = run_specs(opts.loras, opts.loras_low)
@@ -258,7 +258,7 @@ class FormModel(QObject):
         """A Job from the current state: a random seed is drawn now (saved, so it reproduces)."""
         from wan_desktop.errors import ConfigError
         from wan_desktop.options import RunOptions
-        from wan_desktop.pipeline import GenerationRequest
+        from wan_desktop.request import GenerationRequest
 
         s = self.state
         if not s.model:

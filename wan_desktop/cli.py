@@ -253,13 +253,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     import secrets
 
     from .engines.factory import build_components, detect_for_options
+    from .options import RunOptions
     from .pipeline import (
         GenerationRequest,
         begin_run,
         check_images,
         generate_to_file,
     )
-    from .options import RunOptions
     from .video import check_output_path
 
     if args.model is None and args.random_weights is None and (

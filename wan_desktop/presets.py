@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from .errors import ConfigError
 
 if TYPE_CHECKING:
-    from .pipeline import GenerationRequest
+    from .request import GenerationRequest
     from .samplers import Schedule
     from .variants import Variant
 

@@ -22,7 +22,7 @@ import torch
 import wan_desktop
 from tests.numerics import psnr_uint8
 from wan_desktop.options import RunOptions
-from wan_desktop.pipeline import GenerationRequest
+from wan_desktop.request import GenerationRequest
 
 SMALL = ["--size", "64x32", "--frames", "9", "--steps", "3", "--device", "cpu", "--dtype",
          "float32", "--no-progress"]

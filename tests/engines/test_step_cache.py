@@ -17,7 +17,8 @@ from wan_desktop.engines.torch_backend import build_torch_components
 from tests.numerics import psnr_uint8
 from tests.tiny import tiny_variant
 from wan_desktop.errors import ConfigError
-from wan_desktop.pipeline import GenerationRequest, generate
+from wan_desktop.pipeline import generate
+from wan_desktop.request import GenerationRequest
 from wan_desktop.samplers import make_schedule
 
 STEPS = 20

@@ -210,7 +210,8 @@ def test_tensorrt_generation_matches_torch(trt_folder):  # pragma: no cover - ne
     from wan_desktop.engines.torch_backend import build_torch_components
     from wan_desktop.export.quantize import psnr_uint8
 
-    from wan_desktop.pipeline import GenerationRequest, generate
+    from wan_desktop.pipeline import generate
+    from wan_desktop.request import GenerationRequest
     from wan_desktop.text import Tokenizer
 
     cc = torch.cuda.get_device_capability()

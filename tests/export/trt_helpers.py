@@ -45,7 +45,7 @@ def t2v() -> tuple[Any, Any]:
 
 
 def requests() -> list[Any]:
-    from wan_desktop.pipeline import GenerationRequest
+    from wan_desktop.request import GenerationRequest
 
     return [GenerationRequest(prompt=p, steps=STEPS, seed=i, **SIZE) for i, p in enumerate(PROMPTS)]
 

@@ -13,8 +13,9 @@ import torch
 
 from tests.fakes import fake_components
 from wan_desktop.errors import ConfigError
-from wan_desktop.pipeline import GenerationRequest, generate
+from wan_desktop.pipeline import generate
 from wan_desktop.presets import PRESETS, get_preset, lightx2v_sigmas, rcm_sigmas
+from wan_desktop.request import GenerationRequest
 
 
 def _run(name: str, preset: str = "fast", **kw):

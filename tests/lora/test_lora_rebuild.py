@@ -127,7 +127,8 @@ def test_wan22_one_expert_in_ram_works_with_loras(tmp_path, expert):
     from wan_desktop.engines.residency import apply_plan
 
     from tests.memory.test_residency import _plan
-    from wan_desktop.pipeline import GenerationRequest, generate
+    from wan_desktop.pipeline import generate
+    from wan_desktop.request import GenerationRequest
 
     v = tiny_variant("t2v-A14B")
     path = _lora_file(tmp_path / "w.safetensors", v.dit, seed=9)

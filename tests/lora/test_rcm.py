@@ -16,8 +16,9 @@ import torch.nn.functional as F
 
 from tests.fakes import fake_components
 from wan_desktop.models import sla
-from wan_desktop.pipeline import GenerationRequest, generate, initial_noise
+from wan_desktop.pipeline import generate, initial_noise
 from wan_desktop.presets import get_preset, rcm_sigmas
+from wan_desktop.request import GenerationRequest
 
 SLA_SUFFIX = "self_attn.attn_op.local_attn.proj_l"
 

@@ -20,7 +20,8 @@ from tests.fakes import fake_components
 from tests.tiny import tiny_variant
 from wan_desktop import memory as M
 from wan_desktop.errors import Cancelled, OutOfVram
-from wan_desktop.pipeline import GenerationRequest, generate, generate_to_file
+from wan_desktop.pipeline import generate, generate_to_file
+from wan_desktop.request import GenerationRequest
 
 CUDA = torch.device("cuda")  # the fakes only record it: nothing touches a GPU
 

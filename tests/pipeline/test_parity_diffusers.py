@@ -13,7 +13,8 @@ from tests.fixtures_models import build_tiny_model
 from tests.numerics import psnr_uint8
 from tests.reference import diffusers_unipc
 from wan_desktop.options import RunOptions
-from wan_desktop.pipeline import GenerationRequest, generate
+from wan_desktop.pipeline import generate
+from wan_desktop.request import GenerationRequest
 from wan_desktop.variants import NEGATIVE_PROMPT
 
 pytest.importorskip("diffusers")

@@ -1,0 +1,127 @@
+"""What to make: the request a user edits, saved beside every output for reproducibility."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from .errors import ConfigError
+from .variants import Task, Variant
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationRequest:
+    """Everything that decides a video. ``None`` fields take the variant's default in
+    :meth:`resolve`; the resolved request is saved beside every output."""
+
+    prompt: str
+    negative_prompt: str | None = None
+    task: str | None = None  # "t2v" | "i2v" | "flf2v" | "ti2v"
+    image: str | None = None
+    last_image: str | None = None
+    width: int | None = None
+    height: int | None = None
+    frames: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    guidance_low: float | None = None  # Wan2.2 A14B low-noise expert
+    shift: float | None = None
+    sampler: str | None = None
+    seed: int = 0
+    batch_cfg: bool = True  # run cond and uncond as one batch of 2 (the planner may turn it off)
+    # Distilled recipes (presets.py): an explicit σ grid (N values in (0, 1], decreasing; the final
+    # 0 is implied) replaces the sampler's grid from steps/shift; the model is fed σ·1000.
+    sigmas: tuple[float, ...] | None = None
+    boundary_step: int | None = None  # Wan2.2: first step of the low-noise expert (else by time)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationRequest:
+        """From saved settings (history, sidecars of older versions): unknown keys are ignored."""
+        names = {f.name for f in fields(cls)}
+        kept = {k: v for k, v in data.items() if k in names}
+        if kept.get("sigmas") is not None:  # JSON gives a list
+            kept["sigmas"] = tuple(float(s) for s in kept["sigmas"])
+        return cls(**kept)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def resolve(self, variant: Variant) -> GenerationRequest:
+        """Fill defaults from the variant and validate every value against it."""
+        d = variant.defaults
+        task = self.task or ("ti2v" if (variant.name == "ti2v-5B" and self.image) else
+                             "flf2v" if Task.FLF2V in variant.tasks else
+                             "i2v" if Task.I2V in variant.tasks else "t2v")
+        try:
+            task_enum = Task(task)
+        except ValueError:
+            raise ConfigError(f"unknown task {task!r}; expected t2v, i2v, flf2v or ti2v") from None
+        if task_enum not in variant.tasks:
+            can = ", ".join(t.value for t in variant.tasks)
+            raise ConfigError(f"the {variant.name} model cannot do {task} (it can do: {can})",
+                              remedy="Choose a task the model supports, or another model.")
+        width = self.width if self.width is not None else d.size[0]
+        height = self.height if self.height is not None else d.size[1]
+        m = variant.spatial_multiple
+        if width <= 0 or height <= 0:
+            raise ConfigError(f"size {width}x{height}: width and height must be positive")
+        if width % m or height % m:
+            raise ConfigError(f"size {width}x{height} is not a multiple of {m} for {variant.name}",
+                              remedy=f"Use a width and height divisible by {m}, e.g. "
+                                     f"{d.size[0]}x{d.size[1]}.")
+        frames = self.frames if self.frames is not None else d.frames
+        tf = variant.vae.temporal_factor
+        if frames < 1 or (frames - 1) % tf:
+            lower = max(1, (frames - 1) // tf * tf + 1)
+            raise ConfigError(f"frames must be {tf}n+1 (1, 5, 9, ..., 81), got {frames}",
+                              remedy=f"Use {lower} or {lower + tf} frames.")
+        steps = self.steps if self.steps is not None else d.steps
+        sigmas = self.sigmas
+        if sigmas is not None:
+            sigmas = tuple(float(s) for s in sigmas)
+            if self.steps is None:
+                steps = len(sigmas)
+            if not sigmas or steps != len(sigmas) or any(not (0 < s <= 1) for s in sigmas) \
+                    or any(a <= b for a, b in itertools.pairwise(sigmas)):
+                raise ConfigError(f"the σ grid must be {steps} decreasing values in (0, 1], got "
+                                  f"{list(sigmas)}")
+        if steps < 1:
+            raise ConfigError(f"steps must be at least 1, got {steps}")
+        if self.boundary_step is not None and not (0 <= self.boundary_step <= steps):
+            raise ConfigError(f"boundary step must be between 0 and {steps}, got "
+                              f"{self.boundary_step}")
+        guidance = self.guidance if self.guidance is not None else d.guidance
+        guidance_low = self.guidance_low
+        if guidance_low is None:
+            guidance_low = (d.guidance_low if self.guidance is None else guidance) \
+                if variant.experts == 2 else guidance
+        shift = self.shift if self.shift is not None else d.shift_for(width, height)
+        for name, value in (("guidance", guidance), ("guidance-low", guidance_low), ("shift", shift)):
+            if not math.isfinite(value) or value < 0 or (name == "shift" and value <= 0):
+                raise ConfigError(f"{name} must be a positive number, got {value}")
+        sampler = self.sampler or d.sampler
+        from .samplers import ALL_SAMPLERS
+
+        if sampler not in ALL_SAMPLERS:
+            raise ConfigError(f"unknown sampler {sampler!r}; "
+                              f"expected one of {', '.join(ALL_SAMPLERS)}")
+        needs_image = task_enum in (Task.I2V, Task.FLF2V, Task.TI2V)
+        if needs_image and not self.image:
+            raise ConfigError(f"task {task} needs an input image (--image)")
+        if task_enum is Task.FLF2V and not self.last_image:
+            raise ConfigError("task flf2v needs a last frame (--last-image)")
+        if not needs_image and self.image:
+            raise ConfigError(f"task {task} takes no input image; use --task i2v or ti2v")
+        if self.last_image and task_enum is not Task.FLF2V:
+            raise ConfigError("--last-image is only used by the flf2v task")
+        if task_enum is Task.FLF2V and frames < 2:
+            raise ConfigError("flf2v needs at least 5 frames")
+        if not (0 <= self.seed < 2**63):
+            raise ConfigError(f"seed must be between 0 and 2^63-1, got {self.seed}")
+        neg = self.negative_prompt if self.negative_prompt else d.negative_prompt
+        return replace(self, negative_prompt=neg, task=task, width=width, height=height,
+                       frames=frames, steps=steps, guidance=float(guidance),
+                       guidance_low=float(guidance_low), shift=float(shift), sampler=sampler,
+                       sigmas=sigmas)
