@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-progress", action="store_true")
     g.add_argument("--out", type=Path, required=True, help="out.mp4, or a folder for PNG frames")
 
-    from .engines.bench import add_parser as add_bench_parser
+    from .bench import add_parser as add_bench_parser
     from .model_manager_cli import add_parser as add_models_parser
 
     add_models_parser(sub)
@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "export":
             return _cmd_export(args)
         if args.command == "bench":
-            from .engines.bench import run as run_bench
+            from .bench import run as run_bench
 
             return run_bench(args)
         if args.command == "models":

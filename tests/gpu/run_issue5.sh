@@ -34,7 +34,7 @@ if [ -d .whl ] && ls .whl/*.whl > /dev/null 2>&1; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
-if ! "$PY" -c "import wan_desktop.engines.bench" 2>/dev/null; then
+if ! "$PY" -c "import wan_desktop.bench" 2>/dev/null; then
     # offline: no build isolation (setuptools and wheel come from the machine's environment)
     "$PY" -m pip install -q --no-deps --no-index --no-build-isolation -e . || exit 1
 fi

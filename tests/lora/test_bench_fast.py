@@ -7,7 +7,7 @@ import argparse
 import json
 
 import pytest
-from wan_desktop.engines import bench
+from wan_desktop import bench
 from wan_desktop.engines.torch_backend import TorchDenoiser
 
 

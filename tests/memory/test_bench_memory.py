@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from wan_desktop.engines import bench
+from wan_desktop import bench
 
 
 def _run(capsys, *argv: str) -> dict:

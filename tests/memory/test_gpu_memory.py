@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from wan_desktop.engines import bench
+from wan_desktop import bench
 
 
 def _run(capsys, *argv: str) -> dict:

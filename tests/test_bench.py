@@ -6,7 +6,7 @@ import argparse
 import json
 
 import pytest
-from wan_desktop.engines import bench
+from wan_desktop import bench
 
 OUR_KEYS = {"build_s", "t5_encode_s", "dit_first_call_s", "dit_step_s", "vae_decode_s", "e2e_s",
             "peak_allocated_gb", "peak_reserved_gb", "device_used_gb", "phases_gb"}

@@ -116,7 +116,7 @@ def _rounded(obj: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m wan_desktop.engines.bench ...`` (same options as ``wan-desktop bench``)."""
+    """``python -m wan_desktop.bench ...`` (same options as ``wan-desktop bench``)."""
     parser = argparse.ArgumentParser(prog="wan-desktop bench")
     sub = parser.add_subparsers(dest="command", required=True)
     add_parser(sub)
@@ -360,7 +360,7 @@ def _dit_inputs(variant, request, device) -> dict[str, Any]:
 
 
 def _build_ours(variant, device, dtype):
-    from .torch_backend import build_torch_components
+    from .engines.torch_backend import build_torch_components
 
     return build_torch_components(variant, None, device=device, dtype=dtype)
 
@@ -370,7 +370,7 @@ def _tiny_vae(spec: str, variant, device, dtype):
     random weights: its speed does not depend on the values."""
     import torch
 
-    from .preview import TinyVaeDecoder
+    from .engines.preview import TinyVaeDecoder
 
     z = variant.vae.z_dim
     if spec != "random":
@@ -387,9 +387,9 @@ def _tiny_vae(spec: str, variant, device, dtype):
 
 def _fast_denoiser(model, args, *, step_cache):
     """Quantize / switch attention of ``model`` in place and wrap it in the options' denoiser."""
-    from .step_cache import StepCacheConfig
-    from .torch_backend import TorchDenoiser
-    from .torch_ops import quantize_linears, set_attention
+    from .engines.step_cache import StepCacheConfig
+    from .engines.torch_backend import TorchDenoiser
+    from .engines.torch_ops import quantize_linears, set_attention
 
     if args.precision in ("fp8", "int8"):
         quantize_linears(model, args.precision)
@@ -480,7 +480,7 @@ def _bench_tiling(variant, latents, args):
     peak (weights + one tile's working set) fits ``--vae-budget``; small frames: halves."""
     from wan_desktop import memory as M
 
-    from .vae_tiling import Tiling
+    from .engines.vae_tiling import Tiling
 
     _, _, _, h, w = latents.shape
     s = variant.vae.spatial_factor
@@ -504,7 +504,7 @@ def _vae_figures(vae, latents, variant, clock: _Clock, device, args) -> dict[str
 
     from wan_desktop import memory as M
 
-    from .vae_tiling import psnr_db
+    from .engines.vae_tiling import psnr_db
 
     tiling = _bench_tiling(variant, latents, args)
     cuda = device.type == "cuda"
@@ -541,7 +541,7 @@ def _vae_only(variant, device, dtype, clock: _Clock, inputs, args) -> dict[str, 
 
     from wan_desktop.checkpoints.materialize import weights_on_meta
 
-    from .torch_backend import TorchVae, _vae_class, randomize
+    from .engines.torch_backend import TorchVae, _vae_class, randomize
 
     with weights_on_meta():
         model = _vae_class(variant)(variant.vae)
@@ -559,7 +559,7 @@ def _planned(variant, device, dtype, request, args) -> dict[str, Any]:
 
     from wan_desktop import memory as M
 
-    from .residency import apply_plan, release, request_for, run_with_fallback
+    from .engines.residency import apply_plan, release, request_for, run_with_fallback
 
     t0 = time.perf_counter()
     comps = _build_ours(variant, device, dtype)
@@ -585,7 +585,7 @@ def _planned(variant, device, dtype, request, args) -> dict[str, Any]:
         from wan_desktop.pipeline import generate
 
         if args.precision in ("fp8", "int8"):
-            from .torch_ops import quantize_linears
+            from .engines.torch_ops import quantize_linears
 
             for d in comps.denoisers:
                 if not getattr(d.model, "_bench_quantized", False):
@@ -632,8 +632,8 @@ def _sweep(variant, device, dtype, clock: _Clock, inputs, args) -> list[dict[str
 
     import torch
 
-    from .torch_backend import TorchDenoiser
-    from .torch_ops import quantize_linears, set_attention
+    from .engines.torch_backend import TorchDenoiser
+    from .engines.torch_ops import quantize_linears, set_attention
 
     comps = _build_ours(variant, device, dtype)
     base = comps.denoisers[0].model
@@ -720,7 +720,7 @@ def _diffusers_modules(variant, device, dtype):
 
 def _randomize_tied(module, **kw):
     """``randomize``, keeping tied parameters (T5's shared embedding) one tensor."""
-    from .torch_backend import randomize
+    from .engines.torch_backend import randomize
 
     groups: dict[int, list[str]] = {}
     for name, p in module.named_parameters(remove_duplicate=False):
