@@ -1,0 +1,377 @@
+"""The run owner: one generation job, from a request to a finished file.
+
+:func:`prepare` does every check that needs no weights (files, values, images, LoRAs, the preset,
+the memory plans), so bad input is reported in seconds; :func:`execute` builds or reuses the
+components, runs the generation under the first memory plan that fits (the next, tighter plan after
+a CUDA out-of-memory error) and writes the output atomically. The CLI (cli.py) and the app's GPU
+service (ui/service.py) are thin adapters over these two calls: a new capability is wired here once.
+
+The backends are injected as a :class:`ComponentFactory` (engines/factory.py implements it), so
+this module and the pipeline never import an engine, and the engines never import them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from . import pipeline
+from .cancel import CancelToken
+from .errors import CheckpointError, ConfigError, OutOfVram
+from .options import RunOptions
+from .request import GenerationRequest
+
+if TYPE_CHECKING:
+    import torch
+
+    from .checkpoints.detect import ModelFiles
+    from .contracts import Components, VaeDecoder
+    from .memory import Plan
+    from .variants import Variant
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Warn = Callable[[str], None]
+
+
+class ComponentFactory(Protocol):
+    """What a run needs from the backends (engines/factory.py: ``EngineFactory``)."""
+
+    def detect(self, options: RunOptions) -> tuple[Variant, ModelFiles | None]:
+        """The variant to run and its files (None: random weights or a self-contained engine
+        folder): reads headers only."""
+        ...
+
+    def device(self, options: RunOptions) -> torch.device:
+        """Where the run computes (``--device``, else CUDA when there is one)."""
+        ...
+
+    def build(self, options: RunOptions, variant: Variant, files: ModelFiles | None, *,
+              plan: Plan | None, size: str, warn: Warn) -> Components:
+        """Every component the variant needs; with a ``plan`` nothing is put on the GPU yet."""
+        ...
+
+    def set_loras(self, components: Components, options: RunOptions) -> bool:
+        """Give built components ``options``' LoRAs in place; False where that cannot be done."""
+        ...
+
+    def tiny_vae(self, path: str, *, z_dim: int, device: torch.device) -> VaeDecoder:
+        """A TAEHV decoder, loaded on ``device``: the fast final decode."""
+        ...
+
+    def place(self, components: Components, plan: Plan, device: torch.device) -> Components:
+        """``components`` wrapped to follow ``plan`` (residency, block streaming, tiles)."""
+        ...
+
+    def release(self, components: Components) -> None:
+        """Every component off the GPU (after a run, or a failed attempt)."""
+        ...
+
+
+# ----------------------------------------------------------------------------- prepare
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreparedRun:
+    """A checked job: everything :func:`execute` needs, nothing loaded yet."""
+
+    request: Any  # the resolved request (every default filled in)
+    options: RunOptions
+    variant: Variant
+    files: ModelFiles | None
+    device: torch.device
+    plans: tuple[Plan, ...]  # the memory-plan ladder, loosest first; empty on the CPU / engines
+    out: Path
+    notes: tuple[str, ...] = ()  # worth telling the user before the run (one line each)
+
+    @property
+    def size(self) -> str:
+        """"WxHxF": picks the TensorRT engines built for that preset."""
+        r = self.request
+        return f"{r.width}x{r.height}x{r.frames}"
+
+    def describe_plans(self) -> str:
+        return "\n".join(p.describe() for p in self.plans)
+
+
+def prepare(request: GenerationRequest, options: RunOptions, *, out: str | Path,
+            factory: ComponentFactory, plan_only: bool = False) -> PreparedRun:
+    """Check a job without loading any weights: the model files and variant, the output path, the
+    LoRAs (against the checkpoint's headers), the preset, every request value, the input images,
+    the tiny-VAE file, and the memory plans of a CUDA run. ``plan_only``: plan for
+    ``options.vram_budget_gb`` even without a GPU (``--print-plan``)."""
+    from .lora import check_run_loras, run_specs
+    from .video import check_output_path
+
+    if options.model is None and options.random_weights is None and (
+            options.backend == "torch" or options.engines is None):
+        raise ConfigError("no model given",
+                          remedy="Give --model PATH (or --random-weights VARIANT, or --backend "
+                                 "onnxruntime --engines DIR); in the app, pick a model.")
+    if options.backend != "torch" and options.engines is None:
+        raise ConfigError(f"the {options.backend} backend needs an engine folder (--engines DIR)")
+    out = Path(out)
+    check_output_path(out)
+    variant, files = factory.detect(options)
+    check_run_loras(run_specs(options.loras, options.loras_low), variant, files)
+    if options.preset:  # before resolve: the distilled σ grid, guidance_low
+        from .presets import get_preset
+
+        request = get_preset(options.preset).apply(request, variant)
+    resolved = request.resolve(variant)
+    pipeline.check_images(resolved)
+    if options.tiny_vae is not None and not Path(options.tiny_vae).expanduser().is_file():
+        raise CheckpointError(f"tiny VAE file not found: {options.tiny_vae}",
+                              remedy="Choose the TAEHV file again (--tiny-vae, or Settings).")
+    device = factory.device(options)
+    plans: tuple[Plan, ...] = ()
+    if options.backend == "torch" and (device.type == "cuda" or plan_only):
+        if device.type != "cuda" and options.vram_budget_gb is None:
+            raise ConfigError("planning without a CUDA GPU needs a VRAM budget",
+                              remedy="Give the card's memory, e.g. --vram-budget 12.")
+        plans = tuple(plans_for_run(variant, resolved, device=device,
+                                    budget_gib=options.vram_budget_gb,
+                                    precision=options.precision or stored_precision(files)))
+    notes: list[str] = []
+    if not options.random_weights:  # random weights: benchmarks, no opinion
+        from .presets import few_step_warning
+
+        note = few_step_warning(options.preset, str(options.model or ""),
+                                has_loras=bool(options.loras or options.loras_low))
+        if note:
+            notes.append(note)
+    return PreparedRun(request=resolved, options=options, variant=variant, files=files,
+                       device=device, plans=plans, out=out, notes=tuple(notes))
+
+
+def stored_precision(files: ModelFiles | None) -> str | None:
+    """"fp8" when the (first) DiT's block linears are stored in fp8 (ComfyUI fp8 / fp8_scaled
+    files run as stored), else None; read from the safetensors header only."""
+    if files is None or not files.experts:
+        return None
+    from .checkpoints.reader import read_safetensors_header
+
+    for f in files.experts[0].files:
+        if Path(f).suffix != ".safetensors":
+            continue
+        try:
+            header, _meta = read_safetensors_header(Path(f))
+        except (CheckpointError, OSError):  # the loader reports a bad file with its own error
+            return None
+        for name, info in header.items():
+            if ".ffn.0.weight" in name or ".ffn.net.0.proj.weight" in name:
+                return "fp8" if info.dtype.startswith("float8") else None
+    return None
+
+
+def plans_for_run(variant: Variant, request: Any, *, device: torch.device,
+                  budget_gib: float | None, precision: str | None) -> list[Plan]:
+    """The fallback ladder for a run on ``device``: planned for ``budget_gib`` (``--vram-budget``)
+    or, without one, for the GPU's free memory now ("auto"). ``precision``: the DiT's (--precision,
+    or ``stored_precision`` of the files); None plans for bf16."""
+    from . import memory
+
+    if budget_gib is None:
+        if device.type != "cuda":
+            raise ConfigError("no CUDA GPU to plan for", remedy="Give --vram-budget GB.")
+        budget_gib = memory.auto_budget_gib(memory.free_vram_gib(device))
+    task = request.task.value if hasattr(request.task, "value") else (request.task or "t2v")
+    work = memory.workload_for(variant, request.width, request.height, request.frames, task=task,
+                               precision=precision if precision in ("fp8", "int8") else "bf16",
+                               guidance=request.guidance != 1.0 or (
+                                   variant.experts == 2 and request.guidance_low != 1.0))
+    return memory.plan_ladder(work, budget_gib, ram_gib=memory.system_ram_gib())
+
+
+# ----------------------------------------------------------------------------- components
+
+
+class ComponentCache:
+    """The components of the last run, kept for the next one when it needs the same (the app
+    keeps one for its lifetime; the CLI makes one per run). A change of LoRAs alone re-reads the
+    DiT in place; any other change builds anew."""
+
+    def __init__(self, factory: ComponentFactory) -> None:
+        self.factory = factory
+        self._key: str | None = None
+        self._loras: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+        self._components: Components | None = None
+        self.builds = 0  # how many times components were built (tests, logs)
+
+    def get(self, prepared: PreparedRun, *, warn: Warn) -> Components:
+        o = prepared.options
+        plan = prepared.plans[0] if prepared.plans else None
+        what = o.to_dict()
+        if o.backend == "torch":  # a LoRA change re-reads the DiT, not everything
+            what.pop("loras")
+            what.pop("loras_low")
+        engines_size = prepared.size if o.backend == "tensorrt" else None  # engines are per size
+        key = json.dumps([what, None if plan is None else plan.describe(), engines_size,
+                          prepared.variant.name, str(prepared.device)], sort_keys=True, default=str)
+        loras = (tuple(o.loras), tuple(o.loras_low))
+        if key == self._key and self._components is not None and loras != self._loras:
+            log.info("LoRAs changed: re-reading the DiT with %s", o.loras + o.loras_low)
+            try:
+                changed = self.factory.set_loras(self._components, o)
+            except BaseException:
+                self.release()  # a half-changed model must not serve the next job
+                raise
+            if changed:
+                self._loras = loras
+            else:
+                self.release()  # not torch modules: built anew below with the new LoRAs
+        if key != self._key or self._components is None:
+            self.release()
+            comps = self.factory.build(o, prepared.variant, prepared.files, plan=plan,
+                                       size=prepared.size, warn=warn)
+            self.builds += 1
+            if o.tiny_vae:  # the fast final decode: the TAEHV replaces the VAE decoder
+                big = comps.vae_decoder
+                comps.vae_decoder = self.factory.tiny_vae(o.tiny_vae,
+                                                          z_dim=prepared.variant.vae.z_dim,
+                                                          device=prepared.device)
+                if big is not comps.vae_encoder:
+                    big.unload()  # nothing encodes with it: the full VAE leaves the GPU
+                comps.info["tiny_vae"] = Path(o.tiny_vae).name
+            self._components, self._key, self._loras = comps, key, loras
+        return self._components
+
+    def release(self) -> None:
+        """Drop the kept components and give their memory back."""
+        comps, self._components, self._key = self._components, None, None
+        if comps is None:
+            return
+        for c in (comps.text_encoder, *comps.denoisers, comps.vae_decoder, comps.vae_encoder,
+                  comps.image_encoder):
+            if c is not None:
+                c.unload()
+        _free_device_memory()
+
+
+# ----------------------------------------------------------------------------- execute
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunResult:
+    out: Path
+    seconds: float
+    request: Any  # the resolved request that ran (the plan's CFG batching included)
+    fps: int
+    plan: Plan | None  # the memory plan that ran (None: the CPU, or an engine backend)
+    peak_vram_gib: float | None  # torch's peak allocation on a CUDA device
+
+
+def execute(prepared: PreparedRun, *, components: ComponentCache,
+            cancel: CancelToken | None = None, emit: pipeline.Emit | None = None,
+            warn: Warn = log.warning) -> RunResult:
+    """Run a prepared job and write its output (nothing appears at ``prepared.out`` unless the
+    whole video was made). A CUDA out-of-memory error moves to the next memory plan with one
+    ``warn`` line; past the last plan (or without plans) it is :class:`OutOfVram`, and the kept
+    components are released. Raises ``Cancelled`` within one step of ``cancel``."""
+    cancel = cancel or CancelToken()
+    emit = emit or _ignore
+    t0 = time.perf_counter()
+    torch = _torch()
+    cuda = prepared.device.type == "cuda"
+    try:
+        cancel.check()
+        emit(pipeline.StageStarted("load"))
+        raw = components.get(prepared, warn=warn)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(prepared.device)
+        if prepared.plans:
+            def attempt(plan: Plan) -> tuple[Path, Any]:
+                comps = components.factory.place(raw, plan, prepared.device)
+                req = replace(prepared.request, batch_cfg=plan.dit.batch_cfg)
+                try:
+                    return _generate(comps, req, prepared, cancel, emit), req
+                finally:
+                    components.factory.release(comps)
+
+            (out, request), plan = run_with_fallback(prepared.plans, attempt, warn=warn)
+            log.info("ran with the plan: %s", plan.describe())
+        else:  # the CPU or an engine backend: nothing to place
+            request, plan = prepared.request, None
+            out = _generate(raw, request, prepared, cancel, emit)
+    except BaseException as e:
+        if not is_cuda_oom(e):
+            raise
+        components.release()  # give the memory back before anything else runs
+        raise OutOfVram(f"out of GPU memory: {_first_line(e)}") from None
+    peak = torch.cuda.max_memory_allocated(prepared.device) / 2**30 if cuda else None
+    return RunResult(out=out, seconds=time.perf_counter() - t0, request=request,
+                     fps=prepared.variant.defaults.fps, plan=plan,
+                     peak_vram_gib=None if peak is None else round(peak, 2))
+
+
+def _ignore(event: pipeline.Event) -> None:
+    return None
+
+
+def _generate(comps: Components, request: Any, prepared: PreparedRun, cancel: CancelToken,
+              emit: pipeline.Emit) -> Path:
+    pipeline.begin_run(comps, request)  # the step cache's start-of-run hook (a preset's grid too)
+    return pipeline.generate_to_file(comps, request, prepared.out, options=prepared.options,
+                                     cancel=cancel, emit=emit, device=prepared.device)
+
+
+def run_with_fallback(plans: Sequence[Plan], attempt: Callable[[Plan], T], *,
+                      warn: Warn) -> tuple[T, Plan]:
+    """``attempt(plan)`` for each plan in order until one finishes without a CUDA out-of-memory
+    error; returns (its result, the plan that worked). Each move to the next plan is one warning
+    line; the last plan's OOM becomes OutOfVram. Other errors (and Cancelled) pass through."""
+    if not plans:
+        raise ValueError("run_with_fallback needs at least one plan")
+    for i, plan in enumerate(plans):
+        try:
+            return attempt(plan), plan
+        except BaseException as e:
+            if not is_cuda_oom(e):
+                raise
+            first = _first_line(e)
+            del e
+            _free_device_memory()
+            if i + 1 == len(plans):
+                raise OutOfVram(f"out of GPU memory: {first} (with the tightest plan, {plan.name}, "
+                                f"predicted peak {plan.predicted.peak_gib:.1f} GiB)") from None
+            nxt = plans[i + 1]
+            warn(f"out of GPU memory with plan {plan.name} (predicted peak "
+                 f"{plan.predicted.peak_gib:.1f} GiB); retrying with plan {nxt.name} "
+                 f"(predicted peak {nxt.predicted.peak_gib:.1f} GiB)")
+    raise AssertionError("unreachable")
+
+
+# ----------------------------------------------------------------------------- CUDA errors
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch
+
+
+def is_cuda_oom(e: BaseException) -> bool:
+    """The one test for a CUDA out-of-memory error (torch's class, imported only when loaded)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(e, torch.cuda.OutOfMemoryError)
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or ["CUDA out of memory"])[0]
+
+
+def _free_device_memory() -> None:
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
