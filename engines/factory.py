@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wan_desktop.contracts import Components
+from wan_desktop.contracts import Components, VaeDecoder
 from wan_desktop.errors import ConfigError, EngineError
 from wan_desktop.variants import Variant, get_variant
 
@@ -161,3 +162,44 @@ def _build_engine_components(options: RunOptions, variant: Variant, files: Model
                                      options.engines, device, warn=warn,
                                      tokenizer=engine_tokenizer(options.engines, manifest),
                                      precision=options.precision, preset=size)
+
+
+class EngineFactory:
+    """The backends as the run owner (wan_desktop/run.py ``ComponentFactory``) sees them: the
+    composition roots (the CLI, the app's GPU service) hand one to ``run.execute``. The module
+    functions are looked up at each call, so a test can replace one of them."""
+
+    def __init__(self, *, prompt_cache_dir: Path | None = None) -> None:
+        self.prompt_cache_dir = prompt_cache_dir  # None: the user cache dir
+
+    def detect(self, options: RunOptions) -> tuple[Variant, ModelFiles | None]:
+        return detect_for_options(options)
+
+    def device(self, options: RunOptions) -> torch.device:
+        return resolve_device(options)[0]
+
+    def build(self, options: RunOptions, variant: Variant, files: ModelFiles | None, *,
+              plan: Plan | None, size: str, warn: Callable[[str], None]) -> Components:
+        return build_components(options, variant, files, warn=warn, plan=plan, size=size)[0]
+
+    def set_loras(self, components: Components, options: RunOptions) -> bool:
+        return set_run_loras(components, options)
+
+    def tiny_vae(self, path: str, *, z_dim: int, device: torch.device) -> VaeDecoder:
+        from .preview import TinyVaeDecoder
+
+        decoder = TinyVaeDecoder(path, z_dim=z_dim)
+        decoder.load(device)
+        return decoder
+
+    def place(self, components: Components, plan: Plan, device: torch.device) -> Components:
+        from .residency import PromptCache, apply_plan, default_cache_dir, text_model_key
+
+        root = self.prompt_cache_dir if self.prompt_cache_dir is not None else default_cache_dir()
+        cache = PromptCache(root, text_model_key(components, plan.text.precision))
+        return apply_plan(components, plan, device, cache=cache)
+
+    def release(self, components: Components) -> None:
+        from .residency import release
+
+        release(components)

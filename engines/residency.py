@@ -1,4 +1,4 @@
-"""Apply a memory plan (wan_desktop/memory.py) to built components, and retry on CUDA OOM.
+"""Apply a memory plan (wan_desktop/memory.py) to built components.
 
 The generation loop only calls ``encode`` / ``__call__`` / ``decode``; the wrappers here decide
 when each component is on the GPU, in the order the plan's phases assume:
@@ -9,8 +9,8 @@ when each component is on the GPU, in the order the plan's phases assume:
   planned (engines/block_swap.py);
 - VAE: loaded for encode/decode; before the decode the DiTs leave the GPU if the plan says so; the
   decode is tiled as planned (engines/vae_tiling.py).
-:func:`run_with_fallback` runs an attempt per plan, moving to the next, tighter plan on a CUDA
-out-of-memory error with one warning line.
+The run owner (wan_desktop/run.py) chooses the plans and moves to the next one after a CUDA
+out-of-memory error; this module only places components as one plan says.
 """
 
 from __future__ import annotations
@@ -20,22 +20,19 @@ import hashlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from wan_desktop.contracts import Components
-from wan_desktop.errors import CheckpointError, OutOfVram
 
 if TYPE_CHECKING:
     from wan_desktop.memory import Plan
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 CACHE_FORMAT = "1"  # bump when the stored layout changes
 
@@ -381,11 +378,7 @@ def release(components: Components) -> None:
         _free_cuda(dev)
 
 
-# ----------------------------------------------------------------------------- OOM fallback
-
-
-def is_cuda_oom(e: BaseException) -> bool:
-    return isinstance(e, torch.cuda.OutOfMemoryError)
+# ----------------------------------------------------------------------------- helpers
 
 
 def _free_cuda(device: torch.device | None = None) -> None:
@@ -394,98 +387,3 @@ def _free_cuda(device: torch.device | None = None) -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def run_with_fallback(plans: Sequence[Plan], attempt: Callable[[Plan], T], *,
-                      warn: Callable[[str], None]) -> tuple[T, Plan]:
-    """``attempt(plan)`` for each plan in order until one finishes without a CUDA out-of-memory
-    error; returns (its result, the plan that worked). Each move to the next plan is one warning
-    line; the last plan's OOM becomes OutOfVram. Other errors (and Cancelled) pass through."""
-    if not plans:
-        raise ValueError("run_with_fallback needs at least one plan")
-    for i, plan in enumerate(plans):
-        try:
-            return attempt(plan), plan
-        except torch.cuda.OutOfMemoryError as e:
-            first = (str(e).strip().splitlines() or ["CUDA out of memory"])[0]
-            del e
-            _free_cuda(torch.device("cuda"))
-            if i + 1 == len(plans):
-                raise OutOfVram(f"out of GPU memory: {first} (with the tightest plan, {plan.name}, "
-                                f"predicted peak {plan.predicted.peak_gib:.1f} GiB)") from None
-            nxt = plans[i + 1]
-            warn(f"out of GPU memory with plan {plan.name} (predicted peak "
-                 f"{plan.predicted.peak_gib:.1f} GiB); retrying with plan {nxt.name} "
-                 f"(predicted peak {nxt.predicted.peak_gib:.1f} GiB)")
-    raise AssertionError("unreachable")
-
-
-def request_for(request: Any, plan: Plan) -> Any:
-    """The request with the plan's CFG batching (the only request field a plan decides)."""
-    return replace(request, batch_cfg=plan.dit.batch_cfg)
-
-
-# ----------------------------------------------------------------------------- a planned run
-
-
-def stored_precision(files: Any) -> str | None:
-    """"fp8" when the (first) DiT's block linears are stored in fp8 (ComfyUI fp8 / fp8_scaled
-    files run as stored), else None; read from the safetensors header only."""
-    if files is None or not getattr(files, "experts", None):
-        return None
-    from wan_desktop.checkpoints.reader import read_safetensors_header
-
-    for f in files.experts[0].files:
-        if Path(f).suffix != ".safetensors":
-            continue
-        try:
-            header, _meta = read_safetensors_header(Path(f))
-        except (CheckpointError, OSError):  # the loader reports a bad file with its own error
-            return None
-        for name, info in header.items():
-            if ".ffn.0.weight" in name or ".ffn.net.0.proj.weight" in name:
-                return "fp8" if info.dtype.startswith("float8") else None
-    return None
-
-
-def plans_for_run(variant: Any, request: Any, *, device: torch.device,
-                  budget_gib: float | None, precision: str | None) -> list[Plan]:
-    """The fallback ladder for a run on ``device``: planned for ``budget_gib`` (``--vram-budget``)
-    or, without one, for the GPU's free memory now ("auto"). ``precision``: the DiT's (--precision,
-    or ``stored_precision`` of the files); None plans for bf16."""
-    from wan_desktop import memory
-
-    if budget_gib is None:
-        if device.type != "cuda":
-            from wan_desktop.errors import ConfigError
-
-            raise ConfigError("no CUDA GPU to plan for", remedy="Give --vram-budget GB.")
-        budget_gib = memory.auto_budget_gib(memory.free_vram_gib(device))
-    work = memory.workload_for(variant, request.width, request.height, request.frames,
-                               task=request.task or "t2v",
-                               precision=precision if precision in ("fp8", "int8") else "bf16",
-                               guidance=request.guidance != 1.0 or (
-                                   variant.experts == 2 and request.guidance_low != 1.0))
-    return memory.plan_ladder(work, budget_gib, ram_gib=memory.system_ram_gib())
-
-
-def generate_with_plans(raw: Components, plans: Sequence[Plan], request: Any, out: Any, *,
-                        device: torch.device, warn: Callable[[str], None],
-                        cache_dir: Path | None = None, **run: Any) -> tuple[Any, Plan]:
-    """``pipeline.generate_to_file`` under the first plan, then the next ones after a CUDA OOM.
-    ``run``: generate_to_file's keywords (options, cancel, emit). Returns (path, plan used)."""
-    from wan_desktop.pipeline import begin_run, generate_to_file
-
-    root = cache_dir if cache_dir is not None else default_cache_dir()
-
-    def attempt(plan: Plan) -> Any:
-        cache = PromptCache(root, text_model_key(raw, plan.text.precision))
-        comps = apply_plan(raw, plan, device, cache=cache)
-        req = request_for(request, plan)
-        begin_run(comps, req)  # the step cache's start-of-run hook (a preset's grid included)
-        try:
-            return generate_to_file(comps, req, out, device=device, **run)
-        finally:
-            release(comps)
-
-    return run_with_fallback(plans, attempt, warn=warn)

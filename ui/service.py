@@ -16,17 +16,20 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Signal, Slot
 from PySide6.QtGui import QImage
 
 from wan_desktop.cancel import CancelToken
-from wan_desktop.errors import Cancelled, OutOfVram, WanError
+from wan_desktop.errors import Cancelled, WanError
 
 from .library import scan
 from .paths import thumbnails_dir
 from .store import Job
+
+if TYPE_CHECKING:
+    from wan_desktop.run import ComponentFactory
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +92,30 @@ class GpuService(QObject):
     job_failed = Signal(str, object)  # job id, UserError
     job_cancelled = Signal(str)
     models_scanned = Signal(object)  # tuple[ModelEntry, ...]
+    # engine exports/builds (submit_export): the same thread and queue as the generation jobs
+    export_started = Signal(str)  # export id
+    export_progress = Signal(str, str, float)  # export id, stage, fraction 0..1
+    export_log = Signal(str, str)  # export id, line
+    export_finished = Signal(str, str)  # export id, the engine folder
+    export_failed = Signal(str, object)  # export id, UserError
+    export_cancelled = Signal(str)  # export id
+    _submit_export = Signal(object)  # (export id, ExportJob): queued like _submit, in one FIFO
 
     _submit = Signal(object)  # GUI thread -> worker thread hops (queued)
     _scan = Signal(object)
     _release = Signal()
 
-    def __init__(self, *, preview_interval_s: float = 0.25, preview_decoder: str = "") -> None:
+    def __init__(self, *, preview_interval_s: float = 0.25, preview_decoder: str = "",
+                 factory: ComponentFactory | None = None) -> None:
         super().__init__()
+        from wan_desktop.run import ComponentCache
+
+        if factory is None:  # the app's composition: the real backends
+            from wan_desktop.engines.factory import EngineFactory
+
+            factory = EngineFactory()
+        # the components of the last job, kept for the next one (run.ComponentCache decides)
+        self._cache = ComponentCache(factory)
         self.preview_interval_s = preview_interval_s
         # a TAEHV file for previews ("" : the linear map); the GUI sets it, each job reads it once
         self.preview_decoder = preview_decoder
@@ -103,16 +123,13 @@ class GpuService(QObject):
         self._tae_refused: set[tuple[str, int]] = set()  # warned once, linear map instead
         self._tokens: dict[str, CancelToken] = {}
         self._lock = threading.Lock()
-        self._cache_key: str | None = None
-        self._loras: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())  # in the cached components
-        self._components: Any = None
-        self._device: Any = None
         # (monotonic time, job id, step) of every finished step: lets tests and the log measure
         # how many steps ran after a cancel
         self.step_log: deque[tuple[float, str, int]] = deque(maxlen=10_000)
         self._submit.connect(self._run)
         self._scan.connect(self._do_scan)
         self._release.connect(self._drop_components)
+        self._submit_export.connect(self._run_export)
 
     # ------------------------------------------------------------------ GUI-thread API
 
@@ -145,6 +162,16 @@ class GpuService(QObject):
         """Free loaded weights (on the worker thread, after the current job)."""
         self._release.emit()
 
+    def submit_export(self, export_id: str, job: Any) -> None:
+        """Queue an engine export/build (a ``wan_desktop.export.job.ExportJob``) on the worker
+        thread, behind whatever is already queued there and before whatever comes next: ONNX
+        export, FP8/INT8 calibration (real generations) and TensorRT builds use the GPU, which
+        has one thread (STYLE rule 8). ``cancel(export_id)`` stops it at its next check; the
+        ``export_*`` signals report it."""
+        with self._lock:
+            self._tokens.setdefault(export_id, CancelToken())
+        self._submit_export.emit((export_id, job))
+
     # ------------------------------------------------------------------ worker thread
 
     @Slot(object)
@@ -161,64 +188,8 @@ class GpuService(QObject):
         self._unload()
 
     def _unload(self) -> None:
-        comps, self._components, self._cache_key = self._components, None, None
-        if comps is None:
-            return
-        for c in (comps.text_encoder, *comps.denoisers, comps.vae_decoder, comps.vae_encoder,
-                  comps.image_encoder):
-            unload = getattr(c, "unload", None)
-            if callable(unload):
-                unload()
-        import gc
-
-        gc.collect()
-        torch = _torch_if_loaded()
-        if torch is not None and torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-    def _load(self, options: Any, variant: Any, files: Any, plan: Any,
-              size: str) -> tuple[Any, Any]:
-        """Components for ``options``, kept from the previous job when nothing changed. With a
-        memory ``plan`` (CUDA) they stay on the CPU; the residency layer places them per run.
-        ``size`` ("WxHxF") picks the TensorRT engines of that preset."""
-        import json
-
-        from wan_desktop.engines.factory import build_components, set_run_loras
-
-        engines_size = size if options.backend == "tensorrt" else None  # engines are per size
-        what = options.to_dict()
-        if options.backend == "torch":  # a LoRA change re-reads the DiT, not everything
-            what.pop("loras")
-            what.pop("loras_low")
-        key = json.dumps([what, None if plan is None else plan.describe(), engines_size],
-                         sort_keys=True, default=str)
-        if key == self._cache_key and self._components is not None \
-                and (tuple(options.loras), tuple(options.loras_low)) != self._loras:
-            log.info("LoRAs changed: re-reading the DiT with %s", options.loras + options.loras_low)
-            try:
-                changed = set_run_loras(self._components, options)
-            except BaseException:
-                self._unload()  # a half-changed model must not serve the next job
-                raise
-            if changed:
-                self._loras = (tuple(options.loras), tuple(options.loras_low))
-            else:
-                self._unload()  # not torch modules: built anew below with the new LoRAs
-        if key != self._cache_key:
-            self._unload()
-            self._components, self._device = build_components(
-                options, variant, files, warn=lambda m: log.warning("%s", m), plan=plan,
-                size=size)
-            self._cache_key = key
-            self._loras = (tuple(options.loras), tuple(options.loras_low))
-            if options.tiny_vae:  # "fast final decode": the TAEHV replaces the VAE decoder
-                from wan_desktop.engines.preview import TinyVaeDecoder
-
-                comps = self._components
-                comps.vae_decoder = TinyVaeDecoder(options.tiny_vae, z_dim=variant.vae.z_dim)
-                comps.vae_decoder.load(self._device)
-                comps.info["tiny_vae"] = Path(options.tiny_vae).name
-        return self._components, self._device
+        """Drop the kept components (their VRAM and RAM) until the next job needs them."""
+        self._cache.release()
 
     @Slot(object)
     def _run(self, job: Job) -> None:
@@ -235,19 +206,11 @@ class GpuService(QObject):
         except WanError as e:
             log.warning("job %s failed: %s", job.id, e.one_line())
             self.job_failed.emit(job.id, UserError.from_wan(e))
-        except Exception as e:
-            torch = _torch_if_loaded()
-            if torch is not None and isinstance(e, torch.cuda.OutOfMemoryError):
-                self._unload()  # give the memory back before the next job
-                first = (str(e).strip().splitlines() or ["CUDA out of memory"])[0]
-                err = OutOfVram(f"out of GPU memory: {first}")
-                log.warning("job %s: %s", job.id, err.one_line())
-                self.job_failed.emit(job.id, UserError.from_wan(err))
-            else:
-                log.exception("job %s: internal error", job.id)
-                self.job_failed.emit(job.id, UserError(
-                    "Internal error", f"{type(e).__name__}: {e}",
-                    "This is a bug. The log (Help → Open log folder) has the details."))
+        except Exception as e:  # run.execute already made a CUDA OOM an OutOfVram
+            log.exception("job %s: internal error", job.id)
+            self.job_failed.emit(job.id, UserError(
+                "Internal error", f"{type(e).__name__}: {e}",
+                "This is a bug. The log (Help → Open log folder) has the details."))
         else:
             self.job_finished.emit(job.id, result)
         finally:
@@ -255,94 +218,122 @@ class GpuService(QObject):
                 self._tokens.pop(job.id, None)
 
     def _generate(self, job: Job, token: CancelToken) -> JobResult:
-        from wan_desktop.engines.factory import detect_for_options
-
+        from wan_desktop import run
         from wan_desktop.options import RunOptions
-        from wan_desktop.pipeline import (
-            GenerationRequest,
-            StageStarted,
-            StepDone,
-            begin_run,
-            check_images,
-            generate_to_file,
-        )
+        from wan_desktop.request import GenerationRequest
+
+        t0 = time.perf_counter()
+        # cheap checks first: a bad value or image is reported before any weights load
+        prepared = run.prepare(GenerationRequest.from_dict(job.request),
+                               RunOptions.from_dict(job.options), out=job.out,
+                               factory=self._cache.factory)
+        for note in prepared.notes:
+            log.warning("job %s: %s", job.id, note)
+        emit = self._job_events(job.id, prepared)
+        result = run.execute(prepared, components=self._cache, cancel=token, emit=emit,
+                             warn=lambda m: log.warning("%s", m))
+        frames = _read_video(result.out)
+        return JobResult(out=result.out, seconds=time.perf_counter() - t0,
+                         peak_vram_gb=result.peak_vram_gib,
+                         thumbnail=_save_thumbnail(job.id, frames), fps=result.fps,
+                         request=result.request.to_dict(), frames=frames)
+
+    def _job_events(self, job_id: str, prepared: Any) -> Any:
+        """The pipeline's events of one job as the service's signals: stages, steps (with the ETA)
+        and previews at most every ``preview_interval_s`` (the linear map, or the TAEHV)."""
+        from wan_desktop.pipeline import StageStarted, StepDone
 
         from .preview import latent_to_rgb
 
-        t0 = time.perf_counter()
-        options = RunOptions.from_dict(job.options)
-        # cheap checks first: a bad value or image is reported before any weights load
-        variant, files = detect_for_options(options)
-        request = GenerationRequest.from_dict(job.request)
-        if options.preset:  # before resolve, as the CLI: the distilled σ grid, guidance_low
-            from wan_desktop.presets import get_preset
-
-            request = get_preset(options.preset).apply(request, variant)
-        request = request.resolve(variant)
-        check_images(request)
-        if options.tiny_vae and not Path(options.tiny_vae).is_file():
-            from wan_desktop.errors import CheckpointError
-
-            raise CheckpointError(f"tiny VAE file not found: {options.tiny_vae}",
-                                  remedy="Choose the preview decoder file again in Settings.")
-        token.check()
-        self.stage_changed.emit(job.id, "load")
-        plans = _memory_plans(options, variant, request)
-        components, device = self._load(options, variant, files, plans[0] if plans else None,
-                                        f"{request.width}x{request.height}x{request.frames}")
-        torch = _torch_if_loaded()
-        cuda = torch is not None and getattr(device, "type", "") == "cuda"
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(device)
         last_preview = [0.0]
-        tae = [self._preview_decoder(variant.vae.z_dim, device)]  # [None] after a failure
-        fps = variant.defaults.fps
+        tae = [self._preview_decoder(prepared.variant.vae.z_dim, prepared.device)]
+        fps = prepared.variant.defaults.fps
 
         def emit(event: Any) -> None:
             if isinstance(event, StageStarted):
-                self.stage_changed.emit(job.id, event.stage)
+                self.stage_changed.emit(job_id, event.stage)
             elif isinstance(event, StepDone):
-                self.step_log.append((time.monotonic(), job.id, event.step))
-                self.step_done.emit(job.id, event.step, event.total, float(event.eta))
+                self.step_log.append((time.monotonic(), job_id, event.step))
+                self.step_done.emit(job_id, event.step, event.total, float(event.eta))
                 now = time.monotonic()
                 due = now - last_preview[0] >= self.preview_interval_s or event.step == event.total
-                if event.preview is not None and due:
-                    last_preview[0] = now
-                    rgb = None
-                    if tae[0] is not None:
-                        try:  # [F, H, W, 3]: the video's frames, roughly
-                            rgb = tae[0](event.preview).numpy()
-                        except RuntimeError as e:  # a preview must never fail the job (OOM)
-                            log.warning("tiny-VAE preview failed, the linear preview for the rest "
-                                        "of this job: %s", str(e).strip().splitlines()[:1])
-                            tae[0] = None
-                    if rgb is not None:
-                        self.preview_ready.emit(job.id, PreviewFrames(
-                            event.step, event.total, tuple(qimage_from_rgb(f) for f in rgb),
-                            decoder="tiny-vae", fps=fps))
-                    else:
-                        rgb = latent_to_rgb(event.preview.numpy())  # [T, h, w, 3]
-                        self.preview_ready.emit(job.id, PreviewFrames(
-                            event.step, event.total, tuple(qimage_from_rgb(f) for f in rgb)))
+                if event.preview is None or not due:
+                    return
+                last_preview[0] = now
+                rgb = None
+                if tae[0] is not None:
+                    try:  # [F, H, W, 3]: the video's frames, roughly
+                        rgb = tae[0](event.preview).numpy()
+                    except RuntimeError as e:  # a preview must never fail the job (OOM)
+                        log.warning("tiny-VAE preview failed, the linear preview for the rest of "
+                                    "this job: %s", str(e).strip().splitlines()[:1])
+                        tae[0] = None
+                if rgb is not None:
+                    self.preview_ready.emit(job_id, PreviewFrames(
+                        event.step, event.total, tuple(qimage_from_rgb(f) for f in rgb),
+                        decoder="tiny-vae", fps=fps))
+                else:
+                    rgb = latent_to_rgb(event.preview.numpy())  # [T, h, w, 3]
+                    self.preview_ready.emit(job_id, PreviewFrames(
+                        event.step, event.total, tuple(qimage_from_rgb(f) for f in rgb)))
 
-        if plans:  # a CUDA GPU: placed by the memory plan, the next plan after an OOM (as the CLI)
-            from wan_desktop.engines.residency import generate_with_plans
+        return emit
 
-            out, plan = generate_with_plans(components, plans, request, job.out, device=device,
-                                            warn=lambda m: log.warning("%s", m), options=options,
-                                            cancel=token, emit=emit)
-            log.info("job %s ran with the plan: %s", job.id, plan.describe())
+    @Slot(object)
+    def _run_export(self, item: tuple[str, Any]) -> None:
+        """One export/build, between two generation jobs on this thread. The kept generation
+        components are released first (their VRAM is the build's); no exception leaves here."""
+        export_id, job = item
+        with self._lock:
+            token = self._tokens.setdefault(export_id, CancelToken())
+        try:
+            token.check()  # cancelled while it waited: never started
+            self._unload()
+            self.export_started.emit(export_id)
+            from wan_desktop.export.job import run_export
+
+            out = run_export(
+                job, cancel=token,
+                progress=lambda stage, f: self.export_progress.emit(export_id, stage, float(f)),
+                log=lambda line: self.export_log.emit(export_id, line))
+        except Cancelled:
+            log.info("engine build %s cancelled", export_id)
+            self.export_cancelled.emit(export_id)
+        except Exception as e:
+            self.export_failed.emit(export_id, self._export_error(export_id, e))
         else:
-            begin_run(components, request)
-            out = generate_to_file(components, request, job.out, options=options, cancel=token,
-                                   emit=emit, device=device)
-        peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None
-        frames = _read_video(out)
-        thumb = _save_thumbnail(job.id, frames)
-        return JobResult(out=out, seconds=time.perf_counter() - t0,
-                         peak_vram_gb=None if peak is None else round(peak, 2), thumbnail=thumb,
-                         fps=components.variant.defaults.fps, request=request.to_dict(),
-                         frames=frames)
+            log.info("engine build %s: %s", export_id, out)
+            self.export_finished.emit(export_id, str(out))
+        finally:
+            with self._lock:
+                self._tokens.pop(export_id, None)
+            import gc
+            import sys
+
+            gc.collect()  # the build's modules and graphs; CUDA's cache for the next job
+            torch = sys.modules.get("torch")
+            if torch is not None and torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    @staticmethod
+    def _export_error(export_id: str, e: Exception) -> UserError:
+        from wan_desktop.errors import EngineError, OutOfVram
+        from wan_desktop.run import is_cuda_oom
+
+        if isinstance(e, ImportError):  # the export extra is missing or broken
+            e = EngineError(f"the export toolchain cannot be imported ({e.name or e})",
+                            remedy="Install the export extras: pip install 'wan-desktop[export]'.")
+        elif is_cuda_oom(e):  # FP8/INT8 calibration or a TensorRT build on a full GPU
+            first = (str(e).strip().splitlines() or ["CUDA out of memory"])[0]
+            e = OutOfVram(f"out of GPU memory while building engines: {first}",
+                          remedy="Close other programs that use the GPU, or build fewer "
+                                 "components or presets at once.")
+        if isinstance(e, WanError):
+            log.warning("engine build %s failed: %s", export_id, e.one_line())
+            return UserError.from_wan(e)
+        log.error("engine build %s: internal error", export_id, exc_info=e)
+        return UserError("Internal error", f"{type(e).__name__}: {e}",
+                         "This is a bug. The log (Help → Open log folder) has the details.")
 
     def _preview_decoder(self, z_dim: int, device: Any) -> Any:
         """The TaePreview for this job's latents (kept between jobs), or None for the linear map:
@@ -367,28 +358,6 @@ class GpuService(QObject):
             return None
         self._tae = (key, tae)
         return tae
-
-
-def _torch_if_loaded() -> Any:
-    import sys
-
-    return sys.modules.get("torch")
-
-
-def _memory_plans(options: Any, variant: Any, request: Any) -> list[Any]:
-    """The memory-plan ladder of a PyTorch run on a CUDA GPU (the VRAM plan picked in the window,
-    or "auto": the GPU's free memory); empty on the CPU and for engine backends."""
-    from wan_desktop.engines.factory import resolve_device
-
-    if options.backend != "torch":
-        return []
-    device, _dtype = resolve_device(options)
-    if device.type != "cuda":
-        return []
-    from wan_desktop.engines.residency import plans_for_run
-
-    return plans_for_run(variant, request, device=device, budget_gib=options.vram_budget_gb,
-                         precision=options.precision)
 
 
 def _read_video(path: Path) -> tuple[QImage, ...]:

@@ -31,14 +31,16 @@ def test_print_plan_without_a_gpu_needs_a_budget(tmp_path, capsys):
                "--out", str(tmp_path / "v.mp4")])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1
-    assert err.startswith("error: --print-plan") and "--vram-budget 12" in err
+    assert err.startswith("error: planning without a CUDA GPU needs a VRAM budget")
+    assert "--vram-budget 12" in err
 
 
 def test_fp8_checkpoints_are_planned_as_fp8(tmp_path):
     """A DiT stored in fp8 (ComfyUI fp8 files run as stored) is recognised from the header, so
     its plan counts fp8 block bytes."""
     from safetensors.torch import save_file
-    from wan_desktop.engines.residency import stored_precision
+
+    from wan_desktop.run import stored_precision
 
     class Files:
         def __init__(self, path):

@@ -11,16 +11,13 @@ from wan_desktop.engines.residency import (
     PromptCache,
     apply_plan,
     release,
-    request_for,
-    run_with_fallback,
     text_model_key,
 )
 
 from tests.fakes import fake_components
 from tests.tiny import tiny_variant
 from wan_desktop import memory as M
-from wan_desktop.errors import Cancelled, OutOfVram
-from wan_desktop.pipeline import generate, generate_to_file
+from wan_desktop.pipeline import generate
 from wan_desktop.request import GenerationRequest
 
 CUDA = torch.device("cuda")  # the fakes only record it: nothing touches a GPU
@@ -159,88 +156,6 @@ def test_planned_vae_tiles_reach_the_torch_vae():
     tiled_plan = _plan(text={"where": "cpu"}, vae={"tile": (3, 5), "overlap": 1})
     tiled = generate(apply_plan(comps, tiled_plan, "cpu"), req, device="cpu")
     assert tiled.shape == whole.shape and not torch.equal(tiled, whole)
-
-
-class OomWhenBatched:
-    """A real tiny TorchDenoiser that runs out of GPU memory on batches of 2 (the double stands in
-    for the CUDA allocator, which this machine does not have)."""
-
-    def __init__(self, inner) -> None:
-        self.inner = inner
-        self.batches: list[int] = []
-
-    def load(self, device) -> None:
-        self.inner.load(device)
-
-    def unload(self) -> None:
-        self.inner.unload()
-
-    def set_swap_blocks(self, n: int, *, pin: bool = True) -> None:
-        self.inner.set_swap_blocks(n, pin=pin)
-
-    def __call__(self, latents, timestep, context, **kw):
-        self.batches.append(latents.shape[0])
-        if latents.shape[0] > 1:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB\n"
-                                              "(GPU 0; 11.99 GiB total capacity)")
-        return self.inner(latents, timestep, context, **kw)
-
-
-def test_cuda_oom_moves_to_the_next_plan_with_one_warning(tmp_path):
-    comps = _tiny_torch()
-    double = OomWhenBatched(comps.denoisers[0])
-    comps.denoisers = (double,)
-    plans = [_plan(name="a", text={"where": "cpu"}),
-             _plan(name="b", text={"where": "cpu"}, dit={"batch_cfg": False, "swap_blocks": 1}),
-             _plan(name="c", text={"where": "cpu"}, dit={"batch_cfg": False, "swap_blocks": 2})]
-    assert plans[0].dit.batch_cfg
-    req = _request(comps.variant)
-    out = tmp_path / "video"
-    warnings: list[str] = []
-
-    def attempt(plan):
-        planned = apply_plan(comps, plan, "cpu")
-        try:
-            return generate_to_file(planned, request_for(req, plan), out, device="cpu")
-        finally:
-            release(planned)
-
-    path, used = run_with_fallback(plans, attempt, warn=warnings.append)
-    assert used.name == "b" and path == out
-    assert len(warnings) == 1 and "\n" not in warnings[0]
-    assert "out of GPU memory with plan a" in warnings[0] and "retrying with plan b" in warnings[0]
-    assert double.batches[0] == 2 and set(double.batches[1:]) == {1}
-    assert len(double.batches) == 1 + 2 * req.steps  # the failed step, then cond + uncond each step
-    assert sorted(p.name for p in out.iterdir()) == [f"{i:05d}.png" for i in range(5)] + [
-        "settings.json"]
-    assert comps.denoisers[0].inner.swap_blocks == 1
-    assert not [p for p in tmp_path.iterdir() if p.name != "video"]  # nothing half-written
-
-
-def test_oom_with_the_tightest_plan_is_out_of_vram_and_other_errors_pass_through():
-    plans = [_plan(name="a"), _plan(name="b")]
-    calls = []
-
-    def oom(plan):
-        calls.append(plan.name)
-        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")
-
-    warnings: list[str] = []
-    with pytest.raises(OutOfVram) as e:
-        run_with_fallback(plans, oom, warn=warnings.append)
-    assert calls == ["a", "b"] and len(warnings) == 1
-    assert e.value.message.startswith("out of GPU memory: CUDA out of memory. Tried to allocate")
-    assert "tightest plan, b," in e.value.message
-    assert e.value.remedy
-
-    def cancelled(plan):
-        calls.append(plan.name)
-        raise Cancelled("stop")
-
-    calls.clear()
-    with pytest.raises(Cancelled):
-        run_with_fallback(plans, cancelled, warn=warnings.append)
-    assert calls == ["a"]
 
 
 def test_wan22_experts_are_never_both_in_ram_when_planned():
