@@ -6,17 +6,17 @@ import argparse
 import json
 
 import pytest
+
 from wan_desktop import bench
+from wan_desktop.cli import build_parser, main
 
 OUR_KEYS = {"build_s", "t5_encode_s", "dit_first_call_s", "dit_step_s", "vae_decode_s", "e2e_s",
             "peak_allocated_gb", "peak_reserved_gb", "device_used_gb", "phases_gb"}
 
 
 def _args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command")
-    bench.add_parser(sub)
-    return parser.parse_args(["bench", *argv])
+    """``wan-desktop bench ARGV`` parsed by the real command line."""
+    return build_parser().parse_args(["bench", *argv])
 
 
 def test_tiny_bench_prints_json_with_all_keys(tmp_path, capsys):
@@ -50,8 +50,8 @@ def test_tiny_bench_fast_modes(capsys):
     assert printed["diffusers_components"] is None and printed["ratios"] is None
 
 
-def test_tiny_sweep(capsys):
-    assert bench.run(_args("--tiny", "--sweep")) == 0
+def test_tiny_sweep_through_the_command_line(capsys):
+    assert main(["bench", "--tiny", "--sweep"]) == 0  # cli.main dispatches to bench.run
     rows = json.loads(capsys.readouterr().out)["sweep"]
     assert [(r["precision"], r["attention"]) for r in rows] == [
         ("bf16", "sdpa"), ("fp8", "sdpa"), ("int8", "sdpa")]

@@ -13,38 +13,40 @@ transformers' UMT5EncoderModel, WanPipeline) in the same run, with the ratios di
 Timings: CUDA events around each call, after ``--warmup`` calls, median of ``--repeat``; the first
 call of the DiT is reported on its own (``dit_first_call_s``: compile and autotuning land there).
 ``--tiny`` runs the whole thing with tiny configs on the CPU in seconds (kept working by a test).
+
+A composition root of its own (it builds the torch engines and drives the pipeline, which
+``engines/`` must never import) and a subcommand module in the layout of ``cli_args.py``:
+``add_parser(subparsers)`` and ``run(args)``. How figures are taken: ``bench_measure.py``;
+diffusers' side: ``bench_reference.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import gc
 import json
 import logging
-import math
-import statistics
-import sys
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from . import bench_reference as reference
+from .bench_measure import GB, Clock, Memory, free, psnr, rel_errors
+from .cli_args import positive_float, size
+
 log = logging.getLogger(__name__)
 
 PROMPT = "Two anthropomorphic cats in comfy boxing gear and bright gloves fight on a spotlighted stage."
-GB = 1024**3
 
 # ----------------------------------------------------------------------------- command line
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any) -> None:
     """Register ``bench`` on the CLI's subparsers; the CLI calls :func:`run` with the namespace."""
     b = subparsers.add_parser("bench", help="measure speed and memory with random weights (JSON)")
     b.add_argument("--variant", default="t2v-1.3B")
-    b.add_argument("--size", type=_size, help="WIDTHxHEIGHT (default: the variant's)")
+    b.add_argument("--size", type=size, help="WIDTHxHEIGHT (default: the variant's)")
     b.add_argument("--frames", type=int, help="4n+1 frames (default: the variant's)")
     b.add_argument("--steps", type=int, help="steps of the whole generation (default: the variant's)")
     b.add_argument("--preset", choices=["fast", "turbo", "quality"],
@@ -56,22 +58,22 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="sdpa | sage | sdpa-cudnn | sdpa-flash | sdpa-efficient | sdpa-math")
     b.add_argument("--compile", action="store_true", help="torch.compile each DiT block")
     b.add_argument("--compile-mode", default=None, help="torch.compile mode (default: inductor's)")
-    b.add_argument("--step-cache", type=float, metavar="THRESH", help="TeaCache threshold")
+    b.add_argument("--step-cache", type=positive_float, metavar="THRESH", help="TeaCache threshold")
     b.add_argument("--step-cache-signal", default="modulated", choices=["modulated", "e", "e0"])
     b.add_argument("--swap-blocks", type=int, default=0, help="DiT blocks streamed from CPU memory")
     b.add_argument("--token-chunk", type=int, metavar="N",
                    help="tokens per chunk of the DiT's per-token work (models/dit.py TOKEN_CHUNK; "
                         "0: one pass, the most memory)")
-    b.add_argument("--vram-budget", type=float, metavar="GB",
+    b.add_argument("--vram-budget", type=positive_float, metavar="GB",
                    help="cap this process's GPU memory (emulates a smaller card)")
     b.add_argument("--plan", action="store_true",
                    help="only the whole generation under the memory plan for --vram-budget GB "
                         "(the budget caps this process's GPU memory; OOM moves to the next plan)")
     b.add_argument("--vae-only", action="store_true",
                    help="only the VAE decode, untiled and tiled (time, peak memory, PSNR)")
-    b.add_argument("--vae-tile", type=_size, metavar="WxH",
+    b.add_argument("--vae-tile", type=size, metavar="WxH",
                    help="latent tile of the tiled decode (default: the planner's for --vae-budget)")
-    b.add_argument("--vae-budget", type=float, metavar="GB",
+    b.add_argument("--vae-budget", type=positive_float, metavar="GB",
                    help="GPU memory the tiled decode may use (default 1.5, Wan2.2 VAE 3)")
     b.add_argument("--no-diffusers", action="store_true", help="skip diffusers' components")
     b.add_argument("--no-e2e", action="store_true", help="skip the whole-generation runs")
@@ -82,15 +84,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     b.add_argument("--device", choices=["cpu", "cuda"])
     b.add_argument("--tiny", action="store_true", help="tiny configs on the CPU (a smoke test)")
     b.add_argument("--json", type=Path, help="also write the JSON here")
-    return b
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = text.lower().replace("*", "x").split("x")
-        return int(w), int(h)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,22 +108,12 @@ def _rounded(obj: Any) -> Any:
     return obj
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m wan_desktop.bench ...`` (same options as ``wan-desktop bench``)."""
-    parser = argparse.ArgumentParser(prog="wan-desktop bench")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_parser(sub)
-    args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
-    return run(args)
-
-
 # ----------------------------------------------------------------------------- configs
 
 
 def tiny_variant(name: str):
     """``name`` with tiny DiT / VAE / T5 configs (the real structure; seconds on a CPU)."""
-    from wan_desktop.variants import T5Config, get_variant
+    from .variants import T5Config, get_variant
 
     v = get_variant(name)
     t5 = T5Config(vocab_size=384, dim=32, dim_attn=32, dim_ffn=48, num_heads=4, num_layers=2)
@@ -143,105 +126,10 @@ def tiny_variant(name: str):
 
 
 def raise_unsupported(name: str) -> None:
-    from wan_desktop.errors import ConfigError
+    from .errors import ConfigError
 
     raise ConfigError(f"bench: variant {name} needs CLIP image features; benchmark a text-to-video "
                       "variant (t2v-1.3B, t2v-14B, t2v-A14B, ti2v-5B)")
-
-
-# ----------------------------------------------------------------------------- measuring
-
-
-class _Clock:
-    """Median wall time of a callable: CUDA events on a GPU, perf_counter on the CPU."""
-
-    def __init__(self, device, warmup: int, repeat: int) -> None:
-        self.device = device
-        self.warmup = warmup
-        self.repeat = repeat
-
-    def sync(self) -> None:
-        import torch
-
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def once(self, fn: Callable[[], Any]) -> tuple[float, Any]:
-        import torch
-
-        if self.device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            self.sync()
-            start.record()
-            out = fn()
-            end.record()
-            end.synchronize()
-            return start.elapsed_time(end) / 1000.0, out
-        t0 = time.perf_counter()
-        out = fn()
-        return time.perf_counter() - t0, out
-
-    def median(self, fn: Callable[[], Any], *, warmup: int | None = None) -> tuple[float, Any]:
-        out = None
-        for _ in range(self.warmup if warmup is None else warmup):
-            out = fn()
-        times = []
-        for _ in range(max(1, self.repeat)):
-            t, out = self.once(fn)
-            times.append(t)
-        return statistics.median(times), out
-
-
-class _Memory:
-    """Peak memory per phase: torch's allocator peak, its reserved peak, the device's used memory."""
-
-    def __init__(self, device) -> None:
-        self.device = device
-        self.phases: dict[str, dict[str, float]] = {}
-
-    @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        import torch
-
-        cuda = self.device.type == "cuda"
-        if cuda:
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-        yield
-        if cuda:
-            torch.cuda.synchronize(self.device)
-            free, total = torch.cuda.mem_get_info(self.device)
-            self.phases[name] = {
-                "peak_allocated_gb": torch.cuda.max_memory_allocated(self.device) / GB,
-                "peak_reserved_gb": torch.cuda.max_memory_reserved(self.device) / GB,
-                "device_used_gb": (total - free) / GB,
-            }
-
-    def summary(self) -> dict[str, Any]:
-        if not self.phases:
-            return {"peak_allocated_gb": None, "peak_reserved_gb": None, "device_used_gb": None,
-                    "phases_gb": {}}
-        keys = ("peak_allocated_gb", "peak_reserved_gb", "device_used_gb")
-        out: dict[str, Any] = {k: round(max(p[k] for p in self.phases.values()), 3) for k in keys}
-        out["phases_gb"] = {n: {k: round(v, 3) for k, v in p.items()} for n, p in self.phases.items()}
-        return out
-
-
-def _errors(fast, ref) -> dict[str, float]:
-    """max |a−b| / max |b| (the tests' rel_err) and ||a−b|| / ||b|| (relative L2)."""
-    a, b = fast.double(), ref.double()
-    d = a - b
-    return {"max_rel": float(d.abs().max() / b.abs().max().clamp_min(1e-30)),
-            "rel_l2": float(d.norm() / b.norm().clamp_min(1e-30))}
-
-
-def _free(device) -> None:
-    import torch
-
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.empty_cache()
 
 
 # ----------------------------------------------------------------------------- the benchmark
@@ -250,10 +138,10 @@ def _free(device) -> None:
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from wan_desktop import __version__
-    from wan_desktop.errors import ConfigError
-    from wan_desktop.request import GenerationRequest
-    from wan_desktop.variants import get_variant
+    from . import __version__
+    from .errors import ConfigError
+    from .request import GenerationRequest
+    from .variants import get_variant
 
     tiny = bool(args.tiny)
     want = args.device or ("cpu" if tiny or not torch.cuda.is_available() else "cuda")
@@ -275,7 +163,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     request = GenerationRequest(prompt=PROMPT, width=width, height=height, frames=frames,
                                 steps=steps, seed=0)
     if preset:
-        from wan_desktop.presets import get_preset
+        from .presets import get_preset
 
         request = get_preset(preset).apply(request, variant)
     request = request.resolve(variant)
@@ -287,7 +175,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 
     chunk = getattr(args, "token_chunk", None)
     if chunk is not None:
-        from wan_desktop.models import dit
+        from .models import dit
 
         dit.TOKEN_CHUNK = chunk if chunk > 0 else 1 << 62
     result: dict[str, Any] = {
@@ -306,10 +194,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "vram_budget_gb": args.vram_budget, "warmup": warmup, "repeat": repeat,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "dtype": str(dtype).removeprefix("torch."), "torch": torch.__version__,
-        "wan_desktop": __version__, "diffusers": _diffusers_version(),
+        "wan_desktop": __version__, "diffusers": reference.diffusers_version(),
         "measured": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    clock = _Clock(device, warmup, repeat)
+    clock = Clock(device, warmup, repeat)
     inputs = _dit_inputs(variant, request, device)
     if args.sweep:
         result["sweep"] = _sweep(variant, device, dtype, clock, inputs, args)
@@ -321,28 +209,20 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         result["planned"] = _planned(variant, device, dtype, request, args)
         return result
     result["ours"] = _ours(variant, device, dtype, clock, inputs, request, args)
-    _free(device)
+    free(device)
     result["diffusers_components"] = None
     if not args.no_diffusers and result["diffusers"] is not None:
-        result["diffusers_components"] = _diffusers(variant, device, dtype, clock, inputs, request,
-                                                    args)
-        _free(device)
-    result["ratios"] = _ratios(result["ours"], result["diffusers_components"])
+        result["diffusers_components"] = reference.measure(variant, device, dtype, clock, inputs,
+                                                           request, e2e=not args.no_e2e)
+        free(device)
+    result["ratios"] = reference.ratios(result["ours"], result["diffusers_components"])
     return result
 
 
 def _token_chunk() -> int | None:
-    from wan_desktop.models import dit
+    from .models import dit
 
     return dit.TOKEN_CHUNK if dit.TOKEN_CHUNK < 1 << 62 else None
-
-
-def _diffusers_version() -> str | None:
-    try:
-        import diffusers
-    except ImportError:
-        return None
-    return diffusers.__version__
 
 
 def _dit_inputs(variant, request, device) -> dict[str, Any]:
@@ -376,7 +256,7 @@ def _tiny_vae(spec: str, variant, device, dtype):
     if spec != "random":
         dec = TinyVaeDecoder(spec, z_dim=z, dtype=dtype)
     else:
-        from wan_desktop.models.taehv import TAEHV, TaeConfig
+        from .models.taehv import TAEHV, TaeConfig
 
         dec = TinyVaeDecoder.from_model(
             TAEHV(TaeConfig(latent_channels=z, patch_size=variant.vae.patch_size)).to(dtype)
@@ -401,12 +281,12 @@ def _fast_denoiser(model, args, *, step_cache):
                          compile_mode=args.compile_mode, step_cache=cache)
 
 
-def _ours(variant, device, dtype, clock: _Clock, inputs, request, args) -> dict[str, Any]:
+def _ours(variant, device, dtype, clock: Clock, inputs, request, args) -> dict[str, Any]:
     import torch
 
-    from wan_desktop.pipeline import generate, run_schedule
+    from .pipeline import generate, run_schedule
 
-    mem = _Memory(device)
+    mem = Memory(device)
     out: dict[str, Any] = {}
     t0 = time.perf_counter()
     with mem.phase("build"):
@@ -416,7 +296,7 @@ def _ours(variant, device, dtype, clock: _Clock, inputs, request, args) -> dict[
     out["build_s"] = round(time.perf_counter() - t0, 3)
 
     with mem.phase("t5"), torch.inference_mode():
-        out["t5_encode_s"], _ = clock.median(lambda: comps.text_encoder.encode([PROMPT, "bad"]))
+        out["t5_encode_s"], _ = clock.median(lambda: comps.text_encoder.encode([request.prompt, "bad"]))
 
     # the reference velocity: bf16 weights, SDPA, resident, eager
     plain = comps.denoisers[0]
@@ -439,7 +319,7 @@ def _ours(variant, device, dtype, clock: _Clock, inputs, request, args) -> dict[
     with mem.phase("dit"):
         out["dit_first_call_s"], v = clock.once(lambda: den(x2, t2, ctx))
         out["dit_step_s"], v = clock.median(lambda: den(x2, t2, ctx), warmup=max(0, clock.warmup - 1))
-    out["velocity_error_vs_bf16_sdpa"] = _errors(v.float(), v_ref) if fast_mode else None
+    out["velocity_error_vs_bf16_sdpa"] = rel_errors(v.float(), v_ref) if fast_mode else None
     del v, v_ref
 
     with mem.phase("vae"):
@@ -467,7 +347,7 @@ def _ours(variant, device, dtype, clock: _Clock, inputs, request, args) -> dict[
             stats = [dn.cache_stats for dn in comps.denoisers]
             out["step_cache_stats"] = {
                 "e2e_s": t_cached, "per_expert": stats,
-                "psnr_db_vs_exact": _psnr(cached, exact),  # None: identical videos
+                "psnr_db_vs_exact": psnr(cached, exact),  # None: identical videos
                 "video_identical": bool(torch.equal(cached, exact)),
                 "speedup": t_e2e / t_cached if t_cached > 0 else None,
             }
@@ -478,8 +358,7 @@ def _ours(variant, device, dtype, clock: _Clock, inputs, request, args) -> dict[
 def _bench_tiling(variant, latents, args):
     """The tiled decode's tiles: ``--vae-tile``, else the planner's largest tile whose predicted
     peak (weights + one tile's working set) fits ``--vae-budget``; small frames: halves."""
-    from wan_desktop import memory as M
-
+    from . import memory as M
     from .engines.vae_tiling import Tiling
 
     _, _, _, h, w = latents.shape
@@ -497,13 +376,12 @@ def _bench_tiling(variant, latents, args):
     return Tiling(tile=(max(3, h // 2 + ov), max(3, w // 2 + ov)), overlap=ov)
 
 
-def _vae_figures(vae, latents, variant, clock: _Clock, device, args) -> dict[str, Any]:
+def _vae_figures(vae, latents, variant, clock: Clock, device, args) -> dict[str, Any]:
     """Untiled and tiled decode of the same latents: time, peak GPU memory over what was held
     before (plus the VAE weights: the decode's own footprint), PSNR of tiled vs untiled."""
     import torch
 
-    from wan_desktop import memory as M
-
+    from . import memory as M
     from .engines.vae_tiling import psnr_db
 
     tiling = _bench_tiling(variant, latents, args)
@@ -513,7 +391,7 @@ def _vae_figures(vae, latents, variant, clock: _Clock, device, args) -> dict[str
                            "vae_weights_gb": round(weights_gb, 3)}
     videos = {}
     for name, tiles in (("untiled", None), ("tiled", tiling)):
-        _free(device)
+        free(device)
         before = torch.cuda.memory_allocated(device) if cuda else 0
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
@@ -535,12 +413,11 @@ def _vae_figures(vae, latents, variant, clock: _Clock, device, args) -> dict[str
     return out
 
 
-def _vae_only(variant, device, dtype, clock: _Clock, inputs, args) -> dict[str, Any]:
+def _vae_only(variant, device, dtype, clock: Clock, inputs, args) -> dict[str, Any]:
     """Only the VAE (fast to build): the decode figures of ``_vae_figures``."""
     import torch
 
-    from wan_desktop.checkpoints.materialize import weights_on_meta
-
+    from .checkpoints.materialize import weights_on_meta
     from .engines.torch_backend import TorchVae, _vae_class, randomize
 
     with weights_on_meta():
@@ -557,8 +434,7 @@ def _planned(variant, device, dtype, request, args) -> dict[str, Any]:
     at the budget, then placed by the plan; a CUDA OOM moves to the next plan."""
     import torch
 
-    from wan_desktop import memory as M
-
+    from . import memory as M
     from .engines.residency import apply_plan, release, request_for, run_with_fallback
 
     t0 = time.perf_counter()
@@ -566,7 +442,7 @@ def _planned(variant, device, dtype, request, args) -> dict[str, Any]:
     build_s = time.perf_counter() - t0
     for c in (comps.text_encoder, *comps.denoisers, comps.vae_decoder):
         c.unload()
-    _free(device)
+    free(device)
     cuda = device.type == "cuda"
     budget = args.vram_budget
     if budget is None:
@@ -582,7 +458,7 @@ def _planned(variant, device, dtype, request, args) -> dict[str, Any]:
     attempts: list[dict[str, Any]] = []
 
     def attempt(plan):
-        from wan_desktop.pipeline import generate
+        from .pipeline import generate
 
         if args.precision in ("fp8", "int8"):
             from .engines.torch_ops import quantize_linears
@@ -621,12 +497,7 @@ def _planned(variant, device, dtype, request, args) -> dict[str, Any]:
                                      "decode": used.predicted.decode_gib}}
 
 
-def _psnr(a, b) -> float | None:
-    mse = float((a.double() - b.double()).pow(2).mean())
-    return None if mse == 0 else 10 * math.log10(255.0**2 / mse)
-
-
-def _sweep(variant, device, dtype, clock: _Clock, inputs, args) -> list[dict[str, Any]]:
+def _sweep(variant, device, dtype, clock: Clock, inputs, args) -> list[dict[str, Any]]:
     """DiT step time and velocity error in each precision × attention mode (same weights)."""
     import importlib.util
 
@@ -638,7 +509,7 @@ def _sweep(variant, device, dtype, clock: _Clock, inputs, args) -> list[dict[str
     comps = _build_ours(variant, device, dtype)
     base = comps.denoisers[0].model
     del comps
-    _free(device)
+    free(device)
     x2, t2, ctx = inputs["x2"], inputs["t2"], inputs["context"]
     ref = TorchDenoiser(base)
     ref.load(device)
@@ -666,178 +537,13 @@ def _sweep(variant, device, dtype, clock: _Clock, inputs, args) -> list[dict[str
             row["first_call_s"], v = clock.once(lambda den=den: den(x2, t2, ctx))
             row["dit_step_s"], v = clock.median(lambda den=den: den(x2, t2, ctx),
                                                 warmup=max(0, clock.warmup - 1))
-            row["velocity_error"] = _errors(v.float(), v_ref)
+            row["velocity_error"] = rel_errors(v.float(), v_ref)
             if device.type == "cuda":
                 row["peak_allocated_gb"] = round(torch.cuda.max_memory_allocated(device) / GB, 3)
             del den, model, v
         except Exception as e:  # one failing mode must not hide the others' figures
             row["error"] = f"{type(e).__name__}: {e}"[:500]
-        _free(device)
+        free(device)
         rows.append(row)
         log.info("sweep %s", row)
     return rows
-
-
-# ----------------------------------------------------------------------------- diffusers
-
-
-def _diffusers_modules(variant, device, dtype):
-    """diffusers' / transformers' modules with our variant's config, random weights on ``device``."""
-    import torch
-    import transformers
-    from diffusers import AutoencoderKLWan, WanTransformer3DModel
-
-    from wan_desktop.checkpoints.materialize import weights_on_meta
-
-    c, v, t = variant.dit, variant.vae, variant.t5
-    with weights_on_meta():
-        transformers_ = [WanTransformer3DModel(
-            patch_size=c.patch_size, num_attention_heads=c.num_heads, attention_head_dim=c.head_dim,
-            in_channels=c.in_dim, out_channels=c.out_dim, text_dim=c.text_dim, freq_dim=c.freq_dim,
-            ffn_dim=c.ffn_dim, num_layers=c.num_layers, cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads", eps=c.eps) for _ in range(variant.experts)]
-        vkw: dict[str, Any] = dict(base_dim=v.base_dim, z_dim=v.z_dim, dim_mult=list(v.dim_mult),
-                                   num_res_blocks=v.num_res_blocks,
-                                   temperal_downsample=list(v.temporal_downsample),
-                                   latents_mean=list(v.latents_mean), latents_std=list(v.latents_std))
-        if v.version == "2.2":
-            vkw.update(decoder_base_dim=v.decoder_base_dim, is_residual=True, in_channels=12,
-                       out_channels=12, patch_size=2, scale_factor_spatial=16)
-        vae = AutoencoderKLWan(**vkw)
-        t5 = transformers.UMT5EncoderModel(transformers.UMT5Config(
-            vocab_size=t.vocab_size, d_model=t.dim, d_kv=t.dim_attn // t.num_heads,
-            num_heads=t.num_heads, d_ff=t.dim_ffn, num_layers=t.num_layers,
-            relative_attention_num_buckets=t.num_buckets,
-            relative_attention_max_distance=t.max_distance, layer_norm_epsilon=t.eps,
-            feed_forward_proj="gated-gelu", dropout_rate=0.0))
-    vae_dtype = dtype if device.type == "cuda" else torch.float32
-    transformers_ = [_keep_fp32(_randomize_tied(m, dtype=dtype, device=device, seed=i))
-                     for i, m in enumerate(transformers_)]
-    vae = _randomize_tied(vae, dtype=vae_dtype, device=device, seed=11)
-    t5 = _randomize_tied(t5, dtype=dtype, device=device, seed=10)
-    return transformers_, vae, t5
-
-
-def _randomize_tied(module, **kw):
-    """``randomize``, keeping tied parameters (T5's shared embedding) one tensor."""
-    from .engines.torch_backend import randomize
-
-    groups: dict[int, list[str]] = {}
-    for name, p in module.named_parameters(remove_duplicate=False):
-        groups.setdefault(id(p), []).append(name)
-    randomize(module, **kw)
-    for names in groups.values():
-        first = module.get_parameter(names[0])
-        for name in names[1:]:
-            owner_name, _, leaf = name.rpartition(".")
-            owner = module.get_submodule(owner_name) if owner_name else module
-            owner._parameters[leaf] = first
-    return module
-
-
-def _keep_fp32(model):
-    """diffusers keeps ``_keep_in_fp32_modules`` in fp32 when loading in bf16: do the same."""
-    import torch
-
-    names = tuple(getattr(model, "_keep_in_fp32_modules", None) or ())
-    for name, p in model.named_parameters():
-        if any(part in names for part in name.split(".")):
-            p.data = p.data.to(torch.float32)
-    return model
-
-
-class _TokenizerForPipeline:
-    """What WanPipeline asks of a tokenizer, over our byte tokenizer (random weights need no vocab)."""
-
-    def __init__(self, vocab_size: int, max_length: int) -> None:
-        from wan_desktop.text import Tokenizer
-
-        self.tok = Tokenizer.for_random_weights(vocab_size, max_length)
-
-    def __call__(self, prompts, **_kw):
-        batch = self.tok(list(prompts) if not isinstance(prompts, str) else [prompts])
-        return argparse.Namespace(input_ids=batch.ids, attention_mask=batch.mask)
-
-
-def _diffusers(variant, device, dtype, clock: _Clock, inputs, request, args) -> dict[str, Any]:
-    import torch
-
-    mem = _Memory(device)
-    out: dict[str, Any] = {}
-    t0 = time.perf_counter()
-    with mem.phase("build"):
-        transformers_, vae, t5 = _diffusers_modules(variant, device, dtype)
-    out["build_s"] = round(time.perf_counter() - t0, 3)
-    tok = _TokenizerForPipeline(variant.t5.vocab_size, variant.dit.text_len)
-    batch = tok.tok([PROMPT, "bad"])
-    ids, mask = batch.ids.to(device), batch.mask.to(device)
-    with mem.phase("t5"), torch.inference_mode():
-        out["t5_encode_s"], _ = clock.median(lambda: t5(ids, mask).last_hidden_state)
-
-    tr = transformers_[0]
-    x2 = inputs["x2"].to(dtype)
-    t2 = inputs["t2"]
-    ctx = inputs["context"].to(dtype)
-
-    def step():
-        with torch.inference_mode():
-            return tr(hidden_states=x2, timestep=t2, encoder_hidden_states=ctx, return_dict=False)[0]
-
-    with mem.phase("dit"):
-        out["dit_first_call_s"], _ = clock.once(step)
-        out["dit_step_s"], _ = clock.median(step, warmup=max(0, clock.warmup - 1))
-
-    mean = torch.tensor(variant.vae.latents_mean, device=device).view(1, -1, 1, 1, 1)
-    std = torch.tensor(variant.vae.latents_std, device=device).view(1, -1, 1, 1, 1)
-    lat = (inputs["latents"] * std + mean).to(next(vae.parameters()).dtype)
-
-    def decode():
-        with torch.inference_mode():
-            return vae.decode(lat, return_dict=False)[0]
-
-    with mem.phase("vae"):
-        out["vae_decode_s"], _ = clock.median(decode)
-
-    out["e2e_s"] = None
-    if not args.no_e2e:
-        from diffusers import UniPCMultistepScheduler, WanPipeline
-
-        sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
-                                        num_train_timesteps=1000, flow_shift=request.shift)
-        kw: dict[str, Any] = dict(tokenizer=tok, text_encoder=t5, vae=vae, scheduler=sched,
-                                  transformer=tr)
-        if len(transformers_) == 2:
-            kw.update(transformer_2=transformers_[1], boundary_ratio=variant.defaults.boundary)
-        if variant.dit.model_type == "ti2v":
-            kw.update(expand_timesteps=True)
-        pipe = WanPipeline(**kw)
-        pipe.set_progress_bar_config(disable=True)
-        call: dict[str, Any] = dict(prompt=PROMPT, negative_prompt=request.negative_prompt,
-                                    height=request.height, width=request.width,
-                                    num_frames=request.frames, num_inference_steps=request.steps,
-                                    guidance_scale=request.guidance, output_type="np",
-                                    max_sequence_length=variant.dit.text_len,
-                                    generator=torch.Generator(device="cpu").manual_seed(0))
-        if len(transformers_) == 2:
-            call["guidance_scale_2"] = request.guidance_low
-        with mem.phase("e2e"):
-            out["e2e_s"], _ = clock.once(lambda: pipe(**call))
-        del pipe
-    out.update(mem.summary())
-    return out
-
-
-def _ratios(ours: dict[str, Any], theirs: dict[str, Any] | None) -> dict[str, float | None] | None:
-    """diffusers time / our time (> 1: we are faster); diffusers peak / our peak for memory."""
-    if theirs is None:
-        return None
-    out: dict[str, float | None] = {}
-    for key in ("t5_encode_s", "dit_step_s", "vae_decode_s", "e2e_s", "peak_allocated_gb"):
-        a, b = ours.get(key), theirs.get(key)
-        out[key.removesuffix("_s").removesuffix("_gb") + "_speedup" if key.endswith("_s")
-            else "peak_allocated_ratio"] = (round(b / a, 4) if a and b else None)
-    return out
-
-
-if __name__ == "__main__":
-    sys.exit(main())

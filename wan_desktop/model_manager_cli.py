@@ -1,8 +1,9 @@
 """``wan-desktop models list|download|verify|remove``: the model manager on the command line.
 
-``cli.py`` calls ``add_parser(subparsers)`` while building its parser and ``run(args)`` for the
-``models`` command. Errors follow cli.py: one line on stderr, exit status 2; Ctrl-C during a download
-stops it cleanly (exit 130) and the partial file resumes on the next run.
+A subcommand module in the layout of ``cli_args.py``: ``cli.py`` calls ``add_parser(subparsers)``
+while building its parser and ``run(args)`` for the ``models`` command. Errors follow cli.py: one
+line on stderr, exit status 2; Ctrl-C during a download stops it cleanly (exit 130) and the partial
+file resumes on the next run.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from .cancel import CancelToken
 from .catalog import Plan
+from .cli_args import Parser
 from .errors import Cancelled, WanError
 from .model_manager import (
     MODELS_ENV,
@@ -31,7 +33,7 @@ from .model_manager import (
 )
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any) -> None:
     """Add the ``models`` command (and its sub-commands) to ``subparsers``."""
     p = subparsers.add_parser(
         "models", help="list, download, verify or remove Wan models",
@@ -39,7 +41,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                     f"(${MODELS_ENV}, default {default_models_dir()}).")
     p.add_argument("--models-dir", type=Path, metavar="DIR",
                    help=f"models folder (default: ${MODELS_ENV} or the user data folder)")
-    sub = p.add_subparsers(dest="models_command", parser_class=type(p), required=True,
+    sub = p.add_subparsers(dest="models_command", parser_class=Parser, required=True,
                            metavar="{list,download,verify,remove}")
 
     ls = sub.add_parser("list", help="known releases with size, VRAM estimates and install state")
@@ -64,7 +66,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     rm = sub.add_parser("remove", help="delete an installed model's files")
     rm.add_argument("name")
-    return p
 
 
 class _Bar:

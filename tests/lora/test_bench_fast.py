@@ -7,15 +7,15 @@ import argparse
 import json
 
 import pytest
-from wan_desktop import bench
 from wan_desktop.engines.torch_backend import TorchDenoiser
+
+from wan_desktop import bench
+from wan_desktop.cli import build_parser
 
 
 def _args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command")
-    bench.add_parser(sub)
-    return parser.parse_args(["bench", *argv])
+    """``wan-desktop bench ARGV`` parsed by the real command line."""
+    return build_parser().parse_args(["bench", *argv])
 
 
 @pytest.mark.parametrize("variant", ["t2v-14B"])

@@ -4,16 +4,14 @@ code at full size."""
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from wan_desktop import bench
+from wan_desktop.cli import build_parser
 
 
 def _run(capsys, *argv: str) -> dict:
-    parser = argparse.ArgumentParser()
-    bench.add_parser(parser.add_subparsers(dest="command"))
-    assert bench.run(parser.parse_args(["bench", "--tiny", "--no-diffusers", *argv])) == 0
+    assert bench.run(build_parser().parse_args(["bench", "--tiny", "--no-diffusers", *argv])) == 0
     return json.loads(capsys.readouterr().out)
 
 

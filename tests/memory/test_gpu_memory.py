@@ -3,18 +3,17 @@ tests/gpu/run_issue5.sh takes every figure in one go; these are the quick checks
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 import torch
+
 from wan_desktop import bench
+from wan_desktop.cli import build_parser
 
 
 def _run(capsys, *argv: str) -> dict:
-    parser = argparse.ArgumentParser()
-    bench.add_parser(parser.add_subparsers(dest="command"))
-    assert bench.run(parser.parse_args(["bench", "--no-diffusers", *argv])) == 0
+    assert bench.run(build_parser().parse_args(["bench", "--no-diffusers", *argv])) == 0
     return json.loads(capsys.readouterr().out)
 
 

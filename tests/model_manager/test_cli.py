@@ -1,30 +1,21 @@
-"""``wan-desktop models ...`` through add_parser/run, as cli.py will wire them."""
+"""``wan-desktop models ...`` through cli.main, which wires model_manager_cli's add_parser/run."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from typing import NoReturn
 
 import pytest
 
-from wan_desktop import model_manager_cli
+from wan_desktop.cli import main
 from wan_desktop.model_manager import ModelManager
 
 from .conftest import OFFICIAL, make_catalog
 
 
-class _Parser(argparse.ArgumentParser):  # cli.py's: one line, exit 2
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message}\n")
-
-
 def _run(argv: list[str]) -> int:
-    p = _Parser(prog="wan-desktop")
-    sub = p.add_subparsers(dest="command", parser_class=_Parser)
-    model_manager_cli.add_parser(sub)
-    return model_manager_cli.run(p.parse_args(argv))
+    """``wan-desktop ARGV``: cli.main parses with model_manager_cli's parser and runs its ``run``."""
+    return main(argv)
 
 
 @pytest.fixture
