@@ -15,7 +15,9 @@ from . import __version__, bench, model_manager_cli
 from .cli_args import Parser as _Parser
 from .cli_args import positive_float as _positive_float
 from .cli_args import size as _size
-from .errors import Cancelled, ConfigError, OutOfVram, WanError
+from .errors import Cancelled, ConfigError, WanError
+from .options import RunOptions
+from .request import GenerationRequest
 
 log = logging.getLogger("wan_desktop")
 
@@ -226,136 +228,60 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _cmd_generate(args: argparse.Namespace) -> int:
     import secrets
 
-    from .engines.factory import build_components, detect_for_options
-    from .options import RunOptions
-    from .pipeline import (
-        GenerationRequest,
-        begin_run,
-        check_images,
-        generate_to_file,
-    )
-    from .video import check_output_path
+    from . import run
+    from .engines.factory import EngineFactory
 
-    if args.model is None and args.random_weights is None and (
-            args.backend == "torch" or args.engines is None):
-        raise ConfigError("give --model PATH (or --random-weights VARIANT, or --backend "
-                          "onnxruntime --engines DIR)")
-    if args.backend != "torch" and args.engines is None:
-        raise ConfigError(f"--backend {args.backend} needs --engines DIR")
-    check_output_path(args.out)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
-    width, height = args.size if args.size else (None, None)
-    request = GenerationRequest(
-        prompt=args.prompt, negative_prompt=args.negative_prompt, task=args.task,
-        image=str(args.image) if args.image else None,
-        last_image=str(args.last_image) if args.last_image else None,
-        width=width, height=height, frames=args.frames, steps=args.steps, guidance=args.guidance,
-        guidance_low=args.guidance_low, shift=args.shift, sampler=args.sampler, seed=seed,
-    )
-    def opt(p: Path | None) -> str | None:
-        return None if p is None else str(p)
-
-    options = RunOptions(
-        model=opt(args.model), vae=opt(args.vae), text_encoder=opt(args.text_encoder),
-        tokenizer=opt(args.tokenizer), random_weights=args.random_weights, device=args.device,
-        dtype=args.dtype, backend=args.backend, engines=opt(args.engines),
-        precision=args.precision, vram_budget_gb=args.vram_budget, attention=args.attention,
-        compile=args.compile, step_cache=args.step_cache, loras=tuple(args.lora),
-        loras_low=tuple(args.lora_low), preset=args.preset, tiny_vae=opt(args.tiny_vae),
-    )
-    # validate everything cheap (values, files, images) before loading any weights
-    variant, model_files = detect_for_options(options)
-    from .lora import check_run_loras, run_specs
-
-    check_run_loras(run_specs(options.loras, options.loras_low), variant, model_files)
-    if args.preset:
-        from .presets import get_preset
-
-        request = get_preset(args.preset).apply(request, variant)
-    request = request.resolve(variant)
-    check_images(request)
-    if args.tiny_vae is not None and not args.tiny_vae.is_file():
-        from .errors import CheckpointError
-
-        raise CheckpointError(f"tiny VAE file not found: {args.tiny_vae}")
-    plans = _memory_plans(args, options, variant, request, model_files)
+    factory = EngineFactory()
+    prepared = run.prepare(_request(args, seed), _options(args), out=args.out, factory=factory,
+                           plan_only=args.print_plan)
     if args.print_plan:
-        print("\n".join(p.describe() for p in plans))
+        print(prepared.describe_plans())
         return 0
-    cancel, restore = _install_sigint()
     progress = Progress(not args.no_progress)
 
     def warn(message: str) -> None:
         progress.close()
         print(f"warning: {message}", file=sys.stderr)
 
-    if not options.random_weights:  # random weights: benchmarks, no opinion
-        from .presets import few_step_warning
-
-        note = few_step_warning(args.preset, str(options.model or ""),
-                                has_loras=bool(options.loras or options.loras_low))
-        if note:
-            warn(note)
+    for note in prepared.notes:
+        warn(note)
+    if args.verbose and prepared.plans:
+        print(prepared.plans[0].describe(), file=sys.stderr)
+    cancel, restore = _install_sigint()
     try:
-        components, device = build_components(
-            options, variant, model_files, warn=warn, plan=plans[0] if plans else None,
-            size=f"{request.width}x{request.height}x{request.frames}")
-        if options.tiny_vae:
-            from .engines.preview import TinyVaeDecoder
-
-            big = components.vae_decoder
-            components.vae_decoder = TinyVaeDecoder(options.tiny_vae, z_dim=variant.vae.z_dim)
-            components.vae_decoder.load(device)
-            if request.task == "t2v" and big is components.vae_encoder:
-                big.unload()  # text-to-video never encodes: the full VAE leaves the GPU
-            components.info["tiny_vae"] = Path(options.tiny_vae).name
-        if plans:  # on a GPU: placed by the memory plan, the next plan after a CUDA OOM
-            from .engines.residency import generate_with_plans
-
-            out, _plan = generate_with_plans(components, plans, request, args.out, device=device,
-                                             warn=warn, options=options, cancel=cancel,
-                                             emit=progress)
-        else:
-            begin_run(components, request)
-            out = generate_to_file(components, request, args.out, options=options,
-                                   cancel=cancel, emit=progress, device=device)
-    except Exception as e:
-        import torch
-
-        if isinstance(e, torch.cuda.OutOfMemoryError):  # a user-fixable limit, not a crash
-            first = str(e).strip().splitlines()[0] if str(e).strip() else "CUDA out of memory"
-            raise OutOfVram(f"out of GPU memory: {first}") from e
-        raise
+        result = run.execute(prepared, components=run.ComponentCache(factory), cancel=cancel,
+                             emit=progress, warn=warn)
     finally:
         progress.close()
         restore()
     if args.seed is None:
         print(f"seed: {seed}", file=sys.stderr)
-    print(out)
+    print(result.out)
     return 0
 
 
-def _memory_plans(args: argparse.Namespace, options: Any, variant: Any, request: Any,
-                  model_files: Any = None) -> list[Any]:
-    """The memory plans of a run on a CUDA GPU (``--print-plan`` plans without one, for
-    ``--vram-budget``); empty on the CPU, where nothing needs placing. -v prints the first."""
-    from .engines.factory import resolve_device
+def _request(args: argparse.Namespace, seed: int) -> GenerationRequest:
+    width, height = args.size if args.size else (None, None)
+    return GenerationRequest(
+        prompt=args.prompt, negative_prompt=args.negative_prompt, task=args.task,
+        image=_opt(args.image), last_image=_opt(args.last_image), width=width, height=height,
+        frames=args.frames, steps=args.steps, guidance=args.guidance,
+        guidance_low=args.guidance_low, shift=args.shift, sampler=args.sampler, seed=seed)
 
-    if options.backend != "torch":
-        return []
-    device, _dtype = resolve_device(options)
-    if device.type != "cuda" and not args.print_plan:
-        return []
-    if device.type != "cuda" and args.vram_budget is None:
-        raise ConfigError("--print-plan on a machine without a CUDA GPU needs --vram-budget GB",
-                          remedy="Give the card's memory, e.g. --vram-budget 12.")
-    from .engines.residency import plans_for_run, stored_precision
 
-    plans = plans_for_run(variant, request, device=device, budget_gib=args.vram_budget,
-                          precision=options.precision or stored_precision(model_files))
-    if args.verbose and not args.print_plan:
-        print(plans[0].describe(), file=sys.stderr)
-    return plans
+def _options(args: argparse.Namespace) -> RunOptions:
+    return RunOptions(
+        model=_opt(args.model), vae=_opt(args.vae), text_encoder=_opt(args.text_encoder),
+        tokenizer=_opt(args.tokenizer), random_weights=args.random_weights, device=args.device,
+        dtype=args.dtype, backend=args.backend, engines=_opt(args.engines),
+        precision=args.precision, vram_budget_gb=args.vram_budget, attention=args.attention,
+        compile=args.compile, step_cache=args.step_cache, loras=tuple(args.lora),
+        loras_low=tuple(args.lora_low), preset=args.preset, tiny_vae=_opt(args.tiny_vae))
+
+
+def _opt(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def _install_sigint() -> tuple[Any, Any]:
