@@ -28,6 +28,7 @@ import json
 import logging
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -396,7 +397,7 @@ def _vae_figures(vae, latents, variant, clock: Clock, device, args) -> dict[str,
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
         # the generation's path: uint8 frames streamed to the CPU
-        t, videos[name] = clock.median(lambda tiles=tiles: vae.decode_frames(latents, tiles=tiles))
+        t, videos[name] = clock.median(partial(vae.decode_frames, latents, tiles=tiles))
         out[f"{name}_s"] = t
         out[f"{name}_peak_gb"] = ((torch.cuda.max_memory_allocated(device) - before) / GB
                                   + weights_gb) if cuda else None
@@ -428,14 +429,16 @@ def _vae_only(variant, device, dtype, clock: Clock, inputs, args) -> dict[str, A
     return _vae_figures(vae, inputs["latents"], variant, clock, device, args)
 
 
-def _planned(variant, device, dtype, request, args) -> dict[str, Any]:
+def _planned(variant: Any, device: Any, dtype: Any, request: Any,
+             args: argparse.Namespace) -> dict[str, Any]:
     """The whole generation under the memory plan for ``--vram-budget`` (default: free memory):
     components built on the device (fast random weights), moved to the CPU, the process capped
     at the budget, then placed by the plan; a CUDA OOM moves to the next plan."""
     import torch
 
     from . import memory as M
-    from .engines.residency import apply_plan, release, request_for, run_with_fallback
+    from .engines.residency import apply_plan, release
+    from .run import run_with_fallback
 
     t0 = time.perf_counter()
     comps = _build_ours(variant, device, dtype)
@@ -457,7 +460,7 @@ def _planned(variant, device, dtype, request, args) -> dict[str, Any]:
     warnings: list[str] = []
     attempts: list[dict[str, Any]] = []
 
-    def attempt(plan):
+    def attempt(plan: Any) -> Any:
         from .pipeline import generate
 
         if args.precision in ("fp8", "int8"):
@@ -474,8 +477,9 @@ def _planned(variant, device, dtype, request, args) -> dict[str, Any]:
         attempts.append(row)
         t = time.perf_counter()
         try:
-            video = generate(planned_comps, request_for(request, plan), device=device,
-                             preview_every=0)
+            # the plan decides the CFG batching (as run.execute does)
+            video = generate(planned_comps, replace(request, batch_cfg=plan.dit.batch_cfg),
+                             device=device, preview_every=0)
         finally:
             row["seconds"] = time.perf_counter() - t
             if cuda:
@@ -534,8 +538,8 @@ def _sweep(variant, device, dtype, clock: Clock, inputs, args) -> list[dict[str,
             den.load(device)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            row["first_call_s"], v = clock.once(lambda den=den: den(x2, t2, ctx))
-            row["dit_step_s"], v = clock.median(lambda den=den: den(x2, t2, ctx),
+            row["first_call_s"], v = clock.once(partial(den, x2, t2, ctx))
+            row["dit_step_s"], v = clock.median(partial(den, x2, t2, ctx),
                                                 warmup=max(0, clock.warmup - 1))
             row["velocity_error"] = rel_errors(v.float(), v_ref)
             if device.type == "cuda":
