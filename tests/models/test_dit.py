@@ -229,12 +229,12 @@ def test_export_traces_keep_one_pass(monkeypatch):
     monkeypatch.setattr(dit, "TOKEN_CHUNK", 5)
     calls = []
     x = torch.randn(1, 18, 8)
-    out = dit.by_tokens(lambda xs, a, b: calls.append((a, b)) or xs * 2, x, 8)
+    out = dit.by_tokens(lambda xs, a, b: calls.append((a, b)) or xs * 2, x)
     assert calls == [(0, 5), (5, 10), (10, 15), (15, 18)] and torch.equal(out, x * 2)
 
     class Twice(torch.nn.Module):
         def forward(self, x):
-            return dit.by_tokens(lambda xs, a, b: xs * 2, x, 8)
+            return dit.by_tokens(lambda xs, a, b: xs * 2, x)
 
     tokens = torch.export.Dim("tokens", min=2, max=100_000)
     graph = torch.export.export(Twice(), (x,), dynamic_shapes=({1: tokens},)).graph

@@ -94,22 +94,44 @@ def _chunked(n: object) -> bool:
     return isinstance(n, int) and n > TOKEN_CHUNK
 
 
-def by_tokens(fn: Callable[[Tensor, int, int], Tensor], x: Tensor, width: int) -> Tensor:
-    """``fn(x[:, a:b], a, b)`` -> [B, b − a, width] (a per-token function) over the whole of
-    x [B, L, ·], a TOKEN_CHUNK of tokens at a time into one output, so only a chunk's
-    temporaries are ever alive; short sequences in one call. The same numbers either way."""
+def by_tokens(fn: Callable[..., Tensor], x: Tensor, *args: object) -> Tensor:
+    """``fn(x[:, a:b], a, b, *args)`` -> [B, b − a, ·] (a per-token function of tokens a:b) over
+    the whole of x [B, L, ·], a TOKEN_CHUNK of tokens at a time into one output, so only a
+    chunk's temporaries are ever alive; short sequences in one call ``fn(x, 0, L, *args)``. The
+    same numbers either way."""
     n = x.shape[1]
     if not _chunked(n):
-        return fn(x, 0, n)
+        return fn(x, 0, n, *args)
     out: Tensor | None = None
     for a in range(0, n, TOKEN_CHUNK):
         b = min(a + TOKEN_CHUNK, n)
-        part = fn(x[:, a:b], a, b)
+        part = fn(x[:, a:b], a, b, *args)
         if out is None:
-            out = part.new_empty(x.shape[0], n, width)
+            out = part.new_empty(x.shape[0], n, part.shape[-1])
         out[:, a:b] = part
     assert out is not None
     return out
+
+
+class Modulation:
+    """A block's six modulation vectors e[i] = table[i] + e0[i] in fp32 (the official ``e``):
+    e[0], e[1], e[2] the shift, scale and gate of the self-attention, e[3], e[4], e[5] those of
+    the FFN; ``at(i, a, b)`` is e[i] for tokens a:b.
+
+    e0 [B, 6, dim] (a timestep per sample): made once, each e[i] [B, 1, dim] (broadcast).
+    e0 [B, L, 6, dim] (per-token timesteps, TI2V): e[i] is made for the asked tokens only,
+    [B, b − a, dim], so the [B, L, 6, dim] sum never exists.
+    """
+
+    def __init__(self, table: Tensor, e0: Tensor) -> None:
+        self.table = table  # [1, 6, dim]
+        self.e0 = e0
+        self._whole = _split_modulation(table, e0) if e0.dim() == 3 else None
+
+    def at(self, i: int, a: int, b: int) -> Tensor:
+        if self._whole is not None:
+            return self._whole[i]
+        return _split_modulation(self.table[:, i:i + 1], self.e0[:, a:b, i:i + 1])[0]
 
 
 class WanSelfAttention(nn.Module):
@@ -137,14 +159,15 @@ class WanSelfAttention(nn.Module):
     def _qk(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
         """Normed, RoPE'd q and k [B, L, H, D] in x's dtype; RoPE in fp32 (official: float64)."""
         heads = (self.num_heads, self.head_dim)
-
-        def part(lin: nn.Module, norm: nn.Module) -> Callable[[Tensor, int, int], Tensor]:
-            return lambda xs, a, b: apply_rope(norm(lin(xs)).unflatten(-1, heads), cos[a:b],
-                                               sin[a:b], seq_dim=1).to(x.dtype).flatten(2)
-
-        q = by_tokens(part(self.q, self.norm_q), x, x.shape[-1])
-        k = by_tokens(part(self.k, self.norm_k), x, x.shape[-1])
+        q = by_tokens(self._roped, x, self.q, self.norm_q, cos, sin)
+        k = by_tokens(self._roped, x, self.k, self.norm_k, cos, sin)
         return q.unflatten(-1, heads), k.unflatten(-1, heads)
+
+    def _roped(self, x: Tensor, a: int, b: int, lin: nn.Module, norm: nn.Module, cos: Tensor,
+               sin: Tensor) -> Tensor:
+        """RoPE(norm(lin(x))) of tokens a:b: [B, b − a, dim] in x's dtype."""
+        h = norm(lin(x)).unflatten(-1, (self.num_heads, self.head_dim))
+        return apply_rope(h, cos[a:b], sin[a:b], seq_dim=1).to(x.dtype).flatten(2)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         """x: [B, L, dim] compute dtype; cos/sin: [L, head_dim/2] fp32 -> [B, L, dim]."""
@@ -195,11 +218,13 @@ class WanCrossAttention(nn.Module):
         out = self.ops.attention(q, k, v, scale=self.head_dim**-0.5)
         return out.transpose(1, 2).flatten(2)
 
+    def _query(self, x: Tensor, a: int, b: int) -> Tensor:
+        return self.norm_q(self.q(x)).to(x.dtype)
+
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
         """x: [B, L, dim]; context: [B, (n_img +) text_len, dim] -> [B, L, dim] (x's dtype)."""
         heads = (self.num_heads, self.head_dim)
-        q = by_tokens(lambda xs, a, b: self.norm_q(self.q(xs)).to(x.dtype), x, x.shape[-1])
-        q = q.unflatten(-1, heads).transpose(1, 2)  # [B, H, L, D]
+        q = by_tokens(self._query, x).unflatten(-1, heads).transpose(1, 2)  # [B, H, L, D]
         if self.image:
             n_img = context.shape[1] - self.text_len
             img, context = context[:, :n_img], context[:, n_img:]
@@ -232,49 +257,48 @@ class WanAttentionBlock(nn.Module):
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
 
     def modulated_input(self, x: Tensor, e0: Tensor) -> Tensor:
-        """Input of the self-attention, LN(x)·(1+scale)+shift in fp32: [B, L, dim] (TeaCache's signal)."""
-        shift, scale = _split_modulation(self.modulation, e0)[:2]
-        return _layer_norm_fp32(x, self.norm1) * (1 + scale) + shift
+        """Input of the self-attention, norm1(x)·(1 + e[1]) + e[0] in fp32: [B, L, dim] (TeaCache's
+        signal)."""
+        return self._modulate(x, 0, x.shape[1], self.norm1, Modulation(self.modulation, e0), 0)
 
     def forward(self, x: Tensor, e0: Tensor, context: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         """x: [B, L, dim] fp32; e0: [B, 6, dim] or [B, L, 6, dim] fp32; context: [B, Lc, dim] in the
         compute dtype; cos/sin: [L, head_dim/2] fp32 -> x: [B, L, dim] fp32.
 
-        The compute dtype is taken from ``context`` so a block needs nothing from its model."""
+        The compute dtype is taken from ``context`` so a block needs nothing from its model. The
+        per-token terms (modulated inputs, gated residuals, the FFN) are made a token chunk at a
+        time (``by_tokens``): the fp32 and [L, ffn_dim] temporaries are a chunk's, never the
+        sequence's; the attentions see whole compute-dtype inputs."""
         dtype = context.dtype
-        dim = x.shape[-1]
-        if e0.dim() == 4:  # per-token timesteps (TI2V): table + e0 is [B, L, 6, dim] fp32, so
-            # each of its rows is made for one token chunk at a time, where it is used
-            def mod(a: int, b: int, i: int, n: int = 1) -> tuple[Tensor, ...]:
-                return _split_modulation(self.modulation[:, i:i + n], e0[:, a:b, i:i + n])
-        else:
-            parts = _split_modulation(self.modulation, e0)
+        e = Modulation(self.modulation, e0)  # e[0] … e[5], fp32
 
-            def mod(a: int, b: int, i: int, n: int = 1) -> tuple[Tensor, ...]:
-                return parts[i:i + n]
+        # self-attention: x = x + self_attn(norm1(x)·(1 + e[1]) + e[0])·e[2]
+        y = self.self_attn(by_tokens(self._modulate, x, self.norm1, e, 0, dtype), cos, sin)
+        x = by_tokens(self._gated_add, x, y, e, 2)
+        del y
 
-        def modulated(norm: nn.Module, i: int) -> Callable[[Tensor, int, int], Tensor]:
-            def f(xs: Tensor, a: int, b: int) -> Tensor:  # LN(x)·(1+scale)+shift in fp32
-                shift, scale = mod(a, b, i, 2)
-                return (_layer_norm_fp32(xs, norm) * (1 + scale) + shift).to(dtype)
-            return f
-
-        # self-attention, gated residual in fp32 (the fp32 modulated input and the fp32 residual
-        # terms exist a token chunk at a time; the attention sees the whole compute-dtype input)
-        h = by_tokens(modulated(self.norm1, 0), x, dim)
-        o = self.self_attn(h, cos, sin)
-        del h
-        x = by_tokens(lambda xs, a, b, o=o: xs + o[:, a:b].float() * mod(a, b, 2)[0], x, dim)
-        del o
-
-        # cross-attention (no modulation, no gate)
+        # cross-attention, no modulation and no gate: x = x + cross_attn(norm3(x), context)
         x = x + self.cross_attn(_layer_norm_fp32(x, self.norm3).to(dtype), context).float()
 
-        # feed-forward, gated residual in fp32, a token chunk at a time: the [L, ffn_dim]
-        # intermediates are a chunk's (ffn_dim is 2.7–5.8× dim)
-        h = by_tokens(modulated(self.norm2, 3), x, dim)
-        return by_tokens(lambda xs, a, b: xs + self.ffn(h[:, a:b]).float() * mod(a, b, 5)[0], x,
-                         dim)
+        # feed-forward: x = x + ffn(norm2(x)·(1 + e[4]) + e[3])·e[5]
+        h = by_tokens(self._modulate, x, self.norm2, e, 3, dtype)
+        return by_tokens(self._ffn_add, x, h, e, 5)
+
+    @staticmethod
+    def _modulate(x: Tensor, a: int, b: int, norm: nn.Module, e: Modulation, i: int,
+                  dtype: torch.dtype | None = None) -> Tensor:
+        """norm(x)·(1 + e[i+1]) + e[i] of tokens a:b, in fp32 (cast to ``dtype`` if given)."""
+        h = _layer_norm_fp32(x, norm) * (1 + e.at(i + 1, a, b)) + e.at(i, a, b)
+        return h if dtype is None else h.to(dtype)
+
+    @staticmethod
+    def _gated_add(x: Tensor, a: int, b: int, y: Tensor, e: Modulation, i: int) -> Tensor:
+        """x + y·e[i] of tokens a:b (y: the whole sequence's), in fp32."""
+        return x + y[:, a:b].float() * e.at(i, a, b)
+
+    def _ffn_add(self, x: Tensor, a: int, b: int, h: Tensor, e: Modulation, i: int) -> Tensor:
+        """x + ffn(h)·e[i] of tokens a:b (h: the whole sequence's FFN input), in fp32."""
+        return x + self.ffn(h[:, a:b]).float() * e.at(i, a, b)
 
 
 class Head(nn.Module):
