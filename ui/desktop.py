@@ -1,5 +1,7 @@
-"""The composition root of the GUI: the GPU service moved to its long-lived QThread, the persistent
-queue, the main window, and the first-run model dialog when no model is found."""
+"""The composition root of the GUI: the GPU service moved to its long-lived QThread (the one thread
+that touches the GPU: generations and engine builds share its queue), the persistent queue, the main
+window, and the first-run model dialog when no model is found. The model downloads of the first-run
+dialog run on a thread of their own: network and disk only, never CUDA."""
 
 from __future__ import annotations
 

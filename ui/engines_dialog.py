@@ -1,18 +1,18 @@
 """Tools → Engines…: the ONNX / TensorRT engines built for the selected model, whether each fits
-this GPU (the cache's own check and reason), and a background build with progress, log and cancel.
-
-The export toolchain (``wan_desktop.export.job``) and the engine cache (``wan_desktop.engines.cache``)
-are imported lazily: the dialog works, and says so, when they are not installed.
+this GPU (the cache's own check and reason, from engine_folders.py), and a build with progress,
+log and cancel that runs in the GPU service's queue (ONNX export, FP8/INT8 calibration and TensorRT
+builds use the GPU, which has one thread; the dialog only talks to the service). Widgets only: the
+cache, the checkpoints and the exporter are reached through engine_folders.py and the service.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -30,197 +30,44 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from wan_desktop.cancel import CancelToken
-from wan_desktop.errors import Cancelled, WanError
+from wan_desktop.errors import WanError
 
+from .engine_folders import (
+    COMPONENTS,
+    PRESETS,
+    export_available,
+    list_engine_rows,
+    make_export_job,
+)
 from .library import ModelEntry
 from .settings import AppSettings
 
+if TYPE_CHECKING:
+    from .service import GpuService, UserError
+
 log = logging.getLogger(__name__)
-
-COMPONENTS = ("t5", "dit", "vae")
-PRESETS = ("480p", "720p")
-# manifest runtime -> GUI backend (RunOptions.backend)
-BACKEND_OF_RUNTIME = {"onnxruntime": "onnxruntime", "tensorrt_rtx": "tensorrt", "tensorrt": "tensorrt"}
-_RUNTIME_DISTRIBUTIONS = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
-                          "tensorrt_rtx": ("tensorrt_rtx_cu12", "tensorrt-rtx-cu12-bindings",
-                                           "tensorrt_rtx_cu13", "tensorrt-rtx"),
-                          "tensorrt": ("tensorrt", "tensorrt-cu12")}
-
-
-@dataclass(frozen=True)
-class EngineRow:
-    """One engine folder as the dialog lists it."""
-
-    path: str
-    variant: str
-    components: str  # "t5, dit, vae_decoder_first, ..."
-    precision: str
-    presets: str  # profile names, "any size" for plain ONNX graphs
-    backends: tuple[str, ...]  # RunOptions backends the folder serves
-    ok: bool
-    reason: str  # why it does not fit this model / GPU / runtime ("" when ok)
-
-    @property
-    def name(self) -> str:
-        return Path(self.path).name
-
-
-def installed_runtime_version(runtime: str) -> str | None:
-    """The installed version of an engine runtime, from package metadata (nothing imported)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    for dist in _RUNTIME_DISTRIBUTIONS.get(runtime, (runtime,)):
-        try:
-            return version(dist)
-        except PackageNotFoundError:
-            continue
-    return None
-
-
-def gpu_compute_capability() -> str | None:
-    """"8.9" for GPU 0 from nvidia-smi (the GUI thread never initialises CUDA); None: no GPU."""
-    import shutil
-    import subprocess
-
-    exe = shutil.which("nvidia-smi")
-    if not exe:
-        return None
-    try:
-        out = subprocess.run([exe, "--query-gpu=compute_cap", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=5, check=True).stdout
-        return out.splitlines()[0].strip() or None
-    except (OSError, subprocess.SubprocessError, IndexError):
-        return None
-
-
-def _model_records(model_path: str) -> list[dict[str, Any]] | None:
-    """Name + size of the checkpoint files, as the engine manifest records them (no hashing)."""
-    from wan_desktop.engines.cache import model_file_records
-
-    from wan_desktop.checkpoints.detect import detect_model
-
-    try:
-        files = detect_model(model_path)
-    except WanError:
-        return None
-    paths = [p for c in (*files.experts, files.vae, files.text_encoder, files.image_encoder)
-             if c is not None for p in c.files]
-    return model_file_records(paths, hash_files=False)
-
-
-def list_engine_rows(root: Path, entry: ModelEntry | None = None, *,
-                     compute_capability: str | bool | None = True) -> list[EngineRow]:
-    """Every engine folder under ``root`` with the cache's verdict for ``entry`` on this machine.
-
-    ``compute_capability`` True: ask nvidia-smi. The cache's ``check_entry`` gives the reason a
-    folder must be refused (file missing or changed, other model files, GPU, runtime version)."""
-    from wan_desktop.engines import cache
-
-    cc = gpu_compute_capability() if compute_capability is True else compute_capability or None
-    records = _model_records(entry.path) if entry is not None and entry.ok else None
-    rows = []
-    for folder in cache.list_engines(Path(root)):
-        m = folder.manifest
-        if m is None:
-            rows.append(EngineRow(str(folder.path), "?", "", "", "", (), False,
-                                  folder.error or "unreadable manifest"))
-            continue
-        runtimes = sorted({e.runtime for e in m.entries})
-        backends = tuple(sorted({BACKEND_OF_RUNTIME.get(r, r) for r in runtimes}))
-        profiles = sorted({str(p.get("name", "?")) for e in m.entries for p in e.profiles})
-        reason = ""
-        if entry is not None and entry.variant and m.variant.name != entry.variant:
-            reason = f"made for {m.variant.name}, the model is {entry.variant}"
-        for e in m.entries:
-            if reason:
-                break
-            if e.runtime != "onnxruntime" and cc is None:
-                reason = f"{e.component}: a {e.runtime} engine needs an NVIDIA GPU (none found)"
-                break
-            have = installed_runtime_version(e.runtime)
-            if have is None:
-                reason = f"{e.runtime} is not installed"
-                break
-            refusal = cache.check_entry(
-                folder.path, m, e, runtime_version=have, compute_capability=cc,
-                model_files=records if e.component == "dit" else None)
-            if refusal is not None:
-                reason = refusal.reason
-        rows.append(EngineRow(
-            path=str(folder.path), variant=m.variant.name,
-            components=", ".join(dict.fromkeys(e.component for e in m.entries)),
-            precision=", ".join(sorted({e.precision for e in m.entries})),
-            presets=", ".join(profiles) or "any size", backends=backends, ok=not reason,
-            reason=reason))
-    return rows
-
-
-def usable_engines(root: Path, entry: ModelEntry) -> dict[str, str]:
-    """backend -> the first engine folder that fits ``entry`` here, for each engine backend."""
-    out: dict[str, str] = {}
-    for row in list_engine_rows(root, entry):
-        if row.ok:
-            for b in row.backends:
-                out.setdefault(b, row.path)
-    return out
-
-
-class ExportWorker(QObject):
-    progress = Signal(str, float)  # stage, fraction 0..1
-    log_line = Signal(str)
-    done = Signal(object)  # Path
-    failed = Signal(str)
-    cancelled = Signal()
-    _start = Signal(object)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.token = CancelToken()
-        self._start.connect(self._run)
-
-    def start(self, job: Any) -> None:
-        self._start.emit(job)
-
-    @Slot(object)
-    def _run(self, job: Any) -> None:
-        try:
-            from wan_desktop.export.job import run_export
-
-            out = run_export(job, progress=self.progress.emit, log=self.log_line.emit,
-                             cancel=self.token)
-        except Cancelled:
-            self.cancelled.emit()
-        except WanError as e:
-            self.failed.emit(e.one_line())
-        except Exception as e:
-            log.exception("engine build failed")
-            self.failed.emit(f"{type(e).__name__}: {e} (see the log)")
-        else:
-            self.done.emit(out)
-
-
-def export_available() -> bool:
-    try:
-        from wan_desktop.export.job import ExportJob, run_export  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 class EnginesDialog(QDialog):
+    """The build runs in the GPU service's queue (``GpuService.submit_export``), never on a thread
+    of its own: a build queued while a generation runs waits for it ("Waiting…"), and a generation
+    queued during a build waits for the build. The dialog only sends requests and shows the
+    ``export_*`` signals of its own build id."""
+
     COLUMNS = ("Engine folder", "Components", "Precision", "Presets", "Backend", "Fits here")
 
-    def __init__(self, settings: AppSettings, entry: ModelEntry | None, parent: Any = None) -> None:
+    def __init__(self, settings: AppSettings, entry: ModelEntry | None, service: GpuService,
+                 parent: Any = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Engines")
         self.resize(820, 560)
         self.settings = settings
         self.entry = entry
-        self.thread: QThread | None = None
-        self.worker: ExportWorker | None = None
+        self.service = service
+        self.build_id: str | None = None  # the build this dialog waits for, queued or running
+        self.started = False  # the service began it (until then it waits for the running job)
         self.result_path: Path | None = None
-        self.error = ""
+        self.error: UserError | None = None
 
         model = (f"{Path(entry.path).name} ({entry.variant})" if entry and entry.variant
                  else "no model selected")
@@ -256,6 +103,7 @@ class EnginesDialog(QDialog):
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.stage = QLabel("")
+        self.stage.setWordWrap(True)
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(2000)
@@ -278,6 +126,13 @@ class EnginesDialog(QDialog):
         self.build_button.clicked.connect(self.build)
         self.cancel_button.clicked.connect(self.cancel_build)
         self.close_button.clicked.connect(self.reject)
+        # the service lives on the GPU thread: these arrive queued, on this (GUI) thread
+        service.export_started.connect(self._on_started)
+        service.export_progress.connect(self._on_progress)
+        service.export_log.connect(self._on_log)
+        service.export_finished.connect(self._on_done)
+        service.export_failed.connect(self._on_failed)
+        service.export_cancelled.connect(self._on_cancelled)
         if not export_available():
             self.build_button.setEnabled(False)
             self.stage.setText("The export toolchain is not installed "
@@ -304,28 +159,15 @@ class EnginesDialog(QDialog):
                 self.table.setItem(i, c, item)
 
     def make_job(self) -> Any:
-        from wan_desktop.export.job import ExportJob
-
-        from wan_desktop.specs import profile_presets
-        from wan_desktop.variants import VARIANTS
-
         assert self.entry is not None
-        kind = self.kind_combo.currentData()
-        comps = tuple(c for c, b in self.component_boxes.items() if b.isChecked())
-        if not comps:
-            raise ValueError("choose at least one component")
-        variant = VARIANTS[self.entry.variant]
-        presets = tuple(p for name, b in self.preset_boxes.items() if b.isChecked()
-                        for p in profile_presets(variant, name))
-        precision = self.precision_combo.currentText()
-        out = self.settings.engines / f"{Path(self.entry.path).name}-{kind}-{precision}"
-        return ExportJob(out=str(out), model=self.entry.path, components=comps,
-                         precision=precision, presets=presets, engine=kind,
-                         profile=next((n for n, b in self.preset_boxes.items() if b.isChecked()),
-                                      None))
+        return make_export_job(
+            self.settings.engines, self.entry,
+            components=tuple(c for c, b in self.component_boxes.items() if b.isChecked()),
+            presets=tuple(n for n, b in self.preset_boxes.items() if b.isChecked()),
+            precision=self.precision_combo.currentText(), engine=self.kind_combo.currentData())
 
     def build(self) -> None:
-        if self.worker is not None:
+        if self.build_id is not None:
             return
         try:
             job = self.make_job()
@@ -337,56 +179,66 @@ class EnginesDialog(QDialog):
             return
         self.settings.engines.mkdir(parents=True, exist_ok=True)
         self.log_view.clear()
-        self.thread = QThread(self)
-        self.worker = ExportWorker()
-        self.worker.moveToThread(self.thread)
-        self.worker.progress.connect(self._on_progress)
-        self.worker.log_line.connect(self.log_view.appendPlainText)
-        self.worker.done.connect(self._on_done)
-        self.worker.failed.connect(self._on_failed)
-        self.worker.cancelled.connect(self._on_cancelled)
-        self.thread.start()
+        self.progress.setValue(0)
+        self.result_path, self.error = None, None
+        self.build_id, self.started = f"build-{uuid.uuid4().hex[:12]}", False
         self.build_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        self.stage.setText("Building…")
-        self.worker.start(job)
+        # replaced by the first stage as soon as the GPU thread takes it (at once when idle)
+        self.stage.setText("Waiting for the running job to finish…")
+        self.service.submit_export(self.build_id, job)
 
     def cancel_build(self) -> None:
-        if self.worker is not None:
-            self.worker.token.cancel("build cancelled")
+        if self.build_id is None:
+            return
+        self.service.cancel(self.build_id)  # thread-safe: only sets the build's token
+        if self.started:
             self.stage.setText("Cancelling…")
+        else:  # still queued: the service will drop it unstarted (its token is checked first)
+            self._end("Cancelled.")
 
-    def _on_progress(self, stage: str, fraction: float) -> None:
-        self.stage.setText(stage)
-        self.progress.setValue(round(max(0.0, min(1.0, fraction)) * 1000))
+    def _mine(self, build_id: str) -> bool:
+        return build_id == self.build_id
 
-    def _stop(self) -> None:
-        if self.thread is not None:
-            self.thread.quit()
-            self.thread.wait(10000)
-        self.thread = None
-        self.worker = None
+    def _on_started(self, build_id: str) -> None:
+        if self._mine(build_id):
+            self.started = True
+            self.stage.setText("Building…")
+
+    def _on_progress(self, build_id: str, stage: str, fraction: float) -> None:
+        if self._mine(build_id):
+            self.stage.setText(stage)
+            self.progress.setValue(round(max(0.0, min(1.0, fraction)) * 1000))
+
+    def _on_log(self, build_id: str, line: str) -> None:
+        if self._mine(build_id):
+            self.log_view.appendPlainText(line)
+
+    def _end(self, text: str) -> None:
+        self.stage.setText(text)
+        self.build_id, self.started = None, False
         self.build_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         self.refresh()
 
-    def _on_done(self, path: Any) -> None:
-        self.result_path = Path(path)
-        self.stage.setText(f"Built: {path}")
-        self.progress.setValue(1000)
-        self._stop()
+    def _on_done(self, build_id: str, path: str) -> None:
+        if self._mine(build_id):
+            self.result_path = Path(path)
+            self.progress.setValue(1000)
+            self._end(f"Built: {path}")
 
-    def _on_failed(self, message: str) -> None:
-        self.error = message
-        self.stage.setText(f"Failed: {message}")
-        self._stop()
+    def _on_failed(self, build_id: str, error: UserError) -> None:
+        if self._mine(build_id):
+            self.error = error
+            self.log_view.appendPlainText(error.text())
+            self._end(f"Failed: {error.title}: {error.message}\nWhat to do: {error.remedy}")
 
-    def _on_cancelled(self) -> None:
-        self.stage.setText("Cancelled.")
-        self._stop()
+    def _on_cancelled(self, build_id: str) -> None:
+        if self._mine(build_id):
+            self._end("Cancelled.")
 
     def done(self, result: int) -> None:
-        if self.worker is not None:
-            self.worker.token.cancel("dialog closed")
-            self._stop()
+        if self.build_id is not None:  # closing the dialog stops its build
+            self.service.cancel(self.build_id)
+            self._end("Cancelled.")
         super().done(result)

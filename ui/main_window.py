@@ -823,7 +823,8 @@ class MainWindow(QMainWindow):
     def open_engines_dialog(self) -> None:
         from .engines_dialog import EnginesDialog
 
-        self.engines_dialog = EnginesDialog(self.settings, self.form.entry, parent=self)
+        self.engines_dialog = EnginesDialog(self.settings, self.form.entry, self.service,
+                                            parent=self)
         self.engines_dialog.finished.connect(lambda _r: self.refresh_engines())
         self.engines_dialog.open()
 
@@ -900,7 +901,7 @@ def usable_engine_folders(settings: AppSettings, entry: ModelEntry | None) -> di
     if entry is None or not entry.ok:
         return {}
     try:
-        from .engines_dialog import usable_engines
+        from .engine_folders import usable_engines
 
         return usable_engines(settings.engines, entry)
     except Exception:

@@ -102,7 +102,7 @@ def _engine_folder(root: Path, name: str, variant, records, *, runtime="onnxrunt
     (a real export takes ~30 s per graph on these CPUs; the listing reads only the manifest,
     the files' presence and sizes)."""
     from wan_desktop.engines.cache import EngineEntry, Manifest, sha256_file, write_manifest
-    from wan_desktop.ui.engines_dialog import installed_runtime_version
+    from wan_desktop.ui.engine_folders import installed_runtime_version
 
     folder = root / name
     folder.mkdir(parents=True)
@@ -175,7 +175,7 @@ def test_an_engine_build_can_be_cancelled_and_leaves_nothing(make_desktop, tiny,
                                                               tmp_path):
     from dataclasses import replace
 
-    from wan_desktop.ui.engines_dialog import export_available
+    from wan_desktop.ui.engine_folders import export_available
     from wan_desktop.ui.settings import load_settings, save_settings
 
     if not export_available():
@@ -191,9 +191,14 @@ def test_an_engine_build_can_be_cancelled_and_leaves_nothing(make_desktop, tiny,
     job = dlg.make_job()
     assert job.model == str(tiny.official) and job.components == ("dit",)
     assert job.presets == ("832x480x81", "480x832x81") and job.engine == "onnx"
-    click(qtbot, dlg.build_button)
-    click(qtbot, dlg.cancel_button)  # before the first graph: the export stops at its check
-    qtbot.waitUntil(lambda: dlg.worker is None, timeout=60_000)
+    # the build goes to the GPU service's queue; cancelled at once, it never starts
+    with qtbot.waitSignal(d.service.export_cancelled, timeout=60_000) as sig:
+        click(qtbot, dlg.build_button)
+        build_id = dlg.build_id
+        assert build_id is not None and not dlg.build_button.isEnabled()
+        click(qtbot, dlg.cancel_button)
+    assert sig.args == [build_id]
+    qtbot.waitUntil(lambda: dlg.build_id is None, timeout=10_000)
     assert dlg.stage.text() == "Cancelled."
     assert sorted(p.name for p in root.iterdir()) == []  # no folder, no partial one
     assert dlg.build_button.isEnabled() and dlg.table.rowCount() == 0
