@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from wan_desktop.contracts import Components, VaeDecoder
 from wan_desktop.errors import ConfigError, EngineError
+from wan_desktop.options import Backend, RunOptions
 from wan_desktop.variants import Variant, get_variant
 
 if TYPE_CHECKING:
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
     from wan_desktop.checkpoints.detect import ModelFiles
     from wan_desktop.lora import LoraSpec
     from wan_desktop.memory import Plan
-    from wan_desktop.options import RunOptions
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def detect_for_options(options: RunOptions) -> tuple[Variant, ModelFiles | None]
         if options.model:
             raise ConfigError("give either --model or --random-weights, not both")
         return get_variant(options.random_weights), None
-    if not options.model and options.backend != "torch" and options.engines:
+    if not options.model and options.backend is not Backend.TORCH and options.engines:
         # an engine folder is self-contained: its manifest records the model it was made from
         from .cache import read_manifest
 
@@ -80,15 +80,12 @@ def build_components(
     engines/residency.apply_plan to place (block streaming as planned, unless the options set it).
     """
     device, dtype = resolve_device(options)
-    if options.backend in ("onnxruntime", "tensorrt"):
+    if options.backend is not Backend.TORCH:
         return _build_engine_components(options, variant, files, device, warn, size), device
-    if options.backend != "torch":
-        raise EngineError(f"unknown backend {options.backend!r}",
-                          remedy="Use --backend torch, onnxruntime or tensorrt.")
     from .torch_backend import build_torch_components
 
     comps = build_torch_components(
-        variant, files, device=device, dtype=dtype, warn=warn, precision=options.precision,
+        variant, files, device=device, dtype=dtype, warn=warn, precision=options.precision_name,
         attention=options.attention, compile=options.compile, step_cache=options.step_cache,
         swap_blocks=options.swap_blocks or (plan.dit.swap_blocks if plan is not None else 0),
         loras=lora_specs(options), load=plan is None,
@@ -107,7 +104,7 @@ def set_run_loras(components: Components, options: RunOptions) -> bool:
     from .torch_backend import TorchDenoiser, _read_loras
 
     dens = components.denoisers
-    if options.backend != "torch" or not all(isinstance(d, TorchDenoiser) for d in dens):
+    if options.backend is not Backend.TORCH or not all(isinstance(d, TorchDenoiser) for d in dens):
         return False
     pairs = _read_loras([d.model for d in dens], lora_specs(options))  # checked before any change
     for den, p in zip(dens, pairs, strict=True):
@@ -131,12 +128,12 @@ def _build_engine_components(options: RunOptions, variant: Variant, files: Model
                              size: str | None = None) -> Components:
     """Components from an engine folder (wan-desktop export); the backends are imported lazily."""
     if not options.engines:
-        raise ConfigError(f"--backend {options.backend} needs --engines DIR")
+        raise ConfigError(f"--backend {options.backend.value} needs --engines DIR")
     from wan_desktop.lora import lora_manifest
 
     # the engines' merged LoRAs must be exactly the run's (sha256 prefix, strength, expert)
     loras = lora_manifest(lora_specs(options))
-    if options.backend == "onnxruntime":
+    if options.backend is Backend.ONNXRUNTIME:
         from .onnxruntime_backend import build_ort_components
 
         return build_ort_components(None if files is None else variant, options.engines,
@@ -161,7 +158,7 @@ def _build_engine_components(options: RunOptions, variant: Variant, files: Model
     return build_tensorrt_components(variant if files is not None else manifest.variant,
                                      options.engines, device, warn=warn,
                                      tokenizer=engine_tokenizer(options.engines, manifest),
-                                     precision=options.precision, preset=size)
+                                     precision=options.precision_name, preset=size)
 
 
 class EngineFactory:

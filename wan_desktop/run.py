@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from . import pipeline
 from .cancel import CancelToken
 from .errors import CheckpointError, ConfigError, OutOfVram
-from .options import RunOptions
+from .options import Backend, RunOptions
 from .request import GenerationRequest
 
 if TYPE_CHECKING:
@@ -109,12 +109,13 @@ def prepare(request: GenerationRequest, options: RunOptions, *, out: str | Path,
     from .video import check_output_path
 
     if options.model is None and options.random_weights is None and (
-            options.backend == "torch" or options.engines is None):
+            options.backend is Backend.TORCH or options.engines is None):
         raise ConfigError("no model given",
                           remedy="Give --model PATH (or --random-weights VARIANT, or --backend "
                                  "onnxruntime --engines DIR); in the app, pick a model.")
-    if options.backend != "torch" and options.engines is None:
-        raise ConfigError(f"the {options.backend} backend needs an engine folder (--engines DIR)")
+    if options.backend is not Backend.TORCH and options.engines is None:
+        raise ConfigError(f"the {options.backend.value} backend needs an engine folder "
+                          "(--engines DIR)")
     out = Path(out)
     check_output_path(out)
     variant, files = factory.detect(options)
@@ -130,13 +131,13 @@ def prepare(request: GenerationRequest, options: RunOptions, *, out: str | Path,
                               remedy="Choose the TAEHV file again (--tiny-vae, or Settings).")
     device = factory.device(options)
     plans: tuple[Plan, ...] = ()
-    if options.backend == "torch" and (device.type == "cuda" or plan_only):
+    if options.backend is Backend.TORCH and (device.type == "cuda" or plan_only):
         if device.type != "cuda" and options.vram_budget_gb is None:
             raise ConfigError("planning without a CUDA GPU needs a VRAM budget",
                               remedy="Give the card's memory, e.g. --vram-budget 12.")
         plans = tuple(plans_for_run(variant, resolved, device=device,
                                     budget_gib=options.vram_budget_gb,
-                                    precision=options.precision or stored_precision(files)))
+                                    precision=options.precision_name or stored_precision(files)))
     notes: list[str] = []
     if not options.random_weights:  # random weights: benchmarks, no opinion
         from .presets import few_step_warning
@@ -207,10 +208,10 @@ class ComponentCache:
         o = prepared.options
         plan = prepared.plans[0] if prepared.plans else None
         what = o.to_dict()
-        if o.backend == "torch":  # a LoRA change re-reads the DiT, not everything
+        if o.backend is Backend.TORCH:  # a LoRA change re-reads the DiT, not everything
             what.pop("loras")
             what.pop("loras_low")
-        engines_size = prepared.size if o.backend == "tensorrt" else None  # engines are per size
+        engines_size = prepared.size if o.backend is Backend.TENSORRT else None  # per size
         key = json.dumps([what, None if plan is None else plan.describe(), engines_size,
                           prepared.variant.name, str(prepared.device)], sort_keys=True, default=str)
         loras = (tuple(o.loras), tuple(o.loras_low))

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from tests.gui.conftest import click, fill_form
-from tests.lora.test_lora import lowrank, official_layout, save
-from tests.lora.test_taehv import random_tae_file
+from tests.lora_files import lowrank, official_layout, save
+from tests.taehv_files import random_tae_file
 
 
 def _sidecar(out) -> dict:
@@ -181,6 +181,7 @@ def test_a_lora_of_the_wrong_shape_is_a_message_box_naming_the_tensor_before_any
     assert "low-noise expert" in w.last_error.message and d.queue.jobs == []
 
 
+@pytest.mark.slow  # a GUI restart
 def test_a_saved_queue_with_loras_survives_a_restart_and_runs_them(
         make_desktop, tiny, lora_files, qtbot, home):
     from wan_desktop.ui.store import Job, JobStore
@@ -193,7 +194,7 @@ def test_a_saved_queue_with_loras_survives_a_restart_and_runs_them(
     w.form.add_lora(str(good), strength=0.5)
     click(qtbot, w.generate_button)
     saved = d1.queue.jobs[0]
-    assert saved.options["loras"] == (f"{good}:0.5",) and saved.options["loras_low"] == ()
+    assert saved.options["loras"] == [f"{good}:0.5"] and saved.options["loras_low"] == []
     assert d1.shutdown(10_000)
     d1.window.close()
     # a job saved by a version without LoRAs / presets (no such keys) is queued behind it
