@@ -23,6 +23,7 @@ import wan_desktop
 from tests.numerics import psnr_uint8
 from wan_desktop.options import RunOptions
 from wan_desktop.request import GenerationRequest
+from wan_desktop.samplers import Sampler
 
 SMALL = ["--size", "64x32", "--frames", "9", "--steps", "3", "--device", "cpu", "--dtype",
          "float32", "--no-progress"]
@@ -154,7 +155,8 @@ def test_defaults_come_from_the_detected_variant(model, want, request, tmp_path,
                guidance=req.guidance, shift=req.shift, fps=tiny.variant.defaults.fps)
     print(f"{model} defaults: {got}")
     assert got == want
-    assert req.negative_prompt == tiny.variant.defaults.negative_prompt and req.sampler == "unipc"
+    assert req.negative_prompt == tiny.variant.defaults.negative_prompt
+    assert req.sampler is Sampler.UNIPC
     assert req.seed == int(r.err.split()[-1])
 
 
