@@ -253,7 +253,7 @@ def _terms(p: Path, module: str, parts: dict[str, tuple[str, Tensor]],
 
     if "down" in parts or "up" in parts:
         if "down" not in parts or "up" not in parts:
-            have = (parts.get("down") or parts.get("up"))[0]  # type: ignore[index]
+            have = parts["down" if "down" in parts else "up"][0]
             raise CheckpointError(f"{p.name}: {have} has no matching "
                                   f"{'up/lora_B' if 'down' in parts else 'down/lora_A'} tensor")
         (kd, down), (ku, up) = parts["down"], parts["up"]
@@ -264,7 +264,7 @@ def _terms(p: Path, module: str, parts: dict[str, tuple[str, Tensor]],
                                   f"{rank}")
         check(kd, name, (up.shape[0], *down.shape[1:]), want)
         scale = 1.0
-        keys = (kd, ku)
+        keys: tuple[str, ...] = (kd, ku)
         if "alpha" in parts:
             ka, alpha = parts["alpha"]
             scale = 1.0 if alpha.is_meta else float(alpha.float().reshape(-1)[0]) / rank
@@ -371,7 +371,7 @@ class LoraMerge:
             dev = getattr(owner, leaf).device  # the model may have moved since the merge
             owner._parameters[leaf] = nn.Parameter(data.to(dev), requires_grad=False)
             if hasattr(owner, "scale_weight") and leaf == "weight":
-                owner.scale_weight = None if scale is None else scale.to(dev)
+                owner.register_buffer("scale_weight", None if scale is None else scale.to(dev))
         self._saved.clear()
         self.merged_params = 0
 

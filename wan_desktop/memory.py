@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 from .errors import ConfigError
 
 if TYPE_CHECKING:
+    import torch
+
     from .variants import ClipConfig, DiTConfig, T5Config, VaeConfig, Variant
 
 GIB = 1024**3
@@ -552,7 +554,7 @@ def workload_for(variant: Variant, width: int, height: int, frames: int, *, task
                     precision=prec, guidance=guidance)
 
 
-def free_vram_gib(device: object = None) -> float:
+def free_vram_gib(device: torch.device | str | int | None = None) -> float:
     """Free memory of the CUDA device now (the "auto" budget), plus what this process already holds
     in torch's cache (reusable by us)."""
     import torch

@@ -275,7 +275,7 @@ def _human(n: float | None) -> str:
 class _NoAuthAcrossHosts(urllib.request.HTTPRedirectHandler):
     """Follow the Hub's redirects to its CDN without sending the token to another host."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[override]
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         if new is not None and urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(
             req.full_url

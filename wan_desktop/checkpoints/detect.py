@@ -259,7 +259,7 @@ def dit_config(shapes: dict[str, tuple[int, ...]], where: str, config: dict[str,
     pe = _need(shapes, "patch_embedding.weight", where)  # [dim, in_dim, 1, 2, 2]
     dim, in_dim = pe[0], pe[1]
     head = _need(shapes, "head.head.weight", where)  # [4·out_dim, dim]
-    patch = tuple(pe[2:])
+    patch = (pe[2], pe[3], pe[4])
     out_dim = head[0] // (patch[0] * patch[1] * patch[2])
     layers = _count(shapes, r"blocks\.(\d+)\.")
     ffn_dim = _need(shapes, "blocks.0.ffn.0.weight", where)[0]
@@ -290,7 +290,7 @@ def dit_config(shapes: dict[str, tuple[int, ...]], where: str, config: dict[str,
     sla_topk = float(config.get("sla_topk", 0.1)) if SLA_KEY in shapes else None
     return DiTConfig(sla_topk=sla_topk, model_type=model_type, dim=dim, ffn_dim=ffn_dim, num_heads=int(heads),
                      num_layers=layers, in_dim=in_dim, out_dim=out_dim, text_dim=text_dim,
-                     freq_dim=freq_dim, patch_size=patch,  # type: ignore[arg-type]
+                     freq_dim=freq_dim, patch_size=patch,
                      image_dim=image_dim, image_pos_len=image_pos_len)
 
 

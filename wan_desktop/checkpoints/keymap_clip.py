@@ -14,8 +14,9 @@ Most tensors are a rename (``official_key``). Three need the tensors themselves 
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -201,7 +202,10 @@ def load_clip_visual(
 
     def src(key: str) -> TensorSource:
         info = reader.info(key)
-        return TensorSource(info.shape, info.dtype, info.file, lambda k=key: reader.get(k), key)
+        return TensorSource(info.shape, info.dtype, info.file, functools.partial(reader.get, key), key)
+
+    def built(r: HfRecipe) -> Callable[[], Tensor]:
+        return lambda: r.build([reader.get(s) for s in r.sources])
 
     if is_hf_layout(keys):
         try:
@@ -214,7 +218,7 @@ def load_clip_visual(
                 r.shape,
                 first.dtype,
                 first.file,
-                lambda r=r: r.build([reader.get(s) for s in r.sources]),
+                built(r),
                 "+".join(r.sources),
             )
     else:

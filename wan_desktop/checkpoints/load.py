@@ -4,6 +4,7 @@ in one at a time, keep fp8 weights fp8, validate everything.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,8 +24,10 @@ from .detect import (
 from .materialize import TensorSource, materialize, weights_on_meta
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
-    from torch import nn
+    from torch import Tensor, nn
 
     from ..models.layers import Ops
 
@@ -45,7 +48,13 @@ def component_sources(
 
     def src(key: str) -> TensorSource:
         info = reader.info(key)
-        return TensorSource(info.shape, info.dtype, info.file, lambda k=key: reader.get(k), key)
+        return TensorSource(info.shape, info.dtype, info.file, functools.partial(reader.get, key), key)
+
+    def dequantized(key: str, scale_key: str) -> Callable[[], Tensor]:
+        return lambda: turbo_int8_dequant(reader.get(key), reader.get(scale_key))
+
+    def reshaped(load: Callable[[], Tensor], shape: tuple[int, ...]) -> Callable[[], Tensor]:
+        return lambda: load().reshape(shape)
 
     for key in reader:
         if key.rpartition(".")[2] in IGNORED_KEYS or key.endswith(IGNORED_SUFFIXES):
@@ -65,7 +74,7 @@ def component_sources(
                 info = reader.info(key)
                 sources[new] = TensorSource(
                     info.shape, "float32", info.file,
-                    lambda k=key, sk=scale_key: turbo_int8_dequant(reader.get(k), reader.get(sk)),
+                    dequantized(key, scale_key),
                     key)
             continue
         scale_suffix = next((s for s in SCALE_SUFFIXES if key.endswith(s)), None)
@@ -88,7 +97,7 @@ def component_sources(
         if kind == "dit" and (conv := turbo_patch_shape(new, tuple(sources[new].shape))):
             s = sources[new]  # TurboDiffusion's Linear patch embedding, viewed as our Conv3d
             sources[new] = TensorSource(conv, s.dtype, s.file,
-                                        lambda load=s.load, c=conv: load().reshape(c), s.key)
+                                        reshaped(s.load, conv), s.key)
     if unknown:
         raise CheckpointError(f"{comp.files[0]}: {len(unknown)} tensor(s) this {kind} does not have "
                               f"({_few(unknown)}); is it another model?")
@@ -176,12 +185,12 @@ def load_vae(files: ModelFiles, *, dtype: torch.dtype | None = None) -> nn.Modul
 
     comp = require(files, "vae")
     cfg = files.variant.vae
-    if cfg.version == "2.2":
-        from ..models.vae22 import WanVAE22 as Vae
-    else:
-        from ..models.vae21 import WanVAE21 as Vae
+    from ..models.vae21 import WanVAE21
+    from ..models.vae22 import WanVAE22
+
+    vae: type[WanVAE21 | WanVAE22] = WanVAE22 if cfg.version == "2.2" else WanVAE21
     with weights_on_meta():
-        model = Vae(cfg)
+        model = vae(cfg)
     sources, scales = component_sources(comp, "vae")
     return materialize(model, sources, what=f"VAE {comp.files[0].name}",
                        dtype=dtype or torch.float32, scales=scales)

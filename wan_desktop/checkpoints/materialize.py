@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +20,7 @@ from ..errors import CheckpointError
 from ..models.layers import in_modules
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+M = TypeVar("M", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -42,16 +44,18 @@ def weights_on_meta() -> Iterator[None]:
     """
     original = nn.Module.register_parameter
 
-    def register(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+    def register(self: nn.Module, name: str, param: nn.Parameter | None) -> None:
         if param is not None and param.device.type != "meta":
             param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
-        original(module, name, param)
+        original(self, name, param)
 
-    nn.Module.register_parameter = register  # type: ignore[method-assign]
+    # Patching the method is the point (as accelerate's init_empty_weights): every module class,
+    # including torch's own layers, registers through it.
+    nn.Module.register_parameter = register  # type: ignore[method-assign]  # deliberate patch
     try:
         yield
     finally:
-        nn.Module.register_parameter = original  # type: ignore[method-assign]
+        nn.Module.register_parameter = original  # type: ignore[method-assign]  # restore
 
 
 def _where(path: Path) -> str:
@@ -72,7 +76,7 @@ def _per_channel(scale: Tensor, weight: Tensor) -> Tensor:
 
 
 def materialize(
-    module: nn.Module,
+    module: M,
     sources: Mapping[str, TensorSource],
     *,
     what: str,
@@ -80,7 +84,7 @@ def materialize(
     fp32_modules: tuple[str, ...] | None = None,
     keep_fp8: bool = True,
     scales: Mapping[str, TensorSource] | None = None,
-) -> nn.Module:
+) -> M:
     """Assign ``sources`` (official key -> tensor) to ``module``'s meta parameters/buffers.
 
     dtype: floating tensors are converted to it, except those under ``fp32_modules`` (default: the

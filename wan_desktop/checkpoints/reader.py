@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from ..errors import CheckpointError
 
 if TYPE_CHECKING:
+    from safetensors import safe_open
     from torch import Tensor
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ class StateReader:
         self.metadata: dict[str, str] = {}
         self._infos: dict[str, TensorInfo] = {}
         self._pth: dict[Path, dict[str, Tensor]] = {}
-        self._handles: dict[Path, object] = {}
+        self._handles: dict[Path, safe_open] = {}
         for f in self.files:
             if not f.is_file():
                 raise CheckpointError(f"{f}: file not found")
@@ -157,7 +158,7 @@ class StateReader:
                 raise CheckpointError(f"{info.file}: cannot open ({e})") from None
             self._handles[info.file] = handle
         try:
-            return handle.get_tensor(key)  # type: ignore[attr-defined]
+            return handle.get_tensor(key)
         except Exception as e:
             raise CheckpointError(f"{info.file}: cannot read tensor {key!r} ({e})") from None
 

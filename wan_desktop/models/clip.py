@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -133,7 +133,7 @@ class VisionTransformer(nn.Module):
                 f"CLIP input must be {cfg.image_size}×{cfg.image_size} (use preprocess), "
                 f"got {tuple(x.shape[-2:])}"
             )
-        dtype = _activation_dtype(self.transformer[0].attn.to_qkv.weight)
+        dtype = _activation_dtype(cast(AttentionBlock, self.transformer[0]).attn.to_qkv.weight)
         # patchify: [N, 3, S, S] -> [N, dim, S/p, S/p] -> [N, (S/p)², dim]
         w = self.patch_embedding.weight
         x = self.patch_embedding(x.to(_activation_dtype(w))).flatten(2).transpose(1, 2).to(dtype)
@@ -141,7 +141,7 @@ class VisionTransformer(nn.Module):
         x = torch.cat([cls, x], dim=1) + self.pos_embedding.to(dtype)  # [N, L, dim]
         x = _layer_norm_fp32(x, self.pre_norm)
         n = cfg.tap_layers if num_blocks is None else num_blocks
-        for block in self.transformer[:n]:
+        for block in list(self.transformer)[:n]:
             x = block(x)
         return x
 
@@ -158,7 +158,8 @@ class ClipVisionEncoder(nn.Module):
 
     @property
     def compute_dtype(self) -> torch.dtype:
-        return _activation_dtype(self.visual.transformer[0].attn.to_qkv.weight)
+        first = cast(AttentionBlock, self.visual.transformer[0])
+        return _activation_dtype(first.attn.to_qkv.weight)
 
     def forward(self, pixels: Tensor) -> Tensor:
         """pixels: [N, 3, S, S] from ``preprocess`` -> [N, 1 + num_patches, dim], the output of

@@ -28,7 +28,8 @@ class Linear(nn.Linear):
         self.register_buffer("scale_weight", None)
 
     def forward(self, x: Tensor) -> Tensor:
-        w, b = self.weight, self.bias
+        w: Tensor = self.weight
+        b: Tensor | None = self.bias
         if self.scale_weight is not None:  # scale in fp32: rounding it first costs ~4e-3
             w = (w.float() * self.scale_weight.float()).to(x.dtype)
         elif w.dtype != x.dtype:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -180,7 +181,8 @@ class T5Encoder(nn.Module):
     @property
     def compute_dtype(self) -> torch.dtype:
         """Dtype of linears/attention/residual: that of the block weights (fp8/int storage → bf16)."""
-        return _activation_dtype(self.blocks[0].attn.q.weight)
+        first = cast(T5SelfAttention, self.blocks[0])
+        return _activation_dtype(first.attn.q.weight)
 
     def forward(self, ids: Tensor, mask: Tensor | None = None) -> Tensor:
         """ids: [B, L] int64 token ids; mask: [B, L] (1 = token, 0 = padding) or None (all tokens).

@@ -110,13 +110,13 @@ class TaeConfig:
         if 3 * patch * patch != out:
             raise CheckpointError(f"{name}: decoder output has {out} channels, not 3·p²")
         enc = "encoder.0.weight" in shapes
-        pools = tuple(shapes.get(f"encoder.{i}.conv.weight", (64, 128))[1] //
-                      shapes.get(f"encoder.{i}.conv.weight", (64, 128))[0] for i in (2, 7, 12))
+        p2, p7, p12 = (shapes.get(f"encoder.{i}.conv.weight", (64, 128))[1] //
+                       shapes.get(f"encoder.{i}.conv.weight", (64, 128))[0] for i in (2, 7, 12))
         return cls(latent_channels=z, patch_size=patch, widths=(n0, n1, n2, n3),
                    encoder_width=shapes["encoder.0.weight"][0] if enc else 64,
                    # a file may store a 2× TGrow where we (and upstream) run 1×: handled on load
                    decoder_time_upscale=(False, grow[1] >= 2, grow[2] >= 2),
-                   encoder_time_downscale=tuple(p >= 2 for p in pools) if enc  # type: ignore[arg-type]
+                   encoder_time_downscale=(p2 >= 2, p7 >= 2, p12 >= 2) if enc
                    else (True, True, False), has_encoder=enc)
 
 

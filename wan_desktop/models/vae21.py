@@ -282,6 +282,10 @@ class CausalVAE(nn.Module):
 
     FP32_MODULES = ()
     cfg: VaeConfig
+    encoder: Encoder3d
+    conv1: CausalConv3d
+    conv2: CausalConv3d
+    decoder: Decoder3d
     latents_mean: Tensor
     latents_inv_std: Tensor
 
