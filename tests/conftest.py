@@ -32,6 +32,39 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture(scope="session")
+def t2v_model(tmp_path_factory):
+    """The tiny T2V model in every layout (tests/fixtures_models.py), for the export tests."""
+    from tests.fixtures_models import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("export_t2v"), "t2v-1.3B")
+
+
+@pytest.fixture(scope="session")
+def t2v_engines(t2v_model, tmp_path_factory):
+    """`wan-desktop export --model <official> --out <dir>`, in-process, once per session: the
+    ONNX folder of the export tests (tests/export) and the TensorRT ones (tests/engines)."""
+    from wan_desktop.cli import main
+
+    out = tmp_path_factory.mktemp("export_t2v_engines") / "engines"
+    code = main(["export", "--model", str(t2v_model.official), "--out", str(out),
+                 "--no-progress"])
+    assert code == 0
+    return out
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models and small 3D convolutions run several times faster on one thread when the two
+    CPUs are shared."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @dataclass
 class Result:
     code: int

@@ -72,6 +72,7 @@ def test_mp4_decodes_to_the_frames_size_and_fps_and_the_sidecar_holds_every_sett
     assert signal.getsignal(signal.SIGINT) is handler_before
 
 
+@pytest.mark.slow  # three generations
 def test_png_folder_is_lossless_and_seeds_reproduce(t2v, tmp_path, cli):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     for out, seed in ((a, 1), (b, 1), (c, 2)):
@@ -298,6 +299,7 @@ def test_gpu_out_of_memory_is_one_line_and_writes_nothing(t2v, tmp_path, cli, mo
 # ----------------------------------------------------------------------------- prompts, weights
 
 
+@pytest.mark.slow  # two generations
 def test_long_prompt_is_truncated_with_a_warning(t2v, tmp_path, cli):
     r = cli(["generate", "--model", t2v.official, "--prompt", "a short prompt", "--seed", "1",
              *SMALL, "--out", tmp_path / "short.mp4"])
@@ -335,6 +337,7 @@ def test_random_weight_components_are_marked_in_the_sidecar(tmp_path):
 # ----------------------------------------------------------------------------- progress, Ctrl-C
 
 
+@pytest.mark.slow  # the CLI in a fresh process
 def test_subprocess_progress_bar_shows_steps_rate_and_eta(t2v, tmp_path):
     """The real command line (python -m wan_desktop.cli) with WAN_PROGRESS=1 (stderr is no tty)."""
     out = tmp_path / "p.mp4"
@@ -374,6 +377,7 @@ def test_sigint_sets_the_cancel_token_and_a_second_one_interrupts():
     assert signal.getsignal(signal.SIGINT) is before
 
 
+@pytest.mark.slow  # the CLI in a fresh process
 def test_ctrl_c_cancels_within_a_step_and_leaves_nothing(t2v, tmp_path):
     out = tmp_path / "c.mp4"
     # 256x256x33 on the tiny model: ~20 ms a step, 400 steps: still denoising when the signal lands

@@ -1,9 +1,10 @@
-"""Fixtures of the export tests: tiny models exported once per session (exporting is the slow
+"""Helpers of the export tests. Tiny models are exported once per session (exporting is the slow
 part: the dynamo exporter's symbolic shape tracing takes seconds per graph even for tiny models).
 
-``t2v_engines``: the tiny T2V model (official layout) exported through the real CLI — its graphs
-also serve the T5 / DiT t2v / Wan2.1 VAE decoder parity tests. Other graphs come from random
-modules exported with the API (1-layer DiTs, VAEs of reduced depth with every kind of stage).
+``t2v_engines`` (tests/conftest.py, shared with the TensorRT backend tests in tests/engines): the
+tiny T2V model (official layout) exported through the real CLI — its graphs also serve the T5 /
+DiT t2v / Wan2.1 VAE decoder parity tests. Other graphs come from random modules exported with
+the API (1-layer DiTs, VAEs of reduced depth with every kind of stage).
 """
 
 from __future__ import annotations
@@ -11,10 +12,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
 import torch
 
-from tests.fixtures_models import TinyModel, build_tiny_model
 from tests.tiny import tiny_variant
 
 
@@ -59,20 +58,3 @@ def small_vae_variant(name: str):
         vae = replace(v.vae, dim_mult=(1, 2, 2), num_res_blocks=1,
                       temporal_downsample=(False, True))
     return replace(v, vae=vae)
-
-
-@pytest.fixture(scope="session")
-def t2v_model(tmp_path_factory) -> TinyModel:
-    return build_tiny_model(tmp_path_factory.mktemp("export_t2v"), "t2v-1.3B")
-
-
-@pytest.fixture(scope="session")
-def t2v_engines(t2v_model, tmp_path_factory) -> Path:
-    """`wan-desktop export --model <official> --out <dir>`, in-process, once per session."""
-    from wan_desktop.cli import main
-
-    out = tmp_path_factory.mktemp("export_t2v_engines") / "engines"
-    code = main(["export", "--model", str(t2v_model.official), "--out", str(out),
-                 "--no-progress"])
-    assert code == 0
-    return out

@@ -24,6 +24,8 @@ from wan_desktop.cancel import CancelToken  # noqa: E402
 from wan_desktop.errors import Cancelled, ConfigError, EngineError  # noqa: E402
 from wan_desktop.variants import VARIANTS, Precision  # noqa: E402
 
+pytestmark = pytest.mark.slow  # TensorRT engine builds (and the ONNX exports they start from)
+
 TIMINGS: dict[str, str] = {}
 
 

@@ -13,6 +13,7 @@ from wan_desktop.engines import cache
 
 from tests.conftest import Result
 
+pytestmark = pytest.mark.slow  # ONNX export of the tiny model through the CLI (~1 min)
 GEN = ["--prompt", "a cat walks on the grass", "--size", "64x48", "--frames", "5", "--steps", "2",
        "--seed", "3", "--device", "cpu"]
 

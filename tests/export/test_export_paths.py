@@ -23,6 +23,7 @@ from tests.fixtures_models import TinyModel, build_tiny_model
 from wan_desktop.errors import CheckpointError, ConfigError, EngineError, WanError
 from wan_desktop.lora import LoraSpec, file_sha256, load_loras, lora_manifest, merge_loras
 
+pytestmark = pytest.mark.slow  # ONNX export of tiny models (A14B experts, LoRA merged)
 RTOL = 1e-4  # ARCHITECTURE.md: ONNX graphs within 1e-4 of the torch modules
 STRENGTH = 0.7
 LATENT = (2, 4, 6)  # not the export's example shape (3, 10, 14): the dims really are dynamic

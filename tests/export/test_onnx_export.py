@@ -14,6 +14,7 @@ from tests.export.conftest import random_module, rel_err, session, small_vae_var
 from tests.tiny import tiny_variant
 from wan_desktop import specs
 
+pytestmark = pytest.mark.slow  # ONNX export: the dynamo exporter traces each graph for seconds
 RTOL = 1e-4  # ARCHITECTURE.md: ONNX graphs within 1e-4 of the torch modules
 
 

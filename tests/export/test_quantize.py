@@ -28,6 +28,8 @@ from wan_desktop.cancel import CancelToken
 from wan_desktop.errors import Cancelled, ConfigError, EngineError
 from wan_desktop.variants import Precision
 
+pytestmark = pytest.mark.slow  # FP8/INT8 quantization of exported ONNX graphs
+
 BLOCK_LINEARS = 2 * (4 + 4 + 2)  # tiny DiT: 2 blocks × (self q k v o, cross q k v o, ffn 0 2)
 ATTENTION_MATMULS = 2 * 2 * 2  # 2 blocks × 2 attentions × (Q·Kᵀ, P·V)
 

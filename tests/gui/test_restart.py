@@ -12,6 +12,9 @@ import time
 from pathlib import Path
 
 import imageio.v3 as iio
+import pytest
+
+pytestmark = pytest.mark.slow  # GUI restarts: the app runs in subprocesses, killed and started again
 
 
 def _job(job_id: str, seed: int, steps: int, model: Path, home: Path):

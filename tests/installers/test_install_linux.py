@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # runs the installer (a real install in the session fixture)
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL = ROOT / "installers" / "linux" / "install.sh"
 UNINSTALL = ROOT / "installers" / "linux" / "uninstall.sh"

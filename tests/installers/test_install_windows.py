@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # installer tests
 WIN = Path(__file__).resolve().parents[2] / "installers" / "windows"
 LINUX = WIN.parent / "linux"
 SCRIPTS = [WIN / "install.ps1", WIN / "uninstall.ps1"]

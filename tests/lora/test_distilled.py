@@ -149,7 +149,7 @@ def _cli(args):
 
 
 def test_cli_fast_preset_with_lora_and_tiny_vae(tiny, tmp_path):
-    from tests.lora.test_taehv import random_tae_file
+    from tests.taehv_files import random_tae_file
 
     lora = _lora_file(tmp_path / "lightx2v_4step_lora.safetensors")
     tae = tmp_path / "taew2_1.safetensors"

@@ -7,16 +7,14 @@ diffusers transformer with the same base weights, and the explicit W + s·(alpha
 from __future__ import annotations
 
 import copy
-import math
 import typing
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
+from tests.lora_files import CFG, RANK, TARGETS, lowrank, official_layout, save
 from tests.numerics import rel_err
 from tests.reference_models import diffusers_transformer
-from tests.tiny import tiny_variant
 from wan_desktop.checkpoints.keymap_dit import official_key
 from wan_desktop.errors import CheckpointError, ConfigError
 from wan_desktop.lora import (
@@ -29,16 +27,6 @@ from wan_desktop.lora import (
     read_lora,
 )
 from wan_desktop.models.dit import WanModel
-
-CFG = tiny_variant("t2v-1.3B").dit
-RANK = 4
-# official module -> diffusers module, for the layers a Wan LoRA touches
-TARGETS = {
-    "self_attn.q": "attn1.to_q", "self_attn.k": "attn1.to_k", "self_attn.v": "attn1.to_v",
-    "self_attn.o": "attn1.to_out.0", "cross_attn.q": "attn2.to_q", "cross_attn.k": "attn2.to_k",
-    "cross_attn.v": "attn2.to_v", "cross_attn.o": "attn2.to_out.0", "ffn.0": "ffn.net.0.proj",
-    "ffn.2": "ffn.net.2",
-}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -61,38 +49,6 @@ def _inputs():
     ctx = torch.zeros(1, CFG.text_len, CFG.text_dim)
     ctx[0, :7] = torch.randn(7, CFG.text_dim, generator=g)
     return x, torch.tensor([637.0]), ctx
-
-
-def lowrank(seed: int, *, rank: int = RANK, bias: bool = False):
-    """{(block, official module): (down [r, in], up [out, r], diff_b [out] | None)}."""
-    g = torch.Generator().manual_seed(seed)
-    shapes = param_shapes(WanModel(CFG))
-    out = {}
-    for b in range(CFG.num_layers):
-        for mod in TARGETS:
-            o, i = shapes[f"blocks.{b}.{mod}.weight"]
-            down = torch.randn(rank, i, generator=g) / math.sqrt(i)
-            up = torch.randn(o, rank, generator=g) * 0.5
-            out[(b, mod)] = (down, up, torch.randn(o, generator=g) * 0.1 if bias else None)
-    return out
-
-
-def save(tmp_path, name, tensors):
-    p = tmp_path / name
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(p))
-    return p
-
-
-def official_layout(pairs, alpha=None, prefix="diffusion_model."):
-    t = {}
-    for (b, mod), (down, up, diff_b) in pairs.items():
-        k = f"{prefix}blocks.{b}.{mod}"
-        t[f"{k}.lora_down.weight"], t[f"{k}.lora_up.weight"] = down, up
-        if alpha is not None:
-            t[f"{k}.alpha"] = torch.tensor(float(alpha))
-        if diff_b is not None:
-            t[f"{k}.diff_b"] = diff_b
-    return t
 
 
 def peft_layout(pairs):

@@ -120,13 +120,14 @@ def test_loras_merge_before_the_runtime_quantization(tmp_path, precision):
     assert err_once < err_twice
 
 
+@pytest.mark.slow  # six Wan2.2 generations, experts read again from disk
 @pytest.mark.parametrize("expert", ["high", "low"])
 def test_wan22_one_expert_in_ram_works_with_loras(tmp_path, expert):
     """The RAM plan's one expert at a time with a LoRA on one expert: the second expert is read
     (with its LoRA) only after the first left RAM; the video equals both experts in RAM."""
     from wan_desktop.engines.residency import apply_plan
 
-    from tests.memory.test_residency import _plan
+    from tests.plans import changed_plan
     from wan_desktop.pipeline import generate
     from wan_desktop.request import GenerationRequest
 
@@ -145,7 +146,7 @@ def test_wan22_one_expert_in_ram_works_with_loras(tmp_path, expert):
             return read(pairs)
 
         me.rebuild = rebuild
-    plan = _plan(variant="t2v-A14B", text={"where": "cpu"}, dit={"experts_resident": 1})
+    plan = changed_plan(variant="t2v-A14B", text={"where": "cpu"}, dit={"experts_resident": 1})
     plan = replace(plan, ram=replace(plan.ram, experts_in_ram=1))
     req = GenerationRequest(prompt="a red fox", width=64, height=32, frames=5, steps=3,
                             seed=1).resolve(v)

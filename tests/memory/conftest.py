@@ -1,12 +1,7 @@
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models and small 3D convolutions run several times faster on one thread when the two
-    CPUs are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
+    """Every memory test on one thread (tests/conftest.py: one_thread)."""
     yield
-    torch.set_num_threads(n)

@@ -10,6 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # runs every bench of tests/gpu/run_issue5.sh on tiny configs (~40 s)
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

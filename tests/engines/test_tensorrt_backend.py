@@ -140,6 +140,7 @@ def trt_folder(t2v_engines, tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow  # builds TensorRT engines (trt_folder)
 def test_build_folder_adds_engines_the_backend_selects(trt_folder):
     from wan_desktop.text import Tokenizer
 
@@ -164,6 +165,7 @@ def test_build_folder_adds_engines_the_backend_selects(trt_folder):
         T.build_tensorrt_components(v, trt_folder, torch.device("cuda"), tokenizer=tok)
 
 
+@pytest.mark.slow  # builds TensorRT engines (trt_folder)
 def test_the_backend_refuses_mismatched_engines_with_the_reason(trt_folder, tmp_path):
     from wan_desktop.text import Tokenizer
 
@@ -202,6 +204,7 @@ def test_the_backend_refuses_mismatched_engines_with_the_reason(trt_folder, tmp_
         T.build_tensorrt_components(v, tmp_path, dev, tokenizer=tok, load=False)
 
 
+@pytest.mark.slow
 @pytest.mark.trt
 @pytest.mark.gpu
 def test_tensorrt_generation_matches_torch(trt_folder):  # pragma: no cover - needs an RTX GPU
@@ -230,6 +233,7 @@ def test_tensorrt_generation_matches_torch(trt_folder):  # pragma: no cover - ne
     assert psnr_uint8(a, b) > 30
 
 
+@pytest.mark.slow  # builds TensorRT engines (trt_folder)
 def test_generate_picks_the_engines_of_the_requested_size(trt_folder, tmp_path, capsys):
     """The run's WxHxF reaches the TensorRT backend through the factory: a size the folder has no
     engine for is refused naming it and the sizes it has (before any GPU is needed)."""

@@ -18,8 +18,10 @@ from safetensors.torch import save_file
 
 from wan_desktop.variants import get_variant
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(),
-                                reason="reads /proc/self/status (Linux)")
+pytestmark = [
+    pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc/self/status (Linux)"),
+    pytest.mark.slow,  # writes a 0.5 GB checkpoint and loads it in fresh processes
+]
 
 _PROBE = r"""
 import json, sys, threading, time, torch

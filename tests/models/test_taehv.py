@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import save_file
 from wan_desktop.engines.preview import TaePreview, TinyVaeDecoder
 
+from tests.taehv_files import random_tae_file
 from wan_desktop.checkpoints.load import load_taehv
 from wan_desktop.errors import CheckpointError, ConfigError
 from wan_desktop.models.taehv import TAEHV, TaeConfig
@@ -26,25 +27,6 @@ OFFICIAL_KEYS = {
     *(f"decoder.{i}.weight" for i in (8, 14, 20)),
     *(f"decoder.{i}.{k}" for i in (3, 4, 5, 9, 10, 11, 15, 16, 17) for k in _MEM),
 }  # fmt: skip
-
-
-def random_tae_file(path, *, z: int, patch: int, seed: int = 0, tgrow7: int = 1,
-                    decoder_only: bool = False, widths=(32, 24, 16, 16)):
-    """A TAEHV state dict in the released layout with random weights (small widths for speed;
-    the loader reads widths from the shapes)."""
-    torch.manual_seed(seed)
-    model = TAEHV(TaeConfig(latent_channels=z, patch_size=patch, widths=widths, encoder_width=16))
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    if tgrow7 == 2:  # some files store a 2× first TGrow that the decoder runs at 1×
-        w = state["decoder.7.conv.weight"]
-        state["decoder.7.conv.weight"] = torch.cat([torch.randn_like(w), w])
-    if decoder_only:
-        state = {k: v for k, v in state.items() if k.startswith("decoder.")}
-    if str(path).endswith(".pth"):
-        torch.save(state, path)
-    else:
-        save_file(state, str(path))
-    return model
 
 
 def sequential_reference(model: TAEHV, latents: torch.Tensor) -> torch.Tensor:

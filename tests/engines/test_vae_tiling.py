@@ -23,6 +23,8 @@ from tests.tiny import tiny_variant
 from wan_desktop.errors import ConfigError
 from wan_desktop.video import to_uint8_frames
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # small 3D convolutions: faster on one thread
+
 
 def _vae(name: str):
     from wan_desktop.engines.torch_backend import _vae_class, randomize
