@@ -57,3 +57,20 @@ def test_models_import_does_not_touch_cuda():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "False"
+
+
+def test_every_module_of_the_package_has_a_layer():
+    """import-linter checks only the modules a layers contract names: a new module must be placed
+    (ARCHITECTURE.md's arrow), or nothing would check what it imports."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    layers = next(c for c in config["tool"]["importlinter"]["contracts"] if c["type"] == "layers")
+    named = {m.strip().removeprefix("wan_desktop.")
+             for layer in layers["layers"] for m in layer.replace(":", "|").split("|")}
+    present = {p.stem for p in (ROOT / "wan_desktop").glob("*.py") if p.stem != "__init__"}
+    present |= {p.name for p in (ROOT / "wan_desktop").iterdir() if (p / "__init__.py").is_file()}
+    present |= {"export", "engines", "ui"}
+    assert present - named == set(), "modules without a layer in pyproject.toml"
+    assert named - present == set(), "layers naming modules that do not exist"
+
