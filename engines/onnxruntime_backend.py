@@ -187,6 +187,9 @@ class OrtDenoiser:
         self.graph.unload()
         self._rope = None
 
+    def begin(self, timesteps: Sequence[float]) -> None:
+        """Start of a run: nothing to reset (no step cache in this backend)."""
+
     def _rope_for(self, grid: tuple[int, int, int]) -> tuple[Tensor, Tensor]:
         if self._rope is None or self._rope[0] != grid:
             from wan_desktop.models.rope import rope_cos_sin

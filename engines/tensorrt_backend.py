@@ -262,6 +262,9 @@ class TrtDenoiser:
         self.engine.unload()
         self._rope.clear()
 
+    def begin(self, timesteps: Sequence[float]) -> None:
+        """Start of a run: nothing to reset (no step cache in this backend)."""
+
     def rope(self, latent_thw: tuple[int, int, int]) -> tuple[Tensor, Tensor]:
         from wan_desktop.models.rope import rope_cos_sin
 

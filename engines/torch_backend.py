@@ -258,7 +258,7 @@ class TorchDenoiser:
         self._runners = None
 
     def begin(self, timesteps: Sequence[float] | None = None) -> None:
-        """Start of a generation (optional): resets the step cache and gives it the schedule."""
+        """Start of a run (Denoiser.begin): resets the step cache and gives it the schedule."""
         if self.cache is not None:
             self.cache.begin(timesteps)
 

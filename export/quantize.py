@@ -149,9 +149,8 @@ class _RecordingDenoiser:
     def unload(self) -> None:
         self.inner.unload()
 
-    def begin(self, timesteps: Sequence[float] | None = None) -> None:
-        if hasattr(self.inner, "begin"):
-            self.inner.begin(timesteps)
+    def begin(self, timesteps: Sequence[float]) -> None:
+        self.inner.begin(timesteps)
 
     def __call__(self, latents: Tensor, timestep: Tensor, context: Tensor, *,
                  y: Tensor | None = None, clip_fea: Tensor | None = None) -> Tensor:
@@ -636,6 +635,9 @@ class OrtGraphDenoiser:
 
     def unload(self) -> None:
         self._sess = None
+
+    def begin(self, timesteps: Sequence[float]) -> None:
+        """Start of a run: nothing to reset."""
 
     def __call__(self, latents: Tensor, timestep: Tensor, context: Tensor, *,
                  y: Tensor | None = None, clip_fea: Tensor | None = None) -> Tensor:

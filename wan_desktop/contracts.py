@@ -55,7 +55,9 @@ class TextEncoder(Component, Protocol):
 
 
 @runtime_checkable
-class Denoiser(Component, Protocol):
+class Velocity(Protocol):
+    """What the denoising loop needs of a model: its velocity (any callable of this form)."""
+
     def __call__(
         self,
         latents: Tensor,
@@ -74,6 +76,16 @@ class Denoiser(Component, Protocol):
         clip_fea: [B, 257·n, 1280] CLIP features of n images (Wan2.1 I2V n=1, FLF2V n=2)
         returns   [B, z, T, H, W] velocity, float32
         """
+
+
+@runtime_checkable
+class Denoiser(Component, Velocity, Protocol):
+    """One DiT (one Wan2.2 expert) of a backend."""
+
+    def begin(self, timesteps: Sequence[float]) -> None:
+        """Start of a run, with its model timesteps in order (``pipeline.begin_run``). The torch
+        backend's step cache resets and learns the last step (always computed); a no-op for
+        backends without a step cache."""
 
 
 @runtime_checkable
