@@ -73,7 +73,7 @@ def explicit_schedule(sigmas: tuple[float, ...]) -> Schedule:
     from .samplers import Schedule
 
     s32 = [float(np.float32(s)) for s in sigmas]
-    return Schedule(sigmas=(*s32, 0.0), timesteps=tuple(s * 1000.0 for s in s32))  # type: ignore[arg-type]
+    return Schedule(sigmas=(*s32, 0.0), timesteps=tuple(s * 1000.0 for s in s32))
 
 
 @dataclass(frozen=True, kw_only=True)

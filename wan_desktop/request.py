@@ -1,14 +1,19 @@
-"""What to make: the request a user edits, saved beside every output for reproducibility."""
+"""What to make: the request a user edits (:class:`GenerationRequest`, every field optional) and
+the request a run executes (:class:`ResolvedRequest`, every field decided and typed), saved beside
+every output for reproducibility."""
 
 from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 from .variants import Task, Variant
+
+if TYPE_CHECKING:
+    from .samplers import Sampler
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,8 +53,10 @@ class GenerationRequest:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def resolve(self, variant: Variant) -> GenerationRequest:
+    def resolve(self, variant: Variant) -> ResolvedRequest:
         """Fill defaults from the variant and validate every value against it."""
+        from .samplers import Sampler
+
         d = variant.defaults
         task = self.task or ("ti2v" if (variant.name == "ti2v-5B" and self.image) else
                              "flf2v" if Task.FLF2V in variant.tasks else
@@ -94,19 +101,14 @@ class GenerationRequest:
                               f"{self.boundary_step}")
         guidance = self.guidance if self.guidance is not None else d.guidance
         guidance_low = self.guidance_low
-        if guidance_low is None:
-            guidance_low = (d.guidance_low if self.guidance is None else guidance) \
-                if variant.experts == 2 else guidance
+        if guidance_low is None:  # Wan2.2 A14B: the variant's own pair unless guidance is given
+            own = d.guidance_low if variant.experts == 2 and self.guidance is None else None
+            guidance_low = own if own is not None else guidance
         shift = self.shift if self.shift is not None else d.shift_for(width, height)
         for name, value in (("guidance", guidance), ("guidance-low", guidance_low), ("shift", shift)):
             if not math.isfinite(value) or value < 0 or (name == "shift" and value <= 0):
                 raise ConfigError(f"{name} must be a positive number, got {value}")
-        sampler = self.sampler or d.sampler
-        from .samplers import ALL_SAMPLERS
-
-        if sampler not in ALL_SAMPLERS:
-            raise ConfigError(f"unknown sampler {sampler!r}; "
-                              f"expected one of {', '.join(ALL_SAMPLERS)}")
+        sampler = Sampler.parse(self.sampler or d.sampler)
         needs_image = task_enum in (Task.I2V, Task.FLF2V, Task.TI2V)
         if needs_image and not self.image:
             raise ConfigError(f"task {task} needs an input image (--image)")
@@ -121,7 +123,50 @@ class GenerationRequest:
         if not (0 <= self.seed < 2**63):
             raise ConfigError(f"seed must be between 0 and 2^63-1, got {self.seed}")
         neg = self.negative_prompt if self.negative_prompt else d.negative_prompt
-        return replace(self, negative_prompt=neg, task=task, width=width, height=height,
-                       frames=frames, steps=steps, guidance=float(guidance),
-                       guidance_low=float(guidance_low), shift=float(shift), sampler=sampler,
-                       sigmas=sigmas)
+        return ResolvedRequest(
+            prompt=self.prompt, negative_prompt=neg, task=task_enum, image=self.image,
+            last_image=self.last_image, width=width, height=height, frames=frames, steps=steps,
+            guidance=float(guidance), guidance_low=float(guidance_low), shift=float(shift),
+            sampler=sampler, seed=self.seed, batch_cfg=self.batch_cfg, sigmas=sigmas,
+            boundary_step=self.boundary_step, experts=variant.experts)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResolvedRequest:
+    """A request with every value decided against one variant (``GenerationRequest.resolve``): what
+    a run executes. Derive another with ``dataclasses.replace`` (the memory plan turns
+    ``batch_cfg`` off)."""
+
+    prompt: str
+    negative_prompt: str
+    task: Task
+    image: str | None
+    last_image: str | None
+    width: int
+    height: int
+    frames: int
+    steps: int
+    guidance: float  # Wan2.2 A14B: the high-noise expert's
+    guidance_low: float  # Wan2.2 A14B: the low-noise expert's (else equal to guidance)
+    shift: float
+    sampler: Sampler
+    seed: int
+    batch_cfg: bool  # cond and uncond as one batch of 2
+    sigmas: tuple[float, ...] | None  # a distilled recipe's σ grid (see GenerationRequest)
+    boundary_step: int | None  # Wan2.2: first step of the low-noise expert (else by time)
+    experts: int  # the variant's diffusion models (2: Wan2.2 A14B); not saved (the variant is)
+
+    def guidance_for(self, expert: int) -> float:
+        """The CFG scale of expert 0 (high-noise, or the only model) or 1 (low-noise)."""
+        return self.guidance if expert == 0 else self.guidance_low
+
+    @property
+    def use_cfg(self) -> bool:
+        """Whether any step runs classifier-free guidance (so the negative prompt is encoded)."""
+        return self.guidance != 1.0 or (self.experts == 2 and self.guidance_low != 1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The saved settings: GenerationRequest's keys with JSON values (the task and sampler as
+        their names), which ``GenerationRequest.from_dict`` reads back."""
+        saved = {f.name: getattr(self, f.name) for f in fields(GenerationRequest)}
+        return saved | {"task": self.task.value, "sampler": self.sampler.value}

@@ -3,7 +3,8 @@
 Our own implementation of the solvers in Wan-Video/Wan2.1@9737cba ``wan/utils/fm_solvers_unipc.py``
 (FlowUniPCMultistepScheduler) and ``wan/utils/fm_solvers.py`` (FlowDPMSolverMultistepScheduler);
 shared/wan-spec.md §6.1–6.4. Flux-style: the generation loop owns the model and calls
-``sampler.step(i, v, x)``; a sampler knows nothing of models and is made fresh for every run.
+``solver.step(i, v, x)``; a :class:`Solver` knows nothing of models and is made fresh for every run
+(``make_sampler``) from the :class:`Sampler` a request names.
 
 Flow convention: ``x_σ = (1 − σ)·x0 + σ·ε``, the model predicts ``v = dx/dσ ≈ ε − x0``, so the data
 prediction is ``x0̂ = x − σ·v`` and the model timestep is ``t = int64(σ·1000)`` (truncated).
@@ -24,6 +25,7 @@ Deliberate deviations from the official code:
 
 from __future__ import annotations
 
+import enum
 import itertools
 import math
 from collections.abc import Sequence
@@ -38,11 +40,33 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
-SAMPLERS: tuple[str, ...] = ("unipc", "dpm++", "euler")  # ODE solvers
-# Stochastic samplers: they re-noise between steps, so they are no ODE solvers (no exactness on a
-# straight flow); rcm is TurboDiffusion's few-step update.
-STOCHASTIC_SAMPLERS: tuple[str, ...] = ("rcm",)
-ALL_SAMPLERS: tuple[str, ...] = (*SAMPLERS, *STOCHASTIC_SAMPLERS)
+
+class Sampler(enum.Enum):
+    """Which update a run steps with; the value is the name users type and settings files hold."""
+
+    UNIPC = "unipc"  # the official default
+    DPMPP = "dpm++"
+    EULER = "euler"
+    RCM = "rcm"  # TurboDiffusion's few-step update
+
+    @property
+    def stochastic(self) -> bool:
+        """Re-noises between steps, so it is no ODE solver (no exactness on a straight flow)."""
+        return self is Sampler.RCM
+
+    @classmethod
+    def parse(cls, name: Sampler | str) -> Sampler:
+        """The member for a name ("unipc", ...); a member is returned as it is."""
+        if isinstance(name, Sampler):
+            return name
+        try:
+            return cls(name)
+        except ValueError:
+            known = ", ".join(s.value for s in cls)
+            raise ConfigError(f"unknown sampler {name!r}; expected one of {known}") from None
+
+
+SAMPLERS: tuple[Sampler, ...] = tuple(s for s in Sampler if not s.stochastic)  # ODE solvers
 
 NUM_TRAIN_TIMESTEPS = 1000
 
@@ -64,12 +88,13 @@ class Schedule:
 
     sigmas:    N+1 floats, strictly decreasing, ending in 0.0; each exactly a float32 value (the
                values the official schedulers keep and step with).
-    timesteps: N Python ints, ``int64(σ'·1000)`` truncated from the float64 shifted σ, exactly what
-               the official code feeds the model (the loop turns them into tensors).
+    timesteps: N model timesteps: for the samplers' grids Python ints, ``int64(σ'·1000)``
+               truncated from the float64 shifted σ, exactly what the official code feeds the
+               model; for an explicit grid (presets.explicit_schedule) σ·1000 unrounded.
     """
 
     sigmas: tuple[float, ...]
-    timesteps: tuple[int, ...]
+    timesteps: tuple[float, ...]
 
     def __post_init__(self) -> None:
         if len(self.timesteps) < 1 or len(self.sigmas) != len(self.timesteps) + 1:
@@ -89,7 +114,7 @@ class Schedule:
         return len(self.timesteps)
 
 
-def make_schedule(sampler: str, steps: int, shift: float) -> Schedule:
+def make_schedule(sampler: Sampler | str, steps: int, shift: float) -> Schedule:
     """The official grid for ``sampler`` (spec §6.2).
 
     unipc, euler: ``linspace(WAN_SIGMA_MAX, 0, N+1)[:-1]`` shifted, then a final 0
@@ -97,7 +122,7 @@ def make_schedule(sampler: str, steps: int, shift: float) -> Schedule:
     dpm++:        ``linspace(1, 0, N+1)[:N]`` shifted, then a final 0 (``get_sampling_sigmas``); its
                   first σ is exactly 1 (t = 1000).
     """
-    _check_name(sampler)
+    sampler = Sampler.parse(sampler)
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ConfigError(f"steps must be an integer ≥ 1, got {steps!r}")
     if (
@@ -108,7 +133,7 @@ def make_schedule(sampler: str, steps: int, shift: float) -> Schedule:
     ):
         raise ConfigError(f"shift must be a finite number > 0, got {shift!r}")
     n = int(steps)
-    if sampler == "dpm++":
+    if sampler is Sampler.DPMPP:
         base = np.linspace(1.0, 0.0, n + 1)[:n]
     else:
         base = np.linspace(WAN_SIGMA_MAX, 0.0, n + 1)[:-1]
@@ -125,19 +150,15 @@ def cfg(v_uncond: Tensor, v_cond: Tensor, g: float) -> Tensor:
     return v_uncond + g * (v_cond - v_uncond)
 
 
-def make_sampler(name: str, schedule: Schedule, *, seed: int = 0) -> Sampler:
-    """A fresh sampler for one run over ``schedule`` (it keeps the run's history); ``seed`` is the
+def make_sampler(sampler: Sampler | str, schedule: Schedule, *, seed: int = 0) -> Solver:
+    """A fresh solver for one run over ``schedule`` (it keeps the run's history); ``seed`` is the
     run's seed (only the stochastic rcm sampler draws noise)."""
-    _check_name(name)
-    if name == "rcm":
+    sampler = Sampler.parse(sampler)
+    if sampler is Sampler.RCM:
         return RcmSampler(schedule, seed=seed)
-    cls = {"unipc": UniPCSampler, "dpm++": DPMPPSampler, "euler": EulerSampler}[name]
+    cls = {Sampler.UNIPC: UniPCSampler, Sampler.DPMPP: DPMPPSampler,
+           Sampler.EULER: EulerSampler}[sampler]
     return cls(schedule)
-
-
-def _check_name(name: str) -> None:
-    if name not in ALL_SAMPLERS:
-        raise ConfigError(f"unknown sampler {name!r}; expected one of {', '.join(ALL_SAMPLERS)}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -157,8 +178,9 @@ def _lam(sigma: torch.Tensor) -> torch.Tensor:
     return torch.log(1 - sigma) - torch.log(sigma)
 
 
-class Sampler:
-    """One run's solver. Call ``step(i, …)`` for i = 0 … N−1 in order, each exactly once."""
+class Solver:
+    """One run of a :class:`Sampler`. Call ``step(i, …)`` for i = 0 … N−1 in order, each exactly
+    once."""
 
     name: str = ""
 
@@ -189,7 +211,7 @@ class Sampler:
             )
 
 
-class EulerSampler(Sampler):
+class EulerSampler(Solver):
     """x_{i+1} = x_i + (σ_{i+1} − σ_i)·v_i. Stateless; first order."""
 
     name = "euler"
@@ -203,7 +225,7 @@ class EulerSampler(Sampler):
         return x + self._dt[i] * v
 
 
-class RcmSampler(Sampler):
+class RcmSampler(Solver):
     """rCM's stochastic few-step update, TurboDiffusion's default (its deterministic form is euler):
     x0 = x − σ_i·v, then x ← (1 − σ_{i+1})·x0 + σ_{i+1}·ε with fresh noise ε
     (thu-ml/TurboDiffusion@aaecff5 turbodiffusion/inference/wan2.1_t2v_infer.py, sampling loop).
@@ -240,7 +262,7 @@ class _Update:
     rho: tuple[float, ...] = ()
 
 
-class UniPCSampler(Sampler):
+class UniPCSampler(Solver):
     """FlowUniPC, bh2, solver_order 2, predict_x0, lower_order_final, UniC corrector on every step
     after the first (disable_corrector=[]), final σ = 0 (spec §6.3).
 
@@ -335,7 +357,7 @@ class UniPCSampler(Sampler):
         return out
 
 
-class DPMPPSampler(Sampler):
+class DPMPPSampler(Solver):
     """DPM-Solver++ 2M (midpoint), data prediction, first order on the first and the last step
     (lower_order_final with final σ = 0), second order in between (spec §6.4). At σ_0 = 1 (the dpm++
     grid) λ_0 = −inf, so step 1's second-order term vanishes exactly as in the official code."""

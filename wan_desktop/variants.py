@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import ConfigError
 
@@ -249,7 +250,7 @@ VAE22 = VaeConfig(
 )  # fmt: skip
 
 _SIZES_14B = ((1280, 720), (720, 1280), (832, 480), (480, 832))
-_DIT_14B = dict(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40)
+_DIT_14B: dict[str, Any] = dict(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40)
 
 VARIANTS: dict[str, Variant] = {
     v.name: v

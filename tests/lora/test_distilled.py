@@ -16,6 +16,7 @@ from wan_desktop.errors import ConfigError
 from wan_desktop.pipeline import generate
 from wan_desktop.presets import PRESETS, get_preset, lightx2v_sigmas, rcm_sigmas
 from wan_desktop.request import GenerationRequest
+from wan_desktop.samplers import Sampler
 
 
 def _run(name: str, preset: str = "fast", **kw):
@@ -40,7 +41,7 @@ def test_lightx2v_grid_is_their_step_list_on_the_shifted_1000_grid():
 def test_fast_preset_is_4_dit_calls_without_uncond():
     req, parts = _run("t2v-1.3B")
     (den,) = parts["denoisers"]
-    assert (req.steps, req.guidance, req.sampler) == (4, 1.0, "euler")
+    assert (req.steps, req.guidance, req.sampler) == (4, 1.0, Sampler.EULER)
     assert len(den.calls) == 4  # 4 DiT calls, not 2·4 (CFG) or 2·50
     assert all(c["shape"][0] == 1 for c in den.calls)  # batch 1: no uncond half
     fed = [float(c["timestep"].reshape(-1)[0]) for c in den.calls]

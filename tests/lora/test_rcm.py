@@ -19,6 +19,7 @@ from wan_desktop.models import sla
 from wan_desktop.pipeline import generate, initial_noise
 from wan_desktop.presets import get_preset, rcm_sigmas
 from wan_desktop.request import GenerationRequest
+from wan_desktop.samplers import Sampler
 
 SLA_SUFFIX = "self_attn.attn_op.local_attn.proj_l"
 
@@ -184,7 +185,7 @@ def test_turbo_preset_runs_the_stochastic_rcm_update():
     req = get_preset("turbo").apply(GenerationRequest(prompt="a cat", width=32, height=32,
                                                       frames=5, seed=5), comps.variant)
     req = req.resolve(comps.variant)
-    assert (req.steps, req.guidance, req.sampler) == (4, 1.0, "rcm")
+    assert (req.steps, req.guidance, req.sampler) == (4, 1.0, Sampler.RCM)
     generate(comps, req)
     (den,) = parts["denoisers"]
     assert len(den.calls) == 4 and all(c["shape"][0] == 1 for c in den.calls)

@@ -20,7 +20,8 @@ from wan_desktop.pipeline import (
     generate,
     initial_noise,
 )
-from wan_desktop.samplers import make_schedule
+from wan_desktop.samplers import Sampler, make_schedule
+from wan_desktop.variants import Task
 
 W, H, F = 64, 32, 9
 
@@ -197,8 +198,8 @@ def test_defaults_come_from_the_variant():
     from wan_desktop.variants import NEGATIVE_PROMPT, VARIANTS
 
     r = GenerationRequest(prompt="x").resolve(VARIANTS["t2v-1.3B"])
-    assert (r.width, r.height, r.frames, r.steps, r.guidance, r.shift, r.sampler) == \
-        (832, 480, 81, 50, 5.0, 5.0, "unipc")
+    assert (r.width, r.height, r.frames, r.steps, r.guidance, r.shift, r.sampler, r.task) == \
+        (832, 480, 81, 50, 5.0, 5.0, Sampler.UNIPC, Task.T2V)
     assert r.negative_prompt == NEGATIVE_PROMPT
     r = GenerationRequest(prompt="x").resolve(VARIANTS["t2v-A14B"])
     assert (r.steps, r.guidance, r.guidance_low, r.shift, r.width) == (40, 4.0, 3.0, 12.0, 1280)

@@ -21,6 +21,7 @@ from tests.reference import (
 from wan_desktop.errors import ConfigError
 from wan_desktop.samplers import (
     SAMPLERS,
+    Sampler,
     Schedule,
     cfg,
     make_sampler,
@@ -124,11 +125,21 @@ def test_bad_shift_raises_config_error_naming_the_value(shift):
 
 
 def test_unknown_sampler_lists_the_known_ones():
-    with pytest.raises(ConfigError, match=r"'ddim'.*unipc, dpm\+\+, euler"):
+    with pytest.raises(ConfigError, match=r"'ddim'.*unipc, dpm\+\+, euler, rcm"):
         make_schedule("ddim", 10, 5.0)
-    with pytest.raises(ConfigError, match=r"'ddim'.*unipc, dpm\+\+, euler"):
+    with pytest.raises(ConfigError, match=r"'ddim'.*unipc, dpm\+\+, euler, rcm"):
         make_sampler("ddim", make_schedule("unipc", 10, 5.0))
-    assert SAMPLERS == ("unipc", "dpm++", "euler")
+    assert [s.value for s in SAMPLERS] == ["unipc", "dpm++", "euler"]  # the ODE solvers
+    assert [s.value for s in Sampler] == ["unipc", "dpm++", "euler", "rcm"]
+
+
+def test_sampler_names_parse_to_the_enum_and_both_forms_run_alike():
+    assert Sampler.parse("dpm++") is Sampler.DPMPP and Sampler.parse(Sampler.RCM) is Sampler.RCM
+    assert Sampler.RCM.stochastic and not any(s.stochastic for s in SAMPLERS)
+    assert make_schedule(Sampler.DPMPP, 7, 5.0) == make_schedule("dpm++", 7, 5.0)
+    assert make_schedule(Sampler.DPMPP, 7, 5.0) != make_schedule(Sampler.UNIPC, 7, 5.0)
+    assert type(make_sampler(Sampler.EULER, make_schedule("euler", 3, 5.0))).__name__ == \
+        "EulerSampler"
 
 
 def test_schedule_rejects_inconsistent_grids():
@@ -246,7 +257,7 @@ class _GaussianFlow:
 def test_euler_is_first_order_and_unipc_dpmpp_converge_faster(shift):
     flow = _GaussianFlow()
     ns = [10, 20, 40, 80]
-    errs = {name: [flow.error(name, n, shift) for n in ns] for name in SAMPLERS}
+    errs = {name.value: [flow.error(name, n, shift) for n in ns] for name in SAMPLERS}
     print(
         f"shift {shift}: "
         + "; ".join(f"{k} " + " ".join(f"{e:.2e}" for e in v) for k, v in errs.items())
