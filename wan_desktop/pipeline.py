@@ -3,26 +3,30 @@
 It knows nothing about Qt, files on disk or which backend runs the components: the CLI and the GUI's
 GPU worker build ``Components`` and call :func:`generate` with a :class:`CancelToken` and an ``emit``
 callback. A cancelled job raises ``Cancelled`` within one DiT call and never runs the VAE.
+
+A run is three stages, each usable alone (flux's sampling reads the same way):
+:func:`condition` (the text, and the image conditioning of I2V / FLF2V / TI2V) → :func:`denoise`
+(the sampling loop over any velocity callable, CFG through ``samplers.cfg``) → :func:`decode`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .cancel import CancelToken
 from .errors import ConfigError
-from .request import GenerationRequest
+from .request import GenerationRequest, ResolvedRequest
 from .variants import Task
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
-    from .contracts import Components
+    from .contracts import Components, Velocity
     from .options import RunOptions
     from .samplers import Schedule
 
@@ -113,7 +117,7 @@ def load_image(path: str | Path, width: int, height: int) -> Tensor:
     return (arr.permute(2, 0, 1)[None] * 2 - 1).contiguous()
 
 
-def check_images(request: GenerationRequest) -> None:
+def check_images(request: GenerationRequest | ResolvedRequest) -> None:
     """Open the request's images now (cheap), so a missing or unreadable file is reported before
     any weights are loaded."""
     for path in (request.image, request.last_image):
@@ -136,160 +140,259 @@ def i2v_mask(frames: int, t_lat: int, h: int, w: int, *, last: bool, temporal: i
 # ----------------------------------------------------------------------------- generation
 
 
-def run_schedule(request: GenerationRequest) -> Schedule:
-    """The sigma schedule a resolved request runs: a preset's explicit grid, else the sampler's."""
+def run_schedule(request: ResolvedRequest) -> Schedule:
+    """The sigma schedule a request runs: a preset's explicit grid, else the sampler's."""
     if request.sigmas is not None:
         from .presets import explicit_schedule
 
         return explicit_schedule(request.sigmas)
     from .samplers import make_schedule
 
-    assert request.sampler and request.steps and request.shift is not None, "resolve() first"
     return make_schedule(request.sampler, request.steps, request.shift)
 
 
-def begin_run(components: Components, request: GenerationRequest) -> None:
-    """Give denoisers with the optional ``begin(timesteps)`` hook (the torch step cache) this
-    run's schedule: without it the cache cannot know the last step, which must always be
-    computed. generate() leaves this to its callers (the bench drives denoisers directly)."""
+def begin_run(components: Components, request: ResolvedRequest) -> None:
+    """Tell every denoiser this run's schedule (``Denoiser.begin``): the torch step cache cannot
+    know the last step, which must always be computed, without it. generate() leaves this to its
+    callers (the bench drives denoisers directly)."""
     timesteps = run_schedule(request).timesteps
     for den in components.denoisers:
-        begin = getattr(den, "begin", None)
-        if callable(begin):
-            begin(timesteps)
+        den.begin(timesteps)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Conditioning:
+    """Everything a run's denoiser sees besides the latents and the timestep (``condition``).
+
+    context:     [1, text_len, text_dim] the prompt, zero-padded
+    context_neg: [1, text_len, text_dim] the negative prompt; None when no step runs CFG
+    y:           [1, 4 + z, T, h, w] I2V / FLF2V: mask + encoded conditioning frames
+    clip_fea:    [1, 257·n, 1280] Wan2.1 I2V / FLF2V: CLIP features of n images
+    cond_latent: [1, z, 1, h, w] TI2V: the encoded first frame, which the latents keep
+    first_mask:  [1, 1, T, h, w] TI2V: 0 on the first latent frame, 1 elsewhere
+    token_mask:  [1, L] TI2V: first_mask per patch token (the first frame's tokens get t = 0)
+    """
+
+    context: Tensor
+    context_neg: Tensor | None
+    y: Tensor | None = None
+    clip_fea: Tensor | None = None
+    cond_latent: Tensor | None = None
+    first_mask: Tensor | None = None
+    token_mask: Tensor | None = None
+
+    def timestep(self, t: float) -> Tensor:
+        """The model's timestep input: [1], or per token [1, L] (TI2V)."""
+        import torch
+
+        if self.token_mask is not None:
+            return self.token_mask * t
+        return torch.full((1,), t, device=self.context.device)
+
+    def keep_first(self, x: Tensor) -> Tensor:
+        """TI2V: latents with the first frame put back to the encoded image; else ``x``."""
+        if self.cond_latent is None or self.first_mask is None:
+            return x
+        return (1 - self.first_mask) * self.cond_latent + self.first_mask * x
+
+
+def condition(components: Components, request: ResolvedRequest, *,
+              device: torch.device | str = "cpu", cancel: CancelToken | None = None
+              ) -> Conditioning:
+    """Encode the prompt (and the negative prompt when CFG runs) and, for I2V / FLF2V / TI2V, the
+    input images."""
+    import torch
+
+    cancel = cancel or CancelToken()
+    r = request
+    dev = torch.device(device)
+    prompts = [r.prompt, r.negative_prompt] if r.use_cfg else [r.prompt]
+    embeds = components.text_encoder.encode(prompts)
+    ctx = pad_context([e.float() for e in embeds], components.variant.dit.text_len).to(dev)
+    cancel.check()
+    cond = Conditioning(context=ctx[:1], context_neg=ctx[1:] if r.use_cfg else None)
+    if r.task in (Task.I2V, Task.FLF2V):
+        y, clip_fea = _frames_condition(components, r, dev, cancel)
+        cond = replace(cond, y=y, clip_fea=clip_fea)
+    elif r.task is Task.TI2V:
+        cond = replace(cond, **_first_frame_condition(components, r, dev))
+    cancel.check()
+    return cond
+
+
+def _frames_condition(components: Components, r: ResolvedRequest, dev: torch.device,
+                      cancel: CancelToken) -> tuple[Tensor, Tensor | None]:
+    """I2V / FLF2V: (y, clip_fea). y = the mask on the given frames + the VAE latents of the
+    first image (and the last, FLF2V) with zero frames between; clip_fea: their CLIP features
+    (Wan2.1; None for Wan2.2 I2V, which has no image embedding)."""
+    import torch
+
+    variant = components.variant
+    _z, t_lat, h, w = variant.latent_shape(r.width, r.height, r.frames)
+    assert r.image is not None
+    first = load_image(r.image, r.width, r.height)
+    last = None if r.last_image is None else load_image(r.last_image, r.width, r.height)  # FLF2V
+    clip_fea = None
+    if components.image_encoder is not None and variant.dit.has_image_embedding:
+        images = first if last is None else torch.cat([first, last])
+        clip_fea = components.image_encoder.encode(images.to(dev)).float()
+        clip_fea = clip_fea.reshape(1, -1, clip_fea.shape[-1])  # [1, 257·n, 1280]
+    elif variant.dit.has_image_embedding:
+        raise ConfigError(f"{variant.name} needs the CLIP image encoder, which was not found")
+    parts = [first[:, :, None], first.new_zeros(1, 3, r.frames - (2 if last is not None else 1),
+                                                r.height, r.width)]
+    if last is not None:
+        parts.append(last[:, :, None])
+    cancel.check()
+    assert components.vae_encoder is not None, "I2V needs a VAE encoder"
+    y_lat = components.vae_encoder.encode(torch.cat(parts, dim=2).to(dev)).float()
+    mask = i2v_mask(r.frames, t_lat, h, w, last=last is not None,
+                    temporal=variant.vae.temporal_factor)
+    return torch.cat([mask.to(dev), y_lat], dim=1), clip_fea
+
+
+def _first_frame_condition(components: Components, r: ResolvedRequest,
+                           dev: torch.device) -> dict[str, Tensor]:
+    """TI2V: the encoded first frame, which the latents keep throughout, and its masks."""
+    import torch
+
+    variant = components.variant
+    _z, t_lat, h, w = variant.latent_shape(r.width, r.height, r.frames)
+    _pt, ph, pw = variant.dit.patch_size
+    assert r.image is not None and components.vae_encoder is not None
+    first = load_image(r.image, r.width, r.height)
+    cond_latent = components.vae_encoder.encode(first[:, :, None].to(dev)).float()  # [1,z,1,h,w]
+    first_mask = torch.ones(1, 1, t_lat, h, w, device=dev)
+    first_mask[:, :, 0] = 0
+    token_mask = first_mask[0, 0, :, ::ph, ::pw].flatten()[None]  # [1, L], order f, h, w
+    return {"cond_latent": cond_latent, "first_mask": first_mask, "token_mask": token_mask}
+
+
+def expert_at(step: int, t: float, *, experts: int, boundary: float | None,
+              boundary_step: int | None) -> int:
+    """Which model runs a step: 0 (the only model, or Wan2.2's high-noise expert) or 1 (the
+    low-noise expert): from a distilled recipe's ``boundary_step`` on, else below the timestep
+    ``boundary·1000``."""
+    if experts < 2:
+        return 0
+    if boundary_step is not None:
+        return 1 if step >= boundary_step else 0
+    return 1 if boundary is not None and t < boundary * 1000 else 0
+
+
+def denoise(
+    models: Sequence[Velocity],
+    noise: Tensor,
+    cond: Conditioning,
+    request: ResolvedRequest,
+    *,
+    boundary: float | None = None,
+    cancel: CancelToken | None = None,
+    emit: Emit = _no_emit,
+    device: torch.device | str = "cpu",
+    preview_every: int = 1,
+) -> Tensor:
+    """Integrate the flow from ``noise`` [1, z, T, h, w] to clean latents over the request's
+    schedule. ``models``: one velocity model, or Wan2.2's high-noise then low-noise expert (see
+    ``expert_at``; ``boundary`` as ``Components.boundary``). Emits a StepDone per step, with the
+    current x0 every ``preview_every`` steps and at the last one (0: never)."""
+    from .samplers import make_sampler
+
+    cancel = cancel or CancelToken()
+    r = request
+    schedule = run_schedule(r)
+    solver = make_sampler(r.sampler, schedule, seed=r.seed)
+    x = noise.to(device)
+    if r.sigmas is not None and schedule.sigmas[0] < 1.0:
+        x = x * schedule.sigmas[0]  # rCM starts at σ_0·noise (TurboDiffusion); lightx2v at σ = 1
+    x = cond.keep_first(x)
+    t_start = time.perf_counter()
+    for i, t in enumerate(schedule.timesteps):
+        cancel.check()
+        expert = expert_at(i, t, experts=len(models), boundary=boundary,
+                           boundary_step=r.boundary_step)
+        v = guided_velocity(models[expert], x, cond.timestep(float(t)), cond,
+                            r.guidance_for(expert), batch=r.batch_cfg, cancel=cancel)
+        preview = None
+        if preview_every and ((i + 1) % preview_every == 0 or i + 1 == r.steps):
+            preview = cond.keep_first(solver.x0(i, v, x))[0].detach().float().cpu()
+        x = cond.keep_first(solver.step(i, v, x))
+        emit(StepDone(step=i + 1, total=r.steps, elapsed=time.perf_counter() - t_start,
+                      timestep=float(t), expert=expert, preview=preview))
+    cancel.check()
+    return x
+
+
+def guided_velocity(model: Velocity, x: Tensor, t: Tensor, cond: Conditioning, guidance: float,
+                    *, batch: bool = True, cancel: CancelToken | None = None) -> Tensor:
+    """The model's velocity at (x, t), float32; with CFG (guidance ≠ 1 and a negative prompt) the
+    prompt's and the negative prompt's mixed by ``samplers.cfg``: as one batch of 2 (``batch``) or
+    two calls with a cancel check between."""
+    import torch
+
+    from .samplers import cfg
+
+    c = cond
+    if guidance == 1.0 or c.context_neg is None:
+        return model(x, t, c.context, y=c.y, clip_fea=c.clip_fea).float()
+    if batch:
+        v_c, v_u = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([c.context, c.context_neg]),
+                         y=_twice(c.y), clip_fea=_twice(c.clip_fea)).float().chunk(2)
+    else:
+        v_c = model(x, t, c.context, y=c.y, clip_fea=c.clip_fea).float()
+        if cancel is not None:
+            cancel.check()
+        v_u = model(x, t, c.context_neg, y=c.y, clip_fea=c.clip_fea).float()
+    return cfg(v_u, v_c, guidance)
+
+
+def _twice(t: Tensor | None) -> Tensor | None:
+    import torch
+
+    return None if t is None else torch.cat([t, t])
+
+
+def decode(components: Components, latents: Tensor) -> Tensor:
+    """Latents [1, z, T, h, w] -> the video as uint8 frames [F, H, W, 3] on the CPU."""
+    return components.vae_decoder.decode_frames(latents)
 
 
 def generate(
     components: Components,
-    request: GenerationRequest,
+    request: ResolvedRequest,
     *,
     cancel: CancelToken | None = None,
     emit: Emit = _no_emit,
     device: torch.device | str = "cpu",
     preview_every: int = 1,
 ) -> Tensor:
-    """Run one generation. ``request`` must be resolved against ``components.variant``.
-
-    Returns the video as uint8 [F, H, W, 3] on the CPU.
-    """
-    import torch
-
-    from .samplers import make_sampler
-
+    """One generation: condition → denoise → decode. ``request`` is resolved against
+    ``components.variant``. Returns the video as uint8 [F, H, W, 3] on the CPU; a cancelled run
+    raises Cancelled and never decodes."""
+    if not isinstance(request, ResolvedRequest):
+        raise TypeError("generate() takes a ResolvedRequest: call request.resolve(variant) first")
     cancel = cancel or CancelToken()
     variant = components.variant
-    r = request
-    assert r.width and r.height and r.frames and r.steps and r.sampler and r.task, "resolve() first"
-    assert r.guidance is not None and r.guidance_low is not None and r.shift is not None
-    dev = torch.device(device)
-    task = Task(r.task)
     t0 = time.perf_counter()
-    z, t_lat, h, w = variant.latent_shape(r.width, r.height, r.frames)
-    use_cfg = r.guidance != 1.0 or (variant.experts == 2 and r.guidance_low != 1.0)
-
-    # --- text
     cancel.check()
     emit(StageStarted("encode"))
-    prompts = [r.prompt, r.negative_prompt or ""] if use_cfg else [r.prompt]
-    embeds = components.text_encoder.encode(prompts)
-    ctx_all = pad_context([e.float() for e in embeds], variant.dit.text_len).to(dev)
-    ctx, ctx_neg = ctx_all[:1], (ctx_all[1:] if use_cfg else None)
-    cancel.check()
-
-    # --- image conditioning
-    y = clip_fea = cond_latent = first_mask = None
-    if task in (Task.I2V, Task.FLF2V):
-        assert r.image is not None
-        first = load_image(r.image, r.width, r.height)
-        last = load_image(r.last_image, r.width, r.height) if task is Task.FLF2V else None
-        if components.image_encoder is not None and variant.dit.has_image_embedding:
-            images = first if last is None else torch.cat([first, last])
-            clip_fea = components.image_encoder.encode(images.to(dev)).float()
-            clip_fea = clip_fea.reshape(1, -1, clip_fea.shape[-1])  # [1, 257·n, 1280]
-        elif variant.dit.has_image_embedding:
-            raise ConfigError(f"{variant.name} needs the CLIP image encoder, which was not found")
-        parts = [first[:, :, None], first.new_zeros(1, 3, r.frames - (2 if last is not None else 1),
-                                                    r.height, r.width)]
-        if last is not None:
-            parts.append(last[:, :, None])
-        cancel.check()
-        assert components.vae_encoder is not None, "I2V needs a VAE encoder"
-        y_lat = components.vae_encoder.encode(torch.cat(parts, dim=2).to(dev)).float()
-        y = torch.cat([i2v_mask(r.frames, t_lat, h, w, last=last is not None,
-                                temporal=variant.vae.temporal_factor).to(dev), y_lat], dim=1)
-    elif task is Task.TI2V:
-        assert r.image is not None and components.vae_encoder is not None
-        first = load_image(r.image, r.width, r.height)
-        cond_latent = components.vae_encoder.encode(first[:, :, None].to(dev)).float()  # [1,z,1,h,w]
-        first_mask = torch.ones(1, 1, t_lat, h, w, device=dev)
-        first_mask[:, :, 0] = 0
-    cancel.check()
-
-    # --- denoise
+    cond = condition(components, request, device=device, cancel=cancel)
     emit(StageStarted("denoise"))
-    schedule = run_schedule(r)
-    sampler = make_sampler(r.sampler, schedule, seed=r.seed)
-    x = initial_noise((1, z, t_lat, h, w), r.seed).to(dev)
-    if r.sigmas is not None and schedule.sigmas[0] < 1.0:
-        x = x * schedule.sigmas[0]  # rCM starts at σ_0·noise (TurboDiffusion); lightx2v at σ = 1
-    if cond_latent is not None:
-        x = (1 - first_mask) * cond_latent + first_mask * x
-    boundary = (components.boundary if components.boundary is not None
-                else variant.defaults.boundary)
-    _pt, ph, pw = variant.dit.patch_size
-    t_start = time.perf_counter()
-    for i, t in enumerate(schedule.timesteps):
-        cancel.check()
-        if len(components.denoisers) == 2 and r.boundary_step is not None:
-            expert = 1 if i >= r.boundary_step else 0  # the distilled recipe's step boundary
-        else:
-            expert = 1 if (len(components.denoisers) == 2 and boundary is not None
-                           and t < boundary * 1000) else 0
-        g = r.guidance if expert == 0 else r.guidance_low
-        model = components.denoisers[expert]
-        if first_mask is not None:
-            # per-token timesteps: the clean first frame gets t = 0
-            tt = (first_mask[0, 0, :, ::ph, ::pw] * float(t)).flatten()[None]
-        else:
-            tt = torch.full((1,), float(t), device=dev)
-        if use_cfg and g != 1.0:
-            assert ctx_neg is not None
-            if r.batch_cfg:
-                v_c, v_u = model(
-                    torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([ctx, ctx_neg]),
-                    y=None if y is None else torch.cat([y, y]),
-                    clip_fea=None if clip_fea is None else torch.cat([clip_fea, clip_fea]),
-                ).float().chunk(2)
-            else:
-                v_c = model(x, tt, ctx, y=y, clip_fea=clip_fea).float()
-                cancel.check()
-                v_u = model(x, tt, ctx_neg, y=y, clip_fea=clip_fea).float()
-            v = v_u + g * (v_c - v_u)
-        else:
-            v = model(x, tt, ctx, y=y, clip_fea=clip_fea).float()
-        preview = None
-        if preview_every and ((i + 1) % preview_every == 0 or i + 1 == r.steps):
-            x0 = sampler.x0(i, v, x)
-            if cond_latent is not None:
-                x0 = (1 - first_mask) * cond_latent + first_mask * x0
-            preview = x0[0].detach().float().cpu()
-        x = sampler.step(i, v, x)
-        if cond_latent is not None:
-            x = (1 - first_mask) * cond_latent + first_mask * x
-        emit(StepDone(step=i + 1, total=r.steps, elapsed=time.perf_counter() - t_start,
-                      timestep=float(t), expert=expert, preview=preview))
-    cancel.check()
-
-    # --- decode
+    shape = variant.latent_shape(request.width, request.height, request.frames)
+    boundary = components.boundary if components.boundary is not None else \
+        variant.defaults.boundary
+    latents = denoise(components.denoisers, initial_noise((1, *shape), request.seed), cond,
+                      request, boundary=boundary, cancel=cancel, emit=emit, device=device,
+                      preview_every=preview_every)
     emit(StageStarted("decode"))
-    frames = components.vae_decoder.decode_frames(x)
+    frames = decode(components, latents)
     emit(Finished(seconds=time.perf_counter() - t0, frames=frames.shape[0]))
     return frames
 
 
 def generate_to_file(
     components: Components,
-    request: GenerationRequest,
+    request: ResolvedRequest,
     out: str | Path,
     *,
     options: RunOptions | None = None,
