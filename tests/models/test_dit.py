@@ -3,13 +3,15 @@ of a bf16 cast, input checks, and the real-valued RoPE against the official comp
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
 from tests.numerics import rel_err
 from tests.tiny import tiny_variant
 from wan_desktop.errors import ConfigError
-from wan_desktop.models.dit import WanModel
+from wan_desktop.models.dit import Modulation, WanModel
 from wan_desktop.models.rope import apply_rope, rope_cos_sin, rope_dims
 from wan_desktop.variants import VARIANTS
 
@@ -240,3 +242,20 @@ def test_export_traces_keep_one_pass(monkeypatch):
     graph = torch.export.export(Twice(), (x,), dynamic_shapes=({1: tokens},)).graph
     muls = [n for n in graph.nodes if n.op == "call_function" and "mul" in str(n.target)]
     assert len(muls) == 1  # one pass over the symbolic sequence, no slices
+
+
+def test_modulation_rows_are_the_table_plus_e0_for_the_asked_tokens():
+    """The block's e[i] = modulation[i] + e0[i] (fp32): whole and broadcast over tokens for a [B]
+    timestep; for per-token timesteps (TI2V) only the asked tokens' rows, the same numbers."""
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(1, 6, 8, generator=g).to(torch.bfloat16)  # a bf16 table is summed in fp32
+    per_sample, per_token = torch.randn(2, 6, 8, generator=g), torch.randn(2, 18, 6, 8, generator=g)
+    whole = Modulation(table, per_sample)
+    for i in range(6):
+        want = (table.float() + per_sample)[:, None, i]  # [B, 1, dim]
+        assert torch.equal(whole.at(i, 0, 18), want) and torch.equal(whole.at(i, 5, 10), want)
+    rows = Modulation(table, per_token)
+    for i, (a, b) in itertools.product(range(6), [(0, 18), (5, 10), (15, 18)]):
+        got = rows.at(i, a, b)
+        assert got.dtype == torch.float32 and got.shape == (2, b - a, 8)
+        assert torch.equal(got, (table.float()[:, None] + per_token)[:, a:b, i])
