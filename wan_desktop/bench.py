@@ -161,15 +161,15 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     steps = args.steps or (None if distilled else (2 if tiny else d.steps))
     warmup = args.warmup if args.warmup is not None else (0 if tiny else 1)
     repeat = args.repeat or (1 if tiny else 3)
-    request = GenerationRequest(prompt=PROMPT, width=width, height=height, frames=frames,
-                                steps=steps, seed=0)
+    wanted = GenerationRequest(prompt=PROMPT, width=width, height=height, frames=frames,
+                               steps=steps, seed=0)
     if preset:
         from .presets import get_preset
 
-        request = get_preset(preset).apply(request, variant)
-    request = request.resolve(variant)
+        wanted = get_preset(preset).apply(wanted, variant)
+    request = wanted.resolve(variant)
     steps = request.steps
-    cfg = request.guidance != 1.0 or (variant.experts == 2 and request.guidance_low != 1.0)
+    cfg = request.use_cfg
     if args.vram_budget and device.type == "cuda" and not getattr(args, "plan", False):
         total = torch.cuda.get_device_properties(device).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.vram_budget * GB / total), device)
@@ -438,7 +438,7 @@ def _planned(variant: Any, device: Any, dtype: Any, request: Any,
 
     from . import memory as M
     from .engines.residency import apply_plan, release
-    from .run import run_with_fallback
+    from .run import plans_for_run, run_with_fallback
 
     t0 = time.perf_counter()
     comps = _build_ours(variant, device, dtype)
@@ -450,10 +450,8 @@ def _planned(variant: Any, device: Any, dtype: Any, request: Any,
     budget = args.vram_budget
     if budget is None:
         budget = M.auto_budget_gib(M.free_vram_gib(device)) if cuda else 24.0
-    work = M.workload_for(variant, request.width, request.height, request.frames,
-                          task=request.task, precision=args.precision,
-                          guidance=request.guidance != 1.0)
-    plans = M.plan_ladder(work, budget, ram_gib=M.system_ram_gib())
+    plans = plans_for_run(variant, request, device=device, budget_gib=budget,
+                          precision=args.precision)
     if cuda and args.vram_budget:
         total = torch.cuda.get_device_properties(device).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, budget * GB / total), device)

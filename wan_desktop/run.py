@@ -24,7 +24,7 @@ from . import pipeline
 from .cancel import CancelToken
 from .errors import CheckpointError, ConfigError, OutOfVram
 from .options import Backend, RunOptions
-from .request import GenerationRequest
+from .request import GenerationRequest, ResolvedRequest
 
 if TYPE_CHECKING:
     import torch
@@ -80,7 +80,7 @@ class ComponentFactory(Protocol):
 class PreparedRun:
     """A checked job: everything :func:`execute` needs, nothing loaded yet."""
 
-    request: Any  # the resolved request (every default filled in)
+    request: ResolvedRequest  # every default filled in
     options: RunOptions
     variant: Variant
     files: ModelFiles | None
@@ -170,7 +170,7 @@ def stored_precision(files: ModelFiles | None) -> str | None:
     return None
 
 
-def plans_for_run(variant: Variant, request: Any, *, device: torch.device,
+def plans_for_run(variant: Variant, request: ResolvedRequest, *, device: torch.device,
                   budget_gib: float | None, precision: str | None) -> list[Plan]:
     """The fallback ladder for a run on ``device``: planned for ``budget_gib`` (``--vram-budget``)
     or, without one, for the GPU's free memory now ("auto"). ``precision``: the DiT's (--precision,
@@ -181,11 +181,10 @@ def plans_for_run(variant: Variant, request: Any, *, device: torch.device,
         if device.type != "cuda":
             raise ConfigError("no CUDA GPU to plan for", remedy="Give --vram-budget GB.")
         budget_gib = memory.auto_budget_gib(memory.free_vram_gib(device))
-    task = request.task.value if hasattr(request.task, "value") else (request.task or "t2v")
-    work = memory.workload_for(variant, request.width, request.height, request.frames, task=task,
+    work = memory.workload_for(variant, request.width, request.height, request.frames,
+                               task=request.task.value,
                                precision=precision if precision in ("fp8", "int8") else "bf16",
-                               guidance=request.guidance != 1.0 or (
-                                   variant.experts == 2 and request.guidance_low != 1.0))
+                               guidance=request.use_cfg)
     return memory.plan_ladder(work, budget_gib, ram_gib=memory.system_ram_gib())
 
 
@@ -261,7 +260,7 @@ class ComponentCache:
 class RunResult:
     out: Path
     seconds: float
-    request: Any  # the resolved request that ran (the plan's CFG batching included)
+    request: ResolvedRequest  # what ran (the plan's CFG batching included)
     fps: int
     plan: Plan | None  # the memory plan that ran (None: the CPU, or an engine backend)
     peak_vram_gib: float | None  # torch's peak allocation on a CUDA device
@@ -286,7 +285,7 @@ def execute(prepared: PreparedRun, *, components: ComponentCache,
         if cuda:
             torch.cuda.reset_peak_memory_stats(prepared.device)
         if prepared.plans:
-            def attempt(plan: Plan) -> tuple[Path, Any]:
+            def attempt(plan: Plan) -> tuple[Path, ResolvedRequest]:
                 comps = components.factory.place(raw, plan, prepared.device)
                 req = replace(prepared.request, batch_cfg=plan.dit.batch_cfg)
                 try:
@@ -314,7 +313,7 @@ def _ignore(event: pipeline.Event) -> None:
     return None
 
 
-def _generate(comps: Components, request: Any, prepared: PreparedRun, cancel: CancelToken,
+def _generate(comps: Components, request: ResolvedRequest, prepared: PreparedRun, cancel: CancelToken,
               emit: pipeline.Emit) -> Path:
     pipeline.begin_run(comps, request)  # the step cache's start-of-run hook (a preset's grid too)
     return pipeline.generate_to_file(comps, request, prepared.out, options=prepared.options,
