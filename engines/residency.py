@@ -219,7 +219,8 @@ class PlannedTextEncoder:
 
 
 class PlannedDenoiser:
-    """One expert: on the GPU from its first call; optional hooks (begin, cache_stats) pass on."""
+    """One expert: on the GPU from its first call; its start-of-run hook and other attributes
+    (cache_stats, model) pass on."""
 
     def __init__(self, inner: Any, group: _Group, index: int) -> None:
         self.inner = inner
@@ -233,11 +234,14 @@ class PlannedDenoiser:
         self.inner.unload()
         self._group.loaded.discard(self._index)
 
+    def begin(self, timesteps: Sequence[float]) -> None:
+        self.inner.begin(timesteps)
+
     def __call__(self, latents: Tensor, timestep: Tensor, context: Tensor, **kw: Any) -> Tensor:
         self._group.activate(self._index)
         return self.inner(latents, timestep, context, **kw)
 
-    def __getattr__(self, name: str) -> Any:  # begin(), cache_stats, model ...
+    def __getattr__(self, name: str) -> Any:  # cache_stats, model, set_loras ...
         return getattr(self.inner, name)
 
 
