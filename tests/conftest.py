@@ -53,10 +53,11 @@ def t2v_engines(t2v_model, tmp_path_factory):
     return out
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models and small 3D convolutions run several times faster on one thread when the two
-    CPUs are shared."""
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Every test runs torch on one thread: tiny models and small 3D convolutions run faster on one
+    thread than on two (more so when the CPUs are shared), and no test's speed depends on whether
+    an earlier test changed the thread count."""
     import torch
 
     n = torch.get_num_threads()

@@ -19,7 +19,6 @@ def _args(*argv: str) -> argparse.Namespace:
     return build_parser().parse_args(["bench", *argv])
 
 
-@pytest.mark.slow  # ours and diffusers' components, end to end
 def test_tiny_bench_prints_json_with_all_keys(tmp_path, capsys):
     pytest.importorskip("diffusers")
     out = tmp_path / "b.json"
@@ -38,7 +37,6 @@ def test_tiny_bench_prints_json_with_all_keys(tmp_path, capsys):
     print({k: round(v, 4) for k, v in ours.items() if k.endswith("_s")})
 
 
-@pytest.mark.slow  # a whole bench run (fp8 + block swap + step cache)
 def test_tiny_bench_fast_modes(capsys):
     assert bench.run(_args("--tiny", "--no-diffusers", "--precision", "fp8", "--swap-blocks", "1",
                            "--step-cache", "1e9", "--steps", "4")) == 0

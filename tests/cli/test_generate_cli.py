@@ -72,7 +72,6 @@ def test_mp4_decodes_to_the_frames_size_and_fps_and_the_sidecar_holds_every_sett
     assert signal.getsignal(signal.SIGINT) is handler_before
 
 
-@pytest.mark.slow  # three generations
 def test_png_folder_is_lossless_and_seeds_reproduce(t2v, tmp_path, cli):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     for out, seed in ((a, 1), (b, 1), (c, 2)):
@@ -299,7 +298,6 @@ def test_gpu_out_of_memory_is_one_line_and_writes_nothing(t2v, tmp_path, cli, mo
 # ----------------------------------------------------------------------------- prompts, weights
 
 
-@pytest.mark.slow  # two generations
 def test_long_prompt_is_truncated_with_a_warning(t2v, tmp_path, cli):
     r = cli(["generate", "--model", t2v.official, "--prompt", "a short prompt", "--seed", "1",
              *SMALL, "--out", tmp_path / "short.mp4"])

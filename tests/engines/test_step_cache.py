@@ -47,7 +47,6 @@ def uncached():
     return _generate()[0]
 
 
-@pytest.mark.slow  # whole 20-step generations (10 for Wan2.2)
 def test_threshold_zero_reuses_nothing(uncached):
     for threshold in (0.0, 1e-12):  # 0: short path; 1e-12: the full decision path, never below
         video, (stats,), _ = _generate(cache=threshold)
@@ -55,7 +54,6 @@ def test_threshold_zero_reuses_nothing(uncached):
         assert torch.equal(video, uncached)
 
 
-@pytest.mark.slow  # whole 20-step generations (10 for Wan2.2)
 def test_huge_threshold_skips_all_but_first_and_last(uncached):
     video, (stats,), _ = _generate(cache=1e9)
     assert stats["computed"] == 2 and stats["skipped_steps"] == list(range(1, STEPS - 1))
@@ -69,7 +67,6 @@ def test_timestep_signals(signal):
     assert stats["computed"] == 2 and stats["skipped_steps"] == [1, 2, 3, 4]
 
 
-@pytest.mark.slow  # whole 20-step generations (10 for Wan2.2)
 def test_moderate_threshold_skips_some(uncached):
     video, (stats,), _ = _generate(cache=0.4)
     p = psnr_uint8(video, uncached)
@@ -97,7 +94,6 @@ def test_without_schedule_only_the_first_step_is_forced_and_runs_restart():
     assert comps.denoisers[0].cache_stats["computed"] == 1
 
 
-@pytest.mark.slow  # whole 20-step generations (10 for Wan2.2)
 def test_wan22_experts_cache_separately():
     _, stats, _ = _generate("t2v-A14B", cache=1e9, steps=10)
     high, low = stats

@@ -23,8 +23,6 @@ from tests.tiny import tiny_variant
 from wan_desktop.errors import ConfigError
 from wan_desktop.video import to_uint8_frames
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # small 3D convolutions: faster on one thread
-
 
 def _vae(name: str):
     from wan_desktop.engines.torch_backend import _vae_class, randomize
@@ -39,7 +37,6 @@ def _vae(name: str):
 
 @pytest.fixture(scope="module")
 def vaes():
-    torch.set_num_threads(1)
     out = {}
     # Wan2.1 (z16, ×8) and Wan2.2 (z48, ×16): both 96×128-pixel videos of 5 frames
     for name, shape in (("t2v-1.3B", (1, 16, 2, 12, 16)), ("ti2v-5B", (1, 48, 2, 6, 8))):
