@@ -27,7 +27,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -60,9 +60,10 @@ def sinusoidal_embedding(t: Tensor, dim: int) -> Tensor:
 
 def _layer_norm_fp32(x: Tensor, norm: nn.Module) -> Tensor:
     """LayerNorm in fp32 whatever the dtype of x or of the norm's weights (WanLayerNorm / autocast)."""
-    w = norm.weight.float() if getattr(norm, "weight", None) is not None else None
-    b = norm.bias.float() if getattr(norm, "bias", None) is not None else None
-    return F.layer_norm(x.float(), norm.normalized_shape, w, b, norm.eps)
+    ln = cast(nn.LayerNorm, norm)  # an ops.LayerNorm
+    w = ln.weight.float() if getattr(ln, "weight", None) is not None else None
+    b = ln.bias.float() if getattr(ln, "bias", None) is not None else None
+    return F.layer_norm(x.float(), ln.normalized_shape, w, b, ln.eps)
 
 
 def _activation_dtype(weight: Tensor) -> torch.dtype:
@@ -406,7 +407,7 @@ class WanModel(nn.Module):
     @property
     def compute_dtype(self) -> torch.dtype:
         """Dtype of linears/attention: that of the block weights (fp8 or int storage → bf16)."""
-        return _activation_dtype(self.blocks[0].self_attn.q.weight)
+        return _activation_dtype(cast(WanAttentionBlock, self.blocks[0]).self_attn.q.weight)
 
     def keeps_fp32(self, name: str) -> bool:
         """Whether parameter/buffer ``name`` belongs to one of FP32_MODULES."""
