@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
+import re
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CheckpointError
 
@@ -66,35 +68,73 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str
             raw = f.read(n)
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CheckpointError(f"{path}: safetensors header is not valid JSON (corrupt file)") from None
-    meta = header.pop("__metadata__", None) or {}
+    header = _parse_header_json(path, raw)
+    meta = header.pop("__metadata__", None)
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise CheckpointError(f"{path}: safetensors __metadata__ is not an object of strings "
+                              "(corrupt header)")
     infos: dict[str, TensorInfo] = {}
-    end = 0
+    ranges: list[tuple[int, int, str]] = []
     for name, entry in header.items():
-        try:
-            st_dtype = entry["dtype"]
-            shape = tuple(int(d) for d in entry["shape"])
-            start, stop = (int(o) for o in entry["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{path}: malformed header entry for tensor {name!r}") from None
-        if st_dtype not in _ST_DTYPES:
-            raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {st_dtype}")
+        st_dtype, shape, start, stop = _header_entry(path, name, entry)
         numel = 1
         for d in shape:
             numel *= d
         if stop - start != numel * _ST_ITEMSIZE[st_dtype]:
             raise CheckpointError(f"{path}: tensor {name!r} has inconsistent size in the header")
-        end = max(end, stop)
+        ranges.append((start, stop, name))
         infos[name] = TensorInfo(shape=shape, dtype=_ST_DTYPES[st_dtype], file=path)
+    # As the safetensors library requires: the tensors' bytes tile the data section exactly, in
+    # the order of their offsets (no overlap, no gap), and the file ends where the last one does.
+    end = 0
+    for start, stop, name in sorted(ranges):
+        if start != end:
+            raise CheckpointError(f"{path}: tensor {name!r} "
+                                  f"{'overlaps another' if start < end else 'leaves a gap'} "
+                                  "in the data section (corrupt header)")
+        end = stop
     if 8 + n + end > size:
         raise CheckpointError(
             f"{path}: file is truncated ({size} bytes, header describes {8 + n + end}); "
             "the download was probably interrupted"
         )
-    return infos, {str(k): str(v) for k, v in meta.items()}
+    if 8 + n + end < size:
+        raise CheckpointError(f"{path}: {size - 8 - n - end} stray bytes after the last tensor "
+                              "(corrupt file)")
+    return infos, dict(meta)
+
+
+def _parse_header_json(path: Path, raw: bytes) -> dict[str, Any]:
+    """The header's JSON object (CheckpointError for anything else)."""
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise CheckpointError(f"{path}: safetensors header is not valid JSON (corrupt file)") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: safetensors header is a JSON {type(header).__name__}, not "
+                              "an object (corrupt file)")
+    return header
+
+
+def _is_count(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _header_entry(path: Path, name: str, entry: object) -> tuple[str, tuple[int, ...], int, int]:
+    """(safetensors dtype, shape, start, stop) of one header entry, strictly typed as the
+    safetensors library reads it (a float, a string or a negative number is not a size)."""
+    if not isinstance(entry, dict):
+        raise CheckpointError(f"{path}: malformed header entry for tensor {name!r}")
+    st_dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if not (isinstance(shape, list) and all(_is_count(d) for d in shape)
+            and isinstance(offsets, list) and len(offsets) == 2
+            and all(_is_count(o) for o in offsets) and offsets[0] <= offsets[1]):
+        raise CheckpointError(f"{path}: malformed header entry for tensor {name!r}")
+    if not isinstance(st_dtype, str) or st_dtype not in _ST_DTYPES:
+        raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {st_dtype}")
+    return st_dtype, tuple(shape), offsets[0], offsets[1]
 
 
 class StateReader:
@@ -178,15 +218,36 @@ def _load_pth(path: Path) -> dict[str, Tensor]:
                 raise
             # legacy (non-zip) serialization cannot be memory-mapped
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle / zip errors: truncated, corrupt or unsafe file
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+    except pickle.UnpicklingError as e:
+        # torch's weights-only unpickler stopped. Its message tells the user to retry with
+        # weights_only=False, i.e. to run the file's code: we only say what the file holds.
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found:
+            raise CheckpointError(
+                f"{path}: refused: it holds Python objects besides tensors ({found.group(1)}); "
+                "loading it would run code from the file",
+                remedy="Use the .safetensors release of this model, or a .pth file of tensors only.",
+            ) from None
+        detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(e))
+        reason = detail.group(1).strip() if detail else _first_sentence(e)
         raise CheckpointError(f"{path}: cannot be read as a weights-only PyTorch file ({reason}); "
                               "it may be truncated or corrupt") from None
+    except Exception as e:  # zip / storage errors: a truncated or corrupt file
+        raise CheckpointError(f"{path}: cannot be read as a weights-only PyTorch file "
+                              f"({_first_sentence(e)}); it may be truncated or corrupt") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                            for k, v in obj.items()):
         raise CheckpointError(f"{path}: does not contain a state dict of tensors")
     return obj
+
+
+def _first_sentence(e: Exception) -> str:
+    """The first sentence of an exception's message, without terminal escapes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
+    first = re.split(r"(?<=\.)\s", text, maxsplit=1)[0].strip() if text else ""
+    return first or type(e).__name__
 
 
 def safetensors_shards(folder: Path, stem: str = "diffusion_pytorch_model") -> list[Path]:
@@ -195,10 +256,15 @@ def safetensors_shards(folder: Path, stem: str = "diffusion_pytorch_model") -> l
     index = folder / f"{stem}.safetensors.index.json"
     if index.is_file():
         try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (OSError, ValueError, KeyError, TypeError):
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             raise CheckpointError(f"{index}: not a valid safetensors index") from None
-        shards = sorted({folder / name for name in weight_map.values()})
+        names = list(weight_map.values()) if isinstance(weight_map, dict) else None
+        if not names or not all(isinstance(n, str) and n and Path(n).name == n and n != ".."
+                                and "\\" not in n for n in names):
+            raise CheckpointError(f"{index}: not a valid safetensors index (weight_map must map "
+                                  "tensor names to shard file names in this folder)")
+        shards = sorted({folder / name for name in names})
         missing = [s.name for s in shards if not s.is_file()]
         if missing:
             raise CheckpointError(f"{folder}: shard(s) {', '.join(missing[:3])} named in "
