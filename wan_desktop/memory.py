@@ -112,7 +112,7 @@ def t5_embedding_params(cfg: T5Config) -> int:
 
 def clip_params(cfg: ClipConfig) -> int:
     """Visual tower of open-clip ViT-H/14 (models/clip.py)."""
-    d, h = cfg.dim, cfg.dim * cfg.mlp_ratio
+    d, h = cfg.dim, cfg.mlp_width
     n = 3 * cfg.patch_size**2 * d + d + (cfg.num_patches + 1) * d + 2 * d  # patches, cls, pos, pre_norm
     n += cfg.num_layers * (4 * d + 3 * d * d + 3 * d + d * d + d + d * h + h + h * d + d)
     return n + 2 * d + d * cfg.out_dim  # post_norm, head

@@ -141,6 +141,7 @@ class ClipConfig:
     patch_size: int = 14
     dim: int = 1280
     mlp_ratio: int = 4
+    mlp_dim: int | None = None  # MLP hidden width as read from the weights; None: dim · mlp_ratio
     num_heads: int = 16
     num_layers: int = 32
     out_dim: int = 1024
@@ -153,6 +154,10 @@ class ClipConfig:
     @property
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def mlp_width(self) -> int:
+        return self.mlp_dim if self.mlp_dim is not None else self.dim * self.mlp_ratio
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -311,3 +312,124 @@ def test_cli_reports_bad_checkpoints_in_one_line(tiny, tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error: "), err
         assert str(p) in lines[0] and cases[p] in lines[0], lines[0]
         assert "Traceback" not in err and out == ""
+
+
+# ----------------------------------------------------------------------------- wrong-typed files
+
+
+def _linked(src: Path, dst: Path, files: dict[str, str]) -> Path:
+    """A copy of folder ``src`` made of symlinks, except ``files`` (relative path -> text)."""
+    for item in src.rglob("*"):
+        rel = item.relative_to(src)
+        if item.is_dir():
+            (dst / rel).mkdir(parents=True, exist_ok=True)
+        elif str(rel) not in files:
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            (dst / rel).symlink_to(item)
+    for rel, text in files.items():
+        (dst / rel).write_text(text)
+    return dst
+
+
+def _with_index(m, tmp_path: Path, name: str, **changes) -> Path:
+    index = json.loads((m.diffusers / "model_index.json").read_text())
+    return _linked(m.diffusers, tmp_path / name,
+                   {"model_index.json": json.dumps(index | changes)})
+
+
+@pytest.mark.parametrize(("changes", "want"), [
+    ({"transformer": []}, '"transformer" must be [library, class] or null, got []'),
+    ({"transformer": 5}, '"transformer" must be [library, class] or null, got 5'),
+    ({"vae": ["diffusers"]}, '"vae" must be [library, class] or null, got ["diffusers"]'),
+    ({"text_encoder": {"a": 1}}, '"text_encoder" must be [library, class] or null'),
+    ({"boundary_ratio": "abc"}, 'boundary_ratio must be a number between 0 and 1, got "abc"'),
+    ({"boundary_ratio": 5}, "boundary_ratio must be a number between 0 and 1, got 5"),
+    ({"boundary_ratio": True}, "boundary_ratio must be a number between 0 and 1, got true"),
+    ({"boundary_ratio": [0.9]}, "boundary_ratio must be a number between 0 and 1, got [0.9]"),
+])
+def test_model_index_values_of_the_wrong_type(tiny, tmp_path, changes, want):
+    folder = _with_index(tiny("t2v-1.3B"), tmp_path, "bad", **changes)
+    msg = _error(lambda: detect_model(folder))
+    assert str(folder / "model_index.json") in msg and want in msg
+    assert "Fix " in msg and "model_index.json" in msg  # the remedy names what to fix
+
+
+def test_model_index_boundary_ratio_is_read(tiny, tmp_path):
+    folder = _with_index(tiny("t2v-A14B"), tmp_path, "ok", boundary_ratio=0.5)
+    assert detect_model(folder).boundary == 0.5
+
+
+def _narrow_dit_file(folder: Path, dim: int, heads: int) -> Path:
+    """A ComfyUI-style single file (no config) of a DiT ``dim`` channels wide."""
+    from tests.fixtures_models import comfy_dit_state
+    from wan_desktop.checkpoints.materialize import weights_on_meta
+    from wan_desktop.models.dit import WanModel
+
+    cfg = replace(tiny_variant("t2v-1.3B").dit, dim=dim, num_heads=heads, ffn_dim=dim)
+    with weights_on_meta():
+        shapes = {k: tuple(v.shape) for k, v in WanModel(cfg).state_dict().items()}
+    f = folder / f"wan_{dim}_fp16.safetensors"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(comfy_dit_state({k: torch.zeros(s) for k, s in shapes.items()}), f)
+    return f
+
+
+def test_a_narrow_dit_without_config_cannot_guess_its_heads(tmp_path):
+    """Released Wan DiTs have 128-wide heads; a 64- or 192-wide file without config.json is
+    refused with a reason instead of dividing by zero heads (or guessing 1 head of 192)."""
+    for dim in (64, 192):
+        f = _narrow_dit_file(tmp_path / "comfy", dim, heads=1)
+        msg = _error(lambda f=f: detect_model(f))
+        assert str(f) in msg and f"a {dim}-wide diffusion model without a config.json" in msg
+        assert "num_heads" in msg  # the remedy says what would tell
+
+
+def test_config_json_values_of_the_wrong_type(tiny, tmp_path):
+    m = tiny("t2v-1.3B")
+    config = json.loads((m.official / "config.json").read_text())
+    for i, (value, shown) in enumerate((("abc", '"abc"'), (0, "0"), (2.5, "2.5"), (True, "true"))):
+        folder = _linked(m.official, tmp_path / f"heads_{i}",
+                         {"config.json": json.dumps(config | {"num_heads": value})})
+        msg = _error(lambda folder=folder: detect_model(folder))
+        assert str(folder / "config.json") in msg
+        assert f"num_heads must be a positive whole number, got {shown}" in msg
+
+    vae_cfg = json.loads((m.diffusers / "vae" / "config.json").read_text())
+    for i, (key, value) in enumerate((("latents_mean", [0.0] * 3), ("latents_mean", "0"),
+                                      ("latents_std", [0.0] * 16),
+                                      ("latents_std", [float("nan")] * 16), ("z_dim", "16"))):
+        folder = _linked(m.diffusers, tmp_path / f"vae_{i}",
+                         {"vae/config.json": json.dumps(vae_cfg | {key: value})})
+        msg = _error(lambda folder=folder: detect_model(folder))
+        assert str(folder / "vae" / "config.json") in msg and f"{key} must be" in msg
+
+
+# ----------------------------------------------------------------------------- VAE normalisation
+
+
+def test_diffusers_vae_latent_mean_and_std_come_from_its_config(tiny, tmp_path):
+    """A diffusers VAE whose config.json gives other latents_mean / latents_std than the release's
+    constants: the decode uses the config's, as diffusers does."""
+    diffusers = pytest.importorskip("diffusers")
+    from tests.numerics import rel_err
+
+    m = tiny("t2v-1.3B")
+    vae_cfg = json.loads((m.diffusers / "vae" / "config.json").read_text())
+    z_dim = len(vae_cfg["latents_mean"])
+    mean = [0.25 * (i % 5) - 0.5 for i in range(z_dim)]
+    std = [0.5 + 0.125 * (i % 7) for i in range(z_dim)]
+    folder = _linked(m.diffusers, tmp_path / "vae_stats", {"vae/config.json": json.dumps(
+        vae_cfg | {"latents_mean": mean, "latents_std": std})})
+    mf = detect_model(folder)
+    assert mf.variant.vae.latents_mean == tuple(mean) and mf.variant.vae.latents_std == tuple(std)
+    assert detect_model(m.diffusers).variant.vae.latents_mean == m.variant.vae.latents_mean
+
+    z = torch.randn(1, z_dim, 2, 4, 4, generator=torch.Generator().manual_seed(7))
+    ref = diffusers.AutoencoderKLWan.from_pretrained(folder / "vae").eval()
+    with torch.no_grad():
+        want = ref.decode(z * torch.tensor(std).view(1, -1, 1, 1, 1)
+                          + torch.tensor(mean).view(1, -1, 1, 1, 1)).sample
+        got = load_vae(mf).decode(z)
+        constants = load_vae(detect_model(m.diffusers)).decode(z)
+    assert rel_err(got, want) <= 1e-5
+    assert rel_err(constants, want) > 1e-2  # the constants would decode another video

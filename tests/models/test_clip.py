@@ -16,7 +16,7 @@ from wan_desktop.variants import ClipConfig
 
 def _official_table(cfg: ClipConfig) -> dict[str, tuple[int, ...]]:
     """Spec §5 / wan/modules/clip.py VisionTransformer, written out."""
-    d, h, p = cfg.dim, cfg.dim * cfg.mlp_ratio, cfg.patch_size
+    d, h, p = cfg.dim, cfg.mlp_width, cfg.patch_size
     t = {
         "visual.patch_embedding.weight": (d, 3, p, p),
         "visual.cls_embedding": (1, 1, d),

@@ -27,7 +27,7 @@ transformers = pytest.importorskip("transformers")
 def _hf_model(cfg=TINY_CLIP):
     hf_cfg = transformers.CLIPVisionConfig(
         hidden_size=cfg.dim,
-        intermediate_size=cfg.dim * cfg.mlp_ratio,
+        intermediate_size=cfg.mlp_width,
         num_hidden_layers=cfg.num_layers,
         num_attention_heads=cfg.num_heads,
         image_size=cfg.image_size,
@@ -150,3 +150,32 @@ def test_keymap_rules():
         hf_recipes(broken)
     with pytest.raises(KeyError, match=r"blocks\.0\.self_attn"):
         hf_recipes(shapes | {"blocks.0.self_attn.q.weight": (4, 4)})
+
+
+def test_mlp_width_is_read_from_the_weights(tmp_path):
+    """A CLIP whose MLP is 3× its width, not the 4× of ViT-H/14: detection reads the width from the
+    fc1 weight, and the loaded tower matches transformers' on those weights."""
+    from dataclasses import replace
+
+    from wan_desktop.checkpoints.detect import clip_config
+    from wan_desktop.memory import clip_params
+
+    narrow = replace(TINY_CLIP, mlp_dim=3 * TINY_CLIP.dim)
+    hf = _hf_model(narrow)
+    hf.save_pretrained(tmp_path)
+    files = sorted(tmp_path.glob("*.safetensors"))
+    shapes = {k: tuple(v.shape) for k, v in hf.state_dict().items()}
+    cfg = clip_config(official_shapes_from_hf(shapes), str(files[0]),
+                      {"num_attention_heads": TINY_CLIP.num_heads})
+    assert cfg.mlp_width == 3 * TINY_CLIP.dim
+    ours = load_clip_visual(files, cfg)
+    assert clip_params(cfg) == sum(p.numel() for p in ours.parameters())  # the memory planner's
+    pixels = preprocess(_images(), cfg)
+    with torch.no_grad():
+        ref = hf(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]
+        err = rel_err(ours(pixels), ref)
+    assert err <= 1e-5
+    # the released width is spelt as the presets spell it, so detected configs equal them
+    assert clip_config(official_shapes_from_hf({k: tuple(v.shape) for k, v in
+                                                _hf_model().state_dict().items()}),
+                       str(files[0]), {}) == TINY_CLIP

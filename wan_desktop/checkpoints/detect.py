@@ -9,6 +9,7 @@ CheckpointError, never a guess.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Container
 from dataclasses import dataclass, field, replace
@@ -74,11 +75,45 @@ def _read_json(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
-    except ValueError:
+    except (ValueError, RecursionError):
         raise CheckpointError(f"{path}: not valid JSON") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a JSON object")
     return data
+
+
+def _is_whole(v: object) -> bool:
+    """A JSON whole number (``true`` is not one)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: object) -> bool:
+    """A finite JSON number."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _bad_value(where: str, name: str, rule: str, value: object) -> CheckpointError:
+    shown = json.dumps(value, default=str)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return CheckpointError(f"{where}: {name} must be {rule}, got {shown}",
+                           remedy=f"Fix {name} in that file, or re-download the model.")
+
+
+def _config_json(where: str) -> str:
+    """The config.json beside the weights file ``where``."""
+    return str(Path(where).parent / "config.json")
+
+
+def _config_int(config: dict[str, Any], keys: tuple[str, ...], where: str) -> int | None:
+    """The first of ``keys`` set in a config.json, as a positive whole number (None: not set)."""
+    for key in keys:
+        value = config.get(key)
+        if value is None:
+            continue
+        if not _is_whole(value) or value <= 0:
+            raise _bad_value(_config_json(where), key, "a positive whole number", value)
+        return int(value)
+    return None
 
 
 def strip_prefix(keys: list[str]) -> str:
@@ -244,11 +279,26 @@ def _count(shapes: dict[str, tuple[int, ...]], pattern: str) -> int:
     return max(found) + 1 if found else 0
 
 
-def _need(shapes: dict[str, tuple[int, ...]], key: str, where: str) -> tuple[int, ...]:
+def _need(shapes: dict[str, tuple[int, ...]], key: str, where: str, ndim: int) -> tuple[int, ...]:
+    """The shape of tensor ``key``, which must have ``ndim`` non-zero dimensions."""
     if key not in shapes:
         raise CheckpointError(f"{where}: tensor {key} is missing; the file is incomplete or not a "
                               "Wan model")
-    return shapes[key]
+    return _check_rank(shapes, key, where, ndim)
+
+
+def _check_rank(shapes: dict[str, tuple[int, ...]], key: str, where: str,
+                ndim: int) -> tuple[int, ...]:
+    shape = tuple(shapes[key])
+    if len(shape) != ndim or not all(shape):
+        raise CheckpointError(f"{where}: tensor {key} has shape {list(shape)}, expected "
+                              f"{ndim} non-zero dimensions; the file is corrupt or not a Wan model")
+    return shape
+
+
+def _optional(shapes: dict[str, tuple[int, ...]], key: str, where: str,
+              ndim: int) -> tuple[int, ...] | None:
+    return _check_rank(shapes, key, where, ndim) if key in shapes else None
 
 
 def dit_config(shapes: dict[str, tuple[int, ...]], where: str, config: dict[str, Any]) -> DiTConfig:
@@ -256,20 +306,28 @@ def dit_config(shapes: dict[str, tuple[int, ...]], where: str, config: dict[str,
         if any(k.startswith(marker) for k in shapes):
             raise CheckpointError(f"{where}: this is {what}, which Wan Desktop does not support yet",
                                   remedy="Use a Wan2.1/Wan2.2 T2V, I2V, FLF2V or TI2V-5B model.")
-    pe = _need(shapes, "patch_embedding.weight", where)  # [dim, in_dim, 1, 2, 2]
+    pe = _need(shapes, "patch_embedding.weight", where, 5)  # [dim, in_dim, 1, 2, 2]
     dim, in_dim = pe[0], pe[1]
-    head = _need(shapes, "head.head.weight", where)  # [4·out_dim, dim]
+    head = _need(shapes, "head.head.weight", where, 2)  # [4·out_dim, dim]
     patch = (pe[2], pe[3], pe[4])
     out_dim = head[0] // (patch[0] * patch[1] * patch[2])
     layers = _count(shapes, r"blocks\.(\d+)\.")
-    ffn_dim = _need(shapes, "blocks.0.ffn.0.weight", where)[0]
-    text_dim = _need(shapes, "text_embedding.0.weight", where)[1]
-    freq_dim = _need(shapes, "time_embedding.0.weight", where)[1]
-    heads = config.get("num_heads") or config.get("num_attention_heads")
-    if not heads:
-        heads = dim // 128  # every released Wan DiT has head_dim 128; files without config
-    image_dim = shapes["img_emb.proj.0.weight"][0] if "img_emb.proj.0.weight" in shapes else None
-    image_pos_len = shapes["img_emb.emb_pos"][1] if "img_emb.emb_pos" in shapes else None
+    ffn_dim = _need(shapes, "blocks.0.ffn.0.weight", where, 2)[0]
+    text_dim = _need(shapes, "text_embedding.0.weight", where, 2)[1]
+    freq_dim = _need(shapes, "time_embedding.0.weight", where, 2)[1]
+    heads = _config_int(config, ("num_heads", "num_attention_heads"), where)
+    if heads is None:  # files without config: every released Wan DiT has head_dim 128
+        if dim % 128:
+            raise CheckpointError(
+                f"{where}: a {dim}-wide diffusion model without a config.json: its number of "
+                "attention heads cannot be told (released Wan models have 128-wide heads)",
+                remedy="Use the model's diffusers or official folder (its config.json gives "
+                       "num_heads), or a released Wan model.")
+        heads = dim // 128
+    img_proj = _optional(shapes, "img_emb.proj.0.weight", where, 1)  # LayerNorm [image_dim]
+    emb_pos = _optional(shapes, "img_emb.emb_pos", where, 3)  # [1, 2·257, dim]
+    image_dim = img_proj[0] if img_proj else None
+    image_pos_len = emb_pos[1] if emb_pos else None
     if image_dim is not None:
         model_type = "flf2v" if image_pos_len else "i2v"
     elif in_dim == out_dim == 48:
@@ -287,46 +345,81 @@ def dit_config(shapes: dict[str, tuple[int, ...]], where: str, config: dict[str,
     if dim % heads:
         raise CheckpointError(f"{where}: dim {dim} is not divisible by {heads} heads")
     # the top-k ratio is not in the file: TurboDiffusion's inference default
-    sla_topk = float(config.get("sla_topk", 0.1)) if SLA_KEY in shapes else None
-    return DiTConfig(sla_topk=sla_topk, model_type=model_type, dim=dim, ffn_dim=ffn_dim, num_heads=int(heads),
-                     num_layers=layers, in_dim=in_dim, out_dim=out_dim, text_dim=text_dim,
+    sla_topk: float | None = None
+    if SLA_KEY in shapes:
+        topk = config.get("sla_topk", 0.1)
+        if not _is_number(topk) or not 0 < topk <= 1:
+            raise _bad_value(_config_json(where), "sla_topk", "a number in (0, 1]", topk)
+        sla_topk = float(topk)
+    return DiTConfig(sla_topk=sla_topk, model_type=model_type, dim=dim, ffn_dim=ffn_dim,
+                     num_heads=heads, num_layers=layers, in_dim=in_dim, out_dim=out_dim, text_dim=text_dim,
                      freq_dim=freq_dim, patch_size=patch,
                      image_dim=image_dim, image_pos_len=image_pos_len)
 
 
-def vae_config(shapes: dict[str, tuple[int, ...]], where: str) -> VaeConfig:
+def vae_config(shapes: dict[str, tuple[int, ...]], where: str,
+               config: dict[str, Any] | None = None) -> VaeConfig:
+    """The VAE's architecture from its tensors; the latent normalisation (per-channel mean / std)
+    from its config.json when it has one (diffusers ``latents_mean`` / ``latents_std``), else the
+    release's constants."""
     from ..variants import VAE21, VAE22
 
-    z = _need(shapes, "conv2.weight", where)[0]
-    base = _need(shapes, "encoder.conv1.weight", where)[0]
-    dec_base = _need(shapes, "decoder.head.2.weight", where)[1]
+    z = _need(shapes, "conv2.weight", where, 5)[0]
+    base = _need(shapes, "encoder.conv1.weight", where, 5)[0]
+    dec_base = _need(shapes, "decoder.head.2.weight", where, 5)[1]
     if z == 16:
-        return replace(VAE21, base_dim=base, decoder_base_dim=dec_base)
-    if z == 48:
-        return replace(VAE22, base_dim=base, decoder_base_dim=dec_base)
-    raise CheckpointError(f"{where}: unknown VAE with {z} latent channels (Wan uses 16 or 48)")
+        cfg = replace(VAE21, base_dim=base, decoder_base_dim=dec_base)
+    elif z == 48:
+        cfg = replace(VAE22, base_dim=base, decoder_base_dim=dec_base)
+    else:
+        raise CheckpointError(f"{where}: unknown VAE with {z} latent channels (Wan uses 16 or 48)")
+    config = config or {}
+    mean, std = config.get("latents_mean"), config.get("latents_std")
+    if mean is None and std is None:
+        return cfg
+    rule = f"a list of {z} finite numbers"
+    if not (isinstance(mean, list) and len(mean) == z and all(_is_number(v) for v in mean)):
+        raise _bad_value(_config_json(where), "latents_mean", rule, mean)
+    if not (isinstance(std, list) and len(std) == z and all(_is_number(v) and v > 0 for v in std)):
+        raise _bad_value(_config_json(where), "latents_std", rule + " > 0", std)
+    return replace(cfg, latents_mean=tuple(float(v) for v in mean),
+                   latents_std=tuple(float(v) for v in std))
 
 
 def t5_config(shapes: dict[str, tuple[int, ...]], where: str) -> T5Config:
-    vocab, dim = _need(shapes, "token_embedding.weight", where)
-    buckets, heads = _need(shapes, "blocks.0.pos_embedding.embedding.weight", where)
+    vocab, dim = _need(shapes, "token_embedding.weight", where, 2)
+    buckets, heads = _need(shapes, "blocks.0.pos_embedding.embedding.weight", where, 2)
     return T5Config(vocab_size=vocab, dim=dim,
-                    dim_attn=_need(shapes, "blocks.0.attn.q.weight", where)[0],
-                    dim_ffn=_need(shapes, "blocks.0.ffn.fc1.weight", where)[0],
+                    dim_attn=_need(shapes, "blocks.0.attn.q.weight", where, 2)[0],
+                    dim_ffn=_need(shapes, "blocks.0.ffn.fc1.weight", where, 2)[0],
                     num_heads=heads, num_layers=_count(shapes, r"blocks\.(\d+)\."),
                     num_buckets=buckets)
 
 
 def clip_config(shapes: dict[str, tuple[int, ...]], where: str, config: dict[str, Any]) -> ClipConfig:
-    pe = _need(shapes, "visual.patch_embedding.weight", where)  # [dim, 3, p, p]
+    pe = _need(shapes, "visual.patch_embedding.weight", where, 4)  # [dim, 3, p, p]
     dim, patch = pe[0], pe[2]
-    tokens = _need(shapes, "visual.pos_embedding", where)[1]
-    grid = round((tokens - 1) ** 0.5)
+    tokens = _need(shapes, "visual.pos_embedding", where, 3)[1]  # [1, 1 + grid², dim]
+    grid = math.isqrt(tokens - 1)
+    if grid * grid != tokens - 1:
+        raise CheckpointError(f"{where}: CLIP position table of {tokens} tokens is not a class "
+                              "token plus a square grid of patches")
     layers = _count(shapes, r"visual\.transformer\.(\d+)\.")
-    heads = config.get("num_attention_heads") or dim // 80  # ViT-H/14: 16 heads of 80
-    out_dim = shapes["visual.head"][1] if "visual.head" in shapes else ClipConfig().out_dim
-    return ClipConfig(image_size=grid * patch, patch_size=patch, dim=dim, num_heads=int(heads),
-                      num_layers=layers, out_dim=out_dim, tap_layers=layers - 1)
+    mlp = _need(shapes, "visual.transformer.0.mlp.0.weight", where, 2)[0]  # [mlp_dim, dim]
+    heads = _config_int(config, ("num_attention_heads",), where)
+    if heads is None:  # ViT-H/14: 16 heads of 80
+        if dim % 80:
+            raise CheckpointError(
+                f"{where}: a {dim}-wide CLIP image encoder without a config.json: its number of "
+                "attention heads cannot be told (ViT-H/14 has 80-wide heads)",
+                remedy="Use the CLIP ViT-H/14 image encoder of the Wan release.")
+        heads = dim // 80
+    head = _optional(shapes, "visual.head", where, 2)  # [dim, out_dim]
+    out_dim = head[1] if head else ClipConfig().out_dim
+    # dim · mlp_ratio is spelt None, as in the presets: released models' configs equal them
+    mlp_dim = None if mlp == dim * ClipConfig.mlp_ratio else mlp
+    return ClipConfig(image_size=grid * patch, patch_size=patch, dim=dim, num_heads=heads,
+                      num_layers=layers, out_dim=out_dim, tap_layers=layers - 1, mlp_dim=mlp_dim)
 
 
 def identify_variant(dit: DiTConfig, experts: int, where: str) -> Variant:
@@ -368,6 +461,8 @@ def _component(files: list[Path], kind: str, config: dict[str, Any] | None = Non
     config = dict(config or {})
     if kind == "vae":
         z = config.get("z_dim")
+        if z is not None and not _is_whole(z):
+            raise _bad_value(str(files[0].parent / "config.json"), "z_dim", "16 or 48", z)
         if z is None:
             z_keys = ("conv2.weight", "post_quant_conv.weight")
             z = next((reader.info(k).shape[0] for k in z_keys if k in reader), 16)
@@ -405,8 +500,7 @@ def _diffusers(root: Path) -> tuple[list[ComponentFiles], dict[str, Any]]:
     experts = []
     for name in ("transformer", "transformer_2"):
         d = root / name
-        entry = index.get(name)
-        if entry is None or (isinstance(entry, list) and entry[0] is None) or not d.is_dir():
+        if not _index_lists(index, name, root) or not d.is_dir():
             continue
         shards = safetensors_shards(d)
         if not shards:
@@ -419,7 +513,7 @@ def _diffusers(root: Path) -> tuple[list[ComponentFiles], dict[str, Any]]:
     for name, stem in (("vae", "diffusion_pytorch_model"), ("text_encoder", "model"),
                        ("image_encoder", "model")):
         d = root / name
-        if d.is_dir() and index.get(name) not in (None, [None, None]):
+        if _index_lists(index, name, root) and d.is_dir():
             shards = safetensors_shards(d, stem)
             if not shards:
                 raise CheckpointError(f"{d}: no {stem}*.safetensors")
@@ -427,6 +521,30 @@ def _diffusers(root: Path) -> tuple[list[ComponentFiles], dict[str, Any]]:
             parts[name] = (shards, cfg)
     parts["tokenizer"] = root / "tokenizer" if (root / "tokenizer").is_dir() else None
     return experts, parts
+
+
+def _index_lists(index: dict[str, Any], name: str, root: Path) -> bool:
+    """Whether diffusers' model_index.json lists component ``name``: ``[library, class]``; ``null``
+    or ``[null, null]`` when the pipeline has none. Anything else is a CheckpointError."""
+    entry = index.get(name)
+    if entry is None or entry == [None, None]:
+        return False
+    if not (isinstance(entry, list) and len(entry) == 2
+            and all(isinstance(v, str) or v is None for v in entry)):
+        raise _bad_value(str(root / "model_index.json"), f'"{name}"',
+                         '[library, class] or null', entry)
+    return True
+
+
+def boundary_ratio(index: dict[str, Any], root: Path) -> float | None:
+    """Wan2.2's expert boundary from model_index.json (None: not given)."""
+    value = index.get("boundary_ratio")
+    if value is None:
+        return None
+    if not _is_number(value) or not 0 < value < 1:
+        raise _bad_value(str(root / "model_index.json"), "boundary_ratio",
+                         "a number between 0 and 1", value)
+    return float(value)
 
 
 def _expert_pair(file: Path) -> list[Path]:
@@ -472,9 +590,7 @@ def detect_model(
     if root.is_dir() and (root / "model_index.json").is_file():
         fmt = "diffusers"
         experts, parts = _diffusers(root)
-        index = parts["index"]
-        if index.get("boundary_ratio") is not None:
-            boundary = float(index["boundary_ratio"])
+        boundary = boundary_ratio(parts["index"], root)
         if "vae" in parts:
             vae_c = _component(parts["vae"][0], "vae", parts["vae"][1])
         if "text_encoder" in parts:
@@ -537,7 +653,7 @@ def detect_model(
             clip_c = _component([p], "clip")
 
     if vae_c is not None:
-        vcfg = vae_config(official_shapes(vae_c, "vae"), str(vae_c.files[0]))
+        vcfg = vae_config(official_shapes(vae_c, "vae"), str(vae_c.files[0]), vae_c.config)
         if vcfg.z_dim != variant.vae.z_dim:
             raise CheckpointError(f"{vae_c.files[0]}: a Wan{vcfg.version} VAE (z={vcfg.z_dim}), but "
                                   f"{variant.name} needs the Wan{variant.vae.version} VAE",

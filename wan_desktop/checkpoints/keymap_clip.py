@@ -191,6 +191,7 @@ def load_clip_visual(
     from ..errors import CheckpointError
     from ..models.clip import ClipVisionEncoder
     from ..models.layers import Ops as DefaultOps
+    from .load import check_float_weights
     from .materialize import TensorSource, materialize, weights_on_meta
     from .reader import StateReader
 
@@ -232,6 +233,7 @@ def load_clip_visual(
         sources["visual.head"] = TensorSource(
             shape, "float32", reader.files[0], lambda: torch.zeros(shape), "(none: zero head)"
         )
+    check_float_weights(model, sources, {}, "CLIP image encoder")
     return materialize(
         model,
         sources,

@@ -24,7 +24,7 @@ from .detect import (
 from .materialize import TensorSource, materialize, weights_on_meta
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     import torch
     from torch import Tensor, nn
@@ -104,6 +104,33 @@ def component_sources(
     return sources, scales
 
 
+def check_float_weights(
+    model: nn.Module,
+    sources: Mapping[str, TensorSource],
+    scales: Mapping[str, TensorSource],
+    what: str,
+) -> None:
+    """Refuse, before anything is read, a file that stores an integer (or bool, complex) tensor
+    where the module has a float weight: torch would load it and fail deep inside a convolution.
+    Quantized int8 weights with their per-channel scale are dequantized by ``materialize``."""
+    import torch
+
+    expected = dict(model.state_dict(keep_vars=True))  # what materialize fills
+    for name, src in sources.items():
+        stored = getattr(torch, src.dtype, None)
+        target = expected.get(name)
+        if isinstance(stored, torch.dtype) and stored.is_floating_point:
+            continue
+        if target is None or not target.is_floating_point():
+            continue
+        owner, _, leaf = name.rpartition(".")
+        if src.dtype == "int8" and leaf == "weight" and owner in scales:
+            continue
+        raise CheckpointError(f"{what} ({src.file.name}): tensor {src.key} is stored as "
+                              f"{src.dtype}, but {name} is a float weight; the file is corrupt or "
+                              "not a Wan model")
+
+
 def load_dit(
     files: ModelFiles,
     expert: int = 0,
@@ -122,6 +149,7 @@ def load_dit(
     with weights_on_meta():
         model = WanModel(files.variant.dit, ops or DefaultOps)
     sources, scales = component_sources(comp, "dit")
+    check_float_weights(model, sources, scales, "diffusion model")
     return materialize(model, sources, what=f"diffusion model {comp.files[0].name}",
                        dtype=dtype or torch.float32, keep_fp8=keep_fp8, scales=scales)
 
@@ -148,6 +176,7 @@ def load_t5(files: ModelFiles, *, dtype: torch.dtype | None = None,
     with weights_on_meta():
         model = T5Encoder(files.variant.t5, ops or DefaultOps)
     sources, scales = component_sources(comp, "t5")
+    check_float_weights(model, sources, scales, "text encoder")
     return materialize(model, sources, what=f"text encoder {comp.files[0].name}",
                        dtype=dtype or torch.float32, scales=scales)
 
@@ -192,6 +221,7 @@ def load_vae(files: ModelFiles, *, dtype: torch.dtype | None = None) -> nn.Modul
     with weights_on_meta():
         model = vae(cfg)
     sources, scales = component_sources(comp, "vae")
+    check_float_weights(model, sources, scales, "VAE")
     return materialize(model, sources, what=f"VAE {comp.files[0].name}",
                        dtype=dtype or torch.float32, scales=scales)
 

@@ -85,7 +85,7 @@ class AttentionBlock(nn.Module):
 
     def __init__(self, cfg: ClipConfig, ops: type[Ops]) -> None:
         super().__init__()
-        hidden = cfg.dim * cfg.mlp_ratio
+        hidden = cfg.mlp_width  # read from the weights (checkpoints/detect.clip_config)
         self.norm1 = ops.LayerNorm(cfg.dim, eps=cfg.eps)
         self.attn = SelfAttention(cfg.dim, cfg.num_heads, ops)
         self.norm2 = ops.LayerNorm(cfg.dim, eps=cfg.eps)
