@@ -10,14 +10,44 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Sequence
 from typing import NoReturn
 
 
 class Parser(argparse.ArgumentParser):
-    """An argparse parser whose errors are one line (argparse prints the usage too), exit 2."""
+    """An argparse parser whose errors are one line (argparse prints the usage too), exit 2.
+
+    Text arguments (a prompt; not paths, which may be any bytes) must be valid UTF-8: Python keeps
+    the undecodable bytes of a command line as lone surrogates, which would fail only when the
+    settings are written, after the whole generation."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message}\n")
+
+    def parse_known_args(  # type: ignore[override]  # typeshed overloads it; same behaviour
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        for action in self._actions:
+            value = getattr(parsed, action.dest, None)
+            if isinstance(value, str) and (problem := utf8_problem(value)) is not None:
+                name = "/".join(action.option_strings) or action.dest
+                self.error(f"argument {name}: not valid UTF-8 text ({problem})")
+        return parsed, extras
+
+
+def utf8_problem(text: str) -> str | None:
+    """Why an argument cannot be written as UTF-8 (None: it can): Python keeps a command line's
+    undecodable bytes as lone surrogates U+DC80..U+DCFF ("surrogateescape"). (text.utf8_problem
+    says the same for prompts from elsewhere; the layers keep these two modules apart.)"""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        code = ord(text[e.start])
+        if 0xDC80 <= code <= 0xDCFF:
+            return f"byte 0x{code - 0xDC00:02x} at character {e.start + 1}"
+        return f"lone surrogate U+{code:04X} at character {e.start + 1}"
+    return None
 
 
 def size(text: str) -> tuple[int, int]:

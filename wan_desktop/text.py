@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -40,6 +40,29 @@ TEXT_LEN = 512  # wan_shared_cfg.text_len
 _WHITESPACE = re.compile(
     "[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+"
 )
+
+
+def utf8_problem(text: str) -> str | None:
+    """Why ``text`` cannot be written as UTF-8 (None: it can). Python keeps the bytes of a command
+    line or file name that are not UTF-8 as lone surrogates U+DC80..U+DCFF ("surrogateescape");
+    such a prompt would be cut to pieces by the tokenizer and break the settings file at the end."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        code = ord(text[e.start])
+        if 0xDC80 <= code <= 0xDCFF:
+            return f"byte 0x{code - 0xDC00:02x} at character {e.start + 1}"
+        return f"lone surrogate U+{code:04X} at character {e.start + 1}"
+    return None
+
+
+def check_prompt(text: str, what: str = "prompt") -> None:
+    """ConfigError unless ``text`` (a prompt, negative prompt, ...) is valid UTF-8 text."""
+    problem = utf8_problem(text)
+    if problem is not None:
+        raise ConfigError(f"{what} is not valid UTF-8 text ({problem})",
+                          remedy="Write the prompt as UTF-8 text (retype the characters that show "
+                                 "as \ufffd or ?), or remove them.")
 
 
 def clean_prompt(text: str) -> str:
@@ -207,8 +230,8 @@ class Tokenizer:
         rows, lengths, truncated = [], [], []
         for i, text in enumerate(texts):
             ids, cut = self._backend.encode(clean_prompt(text) if clean else text, L)
-            if cut:
-                log.warning("prompt %d is longer than %d tokens; the end is cut off", i, L)
+            if cut:  # the caller warns the user once (TokenBatch.truncated); here: the log
+                log.debug("prompt %d is longer than %d tokens; the end is cut off", i, L)
             rows.append(ids + [self.pad_id] * (L - len(ids)))
             lengths.append(len(ids))
             truncated.append(cut)
