@@ -103,6 +103,9 @@ def _plan(name: str, **dit) -> M.Plan:
     (dict(options=dict(tiny_vae="missing_taew.safetensors")), CheckpointError, "tiny VAE file"),
     (dict(options=dict(backend="onnxruntime")), ConfigError, "needs an engine folder"),
     (dict(out="no/such/folder/x.mp4"), ConfigError, "does not exist"),
+    # a prompt from the app (never parsed by the CLI) with a lone surrogate: invalid UTF-8
+    (dict(request=dict(prompt="a fox \udcff")), ConfigError, "prompt is not valid UTF-8"),
+    (dict(request=dict(negative_prompt="\udcfe")), ConfigError, "negative prompt is not valid"),
 ])
 def test_prepare_refuses_a_bad_job_before_any_weights_load(t2v, tmp_path, change, error, words):
     factory = CountingFactory()

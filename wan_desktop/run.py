@@ -106,8 +106,12 @@ def prepare(request: GenerationRequest, options: RunOptions, *, out: str | Path,
     the tiny-VAE file, and the memory plans of a CUDA run. ``plan_only``: plan for
     ``options.vram_budget_gb`` even without a GPU (``--print-plan``)."""
     from .lora import check_run_loras, run_specs
+    from .text import check_prompt
     from .video import check_output_path
 
+    check_prompt(request.prompt, "prompt")  # the app's prompts never pass the CLI's parser
+    if request.negative_prompt is not None:
+        check_prompt(request.negative_prompt, "negative prompt")
     if options.model is None and options.random_weights is None and (
             options.backend is Backend.TORCH or options.engines is None):
         raise ConfigError("no model given",
