@@ -46,8 +46,9 @@ def setup_logging() -> None:
     """A rotating log file in the data dir (Help → Open log folder shows it)."""
     from logging.handlers import RotatingFileHandler
 
-    from .paths import log_dir
+    from .paths import log_dir, prepare_data_dir
 
+    prepare_data_dir()  # a data dir that cannot be written: the log goes to the session folder
     root = logging.getLogger("wan_desktop")
     path = log_dir() / "wan-desktop.log"
     for h in list(root.handlers):
@@ -76,7 +77,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from PySide6.QtWidgets import QApplication
 
-    setup_logging()
+    from .paths import prepare_data_dir
+
+    prepare_data_dir()  # never raises: an unusable data dir gives a session folder (logged)
+    try:
+        setup_logging()
+    except OSError as e:  # a log file that cannot be opened: log to stderr only
+        print(f"warning: no log file ({e}); logging to stderr", file=sys.stderr)
+        logging.basicConfig(level=logging.INFO)
     app = QApplication.instance() or QApplication(sys.argv[:1] + list(argv or []))
     app.setApplicationName("Wan Desktop")
     from .desktop import Desktop

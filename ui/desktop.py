@@ -11,9 +11,9 @@ from typing import Any
 from PySide6.QtCore import QObject, QThread
 
 from .main_window import MainWindow
-from .paths import data_dir
+from .paths import data_dir, prepare_data_dir
 from .service import GpuService
-from .settings import AppSettings, load_settings
+from .settings import AppSettings, read_settings
 from .store import JobStore
 from .viewmodels import QueueModel
 
@@ -26,17 +26,36 @@ class Desktop(QObject):
     A QObject living on the GUI thread, so the service's signals reach its slots queued there
     (a plain Python callable would run on the emitting GPU thread)."""
 
-    def __init__(self, settings: AppSettings | None = None) -> None:
+    def __init__(self, settings: AppSettings | None = None, *, store: JobStore | None = None
+                 ) -> None:
         super().__init__()
-        self.settings = settings or load_settings()
+        # a data dir that cannot be written: this session saves nothing (a dialog says so); a
+        # damaged data file: moved aside, the app starts without it (the status bar says so)
+        self.data_problem = prepare_data_dir()
+        notes: list[str] = []
+        if settings is None:
+            settings, found = read_settings()
+            notes += found
+        self.settings = settings
         self.thread = QThread()
         self.thread.setObjectName("gpu")
         self.service = GpuService(preview_interval_s=self.settings.preview_interval_s,
                                   preview_decoder=self.settings.preview_decoder)
         self.service.moveToThread(self.thread)
         self.thread.start()
-        self.queue = QueueModel(self.service, JobStore(data_dir()))
-        self.window = MainWindow(self.service, self.queue, self.settings)
+        try:
+            if store is None:
+                store = JobStore(None if self.data_problem else data_dir())
+            self.store = store
+            self.queue = QueueModel(self.service, store)
+            self.window = MainWindow(self.service, self.queue, self.settings)
+        except BaseException:
+            # never leave a running QThread behind an exception: Qt aborts the process (SIGABRT)
+            # when it is destroyed while running
+            self.thread.quit()
+            self.thread.wait()
+            raise
+        self.window.show_data_notes([*notes, *store.notes])
         self.models_dialog: Any = None
         self._first_scan = True
         self._want_first_run = False
@@ -48,6 +67,8 @@ class Desktop(QObject):
         self._want_first_run = first_run_dialog
         if show:
             self.window.show()
+        if self.data_problem is not None:
+            self.window.show_data_dir_problem(self.data_problem)
         self.queue.pump()  # jobs recovered from the last session run again
 
     def _after_first_scan(self) -> None:

@@ -56,6 +56,7 @@ from .viewmodels import (
 from .widgets import DropZone, LoraRow
 
 if TYPE_CHECKING:
+    from .paths import DataDirProblem
     from .service import GpuService, JobResult, PreviewFrames, UserError
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,8 @@ class MainWindow(QMainWindow):
         self.last_result: JobResult | None = None
         self.last_error: UserError | None = None
         self.error_box: QMessageBox | None = None
+        self.data_dir_box: QMessageBox | None = None  # the data dir cannot be written
+        self.data_label: QLabel | None = None  # what was wrong with the data files at start
         self._preview_job: str | None = None
         self.video_loader = VideoLoader()
         self._build()
@@ -798,6 +801,32 @@ class MainWindow(QMainWindow):
         box.setWindowModality(Qt.WindowModality.WindowModal)
         box.open()
         self.error_box = box
+
+    def show_data_notes(self, notes: list[str] | tuple[str, ...]) -> None:
+        """What was wrong with the data files at start (a damaged file moved aside, the data dir
+        not writable): kept in the status bar until the app closes, every line in its tooltip."""
+        if not notes:
+            return
+        if self.data_label is None:
+            self.data_label = QLabel()
+            self.statusBar().insertPermanentWidget(0, self.data_label)
+        lines = [*(self.data_label.toolTip().splitlines()), *notes]
+        more = f" (+{len(lines) - 1} more)" if len(lines) > 1 else ""
+        text = self.data_label.fontMetrics().elidedText(
+            f"⚠ {lines[0]}", Qt.TextElideMode.ElideRight, 560 - 8 * len(more)) + more
+        self.data_label.setText(text)
+        self.data_label.setToolTip("\n".join(lines))
+
+    def show_data_dir_problem(self, problem: DataDirProblem) -> None:
+        """The data dir cannot be written: a non-blocking dialog (the app runs on, saving
+        nothing), and a line in the status bar."""
+        box = QMessageBox(QMessageBox.Icon.Warning, "Your data folder cannot be used",
+                          problem.message, QMessageBox.StandardButton.Ok, self)
+        box.setInformativeText(f"What to do: {problem.remedy}")
+        box.setWindowModality(Qt.WindowModality.WindowModal)
+        box.open()
+        self.data_dir_box = box
+        self.show_data_notes([f"Not saving: {problem.folder} cannot be used ({problem.reason})"])
 
     # ------------------------------------------------------------------ result buttons
 
