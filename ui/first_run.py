@@ -34,6 +34,14 @@ def _gb(n: float | None) -> str:
     return "—" if n is None else f"{n / 1e9:.1f} GB"
 
 
+def _unverified_text(inst: Any) -> str:
+    """Which files of an install could not be checked against a published hash."""
+    files = [f.path for f in inst.unverified]
+    shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+    return (f"{len(files)} file(s) UNVERIFIED: no published hash to check them against "
+            f"(only size and format were checked): {shown}")
+
+
 class DownloadWorker(QObject):
     """Runs ModelManager.download on its own thread (not the GPU one: a download may run while
     the GPU generates)."""
@@ -158,6 +166,8 @@ class ModelsDialog(QDialog):
                 item = QTableWidgetItem(text)
                 item.setData(Qt.ItemDataRole.UserRole, r.name)
                 self.table.setItem(i, c, item)
+            if st.state == "unverified":
+                self.table.item(i, 5).setToolTip(_unverified_text(st.installed))
         if self.rows:
             best = next((i for i, st in enumerate(self.rows) if st.recommended), 0)
             self.table.selectRow(best)
@@ -214,7 +224,10 @@ class ModelsDialog(QDialog):
     def _on_done(self, inst: Any) -> None:
         self._stop_worker()
         self.installed = inst
-        self.status.setText(f"Installed {inst.name} in {inst.folder}")
+        text = f"Installed {inst.name} in {inst.folder}"
+        if inst.unverified:
+            text += f" — {_unverified_text(inst)}"
+        self.status.setText(text)
         self.progress.setValue(self.progress.maximum())
         self.fill()
         self.folder_added.emit(str(inst.model_path))

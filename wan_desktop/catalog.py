@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import fnmatch
+import re
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
@@ -46,15 +47,31 @@ class Plan(enum.Enum):
         return list(Plan).index(self)
 
 
+@dataclass(frozen=True)
+class Pin:
+    """What an LFS pointer on the Hub page showed for one file: its sha256 and, where the pointer's
+    byte count was seen (not a rounded "GB" figure), its exact size. A download must match both."""
+
+    sha256: str
+    size: int | None = None
+
+
 @dataclass(frozen=True, kw_only=True)
 class CatalogFile:
     """One file (or a set of files, when ``path`` has wildcards) of a release, within one Hub repo."""
 
     path: str  # repo path or fnmatch pattern ('*' does not cross '/')
     role: str  # "dit" | "dit_low" | "vae" | "t5" | "clip" | "tokenizer" | "config" | "image_processor"
-    size: int  # bytes, the sum over all files the pattern matches
-    sha256: str | None = None  # LFS sha256 seen on the Hub page; the Hub's own metadata wins
+    size: int  # bytes, the sum over all files the pattern matches (an estimate unless exact_size)
+    sha256: str | None = None  # pinned: LFS sha256 seen on the Hub page; a download must match it
+    exact_size: int | None = None  # pinned: the LFS pointer's byte count; a download must match it
     required: bool = True  # a pattern that must match at least one file
+
+    def __post_init__(self) -> None:
+        if self.sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
+            raise ValueError(f"{self.path}: pinned sha256 must be 64 lower-case hex digits")
+        if (self.sha256 or self.exact_size) and self.is_pattern:
+            raise ValueError(f"{self.path}: a pattern cannot be pinned")
 
     @property
     def is_pattern(self) -> bool:
@@ -129,9 +146,40 @@ class Release:
 
 def match_path(pattern: str, path: str) -> bool:
     """fnmatch on each '/'-separated part, so 'google/umt5-xxl/*' matches no deeper folder and a
-    pattern without '/' only matches files at the repo root."""
+    pattern without '/' only matches files at the repo root. A path that is not a safe relative
+    path (:func:`path_problem`) matches nothing."""
+    if path_problem(path) is not None:
+        return False
     pp, sp = pattern.split("/"), path.split("/")
     return len(pp) == len(sp) and all(fnmatch.fnmatchcase(s, p) for p, s in zip(pp, sp, strict=True))
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def path_problem(path: object) -> str | None:
+    """Why ``path`` (a file name from the Hub, a key of index.json) is not a plain relative path
+    with '/' separators that stays inside the folder it is joined to, on every OS (None: it is).
+
+    Refused: empty names and parts ('a//b', a trailing '/'), '.' and '..' parts, absolute paths,
+    backslashes (a separator on Windows), colons (drive letters, NTFS streams), control
+    characters."""
+    if not isinstance(path, str):
+        return f"not a string ({type(path).__name__})"
+    if not path:
+        return "an empty name"
+    if path.startswith("/"):
+        return "an absolute path"
+    if "\\" in path:
+        return "a backslash (a folder separator on Windows)"
+    if ":" in path:
+        return "a colon (a drive letter or stream on Windows)"
+    if _CONTROL.search(path):
+        return "a control character"
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return "an empty, '.' or '..' part (it could leave its folder)"
+    return None
 
 
 # ----------------------------------------------------------------------------- sizes
@@ -302,22 +350,26 @@ _C21 = "Comfy-Org/Wan_2.1_ComfyUI_repackaged"
 _C22 = "Comfy-Org/Wan_2.2_ComfyUI_Repackaged"
 
 
+_ComfyFile = tuple[str, int, Pin | None]  # repo path, size (estimate), what the Hub page pinned
+
+
+def _comfy_file(f: _ComfyFile, role: str) -> CatalogFile:
+    path, size, pin = f
+    return CatalogFile(path=path, role=role, size=size, sha256=pin.sha256 if pin else None,
+                       exact_size=pin.size if pin else None)
+
+
 def _comfy(
     *, name: str, repo: str, variant: str, title: str, size: tuple[int, int, int],
-    dit: tuple[tuple[str, int, str | None], ...], precision: str, t5: tuple[str, int, str | None],
-    vae: tuple[str, int, str | None], clip: tuple[str, int, str | None] | None = None,
-    size_source: str = "mixed", notes: str = "",
+    dit: tuple[_ComfyFile, ...], precision: str, t5: _ComfyFile, vae: _ComfyFile,
+    clip: _ComfyFile | None = None, size_source: str = "mixed", notes: str = "",
 ) -> Release:
     """ComfyUI repackaged single files (split_files/...), plus the umT5 tokenizer, which the ComfyUI
     files do not carry, from the 1.3B diffusers repo (21.5 MB)."""
-    files = [
-        CatalogFile(path=p, role="dit" if i == 0 else "dit_low", size=s, sha256=h)
-        for i, (p, s, h) in enumerate(dit)
-    ]
-    files += [CatalogFile(path=t5[0], role="t5", size=t5[1], sha256=t5[2]),
-              CatalogFile(path=vae[0], role="vae", size=vae[1], sha256=vae[2])]
+    files = [_comfy_file(f, "dit" if i == 0 else "dit_low") for i, f in enumerate(dit)]
+    files += [_comfy_file(t5, "t5"), _comfy_file(vae, "vae")]
     if clip is not None:
-        files.append(CatalogFile(path=clip[0], role="clip", size=clip[1], sha256=clip[2]))
+        files.append(_comfy_file(clip, "clip"))
     t5_bytes = t5[1]
     return Release(
         name=name, title=title, variant=variant, layout=Layout.COMFYUI,
@@ -329,16 +381,20 @@ def _comfy(
 
 
 _DM = "split_files/diffusion_models/"
-_T5_FP8_21 = ("split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors", T5_FP8,
-              "c3355d30191f1f066b26d93fba017ae9809dce6c627dda5f6a66eaa651204f68")
-_T5_FP16_21 = ("split_files/text_encoders/umt5_xxl_fp16.safetensors", T5_FP16,
-               "7b8850f1961e1cf8a77cca4c964a358d303f490833c6c087d0cff4b2f99db2af")
+_T5_FP8_21: _ComfyFile = (
+    "split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors", T5_FP8,
+    Pin("c3355d30191f1f066b26d93fba017ae9809dce6c627dda5f6a66eaa651204f68", T5_FP8))
+_T5_FP16_21: _ComfyFile = (
+    "split_files/text_encoders/umt5_xxl_fp16.safetensors", T5_FP16,
+    Pin("7b8850f1961e1cf8a77cca4c964a358d303f490833c6c087d0cff4b2f99db2af", T5_FP16))
 # The 2.2 repo holds its own copies (seen on its text_encoders/ page; same sizes shown, hashes not seen).
-_T5_FP8_22 = ("split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors", T5_FP8, None)
-_VAE21_21 = ("split_files/vae/wan_2.1_vae.safetensors", VAE21_COMFY, None)
-_VAE21_22 = ("split_files/vae/wan_2.1_vae.safetensors", VAE21_COMFY, None)  # unconfirmed in the 2.2 repo
-_VAE22_22 = ("split_files/vae/wan2.2_vae.safetensors", VAE22_COMFY, None)
-_CLIP_H = ("split_files/clip_vision/clip_vision_h.safetensors", CLIP_VISION_H, None)
+_T5_FP8_22: _ComfyFile = ("split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors", T5_FP8,
+                          None)
+_VAE21_21: _ComfyFile = ("split_files/vae/wan_2.1_vae.safetensors", VAE21_COMFY, None)
+# unconfirmed in the 2.2 repo
+_VAE21_22: _ComfyFile = ("split_files/vae/wan_2.1_vae.safetensors", VAE21_COMFY, None)
+_VAE22_22: _ComfyFile = ("split_files/vae/wan2.2_vae.safetensors", VAE22_COMFY, None)
+_CLIP_H: _ComfyFile = ("split_files/clip_vision/clip_vision_h.safetensors", CLIP_VISION_H, None)
 _14B_FP16 = 28_600_000_000  # "28.6 GB"
 _14B_FP8 = 14_300_000_000  # "14.3 GB"
 _I2V14B_FP16 = 32_800_000_000  # "32.8 GB"
@@ -391,7 +447,8 @@ _RELEASES: tuple[Release, ...] = (
     _comfy(name="comfy-wan2.1-t2v-1.3b-fp16", repo=_C21, variant="t2v-1.3B",
            title="Wan2.1 T2V 1.3B fp16 (ComfyUI)", size=_480P, precision="fp16",
            dit=((_DM + "wan2.1_t2v_1.3B_fp16.safetensors", 2_838_104_528,
-                 "be531024cd9018cb5b48c40cfbb6a6191645b1c792eb8bf4f8c1c6e10f924dc5"),),
+                 Pin("be531024cd9018cb5b48c40cfbb6a6191645b1c792eb8bf4f8c1c6e10f924dc5",
+                     2_838_104_528)),),
            t5=_T5_FP8_21, vae=_VAE21_21, size_source="published"),
     _comfy(name="comfy-wan2.1-t2v-14b-fp16", repo=_C21, variant="t2v-14B",
            title="Wan2.1 T2V 14B fp16 (ComfyUI)", size=_720P, precision="fp16",
@@ -403,8 +460,8 @@ _RELEASES: tuple[Release, ...] = (
            t5=_T5_FP8_21, vae=_VAE21_21),
     _comfy(name="comfy-wan2.1-i2v-14b-480p-fp16", repo=_C21, variant="i2v-14B",
            title="Wan2.1 I2V 14B 480p fp16 (ComfyUI)", size=_480P, precision="fp16",
-           dit=((_DM + "wan2.1_i2v_480p_14B_fp16.safetensors", _I2V14B_FP16,
-                 "27988f6b510eb8d5fdd7485671b54897f8683f2bba7a772c5671be21d3491253"),),
+           dit=((_DM + "wan2.1_i2v_480p_14B_fp16.safetensors", _I2V14B_FP16,  # size rounded
+                 Pin("27988f6b510eb8d5fdd7485671b54897f8683f2bba7a772c5671be21d3491253")),),
            t5=_T5_FP16_21, vae=_VAE21_21, clip=_CLIP_H),
     _comfy(name="comfy-wan2.1-i2v-14b-480p-fp8", repo=_C21, variant="i2v-14B",
            title="Wan2.1 I2V 14B 480p fp8 (ComfyUI)", size=_480P, precision="fp8",
@@ -417,7 +474,8 @@ _RELEASES: tuple[Release, ...] = (
     _comfy(name="comfy-wan2.1-flf2v-14b-720p-fp8", repo=_C21, variant="flf2v-14B",
            title="Wan2.1 FLF2V 14B 720p fp8 (ComfyUI)", size=_720P, precision="fp8",
            dit=((_DM + "wan2.1_flf2v_720p_14B_fp8_e4m3fn.safetensors", 16_397_952_536,
-                 "d68ca694a695274e48e00974128337e06e497d95a1dc09e86fd2a01a405f455f"),),
+                 Pin("d68ca694a695274e48e00974128337e06e497d95a1dc09e86fd2a01a405f455f",
+                     16_397_952_536)),),
            t5=_T5_FP8_21, vae=_VAE21_21, clip=_CLIP_H),
     _comfy(name="comfy-wan2.2-ti2v-5b-fp16", repo=_C22, variant="ti2v-5B",
            title="Wan2.2 TI2V 5B fp16 (ComfyUI)", size=_5B, precision="fp16",

@@ -18,6 +18,18 @@ request, in the same call (retries) or a later one; it hashes while writing, and
 is renamed into place. ``HF_ENDPOINT`` (mirrors), ``HF_TOKEN`` / the saved login, and ``HF_HUB_OFFLINE``
 are honoured, read at call time. Offline installs copy from a local folder (``source=``) and check the
 hashes the catalog, a huggingface_hub ``local_dir`` download or a hub cache snapshot carries.
+
+What "verified" means. A file is verified when its bytes match a published hash: the sha256 (and
+exact size) the catalog pins, else the Hub's LFS sha256 or git blob sha1 (or a local copy's hub
+metadata). The catalog's pin wins: a Hub (or mirror) listing another hash is refused before any
+byte is fetched. A file without any published hash is installed only if its size (where known)
+and its structure (a safetensors header whose tensors fill the file, a zip ``.pth`` whose central
+directory is intact, JSON that parses) are whole, and is recorded and shown as "unverified".
+
+Paths from outside are never trusted: every file name the Hub lists and every key of index.json
+must be a plain relative path (``catalog.path_problem``: no '..', no absolute path, no backslash,
+no drive letter, on every OS), or the command stops with one line; nothing outside the models
+folder is written or deleted.
 """
 
 from __future__ import annotations
@@ -33,8 +45,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from http.client import HTTPException
 from pathlib import Path
@@ -44,12 +57,14 @@ from . import __version__
 from .cancel import CancelToken
 from .catalog import (
     CATALOG,
+    CatalogFile,
     Layout,
     Plan,
     Recommendation,
     Release,
     RepoFiles,
     get_release,
+    path_problem,
     recommend,
 )
 from .errors import Cancelled, WanError
@@ -82,6 +97,13 @@ class IntegrityError(ModelError):
     remedy = "Download the model again (`wan-desktop models download NAME`); corrupt files are replaced."
 
 
+class ModelIndexError(ModelError):
+    """index.json cannot be used as it is (not JSON, wrong types, a path that leaves the folder)."""
+
+    remedy = ("Fix or delete index.json in the models folder; installed files stay where they are "
+              "and `models download` re-registers them after a check.")
+
+
 # ----------------------------------------------------------------------------- small value types
 
 
@@ -97,10 +119,23 @@ class RemoteFile:
     git_sha1: str | None = None  # small files stored in git (the Hub's blob id)
     role: str = ""
 
+    def __post_init__(self) -> None:
+        why = path_problem(self.path)
+        if why is not None:
+            raise DownloadError(f"{self.repo_id} lists the file name {self.path!r}, which is "
+                                f"refused: {why}",
+                                remedy="The Hub (or mirror, HF_ENDPOINT) serves a broken or "
+                                       "hostile file list; use another endpoint or --from DIR.")
+
     @property
     def key(self) -> str:
         """Path relative to the models folder, also the file's key in index.json."""
         return f"{self.repo_id.replace('/', '--')}/{self.path}"
+
+    @property
+    def verifiable(self) -> bool:
+        """Whether a published hash (catalog pin, Hub sha256 or git blob sha1) is known."""
+        return bool(self.sha256 or self.git_sha1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,6 +164,11 @@ class InstalledFile:
     hub_git_sha1: str | None
     state: str  # "ok" | "corrupt" | "missing"
 
+    @property
+    def verified(self) -> bool:
+        """Checked against a published hash (else only against the hash taken at install)."""
+        return bool(self.hub_sha256 or self.hub_git_sha1)
+
 
 @dataclass(frozen=True, kw_only=True)
 class InstalledModel:
@@ -142,6 +182,11 @@ class InstalledModel:
     installed_at: str
     root: Path  # the models folder
     files: tuple[InstalledFile, ...]
+
+    @property
+    def unverified(self) -> tuple[InstalledFile, ...]:
+        """Files installed without any published hash to check them against."""
+        return tuple(f for f in self.files if not f.verified)
 
     @property
     def folder(self) -> Path:
@@ -191,6 +236,8 @@ class ModelStatus:
             return "partial"
         if any(f.state != "ok" for f in self.installed.files):
             return "corrupt"
+        if self.installed.unverified:
+            return "unverified"  # complete, but some file had no published hash to check
         return "installed"
 
 
@@ -199,6 +246,8 @@ class VerifyReport:
     name: str
     checked: int
     bad: tuple[tuple[str, str], ...] = field(default=())  # (key, reason)
+    # keys without a published hash: compared only with the sha256 taken at install
+    unverified: tuple[str, ...] = field(default=())
 
     @property
     def ok(self) -> bool:
@@ -331,16 +380,19 @@ class ModelManager:
         return self.models_dir / INDEX_NAME
 
     def _read_index(self) -> dict[str, Any]:
+        """index.json, checked whole (types, and every file key a safe path inside the models
+        folder) before anything acts on it."""
         try:
             data = json.loads(self.index_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {"format": INDEX_FORMAT, "models": {}}
-        except (OSError, ValueError) as e:
-            raise ModelError(f"{self.index_path}: unreadable model index ({e})",
-                             remedy="Fix or delete index.json; installed files stay where they are "
-                                    "and `models download` re-registers them after a check.") from None
+        except (OSError, ValueError, RecursionError) as e:
+            raise ModelIndexError(f"{self.index_path}: unreadable model index ({e})") from None
         if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
-            raise ModelError(f"{self.index_path}: not a Wan Desktop model index")
+            raise ModelIndexError(f"{self.index_path}: not a Wan Desktop model index")
+        why = _index_problem(data["models"])
+        if why is not None:
+            raise ModelIndexError(f"{self.index_path}: {why}")
         return data
 
     def _write_index(self, data: dict[str, Any]) -> None:
@@ -362,7 +414,7 @@ class ModelManager:
     def _installed(self, name: str, e: dict[str, Any]) -> InstalledModel:
         files = tuple(
             InstalledFile(key=k, repo_id=f.get("repo_id", ""), path=f.get("path", k),
-                          role=f.get("role", ""), size=int(f.get("size", 0)),
+                          role=f.get("role", ""), size=int(f.get("size") or 0),
                           sha256=f.get("sha256", ""), hub_sha256=f.get("hub_sha256"),
                           hub_git_sha1=f.get("hub_git_sha1"), state=f.get("state", "ok"))
             for k, f in sorted(e.get("files", {}).items())
@@ -464,15 +516,22 @@ class ModelManager:
         commit = info.sha or src.revision
         files: list[RemoteFile] = []
         for s in info.siblings or []:
+            why = path_problem(s.rfilename)
+            if why is not None:  # never matched, never joined to a local path
+                raise DownloadError(
+                    f"{src.repo_id}@{commit[:12]} on {endpoint} lists the file name "
+                    f"{s.rfilename!r}, which is refused: {why}",
+                    remedy="The Hub (or mirror, HF_ENDPOINT) serves a broken or hostile file "
+                           "list; use another endpoint, or install from a folder with --from DIR.")
             want = src.wanted(s.rfilename)
             if want is None:
                 continue
             lfs = s.lfs
-            files.append(RemoteFile(
+            files.append(_pinned(RemoteFile(
                 repo_id=src.repo_id, revision=commit, path=s.rfilename,
-                size=(lfs.size if lfs else s.size), sha256=(lfs.sha256 if lfs else None),
-                git_sha1=(None if lfs else s.blob_id), role=want.role,
-            ))
+                size=(lfs.size if lfs else s.size), sha256=(lfs.sha256 if lfs else None) or None,
+                git_sha1=(None if lfs else s.blob_id) or None, role=want.role,
+            ), want, f"the Hub ({endpoint})"))
         self._check_complete(release, src, [f.path for f in files], f"{src.repo_id}@{commit[:12]}")
         return files
 
@@ -711,6 +770,16 @@ class ModelManager:
                                  f"published {want}; the corrupt download was deleted",
                                  remedy="Run the download again; if it repeats, the mirror "
                                         "(HF_ENDPOINT) serves a different file.")
+        broken = None if f.verifiable else _structure_problem(part, f.path)
+        if broken is not None:
+            part.unlink(missing_ok=True)
+            meta.unlink(missing_ok=True)
+            raise IntegrityError(f"{f.key}: the Hub published no hash for it and the downloaded "
+                                 f"file is not whole ({broken}); it was deleted",
+                                 remedy="Run the download again; if it repeats, the mirror "
+                                        "(HF_ENDPOINT) serves a broken file.")
+        if not f.verifiable:
+            log.warning("%s: no published hash; installed unverified", f.key)
         os.replace(part, dest)
         meta.unlink(missing_ok=True)
         return digest
@@ -744,9 +813,10 @@ class ModelManager:
             for repo_path, local in found.items():
                 known = src.wanted(repo_path)
                 sha, git = _local_hashes(local, repo_path, known.sha256 if known else None)
-                plan.append((RemoteFile(repo_id=src.repo_id, revision=_local_revision(local, repo_path),
-                                        path=repo_path, size=local.stat().st_size, sha256=sha,
-                                        git_sha1=git, role=known.role if known else ""), local))
+                rf = RemoteFile(repo_id=src.repo_id, revision=_local_revision(local, repo_path),
+                                path=repo_path, size=local.stat().st_size, sha256=sha,
+                                git_sha1=git, role=known.role if known else "")
+                plan.append((_pinned(rf, known, str(local)), local))
         self._check_disk([f for f, _ in plan])
         total = sum(f.size or 0 for f, _ in plan)
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -789,6 +859,14 @@ class ModelManager:
             raise IntegrityError(f"{src}: hashes to {digest[:16]}…, expected "
                                  f"{f.sha256 or f.git_sha1}; the file is corrupt or another version",
                                  remedy="Copy the file again from a good source, or download it.")
+        broken = None if f.verifiable else _structure_problem(part, f.path)
+        if broken is not None:
+            part.unlink(missing_ok=True)
+            raise IntegrityError(f"{src}: no published hash to check it against, and the file is "
+                                 f"not whole ({broken}); nothing was installed from it",
+                                 remedy="Copy the file again from a good source, or download it.")
+        if not f.verifiable:
+            log.warning("%s: no published hash; installed unverified", f.key)
         os.replace(part, dest)
         return digest
 
@@ -804,6 +882,7 @@ class ModelManager:
         done = 0
         bad: list[tuple[str, str]] = []
         states: dict[str, str] = {}
+        unverified = tuple(f.key for f in inst.unverified)
         for f in inst.files:
             path = self.models_dir / f.key
             if not path.is_file():
@@ -846,7 +925,8 @@ class ModelManager:
                 if k in e.get("files", {}):
                     e["files"][k]["state"] = st
         self._update_entry(name, mark)
-        return VerifyReport(name=name, checked=len(inst.files), bad=tuple(bad))
+        return VerifyReport(name=name, checked=len(inst.files), bad=tuple(bad),
+                            unverified=unverified)
 
     def remove(self, name: str) -> list[Path]:
         """Delete the files of ``name`` that no other installed release uses (plus its partial
@@ -864,6 +944,8 @@ class ModelManager:
             if key in shared:
                 continue
             p = self.models_dir / key
+            if not _inside(self.models_dir, p):  # _read_index refused such keys already
+                raise ModelIndexError(f"{self.index_path}: {key!r} is outside the models folder")
             for q in (p, p.with_name(p.name + ".part"), p.with_name(p.name + ".part.json")):
                 if q.is_file() or q.is_symlink():
                     q.unlink()
@@ -880,6 +962,124 @@ class ModelManager:
                     break
                 d = d.parent
         return removed
+
+
+_ENTRY_TYPES: dict[str, tuple[type, ...]] = {
+    "layout": (str,), "variant": (str,), "repo_id": (str,), "revision": (str,), "source": (str,),
+    "complete": (bool,), "installed_at": (str,), "files": (dict,)}
+_FILE_TYPES: dict[str, tuple[type, ...]] = {
+    "repo_id": (str,), "path": (str,), "role": (str,), "size": (int, type(None)),
+    "sha256": (str,), "hub_sha256": (str, type(None)), "hub_git_sha1": (str, type(None)),
+    "revision": (str,), "state": (str,)}
+
+
+def _type_problem(value: Any, types: tuple[type, ...]) -> str | None:
+    if isinstance(value, types) and not (isinstance(value, bool) and bool not in types):
+        return None
+    names = {str: "a string", int: "an integer", bool: "true or false", dict: "an object",
+             type(None): "null"}
+    return f"expected {' or '.join(names[t] for t in types)}, got {json.dumps(value)[:40]}"
+
+
+def _index_problem(models: dict[str, Any]) -> str | None:
+    """The first thing wrong in index.json's "models" (None: nothing)."""
+    for name, entry in models.items():
+        at = f"models[{name!r}]"
+        if not isinstance(entry, dict):
+            return f"{at}: expected an object"
+        for k, types in _ENTRY_TYPES.items():
+            if k in entry and (why := _type_problem(entry[k], types)):
+                return f"{at}.{k}: {why}"
+        for key, rec in entry.get("files", {}).items():
+            why = path_problem(key)
+            if why is None and "/" not in key:
+                why = "not <repo folder>/<path>"
+            if why is not None:
+                return f"{at}.files: the key {key!r} is refused ({why})"
+            if not isinstance(rec, dict):
+                return f"{at}.files[{key!r}]: expected an object"
+            for k, types in _FILE_TYPES.items():
+                if k in rec and (why := _type_problem(rec[k], types)):
+                    return f"{at}.files[{key!r}].{k}: {why}"
+            if "path" in rec and path_problem(rec["path"]) is not None:
+                return f"{at}.files[{key!r}].path: {rec['path']!r} is refused " \
+                       f"({path_problem(rec['path'])})"
+    return None
+
+
+def _pinned(f: RemoteFile, want: CatalogFile | None, where: str) -> RemoteFile:
+    """``f`` held to what the catalog pins for its path (sha256, exact size): the pin replaces
+    what ``where`` (the Hub's listing, a local copy's metadata) says, and a listing that
+    contradicts it is refused before any byte is fetched."""
+    if want is None or want.is_pattern or want.path != f.path:
+        return f
+    if want.exact_size is not None and f.size is not None and f.size != want.exact_size:
+        raise IntegrityError(
+            f"{f.repo_id}/{f.path}: {where} gives {f.size} bytes, the catalog pins "
+            f"{want.exact_size}; another version of the file",
+            remedy="Update Wan Desktop (the file changed on the Hub), or use another release.")
+    if want.sha256 is not None and f.sha256 is not None and f.sha256 != want.sha256:
+        raise IntegrityError(
+            f"{f.repo_id}/{f.path}: {where} gives sha256 {f.sha256}, the catalog pins "
+            f"{want.sha256}; another version of the file",
+            remedy="Update Wan Desktop (the file changed on the Hub), or use another release.")
+    if want.sha256 is None and want.exact_size is None:
+        return f
+    return replace(f, sha256=want.sha256 or f.sha256,
+                   git_sha1=None if want.sha256 else f.git_sha1,
+                   size=want.exact_size if want.exact_size is not None else f.size)
+
+
+def _inside(root: Path, p: Path) -> bool:
+    """``p`` lies below ``root`` by its own path ('..' and absolute parts refused lexically; the
+    folders on the way may be links the user made, e.g. to another disk)."""
+    try:
+        rel = p.relative_to(root)
+    except ValueError:
+        return False
+    return path_problem(rel.as_posix()) is None and rel.parts != ()
+
+
+_ZIP_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+
+
+def _structure_problem(path: Path, name: str) -> str | None:
+    """Why a file without a published hash is not whole, by what its format says of its own
+    length (None: whole as far as can be told): a safetensors header whose tensors must end at
+    the end of the file; a zip (torch ``.pth``) whose end record and central directory must be
+    there; JSON that must parse. Other files cannot be told."""
+    try:
+        size = path.stat().st_size
+        if name.endswith(".safetensors"):
+            with path.open("rb") as fh:
+                head = fh.read(8)
+                n = int.from_bytes(head, "little") if len(head) == 8 else -1
+                if n < 2 or 8 + n > size:
+                    return f"{size} bytes: shorter than its safetensors header says"
+                header = json.loads(fh.read(n))
+            if not isinstance(header, dict):
+                return "the safetensors header is not a JSON object"
+            ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"
+                    and isinstance(v, dict) and isinstance(v.get("data_offsets"), list)
+                    and len(v["data_offsets"]) == 2 and isinstance(v["data_offsets"][1], int)]
+            want = 8 + n + max(ends, default=0)
+            if want != size:
+                return f"{size} bytes, its safetensors header describes {want}"
+        elif name.endswith(_ZIP_SUFFIXES):
+            with path.open("rb") as fh:
+                is_zip = fh.read(4) == b"PK\x03\x04"
+            if is_zip:  # torch.save's zip format (an old pickle .pth cannot be told)
+                with zipfile.ZipFile(path) as z:
+                    z.infolist()
+        elif name.endswith(".json"):
+            json.loads(path.read_bytes())
+    except (ValueError, RecursionError, KeyError, TypeError, IndexError) as e:
+        return f"cannot be parsed: {type(e).__name__}: {e}"[:200]
+    except OSError as e:
+        return f"cannot be read: {e}"
+    except zipfile.BadZipFile as e:  # a cut-off archive: no end record / central directory
+        return f"not a whole zip archive: {e}"[:200]
+    return None
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:

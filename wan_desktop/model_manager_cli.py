@@ -51,7 +51,8 @@ def add_parser(subparsers: Any) -> None:
     ls.add_argument("--installed", action="store_true", help="only installed models")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
 
-    dl = sub.add_parser("download", help="download (or resume) a model; verifies every file")
+    dl = sub.add_parser("download", help="download (or resume) a model; checks every file against its "
+                        "published hash (files without one: size and format, shown unverified)")
     dl.add_argument("name")
     dl.add_argument("--from", dest="source", type=Path, metavar="DIR",
                     help="install from a local folder instead of the Hub (offline)")
@@ -101,6 +102,12 @@ class _Bar:
             sys.stderr.flush()
 
 
+def _keys(keys: Any, most: int = 3) -> str:
+    keys = list(keys)
+    more = f" and {len(keys) - most} more" if len(keys) > most else ""
+    return ", ".join(keys[:most]) + more
+
+
 def _gb(n: int | float) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
@@ -137,6 +144,7 @@ def _status_json(s: ModelStatus) -> dict[str, Any]:
     if s.installed is not None:
         out["revision"] = s.installed.revision
         out["generate_args"] = {k: str(v) for k, v in s.installed.generate_args().items()}
+        out["unverified_files"] = [f.key for f in s.installed.unverified]
     return out
 
 
@@ -175,7 +183,19 @@ def _cmd_download(mm: ModelManager, args: argparse.Namespace) -> int:
         bar.close()
     n = len(inst.files)
     size = sum(f.size for f in inst.files)
-    print(f"installed {inst.name}: {n} files, {_gb(size)}, verified (sha256) in {inst.folder}")
+    unverified = inst.unverified
+    if unverified:
+        print(f"installed {inst.name}: {n} files, {_gb(size)}, in {inst.folder}; "
+              f"{n - len(unverified)} verified, {len(unverified)} UNVERIFIED (no published hash: "
+              f"{_keys(f.path for f in unverified)})")
+        print(f"warning: {len(unverified)} file(s) of {inst.name} could not be checked against a "
+              "published hash (only their size and format were checked)", file=sys.stderr)
+    else:
+        kinds = " and ".join(k for k, has in (
+            ("sha256", any(f.hub_sha256 for f in inst.files)),
+            ("git sha1", any(f.hub_git_sha1 and not f.hub_sha256 for f in inst.files))) if has)
+        print(f"installed {inst.name}: {n} files, {_gb(size)}, verified ({kinds}) in "
+              f"{inst.folder}")
     gen = inst.generate_args()
     opts = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in gen.items())
     print(f"use: wan-desktop generate {opts} --prompt ... --out out.mp4")
@@ -194,7 +214,10 @@ def _cmd_verify(mm: ModelManager, args: argparse.Namespace) -> int:
                                                                          cancel=tok))
         finally:
             bar.close()
-        if rep.ok:
+        if rep.ok and rep.unverified:
+            print(f"ok: {name} ({rep.checked} files; {len(rep.unverified)} UNVERIFIED: unchanged "
+                  f"since install, but no published hash to check: {_keys(rep.unverified)})")
+        elif rep.ok:
             print(f"ok: {name} ({rep.checked} files)")
         for key, reason in rep.bad:
             print(f"corrupt: {key}: {reason}", file=sys.stderr)

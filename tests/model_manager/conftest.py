@@ -59,10 +59,11 @@ def make_repos() -> dict[str, FakeRepo]:
             TOKENIZER_REPO: FakeRepo(tok, sha="e" * 40)}
 
 
-def _comfy_release(name: str, dit: str) -> cat.Release:
+def comfy_release(name: str, dit: str, pin: cat.Pin | None = None) -> cat.Release:
+    """A ComfyUI release over the fake COMFY repo; ``pin``: what the catalog pins for its DiT."""
     return cat._comfy(
         name=name, repo=COMFY, variant="t2v-1.3B", title=name, size=(832, 480, 81),
-        precision="fp16", dit=((f"split_files/diffusion_models/{dit}", 1, None),),
+        precision="fp16", dit=((f"split_files/diffusion_models/{dit}", 1, pin),),
         t5=("split_files/text_encoders/umt5_tiny.safetensors", 1, None),
         vae=("split_files/vae/wan_2.1_vae.safetensors", 1, None))
 
@@ -71,8 +72,8 @@ def make_catalog() -> dict[str, cat.Release]:
     # the real catalog's recipes (allow-patterns, roles) pointed at the fake repos
     official = cat._official(name="tiny-official", repo=OFFICIAL, variant="t2v-1.3B",
                              title="tiny official", size=(832, 480, 81))
-    return {r.name: r for r in (official, _comfy_release("tiny-comfy-a", "tiny_a_fp16.safetensors"),
-                                _comfy_release("tiny-comfy-b", "tiny_b_fp16.safetensors"))}
+    return {r.name: r for r in (official, comfy_release("tiny-comfy-a", "tiny_a_fp16.safetensors"),
+                                comfy_release("tiny-comfy-b", "tiny_b_fp16.safetensors"))}
 
 
 @pytest.fixture
@@ -100,4 +101,5 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-__all__ = ["COMFY", "OFFICIAL", "TOKENIZER_REPO", "make_catalog", "make_repos", "sha256"]
+__all__ = ["COMFY", "OFFICIAL", "TOKENIZER_REPO", "comfy_release", "make_catalog", "make_repos",
+           "sha256"]

@@ -13,7 +13,9 @@ It answers what huggingface_hub and our downloader call (read from huggingface_h
 
 Faults to script: ``cut[path] = (n_times, after_bytes)`` sends the full ``Content-Length`` but closes
 the connection after ``after_bytes`` bytes, ``n_times`` times; ``serve_bytes[path]`` serves other
-bytes than the metadata describes (corruption on the wire); ``ignore_range`` answers 200 to ranges.
+bytes than the metadata describes (corruption on the wire); ``ignore_range`` answers 200 to ranges;
+``no_hash`` lists files without ``blobId`` / ``lfs`` and ``no_size`` without ``size`` (a mirror
+with thin metadata). A repo's file names are listed as they are (hostile names included).
 Every request is logged in ``requests`` as (method, path, headers with lower-case names).
 """
 
@@ -49,6 +51,8 @@ class FakeHub:
     cut: dict[str, tuple[int, int]] = field(default_factory=dict)
     serve_bytes: dict[str, bytes] = field(default_factory=dict)
     ignore_range: bool = False
+    no_hash: set[str] = field(default_factory=set)
+    no_size: set[str] = field(default_factory=set)
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     port: int = 0
@@ -77,6 +81,13 @@ class FakeHub:
             if repo.is_lfs(path):
                 entry["lfs"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
                                 "pointerSize": 134}
+            if path in self.no_hash:
+                del entry["blobId"]
+                entry.pop("lfs", None)
+            if path in self.no_size:
+                del entry["size"]
+                if "lfs" in entry:
+                    del entry["lfs"]["size"]
             siblings.append(entry)
         return {"id": repo_id, "modelId": repo_id, "sha": repo.sha, "private": False,
                 "siblings": siblings}

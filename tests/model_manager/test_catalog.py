@@ -7,7 +7,18 @@ import sys
 
 import pytest
 
-from wan_desktop.catalog import CATALOG, GIB, Layout, Plan, get_release, match_path, recommend
+from wan_desktop.catalog import (
+    CATALOG,
+    GIB,
+    CatalogFile,
+    Layout,
+    Pin,
+    Plan,
+    get_release,
+    match_path,
+    path_problem,
+    recommend,
+)
 from wan_desktop.errors import ConfigError
 from wan_desktop.variants import VARIANTS
 
@@ -107,3 +118,50 @@ def test_importing_the_model_manager_is_light():
             "'numpy') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("path, problem", [
+    ("config.json", None),
+    ("google/umt5-xxl/spiece.model", None),
+    (".gitattributes", None),
+    ("a/..b/c..d", None),  # dots inside a name are fine
+    ("", "an empty name"),
+    ("..", "'..' part"),
+    ("google/umt5-xxl/..", "'..' part"),
+    ("a/./b", "'.' or '..' part"),
+    ("a//b", "an empty"),
+    ("a/", "an empty"),
+    ("/etc/passwd", "an absolute path"),
+    ("..\\evil", "a backslash"),
+    ("a\\b", "a backslash"),
+    ("C:/x", "a colon"),
+    ("c:x", "a colon"),
+    ("a:stream", "a colon"),
+    ("a\nb", "a control character"),
+    (5, "not a string"),
+])
+def test_path_problem_refuses_every_path_that_could_leave_its_folder_on_any_os(path, problem):
+    got = path_problem(path)
+    assert (got is None) if problem is None else (problem in got)
+
+
+def test_match_path_never_matches_an_unsafe_path():
+    """'*' matches '..' and a name with backslashes, which Windows splits into folders."""
+    assert not match_path("google/umt5-xxl/*", "google/umt5-xxl/..")
+    assert not match_path("google/umt5-xxl/*", "google/umt5-xxl/..\\..\\x.model")
+    assert not match_path("*", "C:x")
+    assert match_path("google/umt5-xxl/*", "google/umt5-xxl/spiece.model")
+
+
+def test_pins_are_exact():
+    with pytest.raises(ValueError, match="64 lower-case hex"):
+        CatalogFile(path="a.safetensors", role="dit", size=1, sha256="ABC")
+    with pytest.raises(ValueError, match="a pattern cannot be pinned"):
+        CatalogFile(path="vae/*", role="vae", size=1, sha256="0" * 64)
+    pinned = [f for r in CATALOG.values() for s in r.sources for f in s.files if f.sha256]
+    assert len(pinned) >= 5
+    # an exact size is an LFS pointer's byte count, never a rounded "GB" figure (which no real
+    # file has: pinning one would refuse every download of it)
+    sizes = [f.exact_size for f in pinned if f.exact_size is not None]
+    assert sizes and all(n % 1_000_000 for n in sizes)
+    assert Pin("0" * 64).size is None

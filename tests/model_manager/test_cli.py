@@ -108,5 +108,77 @@ def test_cancel_exit_130_keeps_partial(hub, cli_catalog, capsys, monkeypatch):
     assert "resumes next time" in capsys.readouterr().err
 
 
+def test_a_download_without_published_hashes_is_shown_unverified_everywhere(
+        hub, cli_catalog, capsys):
+    """Never "verified (sha256)" for a file nothing was checked against: download, list, verify."""
+    hub.no_hash |= set(hub.repos[OFFICIAL].files)
+    assert _run(["models", "download", "tiny-official", "--no-progress"]) == 0
+    cap = capsys.readouterr()
+    assert "installed tiny-official: 6 files" in cap.out and "verified (" not in cap.out
+    assert "0 verified, 6 UNVERIFIED (no published hash: " in cap.out
+    assert cap.err.startswith("warning: 6 file(s) of tiny-official could not be checked")
+
+    assert _run(["models", "list", "--installed", "--vram", "8", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["models"]
+    assert [(m["name"], m["state"], len(m["unverified_files"])) for m in listed] == [
+        ("tiny-official", "unverified", 6)]
+    assert _run(["models", "list", "--installed", "--vram", "8"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("unverified")
+
+    assert _run(["models", "verify", "tiny-official", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ok: tiny-official (6 files; 6 UNVERIFIED: unchanged since install")
+
+
+def test_a_hub_with_hashes_is_verified(hub, cli_catalog, capsys):
+    assert _run(["models", "download", "tiny-official", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "6 files" in out and "verified (sha256 and git sha1) in " in out
+
+
+def test_download_from_a_folder_with_a_truncated_file_is_refused(hub, cli_catalog, capsys,
+                                                                 tmp_path):
+    src = tmp_path / "usb"
+    for path, data in hub.repos[OFFICIAL].files.items():
+        (src / path).parent.mkdir(parents=True, exist_ok=True)
+        (src / path).write_bytes(data)
+    dit = src / "diffusion_pytorch_model.safetensors"
+    dit.write_bytes(dit.read_bytes()[:1_000_000])
+    assert _run(["models", "download", "tiny-official", "--from", str(src), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "not whole" in err
+
+
+def test_a_hostile_hub_file_name_is_exit_2(hub, cli_catalog, capsys):
+    hub.repos[OFFICIAL].files["google/umt5-xxl/.."] = b"x"
+    assert _run(["models", "download", "tiny-official", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'google/umt5-xxl/..', which is refused" in err
+    assert not list(cli_catalog.rglob("*.part"))
+
+
+def test_remove_through_a_hostile_index_key_deletes_nothing(cli_catalog, capsys, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    cli_catalog.mkdir(parents=True)
+    (cli_catalog / "index.json").write_text(json.dumps(
+        {"format": 1, "models": {"tiny-official": {"files": {"../victim.txt": {}}}}}))
+    assert _run(["models", "remove", "tiny-official"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'../victim.txt' is refused" in err
+    assert victim.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("argv", [["list", "--vram", "8"], ["verify", "--all"],
+                                  ["remove", "tiny-official"]])
+def test_a_wrong_typed_index_is_one_line_exit_2(cli_catalog, capsys, argv):
+    cli_catalog.mkdir(parents=True)
+    (cli_catalog / "index.json").write_text(json.dumps(
+        {"format": 1, "models": {"tiny-official": {"files": {"a--b/c": {"size": "big"}}}}}))
+    assert _run(["models", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and ".size: expected an integer" in err
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))

@@ -12,7 +12,7 @@ from wan_desktop.cancel import CancelToken
 from wan_desktop.errors import Cancelled, ConfigError
 from wan_desktop.model_manager import DownloadError, IntegrityError, ModelError, ModelManager
 
-from .conftest import COMFY, OFFICIAL, TOKENIZER_REPO, make_catalog, sha256
+from .conftest import COMFY, OFFICIAL, TOKENIZER_REPO, comfy_release, make_catalog, sha256
 
 DIT = "diffusion_pytorch_model.safetensors"
 WANTED = {"config.json", DIT, "models_t5_umt5-xxl-enc-bf16.pth", "Wan2.1_VAE.pth",
@@ -358,3 +358,186 @@ def test_corrupt_index_is_a_model_error(mm):
     (mm.models_dir / "index.json").write_text("{not json")
     with pytest.raises(ModelError, match="unreadable model index"):
         mm.installed()
+
+
+# ----------------------------------------------------------------------------- what "verified" means
+
+A_DIT = "split_files/diffusion_models/tiny_a_fp16.safetensors"
+
+
+def _pinned_manager(tmp_path, pin) -> ModelManager:
+    """The tiny ComfyUI release with what the catalog pins for its DiT."""
+    release = comfy_release("pinned", "tiny_a_fp16.safetensors", pin)
+    return ModelManager(tmp_path / "models", catalog={"pinned": release}, token=False,
+                        backoff=0.0, retries=0)
+
+
+def _flip_last_byte(data: bytes) -> bytes:
+    """Other bytes, same size, still a whole safetensors file (a tensor value changed)."""
+    return data[:-1] + bytes([data[-1] ^ 0xFF])
+
+
+def test_without_a_published_hash_a_file_is_installed_unverified_never_verified(hub, mm):
+    hub.no_hash |= {DIT, "config.json"}  # a mirror whose listing carries no hash for them
+    inst = mm.download("tiny-official")
+    folder = OFFICIAL.replace("/", "--")
+    assert sorted(f.key for f in inst.unverified) == [f"{folder}/config.json", f"{folder}/{DIT}"]
+    assert all(f.verified for f in inst.files if f.path not in (DIT, "config.json"))
+    status = next(s for s in mm.list_models() if s.release.name == "tiny-official")
+    assert status.state == "unverified"
+    report = mm.verify("tiny-official")
+    assert report.ok and sorted(report.unverified) == [f"{folder}/config.json",
+                                                       f"{folder}/{DIT}"]
+
+
+@pytest.mark.parametrize("path, served", [
+    (DIT, lambda good: good[:-5000]),  # a safetensors file whose tensors run past its end
+    ("config.json", lambda good: good[:-3]),  # JSON cut off
+])
+def test_without_a_hash_or_a_size_a_file_that_is_not_whole_is_refused(hub, mm, path, served):
+    hub.no_hash.add(path)
+    hub.no_size.add(path)
+    hub.serve_bytes[path] = served(hub.repos[OFFICIAL].files[path])
+    with pytest.raises(IntegrityError, match="published no hash") as err:
+        mm.download("tiny-official")
+    print("message:", err.value.one_line())
+    assert "not whole" in err.value.message and path in err.value.message
+    dest = mm.models_dir / OFFICIAL.replace("/", "--") / path
+    assert not dest.exists() and not dest.with_name(dest.name + ".part").exists()
+
+
+def test_the_catalogs_pin_is_enforced_when_the_hub_lists_no_hash(hub, tmp_path):
+    from wan_desktop.catalog import Pin
+
+    good = hub.repos[COMFY].files[A_DIT]
+    mm = _pinned_manager(tmp_path, Pin(sha256(good), len(good)))
+    hub.no_hash.add(A_DIT)
+    hub.serve_bytes[A_DIT] = _flip_last_byte(good)  # whole, same size: only the pin tells
+    with pytest.raises(IntegrityError) as err:
+        mm.download("pinned")
+    assert sha256(good) in err.value.message and A_DIT.rsplit("/", 1)[1] in err.value.message
+    assert not (mm.models_dir / COMFY.replace("/", "--") / A_DIT).exists()
+
+    del hub.serve_bytes[A_DIT]  # the right bytes: installed, and verified against the pin
+    inst = mm.download("pinned")
+    dit = next(f for f in inst.files if f.path == A_DIT)
+    assert dit.verified and dit.hub_sha256 == dit.sha256 == sha256(good)
+    assert mm.verify("pinned").ok
+
+
+@pytest.mark.parametrize("wrong", ["sha256", "size"])
+def test_a_hub_listing_that_contradicts_the_pin_is_refused_before_downloading(hub, tmp_path,
+                                                                              wrong):
+    from wan_desktop.catalog import Pin
+
+    good = hub.repos[COMFY].files[A_DIT]
+    pin = Pin("0" * 64, len(good)) if wrong == "sha256" else Pin(sha256(good), len(good) + 1)
+    mm = _pinned_manager(tmp_path, pin)
+    with pytest.raises(IntegrityError, match="the catalog pins") as err:
+        mm.download("pinned")
+    print("message:", err.value.one_line())
+    assert "Update Wan Desktop" in err.value.remedy
+    assert not [p for _, p, _ in hub.requests if "/resolve/" in p or "/cdn/" in p]
+
+
+def _plain_copy(hub, dest: Path) -> Path:
+    """The release's files copied by hand: no hub metadata, so no hash comes with them."""
+    for path in WANTED:
+        (dest / path).parent.mkdir(parents=True, exist_ok=True)
+        (dest / path).write_bytes(hub.repos[OFFICIAL].files[path])
+    return dest
+
+
+@pytest.mark.parametrize("path, keep", [(DIT, 2_000_000), ("config.json", 10)])
+def test_install_from_a_folder_refuses_a_truncated_copy(hub, mm, tmp_path, path, keep):
+    src = _plain_copy(hub, tmp_path / "usb")
+    (src / path).write_bytes((src / path).read_bytes()[:keep])
+    with pytest.raises(IntegrityError, match="not whole") as err:
+        mm.download("tiny-official", source=src)
+    print("message:", err.value.one_line())
+    assert not (mm.models_dir / OFFICIAL.replace("/", "--") / path).exists()
+    assert not mm.installed()["tiny-official"].complete
+
+
+def test_install_from_a_folder_without_hashes_is_unverified(hub, mm, tmp_path):
+    src = _plain_copy(hub, tmp_path / "usb")
+    inst = mm.download("tiny-official", source=src)
+    assert inst.complete and len(inst.unverified) == len(WANTED)
+    assert next(s for s in mm.list_models() if s.release.name == "tiny-official").state \
+        == "unverified"
+
+
+def test_install_from_a_folder_enforces_the_pin(hub, tmp_path):
+    from wan_desktop.catalog import Pin
+
+    good = hub.repos[COMFY].files[A_DIT]
+    mm = _pinned_manager(tmp_path, Pin(sha256(good), len(good)))
+    src = tmp_path / "comfy"
+    for rel, data in {**hub.repos[COMFY].files, **hub.repos[TOKENIZER_REPO].files}.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(data)
+    (src / A_DIT).write_bytes(_flip_last_byte(good))
+    with pytest.raises(IntegrityError, match="corrupt or another version"):
+        mm.download("pinned", source=src)
+    (src / A_DIT).write_bytes(good + b"\0")
+    with pytest.raises(IntegrityError, match=f"the catalog pins {len(good)}"):
+        mm.download("pinned", source=src)
+
+
+# ----------------------------------------------------------------------------- paths from outside
+
+HOSTILE = ["google/umt5-xxl/..", "google/umt5-xxl/..\\..\\escape.model",
+           "google/umt5-xxl/C:escape.model", "/google/umt5-xxl/x", "google/umt5-xxl/",
+           "google//umt5-xxl", "google/umt5-xxl/./x", "google/umt5-xxl/a\x00b"]
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_a_hostile_file_name_from_the_hub_is_one_error_and_nothing_is_written(hub, mm, name):
+    hub.repos[OFFICIAL].files[name] = b"x"
+    with pytest.raises(DownloadError) as err:
+        mm.download("tiny-official")
+    msg = err.value.one_line()
+    print("message:", msg)
+    assert repr(name) in msg and "refused" in msg and "\n" not in msg
+    assert not [p for _, p, _ in hub.requests if "/resolve/" in p or "/cdn/" in p]
+    assert not mm.models_dir.exists() or not [
+        p for p in mm.models_dir.rglob("*") if p.name.endswith((".part", ".part.json"))]
+
+
+def _index(mm, models: dict) -> None:
+    mm.models_dir.mkdir(parents=True, exist_ok=True)
+    (mm.models_dir / "index.json").write_text(json.dumps({"format": 1, "models": models}))
+
+
+@pytest.mark.parametrize("key", ["../victim.txt", "test-org--Tiny/../../victim.txt",
+                                 "..\\victim.txt", "C:/victim.txt", "ABSOLUTE"])
+def test_remove_never_deletes_outside_the_models_folder(mm, tmp_path, key):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    key = str(victim) if key == "ABSOLUTE" else key
+    _index(mm, {"x": {"complete": True, "files": {key: {"path": "victim.txt", "size": 7}}}})
+    with pytest.raises(ModelError, match="refused") as err:
+        mm.remove("x")
+    print("message:", err.value.one_line())
+    assert victim.read_text() == "keep me"
+    assert "index.json" in err.value.message and "\n" not in err.value.one_line()
+
+
+@pytest.mark.parametrize("models", [
+    {"x": 5},
+    {"x": {"files": []}},
+    {"x": {"files": {"org--repo/a.bin": {"size": "big"}}}},
+    {"x": {"files": {"org--repo/a.bin": 5}}},
+    {"x": {"complete": "yes"}},
+    {"x": {"files": {"org--repo/a.bin": {"path": "../a.bin"}}}},
+    {"x": {"files": {"index.json": {}}}},
+], ids=["entry-number", "files-list", "size-string", "record-number", "complete-string",
+        "record-path", "key-no-folder"])
+def test_a_wrong_typed_index_is_one_model_error(mm, models):
+    _index(mm, models)
+    for call in (mm.installed, mm.list_models, lambda: mm.verify("x"), lambda: mm.remove("x")):
+        with pytest.raises(ModelError) as err:
+            call()
+        assert str(mm.index_path) in err.value.message and "\n" not in err.value.one_line()
+    print("message:", err.value.one_line())
+    assert (mm.models_dir / "index.json").exists()  # left for the user to fix
