@@ -103,7 +103,7 @@ def prepare_data_dir() -> DataDirProblem | None:
     found = data_dir_problem()
     if found is not None:
         return found
-    probe = root / f".write-test.{os.getpid()}.{threading.get_ident()}"
+    probe = root / f".write-test.{os.getpid()}.{threading.get_ident()}.tmp"  # cleaned if left
     try:
         probe.write_bytes(b"")
         probe.unlink()
