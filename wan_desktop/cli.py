@@ -285,9 +285,10 @@ def _opt(path: Path | None) -> str | None:
 
 
 def _install_sigint() -> tuple[Any, Any]:
-    """Ctrl-C sets a cancel token (the loop stops within one step and writes nothing); a second
-    Ctrl-C interrupts at once. Returns (token, restore): the previous handler comes back after the
-    run, so ``main()`` called in-process (tests, scripts) leaves the caller's SIGINT alone."""
+    """Ctrl-C (SIGINT) and SIGTERM set a cancel token (the loop stops within one step and writes
+    nothing; main() exits 130, or 143 for SIGTERM, as a shell reports a death by either signal); a
+    second one interrupts at once. Returns (token, restore): the previous handlers come back after
+    the run, so ``main()`` called in-process (tests, scripts) leaves the caller's handlers alone."""
     import threading
 
     from .cancel import CancelToken
@@ -297,14 +298,28 @@ def _install_sigint() -> tuple[Any, Any]:
         return token, lambda: None  # signal handlers can only be set from the main thread
 
     def handler(signum, frame):
-        if token.cancelled:  # second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        token.cancel("interrupted (Ctrl-C)")
+        term = signum == signal.SIGTERM
+        if token.cancelled:  # the second signal: stop now
+            raise _Terminated if term else KeyboardInterrupt
+        token.cancel(_TERMINATED if term else "interrupted (Ctrl-C)")
 
-    previous = signal.signal(signal.SIGINT, handler)
-    if previous is None:  # installed outside Python (an embedding host)
-        previous = signal.SIG_DFL
-    return token, lambda: signal.signal(signal.SIGINT, previous)
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        old = signal.signal(sig, handler)
+        previous[sig] = signal.SIG_DFL if old is None else old  # None: set outside Python
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return token, restore
+
+
+_TERMINATED = "terminated (SIGTERM)"  # the cancel reason that makes main() exit 143
+
+
+class _Terminated(KeyboardInterrupt):
+    """A second SIGTERM while the run was already cancelling."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,13 +340,13 @@ def main(argv: list[str] | None = None) -> int:
         return commands[args.command](args)
     except Cancelled as e:
         print(f"cancelled: {e.message}; nothing was written", file=sys.stderr)
-        return 130
+        return 143 if e.message == _TERMINATED else 130
     except WanError as e:
         print(f"error: {e.one_line()}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("interrupted; nothing was written", file=sys.stderr)
-        return 130
+        return 143 if isinstance(e, _Terminated) else 130
 
 
 if __name__ == "__main__":
