@@ -22,6 +22,7 @@ silently ignored LoRA.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,9 @@ _ROLES = (
 )  # fmt: skip
 _UNSUPPORTED = (".lora_mid.weight", ".dora_scale", ".hada_w1_a", ".lokr_w1")
 EXPERTS = ("high", "low")
+# The strength range of ComfyUI's LoraLoader node (strength_model: -100 .. 100). Real LoRAs are used
+# at ±0.1 .. 5; beyond 100 a merge only turns the weights into noise (or ±Inf: 1e300 overflows fp32).
+MAX_STRENGTH = 100.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,6 +67,11 @@ class LoraSpec:
     def __post_init__(self) -> None:
         if self.expert not in EXPERTS:
             raise ConfigError(f"LoRA expert must be 'high' or 'low', got {self.expert!r}")
+        if not math.isfinite(self.strength) or abs(self.strength) > MAX_STRENGTH:
+            raise ConfigError(f"LoRA strength must be a number from {-MAX_STRENGTH:g} to "
+                              f"{MAX_STRENGTH:g}, got {self.strength:g} ({self.path})",
+                              remedy="Use a strength like 0.5 or 1 (most LoRAs work between "
+                                     "-2 and 2).")
 
     @classmethod
     def parse(cls, text: str, *, expert: str = "high") -> LoraSpec:
@@ -82,9 +91,7 @@ class LoraSpec:
             path = text
         if not path:
             raise ConfigError(f"LoRA {text!r}: no file name")
-        if strength != strength or abs(strength) == float("inf"):
-            raise ConfigError(f"LoRA strength must be a finite number, got {tail!r}")
-        return cls(path=path, strength=strength, expert=expert)
+        return cls(path=path, strength=strength, expert=expert)  # the range: __post_init__
 
 
 @dataclass(frozen=True)
@@ -199,6 +206,8 @@ def read_lora(path: str | Path, param_shapes: Mapping[str, tuple[int, ...]], *,
             tensors = load_file(str(p))
         except (OSError, RuntimeError, ValueError) as e:
             raise CheckpointError(f"{p.name}: cannot read the LoRA ({e})") from None
+    if not header_only:
+        _check_finite(p, tensors)
     resolve = _Resolver(param_shapes)
     groups: dict[str, dict[str, tuple[str, Tensor]]] = {}
     unknown: list[str] = []
@@ -231,6 +240,20 @@ def read_lora(path: str | Path, param_shapes: Mapping[str, tuple[int, ...]], *,
     if not terms:
         raise CheckpointError(f"{p.name}: no LoRA tensors found")
     return LoraFile(path=p, sha256="" if header_only else file_sha256(p), terms=tuple(terms))
+
+
+def _check_finite(p: Path, tensors: Mapping[str, Tensor]) -> None:
+    """One reduction per tensor: a NaN/Inf anywhere in a LoRA would spread over the whole video."""
+    import torch
+
+    from .checkpoints.materialize import all_finite
+
+    for key, t in tensors.items():
+        if not all_finite(t):
+            n = int((~torch.isfinite(t.float())).sum())
+            raise CheckpointError(f"{p.name}: tensor {key} has {n} NaN/infinite value(s) of "
+                                  f"{t.numel()}; the LoRA file is damaged",
+                                  remedy="Download the LoRA again, or use another one.")
 
 
 def _terms(p: Path, module: str, parts: dict[str, tuple[str, Tensor]],

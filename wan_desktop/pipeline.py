@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .cancel import CancelToken
-from .errors import ConfigError
+from .errors import ConfigError, NumericError
 from .request import GenerationRequest, ResolvedRequest
 from .variants import Task
 
@@ -295,7 +295,10 @@ def denoise(
     """Integrate the flow from ``noise`` [1, z, T, h, w] to clean latents over the request's
     schedule. ``models``: one velocity model, or Wan2.2's high-noise then low-noise expert (see
     ``expert_at``; ``boundary`` as ``Components.boundary``). Emits a StepDone per step, with the
-    current x0 every ``preview_every`` steps and at the last one (0: never)."""
+    current x0 every ``preview_every`` steps and at the last one (0: never). Latents that turn
+    NaN / infinite stop the run at that step (NumericError): one reduction per step."""
+    import torch
+
     from .samplers import make_sampler
 
     cancel = cancel or CancelToken()
@@ -317,10 +320,20 @@ def denoise(
         if preview_every and ((i + 1) % preview_every == 0 or i + 1 == r.steps):
             preview = cond.keep_first(solver.x0(i, v, x))[0].detach().float().cpu()
         x = cond.keep_first(solver.step(i, v, x))
+        if not bool(torch.isfinite(x).all()):
+            raise _nonfinite(i + 1, r.steps, expert, len(models), r.guidance_for(expert))
         emit(StepDone(step=i + 1, total=r.steps, elapsed=time.perf_counter() - t_start,
                       timestep=float(t), expert=expert, preview=preview))
     cancel.check()
     return x
+
+
+def _nonfinite(step: int, steps: int, expert: int, experts: int, guidance: float
+               ) -> NumericError:
+    model = ("the diffusion model" if experts < 2 else
+             ("the high-noise expert", "the low-noise expert")[expert])
+    return NumericError(f"the latents became NaN or infinite at denoising step {step} of {steps} "
+                        f"({model}, guidance {guidance:g}); nothing was written")
 
 
 def guided_velocity(model: Velocity, x: Tensor, t: Tensor, cond: Conditioning, guidance: float,

@@ -15,6 +15,12 @@ from .variants import Task, Variant
 if TYPE_CHECKING:
     from .samplers import Sampler
 
+# Guidance and shift above this are refused. No recipe comes near: Wan's defaults are guidance 3.5-5
+# and shift 3-16 (FLF2V's 16 is the largest), distilled recipes use guidance 1, and 100 is the top
+# of ComfyUI's own ranges (KSampler's cfg, ModelSamplingSD3's shift). Far above it a guidance
+# overflows the velocity to ±Inf (1e308 does) and a shift pins every σ at 1: a black or noise video.
+MAX_GUIDANCE_SHIFT = 100.0
+
 
 @dataclass(frozen=True, kw_only=True)
 class GenerationRequest:
@@ -108,6 +114,11 @@ class GenerationRequest:
         for name, value in (("guidance", guidance), ("guidance-low", guidance_low), ("shift", shift)):
             if not math.isfinite(value) or value < 0 or (name == "shift" and value <= 0):
                 raise ConfigError(f"{name} must be a positive number, got {value}")
+            if value > MAX_GUIDANCE_SHIFT:
+                raise ConfigError(f"{name} must be at most {MAX_GUIDANCE_SHIFT:g}, got {value:g}",
+                                  remedy=f"Use the model's default or a nearby value ({name} "
+                                         f"{'3 to 16' if name == 'shift' else '1 to 10'} is "
+                                         "usual).")
         sampler = Sampler.parse(self.sampler or d.sampler)
         needs_image = task_enum in (Task.I2V, Task.FLF2V, Task.TI2V)
         if needs_image and not self.image:

@@ -81,3 +81,78 @@ def test_fp8_weights_stay_fp8_and_compute_with_scale():
                 scales={"proj": TensorSource((), "float32", Path("toy"), lambda: scale, "proj.scale_weight")})
     assert m2.proj.weight.dtype == torch.float32
     assert torch.allclose(m2(x), ref, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- non-finite values
+
+
+def _fp8_with(dtype, bits):
+    """An fp8 tensor of 0.5s with one element's bits replaced."""
+    q = torch.full((3, 4), 0.5).to(dtype)
+    q.view(torch.uint8)[1, 2] = bits
+    return q
+
+
+@pytest.mark.parametrize("key,value,count", [
+    ("proj.weight", float("nan"), 1),
+    ("proj.bias", float("inf"), 1),
+    ("time_embedding.weight", float("-inf"), 1),  # an fp32 island too
+])
+def test_a_nan_or_inf_tensor_is_refused_naming_the_file_and_the_tensor(key, value, count):
+    w = _weights()
+    w[key].view(-1)[0] = value
+    with weights_on_meta():
+        m = Toy()
+    with pytest.raises(CheckpointError, match=rf"toy \(toy.safetensors\): tensor {key} has "
+                                              rf"{count} NaN/infinite value\(s\) of "
+                                              rf"{w[key].numel()}; the file is damaged"):
+        materialize(m, _sources(w), what="toy", dtype=torch.bfloat16)
+
+
+def test_finite_values_that_overflow_float16_are_refused_with_the_dtype_remedy():
+    """65504 is fp16's largest value: 1e5 loads in bfloat16 (the same numbers up to rounding) but
+    would become Inf in float16."""
+    w = _weights()
+    w["proj.weight"][2, 3] = 1e5
+    with weights_on_meta():
+        m = Toy()
+    materialize(m, _sources(w), what="toy", dtype=torch.bfloat16)
+    assert float(m.proj.weight[2, 3]) == pytest.approx(1e5, rel=1e-2)
+    with weights_on_meta():
+        m = Toy()
+    with pytest.raises(CheckpointError, match=r"tensor proj.weight has values up to 1e\+05, which "
+                                              r"overflow float16") as e:
+        materialize(m, _sources(w), what="toy", dtype=torch.float16)
+    assert "bfloat16 or float32" in e.value.remedy
+
+
+@pytest.mark.parametrize("keep_fp8", [True, False])
+@pytest.mark.parametrize("dtype,bits", [
+    (torch.float8_e4m3fn, 0x7F),  # NaN (e4m3fn has no Inf)
+    (torch.float8_e4m3fn, 0xFF),  # -NaN
+    (torch.float8_e5m2, 0x7C),  # +Inf
+    (torch.float8_e5m2, 0xFE),  # NaN
+])
+def test_fp8_nan_weights_and_nan_scales_are_refused(keep_fp8, dtype, bits):
+    """fp8 has no isfinite kernel: its NaN/Inf bit patterns are found both when the weight stays
+    fp8 and when it is dequantized at load time; a NaN scale as well. Finite fp8 loads."""
+    w = _weights()
+    fine = TensorSource((), "float32", Path("toy.safetensors"), lambda: torch.tensor(0.05),
+                        "proj.scale_weight")
+    with weights_on_meta():
+        m = Toy()
+    materialize(m, _sources(w | {"proj.weight": _fp8_with(dtype, 0x38)}), what="toy",
+                keep_fp8=keep_fp8, scales={"proj": fine})  # 0x38: 1.0 (e4m3fn) / 0.5 (e5m2)
+    with weights_on_meta():
+        m = Toy()
+    with pytest.raises(CheckpointError, match=r"tensor proj.weight has 1 NaN/infinite value\(s\)"):
+        materialize(m, _sources(w | {"proj.weight": _fp8_with(dtype, bits)}), what="toy",
+                    keep_fp8=keep_fp8, scales={"proj": fine})
+    bad = TensorSource((), "float32", Path("toy.safetensors"), lambda: torch.tensor(float("nan")),
+                       "proj.scale_weight")
+    q = (w["proj.weight"] / 0.05).to(dtype)
+    with weights_on_meta():
+        m = Toy()
+    with pytest.raises(CheckpointError, match=r"tensor proj.scale_weight has 1 NaN"):
+        materialize(m, _sources(w | {"proj.weight": q}), what="toy", keep_fp8=keep_fp8,
+                    scales={"proj": bad})

@@ -7,6 +7,7 @@ diffusers transformer with the same base weights, and the explicit W + s·(alpha
 from __future__ import annotations
 
 import copy
+import re
 import typing
 
 import pytest
@@ -280,6 +281,45 @@ def test_spec_parsing_and_records(tmp_path):
     assert lora_records([(f, 0.25)]) == [{"file": "rec.safetensors", "sha256": f.sha256[:12],
                                          "strength": 0.25, "expert": "high"}]
     assert lora_manifest([LoraSpec(path=str(p), strength=0.25)]) == lora_records([(f, 0.25)])
+
+
+@pytest.mark.parametrize("text,shown", [
+    ("a.safetensors:1e300", "1e+300"), ("a.safetensors:101", "101"),
+    ("a.safetensors:-100.5", "-100.5"), ("a.safetensors:inf", "inf"),
+    ("a.safetensors:-inf", "-inf"), ("a.safetensors:nan", "nan"),
+])
+def test_strengths_outside_plus_minus_100_are_refused_with_the_value(text, shown):
+    """|strength| <= 100 (ComfyUI's LoraLoader range); 1e300 would overflow every merged weight to
+    ±Inf. Checked on the spec itself, so the app's LoRA list is held to the same rule."""
+    with pytest.raises(ConfigError, match=rf"LoRA strength must be a number from -100 to 100, "
+                                          rf"got {re.escape(shown)} \(a.safetensors\)"):
+        LoraSpec.parse(text)
+    with pytest.raises(ConfigError, match="from -100 to 100"):
+        LoraSpec(path="a.safetensors", strength=float(text.rpartition(":")[2]))
+    assert LoraSpec.parse("a.safetensors:100").strength == 100.0
+    assert LoraSpec.parse("a.safetensors:-100", expert="low").strength == -100.0
+
+
+@pytest.mark.parametrize("role", ["lora_down", "lora_up", "alpha", "diff_b"])
+def test_a_lora_with_nan_or_inf_values_is_refused_naming_the_tensor(base, tmp_path, role):
+    """One NaN/Inf in any LoRA tensor would spread over every merged weight (and the whole video):
+    refused when read, before any weight changes, with the tensor's name and the bad count."""
+    _, state = base
+    tensors = official_layout(lowrank(5, bias=True), alpha=2)
+    key = f"diffusion_model.blocks.1.ffn.2.{role}" + ("" if role in ("alpha", "diff_b") else
+                                                      ".weight")
+    bad = tensors[key].clone()
+    bad.view(-1)[:2] = torch.tensor([float("nan"), float("-inf")])[: bad.numel()]
+    n = min(2, bad.numel())
+    path = save(tmp_path, "nan.safetensors", tensors | {key: bad})
+    model = ours(state)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=rf"nan.safetensors: tensor {re.escape(key)} has {n} "
+                                              rf"NaN/infinite value\(s\) of {bad.numel()}"):
+        load_loras(model, [LoraSpec(path=str(path))])
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    # the header-only check (the CLI's instant one) reads no values, so it lets the file pass
+    read_lora(path, param_shapes(model), header_only=True)
 
 
 @pytest.mark.parametrize("swap_blocks", [0, 1])

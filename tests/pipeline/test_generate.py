@@ -187,11 +187,30 @@ def test_i2v_mask_marks_first_frame_and_flf2v_last(tmp_path):
     (dict(last_image="x.png"), "only used by the flf2v"),
     (dict(seed=-1), "seed"),
     (dict(guidance=float("nan")), "guidance"),
+    (dict(guidance=1e308), r"guidance must be at most 100, got 1e\+308"),
+    (dict(guidance=100.5), "guidance must be at most 100, got 100.5"),
+    (dict(guidance_low=1e3), "guidance-low must be at most 100, got 1000"),
+    (dict(shift=1e6), r"shift must be at most 100, got 1e\+06"),
 ])
 def test_request_validation_names_the_value(kw, match):
     comps, _ = fake_components()
     with pytest.raises(ConfigError, match=match):
         _req(**kw).resolve(comps.variant)
+
+
+def test_guidance_and_shift_up_to_100_are_accepted():
+    """The bound is ComfyUI's own range top; every preset and variant default is far below it."""
+    from wan_desktop.presets import PRESETS
+    from wan_desktop.request import MAX_GUIDANCE_SHIFT
+    from wan_desktop.variants import VARIANTS
+
+    comps, _ = fake_components()
+    r = _req(guidance=100.0, guidance_low=100.0, shift=100.0).resolve(comps.variant)
+    assert (r.guidance, r.guidance_low, r.shift) == (100.0, 100.0, 100.0) == (MAX_GUIDANCE_SHIFT,) * 3
+    d = [v.defaults for v in VARIANTS.values()]
+    top = max(x for v in d for x in (v.guidance, v.guidance_low or 0, v.shift, v.shift_480p or 0))
+    top = max([top, *(x or 0 for p in PRESETS.values() for x in (p.guidance, p.guidance_low, p.shift))])
+    assert top == 16.0  # FLF2V's shift: the largest value any recipe uses
 
 
 def test_defaults_come_from_the_variant():

@@ -308,3 +308,63 @@ def test_use_cfg_counts_the_low_noise_guidance_only_for_two_experts():
     r = _resolved("t2v-A14B", guidance=4.0, guidance_low=2.5)
     assert (r.guidance_for(0), r.guidance_for(1)) == (4.0, 2.5)
     assert not replace(r, batch_cfg=False).batch_cfg and r.batch_cfg  # what the memory plan does
+
+
+# ----------------------------------------------------------------------------- non-finite latents
+
+
+class PoisonedFlow(StraightFlow):
+    """StraightFlow whose velocity is ``value`` (NaN or ±Inf) in one latent element from its
+    ``at``-th call on (0-based): a model that overflows mid-run."""
+
+    def __init__(self, at: int, value: float) -> None:
+        super().__init__()
+        self.at, self.value = at, value
+
+    def __call__(self, latents, timestep, context, *, y=None, clip_fea=None):
+        v = super().__call__(latents, timestep, context, y=y, clip_fea=clip_fea)
+        if len(self.calls) > self.at:
+            v[0, 0, 0, 0, 0] = self.value
+        return v
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_denoise_stops_at_the_step_whose_latents_are_not_finite(value):
+    """One NaN/Inf element in the velocity of step 3 stops the run at step 3, naming it: steps 1
+    and 2 were reported, step 3 never is, and no later step runs."""
+    from wan_desktop.errors import NumericError
+
+    model, events = PoisonedFlow(at=2, value=value), []
+    with pytest.raises(NumericError, match=r"at denoising step 3 of 6 \(the diffusion model, "
+                                           r"guidance 1\)") as e:
+        denoise([model], initial_noise((1, Z, T, H, W), 0), _text([1.0] * 4, None),
+                _resolved(guidance=1.0), emit=events.append)
+    assert [ev.step for ev in events] == [1, 2] and len(model.calls) == 3
+    assert "nothing was written" in e.value.one_line() and "precision" in e.value.remedy
+
+
+def test_denoise_names_the_low_noise_expert_and_its_guidance():
+    from wan_desktop.errors import NumericError
+
+    request = _resolved("t2v-A14B", steps=10, shift=12.0, guidance=1.0, guidance_low=1.0)
+    high, low = StraightFlow(), PoisonedFlow(at=0, value=float("inf"))
+    events: list[StepDone] = []
+    with pytest.raises(NumericError, match=r"step (\d+) of 10 \(the low-noise expert, guidance 1\)"
+                       ) as e:
+        denoise([high, low], initial_noise((1, Z, T, H, W), 0), _text([0.0] * 4, None), request,
+                boundary=0.875, emit=events.append, preview_every=0)
+    first_low = len(high.calls) + 1  # the low-noise expert's first step is the bad one
+    assert f"step {first_low} of 10" in str(e.value) and len(low.calls) == 1
+    assert [ev.expert for ev in events] == [0] * len(high.calls)
+
+
+def test_nan_latents_never_reach_the_decoder():
+    """A model giving NaN from its first call: generate() stops at step 1 and never decodes (the
+    NaN frames would have been written as black: to_uint8_frames turns NaN into 0)."""
+    from wan_desktop.errors import NumericError
+
+    comps, parts = fake_components(a=float("nan"))
+    with pytest.raises(NumericError, match="step 1 of 6"):
+        generate(comps, _resolved())
+    assert len(parts["denoisers"][0].calls) == 1
+    assert not [c for c in parts["vae"].calls if "decode" in c]

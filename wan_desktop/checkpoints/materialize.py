@@ -2,12 +2,15 @@
 
 Peak memory is the model in its target dtype plus one tensor: a 14B checkpoint never needs twice its
 size in RAM. Every mismatch (missing / unexpected tensors, wrong shapes) is a CheckpointError naming
-the file and the tensors; a model is never silently left with random weights.
+the file and the tensors; a model is never silently left with random weights. Every floating tensor is
+checked for NaN / infinite values as it is loaded (one reduction each): a damaged file, or weights
+that overflow the chosen dtype, fail here, naming the tensor, instead of making a black video.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +71,50 @@ def _few(names: list[str], n: int = 4) -> str:
     return shown + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
+# fp8 has no isfinite kernel: a value is NaN/Inf when its exponent bits are all ones (e4m3fn: the
+# seven low bits all ones, NaN only; e5m2: the five exponent bits, Inf and NaN)
+_FP8_NONFINITE = {torch.float8_e4m3fn: 0x7F, torch.float8_e5m2: 0x7C}
+_FP8_CHUNK = 1 << 20  # elements per bit test, in one reused 1 MB buffer
+
+
+def all_finite(t: Tensor) -> bool:
+    """No NaN and no ±Inf in ``t``, in one pass that allocates nothing of ``t``'s size.
+
+    ``torch.aminmax`` propagates NaN, and an Inf is the min or the max. (``isfinite(t).all()``
+    makes one to three full-size temporaries per tensor; on the CPU the allocator kept them, and a
+    bf16 DiT load took twice the model's size in private RAM — tests/checkpoints/test_load_ram.py.)
+    """
+    if t.numel() == 0 or not t.is_floating_point():
+        return True  # integers are always finite
+    mask = _FP8_NONFINITE.get(t.dtype)
+    if mask is not None:  # fp8 has no aminmax either: the exponent bits, a chunk at a time
+        bits = t.reshape(-1).view(torch.uint8)
+        buf = torch.empty(min(bits.numel(), _FP8_CHUNK), dtype=torch.uint8, device=t.device)
+        for chunk in bits.split(_FP8_CHUNK):
+            exp = torch.bitwise_and(chunk, mask, out=buf[: chunk.numel()])
+            if int(exp.max()) == mask:
+                return False
+        return True
+    lo, hi = torch.aminmax(t)
+    return math.isfinite(float(lo)) and math.isfinite(float(hi))
+
+
+def _nonfinite_error(what: str, src: TensorSource, before: Tensor, loaded: Tensor
+                     ) -> CheckpointError:
+    """The message for a tensor that failed :func:`all_finite`: NaN/Inf in the file (``before``:
+    the values ahead of the cast to the model's dtype), or finite values that the cast to
+    ``loaded``'s dtype overflowed (fp16's largest value is 65504)."""
+    where = f"{what} ({_where(src.file)}): tensor {src.key}"
+    if before is not loaded and all_finite(before):
+        top = float(before.float().abs().max())
+        return CheckpointError(f"{where} has values up to {top:.3g}, which overflow "
+                               f"{str(loaded.dtype).removeprefix('torch.')}",
+                               remedy="Load the model in bfloat16 or float32 (--dtype).")
+    n = int((~torch.isfinite(before.float())).sum())
+    return CheckpointError(f"{where} has {n} NaN/infinite value(s) of {before.numel()}; the file "
+                           "is damaged")
+
+
 def _per_channel(scale: Tensor, weight: Tensor) -> Tensor:
     """A scalar scale as is; a per-output-channel [out] scale shaped to broadcast over the weight."""
     if scale.ndim == 1 and scale.numel() == weight.shape[0] and weight.ndim > 1:
@@ -116,23 +163,28 @@ def materialize(
     if fp32_modules is None:
         fp32_modules = tuple(getattr(module, "FP32_MODULES", ()))
     for name, src in sources.items():
-        tensor = src.load()
+        tensor = before = src.load()  # before: the values ahead of the final cast (for messages)
         owner_name, _, leaf = name.rpartition(".")
         owner = module.get_submodule(owner_name) if owner_name else module
         keep32 = in_modules(name, fp32_modules)
         scale = scales.get(owner_name) if leaf == "weight" else None
         # fp8, or int8 with a per-channel scale (lightx2v's int8 DiTs: ``<name>.weight_scale``)
         if tensor.dtype in FP8_DTYPES or (tensor.dtype == torch.int8 and scale is not None):
+            s = None if scale is None else scale.load().float()
+            if scale is not None and s is not None and not all_finite(s):
+                raise _nonfinite_error(what, scale, s, s)
             if keep_fp8 and not keep32 and leaf == "weight" and hasattr(owner, "scale_weight"):
-                if scale is not None:  # dequantized on the fly by layers.Linear
-                    owner.scale_weight = _per_channel(scale.load().float(), tensor)
+                if s is not None:  # dequantized on the fly by layers.Linear
+                    owner.scale_weight = _per_channel(s, tensor)
             else:
-                tensor = tensor.float()
-                if scale is not None:
-                    tensor = tensor * _per_channel(scale.load().float(), tensor)
-                tensor = tensor.to(torch.float32 if keep32 else dtype)
+                before = tensor.float()
+                if s is not None:
+                    before = before * _per_channel(s, before)
+                tensor = before.to(torch.float32 if keep32 else dtype)
         elif tensor.is_floating_point():
             tensor = tensor.to(torch.float32 if keep32 else dtype)
+        if not all_finite(tensor):  # the tensor as the model will hold it: one reduction
+            raise _nonfinite_error(what, src, before, tensor)
         if leaf in owner._parameters:
             owner._parameters[leaf] = nn.Parameter(tensor, requires_grad=False)
         else:
