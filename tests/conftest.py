@@ -32,6 +32,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _user_cache_dir(tmp_path_factory):
+    """$WAN_DESKTOP_CACHE of the session (file hashes, prompt embeddings): never the user's own."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WAN_DESKTOP_CACHE", str(tmp_path_factory.mktemp("user_cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def t2v_model(tmp_path_factory):
     """The tiny T2V model in every layout (tests/fixtures_models.py), for the export tests."""
