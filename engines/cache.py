@@ -15,30 +15,37 @@ was built from, shape profiles, target GPU compute capabilities. The folder reco
 architecture, so tiny and real models alike), the checkpoint files (name, size, sha256), the merged
 LoRAs and their strengths, and the command that rebuilds it. ``check_entry`` returns the reason a
 loader must refuse an entry and how to rebuild; ``require_entry`` raises it as an EngineError.
+
+Nothing in a manifest is trusted: ``read_manifest`` checks every value's type and rule (real
+sha256s, sizes, profile ranges) and that every path it names (``file``, ``onnx_file``,
+``tokenizer``) stays inside the folder, symlinks resolved — else an EngineError naming the file,
+the entry and the rebuild command. Checkpoints are identified by sha256, graphs and engines are
+verified against theirs when a run loads them; engines/file_hashes.py computes each hash once per
+version of a file (the user's hash cache), so only the first load of a folder (or the export that
+made it) reads the files. The app's listing (ui/engine_folders.py) reads no file: it compares names
+and sizes, and hashes only where the cache already has them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import functools
 import json
 import logging
+import math
 import os
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from wan_desktop.errors import EngineError
-from wan_desktop.variants import (
-    ClipConfig,
-    DiTConfig,
-    SamplingDefaults,
-    T5Config,
-    Task,
-    VaeConfig,
-    Variant,
-)
+from wan_desktop.errors import EngineError, WanError
+from wan_desktop.variants import Task, Variant
+
+from .file_hashes import HashCache
+from .file_hashes import sha256_file as sha256_file  # the exporters' and builders' hasher
 
 log = logging.getLogger(__name__)
 
@@ -123,40 +130,128 @@ def _lists(x: Any) -> Any:
     return x
 
 
-def _tuples(x: Any) -> Any:
-    if isinstance(x, list):
-        return tuple(_tuples(v) for v in x)
-    return x
-
-
 def variant_to_dict(v: Variant) -> dict[str, Any]:
     return _lists(dataclasses.asdict(v))
 
 
-def variant_from_dict(d: Mapping[str, Any]) -> Variant:
-    def conf(cls: type, data: Mapping[str, Any]) -> Any:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: _tuples(v) for k, v in data.items() if k in names})
+class _Malformed(Exception):
+    """A value of the manifest that is not what the reader expects (``where``: its JSON path)."""
 
+    def __init__(self, where: str, problem: str, *, wrong_type: bool = False) -> None:
+        super().__init__(f"{where or 'the manifest'} {problem}")
+        self.where = where
+        self.wrong_type = wrong_type
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def is_sha256(x: object) -> bool:
+    """64 lower-case hex digits, not all zero (a placeholder is not a hash)."""
+    return isinstance(x, str) and len(x) == 64 and set(x) <= _HEX and set(x) != {"0"}
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _type_name(tp: Any) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             type(None): "null"}
+    if tp in names:
+        return names[tp]
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return "a list"
+    if origin is dict or dataclasses.is_dataclass(tp):
+        return "an object"
+    if isinstance(tp, type) and issubclass(tp, Task):
+        return "one of " + ", ".join(t.value for t in Task)
+    return str(tp)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _decode(value: Any, tp: Any, where: str) -> Any:
+    """``value`` (parsed JSON) as the Python type ``tp`` (lists become tuples, dataclasses are
+    built field by field), or _Malformed naming ``where``: nothing of a wrong type gets past."""
+    if tp is Any:
+        return value
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (other,) = [a for a in args if a is not type(None)]  # the manifest's unions: X | None
+        try:
+            return _decode(value, other, where)
+        except _Malformed as e:
+            if e.wrong_type and e.where == where:  # say that null would do too
+                raise _Malformed(where, f"should be {_type_name(tp)}, not {_shown(value)}",
+                                 wrong_type=True) from None
+            raise
+    if dataclasses.is_dataclass(tp):
+        return _decode_dataclass(tp, value, where)  # type: ignore[arg-type]
+    ok = False
+    if isinstance(tp, type) and issubclass(tp, Task):
+        if isinstance(value, str) and value in {t.value for t in Task}:
+            return Task(value)
+    elif origin is tuple:
+        if isinstance(value, list):
+            if len(args) == 2 and args[1] is Ellipsis:
+                return tuple(_decode(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+            if len(value) == len(args):
+                return tuple(_decode(v, a, f"{where}[{i}]")
+                             for i, (v, a) in enumerate(zip(value, args, strict=True)))
+            raise _Malformed(where, f"should have {len(args)} items, not {len(value)}")
+    elif origin is dict:
+        if isinstance(value, dict):
+            return {k: _decode(v, args[1], f"{where}.{k}") for k, v in value.items()}
+    elif tp is bool:
+        ok = isinstance(value, bool)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif tp is float:
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+              and math.isfinite(value))
+        value = float(value) if ok else value
+    elif tp is str:
+        ok = isinstance(value, str)
+    if ok:
+        return value
+    raise _Malformed(where, f"should be {_type_name(tp)}, not {_shown(value)}", wrong_type=True)
+
+
+def _decode_dataclass(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise _Malformed(where, f"should be an object, not {_shown(data)}", wrong_type=True)
+    hints = _hints(cls)
+    kw = {}
+    for f in dataclasses.fields(cls):
+        sub = f"{where}.{f.name}" if where else f.name
+        if f.name in data:
+            kw[f.name] = _decode(data[f.name], hints[f.name], sub)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise _Malformed(sub, "is missing")
     try:
-        return Variant(
-            name=d["name"], family=d["family"], tasks=tuple(Task(t) for t in d["tasks"]),
-            dit=conf(DiTConfig, d["dit"]), experts=int(d["experts"]), vae=conf(VaeConfig, d["vae"]),
-            t5=conf(T5Config, d["t5"]), clip=conf(ClipConfig, d["clip"]) if d.get("clip") else None,
-            defaults=conf(SamplingDefaults, d["defaults"]))
-    except (KeyError, TypeError, ValueError) as e:
+        return cls(**kw)
+    except (WanError, TypeError, ValueError, ArithmeticError) as e:  # the configs' own rules
+        raise _Malformed(where, f"is not valid ({getattr(e, 'message', e)})") from None
+
+
+def variant_from_dict(d: Mapping[str, Any]) -> Variant:
+    try:
+        return typing.cast(Variant, _decode_dataclass(Variant, d, "variant"))
+    except _Malformed as e:
         raise EngineError(f"engine manifest: malformed variant ({e})") from None
 
 
 # ----------------------------------------------------------------------------- read / write
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def manifest_to_dict(m: Manifest) -> dict[str, Any]:
@@ -168,30 +263,95 @@ def manifest_to_dict(m: Manifest) -> dict[str, Any]:
     }
 
 
+def _remedy(rebuild: object) -> str:
+    if isinstance(rebuild, str) and rebuild.strip():
+        return f"Rebuild the engines: {rebuild}"
+    return "Export the engines again (wan-desktop export --model MODEL --out DIR)."
+
+
+def check_relative(rel: object, where: str) -> str:
+    """A path a manifest names, relative to its folder: a plain POSIX path without ``..``,
+    backslashes, drive letters or a leading ``/`` (on every OS); else _Malformed."""
+    if not isinstance(rel, str) or not rel.strip():
+        raise _Malformed(where, f"should be a path inside the folder, not {_shown(rel)}")
+    if ("\\" in rel or ":" in rel or "\0" in rel or PurePosixPath(rel).is_absolute()
+            or ".." in PurePosixPath(rel).parts):
+        raise _Malformed(where, f"{_shown(rel)} leaves the engine folder (only plain relative "
+                                "paths inside it are allowed)")
+    return rel
+
+
+def _check_values(m: Manifest) -> None:
+    """The rules types cannot say: real hashes, sizes, relative paths, profile ranges."""
+    if m.variant.experts not in (1, 2):
+        raise _Malformed("variant.experts", f"should be 1 or 2, not {m.variant.experts}")
+    for i, e in enumerate(m.entries):
+        at = f"entries[{i}]"
+        if not is_sha256(e.sha256):
+            raise _Malformed(f"{at}.sha256", f"is not a sha256 (64 hex digits): {_shown(e.sha256)}")
+        if e.onnx_sha256 is not None and not is_sha256(e.onnx_sha256):
+            raise _Malformed(f"{at}.onnx_sha256",
+                             f"is not a sha256 (64 hex digits): {_shown(e.onnx_sha256)}")
+        if e.size < 0:
+            raise _Malformed(f"{at}.size", f"is negative ({e.size})")
+        check_relative(e.file, f"{at}.file")
+        if e.onnx_file is not None:
+            check_relative(e.onnx_file, f"{at}.onnx_file")
+        for j, p in enumerate(e.profiles):
+            dims = p.get("dims", {})
+            if not isinstance(dims, dict) or not all(
+                    isinstance(r, list) and len(r) == 3
+                    and all(isinstance(x, int) and not isinstance(x, bool) for x in r)
+                    for r in dims.values()):
+                raise _Malformed(f"{at}.profiles[{j}].dims",
+                                 "should map each dim to [min, opt, max] integers, not "
+                                 f"{_shown(dims)}")
+    files = m.model.get("files") or []
+    if not isinstance(files, list):
+        raise _Malformed("model.files", f"should be a list, not {_shown(files)}")
+    for i, f in enumerate(files):
+        at = f"model.files[{i}]"
+        if not isinstance(f, dict):
+            raise _Malformed(at, f"should be an object, not {_shown(f)}")
+        if not isinstance(f.get("name"), str):
+            raise _Malformed(f"{at}.name", f"should be a string, not {_shown(f.get('name'))}")
+        if type(f.get("size")) is not int or f["size"] < 0:
+            raise _Malformed(f"{at}.size", f"should be a size in bytes, not {_shown(f.get('size'))}")
+        if "sha256" in f and not is_sha256(f["sha256"]):
+            raise _Malformed(f"{at}.sha256",
+                             f"is not a sha256 (64 hex digits): {_shown(f['sha256'])}")
+    for i, r in enumerate(m.loras):
+        at = f"loras[{i}]"
+        for key, types_ in (("file", str), ("sha256", str), ("expert", str),
+                            ("strength", (int, float))):
+            if key in r and (not isinstance(r[key], types_) or isinstance(r[key], bool)):
+                raise _Malformed(f"{at}.{key}", f"has the wrong type: {_shown(r[key])}")
+        if not math.isfinite(float(r.get("strength", 1.0))):
+            raise _Malformed(f"{at}.strength", f"is not a finite number: {r['strength']}")
+    if m.tokenizer not in (None, "bytes"):
+        check_relative(m.tokenizer, "tokenizer")
+
+
 def manifest_from_dict(d: Mapping[str, Any], where: str = MANIFEST) -> Manifest:
+    """The manifest in ``d`` (parsed JSON), checked value by value: EngineError naming ``where``
+    (the file), the offending value and the rebuild command, never a TypeError later."""
+    remedy = _remedy(d.get("rebuild"))
     if d.get("format") != FORMAT:
-        raise EngineError(f"{where}: not a wan-desktop engine manifest")
+        raise EngineError(f"{where}: not a wan-desktop engine manifest", remedy=remedy)
     version = d.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
         raise EngineError(f"{where}: manifest format {version!r} is newer than this app reads "
                           f"({FORMAT_VERSION})", remedy="Update wan-desktop, or export the engines "
                           "again with this version.")
-    names = {f.name for f in dataclasses.fields(EngineEntry)}
+    # older writers left these null; the rest must be present and of its type
+    data = {k: v for k, v in d.items() if not (v is None and k in (
+        "loras", "rebuild", "app_version", "created", "tokenizer", "boundary"))}
     try:
-        entries = []
-        for e in d["entries"]:
-            kw = {k: v for k, v in e.items() if k in names}
-            kw["profiles"] = tuple(kw.get("profiles") or ())
-            kw["compute_capabilities"] = tuple(str(c) for c in kw.get("compute_capabilities") or ())
-            entries.append(EngineEntry(**kw))
-        return Manifest(
-            variant=variant_from_dict(d["variant"]), entries=tuple(entries), model=dict(d["model"]),
-            loras=tuple(d.get("loras") or ()), boundary=d.get("boundary"),
-            tokenizer=d.get("tokenizer"), rebuild=str(d.get("rebuild") or ""),
-            app_version=str(d.get("app_version") or ""), created=str(d.get("created") or ""),
-            format_version=version)
-    except (KeyError, TypeError, ValueError) as e:
-        raise EngineError(f"{where}: malformed engine manifest ({type(e).__name__}: {e})") from None
+        manifest = typing.cast(Manifest, _decode_dataclass(Manifest, data, ""))
+        _check_values(manifest)
+    except _Malformed as e:
+        raise EngineError(f"{where}: malformed engine manifest: {e}", remedy=remedy) from None
+    return manifest
 
 
 def write_manifest(folder: str | Path, manifest: Manifest) -> Path:
@@ -205,9 +365,34 @@ def write_manifest(folder: str | Path, manifest: Manifest) -> Path:
     return path
 
 
+def folder_path(folder: str | Path, rel: str, what: str) -> Path:
+    """``folder / rel`` for a path a manifest names (``what``: "entries[0].file", "tokenizer"),
+    with symlinks resolved; EngineError unless it stays inside the (resolved) folder."""
+    base = Path(folder).expanduser().resolve()
+    try:
+        target = (base / check_relative(rel, what)).resolve()
+    except _Malformed as e:
+        raise EngineError(f"engine folder {folder}: {e}") from None
+    if target != base and base not in target.parents:
+        raise EngineError(f"engine folder {folder}: {what} {rel!r} leads outside the folder "
+                          f"(to {target})")
+    return target
+
+
+def _manifest_paths(m: Manifest) -> list[tuple[str, str]]:
+    out = []
+    for i, e in enumerate(m.entries):
+        out.append((f"entries[{i}].file", e.file))
+        if e.onnx_file is not None:
+            out.append((f"entries[{i}].onnx_file", e.onnx_file))
+    if m.tokenizer not in (None, "bytes"):
+        out.append(("tokenizer", str(m.tokenizer)))
+    return out
+
+
 def read_manifest(folder: str | Path) -> Manifest:
-    """The manifest of an engine folder; EngineError naming the folder if there is none or it is
-    not readable."""
+    """The manifest of an engine folder; EngineError naming the folder if there is none, it is
+    not readable, malformed, or names a path outside the folder."""
     folder = Path(folder).expanduser()
     path = folder / MANIFEST
     if not path.is_file():
@@ -218,11 +403,18 @@ def read_manifest(folder: str | Path) -> Manifest:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise EngineError(f"{path}: cannot read ({e.strerror or e})") from None
-    except ValueError:
-        raise EngineError(f"{path}: not valid JSON", remedy="Export the engines again.") from None
+    except ValueError:  # UnicodeDecodeError too
+        raise EngineError(f"{path}: not valid JSON", remedy=_remedy(None)) from None
     if not isinstance(data, dict):
-        raise EngineError(f"{path}: not a wan-desktop engine manifest")
-    return manifest_from_dict(data, str(path))
+        raise EngineError(f"{path}: not a wan-desktop engine manifest", remedy=_remedy(None))
+    manifest = manifest_from_dict(data, str(path))
+    for what, rel in _manifest_paths(manifest):
+        try:
+            folder_path(folder, rel, what)
+        except EngineError as e:
+            raise EngineError(f"{path}: {what} {rel!r} leads outside the engine folder",
+                              remedy=_remedy(manifest.rebuild)) from e
+    return manifest
 
 
 @dataclass(frozen=True)
@@ -296,25 +488,54 @@ def check_entry(
     loras: Sequence[Mapping[str, Any]] | None = None,
     model_files: Sequence[Mapping[str, Any]] | None = None,
     verify_hash: bool = False,
+    hashes: HashCache | None = None,
 ) -> Refusal | None:
     """Why ``entry`` must not be loaded here (None: it may). Each argument left None is not
     checked: ``runtime_version`` of the installed runtime, ``compute_capability`` of this GPU
     ("8.9"), ``sizes`` of the request (the spec's names: B, T, H, W, h, w, ...), ``loras`` the run
-    asks for (lora_records), ``model_files`` the checkpoint the user pointed to (name + size).
-    Files are always checked for presence and size; ``verify_hash`` also re-hashes them."""
+    asks for (lora_records), ``model_files`` the checkpoint the user pointed to
+    (model_file_records: name, size and, where known, sha256 — compared with the manifest's).
+
+    The file must lie inside the folder and have the recorded size; its sha256 (and an engine's
+    source graph's) is compared with the manifest's when ``verify_hash`` (computed once per file
+    version: ``hashes``, the user's hash cache by default), else only where the cache already
+    knows it: without ``verify_hash`` no file is read."""
     folder = Path(folder)
+    hashes = hashes if hashes is not None else HashCache()
     remedy = (f"Rebuild the engines: {manifest.rebuild}" if manifest.rebuild
               else "Export the engines again for this model and GPU.")
-    path = folder / entry.file
     what = f"{entry.component} ({entry.file})"
+    try:
+        path = folder_path(folder, entry.file, f"the file of {entry.component}")
+    except EngineError as e:
+        return Refusal("path", e.message, remedy)
     if not path.is_file():
         return Refusal("missing", f"engine folder {folder}: {entry.file} is missing", remedy)
-    if path.stat().st_size != entry.size or (verify_hash and sha256_file(path) != entry.sha256):
+    try:
+        changed = path.stat().st_size != entry.size or (
+            (hashes.sha256(path) if verify_hash else hashes.cached(path)) not in (None, entry.sha256))
+    except OSError as e:
+        return Refusal("missing", f"engine folder {folder}: cannot read {entry.file} "
+                       f"({e.strerror or e})", remedy)
+    if changed:
         return Refusal("changed", f"{what} changed since it was made (size or sha256 differs "
                        "from the manifest)", remedy)
     if entry.onnx_sha256 and entry.onnx_file:
-        graph = folder / entry.onnx_file
-        if graph.is_file() and sha256_file(graph) != entry.onnx_sha256:
+        try:
+            graph = folder_path(folder, entry.onnx_file, f"the source graph of {entry.component}")
+        except EngineError as e:
+            return Refusal("path", e.message, remedy)
+        # the graph's own entry (re-exported since the build), then the file itself
+        source = next((e for e in manifest.entries if e.file == entry.onnx_file), None)
+        stale = source is not None and source.sha256 != entry.onnx_sha256
+        if not stale and graph.is_file():
+            try:
+                digest = hashes.sha256(graph) if verify_hash else hashes.cached(graph)
+            except OSError as e:
+                return Refusal("missing", f"engine folder {folder}: cannot read "
+                               f"{entry.onnx_file} ({e.strerror or e})", remedy)
+            stale = digest is not None and digest != entry.onnx_sha256
+        if stale:
             return Refusal("changed", f"{what} was built from another version of {entry.onnx_file} "
                            "(its sha256 differs)", remedy)
     if entry.compute_capabilities and compute_capability is not None and (
@@ -344,12 +565,8 @@ def check_entry(
                        f"merged; this run asks for {_describe_loras(loras)}",
                        f"Export engines with these LoRAs merged (wan-desktop export ... --lora), "
                        f"or run with --backend torch. {remedy}")
-    if model_files is not None and manifest.model.get("files"):
-        have = {(str(f["name"]), int(f["size"])) for f in manifest.model["files"]}
-        given = {(str(f["name"]), int(f["size"])) for f in model_files}
-        if have != given:
-            return Refusal("model", f"the engines in {folder} were made from other model files "
-                           f"({manifest.model.get('path')})", remedy)
+    if model_files is not None:
+        return _model_refusal(folder, manifest, model_files, remedy)
     return None
 
 
@@ -372,13 +589,50 @@ def require_entry(folder: str | Path, manifest: Manifest, component: str, *,
     return entry
 
 
-def model_file_records(paths: Sequence[Path], *, hash_files: bool = True) -> list[dict[str, Any]]:
-    """What a manifest records of checkpoint files: name, size and (optionally) sha256."""
+def _model_refusal(folder: Path, manifest: Manifest, given: Sequence[Mapping[str, Any]],
+                   remedy: str) -> Refusal | None:
+    """The checkpoint files a run names against those the folder was made from: the same names
+    and sizes, and the same sha256 wherever ``given`` has one (a run always does: a same-size file
+    of another model is refused; the app's listing only where the hash cache knows it)."""
+    recorded = manifest.model.get("files")
+    if not recorded:
+        return None  # made from random weights: no checkpoint to compare
+    made_from = manifest.model.get("path")
+    have = {str(f["name"]): f for f in recorded}
+    want = {str(f["name"]): f for f in given}
+    if set(have) != set(want) or any(int(have[n]["size"]) != int(want[n]["size"]) for n in have):
+        return Refusal("model", f"the engines in {folder} were made from other model files "
+                       f"({made_from})", remedy)
+    for name, rec in sorted(want.items()):
+        sha = rec.get("sha256")
+        if sha is None:
+            continue
+        if "sha256" not in have[name]:
+            return Refusal("model", f"the manifest in {folder} records no sha256 of {name}, so "
+                           "the model it was made from cannot be confirmed", remedy)
+        if have[name]["sha256"] != sha:
+            return Refusal("model", f"the engines in {folder} were made from other model files "
+                           f"({made_from}): {name} has the same size but other contents (sha256)",
+                           remedy)
+    return None
+
+
+def model_file_records(paths: Sequence[Path], *, hash_files: bool = True,
+                       hashes: HashCache | None = None) -> list[dict[str, Any]]:
+    """What a manifest records of checkpoint files: name, size and sha256. The hashes come from
+    ``hashes`` (the user's hash cache by default: each file is read once per version); with
+    ``hash_files`` False nothing is read, and a file's sha256 is given only if the cache has it."""
+    hashes = hashes if hashes is not None else HashCache()
     out = []
     for p in sorted({Path(p) for p in paths}, key=str):
-        # with the folder: the shards of two Wan2.2 experts have the same file names
-        rec: dict[str, Any] = {"name": f"{p.parent.name}/{p.name}", "size": p.stat().st_size}
-        if hash_files:
-            rec["sha256"] = sha256_file(p)
+        try:
+            # with the folder: the shards of two Wan2.2 experts have the same file names
+            rec: dict[str, Any] = {"name": f"{p.parent.name}/{p.name}", "size": p.stat().st_size}
+            sha = hashes.sha256(p) if hash_files else hashes.cached(p)
+        except OSError as e:
+            raise EngineError(f"cannot read the model file {p} ({e.strerror or e})",
+                              remedy="Check that the file exists and is readable.") from None
+        if sha is not None:
+            rec["sha256"] = sha
         out.append(rec)
     return out

@@ -148,13 +148,15 @@ def _build_engine_components(options: RunOptions, variant: Variant, files: Model
     from .onnxruntime_backend import engine_tokenizer
 
     manifest = read_manifest(options.engines)
-    # the same model/LoRA refusals as the ONNX Runtime backend, on the folder's DiT entries
+    # the same model/LoRA refusals as the ONNX Runtime backend, on the folder's DiT entries: the
+    # checkpoint by sha256 (hashed once per file version, engines/file_hashes.py)
     paths = [] if files is None else [p for c in (*files.experts, files.vae, files.text_encoder,
                                                   files.image_encoder) if c is not None
                                       for p in c.files]
+    records = model_file_records(paths) if paths else None
     for i in range(manifest.variant.experts):
         require_entry(options.engines, manifest, "dit", expert=i, loras=loras,
-                      model_files=model_file_records(paths, hash_files=False) if paths else None)
+                      model_files=records)
     return build_tensorrt_components(variant if files is not None else manifest.variant,
                                      options.engines, device, warn=warn,
                                      tokenizer=engine_tokenizer(options.engines, manifest),

@@ -342,7 +342,17 @@ def engine_tokenizer(folder: str | Path, manifest: cache.Manifest) -> Tokenizer:
     if not manifest.tokenizer:
         raise EngineError(f"engine folder {folder}: no tokenizer recorded",
                           remedy=f"Export the text encoder again: {manifest.rebuild}")
-    return Tokenizer.from_folder(folder / manifest.tokenizer)
+    return Tokenizer.from_folder(cache.folder_path(folder, manifest.tokenizer, "tokenizer"))
+
+
+def entry_spec(folder: Path, manifest: cache.Manifest, entry: cache.EngineEntry) -> ComponentSpec:
+    """The ComponentSpec an entry records; a malformed one is an EngineError naming the file."""
+    try:
+        return specs.spec_from_dict(entry.spec)
+    except ConfigError as e:
+        raise EngineError(f"{folder / cache.MANIFEST}: {entry.component} ({entry.file}): "
+                          f"{e.message}", remedy=f"Rebuild the engines: {manifest.rebuild}"
+                          if manifest.rebuild else "Export the engines again.") from None
 
 
 def build_ort_components(
@@ -358,7 +368,9 @@ def build_ort_components(
     """Components from the ONNX graphs of an engine folder, loaded onto ``device``.
 
     ``variant``: the detected model's (None: the manifest's); a different architecture is refused.
-    ``files``: the checkpoint the user named, checked against the one the graphs came from.
+    ``files``: the checkpoint the user named, checked against the one the graphs came from (names,
+    sizes and sha256). Every graph is checked against its manifest sha256 before it is loaded;
+    both hashes are computed once per file version (engines/file_hashes.py).
     ``loras``: the LoRAs the run asks for (lora_records); None skips the check.
     """
     from wan_desktop.contracts import Components
@@ -371,17 +383,19 @@ def build_ort_components(
                           "(another architecture)", remedy="Export engines for this model: "
                           "wan-desktop export --model ... --out DIR")
     version = runtime_version()
+    # checkpoints by sha256, each graph against its manifest sha256: hashed once per file version
+    hashes = cache.HashCache()
     model_files = None
     if files is not None:
         paths = [p for c in (*files.experts, files.vae, files.text_encoder, files.image_encoder)
                  if c is not None for p in c.files]
-        model_files = cache.model_file_records(paths, hash_files=False)
-    checks: dict[str, Any] = {"runtime_version": version}
+        model_files = cache.model_file_records(paths, hashes=hashes)
+    checks: dict[str, Any] = {"runtime_version": version, "verify_hash": True, "hashes": hashes}
 
     def graph(component: str, expert: int | None = None) -> OrtGraph:
         entry = cache.require_entry(folder, manifest, component, expert=expert, runtime=RUNTIME,
                                     **checks)
-        return OrtGraph(folder / entry.file, specs.spec_from_dict(entry.spec), threads=threads)
+        return OrtGraph(folder / entry.file, entry_spec(folder, manifest, entry), threads=threads)
 
     # the model/LoRA checks once, on the DiT (the files the graphs came from)
     dit_checks = {"model_files": model_files, "loras": loras}
@@ -390,7 +404,8 @@ def build_ort_components(
         entry = cache.require_entry(folder, manifest, specs.DIT, expert=i, runtime=RUNTIME,
                                     **checks, **dit_checks)
         denoisers.append(OrtDenoiser(OrtGraph(folder / entry.file,
-                                              specs.spec_from_dict(entry.spec), threads=threads), v))
+                                              entry_spec(folder, manifest, entry),
+                                              threads=threads), v))
     text = OrtTextEncoder(graph(specs.T5), engine_tokenizer(folder, manifest), warn)
     decoder = OrtVaeDecoder(graph(specs.VAE_DECODER_FIRST), graph(specs.VAE_DECODER_STEP),
                             spatial_factor=v.vae.spatial_factor,

@@ -406,9 +406,11 @@ def _gpu_capability(device: torch.device) -> str | None:
 
 def select_entry(folder: str | Path, manifest: Any, component: str, *, runtime: str,
                  runtime_version: str, compute_capability: str | None, preset: str | None,
-                 expert: int | None = None) -> Any:
+                 expert: int | None = None, hashes: Any = None) -> Any:
     """The manifest entry of ``component`` built by ``runtime`` for ``preset`` (None: the only
-    one), checked by engines/cache.py (files, GPU, runtime version): EngineError with the reason."""
+    one), checked by engines/cache.py (path inside the folder, size and sha256 — hashed once per
+    file version through ``hashes``, the user's hash cache by default —, GPU, runtime version):
+    EngineError with the reason."""
     from . import cache
 
     cands = [e for e in manifest.entries if e.component == component and e.runtime == runtime
@@ -433,7 +435,8 @@ def select_entry(folder: str | Path, manifest: Any, component: str, *, runtime: 
                           remedy="Pass the preset (the video size) to load.")
     entry = cands[0]
     refusal = cache.check_entry(folder, manifest, entry, runtime_version=runtime_version,
-                                compute_capability=compute_capability)
+                                compute_capability=compute_capability, verify_hash=True,
+                                hashes=hashes)
     if refusal is not None:
         log.warning("engine %s refused: %s", entry.file, refusal.reason)
         raise refusal.error()
@@ -472,11 +475,12 @@ def build_tensorrt_components(
                           remedy="Build engines for this model (wan-desktop export).")
     trt, name = import_trt(runtime)
     cc = _gpu_capability(torch.device(device))
+    hashes = cache.HashCache()
 
     def engine(component: str, expert: int | None = None) -> TrtEngine:
         entry = select_entry(folder, manifest, component, runtime=name,
                              runtime_version=trt.__version__, compute_capability=cc,
-                             preset=preset, expert=expert)
+                             preset=preset, expert=expert, hashes=hashes)
         return TrtEngine(entry, folder, runtime=runtime)
 
     dits = []

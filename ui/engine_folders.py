@@ -5,6 +5,13 @@ export job a build asks the GPU service for. No Qt: the engines dialog binds to 
 The engine cache (``wan_desktop.engines.cache``), checkpoint detection and the export toolchain
 (``wan_desktop.export.job``) are imported lazily: listing works, and says so, when the export
 extra is not installed.
+
+Listing reads no model, graph or engine file (hashing a 14B checkpoint takes minutes): its verdict
+compares names and sizes, and sha256s only where the user's hash cache (engines/file_hashes.py)
+already has them — after the export that made the folder, or a run that loaded it, it has. The
+full check, every sha256, happens when a run loads the folder (the engine backends), on the GPU
+service's thread, once per version of each file; a folder listed as fitting may still be refused
+there, with the reason.
 """
 
 from __future__ import annotations
@@ -73,19 +80,20 @@ def gpu_compute_capability() -> str | None:
         return None
 
 
-def _model_records(model_path: str) -> list[dict[str, Any]] | None:
-    """Name + size of the checkpoint files, as the engine manifest records them (no hashing)."""
+def _model_records(model_path: str, hashes: Any = None) -> list[dict[str, Any]] | None:
+    """Name + size of the checkpoint files, as the engine manifest records them, with the sha256
+    where the hash cache ``hashes`` has it (nothing is hashed here)."""
     from wan_desktop.engines.cache import model_file_records
 
     from wan_desktop.checkpoints.detect import detect_model
 
     try:
         files = detect_model(model_path)
-    except WanError:
+        paths = [p for c in (*files.experts, files.vae, files.text_encoder, files.image_encoder)
+                 if c is not None for p in c.files]
+        return model_file_records(paths, hash_files=False, hashes=hashes)
+    except WanError:  # a model gone or unreadable since the library listed it
         return None
-    paths = [p for c in (*files.experts, files.vae, files.text_encoder, files.image_encoder)
-             if c is not None for p in c.files]
-    return model_file_records(paths, hash_files=False)
 
 
 def list_engine_rows(root: Path, entry: ModelEntry | None = None, *,
@@ -93,11 +101,13 @@ def list_engine_rows(root: Path, entry: ModelEntry | None = None, *,
     """Every engine folder under ``root`` with the cache's verdict for ``entry`` on this machine.
 
     ``compute_capability`` True: ask nvidia-smi. The cache's ``check_entry`` gives the reason a
-    folder must be refused (file missing or changed, other model files, GPU, runtime version)."""
+    folder must be refused (file missing or changed, other model files, GPU, runtime version);
+    sha256s are compared only where the hash cache has them (the module docstring)."""
     from wan_desktop.engines import cache
 
     cc = gpu_compute_capability() if compute_capability is True else compute_capability or None
-    records = _model_records(entry.path) if entry is not None and entry.ok else None
+    hashes = cache.HashCache()
+    records = _model_records(entry.path, hashes) if entry is not None and entry.ok else None
     rows = []
     for folder in cache.list_engines(Path(root)):
         m = folder.manifest
@@ -123,7 +133,7 @@ def list_engine_rows(root: Path, entry: ModelEntry | None = None, *,
                 break
             refusal = cache.check_entry(
                 folder.path, m, e, runtime_version=have, compute_capability=cc,
-                model_files=records if e.component == "dit" else None)
+                model_files=records if e.component == "dit" else None, hashes=hashes)
             if refusal is not None:
                 reason = refusal.reason
         rows.append(EngineRow(

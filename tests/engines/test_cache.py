@@ -137,10 +137,19 @@ def test_other_lora_strength_is_refused(tmp_path):
 def test_changed_missing_and_rebuilt_files_are_refused(tmp_path):
     folder, manifest = _folder(tmp_path)
     entry = _engine(manifest)
-    # an engine whose source graph was re-exported since the build
+    # an engine whose source graph was re-exported since the build: a run (verify_hash) reads it
     (folder / "dit.onnx").write_bytes(b"a newer export")
-    r = cache.check_entry(folder, manifest, entry, **GOOD)
+    assert cache.check_entry(folder, manifest, entry, **GOOD) is None  # the listing reads nothing
+    r = cache.check_entry(folder, manifest, entry, verify_hash=True, **GOOD)
     assert r is not None and r.kind == "changed" and "another version of dit.onnx" in r.reason
+    # ... and once hashed, the listing knows it too (the hash cache)
+    r = cache.check_entry(folder, manifest, entry, **GOOD)
+    assert r is not None and "another version of dit.onnx" in r.reason
+    # a re-export that updated the graph's entry: the manifest alone says the engine is stale
+    newer = dataclasses.replace(manifest.entry("dit", runtime="onnxruntime"), sha256="cd" * 32)
+    stale = manifest.with_entries([newer, entry])
+    r = cache.check_entry(folder, stale, entry)
+    assert r is not None and "another version of dit.onnx" in r.reason
     # the graph itself: same size, other bytes -> only the hash notices
     onnx_entry = manifest.entry("dit", runtime="onnxruntime")
     (folder / "dit.onnx").write_bytes(b"onnx graph byteX")
@@ -204,3 +213,224 @@ def test_preset_sizes_and_profiles_follow_the_variant():
     with pytest.raises(ConfigError, match="no 720p sizes"):
         specs.profile_presets(dataclasses.replace(
             v, defaults=dataclasses.replace(v.defaults, sizes=((832, 480),))), "720p")
+
+
+# ----------------------------------------------------------------------------- checkpoint identity
+
+
+def _checkpoint(root, data: bytes):
+    """``root/official/diffusion_pytorch_model.safetensors`` holding ``data``."""
+    (root / "official").mkdir(parents=True)
+    f = root / "official" / "diffusion_pytorch_model.safetensors"
+    f.write_bytes(data)
+    return f
+
+
+def test_a_same_size_checkpoint_of_another_model_is_refused(tmp_path):
+    folder, manifest = _folder(tmp_path)
+    mine = _checkpoint(tmp_path / "a", b"model A weights " * 64)
+    other = _checkpoint(tmp_path / "b", b"model B weights " * 64)  # same name, same size
+    made = dataclasses.replace(manifest, model=manifest.model | {
+        "files": cache.model_file_records([mine])})
+    entry = _engine(made)
+    assert cache.check_entry(folder, made, entry,
+                             model_files=cache.model_file_records([mine])) is None
+    r = cache.check_entry(folder, made, entry, model_files=cache.model_file_records([other]))
+    assert r is not None and r.kind == "model"
+    assert "same size but other contents (sha256)" in r.reason and REBUILD in r.remedy
+    # the app's listing hashes nothing: name + size, until the hash cache knows the file
+    fresh = cache.HashCache(tmp_path / "hashes.json")
+    listed = cache.model_file_records([other], hash_files=False, hashes=fresh)
+    assert listed == [{"name": "official/diffusion_pytorch_model.safetensors",
+                       "size": other.stat().st_size}]
+    assert cache.check_entry(folder, made, entry, model_files=listed, hashes=fresh) is None
+    fresh.sha256(other)  # a run hashed it
+    listed = cache.model_file_records([other], hash_files=False, hashes=fresh)
+    r = cache.check_entry(folder, made, entry, model_files=listed, hashes=fresh)
+    assert r is not None and "same size but other contents" in r.reason
+
+
+def test_a_manifest_without_checkpoint_hashes_cannot_confirm_the_model(tmp_path):
+    folder, manifest = _folder(tmp_path)
+    mine = _checkpoint(tmp_path / "a", b"model A weights")
+    unhashed = dataclasses.replace(manifest, model=manifest.model | {
+        "files": [{"name": "official/diffusion_pytorch_model.safetensors", "size": 15}]})
+    r = cache.check_entry(folder, unhashed, _engine(unhashed),
+                          model_files=cache.model_file_records([mine]))
+    assert r is not None and r.kind == "model" and "records no sha256" in r.reason
+
+
+# ----------------------------------------------------------------------------- malformed manifests
+
+
+def _edit(folder, change):
+    """Rewrite the folder's manifest.json with ``change(data)`` applied; returns its path."""
+    path = folder / cache.MANIFEST
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _set(keys, value):
+    def change(data):
+        node = data
+        for k in keys[:-1]:
+            node = node[k]
+        node[keys[-1]] = value
+    return change
+
+
+@pytest.mark.parametrize("keys, value, needle", [
+    (["entries"], 5, "entries should be a list, not 5"),
+    (["entries"], [5], "entries[0] should be an object, not 5"),
+    (["entries", 0, "size"], "16", 'entries[0].size should be an integer, not "16"'),
+    (["entries", 0, "size"], True, "entries[0].size should be an integer, not true"),
+    (["entries", 0, "size"], -1, "entries[0].size is negative"),
+    (["entries", 0, "expert"], "0", "entries[0].expert should be an integer or null"),
+    (["entries", 0, "sha256"], "0" * 64, "entries[0].sha256 is not a sha256"),
+    (["entries", 0, "sha256"], "ab12", "entries[0].sha256 is not a sha256"),
+    (["entries", 0, "sha256"], None, "entries[0].sha256 should be a string, not null"),
+    (["entries", 1, "onnx_sha256"], "00", "entries[1].onnx_sha256 is not a sha256"),
+    (["entries", 1, "profiles"], [5], "entries[1].profiles[0] should be an object, not 5"),
+    (["entries", 1, "profiles", 0, "dims"], {"B": [1, 2]}, "entries[1].profiles[0].dims should map"),
+    (["entries", 1, "compute_capabilities"], [8.9], "compute_capabilities[0] should be a string"),
+    (["entries", 0, "spec"], [], "entries[0].spec should be an object, not []"),
+    (["variant"], 5, "variant should be an object, not 5"),
+    (["variant", "dit"], 5, "variant.dit should be an object, not 5"),
+    (["variant", "dit", "dim"], "x", 'variant.dit.dim should be an integer, not "x"'),
+    (["variant", "dit", "num_heads"], 0, "variant.dit is not valid"),
+    (["variant", "dit", "num_heads"], 7, "not divisible by num_heads 7"),
+    (["variant", "tasks"], ["x2v"], "variant.tasks[0] should be one of t2v"),
+    (["variant", "vae", "latents_mean"], [0.0], "latents_mean/std need 16 values"),
+    (["variant", "experts"], 0, "variant.experts should be 1 or 2, not 0"),
+    (["model"], 5, "model should be an object, not 5"),
+    (["model", "files"], [5], "model.files[0] should be an object, not 5"),
+    (["model", "files", 0, "size"], "123", 'model.files[0].size should be a size in bytes'),
+    (["model", "files", 0, "sha256"], "0" * 64, "model.files[0].sha256 is not a sha256"),
+    (["loras"], [5], "loras[0] should be an object, not 5"),
+    (["loras"], [{"file": "a", "strength": "x"}], 'loras[0].strength has the wrong type: "x"'),
+    (["boundary"], "x", 'boundary should be a number or null, not "x"'),
+    (["tokenizer"], 5, "tokenizer should be a string or null, not 5"),
+])
+def test_a_malformed_manifest_is_an_engine_error_naming_the_value(tmp_path, keys, value, needle):
+    folder, _ = _folder(tmp_path)
+    path = _edit(folder, _set(keys, value))
+    with pytest.raises(EngineError) as e:
+        cache.read_manifest(folder)
+    assert e.value.message.startswith(f"{path}: malformed engine manifest: ")
+    assert needle in e.value.message
+    assert e.value.remedy == f"Rebuild the engines: {REBUILD}"
+    # the listing shows it as a broken folder, with the same line
+    (found,) = cache.list_engines(tmp_path)
+    assert found.manifest is None and needle in (found.error or "")
+
+
+def test_without_a_readable_rebuild_command_the_remedy_is_to_export_again(tmp_path):
+    folder, _ = _folder(tmp_path)
+
+    def change(data):
+        data["rebuild"] = 5
+        data["entries"] = [5]
+
+    _edit(folder, change)
+    with pytest.raises(EngineError, match=r"entries\[0\] should be an object") as e:
+        cache.read_manifest(folder)
+    assert e.value.remedy.startswith("Export the engines again (wan-desktop export")
+
+
+def _paths(data):
+    """Every key path of a JSON document (objects and lists), depth first."""
+    if isinstance(data, dict):
+        items = list(data.items())
+    elif isinstance(data, list):
+        items = list(enumerate(data))
+    else:
+        return
+    for k, v in items:
+        yield [k]
+        for rest in _paths(v):
+            yield [k, *rest]
+
+
+def test_no_wrong_value_anywhere_in_a_manifest_escapes_as_another_exception(tmp_path):
+    """Each value of a real manifest replaced by each of a few wrong ones (3,300 manifests): the
+    parse is an EngineError or succeeds, and then checking every entry raises nothing."""
+    folder, _ = _folder(tmp_path, loras=[{"file": "a.safetensors", "sha256": "0123456789ab",
+                                          "strength": 0.8, "expert": "high"}])
+    good = json.loads((folder / cache.MANIFEST).read_text())
+    hashes = cache.HashCache(tmp_path / "hashes.json")
+    tried = refused = 0
+    for keys in _paths(good):
+        for value in (5, 0, -1, "x", "", None, [], {}, True, 1e308, [5], "../x"):
+            data = json.loads(json.dumps(good))
+            _set(keys, value)(data)
+            tried += 1
+            try:
+                m = cache.manifest_from_dict(data, "manifest.json")
+            except EngineError:
+                refused += 1
+                continue
+            for entry in m.entries:
+                cache.check_entry(folder, m, entry, hashes=hashes, **GOOD)
+    assert tried > 3000 and refused > tried // 2
+    print(f"{tried} manifests, {refused} refused")
+
+
+# ----------------------------------------------------------------------------- paths
+
+
+@pytest.mark.parametrize("keys, value", [
+    (["entries", 0, "file"], "../../outside.onnx"),
+    (["entries", 0, "file"], "sub/../../outside.onnx"),
+    (["entries", 0, "file"], "/etc/passwd"),
+    (["entries", 0, "file"], "..\\..\\outside.onnx"),
+    (["entries", 0, "file"], "C:/Windows/outside.onnx"),
+    (["entries", 0, "file"], ""),
+    (["entries", 1, "onnx_file"], "../dit.onnx"),
+    (["tokenizer"], "../../tokenizer"),
+    (["tokenizer"], "/usr/share/tokenizer"),
+])
+def test_manifest_paths_must_stay_inside_the_folder(tmp_path, keys, value):
+    folder, _ = _folder(tmp_path)
+    _edit(folder, _set(keys, value))
+    (tmp_path / "outside.onnx").write_bytes(b"onnx graph bytes")  # same bytes as dit.onnx
+    where = ".".join(str(k) for k in keys).replace(".0.", "[0].").replace(".1.", "[1].")
+    with pytest.raises(EngineError) as e:
+        cache.read_manifest(folder)
+    assert where in e.value.message and ("leaves the engine folder" in e.value.message
+                                         or "should be a path inside the folder" in e.value.message)
+    assert REBUILD in e.value.remedy
+
+
+def test_symlinks_are_followed_before_the_folder_check(tmp_path):
+    folder, manifest = _folder(tmp_path)
+    outside = tmp_path / "outside.onnx"
+    outside.write_bytes((folder / "dit.onnx").read_bytes())
+    (folder / "dit.onnx").unlink()
+    (folder / "dit.onnx").symlink_to(outside)
+    with pytest.raises(EngineError, match=r"entries\[0\]\.file 'dit\.onnx' leads outside") as e:
+        cache.read_manifest(folder)
+    assert REBUILD in e.value.remedy
+    # a link made after the manifest was read: the check refuses the entry
+    r = cache.check_entry(folder, manifest, manifest.entry("dit", runtime="onnxruntime"))
+    assert r is not None and r.kind == "path" and "leads outside the folder" in r.reason
+    # a link inside the folder is fine
+    (folder / "dit.onnx").unlink()
+    (folder / "graphs").mkdir()
+    outside.rename(folder / "graphs" / "dit.onnx")
+    (folder / "dit.onnx").symlink_to(folder / "graphs" / "dit.onnx")
+    m = cache.read_manifest(folder)
+    assert cache.check_entry(folder, m, m.entry("dit", runtime="onnxruntime"),
+                             verify_hash=True) is None
+
+
+def test_unreadable_files_are_engine_errors_or_refusals(tmp_path):
+    with pytest.raises(EngineError, match=r"cannot read the model file .*gone\.safetensors"):
+        cache.model_file_records([tmp_path / "gone.safetensors"])
+    folder, manifest = _folder(tmp_path)
+    (folder / "dit.onnx").unlink()
+    (folder / "dit.onnx").mkdir()  # not a file any more
+    r = cache.check_entry(folder, manifest, manifest.entry("dit", runtime="onnxruntime"),
+                          verify_hash=True)
+    assert r is not None and r.kind == "missing"

@@ -215,3 +215,87 @@ def test_export_plan_follows_the_variant_tasks():
                              "--lora-low /l.safetensors:0.5")
     with pytest.raises(ConfigError, match=r"opset must be 18\.\.21"):
         ExportJob(model="/m", out="/e", opset=23)
+
+
+@pytest.fixture(scope="module")
+def other_model(tmp_path_factory):
+    """Another tiny T2V model: other random weights in files of the same names and sizes."""
+    from tests.fixtures_models import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("other_t2v"), "t2v-1.3B", seed=5)
+
+
+def _checkpoint_files(model_dir):
+    from wan_desktop.checkpoints.detect import detect_model
+
+    files = detect_model(model_dir)
+    return [p.resolve() for c in (*files.experts, files.vae, files.text_encoder) for p in c.files]
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "tensorrt"])
+def test_generate_refuses_engines_of_another_model_with_same_size_files(
+        cli, t2v_model, t2v_engines, other_model, tmp_path, backend):
+    mine, theirs = _checkpoint_files(t2v_model.official), _checkpoint_files(other_model.official)
+    assert [(p.parent.name, p.name, p.stat().st_size) for p in mine] == [
+        (p.parent.name, p.name, p.stat().st_size) for p in theirs]
+    line = _one_error_line(cli(["generate", *GEN, "--model", other_model.official, "--backend",
+                                backend, "--engines", t2v_engines, "--out", tmp_path / "o.mp4"]))
+    assert "were made from other model files" in line
+    assert "same size but other contents (sha256)" in line
+    assert "Rebuild the engines: wan-desktop export --model " in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_graph_changed_in_place_is_refused_when_a_run_loads_it(cli, t2v_engines, tmp_path):
+    folder = tmp_path / "engines"
+    shutil.copytree(t2v_engines, folder)
+    graph = bytearray((folder / "dit.onnx").read_bytes())
+    graph[len(graph) // 2] ^= 0xFF  # same size, other bytes
+    (folder / "dit.onnx").write_bytes(graph)
+    line = _one_error_line(cli(["generate", *GEN, "--backend", "onnxruntime", "--engines", folder,
+                                "--out", tmp_path / "o"]))
+    assert "dit (dit.onnx) changed since it was made (size or sha256 differs" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_runs_from_engines_hash_each_file_once(cli, t2v_model, t2v_engines, tmp_path,
+                                               monkeypatch):
+    """Two runs with --model and --engines: the first reads each graph and each checkpoint file
+    once (a fresh hash cache), the second reads nothing."""
+    from wan_desktop.engines import file_hashes
+
+    monkeypatch.setenv("WAN_DESKTOP_CACHE", str(tmp_path / "cache"))
+    reads = []
+    real = file_hashes.sha256_file
+    monkeypatch.setattr(file_hashes, "sha256_file", lambda p: reads.append(str(p)) or real(p))
+    runs = []
+    for i in range(2):
+        r = cli(["generate", *GEN, "--model", t2v_model.official, "--backend", "onnxruntime",
+                 "--engines", t2v_engines, "--out", tmp_path / f"o{i}"])
+        assert r.code == 0, r.err
+        runs.append(list(reads))
+        reads.clear()
+    graphs = [str((t2v_engines / e.file).resolve()) for e in cache.read_manifest(t2v_engines).entries]
+    model = [str(p) for p in _checkpoint_files(t2v_model.official)]
+    assert sorted(runs[0]) == sorted(graphs + model)
+    assert runs[1] == []
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda d: d.update(entries=[5]), "entries[0] should be an object, not 5"),
+    (lambda d: d["entries"][0].update(sha256="0" * 64), "entries[0].sha256 is not a sha256"),
+    (lambda d: d["entries"][0].update(file="../../dit.onnx"), "leaves the engine folder"),
+    (lambda d: d.update(tokenizer="../../tokenizer"), "tokenizer \"../../tokenizer\" leaves"),
+    (lambda d: d["entries"][0].update(spec={}), "malformed component spec"),
+])
+def test_a_tampered_manifest_is_one_line_naming_it(cli, t2v_engines, tmp_path, change, needle):
+    folder = tmp_path / "engines"
+    shutil.copytree(t2v_engines, folder)
+    data = json.loads((folder / cache.MANIFEST).read_text())
+    change(data)
+    (folder / cache.MANIFEST).write_text(json.dumps(data))
+    line = _one_error_line(cli(["generate", *GEN, "--backend", "onnxruntime", "--engines", folder,
+                                "--out", tmp_path / "o"]))
+    assert str(folder / cache.MANIFEST) in line and needle in line
+    assert "wan-desktop export --model " in line  # the rebuild command the manifest records
+    assert not (tmp_path / "o").exists()

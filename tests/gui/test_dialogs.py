@@ -140,7 +140,7 @@ def test_engines_are_listed_with_the_caches_verdict_and_offered_as_a_backend(
     good = _engine_folder(root, "a-good", files.variant, records)
     _engine_folder(root, "b-changed", files.variant, records, tamper=True)
     _engine_folder(root, "c-other-model", files.variant, [{"name": "other.safetensors",
-                                                           "size": 1, "sha256": "0"}])
+                                                           "size": 1, "sha256": "ab" * 32}])
     _engine_folder(root, "d-tensorrt", files.variant, records, runtime="tensorrt_rtx",
                    version="1.7.1", cc=("8.9",))
     (root / "e-broken").mkdir()
