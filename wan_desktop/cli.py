@@ -344,6 +344,11 @@ def main(argv: list[str] | None = None) -> int:
     except WanError as e:
         print(f"error: {e.one_line()}", file=sys.stderr)
         return 2
+    except OSError as e:  # last resort (disk full, permissions): one line, never a traceback
+        where = f": {e.filename}" if e.filename else ""
+        print(f"error: {e.strerror or e}{where} (Check the free disk space and the permissions "
+              "of the files and folders given.)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as e:
         print("interrupted; nothing was written", file=sys.stderr)
         return 143 if isinstance(e, _Terminated) else 130
