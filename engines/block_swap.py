@@ -72,7 +72,7 @@ def _view(buf: Tensor, shape: tuple[int, ...], dtype: torch.dtype, offset: int) 
     for s in shape:
         n *= s
     size = n * torch.empty((), dtype=dtype).element_size()
-    return buf[offset:offset + size].view(dtype).view(shape)
+    return buf[offset : offset + size].view(dtype).view(shape)
 
 
 def _rebind(module: nn.Module, name: str, tensor: Tensor) -> None:
@@ -129,12 +129,20 @@ class BlockSwap:
     back to the CPU. With ``swap == 0`` it is the plain resident model.
     """
 
-    def __init__(self, model: WanModel, swap: int, *, slots: int = 2,
-                 wrap_block: Callable[[nn.Module], Callable[..., Tensor]] | None = None,
-                 pin: bool = True) -> None:
+    def __init__(
+        self,
+        model: WanModel,
+        swap: int,
+        *,
+        slots: int = 2,
+        wrap_block: Callable[[nn.Module], Callable[..., Tensor]] | None = None,
+        pin: bool = True,
+    ) -> None:
         n = len(model.blocks)
         if not 0 <= swap <= n:
-            raise ConfigError(f"swap_blocks must be between 0 and {n} (the model's blocks), got {swap}")
+            raise ConfigError(
+                f"swap_blocks must be between 0 and {n} (the model's blocks), got {swap}"
+            )
         if slots < 2:
             raise ConfigError(f"block swapping needs at least 2 slots, got {slots}")
         self.model = model
@@ -164,7 +172,7 @@ class BlockSwap:
             return
         self.unload()
         model = self.model
-        streamed = list(model.blocks[self.first_streamed:])
+        streamed = list(model.blocks[self.first_streamed :])
         for name, module in model.named_children():
             if name != "blocks":
                 module.to(device)
@@ -213,9 +221,11 @@ class BlockSwap:
         for i, block in enumerate(streamed[1:], 1):
             other = _layout(block)
             if [(n, s, d) for n, s, d, _ in other] != [(n, s, d) for n, s, d, _ in layout]:
-                raise EngineError(f"block {self.first_streamed + i} differs from block "
-                                  f"{self.first_streamed} in its tensors (names, shapes or dtypes): "
-                                  "blocks of different layouts cannot share swap slots")
+                raise EngineError(
+                    f"block {self.first_streamed + i} differs from block "
+                    f"{self.first_streamed} in its tensors (names, shapes or dtypes): "
+                    "blocks of different layouts cannot share swap slots"
+                )
         self._layout = layout
         self.bytes_per_block = max(_nbytes(layout), 1)
         if len(self._host) == len(streamed) and all(h.is_pinned() == pin for h in self._host):
@@ -285,8 +295,14 @@ class BlockSwap:
             self._prefetch(0)  # prime the next call: the copy runs during finish() and the sampler
         return x
 
-    def forward(self, x: Tensor, t: Tensor, context: Tensor, y: Tensor | None = None,
-                clip_fea: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        t: Tensor,
+        context: Tensor,
+        y: Tensor | None = None,
+        clip_fea: Tensor | None = None,
+    ) -> Tensor:
         """``WanModel.forward`` with the blocks streamed: [B, C, T, H, W] -> velocity fp32."""
         state = self.model.prepare(x, t, context, y=y, clip_fea=clip_fea)
         return self.model.finish(self.run_blocks(state.x, state), state)
@@ -294,8 +310,9 @@ class BlockSwap:
     __call__ = forward
 
 
-def run_resident_blocks(model: WanModel, x: Tensor, state: DiTState,
-                        runners: list[Callable[..., Tensor]] | None = None) -> Tensor:
+def run_resident_blocks(
+    model: WanModel, x: Tensor, state: DiTState, runners: list[Callable[..., Tensor]] | None = None
+) -> Tensor:
     """The model's own block loop (optionally through wrapped, e.g. compiled, blocks)."""
     for block in runners if runners is not None else model.blocks:
         x = block(x, state.e0, state.context, state.cos, state.sin)

@@ -84,8 +84,12 @@ class EngineEntry:
 class Manifest:
     variant: Variant
     entries: tuple[EngineEntry, ...]
-    model: dict[str, Any]  # {"path", "format", "random_weights", "files": [{"name","size","sha256"}]}
-    loras: tuple[dict[str, Any], ...] = ()  # lora.lora_records: file, sha256 (prefix), strength, expert
+    model: dict[
+        str, Any
+    ]  # {"path", "format", "random_weights", "files": [{"name","size","sha256"}]}
+    loras: tuple[
+        dict[str, Any], ...
+    ] = ()  # lora.lora_records: file, sha256 (prefix), strength, expert
     boundary: float | None = None  # Wan2.2 A14B expert switch
     tokenizer: str | None = None  # relative folder with tokenizer.json / spiece.model, or "bytes"
     rebuild: str = ""  # the command that makes this folder again
@@ -93,11 +97,15 @@ class Manifest:
     created: str = ""
     format_version: int = FORMAT_VERSION
 
-    def entry(self, component: str, *, expert: int | None = None,
-              runtime: str | None = None) -> EngineEntry | None:
+    def entry(
+        self, component: str, *, expert: int | None = None, runtime: str | None = None
+    ) -> EngineEntry | None:
         for e in self.entries:
-            if e.component == component and (expert is None or e.expert == expert) and (
-                    runtime is None or e.runtime == runtime):
+            if (
+                e.component == component
+                and (expert is None or e.expert == expert)
+                and (runtime is None or e.runtime == runtime)
+            ):
                 return e
         return None
 
@@ -157,8 +165,13 @@ def _shown(value: Any) -> str:
 
 
 def _type_name(tp: Any) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-             type(None): "null"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        type(None): "null",
+    }
     if tp in names:
         return names[tp]
     origin = typing.get_origin(tp)
@@ -192,8 +205,9 @@ def _decode(value: Any, tp: Any, where: str) -> Any:
             return _decode(value, other, where)
         except _Malformed as e:
             if e.wrong_type and e.where == where:  # say that null would do too
-                raise _Malformed(where, f"should be {_type_name(tp)}, not {_shown(value)}",
-                                 wrong_type=True) from None
+                raise _Malformed(
+                    where, f"should be {_type_name(tp)}, not {_shown(value)}", wrong_type=True
+                ) from None
             raise
     if dataclasses.is_dataclass(tp):
         return _decode_dataclass(tp, value, where)  # type: ignore[arg-type]
@@ -206,8 +220,10 @@ def _decode(value: Any, tp: Any, where: str) -> Any:
             if len(args) == 2 and args[1] is Ellipsis:
                 return tuple(_decode(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
             if len(value) == len(args):
-                return tuple(_decode(v, a, f"{where}[{i}]")
-                             for i, (v, a) in enumerate(zip(value, args, strict=True)))
+                return tuple(
+                    _decode(v, a, f"{where}[{i}]")
+                    for i, (v, a) in enumerate(zip(value, args, strict=True))
+                )
             raise _Malformed(where, f"should have {len(args)} items, not {len(value)}")
     elif origin is dict:
         if isinstance(value, dict):
@@ -217,8 +233,9 @@ def _decode(value: Any, tp: Any, where: str) -> Any:
     elif tp is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif tp is float:
-        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-              and math.isfinite(value))
+        ok = (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        )
         value = float(value) if ok else value
     elif tp is str:
         ok = isinstance(value, str)
@@ -256,10 +273,17 @@ def variant_from_dict(d: Mapping[str, Any]) -> Variant:
 
 def manifest_to_dict(m: Manifest) -> dict[str, Any]:
     return {
-        "format": FORMAT, "format_version": m.format_version, "app_version": m.app_version,
-        "created": m.created, "variant": variant_to_dict(m.variant), "model": m.model,
-        "loras": list(m.loras), "boundary": m.boundary, "tokenizer": m.tokenizer,
-        "rebuild": m.rebuild, "entries": [_lists(dataclasses.asdict(e)) for e in m.entries],
+        "format": FORMAT,
+        "format_version": m.format_version,
+        "app_version": m.app_version,
+        "created": m.created,
+        "variant": variant_to_dict(m.variant),
+        "model": m.model,
+        "loras": list(m.loras),
+        "boundary": m.boundary,
+        "tokenizer": m.tokenizer,
+        "rebuild": m.rebuild,
+        "entries": [_lists(dataclasses.asdict(e)) for e in m.entries],
     }
 
 
@@ -274,10 +298,18 @@ def check_relative(rel: object, where: str) -> str:
     backslashes, drive letters or a leading ``/`` (on every OS); else _Malformed."""
     if not isinstance(rel, str) or not rel.strip():
         raise _Malformed(where, f"should be a path inside the folder, not {_shown(rel)}")
-    if ("\\" in rel or ":" in rel or "\0" in rel or PurePosixPath(rel).is_absolute()
-            or ".." in PurePosixPath(rel).parts):
-        raise _Malformed(where, f"{_shown(rel)} leaves the engine folder (only plain relative "
-                                "paths inside it are allowed)")
+    if (
+        "\\" in rel
+        or ":" in rel
+        or "\0" in rel
+        or PurePosixPath(rel).is_absolute()
+        or ".." in PurePosixPath(rel).parts
+    ):
+        raise _Malformed(
+            where,
+            f"{_shown(rel)} leaves the engine folder (only plain relative "
+            "paths inside it are allowed)",
+        )
     return rel
 
 
@@ -290,8 +322,9 @@ def _check_values(m: Manifest) -> None:
         if not is_sha256(e.sha256):
             raise _Malformed(f"{at}.sha256", f"is not a sha256 (64 hex digits): {_shown(e.sha256)}")
         if e.onnx_sha256 is not None and not is_sha256(e.onnx_sha256):
-            raise _Malformed(f"{at}.onnx_sha256",
-                             f"is not a sha256 (64 hex digits): {_shown(e.onnx_sha256)}")
+            raise _Malformed(
+                f"{at}.onnx_sha256", f"is not a sha256 (64 hex digits): {_shown(e.onnx_sha256)}"
+            )
         if e.size < 0:
             raise _Malformed(f"{at}.size", f"is negative ({e.size})")
         check_relative(e.file, f"{at}.file")
@@ -300,12 +333,15 @@ def _check_values(m: Manifest) -> None:
         for j, p in enumerate(e.profiles):
             dims = p.get("dims", {})
             if not isinstance(dims, dict) or not all(
-                    isinstance(r, list) and len(r) == 3
-                    and all(isinstance(x, int) and not isinstance(x, bool) for x in r)
-                    for r in dims.values()):
-                raise _Malformed(f"{at}.profiles[{j}].dims",
-                                 "should map each dim to [min, opt, max] integers, not "
-                                 f"{_shown(dims)}")
+                isinstance(r, list)
+                and len(r) == 3
+                and all(isinstance(x, int) and not isinstance(x, bool) for x in r)
+                for r in dims.values()
+            ):
+                raise _Malformed(
+                    f"{at}.profiles[{j}].dims",
+                    f"should map each dim to [min, opt, max] integers, not {_shown(dims)}",
+                )
     files = m.model.get("files") or []
     if not isinstance(files, list):
         raise _Malformed("model.files", f"should be a list, not {_shown(files)}")
@@ -316,14 +352,21 @@ def _check_values(m: Manifest) -> None:
         if not isinstance(f.get("name"), str):
             raise _Malformed(f"{at}.name", f"should be a string, not {_shown(f.get('name'))}")
         if type(f.get("size")) is not int or f["size"] < 0:
-            raise _Malformed(f"{at}.size", f"should be a size in bytes, not {_shown(f.get('size'))}")
+            raise _Malformed(
+                f"{at}.size", f"should be a size in bytes, not {_shown(f.get('size'))}"
+            )
         if "sha256" in f and not is_sha256(f["sha256"]):
-            raise _Malformed(f"{at}.sha256",
-                             f"is not a sha256 (64 hex digits): {_shown(f['sha256'])}")
+            raise _Malformed(
+                f"{at}.sha256", f"is not a sha256 (64 hex digits): {_shown(f['sha256'])}"
+            )
     for i, r in enumerate(m.loras):
         at = f"loras[{i}]"
-        for key, types_ in (("file", str), ("sha256", str), ("expert", str),
-                            ("strength", (int, float))):
+        for key, types_ in (
+            ("file", str),
+            ("sha256", str),
+            ("expert", str),
+            ("strength", (int, float)),
+        ):
             if key in r and (not isinstance(r[key], types_) or isinstance(r[key], bool)):
                 raise _Malformed(f"{at}.{key}", f"has the wrong type: {_shown(r[key])}")
         if not math.isfinite(float(r.get("strength", 1.0))):
@@ -340,12 +383,19 @@ def manifest_from_dict(d: Mapping[str, Any], where: str = MANIFEST) -> Manifest:
         raise EngineError(f"{where}: not a wan-desktop engine manifest", remedy=remedy)
     version = d.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
-        raise EngineError(f"{where}: manifest format {version!r} is newer than this app reads "
-                          f"({FORMAT_VERSION})", remedy="Update wan-desktop, or export the engines "
-                          "again with this version.")
+        raise EngineError(
+            f"{where}: manifest format {version!r} is newer than this app reads ({FORMAT_VERSION})",
+            remedy="Update wan-desktop, or export the engines again with this version.",
+        )
     # older writers left these null; the rest must be present and of its type
-    data = {k: v for k, v in d.items() if not (v is None and k in (
-        "loras", "rebuild", "app_version", "created", "tokenizer", "boundary"))}
+    data = {
+        k: v
+        for k, v in d.items()
+        if not (
+            v is None
+            and k in ("loras", "rebuild", "app_version", "created", "tokenizer", "boundary")
+        )
+    }
     try:
         manifest = typing.cast(Manifest, _decode_dataclass(Manifest, data, ""))
         _check_values(manifest)
@@ -359,8 +409,10 @@ def write_manifest(folder: str | Path, manifest: Manifest) -> Path:
     folder = Path(folder)
     path = folder / MANIFEST
     tmp = folder / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest_to_dict(manifest), indent=2, ensure_ascii=False) + "\n",
-                   encoding="utf-8")
+    tmp.write_text(
+        json.dumps(manifest_to_dict(manifest), indent=2, ensure_ascii=False) + "\n",
+        encoding="utf-8",
+    )
     os.replace(tmp, path)
     return path
 
@@ -374,8 +426,9 @@ def folder_path(folder: str | Path, rel: str, what: str) -> Path:
     except _Malformed as e:
         raise EngineError(f"engine folder {folder}: {e}") from None
     if target != base and base not in target.parents:
-        raise EngineError(f"engine folder {folder}: {what} {rel!r} leads outside the folder "
-                          f"(to {target})")
+        raise EngineError(
+            f"engine folder {folder}: {what} {rel!r} leads outside the folder (to {target})"
+        )
     return target
 
 
@@ -397,8 +450,10 @@ def read_manifest(folder: str | Path) -> Manifest:
     path = folder / MANIFEST
     if not path.is_file():
         what = "has no manifest.json" if folder.is_dir() else "is not a folder"
-        raise EngineError(f"engine folder {folder} {what}",
-                          remedy="Point --engines to a folder made by `wan-desktop export`.")
+        raise EngineError(
+            f"engine folder {folder} {what}",
+            remedy="Point --engines to a folder made by `wan-desktop export`.",
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
@@ -412,8 +467,10 @@ def read_manifest(folder: str | Path) -> Manifest:
         try:
             folder_path(folder, rel, what)
         except EngineError as e:
-            raise EngineError(f"{path}: {what} {rel!r} leads outside the engine folder",
-                              remedy=_remedy(manifest.rebuild)) from e
+            raise EngineError(
+                f"{path}: {what} {rel!r} leads outside the engine folder",
+                remedy=_remedy(manifest.rebuild),
+            ) from e
     return manifest
 
 
@@ -464,17 +521,22 @@ def in_profile(profile: Mapping[str, Any], sizes: Mapping[str, int]) -> bool:
 
 
 def _lora_key(r: Mapping[str, Any]) -> tuple[str, float, str]:
-    return (str(r.get("sha256", "")), round(float(r.get("strength", 1.0)), 6),
-            str(r.get("expert", "high")))
+    return (
+        str(r.get("sha256", "")),
+        round(float(r.get("strength", 1.0)), 6),
+        str(r.get("expert", "high")),
+    )
 
 
 def _describe_loras(records: Sequence[Mapping[str, Any]]) -> str:
     if not records:
         return "no LoRAs"
     # the expert too: the same file at the same strength in the other Wan2.2 expert is another run
-    return ", ".join(f"{r.get('file', '?')}@{float(r.get('strength', 1.0)):g}"
-                     + (" (low-noise expert)" if r.get("expert") == "low" else "")
-                     for r in records)
+    return ", ".join(
+        f"{r.get('file', '?')}@{float(r.get('strength', 1.0)):g}"
+        + (" (low-noise expert)" if r.get("expert") == "low" else "")
+        for r in records
+    )
 
 
 def check_entry(
@@ -502,8 +564,11 @@ def check_entry(
     knows it: without ``verify_hash`` no file is read."""
     folder = Path(folder)
     hashes = hashes if hashes is not None else HashCache()
-    remedy = (f"Rebuild the engines: {manifest.rebuild}" if manifest.rebuild
-              else "Export the engines again for this model and GPU.")
+    remedy = (
+        f"Rebuild the engines: {manifest.rebuild}"
+        if manifest.rebuild
+        else "Export the engines again for this model and GPU."
+    )
     what = f"{entry.component} ({entry.file})"
     try:
         path = folder_path(folder, entry.file, f"the file of {entry.component}")
@@ -513,13 +578,21 @@ def check_entry(
         return Refusal("missing", f"engine folder {folder}: {entry.file} is missing", remedy)
     try:
         changed = path.stat().st_size != entry.size or (
-            (hashes.sha256(path) if verify_hash else hashes.cached(path)) not in (None, entry.sha256))
+            (hashes.sha256(path) if verify_hash else hashes.cached(path))
+            not in (None, entry.sha256)
+        )
     except OSError as e:
-        return Refusal("missing", f"engine folder {folder}: cannot read {entry.file} "
-                       f"({e.strerror or e})", remedy)
+        return Refusal(
+            "missing",
+            f"engine folder {folder}: cannot read {entry.file} ({e.strerror or e})",
+            remedy,
+        )
     if changed:
-        return Refusal("changed", f"{what} changed since it was made (size or sha256 differs "
-                       "from the manifest)", remedy)
+        return Refusal(
+            "changed",
+            f"{what} changed since it was made (size or sha256 differs from the manifest)",
+            remedy,
+        )
     if entry.onnx_sha256 and entry.onnx_file:
         try:
             graph = folder_path(folder, entry.onnx_file, f"the source graph of {entry.component}")
@@ -532,56 +605,101 @@ def check_entry(
             try:
                 digest = hashes.sha256(graph) if verify_hash else hashes.cached(graph)
             except OSError as e:
-                return Refusal("missing", f"engine folder {folder}: cannot read "
-                               f"{entry.onnx_file} ({e.strerror or e})", remedy)
+                return Refusal(
+                    "missing",
+                    f"engine folder {folder}: cannot read {entry.onnx_file} ({e.strerror or e})",
+                    remedy,
+                )
             stale = digest is not None and digest != entry.onnx_sha256
         if stale:
-            return Refusal("changed", f"{what} was built from another version of {entry.onnx_file} "
-                           "(its sha256 differs)", remedy)
-    if entry.compute_capabilities and compute_capability is not None and (
-            compute_capability not in entry.compute_capabilities):
-        return Refusal("gpu", f"{what} was built for GPUs of compute capability "
-                       f"{', '.join(entry.compute_capabilities)}; this GPU is {compute_capability}",
-                       remedy)
-    if entry.exact_runtime and runtime_version is not None and (
-            runtime_version != entry.runtime_version):
-        return Refusal("runtime", f"{what} was built with {entry.runtime} {entry.runtime_version}; "
-                       f"{runtime_version} is installed", remedy)
-    if not entry.exact_runtime and runtime_version is not None and (
-            _version_key(runtime_version) < _version_key(entry.runtime_version)):
-        return Refusal("runtime", f"{what} needs {entry.runtime} {entry.runtime_version} or newer; "
-                       f"{runtime_version} is installed",
-                       f"Upgrade {entry.runtime} (pip install -U {entry.runtime}), or {remedy[0].lower()}"
-                       f"{remedy[1:]}")
-    if entry.profiles and sizes is not None and not any(in_profile(p, sizes) for p in entry.profiles):
+            return Refusal(
+                "changed",
+                f"{what} was built from another version of {entry.onnx_file} (its sha256 differs)",
+                remedy,
+            )
+    if (
+        entry.compute_capabilities
+        and compute_capability is not None
+        and (compute_capability not in entry.compute_capabilities)
+    ):
+        return Refusal(
+            "gpu",
+            f"{what} was built for GPUs of compute capability "
+            f"{', '.join(entry.compute_capabilities)}; this GPU is {compute_capability}",
+            remedy,
+        )
+    if (
+        entry.exact_runtime
+        and runtime_version is not None
+        and (runtime_version != entry.runtime_version)
+    ):
+        return Refusal(
+            "runtime",
+            f"{what} was built with {entry.runtime} {entry.runtime_version}; "
+            f"{runtime_version} is installed",
+            remedy,
+        )
+    if (
+        not entry.exact_runtime
+        and runtime_version is not None
+        and (_version_key(runtime_version) < _version_key(entry.runtime_version))
+    ):
+        return Refusal(
+            "runtime",
+            f"{what} needs {entry.runtime} {entry.runtime_version} or newer; "
+            f"{runtime_version} is installed",
+            f"Upgrade {entry.runtime} (pip install -U {entry.runtime}), or {remedy[0].lower()}"
+            f"{remedy[1:]}",
+        )
+    if (
+        entry.profiles
+        and sizes is not None
+        and not any(in_profile(p, sizes) for p in entry.profiles)
+    ):
         names = ", ".join(str(p.get("name", "?")) for p in entry.profiles)
         shown = " ".join(f"{k}={v}" for k, v in sorted(sizes.items()))
-        return Refusal("shape", f"{what}: the requested shape ({shown}) is outside the profiles it "
-                       f"was built for ({names})",
-                       f"Choose one of those sizes, or rebuild with --profile for this size: "
-                       f"{manifest.rebuild or 'wan-desktop export ...'}")
-    if loras is not None and sorted(map(_lora_key, loras)) != sorted(map(_lora_key, manifest.loras)):
-        return Refusal("loras", f"the engines in {folder} have {_describe_loras(manifest.loras)} "
-                       f"merged; this run asks for {_describe_loras(loras)}",
-                       f"Export engines with these LoRAs merged (wan-desktop export ... --lora), "
-                       f"or run with --backend torch. {remedy}")
+        return Refusal(
+            "shape",
+            f"{what}: the requested shape ({shown}) is outside the profiles it "
+            f"was built for ({names})",
+            f"Choose one of those sizes, or rebuild with --profile for this size: "
+            f"{manifest.rebuild or 'wan-desktop export ...'}",
+        )
+    if loras is not None and sorted(map(_lora_key, loras)) != sorted(
+        map(_lora_key, manifest.loras)
+    ):
+        return Refusal(
+            "loras",
+            f"the engines in {folder} have {_describe_loras(manifest.loras)} "
+            f"merged; this run asks for {_describe_loras(loras)}",
+            f"Export engines with these LoRAs merged (wan-desktop export ... --lora), "
+            f"or run with --backend torch. {remedy}",
+        )
     if model_files is not None:
         return _model_refusal(folder, manifest, model_files, remedy)
     return None
 
 
-def require_entry(folder: str | Path, manifest: Manifest, component: str, *,
-                  expert: int | None = None, runtime: str | None = None,
-                  **checks: Any) -> EngineEntry:
+def require_entry(
+    folder: str | Path,
+    manifest: Manifest,
+    component: str,
+    *,
+    expert: int | None = None,
+    runtime: str | None = None,
+    **checks: Any,
+) -> EngineEntry:
     """The entry for ``component``, or EngineError with the refusal's reason and remedy."""
     entry = manifest.entry(component, expert=expert, runtime=runtime)
     if entry is None:
         which = f"{component}" + (f" (expert {expert})" if expert is not None else "")
         have = ", ".join(sorted({e.component for e in manifest.entries})) or "nothing"
-        raise EngineError(f"engine folder {folder} has no {which} for {runtime or 'any runtime'} "
-                          f"(it has {have})",
-                          remedy=f"Export that component too: {manifest.rebuild}" if manifest.rebuild
-                          else "Export that component too (wan-desktop export --components ...).")
+        raise EngineError(
+            f"engine folder {folder} has no {which} for {runtime or 'any runtime'} (it has {have})",
+            remedy=f"Export that component too: {manifest.rebuild}"
+            if manifest.rebuild
+            else "Export that component too (wan-desktop export --components ...).",
+        )
     refusal = check_entry(folder, manifest, entry, **checks)
     if refusal is not None:
         log.warning("engine %s refused: %s", entry.file, refusal.reason)
@@ -589,8 +707,9 @@ def require_entry(folder: str | Path, manifest: Manifest, component: str, *,
     return entry
 
 
-def _model_refusal(folder: Path, manifest: Manifest, given: Sequence[Mapping[str, Any]],
-                   remedy: str) -> Refusal | None:
+def _model_refusal(
+    folder: Path, manifest: Manifest, given: Sequence[Mapping[str, Any]], remedy: str
+) -> Refusal | None:
     """The checkpoint files a run names against those the folder was made from: the same names
     and sizes, and the same sha256 wherever ``given`` has one (a run always does: a same-size file
     of another model is refused; the app's listing only where the hash cache knows it)."""
@@ -601,24 +720,35 @@ def _model_refusal(folder: Path, manifest: Manifest, given: Sequence[Mapping[str
     have = {str(f["name"]): f for f in recorded}
     want = {str(f["name"]): f for f in given}
     if set(have) != set(want) or any(int(have[n]["size"]) != int(want[n]["size"]) for n in have):
-        return Refusal("model", f"the engines in {folder} were made from other model files "
-                       f"({made_from})", remedy)
+        return Refusal(
+            "model",
+            f"the engines in {folder} were made from other model files ({made_from})",
+            remedy,
+        )
     for name, rec in sorted(want.items()):
         sha = rec.get("sha256")
         if sha is None:
             continue
         if "sha256" not in have[name]:
-            return Refusal("model", f"the manifest in {folder} records no sha256 of {name}, so "
-                           "the model it was made from cannot be confirmed", remedy)
+            return Refusal(
+                "model",
+                f"the manifest in {folder} records no sha256 of {name}, so "
+                "the model it was made from cannot be confirmed",
+                remedy,
+            )
         if have[name]["sha256"] != sha:
-            return Refusal("model", f"the engines in {folder} were made from other model files "
-                           f"({made_from}): {name} has the same size but other contents (sha256)",
-                           remedy)
+            return Refusal(
+                "model",
+                f"the engines in {folder} were made from other model files "
+                f"({made_from}): {name} has the same size but other contents (sha256)",
+                remedy,
+            )
     return None
 
 
-def model_file_records(paths: Sequence[Path], *, hash_files: bool = True,
-                       hashes: HashCache | None = None) -> list[dict[str, Any]]:
+def model_file_records(
+    paths: Sequence[Path], *, hash_files: bool = True, hashes: HashCache | None = None
+) -> list[dict[str, Any]]:
     """What a manifest records of checkpoint files: name, size and sha256. The hashes come from
     ``hashes`` (the user's hash cache by default: each file is read once per version); with
     ``hash_files`` False nothing is read, and a file's sha256 is given only if the cache has it."""
@@ -630,8 +760,10 @@ def model_file_records(paths: Sequence[Path], *, hash_files: bool = True,
             rec: dict[str, Any] = {"name": f"{p.parent.name}/{p.name}", "size": p.stat().st_size}
             sha = hashes.sha256(p) if hash_files else hashes.cached(p)
         except OSError as e:
-            raise EngineError(f"cannot read the model file {p} ({e.strerror or e})",
-                              remedy="Check that the file exists and is readable.") from None
+            raise EngineError(
+                f"cannot read the model file {p} ({e.strerror or e})",
+                remedy="Check that the file exists and is readable.",
+            ) from None
         if sha is not None:
             rec["sha256"] = sha
         out.append(rec)

@@ -42,8 +42,12 @@ def detect_for_options(options: RunOptions) -> tuple[Variant, ModelFiles | None]
         raise ConfigError("no model given")
     from wan_desktop.checkpoints.detect import detect_model
 
-    files = detect_model(options.model, vae=options.vae, text_encoder=options.text_encoder,
-                         tokenizer=options.tokenizer)
+    files = detect_model(
+        options.model,
+        vae=options.vae,
+        text_encoder=options.text_encoder,
+        tokenizer=options.tokenizer,
+    )
     return files.variant, files
 
 
@@ -52,8 +56,10 @@ def resolve_device(options: RunOptions) -> tuple[torch.device, torch.dtype]:
 
     want = options.device
     if want == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA GPU is available",
-                          remedy="Use --device cpu, or install the CUDA build of PyTorch.")
+        raise ConfigError(
+            "--device cuda: no CUDA GPU is available",
+            remedy="Use --device cpu, or install the CUDA build of PyTorch.",
+        )
     device = torch.device(want or ("cuda" if torch.cuda.is_available() else "cpu"))
     if options.dtype:
         dtype = getattr(torch, _DTYPES[options.dtype])
@@ -85,10 +91,18 @@ def build_components(
     from .torch_backend import build_torch_components
 
     comps = build_torch_components(
-        variant, files, device=device, dtype=dtype, warn=warn, precision=options.precision_name,
-        attention=options.attention, compile=options.compile, step_cache=options.step_cache,
+        variant,
+        files,
+        device=device,
+        dtype=dtype,
+        warn=warn,
+        precision=options.precision_name,
+        attention=options.attention,
+        compile=options.compile,
+        step_cache=options.step_cache,
         swap_blocks=options.swap_blocks or (plan.dit.swap_blocks if plan is not None else 0),
-        loras=lora_specs(options), load=plan is None,
+        loras=lora_specs(options),
+        load=plan is None,
         lazy_experts=plan is not None and plan.ram.experts_in_ram == 1,
     )
     return comps, device
@@ -123,9 +137,14 @@ def lora_specs(options: RunOptions) -> list[LoraSpec]:
     return run_specs(options.loras, options.loras_low)
 
 
-def _build_engine_components(options: RunOptions, variant: Variant, files: ModelFiles | None,
-                             device: torch.device, warn: Callable[[str], None] | None,
-                             size: str | None = None) -> Components:
+def _build_engine_components(
+    options: RunOptions,
+    variant: Variant,
+    files: ModelFiles | None,
+    device: torch.device,
+    warn: Callable[[str], None] | None,
+    size: str | None = None,
+) -> Components:
     """Components from an engine folder (wan-desktop export); the backends are imported lazily."""
     if not options.engines:
         raise ConfigError(f"--backend {options.backend.value} needs --engines DIR")
@@ -136,31 +155,50 @@ def _build_engine_components(options: RunOptions, variant: Variant, files: Model
     if options.backend is Backend.ONNXRUNTIME:
         from .onnxruntime_backend import build_ort_components
 
-        return build_ort_components(None if files is None else variant, options.engines,
-                                    device=device, warn=warn, files=files, loras=loras)
+        return build_ort_components(
+            None if files is None else variant,
+            options.engines,
+            device=device,
+            warn=warn,
+            files=files,
+            loras=loras,
+        )
     try:
         from .tensorrt_backend import build_tensorrt_components
     except ImportError as e:
-        raise EngineError(f"the TensorRT backend is not available ({e})",
-                          remedy="Install the tensorrt extra (pip install 'wan-desktop[tensorrt]'), "
-                                 "or use --backend onnxruntime / torch.") from None
+        raise EngineError(
+            f"the TensorRT backend is not available ({e})",
+            remedy="Install the tensorrt extra (pip install 'wan-desktop[tensorrt]'), "
+            "or use --backend onnxruntime / torch.",
+        ) from None
     from .cache import model_file_records, read_manifest, require_entry
     from .onnxruntime_backend import engine_tokenizer
 
     manifest = read_manifest(options.engines)
     # the same model/LoRA refusals as the ONNX Runtime backend, on the folder's DiT entries: the
     # checkpoint by sha256 (hashed once per file version, engines/file_hashes.py)
-    paths = [] if files is None else [p for c in (*files.experts, files.vae, files.text_encoder,
-                                                  files.image_encoder) if c is not None
-                                      for p in c.files]
+    paths = (
+        []
+        if files is None
+        else [
+            p
+            for c in (*files.experts, files.vae, files.text_encoder, files.image_encoder)
+            if c is not None
+            for p in c.files
+        ]
+    )
     records = model_file_records(paths) if paths else None
     for i in range(manifest.variant.experts):
-        require_entry(options.engines, manifest, "dit", expert=i, loras=loras,
-                      model_files=records)
-    return build_tensorrt_components(variant if files is not None else manifest.variant,
-                                     options.engines, device, warn=warn,
-                                     tokenizer=engine_tokenizer(options.engines, manifest),
-                                     precision=options.precision_name, preset=size)
+        require_entry(options.engines, manifest, "dit", expert=i, loras=loras, model_files=records)
+    return build_tensorrt_components(
+        variant if files is not None else manifest.variant,
+        options.engines,
+        device,
+        warn=warn,
+        tokenizer=engine_tokenizer(options.engines, manifest),
+        precision=options.precision_name,
+        preset=size,
+    )
 
 
 class EngineFactory:
@@ -177,8 +215,16 @@ class EngineFactory:
     def device(self, options: RunOptions) -> torch.device:
         return resolve_device(options)[0]
 
-    def build(self, options: RunOptions, variant: Variant, files: ModelFiles | None, *,
-              plan: Plan | None, size: str, warn: Callable[[str], None]) -> Components:
+    def build(
+        self,
+        options: RunOptions,
+        variant: Variant,
+        files: ModelFiles | None,
+        *,
+        plan: Plan | None,
+        size: str,
+        warn: Callable[[str], None],
+    ) -> Components:
         return build_components(options, variant, files, warn=warn, plan=plan, size=size)[0]
 
     def set_loras(self, components: Components, options: RunOptions) -> bool:

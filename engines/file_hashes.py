@@ -52,16 +52,24 @@ def sha256_file(path: str | Path) -> str:
 
 
 def _stamp(st: os.stat_result) -> dict[str, int]:
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
-            "inode": st.st_ino}
+    return {
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+        "inode": st.st_ino,
+    }
 
 
 def _valid_record(rec: Any) -> bool:
     if not isinstance(rec, dict):
         return False
     sha = rec.get("sha256")
-    return (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)
-            and all(type(rec.get(k)) is int for k in ("size", "mtime_ns", "ctime_ns", "inode")))
+    return (
+        isinstance(sha, str)
+        and len(sha) == 64
+        and all(c in "0123456789abcdef" for c in sha)
+        and all(type(rec.get(k)) is int for k in ("size", "mtime_ns", "ctime_ns", "inode"))
+    )
 
 
 class HashCache:
@@ -82,10 +90,15 @@ class HashCache:
         except (OSError, ValueError) as e:
             log.warning("hash cache %s ignored (%s); it will be rewritten", self.path, e)
             return {}
-        if (not isinstance(data, dict) or data.get("format") != FORMAT
-                or data.get("version") != FORMAT_VERSION or not isinstance(data.get("files"), dict)):
-            log.warning("hash cache %s ignored (not this app's format); it will be rewritten",
-                        self.path)
+        if (
+            not isinstance(data, dict)
+            or data.get("format") != FORMAT
+            or data.get("version") != FORMAT_VERSION
+            or not isinstance(data.get("files"), dict)
+        ):
+            log.warning(
+                "hash cache %s ignored (not this app's format); it will be rewritten", self.path
+            )
             return {}
         return {k: v for k, v in data["files"].items() if isinstance(k, str) and _valid_record(v)}
 
@@ -138,11 +151,17 @@ class HashCache:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps({"format": FORMAT, "version": FORMAT_VERSION,
-                                       "files": files}, indent=0) + "\n", encoding="utf-8")
+            tmp.write_text(
+                json.dumps({"format": FORMAT, "version": FORMAT_VERSION, "files": files}, indent=0)
+                + "\n",
+                encoding="utf-8",
+            )
             os.replace(tmp, self.path)
         except OSError as e:
-            log.warning("hash cache %s not written (%s): files will be hashed again", self.path,
-                        e.strerror or e)
+            log.warning(
+                "hash cache %s not written (%s): files will be hashed again",
+                self.path,
+                e.strerror or e,
+            )
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)

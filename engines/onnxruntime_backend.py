@@ -33,17 +33,23 @@ log = logging.getLogger(__name__)
 
 RUNTIME = "onnxruntime"
 _NP_DTYPES = {"float32": "float32", "float16": "float16", "int64": "int64", "int32": "int32"}
-_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
-                 "int64": torch.int64, "int32": torch.int32}
+_TORCH_DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "int64": torch.int64,
+    "int32": torch.int32,
+}
 
 
 def _ort() -> Any:
     try:
         import onnxruntime
     except ImportError:
-        raise EngineError("onnxruntime is not installed",
-                          remedy="pip install onnxruntime (or onnxruntime-gpu), or use --backend "
-                                 "torch.") from None
+        raise EngineError(
+            "onnxruntime is not installed",
+            remedy="pip install onnxruntime (or onnxruntime-gpu), or use --backend torch.",
+        ) from None
     return onnxruntime
 
 
@@ -69,9 +75,10 @@ class OrtGraph:
         providers: list[Any] = ["CPUExecutionProvider"]
         if device.type == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise EngineError("onnxruntime has no CUDA provider (the CPU-only package is "
-                                  "installed)",
-                                  remedy="pip install onnxruntime-gpu, or run with --device cpu.")
+                raise EngineError(
+                    "onnxruntime has no CUDA provider (the CPU-only package is installed)",
+                    remedy="pip install onnxruntime-gpu, or run with --device cpu.",
+                )
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -79,8 +86,9 @@ class OrtGraph:
         if self.threads:
             opts.intra_op_num_threads = self.threads
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=opts,
-                                                providers=providers)
+            self.session = ort.InferenceSession(
+                str(self.path), sess_options=opts, providers=providers
+            )
         except Exception as e:  # ORT raises its own exception types (InvalidGraph, Fail, ...)
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise EngineError(f"{self.path.name}: onnxruntime cannot load it: {first}") from e
@@ -103,12 +111,15 @@ class OrtGraph:
         if self.session is None:
             raise EngineError(f"{self.spec.name}: run before load()")
         sizes = self._sizes(feeds)
-        typed = {t.name: feeds[t.name].to(self.device, _TORCH_DTYPES[t.dtype]).contiguous()
-                 for t in self.spec.inputs}
+        typed = {
+            t.name: feeds[t.name].to(self.device, _TORCH_DTYPES[t.dtype]).contiguous()
+            for t in self.spec.inputs
+        }
         if self.device.type == "cuda":
             return self._run_bound(typed, sizes)
-        out = self.session.run([t.name for t in self.spec.outputs],
-                               {k: v.numpy() for k, v in typed.items()})
+        out = self.session.run(
+            [t.name for t in self.spec.outputs], {k: v.numpy() for k, v in typed.items()}
+        )
         return [torch.from_numpy(o) for o in out]
 
     def _run_bound(self, feeds: dict[str, Tensor], sizes: dict[str, int]) -> list[Tensor]:
@@ -119,14 +130,17 @@ class OrtGraph:
         dev = self.device.index or 0
         for t in self.spec.inputs:
             x = feeds[t.name]
-            binding.bind_input(t.name, "cuda", dev, np.dtype(_NP_DTYPES[t.dtype]), tuple(x.shape),
-                               x.data_ptr())
+            binding.bind_input(
+                t.name, "cuda", dev, np.dtype(_NP_DTYPES[t.dtype]), tuple(x.shape), x.data_ptr()
+            )
         outs = []
         for t in self.spec.outputs:
-            y = torch.empty(specs.resolve_dims(t, sizes), dtype=_TORCH_DTYPES[t.dtype],
-                            device=self.device)
-            binding.bind_output(t.name, "cuda", dev, np.dtype(_NP_DTYPES[t.dtype]), tuple(y.shape),
-                                y.data_ptr())
+            y = torch.empty(
+                specs.resolve_dims(t, sizes), dtype=_TORCH_DTYPES[t.dtype], device=self.device
+            )
+            binding.bind_output(
+                t.name, "cuda", dev, np.dtype(_NP_DTYPES[t.dtype]), tuple(y.shape), y.data_ptr()
+            )
             outs.append(y)
         torch.cuda.current_stream(self.device).synchronize()  # inputs written by torch kernels
         self.session.run_with_iobinding(binding)
@@ -151,8 +165,9 @@ class _Graphs:
 
 
 class OrtTextEncoder:
-    def __init__(self, graph: OrtGraph, tokenizer: Tokenizer,
-                 warn: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, graph: OrtGraph, tokenizer: Tokenizer, warn: Callable[[str], None] | None = None
+    ) -> None:
         self.graph = graph
         self.tokenizer = tokenizer
         self.warn = warn
@@ -198,8 +213,15 @@ class OrtDenoiser:
             self._rope = (grid, cos, sin)
         return self._rope[1], self._rope[2]
 
-    def __call__(self, latents: Tensor, timestep: Tensor, context: Tensor, *,
-                 y: Tensor | None = None, clip_fea: Tensor | None = None) -> Tensor:
+    def __call__(
+        self,
+        latents: Tensor,
+        timestep: Tensor,
+        context: Tensor,
+        *,
+        y: Tensor | None = None,
+        clip_fea: Tensor | None = None,
+    ) -> Tensor:
         cfg = self.variant.dit
         if latents.dim() != 5:
             raise ConfigError(f"DiT input must be [B, C, T, H, W], got {tuple(latents.shape)}")
@@ -210,8 +232,13 @@ class OrtDenoiser:
         tokens = grid[0] * grid[1] * grid[2]
         if cfg.model_type == "ti2v" and timestep.dim() == 1:
             timestep = timestep[:, None].expand(b, tokens)  # same numbers as the broadcast form
-        feeds = {"latents": latents, "timestep": timestep, "context": context,
-                 "rope_cos": cos, "rope_sin": sin}
+        feeds = {
+            "latents": latents,
+            "timestep": timestep,
+            "context": context,
+            "rope_cos": cos,
+            "rope_sin": sin,
+        }
         names = {x.name for x in self.graph.spec.inputs}
         for name, value in (("y", y), ("clip_fea", clip_fea)):
             if name in names:
@@ -228,8 +255,9 @@ def _cache_feeds(outs: list[Tensor]) -> dict[str, Tensor]:
     return {f"cache_in_{i}": t for i, t in enumerate(outs)}
 
 
-def _chunk_step(first: OrtGraph, step: OrtGraph, name: str
-                ) -> Callable[[Tensor, list[Tensor] | None], tuple[Tensor, list[Tensor]]]:
+def _chunk_step(
+    first: OrtGraph, step: OrtGraph, name: str
+) -> Callable[[Tensor, list[Tensor] | None], tuple[Tensor, list[Tensor]]]:
     """The tiler's chunk step (engines/vae_tiling.py) over a first/step graph pair whose input is
     ``name``: the first chunk on an empty cache, then the cache outputs fed back as inputs."""
 
@@ -248,8 +276,9 @@ class OrtVaeDecoder:
     per 'step' graph call, carrying the cache tensors from call to call, driven by the tiler of
     engines/vae_tiling.py (the graphs take any size: ``tiling`` from the memory plan applies)."""
 
-    def __init__(self, first: OrtGraph, step: OrtGraph, *, spatial_factor: int,
-                 temporal_factor: int) -> None:
+    def __init__(
+        self, first: OrtGraph, step: OrtGraph, *, spatial_factor: int, temporal_factor: int
+    ) -> None:
         self._g = _Graphs(first, step)
         self.first, self.step = first, step
         self.spatial_factor, self.temporal_factor = spatial_factor, temporal_factor
@@ -265,16 +294,21 @@ class OrtVaeDecoder:
     def _run(self, fn: Callable[..., Tensor], z: Tensor, tiles: Any) -> Tensor:
         if z.dim() != 5:
             raise ConfigError(f"VAE latents must be [B, z, T, h, w], got {tuple(z.shape)}")
-        return fn(self._chunk, z, spatial_factor=self.spatial_factor,
-                  temporal_factor=self.temporal_factor,
-                  tiling=tiles if tiles is not None else self.tiling)
+        return fn(
+            self._chunk,
+            z,
+            spatial_factor=self.spatial_factor,
+            temporal_factor=self.temporal_factor,
+            tiling=tiles if tiles is not None else self.tiling,
+        )
 
     def decode(self, latents: Tensor, tiles: Any = None) -> Tensor:
         from .vae_tiling import decode_tiled
 
         # batch items in turn (the graphs run one video's cache at a time)
-        return torch.cat([self._run(decode_tiled, latents[b:b + 1], tiles)
-                          for b in range(latents.shape[0])])
+        return torch.cat(
+            [self._run(decode_tiled, latents[b : b + 1], tiles) for b in range(latents.shape[0])]
+        )
 
     def decode_frames(self, latents: Tensor, tiles: Any = None) -> Tensor:
         from .vae_tiling import decode_tiled_frames
@@ -286,8 +320,9 @@ class OrtVaeEncoder:
     """The causal encoder: frame 0 through 'first', then 4 frames per 'step' with the cache,
     driven by engines/vae_tiling.encode_tiled (``encode_tiling`` from the memory plan applies)."""
 
-    def __init__(self, first: OrtGraph, step: OrtGraph, temporal_factor: int, *,
-                 spatial_factor: int) -> None:
+    def __init__(
+        self, first: OrtGraph, step: OrtGraph, temporal_factor: int, *, spatial_factor: int
+    ) -> None:
         self._g = _Graphs(first, step)
         self.first, self.step = first, step
         self.tf, self.spatial_factor = temporal_factor, spatial_factor
@@ -304,14 +339,23 @@ class OrtVaeEncoder:
         from .vae_tiling import encode_tiled
 
         if video.dim() != 5 or (video.shape[2] - 1) % self.tf:
-            raise ConfigError(f"VAE input must be [B, 3, {self.tf}n+1, H, W], got "
-                              f"{tuple(video.shape)}")
+            raise ConfigError(
+                f"VAE input must be [B, 3, {self.tf}n+1, H, W], got {tuple(video.shape)}"
+            )
         tiling = tiles if tiles is not None else self.encode_tiling
         # batch items in turn (the graphs run one video's cache at a time)
-        return torch.cat([encode_tiled(self._chunk, video[b:b + 1], tiling=tiling,
-                                       spatial_factor=self.spatial_factor,
-                                       temporal_factor=self.tf)
-                          for b in range(video.shape[0])])
+        return torch.cat(
+            [
+                encode_tiled(
+                    self._chunk,
+                    video[b : b + 1],
+                    tiling=tiling,
+                    spatial_factor=self.spatial_factor,
+                    temporal_factor=self.tf,
+                )
+                for b in range(video.shape[0])
+            ]
+        )
 
 
 class OrtImageEncoder:
@@ -340,8 +384,10 @@ def engine_tokenizer(folder: str | Path, manifest: cache.Manifest) -> Tokenizer:
     if manifest.tokenizer == "bytes":
         return Tokenizer.for_random_weights(manifest.variant.t5.vocab_size)
     if not manifest.tokenizer:
-        raise EngineError(f"engine folder {folder}: no tokenizer recorded",
-                          remedy=f"Export the text encoder again: {manifest.rebuild}")
+        raise EngineError(
+            f"engine folder {folder}: no tokenizer recorded",
+            remedy=f"Export the text encoder again: {manifest.rebuild}",
+        )
     return Tokenizer.from_folder(cache.folder_path(folder, manifest.tokenizer, "tokenizer"))
 
 
@@ -350,9 +396,12 @@ def entry_spec(folder: Path, manifest: cache.Manifest, entry: cache.EngineEntry)
     try:
         return specs.spec_from_dict(entry.spec)
     except ConfigError as e:
-        raise EngineError(f"{folder / cache.MANIFEST}: {entry.component} ({entry.file}): "
-                          f"{e.message}", remedy=f"Rebuild the engines: {manifest.rebuild}"
-                          if manifest.rebuild else "Export the engines again.") from None
+        raise EngineError(
+            f"{folder / cache.MANIFEST}: {entry.component} ({entry.file}): {e.message}",
+            remedy=f"Rebuild the engines: {manifest.rebuild}"
+            if manifest.rebuild
+            else "Export the engines again.",
+        ) from None
 
 
 def build_ort_components(
@@ -379,53 +428,88 @@ def build_ort_components(
     manifest = cache.read_manifest(folder)
     v = manifest.variant
     if variant is not None and (variant.dit != v.dit or variant.vae.z_dim != v.vae.z_dim):
-        raise EngineError(f"the engines in {folder} are for {v.name}, the model is {variant.name} "
-                          "(another architecture)", remedy="Export engines for this model: "
-                          "wan-desktop export --model ... --out DIR")
+        raise EngineError(
+            f"the engines in {folder} are for {v.name}, the model is {variant.name} "
+            "(another architecture)",
+            remedy="Export engines for this model: wan-desktop export --model ... --out DIR",
+        )
     version = runtime_version()
     # checkpoints by sha256, each graph against its manifest sha256: hashed once per file version
     hashes = cache.HashCache()
     model_files = None
     if files is not None:
-        paths = [p for c in (*files.experts, files.vae, files.text_encoder, files.image_encoder)
-                 if c is not None for p in c.files]
+        paths = [
+            p
+            for c in (*files.experts, files.vae, files.text_encoder, files.image_encoder)
+            if c is not None
+            for p in c.files
+        ]
         model_files = cache.model_file_records(paths, hashes=hashes)
     checks: dict[str, Any] = {"runtime_version": version, "verify_hash": True, "hashes": hashes}
 
     def graph(component: str, expert: int | None = None) -> OrtGraph:
-        entry = cache.require_entry(folder, manifest, component, expert=expert, runtime=RUNTIME,
-                                    **checks)
+        entry = cache.require_entry(
+            folder, manifest, component, expert=expert, runtime=RUNTIME, **checks
+        )
         return OrtGraph(folder / entry.file, entry_spec(folder, manifest, entry), threads=threads)
 
     # the model/LoRA checks once, on the DiT (the files the graphs came from)
     dit_checks = {"model_files": model_files, "loras": loras}
     denoisers = []
     for i in range(v.experts):
-        entry = cache.require_entry(folder, manifest, specs.DIT, expert=i, runtime=RUNTIME,
-                                    **checks, **dit_checks)
-        denoisers.append(OrtDenoiser(OrtGraph(folder / entry.file,
-                                              entry_spec(folder, manifest, entry),
-                                              threads=threads), v))
+        entry = cache.require_entry(
+            folder, manifest, specs.DIT, expert=i, runtime=RUNTIME, **checks, **dit_checks
+        )
+        denoisers.append(
+            OrtDenoiser(
+                OrtGraph(folder / entry.file, entry_spec(folder, manifest, entry), threads=threads),
+                v,
+            )
+        )
     text = OrtTextEncoder(graph(specs.T5), engine_tokenizer(folder, manifest), warn)
-    decoder = OrtVaeDecoder(graph(specs.VAE_DECODER_FIRST), graph(specs.VAE_DECODER_STEP),
-                            spatial_factor=v.vae.spatial_factor,
-                            temporal_factor=v.vae.temporal_factor)
+    decoder = OrtVaeDecoder(
+        graph(specs.VAE_DECODER_FIRST),
+        graph(specs.VAE_DECODER_STEP),
+        spatial_factor=v.vae.spatial_factor,
+        temporal_factor=v.vae.temporal_factor,
+    )
     encoder = None
     if manifest.entry(specs.VAE_ENCODER_FIRST, runtime=RUNTIME) is not None:
-        encoder = OrtVaeEncoder(graph(specs.VAE_ENCODER_FIRST), graph(specs.VAE_ENCODER_STEP),
-                                v.vae.temporal_factor, spatial_factor=v.vae.spatial_factor)
+        encoder = OrtVaeEncoder(
+            graph(specs.VAE_ENCODER_FIRST),
+            graph(specs.VAE_ENCODER_STEP),
+            v.vae.temporal_factor,
+            spatial_factor=v.vae.spatial_factor,
+        )
     image = None
     if v.dit.has_image_embedding:
         image = OrtImageEncoder(graph(specs.CLIP))
     dev = torch.device(device)
-    for c in (text, *denoisers, decoder, *([encoder] if encoder else []),
-              *([image] if image else [])):
+    for c in (
+        text,
+        *denoisers,
+        decoder,
+        *([encoder] if encoder else []),
+        *([image] if image else []),
+    ):
         c.load(dev)
-    info: dict[str, object] = {"backend": RUNTIME, "engines": str(folder), "variant": v.name,
-                               "onnxruntime": version,
-                               "precision": ",".join(sorted({e.precision for e in manifest.entries
-                                                             if e.runtime == RUNTIME})),
-                               "random_weights": bool(manifest.model.get("random_weights"))}
-    return Components(variant=v, text_encoder=text, denoisers=tuple(denoisers), vae_decoder=decoder,
-                      vae_encoder=encoder, image_encoder=image, boundary=manifest.boundary,
-                      info=info)
+    info: dict[str, object] = {
+        "backend": RUNTIME,
+        "engines": str(folder),
+        "variant": v.name,
+        "onnxruntime": version,
+        "precision": ",".join(
+            sorted({e.precision for e in manifest.entries if e.runtime == RUNTIME})
+        ),
+        "random_weights": bool(manifest.model.get("random_weights")),
+    }
+    return Components(
+        variant=v,
+        text_encoder=text,
+        denoisers=tuple(denoisers),
+        vae_decoder=decoder,
+        vae_encoder=encoder,
+        image_encoder=image,
+        boundary=manifest.boundary,
+        info=info,
+    )

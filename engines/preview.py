@@ -19,15 +19,24 @@ def _check_z(model: torch.nn.Module, z_dim: int | None, path: Path) -> None:
     z = model.cfg.latent_channels
     if z_dim is not None and z != z_dim:
         want = "taew2_2 (Wan2.2 5B)" if z_dim == 48 else "taew2_1 (Wan2.1, Wan2.2 A14B)"
-        raise ConfigError(f"tiny VAE {path.name} decodes {z}-channel latents; this model makes "
-                          f"{z_dim}-channel latents", remedy=f"Use {want}.")
+        raise ConfigError(
+            f"tiny VAE {path.name} decodes {z}-channel latents; this model makes "
+            f"{z_dim}-channel latents",
+            remedy=f"Use {want}.",
+        )
 
 
 class TinyVaeDecoder:
     """The VaeDecoder Protocol over a TAEHV: normalized latents -> video in [-1, 1]."""
 
-    def __init__(self, path: str | Path, *, z_dim: int | None = None,
-                 dtype: torch.dtype = torch.float32, chunk: int | None = 4) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        z_dim: int | None = None,
+        dtype: torch.dtype = torch.float32,
+        chunk: int | None = 4,
+    ) -> None:
         from wan_desktop.checkpoints.load import load_taehv
 
         self.path = Path(path)
@@ -38,8 +47,9 @@ class TinyVaeDecoder:
         self.device = torch.device("cpu")
 
     @classmethod
-    def from_model(cls, model: torch.nn.Module, *, dtype: torch.dtype = torch.float32,
-                   chunk: int | None = 4) -> TinyVaeDecoder:
+    def from_model(
+        cls, model: torch.nn.Module, *, dtype: torch.dtype = torch.float32, chunk: int | None = 4
+    ) -> TinyVaeDecoder:
         """Over a TAEHV module already built (benchmarks with random weights, tests)."""
         self = cls.__new__(cls)
         self.path, self.model, self.dtype, self.chunk = Path("(in memory)"), model, dtype, chunk
@@ -71,18 +81,26 @@ class TinyVaeDecoder:
         from wan_desktop.video import to_uint8_frames
 
         if latents.shape[0] != 1:
-            raise ConfigError(f"decoding to frames takes one video, got latents "
-                              f"{tuple(latents.shape)}")
+            raise ConfigError(
+                f"decoding to frames takes one video, got latents {tuple(latents.shape)}"
+            )
         x = latents.to(self.device, self.dtype)
-        return torch.cat([to_uint8_frames(part).cpu()
-                          for part in self.model.decode_chunks(x, chunk=self.chunk)])
+        return torch.cat(
+            [to_uint8_frames(part).cpu() for part in self.model.decode_chunks(x, chunk=self.chunk)]
+        )
 
 
 class TaePreview:
     """Previews for the GUI: ``preview(latents [z, T, h, w]) -> uint8 [F, H, W, 3]`` on the CPU."""
 
-    def __init__(self, path: str | Path, *, z_dim: int | None = None,
-                 device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        z_dim: int | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | None = None,
+    ) -> None:
         device = torch.device(device)
         dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
         self.decoder = TinyVaeDecoder(path, z_dim=z_dim, dtype=dtype, chunk=None)

@@ -94,8 +94,11 @@ class PromptCache:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}")
-            save_file({"embedding": embedding.detach().float().cpu().contiguous()}, str(tmp),
-                      metadata={"model": self.model_key[:200]})
+            save_file(
+                {"embedding": embedding.detach().float().cpu().contiguous()},
+                str(tmp),
+                metadata={"model": self.model_key[:200]},
+            )
             os.replace(tmp, path)  # atomic: a reader never sees half a file
             self._prune()
         except OSError as e:  # a full or read-only disk costs speed, not the run
@@ -138,8 +141,15 @@ def _device_of(device: torch.device | str) -> torch.device:
 class _Group:
     """The denoisers and the VAE of one run: who is on the GPU, as the plan allows."""
 
-    def __init__(self, denoisers: Sequence[Any], device: torch.device, *, exclusive: bool,
-                 release_before_decode: bool, release_ram: bool = False) -> None:
+    def __init__(
+        self,
+        denoisers: Sequence[Any],
+        device: torch.device,
+        *,
+        exclusive: bool,
+        release_before_decode: bool,
+        release_ram: bool = False,
+    ) -> None:
         self.denoisers = list(denoisers)
         self.device = device
         self.exclusive = exclusive
@@ -174,8 +184,15 @@ class _Group:
 class PlannedTextEncoder:
     """TextEncoder on the plan's device for the encode only, with the prompt cache in front."""
 
-    def __init__(self, inner: Any, device: torch.device, *, cache: PromptCache | None,
-                 int8: bool = False, release_ram: bool = False) -> None:
+    def __init__(
+        self,
+        inner: Any,
+        device: torch.device,
+        *,
+        cache: PromptCache | None,
+        int8: bool = False,
+        release_ram: bool = False,
+    ) -> None:
         self.inner = inner
         self.device = device
         self.cache = cache
@@ -318,13 +335,19 @@ def _tiling(tile: tuple[int, int] | None, overlap: int) -> Any:
     return Tiling(tile=tile, overlap=overlap)
 
 
-def apply_plan(raw: Components, plan: Plan, device: torch.device | str, *,
-               cache: PromptCache | None = None) -> Components:
+def apply_plan(
+    raw: Components, plan: Plan, device: torch.device | str, *, cache: PromptCache | None = None
+) -> Components:
     """``raw`` (built with nothing loaded, or everything unloaded) wrapped to follow ``plan``.
     Torch components are reconfigured in place: block streaming (``swap_blocks``), int8 T5."""
     dev = _device_of(device)
-    for c in (raw.text_encoder, *raw.denoisers, raw.vae_decoder, raw.vae_encoder,
-              raw.image_encoder):
+    for c in (
+        raw.text_encoder,
+        *raw.denoisers,
+        raw.vae_decoder,
+        raw.vae_encoder,
+        raw.image_encoder,
+    ):
         if c is not None:
             c.unload()
     _free_cuda(dev)
@@ -333,29 +356,45 @@ def apply_plan(raw: Components, plan: Plan, device: torch.device | str, *,
         if callable(set_swap):
             set_swap(plan.dit.swap_blocks, pin=plan.ram.pin)
     text_dev = dev if plan.text.where == "gpu" else torch.device("cpu")
-    group = _Group(raw.denoisers, dev, exclusive=plan.dit.experts_resident == 1,
-                   release_before_decode=plan.dit.release_before_decode,
-                   release_ram=plan.ram.experts_in_ram == 1)
+    group = _Group(
+        raw.denoisers,
+        dev,
+        exclusive=plan.dit.experts_resident == 1,
+        release_before_decode=plan.dit.release_before_decode,
+        release_ram=plan.ram.experts_in_ram == 1,
+    )
     enc_tiles = _tiling(plan.vae.encode_tile, plan.vae.encode_overlap)
     vae = PlannedVae(raw.vae_decoder, group, _tiling(plan.vae.tile, plan.vae.overlap), enc_tiles)
     # a separate encoder (e.g. the decoder was swapped for a preview VAE) keeps its own wrapper
-    encoder = None if raw.vae_encoder is None else (
-        vae if raw.vae_encoder is raw.vae_decoder
-        else PlannedVae(raw.vae_encoder, group, None, enc_tiles))
+    encoder = (
+        None
+        if raw.vae_encoder is None
+        else (
+            vae
+            if raw.vae_encoder is raw.vae_decoder
+            else PlannedVae(raw.vae_encoder, group, None, enc_tiles)
+        )
+    )
     info = dict(raw.info)
     info.update(plan=plan.name, plan_predicted_peak_gib=round(plan.predicted.peak_gib, 3))
     return Components(
         variant=raw.variant,
-        text_encoder=PlannedTextEncoder(raw.text_encoder, text_dev,
-                                        cache=cache if plan.text.cache else None,
-                                        int8=plan.text.precision == "int8",
-                                        release_ram=not plan.ram.t5_in_ram),
+        text_encoder=PlannedTextEncoder(
+            raw.text_encoder,
+            text_dev,
+            cache=cache if plan.text.cache else None,
+            int8=plan.text.precision == "int8",
+            release_ram=not plan.ram.t5_in_ram,
+        ),
         denoisers=tuple(PlannedDenoiser(d, group, i) for i, d in enumerate(raw.denoisers)),
         vae_decoder=vae,
         vae_encoder=encoder,
-        image_encoder=(PlannedImageEncoder(raw.image_encoder, dev)
-                       if raw.image_encoder is not None else None),
-        boundary=raw.boundary, info=info)
+        image_encoder=(
+            PlannedImageEncoder(raw.image_encoder, dev) if raw.image_encoder is not None else None
+        ),
+        boundary=raw.boundary,
+        info=info,
+    )
 
 
 def _quantize_text_encoder(text: Any) -> None:
@@ -373,8 +412,13 @@ def _quantize_text_encoder(text: Any) -> None:
 def release(components: Components) -> None:
     """Every component off the GPU (after a run, or a failed attempt)."""
     dev = None
-    for c in (components.text_encoder, *components.denoisers, components.vae_decoder,
-              components.vae_encoder, components.image_encoder):
+    for c in (
+        components.text_encoder,
+        *components.denoisers,
+        components.vae_decoder,
+        components.vae_encoder,
+        components.image_encoder,
+    ):
         if c is not None:
             c.unload()
             dev = getattr(getattr(c, "_group", None), "device", dev)

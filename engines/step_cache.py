@@ -47,12 +47,28 @@ SIGNALS = ("modulated", "e", "e0")
 # TeaCache's rescaling polynomials for the released Wan2.1 T2V weights (teacache_generate.py at
 # ali-vilab/TeaCache@7c10efc; "e" with 1 warm-up step, "e0" with 5 in their recipe).
 TEACACHE_WAN21: dict[tuple[str, str], tuple[float, ...]] = {
-    ("t2v-1.3B", "e"): (2.39676752e03, -1.31110545e03, 2.01331979e02, -8.29855975e00, 1.37887774e-01),
-    ("t2v-1.3B", "e0"): (-5.21862437e04, 9.23041404e03, -5.28275948e02, 1.36987616e01,
-                         -4.99875664e-02),
+    ("t2v-1.3B", "e"): (
+        2.39676752e03,
+        -1.31110545e03,
+        2.01331979e02,
+        -8.29855975e00,
+        1.37887774e-01,
+    ),
+    ("t2v-1.3B", "e0"): (
+        -5.21862437e04,
+        9.23041404e03,
+        -5.28275948e02,
+        1.36987616e01,
+        -4.99875664e-02,
+    ),
     ("t2v-14B", "e"): (-5784.54975374, 5449.50911966, -1811.16591783, 256.27178429, -13.02252404),
-    ("t2v-14B", "e0"): (-3.03318725e05, 4.90537029e04, -2.65530556e03, 5.87365115e01,
-                        -3.15583525e-01),
+    ("t2v-14B", "e0"): (
+        -3.03318725e05,
+        4.90537029e04,
+        -2.65530556e03,
+        5.87365115e01,
+        -3.15583525e-01,
+    ),
 }
 
 
@@ -68,8 +84,9 @@ class StepCacheConfig:
         if not (self.threshold >= 0):
             raise ConfigError(f"step-cache threshold must be >= 0, got {self.threshold}")
         if self.signal not in SIGNALS:
-            raise ConfigError(f"step-cache signal must be one of {', '.join(SIGNALS)}, "
-                              f"got {self.signal!r}")
+            raise ConfigError(
+                f"step-cache signal must be one of {', '.join(SIGNALS)}, got {self.signal!r}"
+            )
         if self.warmup_steps < 1 or self.final_steps < 0:
             raise ConfigError("step cache: warmup_steps must be >= 1 and final_steps >= 0")
 
@@ -82,8 +99,12 @@ class StepCacheStats:
     skipped_steps: list[int] = field(default_factory=list)  # step indices with a skipped call
 
     def as_dict(self) -> dict[str, object]:
-        return {"calls": self.calls, "computed": self.computed, "skipped": self.skipped,
-                "skipped_steps": sorted(set(self.skipped_steps))}
+        return {
+            "calls": self.calls,
+            "computed": self.computed,
+            "skipped": self.skipped,
+            "skipped_steps": sorted(set(self.skipped_steps)),
+        }
 
 
 @dataclass
@@ -128,15 +149,18 @@ class StepCache:
         """(step index, slot) of a call with timestep ``t_value``."""
         if self._last_t is not None and t_value > self._last_t + 1e-6:
             # the schedule went back up: a new generation without begin()
-            log.debug("step cache: timestep rose (%.3f -> %.3f), starting over", self._last_t, t_value)
+            log.debug(
+                "step cache: timestep rose (%.3f -> %.3f), starting over", self._last_t, t_value
+            )
             self.begin(self._timesteps)
         if self._last_t is not None and abs(t_value - self._last_t) <= 1e-6:
             self._call_in_step += 1
         else:
             self._call_in_step = 0
             if self._timesteps is not None:
-                self._step = min(range(len(self._timesteps)),
-                                 key=lambda i: abs(self._timesteps[i] - t_value))
+                self._step = min(
+                    range(len(self._timesteps)), key=lambda i: abs(self._timesteps[i] - t_value)
+                )
             else:
                 self._step += 1
         self._last_t = t_value
@@ -145,8 +169,9 @@ class StepCache:
     def _must_compute(self, step: int) -> bool:
         if step < self.config.warmup_steps:
             return True
-        return (self._timesteps is not None
-                and step >= len(self._timesteps) - self.config.final_steps)
+        return (
+            self._timesteps is not None and step >= len(self._timesteps) - self.config.final_steps
+        )
 
     def _signal(self, model: WanModel, state: DiTState) -> Tensor:
         sig = self.config.signal
@@ -154,8 +179,13 @@ class StepCache:
             return model.blocks[0].modulated_input(state.x, state.e0)
         return state.e if sig == "e" else state.e0
 
-    def __call__(self, model: WanModel, state: DiTState, t: Tensor,
-                 run_blocks: Callable[[Tensor, DiTState], Tensor]) -> Tensor:
+    def __call__(
+        self,
+        model: WanModel,
+        state: DiTState,
+        t: Tensor,
+        run_blocks: Callable[[Tensor, DiTState], Tensor],
+    ) -> Tensor:
         """The block stack's output for ``state`` (run, or reused): [B, L, dim] fp32.
 
         t: the call's timesteps [B] or [B, L] (only their maximum is read, to find the step)."""
@@ -176,15 +206,17 @@ class StepCache:
         for sid, sl in self._slots.items():
             if sl.prev is not None and sl.prev.shape == s.shape:
                 prev = sl.prev.float()
-                parts.append((s.float() - prev).abs().mean(dim=dims)
-                             / prev.abs().mean(dim=dims).clamp_min(1e-12))
+                parts.append(
+                    (s.float() - prev).abs().mean(dim=dims)
+                    / prev.abs().mean(dim=dims).clamp_min(1e-12)
+                )
                 candidates.append(sid)
         host = torch.cat(parts).tolist()
         step, slot_id = self._locate(host[0])
         dists: list[float] = []
         if slot_id in candidates:
             k = 1 + candidates.index(slot_id) * b
-            dists = host[k:k + b]
+            dists = host[k : k + b]
         slot = self._slots.setdefault(slot_id, _Slot())
         if not dists or len(slot.acc) != b:
             slot.acc = [0.0] * b
@@ -192,9 +224,15 @@ class StepCache:
             dists = []
 
         skip = False
-        if (dists and slot.residual is not None
-                and slot.residual.shape == state.x.shape and not self._must_compute(step)):
-            new_acc = [a + _rescale(d, cfg.coefficients) for a, d in zip(slot.acc, dists, strict=True)]
+        if (
+            dists
+            and slot.residual is not None
+            and slot.residual.shape == state.x.shape
+            and not self._must_compute(step)
+        ):
+            new_acc = [
+                a + _rescale(d, cfg.coefficients) for a, d in zip(slot.acc, dists, strict=True)
+            ]
             if all(a < cfg.threshold for a in new_acc):
                 skip = True
                 slot.acc = new_acc

@@ -30,28 +30,39 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
-                 "int64": torch.int64, "int32": torch.int32, "bool": torch.bool}
+_TORCH_DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "bool": torch.bool,
+}
 
 
 def import_trt(prefer: str = "auto") -> tuple[Any, str]:
     """(module, name) of the TensorRT runtime: ``tensorrt`` if installed, else ``tensorrt_rtx``."""
     import importlib
 
-    order = {"auto": ("tensorrt", "tensorrt_rtx"), "tensorrt": ("tensorrt",),
-             "tensorrt_rtx": ("tensorrt_rtx",)}.get(prefer)
+    order = {
+        "auto": ("tensorrt", "tensorrt_rtx"),
+        "tensorrt": ("tensorrt",),
+        "tensorrt_rtx": ("tensorrt_rtx",),
+    }.get(prefer)
     if order is None:
-        raise ConfigError(f"unknown TensorRT runtime {prefer!r}; expected auto, tensorrt or "
-                          "tensorrt_rtx")
+        raise ConfigError(
+            f"unknown TensorRT runtime {prefer!r}; expected auto, tensorrt or tensorrt_rtx"
+        )
     for name in order:
         try:
             return importlib.import_module(name), name
         except ImportError:
             continue
-    raise EngineError("TensorRT backend selected but neither 'tensorrt' nor 'tensorrt_rtx' is "
-                      "installed",
-                      remedy='Choose the PyTorch backend, or install TensorRT for RTX: '
-                             'pip install -e ".[tensorrt]".')
+    raise EngineError(
+        "TensorRT backend selected but neither 'tensorrt' nor 'tensorrt_rtx' is installed",
+        remedy="Choose the PyTorch backend, or install TensorRT for RTX: "
+        'pip install -e ".[tensorrt]".',
+    )
 
 
 class _ErrorLog:
@@ -93,8 +104,9 @@ def bind_sizes(spec: ComponentSpec, shapes: Mapping[str, Sequence[int]]) -> dict
     return sizes
 
 
-def binding_shapes(spec: ComponentSpec, shapes: Mapping[str, Sequence[int]]
-                   ) -> dict[str, tuple[int, ...]]:
+def binding_shapes(
+    spec: ComponentSpec, shapes: Mapping[str, Sequence[int]]
+) -> dict[str, tuple[int, ...]]:
     """Output shapes of ``spec``'s graph for the given input shapes (no GPU needed)."""
     sizes = bind_sizes(spec, shapes)
     try:
@@ -111,8 +123,11 @@ def profile_reason(entry: Any, sizes: Mapping[str, int]) -> str | None:
         return None
     parts = []
     for p in entry.profiles:
-        bad = [f"{k}={sizes[k]} not in {lo}..{hi}" for k, (lo, _o, hi) in p.get("dims", {}).items()
-               if k in sizes and not lo <= sizes[k] <= hi]
+        bad = [
+            f"{k}={sizes[k]} not in {lo}..{hi}"
+            for k, (lo, _o, hi) in p.get("dims", {}).items()
+            if k in sizes and not lo <= sizes[k] <= hi
+        ]
         parts.append(f"{p.get('name')}: {', '.join(bad)}")
     return "; ".join(parts)
 
@@ -168,14 +183,17 @@ class TrtEngine:
         if self.loaded and device == self.device:
             return
         if device.type != "cuda":
-            raise EngineError(f"TensorRT engines run on a CUDA GPU, not on {device}",
-                              remedy="Use --device cuda, or choose the PyTorch or ONNX Runtime "
-                                     "backend.")
+            raise EngineError(
+                f"TensorRT engines run on a CUDA GPU, not on {device}",
+                remedy="Use --device cuda, or choose the PyTorch or ONNX Runtime backend.",
+            )
         trt, runtime, engine, errors = load_engine_file(self.path, runtime=self.runtime)
         context = engine.create_execution_context()
         if context is None:
-            raise EngineError(f"TensorRT cannot create a context for {self.path.name}: "
-                              f"{errors.reason()} (out of GPU memory?)")
+            raise EngineError(
+                f"TensorRT cannot create a context for {self.path.name}: "
+                f"{errors.reason()} (out of GPU memory?)"
+            )
         self._trt, self._runtime, self._engine, self._context = trt, runtime, engine, context
         self.device = device
 
@@ -194,9 +212,11 @@ class TrtEngine:
         shapes = {k: tuple(v.shape) for k, v in inputs.items()}
         reason = profile_reason(self.entry, bind_sizes(spec, shapes))
         if reason:
-            raise EngineError(f"{spec.name}: the request does not fit the engine ({reason})",
-                              remedy="Build engines for this size (wan-desktop export), or use "
-                                     "the PyTorch backend.")
+            raise EngineError(
+                f"{spec.name}: the request does not fit the engine ({reason})",
+                remedy="Build engines for this size (wan-desktop export), or use "
+                "the PyTorch backend.",
+            )
         out_shapes = binding_shapes(spec, shapes)
         ctx = self._context
         dev = self.device
@@ -224,8 +244,9 @@ class TrtEngine:
 
 
 class TrtTextEncoder:
-    def __init__(self, engine: TrtEngine, tokenizer: Tokenizer,
-                 warn: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, engine: TrtEngine, tokenizer: Tokenizer, warn: Callable[[str], None] | None = None
+    ) -> None:
         self.engine = engine
         self.tokenizer = tokenizer
         self.warn = warn
@@ -272,28 +293,50 @@ class TrtDenoiser:
             pt, ph, pw = self.variant.dit.patch_size
             t, h, w = latent_thw
             grid = (t // pt, h // ph, w // pw)
-            self._rope[latent_thw] = rope_cos_sin(grid, self.variant.dit.head_dim,
-                                                  device=self.engine.device)
+            self._rope[latent_thw] = rope_cos_sin(
+                grid, self.variant.dit.head_dim, device=self.engine.device
+            )
         return self._rope[latent_thw]
 
-    def inputs(self, latents: Tensor, timestep: Tensor, context: Tensor, *,
-               y: Tensor | None = None, clip_fea: Tensor | None = None) -> dict[str, Tensor]:
+    def inputs(
+        self,
+        latents: Tensor,
+        timestep: Tensor,
+        context: Tensor,
+        *,
+        y: Tensor | None = None,
+        clip_fea: Tensor | None = None,
+    ) -> dict[str, Tensor]:
         """The engine's input tensors by name (the spec decides which exist)."""
         names = [t.name for t in self.engine.spec.inputs]
         thw = tuple(latents.shape[2:])
         cos, sin = self.rope(thw)  # type: ignore[arg-type]
         if "timestep" in names and self.variant.dit.model_type == "ti2v" and timestep.dim() == 1:
             timestep = timestep[:, None].expand(-1, cos.shape[0])
-        feed = {"latents": latents, "timestep": timestep, "context": context, "y": y,
-                "clip_fea": clip_fea, "rope_cos": cos, "rope_sin": sin}
+        feed = {
+            "latents": latents,
+            "timestep": timestep,
+            "context": context,
+            "y": y,
+            "clip_fea": clip_fea,
+            "rope_cos": cos,
+            "rope_sin": sin,
+        }
         missing = [n for n in names if feed.get(n) is None]
         if missing:
             raise ConfigError(f"the {self.variant.name} DiT engine needs {', '.join(missing)}")
         return {n: feed[n] for n in names}  # type: ignore[misc]
 
     @torch.inference_mode()
-    def __call__(self, latents: Tensor, timestep: Tensor, context: Tensor, *,
-                 y: Tensor | None = None, clip_fea: Tensor | None = None) -> Tensor:
+    def __call__(
+        self,
+        latents: Tensor,
+        timestep: Tensor,
+        context: Tensor,
+        *,
+        y: Tensor | None = None,
+        clip_fea: Tensor | None = None,
+    ) -> Tensor:
         feed = self.inputs(latents, timestep, context, y=y, clip_fea=clip_fea)
         return self.engine.run(feed)["velocity"]
 
@@ -318,9 +361,9 @@ class _ChunkEngines:
         self.first.unload()
         self.step.unload()
 
-    def chunk_step(self, inp: str, out: str
-                   ) -> Callable[[Tensor, dict[str, Tensor] | None],
-                                 tuple[Tensor, dict[str, Tensor]]]:
+    def chunk_step(
+        self, inp: str, out: str
+    ) -> Callable[[Tensor, dict[str, Tensor] | None], tuple[Tensor, dict[str, Tensor]]]:
         """The tiler's chunk step (engines/vae_tiling.py): ``inp`` -> ``out`` through the first
         engine on an empty cache, then the step engine with the cache outputs fed back in."""
         slots = _cache_names(self.first.spec, "cache_out_")
@@ -337,14 +380,20 @@ class TrtVaeDecoder(_ChunkEngines):
     per step, driven by the tiler of engines/vae_tiling.py over whole frames (the engines are
     built for one preset's frame size, so a memory plan's tiles do not apply)."""
 
-    def __init__(self, first: TrtEngine, step: TrtEngine, *, spatial_factor: int,
-                 temporal_factor: int) -> None:
+    def __init__(
+        self, first: TrtEngine, step: TrtEngine, *, spatial_factor: int, temporal_factor: int
+    ) -> None:
         super().__init__(first, step)
         self.spatial_factor, self.temporal_factor = spatial_factor, temporal_factor
 
     def _run(self, fn: Callable[..., Tensor], latents: Tensor) -> Tensor:
-        return fn(self.chunk_step("latents", "video"), latents, spatial_factor=self.spatial_factor,
-                  temporal_factor=self.temporal_factor, tiling=None)
+        return fn(
+            self.chunk_step("latents", "video"),
+            latents,
+            spatial_factor=self.spatial_factor,
+            temporal_factor=self.temporal_factor,
+            tiling=None,
+        )
 
     @torch.inference_mode()
     def decode(self, latents: Tensor) -> Tensor:
@@ -363,8 +412,9 @@ class TrtVaeEncoder(_ChunkEngines):
     """The causal encoder: frame 0, then 4 frames per step with the cache, through
     engines/vae_tiling.encode_tiled over whole frames (engines of one frame size)."""
 
-    def __init__(self, first: TrtEngine, step: TrtEngine, temporal_factor: int = 4, *,
-                 spatial_factor: int) -> None:
+    def __init__(
+        self, first: TrtEngine, step: TrtEngine, temporal_factor: int = 4, *, spatial_factor: int
+    ) -> None:
         super().__init__(first, step)
         self.tf, self.spatial_factor = temporal_factor, spatial_factor
 
@@ -375,8 +425,13 @@ class TrtVaeEncoder(_ChunkEngines):
         f = video.shape[2]
         if (f - 1) % self.tf:
             raise ConfigError(f"VAE input frames must be {self.tf}n+1, got {f}")
-        return encode_tiled(self.chunk_step("video", "latents"), video, tiling=None,
-                            spatial_factor=self.spatial_factor, temporal_factor=self.tf)
+        return encode_tiled(
+            self.chunk_step("video", "latents"),
+            video,
+            tiling=None,
+            spatial_factor=self.spatial_factor,
+            temporal_factor=self.tf,
+        )
 
 
 class TrtImageEncoder:
@@ -404,39 +459,66 @@ def _gpu_capability(device: torch.device) -> str | None:
     return f"{a}.{b}"
 
 
-def select_entry(folder: str | Path, manifest: Any, component: str, *, runtime: str,
-                 runtime_version: str, compute_capability: str | None, preset: str | None,
-                 expert: int | None = None, hashes: Any = None) -> Any:
+def select_entry(
+    folder: str | Path,
+    manifest: Any,
+    component: str,
+    *,
+    runtime: str,
+    runtime_version: str,
+    compute_capability: str | None,
+    preset: str | None,
+    expert: int | None = None,
+    hashes: Any = None,
+) -> Any:
     """The manifest entry of ``component`` built by ``runtime`` for ``preset`` (None: the only
     one), checked by engines/cache.py (path inside the folder, size and sha256 — hashed once per
     file version through ``hashes``, the user's hash cache by default —, GPU, runtime version):
     EngineError with the reason."""
     from . import cache
 
-    cands = [e for e in manifest.entries if e.component == component and e.runtime == runtime
-             and (expert is None or e.expert == expert)]
+    cands = [
+        e
+        for e in manifest.entries
+        if e.component == component
+        and e.runtime == runtime
+        and (expert is None or e.expert == expert)
+    ]
     if not cands:
         have = sorted({f"{e.component}/{e.runtime}" for e in manifest.entries}) or ["nothing"]
-        raise EngineError(f"engine folder {folder} has no {runtime} engine for {component}"
-                          + (f" (expert {expert})" if expert is not None else "")
-                          + f" (it has {', '.join(have)})",
-                          remedy=f"Build it: {manifest.rebuild}" if manifest.rebuild else
-                          "Build the engines (wan-desktop export --engine tensorrt).")
+        raise EngineError(
+            f"engine folder {folder} has no {runtime} engine for {component}"
+            + (f" (expert {expert})" if expert is not None else "")
+            + f" (it has {', '.join(have)})",
+            remedy=f"Build it: {manifest.rebuild}"
+            if manifest.rebuild
+            else "Build the engines (wan-desktop export --engine tensorrt).",
+        )
     names = sorted({str(p.get("name")) for e in cands for p in e.profiles})
     if preset is not None:
-        cands = [e for e in cands if not e.profiles
-                 or any(p.get("name") == preset for p in e.profiles)]
+        cands = [
+            e for e in cands if not e.profiles or any(p.get("name") == preset for p in e.profiles)
+        ]
         if not cands:
-            raise EngineError(f"no {component} engine for {preset} in {folder} (built for "
-                              f"{', '.join(names)})",
-                              remedy="Choose one of those sizes, or build engines for this one.")
+            raise EngineError(
+                f"no {component} engine for {preset} in {folder} (built for {', '.join(names)})",
+                remedy="Choose one of those sizes, or build engines for this one.",
+            )
     elif len(cands) > 1:
-        raise EngineError(f"{folder} has {component} engines for {', '.join(names)}: choose one",
-                          remedy="Pass the preset (the video size) to load.")
+        raise EngineError(
+            f"{folder} has {component} engines for {', '.join(names)}: choose one",
+            remedy="Pass the preset (the video size) to load.",
+        )
     entry = cands[0]
-    refusal = cache.check_entry(folder, manifest, entry, runtime_version=runtime_version,
-                                compute_capability=compute_capability, verify_hash=True,
-                                hashes=hashes)
+    refusal = cache.check_entry(
+        folder,
+        manifest,
+        entry,
+        runtime_version=runtime_version,
+        compute_capability=compute_capability,
+        verify_hash=True,
+        hashes=hashes,
+    )
     if refusal is not None:
         log.warning("engine %s refused: %s", entry.file, refusal.reason)
         raise refusal.error()
@@ -470,45 +552,75 @@ def build_tensorrt_components(
     folder = Path(engines_dir)
     manifest = cache.read_manifest(folder)
     if manifest.variant != variant:
-        raise EngineError(f"the engines in {folder} are for {manifest.variant.name} "
-                          f"({manifest.variant.dit.dim}-dim DiT), not this {variant.name}",
-                          remedy="Build engines for this model (wan-desktop export).")
+        raise EngineError(
+            f"the engines in {folder} are for {manifest.variant.name} "
+            f"({manifest.variant.dit.dim}-dim DiT), not this {variant.name}",
+            remedy="Build engines for this model (wan-desktop export).",
+        )
     trt, name = import_trt(runtime)
     cc = _gpu_capability(torch.device(device))
     hashes = cache.HashCache()
 
     def engine(component: str, expert: int | None = None) -> TrtEngine:
-        entry = select_entry(folder, manifest, component, runtime=name,
-                             runtime_version=trt.__version__, compute_capability=cc,
-                             preset=preset, expert=expert, hashes=hashes)
+        entry = select_entry(
+            folder,
+            manifest,
+            component,
+            runtime=name,
+            runtime_version=trt.__version__,
+            compute_capability=cc,
+            preset=preset,
+            expert=expert,
+            hashes=hashes,
+        )
         return TrtEngine(entry, folder, runtime=runtime)
 
     dits = []
     for expert in range(variant.experts):
         e = engine(specs.DIT, expert if variant.experts > 1 else None)
         if precision is not None and e.entry.precision != precision:
-            raise EngineError(f"the DiT engine in {folder} is {e.entry.precision}, "
-                              f"{precision} was asked for",
-                              remedy=f"Build {precision} engines, or drop --precision.")
+            raise EngineError(
+                f"the DiT engine in {folder} is {e.entry.precision}, {precision} was asked for",
+                remedy=f"Build {precision} engines, or drop --precision.",
+            )
         dits.append(TrtDenoiser(e, variant))
     text = TrtTextEncoder(engine(specs.T5), tokenizer, warn)
-    decoder = TrtVaeDecoder(engine(specs.VAE_DECODER_FIRST), engine(specs.VAE_DECODER_STEP),
-                            spatial_factor=variant.vae.spatial_factor,
-                            temporal_factor=variant.vae.temporal_factor)
+    decoder = TrtVaeDecoder(
+        engine(specs.VAE_DECODER_FIRST),
+        engine(specs.VAE_DECODER_STEP),
+        spatial_factor=variant.vae.spatial_factor,
+        temporal_factor=variant.vae.temporal_factor,
+    )
     has = {e.component for e in manifest.entries if e.runtime == name}
     encoder = None
     if specs.VAE_ENCODER_FIRST in has:
-        encoder = TrtVaeEncoder(engine(specs.VAE_ENCODER_FIRST), engine(specs.VAE_ENCODER_STEP),
-                                variant.vae.temporal_factor,
-                                spatial_factor=variant.vae.spatial_factor)
+        encoder = TrtVaeEncoder(
+            engine(specs.VAE_ENCODER_FIRST),
+            engine(specs.VAE_ENCODER_STEP),
+            variant.vae.temporal_factor,
+            spatial_factor=variant.vae.spatial_factor,
+        )
     image = TrtImageEncoder(engine(specs.CLIP)) if specs.CLIP in has else None
     comps = [text, *dits, decoder, *([encoder] if encoder else []), *([image] if image else [])]
     if load:
         for c in comps:
             c.load(torch.device(device))
-    info = {"backend": "tensorrt", "runtime": name, "runtime_version": trt.__version__,
-            "engines": str(folder), "variant": variant.name, "preset": preset,
-            "precision": dits[0].engine.entry.precision}
-    return Components(variant=variant, text_encoder=text, denoisers=tuple(dits),
-                      vae_decoder=decoder, vae_encoder=encoder, image_encoder=image,
-                      boundary=manifest.boundary, info=info)
+    info = {
+        "backend": "tensorrt",
+        "runtime": name,
+        "runtime_version": trt.__version__,
+        "engines": str(folder),
+        "variant": variant.name,
+        "preset": preset,
+        "precision": dits[0].engine.entry.precision,
+    }
+    return Components(
+        variant=variant,
+        text_encoder=text,
+        denoisers=tuple(dits),
+        vae_decoder=decoder,
+        vae_encoder=encoder,
+        image_encoder=image,
+        boundary=manifest.boundary,
+        info=info,
+    )

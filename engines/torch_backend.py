@@ -62,9 +62,13 @@ class TorchTextEncoder:
     memory-mapped checkpoint, or random weights from their seed) after ``release_ram`` dropped it
     from host memory: the memory plan does that when RAM cannot hold it beside the DiT."""
 
-    def __init__(self, model: nn.Module, tokenizer: Tokenizer,
-                 warn: Callable[[str], None] | None = None,
-                 rebuild: Callable[[], nn.Module] | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Tokenizer,
+        warn: Callable[[str], None] | None = None,
+        rebuild: Callable[[], nn.Module] | None = None,
+    ) -> None:
         self._res = _Resident(model)
         self.model = model
         self.tokenizer = tokenizer
@@ -124,10 +128,18 @@ class TorchDenoiser:
       lets it always run the final step; ``cache_stats`` reports what was skipped.
     """
 
-    def __init__(self, model: nn.Module, *, swap_blocks: int = 0, compile: bool = False,
-                 compile_mode: str | None = None, step_cache: object = None,
-                 rebuild: Callable[[LoraPairs], nn.Module] | None = None,
-                 released: bool = False, loras: LoraPairs = ()) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        swap_blocks: int = 0,
+        compile: bool = False,
+        compile_mode: str | None = None,
+        step_cache: object = None,
+        rebuild: Callable[[LoraPairs], nn.Module] | None = None,
+        released: bool = False,
+        loras: LoraPairs = (),
+    ) -> None:
         from .step_cache import StepCache, StepCacheConfig
 
         self._res = _Resident(model)
@@ -228,8 +240,9 @@ class TorchDenoiser:
             from .block_swap import BlockSwap
 
             if self._swap is None:
-                self._swap = BlockSwap(self.model, self.swap_blocks, wrap_block=self._wrap,
-                                       pin=self.pin)
+                self._swap = BlockSwap(
+                    self.model, self.swap_blocks, wrap_block=self._wrap, pin=self.pin
+                )
             self._swap.load(device)
         else:
             self._res.load(device)
@@ -274,14 +287,25 @@ class TorchDenoiser:
         return run_resident_blocks(self.model, x, state, self._runners)
 
     @torch.inference_mode()
-    def __call__(self, latents: Tensor, timestep: Tensor, context: Tensor, *,
-                 y: Tensor | None = None, clip_fea: Tensor | None = None) -> Tensor:
+    def __call__(
+        self,
+        latents: Tensor,
+        timestep: Tensor,
+        context: Tensor,
+        *,
+        y: Tensor | None = None,
+        clip_fea: Tensor | None = None,
+    ) -> Tensor:
         dev = self._device
         model = self.model
         timestep = timestep.to(dev)
-        state = model.prepare(latents.to(dev), timestep, context.to(dev),
-                              y=None if y is None else y.to(dev),
-                              clip_fea=None if clip_fea is None else clip_fea.to(dev))
+        state = model.prepare(
+            latents.to(dev),
+            timestep,
+            context.to(dev),
+            y=None if y is None else y.to(dev),
+            clip_fea=None if clip_fea is None else clip_fea.to(dev),
+        )
         if self.cache is not None:
             h = self.cache(model, state, timestep, self._run_blocks)
         else:
@@ -298,8 +322,9 @@ class TorchVae:
     holds the whole video.
     """
 
-    def __init__(self, model: nn.Module, tiling: object = None,
-                 encode_tiling: object = None) -> None:
+    def __init__(
+        self, model: nn.Module, tiling: object = None, encode_tiling: object = None
+    ) -> None:
         self._res = _Resident(model)
         self.model = model
         self.tiling = tiling
@@ -318,9 +343,13 @@ class TorchVae:
         from .vae_tiling import torch_decode_step
 
         cfg = self.model.cfg
-        return fn(torch_decode_step(self.model), latents.to(self._res.device, self._dtype()),
-                  spatial_factor=cfg.spatial_factor, temporal_factor=cfg.temporal_factor,
-                  tiling=tiles if tiles is not None else self.tiling)
+        return fn(
+            torch_decode_step(self.model),
+            latents.to(self._res.device, self._dtype()),
+            spatial_factor=cfg.spatial_factor,
+            temporal_factor=cfg.temporal_factor,
+            tiling=tiles if tiles is not None else self.tiling,
+        )
 
     @torch.inference_mode()
     def decode(self, latents: Tensor, tiles: object = None) -> Tensor:
@@ -346,9 +375,13 @@ class TorchVae:
         video = video.to(self._res.device, self._dtype())
         self.model.check_video(video)
         cfg = self.model.cfg
-        return encode_tiled(torch_encode_step(self.model), video, spatial_factor=cfg.spatial_factor,
-                            temporal_factor=cfg.temporal_factor,
-                            tiling=tiles if tiles is not None else self.encode_tiling)
+        return encode_tiled(
+            torch_encode_step(self.model),
+            video,
+            spatial_factor=cfg.spatial_factor,
+            temporal_factor=cfg.temporal_factor,
+            tiling=tiles if tiles is not None else self.encode_tiling,
+        )
 
 
 class TorchImageEncoder:
@@ -370,8 +403,9 @@ class TorchImageEncoder:
 # ----------------------------------------------------------------------------- random weights
 
 
-def randomize(module: nn.Module, *, dtype: torch.dtype, device: torch.device | str,
-              seed: int = 0) -> nn.Module:
+def randomize(
+    module: nn.Module, *, dtype: torch.dtype, device: torch.device | str, seed: int = 0
+) -> nn.Module:
     """Give a module built with ``weights_on_meta`` random weights in place, on ``device``.
 
     For benchmarks (speed and memory do not depend on weight values): matrices ~ N(0, 1/fan_in),
@@ -491,8 +525,9 @@ def build_torch_components(
         dit_ops = make_ops(precision, attention)
 
         def read_dit(i: int, pairs: LoraPairs = ()) -> nn.Module:
-            m = load.load_dit(files, i, dtype=dtype, ops=dit_ops,
-                              keep_fp8=precision not in ("bf16", "fp16"))
+            m = load.load_dit(
+                files, i, dtype=dtype, ops=dit_ops, keep_fp8=precision not in ("bf16", "fp16")
+            )
             return _finish_dit(m, pairs, precision)
 
         def read_t5() -> nn.Module:
@@ -503,8 +538,9 @@ def build_torch_components(
         vae = load.load_vae(files, dtype=vae_dtype)
         clip = load.load_clip(files, dtype=dtype) if variant.dit.has_image_embedding else None
         boundary = files.boundary
-        info.update(path=str(files.path), format=files.format, variant=variant.name,
-                    random_weights=False)
+        info.update(
+            path=str(files.path), format=files.format, variant=variant.name, random_weights=False
+        )
         if files.text_encoder is not None:  # the prompt-embedding cache's key (residency.py)
             info["text_encoder_files"] = [str(f) for f in files.text_encoder.files]
     n_experts = variant.experts if files is None else len(files.experts)
@@ -517,26 +553,48 @@ def build_torch_components(
         dits = [read_dit(0, lora_pairs[0]), *shells[1:]]
     else:
         dits = [read_dit(i, lora_pairs[i]) for i in range(n_experts)]
-    info.update(precision=precision or "as stored", attention=attention, compile=compile,
-                step_cache=step_cache, swap_blocks=swap_blocks)
+    info.update(
+        precision=precision or "as stored",
+        attention=attention,
+        compile=compile,
+        step_cache=step_cache,
+        swap_blocks=swap_blocks,
+    )
     if loras:
         from wan_desktop.lora import EXPERTS, lora_records
 
-        info["loras"] = [r for i, pairs in enumerate(lora_pairs)
-                         for r in lora_records(pairs, expert=EXPERTS[i])]
+        info["loras"] = [
+            r for i, pairs in enumerate(lora_pairs) for r in lora_records(pairs, expert=EXPERTS[i])
+        ]
     text = TorchTextEncoder(t5, tokenizer, warn, rebuild=read_t5)
     released = [lazy and i > 0 for i in range(len(dits))]
-    denoisers = tuple(TorchDenoiser(m, swap_blocks=swap_blocks, compile=compile,
-                                    step_cache=step_cache, rebuild=rebuilds[i],
-                                    released=released[i], loras=lora_pairs[i])
-                      for i, m in enumerate(dits))
+    denoisers = tuple(
+        TorchDenoiser(
+            m,
+            swap_blocks=swap_blocks,
+            compile=compile,
+            step_cache=step_cache,
+            rebuild=rebuilds[i],
+            released=released[i],
+            loras=lora_pairs[i],
+        )
+        for i, m in enumerate(dits)
+    )
     vae_c = TorchVae(vae)
     image = TorchImageEncoder(clip) if clip is not None else None
     if load:
         for c in (text, *denoisers, vae_c, *([image] if image else [])):
             c.load(device)
-    return Components(variant=variant, text_encoder=text, denoisers=denoisers, vae_decoder=vae_c,
-                      vae_encoder=vae_c, image_encoder=image, boundary=boundary, info=info)
+    return Components(
+        variant=variant,
+        text_encoder=text,
+        denoisers=denoisers,
+        vae_decoder=vae_c,
+        vae_encoder=vae_c,
+        image_encoder=image,
+        boundary=boundary,
+        info=info,
+    )
 
 
 def _finish_dit(model: nn.Module, pairs: LoraPairs, precision: str | None) -> nn.Module:
@@ -553,18 +611,21 @@ def _finish_dit(model: nn.Module, pairs: LoraPairs, precision: str | None) -> nn
     return model
 
 
-def _read_loras(dits: Sequence[nn.Module], loras: Sequence[LoraSpec | str]
-                ) -> list[list[tuple[LoraFile, float]]]:
+def _read_loras(
+    dits: Sequence[nn.Module], loras: Sequence[LoraSpec | str]
+) -> list[list[tuple[LoraFile, float]]]:
     """Each expert's (LoraFile, strength) pairs, read and checked before any weight changes."""
     from wan_desktop.errors import ConfigError
     from wan_desktop.lora import EXPERTS, LoraSpec, load_loras
 
     specs = [s if isinstance(s, LoraSpec) else LoraSpec.parse(str(s)) for s in loras]
     if len(dits) < 2 and any(s.expert == "low" for s in specs):
-        raise ConfigError("--lora-low is for the low-noise expert of Wan2.2 A14B; this model has "
-                          "one diffusion model", remedy="Give the LoRA with --lora instead.")
-    return [load_loras(m, [s for s in specs if s.expert == EXPERTS[i]])
-            for i, m in enumerate(dits)]
+        raise ConfigError(
+            "--lora-low is for the low-noise expert of Wan2.2 A14B; this model has "
+            "one diffusion model",
+            remedy="Give the LoRA with --lora instead.",
+        )
+    return [load_loras(m, [s for s in specs if s.expert == EXPERTS[i]]) for i, m in enumerate(dits)]
 
 
 def _vae_class(variant: Variant) -> type[nn.Module]:

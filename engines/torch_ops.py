@@ -218,13 +218,15 @@ class Fp8Linear(Linear):
                 sb = torch.ones(1, n, dtype=torch.float32, device=x.device)
             else:
                 sb = sw.float().reshape(1, -1).expand(1, n).contiguous()
-            out = torch._scaled_mm(xq.contiguous(), self.weight.t(), scale_a=sx, scale_b=sb,
-                                   out_dtype=torch.bfloat16)
+            out = torch._scaled_mm(
+                xq.contiguous(), self.weight.t(), scale_a=sx, scale_b=sb, out_dtype=torch.bfloat16
+            )
         else:
             xq, sx = _maybe_compiled(_quantize_tensor_fp8, x2)(x2)
-            sb = (torch.ones((), device=x.device) if sw is None else sw.float().reshape(()))
-            out = torch._scaled_mm(xq.contiguous(), self.weight.t(), scale_a=sx, scale_b=sb,
-                                   out_dtype=out_dtype)
+            sb = torch.ones((), device=x.device) if sw is None else sw.float().reshape(())
+            out = torch._scaled_mm(
+                xq.contiguous(), self.weight.t(), scale_a=sx, scale_b=sb, out_dtype=out_dtype
+            )
         out = out.to(out_dtype)
         if self.bias is not None:
             out = out + self.bias.to(out_dtype)
@@ -246,12 +248,17 @@ class Int8Linear(Linear):
             return super().forward(x)
         kernel = self.kernel
         if kernel == "auto":
-            kernel = "int8pack" if (x.dtype in (*_HALF, torch.float32)
-                                    and _int8pack_works(x.device)) else "dequant"
+            kernel = (
+                "int8pack"
+                if (x.dtype in (*_HALF, torch.float32) and _int8pack_works(x.device))
+                else "dequant"
+            )
         n, k = self.weight.shape
         x2 = x.reshape(-1, k)
         if kernel == "int8pack":
-            out = torch._weight_int8pack_mm(x2, self.weight, self.scale_weight.reshape(-1).to(x.dtype))
+            out = torch._weight_int8pack_mm(
+                x2, self.weight, self.scale_weight.reshape(-1).to(x.dtype)
+            )
         elif kernel == "w8a8" and x2.shape[0] > 16 and k % 8 == 0 and n % 8 == 0:
             xq, sx = _quantize_rows_int8(x2)
             acc = torch._int_mm(xq, self.weight.t())  # int32 [M, N]
@@ -269,8 +276,12 @@ class Int8Linear(Linear):
 def _sdpa_with(backend_name: str) -> Callable[..., Tensor]:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    backend = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
-               "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}[backend_name]
+    backend = {
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "math": SDPBackend.MATH,
+    }[backend_name]
 
     def attention(q: Tensor, k: Tensor, v: Tensor, *, scale: float | None = None) -> Tensor:
         with sdpa_kernel(backend):
@@ -284,15 +295,18 @@ def _sage() -> Callable[..., Tensor]:
     try:
         from sageattention import sageattn
     except ImportError as e:
-        raise EngineError(f"attention 'sage' needs the sageattention package ({e})",
-                          remedy="Install it (pip install sageattention), or use --attention sdpa.") \
-            from None
+        raise EngineError(
+            f"attention 'sage' needs the sageattention package ({e})",
+            remedy="Install it (pip install sageattention), or use --attention sdpa.",
+        ) from None
 
     def sage_attention(q: Tensor, k: Tensor, v: Tensor, *, scale: float | None = None) -> Tensor:
         """q: [B, H, Lq, D]; k/v: [B, H, Lk, D] (fp16/bf16, CUDA) -> [B, H, Lq, D]."""
         if not q.is_cuda or q.dtype not in _HALF:
-            raise EngineError(f"SageAttention runs on CUDA in fp16/bf16, got {q.dtype} on "
-                              f"{q.device.type}", remedy="Use --attention sdpa.")
+            raise EngineError(
+                f"SageAttention runs on CUDA in fp16/bf16, got {q.dtype} on {q.device.type}",
+                remedy="Use --attention sdpa.",
+            )
         kw = {} if scale is None else {"sm_scale": scale}
         return sageattn(q, k, v, tensor_layout="HND", is_causal=False, **kw)
 
@@ -343,13 +357,16 @@ def make_ops(precision: str | None = None, attention: str = "sdpa") -> type[Ops]
     weights and runs the fp8 weights of an fp8 checkpoint in FP8, as stored.
     """
     if precision not in (None, *PRECISIONS):
-        raise ConfigError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+        raise ConfigError(
+            f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}"
+        )
     base: type[Ops] = Int8Ops if precision == "int8" else Fp8Ops
     if attention == "sdpa":
         return base
     fn = select_attention(attention)
-    return type(f"{base.__name__}_{attention.replace('-', '_')}", (base,),
-                {"attention": staticmethod(fn)})
+    return type(
+        f"{base.__name__}_{attention.replace('-', '_')}", (base,), {"attention": staticmethod(fn)}
+    )
 
 
 def set_attention(model: nn.Module, name: str) -> int:
@@ -364,8 +381,11 @@ def set_attention(model: nn.Module, name: str) -> int:
         if isinstance(ops, type) and issubclass(ops, Ops):
             base = getattr(ops, "_base_ops", ops)
             if base not in derived:
-                derived[base] = type(f"{base.__name__}_{name.replace('-', '_')}", (base,),
-                                     {"attention": staticmethod(fn), "_base_ops": base})
+                derived[base] = type(
+                    f"{base.__name__}_{name.replace('-', '_')}",
+                    (base,),
+                    {"attention": staticmethod(fn), "_base_ops": base},
+                )
             module.ops = derived[base]
             n += 1
     return n
@@ -389,8 +409,11 @@ def quantizable_linears(
     if include is None:
         include = DIT_QUANTIZED if dit else ("",)
     if exclude is None:
-        exclude = (*DIT_KEPT, *getattr(model, "FP32_MODULES", ())) if dit \
+        exclude = (
+            (*DIT_KEPT, *getattr(model, "FP32_MODULES", ()))
+            if dit
             else tuple(getattr(model, "FP32_MODULES", ()))
+        )
     chosen, kept = [], []
     for name, module in model.named_modules():
         if not isinstance(module, nn.Linear):
@@ -439,10 +462,15 @@ def quantize_linears(
                 q, s = w.data, scale  # as stored: keep the checkpoint's own quantization
             else:
                 wf = w.float()
-                if w.dtype in _FP8_STORAGE or w.dtype == torch.int8:  # re-quantize: dequantize first
+                if (
+                    w.dtype in _FP8_STORAGE or w.dtype == torch.int8
+                ):  # re-quantize: dequantize first
                     wf = wf * (scale.float() if scale is not None else 1.0)
-                q, s = (quantize_weight_fp8(wf, per_channel=per_channel) if mode == "fp8"
-                        else quantize_weight_int8(wf))
+                q, s = (
+                    quantize_weight_fp8(wf, per_channel=per_channel)
+                    if mode == "fp8"
+                    else quantize_weight_int8(wf)
+                )
             if not isinstance(layer, Linear):  # a plain nn.Linear: give it the scale buffer
                 layer.register_buffer("scale_weight", None)
             layer.__class__ = cls
@@ -456,8 +484,9 @@ def _quantize_torchao(model: nn.Module, mode: str, names: list[str]) -> list[str
     try:
         from torchao.quantization import quantize_
     except ImportError as e:
-        raise EngineError(f"torchao is not installed ({e})",
-                          remedy="pip install torchao, or use our own linears.") from None
+        raise EngineError(
+            f"torchao is not installed ({e})", remedy="pip install torchao, or use our own linears."
+        ) from None
     import torchao.quantization as tq
 
     if mode == "fp8":

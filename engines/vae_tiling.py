@@ -44,11 +44,15 @@ class Tiling:
     def __post_init__(self) -> None:
         th, tw = self.tile
         if th < 1 or tw < 1 or self.overlap < 0:
-            raise ConfigError(f"VAE tile {self.tile} with overlap {self.overlap}: sizes must be "
-                              "positive and the overlap ≥ 0")
+            raise ConfigError(
+                f"VAE tile {self.tile} with overlap {self.overlap}: sizes must be "
+                "positive and the overlap ≥ 0"
+            )
         if self.overlap * 2 >= min(th, tw):
-            raise ConfigError(f"VAE tile {th}x{tw} is too small for an overlap of {self.overlap} "
-                              "latent pixels (it must exceed twice the overlap)")
+            raise ConfigError(
+                f"VAE tile {th}x{tw} is too small for an overlap of {self.overlap} "
+                "latent pixels (it must exceed twice the overlap)"
+            )
 
 
 def tile_spans(n: int, tile: int, overlap: int) -> list[tuple[int, int]]:
@@ -94,13 +98,15 @@ def _quantize(video: Tensor) -> Tensor:
 class _FloatVideo:
     """Accumulates blended chunks into a float32 video [B, 3, F, H, W] on the CPU."""
 
-    def __init__(self, b: int, frames: int, height: int, width: int, pin: bool,
-                 band: int = 0, axis: int = 0) -> None:
+    def __init__(
+        self, b: int, frames: int, height: int, width: int, pin: bool, band: int = 0, axis: int = 0
+    ) -> None:
         self.video = torch.zeros(b, 3, frames, height, width, dtype=torch.float32, pin_memory=pin)
 
-    def put(self, f: int, rows: tuple[int, int], cols: tuple[int, int], out: Tensor,
-            whole: bool) -> None:
-        dst = self.video[:, :, f:f + out.shape[2], rows[0]:rows[1], cols[0]:cols[1]]
+    def put(
+        self, f: int, rows: tuple[int, int], cols: tuple[int, int], out: Tensor, whole: bool
+    ) -> None:
+        dst = self.video[:, :, f : f + out.shape[2], rows[0] : rows[1], cols[0] : cols[1]]
         if whole:
             dst.copy_(out)
         else:
@@ -121,8 +127,9 @@ class _Uint8Frames:
     dropped as soon as no later tile reaches it: the float working set is one band of tiles,
     never the video."""
 
-    def __init__(self, b: int, frames: int, height: int, width: int, pin: bool,
-                 band: int = 0, axis: int = 0) -> None:
+    def __init__(
+        self, b: int, frames: int, height: int, width: int, pin: bool, band: int = 0, axis: int = 0
+    ) -> None:
         self.frames = torch.empty(b, frames, height, width, 3, dtype=torch.uint8, pin_memory=pin)
         self.axis = axis  # 0: bands of rows, 1: bands of columns
         self.lo = 0  # band index 0 is frame row (column) lo
@@ -130,11 +137,12 @@ class _Uint8Frames:
         size[3 + axis] = band
         self.band = torch.zeros(size, dtype=torch.float32)
 
-    def put(self, f: int, rows: tuple[int, int], cols: tuple[int, int], out: Tensor,
-            whole: bool) -> None:
+    def put(
+        self, f: int, rows: tuple[int, int], cols: tuple[int, int], out: Tensor, whole: bool
+    ) -> None:
         n = out.shape[2]
         if whole:
-            self.frames[:, f:f + n].copy_(_quantize(out))
+            self.frames[:, f : f + n].copy_(_quantize(out))
             return
         span = [rows, cols]
         a0, a1 = span[self.axis][0] - self.lo, span[self.axis][1] - self.lo
@@ -142,7 +150,7 @@ class _Uint8Frames:
             raise AssertionError(f"tile {rows} x {cols} outside the band at {self.lo}")
         span[self.axis] = (a0, a1)
         (y0, y1), (x0, x1) = span
-        self.band[:, :, f:f + n, y0:y1, x0:x1].add_(out.cpu())
+        self.band[:, :, f : f + n, y0:y1, x0:x1].add_(out.cpu())
 
     def band_done(self, edge: int) -> None:
         """Rows (columns) before ``edge`` get no more contributions: quantize and drop them."""
@@ -153,7 +161,7 @@ class _Uint8Frames:
         done = self.band.narrow(d, 0, k)
         dst = self.frames.narrow(2 + self.axis, self.lo, k)
         for f in range(0, self.band.shape[2], 8):  # bounded temporaries
-            dst[:, f:f + 8].copy_(_quantize(done[:, :, f:f + 8]))
+            dst[:, f : f + 8].copy_(_quantize(done[:, :, f : f + 8]))
         keep = size - k  # what the next band of tiles shares: to the front
         if keep > 0:
             self.band.narrow(d, 0, keep).copy_(self.band.narrow(d, k, keep).clone())
@@ -164,8 +172,16 @@ class _Uint8Frames:
         return self.frames
 
 
-def _decode_into(sink_type: type, step: DecodeStep, z: Tensor, *, spatial_factor: int,
-                 tiling: Tiling | None, frames_per_chunk: int, temporal_factor: int) -> Any:
+def _decode_into(
+    sink_type: type,
+    step: DecodeStep,
+    z: Tensor,
+    *,
+    spatial_factor: int,
+    tiling: Tiling | None,
+    frames_per_chunk: int,
+    temporal_factor: int,
+) -> Any:
     b, _, t, h, w = z.shape
     s = spatial_factor
     frames = 1 + temporal_factor * (t - 1)
@@ -183,8 +199,9 @@ def _decode_into(sink_type: type, step: DecodeStep, z: Tensor, *, spatial_factor
     chunks = [(0, 1)] + [(i, min(i + frames_per_chunk, t)) for i in range(1, t, frames_per_chunk)]
     for k, (o_span, o_w) in enumerate(zip(*outer, strict=True)):
         for i_span, i_w in zip(*inner, strict=True):
-            (y0, y1), wyi, (x0, x1), wxi = ((o_span, o_w, i_span, i_w) if axis == 0
-                                            else (i_span, i_w, o_span, o_w))
+            (y0, y1), wyi, (x0, x1), wxi = (
+                (o_span, o_w, i_span, i_w) if axis == 0 else (i_span, i_w, o_span, o_w)
+            )
             weight = None if whole else (wyi[:, None] * wxi[None, :]).to(z.device)
             cache: Any = None
             f = 0
@@ -201,24 +218,51 @@ def _decode_into(sink_type: type, step: DecodeStep, z: Tensor, *, spatial_factor
     return sink.result()
 
 
-def decode_tiled(step: DecodeStep, z: Tensor, *, spatial_factor: int, tiling: Tiling | None,
-                 frames_per_chunk: int = 1, temporal_factor: int = 4) -> Tensor:
+def decode_tiled(
+    step: DecodeStep,
+    z: Tensor,
+    *,
+    spatial_factor: int,
+    tiling: Tiling | None,
+    frames_per_chunk: int = 1,
+    temporal_factor: int = 4,
+) -> Tensor:
     """Decode normalised latents z [B, zc, T, h, w] (on the decoder's device) to a float32 video
     [B, 3, 1 + temporal_factor·(T − 1), h·s, w·s] on the CPU, tile by tile (``tiling`` None: one
     tile of the whole frame, which equals the untiled decode exactly)."""
-    return _decode_into(_FloatVideo, step, z, spatial_factor=spatial_factor, tiling=tiling,
-                        frames_per_chunk=frames_per_chunk, temporal_factor=temporal_factor)
+    return _decode_into(
+        _FloatVideo,
+        step,
+        z,
+        spatial_factor=spatial_factor,
+        tiling=tiling,
+        frames_per_chunk=frames_per_chunk,
+        temporal_factor=temporal_factor,
+    )
 
 
-def decode_tiled_frames(step: DecodeStep, z: Tensor, *, spatial_factor: int,
-                        tiling: Tiling | None, frames_per_chunk: int = 1,
-                        temporal_factor: int = 4) -> Tensor:
+def decode_tiled_frames(
+    step: DecodeStep,
+    z: Tensor,
+    *,
+    spatial_factor: int,
+    tiling: Tiling | None,
+    frames_per_chunk: int = 1,
+    temporal_factor: int = 4,
+) -> Tensor:
     """As :func:`decode_tiled`, streamed to uint8 frames [F, H, W, 3] on the CPU (batch 1): equal
     bit for bit to ``to_uint8_frames(decode_tiled(...))`` without ever holding the float video."""
     if z.shape[0] != 1:
         raise ConfigError(f"decoding to frames takes one video, got latents {tuple(z.shape)}")
-    return _decode_into(_Uint8Frames, step, z, spatial_factor=spatial_factor, tiling=tiling,
-                        frames_per_chunk=frames_per_chunk, temporal_factor=temporal_factor)[0]
+    return _decode_into(
+        _Uint8Frames,
+        step,
+        z,
+        spatial_factor=spatial_factor,
+        tiling=tiling,
+        frames_per_chunk=frames_per_chunk,
+        temporal_factor=temporal_factor,
+    )[0]
 
 
 EncodeStep = Callable[[Tensor, Any], tuple[Tensor, Any]]
@@ -226,8 +270,14 @@ EncodeStep = Callable[[Tensor, Any], tuple[Tensor, Any]]
 [B, z, T, H/s, W/s], the cache to pass with the next chunk)."""
 
 
-def encode_tiled(step: EncodeStep, video: Tensor, *, spatial_factor: int,
-                 tiling: Tiling | None, temporal_factor: int = 4) -> Tensor:
+def encode_tiled(
+    step: EncodeStep,
+    video: Tensor,
+    *,
+    spatial_factor: int,
+    tiling: Tiling | None,
+    temporal_factor: int = 4,
+) -> Tensor:
     """Encode a video [B, 3, F = 4n+1, H, W] (on the encoder's device) to its normalised latent
     mean [B, z, n+1, H/s, W/s] in float32 on that device, tile by tile: ``tiling`` is in latent
     pixels as for the decode; each tile encodes its pixel crop through time with a cache of its
@@ -244,7 +294,7 @@ def encode_tiled(step: EncodeStep, video: Tensor, *, spatial_factor: int,
     out: Tensor | None = None
     for (y0, y1), wyi in zip(ys, wy, strict=True):
         for (x0, x1), wxi in zip(xs, wx, strict=True):
-            crop = video[:, :, :, y0 * s:y1 * s, x0 * s:x1 * s]
+            crop = video[:, :, :, y0 * s : y1 * s, x0 * s : x1 * s]
             cache: Any = None
             parts = []
             for c0, c1 in chunks:

@@ -47,10 +47,11 @@ class InputProfile:
     def __post_init__(self) -> None:
         if not len(self.min) == len(self.opt) == len(self.max):
             raise ConfigError(f"profile of {self.name}: min/opt/max ranks differ")
-        if any(not (0 < a <= b <= c) for a, b, c in zip(self.min, self.opt, self.max,
-                                                        strict=True)):
-            raise ConfigError(f"profile of {self.name}: need 0 < min <= opt <= max, got "
-                              f"{self.min} / {self.opt} / {self.max}")
+        if any(not (0 < a <= b <= c) for a, b, c in zip(self.min, self.opt, self.max, strict=True)):
+            raise ConfigError(
+                f"profile of {self.name}: need 0 < min <= opt <= max, got "
+                f"{self.min} / {self.opt} / {self.max}"
+            )
 
     @classmethod
     def fixed(cls, name: str, shape: Sequence[int]) -> InputProfile:
@@ -64,8 +65,10 @@ class InputProfile:
             return f"{self.name} has rank {len(shape)}, the engine expects {len(self.min)}"
         for i, (d, lo, hi) in enumerate(zip(shape, self.min, self.max, strict=True)):
             if not lo <= d <= hi:
-                return (f"{self.name} dim {i} is {d}, the engine was built for "
-                        f"{lo}..{hi} (shape {shape} outside {self.min}..{self.max})")
+                return (
+                    f"{self.name} dim {i} is {d}, the engine was built for "
+                    f"{lo}..{hi} (shape {shape} outside {self.min}..{self.max})"
+                )
         return None
 
 
@@ -95,23 +98,33 @@ class ShapeProfile:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name,
-                "inputs": {i.name: {"min": list(i.min), "opt": list(i.opt), "max": list(i.max)}
-                           for i in self.inputs}}
+        return {
+            "name": self.name,
+            "inputs": {
+                i.name: {"min": list(i.min), "opt": list(i.opt), "max": list(i.max)}
+                for i in self.inputs
+            },
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ShapeProfile:
         try:
-            return cls(name=str(data["name"]), inputs=tuple(
-                InputProfile(name=k, min=tuple(v["min"]), opt=tuple(v["opt"]),
-                             max=tuple(v["max"]))
-                for k, v in data["inputs"].items()))
+            return cls(
+                name=str(data["name"]),
+                inputs=tuple(
+                    InputProfile(
+                        name=k, min=tuple(v["min"]), opt=tuple(v["opt"]), max=tuple(v["max"])
+                    )
+                    for k, v in data["inputs"].items()
+                ),
+            )
         except (KeyError, TypeError, AttributeError) as e:
             raise ConfigError(f"malformed shape profile {data!r}: {e}") from None
 
 
-def spec_profile(spec: ComponentSpec, sizes: Mapping[str, tuple[int, int, int]],
-                 name: str) -> ShapeProfile:
+def spec_profile(
+    spec: ComponentSpec, sizes: Mapping[str, tuple[int, int, int]], name: str
+) -> ShapeProfile:
     """The profile of a graph from its spec: ``sizes`` gives (min, opt, max) of every size name
     its dims use (specs.preset_sizes); each input's three shapes are its dims evaluated at them."""
     from wan_desktop import specs
@@ -124,8 +137,9 @@ def spec_profile(spec: ComponentSpec, sizes: Mapping[str, tuple[int, int, int]],
     return ShapeProfile(name=name, inputs=tuple(inputs))
 
 
-def preset_profile(variant: Variant, spec: ComponentSpec, preset: str, *,
-                   frames: tuple[int, int] | None = None) -> ShapeProfile:
+def preset_profile(
+    variant: Variant, spec: ComponentSpec, preset: str, *, frames: tuple[int, int] | None = None
+) -> ShapeProfile:
     """The profile of ``spec``'s graph for one preset ("832x480x81"). ``frames`` (DiT only) widens
     the latent frame count to a narrow range around the preset's (at most 8 latent frames wide:
     a wide range loses the shape-specialised kernels)."""
@@ -146,8 +160,10 @@ def preset_profile(variant: Variant, spec: ComponentSpec, preset: str, *,
             raise ConfigError(f"frames range {lo}..{hi} must contain the preset's {f}")
         t_lo, t_hi = (lo - 1) // tf + 1, (hi - 1) // tf + 1
         if t_hi - t_lo > 8:
-            raise ConfigError(f"frames range {lo}..{hi} is too wide (at most {8 * tf} frames)",
-                              remedy="Build one engine per frame count you use.")
+            raise ConfigError(
+                f"frames range {lo}..{hi} is too wide (at most {8 * tf} frames)",
+                remedy="Build one engine per frame count you use.",
+            )
         sizes["T"] = (t_lo, sizes["T"][1], t_hi)
         name = f"{preset}[{lo}-{hi}]"
     return spec_profile(spec, sizes, name)
@@ -164,8 +180,9 @@ def graph_input_shapes(onnx_path: str | Path) -> dict[str, tuple[int | str, ...]
         if inp.name in init:
             continue
         dims = inp.type.tensor_type.shape.dim
-        out[inp.name] = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-                              for d in dims)
+        out[inp.name] = tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims
+        )
     return out
 
 
@@ -174,8 +191,10 @@ def static_profile(onnx_path: str | Path, name: str = "static") -> ShapeProfile:
     inputs = []
     for k, dims in graph_input_shapes(onnx_path).items():
         if not all(isinstance(d, int) and d > 0 for d in dims):
-            raise ConfigError(f"{Path(onnx_path).name}: input {k} has dynamic dims {dims}; give "
-                              "its min/opt/max shapes")
+            raise ConfigError(
+                f"{Path(onnx_path).name}: input {k} has dynamic dims {dims}; give "
+                "its min/opt/max shapes"
+            )
         inputs.append(InputProfile.fixed(k, dims))  # type: ignore[arg-type]
     return ShapeProfile(name=name, inputs=tuple(inputs))
 
@@ -213,15 +232,20 @@ def pick_precision(cc: str | tuple[int, int], requested: Precision | None = None
     c = parse_compute_capability(cc)
     can = supported_precisions(c)
     if requested is None:
-        return Precision.FP8 if Precision.FP8 in can else (
-            Precision.INT8 if Precision.INT8 in can else Precision.FP16)
+        return (
+            Precision.FP8
+            if Precision.FP8 in can
+            else (Precision.INT8 if Precision.INT8 in can else Precision.FP16)
+        )
     if requested is Precision.FP32 or requested in can:
         return requested
     best = pick_precision(c)
-    raise ConfigError(f"{requested.value} engines need a GPU of compute capability "
-                      f"{'8.9' if requested is Precision.FP8 else '8.0'} or newer; this target is "
-                      f"{c[0]}.{c[1]}",
-                      remedy=f"Use --precision {best.value} for this GPU.")
+    raise ConfigError(
+        f"{requested.value} engines need a GPU of compute capability "
+        f"{'8.9' if requested is Precision.FP8 else '8.0'} or newer; this target is "
+        f"{c[0]}.{c[1]}",
+        remedy=f"Use --precision {best.value} for this GPU.",
+    )
 
 
 def graph_precision(onnx_path: str | Path) -> Precision:
@@ -243,8 +267,13 @@ def graph_precision(onnx_path: str | Path) -> Precision:
     if TensorProto.INT8 in types:
         return Precision.INT8
     weight_types = {i.data_type for i in model.graph.initializer}
-    weight_types |= {a.t.data_type for n in model.graph.node if n.op_type == "Constant"
-                     for a in n.attribute if a.name == "value"}
+    weight_types |= {
+        a.t.data_type
+        for n in model.graph.node
+        if n.op_type == "Constant"
+        for a in n.attribute
+        if a.name == "value"
+    }
     if TensorProto.BFLOAT16 in weight_types:
         return Precision.BF16
     if TensorProto.FLOAT16 in weight_types:
@@ -259,20 +288,26 @@ def import_runtime(prefer: str = "auto") -> tuple[Any, str]:
     """(module, name): ``tensorrt`` if installed (or asked for), else ``tensorrt_rtx``."""
     import importlib
 
-    order = {"auto": ("tensorrt", "tensorrt_rtx"), "tensorrt": ("tensorrt",),
-             "tensorrt_rtx": ("tensorrt_rtx",)}.get(prefer)
+    order = {
+        "auto": ("tensorrt", "tensorrt_rtx"),
+        "tensorrt": ("tensorrt",),
+        "tensorrt_rtx": ("tensorrt_rtx",),
+    }.get(prefer)
     if order is None:
-        raise ConfigError(f"unknown TensorRT runtime {prefer!r}; expected auto, tensorrt or "
-                          "tensorrt_rtx")
+        raise ConfigError(
+            f"unknown TensorRT runtime {prefer!r}; expected auto, tensorrt or tensorrt_rtx"
+        )
     errors = []
     for name in order:
         try:
             return importlib.import_module(name), name
         except ImportError as e:
             errors.append(f"{name}: {e}")
-    raise EngineError("no TensorRT runtime is installed (" + "; ".join(errors) + ")",
-                      remedy='Install TensorRT for RTX: pip install -e ".[tensorrt]", or choose '
-                             "the PyTorch backend.")
+    raise EngineError(
+        "no TensorRT runtime is installed (" + "; ".join(errors) + ")",
+        remedy='Install TensorRT for RTX: pip install -e ".[tensorrt]", or choose '
+        "the PyTorch backend.",
+    )
 
 
 def _make_logger(trt: Any) -> Any:
@@ -303,8 +338,9 @@ class BuildProgress:
     fraction: float  # of the whole build, from the outermost phase (0..1)
 
 
-def _make_monitor(trt: Any, progress: Callable[[BuildProgress], None] | None,
-                  cancel: CancelToken | None) -> Any:
+def _make_monitor(
+    trt: Any, progress: Callable[[BuildProgress], None] | None, cancel: CancelToken | None
+) -> Any:
     """IProgressMonitor: reports phases and cancels the build when the token is set (returning
     False from step_complete makes the builder stop and return None)."""
 
@@ -327,8 +363,9 @@ def _make_monitor(trt: Any, progress: Callable[[BuildProgress], None] | None,
             if phase_name == self.root:
                 self.fraction = min(1.0, (step + 1) / self.steps[phase_name])
                 if progress:
-                    progress(BuildProgress(phase_name, step + 1, self.steps[phase_name],
-                                           self.fraction))
+                    progress(
+                        BuildProgress(phase_name, step + 1, self.steps[phase_name], self.fraction)
+                    )
             if cancel is not None and cancel.cancelled:
                 self.cancelled = True
                 return False
@@ -344,8 +381,14 @@ def _make_monitor(trt: Any, progress: Callable[[BuildProgress], None] | None,
     return _Monitor()
 
 
-_CC_ENUM = {(7, 5): "SM75", (8, 0): "SM80", (8, 6): "SM86", (8, 9): "SM89", (12, 0): "SM120",
-            (12, 1): "SM121"}
+_CC_ENUM = {
+    (7, 5): "SM75",
+    (8, 0): "SM80",
+    (8, 6): "SM86",
+    (8, 9): "SM89",
+    (12, 0): "SM120",
+    (12, 1): "SM121",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -364,11 +407,17 @@ class BuildInfo:
     warnings: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"engine": self.engine_path.name, "runtime": self.runtime,
-                "runtime_version": self.runtime_version, "precision": self.precision.value,
-                "compute_capabilities": list(self.compute_capabilities),
-                "profiles": [p.to_dict() for p in self.profiles], "size_bytes": self.size_bytes,
-                "seconds": round(self.seconds, 3), "onnx_bytes": self.onnx_bytes}
+        return {
+            "engine": self.engine_path.name,
+            "runtime": self.runtime,
+            "runtime_version": self.runtime_version,
+            "precision": self.precision.value,
+            "compute_capabilities": list(self.compute_capabilities),
+            "profiles": [p.to_dict() for p in self.profiles],
+            "size_bytes": self.size_bytes,
+            "seconds": round(self.seconds, 3),
+            "onnx_bytes": self.onnx_bytes,
+        }
 
 
 def build_engine(
@@ -396,27 +445,38 @@ def build_engine(
     if not onnx_path.is_file():
         raise ConfigError(f"ONNX graph not found: {onnx_path}")
     precision = graph_precision(onnx_path)
-    ccs = tuple(dict.fromkeys(f"{a}.{b}" for a, b in
-                              (parse_compute_capability(c) for c in compute_capabilities)))
+    ccs = tuple(
+        dict.fromkeys(
+            f"{a}.{b}" for a, b in (parse_compute_capability(c) for c in compute_capabilities)
+        )
+    )
     if not ccs:
         raise ConfigError("give at least one compute capability to build for")
     for cc in ccs:
         if precision not in (Precision.FP32, *supported_precisions(cc)):
             pick_precision(cc, precision)  # raises with the reason and the remedy
-    dynamic = {k: d for k, d in graph_input_shapes(onnx_path).items()
-               if not all(isinstance(x, int) and x > 0 for x in d)}
+    dynamic = {
+        k: d
+        for k, d in graph_input_shapes(onnx_path).items()
+        if not all(isinstance(x, int) and x > 0 for x in d)
+    }
     for p in profiles:
         for k, dims in dynamic.items():
             ip = p.get(k)
             if ip is None:
-                raise ConfigError(f"profile {p.name} gives no shape range for the dynamic input "
-                                  f"{k} {dims} of {onnx_path.name}")
+                raise ConfigError(
+                    f"profile {p.name} gives no shape range for the dynamic input "
+                    f"{k} {dims} of {onnx_path.name}"
+                )
             if len(ip.min) != len(dims):
-                raise ConfigError(f"profile {p.name}: {k} has rank {len(ip.min)}, the graph's "
-                                  f"has {len(dims)}")
+                raise ConfigError(
+                    f"profile {p.name}: {k} has rank {len(ip.min)}, the graph's has {len(dims)}"
+                )
     if dynamic and not profiles:
-        raise ConfigError(f"{onnx_path.name} has dynamic inputs {sorted(dynamic)}: give a "
-                          "shape profile (one per preset)")
+        raise ConfigError(
+            f"{onnx_path.name} has dynamic inputs {sorted(dynamic)}: give a "
+            "shape profile (one per preset)"
+        )
     if cancel is not None:
         cancel.check()
 
@@ -433,8 +493,10 @@ def build_engine(
     # parse_from_file resolves external weights (.onnx.data) next to the graph
     if not parser.parse_from_file(str(onnx_path)):
         errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise EngineError(f"TensorRT cannot parse {onnx_path.name}: {errs or logger.errors}",
-                          remedy="Re-export the graph with opset 18-21.")
+        raise EngineError(
+            f"TensorRT cannot parse {onnx_path.name}: {errs or logger.errors}",
+            remedy="Re-export the graph with opset 18-21.",
+        )
     config = builder.create_builder_config()
     if workspace_gb is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * 2**30))
@@ -444,8 +506,9 @@ def build_engine(
             member = _CC_ENUM.get(parse_compute_capability(cc))
             if member is None or not hasattr(trt.ComputeCapability, member):
                 known = ", ".join(f"{a}.{b}" for a, b in _CC_ENUM)
-                raise ConfigError(f"TensorRT for RTX cannot build for compute capability {cc} "
-                                  f"(it knows {known})")
+                raise ConfigError(
+                    f"TensorRT for RTX cannot build for compute capability {cc} (it knows {known})"
+                )
             config.set_compute_capability(getattr(trt.ComputeCapability, member), i)
     monitor = None
     if hasattr(trt, "IProgressMonitor"):
@@ -463,8 +526,10 @@ def build_engine(
     if serialized is None:
         if (monitor is not None and monitor.cancelled) or (cancel is not None and cancel.cancelled):
             raise Cancelled("engine build cancelled")
-        raise EngineError(f"TensorRT could not build {onnx_path.name}: "
-                          f"{'; '.join(logger.errors) or 'no reason given'}")
+        raise EngineError(
+            f"TensorRT could not build {onnx_path.name}: "
+            f"{'; '.join(logger.errors) or 'no reason given'}"
+        )
     if cancel is not None:
         cancel.check()
     data = memoryview(serialized)
@@ -479,12 +544,18 @@ def build_engine(
     if name == "tensorrt":
         ccs = (_current_cc(),)
     data_file = onnx_path.with_name(onnx_path.name + ".data")
-    onnx_bytes = onnx_path.stat().st_size + (data_file.stat().st_size if data_file.exists()
-                                             else 0)
-    return BuildInfo(engine_path=engine_path, runtime=name, runtime_version=trt.__version__,
-                     precision=precision, compute_capabilities=ccs, profiles=tuple(profiles),
-                     size_bytes=engine_path.stat().st_size, seconds=time.perf_counter() - t0,
-                     onnx_bytes=onnx_bytes)
+    onnx_bytes = onnx_path.stat().st_size + (data_file.stat().st_size if data_file.exists() else 0)
+    return BuildInfo(
+        engine_path=engine_path,
+        runtime=name,
+        runtime_version=trt.__version__,
+        precision=precision,
+        compute_capabilities=ccs,
+        profiles=tuple(profiles),
+        size_bytes=engine_path.stat().st_size,
+        seconds=time.perf_counter() - t0,
+        onnx_bytes=onnx_bytes,
+    )
 
 
 def _current_cc() -> str:
@@ -503,8 +574,9 @@ RTX_TARGETS = ("8.6", "8.9", "12.0")  # RTX 30 / 40 / 50
 
 def targets_for(precision: Precision, candidates: Sequence[str] = RTX_TARGETS) -> tuple[str, ...]:
     """The compute capabilities among ``candidates`` that can run a graph of ``precision``."""
-    return tuple(c for c in candidates
-                 if precision is Precision.FP32 or precision in supported_precisions(c))
+    return tuple(
+        c for c in candidates if precision is Precision.FP32 or precision in supported_precisions(c)
+    )
 
 
 def build_folder(
@@ -543,7 +615,10 @@ def build_folder(
         src = folder / entry.file
         engine_graph = src
         if job_precision is not Precision.FP32 and graph_precision(src) in (
-                Precision.FP32, Precision.FP8, Precision.INT8):
+            Precision.FP32,
+            Precision.FP8,
+            Precision.INT8,
+        ):
             engine_graph = src.with_name(f"{src.stem}.engine-bf16.onnx")
             keep = entry.extra.get("keep_fp32") if entry.component == "dit" else None
             log(f"{src.name}: bf16 engine graph ({'DiT fp32 islands' if keep else 'auto'})")
@@ -551,21 +626,32 @@ def build_folder(
         precision = graph_precision(engine_graph)
         targets = targets_for(precision, compute_capabilities)
         if not targets:
-            raise ConfigError(f"no target among {', '.join(compute_capabilities)} runs "
-                              f"{precision.value} engines")
+            raise ConfigError(
+                f"no target among {', '.join(compute_capabilities)} runs {precision.value} engines"
+            )
         spec = _spec_from_dict(entry.spec)
         profiles = entry.profiles
         if not profiles:  # exported without --profile: the variant's default size, or static
-            dynamic = any(not all(isinstance(d, int) and d > 0 for d in dims)
-                          for dims in graph_input_shapes(src).values())
+            dynamic = any(
+                not all(isinstance(d, int) and d > 0 for d in dims)
+                for dims in graph_input_shapes(src).values()
+            )
             if dynamic:
                 from wan_desktop import specs
 
                 d = manifest.variant.defaults
                 preset = f"{d.size[0]}x{d.size[1]}x{d.frames}"
-                profiles = ({"name": preset, "dims": {
-                    k: list(v) for k, v in specs.preset_sizes(manifest.variant, entry.component,
-                                                              preset).items()}},)
+                profiles = (
+                    {
+                        "name": preset,
+                        "dims": {
+                            k: list(v)
+                            for k, v in specs.preset_sizes(
+                                manifest.variant, entry.component, preset
+                            ).items()
+                        },
+                    },
+                )
             else:
                 profiles = ({"name": "static", "dims": {}},)
         try:
@@ -577,21 +663,40 @@ def build_folder(
                 profile = spec_profile(spec, dims, str(p["name"])) if dims else None
                 stem = src.stem.split(".")[0]
                 out = folder / f"{stem}.{precision.value}.{p['name']}.engine"
-                info = build_engine(engine_graph, out, profiles=[profile] if profile else [],
-                                    compute_capabilities=targets, cancel=cancel, runtime=runtime)
+                info = build_engine(
+                    engine_graph,
+                    out,
+                    profiles=[profile] if profile else [],
+                    compute_capabilities=targets,
+                    cancel=cancel,
+                    runtime=runtime,
+                )
                 infos.append(info)
-                log(f"{out.name}: {info.size_bytes / 2**20:.1f} MB in {info.seconds:.1f} s "
+                log(
+                    f"{out.name}: {info.size_bytes / 2**20:.1f} MB in {info.seconds:.1f} s "
                     f"({info.runtime} {info.runtime_version}, {precision.value}, "
-                    f"sm {', '.join(info.compute_capabilities)})")
-                new_entries.append(dataclasses.replace(
-                    entry, file=out.name, runtime=info.runtime,
-                    runtime_version=info.runtime_version, precision=precision.value,
-                    sha256=cache.sha256_file(out), size=out.stat().st_size,
-                    onnx_sha256=cache.sha256_file(src), onnx_file=src.name,
-                    profiles=(p,) if dims else (),
-                    compute_capabilities=info.compute_capabilities, exact_runtime=True,
-                    extra={"build_seconds": round(info.seconds, 3),
-                           "onnx_bytes": info.onnx_bytes}))
+                    f"sm {', '.join(info.compute_capabilities)})"
+                )
+                new_entries.append(
+                    dataclasses.replace(
+                        entry,
+                        file=out.name,
+                        runtime=info.runtime,
+                        runtime_version=info.runtime_version,
+                        precision=precision.value,
+                        sha256=cache.sha256_file(out),
+                        size=out.stat().st_size,
+                        onnx_sha256=cache.sha256_file(src),
+                        onnx_file=src.name,
+                        profiles=(p,) if dims else (),
+                        compute_capabilities=info.compute_capabilities,
+                        exact_runtime=True,
+                        extra={
+                            "build_seconds": round(info.seconds, 3),
+                            "onnx_bytes": info.onnx_bytes,
+                        },
+                    )
+                )
                 done += 1
         finally:
             if engine_graph != src:

@@ -67,8 +67,9 @@ class ExportJob:
             raise ConfigError(f"unknown engine {self.engine!r}; expected onnx or tensorrt")
         bad = [c for c in self.components if c not in COMPONENTS]
         if bad:
-            raise ConfigError(f"unknown component(s) {', '.join(bad)}; expected some of "
-                              f"{', '.join(COMPONENTS)}")
+            raise ConfigError(
+                f"unknown component(s) {', '.join(bad)}; expected some of {', '.join(COMPONENTS)}"
+            )
         if bool(self.model) == bool(self.random_weights):
             raise ConfigError("give either a model (--model PATH) or --random-weights VARIANT")
         if not 18 <= self.opset <= 21:
@@ -81,15 +82,22 @@ class ExportJob:
     def command(self) -> str:
         """The CLI command that runs this job (recorded in the manifest as the rebuild remedy)."""
         args = ["wan-desktop", "export"]
-        args += ["--model", self.model] if self.model else ["--random-weights", str(self.random_weights)]
+        args += (
+            ["--model", self.model]
+            if self.model
+            else ["--random-weights", str(self.random_weights)]
+        )
         args += ["--out", self.out]
         if self.components:
             args += ["--components", ",".join(self.components)]
         args += ["--precision", self.precision, "--engine", self.engine]
         if self.profile:
             args += ["--profile", self.profile]
-        for name, value in (("--vae", self.vae), ("--text-encoder", self.text_encoder),
-                            ("--tokenizer", self.tokenizer)):
+        for name, value in (
+            ("--vae", self.vae),
+            ("--text-encoder", self.text_encoder),
+            ("--tokenizer", self.tokenizer),
+        ):
             if value:
                 args += [name, value]
         for path, strength, expert in self.loras:
@@ -144,8 +152,10 @@ def check_out(job: ExportJob) -> Path:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not job.overwrite:
-        raise ConfigError(f"--out {out} already exists and is not empty",
-                          remedy="Choose a new folder, or pass --force to replace it.")
+        raise ConfigError(
+            f"--out {out} already exists and is not empty",
+            remedy="Choose a new folder, or pass --force to replace it.",
+        )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -161,8 +171,9 @@ def detect(job: ExportJob) -> tuple[Variant, ModelFiles | None]:
     from wan_desktop.checkpoints.detect import detect_model
 
     assert job.model is not None
-    files = detect_model(job.model, vae=job.vae, text_encoder=job.text_encoder,
-                         tokenizer=job.tokenizer)
+    files = detect_model(
+        job.model, vae=job.vae, text_encoder=job.text_encoder, tokenizer=job.tokenizer
+    )
     return files.variant, files
 
 
@@ -231,11 +242,14 @@ def _check_loras(job: ExportJob, variant: Variant, files: ModelFiles | None) -> 
         return
     from wan_desktop.lora import LoraSpec, check_run_loras
 
-    check_run_loras([LoraSpec(path=p, strength=s, expert=e) for p, s, e in job.loras],
-                    variant, files)
+    check_run_loras(
+        [LoraSpec(path=p, strength=s, expert=e) for p, s, e in job.loras], variant, files
+    )
 
 
-def _merge_loras(model: nn.Module, job: ExportJob, expert: int, experts: int) -> list[dict[str, Any]]:
+def _merge_loras(
+    model: nn.Module, job: ExportJob, expert: int, experts: int
+) -> list[dict[str, Any]]:
     """Merge the job's LoRAs for this expert, keeping no original tensors (nothing is unmerged:
     only the merged weights are ever in memory, one parameter's old copy at a time)."""
     if not job.loras:
@@ -243,8 +257,11 @@ def _merge_loras(model: nn.Module, job: ExportJob, expert: int, experts: int) ->
     from wan_desktop.lora import LoraSpec, load_loras, lora_records, merge_loras
 
     tag = "high" if expert == 0 else "low"
-    mine = [LoraSpec(path=p, strength=s, expert=e) for p, s, e in job.loras
-            if (e == tag or experts == 1)]
+    mine = [
+        LoraSpec(path=p, strength=s, expert=e)
+        for p, s, e in job.loras
+        if (e == tag or experts == 1)
+    ]
     if experts == 1 and any(e == "low" for _, _, e in job.loras):
         raise ConfigError("a LoRA for the low-noise expert was given, but this model has one DiT")
     loaded = load_loras(model, mine)
@@ -255,8 +272,11 @@ def _merge_loras(model: nn.Module, job: ExportJob, expert: int, experts: int) ->
 def _component_files(files: ModelFiles | None, graph: str, expert: int = 0) -> list[Path]:
     if files is None:
         return []
-    comp = {specs.T5: files.text_encoder, specs.CLIP: files.image_encoder,
-            specs.DIT: files.experts[expert]}.get(graph, files.vae)
+    comp = {
+        specs.T5: files.text_encoder,
+        specs.CLIP: files.image_encoder,
+        specs.DIT: files.experts[expert],
+    }.get(graph, files.vae)
     return list(comp.files) if comp is not None else []
 
 
@@ -269,8 +289,12 @@ def _copy_tokenizer(files: ModelFiles | None, dest: Path) -> str:
     target.mkdir()
     if files.tokenizer is not None:
         copied = 0
-        for name in ("tokenizer.json", "spiece.model", "tokenizer_config.json",
-                     "special_tokens_map.json"):
+        for name in (
+            "tokenizer.json",
+            "spiece.model",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+        ):
             src = files.tokenizer / name
             if src.is_file():
                 shutil.copy2(src, target / name)
@@ -280,10 +304,14 @@ def _copy_tokenizer(files: ModelFiles | None, dest: Path) -> str:
     if files.text_encoder is not None:
         reader = files.text_encoder.reader()
         if "spiece_model" in reader:
-            (target / "spiece.model").write_bytes(bytes(reader.get("spiece_model").numpy().tobytes()))
+            (target / "spiece.model").write_bytes(
+                bytes(reader.get("spiece_model").numpy().tobytes())
+            )
             return "tokenizer"
-    raise CheckpointError(f"{files.path}: no tokenizer found",
-                          remedy="Give --tokenizer DIR (a folder with tokenizer.json or spiece.model).")
+    raise CheckpointError(
+        f"{files.path}: no tokenizer found",
+        remedy="Give --tokenizer DIR (a folder with tokenizer.json or spiece.model).",
+    )
 
 
 def run_export(
@@ -310,10 +338,14 @@ def run_export(
     graphs = plan_graphs(variant, job.components)
     precision = job.precision_enum
     if precision in (Precision.FP8, Precision.INT8) and specs.DIT not in graphs:
-        raise ConfigError(f"--precision {precision.value} quantizes the DiT; add dit to --components")
+        raise ConfigError(
+            f"--precision {precision.value} quantizes the DiT; add dit to --components"
+        )
     if job.loras and specs.DIT not in graphs:
-        raise ConfigError("LoRAs are merged into the DiT, which this export leaves out",
-                          remedy="Add dit to --components, or export without --lora.")
+        raise ConfigError(
+            "LoRAs are merged into the DiT, which this export leaves out",
+            remedy="Add dit to --components, or export without --lora.",
+        )
     needs_quantize = precision in (Precision.FP8, Precision.INT8)
     quantize = build = None
     if needs_quantize:
@@ -332,7 +364,9 @@ def run_export(
         entries: list[EngineEntry] = []
         loras: list[dict[str, Any]] = []
         tokenizer = None
-        steps = [(g, e) for g in graphs for e in (range(variant.experts) if g == specs.DIT else [0])]
+        steps = [
+            (g, e) for g in graphs for e in (range(variant.experts) if g == specs.DIT else [0])
+        ]
         total = len(steps) + (1 if needs_quantize else 0) + (1 if build else 0)
         done = 0
         vae = None
@@ -340,18 +374,32 @@ def run_export(
 
         def entry_for(graph: str, path: Path, expert: int | None = None) -> EngineEntry:
             spec = json_spec(path)
-            profiles = tuple({"name": p, "dims": {k: list(v) for k, v in
-                                                   specs.preset_sizes(variant, graph, p).items()}}
-                             for p in job.presets)
+            profiles = tuple(
+                {
+                    "name": p,
+                    "dims": {k: list(v) for k, v in specs.preset_sizes(variant, graph, p).items()},
+                }
+                for p in job.presets
+            )
             size = sum(f.stat().st_size for f in onnx_export.graph_files(path))
             return cache.EngineEntry(
-                component=graph, file=path.name, runtime="onnxruntime", runtime_version=ort_version,
+                component=graph,
+                file=path.name,
+                runtime="onnxruntime",
+                runtime_version=ort_version,
                 # fp8/int8 start as fp32 graphs; quantize.py rewrites the DiT's and its entry
                 precision="fp32" if needs_quantize else precision.value,
-                spec=spec, sha256=cache.sha256_file(path), size=path.stat().st_size, expert=expert,
-                profiles=profiles, opset=job.opset,
-                extra={"bytes_with_data": size, "files": [f.name for f in
-                                                          onnx_export.graph_files(path)]})
+                spec=spec,
+                sha256=cache.sha256_file(path),
+                size=path.stat().st_size,
+                expert=expert,
+                profiles=profiles,
+                opset=job.opset,
+                extra={
+                    "bytes_with_data": size,
+                    "files": [f.name for f in onnx_export.graph_files(path)],
+                },
+            )
 
         for graph, expert in steps:
             cancel.check()
@@ -370,8 +418,11 @@ def run_export(
                 paths = [onnx_export.export_clip(module, variant, tmp / "clip.onnx", **kw)]
             elif graph in (specs.VAE_DECODER_FIRST, specs.VAE_ENCODER_FIRST):
                 vae = vae if vae is not None else loader.vae()
-                fn = (onnx_export.export_vae_decoder if graph == specs.VAE_DECODER_FIRST
-                      else onnx_export.export_vae_encoder)
+                fn = (
+                    onnx_export.export_vae_decoder
+                    if graph == specs.VAE_DECODER_FIRST
+                    else onnx_export.export_vae_encoder
+                )
                 paths = list(fn(vae, variant, tmp, **kw))
                 module = vae
             elif graph in (specs.VAE_DECODER_STEP, specs.VAE_ENCODER_STEP):
@@ -396,18 +447,27 @@ def run_export(
         del vae
         gc.collect()
 
-        model_rec: dict[str, Any] = {"path": str(Path(job.model).expanduser()) if job.model else None,
-                                     "format": files.format if files else None,
-                                     "random_weights": files is None, "files": []}
+        model_rec: dict[str, Any] = {
+            "path": str(Path(job.model).expanduser()) if job.model else None,
+            "format": files.format if files else None,
+            "random_weights": files is None,
+            "files": [],
+        }
         if files is not None:
             progress("hashing checkpoint", done / total)
             paths = [p for g, e in steps for p in _component_files(files, g, e)]
             model_rec["files"] = cache.model_file_records(paths)
         manifest = cache.Manifest(
-            variant=variant, entries=tuple(entries), model=model_rec, loras=tuple(loras),
+            variant=variant,
+            entries=tuple(entries),
+            model=model_rec,
+            loras=tuple(loras),
             boundary=files.boundary if files is not None else variant.defaults.boundary,
-            tokenizer=tokenizer, rebuild=job.command(), app_version=__version__,
-            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            tokenizer=tokenizer,
+            rebuild=job.command(),
+            app_version=__version__,
+            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        )
         cache.write_manifest(tmp, manifest)
         cancel.check()
         if quantize is not None:
@@ -476,6 +536,8 @@ def _optional(module: str, what: str) -> Any:
         return importlib.import_module(f"wan_desktop.export.{module}")
     except ImportError as e:
         missing = getattr(e, "name", None) or module
-        raise EngineError(f"{what} is not available ({missing} cannot be imported)",
-                          remedy="Install the export extras (pip install 'wan-desktop[export]') "
-                                 "or export with --precision fp32/fp16 --engine onnx.") from None
+        raise EngineError(
+            f"{what} is not available ({missing} cannot be imported)",
+            remedy="Install the export extras (pip install 'wan-desktop[export]') "
+            "or export with --precision fp32/fp16 --engine onnx.",
+        ) from None

@@ -59,8 +59,14 @@ class _DitGraph(nn.Module):
     def forward(self, *args: Tensor) -> Tensor:
         kw = dict(zip(self.names, args, strict=True))
         m = self.model
-        state = m.prepare(kw["latents"], kw["timestep"], kw["context"], y=kw.get("y"),
-                          clip_fea=kw.get("clip_fea"), rope=(kw["rope_cos"], kw["rope_sin"]))
+        state = m.prepare(
+            kw["latents"],
+            kw["timestep"],
+            kw["context"],
+            y=kw.get("y"),
+            clip_fea=kw.get("clip_fea"),
+            rope=(kw["rope_cos"], kw["rope_sin"]),
+        )
         h = state.x
         for block in m.blocks:
             h = block(h, state.e0, state.context, state.cos, state.sin)
@@ -114,8 +120,14 @@ class _VaeChunk(nn.Module):
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """The exporter warns about optional torchvision ops and deprecated paths on every call."""
-    names = ("torch.onnx", "torch.onnx._internal.exporter._registration", "torch.export",
-             "torch._dynamo", "onnxscript", "onnx_ir")
+    names = (
+        "torch.onnx",
+        "torch.onnx._internal.exporter._registration",
+        "torch.export",
+        "torch._dynamo",
+        "onnxscript",
+        "onnx_ir",
+    )
     loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
@@ -131,12 +143,16 @@ def _quiet() -> Iterator[None]:
 
 def weight_bytes(module: nn.Module) -> int:
     """Bytes of the module's parameters and buffers (what the graph's initializers will hold)."""
-    return sum(t.numel() * t.element_size()
-               for t in [*module.parameters(), *module.buffers()] if t is not None)
+    return sum(
+        t.numel() * t.element_size()
+        for t in [*module.parameters(), *module.buffers()]
+        if t is not None
+    )
 
 
-def _dynamic_shapes(spec: ComponentSpec, dynamic: bool, varargs_at: int | None
-                    ) -> tuple[Any, ...] | None:
+def _dynamic_shapes(
+    spec: ComponentSpec, dynamic: bool, varargs_at: int | None
+) -> tuple[Any, ...] | None:
     """Dim.AUTO on every symbolic dim, in the structure of forward's arguments (torch.export sees
     a ``*args`` parameter as one tuple)."""
     if not dynamic:
@@ -171,23 +187,32 @@ def export_graph(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if len(args) != len(spec.inputs):
-        raise ValueError(f"{spec.name}: {len(args)} example inputs for {len(spec.inputs)} spec inputs")
+        raise ValueError(
+            f"{spec.name}: {len(args)} example inputs for {len(spec.inputs)} spec inputs"
+        )
     module = module.eval()
     external = weight_bytes(module) > EXTERNAL_DATA_BYTES
     t0 = time.perf_counter()
     with _quiet(), torch.no_grad():
         try:
             program = torch.onnx.export(
-                module, args, None, dynamo=True, opset_version=opset, verbose=False,
+                module,
+                args,
+                None,
+                dynamo=True,
+                opset_version=opset,
+                verbose=False,
                 dynamic_shapes=_dynamic_shapes(spec, dynamic, getattr(module, "varargs_at", None)),
                 input_names=[t.name for t in spec.inputs],
                 output_names=[t.name for t in spec.outputs],
             )
         except Exception as e:  # the exporter raises many kinds; the user gets one line
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise EngineError(f"ONNX export of {spec.name} failed: {first}",
-                              remedy="Report this with the model's inspect output; the PyTorch "
-                                     "backend still runs the model.") from e
+            raise EngineError(
+                f"ONNX export of {spec.name} failed: {first}",
+                remedy="Report this with the model's inspect output; the PyTorch "
+                "backend still runs the model.",
+            ) from e
         assert program is not None
         if path.exists():
             path.unlink()
@@ -238,8 +263,9 @@ def _name_dims(model: Any, spec: ComponentSpec) -> None:
             continue
         dims = value.type.tensor_type.shape.dim
         if len(dims) != len(t.dims):
-            raise EngineError(f"{spec.name}: graph {value.name} has rank {len(dims)}, spec "
-                              f"{t.dims}")
+            raise EngineError(
+                f"{spec.name}: graph {value.name} has rank {len(dims)}, spec {t.dims}"
+            )
         for d, want in zip(dims, t.dims, strict=True):
             if isinstance(want, int):
                 d.ClearField("dim_param")
@@ -259,26 +285,38 @@ def graph_files(path: str | Path) -> list[Path]:
 # ----------------------------------------------------------------------------- per component
 
 
-def _example(dims: Sequence[int | str], sizes: dict[str, int], dtype: torch.dtype = torch.float32,
-             gen: torch.Generator | None = None) -> Tensor:
+def _example(
+    dims: Sequence[int | str],
+    sizes: dict[str, int],
+    dtype: torch.dtype = torch.float32,
+    gen: torch.Generator | None = None,
+) -> Tensor:
     shape = tuple(specs.eval_dim(d, sizes) for d in dims)
     if dtype == torch.int64:
         return torch.randint(0, 8, shape, generator=gen)
     return torch.randn(shape, generator=gen, dtype=dtype)
 
 
-def export_t5(module: nn.Module, variant: Variant, path: str | Path, *, seq_len: int = 11,
-              dynamic: bool = True, **kw: Any) -> Path:
+def export_t5(
+    module: nn.Module,
+    variant: Variant,
+    path: str | Path,
+    *,
+    seq_len: int = 11,
+    dynamic: bool = True,
+    **kw: Any,
+) -> Path:
     """umT5 encoder; example ids [2, seq_len] (any length runs; the runtime feeds 512)."""
     spec = specs.t5_spec(variant)
     ids = torch.randint(0, min(variant.t5.vocab_size, 100), (2, seq_len))
     mask = torch.ones(2, seq_len, dtype=torch.int64)
-    mask[1, seq_len // 2:] = 0  # a padded row, so the mask path is traced with real values
+    mask[1, seq_len // 2 :] = 0  # a padded row, so the mask path is traced with real values
     return export_graph(_T5Graph(module), spec, (ids, mask), path, dynamic=dynamic, **kw)
 
 
-def dit_example(variant: Variant, latent: tuple[int, int, int] = (3, 10, 14)
-                ) -> tuple[ComponentSpec, tuple[Tensor, ...]]:
+def dit_example(
+    variant: Variant, latent: tuple[int, int, int] = (3, 10, 14)
+) -> tuple[ComponentSpec, tuple[Tensor, ...]]:
     """The DiT spec and example inputs for a latent (T, H, W), batch 2 (RoPE from the real grid)."""
     from wan_desktop.models.rope import rope_cos_sin
 
@@ -301,9 +339,15 @@ def dit_example(variant: Variant, latent: tuple[int, int, int] = (3, 10, 14)
     return spec, tuple(args)
 
 
-def export_dit(module: nn.Module, variant: Variant, path: str | Path, *,
-               latent: tuple[int, int, int] = (3, 10, 14), dynamic: bool = True,
-               **kw: Any) -> Path:
+def export_dit(
+    module: nn.Module,
+    variant: Variant,
+    path: str | Path,
+    *,
+    latent: tuple[int, int, int] = (3, 10, 14),
+    dynamic: bool = True,
+    **kw: Any,
+) -> Path:
     """One DiT expert. Example latent (T, H, W) = (3, 10, 14): 105 tokens, all dims distinct."""
     spec, args = dit_example(variant, latent)
     graph = _DitGraph(module, [t.name for t in spec.inputs])
@@ -323,8 +367,9 @@ def _symbolic_slot(shape: Sequence[int], lat_hw: tuple[int, int]) -> tuple[int |
     return tuple(out)
 
 
-def vae_cache_dims(vae: nn.Module, variant: Variant, *, decode: bool
-                   ) -> tuple[tuple[int | str, ...], ...]:
+def vae_cache_dims(
+    vae: nn.Module, variant: Variant, *, decode: bool
+) -> tuple[tuple[int | str, ...], ...]:
     """Measure the cache slots of one chunk (a real run at a tiny size: latent 2×3)."""
     from wan_desktop.models.vae21 import CausalCache
 
@@ -343,47 +388,90 @@ def vae_cache_dims(vae: nn.Module, variant: Variant, *, decode: bool
 def _vae_examples(spec: ComponentSpec, sizes: dict[str, int]) -> tuple[Tensor, ...]:
     g = torch.Generator().manual_seed(0)
     # video inputs in [-1, 1]; latents and cache ~ N(0, 1)
-    return tuple(_example(x.dims, sizes, gen=g).clamp(-1, 1) if x.name == "video"
-                 else _example(x.dims, sizes, gen=g) for x in spec.inputs)
+    return tuple(
+        _example(x.dims, sizes, gen=g).clamp(-1, 1)
+        if x.name == "video"
+        else _example(x.dims, sizes, gen=g)
+        for x in spec.inputs
+    )
 
 
-def export_vae_decoder(vae: nn.Module, variant: Variant, folder: str | Path, *,
-                       latent_hw: tuple[int, int] = (5, 7), dynamic: bool = True,
-                       **kw: Any) -> tuple[Path, Path]:
+def export_vae_decoder(
+    vae: nn.Module,
+    variant: Variant,
+    folder: str | Path,
+    *,
+    latent_hw: tuple[int, int] = (5, 7),
+    dynamic: bool = True,
+    **kw: Any,
+) -> tuple[Path, Path]:
     """The causal decoder as two graphs (first latent frame; one latent frame per step with the
     cache in and out): folder/vae_decoder_first.onnx, folder/vae_decoder_step.onnx."""
-    return _export_vae_chunks(vae, variant, Path(folder), decode=True, latent_hw=latent_hw,
-                              dynamic=dynamic, **kw)
+    return _export_vae_chunks(
+        vae, variant, Path(folder), decode=True, latent_hw=latent_hw, dynamic=dynamic, **kw
+    )
 
 
-def export_vae_encoder(vae: nn.Module, variant: Variant, folder: str | Path, *,
-                       latent_hw: tuple[int, int] = (5, 7), dynamic: bool = True,
-                       **kw: Any) -> tuple[Path, Path]:
+def export_vae_encoder(
+    vae: nn.Module,
+    variant: Variant,
+    folder: str | Path,
+    *,
+    latent_hw: tuple[int, int] = (5, 7),
+    dynamic: bool = True,
+    **kw: Any,
+) -> tuple[Path, Path]:
     """The causal encoder as two graphs (frame 0; 4 frames per step with the cache in and out)."""
-    return _export_vae_chunks(vae, variant, Path(folder), decode=False, latent_hw=latent_hw,
-                              dynamic=dynamic, **kw)
+    return _export_vae_chunks(
+        vae, variant, Path(folder), decode=False, latent_hw=latent_hw, dynamic=dynamic, **kw
+    )
 
 
-def _export_vae_chunks(vae: nn.Module, variant: Variant, folder: Path, *, decode: bool,
-                       latent_hw: tuple[int, int], dynamic: bool, **kw: Any) -> tuple[Path, Path]:
+def _export_vae_chunks(
+    vae: nn.Module,
+    variant: Variant,
+    folder: Path,
+    *,
+    decode: bool,
+    latent_hw: tuple[int, int],
+    dynamic: bool,
+    **kw: Any,
+) -> tuple[Path, Path]:
     make_specs = specs.vae_decoder_specs if decode else specs.vae_encoder_specs
     first, step = make_specs(variant, vae_cache_dims(vae, variant, decode=decode))
     sizes = {"h": latent_hw[0], "w": latent_hw[1]}
-    p1 = export_graph(_VaeChunk(vae, decode=decode, first=True), first,
-                      _vae_examples(first, sizes), folder / f"{first.name}.onnx",
-                      dynamic=dynamic, **kw)
-    p2 = export_graph(_VaeChunk(vae, decode=decode, first=False), step,
-                      _vae_examples(step, sizes), folder / f"{step.name}.onnx",
-                      dynamic=dynamic, **kw)
+    p1 = export_graph(
+        _VaeChunk(vae, decode=decode, first=True),
+        first,
+        _vae_examples(first, sizes),
+        folder / f"{first.name}.onnx",
+        dynamic=dynamic,
+        **kw,
+    )
+    p2 = export_graph(
+        _VaeChunk(vae, decode=decode, first=False),
+        step,
+        _vae_examples(step, sizes),
+        folder / f"{step.name}.onnx",
+        dynamic=dynamic,
+        **kw,
+    )
     return p1, p2
 
 
-def export_clip(module: nn.Module, variant: Variant, path: str | Path, *,
-                image_hw: tuple[int, int] = (37, 45), dynamic: bool = True, **kw: Any) -> Path:
+def export_clip(
+    module: nn.Module,
+    variant: Variant,
+    path: str | Path,
+    *,
+    image_hw: tuple[int, int] = (37, 45),
+    dynamic: bool = True,
+    **kw: Any,
+) -> Path:
     """CLIP image encoder with Wan's preprocessing (bicubic resize, normalisation) in the graph."""
     spec = specs.clip_spec(variant)
     g = torch.Generator().manual_seed(0)
-    images = (torch.rand(2, 3, *image_hw, generator=g) * 2 - 1)
+    images = torch.rand(2, 3, *image_hw, generator=g) * 2 - 1
     return export_graph(_ClipGraph(module), spec, (images,), path, dynamic=dynamic, **kw)
 
 

@@ -137,8 +137,12 @@ class CalibrationSet:
 class _RecordingDenoiser:
     """Wraps a Denoiser and keeps a CPU copy of every call's inputs (nothing else changes)."""
 
-    def __init__(self, inner: Any, sink: list[dict[str, np.ndarray]],
-                 rope: Callable[[tuple[int, ...]], dict[str, np.ndarray]] | None = None) -> None:
+    def __init__(
+        self,
+        inner: Any,
+        sink: list[dict[str, np.ndarray]],
+        rope: Callable[[tuple[int, ...]], dict[str, np.ndarray]] | None = None,
+    ) -> None:
         self.inner = inner
         self.sink = sink
         self.rope = rope
@@ -152,8 +156,15 @@ class _RecordingDenoiser:
     def begin(self, timesteps: Sequence[float]) -> None:
         self.inner.begin(timesteps)
 
-    def __call__(self, latents: Tensor, timestep: Tensor, context: Tensor, *,
-                 y: Tensor | None = None, clip_fea: Tensor | None = None) -> Tensor:
+    def __call__(
+        self,
+        latents: Tensor,
+        timestep: Tensor,
+        context: Tensor,
+        *,
+        y: Tensor | None = None,
+        clip_fea: Tensor | None = None,
+    ) -> Tensor:
         values = dict(zip(DIT_INPUTS, (latents, timestep, context, y, clip_fea), strict=True))
         sample = {k: v.detach().float().cpu().numpy() for k, v in values.items() if v is not None}
         if self.rope is not None:
@@ -192,13 +203,18 @@ def record_calibration(
         for i, request in enumerate(requests):
             r = request.resolve(variant)
             if progress:
-                progress(f"calibration run {i + 1}/{len(requests)}: {r.prompt[:40]!r}, "
-                         f"{r.steps} steps")
+                progress(
+                    f"calibration run {i + 1}/{len(requests)}: {r.prompt[:40]!r}, {r.steps} steps"
+                )
             generate(components, r, cancel=cancel, device=device, preview_every=0)
     finally:
         components.denoisers = original
-    meta = (("variant", variant.name), ("runs", str(len(requests))),
-            ("prompts", " | ".join(r.prompt for r in requests)), ("expert", str(expert)))
+    meta = (
+        ("variant", variant.name),
+        ("runs", str(len(requests))),
+        ("prompts", " | ".join(r.prompt for r in requests)),
+        ("expert", str(expert)),
+    )
     return CalibrationSet(tuple(sink), meta)
 
 
@@ -224,8 +240,12 @@ class _Reader:
     """ORT CalibrationDataReader over a CalibrationSet, checking the cancel token on every sample.
     (ModelOpt also calls ``get_first`` to probe shapes.)"""
 
-    def __init__(self, samples: Sequence[dict[str, np.ndarray]], cancel: CancelToken | None,
-                 progress: Callable[[str], None] | None) -> None:
+    def __init__(
+        self,
+        samples: Sequence[dict[str, np.ndarray]],
+        cancel: CancelToken | None,
+        progress: Callable[[str], None] | None,
+    ) -> None:
         self.samples = list(samples)
         self.cancel = cancel
         self.progress = progress
@@ -273,18 +293,22 @@ def select_dit_nodes(model: onnx.ModelProto, *, attention: bool = True) -> list[
             continue
         module, op = scopes[-2], scopes[-1]
         if QUANTIZED_LINEARS.search(module) or (
-            attention and ATTENTION_SCOPE.search(module)
+            attention
+            and ATTENTION_SCOPE.search(module)
             and op.startswith("scaled_dot_product_attention")
         ):
             chosen.append(node.name)
     if not seen_scopes:  # onnxslim and older exporters drop them
-        raise EngineError("the DiT graph carries no module names (pkg.torch.onnx.name_scopes), "
-                          "so its block linears cannot be told from the embeddings",
-                          remedy="Export the DiT to quantize unslimmed: "
-                                 "export_dit(..., slim=False).")
+        raise EngineError(
+            "the DiT graph carries no module names (pkg.torch.onnx.name_scopes), "
+            "so its block linears cannot be told from the embeddings",
+            remedy="Export the DiT to quantize unslimmed: export_dit(..., slim=False).",
+        )
     if not chosen:
-        raise EngineError("no transformer-block linears found in the DiT graph",
-                          remedy="Quantize the DiT graph written by export_dit.")
+        raise EngineError(
+            "no transformer-block linears found in the DiT graph",
+            remedy="Quantize the DiT graph written by export_dit.",
+        )
     return chosen
 
 
@@ -302,8 +326,11 @@ def fp32_nodes(model: onnx.ModelProto) -> list[str]:
 def _quantized_node_names(model: onnx.ModelProto) -> list[str]:
     """Compute nodes that consume a DequantizeLinear output (what actually got quantized)."""
     dq_out = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    return [n.name for n in model.graph.node
-            if n.op_type in ("MatMul", "Gemm", "Conv") and any(i in dq_out for i in n.input)]
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type in ("MatMul", "Gemm", "Conv") and any(i in dq_out for i in n.input)
+    ]
 
 
 # ----------------------------------------------------------------------------- quantization
@@ -335,8 +362,10 @@ def _require_modelopt() -> Any:
     try:
         from modelopt.onnx.quantization import quantize
     except ImportError as e:
-        raise EngineError(f"FP8/INT8 quantization needs NVIDIA ModelOpt ({e})",
-                          remedy='Install the export extra: pip install -e ".[export]".') from None
+        raise EngineError(
+            f"FP8/INT8 quantization needs NVIDIA ModelOpt ({e})",
+            remedy='Install the export extra: pip install -e ".[export]".',
+        ) from None
     return quantize
 
 
@@ -347,8 +376,13 @@ def _save(model: onnx.ModelProto, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     if _has_external(model) or model.ByteSize() > 1_500_000_000:
-        onnx.save(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=out.name + ".data")
+        onnx.save(
+            model,
+            str(tmp),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=out.name + ".data",
+        )
     else:
         onnx.save(model, str(tmp))
     tmp.replace(out)
@@ -390,13 +424,27 @@ def quantize_dit(
     nodes = select_dit_nodes(model, attention=attention)
     # graphsurgeon drops the scope metadata: tell attention matmuls apart on the input graph
     attention_names = {n.name for n in model.graph.node if _is_attention(n)}
-    q = quantize_graph(onnx_path, out_path, precision, calibration, nodes=nodes, method=method,
-                       attention=attention, cancel=cancel, progress=progress)
+    q = quantize_graph(
+        onnx_path,
+        out_path,
+        precision,
+        calibration,
+        nodes=nodes,
+        method=method,
+        attention=attention,
+        cancel=cancel,
+        progress=progress,
+    )
     return QuantizedGraph(
-        path=q.path, precision=q.precision, method=q.method, quantized_nodes=q.quantized_nodes,
+        path=q.path,
+        precision=q.precision,
+        method=q.method,
+        quantized_nodes=q.quantized_nodes,
         attention_nodes=tuple(n for n in q.quantized_nodes if n in attention_names),
-        calibration_samples=q.calibration_samples, seconds=q.seconds,
-        keep_fp32=tuple(fp32_nodes(model)))
+        calibration_samples=q.calibration_samples,
+        seconds=q.seconds,
+        keep_fp32=tuple(fp32_nodes(model)),
+    )
 
 
 def quantize_graph(
@@ -430,15 +478,18 @@ def quantize_graph(
     graph_inputs = [i.name for i in model.graph.input if i.name not in init]
     missing = [n for n in graph_inputs if n not in calibration.names]
     if missing:
-        raise ConfigError(f"calibration data lacks the graph inputs {missing} "
-                          f"(recorded: {list(calibration.names)})")
+        raise ConfigError(
+            f"calibration data lacks the graph inputs {missing} "
+            f"(recorded: {list(calibration.names)})"
+        )
     samples = [{n: s[n] for n in graph_inputs} for s in calibration.samples]
     if cancel is not None:
         cancel.check()
     what = f"{len(nodes)} nodes" if nodes is not None else "/".join(op_types)
     if progress:
-        progress(f"{precision.value}: calibrating {what} of {onnx_path.name} on "
-                 f"{len(samples)} samples")
+        progress(
+            f"{precision.value}: calibrating {what} of {onnx_path.name} on {len(samples)} samples"
+        )
     t0 = time.perf_counter()
     tmp = out_path.with_name(out_path.name + ".partial.onnx")
     big = _has_external(model)
@@ -461,8 +512,10 @@ def quantize_graph(
     except Cancelled:
         raise
     except Exception as e:  # ModelOpt/ORT raise plain exceptions: one typed error for the user
-        raise EngineError(f"{precision.value} quantization of {onnx_path.name} failed: {e}",
-                          remedy="Re-export the graph (fp32, opset 18-21) and retry.") from e
+        raise EngineError(
+            f"{precision.value} quantization of {onnx_path.name} failed: {e}",
+            remedy="Re-export the graph (fp32, opset 18-21) and retry.",
+        ) from e
     finally:
         for p in (tmp, tmp.with_name(tmp.name + ".data")):
             p.unlink(missing_ok=True)
@@ -470,25 +523,42 @@ def quantize_graph(
     quantized = _quantized_node_names(qmodel)
     if not quantized:
         raise EngineError(f"{precision.value} quantization of {onnx_path.name} inserted no Q/DQ")
-    return QuantizedGraph(path=out_path, precision=precision, method=method,
-                          quantized_nodes=tuple(quantized), attention_nodes=(),
-                          calibration_samples=len(samples), seconds=time.perf_counter() - t0)
+    return QuantizedGraph(
+        path=out_path,
+        precision=precision,
+        method=method,
+        quantized_nodes=tuple(quantized),
+        attention_nodes=(),
+        calibration_samples=len(samples),
+        seconds=time.perf_counter() - t0,
+    )
 
 
 def _is_attention(node: onnx.NodeProto) -> bool:
     scopes = node_scopes(node)
-    return node.op_type == "MatMul" and bool(scopes) and scopes[-1].startswith(
-        "scaled_dot_product_attention")
+    return (
+        node.op_type == "MatMul"
+        and bool(scopes)
+        and scopes[-1].startswith("scaled_dot_product_attention")
+    )
 
 
 # Op types that stay fp32 in the engine graph of a graph without module scopes (T5, CLIP, VAE):
 # normalisation statistics, as every model file here computes them.
-FP32_OP_TYPES = ("LayerNormalization", "ReduceMean", "ReduceSum", "ReduceL2", "Pow", "Sqrt",
-                 "Reciprocal")
+FP32_OP_TYPES = (
+    "LayerNormalization",
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceL2",
+    "Pow",
+    "Sqrt",
+    "Reciprocal",
+)
 
 
-def to_engine_graph(onnx_path: str | Path, out_path: str | Path, *,
-                    keep_fp32: Sequence[str] | None = None) -> Path:
+def to_engine_graph(
+    onnx_path: str | Path, out_path: str | Path, *, keep_fp32: Sequence[str] | None = None
+) -> Path:
     """fp32 graph (with or without Q/DQ) -> the bf16 graph a strongly-typed TensorRT network
     builds. Nodes named in ``keep_fp32`` stay fp32 (default: :func:`fp32_nodes` for a DiT graph
     with module scopes, else the :data:`FP32_OP_TYPES` nodes); graph inputs and outputs keep their
@@ -500,10 +570,16 @@ def to_engine_graph(onnx_path: str | Path, out_path: str | Path, *,
     model = onnx.load(str(onnx_path))
     if keep_fp32 is None:
         has_scopes = any(node_scopes(n) for n in model.graph.node)
-        is_dit = has_scopes and any(QUANTIZED_LINEARS.search(node_scopes(n)[-2])
-                                    for n in model.graph.node if len(node_scopes(n)) >= 2)
-        keep_fp32 = fp32_nodes(model) if is_dit else [
-            n.name for n in model.graph.node if n.op_type in FP32_OP_TYPES]
+        is_dit = has_scopes and any(
+            QUANTIZED_LINEARS.search(node_scopes(n)[-2])
+            for n in model.graph.node
+            if len(node_scopes(n)) >= 2
+        )
+        keep_fp32 = (
+            fp32_nodes(model)
+            if is_dit
+            else [n.name for n in model.graph.node if n.op_type in FP32_OP_TYPES]
+        )
     return _save(_to_bf16(model, set(keep_fp32)), out_path)
 
 
@@ -518,22 +594,29 @@ def _to_bf16(model: onnx.ModelProto, keep: set[str]) -> onnx.ModelProto:
         from modelopt.onnx.autocast.graphsanitizer import GraphSanitizer
         from modelopt.onnx.autocast.precisionconverter import PrecisionConverter
     except ImportError as e:
-        raise EngineError(f"bf16 conversion needs NVIDIA ModelOpt ({e})",
-                          remedy='Install the export extra: pip install -e ".[export]".') from None
+        raise EngineError(
+            f"bf16 conversion needs NVIDIA ModelOpt ({e})",
+            remedy='Install the export extra: pip install -e ".[export]".',
+        ) from None
     logging.getLogger("modelopt").setLevel(logging.ERROR)
     # Graph outputs that are constants (a VAE cache slot of the first chunk that is all zeros)
     # are dropped by the converter: take them out and put them back, fp32, afterwards.
     order = [o.name for o in model.graph.output]
     produced = {o for n in model.graph.node for o in n.output}
-    const_out = {i.name: deepcopy(i) for i in model.graph.initializer
-                 if i.name in order and i.name not in produced}
+    const_out = {
+        i.name: deepcopy(i)
+        for i in model.graph.initializer
+        if i.name in order and i.name not in produced
+    }
     out_info = {o.name: deepcopy(o) for o in model.graph.output}
     if const_out:
         keep_outs = [o for o in model.graph.output if o.name not in const_out]
         del model.graph.output[:]
         model.graph.output.extend(keep_outs)
-    io = {"input": [deepcopy(i) for i in model.graph.input],
-          "output": [deepcopy(o) for o in model.graph.output]}
+    io = {
+        "input": [deepcopy(i) for i in model.graph.input],
+        "output": [deepcopy(o) for o in model.graph.output],
+    }
     # bf16 Q/DQ scales and bf16 ops need opset 22 (FP8 Q/DQ alone would need 19)
     opset = max(22, onnx_utils.get_min_opset_for_precisions(onnx_utils.get_qdq_precisions(model)))
     sanitizer = GraphSanitizer(model, min_opset=opset, trt_plugins=[], max_ir_version=10)
@@ -544,9 +627,17 @@ def _to_bf16(model: onnx.ModelProto, keep: set[str]) -> onnx.ModelProto:
     model = onnx_utils.infer_types(sanitizer.model, False, strict_mode=True)
     value_info, inits, node_inits = autocast_utils.setup_mappings(model)
     converter = PrecisionConverter(
-        model, value_info, inits, node_inits, keep_io_types=True, low_precision_type="bf16",
-        custom_ops=sanitizer.custom_ops, tensor_block_dict={},
-        use_standalone_type_inference=False, original_network_io_metadata=io)
+        model,
+        value_info,
+        inits,
+        node_inits,
+        keep_io_types=True,
+        low_precision_type="bf16",
+        custom_ops=sanitizer.custom_ops,
+        tensor_block_dict={},
+        use_standalone_type_inference=False,
+        original_network_io_metadata=io,
+    )
     names = [n.name for n in model.graph.node]
     out = converter.convert([n for n in names if n in keep], [n for n in names if n not in keep])
     if const_out:
@@ -603,8 +694,9 @@ def _session(path: Path) -> Any:
         raise EngineError(f"ONNX Runtime cannot load {path.name}: {e}") from e
 
 
-def velocity_errors(reference: str | Path, quantized: str | Path,
-                    samples: Sequence[dict[str, np.ndarray]]) -> tuple[float, float, float]:
+def velocity_errors(
+    reference: str | Path, quantized: str | Path, samples: Sequence[dict[str, np.ndarray]]
+) -> tuple[float, float, float]:
     """(mean relative L2 error, worst relative error, mean cosine) of the graphs' first output."""
     import numpy as np
 
@@ -639,8 +731,15 @@ class OrtGraphDenoiser:
     def begin(self, timesteps: Sequence[float]) -> None:
         """Start of a run: nothing to reset."""
 
-    def __call__(self, latents: Tensor, timestep: Tensor, context: Tensor, *,
-                 y: Tensor | None = None, clip_fea: Tensor | None = None) -> Tensor:
+    def __call__(
+        self,
+        latents: Tensor,
+        timestep: Tensor,
+        context: Tensor,
+        *,
+        y: Tensor | None = None,
+        clip_fea: Tensor | None = None,
+    ) -> Tensor:
         import torch
 
         self.load(None)
@@ -657,8 +756,14 @@ def psnr_uint8(a: Tensor, b: Tensor) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
-def video_psnr(components: Components, reference: str | Path, quantized: str | Path,
-               request: GenerationRequest, *, expert: int = 0) -> float:
+def video_psnr(
+    components: Components,
+    reference: str | Path,
+    quantized: str | Path,
+    request: GenerationRequest,
+    *,
+    expert: int = 0,
+) -> float:
     """PSNR of the video generated with the quantized DiT graph against the reference graph (same
     seed, same text encoder and VAE: the difference is the quantization alone)."""
     from wan_desktop.pipeline import generate
@@ -692,10 +797,16 @@ def evaluate_quantization(
     if components is not None and request is not None:
         psnr = video_psnr(components, reference, quantized.path, request)
     return QuantReport(
-        precision=quantized.precision.value, method=quantized.method, samples=len(held_out),
-        velocity_rel_error=rel, velocity_max_rel_error=worst, velocity_cosine=cos,
-        video_psnr_db=psnr, quantized_nodes=len(quantized.quantized_nodes),
-        attention_nodes=len(quantized.attention_nodes), graph_bytes=quantized.size_bytes,
+        precision=quantized.precision.value,
+        method=quantized.method,
+        samples=len(held_out),
+        velocity_rel_error=rel,
+        velocity_max_rel_error=worst,
+        velocity_cosine=cos,
+        video_psnr_db=psnr,
+        quantized_nodes=len(quantized.quantized_nodes),
+        attention_nodes=len(quantized.attention_nodes),
+        graph_bytes=quantized.size_bytes,
         reference_bytes=_graph_bytes(Path(reference)),
     )
 
@@ -715,8 +826,11 @@ def vae_conv_nodes(model: onnx.ModelProto) -> list[str]:
         while node is not None and node.op_type in ("Slice", "Identity", "Cast"):
             cached.add(node.input[0])
             node = producer.get(node.input[0])
-    return [n.name for n in model.graph.node
-            if n.op_type == "Conv" and not any(i in cached for i in n.input)]
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type == "Conv" and not any(i in cached for i in n.input)
+    ]
 
 
 # ----------------------------------------------------------------------------- export folders
@@ -768,48 +882,73 @@ def quantize_folder(
     if job.model:
         from wan_desktop.checkpoints.detect import detect_model
 
-        files = detect_model(job.model, vae=job.vae, text_encoder=job.text_encoder,
-                             tokenizer=job.tokenizer)
+        files = detect_model(
+            job.model, vae=job.vae, text_encoder=job.text_encoder, tokenizer=job.tokenizer
+        )
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     progress("calibration", 0.0)
-    comps = build_torch_components(variant, files, device=dev, dtype=torch.float32
-                                   if dev.type == "cpu" else torch.bfloat16)
+    comps = build_torch_components(
+        variant, files, device=dev, dtype=torch.float32 if dev.type == "cpu" else torch.bfloat16
+    )
     w, h, f = size
-    requests = [GenerationRequest(prompt=p, width=w, height=h, frames=f, steps=steps, seed=i)
-                for i, p in enumerate(prompts)]
+    requests = [
+        GenerationRequest(prompt=p, width=w, height=h, frames=f, steps=steps, seed=i)
+        for i, p in enumerate(prompts)
+    ]
     entries = list(manifest.entries)
     for entry in dits:
         expert = entry.expert or 0
-        cal = record_calibration(comps, requests, expert=expert, device=str(dev), cancel=cancel,
-                                 progress=log)
+        cal = record_calibration(
+            comps, requests, expert=expert, device=str(dev), cancel=cancel, progress=log
+        )
         fit, held = cal.split(4) if len(cal) >= 8 else (cal, cal)
         src = folder / entry.file
         import onnx
 
-        if not any(node_scopes(n) for n in onnx.load(str(src), load_external_data=False).graph.node):
-            raise EngineError(f"{src.name} was slimmed: its nodes lost the module names that tell "
-                              "the block linears from the embeddings",
-                              remedy="Export the DiT to quantize with export_dit(..., slim=False).")
+        if not any(
+            node_scopes(n) for n in onnx.load(str(src), load_external_data=False).graph.node
+        ):
+            raise EngineError(
+                f"{src.name} was slimmed: its nodes lost the module names that tell "
+                "the block linears from the embeddings",
+                remedy="Export the DiT to quantize with export_dit(..., slim=False).",
+            )
         out = src.with_name(f"{src.stem}.{precision.value}.onnx")
         q = quantize_dit(src, out, precision, fit, cancel=cancel, progress=log)
         rel, worst, cos = velocity_errors(src, out, held.samples)
-        log(f"{out.name}: {len(q.quantized_nodes)} matmuls in {precision.value} "
+        log(
+            f"{out.name}: {len(q.quantized_nodes)} matmuls in {precision.value} "
             f"({len(q.attention_nodes)} attention), velocity error {rel:.2%} on held-out steps, "
-            f"{q.seconds:.1f} s")
+            f"{q.seconds:.1f} s"
+        )
         for p in (src, src.with_name(src.name + ".data")):  # the Q/DQ graph replaces it
             p.unlink(missing_ok=True)
         extra = dict(entry.extra) | {
-            "quantizer": "nvidia-modelopt onnx PTQ", "method": q.method,
-            "calibration": {"prompts": list(prompts), "size": list(size), "steps": steps,
-                            "samples": len(fit)},
-            "quantized_nodes": len(q.quantized_nodes), "attention_nodes": len(q.attention_nodes),
-            "velocity_rel_error": round(rel, 6), "velocity_max_rel_error": round(worst, 6),
-            "velocity_cosine": round(cos, 6), "keep_fp32": list(q.keep_fp32),
+            "quantizer": "nvidia-modelopt onnx PTQ",
+            "method": q.method,
+            "calibration": {
+                "prompts": list(prompts),
+                "size": list(size),
+                "steps": steps,
+                "samples": len(fit),
+            },
+            "quantized_nodes": len(q.quantized_nodes),
+            "attention_nodes": len(q.attention_nodes),
+            "velocity_rel_error": round(rel, 6),
+            "velocity_max_rel_error": round(worst, 6),
+            "velocity_cosine": round(cos, 6),
+            "keep_fp32": list(q.keep_fp32),
             "files": [p.name for p in (out, out.with_name(out.name + ".data")) if p.exists()],
-            "bytes_with_data": _graph_bytes(out)}
-        new = dataclasses.replace(entry, file=out.name, precision=precision.value,
-                                  sha256=cache.sha256_file(out), size=out.stat().st_size,
-                                  extra=extra)
+            "bytes_with_data": _graph_bytes(out),
+        }
+        new = dataclasses.replace(
+            entry,
+            file=out.name,
+            precision=precision.value,
+            sha256=cache.sha256_file(out),
+            size=out.stat().st_size,
+            extra=extra,
+        )
         entries[entries.index(entry)] = new
     del comps
     cache.write_manifest(folder, manifest.with_entries(entries))

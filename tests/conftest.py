@@ -55,8 +55,7 @@ def t2v_engines(t2v_model, tmp_path_factory):
     from wan_desktop.cli import main
 
     out = tmp_path_factory.mktemp("export_t2v_engines") / "engines"
-    code = main(["export", "--model", str(t2v_model.official), "--out", str(out),
-                 "--no-progress"])
+    code = main(["export", "--model", str(t2v_model.official), "--out", str(out), "--no-progress"])
     assert code == 0
     return out
 

@@ -77,14 +77,20 @@ class FakeDenoiser(_Base):
     def begin(self, timesteps) -> None:
         self.schedules.append(tuple(timesteps))
 
-    def __call__(self, latents: Tensor, timestep: Tensor, context: Tensor, *, y=None,
-                 clip_fea=None) -> Tensor:
+    def __call__(
+        self, latents: Tensor, timestep: Tensor, context: Tensor, *, y=None, clip_fea=None
+    ) -> Tensor:
         step = len(self.calls)
-        self.calls.append({"shape": tuple(latents.shape), "latents": latents.detach().clone(),
-                           "timestep": timestep.detach().clone(),
-                           "context": context.detach().clone(),
-                           "y": None if y is None else y.detach().clone(),
-                           "clip_fea": None if clip_fea is None else clip_fea.detach().clone()})
+        self.calls.append(
+            {
+                "shape": tuple(latents.shape),
+                "latents": latents.detach().clone(),
+                "timestep": timestep.detach().clone(),
+                "context": context.detach().clone(),
+                "y": None if y is None else y.detach().clone(),
+                "clip_fea": None if clip_fea is None else clip_fea.detach().clone(),
+            }
+        )
         self.started.set()
         if self.fail_at_step is not None and step >= self.fail_at_step:
             raise self.fail_with(f"fake failure at step {step}")
@@ -120,10 +126,14 @@ class FakeVae(_Base):
         self.calls.append({"encode": tuple(video.shape)})
         b, _, f, h, w = video.shape
         t = (f - 1) // self.temporal + 1
-        pooled = torch.nn.functional.avg_pool3d(video[:, :, ::self.temporal].float(),
-                                                (1, self.spatial, self.spatial))
-        return pooled.mean(1, keepdim=True).expand(b, self.z_dim, t, h // self.spatial,
-                                                   w // self.spatial).contiguous()
+        pooled = torch.nn.functional.avg_pool3d(
+            video[:, :, :: self.temporal].float(), (1, self.spatial, self.spatial)
+        )
+        return (
+            pooled.mean(1, keepdim=True)
+            .expand(b, self.z_dim, t, h // self.spatial, w // self.spatial)
+            .contiguous()
+        )
 
 
 @dataclass
@@ -146,14 +156,25 @@ def fake_components(name: str = "t2v-1.3B", *, experts: int | None = None, **den
     n = experts if experts is not None else variant.experts
     journal: list[tuple[str, str, object]] = []
     dens = tuple(FakeDenoiser(name=f"dit{i}", journal=journal, **denoiser_kw) for i in range(n))
-    vae = FakeVae(name="vae", journal=journal, spatial=variant.vae.spatial_factor,
-                  z_dim=variant.vae.z_dim)
+    vae = FakeVae(
+        name="vae", journal=journal, spatial=variant.vae.spatial_factor, z_dim=variant.vae.z_dim
+    )
     text = FakeTextEncoder(name="text", journal=journal, dim=variant.dit.text_dim)
-    image = (FakeImageEncoder(name="clip", journal=journal, dim=variant.dit.image_dim)
-             if variant.dit.image_dim else None)
-    comps = Components(variant=variant, text_encoder=text, denoisers=dens, vae_decoder=vae,
-                       vae_encoder=vae, image_encoder=image, boundary=variant.defaults.boundary,
-                       info={"fake": True, "random_weights": False, "variant": variant.name})
+    image = (
+        FakeImageEncoder(name="clip", journal=journal, dim=variant.dit.image_dim)
+        if variant.dit.image_dim
+        else None
+    )
+    comps = Components(
+        variant=variant,
+        text_encoder=text,
+        denoisers=dens,
+        vae_decoder=vae,
+        vae_encoder=vae,
+        image_encoder=image,
+        boundary=variant.defaults.boundary,
+        info={"fake": True, "random_weights": False, "variant": variant.name},
+    )
     return comps, {"text": text, "denoisers": dens, "vae": vae, "image": image, "journal": journal}
 
 

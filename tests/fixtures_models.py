@@ -49,22 +49,40 @@ class TinyModel:
         from diffusers import WanImageToVideoPipeline, WanPipeline
 
         r = self.refs
-        common = dict(tokenizer=r["tokenizer"], text_encoder=r["text_encoder"], vae=r["vae"],
-                      scheduler=r["scheduler"], transformer=r["transformer"],
-                      transformer_2=r.get("transformer_2"), boundary_ratio=r.get("boundary_ratio"),
-                      expand_timesteps=self.variant.dit.model_type == "ti2v")
+        common = dict(
+            tokenizer=r["tokenizer"],
+            text_encoder=r["text_encoder"],
+            vae=r["vae"],
+            scheduler=r["scheduler"],
+            transformer=r["transformer"],
+            transformer_2=r.get("transformer_2"),
+            boundary_ratio=r.get("boundary_ratio"),
+            expand_timesteps=self.variant.dit.model_type == "ti2v",
+        )
         if self.variant.dit.model_type in ("i2v", "flf2v") or r.get("i2v_pipeline"):
-            return WanImageToVideoPipeline(image_processor=r.get("image_processor"),
-                                           image_encoder=r.get("image_encoder"), **common)
+            return WanImageToVideoPipeline(
+                image_processor=r.get("image_processor"),
+                image_encoder=r.get("image_encoder"),
+                **common,
+            )
         return WanPipeline(**common)
 
 
 def _official_dit_config(cfg) -> dict[str, Any]:
-    return {"_class_name": "WanModel", "_diffusers_version": "0.30.0",
-            "model_type": cfg.model_type, "dim": cfg.dim, "ffn_dim": cfg.ffn_dim,
-            "freq_dim": cfg.freq_dim, "in_dim": cfg.in_dim, "num_heads": cfg.num_heads,
-            "num_layers": cfg.num_layers, "out_dim": cfg.out_dim, "text_len": cfg.text_len,
-            "eps": cfg.eps}
+    return {
+        "_class_name": "WanModel",
+        "_diffusers_version": "0.30.0",
+        "model_type": cfg.model_type,
+        "dim": cfg.dim,
+        "ffn_dim": cfg.ffn_dim,
+        "freq_dim": cfg.freq_dim,
+        "in_dim": cfg.in_dim,
+        "num_heads": cfg.num_heads,
+        "num_layers": cfg.num_layers,
+        "out_dim": cfg.out_dim,
+        "text_len": cfg.text_len,
+        "eps": cfg.eps,
+    }
 
 
 def _save_sharded(state: dict[str, torch.Tensor], folder: Path, stem: str, shards: int) -> None:
@@ -76,19 +94,23 @@ def _save_sharded(state: dict[str, torch.Tensor], folder: Path, stem: str, shard
     per = (len(keys) + shards - 1) // shards
     for i in range(shards):
         name = f"{stem}-{i + 1:05d}-of-{shards:05d}.safetensors"
-        part = {k: state[k] for k in keys[i * per:(i + 1) * per]}
+        part = {k: state[k] for k in keys[i * per : (i + 1) * per]}
         save_file(part, folder / name)
         weight_map.update(dict.fromkeys(part, name))
     (folder / f"{stem}.safetensors.index.json").write_text(
-        json.dumps({"metadata": {}, "weight_map": weight_map}))
+        json.dumps({"metadata": {}, "weight_map": weight_map})
+    )
 
 
 def official_dit_state(model) -> dict[str, torch.Tensor]:
     return {dit_key(k): v.detach().clone().contiguous() for k, v in model.state_dict().items()}
 
 
-def comfy_dit_state(official: dict[str, torch.Tensor], precision: str = "fp16",
-                    prefix: str = "model.diffusion_model.") -> dict[str, torch.Tensor]:
+def comfy_dit_state(
+    official: dict[str, torch.Tensor],
+    precision: str = "fp16",
+    prefix: str = "model.diffusion_model.",
+) -> dict[str, torch.Tensor]:
     """An official DiT state as a ComfyUI file stores it: fp16/bf16/fp32, or block linear weights in
     fp8_e4m3fn (plain, or "fp8_scaled" with a per-tensor ``scale_weight`` and the marker)."""
     out: dict[str, torch.Tensor] = {}
@@ -122,9 +144,12 @@ def build_tiny_model(root: str | Path, name: str, *, seed: int = 0, shards: int 
         "text_encoder": hf_umt5(variant.t5, seed=seed + 1),
         "vae": diffusers_vae(variant.vae, seed=seed + 2),
         "transformer": diffusers_transformer(cfg, seed=seed + 3),
-        "scheduler": UniPCMultistepScheduler(prediction_type="flow_prediction",
-                                             use_flow_sigmas=True, num_train_timesteps=1000,
-                                             flow_shift=DIFFUSERS_SHIFT),
+        "scheduler": UniPCMultistepScheduler(
+            prediction_type="flow_prediction",
+            use_flow_sigmas=True,
+            num_train_timesteps=1000,
+            flow_shift=DIFFUSERS_SHIFT,
+        ),
     }
     if variant.experts == 2:
         refs["transformer_2"] = diffusers_transformer(cfg, seed=seed + 4)
@@ -135,10 +160,21 @@ def build_tiny_model(root: str | Path, name: str, *, seed: int = 0, shards: int 
         refs["image_encoder"] = hf_clip_vision(variant.clip, seed=seed + 5)
         refs["image_processor"] = CLIPImageProcessor(
             size={"shortest_edge": variant.clip.image_size},
-            crop_size={"height": variant.clip.image_size, "width": variant.clip.image_size})
-    model = TinyModel(name=name, variant=variant, root=root, diffusers=root / "diffusers",
-                      official=root / "official", comfy_dit=Path(), comfy_vae=Path(),
-                      comfy_t5=Path(), comfy_clip=None, tokenizer=tok_dir, refs=refs)
+            crop_size={"height": variant.clip.image_size, "width": variant.clip.image_size},
+        )
+    model = TinyModel(
+        name=name,
+        variant=variant,
+        root=root,
+        diffusers=root / "diffusers",
+        official=root / "official",
+        comfy_dit=Path(),
+        comfy_vae=Path(),
+        comfy_t5=Path(),
+        comfy_clip=None,
+        tokenizer=tok_dir,
+        refs=refs,
+    )
 
     # --- diffusers layout, by diffusers itself
     model.diffusers_pipeline().save_pretrained(model.diffusers, safe_serialization=True)
@@ -155,10 +191,12 @@ def build_tiny_model(root: str | Path, name: str, *, seed: int = 0, shards: int 
         dit_states.append(state)
         _save_sharded(state, d, "diffusion_pytorch_model", shards)
         (d / "config.json").write_text(json.dumps(_official_dit_config(cfg), indent=2))
-    vae_state = {vae_key(k, variant.vae.version): v.clone()
-                 for k, v in refs["vae"].state_dict().items()}
-    torch.save(vae_state, off / ("Wan2.2_VAE.pth" if variant.vae.version == "2.2"
-                                 else "Wan2.1_VAE.pth"))
+    vae_state = {
+        vae_key(k, variant.vae.version): v.clone() for k, v in refs["vae"].state_dict().items()
+    }
+    torch.save(
+        vae_state, off / ("Wan2.2_VAE.pth" if variant.vae.version == "2.2" else "Wan2.1_VAE.pth")
+    )
     t5_hf = refs["text_encoder"].state_dict()
     rename = make_renamer(t5_hf)
     t5_state = {n: v.clone() for k, v in t5_hf.items() if (n := rename(k)) is not None}
@@ -168,8 +206,10 @@ def build_tiny_model(root: str | Path, name: str, *, seed: int = 0, shards: int 
         (off / "google" / "umt5-xxl" / f.name).write_bytes(f.read_bytes())
     if "image_encoder" in refs:
         clip_state = convert_hf_state_dict(refs["image_encoder"].state_dict())
-        clip_state |= {"textual.token_embedding.weight": torch.randn(8, 4),
-                       "log_scale": torch.tensor(4.6)}
+        clip_state |= {
+            "textual.token_embedding.weight": torch.randn(8, 4),
+            "log_scale": torch.tensor(4.6),
+        }
         torch.save(clip_state, off / "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth")
 
     # --- ComfyUI files (fp16 diffusion models, as the repackaged releases ship them)
@@ -181,19 +221,26 @@ def build_tiny_model(root: str | Path, name: str, *, seed: int = 0, shards: int 
         save_file(comfy_dit_state(dit_states[0]), model.comfy_dit)
     else:
         for tag, state in zip(("high_noise", "low_noise"), dit_states, strict=True):
-            save_file(comfy_dit_state(state),
-                      comfy / "diffusion_models" / f"wan2.2_tiny_{tag}_14B_fp16.safetensors")
+            save_file(
+                comfy_dit_state(state),
+                comfy / "diffusion_models" / f"wan2.2_tiny_{tag}_14B_fp16.safetensors",
+            )
         model.comfy_dit = comfy / "diffusion_models" / "wan2.2_tiny_high_noise_14B_fp16.safetensors"
-    vae_name = "wan2.2_vae.safetensors" if variant.vae.version == "2.2" else "wan_2.1_vae.safetensors"
+    vae_name = (
+        "wan2.2_vae.safetensors" if variant.vae.version == "2.2" else "wan_2.1_vae.safetensors"
+    )
     model.comfy_vae = comfy / "vae" / vae_name
     save_file({k: v.contiguous() for k, v in vae_state.items()}, model.comfy_vae)
     model.comfy_t5 = comfy / "text_encoders" / "umt5_xxl_fp16.safetensors"
     spm = torch.frombuffer(bytearray((tok_dir / "spiece.model").read_bytes()), dtype=torch.uint8)
-    t5_comfy = {k: v.clone().contiguous() for k, v in t5_hf.items()
-                if k != "encoder.embed_tokens.weight"}
+    t5_comfy = {
+        k: v.clone().contiguous() for k, v in t5_hf.items() if k != "encoder.embed_tokens.weight"
+    }
     save_file(t5_comfy | {"spiece_model": spm.clone()}, model.comfy_t5)
     if "image_encoder" in refs:
         model.comfy_clip = comfy / "clip_vision" / "clip_vision_h.safetensors"
-        save_file({k: v.contiguous() for k, v in refs["image_encoder"].state_dict().items()},
-                  model.comfy_clip)
+        save_file(
+            {k: v.contiguous() for k, v in refs["image_encoder"].state_dict().items()},
+            model.comfy_clip,
+        )
     return model

@@ -9,8 +9,16 @@ from safetensors.torch import save_file
 from wan_desktop.models.taehv import TAEHV, TaeConfig
 
 
-def random_tae_file(path, *, z: int, patch: int, seed: int = 0, tgrow7: int = 1,
-                    decoder_only: bool = False, widths=(32, 24, 16, 16)):
+def random_tae_file(
+    path,
+    *,
+    z: int,
+    patch: int,
+    seed: int = 0,
+    tgrow7: int = 1,
+    decoder_only: bool = False,
+    widths=(32, 24, 16, 16),
+):
     """A TAEHV state dict in the released layout with random weights (small widths for speed;
     the loader reads widths from the shapes)."""
     torch.manual_seed(seed)

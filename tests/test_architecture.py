@@ -30,8 +30,13 @@ def test_import_contracts_hold(tmp_path):
         pytest.skip("import-linter is not installed (pip install -e .[dev])")
     mirror = _mirror_namespace(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(mirror)}
-    r = subprocess.run([exe, str(ROOT / "pyproject.toml"), "--no-cache"], cwd=mirror,
-                       capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        [exe, str(ROOT / "pyproject.toml"), "--no-cache"],
+        cwd=mirror,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "BROKEN" not in r.stdout and "KEPT" in r.stdout
 
@@ -66,11 +71,13 @@ def test_every_module_of_the_package_has_a_layer():
 
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     layers = next(c for c in config["tool"]["importlinter"]["contracts"] if c["type"] == "layers")
-    named = {m.strip().removeprefix("wan_desktop.")
-             for layer in layers["layers"] for m in layer.replace(":", "|").split("|")}
+    named = {
+        m.strip().removeprefix("wan_desktop.")
+        for layer in layers["layers"]
+        for m in layer.replace(":", "|").split("|")
+    }
     present = {p.stem for p in (ROOT / "wan_desktop").glob("*.py") if p.stem != "__init__"}
     present |= {p.name for p in (ROOT / "wan_desktop").iterdir() if (p / "__init__.py").is_file()}
     present |= {"export", "engines", "ui"}
     assert present - named == set(), "modules without a layer in pyproject.toml"
     assert named - present == set(), "layers naming modules that do not exist"
-

@@ -22,11 +22,17 @@ def test_names_from_the_front_ends_become_enums_and_saved_jobs_keep_names():
     assert RunOptions.from_dict({"model": "m", "from_a_newer_version": 1}) == RunOptions(model="m")
 
 
-@pytest.mark.parametrize("kw,words", [
-    (dict(backend="cuda"), "unknown backend 'cuda'; expected one of torch, onnxruntime, tensorrt"),
-    (dict(precision="fp4"), "unknown precision 'fp4'"),
-    (dict(precision="fp32"), "a run's precision is one of bf16, fp8, int8, got fp32"),
-])
+@pytest.mark.parametrize(
+    "kw,words",
+    [
+        (
+            dict(backend="cuda"),
+            "unknown backend 'cuda'; expected one of torch, onnxruntime, tensorrt",
+        ),
+        (dict(precision="fp4"), "unknown precision 'fp4'"),
+        (dict(precision="fp32"), "a run's precision is one of bf16, fp8, int8, got fp32"),
+    ],
+)
 def test_a_bad_name_is_a_config_error_naming_the_choices(kw, words):
     with pytest.raises(ConfigError) as e:
         RunOptions(**kw)

@@ -21,8 +21,9 @@ from wan_desktop.samplers import Sampler
 
 def _run(name: str, preset: str = "fast", **kw):
     comps, parts = fake_components(name)
-    req = get_preset(preset).apply(GenerationRequest(prompt="a cat", width=32, height=32,
-                                                     frames=5, **kw), comps.variant)
+    req = get_preset(preset).apply(
+        GenerationRequest(prompt="a cat", width=32, height=32, frames=5, **kw), comps.variant
+    )
     req = req.resolve(comps.variant)
     generate(comps, req)
     return req, parts
@@ -62,7 +63,8 @@ def test_user_values_override_the_preset():
     assert req.sigmas[0] == 1.0 and len(req.sigmas) == 6
     with pytest.raises(ConfigError, match="σ grid"):
         GenerationRequest(prompt="x", steps=3, sigmas=(1.0, 0.5)).resolve(
-            fake_components()[0].variant)
+            fake_components()[0].variant
+        )
 
 
 @pytest.mark.parametrize("name", ["t2v-A14B", "i2v-A14B"])
@@ -99,8 +101,9 @@ def test_rcm_grid_and_start_latent():
 
 
 def test_presets_are_data_with_labels():
-    assert PRESETS["fast"].label == "Fast (4 steps)" and PRESETS["quality"].label == \
-        "Quality (full)"
+    assert (
+        PRESETS["fast"].label == "Fast (4 steps)" and PRESETS["quality"].label == "Quality (full)"
+    )
     comps, _ = fake_components()
     base = GenerationRequest(prompt="x")
     assert get_preset("quality").apply(base, comps.variant) == base
@@ -130,8 +133,9 @@ def _lora_file(path, seed=0):
         for m in ("self_attn.q", "cross_attn.o", "ffn.2"):
             i = cfg.ffn_dim if m == "ffn.2" else cfg.dim
             t[f"diffusion_model.blocks.{b}.{m}.lora_down.weight"] = torch.randn(4, i, generator=g)
-            t[f"diffusion_model.blocks.{b}.{m}.lora_up.weight"] = torch.randn(cfg.dim, 4,
-                                                                             generator=g) * 0.05
+            t[f"diffusion_model.blocks.{b}.{m}.lora_up.weight"] = (
+                torch.randn(cfg.dim, 4, generator=g) * 0.05
+            )
             t[f"diffusion_model.blocks.{b}.{m}.alpha"] = torch.tensor(4.0)
     save_file(t, str(path))
     return path
@@ -155,9 +159,26 @@ def test_cli_fast_preset_with_lora_and_tiny_vae(tiny, tmp_path):
     lora = _lora_file(tmp_path / "lightx2v_4step_lora.safetensors")
     tae = tmp_path / "taew2_1.safetensors"
     random_tae_file(tae, z=16, patch=1)
-    common = ["generate", "--model", tiny.comfy_dit, "--vae", tiny.comfy_vae, "--text-encoder",
-              tiny.comfy_t5, "--prompt", "a red fox", "--size", "32x32", "--frames", "5",
-              "--seed", "1", "--no-progress", "--preset", "fast"]
+    common = [
+        "generate",
+        "--model",
+        tiny.comfy_dit,
+        "--vae",
+        tiny.comfy_vae,
+        "--text-encoder",
+        tiny.comfy_t5,
+        "--prompt",
+        "a red fox",
+        "--size",
+        "32x32",
+        "--frames",
+        "5",
+        "--seed",
+        "1",
+        "--no-progress",
+        "--preset",
+        "fast",
+    ]
     out = tmp_path / "frames"
     code, err = _cli([*common, "--lora", f"{lora}:0.5", "--tiny-vae", tae, "--out", out])
     assert code == 0, err
@@ -168,8 +189,9 @@ def test_cli_fast_preset_with_lora_and_tiny_vae(tiny, tmp_path):
     import hashlib
 
     sha = hashlib.sha256(lora.read_bytes()).hexdigest()[:12]
-    assert meta["model"]["loras"] == [{"file": lora.name, "sha256": sha, "strength": 0.5,
-                                       "expert": "high"}]
+    assert meta["model"]["loras"] == [
+        {"file": lora.name, "sha256": sha, "strength": 0.5, "expert": "high"}
+    ]
     assert meta["model"]["tiny_vae"] == "taew2_1.safetensors"
     assert len(sorted(out.glob("*.png"))) == 5
     # strength 0 is the base model bit for bit, end to end; 0.5 changes the video
@@ -182,13 +204,19 @@ def test_cli_fast_preset_with_lora_and_tiny_vae(tiny, tmp_path):
     from safetensors.torch import save_file
 
     wrong = tmp_path / "wan14b_lora.safetensors"  # a LoRA for a wider model
-    save_file({"diffusion_model.blocks.0.self_attn.q.lora_down.weight": torch.zeros(4, 5120),
-               "diffusion_model.blocks.0.self_attn.q.lora_up.weight": torch.zeros(5120, 4)},
-              str(wrong))
-    for extra, needle in (([ "--lora", tmp_path / "missing.safetensors"], "LoRA file not found"),
-                          (["--lora", wrong], "blocks.0.self_attn.q.lora_down.weight gives a"),
-                          (["--lora", f"{lora}:loud"], "not a number"),
-                          (["--lora-low", lora], "low-noise expert (--lora-low) needs Wan2.2")):
+    save_file(
+        {
+            "diffusion_model.blocks.0.self_attn.q.lora_down.weight": torch.zeros(4, 5120),
+            "diffusion_model.blocks.0.self_attn.q.lora_up.weight": torch.zeros(5120, 4),
+        },
+        str(wrong),
+    )
+    for extra, needle in (
+        (["--lora", tmp_path / "missing.safetensors"], "LoRA file not found"),
+        (["--lora", wrong], "blocks.0.self_attn.q.lora_down.weight gives a"),
+        (["--lora", f"{lora}:loud"], "not a number"),
+        (["--lora-low", lora], "low-noise expert (--lora-low) needs Wan2.2"),
+    ):
         bad_out = tmp_path / "bad.mp4"
         code, err = _cli([*common, *extra, "--out", bad_out])
         lines = [ln for ln in err.splitlines() if ln.strip()]
@@ -214,8 +242,13 @@ def _lightx2v_file(tiny, flavour: str):
     out, deq = {}, {}
     for k, v in state.items():
         parts = k.split(".")
-        quant = flavour != "bf16" and k.endswith(".weight") and v.dim() == 2 and \
-            len(parts) > 2 and parts[2] in ("self_attn", "cross_attn", "ffn")
+        quant = (
+            flavour != "bf16"
+            and k.endswith(".weight")
+            and v.dim() == 2
+            and len(parts) > 2
+            and parts[2] in ("self_attn", "cross_attn", "ffn")
+        )
         if not quant:
             out[k] = v.to(torch.bfloat16)
             deq[k] = out[k].float()
@@ -239,8 +272,9 @@ def _lightx2v_file(tiny, flavour: str):
     return path, deq
 
 
-@pytest.mark.parametrize("flavour", ["bf16", "scaled_fp8_e4m3", "int8", "comfyui_fp8",
-                                     "comfyui_int8"])
+@pytest.mark.parametrize(
+    "flavour", ["bf16", "scaled_fp8_e4m3", "int8", "comfyui_fp8", "comfyui_int8"]
+)
 def test_lightx2v_distilled_files_load(tiny, flavour):
     from tests.numerics import rel_err
     from wan_desktop.checkpoints.detect import detect_model

@@ -87,50 +87,75 @@ def _request(**kw) -> GenerationRequest:
 def _plan(name: str, **dit) -> M.Plan:
     """A real plan of the full-size 1.3B at 24 GiB, the text encoder on the CPU, named."""
     p = M.plan_for(M.workload_for(tiny_variant("t2v-1.3B"), 64, 32, 5), 24)
-    return replace(p, name=name, text=replace(p.text, where="cpu", cache=False),
-                   dit=replace(p.dit, **dit))
+    return replace(
+        p, name=name, text=replace(p.text, where="cpu", cache=False), dit=replace(p.dit, **dit)
+    )
 
 
 # ----------------------------------------------------------------------------- prepare
 
 
-@pytest.mark.parametrize("change,error,words", [
-    (dict(request=dict(width=100)), ConfigError, "not a multiple of 16"),
-    (dict(request=dict(frames=6)), ConfigError, "frames must be 4n+1"),
-    (dict(request=dict(task="i2v")), ConfigError, "cannot do i2v"),
-    (dict(request=dict(steps=0)), ConfigError, "steps must be at least 1"),
-    (dict(options=dict(loras=("missing.safetensors",))), CheckpointError, "LoRA file not found"),
-    (dict(options=dict(tiny_vae="missing_taew.safetensors")), CheckpointError, "tiny VAE file"),
-    (dict(options=dict(backend="onnxruntime")), ConfigError, "needs an engine folder"),
-    (dict(out="no/such/folder/x.mp4"), ConfigError, "does not exist"),
-    # a prompt from the app (never parsed by the CLI) with a lone surrogate: invalid UTF-8
-    (dict(request=dict(prompt="a fox \udcff")), ConfigError, "prompt is not valid UTF-8"),
-    (dict(request=dict(negative_prompt="\udcfe")), ConfigError, "negative prompt is not valid"),
-])
+@pytest.mark.parametrize(
+    "change,error,words",
+    [
+        (dict(request=dict(width=100)), ConfigError, "not a multiple of 16"),
+        (dict(request=dict(frames=6)), ConfigError, "frames must be 4n+1"),
+        (dict(request=dict(task="i2v")), ConfigError, "cannot do i2v"),
+        (dict(request=dict(steps=0)), ConfigError, "steps must be at least 1"),
+        (
+            dict(options=dict(loras=("missing.safetensors",))),
+            CheckpointError,
+            "LoRA file not found",
+        ),
+        (dict(options=dict(tiny_vae="missing_taew.safetensors")), CheckpointError, "tiny VAE file"),
+        (dict(options=dict(backend="onnxruntime")), ConfigError, "needs an engine folder"),
+        (dict(out="no/such/folder/x.mp4"), ConfigError, "does not exist"),
+        # a prompt from the app (never parsed by the CLI) with a lone surrogate: invalid UTF-8
+        (dict(request=dict(prompt="a fox \udcff")), ConfigError, "prompt is not valid UTF-8"),
+        (dict(request=dict(negative_prompt="\udcfe")), ConfigError, "negative prompt is not valid"),
+    ],
+)
 def test_prepare_refuses_a_bad_job_before_any_weights_load(t2v, tmp_path, change, error, words):
     factory = CountingFactory()
     out = tmp_path / change.get("out", "x.mp4")
     with pytest.raises(error) as e:
-        run.prepare(_request(**change.get("request", {})), _options(t2v, **change.get("options", {})),
-                    out=out, factory=factory)
+        run.prepare(
+            _request(**change.get("request", {})),
+            _options(t2v, **change.get("options", {})),
+            out=out,
+            factory=factory,
+        )
     assert words in e.value.message
     assert factory.builds == 0 and not out.exists()
 
 
 def test_prepare_resolves_every_default_and_plans_only_on_request(t2v, tmp_path):
     factory = CountingFactory()
-    prepared = run.prepare(GenerationRequest(prompt="x", seed=1), _options(t2v),
-                           out=tmp_path / "x.mp4", factory=factory)
+    prepared = run.prepare(
+        GenerationRequest(prompt="x", seed=1),
+        _options(t2v),
+        out=tmp_path / "x.mp4",
+        factory=factory,
+    )
     d = t2v.variant.defaults
     r = prepared.request
     assert (r.width, r.height, r.frames, r.steps) == (*d.size, d.frames, d.steps)
-    assert r.negative_prompt == d.negative_prompt and prepared.size == f"{d.size[0]}x{d.size[1]}x{d.frames}"
+    assert (
+        r.negative_prompt == d.negative_prompt
+        and prepared.size == f"{d.size[0]}x{d.size[1]}x{d.frames}"
+    )
     assert prepared.plans == ()  # the CPU: nothing to place
     with pytest.raises(ConfigError, match="needs a VRAM budget"):
-        run.prepare(_request(), _options(t2v), out=tmp_path / "x.mp4", factory=factory,
-                    plan_only=True)
-    planned = run.prepare(_request(), _options(t2v, vram_budget_gb=8.0), out=tmp_path / "x.mp4",
-                          factory=factory, plan_only=True)
+        run.prepare(
+            _request(), _options(t2v), out=tmp_path / "x.mp4", factory=factory, plan_only=True
+        )
+    planned = run.prepare(
+        _request(),
+        _options(t2v, vram_budget_gb=8.0),
+        out=tmp_path / "x.mp4",
+        factory=factory,
+        plan_only=True,
+    )
     assert len(planned.plans) >= 1
     assert planned.describe_plans().splitlines()[0] == planned.plans[0].describe().splitlines()[0]
     assert all(p.predicted.peak_gib <= 8.0 for p in planned.plans)
@@ -138,8 +163,12 @@ def test_prepare_resolves_every_default_and_plans_only_on_request(t2v, tmp_path)
 
 
 def test_prepare_applies_the_preset_before_resolving(t2v, tmp_path):
-    prepared = run.prepare(_request(steps=None), _options(t2v, preset="fast"),
-                           out=tmp_path / "x.mp4", factory=CountingFactory())
+    prepared = run.prepare(
+        _request(steps=None),
+        _options(t2v, preset="fast"),
+        out=tmp_path / "x.mp4",
+        factory=CountingFactory(),
+    )
     r = prepared.request
     print(f"fast preset: steps {r.steps}, guidance {r.guidance}, sigmas {r.sigmas}")
     assert r.steps == 4 and r.guidance == 1.0 and r.sigmas is not None and len(r.sigmas) == 4
@@ -161,10 +190,14 @@ def test_execute_builds_once_and_a_second_run_reuses_the_components(t2v, tmp_pat
     assert factory.builds == 1 and cache.builds == 1
     frames = [sorted(p.name for p in o.iterdir()) for o in outs]
     assert frames[0] == frames[1] == [f"{i:05d}.png" for i in range(5)] + ["settings.json"]
-    assert all((outs[0] / f).read_bytes() == (outs[1] / f).read_bytes()
-               for f in frames[0] if f.endswith(".png"))
-    prepared = run.prepare(_request(), _options(t2v, attention="sdpa-math"), out=tmp_path / "c",
-                           factory=factory)
+    assert all(
+        (outs[0] / f).read_bytes() == (outs[1] / f).read_bytes()
+        for f in frames[0]
+        if f.endswith(".png")
+    )
+    prepared = run.prepare(
+        _request(), _options(t2v, attention="sdpa-math"), out=tmp_path / "c", factory=factory
+    )
     run.execute(prepared, components=cache)
     assert factory.builds == 2  # another option: built anew
 
@@ -172,8 +205,9 @@ def test_execute_builds_once_and_a_second_run_reuses_the_components(t2v, tmp_pat
 def test_execute_moves_to_the_next_plan_after_a_cuda_oom(t2v, tmp_path):
     factory = CountingFactory(oom=1, prompt_cache_dir=tmp_path / "cache")
     prepared = run.prepare(_request(), _options(t2v), out=tmp_path / "v", factory=factory)
-    prepared = replace(prepared, plans=(_plan("a", batch_cfg=True),
-                                        _plan("b", batch_cfg=False, swap_blocks=1)))
+    prepared = replace(
+        prepared, plans=(_plan("a", batch_cfg=True), _plan("b", batch_cfg=False, swap_blocks=1))
+    )
     warnings: list[str] = []
     result = run.execute(prepared, components=run.ComponentCache(factory), warn=warnings.append)
     assert result.plan is not None and result.plan.name == "b" and not result.request.batch_cfg
@@ -202,8 +236,9 @@ def test_a_cuda_oom_without_a_tighter_plan_is_out_of_vram_and_frees_the_componen
 
 def test_a_cancelled_run_stops_and_writes_nothing(t2v, tmp_path):
     factory = CountingFactory()
-    prepared = run.prepare(_request(steps=6), _options(t2v), out=tmp_path / "x.mp4",
-                           factory=factory)
+    prepared = run.prepare(
+        _request(steps=6), _options(t2v), out=tmp_path / "x.mp4", factory=factory
+    )
     token = CancelToken()
     steps = []
 

@@ -138,8 +138,9 @@ def test_sampler_names_parse_to_the_enum_and_both_forms_run_alike():
     assert Sampler.RCM.stochastic and not any(s.stochastic for s in SAMPLERS)
     assert make_schedule(Sampler.DPMPP, 7, 5.0) == make_schedule("dpm++", 7, 5.0)
     assert make_schedule(Sampler.DPMPP, 7, 5.0) != make_schedule(Sampler.UNIPC, 7, 5.0)
-    assert type(make_sampler(Sampler.EULER, make_schedule("euler", 3, 5.0))).__name__ == \
-        "EulerSampler"
+    assert (
+        type(make_sampler(Sampler.EULER, make_schedule("euler", 3, 5.0))).__name__ == "EulerSampler"
+    )
 
 
 def test_schedule_rejects_inconsistent_grids():

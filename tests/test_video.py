@@ -50,7 +50,14 @@ def test_png_folder_is_lossless(tmp_path):
     frames = _frames(n=5)
     write_video(out, [frames], fps=16, metadata={"prompt": "x"})
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["00000.png", "00001.png", "00002.png", "00003.png", "00004.png", "settings.json"]
+    assert names == [
+        "00000.png",
+        "00001.png",
+        "00002.png",
+        "00003.png",
+        "00004.png",
+        "settings.json",
+    ]
     back = np.stack([iio.imread(out / f"{i:05d}.png") for i in range(5)])
     assert np.array_equal(back, frames.numpy())
     assert json.loads((out / "settings.json").read_text())["prompt"] == "x"
@@ -115,26 +122,39 @@ def _write_limited(out, limit, meta_bytes=0):
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-c", _LIMITED_WRITER, str(out), str(limit),
-                        str(meta_bytes)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", _LIMITED_WRITER, str(out), str(limit), str(meta_bytes)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0 and r.stderr == "", r.stderr  # a typed error, no traceback
     return json.loads(r.stdout)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
-@pytest.mark.parametrize("name,limit,meta_bytes,pattern", [
-    # ffmpeg cannot write the mp4 header / its packets / its trailer
-    ("o.mp4", 0, 0, r"encoding o.mp4 failed: ffmpeg exited with status \d+ \(.*File too large"),
-    ("o.mp4", 12 * 1024, 0, r"encoding o.mp4 failed: ffmpeg exited with status \d+ \(.*File too "
-                            r"large"),
-    # the video fits, its sidecar (a 600 kB prompt) does not
-    ("o.mp4", 500_000, 600_000, r"cannot write o.mp4.json: File too large"),
-    # a PNG frame does not fit; then the frames fit and settings.json does not
-    ("frames", 12 * 1024, 0, r"cannot write frame 00000.png of frames: File too large"),
-    ("frames", 300_000, 600_000, r"cannot write settings.json: File too large"),
-])
+@pytest.mark.parametrize(
+    "name,limit,meta_bytes,pattern",
+    [
+        # ffmpeg cannot write the mp4 header / its packets / its trailer
+        ("o.mp4", 0, 0, r"encoding o.mp4 failed: ffmpeg exited with status \d+ \(.*File too large"),
+        (
+            "o.mp4",
+            12 * 1024,
+            0,
+            r"encoding o.mp4 failed: ffmpeg exited with status \d+ \(.*File too "
+            r"large",
+        ),
+        # the video fits, its sidecar (a 600 kB prompt) does not
+        ("o.mp4", 500_000, 600_000, r"cannot write o.mp4.json: File too large"),
+        # a PNG frame does not fit; then the frames fit and settings.json does not
+        ("frames", 12 * 1024, 0, r"cannot write frame 00000.png of frames: File too large"),
+        ("frames", 300_000, 600_000, r"cannot write settings.json: File too large"),
+    ],
+)
 def test_a_write_that_fails_midway_publishes_nothing_and_leaves_no_partial_file(
-        tmp_path, name, limit, meta_bytes, pattern):
+    tmp_path, name, limit, meta_bytes, pattern
+):
     """Before: ffmpeg's exit status was never read, so a 12 KiB stump of an mp4 was published
     (with a sidecar saying 9 frames were written) and the caller saw success."""
     res = _write_limited(tmp_path / name, limit, meta_bytes)
@@ -174,13 +194,16 @@ def test_read_back_counts_frames_and_refuses_a_truncated_or_damaged_file(tmp_pat
     data = out.read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: len(data) // 2])  # the moov atom (the index) is at the end: unreadable
-    with pytest.raises(OutputError, match=r"the encoded video cut.mp4 cannot be read back "
-                                          r"\(moov atom not found\)"):
+    with pytest.raises(
+        OutputError,
+        match=r"the encoded video cut.mp4 cannot be read back "
+        r"\(moov atom not found\)",
+    ):
         read_back(cut)
     # the index intact, the pictures zeroed: it opens, but the first frame does not decode
     start = data.index(b"mdat") + 4
     damaged = tmp_path / "damaged.mp4"
-    damaged.write_bytes(data[:start] + bytes(len(data) // 3) + data[start + len(data) // 3:])
+    damaged.write_bytes(data[:start] + bytes(len(data) // 3) + data[start + len(data) // 3 :])
     with pytest.raises(OutputError, match=r"the encoded video damaged.mp4 cannot be read back"):
         read_back(damaged)
 

@@ -33,8 +33,11 @@ def display_problem(env: dict[str, str] | None = None, platform: str | None = No
     if qpa in _HEADLESS_PLATFORMS:
         return None
     if qpa.startswith("wayland"):
-        return None if env.get("WAYLAND_DISPLAY") else "QT_QPA_PLATFORM is wayland but " \
-            "WAYLAND_DISPLAY is not set"
+        return (
+            None
+            if env.get("WAYLAND_DISPLAY")
+            else "QT_QPA_PLATFORM is wayland but WAYLAND_DISPLAY is not set"
+        )
     if qpa == "xcb":
         return None if env.get("DISPLAY") else "QT_QPA_PLATFORM is xcb but DISPLAY is not set"
     if env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"):
@@ -57,8 +60,9 @@ def setup_logging() -> None:
                 return
             root.removeHandler(h)  # the data dir changed (tests, a portable install moved)
             h.close()
-    handler = RotatingFileHandler(path, maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS,
-                                  encoding="utf-8")
+    handler = RotatingFileHandler(
+        path, maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"
+    )
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler._wan_desktop_gui = True  # type: ignore[attr-defined]
     root.addHandler(handler)
@@ -67,13 +71,19 @@ def setup_logging() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     if importlib.util.find_spec("PySide6") is None:
-        print("error: the desktop app needs PySide6, which is not installed "
-              "(pip install 'wan-desktop[gui]'; the command line works without it)", file=sys.stderr)
+        print(
+            "error: the desktop app needs PySide6, which is not installed "
+            "(pip install 'wan-desktop[gui]'; the command line works without it)",
+            file=sys.stderr,
+        )
         return 2
     problem = display_problem()
     if problem:
-        print(f"error: cannot open the desktop app: {problem} (run it in a desktop session, or "
-              "use `wan-desktop generate` on a headless machine)", file=sys.stderr)
+        print(
+            f"error: cannot open the desktop app: {problem} (run it in a desktop session, or "
+            "use `wan-desktop generate` on a headless machine)",
+            file=sys.stderr,
+        )
         return 2
     from PySide6.QtWidgets import QApplication
 

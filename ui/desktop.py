@@ -26,8 +26,9 @@ class Desktop(QObject):
     A QObject living on the GUI thread, so the service's signals reach its slots queued there
     (a plain Python callable would run on the emitting GPU thread)."""
 
-    def __init__(self, settings: AppSettings | None = None, *, store: JobStore | None = None
-                 ) -> None:
+    def __init__(
+        self, settings: AppSettings | None = None, *, store: JobStore | None = None
+    ) -> None:
         super().__init__()
         # a data dir that cannot be written: this session saves nothing (a dialog says so); a
         # damaged data file: moved aside, the app starts without it (the status bar says so)
@@ -39,8 +40,10 @@ class Desktop(QObject):
         self.settings = settings
         self.thread = QThread()
         self.thread.setObjectName("gpu")
-        self.service = GpuService(preview_interval_s=self.settings.preview_interval_s,
-                                  preview_decoder=self.settings.preview_decoder)
+        self.service = GpuService(
+            preview_interval_s=self.settings.preview_interval_s,
+            preview_decoder=self.settings.preview_decoder,
+        )
         self.service.moveToThread(self.thread)
         self.thread.start()
         try:

@@ -27,11 +27,21 @@ from .library import ModelEntry
 COMPONENTS = ("t5", "dit", "vae")
 PRESETS = ("480p", "720p")
 # manifest runtime -> GUI backend (RunOptions.backend)
-BACKEND_OF_RUNTIME = {"onnxruntime": "onnxruntime", "tensorrt_rtx": "tensorrt", "tensorrt": "tensorrt"}
-_RUNTIME_DISTRIBUTIONS = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
-                          "tensorrt_rtx": ("tensorrt_rtx_cu12", "tensorrt-rtx-cu12-bindings",
-                                           "tensorrt_rtx_cu13", "tensorrt-rtx"),
-                          "tensorrt": ("tensorrt", "tensorrt-cu12")}
+BACKEND_OF_RUNTIME = {
+    "onnxruntime": "onnxruntime",
+    "tensorrt_rtx": "tensorrt",
+    "tensorrt": "tensorrt",
+}
+_RUNTIME_DISTRIBUTIONS = {
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
+    "tensorrt_rtx": (
+        "tensorrt_rtx_cu12",
+        "tensorrt-rtx-cu12-bindings",
+        "tensorrt_rtx_cu13",
+        "tensorrt-rtx",
+    ),
+    "tensorrt": ("tensorrt", "tensorrt-cu12"),
+}
 
 
 @dataclass(frozen=True)
@@ -65,7 +75,7 @@ def installed_runtime_version(runtime: str) -> str | None:
 
 
 def gpu_compute_capability() -> str | None:
-    """"8.9" for GPU 0 from nvidia-smi (the GUI thread never initialises CUDA); None: no GPU."""
+    """ "8.9" for GPU 0 from nvidia-smi (the GUI thread never initialises CUDA); None: no GPU."""
     import shutil
     import subprocess
 
@@ -73,8 +83,13 @@ def gpu_compute_capability() -> str | None:
     if not exe:
         return None
     try:
-        out = subprocess.run([exe, "--query-gpu=compute_cap", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=5, check=True).stdout
+        out = subprocess.run(
+            [exe, "--query-gpu=compute_cap", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout
         return out.splitlines()[0].strip() or None
     except (OSError, subprocess.SubprocessError, IndexError):
         return None
@@ -89,15 +104,20 @@ def _model_records(model_path: str, hashes: Any = None) -> list[dict[str, Any]] 
 
     try:
         files = detect_model(model_path)
-        paths = [p for c in (*files.experts, files.vae, files.text_encoder, files.image_encoder)
-                 if c is not None for p in c.files]
+        paths = [
+            p
+            for c in (*files.experts, files.vae, files.text_encoder, files.image_encoder)
+            if c is not None
+            for p in c.files
+        ]
         return model_file_records(paths, hash_files=False, hashes=hashes)
     except WanError:  # a model gone or unreadable since the library listed it
         return None
 
 
-def list_engine_rows(root: Path, entry: ModelEntry | None = None, *,
-                     compute_capability: str | bool | None = True) -> list[EngineRow]:
+def list_engine_rows(
+    root: Path, entry: ModelEntry | None = None, *, compute_capability: str | bool | None = True
+) -> list[EngineRow]:
     """Every engine folder under ``root`` with the cache's verdict for ``entry`` on this machine.
 
     ``compute_capability`` True: ask nvidia-smi. The cache's ``check_entry`` gives the reason a
@@ -112,8 +132,18 @@ def list_engine_rows(root: Path, entry: ModelEntry | None = None, *,
     for folder in cache.list_engines(Path(root)):
         m = folder.manifest
         if m is None:
-            rows.append(EngineRow(str(folder.path), "?", "", "", "", (), False,
-                                  folder.error or "unreadable manifest"))
+            rows.append(
+                EngineRow(
+                    str(folder.path),
+                    "?",
+                    "",
+                    "",
+                    "",
+                    (),
+                    False,
+                    folder.error or "unreadable manifest",
+                )
+            )
             continue
         runtimes = sorted({e.runtime for e in m.entries})
         backends = tuple(sorted({BACKEND_OF_RUNTIME.get(r, r) for r in runtimes}))
@@ -132,16 +162,28 @@ def list_engine_rows(root: Path, entry: ModelEntry | None = None, *,
                 reason = f"{e.runtime} is not installed"
                 break
             refusal = cache.check_entry(
-                folder.path, m, e, runtime_version=have, compute_capability=cc,
-                model_files=records if e.component == "dit" else None, hashes=hashes)
+                folder.path,
+                m,
+                e,
+                runtime_version=have,
+                compute_capability=cc,
+                model_files=records if e.component == "dit" else None,
+                hashes=hashes,
+            )
             if refusal is not None:
                 reason = refusal.reason
-        rows.append(EngineRow(
-            path=str(folder.path), variant=m.variant.name,
-            components=", ".join(dict.fromkeys(e.component for e in m.entries)),
-            precision=", ".join(sorted({e.precision for e in m.entries})),
-            presets=", ".join(profiles) or "any size", backends=backends, ok=not reason,
-            reason=reason))
+        rows.append(
+            EngineRow(
+                path=str(folder.path),
+                variant=m.variant.name,
+                components=", ".join(dict.fromkeys(e.component for e in m.entries)),
+                precision=", ".join(sorted({e.precision for e in m.entries})),
+                presets=", ".join(profiles) or "any size",
+                backends=backends,
+                ok=not reason,
+                reason=reason,
+            )
+        )
     return rows
 
 
@@ -163,8 +205,15 @@ def export_available() -> bool:
     return True
 
 
-def make_export_job(engines_dir: Path, entry: ModelEntry, *, components: tuple[str, ...],
-                    presets: tuple[str, ...], precision: str, engine: str) -> Any:
+def make_export_job(
+    engines_dir: Path,
+    entry: ModelEntry,
+    *,
+    components: tuple[str, ...],
+    presets: tuple[str, ...],
+    precision: str,
+    engine: str,
+) -> Any:
     """The ExportJob of a build for ``entry``: ``presets`` are profile names ("480p"), each made
     the variant's sizes; the folder is named after the model, engine and precision. Raises
     ValueError (nothing chosen) or WanError (a value the export refuses)."""
@@ -178,5 +227,12 @@ def make_export_job(engines_dir: Path, entry: ModelEntry, *, components: tuple[s
     variant = VARIANTS[entry.variant]
     sizes = tuple(p for name in presets for p in profile_presets(variant, name))
     out = engines_dir / f"{Path(entry.path).name}-{engine}-{precision}"
-    return ExportJob(out=str(out), model=entry.path, components=components, precision=precision,
-                     presets=sizes, engine=engine, profile=presets[0] if presets else None)
+    return ExportJob(
+        out=str(out),
+        model=entry.path,
+        components=components,
+        precision=precision,
+        presets=sizes,
+        engine=engine,
+        profile=presets[0] if presets else None,
+    )

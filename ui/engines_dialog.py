@@ -56,8 +56,13 @@ class EnginesDialog(QDialog):
 
     COLUMNS = ("Engine folder", "Components", "Precision", "Presets", "Backend", "Fits here")
 
-    def __init__(self, settings: AppSettings, entry: ModelEntry | None, service: GpuService,
-                 parent: Any = None) -> None:
+    def __init__(
+        self,
+        settings: AppSettings,
+        entry: ModelEntry | None,
+        service: GpuService,
+        parent: Any = None,
+    ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Engines")
         self.resize(820, 560)
@@ -69,8 +74,11 @@ class EnginesDialog(QDialog):
         self.result_path: Path | None = None
         self.error: UserError | None = None
 
-        model = (f"{Path(entry.path).name} ({entry.variant})" if entry and entry.variant
-                 else "no model selected")
+        model = (
+            f"{Path(entry.path).name} ({entry.variant})"
+            if entry and entry.variant
+            else "no model selected"
+        )
         head = QLabel(f"Model: {model}\nEngine folder: {settings.engines}")
         head.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.table = QTableWidget(0, len(self.COLUMNS))
@@ -135,8 +143,9 @@ class EnginesDialog(QDialog):
         service.export_cancelled.connect(self._on_cancelled)
         if not export_available():
             self.build_button.setEnabled(False)
-            self.stage.setText("The export toolchain is not installed "
-                               "(pip install 'wan-desktop[export]').")
+            self.stage.setText(
+                "The export toolchain is not installed (pip install 'wan-desktop[export]')."
+            )
         elif entry is None or not entry.ok:
             self.build_button.setEnabled(False)
             self.stage.setText("Pick a usable model first.")
@@ -161,10 +170,13 @@ class EnginesDialog(QDialog):
     def make_job(self) -> Any:
         assert self.entry is not None
         return make_export_job(
-            self.settings.engines, self.entry,
+            self.settings.engines,
+            self.entry,
             components=tuple(c for c, b in self.component_boxes.items() if b.isChecked()),
             presets=tuple(n for n, b in self.preset_boxes.items() if b.isChecked()),
-            precision=self.precision_combo.currentText(), engine=self.kind_combo.currentData())
+            precision=self.precision_combo.currentText(),
+            engine=self.kind_combo.currentData(),
+        )
 
     def build(self) -> None:
         if self.build_id is not None:

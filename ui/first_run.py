@@ -38,8 +38,10 @@ def _unverified_text(inst: Any) -> str:
     """Which files of an install could not be checked against a published hash."""
     files = [f.path for f in inst.unverified]
     shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
-    return (f"{len(files)} file(s) UNVERIFIED: no published hash to check them against "
-            f"(only size and format were checked): {shown}")
+    return (
+        f"{len(files)} file(s) UNVERIFIED: no published hash to check them against "
+        f"(only size and format were checked): {shown}"
+    )
 
 
 class DownloadWorker(QObject):
@@ -76,8 +78,13 @@ class DownloadWorker(QObject):
             self.failed.emit(UserError.from_wan(e))
         except Exception as e:
             log.exception("download of %s failed", name)
-            self.failed.emit(UserError("Download failed", f"{type(e).__name__}: {e}",
-                                       "See the log (Help → Open log folder)."))
+            self.failed.emit(
+                UserError(
+                    "Download failed",
+                    f"{type(e).__name__}: {e}",
+                    "See the log (Help → Open log folder).",
+                )
+            )
         else:
             self.done.emit(inst)
 
@@ -87,8 +94,14 @@ class ModelsDialog(QDialog):
 
     COLUMNS = ("Model", "Variant", "Download", "VRAM needed", "This GPU", "State")
 
-    def __init__(self, settings: AppSettings, parent: Any = None, *, manager: Any = None,
-                 vram_gb: float | str | None = "detect") -> None:
+    def __init__(
+        self,
+        settings: AppSettings,
+        parent: Any = None,
+        *,
+        manager: Any = None,
+        vram_gb: float | str | None = "detect",
+    ) -> None:
         super().__init__(parent)
         from wan_desktop.model_manager import ModelManager, detect_vram_gb
 
@@ -103,16 +116,23 @@ class ModelsDialog(QDialog):
         self.error: Any = None
 
         if self.vram_gb is None:
-            gpu = ("No NVIDIA GPU found: this machine runs on the CPU only. Every model would be "
-                   "very slow here; the list shows what each needs on a GPU.")
+            gpu = (
+                "No NVIDIA GPU found: this machine runs on the CPU only. Every model would be "
+                "very slow here; the list shows what each needs on a GPU."
+            )
         else:
             gpu = f"This GPU has {self.vram_gb:.1f} GB of memory; the best fit is marked ★."
         self.gpu_label = QLabel(gpu)
         self.gpu_label.setWordWrap(True)
-        intro = QLabel("No model is set up yet. Download one of the official releases, or add a "
-                       "folder holding Wan models you already have (official, diffusers or "
-                       "ComfyUI files).") if not settings.model_dirs else QLabel(
-                       "Download another model, or add a folder of models.")
+        intro = (
+            QLabel(
+                "No model is set up yet. Download one of the official releases, or add a "
+                "folder holding Wan models you already have (official, diffusers or "
+                "ComfyUI files)."
+            )
+            if not settings.model_dirs
+            else QLabel("Download another model, or add a folder of models.")
+        )
         intro.setWordWrap(True)
         self.table = QTableWidget(0, len(self.COLUMNS))
         self.table.setHorizontalHeaderLabels(self.COLUMNS)

@@ -11,8 +11,13 @@ from wan_desktop.errors import WanError
 
 log = logging.getLogger(__name__)
 
-_DTYPE_NAMES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16",
-                "float8_e4m3fn": "fp8", "float8_e5m2": "fp8"}
+_DTYPE_NAMES = {
+    "float32": "fp32",
+    "bfloat16": "bf16",
+    "float16": "fp16",
+    "float8_e4m3fn": "fp8",
+    "float8_e5m2": "fp8",
+}
 _MAX_DEPTH = 4  # models/<repo>/<sub>/... is as deep as the model manager and ComfyUI go
 
 
@@ -73,10 +78,17 @@ def describe(path: str | Path) -> ModelEntry:
         precision = "fp8-scaled"
     v = files.variant
     return ModelEntry(
-        path=str(p), variant=v.name, format=info["format"], size_bytes=size, precision=precision,
-        tasks=tuple(info["tasks"]), sizes=tuple(v.defaults.sizes),
-        spatial_multiple=v.spatial_multiple, temporal_factor=v.vae.temporal_factor,
-        fps=v.defaults.fps, missing=tuple(info["missing"]),
+        path=str(p),
+        variant=v.name,
+        format=info["format"],
+        size_bytes=size,
+        precision=precision,
+        tasks=tuple(info["tasks"]),
+        sizes=tuple(v.defaults.sizes),
+        spatial_multiple=v.spatial_multiple,
+        temporal_factor=v.vae.temporal_factor,
+        fps=v.defaults.fps,
+        missing=tuple(info["missing"]),
     )
 
 

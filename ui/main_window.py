@@ -63,13 +63,16 @@ log = logging.getLogger(__name__)
 
 SAMPLERS = ("unipc", "dpm++", "euler", "rcm")  # rcm: the turbo preset's stochastic update
 LORA_FILTER = "LoRA (*.safetensors *.sft)"
-BACKEND_LABELS = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime engine",
-                  "tensorrt": "TensorRT engine"}
+BACKEND_LABELS = {
+    "torch": "PyTorch",
+    "onnxruntime": "ONNX Runtime engine",
+    "tensorrt": "TensorRT engine",
+}
 PLAN_LABELS = {"auto": "Auto", "8": "8 GB", "12": "12 GB", "16": "16 GB", "24": "24 GB"}
 
 
 def _extras(options: dict) -> str:
-    """" · Fast (4 steps) · 2 LoRAs · tiny VAE" for a queue / history line ("" when none)."""
+    """ " · Fast (4 steps) · 2 LoRAs · tiny VAE" for a queue / history line ("" when none)."""
     from wan_desktop.presets import PRESETS
 
     out = []
@@ -100,8 +103,9 @@ class MainWindow(QMainWindow):
         self.queue = queue
         self.settings = settings
         self.form = FormModel()
-        self.form.update(backend=settings.backend, precision=settings.precision,
-                         vram_plan=settings.vram_plan)
+        self.form.update(
+            backend=settings.backend, precision=settings.precision, vram_plan=settings.vram_plan
+        )
         self.models: tuple[ModelEntry, ...] = ()
         self.engine_folders: dict[str, str] = {}  # backend -> engine folder for this model
         self.last_result: JobResult | None = None
@@ -161,8 +165,9 @@ class MainWindow(QMainWindow):
         size_row.addWidget(QLabel("×"))
         size_row.addWidget(self.height_spin)
 
-        self.seconds_spin = QDoubleSpinBox(minimum=0.0, maximum=60.0, singleStep=0.25, decimals=2,
-                                           suffix=" s")
+        self.seconds_spin = QDoubleSpinBox(
+            minimum=0.0, maximum=60.0, singleStep=0.25, decimals=2, suffix=" s"
+        )
         self.frames_spin = QSpinBox(minimum=1, maximum=1001, singleStep=4, suffix=" frames")
         duration_row = QHBoxLayout()
         duration_row.addWidget(self.seconds_spin)
@@ -174,22 +179,28 @@ class MainWindow(QMainWindow):
         self.sampler_combo = QComboBox()
         self.sampler_combo.addItems(SAMPLERS)
         sampling_row = QHBoxLayout()
-        for label, w in (("Steps", self.steps_spin), ("CFG", self.guidance_spin),
-                         ("Shift", self.shift_spin)):
+        for label, w in (
+            ("Steps", self.steps_spin),
+            ("CFG", self.guidance_spin),
+            ("Shift", self.shift_spin),
+        ):
             sampling_row.addWidget(QLabel(label))
             sampling_row.addWidget(w)
         sampling_row.addWidget(self.sampler_combo)
 
         self.speed_combo = QComboBox()
-        self.speed_combo.setToolTip("A preset fills steps, CFG, shift and sampler (you can still "
-                                    "change them); Fast and Turbo need a distilled model or LoRA")
+        self.speed_combo.setToolTip(
+            "A preset fills steps, CFG, shift and sampler (you can still "
+            "change them); Fast and Turbo need a distilled model or LoRA"
+        )
         self.speed_combo.addItem("Custom", "")
         from wan_desktop.presets import PRESETS
 
         for p in PRESETS.values():
             self.speed_combo.addItem(p.label, p.name)
-            self.speed_combo.setItemData(self.speed_combo.count() - 1, p.description,
-                                         Qt.ItemDataRole.ToolTipRole)
+            self.speed_combo.setItemData(
+                self.speed_combo.count() - 1, p.description, Qt.ItemDataRole.ToolTipRole
+            )
         self.tiny_vae_check = QCheckBox("Fast final decode with the tiny VAE")
         speed_row = QHBoxLayout()
         speed_row.addWidget(self.speed_combo, 1)
@@ -290,8 +301,13 @@ class MainWindow(QMainWindow):
         self.pause_button.setCheckable(True)
         self.pause_button.setToolTip("Finish the running job, then wait (the queue is kept)")
         qbuttons = QHBoxLayout()
-        for b in (self.up_button, self.down_button, self.pause_button, self.cancel_job_button,
-                  self.cancel_all_button):
+        for b in (
+            self.up_button,
+            self.down_button,
+            self.pause_button,
+            self.cancel_job_button,
+            self.cancel_all_button,
+        ):
             qbuttons.addWidget(b)
         queue_box = QGroupBox("Queue")
         qlay = QVBoxLayout(queue_box)
@@ -356,13 +372,16 @@ class MainWindow(QMainWindow):
         self.add_folder_action.triggered.connect(self.add_folder_dialog)
         self.rescan_button.clicked.connect(self.rescan)
         self.task_combo.currentIndexChanged.connect(
-            lambda _i: f.update(task=self.task_combo.currentData()))
+            lambda _i: f.update(task=self.task_combo.currentData())
+        )
         self.first_frame.path_changed.connect(lambda p: f.update(image=p))
         self.last_frame.path_changed.connect(lambda p: f.update(last_image=p))
         self.prompt_edit.textChanged.connect(
-            lambda: f.update(prompt=self.prompt_edit.toPlainText()))
+            lambda: f.update(prompt=self.prompt_edit.toPlainText())
+        )
         self.negative_edit.textChanged.connect(
-            lambda: f.update(negative_prompt=self.negative_edit.toPlainText()))
+            lambda: f.update(negative_prompt=self.negative_edit.toPlainText())
+        )
         self.preset_combo.activated.connect(self._preset_picked)
         self.width_spin.valueChanged.connect(lambda v: f.update(width=v))
         self.height_spin.valueChanged.connect(lambda v: f.update(height=v))
@@ -374,18 +393,22 @@ class MainWindow(QMainWindow):
         self.shift_spin.valueChanged.connect(lambda v: f.update(shift=v))
         self.sampler_combo.currentTextChanged.connect(lambda t: f.update(sampler=t))
         self.speed_combo.activated.connect(
-            lambda i: f.apply_preset(self.speed_combo.itemData(i) or ""))
+            lambda i: f.apply_preset(self.speed_combo.itemData(i) or "")
+        )
         self.tiny_vae_check.toggled.connect(lambda on: f.update(tiny_vae=on))
         self.add_lora_button.clicked.connect(self.add_lora_dialog)
         self.seed_spin.valueChanged.connect(lambda v: f.update(seed=v))
         self.random_seed.toggled.connect(lambda on: f.update(random_seed=on))
         self.dice_button.clicked.connect(
-            lambda: f.update(seed=secrets.randbelow(2**31), random_seed=False))
+            lambda: f.update(seed=secrets.randbelow(2**31), random_seed=False)
+        )
         self.backend_combo.currentIndexChanged.connect(self._backend_picked)
         self.precision_combo.currentIndexChanged.connect(
-            lambda _i: f.update(precision=self.precision_combo.currentData()))
+            lambda _i: f.update(precision=self.precision_combo.currentData())
+        )
         self.vram_combo.currentIndexChanged.connect(
-            lambda _i: f.update(vram_plan=self.vram_combo.currentData()))
+            lambda _i: f.update(vram_plan=self.vram_combo.currentData())
+        )
         self.generate_button.clicked.connect(self.enqueue)
         f.changed.connect(self._render)
 
@@ -397,7 +420,8 @@ class MainWindow(QMainWindow):
         self.cancel_all_button.clicked.connect(q.cancel_all)
         self.pause_button.toggled.connect(q.set_paused)
         self.pause_button.toggled.connect(
-            lambda on: self.pause_button.setText("Resume" if on else "Pause"))
+            lambda on: self.pause_button.setText("Resume" if on else "Pause")
+        )
         self.reuse_button.clicked.connect(self.reuse_selected)
         self.play_history_button.clicked.connect(self.play_selected)
         self.history_list.itemDoubleClicked.connect(lambda _item: self.play_selected())
@@ -420,11 +444,27 @@ class MainWindow(QMainWindow):
 
     def _render(self, s: FormState) -> None:
         """Model → widgets, with the widgets' own signals blocked (no feedback loop)."""
-        widgets = (self.task_combo, self.prompt_edit, self.negative_edit, self.width_spin,
-                   self.height_spin, self.seconds_spin, self.frames_spin, self.steps_spin,
-                   self.guidance_spin, self.shift_spin, self.sampler_combo, self.seed_spin,
-                   self.random_seed, self.backend_combo, self.precision_combo, self.vram_combo,
-                   self.model_combo, self.speed_combo, self.tiny_vae_check)
+        widgets = (
+            self.task_combo,
+            self.prompt_edit,
+            self.negative_edit,
+            self.width_spin,
+            self.height_spin,
+            self.seconds_spin,
+            self.frames_spin,
+            self.steps_spin,
+            self.guidance_spin,
+            self.shift_spin,
+            self.sampler_combo,
+            self.seed_spin,
+            self.random_seed,
+            self.backend_combo,
+            self.precision_combo,
+            self.vram_combo,
+            self.model_combo,
+            self.speed_combo,
+            self.tiny_vae_check,
+        )
         for w in widgets:
             w.blockSignals(True)
         try:
@@ -470,7 +510,9 @@ class MainWindow(QMainWindow):
         self.tiny_vae_check.setEnabled(has_tae or s.tiny_vae)
         self.tiny_vae_check.setToolTip(
             f"Decode with {Path(self.settings.preview_decoder).name}: much faster, lower quality"
-            if has_tae else "Set a Preview decoder (taew2_1 / taew2_2) in Settings first")
+            if has_tae
+            else "Set a Preview decoder (taew2_1 / taew2_2) in Settings first"
+        )
         self._render_loras(s)
 
     def _render_loras(self, s: FormState) -> None:
@@ -594,8 +636,11 @@ class MainWindow(QMainWindow):
         for e in self.models:
             self.model_combo.addItem(e.label, e.path)
             if not e.ok:
-                self.model_combo.setItemData(self.model_combo.count() - 1,
-                                             e.error or "incomplete", Qt.ItemDataRole.ToolTipRole)
+                self.model_combo.setItemData(
+                    self.model_combo.count() - 1,
+                    e.error or "incomplete",
+                    Qt.ItemDataRole.ToolTipRole,
+                )
         self.model_combo.blockSignals(False)
         want = self.form.state.model or self.settings.last_model
         idx = next((i for i, e in enumerate(self.models) if e.path == want), -1)
@@ -632,9 +677,12 @@ class MainWindow(QMainWindow):
             return
         from dataclasses import replace
 
-        self.settings = replace(self.settings, backend=self.form.state.backend,
-                                precision=self.form.state.precision,
-                                vram_plan=self.form.state.vram_plan)
+        self.settings = replace(
+            self.settings,
+            backend=self.form.state.backend,
+            precision=self.form.state.precision,
+            vram_plan=self.form.state.vram_plan,
+        )
         save_settings(self.settings)
         s = self.form.state
         note = preset_warning(s.model, s.preset, s.loras)
@@ -676,9 +724,12 @@ class MainWindow(QMainWindow):
         for j in self.queue.jobs:
             r = j.request
             state = ("▶ running" if j.state == "running" else "queued") + (
-                " (recovered after a crash)" if j.recovered else "")
-            text = (f"{state} · {r.get('width')}×{r.get('height')} · {r.get('frames')} f · "
-                    f"seed {j.seed}{_extras(j.options)}\n{j.prompt[:60]}")
+                " (recovered after a crash)" if j.recovered else ""
+            )
+            text = (
+                f"{state} · {r.get('width')}×{r.get('height')} · {r.get('frames')} f · "
+                f"seed {j.seed}{_extras(j.options)}\n{j.prompt[:60]}"
+            )
             item = QListWidgetItem(text)
             item.setData(Qt.ItemDataRole.UserRole, j.id)
             self.queue_list.addItem(item)
@@ -692,12 +743,17 @@ class MainWindow(QMainWindow):
             r = e.request
             took = f"{e.seconds:.1f} s" if e.seconds is not None else "—"
             vram = f"{e.peak_vram_gb:.1f} GB" if e.peak_vram_gb is not None else "CPU"
-            head = {"done": "✔", "failed": "✖ failed", "cancelled": "⊘ cancelled"}[e.status] \
-                if e.status in ("done", "failed", "cancelled") else e.status
-            text = (f"{head} · seed {e.seed} · {r.get('width')}×{r.get('height')}×"
-                    f"{r.get('frames')} · {r.get('steps')} steps · {took} · {vram}"
-                    f"{_extras(e.options)}\n"
-                    f"{e.prompt[:70]}")
+            head = (
+                {"done": "✔", "failed": "✖ failed", "cancelled": "⊘ cancelled"}[e.status]
+                if e.status in ("done", "failed", "cancelled")
+                else e.status
+            )
+            text = (
+                f"{head} · seed {e.seed} · {r.get('width')}×{r.get('height')}×"
+                f"{r.get('frames')} · {r.get('steps')} steps · {took} · {vram}"
+                f"{_extras(e.options)}\n"
+                f"{e.prompt[:70]}"
+            )
             item = QListWidgetItem(text)
             if e.thumbnail and Path(e.thumbnail).is_file():
                 item.setIcon(QIcon(QPixmap(e.thumbnail)))
@@ -752,8 +808,12 @@ class MainWindow(QMainWindow):
             self.progress_bar.setValue(p.step)
             self.stage_label.setText(f"Denoising · ETA {_clock(p.eta)}")
         else:
-            names = {"load": "Loading model…", "encode": "Encoding prompt…",
-                     "denoise": "Denoising…", "decode": "Decoding video…"}
+            names = {
+                "load": "Loading model…",
+                "encode": "Encoding prompt…",
+                "denoise": "Denoising…",
+                "decode": "Decoding video…",
+            }
             self.stage_label.setText(names.get(p.stage, p.stage))
         self.cancel_button.setEnabled(True)
 
@@ -762,15 +822,21 @@ class MainWindow(QMainWindow):
             return
         self.preview_player.set_frames(preview.frames, fps=preview.fps)
         how = "tiny VAE" if preview.decoder == "tiny-vae" else "latent→RGB, no VAE"
-        self.preview_player.view.setToolTip(f"x0 prediction after step {preview.step}/"
-                                            f"{preview.total} ({how})")
+        self.preview_player.view.setToolTip(
+            f"x0 prediction after step {preview.step}/{preview.total} ({how})"
+        )
 
     def _on_finished(self, job_id: str, result: JobResult) -> None:
         self.stage_label.setText(f"Done in {result.seconds:.1f} s")
         self.progress_bar.setValue(self.progress_bar.maximum())
         job_entry = self.queue.history_entry(job_id)
-        self._show_video(result.out, result.frames, result.fps, result.request,
-                         job_entry.options if job_entry else {})
+        self._show_video(
+            result.out,
+            result.frames,
+            result.fps,
+            result.request,
+            job_entry.options if job_entry else {},
+        )
         self.last_result = result
 
     def _show_video(self, out: Path, frames, fps: int, request: dict, options: dict) -> None:
@@ -794,8 +860,13 @@ class MainWindow(QMainWindow):
         self.last_error = error
         if self.error_box is not None:
             self.error_box.close()
-        box = QMessageBox(QMessageBox.Icon.Warning, error.title, error.message,
-                          QMessageBox.StandardButton.Ok, self)
+        box = QMessageBox(
+            QMessageBox.Icon.Warning,
+            error.title,
+            error.message,
+            QMessageBox.StandardButton.Ok,
+            self,
+        )
         if error.remedy:
             box.setInformativeText(f"What to do: {error.remedy}")
         box.setWindowModality(Qt.WindowModality.WindowModal)
@@ -812,16 +883,25 @@ class MainWindow(QMainWindow):
             self.statusBar().insertPermanentWidget(0, self.data_label)
         lines = [*(self.data_label.toolTip().splitlines()), *notes]
         more = f" (+{len(lines) - 1} more)" if len(lines) > 1 else ""
-        text = self.data_label.fontMetrics().elidedText(
-            f"⚠ {lines[0]}", Qt.TextElideMode.ElideRight, 560 - 8 * len(more)) + more
+        text = (
+            self.data_label.fontMetrics().elidedText(
+                f"⚠ {lines[0]}", Qt.TextElideMode.ElideRight, 560 - 8 * len(more)
+            )
+            + more
+        )
         self.data_label.setText(text)
         self.data_label.setToolTip("\n".join(lines))
 
     def show_data_dir_problem(self, problem: DataDirProblem) -> None:
         """The data dir cannot be written: a non-blocking dialog (the app runs on, saving
         nothing), and a line in the status bar."""
-        box = QMessageBox(QMessageBox.Icon.Warning, "Your data folder cannot be used",
-                          problem.message, QMessageBox.StandardButton.Ok, self)
+        box = QMessageBox(
+            QMessageBox.Icon.Warning,
+            "Your data folder cannot be used",
+            problem.message,
+            QMessageBox.StandardButton.Ok,
+            self,
+        )
         box.setInformativeText(f"What to do: {problem.remedy}")
         box.setWindowModality(Qt.WindowModality.WindowModal)
         box.open()
@@ -841,8 +921,11 @@ class MainWindow(QMainWindow):
     def copy_settings(self) -> None:
         if getattr(self, "_shown", None):
             out, request, options = self._shown
-            text = json.dumps({"request": request, "options": options, "out": str(out)},
-                              indent=2, ensure_ascii=False)
+            text = json.dumps(
+                {"request": request, "options": options, "out": str(out)},
+                indent=2,
+                ensure_ascii=False,
+            )
             QGuiApplication.clipboard().setText(text)
             self.statusBar().showMessage("Settings copied to the clipboard", 3000)
 
@@ -852,8 +935,9 @@ class MainWindow(QMainWindow):
     def open_engines_dialog(self) -> None:
         from .engines_dialog import EnginesDialog
 
-        self.engines_dialog = EnginesDialog(self.settings, self.form.entry, self.service,
-                                            parent=self)
+        self.engines_dialog = EnginesDialog(
+            self.settings, self.form.entry, self.service, parent=self
+        )
         self.engines_dialog.finished.connect(lambda _r: self.refresh_engines())
         self.engines_dialog.open()
 

@@ -38,14 +38,18 @@ class DataDirProblem:
 
     @property
     def message(self) -> str:
-        return (f"Wan Desktop cannot save its files in {self.folder}: {self.reason}. It runs "
-                "without saving: the queue, the history and changed settings last until the app "
-                f"closes. Videos, thumbnails and the log of this session go to {self.fallback}.")
+        return (
+            f"Wan Desktop cannot save its files in {self.folder}: {self.reason}. It runs "
+            "without saving: the queue, the history and changed settings last until the app "
+            f"closes. Videos, thumbnails and the log of this session go to {self.fallback}."
+        )
 
     @property
     def remedy(self) -> str:
-        return (f"Make {self.folder} a writable folder (or set {HOME_ENV} to one), then start "
-                "Wan Desktop again.")
+        return (
+            f"Make {self.folder} a writable folder (or set {HOME_ENV} to one), then start "
+            "Wan Desktop again."
+        )
 
 
 # configured data dir -> the problem found with it; runtime state of this process only, keyed by
@@ -113,8 +117,11 @@ def prepare_data_dir() -> DataDirProblem | None:
         return _fall_back(root, _os_reason(e, root))
     removed = remove_stale_temp_files(root)
     if removed:
-        log.info("removed %d temporary file(s) left by a stopped process: %s", len(removed),
-                 ", ".join(p.name for p in removed))
+        log.info(
+            "removed %d temporary file(s) left by a stopped process: %s",
+            len(removed),
+            ", ".join(p.name for p in removed),
+        )
     return None
 
 
@@ -194,7 +201,7 @@ def remove_stale_temp_files(root: Path, *, now: float | None = None) -> list[Pat
     now = time.time() if now is None else now
     removed = []
     for p in root.glob(".*.tmp"):
-        parts = p.name[1:-len(".tmp")].rsplit(".", 2)
+        parts = p.name[1 : -len(".tmp")].rsplit(".", 2)
         if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
             continue  # not ours
         try:
@@ -249,8 +256,10 @@ def set_aside(path: Path, why: str, then: str = "the app started without it") ->
     try:
         os.replace(path, bad)
     except OSError as e:
-        note = (f"{path.name} {why}: it could not be moved aside "
-                f"({e.strerror or type(e).__name__}), {then}")
+        note = (
+            f"{path.name} {why}: it could not be moved aside "
+            f"({e.strerror or type(e).__name__}), {then}"
+        )
     else:
         note = f"{path.name} {why}: moved to {bad.name}, {then}"
     log.warning("%s: %s", path.parent, note)

@@ -44,10 +44,14 @@ class FrameView(QLabel):
         if self._image is None or self._image.isNull():
             self.setPixmap(QPixmap())
             return
-        mode = (Qt.TransformationMode.SmoothTransformation if self.smooth
-                else Qt.TransformationMode.FastTransformation)
+        mode = (
+            Qt.TransformationMode.SmoothTransformation
+            if self.smooth
+            else Qt.TransformationMode.FastTransformation
+        )
         pm = QPixmap.fromImage(self._image).scaled(
-            self.size(), Qt.AspectRatioMode.KeepAspectRatio, mode)
+            self.size(), Qt.AspectRatioMode.KeepAspectRatio, mode
+        )
         self.setPixmap(pm)
 
 

@@ -44,9 +44,14 @@ class UserError:
 
     @classmethod
     def from_wan(cls, e: WanError) -> UserError:
-        titles = {"OutOfVram": "Out of GPU memory", "CheckpointError": "Bad model",
-                  "EngineError": "Engine not usable", "ConfigError": "Invalid setting",
-                  "DownloadError": "Download failed", "IntegrityError": "Corrupt download"}
+        titles = {
+            "OutOfVram": "Out of GPU memory",
+            "CheckpointError": "Bad model",
+            "EngineError": "Engine not usable",
+            "ConfigError": "Invalid setting",
+            "DownloadError": "Download failed",
+            "IntegrityError": "Corrupt download",
+        }
         return cls(titles.get(type(e).__name__, "Error"), e.message, e.remedy)
 
     def text(self) -> str:
@@ -105,8 +110,13 @@ class GpuService(QObject):
     _scan = Signal(object)
     _release = Signal()
 
-    def __init__(self, *, preview_interval_s: float = 0.25, preview_decoder: str = "",
-                 factory: ComponentFactory | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        preview_interval_s: float = 0.25,
+        preview_decoder: str = "",
+        factory: ComponentFactory | None = None,
+    ) -> None:
         super().__init__()
         from wan_desktop.run import ComponentCache
 
@@ -208,9 +218,14 @@ class GpuService(QObject):
             self.job_failed.emit(job.id, UserError.from_wan(e))
         except Exception as e:  # run.execute already made a CUDA OOM an OutOfVram
             log.exception("job %s: internal error", job.id)
-            self.job_failed.emit(job.id, UserError(
-                "Internal error", f"{type(e).__name__}: {e}",
-                "This is a bug. The log (Help → Open log folder) has the details."))
+            self.job_failed.emit(
+                job.id,
+                UserError(
+                    "Internal error",
+                    f"{type(e).__name__}: {e}",
+                    "This is a bug. The log (Help → Open log folder) has the details.",
+                ),
+            )
         else:
             self.job_finished.emit(job.id, result)
         finally:
@@ -224,19 +239,32 @@ class GpuService(QObject):
 
         t0 = time.perf_counter()
         # cheap checks first: a bad value or image is reported before any weights load
-        prepared = run.prepare(GenerationRequest.from_dict(job.request),
-                               RunOptions.from_dict(job.options), out=job.out,
-                               factory=self._cache.factory)
+        prepared = run.prepare(
+            GenerationRequest.from_dict(job.request),
+            RunOptions.from_dict(job.options),
+            out=job.out,
+            factory=self._cache.factory,
+        )
         for note in prepared.notes:
             log.warning("job %s: %s", job.id, note)
         emit = self._job_events(job.id, prepared)
-        result = run.execute(prepared, components=self._cache, cancel=token, emit=emit,
-                             warn=lambda m: log.warning("%s", m))
+        result = run.execute(
+            prepared,
+            components=self._cache,
+            cancel=token,
+            emit=emit,
+            warn=lambda m: log.warning("%s", m),
+        )
         frames = _read_video(result.out)
-        return JobResult(out=result.out, seconds=time.perf_counter() - t0,
-                         peak_vram_gb=result.peak_vram_gib,
-                         thumbnail=_save_thumbnail(job.id, frames), fps=result.fps,
-                         request=result.request.to_dict(), frames=frames)
+        return JobResult(
+            out=result.out,
+            seconds=time.perf_counter() - t0,
+            peak_vram_gb=result.peak_vram_gib,
+            thumbnail=_save_thumbnail(job.id, frames),
+            fps=result.fps,
+            request=result.request.to_dict(),
+            frames=frames,
+        )
 
     def _job_events(self, job_id: str, prepared: Any) -> Any:
         """The pipeline's events of one job as the service's signals: stages, steps (with the ETA)
@@ -265,17 +293,31 @@ class GpuService(QObject):
                     try:  # [F, H, W, 3]: the video's frames, roughly
                         rgb = tae[0](event.preview).numpy()
                     except RuntimeError as e:  # a preview must never fail the job (OOM)
-                        log.warning("tiny-VAE preview failed, the linear preview for the rest of "
-                                    "this job: %s", str(e).strip().splitlines()[:1])
+                        log.warning(
+                            "tiny-VAE preview failed, the linear preview for the rest of "
+                            "this job: %s",
+                            str(e).strip().splitlines()[:1],
+                        )
                         tae[0] = None
                 if rgb is not None:
-                    self.preview_ready.emit(job_id, PreviewFrames(
-                        event.step, event.total, tuple(qimage_from_rgb(f) for f in rgb),
-                        decoder="tiny-vae", fps=fps))
+                    self.preview_ready.emit(
+                        job_id,
+                        PreviewFrames(
+                            event.step,
+                            event.total,
+                            tuple(qimage_from_rgb(f) for f in rgb),
+                            decoder="tiny-vae",
+                            fps=fps,
+                        ),
+                    )
                 else:
                     rgb = latent_to_rgb(event.preview.numpy())  # [T, h, w, 3]
-                    self.preview_ready.emit(job_id, PreviewFrames(
-                        event.step, event.total, tuple(qimage_from_rgb(f) for f in rgb)))
+                    self.preview_ready.emit(
+                        job_id,
+                        PreviewFrames(
+                            event.step, event.total, tuple(qimage_from_rgb(f) for f in rgb)
+                        ),
+                    )
 
         return emit
 
@@ -293,9 +335,11 @@ class GpuService(QObject):
             from wan_desktop.export.job import run_export
 
             out = run_export(
-                job, cancel=token,
+                job,
+                cancel=token,
                 progress=lambda stage, f: self.export_progress.emit(export_id, stage, float(f)),
-                log=lambda line: self.export_log.emit(export_id, line))
+                log=lambda line: self.export_log.emit(export_id, line),
+            )
         except Cancelled:
             log.info("engine build %s cancelled", export_id)
             self.export_cancelled.emit(export_id)
@@ -321,19 +365,26 @@ class GpuService(QObject):
         from wan_desktop.run import is_cuda_oom
 
         if isinstance(e, ImportError):  # the export extra is missing or broken
-            e = EngineError(f"the export toolchain cannot be imported ({e.name or e})",
-                            remedy="Install the export extras: pip install 'wan-desktop[export]'.")
+            e = EngineError(
+                f"the export toolchain cannot be imported ({e.name or e})",
+                remedy="Install the export extras: pip install 'wan-desktop[export]'.",
+            )
         elif is_cuda_oom(e):  # FP8/INT8 calibration or a TensorRT build on a full GPU
             first = (str(e).strip().splitlines() or ["CUDA out of memory"])[0]
-            e = OutOfVram(f"out of GPU memory while building engines: {first}",
-                          remedy="Close other programs that use the GPU, or build fewer "
-                                 "components or presets at once.")
+            e = OutOfVram(
+                f"out of GPU memory while building engines: {first}",
+                remedy="Close other programs that use the GPU, or build fewer "
+                "components or presets at once.",
+            )
         if isinstance(e, WanError):
             log.warning("engine build %s failed: %s", export_id, e.one_line())
             return UserError.from_wan(e)
         log.error("engine build %s: internal error", export_id, exc_info=e)
-        return UserError("Internal error", f"{type(e).__name__}: {e}",
-                         "This is a bug. The log (Help → Open log folder) has the details.")
+        return UserError(
+            "Internal error",
+            f"{type(e).__name__}: {e}",
+            "This is a bug. The log (Help → Open log folder) has the details.",
+        )
 
     def _preview_decoder(self, z_dim: int, device: Any) -> Any:
         """The TaePreview for this job's latents (kept between jobs), or None for the linear map:

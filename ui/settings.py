@@ -113,8 +113,9 @@ def read_settings() -> tuple[AppSettings, tuple[str, ...]]:
         return AppSettings.from_dict(data), ()
     settings = AppSettings.from_dict({k: v for k, v in data.items() if k not in bad})
     wrong = "; ".join(f"{k}: {why}" for k, why in bad.items())
-    note = set_aside(path, f"had values of the wrong type ({wrong})",
-                     "the other settings were kept")
+    note = set_aside(
+        path, f"had values of the wrong type ({wrong})", "the other settings were kept"
+    )
     save_settings(settings)
     return settings, (note,)
 

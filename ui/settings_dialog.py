@@ -23,8 +23,12 @@ from PySide6.QtWidgets import (
 from .settings import AppSettings, save_settings
 
 DEVICES = (("Auto (GPU when available)", None), ("GPU (CUDA)", "cuda"), ("CPU", "cpu"))
-DTYPES = (("Auto (bf16 on GPU, fp32 on CPU)", None), ("bfloat16", "bfloat16"),
-          ("float16", "float16"), ("float32", "float32"))
+DTYPES = (
+    ("Auto (bf16 on GPU, fp32 on CPU)", None),
+    ("bfloat16", "bfloat16"),
+    ("float16", "float16"),
+    ("float32", "float32"),
+)
 
 
 def _folder_row(edit: QLineEdit, title: str, parent: QWidget) -> QHBoxLayout:
@@ -91,9 +95,11 @@ class SettingsDialog(QDialog):
         self.dtype_combo.setCurrentIndex(max(0, self.dtype_combo.findData(settings.dtype)))
         self.preview_edit = QLineEdit(settings.preview_decoder)
         self.preview_edit.setPlaceholderText("none: a linear latent→RGB preview")
-        self.preview_edit.setToolTip("A TAEHV tiny VAE (taew2_1 for Wan2.1 / Wan2.2 A14B, taew2_2 "
-                                     "for Wan2.2 TI2V-5B): real-looking previews every step, and "
-                                     "the form's fast final decode")
+        self.preview_edit.setToolTip(
+            "A TAEHV tiny VAE (taew2_1 for Wan2.1 / Wan2.2 A14B, taew2_2 "
+            "for Wan2.2 TI2V-5B): real-looking previews every step, and "
+            "the form's fast final decode"
+        )
         form = QFormLayout()
         form.addRow("Model folders", models_row)
         form.addRow("Outputs", _folder_row(self.outputs_edit, "Outputs folder", self))
@@ -101,8 +107,9 @@ class SettingsDialog(QDialog):
         form.addRow("Device", self.device_combo)
         form.addRow("Compute type", self.dtype_combo)
         form.addRow("Preview decoder", _file_row(self.preview_edit, "Tiny VAE file", self))
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save
-                                   | QDialogButtonBox.StandardButton.Cancel)
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel
+        )
         self.buttons = buttons
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
@@ -127,12 +134,15 @@ class SettingsDialog(QDialog):
 
     def result_settings(self) -> AppSettings:
         dirs = tuple(self.model_list.item(i).text() for i in range(self.model_list.count()))
-        return replace(self.settings, model_dirs=dirs,
-                       outputs_dir=self.outputs_edit.text().strip(),
-                       engines_dir=self.engines_edit.text().strip(),
-                       device=self.device_combo.currentData(),
-                       dtype=self.dtype_combo.currentData(),
-                       preview_decoder=self.preview_edit.text().strip())
+        return replace(
+            self.settings,
+            model_dirs=dirs,
+            outputs_dir=self.outputs_edit.text().strip(),
+            engines_dir=self.engines_edit.text().strip(),
+            device=self.device_combo.currentData(),
+            dtype=self.dtype_combo.currentData(),
+            preview_decoder=self.preview_edit.text().strip(),
+        )
 
     def accept(self) -> None:
         self.settings = self.result_settings()

@@ -112,8 +112,9 @@ class JobStore:
         if self.root is None:
             return []
         jobs = self._load(self.queue_path, "jobs", Job, "job")
-        return [replace(j, state="queued", recovered=True) if j.state == "running" else j
-                for j in jobs]
+        return [
+            replace(j, state="queued", recovered=True) if j.state == "running" else j for j in jobs
+        ]
 
     def save_queue(self, jobs: list[Job]) -> None:
         self._save(QUEUE_FILE, {"format": FORMAT, "jobs": [j.to_dict() for j in jobs]})
@@ -136,8 +137,9 @@ class JobStore:
             write_json_atomic(self.root / name, data)
         except OSError as e:
             if name not in self._save_failed:
-                log.warning("cannot save %s (%s): changes are kept in memory only", self.root /
-                            name, e)
+                log.warning(
+                    "cannot save %s (%s): changes are kept in memory only", self.root / name, e
+                )
             self._save_failed.add(name)
         else:
             self._save_failed.discard(name)
@@ -152,8 +154,9 @@ class JobStore:
             return []
         items = data.get(key, []) if isinstance(data, dict) else None
         if not isinstance(items, list):
-            shape = (f'"{key}" is not a list' if isinstance(data, dict)
-                     else "it is not a JSON object")
+            shape = (
+                f'"{key}" is not a list' if isinstance(data, dict) else "it is not a JSON object"
+            )
             self.notes.append(set_aside(path, f"is not a Wan Desktop {path.stem} file ({shape})"))
             return []
         out: list[_S] = []
@@ -168,16 +171,22 @@ class JobStore:
                 bad.append(f"{noun} {i + 1}: {why}")
         if bad:
             more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-            self.notes.append(set_aside(
-                path, f"had {len(bad)} damaged {noun}{'s' if len(bad) > 1 else ''} of "
-                      f"{len(items)} ({bad[0]}{more})",
-                f"the other {len(out)} were kept"))
+            self.notes.append(
+                set_aside(
+                    path,
+                    f"had {len(bad)} damaged {noun}{'s' if len(bad) > 1 else ''} of "
+                    f"{len(items)} ({bad[0]}{more})",
+                    f"the other {len(out)} were kept",
+                )
+            )
             self._save(path.name, {"format": FORMAT, key: [x.to_dict() for x in out]})
         return out
 
 
-_REQUIRED = {"Job": ("id", "request", "options", "out"),
-             "HistoryEntry": ("id", "status", "request", "options")}
+_REQUIRED = {
+    "Job": ("id", "request", "options", "out"),
+    "HistoryEntry": ("id", "status", "request", "options"),
+}
 
 
 def _entry_problem(item: Any, cls: type, seen_ids: set[str]) -> str | None:
@@ -192,9 +201,11 @@ def _entry_problem(item: Any, cls: type, seen_ids: set[str]) -> str | None:
     missing = [k for k in _REQUIRED[cls.__name__] if k not in item]
     if missing:
         return f"no {', '.join(missing)}"
-    for kind, fields_of, data in ((cls, "", item),
-                                  (GenerationRequest, "request.", item["request"]),
-                                  (RunOptions, "options.", item["options"])):
+    for kind, fields_of, data in (
+        (cls, "", item),
+        (GenerationRequest, "request.", item["request"]),
+        (RunOptions, "options.", item["options"]),
+    ):
         if not isinstance(data, dict):
             return f"{fields_of[:-1]} is not a JSON object"
         bad = field_problems(kind, data)

@@ -23,8 +23,11 @@ class SystemStatus:
             gpu = "CPU only (no NVIDIA GPU found)"
         else:
             gpu = f"{self.gpu_name}  VRAM {self.vram_used_gb:.1f} / {self.vram_total_gb:.1f} GB"
-        ram = "" if self.ram_total_gb is None else \
-            f"  ·  RAM {self.ram_used_gb:.1f} / {self.ram_total_gb:.1f} GB"
+        ram = (
+            ""
+            if self.ram_total_gb is None
+            else f"  ·  RAM {self.ram_used_gb:.1f} / {self.ram_total_gb:.1f} GB"
+        )
         return gpu + ram
 
 
@@ -35,7 +38,11 @@ def _gpu() -> tuple[str, float, float] | None:
     try:
         out = subprocess.run(
             [exe, "--query-gpu=name,memory.used,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=3, check=True).stdout
+            capture_output=True,
+            text=True,
+            timeout=3,
+            check=True,
+        ).stdout
         name, used, total = (x.strip() for x in out.splitlines()[0].split(","))
         return name, float(used) / 1024, float(total) / 1024  # MiB -> GiB
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
@@ -58,13 +65,17 @@ def _ram() -> tuple[float, float] | None:
         import ctypes
 
         class _Mem(ctypes.Structure):
-            _fields_ = [("dwLength", ctypes.c_ulong), ("dwMemoryLoad", ctypes.c_ulong),
-                        ("ullTotalPhys", ctypes.c_ulonglong), ("ullAvailPhys", ctypes.c_ulonglong),
-                        ("ullTotalPageFile", ctypes.c_ulonglong),
-                        ("ullAvailPageFile", ctypes.c_ulonglong),
-                        ("ullTotalVirtual", ctypes.c_ulonglong),
-                        ("ullAvailVirtual", ctypes.c_ulonglong),
-                        ("ullAvailExtendedVirtual", ctypes.c_ulonglong)]
+            _fields_ = [
+                ("dwLength", ctypes.c_ulong),
+                ("dwMemoryLoad", ctypes.c_ulong),
+                ("ullTotalPhys", ctypes.c_ulonglong),
+                ("ullAvailPhys", ctypes.c_ulonglong),
+                ("ullTotalPageFile", ctypes.c_ulonglong),
+                ("ullAvailPageFile", ctypes.c_ulonglong),
+                ("ullTotalVirtual", ctypes.c_ulonglong),
+                ("ullAvailVirtual", ctypes.c_ulonglong),
+                ("ullAvailExtendedVirtual", ctypes.c_ulonglong),
+            ]
 
         m = _Mem()
         m.dwLength = ctypes.sizeof(_Mem)
@@ -83,6 +94,9 @@ def snapshot() -> SystemStatus:
     gpu = _gpu()
     ram = _ram()
     return SystemStatus(
-        gpu_name=gpu[0] if gpu else None, vram_used_gb=gpu[1] if gpu else None,
-        vram_total_gb=gpu[2] if gpu else None, ram_used_gb=ram[0] if ram else None,
-        ram_total_gb=ram[1] if ram else None)
+        gpu_name=gpu[0] if gpu else None,
+        vram_used_gb=gpu[1] if gpu else None,
+        vram_total_gb=gpu[2] if gpu else None,
+        ram_used_gb=ram[0] if ram else None,
+        ram_total_gb=ram[1] if ram else None,
+    )

@@ -74,11 +74,14 @@ class LoraChoice:
 
 def lora_options(loras: tuple[LoraChoice, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """RunOptions.loras / loras_low: the CLI's "FILE:STRENGTH" strings, split by expert."""
+
     def text(c: LoraChoice) -> str:
         return f"{c.path}:{float(c.strength)!r}"
 
-    return (tuple(text(c) for c in loras if c.expert != "low"),
-            tuple(text(c) for c in loras if c.expert == "low"))
+    return (
+        tuple(text(c) for c in loras if c.expert != "low"),
+        tuple(text(c) for c in loras if c.expert == "low"),
+    )
 
 
 def loras_from_options(options: dict[str, Any]) -> tuple[LoraChoice, ...]:
@@ -107,8 +110,10 @@ def check_job(request: dict[str, Any], options: dict[str, Any]) -> None:
     opts = RunOptions.from_dict(options)
     specs = run_specs(opts.loras, opts.loras_low)
     if opts.tiny_vae and not Path(opts.tiny_vae).expanduser().is_file():
-        raise CheckpointError(f"tiny VAE file not found: {opts.tiny_vae}",
-                              remedy="Choose the preview decoder file again in Settings.")
+        raise CheckpointError(
+            f"tiny VAE file not found: {opts.tiny_vae}",
+            remedy="Choose the preview decoder file again in Settings.",
+        )
     check_run_loras(specs)  # the files exist (before any model detection)
     if not (specs or opts.preset):
         return
@@ -185,10 +190,21 @@ class FormModel(QObject):
         loras, preset = self.state.loras, self.state.preset
         if VARIANTS[entry.variant].experts != 2:  # one DiT: every LoRA goes to it
             loras = tuple(replace(c, expert="high") for c in loras)
-        self.update(model=entry.path, task=task, width=d.size[0], height=d.size[1],
-                    frames=d.frames, fps=d.fps, steps=d.steps, guidance=d.guidance,
-                    shift=d.shift_for(*d.size), sampler=d.sampler, negative_prompt=neg,
-                    loras=loras, preset="")
+        self.update(
+            model=entry.path,
+            task=task,
+            width=d.size[0],
+            height=d.size[1],
+            frames=d.frames,
+            fps=d.fps,
+            steps=d.steps,
+            guidance=d.guidance,
+            shift=d.shift_for(*d.size),
+            sampler=d.sampler,
+            negative_prompt=neg,
+            loras=loras,
+            preset="",
+        )
         if preset:  # a chosen preset stays chosen: its values over the new model's defaults
             self.apply_preset(preset)
 
@@ -215,9 +231,11 @@ class FormModel(QObject):
             preset=name,
             steps=p.steps if p.steps is not None else (d.steps if d else s.steps),
             guidance=p.guidance if p.guidance is not None else (d.guidance if d else s.guidance),
-            shift=p.shift if p.shift is not None else (
-                d.shift_for(s.width, s.height) if d else s.shift),
-            sampler=p.sampler if p.sampler is not None else (d.sampler if d else s.sampler))
+            shift=p.shift
+            if p.shift is not None
+            else (d.shift_for(s.width, s.height) if d else s.shift),
+            sampler=p.sampler if p.sampler is not None else (d.sampler if d else s.sampler),
+        )
 
     def add_lora(self, path: str, strength: float = 1.0) -> None:
         self.update(loras=(*self.state.loras, LoraChoice(path=path, strength=strength)))
@@ -235,22 +253,30 @@ class FormModel(QObject):
         self.update(loras=tuple(c for i, c in enumerate(self.state.loras) if i != index))
 
     def load_settings(self, request: dict[str, Any], options: dict[str, Any]) -> None:
-        """"Reuse settings" from a history entry: the same request, fixed seed."""
+        """ "Reuse settings" from a history entry: the same request, fixed seed."""
         s = self.state
         self.update(
-            model=options.get("model") or s.model, prompt=request.get("prompt", ""),
+            model=options.get("model") or s.model,
+            prompt=request.get("prompt", ""),
             negative_prompt=request.get("negative_prompt") or "",
-            task=request.get("task") or s.task, image=request.get("image") or "",
+            task=request.get("task") or s.task,
+            image=request.get("image") or "",
             last_image=request.get("last_image") or "",
-            width=request.get("width") or s.width, height=request.get("height") or s.height,
-            frames=request.get("frames") or s.frames, steps=request.get("steps") or s.steps,
+            width=request.get("width") or s.width,
+            height=request.get("height") or s.height,
+            frames=request.get("frames") or s.frames,
+            steps=request.get("steps") or s.steps,
             guidance=s.guidance if request.get("guidance") is None else request["guidance"],
-            shift=request.get("shift") or s.shift, sampler=request.get("sampler") or s.sampler,
-            seed=int(request.get("seed", 0)), random_seed=False,
-            backend=options.get("backend") or s.backend, engines=options.get("engines") or "",
+            shift=request.get("shift") or s.shift,
+            sampler=request.get("sampler") or s.sampler,
+            seed=int(request.get("seed", 0)),
+            random_seed=False,
+            backend=options.get("backend") or s.backend,
+            engines=options.get("engines") or "",
             precision=options.get("precision") or s.precision,
             vram_plan=_plan_name(options.get("vram_budget_gb")),
-            preset=options.get("preset") or "", loras=loras_from_options(options),
+            preset=options.get("preset") or "",
+            loras=loras_from_options(options),
             tiny_vae=bool(options.get("tiny_vae")),
         )
 
@@ -262,7 +288,9 @@ class FormModel(QObject):
 
         s = self.state
         if not s.model:
-            raise ConfigError("no model selected", remedy="Pick a model, or add a folder of models.")
+            raise ConfigError(
+                "no model selected", remedy="Pick a model, or add a folder of models."
+            )
         if not s.prompt.strip():
             raise ConfigError("the prompt is empty", remedy="Describe the video you want.")
         seed = secrets.randbelow(2**31) if s.random_seed else s.seed
@@ -270,23 +298,40 @@ class FormModel(QObject):
             self.update(seed=seed)  # the field shows the seed this job got
         needs_image = s.task in ("i2v", "flf2v", "ti2v")
         request = GenerationRequest(
-            prompt=s.prompt, negative_prompt=s.negative_prompt or None, task=s.task,
+            prompt=s.prompt,
+            negative_prompt=s.negative_prompt or None,
+            task=s.task,
             image=(s.image or None) if needs_image else None,
             last_image=(s.last_image or None) if s.task == "flf2v" else None,
-            width=s.width, height=s.height, frames=s.frames, steps=s.steps, guidance=s.guidance,
-            shift=s.shift, sampler=s.sampler, seed=seed)
+            width=s.width,
+            height=s.height,
+            frames=s.frames,
+            steps=s.steps,
+            guidance=s.guidance,
+            shift=s.shift,
+            sampler=s.sampler,
+            seed=seed,
+        )
         if s.tiny_vae and not settings.preview_decoder:
-            raise ConfigError("fast final decode needs a tiny VAE file",
-                              remedy="Set the Preview decoder (taew2_1 / taew2_2) in Settings, "
-                                     "or untick the fast decode.")
+            raise ConfigError(
+                "fast final decode needs a tiny VAE file",
+                remedy="Set the Preview decoder (taew2_1 / taew2_2) in Settings, "
+                "or untick the fast decode.",
+            )
         loras, loras_low = lora_options(s.loras)
         options = RunOptions(
-            model=s.model, device=settings.device, dtype=settings.dtype, backend=s.backend,
+            model=s.model,
+            device=settings.device,
+            dtype=settings.dtype,
+            backend=s.backend,
             engines=(s.engines or str(settings.engines)) if s.backend != "torch" else None,
             precision=s.precision,
             vram_budget_gb=None if s.vram_plan == "auto" else float(s.vram_plan),
-            loras=loras, loras_low=loras_low, preset=s.preset or None,
-            tiny_vae=settings.preview_decoder if s.tiny_vae else None)
+            loras=loras,
+            loras_low=loras_low,
+            preset=s.preset or None,
+            tiny_vae=settings.preview_decoder if s.tiny_vae else None,
+        )
         check_job(request.to_dict(), options.to_dict())  # a wrong LoRA: refused now, not queued
         job_id = new_job_id()
         out = settings.outputs / f"{time.strftime('%Y%m%d-%H%M%S')}-{job_id}.mp4"
@@ -336,8 +381,10 @@ class QueueModel(QObject):
         service.job_failed.connect(self._on_failed)
         service.job_cancelled.connect(self._on_cancelled)
         if any(j.recovered for j in self.jobs):
-            log.info("%d job(s) were running when the app stopped: back in the queue",
-                     sum(j.recovered for j in self.jobs))
+            log.info(
+                "%d job(s) were running when the app stopped: back in the queue",
+                sum(j.recovered for j in self.jobs),
+            )
         self._save_queue()  # the recovered states are written back at once
 
     # ------------------------------------------------------------------ editing
@@ -371,8 +418,11 @@ class QueueModel(QObject):
         job = self.job(job_id)
         if job is not None:
             self.jobs.remove(job)
-            self._add_history(HistoryEntry(id=job.id, status="cancelled", request=job.request,
-                                           options=job.options))
+            self._add_history(
+                HistoryEntry(
+                    id=job.id, status="cancelled", request=job.request, options=job.options
+                )
+            )
             self._save_queue()
             self.queue_changed.emit()
 
@@ -438,18 +488,34 @@ class QueueModel(QObject):
     def _on_finished(self, job_id: str, result: JobResult) -> None:
         job = self.job(job_id)
         options = job.options if job else {}
-        self._finish(job_id, HistoryEntry(
-            id=job_id, status="done", request=result.request, options=options,
-            out=str(result.out), thumbnail=str(result.thumbnail) if result.thumbnail else None,
-            seconds=round(result.seconds, 2), peak_vram_gb=result.peak_vram_gb))
+        self._finish(
+            job_id,
+            HistoryEntry(
+                id=job_id,
+                status="done",
+                request=result.request,
+                options=options,
+                out=str(result.out),
+                thumbnail=str(result.thumbnail) if result.thumbnail else None,
+                seconds=round(result.seconds, 2),
+                peak_vram_gb=result.peak_vram_gb,
+            ),
+        )
         self.finished.emit(job_id, result)
         self.pump()
 
     def _on_failed(self, job_id: str, error: UserError) -> None:
         job = self.job(job_id)
-        self._finish(job_id, HistoryEntry(
-            id=job_id, status="failed", request=job.request if job else {},
-            options=job.options if job else {}, error=f"{error.title}: {error.message}"))
+        self._finish(
+            job_id,
+            HistoryEntry(
+                id=job_id,
+                status="failed",
+                request=job.request if job else {},
+                options=job.options if job else {},
+                error=f"{error.title}: {error.message}",
+            ),
+        )
         self.failed.emit(job_id, error)
         self.pump()
 
@@ -462,9 +528,15 @@ class QueueModel(QObject):
             self._save_queue()
             self.cancelled.emit(job_id)
             return
-        self._finish(job_id, HistoryEntry(id=job_id, status="cancelled",
-                                          request=job.request if job else {},
-                                          options=job.options if job else {}))
+        self._finish(
+            job_id,
+            HistoryEntry(
+                id=job_id,
+                status="cancelled",
+                request=job.request if job else {},
+                options=job.options if job else {},
+            ),
+        )
         self.cancelled.emit(job_id)
         self.pump()
 
@@ -480,4 +552,3 @@ class QueueModel(QObject):
 
     def history_entry(self, job_id: str) -> HistoryEntry | None:
         return next((e for e in self.history if e.id == job_id), None)
-

@@ -45,8 +45,11 @@ class DropZone(QLabel):
         if self.path:
             img = QImage(self.path)
             if not img.isNull():
-                self.setPixmap(QPixmap.fromImage(img).scaledToHeight(
-                    64, Qt.TransformationMode.SmoothTransformation))
+                self.setPixmap(
+                    QPixmap.fromImage(img).scaledToHeight(
+                        64, Qt.TransformationMode.SmoothTransformation
+                    )
+                )
                 self.setToolTip(self.path)
                 return
             self.setPixmap(QPixmap())
@@ -108,7 +111,8 @@ class LoraRow(QWidget):
         lay.addWidget(self.remove)
         self.strength.valueChanged.connect(self.strength_changed)
         self.expert.currentIndexChanged.connect(
-            lambda _i: self.expert_changed.emit(self.expert.currentData()))
+            lambda _i: self.expert_changed.emit(self.expert.currentData())
+        )
         self.remove.clicked.connect(self.removed)
 
     def show_values(self, strength: float, expert: str, *, experts: int) -> None:

@@ -38,7 +38,9 @@ from .cli_args import positive_float, size
 
 log = logging.getLogger(__name__)
 
-PROMPT = "Two anthropomorphic cats in comfy boxing gear and bright gloves fight on a spotlighted stage."
+PROMPT = (
+    "Two anthropomorphic cats in comfy boxing gear and bright gloves fight on a spotlighted stage."
+)
 
 # ----------------------------------------------------------------------------- command line
 
@@ -49,37 +51,73 @@ def add_parser(subparsers: Any) -> None:
     b.add_argument("--variant", default="t2v-1.3B")
     b.add_argument("--size", type=size, help="WIDTHxHEIGHT (default: the variant's)")
     b.add_argument("--frames", type=int, help="4n+1 frames (default: the variant's)")
-    b.add_argument("--steps", type=int, help="steps of the whole generation (default: the variant's)")
-    b.add_argument("--preset", choices=["fast", "turbo", "quality"],
-                   help="sampling preset (wan_desktop/presets.py): fast = lightx2v 4 steps, no CFG")
-    b.add_argument("--tiny-vae", metavar="FILE|random",
-                   help="decode with a TAEHV tiny VAE (a taew2_x file, or random weights)")
+    b.add_argument(
+        "--steps", type=int, help="steps of the whole generation (default: the variant's)"
+    )
+    b.add_argument(
+        "--preset",
+        choices=["fast", "turbo", "quality"],
+        help="sampling preset (wan_desktop/presets.py): fast = lightx2v 4 steps, no CFG",
+    )
+    b.add_argument(
+        "--tiny-vae",
+        metavar="FILE|random",
+        help="decode with a TAEHV tiny VAE (a taew2_x file, or random weights)",
+    )
     b.add_argument("--precision", choices=["bf16", "fp8", "int8"], default="bf16")
-    b.add_argument("--attention", default="sdpa",
-                   help="sdpa | sage | sdpa-cudnn | sdpa-flash | sdpa-efficient | sdpa-math")
+    b.add_argument(
+        "--attention",
+        default="sdpa",
+        help="sdpa | sage | sdpa-cudnn | sdpa-flash | sdpa-efficient | sdpa-math",
+    )
     b.add_argument("--compile", action="store_true", help="torch.compile each DiT block")
     b.add_argument("--compile-mode", default=None, help="torch.compile mode (default: inductor's)")
     b.add_argument("--step-cache", type=positive_float, metavar="THRESH", help="TeaCache threshold")
     b.add_argument("--step-cache-signal", default="modulated", choices=["modulated", "e", "e0"])
     b.add_argument("--swap-blocks", type=int, default=0, help="DiT blocks streamed from CPU memory")
-    b.add_argument("--token-chunk", type=int, metavar="N",
-                   help="tokens per chunk of the DiT's per-token work (models/dit.py TOKEN_CHUNK; "
-                        "0: one pass, the most memory)")
-    b.add_argument("--vram-budget", type=positive_float, metavar="GB",
-                   help="cap this process's GPU memory (emulates a smaller card)")
-    b.add_argument("--plan", action="store_true",
-                   help="only the whole generation under the memory plan for --vram-budget GB "
-                        "(the budget caps this process's GPU memory; OOM moves to the next plan)")
-    b.add_argument("--vae-only", action="store_true",
-                   help="only the VAE decode, untiled and tiled (time, peak memory, PSNR)")
-    b.add_argument("--vae-tile", type=size, metavar="WxH",
-                   help="latent tile of the tiled decode (default: the planner's for --vae-budget)")
-    b.add_argument("--vae-budget", type=positive_float, metavar="GB",
-                   help="GPU memory the tiled decode may use (default 1.5, Wan2.2 VAE 3)")
+    b.add_argument(
+        "--token-chunk",
+        type=int,
+        metavar="N",
+        help="tokens per chunk of the DiT's per-token work (models/dit.py TOKEN_CHUNK; "
+        "0: one pass, the most memory)",
+    )
+    b.add_argument(
+        "--vram-budget",
+        type=positive_float,
+        metavar="GB",
+        help="cap this process's GPU memory (emulates a smaller card)",
+    )
+    b.add_argument(
+        "--plan",
+        action="store_true",
+        help="only the whole generation under the memory plan for --vram-budget GB "
+        "(the budget caps this process's GPU memory; OOM moves to the next plan)",
+    )
+    b.add_argument(
+        "--vae-only",
+        action="store_true",
+        help="only the VAE decode, untiled and tiled (time, peak memory, PSNR)",
+    )
+    b.add_argument(
+        "--vae-tile",
+        type=size,
+        metavar="WxH",
+        help="latent tile of the tiled decode (default: the planner's for --vae-budget)",
+    )
+    b.add_argument(
+        "--vae-budget",
+        type=positive_float,
+        metavar="GB",
+        help="GPU memory the tiled decode may use (default 1.5, Wan2.2 VAE 3)",
+    )
     b.add_argument("--no-diffusers", action="store_true", help="skip diffusers' components")
     b.add_argument("--no-e2e", action="store_true", help="skip the whole-generation runs")
-    b.add_argument("--sweep", action="store_true",
-                   help="time the DiT step in every precision × attention mode instead")
+    b.add_argument(
+        "--sweep",
+        action="store_true",
+        help="time the DiT step in every precision × attention mode instead",
+    )
     b.add_argument("--repeat", type=int, help="timed calls per figure (median; default 3)")
     b.add_argument("--warmup", type=int, help="untimed calls first (default 1)")
     b.add_argument("--device", choices=["cpu", "cuda"])
@@ -118,8 +156,9 @@ def tiny_variant(name: str):
 
     v = get_variant(name)
     t5 = T5Config(vocab_size=384, dim=32, dim_attn=32, dim_ffn=48, num_heads=4, num_layers=2)
-    dit = replace(v.dit, dim=256, ffn_dim=320, num_heads=2, num_layers=2, text_dim=t5.dim,
-                  freq_dim=16)
+    dit = replace(
+        v.dit, dim=256, ffn_dim=320, num_heads=2, num_layers=2, text_dim=t5.dim, freq_dim=16
+    )
     if dit.image_dim is not None:  # the CLIP tower is not benchmarked: keep the DiT text-only
         raise_unsupported(name)
     vae = replace(v.vae, base_dim=8, decoder_base_dim=8 if v.vae.version == "2.1" else 12)
@@ -129,8 +168,10 @@ def tiny_variant(name: str):
 def raise_unsupported(name: str) -> None:
     from .errors import ConfigError
 
-    raise ConfigError(f"bench: variant {name} needs CLIP image features; benchmark a text-to-video "
-                      "variant (t2v-1.3B, t2v-14B, t2v-A14B, ti2v-5B)")
+    raise ConfigError(
+        f"bench: variant {name} needs CLIP image features; benchmark a text-to-video "
+        "variant (t2v-1.3B, t2v-14B, t2v-A14B, ti2v-5B)"
+    )
 
 
 # ----------------------------------------------------------------------------- the benchmark
@@ -161,8 +202,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     steps = args.steps or (None if distilled else (2 if tiny else d.steps))
     warmup = args.warmup if args.warmup is not None else (0 if tiny else 1)
     repeat = args.repeat or (1 if tiny else 3)
-    wanted = GenerationRequest(prompt=PROMPT, width=width, height=height, frames=frames,
-                               steps=steps, seed=0)
+    wanted = GenerationRequest(
+        prompt=PROMPT, width=width, height=height, frames=frames, steps=steps, seed=0
+    )
     if preset:
         from .presets import get_preset
 
@@ -180,22 +222,37 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 
         dit.TOKEN_CHUNK = chunk if chunk > 0 else 1 << 62
     result: dict[str, Any] = {
-        "what": "wan-desktop bench: full-size components with random weights" if not tiny
+        "what": "wan-desktop bench: full-size components with random weights"
+        if not tiny
         else "wan-desktop bench --tiny: tiny configs (smoke test, numbers mean nothing)",
-        "variant": variant.name, "size": [width, height], "frames": frames, "steps": steps,
-        "preset": preset, "guidance": request.guidance, "tiny_vae": getattr(args, "tiny_vae", None),
+        "variant": variant.name,
+        "size": [width, height],
+        "frames": frames,
+        "steps": steps,
+        "preset": preset,
+        "guidance": request.guidance,
+        "tiny_vae": getattr(args, "tiny_vae", None),
         # DiT forwards of one video: one per step, batch 2 with CFG, batch 1 without (distilled)
-        "dit_calls": steps, "dit_batch": 2 if cfg else 1,
+        "dit_calls": steps,
+        "dit_batch": 2 if cfg else 1,
         "latent": list(variant.latent_shape(width, height, frames)),
         "tokens": variant.seq_len(width, height, frames),
-        "precision": args.precision, "attention": args.attention, "compile": bool(args.compile),
-        "compile_mode": args.compile_mode, "step_cache": args.step_cache,
-        "step_cache_signal": args.step_cache_signal, "swap_blocks": args.swap_blocks,
+        "precision": args.precision,
+        "attention": args.attention,
+        "compile": bool(args.compile),
+        "compile_mode": args.compile_mode,
+        "step_cache": args.step_cache,
+        "step_cache_signal": args.step_cache_signal,
+        "swap_blocks": args.swap_blocks,
         "token_chunk": _token_chunk(),
-        "vram_budget_gb": args.vram_budget, "warmup": warmup, "repeat": repeat,
+        "vram_budget_gb": args.vram_budget,
+        "warmup": warmup,
+        "repeat": repeat,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "dtype": str(dtype).removeprefix("torch."), "torch": torch.__version__,
-        "wan_desktop": __version__, "diffusers": reference.diffusers_version(),
+        "dtype": str(dtype).removeprefix("torch."),
+        "torch": torch.__version__,
+        "wan_desktop": __version__,
+        "diffusers": reference.diffusers_version(),
         "measured": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     clock = Clock(device, warmup, repeat)
@@ -213,8 +270,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     free(device)
     result["diffusers_components"] = None
     if not args.no_diffusers and result["diffusers"] is not None:
-        result["diffusers_components"] = reference.measure(variant, device, dtype, clock, inputs,
-                                                           request, e2e=not args.no_e2e)
+        result["diffusers_components"] = reference.measure(
+            variant, device, dtype, clock, inputs, request, e2e=not args.no_e2e
+        )
         free(device)
     result["ratios"] = reference.ratios(result["ours"], result["diffusers_components"])
     return result
@@ -236,8 +294,12 @@ def _dit_inputs(variant, request, device) -> dict[str, Any]:
     latents = torch.randn(1, z, t, h, w, generator=g)
     context = torch.zeros(2, text_len, text_dim)
     context[:, :40] = torch.randn(2, 40, text_dim, generator=g)  # a ~40-token prompt, zero-padded
-    return {"latents": latents.to(device), "x2": latents.repeat(2, 1, 1, 1, 1).to(device),
-            "t2": torch.full((2,), 900.0, device=device), "context": context.to(device)}
+    return {
+        "latents": latents.to(device),
+        "x2": latents.repeat(2, 1, 1, 1, 1).to(device),
+        "t2": torch.full((2,), 900.0, device=device),
+        "context": context.to(device),
+    }
 
 
 def _build_ours(variant, device, dtype):
@@ -260,8 +322,12 @@ def _tiny_vae(spec: str, variant, device, dtype):
         from .models.taehv import TAEHV, TaeConfig
 
         dec = TinyVaeDecoder.from_model(
-            TAEHV(TaeConfig(latent_channels=z, patch_size=variant.vae.patch_size)).to(dtype)
-            .eval().requires_grad_(False), dtype=dtype)
+            TAEHV(TaeConfig(latent_channels=z, patch_size=variant.vae.patch_size))
+            .to(dtype)
+            .eval()
+            .requires_grad_(False),
+            dtype=dtype,
+        )
     dec.load(torch.device(device))
     return dec
 
@@ -276,10 +342,16 @@ def _fast_denoiser(model, args, *, step_cache):
         quantize_linears(model, args.precision)
     if args.attention != "sdpa":
         set_attention(model, args.attention)
-    cache = (StepCacheConfig(threshold=step_cache, signal=args.step_cache_signal)
-             if step_cache else None)
-    return TorchDenoiser(model, swap_blocks=args.swap_blocks, compile=args.compile,
-                         compile_mode=args.compile_mode, step_cache=cache)
+    cache = (
+        StepCacheConfig(threshold=step_cache, signal=args.step_cache_signal) if step_cache else None
+    )
+    return TorchDenoiser(
+        model,
+        swap_blocks=args.swap_blocks,
+        compile=args.compile,
+        compile_mode=args.compile_mode,
+        step_cache=cache,
+    )
 
 
 def _ours(variant, device, dtype, clock: Clock, inputs, request, args) -> dict[str, Any]:
@@ -297,14 +369,17 @@ def _ours(variant, device, dtype, clock: Clock, inputs, request, args) -> dict[s
     out["build_s"] = round(time.perf_counter() - t0, 3)
 
     with mem.phase("t5"), torch.inference_mode():
-        out["t5_encode_s"], _ = clock.median(lambda: comps.text_encoder.encode([request.prompt, "bad"]))
+        out["t5_encode_s"], _ = clock.median(
+            lambda: comps.text_encoder.encode([request.prompt, "bad"])
+        )
 
     # the reference velocity: bf16 weights, SDPA, resident, eager
     plain = comps.denoisers[0]
     x2, t2, ctx = inputs["x2"], inputs["t2"], inputs["context"]
     v_ref = plain(x2, t2, ctx).float()
-    fast_mode = args.precision != "bf16" or args.attention != "sdpa" or args.compile \
-        or args.swap_blocks
+    fast_mode = (
+        args.precision != "bf16" or args.attention != "sdpa" or args.compile or args.swap_blocks
+    )
     dens = list(comps.denoisers)
     if fast_mode or args.step_cache:
         for i, den in enumerate(dens):
@@ -319,35 +394,44 @@ def _ours(variant, device, dtype, clock: Clock, inputs, request, args) -> dict[s
         dn.cache = None  # the step time, the error and the exact generation run every step
     with mem.phase("dit"):
         out["dit_first_call_s"], v = clock.once(lambda: den(x2, t2, ctx))
-        out["dit_step_s"], v = clock.median(lambda: den(x2, t2, ctx), warmup=max(0, clock.warmup - 1))
+        out["dit_step_s"], v = clock.median(
+            lambda: den(x2, t2, ctx), warmup=max(0, clock.warmup - 1)
+        )
     out["velocity_error_vs_bf16_sdpa"] = rel_errors(v.float(), v_ref) if fast_mode else None
     del v, v_ref
 
     with mem.phase("vae"):
         out["vae_decode_s"], video = clock.median(
-            lambda: comps.vae_decoder.decode_frames(inputs["latents"]))
+            lambda: comps.vae_decoder.decode_frames(inputs["latents"])
+        )
     del video
-    out["vae_tiling"] = None if getattr(args, "tiny_vae", None) else _vae_figures(
-        comps.vae_decoder, inputs["latents"], variant, clock, device, args)  # the big VAE's
+    out["vae_tiling"] = (
+        None
+        if getattr(args, "tiny_vae", None)
+        else _vae_figures(comps.vae_decoder, inputs["latents"], variant, clock, device, args)
+    )  # the big VAE's
 
     out["e2e_s"] = None
     out["step_cache_stats"] = None
     if not args.no_e2e:
         schedule = run_schedule(request)
         with mem.phase("e2e"):
-            t_e2e, exact = clock.once(lambda: generate(comps, request, device=device,
-                                                       preview_every=0))
+            t_e2e, exact = clock.once(
+                lambda: generate(comps, request, device=device, preview_every=0)
+            )
         out["e2e_s"] = t_e2e
         if any(c is not None for c in caches):
             for dn, c in zip(comps.denoisers, caches, strict=True):
                 dn.cache = c
                 dn.begin(schedule.timesteps)
             with mem.phase("e2e_cached"):
-                t_cached, cached = clock.once(lambda: generate(comps, request, device=device,
-                                                               preview_every=0))
+                t_cached, cached = clock.once(
+                    lambda: generate(comps, request, device=device, preview_every=0)
+                )
             stats = [dn.cache_stats for dn in comps.denoisers]
             out["step_cache_stats"] = {
-                "e2e_s": t_cached, "per_expert": stats,
+                "e2e_s": t_cached,
+                "per_expert": stats,
                 "psnr_db_vs_exact": psnr(cached, exact),  # None: identical videos
                 "video_identical": bool(torch.equal(cached, exact)),
                 "speedup": t_e2e / t_cached if t_cached > 0 else None,
@@ -388,8 +472,11 @@ def _vae_figures(vae, latents, variant, clock: Clock, device, args) -> dict[str,
     tiling = _bench_tiling(variant, latents, args)
     cuda = device.type == "cuda"
     weights_gb = M.vae_params(variant.vae) * next(vae.model.parameters()).element_size() / GB
-    out: dict[str, Any] = {"tile": list(tiling.tile), "overlap": tiling.overlap,
-                           "vae_weights_gb": round(weights_gb, 3)}
+    out: dict[str, Any] = {
+        "tile": list(tiling.tile),
+        "overlap": tiling.overlap,
+        "vae_weights_gb": round(weights_gb, 3),
+    }
     videos = {}
     for name, tiles in (("untiled", None), ("tiled", tiling)):
         free(device)
@@ -399,18 +486,22 @@ def _vae_figures(vae, latents, variant, clock: Clock, device, args) -> dict[str,
         # the generation's path: uint8 frames streamed to the CPU
         t, videos[name] = clock.median(partial(vae.decode_frames, latents, tiles=tiles))
         out[f"{name}_s"] = t
-        out[f"{name}_peak_gb"] = ((torch.cuda.max_memory_allocated(device) - before) / GB
-                                  + weights_gb) if cuda else None
+        out[f"{name}_peak_gb"] = (
+            ((torch.cuda.max_memory_allocated(device) - before) / GB + weights_gb) if cuda else None
+        )
     h, w = latents.shape[-2:]
     s = variant.vae.spatial_factor
     th, tw = tiling.tile
-    out["predicted_untiled_gib"] = (M.vae_params(variant.vae) * 2
-                                    + M.vae_decode_bytes(variant.vae, h * s * w * s)) / M.GIB
-    out["predicted_tiled_gib"] = (M.vae_params(variant.vae) * 2
-                                  + M.vae_decode_bytes(variant.vae, th * s * tw * s)) / M.GIB
+    out["predicted_untiled_gib"] = (
+        M.vae_params(variant.vae) * 2 + M.vae_decode_bytes(variant.vae, h * s * w * s)
+    ) / M.GIB
+    out["predicted_tiled_gib"] = (
+        M.vae_params(variant.vae) * 2 + M.vae_decode_bytes(variant.vae, th * s * tw * s)
+    ) / M.GIB
     out["psnr_db_tiled_vs_untiled"] = psnr_db(videos["tiled"], videos["untiled"])
-    out["max_levels_tiled_vs_untiled"] = int((videos["tiled"].int() - videos["untiled"].int())
-                                             .abs().max())  # in 8-bit levels
+    out["max_levels_tiled_vs_untiled"] = int(
+        (videos["tiled"].int() - videos["untiled"].int()).abs().max()
+    )  # in 8-bit levels
     return out
 
 
@@ -429,8 +520,9 @@ def _vae_only(variant, device, dtype, clock: Clock, inputs, args) -> dict[str, A
     return _vae_figures(vae, inputs["latents"], variant, clock, device, args)
 
 
-def _planned(variant: Any, device: Any, dtype: Any, request: Any,
-             args: argparse.Namespace) -> dict[str, Any]:
+def _planned(
+    variant: Any, device: Any, dtype: Any, request: Any, args: argparse.Namespace
+) -> dict[str, Any]:
     """The whole generation under the memory plan for ``--vram-budget`` (default: free memory):
     components built on the device (fast random weights), moved to the CPU, the process capped
     at the budget, then placed by the plan; a CUDA OOM moves to the next plan."""
@@ -450,8 +542,9 @@ def _planned(variant: Any, device: Any, dtype: Any, request: Any,
     budget = args.vram_budget
     if budget is None:
         budget = M.auto_budget_gib(M.free_vram_gib(device)) if cuda else 24.0
-    plans = plans_for_run(variant, request, device=device, budget_gib=budget,
-                          precision=args.precision)
+    plans = plans_for_run(
+        variant, request, device=device, budget_gib=budget, precision=args.precision
+    )
     if cuda and args.vram_budget:
         total = torch.cuda.get_device_properties(device).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, budget * GB / total), device)
@@ -476,8 +569,12 @@ def _planned(variant: Any, device: Any, dtype: Any, request: Any,
         t = time.perf_counter()
         try:
             # the plan decides the CFG batching (as run.execute does)
-            video = generate(planned_comps, replace(request, batch_cfg=plan.dit.batch_cfg),
-                             device=device, preview_every=0)
+            video = generate(
+                planned_comps,
+                replace(request, batch_cfg=plan.dit.batch_cfg),
+                device=device,
+                preview_every=0,
+            )
         finally:
             row["seconds"] = time.perf_counter() - t
             if cuda:
@@ -489,14 +586,22 @@ def _planned(variant: Any, device: Any, dtype: Any, request: Any,
     _video, used = run_with_fallback(plans, attempt, warn=warnings.append)
     if cuda:
         torch.cuda.set_per_process_memory_fraction(1.0, device)
-    return {"budget_gb": budget, "build_s": build_s, "plan": used.to_dict(),
-            "plan_text": used.describe(), "attempts": attempts, "warnings": warnings,
-            "e2e_s": attempts[-1]["seconds"],
-            "peak_allocated_gb": attempts[-1].get("peak_allocated_gb"),
-            "predicted_peak_gib": used.predicted.peak_gib,
-            "predicted_phases_gib": {"encode": used.predicted.encode_gib,
-                                     "denoise": used.predicted.denoise_gib,
-                                     "decode": used.predicted.decode_gib}}
+    return {
+        "budget_gb": budget,
+        "build_s": build_s,
+        "plan": used.to_dict(),
+        "plan_text": used.describe(),
+        "attempts": attempts,
+        "warnings": warnings,
+        "e2e_s": attempts[-1]["seconds"],
+        "peak_allocated_gb": attempts[-1].get("peak_allocated_gb"),
+        "predicted_peak_gib": used.predicted.peak_gib,
+        "predicted_phases_gib": {
+            "encode": used.predicted.encode_gib,
+            "denoise": used.predicted.denoise_gib,
+            "decode": used.predicted.decode_gib,
+        },
+    }
 
 
 def _sweep(variant, device, dtype, clock: Clock, inputs, args) -> list[dict[str, Any]]:
@@ -524,8 +629,12 @@ def _sweep(variant, device, dtype, clock: Clock, inputs, args) -> list[dict[str,
         modes += [("fp8", "sdpa", "torchao"), ("int8", "sdpa", "torchao")]
     rows = []
     for precision, attention, backend in modes:
-        row: dict[str, Any] = {"precision": precision, "attention": attention, "backend": backend,
-                               "compile": bool(args.compile)}
+        row: dict[str, Any] = {
+            "precision": precision,
+            "attention": attention,
+            "backend": backend,
+            "compile": bool(args.compile),
+        }
         try:
             model = copy.deepcopy(base)
             if precision != "bf16":
@@ -537,8 +646,9 @@ def _sweep(variant, device, dtype, clock: Clock, inputs, args) -> list[dict[str,
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             row["first_call_s"], v = clock.once(partial(den, x2, t2, ctx))
-            row["dit_step_s"], v = clock.median(partial(den, x2, t2, ctx),
-                                                warmup=max(0, clock.warmup - 1))
+            row["dit_step_s"], v = clock.median(
+                partial(den, x2, t2, ctx), warmup=max(0, clock.warmup - 1)
+            )
             row["velocity_error"] = rel_errors(v.float(), v_ref)
             if device.type == "cuda":
                 row["peak_allocated_gb"] = round(torch.cuda.max_memory_allocated(device) / GB, 3)

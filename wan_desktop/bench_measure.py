@@ -90,11 +90,17 @@ class Memory:
     def summary(self) -> dict[str, Any]:
         """The peaks over all phases, and each phase's (None on the CPU: no figures there)."""
         if not self.phases:
-            return {"peak_allocated_gb": None, "peak_reserved_gb": None, "device_used_gb": None,
-                    "phases_gb": {}}
+            return {
+                "peak_allocated_gb": None,
+                "peak_reserved_gb": None,
+                "device_used_gb": None,
+                "phases_gb": {},
+            }
         keys = ("peak_allocated_gb", "peak_reserved_gb", "device_used_gb")
         out: dict[str, Any] = {k: round(max(p[k] for p in self.phases.values()), 3) for k in keys}
-        out["phases_gb"] = {n: {k: round(v, 3) for k, v in p.items()} for n, p in self.phases.items()}
+        out["phases_gb"] = {
+            n: {k: round(v, 3) for k, v in p.items()} for n, p in self.phases.items()
+        }
         return out
 
 
@@ -102,8 +108,10 @@ def rel_errors(fast: Any, ref: Any) -> dict[str, float]:
     """max |a−b| / max |b| (the tests' rel_err) and ||a−b|| / ||b|| (relative L2)."""
     a, b = fast.double(), ref.double()
     d = a - b
-    return {"max_rel": float(d.abs().max() / b.abs().max().clamp_min(1e-30)),
-            "rel_l2": float(d.norm() / b.norm().clamp_min(1e-30))}
+    return {
+        "max_rel": float(d.abs().max() / b.abs().max().clamp_min(1e-30)),
+        "rel_l2": float(d.norm() / b.norm().clamp_min(1e-30)),
+    }
 
 
 def psnr(a: Any, b: Any) -> float | None:

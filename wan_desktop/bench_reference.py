@@ -23,8 +23,16 @@ def diffusers_version() -> str | None:
     return diffusers.__version__
 
 
-def measure(variant: Any, device: Any, dtype: Any, clock: Clock, inputs: dict[str, Any],
-            request: Any, *, e2e: bool) -> dict[str, Any]:
+def measure(
+    variant: Any,
+    device: Any,
+    dtype: Any,
+    clock: Clock,
+    inputs: dict[str, Any],
+    request: Any,
+    *,
+    e2e: bool,
+) -> dict[str, Any]:
     """diffusers' figures: build, T5 encode, DiT step (first call and median), VAE decode and,
     with ``e2e``, a whole ``WanPipeline`` generation of ``request``; peak memory per phase."""
     import torch
@@ -48,7 +56,9 @@ def measure(variant: Any, device: Any, dtype: Any, clock: Clock, inputs: dict[st
 
     def step():
         with torch.inference_mode():
-            return tr(hidden_states=x2, timestep=t2, encoder_hidden_states=ctx, return_dict=False)[0]
+            return tr(hidden_states=x2, timestep=t2, encoder_hidden_states=ctx, return_dict=False)[
+                0
+            ]
 
     with mem.phase("dit"):
         out["dit_first_call_s"], _ = clock.once(step)
@@ -70,22 +80,33 @@ def measure(variant: Any, device: Any, dtype: Any, clock: Clock, inputs: dict[st
     if e2e:
         from diffusers import UniPCMultistepScheduler, WanPipeline
 
-        sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
-                                        num_train_timesteps=1000, flow_shift=request.shift)
-        kw: dict[str, Any] = dict(tokenizer=tok, text_encoder=t5, vae=vae, scheduler=sched,
-                                  transformer=tr)
+        sched = UniPCMultistepScheduler(
+            prediction_type="flow_prediction",
+            use_flow_sigmas=True,
+            num_train_timesteps=1000,
+            flow_shift=request.shift,
+        )
+        kw: dict[str, Any] = dict(
+            tokenizer=tok, text_encoder=t5, vae=vae, scheduler=sched, transformer=tr
+        )
         if len(transformers_) == 2:
             kw.update(transformer_2=transformers_[1], boundary_ratio=variant.defaults.boundary)
         if variant.dit.model_type == "ti2v":
             kw.update(expand_timesteps=True)
         pipe = WanPipeline(**kw)
         pipe.set_progress_bar_config(disable=True)
-        call: dict[str, Any] = dict(prompt=request.prompt, negative_prompt=request.negative_prompt,
-                                    height=request.height, width=request.width,
-                                    num_frames=request.frames, num_inference_steps=request.steps,
-                                    guidance_scale=request.guidance, output_type="np",
-                                    max_sequence_length=variant.dit.text_len,
-                                    generator=torch.Generator(device="cpu").manual_seed(0))
+        call: dict[str, Any] = dict(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            height=request.height,
+            width=request.width,
+            num_frames=request.frames,
+            num_inference_steps=request.steps,
+            guidance_scale=request.guidance,
+            output_type="np",
+            max_sequence_length=variant.dit.text_len,
+            generator=torch.Generator(device="cpu").manual_seed(0),
+        )
         if len(transformers_) == 2:
             call["guidance_scale_2"] = request.guidance_low
         with mem.phase("e2e"):
@@ -102,8 +123,11 @@ def ratios(ours: dict[str, Any], theirs: dict[str, Any] | None) -> dict[str, flo
     out: dict[str, float | None] = {}
     for key in ("t5_encode_s", "dit_step_s", "vae_decode_s", "e2e_s", "peak_allocated_gb"):
         a, b = ours.get(key), theirs.get(key)
-        out[key.removesuffix("_s").removesuffix("_gb") + "_speedup" if key.endswith("_s")
-            else "peak_allocated_ratio"] = (round(b / a, 4) if a and b else None)
+        out[
+            key.removesuffix("_s").removesuffix("_gb") + "_speedup"
+            if key.endswith("_s")
+            else "peak_allocated_ratio"
+        ] = round(b / a, 4) if a and b else None
     return out
 
 
@@ -118,28 +142,62 @@ def _modules(variant: Any, device: Any, dtype: Any) -> tuple[list[Any], Any, Any
 
     c, v, t = variant.dit, variant.vae, variant.t5
     with weights_on_meta():
-        transformers_ = [WanTransformer3DModel(
-            patch_size=c.patch_size, num_attention_heads=c.num_heads, attention_head_dim=c.head_dim,
-            in_channels=c.in_dim, out_channels=c.out_dim, text_dim=c.text_dim, freq_dim=c.freq_dim,
-            ffn_dim=c.ffn_dim, num_layers=c.num_layers, cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads", eps=c.eps) for _ in range(variant.experts)]
-        vkw: dict[str, Any] = dict(base_dim=v.base_dim, z_dim=v.z_dim, dim_mult=list(v.dim_mult),
-                                   num_res_blocks=v.num_res_blocks,
-                                   temperal_downsample=list(v.temporal_downsample),
-                                   latents_mean=list(v.latents_mean), latents_std=list(v.latents_std))
+        transformers_ = [
+            WanTransformer3DModel(
+                patch_size=c.patch_size,
+                num_attention_heads=c.num_heads,
+                attention_head_dim=c.head_dim,
+                in_channels=c.in_dim,
+                out_channels=c.out_dim,
+                text_dim=c.text_dim,
+                freq_dim=c.freq_dim,
+                ffn_dim=c.ffn_dim,
+                num_layers=c.num_layers,
+                cross_attn_norm=True,
+                qk_norm="rms_norm_across_heads",
+                eps=c.eps,
+            )
+            for _ in range(variant.experts)
+        ]
+        vkw: dict[str, Any] = dict(
+            base_dim=v.base_dim,
+            z_dim=v.z_dim,
+            dim_mult=list(v.dim_mult),
+            num_res_blocks=v.num_res_blocks,
+            temperal_downsample=list(v.temporal_downsample),
+            latents_mean=list(v.latents_mean),
+            latents_std=list(v.latents_std),
+        )
         if v.version == "2.2":
-            vkw.update(decoder_base_dim=v.decoder_base_dim, is_residual=True, in_channels=12,
-                       out_channels=12, patch_size=2, scale_factor_spatial=16)
+            vkw.update(
+                decoder_base_dim=v.decoder_base_dim,
+                is_residual=True,
+                in_channels=12,
+                out_channels=12,
+                patch_size=2,
+                scale_factor_spatial=16,
+            )
         vae = AutoencoderKLWan(**vkw)
-        t5 = transformers.UMT5EncoderModel(transformers.UMT5Config(
-            vocab_size=t.vocab_size, d_model=t.dim, d_kv=t.dim_attn // t.num_heads,
-            num_heads=t.num_heads, d_ff=t.dim_ffn, num_layers=t.num_layers,
-            relative_attention_num_buckets=t.num_buckets,
-            relative_attention_max_distance=t.max_distance, layer_norm_epsilon=t.eps,
-            feed_forward_proj="gated-gelu", dropout_rate=0.0))
+        t5 = transformers.UMT5EncoderModel(
+            transformers.UMT5Config(
+                vocab_size=t.vocab_size,
+                d_model=t.dim,
+                d_kv=t.dim_attn // t.num_heads,
+                num_heads=t.num_heads,
+                d_ff=t.dim_ffn,
+                num_layers=t.num_layers,
+                relative_attention_num_buckets=t.num_buckets,
+                relative_attention_max_distance=t.max_distance,
+                layer_norm_epsilon=t.eps,
+                feed_forward_proj="gated-gelu",
+                dropout_rate=0.0,
+            )
+        )
     vae_dtype = dtype if device.type == "cuda" else torch.float32
-    transformers_ = [_keep_fp32(_randomize_tied(m, dtype=dtype, device=device, seed=i))
-                     for i, m in enumerate(transformers_)]
+    transformers_ = [
+        _keep_fp32(_randomize_tied(m, dtype=dtype, device=device, seed=i))
+        for i, m in enumerate(transformers_)
+    ]
     vae = _randomize_tied(vae, dtype=vae_dtype, device=device, seed=11)
     t5 = _randomize_tied(t5, dtype=dtype, device=device, seed=10)
     return transformers_, vae, t5

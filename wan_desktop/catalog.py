@@ -151,7 +151,9 @@ def match_path(pattern: str, path: str) -> bool:
     if path_problem(path) is not None:
         return False
     pp, sp = pattern.split("/"), path.split("/")
-    return len(pp) == len(sp) and all(fnmatch.fnmatchcase(s, p) for p, s in zip(pp, sp, strict=True))
+    return len(pp) == len(sp) and all(
+        fnmatch.fnmatchcase(s, p) for p, s in zip(pp, sp, strict=True)
+    )
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -204,7 +206,9 @@ T5_DIFFUSERS_FP32 = 22_730_000_000  # Wan2.1 *-Diffusers text_encoder/, 5 shards
 T5_DIFFUSERS_BF16 = 11_360_000_000  # Wan2.2-TI2V-5B-Diffusers text_encoder/, 3 shards, "11.4 GB"
 VAE21_PTH = 508_000_000  # Wan2.1_VAE.pth and diffusers vae/, "508 MB" (fp32)
 VAE21_COMFY = 254_000_000  # Comfy wan_2.1_vae.safetensors, "254 MB" (bf16)
-VAE22_FP32 = 2_820_000_000  # Wan2.2 VAE fp32, "2.82 GB" (a diffusers copy; official .pth unconfirmed)
+VAE22_FP32 = (
+    2_820_000_000  # Wan2.2 VAE fp32, "2.82 GB" (a diffusers copy; official .pth unconfirmed)
+)
 VAE22_COMFY = 1_410_000_000  # computed: half of the fp32 VAE (bf16); size not seen
 CLIP_PTH = 4_770_000_000  # computed: 2 × Kijai's 2.39 GB fp16 copy of the same open-clip model
 CLIP_VISION_H = 1_264_000_000  # computed: ViT-H/14 visual tower, 632 M params × 2 bytes
@@ -241,7 +245,11 @@ def _vae_decode_gb(v: Variant, width: int, height: int, tiled: bool) -> float:
 
 
 def _estimate(
-    variant: str, dit_precision: str, t5_bytes: int, vae_bytes: int, clip_bytes: int,
+    variant: str,
+    dit_precision: str,
+    t5_bytes: int,
+    vae_bytes: int,
+    clip_bytes: int,
     size: tuple[int, int, int],
 ) -> tuple[tuple[Plan, float], ...]:
     v = VARIANTS[variant]
@@ -276,16 +284,27 @@ _DIFFUSERS_TOKENIZER = RepoFiles(
 
 
 def _official(
-    *, name: str, repo: str, variant: str, title: str, size: tuple[int, int, int],
-    i2v_clip: bool = False, experts: int = 1, vae22: bool = False, size_source: str = "computed",
+    *,
+    name: str,
+    repo: str,
+    variant: str,
+    title: str,
+    size: tuple[int, int, int],
+    i2v_clip: bool = False,
+    experts: int = 1,
+    vae22: bool = False,
+    size_source: str = "computed",
 ) -> Release:
     """An official Wan-AI repo: DiT shards in fp32 (the 1.3B file is 5.68 GB = 1.42 B × 4 bytes;
     fp32 for the others is assumed), T5 .pth in bf16, VAE .pth, tokenizer folder(s)."""
     files: list[CatalogFile] = [
         CatalogFile(path="models_t5_umt5-xxl-enc-bf16.pth", role="t5", size=T5_PTH),
         CatalogFile(path="google/umt5-xxl/*", role="tokenizer", size=TOKENIZER_UMT5),
-        CatalogFile(path="Wan2.2_VAE.pth" if vae22 else "Wan2.1_VAE.pth", role="vae",
-                    size=VAE22_FP32 if vae22 else VAE21_PTH),
+        CatalogFile(
+            path="Wan2.2_VAE.pth" if vae22 else "Wan2.1_VAE.pth",
+            role="vae",
+            size=VAE22_FP32 if vae22 else VAE21_PTH,
+        ),
     ]
     if experts == 2:
         per = _dit_bytes(variant, "fp32")
@@ -296,29 +315,50 @@ def _official(
     else:
         files += [
             CatalogFile(path="config.json", role="config", size=SMALL),
-            CatalogFile(path="diffusion_pytorch_model*.safetensors*", role="dit",
-                        size=_dit_bytes(variant, "fp32")),
+            CatalogFile(
+                path="diffusion_pytorch_model*.safetensors*",
+                role="dit",
+                size=_dit_bytes(variant, "fp32"),
+            ),
         ]
     if i2v_clip:
         files += [
-            CatalogFile(path="models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth", role="clip",
-                        size=CLIP_PTH),
-            CatalogFile(path="xlm-roberta-large/*", role="tokenizer", size=TOKENIZER_XLMR,
-                        required=False),
+            CatalogFile(
+                path="models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth",
+                role="clip",
+                size=CLIP_PTH,
+            ),
+            CatalogFile(
+                path="xlm-roberta-large/*", role="tokenizer", size=TOKENIZER_XLMR, required=False
+            ),
         ]
     t5, vae = T5_PTH, (VAE22_FP32 if vae22 else VAE21_PTH)
     return Release(
-        name=name, title=title, variant=variant, layout=Layout.OFFICIAL,
+        name=name,
+        title=title,
+        variant=variant,
+        layout=Layout.OFFICIAL,
         sources=(RepoFiles(repo_id=repo, files=tuple(files)),),
-        precision="fp32", runtime_precision="bf16", size_source=size_source, default_size=size,
+        precision="fp32",
+        runtime_precision="bf16",
+        size_source=size_source,
+        default_size=size,
         vram_gb=_estimate(variant, "bf16", t5, vae, CLIP_VISION_H if i2v_clip else 0, size),
     )
 
 
 def _diffusers(
-    *, name: str, repo: str, variant: str, title: str, size: tuple[int, int, int],
-    image_encoder: bool = False, experts: int = 1, t5_bytes: int = T5_DIFFUSERS_FP32,
-    vae_bytes: int = VAE21_PTH, size_source: str = "computed",
+    *,
+    name: str,
+    repo: str,
+    variant: str,
+    title: str,
+    size: tuple[int, int, int],
+    image_encoder: bool = False,
+    experts: int = 1,
+    t5_bytes: int = T5_DIFFUSERS_FP32,
+    vae_bytes: int = VAE21_PTH,
+    size_source: str = "computed",
 ) -> Release:
     """A Wan-AI *-Diffusers repo: model_index.json + one folder per component."""
     per = _dit_bytes(variant, "fp32")
@@ -338,11 +378,18 @@ def _diffusers(
             CatalogFile(path="image_processor/*", role="image_processor", size=SMALL),
         ]
     return Release(
-        name=name, title=title, variant=variant, layout=Layout.DIFFUSERS,
+        name=name,
+        title=title,
+        variant=variant,
+        layout=Layout.DIFFUSERS,
         sources=(RepoFiles(repo_id=repo, files=tuple(files)),),
-        precision="fp32", runtime_precision="bf16", size_source=size_source, default_size=size,
-        vram_gb=_estimate(variant, "bf16", t5_bytes, vae_bytes,
-                          CLIP_VISION_H if image_encoder else 0, size),
+        precision="fp32",
+        runtime_precision="bf16",
+        size_source=size_source,
+        default_size=size,
+        vram_gb=_estimate(
+            variant, "bf16", t5_bytes, vae_bytes, CLIP_VISION_H if image_encoder else 0, size
+        ),
     )
 
 
@@ -355,14 +402,29 @@ _ComfyFile = tuple[str, int, Pin | None]  # repo path, size (estimate), what the
 
 def _comfy_file(f: _ComfyFile, role: str) -> CatalogFile:
     path, size, pin = f
-    return CatalogFile(path=path, role=role, size=size, sha256=pin.sha256 if pin else None,
-                       exact_size=pin.size if pin else None)
+    return CatalogFile(
+        path=path,
+        role=role,
+        size=size,
+        sha256=pin.sha256 if pin else None,
+        exact_size=pin.size if pin else None,
+    )
 
 
 def _comfy(
-    *, name: str, repo: str, variant: str, title: str, size: tuple[int, int, int],
-    dit: tuple[_ComfyFile, ...], precision: str, t5: _ComfyFile, vae: _ComfyFile,
-    clip: _ComfyFile | None = None, size_source: str = "mixed", notes: str = "",
+    *,
+    name: str,
+    repo: str,
+    variant: str,
+    title: str,
+    size: tuple[int, int, int],
+    dit: tuple[_ComfyFile, ...],
+    precision: str,
+    t5: _ComfyFile,
+    vae: _ComfyFile,
+    clip: _ComfyFile | None = None,
+    size_source: str = "mixed",
+    notes: str = "",
 ) -> Release:
     """ComfyUI repackaged single files (split_files/...), plus the umT5 tokenizer, which the ComfyUI
     files do not carry, from the 1.3B diffusers repo (21.5 MB)."""
@@ -372,24 +434,37 @@ def _comfy(
         files.append(_comfy_file(clip, "clip"))
     t5_bytes = t5[1]
     return Release(
-        name=name, title=title, variant=variant, layout=Layout.COMFYUI,
+        name=name,
+        title=title,
+        variant=variant,
+        layout=Layout.COMFYUI,
         sources=(RepoFiles(repo_id=repo, files=tuple(files)), _DIFFUSERS_TOKENIZER),
-        precision=precision, runtime_precision=precision, size_source=size_source,
-        default_size=size, notes=notes,
+        precision=precision,
+        runtime_precision=precision,
+        size_source=size_source,
+        default_size=size,
+        notes=notes,
         vram_gb=_estimate(variant, precision, t5_bytes, vae[1], clip[1] if clip else 0, size),
     )
 
 
 _DM = "split_files/diffusion_models/"
 _T5_FP8_21: _ComfyFile = (
-    "split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors", T5_FP8,
-    Pin("c3355d30191f1f066b26d93fba017ae9809dce6c627dda5f6a66eaa651204f68", T5_FP8))
+    "split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+    T5_FP8,
+    Pin("c3355d30191f1f066b26d93fba017ae9809dce6c627dda5f6a66eaa651204f68", T5_FP8),
+)
 _T5_FP16_21: _ComfyFile = (
-    "split_files/text_encoders/umt5_xxl_fp16.safetensors", T5_FP16,
-    Pin("7b8850f1961e1cf8a77cca4c964a358d303f490833c6c087d0cff4b2f99db2af", T5_FP16))
+    "split_files/text_encoders/umt5_xxl_fp16.safetensors",
+    T5_FP16,
+    Pin("7b8850f1961e1cf8a77cca4c964a358d303f490833c6c087d0cff4b2f99db2af", T5_FP16),
+)
 # The 2.2 repo holds its own copies (seen on its text_encoders/ page; same sizes shown, hashes not seen).
-_T5_FP8_22: _ComfyFile = ("split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors", T5_FP8,
-                          None)
+_T5_FP8_22: _ComfyFile = (
+    "split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+    T5_FP8,
+    None,
+)
 _VAE21_21: _ComfyFile = ("split_files/vae/wan_2.1_vae.safetensors", VAE21_COMFY, None)
 # unconfirmed in the 2.2 repo
 _VAE21_22: _ComfyFile = ("split_files/vae/wan_2.1_vae.safetensors", VAE21_COMFY, None)
@@ -402,105 +477,312 @@ _I2V14B_FP8 = 16_400_000_000  # "16.4 GB"
 
 _RELEASES: tuple[Release, ...] = (
     # --- official Wan layout
-    _official(name="wan2.1-t2v-1.3b", repo="Wan-AI/Wan2.1-T2V-1.3B", variant="t2v-1.3B",
-              title="Wan2.1 T2V 1.3B", size=_480P, size_source="published"),
-    _official(name="wan2.1-t2v-14b", repo="Wan-AI/Wan2.1-T2V-14B", variant="t2v-14B",
-              title="Wan2.1 T2V 14B", size=_720P),
-    _official(name="wan2.1-i2v-14b-480p", repo="Wan-AI/Wan2.1-I2V-14B-480P", variant="i2v-14B",
-              title="Wan2.1 I2V 14B 480p", size=_480P, i2v_clip=True),
-    _official(name="wan2.1-i2v-14b-720p", repo="Wan-AI/Wan2.1-I2V-14B-720P", variant="i2v-14B",
-              title="Wan2.1 I2V 14B 720p", size=_720P, i2v_clip=True),
-    _official(name="wan2.1-flf2v-14b-720p", repo="Wan-AI/Wan2.1-FLF2V-14B-720P",
-              variant="flf2v-14B", title="Wan2.1 FLF2V 14B 720p", size=_720P, i2v_clip=True),
-    _official(name="wan2.2-ti2v-5b", repo="Wan-AI/Wan2.2-TI2V-5B", variant="ti2v-5B",
-              title="Wan2.2 TI2V 5B", size=_5B, vae22=True),
-    _official(name="wan2.2-t2v-a14b", repo="Wan-AI/Wan2.2-T2V-A14B", variant="t2v-A14B",
-              title="Wan2.2 T2V A14B (MoE)", size=_720P, experts=2),
-    _official(name="wan2.2-i2v-a14b", repo="Wan-AI/Wan2.2-I2V-A14B", variant="i2v-A14B",
-              title="Wan2.2 I2V A14B (MoE)", size=_720P, experts=2),
+    _official(
+        name="wan2.1-t2v-1.3b",
+        repo="Wan-AI/Wan2.1-T2V-1.3B",
+        variant="t2v-1.3B",
+        title="Wan2.1 T2V 1.3B",
+        size=_480P,
+        size_source="published",
+    ),
+    _official(
+        name="wan2.1-t2v-14b",
+        repo="Wan-AI/Wan2.1-T2V-14B",
+        variant="t2v-14B",
+        title="Wan2.1 T2V 14B",
+        size=_720P,
+    ),
+    _official(
+        name="wan2.1-i2v-14b-480p",
+        repo="Wan-AI/Wan2.1-I2V-14B-480P",
+        variant="i2v-14B",
+        title="Wan2.1 I2V 14B 480p",
+        size=_480P,
+        i2v_clip=True,
+    ),
+    _official(
+        name="wan2.1-i2v-14b-720p",
+        repo="Wan-AI/Wan2.1-I2V-14B-720P",
+        variant="i2v-14B",
+        title="Wan2.1 I2V 14B 720p",
+        size=_720P,
+        i2v_clip=True,
+    ),
+    _official(
+        name="wan2.1-flf2v-14b-720p",
+        repo="Wan-AI/Wan2.1-FLF2V-14B-720P",
+        variant="flf2v-14B",
+        title="Wan2.1 FLF2V 14B 720p",
+        size=_720P,
+        i2v_clip=True,
+    ),
+    _official(
+        name="wan2.2-ti2v-5b",
+        repo="Wan-AI/Wan2.2-TI2V-5B",
+        variant="ti2v-5B",
+        title="Wan2.2 TI2V 5B",
+        size=_5B,
+        vae22=True,
+    ),
+    _official(
+        name="wan2.2-t2v-a14b",
+        repo="Wan-AI/Wan2.2-T2V-A14B",
+        variant="t2v-A14B",
+        title="Wan2.2 T2V A14B (MoE)",
+        size=_720P,
+        experts=2,
+    ),
+    _official(
+        name="wan2.2-i2v-a14b",
+        repo="Wan-AI/Wan2.2-I2V-A14B",
+        variant="i2v-A14B",
+        title="Wan2.2 I2V A14B (MoE)",
+        size=_720P,
+        experts=2,
+    ),
     # --- diffusers layout (the Wan-AI "-Diffusers" twins)
-    _diffusers(name="wan2.1-t2v-1.3b-diffusers", repo="Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
-               variant="t2v-1.3B", title="Wan2.1 T2V 1.3B (diffusers)", size=_480P,
-               size_source="published"),
-    _diffusers(name="wan2.1-t2v-14b-diffusers", repo="Wan-AI/Wan2.1-T2V-14B-Diffusers",
-               variant="t2v-14B", title="Wan2.1 T2V 14B (diffusers)", size=_720P),
-    _diffusers(name="wan2.1-i2v-14b-480p-diffusers", repo="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
-               variant="i2v-14B", title="Wan2.1 I2V 14B 480p (diffusers)", size=_480P,
-               image_encoder=True),
-    _diffusers(name="wan2.1-i2v-14b-720p-diffusers", repo="Wan-AI/Wan2.1-I2V-14B-720P-Diffusers",
-               variant="i2v-14B", title="Wan2.1 I2V 14B 720p (diffusers)", size=_720P,
-               image_encoder=True),
+    _diffusers(
+        name="wan2.1-t2v-1.3b-diffusers",
+        repo="Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+        variant="t2v-1.3B",
+        title="Wan2.1 T2V 1.3B (diffusers)",
+        size=_480P,
+        size_source="published",
+    ),
+    _diffusers(
+        name="wan2.1-t2v-14b-diffusers",
+        repo="Wan-AI/Wan2.1-T2V-14B-Diffusers",
+        variant="t2v-14B",
+        title="Wan2.1 T2V 14B (diffusers)",
+        size=_720P,
+    ),
+    _diffusers(
+        name="wan2.1-i2v-14b-480p-diffusers",
+        repo="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
+        variant="i2v-14B",
+        title="Wan2.1 I2V 14B 480p (diffusers)",
+        size=_480P,
+        image_encoder=True,
+    ),
+    _diffusers(
+        name="wan2.1-i2v-14b-720p-diffusers",
+        repo="Wan-AI/Wan2.1-I2V-14B-720P-Diffusers",
+        variant="i2v-14B",
+        title="Wan2.1 I2V 14B 720p (diffusers)",
+        size=_720P,
+        image_encoder=True,
+    ),
     # unconfirmed: the FLF2V twin's exact repo id (its casing was not seen on a Hub page)
-    _diffusers(name="wan2.1-flf2v-14b-720p-diffusers", repo="Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers",
-               variant="flf2v-14B", title="Wan2.1 FLF2V 14B 720p (diffusers)", size=_720P,
-               image_encoder=True),
-    _diffusers(name="wan2.2-ti2v-5b-diffusers", repo="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
-               variant="ti2v-5B", title="Wan2.2 TI2V 5B (diffusers)", size=_5B,
-               t5_bytes=T5_DIFFUSERS_BF16, vae_bytes=VAE22_FP32),
-    _diffusers(name="wan2.2-t2v-a14b-diffusers", repo="Wan-AI/Wan2.2-T2V-A14B-Diffusers",
-               variant="t2v-A14B", title="Wan2.2 T2V A14B (diffusers)", size=_720P, experts=2,
-               t5_bytes=T5_DIFFUSERS_BF16),  # bf16 text encoder assumed as in the 5B twin
-    _diffusers(name="wan2.2-i2v-a14b-diffusers", repo="Wan-AI/Wan2.2-I2V-A14B-Diffusers",
-               variant="i2v-A14B", title="Wan2.2 I2V A14B (diffusers)", size=_720P, experts=2,
-               t5_bytes=T5_DIFFUSERS_BF16),
+    _diffusers(
+        name="wan2.1-flf2v-14b-720p-diffusers",
+        repo="Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers",
+        variant="flf2v-14B",
+        title="Wan2.1 FLF2V 14B 720p (diffusers)",
+        size=_720P,
+        image_encoder=True,
+    ),
+    _diffusers(
+        name="wan2.2-ti2v-5b-diffusers",
+        repo="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+        variant="ti2v-5B",
+        title="Wan2.2 TI2V 5B (diffusers)",
+        size=_5B,
+        t5_bytes=T5_DIFFUSERS_BF16,
+        vae_bytes=VAE22_FP32,
+    ),
+    _diffusers(
+        name="wan2.2-t2v-a14b-diffusers",
+        repo="Wan-AI/Wan2.2-T2V-A14B-Diffusers",
+        variant="t2v-A14B",
+        title="Wan2.2 T2V A14B (diffusers)",
+        size=_720P,
+        experts=2,
+        t5_bytes=T5_DIFFUSERS_BF16,
+    ),  # bf16 text encoder assumed as in the 5B twin
+    _diffusers(
+        name="wan2.2-i2v-a14b-diffusers",
+        repo="Wan-AI/Wan2.2-I2V-A14B-Diffusers",
+        variant="i2v-A14B",
+        title="Wan2.2 I2V A14B (diffusers)",
+        size=_720P,
+        experts=2,
+        t5_bytes=T5_DIFFUSERS_BF16,
+    ),
     # --- ComfyUI repackaged single files
-    _comfy(name="comfy-wan2.1-t2v-1.3b-fp16", repo=_C21, variant="t2v-1.3B",
-           title="Wan2.1 T2V 1.3B fp16 (ComfyUI)", size=_480P, precision="fp16",
-           dit=((_DM + "wan2.1_t2v_1.3B_fp16.safetensors", 2_838_104_528,
-                 Pin("be531024cd9018cb5b48c40cfbb6a6191645b1c792eb8bf4f8c1c6e10f924dc5",
-                     2_838_104_528)),),
-           t5=_T5_FP8_21, vae=_VAE21_21, size_source="published"),
-    _comfy(name="comfy-wan2.1-t2v-14b-fp16", repo=_C21, variant="t2v-14B",
-           title="Wan2.1 T2V 14B fp16 (ComfyUI)", size=_720P, precision="fp16",
-           dit=((_DM + "wan2.1_t2v_14B_fp16.safetensors", _14B_FP16, None),),
-           t5=_T5_FP16_21, vae=_VAE21_21),
-    _comfy(name="comfy-wan2.1-t2v-14b-fp8", repo=_C21, variant="t2v-14B",
-           title="Wan2.1 T2V 14B fp8 (ComfyUI)", size=_720P, precision="fp8",
-           dit=((_DM + "wan2.1_t2v_14B_fp8_e4m3fn.safetensors", _14B_FP8, None),),
-           t5=_T5_FP8_21, vae=_VAE21_21),
-    _comfy(name="comfy-wan2.1-i2v-14b-480p-fp16", repo=_C21, variant="i2v-14B",
-           title="Wan2.1 I2V 14B 480p fp16 (ComfyUI)", size=_480P, precision="fp16",
-           dit=((_DM + "wan2.1_i2v_480p_14B_fp16.safetensors", _I2V14B_FP16,  # size rounded
-                 Pin("27988f6b510eb8d5fdd7485671b54897f8683f2bba7a772c5671be21d3491253")),),
-           t5=_T5_FP16_21, vae=_VAE21_21, clip=_CLIP_H),
-    _comfy(name="comfy-wan2.1-i2v-14b-480p-fp8", repo=_C21, variant="i2v-14B",
-           title="Wan2.1 I2V 14B 480p fp8 (ComfyUI)", size=_480P, precision="fp8",
-           dit=((_DM + "wan2.1_i2v_480p_14B_fp8_scaled.safetensors", _I2V14B_FP8, None),),
-           t5=_T5_FP8_21, vae=_VAE21_21, clip=_CLIP_H),
-    _comfy(name="comfy-wan2.1-i2v-14b-720p-fp8", repo=_C21, variant="i2v-14B",
-           title="Wan2.1 I2V 14B 720p fp8 (ComfyUI)", size=_720P, precision="fp8",
-           dit=((_DM + "wan2.1_i2v_720p_14B_fp8_scaled.safetensors", _I2V14B_FP8, None),),
-           t5=_T5_FP8_21, vae=_VAE21_21, clip=_CLIP_H),
-    _comfy(name="comfy-wan2.1-flf2v-14b-720p-fp8", repo=_C21, variant="flf2v-14B",
-           title="Wan2.1 FLF2V 14B 720p fp8 (ComfyUI)", size=_720P, precision="fp8",
-           dit=((_DM + "wan2.1_flf2v_720p_14B_fp8_e4m3fn.safetensors", 16_397_952_536,
-                 Pin("d68ca694a695274e48e00974128337e06e497d95a1dc09e86fd2a01a405f455f",
-                     16_397_952_536)),),
-           t5=_T5_FP8_21, vae=_VAE21_21, clip=_CLIP_H),
-    _comfy(name="comfy-wan2.2-ti2v-5b-fp16", repo=_C22, variant="ti2v-5B",
-           title="Wan2.2 TI2V 5B fp16 (ComfyUI)", size=_5B, precision="fp16",
-           dit=((_DM + "wan2.2_ti2v_5B_fp16.safetensors", _dit_bytes("ti2v-5B", "fp16"), None),),
-           t5=_T5_FP8_22, vae=_VAE22_22, size_source="computed"),
-    _comfy(name="comfy-wan2.2-t2v-a14b-fp8", repo=_C22, variant="t2v-A14B",
-           title="Wan2.2 T2V A14B fp8 (ComfyUI)", size=_720P, precision="fp8",
-           dit=((_DM + "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", _14B_FP8, None),
-                (_DM + "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", _14B_FP8, None)),
-           t5=_T5_FP8_22, vae=_VAE21_22),
-    _comfy(name="comfy-wan2.2-t2v-a14b-fp16", repo=_C22, variant="t2v-A14B",
-           title="Wan2.2 T2V A14B fp16 (ComfyUI)", size=_720P, precision="fp16",
-           dit=((_DM + "wan2.2_t2v_high_noise_14B_fp16.safetensors", _14B_FP16, None),
-                (_DM + "wan2.2_t2v_low_noise_14B_fp16.safetensors", _14B_FP16, None)),
-           t5=_T5_FP8_22, vae=_VAE21_22),
-    _comfy(name="comfy-wan2.2-i2v-a14b-fp8", repo=_C22, variant="i2v-A14B",
-           title="Wan2.2 I2V A14B fp8 (ComfyUI)", size=_720P, precision="fp8",
-           dit=((_DM + "wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors", _14B_FP8, None),
-                (_DM + "wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors", _14B_FP8, None)),
-           t5=_T5_FP8_22, vae=_VAE21_22),
-    _comfy(name="comfy-wan2.2-i2v-a14b-fp16", repo=_C22, variant="i2v-A14B",
-           title="Wan2.2 I2V A14B fp16 (ComfyUI)", size=_720P, precision="fp16",
-           dit=((_DM + "wan2.2_i2v_high_noise_14B_fp16.safetensors", _14B_FP16, None),
-                (_DM + "wan2.2_i2v_low_noise_14B_fp16.safetensors", _14B_FP16, None)),
-           t5=_T5_FP8_22, vae=_VAE21_22),
+    _comfy(
+        name="comfy-wan2.1-t2v-1.3b-fp16",
+        repo=_C21,
+        variant="t2v-1.3B",
+        title="Wan2.1 T2V 1.3B fp16 (ComfyUI)",
+        size=_480P,
+        precision="fp16",
+        dit=(
+            (
+                _DM + "wan2.1_t2v_1.3B_fp16.safetensors",
+                2_838_104_528,
+                Pin(
+                    "be531024cd9018cb5b48c40cfbb6a6191645b1c792eb8bf4f8c1c6e10f924dc5",
+                    2_838_104_528,
+                ),
+            ),
+        ),
+        t5=_T5_FP8_21,
+        vae=_VAE21_21,
+        size_source="published",
+    ),
+    _comfy(
+        name="comfy-wan2.1-t2v-14b-fp16",
+        repo=_C21,
+        variant="t2v-14B",
+        title="Wan2.1 T2V 14B fp16 (ComfyUI)",
+        size=_720P,
+        precision="fp16",
+        dit=((_DM + "wan2.1_t2v_14B_fp16.safetensors", _14B_FP16, None),),
+        t5=_T5_FP16_21,
+        vae=_VAE21_21,
+    ),
+    _comfy(
+        name="comfy-wan2.1-t2v-14b-fp8",
+        repo=_C21,
+        variant="t2v-14B",
+        title="Wan2.1 T2V 14B fp8 (ComfyUI)",
+        size=_720P,
+        precision="fp8",
+        dit=((_DM + "wan2.1_t2v_14B_fp8_e4m3fn.safetensors", _14B_FP8, None),),
+        t5=_T5_FP8_21,
+        vae=_VAE21_21,
+    ),
+    _comfy(
+        name="comfy-wan2.1-i2v-14b-480p-fp16",
+        repo=_C21,
+        variant="i2v-14B",
+        title="Wan2.1 I2V 14B 480p fp16 (ComfyUI)",
+        size=_480P,
+        precision="fp16",
+        dit=(
+            (
+                _DM + "wan2.1_i2v_480p_14B_fp16.safetensors",
+                _I2V14B_FP16,  # size rounded
+                Pin("27988f6b510eb8d5fdd7485671b54897f8683f2bba7a772c5671be21d3491253"),
+            ),
+        ),
+        t5=_T5_FP16_21,
+        vae=_VAE21_21,
+        clip=_CLIP_H,
+    ),
+    _comfy(
+        name="comfy-wan2.1-i2v-14b-480p-fp8",
+        repo=_C21,
+        variant="i2v-14B",
+        title="Wan2.1 I2V 14B 480p fp8 (ComfyUI)",
+        size=_480P,
+        precision="fp8",
+        dit=((_DM + "wan2.1_i2v_480p_14B_fp8_scaled.safetensors", _I2V14B_FP8, None),),
+        t5=_T5_FP8_21,
+        vae=_VAE21_21,
+        clip=_CLIP_H,
+    ),
+    _comfy(
+        name="comfy-wan2.1-i2v-14b-720p-fp8",
+        repo=_C21,
+        variant="i2v-14B",
+        title="Wan2.1 I2V 14B 720p fp8 (ComfyUI)",
+        size=_720P,
+        precision="fp8",
+        dit=((_DM + "wan2.1_i2v_720p_14B_fp8_scaled.safetensors", _I2V14B_FP8, None),),
+        t5=_T5_FP8_21,
+        vae=_VAE21_21,
+        clip=_CLIP_H,
+    ),
+    _comfy(
+        name="comfy-wan2.1-flf2v-14b-720p-fp8",
+        repo=_C21,
+        variant="flf2v-14B",
+        title="Wan2.1 FLF2V 14B 720p fp8 (ComfyUI)",
+        size=_720P,
+        precision="fp8",
+        dit=(
+            (
+                _DM + "wan2.1_flf2v_720p_14B_fp8_e4m3fn.safetensors",
+                16_397_952_536,
+                Pin(
+                    "d68ca694a695274e48e00974128337e06e497d95a1dc09e86fd2a01a405f455f",
+                    16_397_952_536,
+                ),
+            ),
+        ),
+        t5=_T5_FP8_21,
+        vae=_VAE21_21,
+        clip=_CLIP_H,
+    ),
+    _comfy(
+        name="comfy-wan2.2-ti2v-5b-fp16",
+        repo=_C22,
+        variant="ti2v-5B",
+        title="Wan2.2 TI2V 5B fp16 (ComfyUI)",
+        size=_5B,
+        precision="fp16",
+        dit=((_DM + "wan2.2_ti2v_5B_fp16.safetensors", _dit_bytes("ti2v-5B", "fp16"), None),),
+        t5=_T5_FP8_22,
+        vae=_VAE22_22,
+        size_source="computed",
+    ),
+    _comfy(
+        name="comfy-wan2.2-t2v-a14b-fp8",
+        repo=_C22,
+        variant="t2v-A14B",
+        title="Wan2.2 T2V A14B fp8 (ComfyUI)",
+        size=_720P,
+        precision="fp8",
+        dit=(
+            (_DM + "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", _14B_FP8, None),
+            (_DM + "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", _14B_FP8, None),
+        ),
+        t5=_T5_FP8_22,
+        vae=_VAE21_22,
+    ),
+    _comfy(
+        name="comfy-wan2.2-t2v-a14b-fp16",
+        repo=_C22,
+        variant="t2v-A14B",
+        title="Wan2.2 T2V A14B fp16 (ComfyUI)",
+        size=_720P,
+        precision="fp16",
+        dit=(
+            (_DM + "wan2.2_t2v_high_noise_14B_fp16.safetensors", _14B_FP16, None),
+            (_DM + "wan2.2_t2v_low_noise_14B_fp16.safetensors", _14B_FP16, None),
+        ),
+        t5=_T5_FP8_22,
+        vae=_VAE21_22,
+    ),
+    _comfy(
+        name="comfy-wan2.2-i2v-a14b-fp8",
+        repo=_C22,
+        variant="i2v-A14B",
+        title="Wan2.2 I2V A14B fp8 (ComfyUI)",
+        size=_720P,
+        precision="fp8",
+        dit=(
+            (_DM + "wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors", _14B_FP8, None),
+            (_DM + "wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors", _14B_FP8, None),
+        ),
+        t5=_T5_FP8_22,
+        vae=_VAE21_22,
+    ),
+    _comfy(
+        name="comfy-wan2.2-i2v-a14b-fp16",
+        repo=_C22,
+        variant="i2v-A14B",
+        title="Wan2.2 I2V A14B fp16 (ComfyUI)",
+        size=_720P,
+        precision="fp16",
+        dit=(
+            (_DM + "wan2.2_i2v_high_noise_14B_fp16.safetensors", _14B_FP16, None),
+            (_DM + "wan2.2_i2v_low_noise_14B_fp16.safetensors", _14B_FP16, None),
+        ),
+        t5=_T5_FP8_22,
+        vae=_VAE21_22,
+    ),
 )
 
 CATALOG: dict[str, Release] = {r.name: r for r in _RELEASES}
@@ -513,8 +795,10 @@ def get_release(name: str, catalog: dict[str, Release] | None = None) -> Release
     except KeyError:
         close = [n for n in catalog if name.lower() in n]
         hint = f"; did you mean {', '.join(close[:3])}?" if close else ""
-        raise ConfigError(f"unknown model {name!r}{hint} (`wan-desktop models list` shows them)",
-                          remedy="Use a name from `wan-desktop models list`.") from None
+        raise ConfigError(
+            f"unknown model {name!r}{hint} (`wan-desktop models list` shows them)",
+            remedy="Use a name from `wan-desktop models list`.",
+        ) from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -525,7 +809,10 @@ class Recommendation:
 
 
 def recommend(
-    vram_gb: float, *, task: str | None = None, layout: Layout | None = None,
+    vram_gb: float,
+    *,
+    task: str | None = None,
+    layout: Layout | None = None,
     catalog: dict[str, Release] | None = None,
 ) -> list[Recommendation]:
     """Every release, best first for a GPU with ``vram_gb`` GB (estimates; see the module doc).
@@ -540,8 +827,9 @@ def recommend(
         if layout is not None and r.layout is not layout:
             continue
         plan = r.best_plan(vram_gb)
-        out.append(Recommendation(release=r, plan=plan,
-                                  vram_needed_gb=r.vram_for(plan) if plan else None))
+        out.append(
+            Recommendation(release=r, plan=plan, vram_needed_gb=r.vram_for(plan) if plan else None)
+        )
 
     def key(rec: Recommendation) -> tuple[int, int, int, int]:
         r = rec.release

@@ -48,31 +48,67 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], default="torch")
     g.add_argument("--engines", type=Path, help="engine folder for onnxruntime/tensorrt")
     g.add_argument("--precision", choices=["bf16", "fp8", "int8"])
-    g.add_argument("--vram-budget", type=_positive_float, metavar="GB",
-                   help="plan for a card of this size (default: the GPU's free memory)")
-    g.add_argument("--print-plan", action="store_true",
-                   help="print the memory plan and its fallbacks, then stop (nothing is loaded)")
-    g.add_argument("--attention", default="sdpa",
-                   help="sdpa (default), sage, or sdpa-flash|cudnn|efficient|math")
+    g.add_argument(
+        "--vram-budget",
+        type=_positive_float,
+        metavar="GB",
+        help="plan for a card of this size (default: the GPU's free memory)",
+    )
+    g.add_argument(
+        "--print-plan",
+        action="store_true",
+        help="print the memory plan and its fallbacks, then stop (nothing is loaded)",
+    )
+    g.add_argument(
+        "--attention",
+        default="sdpa",
+        help="sdpa (default), sage, or sdpa-flash|cudnn|efficient|math",
+    )
     g.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks")
-    g.add_argument("--step-cache", type=_positive_float, metavar="THRESHOLD",
-                   help="reuse a step's residual when the input barely changed (e.g. 0.1)")
+    g.add_argument(
+        "--step-cache",
+        type=_positive_float,
+        metavar="THRESHOLD",
+        help="reuse a step's residual when the input barely changed (e.g. 0.1)",
+    )
     g.add_argument("--vae", type=Path, help="VAE file (ComfyUI single-file models)")
     g.add_argument("--text-encoder", type=Path, help="umT5 file (ComfyUI single-file models)")
-    g.add_argument("--tokenizer", type=Path, help="tokenizer folder (tokenizer.json or spiece.model)")
-    g.add_argument("--random-weights", metavar="VARIANT",
-                   help="full-size model with random weights (benchmarks, no download)")
-    g.add_argument("--lora", action="append", default=[], metavar="FILE[:STRENGTH]",
-                   help="merge a LoRA (repeatable; Wan2.2 A14B: into the high-noise expert)")
-    g.add_argument("--lora-low", action="append", default=[], metavar="FILE[:STRENGTH]",
-                   help="merge a LoRA into Wan2.2 A14B's low-noise expert (repeatable)")
+    g.add_argument(
+        "--tokenizer", type=Path, help="tokenizer folder (tokenizer.json or spiece.model)"
+    )
+    g.add_argument(
+        "--random-weights",
+        metavar="VARIANT",
+        help="full-size model with random weights (benchmarks, no download)",
+    )
+    g.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        metavar="FILE[:STRENGTH]",
+        help="merge a LoRA (repeatable; Wan2.2 A14B: into the high-noise expert)",
+    )
+    g.add_argument(
+        "--lora-low",
+        action="append",
+        default=[],
+        metavar="FILE[:STRENGTH]",
+        help="merge a LoRA into Wan2.2 A14B's low-noise expert (repeatable)",
+    )
     from .presets import PRESETS
 
-    g.add_argument("--preset", choices=list(PRESETS),
-                   help="; ".join(f"{k}: {p.label}" for k, p in PRESETS.items())
-                   + " (fast needs a 4-step distilled model or LoRA)")
-    g.add_argument("--tiny-vae", type=Path, metavar="FILE",
-                   help="decode with a TAEHV tiny VAE (taew2_1 / taew2_2): fast, lower quality")
+    g.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        help="; ".join(f"{k}: {p.label}" for k, p in PRESETS.items())
+        + " (fast needs a 4-step distilled model or LoRA)",
+    )
+    g.add_argument(
+        "--tiny-vae",
+        type=Path,
+        metavar="FILE",
+        help="decode with a TAEHV tiny VAE (taew2_1 / taew2_2): fast, lower quality",
+    )
     g.add_argument("--no-progress", action="store_true")
     g.add_argument("--out", type=Path, required=True, help="out.mp4, or a folder for PNG frames")
 
@@ -116,8 +152,9 @@ class Progress:
             rate = event.step / event.elapsed if event.elapsed > 0 else 0.0
             eta = _clock(event.eta)
             bar = "█" * done + "░" * (width - done)
-            sys.stderr.write(f"\rdenoise {event.step}/{event.total} |{bar}| {rate:.2f} it/s "
-                             f"ETA {eta}\033[K")
+            sys.stderr.write(
+                f"\rdenoise {event.step}/{event.total} |{bar}| {rate:.2f} it/s ETA {eta}\033[K"
+            )
         elif isinstance(event, Finished):
             sys.stderr.write(f"\rdone in {event.seconds:.1f} s\033[K\n")
         sys.stderr.flush()
@@ -134,21 +171,40 @@ def _add_export_parser(sub: Any) -> None:
     e = sub.add_parser("export", help="export ONNX graphs / build engines for a model")
     e.add_argument("--model", type=Path, help="model folder (official/diffusers) or ComfyUI file")
     e.add_argument("--out", type=Path, required=True, help="engine folder to create")
-    e.add_argument("--components", help="comma-separated: t5,dit,vae,clip (vae_decoder, "
-                   "vae_encoder); default: all the model needs")
+    e.add_argument(
+        "--components",
+        help="comma-separated: t5,dit,vae,clip (vae_decoder, "
+        "vae_encoder); default: all the model needs",
+    )
     e.add_argument("--precision", choices=["fp32", "bf16", "fp16", "fp8", "int8"], default="fp32")
-    e.add_argument("--profile", choices=["480p", "720p"],
-                   help="video sizes the engines are built for (shape profiles)")
+    e.add_argument(
+        "--profile",
+        choices=["480p", "720p"],
+        help="video sizes the engines are built for (shape profiles)",
+    )
     e.add_argument("--engine", choices=["onnx", "tensorrt"], default="onnx")
     e.add_argument("--vae", type=Path, help="VAE file (ComfyUI single-file models)")
     e.add_argument("--text-encoder", type=Path, help="umT5 file (ComfyUI single-file models)")
     e.add_argument("--tokenizer", type=Path, help="tokenizer folder")
-    e.add_argument("--lora", action="append", default=[], metavar="FILE[:STRENGTH]",
-                   help="merge a LoRA into the (high-noise) DiT; repeatable")
-    e.add_argument("--lora-low", action="append", default=[], metavar="FILE[:STRENGTH]",
-                   help="merge a LoRA into Wan2.2's low-noise expert")
-    e.add_argument("--random-weights", metavar="VARIANT",
-                   help="full-size model with random weights (sizes and export times)")
+    e.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        metavar="FILE[:STRENGTH]",
+        help="merge a LoRA into the (high-noise) DiT; repeatable",
+    )
+    e.add_argument(
+        "--lora-low",
+        action="append",
+        default=[],
+        metavar="FILE[:STRENGTH]",
+        help="merge a LoRA into Wan2.2's low-noise expert",
+    )
+    e.add_argument(
+        "--random-weights",
+        metavar="VARIANT",
+        help="full-size model with random weights (sizes and export times)",
+    )
     e.add_argument("--force", action="store_true", help="replace --out if it exists")
     e.add_argument("--no-progress", action="store_true")
 
@@ -159,12 +215,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     if (args.model is None) == (args.random_weights is None):
         raise ConfigError("give either --model PATH or --random-weights VARIANT")
-    comps = tuple(c.strip() for c in args.components.split(",") if c.strip()) \
-        if args.components else ()
+    comps = (
+        tuple(c.strip() for c in args.components.split(",") if c.strip()) if args.components else ()
+    )
     if args.components is not None and not comps:
         raise ConfigError("--components is empty; give e.g. t5,dit,vae")
-    loras = [LoraSpec.parse(t) for t in args.lora] + \
-        [LoraSpec.parse(t, expert="low") for t in args.lora_low]
+    loras = [LoraSpec.parse(t) for t in args.lora] + [
+        LoraSpec.parse(t, expert="low") for t in args.lora_low
+    ]
     for spec in loras:
         if not Path(spec.path).expanduser().is_file():
             raise ConfigError(f"LoRA file not found: {spec.path}")
@@ -178,8 +236,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         else:
             from .checkpoints.detect import detect_model
 
-            variant = detect_model(args.model, vae=args.vae, text_encoder=args.text_encoder,
-                                   tokenizer=args.tokenizer).variant
+            variant = detect_model(
+                args.model, vae=args.vae, text_encoder=args.text_encoder, tokenizer=args.tokenizer
+            ).variant
         from .specs import profile_presets
 
         presets = profile_presets(variant, args.profile)
@@ -187,11 +246,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
     def opt(p: Path | None) -> str | None:
         return None if p is None else str(p)
 
-    job = ExportJob(out=str(args.out), model=opt(args.model), random_weights=args.random_weights,
-                    components=comps, precision=args.precision, presets=presets,
-                    engine=args.engine, vae=opt(args.vae), text_encoder=opt(args.text_encoder),
-                    tokenizer=opt(args.tokenizer), overwrite=args.force, profile=args.profile,
-                    loras=tuple((s.path, s.strength, s.expert) for s in loras))
+    job = ExportJob(
+        out=str(args.out),
+        model=opt(args.model),
+        random_weights=args.random_weights,
+        components=comps,
+        precision=args.precision,
+        presets=presets,
+        engine=args.engine,
+        vae=opt(args.vae),
+        text_encoder=opt(args.text_encoder),
+        tokenizer=opt(args.tokenizer),
+        overwrite=args.force,
+        profile=args.profile,
+        loras=tuple((s.path, s.strength, s.expert) for s in loras),
+    )
     show = (not args.no_progress and sys.stderr.isatty()) or os.environ.get("WAN_PROGRESS") == "1"
     state = {"open": False}
 
@@ -219,8 +288,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from .checkpoints.inspect import inspect_model
 
-    info = inspect_model(args.path, vae=args.vae, text_encoder=args.text_encoder,
-                         tokenizer=args.tokenizer)
+    info = inspect_model(
+        args.path, vae=args.vae, text_encoder=args.text_encoder, tokenizer=args.tokenizer
+    )
     print(json.dumps(info, indent=2))
     return 0
 
@@ -233,8 +303,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     factory = EngineFactory()
-    prepared = run.prepare(_request(args, seed), _options(args), out=args.out, factory=factory,
-                           plan_only=args.print_plan)
+    prepared = run.prepare(
+        _request(args, seed),
+        _options(args),
+        out=args.out,
+        factory=factory,
+        plan_only=args.print_plan,
+    )
     if args.print_plan:
         print(prepared.describe_plans())
         return 0
@@ -250,8 +325,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         print(prepared.plans[0].describe(), file=sys.stderr)
     cancel, restore = _install_sigint()
     try:
-        result = run.execute(prepared, components=run.ComponentCache(factory), cancel=cancel,
-                             emit=progress, warn=warn)
+        result = run.execute(
+            prepared,
+            components=run.ComponentCache(factory),
+            cancel=cancel,
+            emit=progress,
+            warn=warn,
+        )
     finally:
         progress.close()
         restore()
@@ -264,20 +344,44 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _request(args: argparse.Namespace, seed: int) -> GenerationRequest:
     width, height = args.size if args.size else (None, None)
     return GenerationRequest(
-        prompt=args.prompt, negative_prompt=args.negative_prompt, task=args.task,
-        image=_opt(args.image), last_image=_opt(args.last_image), width=width, height=height,
-        frames=args.frames, steps=args.steps, guidance=args.guidance,
-        guidance_low=args.guidance_low, shift=args.shift, sampler=args.sampler, seed=seed)
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        task=args.task,
+        image=_opt(args.image),
+        last_image=_opt(args.last_image),
+        width=width,
+        height=height,
+        frames=args.frames,
+        steps=args.steps,
+        guidance=args.guidance,
+        guidance_low=args.guidance_low,
+        shift=args.shift,
+        sampler=args.sampler,
+        seed=seed,
+    )
 
 
 def _options(args: argparse.Namespace) -> RunOptions:
     return RunOptions(
-        model=_opt(args.model), vae=_opt(args.vae), text_encoder=_opt(args.text_encoder),
-        tokenizer=_opt(args.tokenizer), random_weights=args.random_weights, device=args.device,
-        dtype=args.dtype, backend=args.backend, engines=_opt(args.engines),
-        precision=args.precision, vram_budget_gb=args.vram_budget, attention=args.attention,
-        compile=args.compile, step_cache=args.step_cache, loras=tuple(args.lora),
-        loras_low=tuple(args.lora_low), preset=args.preset, tiny_vae=_opt(args.tiny_vae))
+        model=_opt(args.model),
+        vae=_opt(args.vae),
+        text_encoder=_opt(args.text_encoder),
+        tokenizer=_opt(args.tokenizer),
+        random_weights=args.random_weights,
+        device=args.device,
+        dtype=args.dtype,
+        backend=args.backend,
+        engines=_opt(args.engines),
+        precision=args.precision,
+        vram_budget_gb=args.vram_budget,
+        attention=args.attention,
+        compile=args.compile,
+        step_cache=args.step_cache,
+        loras=tuple(args.lora),
+        loras_low=tuple(args.lora_low),
+        preset=args.preset,
+        tiny_vae=_opt(args.tiny_vae),
+    )
 
 
 def _opt(path: Path | None) -> str | None:
@@ -326,8 +430,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         if args.command is None:
             # the GUI is a composition root of its own; imported by name so the core never
@@ -335,8 +441,13 @@ def main(argv: list[str] | None = None) -> int:
             import importlib
 
             return int(importlib.import_module("wan_desktop.ui.app").main() or 0)
-        commands = {"generate": _cmd_generate, "export": _cmd_export, "inspect": _cmd_inspect,
-                    "models": model_manager_cli.run, "bench": bench.run}
+        commands = {
+            "generate": _cmd_generate,
+            "export": _cmd_export,
+            "inspect": _cmd_inspect,
+            "models": model_manager_cli.run,
+            "bench": bench.run,
+        }
         return commands[args.command](args)
     except Cancelled as e:
         print(f"cancelled: {e.message}; nothing was written", file=sys.stderr)
@@ -346,8 +457,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as e:  # last resort (disk full, permissions): one line, never a traceback
         where = f": {e.filename}" if e.filename else ""
-        print(f"error: {e.strerror or e}{where} (Check the free disk space and the permissions "
-              "of the files and folders given.)", file=sys.stderr)
+        print(
+            f"error: {e.strerror or e}{where} (Check the free disk space and the permissions "
+            "of the files and folders given.)",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt as e:
         print("interrupted; nothing was written", file=sys.stderr)

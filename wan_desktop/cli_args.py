@@ -57,7 +57,8 @@ def size(text: str) -> tuple[int, int]:
         return int(w), int(h)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"size must be WIDTHxHEIGHT, e.g. 832x480, got {text!r}") from None
+            f"size must be WIDTHxHEIGHT, e.g. 832x480, got {text!r}"
+        ) from None
 
 
 def positive_float(text: str) -> float:

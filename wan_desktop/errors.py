@@ -44,7 +44,9 @@ class EngineError(WanError):
 class OutOfVram(WanError):
     """The GPU ran out of memory even with the tightest plan."""
 
-    remedy = "Lower the resolution or frame count, choose a smaller VRAM plan, or use FP8/INT8 weights."
+    remedy = (
+        "Lower the resolution or frame count, choose a smaller VRAM plan, or use FP8/INT8 weights."
+    )
 
 
 class Cancelled(WanError):
@@ -57,13 +59,17 @@ class OutputError(WanError):
     """The result could not be written or read back: disk full, quota or file-size limit, the
     encoder failed. Nothing is left at the output path."""
 
-    remedy = ("Free disk space in the output folder (or raise its quota or file-size limit), or "
-              "choose another output path.")
+    remedy = (
+        "Free disk space in the output folder (or raise its quota or file-size limit), or "
+        "choose another output path."
+    )
 
 
 class NumericError(WanError):
     """The computation produced NaN or infinite values (weights, a LoRA, a strength or a precision
     that overflows); the run stops at once and writes nothing."""
 
-    remedy = ("Try a higher precision (--dtype float32 or bfloat16 instead of float16), a lower "
-              "LoRA strength or another LoRA, and check the model files (re-download them).")
+    remedy = (
+        "Try a higher precision (--dtype float32 or bfloat16 instead of float16), a lower "
+        "LoRA strength or another LoRA, and check the model files (re-download them)."
+    )

@@ -38,8 +38,15 @@ if TYPE_CHECKING:
     from .checkpoints.detect import ModelFiles
     from .variants import Variant
 
-_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "base_model.model.", "transformer.",
-             "lora_unet_", "lora_transformer_", "unet.")
+_PREFIXES = (
+    "model.diffusion_model.",
+    "diffusion_model.",
+    "base_model.model.",
+    "transformer.",
+    "lora_unet_",
+    "lora_transformer_",
+    "unet.",
+)
 # suffix -> role; longest first so ".lora_A.default.weight" wins over ".weight"-style matches
 _ROLES = (
     (".lora_down.weight", "down"), (".lora_up.weight", "up"),
@@ -68,10 +75,11 @@ class LoraSpec:
         if self.expert not in EXPERTS:
             raise ConfigError(f"LoRA expert must be 'high' or 'low', got {self.expert!r}")
         if not math.isfinite(self.strength) or abs(self.strength) > MAX_STRENGTH:
-            raise ConfigError(f"LoRA strength must be a number from {-MAX_STRENGTH:g} to "
-                              f"{MAX_STRENGTH:g}, got {self.strength:g} ({self.path})",
-                              remedy="Use a strength like 0.5 or 1 (most LoRAs work between "
-                                     "-2 and 2).")
+            raise ConfigError(
+                f"LoRA strength must be a number from {-MAX_STRENGTH:g} to "
+                f"{MAX_STRENGTH:g}, got {self.strength:g} ({self.path})",
+                remedy="Use a strength like 0.5 or 1 (most LoRAs work between -2 and 2).",
+            )
 
     @classmethod
     def parse(cls, text: str, *, expert: str = "high") -> LoraSpec:
@@ -80,13 +88,20 @@ class LoraSpec:
         strength = 1.0
         if sep and not path:
             raise ConfigError(f"LoRA {text!r}: no file name")
-        if sep and path and not re.fullmatch(r"[A-Za-z]", path) and "/" not in tail \
-                and "\\" not in tail:
+        if (
+            sep
+            and path
+            and not re.fullmatch(r"[A-Za-z]", path)
+            and "/" not in tail
+            and "\\" not in tail
+        ):
             try:
                 strength = float(tail)
             except ValueError:
-                raise ConfigError(f"LoRA strength {tail!r} in {text!r} is not a number",
-                                  remedy="Write --lora FILE or --lora FILE:0.8.") from None
+                raise ConfigError(
+                    f"LoRA strength {tail!r} in {text!r} is not a number",
+                    remedy="Write --lora FILE or --lora FILE:0.8.",
+                ) from None
         else:
             path = text
         if not path:
@@ -148,7 +163,7 @@ def _strip(key: str) -> str:
         changed = False
         for p in _PREFIXES:
             if key.startswith(p):
-                key, changed = key[len(p):], True
+                key, changed = key[len(p) :], True
     return key
 
 
@@ -164,8 +179,9 @@ class _Resolver:
         self.names: dict[str, str] = {m: m for m in owners}
         # whole parameters addressed by their own name (blocks.0.modulation.diff)
         self.names.update({k: k for k in self.params if not k.endswith((".weight", ".bias"))})
-        blocks = 1 + max((int(k.split(".")[1]) for k in self.params if k.startswith("blocks.")),
-                         default=-1)
+        blocks = 1 + max(
+            (int(k.split(".")[1]) for k in self.params if k.startswith("blocks.")), default=-1
+        )
         for dname, oname in diffusers_module_names(blocks).items():
             if oname in self.names:
                 self.names.setdefault(dname, oname)
@@ -175,8 +191,9 @@ class _Resolver:
         return self.names.get(module) or self.underscored.get(module)
 
 
-def read_lora(path: str | Path, param_shapes: Mapping[str, tuple[int, ...]], *,
-              header_only: bool = False) -> LoraFile:
+def read_lora(
+    path: str | Path, param_shapes: Mapping[str, tuple[int, ...]], *, header_only: bool = False
+) -> LoraFile:
     """Parse a LoRA file against a model's ``{official parameter key: shape}``.
 
     Raises CheckpointError for a missing/unreadable file, tensors that match no parameter (a few
@@ -188,17 +205,21 @@ def read_lora(path: str | Path, param_shapes: Mapping[str, tuple[int, ...]], *,
     if not p.is_file():
         raise CheckpointError(f"LoRA file not found: {p}", remedy="Check the path given to --lora.")
     if p.suffix.lower() not in (".safetensors", ".sft"):
-        raise CheckpointError(f"{p.name}: LoRAs are read from .safetensors files",
-                              remedy="Convert the LoRA to .safetensors (ComfyUI and diffusers "
-                                     "both save that format).")
+        raise CheckpointError(
+            f"{p.name}: LoRAs are read from .safetensors files",
+            remedy="Convert the LoRA to .safetensors (ComfyUI and diffusers "
+            "both save that format).",
+        )
     from .checkpoints.reader import read_safetensors_header
 
     infos, _ = read_safetensors_header(p)  # a truncated or non-safetensors file: one clear error
     if header_only:
         import torch
 
-        tensors = {k: torch.empty(i.shape, dtype=getattr(torch, i.dtype), device="meta")
-                   for k, i in infos.items()}
+        tensors = {
+            k: torch.empty(i.shape, dtype=getattr(torch, i.dtype), device="meta")
+            for k, i in infos.items()
+        }
     else:
         from safetensors.torch import load_file
 
@@ -227,13 +248,17 @@ def read_lora(path: str | Path, param_shapes: Mapping[str, tuple[int, ...]], *,
             continue
         groups.setdefault(module, {})[name] = (key, t)
     if unsupported:
-        raise CheckpointError(f"{p.name}: {len(unsupported)} tensor(s) of a LoRA kind we do not "
-                              f"merge (LoCon/DoRA/LoHa/LoKr: {_few(unsupported)})",
-                              remedy="Use a plain LoRA (lora_down/lora_up or lora_A/lora_B).")
+        raise CheckpointError(
+            f"{p.name}: {len(unsupported)} tensor(s) of a LoRA kind we do not "
+            f"merge (LoCon/DoRA/LoHa/LoKr: {_few(unsupported)})",
+            remedy="Use a plain LoRA (lora_down/lora_up or lora_A/lora_B).",
+        )
     if unknown:
-        raise CheckpointError(f"{p.name}: {len(unknown)} LoRA tensor(s) match no layer of this "
-                              f"model ({_few(sorted(unknown))}); is it a LoRA for another model?",
-                              remedy="Use a LoRA made for this Wan model (size and version).")
+        raise CheckpointError(
+            f"{p.name}: {len(unknown)} LoRA tensor(s) match no layer of this "
+            f"model ({_few(sorted(unknown))}); is it a LoRA for another model?",
+            remedy="Use a LoRA made for this Wan model (size and version).",
+        )
     terms: list[LoraTerm] = []
     for module, parts in sorted(groups.items()):
         terms.extend(_terms(p, module, parts, resolve.params))
@@ -251,40 +276,52 @@ def _check_finite(p: Path, tensors: Mapping[str, Tensor]) -> None:
     for key, t in tensors.items():
         if not all_finite(t):
             n = int((~torch.isfinite(t.float())).sum())
-            raise CheckpointError(f"{p.name}: tensor {key} has {n} NaN/infinite value(s) of "
-                                  f"{t.numel()}; the LoRA file is damaged",
-                                  remedy="Download the LoRA again, or use another one.")
+            raise CheckpointError(
+                f"{p.name}: tensor {key} has {n} NaN/infinite value(s) of "
+                f"{t.numel()}; the LoRA file is damaged",
+                remedy="Download the LoRA again, or use another one.",
+            )
 
 
-def _terms(p: Path, module: str, parts: dict[str, tuple[str, Tensor]],
-           params: Mapping[str, tuple[int, ...]]) -> Iterable[LoraTerm]:
+def _terms(
+    p: Path,
+    module: str,
+    parts: dict[str, tuple[str, Tensor]],
+    params: Mapping[str, tuple[int, ...]],
+) -> Iterable[LoraTerm]:
     def target(leaf: str) -> tuple[str, tuple[int, ...]]:
         # a whole parameter (modulation tables) is its own target; a module's is .weight/.bias
         name = module if module in params else f"{module}.{leaf}"
         if name not in params:
-            key = (parts.get("diff_b") if leaf == "bias" else parts.get("diff") or
-                   parts.get("down"))
-            raise CheckpointError(f"{p.name}: {key[0] if key else module} targets {name}, which "
-                                  "this model does not have")
+            key = parts.get("diff_b") if leaf == "bias" else parts.get("diff") or parts.get("down")
+            raise CheckpointError(
+                f"{p.name}: {key[0] if key else module} targets {name}, which "
+                "this model does not have"
+            )
         return name, params[name]
 
     def check(key: str, name: str, got: tuple[int, ...], want: tuple[int, ...]) -> None:
         if tuple(got) != tuple(want):
-            raise CheckpointError(f"{p.name}: tensor {key} gives a {list(got)} update for {name}, "
-                                  f"which is {list(want)} — a LoRA for another model size?",
-                                  remedy="Use a LoRA made for this Wan model (size and version).")
+            raise CheckpointError(
+                f"{p.name}: tensor {key} gives a {list(got)} update for {name}, "
+                f"which is {list(want)} — a LoRA for another model size?",
+                remedy="Use a LoRA made for this Wan model (size and version).",
+            )
 
     if "down" in parts or "up" in parts:
         if "down" not in parts or "up" not in parts:
             have = parts["down" if "down" in parts else "up"][0]
-            raise CheckpointError(f"{p.name}: {have} has no matching "
-                                  f"{'up/lora_B' if 'down' in parts else 'down/lora_A'} tensor")
+            raise CheckpointError(
+                f"{p.name}: {have} has no matching "
+                f"{'up/lora_B' if 'down' in parts else 'down/lora_A'} tensor"
+            )
         (kd, down), (ku, up) = parts["down"], parts["up"]
         name, want = target("weight")
         rank = down.shape[0]
         if up.ndim < 2 or up.shape[1] != rank:
-            raise CheckpointError(f"{p.name}: {ku} has shape {list(up.shape)}, but {kd} has rank "
-                                  f"{rank}")
+            raise CheckpointError(
+                f"{p.name}: {ku} has shape {list(up.shape)}, but {kd} has rank {rank}"
+            )
         check(kd, name, (up.shape[0], *down.shape[1:]), want)
         scale = 1.0
         keys: tuple[str, ...] = (kd, ku)
@@ -339,8 +376,13 @@ class LoraMerge:
     weights, ~26 GB for a 14B bf16 model with a LoRA on every linear). Callers that can read the
     base weights again from their checkpoint pass ``keep_originals=False`` and keep nothing."""
 
-    def __init__(self, model: nn.Module, loras: Sequence[tuple[LoraFile, float]], *,
-                 keep_originals: bool = True) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        loras: Sequence[tuple[LoraFile, float]],
+        *,
+        keep_originals: bool = True,
+    ) -> None:
         self.model = model
         self.loras = tuple(loras)
         self.keep_originals = keep_originals
@@ -387,8 +429,10 @@ class LoraMerge:
         from torch import nn
 
         if not self.keep_originals and self.merged_params:
-            raise ConfigError("this LoRA merge kept no original weights to restore",
-                              remedy="Read the model again from its checkpoint.")
+            raise ConfigError(
+                "this LoRA merge kept no original weights to restore",
+                remedy="Read the model again from its checkpoint.",
+            )
         for name, (data, scale) in self._saved.items():
             owner, leaf = self._owner(name)
             dev = getattr(owner, leaf).device  # the model may have moved since the merge
@@ -399,8 +443,9 @@ class LoraMerge:
         self.merged_params = 0
 
 
-def merge_loras(model: nn.Module, loras: Sequence[tuple[LoraFile, float]], *,
-                keep_originals: bool = True) -> LoraMerge:
+def merge_loras(
+    model: nn.Module, loras: Sequence[tuple[LoraFile, float]], *, keep_originals: bool = True
+) -> LoraMerge:
     """Merge ``(file, strength)`` pairs into ``model``'s weights in place (they add up)."""
     return LoraMerge(model, loras, keep_originals=keep_originals).merge()
 
@@ -411,12 +456,15 @@ def load_loras(model: nn.Module, specs: Sequence[LoraSpec]) -> list[tuple[LoraFi
     return [(read_lora(s.path, shapes), s.strength) for s in specs]
 
 
-def lora_records(loras: Iterable[tuple[LoraFile, float]], *, expert: str = "high"
-                 ) -> list[dict[str, object]]:
+def lora_records(
+    loras: Iterable[tuple[LoraFile, float]], *, expert: str = "high"
+) -> list[dict[str, object]]:
     """What a run's settings / an engine manifest record of its LoRAs: file name, sha256 prefix,
     strength, expert."""
-    return [{"file": f.path.name, "sha256": f.short_hash, "strength": float(s), "expert": expert}
-            for f, s in loras]
+    return [
+        {"file": f.path.name, "sha256": f.short_hash, "strength": float(s), "expert": expert}
+        for f, s in loras
+    ]
 
 
 def lora_manifest(specs: Iterable[LoraSpec]) -> list[dict[str, object]]:
@@ -427,8 +475,14 @@ def lora_manifest(specs: Iterable[LoraSpec]) -> list[dict[str, object]]:
         p = Path(s.path).expanduser()
         if not p.is_file():
             raise CheckpointError(f"LoRA file not found: {p}", remedy="Check the LoRA path.")
-        out.append({"file": p.name, "sha256": file_sha256(p)[:12], "strength": float(s.strength),
-                    "expert": s.expert})
+        out.append(
+            {
+                "file": p.name,
+                "sha256": file_sha256(p)[:12],
+                "strength": float(s.strength),
+                "expert": s.expert,
+            }
+        )
     return out
 
 
@@ -436,28 +490,33 @@ def run_specs(loras: Sequence[str], loras_low: Sequence[str] = ()) -> list[LoraS
     """A run's "FILE[:STRENGTH]" strings (RunOptions.loras / loras_low) as LoraSpec items:
     ``loras`` go into the only DiT (Wan2.2 A14B: the high-noise expert), ``loras_low`` into
     Wan2.2's low-noise expert."""
-    return [*(LoraSpec.parse(t) for t in loras),
-            *(LoraSpec.parse(t, expert="low") for t in loras_low)]
+    return [
+        *(LoraSpec.parse(t) for t in loras),
+        *(LoraSpec.parse(t, expert="low") for t in loras_low),
+    ]
 
 
-def check_run_loras(specs: Sequence[LoraSpec], variant: Variant | None = None,
-                    files: ModelFiles | None = None) -> None:
+def check_run_loras(
+    specs: Sequence[LoraSpec], variant: Variant | None = None, files: ModelFiles | None = None
+) -> None:
     """What a front end checks before any weights load (the CLI and the GUI alike): every LoRA
     file exists; with the ``variant``, a low-noise LoRA has a low-noise expert to go into; with
     model ``files``, every LoRA tensor fits a layer, read from the safetensors headers alone, so a
     LoRA for another model is refused in seconds."""
     for s in specs:
         if not Path(s.path).expanduser().is_file():
-            raise CheckpointError(f"LoRA file not found: {s.path}",
-                                  remedy="Check the LoRA's path (--lora / --lora-low, or the "
-                                         "app's LoRA list).")
+            raise CheckpointError(
+                f"LoRA file not found: {s.path}",
+                remedy="Check the LoRA's path (--lora / --lora-low, or the app's LoRA list).",
+            )
     if variant is None:
         return
     if any(s.expert == "low" for s in specs) and variant.experts != 2:
-        raise ConfigError(f"a LoRA for the low-noise expert (--lora-low) needs Wan2.2 A14B; "
-                          f"{variant.name} has one diffusion model",
-                          remedy="Give it for the high-noise (only) expert: --lora, or 'high' "
-                                 "in the app.")
+        raise ConfigError(
+            f"a LoRA for the low-noise expert (--lora-low) needs Wan2.2 A14B; "
+            f"{variant.name} has one diffusion model",
+            remedy="Give it for the high-noise (only) expert: --lora, or 'high' in the app.",
+        )
     if files is None or not specs:
         return
     from .checkpoints.detect import official_shapes

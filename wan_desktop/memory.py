@@ -101,8 +101,12 @@ def dit_params(cfg: DiTConfig) -> int:
 def t5_params(cfg: T5Config) -> int:
     """umT5 encoder (models/t5.py): embedding, per layer 2 norms + attention + gated FFN + its own
     relative position table, final norm."""
-    per_layer = 2 * cfg.dim + 4 * cfg.dim * cfg.dim_attn + 3 * cfg.dim * cfg.dim_ffn \
+    per_layer = (
+        2 * cfg.dim
+        + 4 * cfg.dim * cfg.dim_attn
+        + 3 * cfg.dim * cfg.dim_ffn
         + cfg.num_buckets * cfg.num_heads
+    )
     return cfg.vocab_size * cfg.dim + cfg.num_layers * per_layer + cfg.dim
 
 
@@ -113,7 +117,9 @@ def t5_embedding_params(cfg: T5Config) -> int:
 def clip_params(cfg: ClipConfig) -> int:
     """Visual tower of open-clip ViT-H/14 (models/clip.py)."""
     d, h = cfg.dim, cfg.mlp_width
-    n = 3 * cfg.patch_size**2 * d + d + (cfg.num_patches + 1) * d + 2 * d  # patches, cls, pos, pre_norm
+    n = (
+        3 * cfg.patch_size**2 * d + d + (cfg.num_patches + 1) * d + 2 * d
+    )  # patches, cls, pos, pre_norm
     n += cfg.num_layers * (4 * d + 3 * d * d + 3 * d + d * d + d + d * h + h + h * d + d)
     return n + 2 * d + d * cfg.out_dim  # post_norm, head
 
@@ -173,7 +179,7 @@ def vae_cache_elements_per_pixel(cfg: VaeConfig) -> float:
     wide = cfg.version == "2.2"
     dd = [cfg.decoder_base_dim * u for u in (mult[-1], *mult[::-1])]
     levels = len(mult) - 1
-    s0 = 4.0 ** levels  # output pixels per latent pixel ÷ patch²
+    s0 = 4.0**levels  # output pixels per latent pixel ÷ patch²
     total = cfg.z_dim / s0 + 2 * 2 * dd[0] / s0  # conv1 input, middle: 2 res blocks × 2 convs
     for i in range(len(mult)):
         px = 4.0**i / s0
@@ -273,27 +279,42 @@ class Plan:
     def describe(self) -> str:
         """One line per component and the predicted peaks (printed by ``--print-plan`` / -v)."""
         t, d, v, p = self.text, self.dit, self.vae, self.predicted
-        tile = "whole frames" if v.tile is None else f"tiles {v.tile[0]}x{v.tile[1]} latent px, " \
-            f"overlap {v.overlap}"
+        tile = (
+            "whole frames"
+            if v.tile is None
+            else f"tiles {v.tile[0]}x{v.tile[1]} latent px, overlap {v.overlap}"
+        )
         if v.encode_tile is not None:
-            tile += f"; conditioning encode in tiles {v.encode_tile[0]}x{v.encode_tile[1]}, " \
+            tile += (
+                f"; conditioning encode in tiles {v.encode_tile[0]}x{v.encode_tile[1]}, "
                 f"overlap {v.encode_overlap}"
-        experts = ", one expert on the GPU at a time" if self.experts == 2 \
-            and d.experts_resident == 1 else ""
-        return "\n".join([
-            f"plan {self.name} (budget {self.budget_gib:.1f} GiB): predicted peak {p.peak_gib:.2f} GiB (encode {p.encode_gib:.2f}, "
-            f"denoise {p.denoise_gib:.2f}, decode {p.decode_gib:.2f}); host RAM {p.ram_gib:.1f} GiB",
-            f"  text encoder: {t.where} {t.precision}" + (", released after encoding"
-                                                          if t.where == "gpu" else "")
-            + (", prompt embeddings cached on disk" if t.cache else ""),
-            f"  DiT: {d.precision}, " + (f"{d.swap_blocks} blocks streamed from pinned memory "
-                                         f"({p.h2d_gib_per_step:.1f} GiB a step)"
-                                         if d.swap_blocks else "resident")
-            + experts + (", CFG batched" if d.batch_cfg else ", CFG sequential")
-            + (", released before decoding" if d.release_before_decode else ""),
-            f"  VAE: {tile}",
-            *(f"  note: {n}" for n in self.notes),
-        ])
+            )
+        experts = (
+            ", one expert on the GPU at a time"
+            if self.experts == 2 and d.experts_resident == 1
+            else ""
+        )
+        return "\n".join(
+            [
+                f"plan {self.name} (budget {self.budget_gib:.1f} GiB): predicted peak {p.peak_gib:.2f} GiB (encode {p.encode_gib:.2f}, "
+                f"denoise {p.denoise_gib:.2f}, decode {p.decode_gib:.2f}); host RAM {p.ram_gib:.1f} GiB",
+                f"  text encoder: {t.where} {t.precision}"
+                + (", released after encoding" if t.where == "gpu" else "")
+                + (", prompt embeddings cached on disk" if t.cache else ""),
+                f"  DiT: {d.precision}, "
+                + (
+                    f"{d.swap_blocks} blocks streamed from pinned memory "
+                    f"({p.h2d_gib_per_step:.1f} GiB a step)"
+                    if d.swap_blocks
+                    else "resident"
+                )
+                + experts
+                + (", CFG batched" if d.batch_cfg else ", CFG sequential")
+                + (", released before decoding" if d.release_before_decode else ""),
+                f"  VAE: {tile}",
+                *(f"  note: {n}" for n in self.notes),
+            ]
+        )
 
 
 def _bytes(precision: str) -> float:
@@ -387,12 +408,21 @@ def predict(w: Workload, text: TextPlan, dit: DiTPlan, vae: VaePlan, ram: RamPla
     peak = max(enc, denoise, decode)
     # host RAM: everything not on the GPU lives in (private) RAM; pinned blocks count in full
     dit_total = dit_nonblock_bytes(cfg) + n * blk
-    ram_b = dit_total * ram.experts_in_ram + (t5_bytes(v.t5, text.precision) if ram.t5_in_ram
-                                              else 0) + vae_w
+    ram_b = (
+        dit_total * ram.experts_in_ram
+        + (t5_bytes(v.t5, text.precision) if ram.t5_in_ram else 0)
+        + vae_w
+    )
     if v.clip is not None:
         ram_b += clip_params(v.clip) * 2
-    return Prediction(encode_gib=enc / GIB, denoise_gib=denoise / GIB, decode_gib=decode / GIB,
-                      peak_gib=peak / GIB, ram_gib=ram_b / GIB, h2d_gib_per_step=h2d)
+    return Prediction(
+        encode_gib=enc / GIB,
+        denoise_gib=denoise / GIB,
+        decode_gib=decode / GIB,
+        peak_gib=peak / GIB,
+        ram_gib=ram_b / GIB,
+        h2d_gib_per_step=h2d,
+    )
 
 
 # ----------------------------------------------------------------------------- choosing
@@ -431,12 +461,17 @@ def _ram_plan(w: Workload, text: TextPlan, dit: DiTPlan, ram_gib: float) -> RamP
     room = 0.8 * ram_gib * GIB  # the OS, the app and the page cache need the rest
     experts = 2 if two and 2 * dit_total + vae_params(v.vae) * 2 < room else 1
     streamed = dit.swap_blocks * blk * experts / GIB
-    return RamPlan(experts_in_ram=experts, t5_in_ram=experts * dit_total + t5 < room,
-                   pinned_gib=streamed, pin=streamed <= MAX_PINNED_RAM_SHARE * ram_gib)
+    return RamPlan(
+        experts_in_ram=experts,
+        t5_in_ram=experts * dit_total + t5 < room,
+        pinned_gib=streamed,
+        pin=streamed <= MAX_PINNED_RAM_SHARE * ram_gib,
+    )
 
 
-def plan_for(w: Workload, budget_gib: float, *, ram_gib: float | None = None,
-             name: str | None = None) -> Plan:
+def plan_for(
+    w: Workload, budget_gib: float, *, ram_gib: float | None = None, name: str | None = None
+) -> Plan:
     """The fastest plan whose predicted peak fits ``budget_gib``: each phase (encode, denoise,
     decode) runs alone on the GPU, so each component takes its loosest option that fits on its own.
     Falls back to the tightest option of a phase when none fits."""
@@ -450,18 +485,29 @@ def plan_for(w: Workload, budget_gib: float, *, ram_gib: float | None = None,
     def pred(text: TextPlan, dit: DiTPlan, vae: VaePlan) -> Prediction:
         return predict(w, text, dit, vae, probe_ram)
 
-    base_dit = DiTPlan(precision=w.precision, swap_blocks=0, experts_resident=2 if two else 1,
-                       batch_cfg=True, release_before_decode=True)
+    base_dit = DiTPlan(
+        precision=w.precision,
+        swap_blocks=0,
+        experts_resident=2 if two else 1,
+        batch_cfg=True,
+        release_before_decode=True,
+    )
     whole = VaePlan(tile=None, overlap=0)
     # text encoder: bf16 on the GPU, int8 on the GPU, on the CPU
-    texts = [TextPlan(where="gpu", precision="bf16"), TextPlan(where="gpu", precision="int8"),
-             TextPlan(where="cpu", precision="bf16")]
+    texts = [
+        TextPlan(where="gpu", precision="bf16"),
+        TextPlan(where="gpu", precision="int8"),
+        TextPlan(where="cpu", precision="bf16"),
+    ]
     tiles = vae_tile_options(v, w.width, w.height)
     # the conditioning encode (I2V: a whole video) in its smallest tiles while the text encoder is
     # chosen, then in the largest tiles that fit beside nothing (it runs alone)
     conditioned = w.task in ("i2v", "flf2v", "ti2v")
-    small = (whole if not conditioned or tiles[-1].tile is None
-             else replace(whole, encode_tile=tiles[-1].tile, encode_overlap=tiles[-1].overlap))
+    small = (
+        whole
+        if not conditioned or tiles[-1].tile is None
+        else replace(whole, encode_tile=tiles[-1].tile, encode_overlap=tiles[-1].overlap)
+    )
     text = next((t for t in texts if pred(t, base_dit, small).encode_gib <= room), texts[-1])
     if text.where == "gpu" and pred(texts[-1], base_dit, small).encode_gib > room:
         text = texts[-1]  # the image conditioning alone overflows: keep the GPU for it
@@ -473,14 +519,14 @@ def plan_for(w: Workload, budget_gib: float, *, ram_gib: float | None = None,
     # streamed blocks that fit
     dit_opts: list[DiTPlan] = []
     for batch_cfg in (True, False):
-        for experts in ((2, 1) if two else (1,)):
+        for experts in (2, 1) if two else (1,):
             if experts == 2 and not batch_cfg:
                 continue
             dit_opts.append(replace(base_dit, experts_resident=experts, batch_cfg=batch_cfg))
     dit = None
     for opt in dit_opts:
         # both experts on the GPU only when both fit whole: never both streamed
-        for k in (range(1) if opt.experts_resident == 2 else range(n + 1)):
+        for k in range(1) if opt.experts_resident == 2 else range(n + 1):
             cand = replace(opt, swap_blocks=k)
             if pred(text, cand, enc).denoise_gib <= room:
                 dit = cand
@@ -495,24 +541,39 @@ def plan_for(w: Workload, budget_gib: float, *, ram_gib: float | None = None,
     if pred(text, kept, enc).decode_gib <= room:  # enc: whole-frame decode, the chosen encode
         dit, vae = kept, enc
     else:
-        opts = [replace(t, encode_tile=enc.encode_tile, encode_overlap=enc.encode_overlap)
-                for t in tiles]
+        opts = [
+            replace(t, encode_tile=enc.encode_tile, encode_overlap=enc.encode_overlap)
+            for t in tiles
+        ]
         vae = next((t for t in opts if pred(text, dit, t).decode_gib <= room), opts[-1])
     rp = _ram_plan(w, text, dit, ram)
-    return Plan(name=name or f"{budget_gib:g}gb", text=text, dit=dit, vae=vae, ram=rp,
-                predicted=predict(w, text, dit, vae, rp), budget_gib=budget_gib,
-                variant=v.name, experts=v.experts, notes=_notes(w, dit, rp, ram))
+    return Plan(
+        name=name or f"{budget_gib:g}gb",
+        text=text,
+        dit=dit,
+        vae=vae,
+        ram=rp,
+        predicted=predict(w, text, dit, vae, rp),
+        budget_gib=budget_gib,
+        variant=v.name,
+        experts=v.experts,
+        notes=_notes(w, dit, rp, ram),
+    )
 
 
 def _notes(w: Workload, dit: DiTPlan, rp: RamPlan, ram_gib: float) -> tuple[str, ...]:
     notes = []
     if not rp.pin:
-        notes.append(f"streaming {dit.swap_blocks} blocks from pageable memory: pinning their "
-                     f"{rp.pinned_gib:.1f} GiB of {ram_gib:.0f} GiB RAM would starve the system "
-                     "(copies are slower); --precision fp8 halves it")
+        notes.append(
+            f"streaming {dit.swap_blocks} blocks from pageable memory: pinning their "
+            f"{rp.pinned_gib:.1f} GiB of {ram_gib:.0f} GiB RAM would starve the system "
+            "(copies are slower); --precision fp8 halves it"
+        )
     if w.variant.experts == 2 and rp.experts_in_ram == 1:
-        notes.append("one Wan2.2 expert in RAM at a time: the other is re-read from its "
-                     "memory-mapped file at the switch")
+        notes.append(
+            "one Wan2.2 expert in RAM at a time: the other is re-read from its "
+            "memory-mapped file at the switch"
+        )
     return tuple(notes)
 
 
@@ -526,8 +587,12 @@ def plan_ladder(w: Workload, budget_gib: float, *, ram_gib: float | None = None)
     out: list[Plan] = []
     b = budget_gib
     while True:
-        p = plan_for(w, b, ram_gib=ram_gib,
-                     name=f"{budget_gib:g}gb" if not out else f"{budget_gib:g}gb-fallback{len(out)}")
+        p = plan_for(
+            w,
+            b,
+            ram_gib=ram_gib,
+            name=f"{budget_gib:g}gb" if not out else f"{budget_gib:g}gb-fallback{len(out)}",
+        )
         key = (p.text, p.dit, p.vae)
         if not out or key != (out[-1].text, out[-1].dit, out[-1].vae):
             if out and p.predicted.peak_gib > out[-1].predicted.peak_gib:
@@ -545,13 +610,28 @@ def auto_budget_gib(free_gib: float) -> float:
     return free_gib + CONTEXT_GIB
 
 
-def workload_for(variant: Variant, width: int, height: int, frames: int, *, task: str = "t2v",
-                 precision: str | None = None, guidance: bool = True) -> Workload:
+def workload_for(
+    variant: Variant,
+    width: int,
+    height: int,
+    frames: int,
+    *,
+    task: str = "t2v",
+    precision: str | None = None,
+    guidance: bool = True,
+) -> Workload:
     prec = precision or "bf16"
     if prec not in ("bf16", "fp16", "fp8", "int8"):
         raise ConfigError(f"unknown DiT precision {prec!r} for the planner")
-    return Workload(variant=variant, width=width, height=height, frames=frames, task=task,
-                    precision=prec, guidance=guidance)
+    return Workload(
+        variant=variant,
+        width=width,
+        height=height,
+        frames=frames,
+        task=task,
+        precision=prec,
+        guidance=guidance,
+    )
 
 
 def free_vram_gib(device: torch.device | str | int | None = None) -> float:

@@ -87,21 +87,27 @@ class ModelError(WanError):
 class DownloadError(ModelError):
     """The Hub (or mirror) could not be reached or refused a file."""
 
-    remedy = ("Check the network connection (or set HF_ENDPOINT to a mirror); run the same command "
-              "again to resume, or install from a local folder with --from DIR.")
+    remedy = (
+        "Check the network connection (or set HF_ENDPOINT to a mirror); run the same command "
+        "again to resume, or install from a local folder with --from DIR."
+    )
 
 
 class IntegrityError(ModelError):
     """A file's bytes do not match the hash the Hub published for it."""
 
-    remedy = "Download the model again (`wan-desktop models download NAME`); corrupt files are replaced."
+    remedy = (
+        "Download the model again (`wan-desktop models download NAME`); corrupt files are replaced."
+    )
 
 
 class ModelIndexError(ModelError):
     """index.json cannot be used as it is (not JSON, wrong types, a path that leaves the folder)."""
 
-    remedy = ("Fix or delete index.json in the models folder; installed files stay where they are "
-              "and `models download` re-registers them after a check.")
+    remedy = (
+        "Fix or delete index.json in the models folder; installed files stay where they are "
+        "and `models download` re-registers them after a check."
+    )
 
 
 # ----------------------------------------------------------------------------- small value types
@@ -122,10 +128,11 @@ class RemoteFile:
     def __post_init__(self) -> None:
         why = path_problem(self.path)
         if why is not None:
-            raise DownloadError(f"{self.repo_id} lists the file name {self.path!r}, which is "
-                                f"refused: {why}",
-                                remedy="The Hub (or mirror, HF_ENDPOINT) serves a broken or "
-                                       "hostile file list; use another endpoint or --from DIR.")
+            raise DownloadError(
+                f"{self.repo_id} lists the file name {self.path!r}, which is refused: {why}",
+                remedy="The Hub (or mirror, HF_ENDPOINT) serves a broken or "
+                "hostile file list; use another endpoint or --from DIR.",
+            )
 
     @property
     def key(self) -> str:
@@ -297,8 +304,13 @@ def detect_vram_gb() -> float | None:
     exe = shutil.which("nvidia-smi")
     if exe:
         try:
-            out = subprocess.run([exe, "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
-                                 capture_output=True, text=True, timeout=10, check=True).stdout
+            out = subprocess.run(
+                [exe, "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout
             return round(float(out.splitlines()[0].strip()) / 1024, 1)  # MiB → GiB
         except (OSError, subprocess.SubprocessError, ValueError, IndexError):
             pass
@@ -326,9 +338,10 @@ class _NoAuthAcrossHosts(urllib.request.HTTPRedirectHandler):
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(
-            req.full_url
-        ).netloc:
+        if (
+            new is not None
+            and urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc
+        ):
             new.remove_header("Authorization")
         return new
 
@@ -413,40 +426,66 @@ class ModelManager:
 
     def _installed(self, name: str, e: dict[str, Any]) -> InstalledModel:
         files = tuple(
-            InstalledFile(key=k, repo_id=f.get("repo_id", ""), path=f.get("path", k),
-                          role=f.get("role", ""), size=int(f.get("size") or 0),
-                          sha256=f.get("sha256", ""), hub_sha256=f.get("hub_sha256"),
-                          hub_git_sha1=f.get("hub_git_sha1"), state=f.get("state", "ok"))
+            InstalledFile(
+                key=k,
+                repo_id=f.get("repo_id", ""),
+                path=f.get("path", k),
+                role=f.get("role", ""),
+                size=int(f.get("size") or 0),
+                sha256=f.get("sha256", ""),
+                hub_sha256=f.get("hub_sha256"),
+                hub_git_sha1=f.get("hub_git_sha1"),
+                state=f.get("state", "ok"),
+            )
             for k, f in sorted(e.get("files", {}).items())
         )
         return InstalledModel(
-            name=name, layout=e.get("layout", ""), variant=e.get("variant", ""),
-            repo_id=e.get("repo_id", ""), revision=e.get("revision", ""),
-            source=e.get("source", ""), complete=bool(e.get("complete")),
-            installed_at=e.get("installed_at", ""), root=self.models_dir, files=files,
+            name=name,
+            layout=e.get("layout", ""),
+            variant=e.get("variant", ""),
+            repo_id=e.get("repo_id", ""),
+            revision=e.get("revision", ""),
+            source=e.get("source", ""),
+            complete=bool(e.get("complete")),
+            installed_at=e.get("installed_at", ""),
+            root=self.models_dir,
+            files=files,
         )
 
     def get_installed(self, name: str) -> InstalledModel:
         inst = self.installed().get(name)
         if inst is None:
-            raise ModelError(f"model {name!r} is not installed in {self.models_dir}",
-                             remedy=f"Install it with `wan-desktop models download {name}`.")
+            raise ModelError(
+                f"model {name!r} is not installed in {self.models_dir}",
+                remedy=f"Install it with `wan-desktop models download {name}`.",
+            )
         return inst
 
     # --------------------------------------------------------------- listing
 
-    def list_models(self, vram_gb: float | None = None, *, task: str | None = None
-                    ) -> list[ModelStatus]:
+    def list_models(
+        self, vram_gb: float | None = None, *, task: str | None = None
+    ) -> list[ModelStatus]:
         """Every catalog release (best first when ``vram_gb`` is given) with its install state."""
         inst = self.installed()
         if vram_gb is None:
-            recs = [Recommendation(release=r, plan=None, vram_needed_gb=None)
-                    for r in self.catalog.values() if task is None or task in r.tasks]
+            recs = [
+                Recommendation(release=r, plan=None, vram_needed_gb=None)
+                for r in self.catalog.values()
+                if task is None or task in r.tasks
+            ]
         else:
             recs = recommend(vram_gb, task=task, catalog=self.catalog)
         top = recs[0].release.name if recs and recs[0].plan is not None else None
-        return [ModelStatus(release=r.release, installed=inst.get(r.release.name), plan=r.plan,
-                            recommended=r.release.name == top) for r in recs]
+        return [
+            ModelStatus(
+                release=r.release,
+                installed=inst.get(r.release.name),
+                plan=r.plan,
+                recommended=r.release.name == top,
+            )
+            for r in recs
+        ]
 
     def recommend(self, vram_gb: float, *, task: str | None = None) -> list[Recommendation]:
         return recommend(vram_gb, task=task, catalog=self.catalog)
@@ -471,7 +510,8 @@ class ModelManager:
         if offline_mode():
             raise DownloadError(
                 f"offline mode is on (HF_HUB_OFFLINE): cannot list {release.repo_id} on the Hub",
-                remedy="Unset HF_HUB_OFFLINE, or install from a local folder with --from DIR.")
+                remedy="Unset HF_HUB_OFFLINE, or install from a local folder with --from DIR.",
+            )
         out: list[RemoteFile] = []
         for src in release.sources:
             out += self._repo_files(release, src)
@@ -489,30 +529,43 @@ class ModelManager:
 
         endpoint = self.endpoint
         try:
-            info = HfApi(endpoint=endpoint, library_name="wan-desktop",
-                         library_version=__version__).model_info(
-                src.repo_id, revision=src.revision, files_metadata=True,
-                token=self._token() or False, timeout=self.timeout)
+            info = HfApi(
+                endpoint=endpoint, library_name="wan-desktop", library_version=__version__
+            ).model_info(
+                src.repo_id,
+                revision=src.revision,
+                files_metadata=True,
+                token=self._token() or False,
+                timeout=self.timeout,
+            )
         except GatedRepoError:
-            raise DownloadError(f"{src.repo_id} is gated on {endpoint}: accept its licence on the "
-                                "model page and log in",
-                                remedy="Run `hf auth login` or set HF_TOKEN, then retry.") from None
+            raise DownloadError(
+                f"{src.repo_id} is gated on {endpoint}: accept its licence on the "
+                "model page and log in",
+                remedy="Run `hf auth login` or set HF_TOKEN, then retry.",
+            ) from None
         except RepositoryNotFoundError:
-            raise DownloadError(f"{src.repo_id} was not found on {endpoint}",
-                                remedy="Check HF_ENDPOINT (a mirror may not carry it) or log in "
-                                       "if the repo is private.") from None
+            raise DownloadError(
+                f"{src.repo_id} was not found on {endpoint}",
+                remedy="Check HF_ENDPOINT (a mirror may not carry it) or log in "
+                "if the repo is private.",
+            ) from None
         except RevisionNotFoundError:
-            raise DownloadError(f"{src.repo_id}: revision {src.revision!r} not found on {endpoint}"
-                                ) from None
+            raise DownloadError(
+                f"{src.repo_id}: revision {src.revision!r} not found on {endpoint}"
+            ) from None
         except OfflineModeIsEnabled:
-            raise DownloadError(f"offline mode is on: cannot reach {endpoint}",
-                                remedy="Unset HF_HUB_OFFLINE, or use --from DIR.") from None
+            raise DownloadError(
+                f"offline mode is on: cannot reach {endpoint}",
+                remedy="Unset HF_HUB_OFFLINE, or use --from DIR.",
+            ) from None
         except HfHubHTTPError as e:
             status = e.response.status_code if e.response is not None else "?"
             raise DownloadError(f"{endpoint} answered HTTP {status} for {src.repo_id}") from None
         except _network_errors() as e:
-            raise DownloadError(f"cannot reach {endpoint} for {src.repo_id}: "
-                                f"{type(e).__name__}: {e}") from None
+            raise DownloadError(
+                f"cannot reach {endpoint} for {src.repo_id}: {type(e).__name__}: {e}"
+            ) from None
         commit = info.sha or src.revision
         files: list[RemoteFile] = []
         for s in info.siblings or []:
@@ -522,16 +575,27 @@ class ModelManager:
                     f"{src.repo_id}@{commit[:12]} on {endpoint} lists the file name "
                     f"{s.rfilename!r}, which is refused: {why}",
                     remedy="The Hub (or mirror, HF_ENDPOINT) serves a broken or hostile file "
-                           "list; use another endpoint, or install from a folder with --from DIR.")
+                    "list; use another endpoint, or install from a folder with --from DIR.",
+                )
             want = src.wanted(s.rfilename)
             if want is None:
                 continue
             lfs = s.lfs
-            files.append(_pinned(RemoteFile(
-                repo_id=src.repo_id, revision=commit, path=s.rfilename,
-                size=(lfs.size if lfs else s.size), sha256=(lfs.sha256 if lfs else None) or None,
-                git_sha1=(None if lfs else s.blob_id) or None, role=want.role,
-            ), want, f"the Hub ({endpoint})"))
+            files.append(
+                _pinned(
+                    RemoteFile(
+                        repo_id=src.repo_id,
+                        revision=commit,
+                        path=s.rfilename,
+                        size=(lfs.size if lfs else s.size),
+                        sha256=(lfs.sha256 if lfs else None) or None,
+                        git_sha1=(None if lfs else s.blob_id) or None,
+                        role=want.role,
+                    ),
+                    want,
+                    f"the Hub ({endpoint})",
+                )
+            )
         self._check_complete(release, src, [f.path for f in files], f"{src.repo_id}@{commit[:12]}")
         return files
 
@@ -540,10 +604,11 @@ class ModelManager:
         paths = list(paths)
         missing = [f.path for f in src.files if f.required and not any(f.matches(p) for p in paths)]
         if missing:
-            raise ModelError(f"{where} has no file matching {', '.join(missing)} "
-                             f"(needed by {release.name})",
-                             remedy="The repo layout may have changed; update Wan Desktop or use "
-                                    "another release.")
+            raise ModelError(
+                f"{where} has no file matching {', '.join(missing)} (needed by {release.name})",
+                remedy="The repo layout may have changed; update Wan Desktop or use "
+                "another release.",
+            )
 
     # --------------------------------------------------------------- download
 
@@ -574,10 +639,15 @@ class ModelManager:
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
         def start(e: dict[str, Any]) -> None:
-            e.update(layout=release.layout.value, variant=release.variant,
-                     repo_id=release.repo_id, revision=remote[0].revision if remote else "",
-                     source=f"hub:{self.endpoint}", complete=False,
-                     installed_at=e.get("installed_at", now))
+            e.update(
+                layout=release.layout.value,
+                variant=release.variant,
+                repo_id=release.repo_id,
+                revision=remote[0].revision if remote else "",
+                source=f"hub:{self.endpoint}",
+                complete=False,
+                installed_at=e.get("installed_at", now),
+            )
             keys = {f.key for f in remote}  # forget files the release no longer lists
             files = {k: v for k, v in e.get("files", {}).items() if k in keys}
             for f in remote:  # list pending files now, so `remove` finds their partial downloads
@@ -600,8 +670,11 @@ class ModelManager:
         `verify`'s job; a file `verify` flagged is fetched again)."""
         if not rec or rec.get("state", "ok") != "ok":
             return False
-        same = (rec.get("hub_sha256") == f.sha256) if f.sha256 else (
-            rec.get("hub_git_sha1") == f.git_sha1)
+        same = (
+            (rec.get("hub_sha256") == f.sha256)
+            if f.sha256
+            else (rec.get("hub_git_sha1") == f.git_sha1)
+        )
         p = self.models_dir / f.key
         return bool(same) and p.is_file() and p.stat().st_size == f.size
 
@@ -618,20 +691,31 @@ class ModelManager:
             probe = probe.parent
         free = shutil.disk_usage(probe).free
         if need + 200_000_000 > free:  # keep 200 MB for index, logs and the OS
-            raise ModelError(f"not enough disk space in {self.models_dir}: the download needs "
-                             f"{_human(need)}, {_human(free)} are free",
-                             remedy="Free some space or point WAN_DESKTOP_MODELS (or --models-dir) "
-                                    "at a bigger disk.")
+            raise ModelError(
+                f"not enough disk space in {self.models_dir}: the download needs "
+                f"{_human(need)}, {_human(free)} are free",
+                remedy="Free some space or point WAN_DESKTOP_MODELS (or --models-dir) "
+                "at a bigger disk.",
+            )
 
     @staticmethod
     def _file_record(f: RemoteFile, sha256: str, state: str) -> dict[str, Any]:
-        return {"repo_id": f.repo_id, "path": f.path, "role": f.role, "size": f.size,
-                "sha256": sha256, "hub_sha256": f.sha256, "hub_git_sha1": f.git_sha1,
-                "revision": f.revision, "state": state}
+        return {
+            "repo_id": f.repo_id,
+            "path": f.path,
+            "role": f.role,
+            "size": f.size,
+            "sha256": sha256,
+            "hub_sha256": f.sha256,
+            "hub_git_sha1": f.git_sha1,
+            "revision": f.revision,
+            "state": state,
+        }
 
     def _record(self, name: str, f: RemoteFile, sha256: str, *, state: str = "ok") -> None:
         def upd(e: dict[str, Any]) -> None:
             e.setdefault("files", {})[f.key] = self._file_record(f, sha256, state)
+
         self._update_entry(name, upd)
 
     def _url(self, f: RemoteFile) -> str:
@@ -646,20 +730,35 @@ class ModelManager:
             h["Authorization"] = f"Bearer {tok}"
         return h
 
-    def _fetch(self, release: str, f: RemoteFile, done_before: int, total: int,
-               progress: ProgressFn | None, cancel: CancelToken | None) -> str:
+    def _fetch(
+        self,
+        release: str,
+        f: RemoteFile,
+        done_before: int,
+        total: int,
+        progress: ProgressFn | None,
+        cancel: CancelToken | None,
+    ) -> str:
         """Download one file into place through ``<file>.part``; return its sha256."""
         dest = self.models_dir / f.key
         part = dest.with_name(dest.name + ".part")
         meta = dest.with_name(dest.name + ".part.json")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        ident = {"repo_id": f.repo_id, "revision": f.revision, "path": f.path,
-                 "sha256": f.sha256, "git_sha1": f.git_sha1, "size": f.size}
+        ident = {
+            "repo_id": f.repo_id,
+            "revision": f.revision,
+            "path": f.path,
+            "sha256": f.sha256,
+            "git_sha1": f.git_sha1,
+            "size": f.size,
+        }
         try:
             resumable = json.loads(meta.read_text(encoding="utf-8")) == ident
         except (OSError, ValueError):
             resumable = False
-        if not resumable or (f.size is not None and part.is_file() and part.stat().st_size > f.size):
+        if not resumable or (
+            f.size is not None and part.is_file() and part.stat().st_size > f.size
+        ):
             part.unlink(missing_ok=True)
         meta.write_text(json.dumps(ident), encoding="utf-8")
 
@@ -673,9 +772,17 @@ class ModelManager:
             now = time.monotonic()
             if progress is not None and (force or now - last >= 0.1):
                 last = now
-                progress(DownloadProgress(release=release, file=f.path, file_done=have,
-                                          file_total=f.size, done=done_before + have, total=total,
-                                          stage=stage))
+                progress(
+                    DownloadProgress(
+                        release=release,
+                        file=f.path,
+                        file_done=have,
+                        file_total=f.size,
+                        done=done_before + have,
+                        total=total,
+                        stage=stage,
+                    )
+                )
 
         if part.is_file():  # hash what a previous attempt left, then ask only for the rest
             with part.open("rb") as fh:
@@ -708,8 +815,9 @@ class ModelManager:
                         elif status == 206:
                             start = _content_range_start(resp.headers.get("Content-Range"))
                             if start != have:
-                                raise DownloadError(f"{f.path}: server resumed at byte {start}, "
-                                                    f"expected {have}")
+                                raise DownloadError(
+                                    f"{f.path}: server resumed at byte {start}, expected {have}"
+                                )
                         while True:
                             if cancel is not None:
                                 cancel.check()
@@ -742,13 +850,17 @@ class ModelManager:
                         raise DownloadError(
                             f"{f.repo_id}/{f.path}: access denied (HTTP {e.code}) by {self.endpoint}",
                             remedy="Log in (`hf auth login` or HF_TOKEN) and accept the model's "
-                                   "licence on its Hub page.") from None
+                            "licence on its Hub page.",
+                        ) from None
                     elif e.code == 404:
-                        raise DownloadError(f"{f.repo_id}/{f.path}@{f.revision[:12]}: not found "
-                                            f"(HTTP 404) on {self.endpoint}") from None
+                        raise DownloadError(
+                            f"{f.repo_id}/{f.path}@{f.revision[:12]}: not found "
+                            f"(HTTP 404) on {self.endpoint}"
+                        ) from None
                     elif e.code not in (408, 429) and e.code < 500:
-                        raise DownloadError(f"{f.repo_id}/{f.path}: HTTP {e.code} from "
-                                            f"{self.endpoint}") from None
+                        raise DownloadError(
+                            f"{f.repo_id}/{f.path}: HTTP {e.code} from {self.endpoint}"
+                        ) from None
                     attempt = self._retry_or_raise(f, attempt, have, part, f"HTTP {e.code}")
                 except DownloadError:
                     raise
@@ -761,46 +873,65 @@ class ModelManager:
         if f.size is not None and have != f.size:
             raise DownloadError(f"{f.path}: got {have} bytes, the Hub lists {f.size}")
         bad = (f.sha256 and digest != f.sha256) or (
-            gsha is not None and f.git_sha1 and gsha.hexdigest() != f.git_sha1)
+            gsha is not None and f.git_sha1 and gsha.hexdigest() != f.git_sha1
+        )
         if bad:
             part.unlink(missing_ok=True)
             meta.unlink(missing_ok=True)
             want = f.sha256 or f.git_sha1
-            raise IntegrityError(f"{f.key}: downloaded bytes hash to {digest[:16]}…, the Hub "
-                                 f"published {want}; the corrupt download was deleted",
-                                 remedy="Run the download again; if it repeats, the mirror "
-                                        "(HF_ENDPOINT) serves a different file.")
+            raise IntegrityError(
+                f"{f.key}: downloaded bytes hash to {digest[:16]}…, the Hub "
+                f"published {want}; the corrupt download was deleted",
+                remedy="Run the download again; if it repeats, the mirror "
+                "(HF_ENDPOINT) serves a different file.",
+            )
         broken = None if f.verifiable else _structure_problem(part, f.path)
         if broken is not None:
             part.unlink(missing_ok=True)
             meta.unlink(missing_ok=True)
-            raise IntegrityError(f"{f.key}: the Hub published no hash for it and the downloaded "
-                                 f"file is not whole ({broken}); it was deleted",
-                                 remedy="Run the download again; if it repeats, the mirror "
-                                        "(HF_ENDPOINT) serves a broken file.")
+            raise IntegrityError(
+                f"{f.key}: the Hub published no hash for it and the downloaded "
+                f"file is not whole ({broken}); it was deleted",
+                remedy="Run the download again; if it repeats, the mirror "
+                "(HF_ENDPOINT) serves a broken file.",
+            )
         if not f.verifiable:
             log.warning("%s: no published hash; installed unverified", f.key)
         os.replace(part, dest)
         meta.unlink(missing_ok=True)
         return digest
 
-    def _retry_or_raise(self, f: RemoteFile, attempt: int, have: int, part: Path,
-                        reason: str) -> int:
+    def _retry_or_raise(
+        self, f: RemoteFile, attempt: int, have: int, part: Path, reason: str
+    ) -> int:
         attempt += 1
         if attempt > self.retries:
             raise DownloadError(
                 f"download of {f.path} from {self.endpoint} failed ({reason}); "
-                f"{_human(have)} kept in {part.name}, resumed on the next try")
+                f"{_human(have)} kept in {part.name}, resumed on the next try"
+            )
         wait = min(self.backoff * 2 ** (attempt - 1), 30.0)
-        log.warning("%s: %s; retrying from byte %d in %.0f s (%d/%d)", f.path, reason, have, wait,
-                    attempt, self.retries)
+        log.warning(
+            "%s: %s; retrying from byte %d in %.0f s (%d/%d)",
+            f.path,
+            reason,
+            have,
+            wait,
+            attempt,
+            self.retries,
+        )
         time.sleep(wait)
         return attempt
 
     # --------------------------------------------------------------- offline install
 
-    def _install_from_folder(self, release: Release, src_dir: Path, progress: ProgressFn | None,
-                             cancel: CancelToken | None) -> InstalledModel:
+    def _install_from_folder(
+        self,
+        release: Release,
+        src_dir: Path,
+        progress: ProgressFn | None,
+        cancel: CancelToken | None,
+    ) -> InstalledModel:
         """Copy a release's files from ``src_dir`` (a copy of the repo(s): either the repo root
         itself, or a folder holding one ``org--name`` sub-folder per repo, as our models folder
         does, or a huggingface_hub cache snapshot) and check every hash that is known."""
@@ -813,17 +944,32 @@ class ModelManager:
             for repo_path, local in found.items():
                 known = src.wanted(repo_path)
                 sha, git = _local_hashes(local, repo_path, known.sha256 if known else None)
-                rf = RemoteFile(repo_id=src.repo_id, revision=_local_revision(local, repo_path),
-                                path=repo_path, size=local.stat().st_size, sha256=sha,
-                                git_sha1=git, role=known.role if known else "")
+                rf = RemoteFile(
+                    repo_id=src.repo_id,
+                    revision=_local_revision(local, repo_path),
+                    path=repo_path,
+                    size=local.stat().st_size,
+                    sha256=sha,
+                    git_sha1=git,
+                    role=known.role if known else "",
+                )
                 plan.append((_pinned(rf, known, str(local)), local))
         self._check_disk([f for f, _ in plan])
         total = sum(f.size or 0 for f, _ in plan)
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        self._update_entry(release.name, lambda e: e.update(
-            layout=release.layout.value, variant=release.variant, repo_id=release.repo_id,
-            revision=plan[0][0].revision if plan else "", source=f"local:{src_dir}",
-            complete=False, installed_at=e.get("installed_at", now), files=e.get("files", {})))
+        self._update_entry(
+            release.name,
+            lambda e: e.update(
+                layout=release.layout.value,
+                variant=release.variant,
+                repo_id=release.repo_id,
+                revision=plan[0][0].revision if plan else "",
+                source=f"local:{src_dir}",
+                complete=False,
+                installed_at=e.get("installed_at", now),
+                files=e.get("files", {}),
+            ),
+        )
         done = 0
         for f, path in plan:
             sha = self._copy_checked(release.name, f, path, done, total, progress, cancel)
@@ -832,8 +978,16 @@ class ModelManager:
         self._update_entry(release.name, lambda e: e.update(complete=True))
         return self.get_installed(release.name)
 
-    def _copy_checked(self, release: str, f: RemoteFile, src: Path, done_before: int, total: int,
-                      progress: ProgressFn | None, cancel: CancelToken | None) -> str:
+    def _copy_checked(
+        self,
+        release: str,
+        f: RemoteFile,
+        src: Path,
+        done_before: int,
+        total: int,
+        progress: ProgressFn | None,
+        cancel: CancelToken | None,
+    ) -> str:
         dest = self.models_dir / f.key
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + ".part")
@@ -850,21 +1004,35 @@ class ModelManager:
                     gsha.update(chunk)
                 have += len(chunk)
                 if progress is not None:
-                    progress(DownloadProgress(release=release, file=f.path, file_done=have,
-                                              file_total=f.size, done=done_before + have,
-                                              total=total, stage="download"))
+                    progress(
+                        DownloadProgress(
+                            release=release,
+                            file=f.path,
+                            file_done=have,
+                            file_total=f.size,
+                            done=done_before + have,
+                            total=total,
+                            stage="download",
+                        )
+                    )
         digest = sha.hexdigest()
-        if (f.sha256 and digest != f.sha256) or (gsha is not None and gsha.hexdigest() != f.git_sha1):
+        if (f.sha256 and digest != f.sha256) or (
+            gsha is not None and gsha.hexdigest() != f.git_sha1
+        ):
             part.unlink(missing_ok=True)
-            raise IntegrityError(f"{src}: hashes to {digest[:16]}…, expected "
-                                 f"{f.sha256 or f.git_sha1}; the file is corrupt or another version",
-                                 remedy="Copy the file again from a good source, or download it.")
+            raise IntegrityError(
+                f"{src}: hashes to {digest[:16]}…, expected "
+                f"{f.sha256 or f.git_sha1}; the file is corrupt or another version",
+                remedy="Copy the file again from a good source, or download it.",
+            )
         broken = None if f.verifiable else _structure_problem(part, f.path)
         if broken is not None:
             part.unlink(missing_ok=True)
-            raise IntegrityError(f"{src}: no published hash to check it against, and the file is "
-                                 f"not whole ({broken}); nothing was installed from it",
-                                 remedy="Copy the file again from a good source, or download it.")
+            raise IntegrityError(
+                f"{src}: no published hash to check it against, and the file is "
+                f"not whole ({broken}); nothing was installed from it",
+                remedy="Copy the file again from a good source, or download it.",
+            )
         if not f.verifiable:
             log.warning("%s: no published hash; installed unverified", f.key)
         os.replace(part, dest)
@@ -872,8 +1040,9 @@ class ModelManager:
 
     # --------------------------------------------------------------- verify / remove
 
-    def verify(self, name: str, *, progress: ProgressFn | None = None,
-               cancel: CancelToken | None = None) -> VerifyReport:
+    def verify(
+        self, name: str, *, progress: ProgressFn | None = None, cancel: CancelToken | None = None
+    ) -> VerifyReport:
         """Re-hash every file of an installed release against the Hub's hash (or, for files the Hub
         gave none for, the hash taken at install time). Marks bad files in index.json so the next
         download replaces them."""
@@ -906,16 +1075,25 @@ class ModelManager:
                         gsha.update(chunk)
                     have += len(chunk)
                     if progress is not None:
-                        progress(DownloadProgress(release=name, file=f.path, file_done=have,
-                                                  file_total=size, done=done + have, total=total,
-                                                  stage="verify"))
+                        progress(
+                            DownloadProgress(
+                                release=name,
+                                file=f.path,
+                                file_done=have,
+                                file_total=size,
+                                done=done + have,
+                                total=total,
+                                stage="verify",
+                            )
+                        )
             done += size
             digest = sha.hexdigest()
             if f.hub_sha256 and digest != f.hub_sha256:
                 bad.append((f.key, f"sha256 {digest}, the Hub published {f.hub_sha256}"))
             elif gsha is not None and gsha.hexdigest() != f.hub_git_sha1:
-                bad.append((f.key, f"git sha1 {gsha.hexdigest()}, the Hub published "
-                                   f"{f.hub_git_sha1}"))
+                bad.append(
+                    (f.key, f"git sha1 {gsha.hexdigest()}, the Hub published {f.hub_git_sha1}")
+                )
             elif not f.hub_sha256 and not f.hub_git_sha1 and f.sha256 and digest != f.sha256:
                 bad.append((f.key, f"sha256 {digest}, recorded at install {f.sha256}"))
             states[f.key] = "corrupt" if bad and bad[-1][0] == f.key else "ok"
@@ -924,9 +1102,11 @@ class ModelManager:
             for k, st in states.items():
                 if k in e.get("files", {}):
                     e["files"][k]["state"] = st
+
         self._update_entry(name, mark)
-        return VerifyReport(name=name, checked=len(inst.files), bad=tuple(bad),
-                            unverified=unverified)
+        return VerifyReport(
+            name=name, checked=len(inst.files), bad=tuple(bad), unverified=unverified
+        )
 
     def remove(self, name: str) -> list[Path]:
         """Delete the files of ``name`` that no other installed release uses (plus its partial
@@ -935,8 +1115,10 @@ class ModelManager:
         data = self._read_index()
         entry = data["models"].get(name)
         if entry is None:
-            raise ModelError(f"model {name!r} is not installed in {self.models_dir}",
-                             remedy="`wan-desktop models list` shows what is installed.")
+            raise ModelError(
+                f"model {name!r} is not installed in {self.models_dir}",
+                remedy="`wan-desktop models list` shows what is installed.",
+            )
         shared = {k for n, e in data["models"].items() if n != name for k in e.get("files", {})}
         removed: list[Path] = []
         dirs: set[Path] = set()
@@ -965,19 +1147,38 @@ class ModelManager:
 
 
 _ENTRY_TYPES: dict[str, tuple[type, ...]] = {
-    "layout": (str,), "variant": (str,), "repo_id": (str,), "revision": (str,), "source": (str,),
-    "complete": (bool,), "installed_at": (str,), "files": (dict,)}
+    "layout": (str,),
+    "variant": (str,),
+    "repo_id": (str,),
+    "revision": (str,),
+    "source": (str,),
+    "complete": (bool,),
+    "installed_at": (str,),
+    "files": (dict,),
+}
 _FILE_TYPES: dict[str, tuple[type, ...]] = {
-    "repo_id": (str,), "path": (str,), "role": (str,), "size": (int, type(None)),
-    "sha256": (str,), "hub_sha256": (str, type(None)), "hub_git_sha1": (str, type(None)),
-    "revision": (str,), "state": (str,)}
+    "repo_id": (str,),
+    "path": (str,),
+    "role": (str,),
+    "size": (int, type(None)),
+    "sha256": (str,),
+    "hub_sha256": (str, type(None)),
+    "hub_git_sha1": (str, type(None)),
+    "revision": (str,),
+    "state": (str,),
+}
 
 
 def _type_problem(value: Any, types: tuple[type, ...]) -> str | None:
     if isinstance(value, types) and not (isinstance(value, bool) and bool not in types):
         return None
-    names = {str: "a string", int: "an integer", bool: "true or false", dict: "an object",
-             type(None): "null"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        bool: "true or false",
+        dict: "an object",
+        type(None): "null",
+    }
     return f"expected {' or '.join(names[t] for t in types)}, got {json.dumps(value)[:40]}"
 
 
@@ -1002,8 +1203,10 @@ def _index_problem(models: dict[str, Any]) -> str | None:
                 if k in rec and (why := _type_problem(rec[k], types)):
                     return f"{at}.files[{key!r}].{k}: {why}"
             if "path" in rec and path_problem(rec["path"]) is not None:
-                return f"{at}.files[{key!r}].path: {rec['path']!r} is refused " \
-                       f"({path_problem(rec['path'])})"
+                return (
+                    f"{at}.files[{key!r}].path: {rec['path']!r} is refused "
+                    f"({path_problem(rec['path'])})"
+                )
     return None
 
 
@@ -1017,17 +1220,22 @@ def _pinned(f: RemoteFile, want: CatalogFile | None, where: str) -> RemoteFile:
         raise IntegrityError(
             f"{f.repo_id}/{f.path}: {where} gives {f.size} bytes, the catalog pins "
             f"{want.exact_size}; another version of the file",
-            remedy="Update Wan Desktop (the file changed on the Hub), or use another release.")
+            remedy="Update Wan Desktop (the file changed on the Hub), or use another release.",
+        )
     if want.sha256 is not None and f.sha256 is not None and f.sha256 != want.sha256:
         raise IntegrityError(
             f"{f.repo_id}/{f.path}: {where} gives sha256 {f.sha256}, the catalog pins "
             f"{want.sha256}; another version of the file",
-            remedy="Update Wan Desktop (the file changed on the Hub), or use another release.")
+            remedy="Update Wan Desktop (the file changed on the Hub), or use another release.",
+        )
     if want.sha256 is None and want.exact_size is None:
         return f
-    return replace(f, sha256=want.sha256 or f.sha256,
-                   git_sha1=None if want.sha256 else f.git_sha1,
-                   size=want.exact_size if want.exact_size is not None else f.size)
+    return replace(
+        f,
+        sha256=want.sha256 or f.sha256,
+        git_sha1=None if want.sha256 else f.git_sha1,
+        size=want.exact_size if want.exact_size is not None else f.size,
+    )
 
 
 def _inside(root: Path, p: Path) -> bool:
@@ -1059,9 +1267,15 @@ def _structure_problem(path: Path, name: str) -> str | None:
                 header = json.loads(fh.read(n))
             if not isinstance(header, dict):
                 return "the safetensors header is not a JSON object"
-            ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"
-                    and isinstance(v, dict) and isinstance(v.get("data_offsets"), list)
-                    and len(v["data_offsets"]) == 2 and isinstance(v["data_offsets"][1], int)]
+            ends = [
+                v["data_offsets"][1]
+                for k, v in header.items()
+                if k != "__metadata__"
+                and isinstance(v, dict)
+                and isinstance(v.get("data_offsets"), list)
+                and len(v["data_offsets"]) == 2
+                and isinstance(v["data_offsets"][1], int)
+            ]
             want = 8 + n + max(ends, default=0)
             if want != size:
                 return f"{size} bytes, its safetensors header describes {want}"
@@ -1088,8 +1302,11 @@ def _network_errors() -> tuple[type[BaseException], ...]:
     import importlib
 
     errors: list[type[BaseException]] = [OSError]
-    for mod, name in (("httpx2", "HTTPError"), ("httpx", "HTTPError"),
-                      ("requests", "RequestException")):
+    for mod, name in (
+        ("httpx2", "HTTPError"),
+        ("httpx", "HTTPError"),
+        ("requests", "RequestException"),
+    ):
         try:
             errors.append(getattr(importlib.import_module(mod), name))
         except (ImportError, AttributeError):
@@ -1121,11 +1338,18 @@ def _find_local(src: RepoFiles, src_dir: Path) -> tuple[Path, dict[str, Path]]:
     for root in (src_dir / src.folder, src_dir):
         if not root.is_dir():
             continue
-        files = [p for p in root.rglob("*") if (p.is_file() or p.is_symlink())
-                 and not p.name.endswith((".part", ".part.json"))
-                 and ".cache" not in p.relative_to(root).parts]
-        found = {p.relative_to(root).as_posix(): p for p in files
-                 if src.wanted(p.relative_to(root).as_posix())}
+        files = [
+            p
+            for p in root.rglob("*")
+            if (p.is_file() or p.is_symlink())
+            and not p.name.endswith((".part", ".part.json"))
+            and ".cache" not in p.relative_to(root).parts
+        ]
+        found = {
+            p.relative_to(root).as_posix(): p
+            for p in files
+            if src.wanted(p.relative_to(root).as_posix())
+        }
         by_name = {p.name: p for p in files}
         for want in src.files:
             if not want.is_pattern and want.path not in found:

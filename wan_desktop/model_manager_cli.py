@@ -36,26 +36,48 @@ from .model_manager import (
 def add_parser(subparsers: Any) -> None:
     """Add the ``models`` command (and its sub-commands) to ``subparsers``."""
     p = subparsers.add_parser(
-        "models", help="list, download, verify or remove Wan models",
+        "models",
+        help="list, download, verify or remove Wan models",
         description="Manage the Wan models in the models folder "
-                    f"(${MODELS_ENV}, default {default_models_dir()}).")
-    p.add_argument("--models-dir", type=Path, metavar="DIR",
-                   help=f"models folder (default: ${MODELS_ENV} or the user data folder)")
-    sub = p.add_subparsers(dest="models_command", parser_class=Parser, required=True,
-                           metavar="{list,download,verify,remove}")
+        f"(${MODELS_ENV}, default {default_models_dir()}).",
+    )
+    p.add_argument(
+        "--models-dir",
+        type=Path,
+        metavar="DIR",
+        help=f"models folder (default: ${MODELS_ENV} or the user data folder)",
+    )
+    sub = p.add_subparsers(
+        dest="models_command",
+        parser_class=Parser,
+        required=True,
+        metavar="{list,download,verify,remove}",
+    )
 
     ls = sub.add_parser("list", help="known releases with size, VRAM estimates and install state")
-    ls.add_argument("--vram", type=float, metavar="GB",
-                    help="rank for this much GPU memory (default: detected with nvidia-smi)")
+    ls.add_argument(
+        "--vram",
+        type=float,
+        metavar="GB",
+        help="rank for this much GPU memory (default: detected with nvidia-smi)",
+    )
     ls.add_argument("--task", choices=["t2v", "i2v", "flf2v", "ti2v"])
     ls.add_argument("--installed", action="store_true", help="only installed models")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
 
-    dl = sub.add_parser("download", help="download (or resume) a model; checks every file against its "
-                        "published hash (files without one: size and format, shown unverified)")
+    dl = sub.add_parser(
+        "download",
+        help="download (or resume) a model; checks every file against its "
+        "published hash (files without one: size and format, shown unverified)",
+    )
     dl.add_argument("name")
-    dl.add_argument("--from", dest="source", type=Path, metavar="DIR",
-                    help="install from a local folder instead of the Hub (offline)")
+    dl.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        metavar="DIR",
+        help="install from a local folder instead of the Hub (offline)",
+    )
     dl.add_argument("--endpoint", metavar="URL", help="Hub endpoint (default: $HF_ENDPOINT)")
     dl.add_argument("--force", action="store_true", help="download every file again")
     dl.add_argument("--no-progress", action="store_true")
@@ -91,8 +113,10 @@ class _Bar:
         bar = "█" * round(width * frac) + "░" * (width - round(width * frac))
         eta = time.strftime("%H:%M:%S", time.gmtime((total - ev.done) / rate)) if rate > 0 else "--"
         name = ev.file if len(ev.file) <= 40 else "…" + ev.file[-39:]
-        sys.stderr.write(f"\r{ev.stage} {_gb(ev.done)}/{_gb(total)} |{bar}| {rate / 1e6:6.1f} MB/s "
-                         f"ETA {eta} {name}\033[K")
+        sys.stderr.write(
+            f"\r{ev.stage} {_gb(ev.done)}/{_gb(total)} |{bar}| {rate / 1e6:6.1f} MB/s "
+            f"ETA {eta} {name}\033[K"
+        )
         sys.stderr.flush()
         self.shown = True
 
@@ -134,12 +158,19 @@ def _with_sigint(fn: Any) -> Any:
 def _status_json(s: ModelStatus) -> dict[str, Any]:
     r = s.release
     out: dict[str, Any] = {
-        "name": r.name, "title": r.title, "variant": r.variant, "layout": r.layout.value,
-        "tasks": list(r.tasks), "repo_ids": [src.repo_id for src in r.sources],
-        "precision": r.precision, "download_bytes": r.download_bytes,
+        "name": r.name,
+        "title": r.title,
+        "variant": r.variant,
+        "layout": r.layout.value,
+        "tasks": list(r.tasks),
+        "repo_ids": [src.repo_id for src in r.sources],
+        "precision": r.precision,
+        "download_bytes": r.download_bytes,
         "size_source": r.size_source,
         "vram_gb_estimate": {p.value: g for p, g in r.vram_gb},
-        "plan": s.plan.value if s.plan else None, "recommended": s.recommended, "state": s.state,
+        "plan": s.plan.value if s.plan else None,
+        "recommended": s.recommended,
+        "state": s.state,
     }
     if s.installed is not None:
         out["revision"] = s.installed.revision
@@ -154,21 +185,35 @@ def _cmd_list(mm: ModelManager, args: argparse.Namespace) -> int:
     if args.installed:
         rows = [s for s in rows if s.installed is not None]
     if args.json:
-        print(json.dumps({"models_dir": str(mm.models_dir), "vram_gb": vram,
-                          "models": [_status_json(s) for s in rows]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "models_dir": str(mm.models_dir),
+                    "vram_gb": vram,
+                    "models": [_status_json(s) for s in rows],
+                },
+                indent=2,
+            )
+        )
         return 0
     gpu = f"{vram:g} GB GPU" if vram is not None else "no NVIDIA GPU detected (give --vram GB)"
-    print(f"models folder: {mm.models_dir}   ranking for: {gpu}   VRAM figures are estimates in GiB")
-    head = f"  {'NAME':34} {'LAYOUT':9} {'DOWNLOAD':>9} {'RESIDENT':>8} {'OFFLOAD':>7} " \
-           f"{'SWAP':>5}  {'FITS':10} STATE"
+    print(
+        f"models folder: {mm.models_dir}   ranking for: {gpu}   VRAM figures are estimates in GiB"
+    )
+    head = (
+        f"  {'NAME':34} {'LAYOUT':9} {'DOWNLOAD':>9} {'RESIDENT':>8} {'OFFLOAD':>7} "
+        f"{'SWAP':>5}  {'FITS':10} STATE"
+    )
     print(head)
     for s in rows:
         r = s.release
         mark = "*" if s.recommended else " "
         fits = (s.plan.value if s.plan else "no") if vram is not None else "?"
-        print(f"{mark} {r.name:34} {r.layout.value:9} {_gb(r.download_bytes):>9} "
-              f"{r.vram_for(Plan.RESIDENT):8.1f} {r.vram_for(Plan.OFFLOAD):7.1f} "
-              f"{r.vram_for(Plan.BLOCK_SWAP):5.1f}  {fits:10} {s.state}")
+        print(
+            f"{mark} {r.name:34} {r.layout.value:9} {_gb(r.download_bytes):>9} "
+            f"{r.vram_for(Plan.RESIDENT):8.1f} {r.vram_for(Plan.OFFLOAD):7.1f} "
+            f"{r.vram_for(Plan.BLOCK_SWAP):5.1f}  {fits:10} {s.state}"
+        )
     if any(s.recommended for s in rows):
         print("* recommended for this GPU")
     return 0
@@ -177,25 +222,37 @@ def _cmd_list(mm: ModelManager, args: argparse.Namespace) -> int:
 def _cmd_download(mm: ModelManager, args: argparse.Namespace) -> int:
     bar = _Bar(not args.no_progress)
     try:
-        inst = _with_sigint(lambda tok: mm.download(args.name, progress=bar, cancel=tok,
-                                                    source=args.source, force=args.force))
+        inst = _with_sigint(
+            lambda tok: mm.download(
+                args.name, progress=bar, cancel=tok, source=args.source, force=args.force
+            )
+        )
     finally:
         bar.close()
     n = len(inst.files)
     size = sum(f.size for f in inst.files)
     unverified = inst.unverified
     if unverified:
-        print(f"installed {inst.name}: {n} files, {_gb(size)}, in {inst.folder}; "
-              f"{n - len(unverified)} verified, {len(unverified)} UNVERIFIED (no published hash: "
-              f"{_keys(f.path for f in unverified)})")
-        print(f"warning: {len(unverified)} file(s) of {inst.name} could not be checked against a "
-              "published hash (only their size and format were checked)", file=sys.stderr)
+        print(
+            f"installed {inst.name}: {n} files, {_gb(size)}, in {inst.folder}; "
+            f"{n - len(unverified)} verified, {len(unverified)} UNVERIFIED (no published hash: "
+            f"{_keys(f.path for f in unverified)})"
+        )
+        print(
+            f"warning: {len(unverified)} file(s) of {inst.name} could not be checked against a "
+            "published hash (only their size and format were checked)",
+            file=sys.stderr,
+        )
     else:
-        kinds = " and ".join(k for k, has in (
-            ("sha256", any(f.hub_sha256 for f in inst.files)),
-            ("git sha1", any(f.hub_git_sha1 and not f.hub_sha256 for f in inst.files))) if has)
-        print(f"installed {inst.name}: {n} files, {_gb(size)}, verified ({kinds}) in "
-              f"{inst.folder}")
+        kinds = " and ".join(
+            k
+            for k, has in (
+                ("sha256", any(f.hub_sha256 for f in inst.files)),
+                ("git sha1", any(f.hub_git_sha1 and not f.hub_sha256 for f in inst.files)),
+            )
+            if has
+        )
+        print(f"installed {inst.name}: {n} files, {_gb(size)}, verified ({kinds}) in {inst.folder}")
     gen = inst.generate_args()
     opts = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in gen.items())
     print(f"use: wan-desktop generate {opts} --prompt ... --out out.mp4")
@@ -204,19 +261,24 @@ def _cmd_download(mm: ModelManager, args: argparse.Namespace) -> int:
 
 def _cmd_verify(mm: ModelManager, args: argparse.Namespace) -> int:
     if args.all == (args.name is not None):
-        raise ModelError("give a model name or --all", remedy="e.g. `wan-desktop models verify --all`.")
+        raise ModelError(
+            "give a model name or --all", remedy="e.g. `wan-desktop models verify --all`."
+        )
     names = sorted(mm.installed()) if args.all else [args.name]
     bad_total: list[str] = []
     for name in names:
         bar = _Bar(not args.no_progress)
         try:
-            rep = _with_sigint(lambda tok, name=name, bar=bar: mm.verify(name, progress=bar,
-                                                                         cancel=tok))
+            rep = _with_sigint(
+                lambda tok, name=name, bar=bar: mm.verify(name, progress=bar, cancel=tok)
+            )
         finally:
             bar.close()
         if rep.ok and rep.unverified:
-            print(f"ok: {name} ({rep.checked} files; {len(rep.unverified)} UNVERIFIED: unchanged "
-                  f"since install, but no published hash to check: {_keys(rep.unverified)})")
+            print(
+                f"ok: {name} ({rep.checked} files; {len(rep.unverified)} UNVERIFIED: unchanged "
+                f"since install, but no published hash to check: {_keys(rep.unverified)})"
+            )
         elif rep.ok:
             print(f"ok: {name} ({rep.checked} files)")
         for key, reason in rep.bad:
@@ -225,8 +287,10 @@ def _cmd_verify(mm: ModelManager, args: argparse.Namespace) -> int:
     if bad_total:
         first = bad_total[0]
         more = f" and {len(bad_total) - 1} more" if len(bad_total) > 1 else ""
-        raise IntegrityError(f"{len(bad_total)} file(s) failed verification: {first}{more}",
-                             remedy="Run `wan-desktop models download NAME` to replace them.")
+        raise IntegrityError(
+            f"{len(bad_total)} file(s) failed verification: {first}{more}",
+            remedy="Run `wan-desktop models download NAME` to replace them.",
+        )
     return 0
 
 
@@ -239,13 +303,19 @@ def _cmd_remove(mm: ModelManager, args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     """Run a parsed ``models`` command; returns the exit status (0, 2 on error, 130 on Ctrl-C)."""
     mm = ModelManager(args.models_dir, endpoint=getattr(args, "endpoint", None))
-    cmd = {"list": _cmd_list, "download": _cmd_download, "verify": _cmd_verify,
-           "remove": _cmd_remove}[args.models_command]
+    cmd = {
+        "list": _cmd_list,
+        "download": _cmd_download,
+        "verify": _cmd_verify,
+        "remove": _cmd_remove,
+    }[args.models_command]
     try:
         return cmd(mm, args)
     except Cancelled as e:
-        print(f"cancelled: {e.message}; the partial download is kept and resumes next time",
-              file=sys.stderr)
+        print(
+            f"cancelled: {e.message}; the partial download is kept and resumes next time",
+            file=sys.stderr,
+        )
         return 130
     except WanError as e:
         print(f"error: {e.one_line()}", file=sys.stderr)

@@ -65,8 +65,11 @@ class RunOptions:
         # the front ends hand over names ("fp8") and JSON lists; what is stored is typed
         object.__setattr__(self, "backend", Backend.parse(self.backend))
         if self.precision is not None:
-            precision = Precision.parse(self.precision) \
-                if not isinstance(self.precision, Precision) else self.precision
+            precision = (
+                Precision.parse(self.precision)
+                if not isinstance(self.precision, Precision)
+                else self.precision
+            )
             if precision not in RUN_PRECISIONS:
                 names = ", ".join(p.value for p in RUN_PRECISIONS)
                 raise ConfigError(f"a run's precision is one of {names}, got {precision.value}")

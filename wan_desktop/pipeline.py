@@ -196,9 +196,13 @@ class Conditioning:
         return (1 - self.first_mask) * self.cond_latent + self.first_mask * x
 
 
-def condition(components: Components, request: ResolvedRequest, *,
-              device: torch.device | str = "cpu", cancel: CancelToken | None = None
-              ) -> Conditioning:
+def condition(
+    components: Components,
+    request: ResolvedRequest,
+    *,
+    device: torch.device | str = "cpu",
+    cancel: CancelToken | None = None,
+) -> Conditioning:
     """Encode the prompt (and the negative prompt when CFG runs) and, for I2V / FLF2V / TI2V, the
     input images."""
     import torch
@@ -220,8 +224,9 @@ def condition(components: Components, request: ResolvedRequest, *,
     return cond
 
 
-def _frames_condition(components: Components, r: ResolvedRequest, dev: torch.device,
-                      cancel: CancelToken) -> tuple[Tensor, Tensor | None]:
+def _frames_condition(
+    components: Components, r: ResolvedRequest, dev: torch.device, cancel: CancelToken
+) -> tuple[Tensor, Tensor | None]:
     """I2V / FLF2V: (y, clip_fea). y = the mask on the given frames + the VAE latents of the
     first image (and the last, FLF2V) with zero frames between; clip_fea: their CLIP features
     (Wan2.1; None for Wan2.2 I2V, which has no image embedding)."""
@@ -239,20 +244,24 @@ def _frames_condition(components: Components, r: ResolvedRequest, dev: torch.dev
         clip_fea = clip_fea.reshape(1, -1, clip_fea.shape[-1])  # [1, 257·n, 1280]
     elif variant.dit.has_image_embedding:
         raise ConfigError(f"{variant.name} needs the CLIP image encoder, which was not found")
-    parts = [first[:, :, None], first.new_zeros(1, 3, r.frames - (2 if last is not None else 1),
-                                                r.height, r.width)]
+    parts = [
+        first[:, :, None],
+        first.new_zeros(1, 3, r.frames - (2 if last is not None else 1), r.height, r.width),
+    ]
     if last is not None:
         parts.append(last[:, :, None])
     cancel.check()
     assert components.vae_encoder is not None, "I2V needs a VAE encoder"
     y_lat = components.vae_encoder.encode(torch.cat(parts, dim=2).to(dev)).float()
-    mask = i2v_mask(r.frames, t_lat, h, w, last=last is not None,
-                    temporal=variant.vae.temporal_factor)
+    mask = i2v_mask(
+        r.frames, t_lat, h, w, last=last is not None, temporal=variant.vae.temporal_factor
+    )
     return torch.cat([mask.to(dev), y_lat], dim=1), clip_fea
 
 
-def _first_frame_condition(components: Components, r: ResolvedRequest,
-                           dev: torch.device) -> dict[str, Tensor]:
+def _first_frame_condition(
+    components: Components, r: ResolvedRequest, dev: torch.device
+) -> dict[str, Tensor]:
     """TI2V: the encoded first frame, which the latents keep throughout, and its masks."""
     import torch
 
@@ -268,8 +277,9 @@ def _first_frame_condition(components: Components, r: ResolvedRequest,
     return {"cond_latent": cond_latent, "first_mask": first_mask, "token_mask": token_mask}
 
 
-def expert_at(step: int, t: float, *, experts: int, boundary: float | None,
-              boundary_step: int | None) -> int:
+def expert_at(
+    step: int, t: float, *, experts: int, boundary: float | None, boundary_step: int | None
+) -> int:
     """Which model runs a step: 0 (the only model, or Wan2.2's high-noise expert) or 1 (the
     low-noise expert): from a distilled recipe's ``boundary_step`` on, else below the timestep
     ``boundary·1000``."""
@@ -312,32 +322,60 @@ def denoise(
     t_start = time.perf_counter()
     for i, t in enumerate(schedule.timesteps):
         cancel.check()
-        expert = expert_at(i, t, experts=len(models), boundary=boundary,
-                           boundary_step=r.boundary_step)
-        v = guided_velocity(models[expert], x, cond.timestep(float(t)), cond,
-                            r.guidance_for(expert), batch=r.batch_cfg, cancel=cancel)
+        expert = expert_at(
+            i, t, experts=len(models), boundary=boundary, boundary_step=r.boundary_step
+        )
+        v = guided_velocity(
+            models[expert],
+            x,
+            cond.timestep(float(t)),
+            cond,
+            r.guidance_for(expert),
+            batch=r.batch_cfg,
+            cancel=cancel,
+        )
         preview = None
         if preview_every and ((i + 1) % preview_every == 0 or i + 1 == r.steps):
             preview = cond.keep_first(solver.x0(i, v, x))[0].detach().float().cpu()
         x = cond.keep_first(solver.step(i, v, x))
         if not bool(torch.isfinite(x).all()):
             raise _nonfinite(i + 1, r.steps, expert, len(models), r.guidance_for(expert))
-        emit(StepDone(step=i + 1, total=r.steps, elapsed=time.perf_counter() - t_start,
-                      timestep=float(t), expert=expert, preview=preview))
+        emit(
+            StepDone(
+                step=i + 1,
+                total=r.steps,
+                elapsed=time.perf_counter() - t_start,
+                timestep=float(t),
+                expert=expert,
+                preview=preview,
+            )
+        )
     cancel.check()
     return x
 
 
-def _nonfinite(step: int, steps: int, expert: int, experts: int, guidance: float
-               ) -> NumericError:
-    model = ("the diffusion model" if experts < 2 else
-             ("the high-noise expert", "the low-noise expert")[expert])
-    return NumericError(f"the latents became NaN or infinite at denoising step {step} of {steps} "
-                        f"({model}, guidance {guidance:g}); nothing was written")
+def _nonfinite(step: int, steps: int, expert: int, experts: int, guidance: float) -> NumericError:
+    model = (
+        "the diffusion model"
+        if experts < 2
+        else ("the high-noise expert", "the low-noise expert")[expert]
+    )
+    return NumericError(
+        f"the latents became NaN or infinite at denoising step {step} of {steps} "
+        f"({model}, guidance {guidance:g}); nothing was written"
+    )
 
 
-def guided_velocity(model: Velocity, x: Tensor, t: Tensor, cond: Conditioning, guidance: float,
-                    *, batch: bool = True, cancel: CancelToken | None = None) -> Tensor:
+def guided_velocity(
+    model: Velocity,
+    x: Tensor,
+    t: Tensor,
+    cond: Conditioning,
+    guidance: float,
+    *,
+    batch: bool = True,
+    cancel: CancelToken | None = None,
+) -> Tensor:
     """The model's velocity at (x, t), float32; with CFG (guidance ≠ 1 and a negative prompt) the
     prompt's and the negative prompt's mixed by ``samplers.cfg``: as one batch of 2 (``batch``) or
     two calls with a cancel check between."""
@@ -349,8 +387,17 @@ def guided_velocity(model: Velocity, x: Tensor, t: Tensor, cond: Conditioning, g
     if guidance == 1.0 or c.context_neg is None:
         return model(x, t, c.context, y=c.y, clip_fea=c.clip_fea).float()
     if batch:
-        v_c, v_u = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([c.context, c.context_neg]),
-                         y=_twice(c.y), clip_fea=_twice(c.clip_fea)).float().chunk(2)
+        v_c, v_u = (
+            model(
+                torch.cat([x, x]),
+                torch.cat([t, t]),
+                torch.cat([c.context, c.context_neg]),
+                y=_twice(c.y),
+                clip_fea=_twice(c.clip_fea),
+            )
+            .float()
+            .chunk(2)
+        )
     else:
         v_c = model(x, t, c.context, y=c.y, clip_fea=c.clip_fea).float()
         if cancel is not None:
@@ -392,11 +439,18 @@ def generate(
     cond = condition(components, request, device=device, cancel=cancel)
     emit(StageStarted("denoise"))
     shape = variant.latent_shape(request.width, request.height, request.frames)
-    boundary = components.boundary if components.boundary is not None else \
-        variant.defaults.boundary
-    latents = denoise(components.denoisers, initial_noise((1, *shape), request.seed), cond,
-                      request, boundary=boundary, cancel=cancel, emit=emit, device=device,
-                      preview_every=preview_every)
+    boundary = components.boundary if components.boundary is not None else variant.defaults.boundary
+    latents = denoise(
+        components.denoisers,
+        initial_noise((1, *shape), request.seed),
+        cond,
+        request,
+        boundary=boundary,
+        cancel=cancel,
+        emit=emit,
+        device=device,
+        preview_every=preview_every,
+    )
     emit(StageStarted("decode"))
     frames = decode(components, latents)
     emit(Finished(seconds=time.perf_counter() - t0, frames=frames.shape[0]))

@@ -48,10 +48,14 @@ def lightx2v_sigmas(step_list: tuple[int, ...], shift: float) -> tuple[float, ..
     """σ of each step of a lightx2v ``denoising_step_list`` (float32 arithmetic as theirs)."""
     import torch
 
-    if not step_list or any(not (0 < t <= 1000) for t in step_list) or \
-            any(a <= b for a, b in itertools.pairwise(step_list)):
-        raise ConfigError("distilled step list must decrease within 1..1000, got "
-                          f"{list(step_list)}")
+    if (
+        not step_list
+        or any(not (0 < t <= 1000) for t in step_list)
+        or any(a <= b for a, b in itertools.pairwise(step_list))
+    ):
+        raise ConfigError(
+            f"distilled step list must decrease within 1..1000, got {list(step_list)}"
+        )
     base = torch.linspace(1.0, 0.0, 1001)[:-1]
     shifted = shift * base / (1 + (shift - 1) * base)
     return tuple(float(shifted[1000 - t]) for t in step_list)
@@ -92,17 +96,24 @@ class Preset:
 
     def apply(self, request: GenerationRequest, variant: Variant) -> GenerationRequest:
         """Fill the fields the user left unset; build the explicit σ grid of a distilled recipe."""
-        unset = {f.name: getattr(self, f.name) for f in fields(self)
-                 if f.name in ("steps", "guidance", "guidance_low", "shift", "sampler")
-                 and getattr(self, f.name) is not None and getattr(request, f.name) is None}
+        unset = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name in ("steps", "guidance", "guidance_low", "shift", "sampler")
+            and getattr(self, f.name) is not None
+            and getattr(request, f.name) is None
+        }
         r = replace(request, **unset)
         if self.recipe is None or request.sigmas is not None:
             return r
         if self.recipe == "lightx2v":
             steps = r.steps or len(LIGHTX2V_STEPS)
             # other step counts: the same evenly spaced list lightx2v uses (1000·(1 − k/N))
-            step_list = LIGHTX2V_STEPS if steps == 4 else tuple(
-                round(1000 * (1 - k / steps)) for k in range(steps))
+            step_list = (
+                LIGHTX2V_STEPS
+                if steps == 4
+                else tuple(round(1000 * (1 - k / steps)) for k in range(steps))
+            )
             sigmas = lightx2v_sigmas(step_list, r.shift or LIGHTX2V_SHIFT)
             boundary = (LIGHTX2V_BOUNDARY_STEP * steps // 4) if variant.experts == 2 else None
         elif self.recipe == "rcm":
@@ -110,22 +121,44 @@ class Preset:
             boundary = None  # the timestep boundary of the variant (TurboDiffusion's rule)
         else:  # pragma: no cover - data error
             raise ConfigError(f"unknown recipe {self.recipe!r}")
-        return replace(r, steps=len(sigmas), sigmas=sigmas,
-                       boundary_step=r.boundary_step if r.boundary_step is not None else boundary)
+        return replace(
+            r,
+            steps=len(sigmas),
+            sigmas=sigmas,
+            boundary_step=r.boundary_step if r.boundary_step is not None else boundary,
+        )
 
 
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
-        Preset(name="fast", label="Fast (4 steps)",
-               description="4 steps, no CFG: for lightx2v / Lightning distilled models and LoRAs",
-               steps=4, guidance=1.0, guidance_low=1.0, shift=LIGHTX2V_SHIFT, sampler="euler",
-               recipe="lightx2v"),
-        Preset(name="turbo", label="Turbo (rCM, 4 steps)",
-               description="TurboDiffusion rCM checkpoints: 1-4 steps, no CFG",
-               steps=4, guidance=1.0, guidance_low=1.0, shift=1.0, sampler="rcm", recipe="rcm"),
-        Preset(name="quality", label="Quality (full)",
-               description="the model's own steps, guidance and sampler"),
+        Preset(
+            name="fast",
+            label="Fast (4 steps)",
+            description="4 steps, no CFG: for lightx2v / Lightning distilled models and LoRAs",
+            steps=4,
+            guidance=1.0,
+            guidance_low=1.0,
+            shift=LIGHTX2V_SHIFT,
+            sampler="euler",
+            recipe="lightx2v",
+        ),
+        Preset(
+            name="turbo",
+            label="Turbo (rCM, 4 steps)",
+            description="TurboDiffusion rCM checkpoints: 1-4 steps, no CFG",
+            steps=4,
+            guidance=1.0,
+            guidance_low=1.0,
+            shift=1.0,
+            sampler="rcm",
+            recipe="rcm",
+        ),
+        Preset(
+            name="quality",
+            label="Quality (full)",
+            description="the model's own steps, guidance and sampler",
+        ),
     )
 }
 
@@ -134,13 +167,23 @@ def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ConfigError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}") \
-            from None
+        raise ConfigError(
+            f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}"
+        ) from None
 
 
 # words in a model's file or folder name that say it is a few-step distill
-_DISTILLED = ("distill", "lightx2v", "lightning", "4step", "4-step", "turbo", "rcm", "causvid",
-              "fastwan")
+_DISTILLED = (
+    "distill",
+    "lightx2v",
+    "lightning",
+    "4step",
+    "4-step",
+    "turbo",
+    "rcm",
+    "causvid",
+    "fastwan",
+)
 
 
 def few_step_warning(preset: str | None, model: str, *, has_loras: bool) -> str | None:
@@ -150,5 +193,7 @@ def few_step_warning(preset: str | None, model: str, *, has_loras: bool) -> str 
         return None
     if any(m in model.lower() for m in _DISTILLED):
         return None
-    return (f"the {preset} preset expects a step-distilled model or a 4-step LoRA; a base model "
-            "gives a blurry video in 4 steps")
+    return (
+        f"the {preset} preset expects a step-distilled model or a 4-step LoRA; a base model "
+        "gives a blurry video in 4 steps"
+    )

@@ -64,61 +64,84 @@ class GenerationRequest:
         from .samplers import Sampler
 
         d = variant.defaults
-        task = self.task or ("ti2v" if (variant.name == "ti2v-5B" and self.image) else
-                             "flf2v" if Task.FLF2V in variant.tasks else
-                             "i2v" if Task.I2V in variant.tasks else "t2v")
+        task = self.task or (
+            "ti2v"
+            if (variant.name == "ti2v-5B" and self.image)
+            else "flf2v"
+            if Task.FLF2V in variant.tasks
+            else "i2v"
+            if Task.I2V in variant.tasks
+            else "t2v"
+        )
         try:
             task_enum = Task(task)
         except ValueError:
             raise ConfigError(f"unknown task {task!r}; expected t2v, i2v, flf2v or ti2v") from None
         if task_enum not in variant.tasks:
             can = ", ".join(t.value for t in variant.tasks)
-            raise ConfigError(f"the {variant.name} model cannot do {task} (it can do: {can})",
-                              remedy="Choose a task the model supports, or another model.")
+            raise ConfigError(
+                f"the {variant.name} model cannot do {task} (it can do: {can})",
+                remedy="Choose a task the model supports, or another model.",
+            )
         width = self.width if self.width is not None else d.size[0]
         height = self.height if self.height is not None else d.size[1]
         m = variant.spatial_multiple
         if width <= 0 or height <= 0:
             raise ConfigError(f"size {width}x{height}: width and height must be positive")
         if width % m or height % m:
-            raise ConfigError(f"size {width}x{height} is not a multiple of {m} for {variant.name}",
-                              remedy=f"Use a width and height divisible by {m}, e.g. "
-                                     f"{d.size[0]}x{d.size[1]}.")
+            raise ConfigError(
+                f"size {width}x{height} is not a multiple of {m} for {variant.name}",
+                remedy=f"Use a width and height divisible by {m}, e.g. {d.size[0]}x{d.size[1]}.",
+            )
         frames = self.frames if self.frames is not None else d.frames
         tf = variant.vae.temporal_factor
         if frames < 1 or (frames - 1) % tf:
             lower = max(1, (frames - 1) // tf * tf + 1)
-            raise ConfigError(f"frames must be {tf}n+1 (1, 5, 9, ..., 81), got {frames}",
-                              remedy=f"Use {lower} or {lower + tf} frames.")
+            raise ConfigError(
+                f"frames must be {tf}n+1 (1, 5, 9, ..., 81), got {frames}",
+                remedy=f"Use {lower} or {lower + tf} frames.",
+            )
         steps = self.steps if self.steps is not None else d.steps
         sigmas = self.sigmas
         if sigmas is not None:
             sigmas = tuple(float(s) for s in sigmas)
             if self.steps is None:
                 steps = len(sigmas)
-            if not sigmas or steps != len(sigmas) or any(not (0 < s <= 1) for s in sigmas) \
-                    or any(a <= b for a, b in itertools.pairwise(sigmas)):
-                raise ConfigError(f"the σ grid must be {steps} decreasing values in (0, 1], got "
-                                  f"{list(sigmas)}")
+            if (
+                not sigmas
+                or steps != len(sigmas)
+                or any(not (0 < s <= 1) for s in sigmas)
+                or any(a <= b for a, b in itertools.pairwise(sigmas))
+            ):
+                raise ConfigError(
+                    f"the σ grid must be {steps} decreasing values in (0, 1], got {list(sigmas)}"
+                )
         if steps < 1:
             raise ConfigError(f"steps must be at least 1, got {steps}")
         if self.boundary_step is not None and not (0 <= self.boundary_step <= steps):
-            raise ConfigError(f"boundary step must be between 0 and {steps}, got "
-                              f"{self.boundary_step}")
+            raise ConfigError(
+                f"boundary step must be between 0 and {steps}, got {self.boundary_step}"
+            )
         guidance = self.guidance if self.guidance is not None else d.guidance
         guidance_low = self.guidance_low
         if guidance_low is None:  # Wan2.2 A14B: the variant's own pair unless guidance is given
             own = d.guidance_low if variant.experts == 2 and self.guidance is None else None
             guidance_low = own if own is not None else guidance
         shift = self.shift if self.shift is not None else d.shift_for(width, height)
-        for name, value in (("guidance", guidance), ("guidance-low", guidance_low), ("shift", shift)):
+        for name, value in (
+            ("guidance", guidance),
+            ("guidance-low", guidance_low),
+            ("shift", shift),
+        ):
             if not math.isfinite(value) or value < 0 or (name == "shift" and value <= 0):
                 raise ConfigError(f"{name} must be a positive number, got {value}")
             if value > MAX_GUIDANCE_SHIFT:
-                raise ConfigError(f"{name} must be at most {MAX_GUIDANCE_SHIFT:g}, got {value:g}",
-                                  remedy=f"Use the model's default or a nearby value ({name} "
-                                         f"{'3 to 16' if name == 'shift' else '1 to 10'} is "
-                                         "usual).")
+                raise ConfigError(
+                    f"{name} must be at most {MAX_GUIDANCE_SHIFT:g}, got {value:g}",
+                    remedy=f"Use the model's default or a nearby value ({name} "
+                    f"{'3 to 16' if name == 'shift' else '1 to 10'} is "
+                    "usual).",
+                )
         sampler = Sampler.parse(self.sampler or d.sampler)
         needs_image = task_enum in (Task.I2V, Task.FLF2V, Task.TI2V)
         if needs_image and not self.image:
@@ -135,11 +158,25 @@ class GenerationRequest:
             raise ConfigError(f"seed must be between 0 and 2^63-1, got {self.seed}")
         neg = self.negative_prompt if self.negative_prompt else d.negative_prompt
         return ResolvedRequest(
-            prompt=self.prompt, negative_prompt=neg, task=task_enum, image=self.image,
-            last_image=self.last_image, width=width, height=height, frames=frames, steps=steps,
-            guidance=float(guidance), guidance_low=float(guidance_low), shift=float(shift),
-            sampler=sampler, seed=self.seed, batch_cfg=self.batch_cfg, sigmas=sigmas,
-            boundary_step=self.boundary_step, experts=variant.experts)
+            prompt=self.prompt,
+            negative_prompt=neg,
+            task=task_enum,
+            image=self.image,
+            last_image=self.last_image,
+            width=width,
+            height=height,
+            frames=frames,
+            steps=steps,
+            guidance=float(guidance),
+            guidance_low=float(guidance_low),
+            shift=float(shift),
+            sampler=sampler,
+            seed=self.seed,
+            batch_cfg=self.batch_cfg,
+            sigmas=sigmas,
+            boundary_step=self.boundary_step,
+            experts=variant.experts,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -51,8 +51,16 @@ class ComponentFactory(Protocol):
         """Where the run computes (``--device``, else CUDA when there is one)."""
         ...
 
-    def build(self, options: RunOptions, variant: Variant, files: ModelFiles | None, *,
-              plan: Plan | None, size: str, warn: Warn) -> Components:
+    def build(
+        self,
+        options: RunOptions,
+        variant: Variant,
+        files: ModelFiles | None,
+        *,
+        plan: Plan | None,
+        size: str,
+        warn: Warn,
+    ) -> Components:
         """Every component the variant needs; with a ``plan`` nothing is put on the GPU yet."""
         ...
 
@@ -91,7 +99,7 @@ class PreparedRun:
 
     @property
     def size(self) -> str:
-        """"WxHxF": picks the TensorRT engines built for that preset."""
+        """ "WxHxF": picks the TensorRT engines built for that preset."""
         r = self.request
         return f"{r.width}x{r.height}x{r.frames}"
 
@@ -99,8 +107,14 @@ class PreparedRun:
         return "\n".join(p.describe() for p in self.plans)
 
 
-def prepare(request: GenerationRequest, options: RunOptions, *, out: str | Path,
-            factory: ComponentFactory, plan_only: bool = False) -> PreparedRun:
+def prepare(
+    request: GenerationRequest,
+    options: RunOptions,
+    *,
+    out: str | Path,
+    factory: ComponentFactory,
+    plan_only: bool = False,
+) -> PreparedRun:
     """Check a job without loading any weights: the model files and variant, the output path, the
     LoRAs (against the checkpoint's headers), the preset, every request value, the input images,
     the tiny-VAE file, and the memory plans of a CUDA run. ``plan_only``: plan for
@@ -112,14 +126,20 @@ def prepare(request: GenerationRequest, options: RunOptions, *, out: str | Path,
     check_prompt(request.prompt, "prompt")  # the app's prompts never pass the CLI's parser
     if request.negative_prompt is not None:
         check_prompt(request.negative_prompt, "negative prompt")
-    if options.model is None and options.random_weights is None and (
-            options.backend is Backend.TORCH or options.engines is None):
-        raise ConfigError("no model given",
-                          remedy="Give --model PATH (or --random-weights VARIANT, or --backend "
-                                 "onnxruntime --engines DIR); in the app, pick a model.")
+    if (
+        options.model is None
+        and options.random_weights is None
+        and (options.backend is Backend.TORCH or options.engines is None)
+    ):
+        raise ConfigError(
+            "no model given",
+            remedy="Give --model PATH (or --random-weights VARIANT, or --backend "
+            "onnxruntime --engines DIR); in the app, pick a model.",
+        )
     if options.backend is not Backend.TORCH and options.engines is None:
-        raise ConfigError(f"the {options.backend.value} backend needs an engine folder "
-                          "(--engines DIR)")
+        raise ConfigError(
+            f"the {options.backend.value} backend needs an engine folder (--engines DIR)"
+        )
     out = Path(out)
     check_output_path(out)
     variant, files = factory.detect(options)
@@ -131,31 +151,52 @@ def prepare(request: GenerationRequest, options: RunOptions, *, out: str | Path,
     resolved = request.resolve(variant)
     pipeline.check_images(resolved)
     if options.tiny_vae is not None and not Path(options.tiny_vae).expanduser().is_file():
-        raise CheckpointError(f"tiny VAE file not found: {options.tiny_vae}",
-                              remedy="Choose the TAEHV file again (--tiny-vae, or Settings).")
+        raise CheckpointError(
+            f"tiny VAE file not found: {options.tiny_vae}",
+            remedy="Choose the TAEHV file again (--tiny-vae, or Settings).",
+        )
     device = factory.device(options)
     plans: tuple[Plan, ...] = ()
     if options.backend is Backend.TORCH and (device.type == "cuda" or plan_only):
         if device.type != "cuda" and options.vram_budget_gb is None:
-            raise ConfigError("planning without a CUDA GPU needs a VRAM budget",
-                              remedy="Give the card's memory, e.g. --vram-budget 12.")
-        plans = tuple(plans_for_run(variant, resolved, device=device,
-                                    budget_gib=options.vram_budget_gb,
-                                    precision=options.precision_name or stored_precision(files)))
+            raise ConfigError(
+                "planning without a CUDA GPU needs a VRAM budget",
+                remedy="Give the card's memory, e.g. --vram-budget 12.",
+            )
+        plans = tuple(
+            plans_for_run(
+                variant,
+                resolved,
+                device=device,
+                budget_gib=options.vram_budget_gb,
+                precision=options.precision_name or stored_precision(files),
+            )
+        )
     notes: list[str] = []
     if not options.random_weights:  # random weights: benchmarks, no opinion
         from .presets import few_step_warning
 
-        note = few_step_warning(options.preset, str(options.model or ""),
-                                has_loras=bool(options.loras or options.loras_low))
+        note = few_step_warning(
+            options.preset,
+            str(options.model or ""),
+            has_loras=bool(options.loras or options.loras_low),
+        )
         if note:
             notes.append(note)
-    return PreparedRun(request=resolved, options=options, variant=variant, files=files,
-                       device=device, plans=plans, out=out, notes=tuple(notes))
+    return PreparedRun(
+        request=resolved,
+        options=options,
+        variant=variant,
+        files=files,
+        device=device,
+        plans=plans,
+        out=out,
+        notes=tuple(notes),
+    )
 
 
 def stored_precision(files: ModelFiles | None) -> str | None:
-    """"fp8" when the (first) DiT's block linears are stored in fp8 (ComfyUI fp8 / fp8_scaled
+    """ "fp8" when the (first) DiT's block linears are stored in fp8 (ComfyUI fp8 / fp8_scaled
     files run as stored), else None; read from the safetensors header only."""
     if files is None or not files.experts:
         return None
@@ -174,8 +215,14 @@ def stored_precision(files: ModelFiles | None) -> str | None:
     return None
 
 
-def plans_for_run(variant: Variant, request: ResolvedRequest, *, device: torch.device,
-                  budget_gib: float | None, precision: str | None) -> list[Plan]:
+def plans_for_run(
+    variant: Variant,
+    request: ResolvedRequest,
+    *,
+    device: torch.device,
+    budget_gib: float | None,
+    precision: str | None,
+) -> list[Plan]:
     """The fallback ladder for a run on ``device``: planned for ``budget_gib`` (``--vram-budget``)
     or, without one, for the GPU's free memory now ("auto"). ``precision``: the DiT's (--precision,
     or ``stored_precision`` of the files); None plans for bf16."""
@@ -185,10 +232,15 @@ def plans_for_run(variant: Variant, request: ResolvedRequest, *, device: torch.d
         if device.type != "cuda":
             raise ConfigError("no CUDA GPU to plan for", remedy="Give --vram-budget GB.")
         budget_gib = memory.auto_budget_gib(memory.free_vram_gib(device))
-    work = memory.workload_for(variant, request.width, request.height, request.frames,
-                               task=request.task.value,
-                               precision=precision if precision in ("fp8", "int8") else "bf16",
-                               guidance=request.use_cfg)
+    work = memory.workload_for(
+        variant,
+        request.width,
+        request.height,
+        request.frames,
+        task=request.task.value,
+        precision=precision if precision in ("fp8", "int8") else "bf16",
+        guidance=request.use_cfg,
+    )
     return memory.plan_ladder(work, budget_gib, ram_gib=memory.system_ram_gib())
 
 
@@ -215,8 +267,17 @@ class ComponentCache:
             what.pop("loras")
             what.pop("loras_low")
         engines_size = prepared.size if o.backend is Backend.TENSORRT else None  # per size
-        key = json.dumps([what, None if plan is None else plan.describe(), engines_size,
-                          prepared.variant.name, str(prepared.device)], sort_keys=True, default=str)
+        key = json.dumps(
+            [
+                what,
+                None if plan is None else plan.describe(),
+                engines_size,
+                prepared.variant.name,
+                str(prepared.device),
+            ],
+            sort_keys=True,
+            default=str,
+        )
         loras = (tuple(o.loras), tuple(o.loras_low))
         if key == self._key and self._components is not None and loras != self._loras:
             log.info("LoRAs changed: re-reading the DiT with %s", o.loras + o.loras_low)
@@ -231,14 +292,15 @@ class ComponentCache:
                 self.release()  # not torch modules: built anew below with the new LoRAs
         if key != self._key or self._components is None:
             self.release()
-            comps = self.factory.build(o, prepared.variant, prepared.files, plan=plan,
-                                       size=prepared.size, warn=warn)
+            comps = self.factory.build(
+                o, prepared.variant, prepared.files, plan=plan, size=prepared.size, warn=warn
+            )
             self.builds += 1
             if o.tiny_vae:  # the fast final decode: the TAEHV replaces the VAE decoder
                 big = comps.vae_decoder
-                comps.vae_decoder = self.factory.tiny_vae(o.tiny_vae,
-                                                          z_dim=prepared.variant.vae.z_dim,
-                                                          device=prepared.device)
+                comps.vae_decoder = self.factory.tiny_vae(
+                    o.tiny_vae, z_dim=prepared.variant.vae.z_dim, device=prepared.device
+                )
                 if big is not comps.vae_encoder:
                     big.unload()  # nothing encodes with it: the full VAE leaves the GPU
                 comps.info["tiny_vae"] = Path(o.tiny_vae).name
@@ -250,8 +312,13 @@ class ComponentCache:
         comps, self._components, self._key = self._components, None, None
         if comps is None:
             return
-        for c in (comps.text_encoder, *comps.denoisers, comps.vae_decoder, comps.vae_encoder,
-                  comps.image_encoder):
+        for c in (
+            comps.text_encoder,
+            *comps.denoisers,
+            comps.vae_decoder,
+            comps.vae_encoder,
+            comps.image_encoder,
+        ):
             if c is not None:
                 c.unload()
         _free_device_memory()
@@ -270,9 +337,14 @@ class RunResult:
     peak_vram_gib: float | None  # torch's peak allocation on a CUDA device
 
 
-def execute(prepared: PreparedRun, *, components: ComponentCache,
-            cancel: CancelToken | None = None, emit: pipeline.Emit | None = None,
-            warn: Warn = log.warning) -> RunResult:
+def execute(
+    prepared: PreparedRun,
+    *,
+    components: ComponentCache,
+    cancel: CancelToken | None = None,
+    emit: pipeline.Emit | None = None,
+    warn: Warn = log.warning,
+) -> RunResult:
     """Run a prepared job and write its output (nothing appears at ``prepared.out`` unless the
     whole video was made). A CUDA out-of-memory error moves to the next memory plan with one
     ``warn`` line; past the last plan (or without plans) it is :class:`OutOfVram`, and the kept
@@ -289,6 +361,7 @@ def execute(prepared: PreparedRun, *, components: ComponentCache,
         if cuda:
             torch.cuda.reset_peak_memory_stats(prepared.device)
         if prepared.plans:
+
             def attempt(plan: Plan) -> tuple[Path, ResolvedRequest]:
                 comps = components.factory.place(raw, plan, prepared.device)
                 req = replace(prepared.request, batch_cfg=plan.dit.batch_cfg)
@@ -308,24 +381,42 @@ def execute(prepared: PreparedRun, *, components: ComponentCache,
         components.release()  # give the memory back before anything else runs
         raise OutOfVram(f"out of GPU memory: {_first_line(e)}") from None
     peak = torch.cuda.max_memory_allocated(prepared.device) / 2**30 if cuda else None
-    return RunResult(out=out, seconds=time.perf_counter() - t0, request=request,
-                     fps=prepared.variant.defaults.fps, plan=plan,
-                     peak_vram_gib=None if peak is None else round(peak, 2))
+    return RunResult(
+        out=out,
+        seconds=time.perf_counter() - t0,
+        request=request,
+        fps=prepared.variant.defaults.fps,
+        plan=plan,
+        peak_vram_gib=None if peak is None else round(peak, 2),
+    )
 
 
 def _ignore(event: pipeline.Event) -> None:
     return None
 
 
-def _generate(comps: Components, request: ResolvedRequest, prepared: PreparedRun, cancel: CancelToken,
-              emit: pipeline.Emit) -> Path:
+def _generate(
+    comps: Components,
+    request: ResolvedRequest,
+    prepared: PreparedRun,
+    cancel: CancelToken,
+    emit: pipeline.Emit,
+) -> Path:
     pipeline.begin_run(comps, request)  # the step cache's start-of-run hook (a preset's grid too)
-    return pipeline.generate_to_file(comps, request, prepared.out, options=prepared.options,
-                                     cancel=cancel, emit=emit, device=prepared.device)
+    return pipeline.generate_to_file(
+        comps,
+        request,
+        prepared.out,
+        options=prepared.options,
+        cancel=cancel,
+        emit=emit,
+        device=prepared.device,
+    )
 
 
-def run_with_fallback(plans: Sequence[Plan], attempt: Callable[[Plan], T], *,
-                      warn: Warn) -> tuple[T, Plan]:
+def run_with_fallback(
+    plans: Sequence[Plan], attempt: Callable[[Plan], T], *, warn: Warn
+) -> tuple[T, Plan]:
     """``attempt(plan)`` for each plan in order until one finishes without a CUDA out-of-memory
     error; returns (its result, the plan that worked). Each move to the next plan is one warning
     line; the last plan's OOM becomes OutOfVram. Other errors (and Cancelled) pass through."""
@@ -341,12 +432,16 @@ def run_with_fallback(plans: Sequence[Plan], attempt: Callable[[Plan], T], *,
             del e
             _free_device_memory()
             if i + 1 == len(plans):
-                raise OutOfVram(f"out of GPU memory: {first} (with the tightest plan, {plan.name}, "
-                                f"predicted peak {plan.predicted.peak_gib:.1f} GiB)") from None
+                raise OutOfVram(
+                    f"out of GPU memory: {first} (with the tightest plan, {plan.name}, "
+                    f"predicted peak {plan.predicted.peak_gib:.1f} GiB)"
+                ) from None
             nxt = plans[i + 1]
-            warn(f"out of GPU memory with plan {plan.name} (predicted peak "
-                 f"{plan.predicted.peak_gib:.1f} GiB); retrying with plan {nxt.name} "
-                 f"(predicted peak {nxt.predicted.peak_gib:.1f} GiB)")
+            warn(
+                f"out of GPU memory with plan {plan.name} (predicted peak "
+                f"{plan.predicted.peak_gib:.1f} GiB); retrying with plan {nxt.name} "
+                f"(predicted peak {nxt.predicted.peak_gib:.1f} GiB)"
+            )
     raise AssertionError("unreachable")
 
 

@@ -156,8 +156,9 @@ def make_sampler(sampler: Sampler | str, schedule: Schedule, *, seed: int = 0) -
     sampler = Sampler.parse(sampler)
     if sampler is Sampler.RCM:
         return RcmSampler(schedule, seed=seed)
-    cls = {Sampler.UNIPC: UniPCSampler, Sampler.DPMPP: DPMPPSampler,
-           Sampler.EULER: EulerSampler}[sampler]
+    cls = {Sampler.UNIPC: UniPCSampler, Sampler.DPMPP: DPMPPSampler, Sampler.EULER: EulerSampler}[
+        sampler
+    ]
     return cls(schedule)
 
 

@@ -46,8 +46,10 @@ def t5_spec(variant: Variant) -> ComponentSpec:
     """umT5 encoder: token ids and mask [B, S] (S = 512 at run time) -> hidden [B, S, dim]."""
     return ComponentSpec(
         name=T5,
-        inputs=(TensorSpec(name="ids", dims=("B", "S"), dtype="int64"),
-                TensorSpec(name="mask", dims=("B", "S"), dtype="int64")),
+        inputs=(
+            TensorSpec(name="ids", dims=("B", "S"), dtype="int64"),
+            TensorSpec(name="mask", dims=("B", "S"), dtype="int64"),
+        ),
         outputs=(_f32("hidden", ("B", "S", variant.t5.dim)),),
     )
 
@@ -65,17 +67,20 @@ def dit_spec(variant: Variant) -> ComponentSpec:
     cfg = variant.dit
     lat = ("T", "H", "W")
     L = dit_tokens(variant)
-    inputs = [_f32("latents", ("B", cfg.out_dim, *lat)),
-              _f32("timestep", ("B", L) if cfg.model_type == "ti2v" else ("B",)),
-              _f32("context", ("B", cfg.text_len, cfg.text_dim))]
+    inputs = [
+        _f32("latents", ("B", cfg.out_dim, *lat)),
+        _f32("timestep", ("B", L) if cfg.model_type == "ti2v" else ("B",)),
+        _f32("context", ("B", cfg.text_len, cfg.text_dim)),
+    ]
     if cfg.model_type in ("i2v", "flf2v"):
         inputs.append(_f32("y", ("B", cfg.in_dim - cfg.out_dim, *lat)))
     if cfg.image_dim is not None:
         inputs.append(_f32("clip_fea", ("B", clip_tokens(variant), cfg.image_dim)))
     half = cfg.head_dim // 2
     inputs += [_f32("rope_cos", (L, half)), _f32("rope_sin", (L, half))]
-    return ComponentSpec(name=DIT, inputs=tuple(inputs),
-                         outputs=(_f32("velocity", ("B", cfg.out_dim, *lat)),))
+    return ComponentSpec(
+        name=DIT, inputs=tuple(inputs), outputs=(_f32("velocity", ("B", cfg.out_dim, *lat)),)
+    )
 
 
 def clip_tokens(variant: Variant) -> int:
@@ -92,15 +97,20 @@ def clip_spec(variant: Variant) -> ComponentSpec:
     if variant.clip is None:
         raise ConfigError(f"{variant.name} has no CLIP image encoder")
     c = variant.clip
-    return ComponentSpec(name=CLIP, inputs=(_f32("images", ("N", 3, "H", "W")),),
-                         outputs=(_f32("features", ("N", c.num_patches + 1, c.dim)),))
+    return ComponentSpec(
+        name=CLIP,
+        inputs=(_f32("images", ("N", 3, "H", "W")),),
+        outputs=(_f32("features", ("N", c.num_patches + 1, c.dim)),),
+    )
 
 
 def _cache(prefix: str, slots: Sequence[Dims]) -> tuple[TensorSpec, ...]:
     return tuple(_f32(f"{prefix}_{i}", tuple(d)) for i, d in enumerate(slots))
 
 
-def vae_decoder_specs(variant: Variant, cache: Sequence[Dims]) -> tuple[ComponentSpec, ComponentSpec]:
+def vae_decoder_specs(
+    variant: Variant, cache: Sequence[Dims]
+) -> tuple[ComponentSpec, ComponentSpec]:
     """The causal decoder as two graphs over normalised latents [1, z, 1, h, w] (batch 1: the
     pipeline decodes one video; a static batch also keeps the export's shape reasoning small):
     first: the first latent frame on an empty cache -> 1 video frame + the cache;
@@ -110,15 +120,22 @@ def vae_decoder_specs(variant: Variant, cache: Sequence[Dims]) -> tuple[Componen
     s = v.spatial_factor
     z = _f32("latents", (1, v.z_dim, 1, "h", "w"))
     px = (f"h*{s}", f"w*{s}")
-    first = ComponentSpec(name=VAE_DECODER_FIRST, inputs=(z,),
-                          outputs=(_f32("video", (1, 3, 1, *px)), *_cache("cache_out", cache)))
-    step = ComponentSpec(name=VAE_DECODER_STEP, inputs=(z, *_cache("cache_in", cache)),
-                         outputs=(_f32("video", (1, 3, v.temporal_factor, *px)),
-                                  *_cache("cache_out", cache)))
+    first = ComponentSpec(
+        name=VAE_DECODER_FIRST,
+        inputs=(z,),
+        outputs=(_f32("video", (1, 3, 1, *px)), *_cache("cache_out", cache)),
+    )
+    step = ComponentSpec(
+        name=VAE_DECODER_STEP,
+        inputs=(z, *_cache("cache_in", cache)),
+        outputs=(_f32("video", (1, 3, v.temporal_factor, *px)), *_cache("cache_out", cache)),
+    )
     return first, step
 
 
-def vae_encoder_specs(variant: Variant, cache: Sequence[Dims]) -> tuple[ComponentSpec, ComponentSpec]:
+def vae_encoder_specs(
+    variant: Variant, cache: Sequence[Dims]
+) -> tuple[ComponentSpec, ComponentSpec]:
     """The causal encoder as two graphs: first: video frame 0 [B, 3, 1, H, W] -> latent frame 0 +
     cache; step: 4 more frames + cache -> one latent frame + cache. Latents are the normalised
     mean; pixel sizes are written h*s, w*s (s = the VAE's spatial factor)."""
@@ -126,20 +143,28 @@ def vae_encoder_specs(variant: Variant, cache: Sequence[Dims]) -> tuple[Componen
     s = v.spatial_factor
     px = (f"h*{s}", f"w*{s}")
     lat = _f32("latents", (1, v.z_dim, 1, "h", "w"))
-    first = ComponentSpec(name=VAE_ENCODER_FIRST, inputs=(_f32("video", (1, 3, 1, *px)),),
-                          outputs=(lat, *_cache("cache_out", cache)))
+    first = ComponentSpec(
+        name=VAE_ENCODER_FIRST,
+        inputs=(_f32("video", (1, 3, 1, *px)),),
+        outputs=(lat, *_cache("cache_out", cache)),
+    )
     step = ComponentSpec(
         name=VAE_ENCODER_STEP,
         inputs=(_f32("video", (1, 3, v.temporal_factor, *px)), *_cache("cache_in", cache)),
-        outputs=(lat, *_cache("cache_out", cache)))
+        outputs=(lat, *_cache("cache_out", cache)),
+    )
     return first, step
 
 
 # ----------------------------------------------------------------------------- dims
 
 
-_OPS = {ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv, ast.Add: operator.add,
-        ast.Sub: operator.sub}
+_OPS = {
+    ast.Mult: operator.mul,
+    ast.FloorDiv: operator.floordiv,
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+}
 
 
 def eval_dim(dim: int | str, sizes: Mapping[str, int]) -> int:
@@ -190,8 +215,10 @@ def match_sizes(tensor: TensorSpec, shape: Sequence[int], sizes: dict[str, int])
             sizes[d] = int(n)
     for i, (d, n) in enumerate(zip(tensor.dims, shape, strict=True)):
         if dim_names((d,)) <= sizes.keys() and eval_dim(d, sizes) != n:
-            return (f"{tensor.name}: dim {i} is {n}, expected {d} = {eval_dim(d, sizes)} "
-                    f"(shape {tuple(shape)}, dims {tensor.dims})")
+            return (
+                f"{tensor.name}: dim {i} is {n}, expected {d} = {eval_dim(d, sizes)} "
+                f"(shape {tuple(shape)}, dims {tensor.dims})"
+            )
     return None
 
 
@@ -203,7 +230,9 @@ def parse_preset(text: str) -> tuple[int, int, int]:
     try:
         w, h, f = (int(p) for p in text.lower().split("x"))
     except ValueError:
-        raise ConfigError(f"preset must be WIDTHxHEIGHTxFRAMES, e.g. 832x480x81, got {text!r}") from None
+        raise ConfigError(
+            f"preset must be WIDTHxHEIGHTxFRAMES, e.g. 832x480x81, got {text!r}"
+        ) from None
     if min(w, h, f) <= 0:
         raise ConfigError(f"preset sizes must be positive, got {text!r}")
     return w, h, f
@@ -213,8 +242,9 @@ def check_preset(variant: Variant, preset: str) -> tuple[int, int, int]:
     w, h, f = parse_preset(preset)
     m = variant.spatial_multiple
     if w % m or h % m:
-        raise ConfigError(f"preset {preset}: width and height must be multiples of {m} for "
-                          f"{variant.name}")
+        raise ConfigError(
+            f"preset {preset}: width and height must be multiples of {m} for {variant.name}"
+        )
     if (f - 1) % variant.vae.temporal_factor:
         raise ConfigError(f"preset {preset}: frames must be {variant.vae.temporal_factor}n+1")
     return w, h, f
@@ -257,17 +287,25 @@ def spec_to_dict(spec: ComponentSpec) -> dict[str, Any]:
     def t(x: TensorSpec) -> dict[str, Any]:
         return {"name": x.name, "dims": list(x.dims), "dtype": x.dtype}
 
-    return {"name": spec.name, "inputs": [t(x) for x in spec.inputs],
-            "outputs": [t(x) for x in spec.outputs], "rtol": spec.rtol}
+    return {
+        "name": spec.name,
+        "inputs": [t(x) for x in spec.inputs],
+        "outputs": [t(x) for x in spec.outputs],
+        "rtol": spec.rtol,
+    }
 
 
 def spec_from_dict(data: Mapping[str, Any]) -> ComponentSpec:
     try:
+
         def t(x: Mapping[str, Any]) -> TensorSpec:
             return TensorSpec(name=str(x["name"]), dims=tuple(x["dims"]), dtype=str(x["dtype"]))
 
-        return ComponentSpec(name=str(data["name"]), inputs=tuple(t(x) for x in data["inputs"]),
-                             outputs=tuple(t(x) for x in data["outputs"]),
-                             rtol=float(data.get("rtol", 1e-4)))
+        return ComponentSpec(
+            name=str(data["name"]),
+            inputs=tuple(t(x) for x in data["inputs"]),
+            outputs=tuple(t(x) for x in data["outputs"]),
+            rtol=float(data.get("rtol", 1e-4)),
+        )
     except (KeyError, TypeError, ValueError) as e:
         raise ConfigError(f"malformed component spec ({e})") from None

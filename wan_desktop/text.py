@@ -60,9 +60,11 @@ def check_prompt(text: str, what: str = "prompt") -> None:
     """ConfigError unless ``text`` (a prompt, negative prompt, ...) is valid UTF-8 text."""
     problem = utf8_problem(text)
     if problem is not None:
-        raise ConfigError(f"{what} is not valid UTF-8 text ({problem})",
-                          remedy="Write the prompt as UTF-8 text (retype the characters that show "
-                                 "as \ufffd or ?), or remove them.")
+        raise ConfigError(
+            f"{what} is not valid UTF-8 text ({problem})",
+            remedy="Write the prompt as UTF-8 text (retype the characters that show "
+            "as \ufffd or ?), or remove them.",
+        )
 
 
 def clean_prompt(text: str) -> str:
@@ -159,7 +161,7 @@ class _ByteBackend:
     def encode(self, text: str, max_length: int) -> tuple[list[int], bool]:
         ids = [3 + b % (self.vocab_size - 3) for b in text.encode("utf-8")]
         cut = len(ids) + 1 > max_length
-        return [*ids[:max_length - 1], 1], cut  # EOS = 1 as in T5
+        return [*ids[: max_length - 1], 1], cut  # EOS = 1 as in T5
 
 
 class Tokenizer:

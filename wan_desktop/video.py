@@ -54,8 +54,10 @@ def check_output_path(out: Path) -> None:
     if out.exists() and out.is_dir() and is_mp4(out):
         raise ConfigError(f"--out {out}: is a folder")
     if not is_mp4(out) and out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"--out {out}: exists and is not an empty folder",
-                          remedy="Choose a new folder name, or a path ending in .mp4.")
+        raise ConfigError(
+            f"--out {out}: exists and is not an empty folder",
+            remedy="Choose a new folder name, or a path ending in .mp4.",
+        )
 
 
 def _frames_u8(chunk: Tensor | np.ndarray) -> np.ndarray:
@@ -99,8 +101,10 @@ def _ffmpeg_flags() -> dict[str, Any]:
     window on Windows, and Python's ignored SIGXFSZ kept (``restore_signals=False``): a file-size
     limit is then a "File too large" error and an exit status, not a silent kill."""
     if sys.platform.startswith("win"):
-        return {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
-                | getattr(subprocess, "CREATE_NO_WINDOW", 0)}
+        return {
+            "creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
+            | getattr(subprocess, "CREATE_NO_WINDOW", 0)
+        }
     return {"start_new_session": True, "restore_signals": False}
 
 
@@ -121,18 +125,48 @@ class _Encoder:
 
         w, h = size
         rate = str(Fraction(fps).limit_denominator())
-        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-f", "rawvideo", "-vcodec", "rawvideo",
-               "-s", f"{w}x{h}", "-pix_fmt", "rgb24", "-r", rate, "-i", "-", "-an",
-               "-vcodec", "libx264", "-pix_fmt", "yuv420p", "-hide_banner", "-nostats",
-               "-v", "error", "-crf", str(CRF), str(path)]
+        cmd = [
+            imageio_ffmpeg.get_ffmpeg_exe(),
+            "-y",
+            "-f",
+            "rawvideo",
+            "-vcodec",
+            "rawvideo",
+            "-s",
+            f"{w}x{h}",
+            "-pix_fmt",
+            "rgb24",
+            "-r",
+            rate,
+            "-i",
+            "-",
+            "-an",
+            "-vcodec",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-hide_banner",
+            "-nostats",
+            "-v",
+            "error",
+            "-crf",
+            str(CRF),
+            str(path),
+        ]
         self.name = name  # the published file's name, for messages
         try:
-            self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.PIPE, **_ffmpeg_flags())
+            self._proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                **_ffmpeg_flags(),
+            )
         except OSError as e:
-            raise OutputError(f"cannot start ffmpeg to write {name}: {_reason(e)}",
-                              remedy="Reinstall the app (its ffmpeg is missing or not "
-                                     "executable).") from None
+            raise OutputError(
+                f"cannot start ffmpeg to write {name}: {_reason(e)}",
+                remedy="Reinstall the app (its ffmpeg is missing or not executable).",
+            ) from None
         self._log: list[str] = []  # ffmpeg's first error lines (the cause comes first)
         self._reader = threading.Thread(target=self._drain, name="ffmpeg-log", daemon=True)
         self._reader.start()
@@ -150,10 +184,17 @@ class _Encoder:
         """The error to raise, with ffmpeg's first error line as the reason."""
         self._reader.join(timeout=5)
         code = self._proc.returncode
-        status = (f"ffmpeg was killed by {_signal_name(-code)}" if code is not None and code < 0
-                  else f"ffmpeg exited with status {code}" if code is not None else "ffmpeg failed")
+        status = (
+            f"ffmpeg was killed by {_signal_name(-code)}"
+            if code is not None and code < 0
+            else f"ffmpeg exited with status {code}"
+            if code is not None
+            else "ffmpeg failed"
+        )
         cause = _ffmpeg_cause("\n".join(self._log))
-        return OutputError(f"{what} {self.name} failed: {status}" + (f" ({cause})" if cause else ""))
+        return OutputError(
+            f"{what} {self.name} failed: {status}" + (f" ({cause})" if cause else "")
+        )
 
     def send(self, frame: np.ndarray) -> None:
         assert self._proc.stdin is not None
@@ -194,8 +235,21 @@ def read_back(path: Path) -> tuple[int, tuple[int, int]]:
     per decoded frame, so nothing of the pictures crosses the pipe."""
     import imageio_ffmpeg
 
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-xerror",
-           "-i", str(path), "-map", "0:v:0", "-f", "framecrc", "-"]
+    cmd = [
+        imageio_ffmpeg.get_ffmpeg_exe(),
+        "-hide_banner",
+        "-nostdin",
+        "-v",
+        "error",
+        "-xerror",
+        "-i",
+        str(path),
+        "-map",
+        "0:v:0",
+        "-f",
+        "framecrc",
+        "-",
+    ]
     try:
         r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, **_ffmpeg_flags())
     except OSError as e:
@@ -229,8 +283,9 @@ class VideoWriter:
                     shutil.rmtree(self._tmp)
                 self._tmp.mkdir(parents=False)
             except OSError as e:
-                raise OutputError(f"cannot create the frames folder {self._tmp}: "
-                                  f"{_reason(e)}") from None
+                raise OutputError(
+                    f"cannot create the frames folder {self._tmp}: {_reason(e)}"
+                ) from None
 
     def add(self, frames: Tensor | np.ndarray) -> None:
         arr = _frames_u8(frames)
@@ -254,8 +309,9 @@ class VideoWriter:
                 try:
                     Image.fromarray(frame).save(self._tmp / name, compress_level=4)
                 except OSError as e:
-                    raise OutputError(f"cannot write frame {name} of {self.out.name}: "
-                                      f"{_reason(e)}") from None
+                    raise OutputError(
+                        f"cannot write frame {name} of {self.out.name}: {_reason(e)}"
+                    ) from None
                 self.frames += 1
             return
         self.frames += len(arr)
@@ -276,15 +332,17 @@ class VideoWriter:
                     raise OutputError(
                         f"the encoded video {self.out.name} reads back as {count} frame(s) of "
                         f"{size[0]}x{size[1]}, but {self.frames} of "
-                        f"{self._size[0]}x{self._size[1]} were written")
+                        f"{self._size[0]}x{self._size[1]} were written"
+                    )
                 side = sidecar_path(self.out)
                 _write_json_atomic(side, meta)
                 try:
                     os.replace(self._tmp, self.out)
                 except OSError as e:
                     side.unlink(missing_ok=True)  # no sidecar without its video
-                    raise OutputError(f"cannot move the finished video to {self.out}: "
-                                      f"{_reason(e)}") from None
+                    raise OutputError(
+                        f"cannot move the finished video to {self.out}: {_reason(e)}"
+                    ) from None
             else:
                 _write_json_atomic(self._tmp / "settings.json", meta)
                 try:
@@ -292,8 +350,9 @@ class VideoWriter:
                         self.out.rmdir()
                     os.replace(self._tmp, self.out)
                 except OSError as e:
-                    raise OutputError(f"cannot move the finished frames to {self.out}: "
-                                      f"{_reason(e)}") from None
+                    raise OutputError(
+                        f"cannot move the finished frames to {self.out}: {_reason(e)}"
+                    ) from None
         except BaseException:
             self.abort()
             raise
@@ -318,8 +377,9 @@ class VideoWriter:
             self.abort()
 
 
-def write_video(out: str | Path, chunks: Iterable[Tensor | np.ndarray], *, fps: int,
-                metadata: Mapping[str, Any]) -> Path:
+def write_video(
+    out: str | Path, chunks: Iterable[Tensor | np.ndarray], *, fps: int, metadata: Mapping[str, Any]
+) -> Path:
     with VideoWriter(out, fps=fps, metadata=metadata) as w:
         for c in chunks:
             w.add(c)

@@ -19,7 +19,8 @@ def reference_dit_states(model: TinyModel) -> list[dict]:
     """The official-named fp32 weights of each expert, straight from the diffusers reference modules
     (high-noise first), independent of any file we wrote."""
     refs = [model.refs["transformer"]] + (
-        [model.refs["transformer_2"]] if "transformer_2" in model.refs else [])
+        [model.refs["transformer_2"]] if "transformer_2" in model.refs else []
+    )
     return [official_dit_state(r) for r in refs]
 
 

@@ -33,8 +33,12 @@ def test_every_layout_detects_the_same_variant_and_files(tiny, name):
         "official": detect_model(m.official),
         "diffusers": detect_model(m.diffusers),
         "comfyui": detect_model(m.comfy_dit),  # components found in models/vae, text_encoders, …
-        "comfyui-flags": detect_model(m.comfy_dit, vae=m.comfy_vae, text_encoder=m.comfy_t5,
-                                      tokenizer=m.official / "google" / "umt5-xxl"),
+        "comfyui-flags": detect_model(
+            m.comfy_dit,
+            vae=m.comfy_vae,
+            text_encoder=m.comfy_t5,
+            tokenizer=m.official / "google" / "umt5-xxl",
+        ),
     }
     for label, mf in found.items():
         assert mf.format == label.split("-")[0]
@@ -45,23 +49,27 @@ def test_every_layout_detects_the_same_variant_and_files(tiny, name):
 
     two = want.experts == 2
     off = found["official"]
-    dirs = [m.official / "high_noise_model", m.official / "low_noise_model"] if two \
-        else [m.official]
+    dirs = (
+        [m.official / "high_noise_model", m.official / "low_noise_model"] if two else [m.official]
+    )
     assert [e.files for e in off.experts] == [
-        (d / "diffusion_pytorch_model.safetensors",) for d in dirs]
+        (d / "diffusion_pytorch_model.safetensors",) for d in dirs
+    ]
     assert off.vae.files == (m.official / f"Wan{want.vae.version}_VAE.pth",)
     assert off.text_encoder.files == (m.official / "models_t5_umt5-xxl-enc-bf16.pth",)
     assert off.tokenizer == m.official / "google" / "umt5-xxl"
     if want.clip is not None:
         assert off.image_encoder.files == (
-            m.official / "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth",)
+            m.official / "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth",
+        )
     assert {e.naming for e in off.experts} == {"official"} and off.vae.naming == "official"
     assert off.text_encoder.naming == "official"
 
     dif = found["diffusers"]
     names = ["transformer", "transformer_2"] if two else ["transformer"]
     assert [e.files for e in dif.experts] == [
-        (m.diffusers / n / "diffusion_pytorch_model.safetensors",) for n in names]
+        (m.diffusers / n / "diffusion_pytorch_model.safetensors",) for n in names
+    ]
     assert dif.vae.files == (m.diffusers / "vae" / "diffusion_pytorch_model.safetensors",)
     assert dif.text_encoder.files == (m.diffusers / "text_encoder" / "model.safetensors",)
     assert dif.tokenizer == m.diffusers / "tokenizer"
@@ -109,8 +117,10 @@ def test_t2v_14B_and_1_3B_are_told_apart_by_width():
 def _edit_dit(src: Path, dst: Path, edit) -> Path:
     """A copy of model folder ``src`` at ``dst`` whose DiT file went through ``edit(state)``."""
     shutil.copytree(src, dst)
-    candidates = (dst / "diffusion_pytorch_model.safetensors",
-                  dst / "transformer" / "diffusion_pytorch_model.safetensors")
+    candidates = (
+        dst / "diffusion_pytorch_model.safetensors",
+        dst / "transformer" / "diffusion_pytorch_model.safetensors",
+    )
     f = next(p for p in candidates if p.is_file())
     state = load_file(f)
     edit(state)
@@ -143,20 +153,29 @@ def test_missing_unexpected_and_misshapen_tensors_are_named(tiny, tmp_path):
     assert "missing tensor(s) (blocks.1." in msg and " more)" in msg  # a few named, rest counted
     assert "1 unexpected tensor(s) (blocks.0.self_attn.extra.weight)" in msg
 
-    _edit_dit(m.official, tmp_path / "extra",
-              lambda s: s.__setitem__("blocks.0.self_attn.extra.weight", torch.ones(3)))
+    _edit_dit(
+        m.official,
+        tmp_path / "extra",
+        lambda s: s.__setitem__("blocks.0.self_attn.extra.weight", torch.ones(3)),
+    )
     msg = _error(lambda: load_dit(detect_model(tmp_path / "extra")))
     assert "diffusion_pytorch_model.safetensors" in msg
     assert "1 unexpected tensor(s) (blocks.0.self_attn.extra.weight)" in msg
 
     # a diffusers name our key map does not know: already at detection, with the file's path
-    f = _edit_dit(m.diffusers, tmp_path / "extra_diffusers",
-                  lambda s: s.__setitem__("blocks.0.attn1.extra.weight", torch.ones(3)))
+    f = _edit_dit(
+        m.diffusers,
+        tmp_path / "extra_diffusers",
+        lambda s: s.__setitem__("blocks.0.attn1.extra.weight", torch.ones(3)),
+    )
     msg = _error(lambda: detect_model(tmp_path / "extra_diffusers"))
     assert str(f) in msg and "1 unexpected tensor(s) (blocks.0.attn1.extra.weight)" in msg
 
-    _edit_dit(m.official, tmp_path / "shape",
-              lambda s: s.__setitem__("blocks.1.ffn.0.weight", torch.ones(300, 256)))
+    _edit_dit(
+        m.official,
+        tmp_path / "shape",
+        lambda s: s.__setitem__("blocks.1.ffn.0.weight", torch.ones(300, 256)),
+    )
     msg = _error(lambda: load_dit(detect_model(tmp_path / "shape")))
     assert "diffusion_pytorch_model.safetensors" in msg
     assert "tensor blocks.1.ffn.0.weight has shape [300, 256], expected [320, 256]" in msg
@@ -169,8 +188,10 @@ def test_missing_unexpected_and_misshapen_tensors_are_named(tiny, tmp_path):
     save_file(state, comfy)
     msg = _error(lambda: load_dit(detect_model(comfy)))
     assert "wan_shape.safetensors" in msg
-    assert ("tensor model.diffusion_model.blocks.1.self_attn.o.weight has shape [256, 128], "
-            "expected [256, 256]") in msg
+    assert (
+        "tensor model.diffusion_model.blocks.1.self_attn.o.weight has shape [256, 128], "
+        "expected [256, 256]"
+    ) in msg
 
 
 def test_truncated_and_garbage_files(tiny, tmp_path):
@@ -226,8 +247,11 @@ def test_unsupported_and_unknown_models(tiny, tmp_path):
     msg = _error(lambda: detect_model(tmp_path / "vace_diffusers"))
     assert str(f) in msg and "Wan VACE model" in msg and "not support" in msg
 
-    f = _edit_dit(m.official, tmp_path / "channels",
-                  lambda s: s.__setitem__("patch_embedding.weight", torch.ones(256, 20, 1, 2, 2)))
+    f = _edit_dit(
+        m.official,
+        tmp_path / "channels",
+        lambda s: s.__setitem__("patch_embedding.weight", torch.ones(256, 20, 1, 2, 2)),
+    )
     msg = _error(lambda: detect_model(tmp_path / "channels"))
     assert str(f) in msg and "unknown Wan variant (in_dim=20, out_dim=16" in msg
 
@@ -266,8 +290,9 @@ def test_mismatched_components(tiny, tmp_path):
 
     wide = hf_umt5(replace(TINY_T5, dim=48, dim_attn=48), seed=3).state_dict()
     t5 = tmp_path / "umt5_wide.safetensors"
-    save_file({k: v.contiguous() for k, v in wide.items()
-               if k != "encoder.embed_tokens.weight"}, t5)
+    save_file(
+        {k: v.contiguous() for k, v in wide.items() if k != "encoder.embed_tokens.weight"}, t5
+    )
     msg = _error(lambda: detect_model(t2v.comfy_dit, text_encoder=t5))
     assert str(t5) in msg and "text encoder width 48 does not match the DiT's text_dim 32" in msg
 
@@ -298,13 +323,28 @@ def test_cli_reports_bad_checkpoints_in_one_line(tiny, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     vace = tmp_path / "vace"
-    _edit_dit(m.diffusers, vace, lambda s: s.__setitem__("vace_blocks.0.proj_in.weight",
-                                                        torch.ones(256, 256)))
-    cases = {junk: "header is corrupt", cut: "truncated", gguf: "GGUF", empty: "not a Wan model",
-             vace: "VACE", tmp_path / "missing": "no such file"}
-    procs = {p: subprocess.Popen([sys.executable, "-m", "wan_desktop.cli", "inspect", str(p)],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for p in cases}
+    _edit_dit(
+        m.diffusers,
+        vace,
+        lambda s: s.__setitem__("vace_blocks.0.proj_in.weight", torch.ones(256, 256)),
+    )
+    cases = {
+        junk: "header is corrupt",
+        cut: "truncated",
+        gguf: "GGUF",
+        empty: "not a Wan model",
+        vace: "VACE",
+        tmp_path / "missing": "no such file",
+    }
+    procs = {
+        p: subprocess.Popen(
+            [sys.executable, "-m", "wan_desktop.cli", "inspect", str(p)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for p in cases
+    }
     for p, proc in procs.items():
         out, err = proc.communicate(timeout=120)
         lines = err.splitlines()
@@ -333,20 +373,22 @@ def _linked(src: Path, dst: Path, files: dict[str, str]) -> Path:
 
 def _with_index(m, tmp_path: Path, name: str, **changes) -> Path:
     index = json.loads((m.diffusers / "model_index.json").read_text())
-    return _linked(m.diffusers, tmp_path / name,
-                   {"model_index.json": json.dumps(index | changes)})
+    return _linked(m.diffusers, tmp_path / name, {"model_index.json": json.dumps(index | changes)})
 
 
-@pytest.mark.parametrize(("changes", "want"), [
-    ({"transformer": []}, '"transformer" must be [library, class] or null, got []'),
-    ({"transformer": 5}, '"transformer" must be [library, class] or null, got 5'),
-    ({"vae": ["diffusers"]}, '"vae" must be [library, class] or null, got ["diffusers"]'),
-    ({"text_encoder": {"a": 1}}, '"text_encoder" must be [library, class] or null'),
-    ({"boundary_ratio": "abc"}, 'boundary_ratio must be a number between 0 and 1, got "abc"'),
-    ({"boundary_ratio": 5}, "boundary_ratio must be a number between 0 and 1, got 5"),
-    ({"boundary_ratio": True}, "boundary_ratio must be a number between 0 and 1, got true"),
-    ({"boundary_ratio": [0.9]}, "boundary_ratio must be a number between 0 and 1, got [0.9]"),
-])
+@pytest.mark.parametrize(
+    ("changes", "want"),
+    [
+        ({"transformer": []}, '"transformer" must be [library, class] or null, got []'),
+        ({"transformer": 5}, '"transformer" must be [library, class] or null, got 5'),
+        ({"vae": ["diffusers"]}, '"vae" must be [library, class] or null, got ["diffusers"]'),
+        ({"text_encoder": {"a": 1}}, '"text_encoder" must be [library, class] or null'),
+        ({"boundary_ratio": "abc"}, 'boundary_ratio must be a number between 0 and 1, got "abc"'),
+        ({"boundary_ratio": 5}, "boundary_ratio must be a number between 0 and 1, got 5"),
+        ({"boundary_ratio": True}, "boundary_ratio must be a number between 0 and 1, got true"),
+        ({"boundary_ratio": [0.9]}, "boundary_ratio must be a number between 0 and 1, got [0.9]"),
+    ],
+)
 def test_model_index_values_of_the_wrong_type(tiny, tmp_path, changes, want):
     folder = _with_index(tiny("t2v-1.3B"), tmp_path, "bad", **changes)
     msg = _error(lambda: detect_model(folder))
@@ -388,18 +430,30 @@ def test_config_json_values_of_the_wrong_type(tiny, tmp_path):
     m = tiny("t2v-1.3B")
     config = json.loads((m.official / "config.json").read_text())
     for i, (value, shown) in enumerate((("abc", '"abc"'), (0, "0"), (2.5, "2.5"), (True, "true"))):
-        folder = _linked(m.official, tmp_path / f"heads_{i}",
-                         {"config.json": json.dumps(config | {"num_heads": value})})
+        folder = _linked(
+            m.official,
+            tmp_path / f"heads_{i}",
+            {"config.json": json.dumps(config | {"num_heads": value})},
+        )
         msg = _error(lambda folder=folder: detect_model(folder))
         assert str(folder / "config.json") in msg
         assert f"num_heads must be a positive whole number, got {shown}" in msg
 
     vae_cfg = json.loads((m.diffusers / "vae" / "config.json").read_text())
-    for i, (key, value) in enumerate((("latents_mean", [0.0] * 3), ("latents_mean", "0"),
-                                      ("latents_std", [0.0] * 16),
-                                      ("latents_std", [float("nan")] * 16), ("z_dim", "16"))):
-        folder = _linked(m.diffusers, tmp_path / f"vae_{i}",
-                         {"vae/config.json": json.dumps(vae_cfg | {key: value})})
+    for i, (key, value) in enumerate(
+        (
+            ("latents_mean", [0.0] * 3),
+            ("latents_mean", "0"),
+            ("latents_std", [0.0] * 16),
+            ("latents_std", [float("nan")] * 16),
+            ("z_dim", "16"),
+        )
+    ):
+        folder = _linked(
+            m.diffusers,
+            tmp_path / f"vae_{i}",
+            {"vae/config.json": json.dumps(vae_cfg | {key: value})},
+        )
         msg = _error(lambda folder=folder: detect_model(folder))
         assert str(folder / "vae" / "config.json") in msg and f"{key} must be" in msg
 
@@ -418,8 +472,11 @@ def test_diffusers_vae_latent_mean_and_std_come_from_its_config(tiny, tmp_path):
     z_dim = len(vae_cfg["latents_mean"])
     mean = [0.25 * (i % 5) - 0.5 for i in range(z_dim)]
     std = [0.5 + 0.125 * (i % 7) for i in range(z_dim)]
-    folder = _linked(m.diffusers, tmp_path / "vae_stats", {"vae/config.json": json.dumps(
-        vae_cfg | {"latents_mean": mean, "latents_std": std})})
+    folder = _linked(
+        m.diffusers,
+        tmp_path / "vae_stats",
+        {"vae/config.json": json.dumps(vae_cfg | {"latents_mean": mean, "latents_std": std})},
+    )
     mf = detect_model(folder)
     assert mf.variant.vae.latents_mean == tuple(mean) and mf.variant.vae.latents_std == tuple(std)
     assert detect_model(m.diffusers).variant.vae.latents_mean == m.variant.vae.latents_mean
@@ -427,8 +484,9 @@ def test_diffusers_vae_latent_mean_and_std_come_from_its_config(tiny, tmp_path):
     z = torch.randn(1, z_dim, 2, 4, 4, generator=torch.Generator().manual_seed(7))
     ref = diffusers.AutoencoderKLWan.from_pretrained(folder / "vae").eval()
     with torch.no_grad():
-        want = ref.decode(z * torch.tensor(std).view(1, -1, 1, 1, 1)
-                          + torch.tensor(mean).view(1, -1, 1, 1, 1)).sample
+        want = ref.decode(
+            z * torch.tensor(std).view(1, -1, 1, 1, 1) + torch.tensor(mean).view(1, -1, 1, 1, 1)
+        ).sample
         got = load_vae(mf).decode(z)
         constants = load_vae(detect_model(m.diffusers)).decode(z)
     assert rel_err(got, want) <= 1e-5

@@ -43,9 +43,11 @@ from wan_desktop.checkpoints.reader import StateReader
 from wan_desktop.errors import CheckpointError
 from wan_desktop.models.t5 import T5Encoder
 
-PROMPTS = ("A cat walks on the grass, realistic style.",
-           "一只猫在草地上走，阳光明媚，电影感镜头。",
-           "Two anthropomorphic cats in comfy boxing gear fight intensely on a spotlighted stage.")
+PROMPTS = (
+    "A cat walks on the grass, realistic style.",
+    "一只猫在草地上走，阳光明媚，电影感镜头。",
+    "Two anthropomorphic cats in comfy boxing gear fight intensely on a spotlighted stage.",
+)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -56,8 +58,9 @@ def expected_states(model) -> dict[str, dict[str, torch.Tensor]]:
     modules the tiny files were written from."""
     refs = model.refs
     out = {f"dit{i}": s for i, s in enumerate(reference_dit_states(model))}
-    out["vae"] = {vae_key(k, model.variant.vae.version): v
-                  for k, v in refs["vae"].state_dict().items()}
+    out["vae"] = {
+        vae_key(k, model.variant.vae.version): v for k, v in refs["vae"].state_dict().items()
+    }
     t5 = refs["text_encoder"].state_dict()
     rename = make_renamer(t5)
     out["t5"] = {n: v for k, v in t5.items() if (n := rename(k)) is not None}
@@ -95,8 +98,11 @@ def _dit_inputs(cfg, seed: int = 0, frames: int = 2, size: int = 4):
     """Inputs for one DiT forward: x (+ y, clip_fea where the variant takes them), t, context."""
     g = torch.Generator().manual_seed(seed)
     z = cfg.out_dim
-    kw = {"x": torch.randn(1, z, frames, size, size, generator=g), "t": torch.tensor([617.0]),
-          "context": torch.randn(1, cfg.text_len, cfg.text_dim, generator=g)}
+    kw = {
+        "x": torch.randn(1, z, frames, size, size, generator=g),
+        "t": torch.tensor([617.0]),
+        "context": torch.randn(1, cfg.text_len, cfg.text_dim, generator=g),
+    }
     if cfg.in_dim != z and cfg.model_type != "ti2v":
         kw["y"] = torch.randn(1, cfg.in_dim - z, frames, size, size, generator=g)
     if cfg.image_dim is not None:
@@ -145,14 +151,22 @@ def test_three_layouts_give_bit_identical_weights(tiny, comfy_file, name):
     # the tokenizer: tokenizer.json (official google/umt5-xxl, diffusers tokenizer/) and the
     # sentencepiece model embedded in the ComfyUI umT5 file give the same ids as transformers
     ids = {layout: load_tokenizer(mf)(list(PROMPTS)) for layout, mf in layouts.items()}
-    ref = m.refs["tokenizer"](list(PROMPTS), padding="max_length", max_length=512,
-                              truncation=True, add_special_tokens=True, return_tensors="pt")
+    ref = m.refs["tokenizer"](
+        list(PROMPTS),
+        padding="max_length",
+        max_length=512,
+        truncation=True,
+        add_special_tokens=True,
+        return_tensors="pt",
+    )
     for layout, batch in ids.items():
         assert torch.equal(batch.ids, ref.input_ids), layout
         assert torch.equal(batch.mask, ref.attention_mask), layout
-    print(f"{name}: {len(want)} components, {counts['official']} values bit-identical in "
-          f"official / diffusers / ComfyUI-fp32; tokenizer ids identical "
-          f"(json, spiece, transformers)")
+    print(
+        f"{name}: {len(want)} components, {counts['official']} values bit-identical in "
+        f"official / diffusers / ComfyUI-fp32; tokenizer ids identical "
+        f"(json, spiece, transformers)"
+    )
 
 
 # ----------------------------------------------------------------------------- ComfyUI precisions
@@ -178,8 +192,11 @@ def test_comfy_half_precision_loads_the_rounded_weights(tiny, comfy_file, precis
 
 
 def _quantized_layers(model) -> dict[str, torch.nn.Module]:
-    return {n.removesuffix(".weight"): model.get_submodule(n.removesuffix(".weight"))
-            for n, p in model.named_parameters() if p.dtype == torch.float8_e4m3fn}
+    return {
+        n.removesuffix(".weight"): model.get_submodule(n.removesuffix(".weight"))
+        for n, p in model.named_parameters()
+        if p.dtype == torch.float8_e4m3fn
+    }
 
 
 def test_comfy_fp8_weights_stay_fp8_and_compute_as_dequantized(tiny, comfy_file):
@@ -199,8 +216,10 @@ def test_comfy_fp8_weights_stay_fp8_and_compute_as_dequantized(tiny, comfy_file)
     err = rel_err(out, _run(ref, inputs))
     out32 = _run(load_dit(detect_model(m.official)), inputs)
     err32 = rel_err(out, out32)
-    print(f"fp8_e4m3fn DiT: {len(q)} fp8 linears; vs dequantized model {err:.2e}; "
-          f"vs fp32 original max {err32:.2e} / rms {_rms_err(out, out32):.2e}")
+    print(
+        f"fp8_e4m3fn DiT: {len(q)} fp8 linears; vs dequantized model {err:.2e}; "
+        f"vs fp32 original max {err32:.2e} / rms {_rms_err(out, out32):.2e}"
+    )
     assert err <= 1e-5
     assert err32 < 0.1
 
@@ -215,14 +234,18 @@ def test_comfy_fp8_scaled(tiny, comfy_file, prefix):
     file = load_file(path)
     assert (prefix + "scaled_fp8") in file
     q = _quantized_layers(fp8)
-    scales = {k.removeprefix(prefix).removesuffix(".scale_weight"): v
-              for k, v in file.items() if k.endswith(".scale_weight")}
+    scales = {
+        k.removeprefix(prefix).removesuffix(".scale_weight"): v
+        for k, v in file.items()
+        if k.endswith(".scale_weight")
+    }
     assert sorted(q) == sorted(scales) and len(q) > 0
     for name, layer in q.items():  # the file's scale, on its own layer, exactly
         assert layer.scale_weight is not None and layer.scale_weight.dtype == torch.float32
         assert torch.equal(layer.scale_weight, scales[name]), name
-        assert torch.equal(layer.weight.view(torch.uint8),
-                           file[prefix + name + ".weight"].view(torch.uint8)), name
+        assert torch.equal(
+            layer.weight.view(torch.uint8), file[prefix + name + ".weight"].view(torch.uint8)
+        ), name
 
     # reference: a plain bf16 model whose block linears hold the dequantized weights, computed here
     # from the file as the layer does it: fp8 × scale in fp32, then the compute dtype
@@ -240,10 +263,12 @@ def test_comfy_fp8_scaled(tiny, comfy_file, prefix):
     out32 = _run(load_dit(official), inputs)
     err32 = rel_err(out, out32)
     err_bf16 = rel_err(_run(load_dit(official, dtype=torch.bfloat16), inputs), out32)
-    print(f"fp8_e4m3fn_scaled DiT (prefix {prefix!r}): {len(q)} fp8 linears with scale_weight; "
-          f"vs dequantized model {err:.2e}; vs load-time fp32 dequantization {err_load:.2e}; "
-          f"vs fp32 original max {err32:.2e} / rms {_rms_err(out, out32):.2e} "
-          f"(bf16 original vs fp32: {err_bf16:.2e})")
+    print(
+        f"fp8_e4m3fn_scaled DiT (prefix {prefix!r}): {len(q)} fp8 linears with scale_weight; "
+        f"vs dequantized model {err:.2e}; vs load-time fp32 dequantization {err_load:.2e}; "
+        f"vs fp32 original max {err32:.2e} / rms {_rms_err(out, out32):.2e} "
+        f"(bf16 original vs fp32: {err_bf16:.2e})"
+    )
     assert err <= 1e-5
     assert err_load <= 1e-5
     assert err32 < 5e-2
@@ -309,9 +334,11 @@ def test_comfy_fp8_scaled_text_encoder_and_embedded_tokenizer(tiny, tmp_path):
         err32, rms32 = rel_err(out.float(), f32), _rms_err(out.float(), f32)
         bf16 = load_t5(official, dtype=torch.bfloat16)(ids, mask).float()
         err_bf16, rms_bf16 = rel_err(bf16, f32), _rms_err(bf16, f32)
-    print(f"umt5 fp8_e4m3fn_scaled: {len(q)} fp8 linears; vs dequantized {err:.2e}; vs fp32 "
-          f"original max {err32:.2e} / rms {rms32:.2e} (bf16 original: max {err_bf16:.2e} / "
-          f"rms {rms_bf16:.2e})")
+    print(
+        f"umt5 fp8_e4m3fn_scaled: {len(q)} fp8 linears; vs dequantized {err:.2e}; vs fp32 "
+        f"original max {err32:.2e} / rms {rms32:.2e} (bf16 original: max {err_bf16:.2e} / "
+        f"rms {rms_bf16:.2e})"
+    )
     assert out.dtype == torch.bfloat16
     assert err <= 1e-5
     assert err32 < 0.25 and rms32 < 0.1
@@ -346,9 +373,12 @@ def test_sharded_folders_load_like_unsharded(tiny, tmp_path):
         for e in range(2):
             _same(load_dit(mf, e).state_dict(), want[f"dit{e}"], f"{root.name} expert {e}")
     (off / "low_noise_model" / "diffusion_pytorch_model-00002-of-00003.safetensors").unlink()
-    with pytest.raises(CheckpointError, match=r"diffusion_pytorch_model-00002-of-00003\.safetensors"
-                                              r" named in diffusion_pytorch_model\.safetensors"
-                                              r"\.index\.json are missing"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"diffusion_pytorch_model-00002-of-00003\.safetensors"
+        r" named in diffusion_pytorch_model\.safetensors"
+        r"\.index\.json are missing",
+    ):
         detect_model(off)
 
 
@@ -360,8 +390,12 @@ def test_wan22_experts_order_and_boundary(tiny, comfy_file, tmp_path, name):
     default = m.variant.defaults.boundary
     hi_file = comfy_file(m, "fp32")
     lo_file = hi_file.with_name(hi_file.name.replace("high_noise", "low_noise"))
-    cases = {"official": m.official, "diffusers": m.diffusers, "comfy-high": hi_file,
-             "comfy-low": lo_file}
+    cases = {
+        "official": m.official,
+        "diffusers": m.diffusers,
+        "comfy-high": hi_file,
+        "comfy-low": lo_file,
+    }
     for label, path in cases.items():
         mf = detect_model(path)
         assert len(mf.experts) == 2, label
@@ -384,8 +418,11 @@ def test_wan22_experts_order_and_boundary(tiny, comfy_file, tmp_path, name):
     lone = tmp_path / "lone" / hi_file.name
     lone.parent.mkdir()
     shutil.copy(hi_file, lone)
-    with pytest.raises(CheckpointError, match=r"needs both experts, but wan2\.2_tiny_low_noise_"
-                                              r"14B_fp32\.safetensors is not"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"needs both experts, but wan2\.2_tiny_low_noise_"
+        r"14B_fp32\.safetensors is not",
+    ):
         detect_model(lone)
 
 
@@ -497,8 +534,17 @@ def test_peak_private_memory_is_the_model_not_the_file(tmp_path):
     from wan_desktop.models.dit import WanModel
     from wan_desktop.variants import DiTConfig
 
-    cfg = DiTConfig(model_type="t2v", dim=512, ffn_dim=2048, num_heads=4, num_layers=4, in_dim=16,
-                    out_dim=16, text_dim=32, freq_dim=16)
+    cfg = DiTConfig(
+        model_type="t2v",
+        dim=512,
+        ffn_dim=2048,
+        num_heads=4,
+        num_layers=4,
+        in_dim=16,
+        out_dim=16,
+        text_dim=32,
+        freq_dim=16,
+    )
     torch.manual_seed(0)
     state = {k: v.contiguous() for k, v in WanModel(cfg).state_dict().items()}
     path = tmp_path / "diffusion_models" / "wan_mem_fp32.safetensors"
@@ -507,13 +553,20 @@ def test_peak_private_memory_is_the_model_not_the_file(tmp_path):
     file_size = path.stat().st_size
     del state
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-    res = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(path)], capture_output=True,
-                         text=True, env=env, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-c", _RSS_SCRIPT, str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     r = json.loads(res.stdout.strip().splitlines()[-1])
     mb = 2**20
-    print(f"peak private memory growth {r['growth'] / mb:.1f} MiB for a {file_size / mb:.1f} MiB "
-          f"file -> {r['model'] / mb:.1f} MiB model ({r['growth'] / file_size:.2f}x file)")
+    print(
+        f"peak private memory growth {r['growth'] / mb:.1f} MiB for a {file_size / mb:.1f} MiB "
+        f"file -> {r['model'] / mb:.1f} MiB model ({r['growth'] / file_size:.2f}x file)"
+    )
     slack = 24 * mb  # allocator / interpreter noise
     assert r["growth"] <= r["model"] + 2 * r["largest_fp32"] + slack
     assert r["growth"] < r["model"] + file_size - slack  # a second copy of the file would not fit

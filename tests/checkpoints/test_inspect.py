@@ -43,31 +43,48 @@ def test_inspect_every_layout(tiny, name):
     comfy_dir = m.comfy_dit.parent.parent
     high = m.comfy_dit
     cases = {
-        "official": (m.official, {
-            "dit": [d / "diffusion_pytorch_model.safetensors" for d in (
-                [m.official / "high_noise_model", m.official / "low_noise_model"] if two
-                else [m.official])],
-            "vae": m.official / f"Wan{v.vae.version}_VAE.pth",
-            "text_encoder": m.official / "models_t5_umt5-xxl-enc-bf16.pth",
-            "image_encoder": m.official / "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth",
-            "tokenizer": str(m.official / "google" / "umt5-xxl"),
-        }),
-        "diffusers": (m.diffusers, {
-            "dit": [m.diffusers / t / "diffusion_pytorch_model.safetensors"
-                    for t in (["transformer", "transformer_2"] if two else ["transformer"])],
-            "vae": m.diffusers / "vae" / "diffusion_pytorch_model.safetensors",
-            "text_encoder": m.diffusers / "text_encoder" / "model.safetensors",
-            "image_encoder": m.diffusers / "image_encoder" / "model.safetensors",
-            "tokenizer": str(m.diffusers / "tokenizer"),
-        }),
-        "comfyui": (m.comfy_dit, {
-            "dit": [high] + ([high.with_name(high.name.replace("high_noise", "low_noise"))]
-                             if two else []),
-            "vae": comfy_dir / "vae" / m.comfy_vae.name,
-            "text_encoder": comfy_dir / "text_encoders" / "umt5_xxl_fp16.safetensors",
-            "image_encoder": comfy_dir / "clip_vision" / "clip_vision_h.safetensors",
-            "tokenizer": "embedded in umt5_xxl_fp16.safetensors",
-        }),
+        "official": (
+            m.official,
+            {
+                "dit": [
+                    d / "diffusion_pytorch_model.safetensors"
+                    for d in (
+                        [m.official / "high_noise_model", m.official / "low_noise_model"]
+                        if two
+                        else [m.official]
+                    )
+                ],
+                "vae": m.official / f"Wan{v.vae.version}_VAE.pth",
+                "text_encoder": m.official / "models_t5_umt5-xxl-enc-bf16.pth",
+                "image_encoder": m.official
+                / "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth",
+                "tokenizer": str(m.official / "google" / "umt5-xxl"),
+            },
+        ),
+        "diffusers": (
+            m.diffusers,
+            {
+                "dit": [
+                    m.diffusers / t / "diffusion_pytorch_model.safetensors"
+                    for t in (["transformer", "transformer_2"] if two else ["transformer"])
+                ],
+                "vae": m.diffusers / "vae" / "diffusion_pytorch_model.safetensors",
+                "text_encoder": m.diffusers / "text_encoder" / "model.safetensors",
+                "image_encoder": m.diffusers / "image_encoder" / "model.safetensors",
+                "tokenizer": str(m.diffusers / "tokenizer"),
+            },
+        ),
+        "comfyui": (
+            m.comfy_dit,
+            {
+                "dit": [high]
+                + ([high.with_name(high.name.replace("high_noise", "low_noise"))] if two else []),
+                "vae": comfy_dir / "vae" / m.comfy_vae.name,
+                "text_encoder": comfy_dir / "text_encoders" / "umt5_xxl_fp16.safetensors",
+                "image_encoder": comfy_dir / "clip_vision" / "clip_vision_h.safetensors",
+                "tokenizer": "embedded in umt5_xxl_fp16.safetensors",
+            },
+        ),
     }
     for fmt, (path, files) in cases.items():
         info = json.loads(json.dumps(inspect_model(path)))  # plain JSON all the way down
@@ -80,7 +97,8 @@ def test_inspect_every_layout(tiny, name):
         assert info["dit_config"]["in_dim"] == v.dit.in_dim
         comps = info["components"]
         assert set(comps) == {"dit", "vae", "text_encoder", "tokenizer"} | (
-            {"image_encoder"} if v.clip else set())
+            {"image_encoder"} if v.clip else set()
+        )
         assert [c["files"] for c in comps["dit"]] == [[str(f)] for f in files["dit"]]
         if two:
             assert [c["expert"] for c in comps["dit"]] == ["high_noise", "low_noise"]
@@ -92,8 +110,11 @@ def test_inspect_every_layout(tiny, name):
         assert [c["parameters"] for c in comps["dit"]] == modules["dit"], fmt
         for part in ("vae", "text_encoder") + (("image_encoder",) if v.clip else ()):
             assert comps[part]["parameters"] == modules[part], (fmt, part)
-        for part, c in [*(("dit", d) for d in comps["dit"]), ("vae", comps["vae"]),
-                        ("text_encoder", comps["text_encoder"])]:
+        for part, c in [
+            *(("dit", d) for d in comps["dit"]),
+            ("vae", comps["vae"]),
+            ("text_encoder", comps["text_encoder"]),
+        ]:
             assert sum(c["dtypes"].values()) == c["parameters"], (fmt, part)
             assert c["scaled_fp8"] is False
             assert c["size_bytes"] == sum(Path(f).stat().st_size for f in c["files"])
@@ -101,8 +122,10 @@ def test_inspect_every_layout(tiny, name):
         assert all(d["dtypes"] == {want_dit_dtype: d["parameters"]} for d in comps["dit"]), fmt
         # the umT5 file's embedded tokenizer (uint8) is not counted as weights
         assert comps["text_encoder"]["dtypes"] == {"float32": modules["text_encoder"]}
-        print(f"{name} {fmt}: dit {modules['dit']} vae {modules['vae']} "
-              f"t5 {modules['text_encoder']} params match the headers")
+        print(
+            f"{name} {fmt}: dit {modules['dit']} vae {modules['vae']} "
+            f"t5 {modules['text_encoder']} params match the headers"
+        )
 
 
 @pytest.mark.parametrize("precision", ["fp8_scaled", "fp8", "bf16"])
@@ -117,8 +140,9 @@ def test_inspect_comfy_precisions(tiny, comfy_file, precision):
     assert dit["parameters"] == total
     if precision.startswith("fp8"):
         assert dit["dtypes"] == {"float16": total - fp8, "float8_e4m3fn": fp8}
-        assert fp8 == sum(t.numel() for k, t in file.items()
-                          if k.startswith(PREFIX + "blocks.") and t.dim() == 2)
+        assert fp8 == sum(
+            t.numel() for k, t in file.items() if k.startswith(PREFIX + "blocks.") and t.dim() == 2
+        )
     else:
         assert dit["dtypes"] == {"bfloat16": total}
     assert dit["scaled_fp8"] is (precision == "fp8_scaled")
@@ -147,12 +171,30 @@ def test_inspect_lone_comfy_file_lists_what_is_missing(tiny, tmp_path):
 def test_cli_inspect_prints_the_json(tiny):
     m = tiny("t2v-A14B")
     tok = m.official / "google" / "umt5-xxl"
-    res = subprocess.run([sys.executable, "-m", "wan_desktop.cli", "inspect", str(m.comfy_dit),
-                          "--vae", str(m.comfy_vae), "--text-encoder", str(m.comfy_t5),
-                          "--tokenizer", str(tok)], capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wan_desktop.cli",
+            "inspect",
+            str(m.comfy_dit),
+            "--vae",
+            str(m.comfy_vae),
+            "--text-encoder",
+            str(m.comfy_t5),
+            "--tokenizer",
+            str(tok),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     info = json.loads(res.stdout)
-    assert info == json.loads(json.dumps(inspect_model(
-        m.comfy_dit, vae=m.comfy_vae, text_encoder=m.comfy_t5, tokenizer=tok)))
+    assert info == json.loads(
+        json.dumps(
+            inspect_model(m.comfy_dit, vae=m.comfy_vae, text_encoder=m.comfy_t5, tokenizer=tok)
+        )
+    )
     assert info["variant"] == "t2v-A14B" and info["experts"] == 2 and info["missing"] == []
     assert info["components"]["tokenizer"] == str(tok)

@@ -43,15 +43,20 @@ def test_integer_dit_weight_is_refused_naming_the_tensor(tiny, tmp_path, dtype):
 
 def test_integer_vae_and_clip_weights_are_refused(tiny, tmp_path):
     m = tiny("i2v-14B")
-    vae = _edited(m.comfy_vae, tmp_path / "vae" / "wan_2.1_vae.safetensors", "decoder.conv1.weight",
-                  torch.int16)
+    vae = _edited(
+        m.comfy_vae,
+        tmp_path / "vae" / "wan_2.1_vae.safetensors",
+        "decoder.conv1.weight",
+        torch.int16,
+    )
     msg = _refusal(lambda: load_vae(detect_model(m.comfy_dit, vae=vae)))
     assert "VAE (wan_2.1_vae.safetensors): tensor decoder.conv1.weight is stored as int16" in msg
 
     assert m.comfy_clip is not None
     key = "vision_model.encoder.layers.0.mlp.fc1.weight"
-    clip_file = _edited(m.comfy_clip, tmp_path / "clip" / "clip_vision_h.safetensors", key,
-                        torch.int32)
+    clip_file = _edited(
+        m.comfy_clip, tmp_path / "clip" / "clip_vision_h.safetensors", key, torch.int32
+    )
     msg = _refusal(lambda: load_clip_visual([clip_file], m.variant.clip))
     assert f"CLIP image encoder (clip_vision_h.safetensors): tensor {key} is stored as int32" in msg
 

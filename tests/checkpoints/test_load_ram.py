@@ -19,7 +19,9 @@ from safetensors.torch import save_file
 from wan_desktop.variants import get_variant
 
 pytestmark = [
-    pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc/self/status (Linux)"),
+    pytest.mark.skipif(
+        not Path("/proc/self/status").exists(), reason="reads /proc/self/status (Linux)"
+    ),
     pytest.mark.slow,  # writes a 0.5 GB checkpoint and loads it in fresh processes
 ]
 
@@ -71,13 +73,19 @@ def dit_files(tmp_path_factory):
 
 @pytest.mark.parametrize("stored", ["fp16", "fp32", "bf16"])
 def test_loading_takes_the_model_size_in_private_ram(dit_files, stored):
-    r = subprocess.run([sys.executable, "-c", _PROBE, str(dit_files[stored])],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(dit_files[stored])],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     d = json.loads(r.stdout.strip().splitlines()[-1])
     gb = 1e9
-    print(f"{stored} file -> bf16 model of {d['model'] / gb:.2f} GB: private RAM peak "
-          f"+{d['peak_growth'] / gb:.2f} GB, after +{d['after_growth'] / gb:.2f} GB")
+    print(
+        f"{stored} file -> bf16 model of {d['model'] / gb:.2f} GB: private RAM peak "
+        f"+{d['peak_growth'] / gb:.2f} GB, after +{d['after_growth'] / gb:.2f} GB"
+    )
     assert d["model"] > 0.5e9
     # a converted file: the bf16 model plus at most one tensor in flight (the largest ~13 MB);
     # a bf16 file: zero-copy views of the mapping (measured +0.07 of 0.64 GB private: the few

@@ -23,15 +23,20 @@ class Toy(nn.Module):
 
 
 def _sources(tensors):
-    return {k: TensorSource(tuple(v.shape), str(v.dtype), Path("toy.safetensors"), (lambda v=v: v), k)
-            for k, v in tensors.items()}
+    return {
+        k: TensorSource(tuple(v.shape), str(v.dtype), Path("toy.safetensors"), (lambda v=v: v), k)
+        for k, v in tensors.items()
+    }
 
 
 def _weights():
     g = torch.Generator().manual_seed(0)
-    return {"proj.weight": torch.randn(3, 4, generator=g), "proj.bias": torch.randn(3, generator=g),
-            "time_embedding.weight": torch.randn(2, 2, generator=g),
-            "time_embedding.bias": torch.randn(2, generator=g)}
+    return {
+        "proj.weight": torch.randn(3, 4, generator=g),
+        "proj.bias": torch.randn(3, generator=g),
+        "time_embedding.weight": torch.randn(2, 2, generator=g),
+        "time_embedding.bias": torch.randn(2, generator=g),
+    }
 
 
 def test_meta_build_keeps_buffers_real_and_loads_exactly():
@@ -51,7 +56,9 @@ def test_missing_unexpected_and_shape_errors_name_tensors():
     del w["proj.bias"]
     with weights_on_meta():
         m = Toy()
-    with pytest.raises(CheckpointError, match=r"toy \(toy.safetensors\): 1 missing tensor\(s\) \(proj.bias\)"):
+    with pytest.raises(
+        CheckpointError, match=r"toy \(toy.safetensors\): 1 missing tensor\(s\) \(proj.bias\)"
+    ):
         materialize(m, _sources(w), what="toy")
     w = _weights() | {"extra.weight": torch.ones(1)}
     with pytest.raises(CheckpointError, match=r"1 unexpected tensor\(s\) \(extra.weight\)"):
@@ -68,8 +75,15 @@ def test_fp8_weights_stay_fp8_and_compute_with_scale():
     src = _sources(w | {"proj.weight": q})
     with weights_on_meta():
         m = Toy()
-    materialize(m, src, what="toy", dtype=torch.float32,
-                scales={"proj": TensorSource((), "float32", Path("toy"), lambda: scale, "proj.scale_weight")})
+    materialize(
+        m,
+        src,
+        what="toy",
+        dtype=torch.float32,
+        scales={
+            "proj": TensorSource((), "float32", Path("toy"), lambda: scale, "proj.scale_weight")
+        },
+    )
     assert m.proj.weight.dtype == torch.float8_e4m3fn
     x = torch.randn(2, 4)
     ref = x @ (q.float() * scale).T + w["proj.bias"]
@@ -77,8 +91,16 @@ def test_fp8_weights_stay_fp8_and_compute_with_scale():
     # without keeping fp8 the weight is dequantized at load time: same numbers
     with weights_on_meta():
         m2 = Toy()
-    materialize(m2, src, what="toy", dtype=torch.float32, keep_fp8=False,
-                scales={"proj": TensorSource((), "float32", Path("toy"), lambda: scale, "proj.scale_weight")})
+    materialize(
+        m2,
+        src,
+        what="toy",
+        dtype=torch.float32,
+        keep_fp8=False,
+        scales={
+            "proj": TensorSource((), "float32", Path("toy"), lambda: scale, "proj.scale_weight")
+        },
+    )
     assert m2.proj.weight.dtype == torch.float32
     assert torch.allclose(m2(x), ref, atol=1e-6)
 
@@ -93,19 +115,25 @@ def _fp8_with(dtype, bits):
     return q
 
 
-@pytest.mark.parametrize("key,value,count", [
-    ("proj.weight", float("nan"), 1),
-    ("proj.bias", float("inf"), 1),
-    ("time_embedding.weight", float("-inf"), 1),  # an fp32 island too
-])
+@pytest.mark.parametrize(
+    "key,value,count",
+    [
+        ("proj.weight", float("nan"), 1),
+        ("proj.bias", float("inf"), 1),
+        ("time_embedding.weight", float("-inf"), 1),  # an fp32 island too
+    ],
+)
 def test_a_nan_or_inf_tensor_is_refused_naming_the_file_and_the_tensor(key, value, count):
     w = _weights()
     w[key].view(-1)[0] = value
     with weights_on_meta():
         m = Toy()
-    with pytest.raises(CheckpointError, match=rf"toy \(toy.safetensors\): tensor {key} has "
-                                              rf"{count} NaN/infinite value\(s\) of "
-                                              rf"{w[key].numel()}; the file is damaged"):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"toy \(toy.safetensors\): tensor {key} has "
+        rf"{count} NaN/infinite value\(s\) of "
+        rf"{w[key].numel()}; the file is damaged",
+    ):
         materialize(m, _sources(w), what="toy", dtype=torch.bfloat16)
 
 
@@ -120,39 +148,62 @@ def test_finite_values_that_overflow_float16_are_refused_with_the_dtype_remedy()
     assert float(m.proj.weight[2, 3]) == pytest.approx(1e5, rel=1e-2)
     with weights_on_meta():
         m = Toy()
-    with pytest.raises(CheckpointError, match=r"tensor proj.weight has values up to 1e\+05, which "
-                                              r"overflow float16") as e:
+    with pytest.raises(
+        CheckpointError,
+        match=r"tensor proj.weight has values up to 1e\+05, which "
+        r"overflow float16",
+    ) as e:
         materialize(m, _sources(w), what="toy", dtype=torch.float16)
     assert "bfloat16 or float32" in e.value.remedy
 
 
 @pytest.mark.parametrize("keep_fp8", [True, False])
-@pytest.mark.parametrize("dtype,bits", [
-    (torch.float8_e4m3fn, 0x7F),  # NaN (e4m3fn has no Inf)
-    (torch.float8_e4m3fn, 0xFF),  # -NaN
-    (torch.float8_e5m2, 0x7C),  # +Inf
-    (torch.float8_e5m2, 0xFE),  # NaN
-])
+@pytest.mark.parametrize(
+    "dtype,bits",
+    [
+        (torch.float8_e4m3fn, 0x7F),  # NaN (e4m3fn has no Inf)
+        (torch.float8_e4m3fn, 0xFF),  # -NaN
+        (torch.float8_e5m2, 0x7C),  # +Inf
+        (torch.float8_e5m2, 0xFE),  # NaN
+    ],
+)
 def test_fp8_nan_weights_and_nan_scales_are_refused(keep_fp8, dtype, bits):
     """fp8 has no isfinite kernel: its NaN/Inf bit patterns are found both when the weight stays
     fp8 and when it is dequantized at load time; a NaN scale as well. Finite fp8 loads."""
     w = _weights()
-    fine = TensorSource((), "float32", Path("toy.safetensors"), lambda: torch.tensor(0.05),
-                        "proj.scale_weight")
+    fine = TensorSource(
+        (), "float32", Path("toy.safetensors"), lambda: torch.tensor(0.05), "proj.scale_weight"
+    )
     with weights_on_meta():
         m = Toy()
-    materialize(m, _sources(w | {"proj.weight": _fp8_with(dtype, 0x38)}), what="toy",
-                keep_fp8=keep_fp8, scales={"proj": fine})  # 0x38: 1.0 (e4m3fn) / 0.5 (e5m2)
+    materialize(
+        m,
+        _sources(w | {"proj.weight": _fp8_with(dtype, 0x38)}),
+        what="toy",
+        keep_fp8=keep_fp8,
+        scales={"proj": fine},
+    )  # 0x38: 1.0 (e4m3fn) / 0.5 (e5m2)
     with weights_on_meta():
         m = Toy()
     with pytest.raises(CheckpointError, match=r"tensor proj.weight has 1 NaN/infinite value\(s\)"):
-        materialize(m, _sources(w | {"proj.weight": _fp8_with(dtype, bits)}), what="toy",
-                    keep_fp8=keep_fp8, scales={"proj": fine})
-    bad = TensorSource((), "float32", Path("toy.safetensors"), lambda: torch.tensor(float("nan")),
-                       "proj.scale_weight")
+        materialize(
+            m,
+            _sources(w | {"proj.weight": _fp8_with(dtype, bits)}),
+            what="toy",
+            keep_fp8=keep_fp8,
+            scales={"proj": fine},
+        )
+    bad = TensorSource(
+        (),
+        "float32",
+        Path("toy.safetensors"),
+        lambda: torch.tensor(float("nan")),
+        "proj.scale_weight",
+    )
     q = (w["proj.weight"] / 0.05).to(dtype)
     with weights_on_meta():
         m = Toy()
     with pytest.raises(CheckpointError, match=r"tensor proj.scale_weight has 1 NaN"):
-        materialize(m, _sources(w | {"proj.weight": q}), what="toy", keep_fp8=keep_fp8,
-                    scales={"proj": bad})
+        materialize(
+            m, _sources(w | {"proj.weight": q}), what="toy", keep_fp8=keep_fp8, scales={"proj": bad}
+        )

@@ -44,7 +44,9 @@ def test_truncated_file_is_named(tmp_path):
 def test_garbage_file(tmp_path):
     p = tmp_path / "junk.safetensors"
     p.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
-    with pytest.raises(CheckpointError, match=r"junk\.safetensors: safetensors header is not valid JSON"):
+    with pytest.raises(
+        CheckpointError, match=r"junk\.safetensors: safetensors header is not valid JSON"
+    ):
         StateReader([p])
     p.write_bytes(b"hello")
     with pytest.raises(CheckpointError, match="empty or truncated"):
@@ -72,9 +74,15 @@ def test_pth_weights_only_and_corrupt(tmp_path):
 
 def test_sharded_index(tmp_path):
     save_file({"a": torch.ones(2)}, tmp_path / "diffusion_pytorch_model-00001-of-00002.safetensors")
-    save_file({"b": torch.zeros(3)}, tmp_path / "diffusion_pytorch_model-00002-of-00002.safetensors")
-    index = {"weight_map": {"a": "diffusion_pytorch_model-00001-of-00002.safetensors",
-                            "b": "diffusion_pytorch_model-00002-of-00002.safetensors"}}
+    save_file(
+        {"b": torch.zeros(3)}, tmp_path / "diffusion_pytorch_model-00002-of-00002.safetensors"
+    )
+    index = {
+        "weight_map": {
+            "a": "diffusion_pytorch_model-00001-of-00002.safetensors",
+            "b": "diffusion_pytorch_model-00002-of-00002.safetensors",
+        }
+    }
     (tmp_path / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps(index))
     shards = safetensors_shards(tmp_path)
     r = StateReader(shards)
@@ -123,9 +131,16 @@ def test_header_of_the_wrong_json_type_is_a_checkpoint_error(tmp_path):
 def test_sizes_must_be_whole_numbers_as_safetensors_reads_them(tmp_path):
     header, data = _real(tmp_path)
     p = tmp_path / "m.safetensors"
-    for field, value in [("shape", [4.0, 3]), ("shape", [True, 12]), ("shape", [-4, -3]),
-                         ("shape", ["4", 3]), ("data_offsets", [0.0, 48]),
-                         ("data_offsets", [48, 0]), ("data_offsets", [0]), ("shape", 12)]:
+    for field, value in [
+        ("shape", [4.0, 3]),
+        ("shape", [True, 12]),
+        ("shape", [-4, -3]),
+        ("shape", ["4", 3]),
+        ("data_offsets", [0.0, 48]),
+        ("data_offsets", [48, 0]),
+        ("data_offsets", [0]),
+        ("shape", 12),
+    ]:
         h = json.loads(json.dumps(header))
         h["a.weight"][field] = value
         with pytest.raises(CheckpointError, match=r"malformed header entry for tensor 'a\.weight'"):
@@ -141,8 +156,9 @@ def test_data_ranges_must_tile_the_file(tmp_path):
     check, before a tensor is read."""
     header, data = _real(tmp_path)
     p = tmp_path / "m.safetensors"
-    order = sorted((k for k in header if k != "__metadata__"),
-                   key=lambda k: header[k]["data_offsets"][0])
+    order = sorted(
+        (k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][0]
+    )
     second = order[1]
     overlap = json.loads(json.dumps(header))
     size = header[second]["data_offsets"][1] - header[second]["data_offsets"][0]
@@ -165,14 +181,48 @@ def test_data_ranges_must_tile_the_file(tmp_path):
 
 
 # JSON values of every type, for type swaps
-_SWAPS = [None, True, 0, -1, 7, 2**70, 1.5, float("nan"), float("inf"), "", "F32", "x" * 300, [],
-          [0], [0, 8], [-8, 0], [1, 2, 3], ["0", "8"], {}, {"dtype": "F32"}, [[0, 8]], {"a": []}]
+_SWAPS = [
+    None,
+    True,
+    0,
+    -1,
+    7,
+    2**70,
+    1.5,
+    float("nan"),
+    float("inf"),
+    "",
+    "F32",
+    "x" * 300,
+    [],
+    [0],
+    [0, 8],
+    [-8, 0],
+    [1, 2, 3],
+    ["0", "8"],
+    {},
+    {"dtype": "F32"},
+    [[0, 8]],
+    {"a": []},
+]
 
 
 def _mutate(rng: random.Random, header: dict, data: bytes) -> tuple[bytes, str]:
     """One random corruption of a real file (bytes, kind)."""
-    kind = rng.choice(["flip", "truncate", "swap", "offsets", "overlap", "shape", "dtype",
-                       "length", "metadata", "top"])
+    kind = rng.choice(
+        [
+            "flip",
+            "truncate",
+            "swap",
+            "offsets",
+            "overlap",
+            "shape",
+            "dtype",
+            "length",
+            "metadata",
+            "top",
+        ]
+    )
     h = json.loads(json.dumps(header))
     names = [k for k in h if k != "__metadata__"]
     name = rng.choice(names)
@@ -185,17 +235,23 @@ def _mutate(rng: random.Random, header: dict, data: bytes) -> tuple[bytes, str]:
         elif kind == "truncate":
             blob = blob[: rng.randrange(0, len(blob))]
         else:
-            value = rng.choice([0, 1, 7, len(blob) - 8, len(blob), 2**40, 2**64 - 1,
-                                rng.randrange(2**64)])
+            value = rng.choice(
+                [0, 1, 7, len(blob) - 8, len(blob), 2**40, 2**64 - 1, rng.randrange(2**64)]
+            )
             blob[:8] = struct.pack("<Q", value)
         return bytes(blob), kind
     if kind == "swap":
         h[name][rng.choice(["dtype", "shape", "data_offsets"])] = rng.choice(_SWAPS)
     elif kind == "offsets":
         big = rng.choice([2**31, 2**32, 2**63, 2**64, 2**64 + 1, 10**30])
-        h[name]["data_offsets"] = rng.choice([[big, big + 4], [0, big], [-big, 0],
-                                              [h[name]["data_offsets"][1],
-                                               h[name]["data_offsets"][0]]])
+        h[name]["data_offsets"] = rng.choice(
+            [
+                [big, big + 4],
+                [0, big],
+                [-big, 0],
+                [h[name]["data_offsets"][1], h[name]["data_offsets"][0]],
+            ]
+        )
     elif kind == "overlap":
         other = rng.choice(names)
         start = max(0, h[other]["data_offsets"][0] + rng.randint(-3, 3))
@@ -207,8 +263,9 @@ def _mutate(rng: random.Random, header: dict, data: bytes) -> tuple[bytes, str]:
         shape.insert(i, rng.choice([0, 1, -1, 2**62, 2**64, 3]))
         h[name]["shape"] = shape
     elif kind == "dtype":
-        h[name]["dtype"] = rng.choice(["F32", "F16", "BF16", "I8", "U8", "BOOL", "F64", "F12",
-                                       "float32", "", "f32"])
+        h[name]["dtype"] = rng.choice(
+            ["F32", "F16", "BF16", "I8", "U8", "BOOL", "F64", "F12", "float32", "", "f32"]
+        )
     elif kind == "metadata":
         h["__metadata__"] = rng.choice(_SWAPS + [{"k": v} for v in _SWAPS])
     else:  # the whole header, or one entry, of another type
@@ -252,8 +309,18 @@ def test_fuzzed_headers_fail_only_with_checkpoint_errors_at_the_header(tmp_path)
     assert sum(refused.values()) + accepted == 600
     # every kind of corruption was tried and caught, and some mutations were harmless (the
     # fuzzer does not only produce garbage the first byte check stops)
-    assert set(refused) == {"flip", "truncate", "swap", "offsets", "overlap", "shape", "dtype",
-                            "length", "metadata", "top"}, refused
+    assert set(refused) == {
+        "flip",
+        "truncate",
+        "swap",
+        "offsets",
+        "overlap",
+        "shape",
+        "dtype",
+        "length",
+        "metadata",
+        "top",
+    }, refused
     assert accepted >= 10 and sum(refused.values()) >= 400, (accepted, refused)
 
 
@@ -282,11 +349,13 @@ def test_pth_keys_must_be_names(tmp_path):
         StateReader([p])
 
 
-@pytest.mark.parametrize("weight_map", [[], 5, {"a": 5}, {"a": "../x.safetensors"},
-                                        {"a": "/abs.safetensors"}, {}])
+@pytest.mark.parametrize(
+    "weight_map", [[], 5, {"a": 5}, {"a": "../x.safetensors"}, {"a": "/abs.safetensors"}, {}]
+)
 def test_index_weight_map_of_the_wrong_type(tmp_path, weight_map):
     save_file({"a": torch.ones(2)}, tmp_path / "diffusion_pytorch_model-00001-of-00001.safetensors")
     (tmp_path / "diffusion_pytorch_model.safetensors.index.json").write_text(
-        json.dumps({"weight_map": weight_map}))
+        json.dumps({"weight_map": weight_map})
+    )
     with pytest.raises(CheckpointError, match="not a valid safetensors index"):
         safetensors_shards(tmp_path)

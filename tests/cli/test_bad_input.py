@@ -28,8 +28,21 @@ from tests.fixtures_models import TinyModel, comfy_dit_state
 
 resource = pytest.importorskip("resource")  # POSIX: the file-size limit
 
-SMALL = ["--size", "64x32", "--frames", "5", "--steps", "2", "--device", "cpu", "--dtype",
-         "float32", "--no-progress", "--seed", "1"]
+SMALL = [
+    "--size",
+    "64x32",
+    "--frames",
+    "5",
+    "--steps",
+    "2",
+    "--device",
+    "cpu",
+    "--dtype",
+    "float32",
+    "--no-progress",
+    "--seed",
+    "1",
+]
 PREFIX = "model.diffusion_model."
 
 
@@ -39,7 +52,7 @@ PREFIX = "model.diffusion_model."
 def _header_and_data(path: Path) -> tuple[dict, bytes]:
     blob = path.read_bytes()
     (n,) = struct.unpack("<Q", blob[:8])
-    return json.loads(blob[8:8 + n]), blob[8 + n:]
+    return json.loads(blob[8 : 8 + n]), blob[8 + n :]
 
 
 def _rewritten(src: Path, dst: Path, edit: Callable[[dict], object]) -> Path:
@@ -52,8 +65,9 @@ def _rewritten(src: Path, dst: Path, edit: Callable[[dict], object]) -> Path:
 
 
 def _overlapping(header: dict) -> dict:
-    a, b = sorted((k for k in header if k != "__metadata__"),
-                  key=lambda k: header[k]["data_offsets"][0])[:2]
+    a, b = sorted(
+        (k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][0]
+    )[:2]
     size = header[b]["data_offsets"][1] - header[b]["data_offsets"][0]
     header[b]["data_offsets"] = [header[a]["data_offsets"][0], header[a]["data_offsets"][0] + size]
     return header
@@ -61,8 +75,9 @@ def _overlapping(header: dict) -> dict:
 
 def _huge(header: dict) -> dict:
     """The last tensor's bytes moved 2**64 bytes further (its size kept)."""
-    last = max((k for k in header if k != "__metadata__"),
-               key=lambda k: header[k]["data_offsets"][0])
+    last = max(
+        (k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][0]
+    )
     start, stop = header[last]["data_offsets"]
     header[last]["data_offsets"] = [start + 2**64, stop + 2**64]
     return header
@@ -91,7 +106,9 @@ def _json_edit(m: TinyModel, layout: str, rel: str, tmp: Path, **changes) -> Pat
 
 def _int_weight(m: TinyModel, tmp: Path) -> Path:
     state = load_file(m.comfy_dit)
-    state[PREFIX + "blocks.1.ffn.0.weight"] = state[PREFIX + "blocks.1.ffn.0.weight"].to(torch.int32)
+    state[PREFIX + "blocks.1.ffn.0.weight"] = state[PREFIX + "blocks.1.ffn.0.weight"].to(
+        torch.int32
+    )
     f = tmp / "models" / "diffusion_models" / "wan_int32.safetensors"
     f.parent.mkdir(parents=True)
     save_file(state, f)
@@ -130,77 +147,137 @@ def _regular_file(tmp: Path) -> Path:
 
 def _comfy(model: Callable[[TinyModel, Path], Path]) -> Callable[[TinyModel, Path], list]:
     """--model <a ComfyUI file> with the tiny model's VAE and umT5 (its tokenizer embedded)."""
-    return lambda m, t: ["--model", model(m, t), "--vae", m.comfy_vae,
-                         "--text-encoder", m.comfy_t5]
+    return lambda m, t: ["--model", model(m, t), "--vae", m.comfy_vae, "--text-encoder", m.comfy_t5]
 
 
 # name -> (model / extra arguments (m, tmp) -> list, --out below tmp/out, stderr pattern,
 #          file-size limit in bytes or None)
 CASES: dict[str, tuple[Callable[[TinyModel, Path], list], str, str, int | None]] = {
     "header_json_list": (
-        _comfy(lambda m, t: _rewritten(m.comfy_dit, t / "dm" / "wan_list.safetensors",
-                                       lambda h: [h])),
-        "x.mp4", r"wan_list\.safetensors: safetensors header is a JSON list", None),
+        _comfy(
+            lambda m, t: _rewritten(m.comfy_dit, t / "dm" / "wan_list.safetensors", lambda h: [h])
+        ),
+        "x.mp4",
+        r"wan_list\.safetensors: safetensors header is a JSON list",
+        None,
+    ),
     "header_metadata_string": (
-        _comfy(lambda m, t: _rewritten(m.comfy_dit, t / "dm" / "wan_meta.safetensors",
-                                       lambda h: h | {"__metadata__": "pt"})),
-        "x.mp4", r"wan_meta\.safetensors: safetensors __metadata__ is not an object of strings",
-        None),
+        _comfy(
+            lambda m, t: _rewritten(
+                m.comfy_dit, t / "dm" / "wan_meta.safetensors", lambda h: h | {"__metadata__": "pt"}
+            )
+        ),
+        "x.mp4",
+        r"wan_meta\.safetensors: safetensors __metadata__ is not an object of strings",
+        None,
+    ),
     "header_overlapping_ranges": (
-        _comfy(lambda m, t: _rewritten(m.comfy_dit, t / "dm" / "wan_overlap.safetensors",
-                                       _overlapping)),
-        "x.mp4", r"wan_overlap\.safetensors: tensor .* overlaps another", None),
+        _comfy(
+            lambda m, t: _rewritten(m.comfy_dit, t / "dm" / "wan_overlap.safetensors", _overlapping)
+        ),
+        "x.mp4",
+        r"wan_overlap\.safetensors: tensor .* overlaps another",
+        None,
+    ),
     "header_huge_offsets": (
         _comfy(lambda m, t: _rewritten(m.comfy_dit, t / "dm" / "wan_huge.safetensors", _huge)),
-        "x.mp4", r"wan_huge\.safetensors: tensor .* leaves a gap in the data section", None),
+        "x.mp4",
+        r"wan_huge\.safetensors: tensor .* leaves a gap in the data section",
+        None,
+    ),
     "index_transformer_list": (
         lambda m, t: ["--model", _json_edit(m, "diffusers", "model_index.json", t, transformer=[])],
-        "x.mp4", r'model_index\.json: "transformer" must be \[library, class\] or null, got \[\]',
-        None),
+        "x.mp4",
+        r'model_index\.json: "transformer" must be \[library, class\] or null, got \[\]',
+        None,
+    ),
     "index_boundary_ratio_text": (
-        lambda m, t: ["--model", _json_edit(m, "diffusers", "model_index.json", t,
-                                            boundary_ratio="abc")],
-        "x.mp4", r'model_index\.json: boundary_ratio must be a number between 0 and 1, got "abc"',
-        None),
+        lambda m, t: [
+            "--model",
+            _json_edit(m, "diffusers", "model_index.json", t, boundary_ratio="abc"),
+        ],
+        "x.mp4",
+        r'model_index\.json: boundary_ratio must be a number between 0 and 1, got "abc"',
+        None,
+    ),
     "index_weight_map_list": (
-        lambda m, t: ["--model", _json_edit(m, "official",
-                                            "diffusion_pytorch_model.safetensors.index.json", t,
-                                            weight_map=["a"])],
-        "x.mp4", r"index\.json: not a valid safetensors index", None),
+        lambda m, t: [
+            "--model",
+            _json_edit(
+                m, "official", "diffusion_pytorch_model.safetensors.index.json", t, weight_map=["a"]
+            ),
+        ],
+        "x.mp4",
+        r"index\.json: not a valid safetensors index",
+        None,
+    ),
     "config_num_heads_text": (
         lambda m, t: ["--model", _json_edit(m, "official", "config.json", t, num_heads="abc")],
-        "x.mp4", r'config\.json: num_heads must be a positive whole number, got "abc"', None),
+        "x.mp4",
+        r'config\.json: num_heads must be a positive whole number, got "abc"',
+        None,
+    ),
     "vae_config_latents_mean_short": (
-        lambda m, t: ["--model", _json_edit(m, "diffusers", "vae/config.json", t,
-                                            latents_mean=[0.0, 0.0])],
-        "x.mp4", r"vae/config\.json: latents_mean must be a list of 16 finite numbers", None),
+        lambda m, t: [
+            "--model",
+            _json_edit(m, "diffusers", "vae/config.json", t, latents_mean=[0.0, 0.0]),
+        ],
+        "x.mp4",
+        r"vae/config\.json: latents_mean must be a list of 16 finite numbers",
+        None,
+    ),
     "integer_dit_weight": (
-        _comfy(_int_weight), "x.mp4",
+        _comfy(_int_weight),
+        "x.mp4",
         r"wan_int32\.safetensors\): tensor model\.diffusion_model\.blocks\.1\.ffn\.0\.weight is "
-        r"stored as int32, but blocks\.1\.ffn\.0\.weight is a float weight", None),
+        r"stored as int32, but blocks\.1\.ffn\.0\.weight is a float weight",
+        None,
+    ),
     "narrow_dit_without_config": (
-        _comfy(_narrow_dit), "x.mp4",
-        r"wan_narrow\.safetensors: a 64-wide diffusion model without a config\.json", None),
+        _comfy(_narrow_dit),
+        "x.mp4",
+        r"wan_narrow\.safetensors: a 64-wide diffusion model without a config\.json",
+        None,
+    ),
     "pth_with_python_objects": (
-        lambda m, t: ["--model", m.comfy_dit, "--vae", _pickled_vae(m, t),
-                      "--text-encoder", m.comfy_t5],
-        "x.mp4", r"Wan2\.1_VAE_evil\.pth: refused: it holds Python objects besides tensors", None),
+        lambda m, t: [
+            "--model",
+            m.comfy_dit,
+            "--vae",
+            _pickled_vae(m, t),
+            "--text-encoder",
+            m.comfy_t5,
+        ],
+        "x.mp4",
+        r"Wan2\.1_VAE_evil\.pth: refused: it holds Python objects besides tensors",
+        None,
+    ),
     "prompt_invalid_utf8": (
         lambda m, t: ["--model", m.official, "--prompt", "a cat \udcff\udcfe on grass"],
-        "x.mp4", r"argument --prompt: not valid UTF-8 text \(byte 0xff at character 7\)", None),
+        "x.mp4",
+        r"argument --prompt: not valid UTF-8 text \(byte 0xff at character 7\)",
+        None,
+    ),
     "negative_prompt_invalid_utf8": (
         lambda m, t: ["--model", m.official, "--negative-prompt", "\udce9t\udce9"],
-        "x.mp4", r"argument --negative-prompt: not valid UTF-8 text \(byte 0xe9", None),
+        "x.mp4",
+        r"argument --negative-prompt: not valid UTF-8 text \(byte 0xe9",
+        None,
+    ),
     "out_mp4_under_a_regular_file": (
         lambda m, t: ["--model", m.official, "--out", _regular_file(t) / "x.mp4"],
-        "", r"afile", None),
+        "",
+        r"afile",
+        None,
+    ),
     "out_png_under_a_regular_file": (
         lambda m, t: ["--model", m.official, "--out", _regular_file(t) / "frames"],
-        "", r"afile", None),
-    "disk_full_mp4": (
-        lambda m, t: ["--model", m.official], "x.mp4", r"File too large", 1024),
-    "disk_full_png": (
-        lambda m, t: ["--model", m.official], "frames", r"File too large", 1024),
+        "",
+        r"afile",
+        None,
+    ),
+    "disk_full_mp4": (lambda m, t: ["--model", m.official], "x.mp4", r"File too large", 1024),
+    "disk_full_png": (lambda m, t: ["--model", m.official], "frames", r"File too large", 1024),
 }
 
 
@@ -222,8 +299,16 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, t2v, tmp_path, c
     build, out_name, pattern, limit = CASES[case]
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    args = ["generate", "--model", t2v.official, "--prompt", "a cat", *SMALL,
-            "--out", out_dir / out_name]
+    args = [
+        "generate",
+        "--model",
+        t2v.official,
+        "--prompt",
+        "a cat",
+        *SMALL,
+        "--out",
+        out_dir / out_name,
+    ]
     args += build(t2v, tmp_path)  # later options win over the defaults above
     with _file_size_limit(limit):
         r = cli(args)
@@ -245,12 +330,23 @@ def test_the_truncation_warning_is_one_line(t2v, tmp_path, cli, caplog):
     record (which a terminal handler printed as a second line) is no longer a warning."""
     prompt = " ".join(["a cat walks on the grass"] * 200)  # ~1200 tokens
     with caplog.at_level("INFO"):
-        r = cli(["generate", "--model", t2v.official, "--prompt", prompt, *SMALL,
-                 "--out", tmp_path / "long.mp4"])
+        r = cli(
+            [
+                "generate",
+                "--model",
+                t2v.official,
+                "--prompt",
+                prompt,
+                *SMALL,
+                "--out",
+                tmp_path / "long.mp4",
+            ]
+        )
     assert r.code == 0, r.err
     shown = [ln for ln in r.err_lines if "512 tokens" in ln]
-    logged = [rec for rec in caplog.records
-              if rec.levelno >= 30 and "512 tokens" in rec.getMessage()]
+    logged = [
+        rec for rec in caplog.records if rec.levelno >= 30 and "512 tokens" in rec.getMessage()
+    ]
     assert len(shown) == 1 and shown[0].startswith("warning: ") and logged == [], (shown, logged)
 
 
@@ -262,12 +358,30 @@ def test_a_raw_os_error_is_one_line_too(t2v, tmp_path):
     out = tmp_path / "engines"
 
     def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+        resource.setrlimit(
+            resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1])
+        )
 
-    proc = subprocess.run([sys.executable, "-m", "wan_desktop.cli", "export", "--model",
-                           str(t2v.official), "--out", str(out), "--components", "vae_decoder",
-                           "--no-progress"], capture_output=True, text=True, timeout=600,
-                          preexec_fn=limit, env=os.environ | {"PYTHONWARNINGS": "ignore"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wan_desktop.cli",
+            "export",
+            "--model",
+            str(t2v.official),
+            "--out",
+            str(out),
+            "--components",
+            "vae_decoder",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=limit,
+        env=os.environ | {"PYTHONWARNINGS": "ignore"},
+    )
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     print(proc.stderr)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
@@ -279,8 +393,9 @@ def test_paths_may_be_any_bytes_only_text_must_be_utf8():
     """A file name that is not UTF-8 is a valid path on Linux: only text arguments are checked."""
     from wan_desktop.cli import build_parser
 
-    args = build_parser().parse_args(["generate", "--prompt", "a cat", "--model", "m\udce9",
-                                      "--out", "caf\udce9.mp4"])
+    args = build_parser().parse_args(
+        ["generate", "--prompt", "a cat", "--model", "m\udce9", "--out", "caf\udce9.mp4"]
+    )
     assert args.out == Path("caf\udce9.mp4") and args.prompt == "a cat"
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args(["generate", "--prompt", "\ud800", "--out", "o.mp4"])

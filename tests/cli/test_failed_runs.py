@@ -17,8 +17,21 @@ from safetensors.torch import load_file, save_file
 
 from tests.lora_files import lowrank, official_layout
 
-SMALL = ["--size", "64x32", "--frames", "9", "--steps", "3", "--device", "cpu", "--dtype",
-         "float32", "--seed", "1", "--no-progress"]
+SMALL = [
+    "--size",
+    "64x32",
+    "--frames",
+    "9",
+    "--steps",
+    "3",
+    "--device",
+    "cpu",
+    "--dtype",
+    "float32",
+    "--seed",
+    "1",
+    "--no-progress",
+]
 
 
 def _copy(model: Path, tmp: Path) -> Path:
@@ -27,6 +40,7 @@ def _copy(model: Path, tmp: Path) -> Path:
 
 def _edit_dit(key: str, edit):
     """A copy of the official folder with one DiT tensor changed by ``edit(tensor)`` (in place)."""
+
     def make(m, tmp):
         folder = _copy(m.official, tmp)
         path = folder / "diffusion_pytorch_model.safetensors"
@@ -35,6 +49,7 @@ def _edit_dit(key: str, edit):
         edit(state[key])
         save_file(state, path)
         return ["--model", folder]
+
     return make
 
 
@@ -55,6 +70,7 @@ def _lora(nan: bool, strength: str | None = None):
         path = tmp / "l.safetensors"
         save_file({k: v.contiguous() for k, v in tensors.items()}, path)
         return ["--model", m.official, "--lora", f"{path}:{strength}" if strength else path]
+
     return make
 
 
@@ -65,29 +81,45 @@ def _plain(*extra):
 def _set(index, value):
     def edit(t):
         t[index] = value
+
     return edit
 
 
 CASES = {
-    "dit_nan": (_edit_dit("blocks.0.ffn.0.weight", _set((0, 0), float("nan"))),
-                r"diffusion model .*: tensor blocks\.0\.ffn\.0\.weight has 1 NaN/infinite value"),
-    "dit_inf": (_edit_dit("head.head.weight", _set((1, 2), float("inf"))),
-                r"tensor head\.head\.weight has 1 NaN/infinite value"),
+    "dit_nan": (
+        _edit_dit("blocks.0.ffn.0.weight", _set((0, 0), float("nan"))),
+        r"diffusion model .*: tensor blocks\.0\.ffn\.0\.weight has 1 NaN/infinite value",
+    ),
+    "dit_inf": (
+        _edit_dit("head.head.weight", _set((1, 2), float("inf"))),
+        r"tensor head\.head\.weight has 1 NaN/infinite value",
+    ),
     "dit_overflows_fp16": (
-        lambda m, tmp: [*_edit_dit("blocks.1.self_attn.q.weight", _set((0, 0), 1e6))(m, tmp),
-                        "--dtype", "float16"],
-        r"tensor blocks\.1\.self_attn\.q\.weight has values up to 1e\+06, which overflow float16"),
+        lambda m, tmp: [
+            *_edit_dit("blocks.1.self_attn.q.weight", _set((0, 0), 1e6))(m, tmp),
+            "--dtype",
+            "float16",
+        ],
+        r"tensor blocks\.1\.self_attn\.q\.weight has values up to 1e\+06, which overflow float16",
+    ),
     "vae_nan": (_nan_vae, r"VAE .*: tensor decoder\.conv1\.weight has 1 NaN/infinite value"),
-    "lora_nan": (_lora(nan=True), r"l\.safetensors: tensor diffusion_model\.blocks\.0\.self_attn"
-                                  r"\.q\.lora_down\.weight has 1 NaN/infinite value"),
-    "lora_strength_1e300": (_lora(nan=False, strength="1e300"),
-                            r"LoRA strength must be a number from -100 to 100, got 1e\+300"),
+    "lora_nan": (
+        _lora(nan=True),
+        r"l\.safetensors: tensor diffusion_model\.blocks\.0\.self_attn"
+        r"\.q\.lora_down\.weight has 1 NaN/infinite value",
+    ),
+    "lora_strength_1e300": (
+        _lora(nan=False, strength="1e300"),
+        r"LoRA strength must be a number from -100 to 100, got 1e\+300",
+    ),
     "guidance_1e308": (_plain("--guidance", "1e308"), r"guidance must be at most 100, got 1e\+308"),
     "shift_1e6": (_plain("--shift", "1e6"), r"shift must be at most 100, got 1e\+06"),
     # finite weights whose activations overflow: the latents turn Inf/NaN inside the run
-    "latents_overflow": (_edit_dit("head.head.weight", lambda t: t.mul_(1e37)),
-                         r"the latents became NaN or infinite at denoising step \d of 3 \(the "
-                         r"diffusion model, guidance 5\); nothing was written"),
+    "latents_overflow": (
+        _edit_dit("head.head.weight", lambda t: t.mul_(1e37)),
+        r"the latents became NaN or infinite at denoising step \d of 3 \(the "
+        r"diffusion model, guidance 5\); nothing was written",
+    ),
 }
 
 
@@ -97,8 +129,9 @@ def test_non_finite_numbers_exit_2_with_one_line_and_write_nothing(case, t2v, tm
     make, pattern = CASES[case]
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    r = cli(["generate", "--prompt", "a cat", *SMALL, *make(t2v, tmp_path),
-             "--out", out_dir / "x.mp4"])
+    r = cli(
+        ["generate", "--prompt", "a cat", *SMALL, *make(t2v, tmp_path), "--out", out_dir / "x.mp4"]
+    )
     print(f"{case}: {r.err.strip()}")
     assert r.code == 2, r.err
     assert len(r.err_lines) == 1 and r.err_lines[0].startswith("error:"), r.err
@@ -119,14 +152,34 @@ def test_a_full_disk_while_encoding_exits_2_and_publishes_nothing(t2v, tmp_path)
         resource.setrlimit(resource.RLIMIT_FSIZE, (12 * 1024, resource.RLIM_INFINITY))
 
     r = subprocess.run(
-        [sys.executable, "-m", "wan_desktop.cli", "generate", "--model", str(t2v.official),
-         "--prompt", "x", *SMALL, "--size", "128x128", "--steps", "2", "--out",
-         str(tmp_path / "o.mp4")],
-        capture_output=True, text=True, timeout=300, preexec_fn=limit)
+        [
+            sys.executable,
+            "-m",
+            "wan_desktop.cli",
+            "generate",
+            "--model",
+            str(t2v.official),
+            "--prompt",
+            "x",
+            *SMALL,
+            "--size",
+            "128x128",
+            "--steps",
+            "2",
+            "--out",
+            str(tmp_path / "o.mp4"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit,
+    )
     print(r.stderr.strip())
     assert r.returncode == 2 and r.stdout == "", r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and re.match(r"error: encoding o\.mp4 failed: ffmpeg exited with "
-                                        r"status \d+ \(.*File too large\) \(Free disk space",
-                                        lines[0]), r.stderr
+    assert len(lines) == 1 and re.match(
+        r"error: encoding o\.mp4 failed: ffmpeg exited with "
+        r"status \d+ \(.*File too large\) \(Free disk space",
+        lines[0],
+    ), r.stderr
     assert list(tmp_path.iterdir()) == []  # no o.mp4, no sidecar, no .partial

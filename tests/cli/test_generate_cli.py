@@ -25,8 +25,19 @@ from wan_desktop.options import RunOptions
 from wan_desktop.request import GenerationRequest
 from wan_desktop.samplers import Sampler
 
-SMALL = ["--size", "64x32", "--frames", "9", "--steps", "3", "--device", "cpu", "--dtype",
-         "float32", "--no-progress"]
+SMALL = [
+    "--size",
+    "64x32",
+    "--frames",
+    "9",
+    "--steps",
+    "3",
+    "--device",
+    "cpu",
+    "--dtype",
+    "float32",
+    "--no-progress",
+]
 
 
 def _pngs(folder: Path, n: int) -> np.ndarray:
@@ -41,11 +52,24 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_mp4_decodes_to_the_frames_size_and_fps_and_the_sidecar_holds_every_setting(
-        t2v, tmp_path, cli):
+    t2v, tmp_path, cli
+):
     out = tmp_path / "cat.mp4"
     handler_before = signal.getsignal(signal.SIGINT)
-    r = cli(["generate", "--model", t2v.official, "--prompt", "a cat", "--seed", "7", *SMALL,
-             "--out", out])
+    r = cli(
+        [
+            "generate",
+            "--model",
+            t2v.official,
+            "--prompt",
+            "a cat",
+            "--seed",
+            "7",
+            *SMALL,
+            "--out",
+            out,
+        ]
+    )
     assert r.code == 0, r.err
     assert r.out.strip() == str(out) and r.err == ""  # a given seed is not echoed
     # the video
@@ -57,8 +81,19 @@ def test_mp4_decodes_to_the_frames_size_and_fps_and_the_sidecar_holds_every_sett
     # the sidecar: the resolved request, the run options, the model, the app
     side = json.loads((tmp_path / "cat.mp4.json").read_text())
     req = side["request"]
-    assert (req["seed"], req["width"], req["height"], req["frames"], req["steps"]) == (7, 64, 32, 9, 3)
-    assert (req["task"], req["sampler"], req["guidance"], req["shift"]) == ("t2v", "unipc", 5.0, 5.0)
+    assert (req["seed"], req["width"], req["height"], req["frames"], req["steps"]) == (
+        7,
+        64,
+        32,
+        9,
+        3,
+    )
+    assert (req["task"], req["sampler"], req["guidance"], req["shift"]) == (
+        "t2v",
+        "unipc",
+        5.0,
+        5.0,
+    )
     assert req["prompt"] == "a cat" and req["negative_prompt"].startswith("色调艳丽")
     assert set(req) == {f for f in GenerationRequest.__dataclass_fields__}
     assert set(side["options"]) == {f for f in RunOptions.__dataclass_fields__}
@@ -75,11 +110,24 @@ def test_mp4_decodes_to_the_frames_size_and_fps_and_the_sidecar_holds_every_sett
 def test_png_folder_is_lossless_and_seeds_reproduce(t2v, tmp_path, cli):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     for out, seed in ((a, 1), (b, 1), (c, 2)):
-        r = cli(["generate", "--model", t2v.diffusers, "--prompt", "a cat", "--seed", seed, *SMALL,
-                 "--out", out])
+        r = cli(
+            [
+                "generate",
+                "--model",
+                t2v.diffusers,
+                "--prompt",
+                "a cat",
+                "--seed",
+                seed,
+                *SMALL,
+                "--out",
+                out,
+            ]
+        )
         assert r.code == 0, r.err
-    assert sorted(p.name for p in a.iterdir()) == [f"{i:05d}.png" for i in range(9)] + \
-        ["settings.json"]
+    assert sorted(p.name for p in a.iterdir()) == [f"{i:05d}.png" for i in range(9)] + [
+        "settings.json"
+    ]
     settings = json.loads((a / "settings.json").read_text())
     assert settings["request"]["seed"] == 1 and settings["model"]["format"] == "diffusers"
     fa, fb, fc = _pngs(a, 9), _pngs(b, 9), _pngs(c, 9)
@@ -103,11 +151,39 @@ def test_comfyui_files_with_vae_and_text_encoder_make_the_same_video(t2v, tmp_pa
     """Same weights (the ComfyUI DiT stored in fp16), same seed: the same video as the official
     folder, up to the fp16 rounding of the DiT weights."""
     ref, out = tmp_path / "ref", tmp_path / "comfy"
-    r = cli(["generate", "--model", t2v.official, "--prompt", "a cat", "--seed", 5, *SMALL,
-             "--out", ref])
+    r = cli(
+        [
+            "generate",
+            "--model",
+            t2v.official,
+            "--prompt",
+            "a cat",
+            "--seed",
+            5,
+            *SMALL,
+            "--out",
+            ref,
+        ]
+    )
     assert r.code == 0, r.err
-    r = cli(["generate", "--model", t2v.comfy_dit, "--vae", t2v.comfy_vae, "--text-encoder",
-             t2v.comfy_t5, "--prompt", "a cat", "--seed", 5, *SMALL, "--out", out])
+    r = cli(
+        [
+            "generate",
+            "--model",
+            t2v.comfy_dit,
+            "--vae",
+            t2v.comfy_vae,
+            "--text-encoder",
+            t2v.comfy_t5,
+            "--prompt",
+            "a cat",
+            "--seed",
+            5,
+            *SMALL,
+            "--out",
+            out,
+        ]
+    )
     assert r.code == 0, r.err
     side = json.loads((out / "settings.json").read_text())
     assert side["model"]["format"] == "comfyui" and side["options"]["vae"] == str(t2v.comfy_vae)
@@ -118,17 +194,41 @@ def test_comfyui_files_with_vae_and_text_encoder_make_the_same_video(t2v, tmp_pa
 
 def test_ti2v_video_is_24_fps(ti2v, tmp_path, cli):
     out = tmp_path / "x.mp4"
-    r = cli(["generate", "--model", ti2v.official, "--prompt", "a cat", "--size", "64x64",
-             "--frames", "5", "--steps", "2", "--device", "cpu", "--no-progress", "--out", out])
+    r = cli(
+        [
+            "generate",
+            "--model",
+            ti2v.official,
+            "--prompt",
+            "a cat",
+            "--size",
+            "64x64",
+            "--frames",
+            "5",
+            "--steps",
+            "2",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--out",
+            out,
+        ]
+    )
     assert r.code == 0, r.err
     assert iio.immeta(out)["fps"] == 24.0 and iio.imread(out).shape == (5, 64, 64, 3)
     assert json.loads((tmp_path / "x.mp4.json").read_text())["fps"] == 24
 
 
-@pytest.mark.parametrize("model,want", [
-    ("t2v", dict(width=832, height=480, frames=81, steps=50, guidance=5.0, shift=5.0, fps=16)),
-    ("ti2v", dict(width=1280, height=704, frames=121, steps=50, guidance=5.0, shift=5.0, fps=24)),
-])
+@pytest.mark.parametrize(
+    "model,want",
+    [
+        ("t2v", dict(width=832, height=480, frames=81, steps=50, guidance=5.0, shift=5.0, fps=16)),
+        (
+            "ti2v",
+            dict(width=1280, height=704, frames=121, steps=50, guidance=5.0, shift=5.0, fps=24),
+        ),
+    ],
+)
 def test_defaults_come_from_the_detected_variant(model, want, request, tmp_path, cli, monkeypatch):
     """Dry run: everything up to building the components is real, then the request that would be
     generated (and saved in the sidecar) is captured instead of running it at full size."""
@@ -138,21 +238,39 @@ def test_defaults_come_from_the_detected_variant(model, want, request, tmp_path,
 
     tiny = request.getfixturevalue(model)
     seen = {}
-    monkeypatch.setattr(factory, "build_components",
-                        lambda *a, **k: (SimpleNamespace(denoisers=()), "cpu"))
+    monkeypatch.setattr(
+        factory, "build_components", lambda *a, **k: (SimpleNamespace(denoisers=()), "cpu")
+    )
 
     def fake_write(components, req, out, **kw):
         seen.update(request=req, options=kw["options"], out=out)
         return out
 
     monkeypatch.setattr(pipeline, "generate_to_file", fake_write)
-    r = cli(["generate", "--model", tiny.official, "--prompt", "x", "--no-progress",
-             "--out", tmp_path / "d.mp4"])
+    r = cli(
+        [
+            "generate",
+            "--model",
+            tiny.official,
+            "--prompt",
+            "x",
+            "--no-progress",
+            "--out",
+            tmp_path / "d.mp4",
+        ]
+    )
     assert r.code == 0, r.err
     assert re.fullmatch(r"seed: \d+", r.err.strip())  # a random seed is reported
     req = seen["request"]
-    got = dict(width=req.width, height=req.height, frames=req.frames, steps=req.steps,
-               guidance=req.guidance, shift=req.shift, fps=tiny.variant.defaults.fps)
+    got = dict(
+        width=req.width,
+        height=req.height,
+        frames=req.frames,
+        steps=req.steps,
+        guidance=req.guidance,
+        shift=req.shift,
+        fps=tiny.variant.defaults.fps,
+    )
     print(f"{model} defaults: {got}")
     assert got == want
     assert req.negative_prompt == tiny.variant.defaults.negative_prompt
@@ -160,18 +278,38 @@ def test_defaults_come_from_the_detected_variant(model, want, request, tmp_path,
     assert req.seed == int(r.err.split()[-1])
 
 
-def test_step_cache_knows_the_schedule_so_the_last_step_always_runs(t2v, tmp_path, cli,
-                                                                    monkeypatch):
+def test_step_cache_knows_the_schedule_so_the_last_step_always_runs(
+    t2v, tmp_path, cli, monkeypatch
+):
     """--step-cache with a threshold that would skip everything: the first and the last step still
     run (the CLI gives the denoisers the run's schedule before generating)."""
     import wan_desktop.engines.factory as factory
 
     built = []
     real = factory.build_components
-    monkeypatch.setattr(factory, "build_components",
-                        lambda *a, **k: built.append(real(*a, **k)) or built[-1])
-    r = cli(["generate", "--model", t2v.official, "--prompt", "x", "--seed", "1", *SMALL,
-             "--steps", "6", "--guidance", "1", "--step-cache", "1e9", "--out", tmp_path / "s"])
+    monkeypatch.setattr(
+        factory, "build_components", lambda *a, **k: built.append(real(*a, **k)) or built[-1]
+    )
+    r = cli(
+        [
+            "generate",
+            "--model",
+            t2v.official,
+            "--prompt",
+            "x",
+            "--seed",
+            "1",
+            *SMALL,
+            "--steps",
+            "6",
+            "--guidance",
+            "1",
+            "--step-cache",
+            "1e9",
+            "--out",
+            tmp_path / "s",
+        ]
+    )
     assert r.code == 0, r.err
     stats = built[0][0].denoisers[0].cache_stats
     print(f"--step-cache 1e9 over 6 steps: {stats}")
@@ -199,6 +337,7 @@ def _bad_cases():
             data = m.comfy_dit.read_bytes()
             (tmp / "cut.safetensors").write_bytes(data[: len(data) // 2])
             return tmp / "cut.safetensors"
+
         return make
 
     return {
@@ -215,30 +354,48 @@ def _bad_cases():
         "vram_negative": ("t2v", lambda m, t: ["--vram-budget", "-3"], "negative"),
         "seed_negative": ("t2v", lambda m, t: ["--seed", "-1"], "seed must be between"),
         "seed_huge": ("t2v", lambda m, t: ["--seed", str(2**64)], "seed must be between"),
-        "task_i2v_on_t2v": ("t2v", lambda m, t: ["--task", "i2v", "--image", text_png(t)],
-                            "cannot do i2v"),
+        "task_i2v_on_t2v": (
+            "t2v",
+            lambda m, t: ["--task", "i2v", "--image", text_png(t)],
+            "cannot do i2v",
+        ),
         "image_on_t2v": ("t2v", lambda m, t: ["--image", text_png(t)], "takes no input image"),
         "i2v_without_image": ("i2v", lambda m, t: [], "needs an input image"),
         "image_missing": ("i2v", lambda m, t: ["--image", t / "nope.png"], "image not found"),
         "image_not_an_image": ("i2v", lambda m, t: ["--image", text_png(t)], "cannot read image"),
-        "last_image_without_flf2v": ("t2v", lambda m, t: ["--last-image", text_png(t)],
-                                     "only used by the flf2v"),
+        "last_image_without_flf2v": (
+            "t2v",
+            lambda m, t: ["--last-image", text_png(t)],
+            "only used by the flf2v",
+        ),
         "sampler_unknown": ("t2v", lambda m, t: ["--sampler", "ddim"], "invalid choice"),
         "task_unknown": ("t2v", lambda m, t: ["--task", "v2v"], "invalid choice"),
         "model_not_a_model": (None, lambda m, t: ["--model", junk_dir(t)], "not a Wan model"),
         "model_truncated": (None, lambda m, t: ["--model", truncated(m)(t)], "truncated"),
         "model_missing": (None, lambda m, t: ["--model", t / "nowhere"], "no such file"),
         "no_model": (None, lambda m, t: [], "--model"),
-        "out_missing_folder": ("t2v", lambda m, t: ["--out", t / "out" / "missing" / "x.mp4"],
-                               "does not exist"),
-        "out_nonempty_folder": ("t2v", lambda m, t: ["--out", t / "out" / "full"],
-                                "not an empty folder"),
+        "out_missing_folder": (
+            "t2v",
+            lambda m, t: ["--out", t / "out" / "missing" / "x.mp4"],
+            "does not exist",
+        ),
+        "out_nonempty_folder": (
+            "t2v",
+            lambda m, t: ["--out", t / "out" / "full"],
+            "not an empty folder",
+        ),
         "device_cuda": ("t2v", lambda m, t: ["--device", "cuda"], "no CUDA GPU"),
         "attention_unknown": ("t2v", lambda m, t: ["--attention", "bogus"], "unknown attention"),
-        "random_weights_and_model": ("t2v", lambda m, t: ["--random-weights", "t2v-1.3B"],
-                                     "not both"),
-        "random_weights_unknown": (None, lambda m, t: ["--random-weights", "t2v-99B"],
-                                   "unknown variant"),
+        "random_weights_and_model": (
+            "t2v",
+            lambda m, t: ["--random-weights", "t2v-1.3B"],
+            "not both",
+        ),
+        "random_weights_unknown": (
+            None,
+            lambda m, t: ["--random-weights", "t2v-99B"],
+            "unknown variant",
+        ),
         "unknown_option": ("t2v", lambda m, t: ["--colour", "red"], "unrecognized arguments"),
         "no_prompt": ("t2v", lambda m, t: ["--prompt"], "expected one argument"),
     }
@@ -279,12 +436,14 @@ def test_gpu_out_of_memory_is_one_line_and_writes_nothing(t2v, tmp_path, cli, mo
     import wan_desktop.pipeline as pipeline
 
     def oom(*a, **k):
-        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB.\n"
-                                          "GPU 0 has a total capacity of 8 GiB")
+        raise torch.cuda.OutOfMemoryError(
+            "CUDA out of memory. Tried to allocate 20.00 GiB.\nGPU 0 has a total capacity of 8 GiB"
+        )
 
     monkeypatch.setattr(pipeline, "generate_to_file", oom)
-    r = cli(["generate", "--model", t2v.official, "--prompt", "x", *SMALL, "--out",
-             tmp_path / "o.mp4"])
+    r = cli(
+        ["generate", "--model", t2v.official, "--prompt", "x", *SMALL, "--out", tmp_path / "o.mp4"]
+    )
     print(r.err.strip())
     # on a CUDA machine the memory-plan ladder retries each tighter plan first, one warning line each;
     # on the CPU there is no ladder: the error is the only line
@@ -299,12 +458,36 @@ def test_gpu_out_of_memory_is_one_line_and_writes_nothing(t2v, tmp_path, cli, mo
 
 
 def test_long_prompt_is_truncated_with_a_warning(t2v, tmp_path, cli):
-    r = cli(["generate", "--model", t2v.official, "--prompt", "a short prompt", "--seed", "1",
-             *SMALL, "--out", tmp_path / "short.mp4"])
+    r = cli(
+        [
+            "generate",
+            "--model",
+            t2v.official,
+            "--prompt",
+            "a short prompt",
+            "--seed",
+            "1",
+            *SMALL,
+            "--out",
+            tmp_path / "short.mp4",
+        ]
+    )
     assert r.code == 0 and "warning" not in r.err
     prompt = " ".join(["a cat walks on the grass"] * 200)  # ~1200 tokens
-    r = cli(["generate", "--model", t2v.official, "--prompt", prompt, "--seed", "1", *SMALL,
-             "--out", tmp_path / "long.mp4"])
+    r = cli(
+        [
+            "generate",
+            "--model",
+            t2v.official,
+            "--prompt",
+            prompt,
+            "--seed",
+            "1",
+            *SMALL,
+            "--out",
+            tmp_path / "long.mp4",
+        ]
+    )
     assert r.code == 0, r.err
     assert (tmp_path / "long.mp4").is_file()
     warnings = [ln for ln in r.err_lines if ln.startswith("warning:")]
@@ -324,8 +507,9 @@ def test_random_weight_components_are_marked_in_the_sidecar(tmp_path):
     variant = tiny_variant("t2v-1.3B")
     comps = build_torch_components(variant, None, device=torch.device("cpu"), dtype=torch.float32)
     req = GenerationRequest(prompt="x", width=64, height=32, frames=5, steps=2).resolve(variant)
-    out = generate_to_file(comps, req, tmp_path / "r.mp4",
-                           options=RunOptions(random_weights="t2v-1.3B"))
+    out = generate_to_file(
+        comps, req, tmp_path / "r.mp4", options=RunOptions(random_weights="t2v-1.3B")
+    )
     meta = json.loads((tmp_path / "r.mp4.json").read_text())
     assert out.is_file() and iio.imread(out).shape == (5, 32, 64, 3)
     assert meta["model"]["random_weights"] is True and meta["variant"] == "t2v-1.3B"
@@ -340,9 +524,25 @@ def test_subprocess_progress_bar_shows_steps_rate_and_eta(t2v, tmp_path):
     """The real command line (python -m wan_desktop.cli) with WAN_PROGRESS=1 (stderr is no tty)."""
     out = tmp_path / "p.mp4"
     env = os.environ | {"WAN_PROGRESS": "1"}
-    r = subprocess.run([sys.executable, "-m", "wan_desktop.cli", "generate", "--model",
-                        str(t2v.official), "--prompt", "x", *SMALL[:-1], "--out", str(out)],
-                       capture_output=True, text=True, env=env, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wan_desktop.cli",
+            "generate",
+            "--model",
+            str(t2v.official),
+            "--prompt",
+            "x",
+            *SMALL[:-1],
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(out) and iio.imread(out).shape == (9, 32, 64, 3)
     updates = re.findall(r"denoise (\d+)/(\d+) \|[█░]+\| ([\d.]+) it/s ETA (\d\d:\d\d)", r.stderr)
@@ -380,10 +580,34 @@ def test_ctrl_c_cancels_within_a_step_and_leaves_nothing(t2v, tmp_path):
     out = tmp_path / "c.mp4"
     # 256x256x33 on the tiny model: ~20 ms a step, 400 steps: still denoising when the signal lands
     proc = subprocess.Popen(
-        [sys.executable, "-m", "wan_desktop.cli", "generate", "--model", str(t2v.official),
-         "--prompt", "x", "--size", "256x256", "--frames", "33", "--steps", "400", "--device",
-         "cpu", "--dtype", "float32", "--seed", "1", "--out", str(out)],
-        stderr=subprocess.PIPE, text=True, env=os.environ | {"WAN_PROGRESS": "1"})
+        [
+            sys.executable,
+            "-m",
+            "wan_desktop.cli",
+            "generate",
+            "--model",
+            str(t2v.official),
+            "--prompt",
+            "x",
+            "--size",
+            "256x256",
+            "--frames",
+            "33",
+            "--steps",
+            "400",
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+            "--seed",
+            "1",
+            "--out",
+            str(out),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ | {"WAN_PROGRESS": "1"},
+    )
     try:
         buf = ""
         deadline = time.time() + 120

@@ -27,8 +27,11 @@ def _argparse_flags() -> dict[str, tuple[str, ...] | None]:
     parser = build_parser()
     sub = next(a for a in parser._actions if hasattr(a, "choices") and isinstance(a.choices, dict))
     generate = sub.choices["generate"]
-    return {a.option_strings[-1]: tuple(a.choices) if a.choices else None
-            for a in generate._actions if a.option_strings and a.option_strings[-1] != "--help"}
+    return {
+        a.option_strings[-1]: tuple(a.choices) if a.choices else None
+        for a in generate._actions
+        if a.option_strings and a.option_strings[-1] != "--help"
+    }
 
 
 def test_the_readme_lists_every_generate_flag_with_its_choices():

@@ -39,8 +39,9 @@ def test_sigterm_sets_the_cancel_token_and_a_second_one_interrupts_with_143():
     assert {s: signal.getsignal(s) for s in before} == before
 
 
-@pytest.mark.parametrize("reason,code", [("terminated (SIGTERM)", 143),
-                                         ("interrupted (Ctrl-C)", 130)])
+@pytest.mark.parametrize(
+    "reason,code", [("terminated (SIGTERM)", 143), ("interrupted (Ctrl-C)", 130)]
+)
 def test_main_exits_143_for_sigterm_and_130_for_ctrl_c(reason, code, capsys, monkeypatch):
     """main()'s mapping of the cancel reason to the exit status, with the one line it prints."""
     import wan_desktop.cli as cli
@@ -58,10 +59,34 @@ def test_sigterm_cancels_a_real_run_within_a_step_exits_143_and_leaves_nothing(t
     out = tmp_path / "t.mp4"
     # 256x256x33 on the tiny model, 400 steps: still denoising when the signal lands
     proc = subprocess.Popen(
-        [sys.executable, "-m", "wan_desktop.cli", "generate", "--model", str(t2v.official),
-         "--prompt", "x", "--size", "256x256", "--frames", "33", "--steps", "400", "--device",
-         "cpu", "--dtype", "float32", "--seed", "1", "--out", str(out)],
-        stderr=subprocess.PIPE, text=True, env=os.environ | {"WAN_PROGRESS": "1"})
+        [
+            sys.executable,
+            "-m",
+            "wan_desktop.cli",
+            "generate",
+            "--model",
+            str(t2v.official),
+            "--prompt",
+            "x",
+            "--size",
+            "256x256",
+            "--frames",
+            "33",
+            "--steps",
+            "400",
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+            "--seed",
+            "1",
+            "--out",
+            str(out),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ | {"WAN_PROGRESS": "1"},
+    )
     try:
         buf = ""
         deadline = time.time() + 120
@@ -80,8 +105,10 @@ def test_sigterm_cancels_a_real_run_within_a_step_exits_143_and_leaves_nothing(t
         if proc.poll() is None:
             proc.kill()
     steps = [int(s) for s in re.findall(r"denoise (\d+)/400", buf + rest)]
-    print(f"SIGTERM after step {steps[0]}: stopped after step {steps[-1]} of 400, exit "
-          f"{proc.returncode} {dt:.2f} s after the signal")
+    print(
+        f"SIGTERM after step {steps[0]}: stopped after step {steps[-1]} of 400, exit "
+        f"{proc.returncode} {dt:.2f} s after the signal"
+    )
     assert proc.returncode == 143, buf + rest
     last = (buf + rest).replace("\r", "\n").strip().splitlines()[-1]
     assert last == "cancelled: terminated (SIGTERM); nothing was written"

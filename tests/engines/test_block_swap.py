@@ -166,6 +166,8 @@ def test_gpu_swap_overlaps_copies():
         res = BlockSwap(m, 0)
         res.load("cuda")
         t_res = timed(lambda: res(x, t, ctx))
-    print(f"8 blocks of the 1.3B at 832x480x81, batch 2: resident {t_res:.3f} s, all swapped "
-          f"{t_swap:.3f} s")
+    print(
+        f"8 blocks of the 1.3B at 832x480x81, batch 2: resident {t_res:.3f} s, all swapped "
+        f"{t_swap:.3f} s"
+    )
     assert t_swap < 1.5 * t_res

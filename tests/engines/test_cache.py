@@ -24,32 +24,68 @@ def _folder(tmp_path, *, loras=()):
     (folder / "dit.engine").write_bytes(b"engine bytes" * 10)
     v = tiny_variant("t2v-1.3B")
     spec = specs.spec_to_dict(specs.dit_spec(v))
-    profile = {"name": "832x480x81",
-               "dims": {k: list(x) for k, x in specs.preset_sizes(v, "dit", "832x480x81").items()}}
+    profile = {
+        "name": "832x480x81",
+        "dims": {k: list(x) for k, x in specs.preset_sizes(v, "dit", "832x480x81").items()},
+    }
     onnx_entry = cache.EngineEntry(
-        component="dit", file="dit.onnx", runtime="onnxruntime", runtime_version="1.20.0",
-        precision="fp32", spec=spec, sha256=cache.sha256_file(folder / "dit.onnx"),
-        size=(folder / "dit.onnx").stat().st_size, expert=0, opset=20)
+        component="dit",
+        file="dit.onnx",
+        runtime="onnxruntime",
+        runtime_version="1.20.0",
+        precision="fp32",
+        spec=spec,
+        sha256=cache.sha256_file(folder / "dit.onnx"),
+        size=(folder / "dit.onnx").stat().st_size,
+        expert=0,
+        opset=20,
+    )
     engine = cache.EngineEntry(
-        component="dit", file="dit.engine", runtime="tensorrt_rtx", runtime_version="1.7.1.116",
-        precision="fp8", spec=spec, sha256=cache.sha256_file(folder / "dit.engine"),
-        size=(folder / "dit.engine").stat().st_size, expert=0,
-        onnx_sha256=onnx_entry.sha256, onnx_file="dit.onnx", profiles=(profile,),
-        compute_capabilities=("8.9", "12.0"), exact_runtime=True, extra={"builder": "test"})
+        component="dit",
+        file="dit.engine",
+        runtime="tensorrt_rtx",
+        runtime_version="1.7.1.116",
+        precision="fp8",
+        spec=spec,
+        sha256=cache.sha256_file(folder / "dit.engine"),
+        size=(folder / "dit.engine").stat().st_size,
+        expert=0,
+        onnx_sha256=onnx_entry.sha256,
+        onnx_file="dit.onnx",
+        profiles=(profile,),
+        compute_capabilities=("8.9", "12.0"),
+        exact_runtime=True,
+        extra={"builder": "test"},
+    )
     manifest = cache.Manifest(
-        variant=v, entries=(onnx_entry, engine),
-        model={"path": "/m", "format": "official", "random_weights": False,
-               "files": [{"name": "m/diffusion_pytorch_model.safetensors", "size": 123,
-                          "sha256": "ab" * 32}]},
-        loras=tuple(loras), boundary=None, tokenizer="tokenizer", rebuild=REBUILD,
-        app_version="0.1.0", created="2026-12-01T00:00:00+0000")
+        variant=v,
+        entries=(onnx_entry, engine),
+        model={
+            "path": "/m",
+            "format": "official",
+            "random_weights": False,
+            "files": [
+                {"name": "m/diffusion_pytorch_model.safetensors", "size": 123, "sha256": "ab" * 32}
+            ],
+        },
+        loras=tuple(loras),
+        boundary=None,
+        tokenizer="tokenizer",
+        rebuild=REBUILD,
+        app_version="0.1.0",
+        created="2026-12-01T00:00:00+0000",
+    )
     cache.write_manifest(folder, manifest)
     return folder, manifest
 
 
 def test_manifest_round_trips_with_the_full_variant(tmp_path):
-    folder, manifest = _folder(tmp_path, loras=[{"file": "a.safetensors", "sha256": "0123456789ab",
-                                                 "strength": 0.8, "expert": "high"}])
+    folder, manifest = _folder(
+        tmp_path,
+        loras=[
+            {"file": "a.safetensors", "sha256": "0123456789ab", "strength": 0.8, "expert": "high"}
+        ],
+    )
     back = cache.read_manifest(folder)
     assert back == manifest
     assert back.variant.dit.dim == 256 and back.variant.vae.dim_mult == (1, 2, 4, 4)
@@ -94,9 +130,13 @@ def _engine(manifest):
     return manifest.entry("dit", runtime="tensorrt_rtx")
 
 
-GOOD = dict(runtime_version="1.7.1.116", compute_capability="8.9",
-            sizes={"B": 2, "T": 21, "H": 60, "W": 104}, loras=[],
-            model_files=[{"name": "m/diffusion_pytorch_model.safetensors", "size": 123}])
+GOOD = dict(
+    runtime_version="1.7.1.116",
+    compute_capability="8.9",
+    sizes={"B": 2, "T": 21, "H": 60, "W": 104},
+    loras=[],
+    model_files=[{"name": "m/diffusion_pytorch_model.safetensors", "size": 123}],
+)
 
 
 def test_a_matching_entry_is_accepted(tmp_path):
@@ -106,16 +146,34 @@ def test_a_matching_entry_is_accepted(tmp_path):
     assert cache.check_entry(folder, manifest, _engine(manifest)) is None
 
 
-@pytest.mark.parametrize("kind, change, needle", [
-    ("gpu", {"compute_capability": "9.0"}, "compute capability 8.9, 12.0; this GPU is 9.0"),
-    ("runtime", {"runtime_version": "1.8.0.1"}, "built with tensorrt_rtx 1.7.1.116; 1.8.0.1"),
-    ("shape", {"sizes": {"B": 2, "T": 21, "H": 90, "W": 160}}, "outside the profiles"),
-    ("shape", {"sizes": {"B": 3, "T": 21, "H": 60, "W": 104}}, "832x480x81"),
-    ("loras", {"loras": [{"file": "b.safetensors", "sha256": "ffffffffffff", "strength": 1.0,
-                          "expert": "high"}]}, "have no LoRAs merged; this run asks for b.safetensors@1"),
-    ("model", {"model_files": [{"name": "m/other.safetensors", "size": 123}]},
-     "made from other model files"),
-])
+@pytest.mark.parametrize(
+    "kind, change, needle",
+    [
+        ("gpu", {"compute_capability": "9.0"}, "compute capability 8.9, 12.0; this GPU is 9.0"),
+        ("runtime", {"runtime_version": "1.8.0.1"}, "built with tensorrt_rtx 1.7.1.116; 1.8.0.1"),
+        ("shape", {"sizes": {"B": 2, "T": 21, "H": 90, "W": 160}}, "outside the profiles"),
+        ("shape", {"sizes": {"B": 3, "T": 21, "H": 60, "W": 104}}, "832x480x81"),
+        (
+            "loras",
+            {
+                "loras": [
+                    {
+                        "file": "b.safetensors",
+                        "sha256": "ffffffffffff",
+                        "strength": 1.0,
+                        "expert": "high",
+                    }
+                ]
+            },
+            "have no LoRAs merged; this run asks for b.safetensors@1",
+        ),
+        (
+            "model",
+            {"model_files": [{"name": "m/other.safetensors", "size": 123}]},
+            "made from other model files",
+        ),
+    ],
+)
 def test_each_mismatch_is_refused_with_its_reason(tmp_path, kind, change, needle):
     folder, manifest = _folder(tmp_path)
     refusal = cache.check_entry(folder, manifest, _engine(manifest), **(GOOD | change))
@@ -129,8 +187,9 @@ def test_other_lora_strength_is_refused(tmp_path):
     folder, manifest = _folder(tmp_path, loras=[lora])
     ok = cache.check_entry(folder, manifest, _engine(manifest), **(GOOD | {"loras": [lora]}))
     assert ok is None
-    half = cache.check_entry(folder, manifest, _engine(manifest),
-                             **(GOOD | {"loras": [lora | {"strength": 0.5}]}))
+    half = cache.check_entry(
+        folder, manifest, _engine(manifest), **(GOOD | {"loras": [lora | {"strength": 0.5}]})
+    )
     assert half is not None and half.kind == "loras" and "a.safetensors@0.5" in half.reason
 
 
@@ -176,8 +235,9 @@ def test_onnx_graphs_need_a_runtime_at_least_as_new(tmp_path):
 def test_require_entry_raises_the_refusal_as_engine_error(tmp_path):
     folder, manifest = _folder(tmp_path)
     with pytest.raises(EngineError, match=r"this GPU is 7\.5") as e:
-        cache.require_entry(folder, manifest, "dit", runtime="tensorrt_rtx",
-                            compute_capability="7.5")
+        cache.require_entry(
+            folder, manifest, "dit", runtime="tensorrt_rtx", compute_capability="7.5"
+        )
     assert REBUILD in e.value.remedy
     with pytest.raises(EngineError, match="has no t5 for onnxruntime"):
         cache.require_entry(folder, manifest, "t5", runtime="onnxruntime")
@@ -190,17 +250,26 @@ def test_model_file_records_hash_and_name_the_folder(tmp_path):
     f = tmp_path / "high_noise_model" / "w.safetensors"
     f.write_bytes(b"abc")
     (rec,) = cache.model_file_records([f])
-    assert rec == {"name": "high_noise_model/w.safetensors", "size": 3,
-                   "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"}
+    assert rec == {
+        "name": "high_noise_model/w.safetensors",
+        "size": 3,
+        "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+    }
 
 
 def test_preset_sizes_and_profiles_follow_the_variant():
     v = tiny_variant("t2v-1.3B")
     assert specs.profile_presets(v, "480p") == ("832x480x81", "480x832x81")
     assert specs.preset_sizes(v, "dit", "832x480x81") == {
-        "B": (1, 2, 2), "T": (21, 21, 21), "H": (60, 60, 60), "W": (104, 104, 104)}
+        "B": (1, 2, 2),
+        "T": (21, 21, 21),
+        "H": (60, 60, 60),
+        "W": (104, 104, 104),
+    }
     assert specs.preset_sizes(v, "vae_decoder_step", "832x480x81") == {
-        "h": (60, 60, 60), "w": (104, 104, 104)}
+        "h": (60, 60, 60),
+        "w": (104, 104, 104),
+    }
     spec = specs.dit_spec(v)
     shape = specs.resolve_dims(spec.inputs[3], {"T": 21, "H": 60, "W": 104})
     assert shape == (21 * 30 * 52, 64)  # RoPE table = token count
@@ -211,8 +280,10 @@ def test_preset_sizes_and_profiles_follow_the_variant():
     with pytest.raises(ConfigError, match="4n\\+1"):
         specs.check_preset(v, "832x480x80")
     with pytest.raises(ConfigError, match="no 720p sizes"):
-        specs.profile_presets(dataclasses.replace(
-            v, defaults=dataclasses.replace(v.defaults, sizes=((832, 480),))), "720p")
+        specs.profile_presets(
+            dataclasses.replace(v, defaults=dataclasses.replace(v.defaults, sizes=((832, 480),))),
+            "720p",
+        )
 
 
 # ----------------------------------------------------------------------------- checkpoint identity
@@ -230,19 +301,22 @@ def test_a_same_size_checkpoint_of_another_model_is_refused(tmp_path):
     folder, manifest = _folder(tmp_path)
     mine = _checkpoint(tmp_path / "a", b"model A weights " * 64)
     other = _checkpoint(tmp_path / "b", b"model B weights " * 64)  # same name, same size
-    made = dataclasses.replace(manifest, model=manifest.model | {
-        "files": cache.model_file_records([mine])})
+    made = dataclasses.replace(
+        manifest, model=manifest.model | {"files": cache.model_file_records([mine])}
+    )
     entry = _engine(made)
-    assert cache.check_entry(folder, made, entry,
-                             model_files=cache.model_file_records([mine])) is None
+    assert (
+        cache.check_entry(folder, made, entry, model_files=cache.model_file_records([mine])) is None
+    )
     r = cache.check_entry(folder, made, entry, model_files=cache.model_file_records([other]))
     assert r is not None and r.kind == "model"
     assert "same size but other contents (sha256)" in r.reason and REBUILD in r.remedy
     # the app's listing hashes nothing: name + size, until the hash cache knows the file
     fresh = cache.HashCache(tmp_path / "hashes.json")
     listed = cache.model_file_records([other], hash_files=False, hashes=fresh)
-    assert listed == [{"name": "official/diffusion_pytorch_model.safetensors",
-                       "size": other.stat().st_size}]
+    assert listed == [
+        {"name": "official/diffusion_pytorch_model.safetensors", "size": other.stat().st_size}
+    ]
     assert cache.check_entry(folder, made, entry, model_files=listed, hashes=fresh) is None
     fresh.sha256(other)  # a run hashed it
     listed = cache.model_file_records([other], hash_files=False, hashes=fresh)
@@ -253,10 +327,14 @@ def test_a_same_size_checkpoint_of_another_model_is_refused(tmp_path):
 def test_a_manifest_without_checkpoint_hashes_cannot_confirm_the_model(tmp_path):
     folder, manifest = _folder(tmp_path)
     mine = _checkpoint(tmp_path / "a", b"model A weights")
-    unhashed = dataclasses.replace(manifest, model=manifest.model | {
-        "files": [{"name": "official/diffusion_pytorch_model.safetensors", "size": 15}]})
-    r = cache.check_entry(folder, unhashed, _engine(unhashed),
-                          model_files=cache.model_file_records([mine]))
+    unhashed = dataclasses.replace(
+        manifest,
+        model=manifest.model
+        | {"files": [{"name": "official/diffusion_pytorch_model.safetensors", "size": 15}]},
+    )
+    r = cache.check_entry(
+        folder, unhashed, _engine(unhashed), model_files=cache.model_file_records([mine])
+    )
     assert r is not None and r.kind == "model" and "records no sha256" in r.reason
 
 
@@ -278,41 +356,53 @@ def _set(keys, value):
         for k in keys[:-1]:
             node = node[k]
         node[keys[-1]] = value
+
     return change
 
 
-@pytest.mark.parametrize("keys, value, needle", [
-    (["entries"], 5, "entries should be a list, not 5"),
-    (["entries"], [5], "entries[0] should be an object, not 5"),
-    (["entries", 0, "size"], "16", 'entries[0].size should be an integer, not "16"'),
-    (["entries", 0, "size"], True, "entries[0].size should be an integer, not true"),
-    (["entries", 0, "size"], -1, "entries[0].size is negative"),
-    (["entries", 0, "expert"], "0", "entries[0].expert should be an integer or null"),
-    (["entries", 0, "sha256"], "0" * 64, "entries[0].sha256 is not a sha256"),
-    (["entries", 0, "sha256"], "ab12", "entries[0].sha256 is not a sha256"),
-    (["entries", 0, "sha256"], None, "entries[0].sha256 should be a string, not null"),
-    (["entries", 1, "onnx_sha256"], "00", "entries[1].onnx_sha256 is not a sha256"),
-    (["entries", 1, "profiles"], [5], "entries[1].profiles[0] should be an object, not 5"),
-    (["entries", 1, "profiles", 0, "dims"], {"B": [1, 2]}, "entries[1].profiles[0].dims should map"),
-    (["entries", 1, "compute_capabilities"], [8.9], "compute_capabilities[0] should be a string"),
-    (["entries", 0, "spec"], [], "entries[0].spec should be an object, not []"),
-    (["variant"], 5, "variant should be an object, not 5"),
-    (["variant", "dit"], 5, "variant.dit should be an object, not 5"),
-    (["variant", "dit", "dim"], "x", 'variant.dit.dim should be an integer, not "x"'),
-    (["variant", "dit", "num_heads"], 0, "variant.dit is not valid"),
-    (["variant", "dit", "num_heads"], 7, "not divisible by num_heads 7"),
-    (["variant", "tasks"], ["x2v"], "variant.tasks[0] should be one of t2v"),
-    (["variant", "vae", "latents_mean"], [0.0], "latents_mean/std need 16 values"),
-    (["variant", "experts"], 0, "variant.experts should be 1 or 2, not 0"),
-    (["model"], 5, "model should be an object, not 5"),
-    (["model", "files"], [5], "model.files[0] should be an object, not 5"),
-    (["model", "files", 0, "size"], "123", 'model.files[0].size should be a size in bytes'),
-    (["model", "files", 0, "sha256"], "0" * 64, "model.files[0].sha256 is not a sha256"),
-    (["loras"], [5], "loras[0] should be an object, not 5"),
-    (["loras"], [{"file": "a", "strength": "x"}], 'loras[0].strength has the wrong type: "x"'),
-    (["boundary"], "x", 'boundary should be a number or null, not "x"'),
-    (["tokenizer"], 5, "tokenizer should be a string or null, not 5"),
-])
+@pytest.mark.parametrize(
+    "keys, value, needle",
+    [
+        (["entries"], 5, "entries should be a list, not 5"),
+        (["entries"], [5], "entries[0] should be an object, not 5"),
+        (["entries", 0, "size"], "16", 'entries[0].size should be an integer, not "16"'),
+        (["entries", 0, "size"], True, "entries[0].size should be an integer, not true"),
+        (["entries", 0, "size"], -1, "entries[0].size is negative"),
+        (["entries", 0, "expert"], "0", "entries[0].expert should be an integer or null"),
+        (["entries", 0, "sha256"], "0" * 64, "entries[0].sha256 is not a sha256"),
+        (["entries", 0, "sha256"], "ab12", "entries[0].sha256 is not a sha256"),
+        (["entries", 0, "sha256"], None, "entries[0].sha256 should be a string, not null"),
+        (["entries", 1, "onnx_sha256"], "00", "entries[1].onnx_sha256 is not a sha256"),
+        (["entries", 1, "profiles"], [5], "entries[1].profiles[0] should be an object, not 5"),
+        (
+            ["entries", 1, "profiles", 0, "dims"],
+            {"B": [1, 2]},
+            "entries[1].profiles[0].dims should map",
+        ),
+        (
+            ["entries", 1, "compute_capabilities"],
+            [8.9],
+            "compute_capabilities[0] should be a string",
+        ),
+        (["entries", 0, "spec"], [], "entries[0].spec should be an object, not []"),
+        (["variant"], 5, "variant should be an object, not 5"),
+        (["variant", "dit"], 5, "variant.dit should be an object, not 5"),
+        (["variant", "dit", "dim"], "x", 'variant.dit.dim should be an integer, not "x"'),
+        (["variant", "dit", "num_heads"], 0, "variant.dit is not valid"),
+        (["variant", "dit", "num_heads"], 7, "not divisible by num_heads 7"),
+        (["variant", "tasks"], ["x2v"], "variant.tasks[0] should be one of t2v"),
+        (["variant", "vae", "latents_mean"], [0.0], "latents_mean/std need 16 values"),
+        (["variant", "experts"], 0, "variant.experts should be 1 or 2, not 0"),
+        (["model"], 5, "model should be an object, not 5"),
+        (["model", "files"], [5], "model.files[0] should be an object, not 5"),
+        (["model", "files", 0, "size"], "123", "model.files[0].size should be a size in bytes"),
+        (["model", "files", 0, "sha256"], "0" * 64, "model.files[0].sha256 is not a sha256"),
+        (["loras"], [5], "loras[0] should be an object, not 5"),
+        (["loras"], [{"file": "a", "strength": "x"}], 'loras[0].strength has the wrong type: "x"'),
+        (["boundary"], "x", 'boundary should be a number or null, not "x"'),
+        (["tokenizer"], 5, "tokenizer should be a string or null, not 5"),
+    ],
+)
 def test_a_malformed_manifest_is_an_engine_error_naming_the_value(tmp_path, keys, value, needle):
     folder, _ = _folder(tmp_path)
     path = _edit(folder, _set(keys, value))
@@ -356,8 +446,12 @@ def _paths(data):
 def test_no_wrong_value_anywhere_in_a_manifest_escapes_as_another_exception(tmp_path):
     """Each value of a real manifest replaced by each of a few wrong ones (3,300 manifests): the
     parse is an EngineError or succeeds, and then checking every entry raises nothing."""
-    folder, _ = _folder(tmp_path, loras=[{"file": "a.safetensors", "sha256": "0123456789ab",
-                                          "strength": 0.8, "expert": "high"}])
+    folder, _ = _folder(
+        tmp_path,
+        loras=[
+            {"file": "a.safetensors", "sha256": "0123456789ab", "strength": 0.8, "expert": "high"}
+        ],
+    )
     good = json.loads((folder / cache.MANIFEST).read_text())
     hashes = cache.HashCache(tmp_path / "hashes.json")
     tried = refused = 0
@@ -380,17 +474,20 @@ def test_no_wrong_value_anywhere_in_a_manifest_escapes_as_another_exception(tmp_
 # ----------------------------------------------------------------------------- paths
 
 
-@pytest.mark.parametrize("keys, value", [
-    (["entries", 0, "file"], "../../outside.onnx"),
-    (["entries", 0, "file"], "sub/../../outside.onnx"),
-    (["entries", 0, "file"], "/etc/passwd"),
-    (["entries", 0, "file"], "..\\..\\outside.onnx"),
-    (["entries", 0, "file"], "C:/Windows/outside.onnx"),
-    (["entries", 0, "file"], ""),
-    (["entries", 1, "onnx_file"], "../dit.onnx"),
-    (["tokenizer"], "../../tokenizer"),
-    (["tokenizer"], "/usr/share/tokenizer"),
-])
+@pytest.mark.parametrize(
+    "keys, value",
+    [
+        (["entries", 0, "file"], "../../outside.onnx"),
+        (["entries", 0, "file"], "sub/../../outside.onnx"),
+        (["entries", 0, "file"], "/etc/passwd"),
+        (["entries", 0, "file"], "..\\..\\outside.onnx"),
+        (["entries", 0, "file"], "C:/Windows/outside.onnx"),
+        (["entries", 0, "file"], ""),
+        (["entries", 1, "onnx_file"], "../dit.onnx"),
+        (["tokenizer"], "../../tokenizer"),
+        (["tokenizer"], "/usr/share/tokenizer"),
+    ],
+)
 def test_manifest_paths_must_stay_inside_the_folder(tmp_path, keys, value):
     folder, _ = _folder(tmp_path)
     _edit(folder, _set(keys, value))
@@ -398,8 +495,10 @@ def test_manifest_paths_must_stay_inside_the_folder(tmp_path, keys, value):
     where = ".".join(str(k) for k in keys).replace(".0.", "[0].").replace(".1.", "[1].")
     with pytest.raises(EngineError) as e:
         cache.read_manifest(folder)
-    assert where in e.value.message and ("leaves the engine folder" in e.value.message
-                                         or "should be a path inside the folder" in e.value.message)
+    assert where in e.value.message and (
+        "leaves the engine folder" in e.value.message
+        or "should be a path inside the folder" in e.value.message
+    )
     assert REBUILD in e.value.remedy
 
 
@@ -421,8 +520,10 @@ def test_symlinks_are_followed_before_the_folder_check(tmp_path):
     outside.rename(folder / "graphs" / "dit.onnx")
     (folder / "dit.onnx").symlink_to(folder / "graphs" / "dit.onnx")
     m = cache.read_manifest(folder)
-    assert cache.check_entry(folder, m, m.entry("dit", runtime="onnxruntime"),
-                             verify_hash=True) is None
+    assert (
+        cache.check_entry(folder, m, m.entry("dit", runtime="onnxruntime"), verify_hash=True)
+        is None
+    )
 
 
 def test_unreadable_files_are_engine_errors_or_refusals(tmp_path):
@@ -431,6 +532,7 @@ def test_unreadable_files_are_engine_errors_or_refusals(tmp_path):
     folder, manifest = _folder(tmp_path)
     (folder / "dit.onnx").unlink()
     (folder / "dit.onnx").mkdir()  # not a file any more
-    r = cache.check_entry(folder, manifest, manifest.entry("dit", runtime="onnxruntime"),
-                          verify_hash=True)
+    r = cache.check_entry(
+        folder, manifest, manifest.entry("dit", runtime="onnxruntime"), verify_hash=True
+    )
     assert r is not None and r.kind == "missing"

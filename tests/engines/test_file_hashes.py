@@ -49,7 +49,9 @@ def test_each_file_is_hashed_once_across_processes(tmp_path, reads):
     assert reads == ["a.safetensors", "b.safetensors"]
     stored = json.loads(cache_file.read_text())
     assert stored["format"] == file_hashes.FORMAT and set(stored["files"]) == {
-        str(a.resolve()), str(b.resolve())}
+        str(a.resolve()),
+        str(b.resolve()),
+    }
     assert not [p for p in cache_file.parent.iterdir() if p.name != cache_file.name]  # no .tmp
 
 
@@ -99,10 +101,16 @@ def test_the_cache_lives_in_the_user_cache_dir(tmp_path, monkeypatch):
     assert HashCache().path == tmp_path / "local" / "wan-desktop" / "cache" / "file-hashes.json"
 
 
-@pytest.mark.parametrize("content", [
-    "{not json", "[]", "\xff\xfe", json.dumps({"format": "other", "version": 1, "files": {}}),
-    json.dumps({"format": file_hashes.FORMAT, "version": 1, "files": []}),
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{not json",
+        "[]",
+        "\xff\xfe",
+        json.dumps({"format": "other", "version": 1, "files": {}}),
+        json.dumps({"format": file_hashes.FORMAT, "version": 1, "files": []}),
+    ],
+)
 def test_a_corrupt_cache_file_is_ignored_and_rewritten(tmp_path, reads, content):
     path = tmp_path / "h.json"
     path.write_text(content, encoding="latin-1")
@@ -118,14 +126,27 @@ def test_wrong_or_forged_records_are_not_trusted(tmp_path, reads):
     f = tmp_path / "x.bin"
     f.write_bytes(b"abc")
     st = f.resolve().stat()
-    stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
-             "inode": st.st_ino}
+    stamp = {
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+        "inode": st.st_ino,
+    }
     other = tmp_path / "y.bin"
     other.write_bytes(b"y")
     path = tmp_path / "h.json"
-    path.write_text(json.dumps({"format": file_hashes.FORMAT, "version": 1, "files": {
-        str(f.resolve()): stamp | {"sha256": "not a hash"},
-        str(other.resolve()): {"size": "1", "sha256": "ab" * 32}}}))
+    path.write_text(
+        json.dumps(
+            {
+                "format": file_hashes.FORMAT,
+                "version": 1,
+                "files": {
+                    str(f.resolve()): stamp | {"sha256": "not a hash"},
+                    str(other.resolve()): {"size": "1", "sha256": "ab" * 32},
+                },
+            }
+        )
+    )
     assert HashCache(path).cached(f) is None and HashCache(path).cached(other) is None
     assert HashCache(path).sha256(f) == _sha(b"abc") and reads == ["x.bin"]
 

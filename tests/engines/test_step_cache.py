@@ -24,11 +24,20 @@ from wan_desktop.samplers import make_schedule
 STEPS = 20
 
 
-def _generate(name: str = "t2v-1.3B", cache: StepCacheConfig | float | None = None, *,
-              begin: bool = True, batch_cfg: bool = True, steps: int = STEPS):
+def _generate(
+    name: str = "t2v-1.3B",
+    cache: StepCacheConfig | float | None = None,
+    *,
+    begin: bool = True,
+    batch_cfg: bool = True,
+    steps: int = STEPS,
+):
     variant = tiny_variant(name)
-    request = replace(GenerationRequest(prompt="a cat", width=64, height=32, frames=9, steps=steps,
-                                        seed=1, batch_cfg=batch_cfg).resolve(variant))
+    request = replace(
+        GenerationRequest(
+            prompt="a cat", width=64, height=32, frames=9, steps=steps, seed=1, batch_cfg=batch_cfg
+        ).resolve(variant)
+    )
     comps = build_torch_components(variant, None, device=torch.device("cpu"), dtype=torch.float32)
     if cache is not None:
         cfg = cache if isinstance(cache, StepCacheConfig) else StepCacheConfig(threshold=cache)
@@ -57,8 +66,10 @@ def test_threshold_zero_reuses_nothing(uncached):
 def test_huge_threshold_skips_all_but_first_and_last(uncached):
     video, (stats,), _ = _generate(cache=1e9)
     assert stats["computed"] == 2 and stats["skipped_steps"] == list(range(1, STEPS - 1))
-    print(f"huge threshold: {stats['skipped']} of {STEPS} steps skipped, "
-          f"PSNR {psnr_uint8(video, uncached):.1f} dB vs uncached")
+    print(
+        f"huge threshold: {stats['skipped']} of {STEPS} steps skipped, "
+        f"PSNR {psnr_uint8(video, uncached):.1f} dB vs uncached"
+    )
 
 
 @pytest.mark.parametrize("signal", ["e", "e0"])
@@ -70,8 +81,10 @@ def test_timestep_signals(signal):
 def test_moderate_threshold_skips_some(uncached):
     video, (stats,), _ = _generate(cache=0.4)
     p = psnr_uint8(video, uncached)
-    print(f"threshold 0.4: skipped steps {stats['skipped_steps']} ({stats['skipped']} of {STEPS}), "
-          f"PSNR {p:.1f} dB vs uncached")
+    print(
+        f"threshold 0.4: skipped steps {stats['skipped_steps']} ({stats['skipped']} of {STEPS}), "
+        f"PSNR {p:.1f} dB vs uncached"
+    )
     assert 0 < stats["skipped"] < STEPS - 2
     assert 25.0 < p < float("inf")  # measured 37.5 dB; the huge threshold gives 23.7 dB
 
@@ -88,8 +101,9 @@ def test_without_schedule_only_the_first_step_is_forced_and_runs_restart():
     assert stats["computed"] == 1 and stats["skipped"] == 5
     # a second generation without begin(): the rising timestep starts the cache over
     variant = comps.variant
-    request = GenerationRequest(prompt="a cat", width=64, height=32, frames=9, steps=6,
-                                seed=1).resolve(variant)
+    request = GenerationRequest(
+        prompt="a cat", width=64, height=32, frames=9, steps=6, seed=1
+    ).resolve(variant)
     generate(comps, request, device="cpu", preview_every=0)
     assert comps.denoisers[0].cache_stats["computed"] == 1
 

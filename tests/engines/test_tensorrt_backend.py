@@ -25,30 +25,46 @@ def test_binding_shapes_follow_the_specs():
     v = VARIANTS["t2v-1.3B"]
     dit = specs.dit_spec(v)
     L = 21 * 30 * 52
-    shapes = {"latents": (2, 16, 21, 60, 104), "timestep": (2,), "context": (2, 512, 4096),
-              "rope_cos": (L, 64), "rope_sin": (L, 64)}
+    shapes = {
+        "latents": (2, 16, 21, 60, 104),
+        "timestep": (2,),
+        "context": (2, 512, 4096),
+        "rope_cos": (L, 64),
+        "rope_sin": (L, 64),
+    }
     assert T.binding_shapes(dit, shapes) == {"velocity": (2, 16, 21, 60, 104)}
     assert T.bind_sizes(dit, shapes) == {"B": 2, "T": 21, "H": 60, "W": 104}
     assert T.binding_shapes(specs.t5_spec(v), {"ids": (2, 512), "mask": (2, 512)}) == {
-        "hidden": (2, 512, 4096)}
+        "hidden": (2, 512, 4096)
+    }
     vi = VARIANTS["i2v-14B"]
     assert T.binding_shapes(specs.clip_spec(vi), {"images": (1, 3, 720, 1280)}) == {
-        "features": (1, 257, 1280)}
+        "features": (1, 257, 1280)
+    }
     cache_dims = [(1, 96, 2, "h", "w"), (1, 192, 2, "h*2", "w*2")]
     first, step = specs.vae_decoder_specs(v, cache_dims)
-    out = T.binding_shapes(step, {"latents": (1, 16, 1, 60, 104),
-                                  "cache_in_0": (1, 96, 2, 60, 104),
-                                  "cache_in_1": (1, 192, 2, 120, 208)})
+    out = T.binding_shapes(
+        step,
+        {
+            "latents": (1, 16, 1, 60, 104),
+            "cache_in_0": (1, 96, 2, 60, 104),
+            "cache_in_1": (1, 192, 2, 120, 208),
+        },
+    )
     assert out["video"] == (1, 3, 4, 480, 832)
     assert out["cache_out_1"] == (1, 192, 2, 120, 208)
-    assert T.binding_shapes(first, {"latents": (1, 16, 1, 60, 104)})["video"] == (1, 3, 1, 480,
-                                                                                  832)
+    assert T.binding_shapes(first, {"latents": (1, 16, 1, 60, 104)})["video"] == (1, 3, 1, 480, 832)
 
 
 def test_inconsistent_bindings_are_refused_before_tensorrt():
     dit = specs.dit_spec(VARIANTS["t2v-1.3B"])
-    good = {"latents": (2, 16, 21, 60, 104), "timestep": (2,), "context": (2, 512, 4096),
-            "rope_cos": (32760, 64), "rope_sin": (32760, 64)}
+    good = {
+        "latents": (2, 16, 21, 60, 104),
+        "timestep": (2,),
+        "context": (2, 512, 4096),
+        "rope_cos": (32760, 64),
+        "rope_sin": (32760, 64),
+    }
     with pytest.raises(EngineError, match="input context is missing"):
         T.binding_shapes(dit, {k: s for k, s in good.items() if k != "context"})
     with pytest.raises(EngineError, match="rank 4"):
@@ -60,12 +76,27 @@ def test_inconsistent_bindings_are_refused_before_tensorrt():
 
 
 def _entry(**kw):
-    base = dict(component="dit", file="dit.bf16.832x480x81.engine", runtime="tensorrt_rtx",
-                runtime_version="1.7.1.116", precision="bf16", sha256="0", size=1,
-                spec=specs.spec_to_dict(specs.t5_spec(VARIANTS["t2v-1.3B"])),
-                profiles=({"name": "832x480x81", "dims": {"B": [1, 2, 2], "T": [21, 21, 21],
-                                                          "H": [60, 60, 60],
-                                                          "W": [104, 104, 104]}},))
+    base = dict(
+        component="dit",
+        file="dit.bf16.832x480x81.engine",
+        runtime="tensorrt_rtx",
+        runtime_version="1.7.1.116",
+        precision="bf16",
+        sha256="0",
+        size=1,
+        spec=specs.spec_to_dict(specs.t5_spec(VARIANTS["t2v-1.3B"])),
+        profiles=(
+            {
+                "name": "832x480x81",
+                "dims": {
+                    "B": [1, 2, 2],
+                    "T": [21, 21, 21],
+                    "H": [60, 60, 60],
+                    "W": [104, 104, 104],
+                },
+            },
+        ),
+    )
     return cache.EngineEntry(**(base | kw))
 
 
@@ -133,8 +164,9 @@ def trt_folder(t2v_engines, tmp_path_factory):
     folder = tmp_path_factory.mktemp("trt") / "engines"
     shutil.copytree(t2v_engines, folder)
     lines: list[str] = []
-    infos = build_folder(folder, SimpleNamespace(precision="bf16"), log=lines.append,
-                         compute_capabilities=("8.9",))
+    infos = build_folder(
+        folder, SimpleNamespace(precision="bf16"), log=lines.append, compute_capabilities=("8.9",)
+    )
     print("\n" + "\n".join(lines))
     assert len(infos) == 4  # t5, vae decoder first + step, dit
     return folder
@@ -146,18 +178,24 @@ def test_build_folder_adds_engines_the_backend_selects(trt_folder):
 
     m = cache.read_manifest(trt_folder)
     engines = [e for e in m.entries if e.runtime == "tensorrt_rtx"]
-    assert sorted(e.component for e in engines) == ["dit", "t5", "vae_decoder_first",
-                                                    "vae_decoder_step"]
+    assert sorted(e.component for e in engines) == [
+        "dit",
+        "t5",
+        "vae_decoder_first",
+        "vae_decoder_step",
+    ]
     for e in engines:
         assert e.precision == "bf16" and e.compute_capabilities == ("8.9",) and e.exact_runtime
         assert (trt_folder / e.file).stat().st_size == e.size > 50_000
         assert e.onnx_sha256 == cache.sha256_file(trt_folder / e.onnx_file)
     assert [p["name"] for p in next(e for e in engines if e.component == "dit").profiles] == [
-        "832x480x81"]
+        "832x480x81"
+    ]
     v = m.variant
     tok = Tokenizer.for_random_weights(v.t5.vocab_size)
-    comps = T.build_tensorrt_components(v, trt_folder, torch.device("cuda"), tokenizer=tok,
-                                        load=False)
+    comps = T.build_tensorrt_components(
+        v, trt_folder, torch.device("cuda"), tokenizer=tok, load=False
+    )
     assert comps.info["precision"] == "bf16" and len(comps.denoisers) == 1
     assert comps.denoisers[0].engine.path.name.startswith("dit.bf16.")
     # this machine has no GPU: loading them is one clean error with TensorRT's reason
@@ -177,22 +215,28 @@ def test_the_backend_refuses_mismatched_engines_with_the_reason(trt_folder, tmp_
     with pytest.raises(EngineError, match=r"are for t2v-1.3B"):
         T.build_tensorrt_components(other, trt_folder, dev, tokenizer=tok, load=False)
     with pytest.raises(EngineError, match="is bf16, fp8 was asked for"):
-        T.build_tensorrt_components(v, trt_folder, dev, tokenizer=tok, precision="fp8",
-                                    load=False)
+        T.build_tensorrt_components(v, trt_folder, dev, tokenizer=tok, precision="fp8", load=False)
     with pytest.raises(EngineError, match="no dit engine for 1280x720x81") as e:
-        T.build_tensorrt_components(v, trt_folder, dev, tokenizer=tok, preset="1280x720x81",
-                                    load=False)
+        T.build_tensorrt_components(
+            v, trt_folder, dev, tokenizer=tok, preset="1280x720x81", load=False
+        )
     assert "832x480x81" in e.value.message
     dit = next(e for e in m.entries if e.component == "dit" and e.runtime == "tensorrt_rtx")
     check = dict(runtime="tensorrt_rtx", runtime_version=dit.runtime_version, preset=None)
     with pytest.raises(EngineError, match=r"compute capability 8.9; this GPU is 8.6"):
         T.select_entry(trt_folder, m, "dit", compute_capability="8.6", **check)
     with pytest.raises(EngineError, match=r"1.7.1.116; 1.8.0.1 is installed"):
-        T.select_entry(trt_folder, m, "dit", compute_capability="8.9",
-                       **(check | {"runtime_version": "1.8.0.1"}))
+        T.select_entry(
+            trt_folder,
+            m,
+            "dit",
+            compute_capability="8.9",
+            **(check | {"runtime_version": "1.8.0.1"}),
+        )
     with pytest.raises(EngineError, match="no tensorrt engine for dit"):
-        T.select_entry(trt_folder, m, "dit", compute_capability="8.9",
-                       **(check | {"runtime": "tensorrt"}))
+        T.select_entry(
+            trt_folder, m, "dit", compute_capability="8.9", **(check | {"runtime": "tensorrt"})
+        )
     # a changed engine file is refused before TensorRT reads it
     copy = tmp_path / "copy"
     shutil.copytree(trt_folder, copy)
@@ -219,8 +263,10 @@ def test_tensorrt_generation_matches_torch(trt_folder):  # pragma: no cover - ne
 
     cc = torch.cuda.get_device_capability()
     if f"{cc[0]}.{cc[1]}" != "8.9":
-        pytest.skip(f"the engines were built for compute capability 8.9; this GPU is "
-                    f"{cc[0]}.{cc[1]} (TensorRT for RTX refuses 9.0)")
+        pytest.skip(
+            f"the engines were built for compute capability 8.9; this GPU is "
+            f"{cc[0]}.{cc[1]} (TensorRT for RTX refuses 9.0)"
+        )
     m = cache.read_manifest(trt_folder)
     v = m.variant
     dev = torch.device("cuda")
@@ -240,9 +286,26 @@ def test_generate_picks_the_engines_of_the_requested_size(trt_folder, tmp_path, 
     from wan_desktop.cli import main
 
     out = tmp_path / "o.mp4"
-    code = main(["generate", "--backend", "tensorrt", "--engines", str(trt_folder), "--prompt",
-                 "x", "--size", "1280x720", "--frames", "81", "--steps", "1", "--no-progress",
-                 "--out", str(out)])
+    code = main(
+        [
+            "generate",
+            "--backend",
+            "tensorrt",
+            "--engines",
+            str(trt_folder),
+            "--prompt",
+            "x",
+            "--size",
+            "1280x720",
+            "--frames",
+            "81",
+            "--steps",
+            "1",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
     assert "no dit engine for 1280x720x81" in err[0] and "832x480x81" in err[0]

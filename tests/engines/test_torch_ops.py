@@ -69,12 +69,15 @@ def x_and_ref():
     return layer, x, ref
 
 
-@pytest.mark.parametrize("kernel,act,per_channel,bound", [
-    ("dequant", "row", True, 0.04),  # weight-only fp8: measured 2.5 %
-    ("dequant", "row", False, 0.04),
-    ("scaled_mm", "row", True, 0.055),  # weight and activation fp8: measured 3.7 %
-    ("scaled_mm", "tensor", False, 0.055),
-])
+@pytest.mark.parametrize(
+    "kernel,act,per_channel,bound",
+    [
+        ("dequant", "row", True, 0.04),  # weight-only fp8: measured 2.5 %
+        ("dequant", "row", False, 0.04),
+        ("scaled_mm", "row", True, 0.055),  # weight and activation fp8: measured 3.7 %
+        ("scaled_mm", "tensor", False, 0.055),
+    ],
+)
 def test_fp8_linear_error_vs_fp32(x_and_ref, kernel, act, per_channel, bound):
     layer, x, ref = x_and_ref
     q = _quantized(layer, "fp8", per_channel=per_channel)
@@ -85,8 +88,10 @@ def test_fp8_linear_error_vs_fp32(x_and_ref, kernel, act, per_channel, bound):
     assert y.dtype == torch.bfloat16 and y.shape == (64, 256)
     e2, emax = _rel_l2(y, ref), rel_err(y, ref)
     bf16 = _rel_l2(F.linear(x, layer.weight.bfloat16(), layer.bias.bfloat16()), ref)
-    print(f"fp8 {kernel}/{act}/{'channel' if per_channel else 'tensor'}: rel L2 {e2:.4f}, "
-          f"max rel {emax:.4f} (bf16 weights: rel L2 {bf16:.4f})")
+    print(
+        f"fp8 {kernel}/{act}/{'channel' if per_channel else 'tensor'}: rel L2 {e2:.4f}, "
+        f"max rel {emax:.4f} (bf16 weights: rel L2 {bf16:.4f})"
+    )
     assert 0.005 < e2 < bound and emax < bound * 1.5
 
 
@@ -105,9 +110,14 @@ def test_scaled_mm_equals_its_definition(x_and_ref):
     assert e < 2**-7
 
 
-@pytest.mark.parametrize("kernel,bound", [
-    ("dequant", 0.009), ("int8pack", 0.009), ("w8a8", 0.013),  # measured 0.58 / 0.54 / 0.88 %
-])
+@pytest.mark.parametrize(
+    "kernel,bound",
+    [
+        ("dequant", 0.009),
+        ("int8pack", 0.009),
+        ("w8a8", 0.013),  # measured 0.58 / 0.54 / 0.88 %
+    ],
+)
 def test_int8_linear_error_vs_fp32(x_and_ref, kernel, bound):
     layer, x, ref = x_and_ref
     q = _quantized(layer, "int8")
@@ -153,12 +163,31 @@ def test_quantize_keeps_sensitive_layers():
     chosen, kept = quantizable_linears(model)
     assert names == chosen
     print("kept unquantized:", kept)
-    expected_kept = {"text_embedding.0", "text_embedding.2", "time_embedding.0", "time_embedding.2",
-                     "time_projection.1", "head.head", "img_emb.proj.1", "img_emb.proj.3"}
+    expected_kept = {
+        "text_embedding.0",
+        "text_embedding.2",
+        "time_embedding.0",
+        "time_embedding.2",
+        "time_projection.1",
+        "head.head",
+        "img_emb.proj.1",
+        "img_emb.proj.3",
+    }
     assert set(kept) == expected_kept
-    per_block = {"self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o", "cross_attn.q",
-                 "cross_attn.k", "cross_attn.v", "cross_attn.o", "cross_attn.k_img",
-                 "cross_attn.v_img", "ffn.0", "ffn.2"}
+    per_block = {
+        "self_attn.q",
+        "self_attn.k",
+        "self_attn.v",
+        "self_attn.o",
+        "cross_attn.q",
+        "cross_attn.k",
+        "cross_attn.v",
+        "cross_attn.o",
+        "cross_attn.k_img",
+        "cross_attn.v_img",
+        "ffn.0",
+        "ffn.2",
+    }
     assert set(chosen) == {f"blocks.{i}.{n}" for i in range(2) for n in per_block}
     q = copy.deepcopy(model).cast_weights(torch.bfloat16)
     quantize_linears(q, "int8")
@@ -173,13 +202,16 @@ def test_quantize_keeps_sensitive_layers():
     assert "blocks.*.modulation" in DIT_KEPT
 
 
-@pytest.mark.parametrize("mode,kernel,bound", [
-    ("bf16", None, 0.002),  # measured 0.09 % (rel L2)
-    ("fp8", "dequant", 0.015),  # weight-only fp8: measured 0.85 %
-    ("fp8", "scaled_mm", 0.02),  # fp8 weights and activations: measured 1.15 %
-    ("int8", "auto", 0.005),  # measured 0.25 %
-    ("int8", "w8a8", 0.0065),  # measured 0.37 %
-])
+@pytest.mark.parametrize(
+    "mode,kernel,bound",
+    [
+        ("bf16", None, 0.002),  # measured 0.09 % (rel L2)
+        ("fp8", "dequant", 0.015),  # weight-only fp8: measured 0.85 %
+        ("fp8", "scaled_mm", 0.02),  # fp8 weights and activations: measured 1.15 %
+        ("int8", "auto", 0.005),  # measured 0.25 %
+        ("int8", "w8a8", 0.0065),  # measured 0.37 %
+    ],
+)
 def test_tiny_dit_velocity_error(mode, kernel, bound, monkeypatch):
     model = tiny_dit()
     x, t, ctx = dit_inputs()
@@ -232,8 +264,9 @@ def test_set_attention_switches_a_built_model():
     n = set_attention(model, "sdpa-math")
     assert n == 4  # self- and cross-attention of 2 blocks
     fn = model.blocks[0].self_attn.ops.attention
-    model.blocks[0].self_attn.ops.attention = staticmethod(lambda *a, **k: calls.append(1)
-                                                           or sdpa_math(*a, **k))
+    model.blocks[0].self_attn.ops.attention = staticmethod(
+        lambda *a, **k: calls.append(1) or sdpa_math(*a, **k)
+    )
     with torch.inference_mode():
         out = model(x, t, ctx)
     assert calls, "the new attention function was not called"
@@ -258,8 +291,10 @@ def test_gpu_scaled_mm_path_vs_dequantized():
     q.kernel = "auto"
     b = q(x)
     ref = F.linear(x.float(), layer.weight, layer.bias)
-    print(f"CUDA fp8: dequant rel L2 {_rel_l2(a, ref):.4f}, _scaled_mm rel L2 {_rel_l2(b, ref):.4f}, "
-          f"between {_rel_l2(b, a):.4f}")
+    print(
+        f"CUDA fp8: dequant rel L2 {_rel_l2(a, ref):.4f}, _scaled_mm rel L2 {_rel_l2(b, ref):.4f}, "
+        f"between {_rel_l2(b, a):.4f}"
+    )
     assert _rel_l2(b, a) < 0.04 and _rel_l2(b, ref) < 0.055
 
 

@@ -48,8 +48,10 @@ def vaes():
     return out
 
 
-@pytest.mark.parametrize(("n", "tile", "overlap"), [(10, 4, 1), (24, 10, 4), (13, 6, 2), (7, 7, 2),
-                                                    (9, 20, 2), (100, 33, 8)])
+@pytest.mark.parametrize(
+    ("n", "tile", "overlap"),
+    [(10, 4, 1), (24, 10, 4), (13, 6, 2), (7, 7, 2), (9, 20, 2), (100, 33, 8)],
+)
 def test_spans_cover_and_blend_weights_sum_to_one(n, tile, overlap):
     spans = tile_spans(n, tile, overlap)
     assert spans[0][0] == 0 and spans[-1][1] == n
@@ -61,7 +63,7 @@ def test_spans_cover_and_blend_weights_sum_to_one(n, tile, overlap):
     total = torch.zeros(n * s)
     for (a, b), w in zip(spans, weights, strict=False):
         assert w.shape == ((b - a) * s,) and bool((w >= 0).all()) and bool((w <= 1).all())
-        total[a * s:b * s] += w
+        total[a * s : b * s] += w
     assert torch.allclose(total, torch.ones(n * s), atol=1e-6)
 
 
@@ -80,8 +82,9 @@ def test_one_tile_over_everything_equals_the_untiled_decode(vaes, name):
     s = v.vae.spatial_factor
     with torch.inference_mode():
         whole = decode_tiled(torch_decode_step(vae), z, spatial_factor=s, tiling=None)
-        big = decode_tiled(torch_decode_step(vae), z, spatial_factor=s,
-                           tiling=Tiling(tile=z.shape[-2:], overlap=2))
+        big = decode_tiled(
+            torch_decode_step(vae), z, spatial_factor=s, tiling=Tiling(tile=z.shape[-2:], overlap=2)
+        )
     assert whole.dtype == torch.float32 and whole.device.type == "cpu"
     assert torch.equal(whole, ref) and torch.equal(big, ref)
 
@@ -92,20 +95,29 @@ def test_one_tile_over_everything_equals_the_untiled_decode(vaes, name):
 # are 32 pixels). Each tile sees zeros instead of its neighbours (3×3 convolutions at four scales,
 # a whole-frame attention in the middle block), so tiles differ from the untiled decode everywhere,
 # most at the seams. The bounds are the measurements minus 2 dB.
-_SEAMS = [("t2v-1.3B", (8, 10), 2, 27.0), ("t2v-1.3B", (10, 12), 4, 31.5),
-          ("ti2v-5B", (5, 6), 2, 20.5)]
+_SEAMS = [
+    ("t2v-1.3B", (8, 10), 2, 27.0),
+    ("t2v-1.3B", (10, 12), 4, 31.5),
+    ("ti2v-5B", (5, 6), 2, 20.5),
+]
 
 
 @pytest.mark.parametrize(("name", "tile", "overlap", "bound"), _SEAMS)
 def test_overlapping_tiles_stay_close_to_the_untiled_decode(vaes, name, tile, overlap, bound):
     v, vae, z, ref = vaes[name]
     with torch.inference_mode():
-        out = decode_tiled(torch_decode_step(vae), z, spatial_factor=v.vae.spatial_factor,
-                           tiling=Tiling(tile=tile, overlap=overlap))
+        out = decode_tiled(
+            torch_decode_step(vae),
+            z,
+            spatial_factor=v.vae.spatial_factor,
+            tiling=Tiling(tile=tile, overlap=overlap),
+        )
     assert out.shape == ref.shape
     psnr = psnr_db(out, ref)
-    print(f"{name} tiles {tile} overlap {overlap}: PSNR {psnr:.2f} dB vs untiled, "
-          f"max abs {float((out - ref).abs().max()):.3f}")
+    print(
+        f"{name} tiles {tile} overlap {overlap}: PSNR {psnr:.2f} dB vs untiled, "
+        f"max abs {float((out - ref).abs().max()):.3f}"
+    )
     assert bound < psnr < 60  # close, and really tiled (not the untiled decode by accident)
 
 
@@ -125,8 +137,13 @@ def test_each_tile_decodes_with_its_own_cache(vaes):
 
 # (variant, tiling): untiled; rows and columns tiled; columns only (one band: the whole height);
 # rows only, with the last tile moved back (its overlap grows to 5 latent rows); Wan2.2's ×16.
-_STREAMS = [("t2v-1.3B", None), ("t2v-1.3B", ((8, 10), 2)), ("t2v-1.3B", ((12, 6), 1)),
-            ("t2v-1.3B", ((7, 16), 2)), ("ti2v-5B", ((4, 5), 1))]
+_STREAMS = [
+    ("t2v-1.3B", None),
+    ("t2v-1.3B", ((8, 10), 2)),
+    ("t2v-1.3B", ((12, 6), 1)),
+    ("t2v-1.3B", ((7, 16), 2)),
+    ("ti2v-5B", ((4, 5), 1)),
+]
 
 
 @pytest.mark.parametrize(("name", "tiles"), _STREAMS)
@@ -144,10 +161,13 @@ def test_frames_streamed_as_uint8_equal_the_float_decode_quantized(vaes, name, t
     assert int(frames.float().std()) > 10  # real pictures, not a constant
 
 
-@pytest.mark.parametrize(("shape", "tile", "band"), [
-    ((24, 8), (6, 8), (48, 64)),  # six rows of tiles: a band of one tile's 48 rows
-    ((8, 24), (8, 6), (64, 48)),  # one row of tiles, six columns: a band of 48 columns
-])
+@pytest.mark.parametrize(
+    ("shape", "tile", "band"),
+    [
+        ((24, 8), (6, 8), (48, 64)),  # six rows of tiles: a band of one tile's 48 rows
+        ((8, 24), (8, 6), (64, 48)),  # one row of tiles, six columns: a band of 48 columns
+    ],
+)
 def test_uint8_stream_blends_in_one_band_of_tiles(vaes, monkeypatch, shape, tile, band):
     """The float working set of a tiled uint8 decode is one band of tiles (never the frame),
     across rows, or across columns when there is one row of tiles; the frames stay exact."""
@@ -166,8 +186,9 @@ def test_uint8_stream_blends_in_one_band_of_tiles(vaes, monkeypatch, shape, tile
     tiling = Tiling(tile=tile, overlap=2)
     with torch.inference_mode():
         frames = decode_tiled_frames(torch_decode_step(vae), z, spatial_factor=8, tiling=tiling)
-        ref = to_uint8_frames(decode_tiled(torch_decode_step(vae), z, spatial_factor=8,
-                                           tiling=tiling))
+        ref = to_uint8_frames(
+            decode_tiled(torch_decode_step(vae), z, spatial_factor=8, tiling=tiling)
+        )
     assert torch.equal(frames, ref)
     assert bands == [band], (bands, frames.shape)
 
@@ -175,8 +196,9 @@ def test_uint8_stream_blends_in_one_band_of_tiles(vaes, monkeypatch, shape, tile
 def test_frames_take_one_video(vaes):
     _v, vae, z, _ = vaes["t2v-1.3B"]
     with pytest.raises(ConfigError, match="one video"):
-        decode_tiled_frames(torch_decode_step(vae), torch.cat([z, z]), spatial_factor=8,
-                            tiling=None)
+        decode_tiled_frames(
+            torch_decode_step(vae), torch.cat([z, z]), spatial_factor=8, tiling=None
+        )
 
 
 @pytest.mark.parametrize(("tile", "overlap"), [((4, 4), 2), ((0, 8), 1), ((8, 8), -1)])
@@ -219,8 +241,12 @@ def test_encode_one_tile_equals_the_untiled_encode(vaes, name):
     with torch.inference_mode():
         ref = vae.encode(video)
         whole = encode_tiled(torch_encode_step(vae), video, spatial_factor=s, tiling=None)
-        big = encode_tiled(torch_encode_step(vae), video, spatial_factor=s,
-                           tiling=Tiling(tile=ref.shape[-2:], overlap=1))
+        big = encode_tiled(
+            torch_encode_step(vae),
+            video,
+            spatial_factor=s,
+            tiling=Tiling(tile=ref.shape[-2:], overlap=1),
+        )
     assert torch.equal(whole, ref) and torch.equal(big, ref)
 
 
@@ -230,8 +256,11 @@ def test_encode_one_tile_equals_the_untiled_encode(vaes, name):
 # tile's encoder sees zeros past its border; a wider overlap halves the error). Random weights
 # exaggerate border effects (the decode's seams likewise); the bounds are the measurements
 # × 1.2.
-_ENC_SEAMS = [("t2v-1.3B", (8, 10), 2, 0.34), ("t2v-1.3B", (10, 12), 4, 0.16),
-              ("ti2v-5B", (4, 5), 1, 0.39)]
+_ENC_SEAMS = [
+    ("t2v-1.3B", (8, 10), 2, 0.34),
+    ("t2v-1.3B", (10, 12), 4, 0.16),
+    ("ti2v-5B", (4, 5), 1, 0.39),
+]
 
 
 @pytest.mark.parametrize(("name", "tile", "overlap", "bound"), _ENC_SEAMS)
@@ -242,8 +271,12 @@ def test_tiled_encode_stays_close_to_the_untiled_encode(vaes, name, tile, overla
     video = _video()
     with torch.inference_mode():
         ref = vae.encode(video)
-        out = encode_tiled(torch_encode_step(vae), video, spatial_factor=v.vae.spatial_factor,
-                           tiling=Tiling(tile=tile, overlap=overlap))
+        out = encode_tiled(
+            torch_encode_step(vae),
+            video,
+            spatial_factor=v.vae.spatial_factor,
+            tiling=Tiling(tile=tile, overlap=overlap),
+        )
     err = rel_err(out, ref)
     print(f"{name} encode tiles {tile} overlap {overlap}: latent rel. err {err:.3f}")
     assert out.shape == ref.shape and out.dtype == torch.float32
@@ -261,7 +294,8 @@ def test_torch_vae_encodes_with_the_planned_tiles(vaes):
     comp.encode_tiling = Tiling(tile=(8, 10), overlap=2)
     tiled = comp.encode(video)
     with torch.inference_mode():
-        direct = encode_tiled(torch_encode_step(vae), video, spatial_factor=8,
-                              tiling=comp.encode_tiling)
+        direct = encode_tiled(
+            torch_encode_step(vae), video, spatial_factor=8, tiling=comp.encode_tiling
+        )
         assert torch.equal(whole, vae.encode(video))
     assert torch.equal(tiled, direct) and not torch.equal(tiled, whole)

@@ -55,6 +55,7 @@ def small_vae_variant(name: str):
     if v.vae.version == "2.1":
         vae = replace(v.vae, dim_mult=(1, 2), num_res_blocks=1, temporal_downsample=(True,))
     else:
-        vae = replace(v.vae, dim_mult=(1, 2, 2), num_res_blocks=1,
-                      temporal_downsample=(False, True))
+        vae = replace(
+            v.vae, dim_mult=(1, 2, 2), num_res_blocks=1, temporal_downsample=(False, True)
+        )
     return replace(v, vae=vae)

@@ -43,13 +43,16 @@ def test_precision_per_gpu_generation():
         B.parse_compute_capability("sm89")
 
 
-@pytest.mark.parametrize("variant,preset,latent", [
-    ("t2v-1.3B", "832x480x81", (16, 21, 60, 104)),
-    ("t2v-1.3B", "480x832x81", (16, 21, 104, 60)),
-    ("t2v-14B", "1280x720x81", (16, 21, 90, 160)),
-    ("i2v-14B", "720x1280x81", (16, 21, 160, 90)),
-    ("ti2v-5B", "1280x704x121", (48, 31, 44, 80)),
-])
+@pytest.mark.parametrize(
+    "variant,preset,latent",
+    [
+        ("t2v-1.3B", "832x480x81", (16, 21, 60, 104)),
+        ("t2v-1.3B", "480x832x81", (16, 21, 104, 60)),
+        ("t2v-14B", "1280x720x81", (16, 21, 90, 160)),
+        ("i2v-14B", "720x1280x81", (16, 21, 160, 90)),
+        ("ti2v-5B", "1280x704x121", (48, 31, 44, 80)),
+    ],
+)
 def test_dit_profiles_of_the_presets(variant, preset, latent):
     v = VARIANTS[variant]
     p = B.preset_profile(v, specs.dit_spec(v), preset)
@@ -95,15 +98,17 @@ def _engine_graph(name: str, precision: str, tmp_path):
     p = Precision(precision)
     if name == "dit":
         q = H.quantized(precision)
-        return Q.to_engine_graph(q.path, tmp_path / f"{name}.{precision}.onnx",
-                                 keep_fp32=q.keep_fp32)
+        return Q.to_engine_graph(
+            q.path, tmp_path / f"{name}.{precision}.onnx", keep_fp32=q.keep_fp32
+        )
     import onnx
 
     cal = Q.CalibrationSet(tuple(H.sample_inputs(src)))
     if name.startswith("vae"):
         nodes = Q.vae_conv_nodes(onnx.load(str(src), load_external_data=False))
-        q = Q.quantize_graph(src, tmp_path / f"{name}.q.onnx", p, cal, nodes=nodes,
-                             op_types=("Conv",))
+        q = Q.quantize_graph(
+            src, tmp_path / f"{name}.q.onnx", p, cal, nodes=nodes, op_types=("Conv",)
+        )
     else:
         q = Q.quantize_graph(src, tmp_path / f"{name}.q.onnx", p, cal)
     return Q.to_engine_graph(q.path, tmp_path / f"{name}.{precision}.onnx")
@@ -115,14 +120,25 @@ def _profiles(name: str) -> list[B.ShapeProfile]:
     from tests.tiny import tiny_variant
 
     v = {"clip": tiny_variant("i2v-14B")}.get(name) or (
-        H.small_vae_variant() if name.startswith("vae") else H.t2v()[0])
+        H.small_vae_variant() if name.startswith("vae") else H.t2v()[0]
+    )
     preset = "32x32x9" if name.startswith("vae") else "64x64x9"
     return [B.preset_profile(v, H.graph_spec(_graph(name)), preset)]
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp8", "int8"])
-@pytest.mark.parametrize("name", ["t5", "dit", "vae_decoder_first", "vae_decoder_step",
-                                  "vae_encoder_first", "vae_encoder_step", "clip"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "t5",
+        "dit",
+        "vae_decoder_first",
+        "vae_decoder_step",
+        "vae_encoder_first",
+        "vae_encoder_step",
+        "clip",
+    ],
+)
 def test_engine_builds_for_every_component(name, precision, tmp_path):
     t0 = time.perf_counter()
     graph = _engine_graph(name, precision, tmp_path)
@@ -130,11 +146,18 @@ def test_engine_builds_for_every_component(name, precision, tmp_path):
     assert B.graph_precision(graph) is Precision(precision)
     cc = "8.6" if precision == "int8" else "8.9"
     phases: list[B.BuildProgress] = []
-    info = B.build_engine(graph, tmp_path / f"{name}.engine", profiles=_profiles(name),
-                          compute_capabilities=[cc], progress=phases.append)
-    TIMINGS[f"{name}/{precision}"] = (f"graph {info.onnx_bytes / 1e6:.2f} MB, engine "
-                                      f"{info.size_bytes / 1e6:.2f} MB, prep {prep:.1f} s, "
-                                      f"build {info.seconds:.1f} s")
+    info = B.build_engine(
+        graph,
+        tmp_path / f"{name}.engine",
+        profiles=_profiles(name),
+        compute_capabilities=[cc],
+        progress=phases.append,
+    )
+    TIMINGS[f"{name}/{precision}"] = (
+        f"graph {info.onnx_bytes / 1e6:.2f} MB, engine "
+        f"{info.size_bytes / 1e6:.2f} MB, prep {prep:.1f} s, "
+        f"build {info.seconds:.1f} s"
+    )
     print(f"\n{name} {precision}: {TIMINGS[f'{name}/{precision}']}")
     assert info.runtime == "tensorrt_rtx" and info.runtime_version == trt.__version__
     assert info.precision is Precision(precision) and info.compute_capabilities == (cc,)
@@ -150,18 +173,21 @@ def test_engine_builds_for_every_component(name, precision, tmp_path):
 def test_build_refuses_what_the_target_cannot_run(tmp_path):
     graph = _engine_graph("dit", "fp8", tmp_path)
     with pytest.raises(ConfigError, match=r"8.9") as e:
-        B.build_engine(graph, tmp_path / "x.engine", profiles=_profiles("dit"),
-                       compute_capabilities=["8.6"])
+        B.build_engine(
+            graph, tmp_path / "x.engine", profiles=_profiles("dit"), compute_capabilities=["8.6"]
+        )
     assert "int8" in e.value.remedy
     with pytest.raises(ConfigError, match="dynamic inputs"):
         B.build_engine(graph, tmp_path / "x.engine", compute_capabilities=["8.9"])
     partial = B.ShapeProfile(name="p", inputs=_profiles("dit")[0].inputs[:2])
     with pytest.raises(ConfigError, match="no shape range for the dynamic input"):
-        B.build_engine(graph, tmp_path / "x.engine", profiles=[partial],
-                       compute_capabilities=["8.9"])
+        B.build_engine(
+            graph, tmp_path / "x.engine", profiles=[partial], compute_capabilities=["8.9"]
+        )
     with pytest.raises(ConfigError, match=r"cannot build for compute capability 9.0"):
-        B.build_engine(graph, tmp_path / "x.engine", profiles=_profiles("dit"),
-                       compute_capabilities=["9.0"])
+        B.build_engine(
+            graph, tmp_path / "x.engine", profiles=_profiles("dit"), compute_capabilities=["9.0"]
+        )
     with pytest.raises(ConfigError, match="not found"):
         B.build_engine(tmp_path / "none.onnx", tmp_path / "x.engine")
     with pytest.raises(ConfigError, match="min <= opt <= max"):
@@ -180,8 +206,14 @@ def test_cancel_stops_the_builder_and_leaves_no_engine(tmp_path):
             token.cancel()  # from inside the build: the next builder step returns False
 
     with pytest.raises(Cancelled):
-        B.build_engine(graph, tmp_path / "t5.engine", profiles=_profiles("t5"),
-                       compute_capabilities=["8.9"], progress=progress, cancel=token)
+        B.build_engine(
+            graph,
+            tmp_path / "t5.engine",
+            profiles=_profiles("t5"),
+            compute_capabilities=["8.9"],
+            progress=progress,
+            cancel=token,
+        )
     assert len(seen) >= 3 and seen[-1].fraction < 1.0
     assert list(tmp_path.iterdir()) == []
 

@@ -72,8 +72,9 @@ def compare(graph: Path, variant, dit) -> tuple[float, torch.Tensor]:
     args = tuple(a[:1] if x.dims[0] == "B" else a for a, x in zip(args, spec.inputs, strict=True))
     with torch.no_grad():
         ref = dit(args[0], args[1], args[2]).float()
-    (out,) = session(graph).run(None, {x.name: a.numpy()
-                                       for x, a in zip(spec.inputs, args, strict=True)})
+    (out,) = session(graph).run(
+        None, {x.name: a.numpy() for x, a in zip(spec.inputs, args, strict=True)}
+    )
     return rel_err(out, ref), ref
 
 
@@ -86,8 +87,9 @@ def refusal(folder: Path, manifest: cache.Manifest, loras) -> EngineError | None
     build_ort_components makes, with the records the factory passes: lora_manifest)."""
     try:
         for i in range(manifest.variant.experts):
-            cache.require_entry(folder, manifest, "dit", expert=i, runtime="onnxruntime",
-                                loras=lora_manifest(loras))
+            cache.require_entry(
+                folder, manifest, "dit", expert=i, runtime="onnxruntime", loras=lora_manifest(loras)
+            )
     except EngineError as e:
         return e
     return None
@@ -107,8 +109,14 @@ def t2v_lora(tmp_path_factory):
     model = build_tiny_model(root / "model", "t2v-1.3B", seed=7)
     lora = make_lora(root / "style.safetensors", model.variant, seed=8)
     t0 = time.perf_counter()
-    out = run_export(ExportJob(out=str(root / "engines"), model=str(model.official),
-                               components=("dit",), loras=((str(lora), STRENGTH, "high"),)))
+    out = run_export(
+        ExportJob(
+            out=str(root / "engines"),
+            model=str(model.official),
+            components=("dit",),
+            loras=((str(lora), STRENGTH, "high"),),
+        )
+    )
     print(f"t2v dit export with a LoRA: {time.perf_counter() - t0:.1f} s")
     return model, lora, out
 
@@ -125,8 +133,14 @@ def test_manifest_records_the_lora(t2v_lora):
     _, lora, out = t2v_lora
     m = cache.read_manifest(out)
     assert [e.file for e in m.entries] == ["dit.onnx"]
-    assert list(m.loras) == [{"file": "style.safetensors", "sha256": file_sha256(lora)[:12],
-                              "strength": STRENGTH, "expert": "high"}]
+    assert list(m.loras) == [
+        {
+            "file": "style.safetensors",
+            "sha256": file_sha256(lora)[:12],
+            "strength": STRENGTH,
+            "expert": "high",
+        }
+    ]
     assert f"--lora {lora}:0.7" in m.rebuild
 
 
@@ -168,8 +182,20 @@ def a14b(tmp_path_factory):
     lora = make_lora(root / "low.safetensors", model.variant, seed=4)
     out = root / "engines"
     t0 = time.perf_counter()
-    code = main(["export", "--model", str(model.official), "--out", str(out), "--components",
-                 "dit", "--lora-low", f"{lora}:{STRENGTH}", "--no-progress"])
+    code = main(
+        [
+            "export",
+            "--model",
+            str(model.official),
+            "--out",
+            str(out),
+            "--components",
+            "dit",
+            "--lora-low",
+            f"{lora}:{STRENGTH}",
+            "--no-progress",
+        ]
+    )
     print(f"A14B two-expert dit export: {time.perf_counter() - t0:.1f} s")
     assert code == 0
     return model, lora, out
@@ -182,8 +208,14 @@ def test_a14b_exports_both_experts_with_their_index(a14b):
     dits = sorted((e.expert, e.file) for e in m.entries if e.component == "dit")
     assert dits == [(0, "dit_high.onnx"), (1, "dit_low.onnx")]
     assert all(cache.check_entry(out, m, e, verify_hash=True) is None for e in m.entries)
-    assert list(m.loras) == [{"file": "low.safetensors", "sha256": file_sha256(lora)[:12],
-                              "strength": STRENGTH, "expert": "low"}]
+    assert list(m.loras) == [
+        {
+            "file": "low.safetensors",
+            "sha256": file_sha256(lora)[:12],
+            "strength": STRENGTH,
+            "expert": "low",
+        }
+    ]
     assert f"--lora-low {lora}:0.7" in m.rebuild and "--lora " not in m.rebuild
     assert m.boundary == pytest.approx(0.875)  # t2v-A14B's switch between the experts
 
@@ -209,8 +241,10 @@ def test_a14b_backend_wants_the_lora_on_the_low_expert(a14b):
     # the same file and strength in the other expert is another model: said so, not "x vs x"
     e = refusal(out, m, [LoraSpec(path=str(lora), strength=STRENGTH, expert="high")])
     assert e is not None
-    assert "low.safetensors@0.7 (low-noise expert) merged; this run asks for " \
+    assert (
+        "low.safetensors@0.7 (low-noise expert) merged; this run asks for "
         "low.safetensors@0.7" in str(e)
+    )
     assert not str(e).rstrip(".").endswith("(low-noise expert)")
 
 
@@ -223,8 +257,9 @@ def _refused_before_any_graph(tmp_path, model: TinyModel, *, components=("t5", "
     from wan_desktop.export.job import ExportJob, run_export
 
     lines: list[str] = []
-    job = ExportJob(out=str(tmp_path / "engines"), model=str(model.official),
-                    components=components, loras=loras)
+    job = ExportJob(
+        out=str(tmp_path / "engines"), model=str(model.official), components=components, loras=loras
+    )
     with pytest.raises(WanError) as info:
         run_export(job, log=lines.append)
     assert lines == []  # no graph was written
@@ -243,15 +278,20 @@ def test_lora_for_another_model_is_refused_up_front(t2v_lora, tmp_path):
     model, _, _ = t2v_lora
     dim = model.variant.dit.dim
     bad = tmp_path / "other.safetensors"
-    save_file({"diffusion_model.blocks.0.self_attn.q.lora_down.weight": torch.randn(4, dim + 8),
-               "diffusion_model.blocks.0.self_attn.q.lora_up.weight": torch.randn(dim, 4)},
-              str(bad))
+    save_file(
+        {
+            "diffusion_model.blocks.0.self_attn.q.lora_down.weight": torch.randn(4, dim + 8),
+            "diffusion_model.blocks.0.self_attn.q.lora_up.weight": torch.randn(dim, 4),
+        },
+        str(bad),
+    )
     e = _refused_before_any_graph(tmp_path, model, loras=((str(bad), 1.0, "high"),))
     assert isinstance(e, CheckpointError) and "other.safetensors" in str(e)
 
 
 def test_lora_without_the_dit_is_refused(t2v_lora, tmp_path):
     model, lora, _ = t2v_lora
-    e = _refused_before_any_graph(tmp_path, model, components=("t5",),
-                                  loras=((str(lora), 1.0, "high"),))
+    e = _refused_before_any_graph(
+        tmp_path, model, components=("t5",), loras=((str(lora), 1.0, "high"),)
+    )
     assert isinstance(e, ConfigError) and "dit" in e.remedy

@@ -36,7 +36,7 @@ def test_t5_graph_matches_torch_at_two_lengths(t2v_model, t2v_engines):
     for batch, length in ((2, 512), (1, 37)):
         ids = torch.randint(0, 300, (batch, length), generator=g)
         mask = torch.ones(batch, length, dtype=torch.int64)
-        mask[-1, length // 3:] = 0  # a padded prompt
+        mask[-1, length // 3 :] = 0  # a padded prompt
         with torch.no_grad():
             ref = t5(ids, mask).float()
         (out,) = s.run(None, {"ids": ids.numpy(), "mask": mask.numpy()})
@@ -54,8 +54,9 @@ def test_dit_t2v_graph_matches_torch_at_two_shapes(t2v_model, t2v_engines):
     s = session(t2v_engines / "dit.onnx")
     for latent, batch in (((3, 10, 14), 2), ((2, 4, 6), 1)):
         spec, args = onnx_export.dit_example(files.variant, latent)
-        args = tuple(a[:batch] if x.dims[0] == "B" else a
-                     for a, x in zip(args, spec.inputs, strict=True))
+        args = tuple(
+            a[:batch] if x.dims[0] == "B" else a for a, x in zip(args, spec.inputs, strict=True)
+        )
         with torch.no_grad():
             ref = model(args[0], args[1], args[2])
         (out,) = s.run(None, {x.name: a.numpy() for x, a in zip(spec.inputs, args, strict=True)})
@@ -125,12 +126,18 @@ def test_dit_conditioning_graphs_match_torch_at_two_shapes(dit_graphs, name):
     s = session(path)
     for latent, batch in (((3, 10, 14), 2), ((2, 6, 4), 1)):
         spec, args = onnx_export.dit_example(v, latent)
-        args = tuple(a[:batch] if x.dims[0] == "B" else a
-                     for a, x in zip(args, spec.inputs, strict=True))
+        args = tuple(
+            a[:batch] if x.dims[0] == "B" else a for a, x in zip(args, spec.inputs, strict=True)
+        )
         kw = dict(zip([x.name for x in spec.inputs], args, strict=True))
         with torch.no_grad():
-            ref = model(kw["latents"], kw["timestep"], kw["context"], y=kw.get("y"),
-                        clip_fea=kw.get("clip_fea"))
+            ref = model(
+                kw["latents"],
+                kw["timestep"],
+                kw["context"],
+                y=kw.get("y"),
+                clip_fea=kw.get("clip_fea"),
+            )
         (out,) = s.run(None, {k: a.numpy() for k, a in kw.items()})
         assert rel_err(out, ref) < RTOL, (name, latent)
     names = [x.name for x in spec.inputs]
@@ -211,8 +218,9 @@ def test_onnxruntime_vae_encoder_runs_whole_and_in_the_planned_tiles(vae_graphs,
     tiles = Tiling(tile=(4, 5), overlap=1)
     with torch.no_grad():
         ref = vae.encode(video)
-        ref_tiled = encode_tiled(torch_encode_step(vae), video, spatial_factor=s, tiling=tiles,
-                                 temporal_factor=tf)
+        ref_tiled = encode_tiled(
+            torch_encode_step(vae), video, spatial_factor=s, tiling=tiles, temporal_factor=tf
+        )
     whole = enc.encode(video)
     enc.encode_tiling = tiles  # as the memory plan sets it
     tiled = enc.encode(video)
@@ -262,8 +270,11 @@ class _Affine(torch.nn.Module):
 def _affine_spec():
     from wan_desktop.contracts import ComponentSpec, TensorSpec
 
-    return ComponentSpec(name="affine", inputs=(TensorSpec(name="x", dims=("B", "N", 64)),),
-                         outputs=(TensorSpec(name="y", dims=("B", "N", 48)),))
+    return ComponentSpec(
+        name="affine",
+        inputs=(TensorSpec(name="x", dims=("B", "N", 64)),),
+        outputs=(TensorSpec(name="y", dims=("B", "N", 48)),),
+    )
 
 
 def test_large_graphs_keep_their_weights_in_external_data(tmp_path, monkeypatch):
@@ -286,8 +297,13 @@ def test_large_graphs_keep_their_weights_in_external_data(tmp_path, monkeypatch)
 
 def test_small_graphs_are_one_file_with_spec_metadata(tmp_path):
     module = _Affine().eval()
-    path = onnx_export.export_graph(module, _affine_spec(), (torch.randn(2, 3, 64),),
-                                    tmp_path / "affine.onnx", metadata={"variant": "x"})
+    path = onnx_export.export_graph(
+        module,
+        _affine_spec(),
+        (torch.randn(2, 3, 64),),
+        tmp_path / "affine.onnx",
+        metadata={"variant": "x"},
+    )
     assert onnx_export.graph_files(path) == [path]
     assert specs.spec_from_dict(_meta_spec(path)) == _affine_spec()
 
@@ -302,5 +318,6 @@ def test_export_failure_is_one_engine_error(tmp_path):
             return x
 
     with pytest.raises(EngineError, match="ONNX export of affine failed"):
-        onnx_export.export_graph(Bad(), _affine_spec(), (torch.rand(2, 3, 64),),
-                                 tmp_path / "bad.onnx")
+        onnx_export.export_graph(
+            Bad(), _affine_spec(), (torch.rand(2, 3, 64),), tmp_path / "bad.onnx"
+        )

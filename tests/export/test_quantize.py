@@ -48,7 +48,7 @@ def test_calibration_records_every_dit_call_of_real_generations():
     # all timesteps of each run, high noise first; both halves of the batch share them
     ts = [float(x["timestep"][0]) for x in cal.samples]
     for run in range(len(H.PROMPTS)):
-        steps = ts[run * H.STEPS:(run + 1) * H.STEPS]
+        steps = ts[run * H.STEPS : (run + 1) * H.STEPS]
         assert steps == sorted(steps, reverse=True) and steps[0] > 900
     assert all(float(x["timestep"][1]) == float(x["timestep"][0]) for x in cal.samples)
     # two prompts, two seeds: the recorded latents differ between runs
@@ -77,11 +77,18 @@ def test_only_the_block_linears_and_attention_are_selected():
     for name in linears:
         scope = Q.node_scopes(by_name[name])[-2]
         assert ".blocks." in scope and not any(
-            s in scope for s in ("embedding", "time_projection", "head", "modulation"))
+            s in scope for s in ("embedding", "time_projection", "head", "modulation")
+        )
     keep = set(Q.fp32_nodes(model))
-    sensitive = [n.name for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")
-                 and any(s in Q.node_scopes(n)[-2] for s in
-                         ("patch_embedding", "time_embedding", "time_projection", "head.head"))]
+    sensitive = [
+        n.name
+        for n in model.graph.node
+        if n.op_type in ("Conv", "Gemm", "MatMul")
+        and any(
+            s in Q.node_scopes(n)[-2]
+            for s in ("patch_embedding", "time_embedding", "time_projection", "head.head")
+        )
+    ]
     assert len(sensitive) == 5 and set(sensitive) <= keep  # conv, 2 time gemms, projection, head
     assert not set(linears) & keep  # the block linears run in bf16 in the engine graph
 
@@ -91,12 +98,14 @@ def test_quantized_graph_runs_in_onnxruntime_within_bounds(precision):
     _, comps = H.t2v()
     q = H.quantized(precision)
     _, held = H.calibration().split(4)
-    report = Q.evaluate_quantization(H.dit_graph(), q, held, components=comps,
-                                     request=H.requests()[0])
+    report = Q.evaluate_quantization(
+        H.dit_graph(), q, held, components=comps, request=H.requests()[0]
+    )
     print(f"\n{precision}: {report.as_dict()}")
     # what was quantized: every block linear; FP8 also the attention matmuls, INT8 not (13 %)
-    assert report.quantized_nodes == BLOCK_LINEARS + (ATTENTION_MATMULS if precision == "fp8"
-                                                      else 0)
+    assert report.quantized_nodes == BLOCK_LINEARS + (
+        ATTENTION_MATMULS if precision == "fp8" else 0
+    )
     assert report.attention_nodes == (ATTENTION_MATMULS if precision == "fp8" else 0)
     bound = {"fp8": 0.04, "int8": 0.015}[precision]
     assert 1e-4 < report.velocity_rel_error < bound
@@ -114,8 +123,11 @@ def test_qdq_types_and_scales(precision):
     model = onnx.load(str(H.quantized(precision).path))
     init = {i.name: i for i in model.graph.initializer}
     want = TensorProto.FLOAT8E4M3FN if precision == "fp8" else TensorProto.INT8
-    zps = [init[n.input[2]] for n in model.graph.node
-           if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in init]
+    zps = [
+        init[n.input[2]]
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in init
+    ]
     assert zps and all(z.data_type == want for z in zps)
     producer = {o: n for n in model.graph.node for o in n.output}
     weight_scales, act_scales = [], []
@@ -124,8 +136,9 @@ def test_qdq_types_and_scales(precision):
             continue
         scale = onnx.numpy_helper.to_array(init[n.input[1]])
         src = producer.get(n.input[0])  # weights: stored quantized, or Q of an fp32 initializer
-        weight = n.input[0] in init or (src is not None and src.op_type == "QuantizeLinear"
-                                        and src.input[0] in init)
+        weight = n.input[0] in init or (
+            src is not None and src.op_type == "QuantizeLinear" and src.input[0] in init
+        )
         (weight_scales if weight else act_scales).append(scale.size)
     assert weight_scales and all(s in (256, 320) for s in weight_scales)  # out features
     assert act_scales and all(s == 1 for s in act_scales)
@@ -141,8 +154,9 @@ def test_engine_graph_is_bf16_with_fp32_islands(tmp_path):
     init = {i.name: i for i in model.graph.initializer}
     # the time-embedding Gemms keep fp32 weights; the block linears' weights are FP8 + Q/DQ
     gemms = [n for n in model.graph.node if n.op_type == "Gemm"]
-    assert gemms and all(init[n.input[1]].data_type == TensorProto.FLOAT for n in gemms
-                         if n.input[1] in init)
+    assert gemms and all(
+        init[n.input[1]].data_type == TensorProto.FLOAT for n in gemms if n.input[1] in init
+    )
     assert sum(n.op_type == "DequantizeLinear" for n in model.graph.node) >= BLOCK_LINEARS
 
 
@@ -152,8 +166,9 @@ def test_bad_requests_are_typed_errors(tmp_path):
         Q.quantize_dit(H.dit_graph(), tmp_path / "x.onnx", Precision.BF16, cal)
     with pytest.raises(ConfigError, match="calibration method"):
         Q.quantize_dit(H.dit_graph(), tmp_path / "x.onnx", Precision.INT8, cal, method="median")
-    partial = Q.CalibrationSet(tuple({k: v for k, v in s.items() if k != "context"}
-                                     for s in cal.samples))
+    partial = Q.CalibrationSet(
+        tuple({k: v for k, v in s.items() if k != "context"} for s in cal.samples)
+    )
     with pytest.raises(ConfigError, match="lacks the graph inputs"):
         Q.quantize_dit(H.dit_graph(), tmp_path / "x.onnx", Precision.INT8, partial)
     with pytest.raises(ConfigError, match="at least one"):
@@ -172,8 +187,9 @@ def test_cancel_stops_calibration_and_writes_nothing(tmp_path):
     token = CancelToken()
     token.cancel()
     with pytest.raises(Cancelled):
-        Q.quantize_dit(H.dit_graph(), tmp_path / "c.onnx", Precision.INT8, H.calibration(),
-                       cancel=token)
+        Q.quantize_dit(
+            H.dit_graph(), tmp_path / "c.onnx", Precision.INT8, H.calibration(), cancel=token
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -193,8 +209,9 @@ def test_quantize_folder_rewrites_the_dit_entry_of_an_export(t2v_model, t2v_engi
 
     folder = tmp_path / "engines"
     shutil.copytree(t2v_engines, folder)
-    job = SimpleNamespace(precision="fp8", model=str(t2v_model.official), vae=None,
-                          text_encoder=None, tokenizer=None)
+    job = SimpleNamespace(
+        precision="fp8", model=str(t2v_model.official), vae=None, text_encoder=None, tokenizer=None
+    )
     small = dict(prompts=H.PROMPTS, size=(64, 64, 9), steps=H.STEPS)
     with pytest.raises(EngineError, match="slimmed") as e:
         Q.quantize_folder(folder, job, **small)

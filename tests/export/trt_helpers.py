@@ -74,8 +74,9 @@ def quantized(precision_value: str) -> Any:
     from wan_desktop.variants import Precision
 
     fit, _ = calibration().split(4)
-    return quantize_dit(dit_graph(), work_dir() / f"dit.{precision_value}.onnx",
-                        Precision(precision_value), fit)
+    return quantize_dit(
+        dit_graph(), work_dir() / f"dit.{precision_value}.onnx", Precision(precision_value), fit
+    )
 
 
 @functools.cache
@@ -100,8 +101,9 @@ def component_graphs() -> dict[str, Path]:
     vi = tiny_variant("i2v-14B")
     with weights_on_meta():
         clip = ClipVisionEncoder(vi.clip)
-    out["clip"] = E.export_clip(randomize(clip, dtype=torch.float32, device="cpu", seed=12), vi,
-                                d / "clip.onnx")
+    out["clip"] = E.export_clip(
+        randomize(clip, dtype=torch.float32, device="cpu", seed=12), vi, d / "clip.onnx"
+    )
     vs = small_vae_variant()
     with weights_on_meta():
         vae = _vae_class(vs)(vs.vae)
@@ -154,8 +156,9 @@ def sample_inputs(path: Path, n: int = 2, seed: int = 0) -> list[dict[str, np.nd
         sess = ort.InferenceSession(str(first), providers=["CPUExecutionProvider"])
         names = [o.name for o in sess.get_outputs()]
         for i, feed in enumerate(out):
-            res = dict(zip(names, sess.run(None, sample_inputs(first, 1, seed + i)[0]),
-                           strict=True))
+            res = dict(
+                zip(names, sess.run(None, sample_inputs(first, 1, seed + i)[0]), strict=True)
+            )
             for k in list(feed):
                 if k.startswith("cache_in_"):
                     feed[k] = res[k.replace("cache_in_", "cache_out_")]

@@ -28,33 +28,75 @@ def _le(value: float | None, limit: float | None) -> bool | None:
     return None if value is None or limit is None else value <= limit
 
 
-def _row(name: str, d: dict[str, Any], t_max: float | None, gb_max: float | None
-         ) -> dict[str, Any]:
+def _row(name: str, d: dict[str, Any], t_max: float | None, gb_max: float | None) -> dict[str, Any]:
     if "sweep" in d:
-        modes = [{k: m.get(k) for k in ("precision", "attention", "backend", "dit_step_s",
-                                        "velocity_error", "peak_allocated_gb", "error")}
-                 for m in d["sweep"]]
+        modes = [
+            {
+                k: m.get(k)
+                for k in (
+                    "precision",
+                    "attention",
+                    "backend",
+                    "dit_step_s",
+                    "velocity_error",
+                    "peak_allocated_gb",
+                    "error",
+                )
+            }
+            for m in d["sweep"]
+        ]
         fp8 = [m["dit_step_s"] for m in modes if m["precision"] == "fp8" and m["dit_step_s"]]
         best = min(fp8) if fp8 else None
         return {"modes": modes, "fastest_fp8_step_s": best, "time_ok": _le(best, t_max)}
     if "vae_tiling" in d:
         v = d["vae_tiling"]
-        keep = ("tile", "overlap", "tiled_s", "tiled_peak_gb", "untiled_s", "untiled_peak_gb",
-                "predicted_tiled_gib", "predicted_untiled_gib", "psnr_db_tiled_vs_untiled")
-        return {**{k: v.get(k) for k in keep}, "time_ok": _le(v["tiled_s"], t_max),
-                "memory_ok": _le(v["tiled_peak_gb"], gb_max)}
+        keep = (
+            "tile",
+            "overlap",
+            "tiled_s",
+            "tiled_peak_gb",
+            "untiled_s",
+            "untiled_peak_gb",
+            "predicted_tiled_gib",
+            "predicted_untiled_gib",
+            "psnr_db_tiled_vs_untiled",
+        )
+        return {
+            **{k: v.get(k) for k in keep},
+            "time_ok": _le(v["tiled_s"], t_max),
+            "memory_ok": _le(v["tiled_peak_gb"], gb_max),
+        }
     if "planned" in d:
         p = d["planned"]
-        keep = ("plan_text", "peak_allocated_gb", "predicted_peak_gib", "predicted_phases_gib",
-                "attempts", "warnings", "e2e_s")
-        return {"plan": p["plan"]["name"], **{k: p.get(k) for k in keep}, "steps": d["steps"],
-                "memory_ok": _le(p["peak_allocated_gb"], gb_max)}
+        keep = (
+            "plan_text",
+            "peak_allocated_gb",
+            "predicted_peak_gib",
+            "predicted_phases_gib",
+            "attempts",
+            "warnings",
+            "e2e_s",
+        )
+        return {
+            "plan": p["plan"]["name"],
+            **{k: p.get(k) for k in keep},
+            "steps": d["steps"],
+            "memory_ok": _le(p["peak_allocated_gb"], gb_max),
+        }
     ours, theirs = d["ours"], d.get("diffusers_components") or {}
-    keep = ("t5_encode_s", "dit_first_call_s", "dit_step_s", "vae_decode_s", "e2e_s",
-            "peak_allocated_gb")
-    row: dict[str, Any] = {"ours": {k: ours.get(k) for k in keep},
-                           "diffusers": {k: theirs.get(k) for k in keep} if theirs else None,
-                           "ratios": d.get("ratios")}
+    keep = (
+        "t5_encode_s",
+        "dit_first_call_s",
+        "dit_step_s",
+        "vae_decode_s",
+        "e2e_s",
+        "peak_allocated_gb",
+    )
+    row: dict[str, Any] = {
+        "ours": {k: ours.get(k) for k in keep},
+        "diffusers": {k: theirs.get(k) for k in keep} if theirs else None,
+        "ratios": d.get("ratios"),
+    }
     if name.startswith("e2e"):
         cached = ours.get("step_cache_stats") or {}
         row["step_cache"] = {k: cached.get(k) for k in ("e2e_s", "psnr_db_vs_exact", "speedup")}

@@ -54,8 +54,13 @@ def make_desktop(qtbot, home):
 
     made = []
 
-    def make(model_dirs=(), *, first_run: bool = False, wait_models: bool = True,
-             saved_settings: bool = False):
+    def make(
+        model_dirs=(),
+        *,
+        first_run: bool = False,
+        wait_models: bool = True,
+        saved_settings: bool = False,
+    ):
         """``saved_settings``: the Desktop reads settings.json itself, as the app does."""
         from dataclasses import replace
 
@@ -63,8 +68,11 @@ def make_desktop(qtbot, home):
         if saved_settings:
             d = Desktop()
         else:
-            settings = replace(load_settings(), model_dirs=tuple(str(p) for p in model_dirs),
-                               preview_interval_s=0.0)  # a preview for every step
+            settings = replace(
+                load_settings(),
+                model_dirs=tuple(str(p) for p in model_dirs),
+                preview_interval_s=0.0,
+            )  # a preview for every step
             if not isinstance(settings, AppSettings):
                 raise TypeError(settings)
             d = Desktop(settings)

@@ -19,36 +19,70 @@ GOOD_REQUEST = {"prompt": "a cat", "width": 64, "height": 32, "frames": 9, "step
 
 
 def _job(job_id: str, **request) -> dict:
-    return {"id": job_id, "request": {**GOOD_REQUEST, **request}, "options": {"model": "/m"},
-            "out": f"/out/{job_id}.mp4", "state": "queued", "created": 1.0, "recovered": False}
+    return {
+        "id": job_id,
+        "request": {**GOOD_REQUEST, **request},
+        "options": {"model": "/m"},
+        "out": f"/out/{job_id}.mp4",
+        "state": "queued",
+        "created": 1.0,
+        "recovered": False,
+    }
 
 
 def _entry(entry_id: str, **values) -> dict:
-    return {"id": entry_id, "status": "done", "request": dict(GOOD_REQUEST), "options": {},
-            "out": None, "seconds": 1.5, **values}
+    return {
+        "id": entry_id,
+        "status": "done",
+        "request": dict(GOOD_REQUEST),
+        "options": {},
+        "out": None,
+        "seconds": 1.5,
+        **values,
+    }
 
 
 # (file, content, what the note names): every one aborted the app (SIGABRT) or stopped it with a
 # traceback at each start before
 WRONG = {
     "queue-jobs-not-a-list": ("queue.json", {"jobs": 5}, '"jobs" is not a list'),
-    "queue-seed-a-string": ("queue.json", {"jobs": [_job("a", seed="x")]},
-                            "request.seed: expected an integer, got the string 'x'"),
-    "queue-request-a-list": ("queue.json", {"jobs": [{**_job("a"), "request": [1]}]},
-                             "request: expected an object"),
+    "queue-seed-a-string": (
+        "queue.json",
+        {"jobs": [_job("a", seed="x")]},
+        "request.seed: expected an integer, got the string 'x'",
+    ),
+    "queue-request-a-list": (
+        "queue.json",
+        {"jobs": [{**_job("a"), "request": [1]}]},
+        "request: expected an object",
+    ),
     "queue-a-list": ("queue.json", [1, 2], "it is not a JSON object"),
     "history-entries-not-a-list": ("history.json", {"entries": 5}, '"entries" is not a list'),
-    "history-seconds-a-string": ("history.json", {"entries": [_entry("h", seconds="fast")]},
-                                 "seconds: expected a number"),
-    "history-thumbnail-nul": ("history.json", {"entries": [_entry("h", thumbnail="a\x00.png")]},
-                              "thumbnail: a NUL character"),
-    "history-lora-a-number": ("history.json",
-                              {"entries": [_entry("h", options={"loras": [3]})]},
-                              "options.loras: item 0: expected a string"),
-    "settings-model-dirs-a-number": ("settings.json", {"model_dirs": 5},
-                                     "model_dirs: expected a list, got the number 5"),
-    "settings-interval-a-string": ("settings.json", {"preview_interval_s": "often"},
-                                   "preview_interval_s: expected a number"),
+    "history-seconds-a-string": (
+        "history.json",
+        {"entries": [_entry("h", seconds="fast")]},
+        "seconds: expected a number",
+    ),
+    "history-thumbnail-nul": (
+        "history.json",
+        {"entries": [_entry("h", thumbnail="a\x00.png")]},
+        "thumbnail: a NUL character",
+    ),
+    "history-lora-a-number": (
+        "history.json",
+        {"entries": [_entry("h", options={"loras": [3]})]},
+        "options.loras: item 0: expected a string",
+    ),
+    "settings-model-dirs-a-number": (
+        "settings.json",
+        {"model_dirs": 5},
+        "model_dirs: expected a list, got the number 5",
+    ),
+    "settings-interval-a-string": (
+        "settings.json",
+        {"preview_interval_s": "often"},
+        "preview_interval_s: expected a number",
+    ),
     "settings-a-list": ("settings.json", ["x"], "is not a settings object"),
     "settings-not-json": ("settings.json", "{not json", "is not valid JSON"),
 }
@@ -91,30 +125,45 @@ def test_good_entries_are_kept_beside_a_damaged_one(tmp_path):
     (written back at once) in their order; a duplicated id counts as damaged."""
     from wan_desktop.ui.store import JobStore
 
-    saved = {"format": 1, "jobs": [_job("a"), _job("b", width="wide"), _job("c"), _job("a"),
-                                   {**_job("d"), "state": "done"}]}
+    saved = {
+        "format": 1,
+        "jobs": [
+            _job("a"),
+            _job("b", width="wide"),
+            _job("c"),
+            _job("a"),
+            {**_job("d"), "state": "done"},
+        ],
+    }
     text = _write(tmp_path / "queue.json", saved)
     store = JobStore(tmp_path)
     assert [j.id for j in store.load_queue()] == ["a", "c"]
     assert (tmp_path / "queue.json.bad").read_text() == text
-    assert [j["id"] for j in json.loads((tmp_path / "queue.json").read_text())["jobs"]] == ["a",
-                                                                                           "c"]
+    assert [j["id"] for j in json.loads((tmp_path / "queue.json").read_text())["jobs"]] == [
+        "a",
+        "c",
+    ]
     assert store.notes == [
         "queue.json had 3 damaged jobs of 5 (job 2: request.width: expected an integer, got the "
-        "string 'wide' (and 2 more)): moved to queue.json.bad, the other 2 were kept"]
+        "string 'wide' (and 2 more)): moved to queue.json.bad, the other 2 were kept"
+    ]
     assert JobStore(tmp_path).load_queue()[1].id == "c"  # the next start finds a clean file
 
 
 def test_settings_keep_the_values_of_the_right_type(home):
     from wan_desktop.ui.settings import AppSettings, read_settings
 
-    text = _write(home / "settings.json", {"model_dirs": ["/m", 3], "backend": "onnxruntime",
-                                           "outputs_dir": "/videos", "device": 1})
+    text = _write(
+        home / "settings.json",
+        {"model_dirs": ["/m", 3], "backend": "onnxruntime", "outputs_dir": "/videos", "device": 1},
+    )
     settings, notes = read_settings()
     assert settings == AppSettings(backend="onnxruntime", outputs_dir="/videos")
-    assert notes == ("settings.json had values of the wrong type (model_dirs: item 1: expected a "
-                     "string, got the number 3; device: expected a string, got the number 1): "
-                     "moved to settings.json.bad, the other settings were kept",)
+    assert notes == (
+        "settings.json had values of the wrong type (model_dirs: item 1: expected a "
+        "string, got the number 3; device: expected a string, got the number 1): "
+        "moved to settings.json.bad, the other settings were kept",
+    )
     assert (home / "settings.json.bad").read_text() == text
     assert read_settings() == (settings, ())  # saved back: the next start is clean
 
@@ -138,7 +187,8 @@ def test_a_save_that_fails_is_logged_not_raised(tmp_path, caplog):
     store.save_queue([Job.from_dict(_job("a"))])
     store.save_queue([])
     assert [r.message.split(" (")[0] for r in caplog.records] == [
-        f"cannot save {tmp_path / 'queue.json'}"]  # once, not at every change
+        f"cannot save {tmp_path / 'queue.json'}"
+    ]  # once, not at every change
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temp file left
 
 
@@ -165,7 +215,8 @@ def session_tmp(tmp_path, monkeypatch):
 
 
 def test_a_read_only_data_dir_gives_a_dialog_and_a_session_that_saves_nothing(
-        make_desktop, home, qtbot, session_tmp):
+    make_desktop, home, qtbot, session_tmp
+):
     from wan_desktop.ui.paths import data_dir
 
     home.mkdir()
@@ -196,8 +247,9 @@ def test_a_read_only_data_dir_gives_a_dialog_and_a_session_that_saves_nothing(
         undo()
 
 
-def test_a_data_dir_that_is_a_file_gives_a_dialog_and_the_app_runs(make_desktop, home, qtbot,
-                                                                    session_tmp):
+def test_a_data_dir_that_is_a_file_gives_a_dialog_and_the_app_runs(
+    make_desktop, home, qtbot, session_tmp
+):
     from wan_desktop.ui.paths import data_dir, log_dir
     from wan_desktop.ui.settings import AppSettings, load_settings, save_settings
 
@@ -225,7 +277,8 @@ def _killed_writer(home: Path, name: str) -> Path:
         "def die(fd):\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
         "paths.os.fsync = die\n"
-        f"paths.write_json_atomic(Path(sys.argv[1]) / {name!r}, {{'jobs': []}})\n")
+        f"paths.write_json_atomic(Path(sys.argv[1]) / {name!r}, {{'jobs': []}})\n"
+    )
     r = subprocess.run([sys.executable, "-c", code, str(home)], capture_output=True, timeout=60)
     assert r.returncode == -signal.SIGKILL, r.stderr.decode()
     left = [p for p in home.iterdir() if p.name.startswith(f".{name}.")]
@@ -253,10 +306,19 @@ def test_temp_files_of_a_killed_writer_are_removed_at_start(make_desktop, home):
 
 
 def _start_app(home: Path, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "WAN_DESKTOP_HOME": str(home), "QT_QPA_PLATFORM": "offscreen",
-           "WAN_DESKTOP_MODELS": str(home.parent / "models"), "TMPDIR": str(home.parent)}
-    return subprocess.Popen([sys.executable, "-m", "wan_desktop.cli"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    env = {
+        **os.environ,
+        "WAN_DESKTOP_HOME": str(home),
+        "QT_QPA_PLATFORM": "offscreen",
+        "WAN_DESKTOP_MODELS": str(home.parent / "models"),
+        "TMPDIR": str(home.parent),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "wan_desktop.cli"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+    )
 
 
 def _wait_started(proc: subprocess.Popen, log: Path, timeout: float = 120) -> str:
@@ -283,8 +345,11 @@ def _close(proc: subprocess.Popen) -> None:
 
 def test_the_real_app_starts_on_wrong_typed_files_and_sets_them_aside(tmp_path):
     home = tmp_path / "home"
-    files = {"queue.json": {"jobs": 5}, "history.json": {"entries": [_entry("h", request={"seed": "x"})]},
-             "settings.json": {"model_dirs": 5}}
+    files = {
+        "queue.json": {"jobs": 5},
+        "history.json": {"entries": [_entry("h", request={"seed": "x"})]},
+        "settings.json": {"model_dirs": 5},
+    }
     texts = {name: _write(home / name, content) for name, content in files.items()}
     proc = _start_app(home, tmp_path / "stderr-1.txt")
     try:

@@ -9,15 +9,17 @@ from tests.gui.conftest import click
 
 
 def test_first_run_opens_the_model_dialog_and_add_folder_finds_the_model(
-        make_desktop, tiny, qtbot, home, monkeypatch):
+    make_desktop, tiny, qtbot, home, monkeypatch
+):
     from PySide6.QtWidgets import QFileDialog
 
     from wan_desktop.catalog import CATALOG
     from wan_desktop.model_manager import detect_vram_gb
 
     d = make_desktop([], first_run=True)
-    qtbot.waitUntil(lambda: d.models_dialog is not None and d.models_dialog.isVisible(),
-                    timeout=10_000)
+    qtbot.waitUntil(
+        lambda: d.models_dialog is not None and d.models_dialog.isVisible(), timeout=10_000
+    )
     dlg = d.models_dialog
     assert dlg.table.rowCount() == len(CATALOG)
     titles = {dlg.table.item(i, 0).text() for i in range(dlg.table.rowCount())}
@@ -29,8 +31,9 @@ def test_first_run_opens_the_model_dialog_and_add_folder_finds_the_model(
         assert {dlg.table.item(i, 4).text() for i in range(dlg.table.rowCount())} == {"CPU only"}
 
     # "Add folder…" with models the user already has
-    monkeypatch.setattr(QFileDialog, "getExistingDirectory",
-                        staticmethod(lambda *a, **k: str(tiny.official)))
+    monkeypatch.setattr(
+        QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(tiny.official))
+    )
     with qtbot.waitSignal(d.window.models_changed, timeout=30_000):
         click(qtbot, dlg.add_folder_button)
     assert not dlg.isVisible()
@@ -83,8 +86,9 @@ def test_download_error_is_shown_with_its_remedy(qtbot, mm, home, monkeypatch):
     assert fits and all(f.startswith(("fits", "★", "too big")) for f in fits)
 
 
-def test_engines_dialog_lists_what_exists_and_never_breaks_the_window(make_desktop, tiny, qtbot,
-                                                                      home):
+def test_engines_dialog_lists_what_exists_and_never_breaks_the_window(
+    make_desktop, tiny, qtbot, home
+):
     d = make_desktop([tiny.official])
     w = d.window
     w.engines_action.trigger()
@@ -96,8 +100,17 @@ def test_engines_dialog_lists_what_exists_and_never_breaks_the_window(make_deskt
     assert [w.backend_combo.itemData(i) for i in range(w.backend_combo.count())] == ["torch"]
 
 
-def _engine_folder(root: Path, name: str, variant, records, *, runtime="onnxruntime",
-                   version=None, tamper=False, cc=()):
+def _engine_folder(
+    root: Path,
+    name: str,
+    variant,
+    records,
+    *,
+    runtime="onnxruntime",
+    version=None,
+    tamper=False,
+    cc=(),
+):
     """An engine folder written with the cache's own manifest writer, over small stand-in files
     (a real export takes ~30 s per graph on these CPUs; the listing reads only the manifest,
     the files' presence and sizes)."""
@@ -110,22 +123,38 @@ def _engine_folder(root: Path, name: str, variant, records, *, runtime="onnxrunt
     for comp in ("t5", "dit", "vae_decoder_first"):
         f = folder / (f"{comp}.onnx" if runtime == "onnxruntime" else f"{comp}.engine")
         f.write_bytes(bytes(range(256)) * 4)
-        entries.append(EngineEntry(
-            component=comp, file=f.name, runtime=runtime,
-            runtime_version=version or installed_runtime_version("onnxruntime") or "1.0",
-            precision="fp32", spec={}, sha256=sha256_file(f), size=f.stat().st_size,
-            compute_capabilities=cc, exact_runtime=runtime != "onnxruntime",
-            profiles=({"name": "832x480x81", "dims": {}},) if runtime != "onnxruntime" else ()))
+        entries.append(
+            EngineEntry(
+                component=comp,
+                file=f.name,
+                runtime=runtime,
+                runtime_version=version or installed_runtime_version("onnxruntime") or "1.0",
+                precision="fp32",
+                spec={},
+                sha256=sha256_file(f),
+                size=f.stat().st_size,
+                compute_capabilities=cc,
+                exact_runtime=runtime != "onnxruntime",
+                profiles=({"name": "832x480x81", "dims": {}},) if runtime != "onnxruntime" else (),
+            )
+        )
         if tamper and comp == "dit":
             f.write_bytes(b"changed")
-    write_manifest(folder, Manifest(variant=variant, entries=tuple(entries),
-                                    model={"path": "x", "files": records},
-                                    rebuild=f"wan-desktop export --out {folder}"))
+    write_manifest(
+        folder,
+        Manifest(
+            variant=variant,
+            entries=tuple(entries),
+            model={"path": "x", "files": records},
+            rebuild=f"wan-desktop export --out {folder}",
+        ),
+    )
     return folder
 
 
 def test_engines_are_listed_with_the_caches_verdict_and_offered_as_a_backend(
-        make_desktop, tiny, qtbot, home, tmp_path):
+    make_desktop, tiny, qtbot, home, tmp_path
+):
     from dataclasses import replace
 
     from wan_desktop.engines.cache import model_file_records
@@ -139,10 +168,21 @@ def test_engines_are_listed_with_the_caches_verdict_and_offered_as_a_backend(
     root = tmp_path / "engines"
     good = _engine_folder(root, "a-good", files.variant, records)
     _engine_folder(root, "b-changed", files.variant, records, tamper=True)
-    _engine_folder(root, "c-other-model", files.variant, [{"name": "other.safetensors",
-                                                           "size": 1, "sha256": "ab" * 32}])
-    _engine_folder(root, "d-tensorrt", files.variant, records, runtime="tensorrt_rtx",
-                   version="1.7.1", cc=("8.9",))
+    _engine_folder(
+        root,
+        "c-other-model",
+        files.variant,
+        [{"name": "other.safetensors", "size": 1, "sha256": "ab" * 32}],
+    )
+    _engine_folder(
+        root,
+        "d-tensorrt",
+        files.variant,
+        records,
+        runtime="tensorrt_rtx",
+        version="1.7.1",
+        cc=("8.9",),
+    )
     (root / "e-broken").mkdir()
     (root / "e-broken" / "manifest.json").write_text('{"format": "wan-desktop-engines", "entr')
     save_settings(replace(load_settings(), engines_dir=str(root)))
@@ -151,12 +191,16 @@ def test_engines_are_listed_with_the_caches_verdict_and_offered_as_a_backend(
     w = d.window
     w.engines_action.trigger()
     dlg = w.engines_dialog
-    verdict = {dlg.table.item(i, 0).text(): dlg.table.item(i, 5).text()
-               for i in range(dlg.table.rowCount())}
+    verdict = {
+        dlg.table.item(i, 0).text(): dlg.table.item(i, 5).text()
+        for i in range(dlg.table.rowCount())
+    }
     assert verdict["a-good"] == "yes"
     assert "changed since it was made" in verdict["b-changed"]
     assert "other model files" in verdict["c-other-model"]
-    assert "needs an NVIDIA GPU" in verdict["d-tensorrt"] or "not installed" in verdict["d-tensorrt"]
+    assert (
+        "needs an NVIDIA GPU" in verdict["d-tensorrt"] or "not installed" in verdict["d-tensorrt"]
+    )
     assert verdict["e-broken"].startswith("no — ")
     assert dlg.table.item(0, 1).text() == "t5, dit, vae_decoder_first"
     dlg.close()
@@ -171,8 +215,9 @@ def test_engines_are_listed_with_the_caches_verdict_and_offered_as_a_backend(
     assert job.options["backend"] == "onnxruntime" and job.options["engines"] == str(good)
 
 
-def test_an_engine_build_can_be_cancelled_and_leaves_nothing(make_desktop, tiny, qtbot, home,
-                                                              tmp_path):
+def test_an_engine_build_can_be_cancelled_and_leaves_nothing(
+    make_desktop, tiny, qtbot, home, tmp_path
+):
     from dataclasses import replace
 
     from wan_desktop.ui.engine_folders import export_available
@@ -205,7 +250,8 @@ def test_an_engine_build_can_be_cancelled_and_leaves_nothing(make_desktop, tiny,
 
 
 def test_settings_dialog_saves_folders_and_device_and_jobs_follow_them(
-        make_desktop, tiny, qtbot, home, tmp_path):
+    make_desktop, tiny, qtbot, home, tmp_path
+):
     from PySide6.QtWidgets import QDialogButtonBox
     from wan_desktop.ui.settings import load_settings
 
@@ -213,8 +259,9 @@ def test_settings_dialog_saves_folders_and_device_and_jobs_follow_them(
     w = d.window
     w.settings_action.trigger()
     dlg = w.settings_dialog
-    assert [dlg.model_list.item(i).text() for i in range(dlg.model_list.count())] == \
-        [str(tiny.official)]
+    assert [dlg.model_list.item(i).text() for i in range(dlg.model_list.count())] == [
+        str(tiny.official)
+    ]
     out2 = tmp_path / "my-videos"
     dlg.outputs_edit.setText(str(out2))
     dlg.device_combo.setCurrentIndex(dlg.device_combo.findData("cpu"))

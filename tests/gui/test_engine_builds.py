@@ -22,12 +22,28 @@ from tests.gui.conftest import click, fill_form
 pytest.importorskip("PySide6")
 from PySide6.QtCore import QObject, Qt, QThread, Slot
 
-SIGNALS = ("job_started", "step_done", "job_finished", "job_failed", "job_cancelled",
-           "export_started", "export_progress", "export_log", "export_finished", "export_failed",
-           "export_cancelled")
+SIGNALS = (
+    "job_started",
+    "step_done",
+    "job_finished",
+    "job_failed",
+    "job_cancelled",
+    "export_started",
+    "export_progress",
+    "export_log",
+    "export_finished",
+    "export_failed",
+    "export_cancelled",
+)
 BEGIN = {"job_started", "export_started"}
-END = {"job_finished", "job_failed", "job_cancelled", "export_finished", "export_failed",
-       "export_cancelled"}
+END = {
+    "job_finished",
+    "job_failed",
+    "job_cancelled",
+    "export_finished",
+    "export_failed",
+    "export_cancelled",
+}
 WAITING = "Waiting for the running job to finish…"
 LONG = 80  # steps of a generation that is still running while the test queues more work
 
@@ -49,13 +65,21 @@ class Timeline:
         self.service = service
         self.records: list[Record] = []
         for name in SIGNALS:
-            getattr(service, name).connect(partial(self._record, name),
-                                           Qt.ConnectionType.DirectConnection)
+            getattr(service, name).connect(
+                partial(self._record, name), Qt.ConnectionType.DirectConnection
+            )
 
     def _record(self, signal: str, *args) -> None:
-        self.records.append(Record(signal, args[0], args[1:], threading.get_ident(),
-                                   QThread.currentThread() is self.service.thread(),
-                                   time.monotonic()))
+        self.records.append(
+            Record(
+                signal,
+                args[0],
+                args[1:],
+                threading.get_ident(),
+                QThread.currentThread() is self.service.thread(),
+                time.monotonic(),
+            )
+        )
 
     def has(self, signal: str, id_: str) -> bool:
         return any(r.signal == signal and r.id == id_ for r in self.records)
@@ -92,11 +116,16 @@ def _gen_job(model: Path, out_dir: Path, *, steps: int, seed: int):
     from wan_desktop.request import GenerationRequest
 
     job_id = new_job_id()
-    request = GenerationRequest(prompt=f"job {seed}", width=64, height=32, frames=9, steps=steps,
-                                seed=seed)
+    request = GenerationRequest(
+        prompt=f"job {seed}", width=64, height=32, frames=9, steps=steps, seed=seed
+    )
     options = RunOptions(model=str(model), device="cpu", dtype="float32")
-    return Job(id=job_id, request=request.to_dict(), options=options.to_dict(),
-               out=str(out_dir / f"{job_id}.mp4"))
+    return Job(
+        id=job_id,
+        request=request.to_dict(),
+        options=options.to_dict(),
+        out=str(out_dir / f"{job_id}.mp4"),
+    )
 
 
 @pytest.fixture
@@ -118,7 +147,8 @@ def gpu(qtbot, home):
 
 @pytest.mark.slow
 def test_builds_and_generations_run_one_at_a_time_in_submission_order_on_the_gpu_thread(
-        gpu, tiny, qtbot, tmp_path):
+    gpu, tiny, qtbot, tmp_path
+):
     service = gpu
     tl = Timeline(service)
     gen1 = _gen_job(tiny.official, tmp_path, steps=LONG, seed=1)
@@ -138,10 +168,14 @@ def test_builds_and_generations_run_one_at_a_time_in_submission_order_on_the_gpu
 
     # FIFO over both kinds of work (two queued signals into one thread keep their order)
     assert tl.bounds() == [
-        ("job_started", gen1.id), ("job_finished", gen1.id),
-        ("export_started", "build"), ("export_finished", "build"),
-        ("job_started", gen2.id), ("job_finished", gen2.id),
-        ("export_cancelled", "dropped")]
+        ("job_started", gen1.id),
+        ("job_finished", gen1.id),
+        ("export_started", "build"),
+        ("export_finished", "build"),
+        ("job_started", gen2.id),
+        ("job_finished", gen2.id),
+        ("export_cancelled", "dropped"),
+    ]
     g1, b, g2 = tl.span(gen1.id), tl.span("build"), tl.span(gen2.id)
     assert g1[0] < t_build_queued < g1[1]  # the build was queued while gen1 ran
     assert b[0] < t_gen2_queued < b[1]  # gen2 was queued while the build ran
@@ -198,7 +232,8 @@ class DialogView(QObject):
 
 @pytest.mark.slow
 def test_the_dialog_waits_for_the_running_generation_then_shows_progress_and_lists_the_folder(
-        make_desktop, tiny, qtbot, home, tmp_path):
+    make_desktop, tiny, qtbot, home, tmp_path
+):
     pytest.importorskip("onnx")
     root = _engines_root(tmp_path)
     d = make_desktop([tiny.official])
@@ -222,8 +257,12 @@ def test_the_dialog_waits_for_the_running_generation_then_shows_progress_and_lis
     out = root / f"{tiny.official.name}-onnx-fp32"
     finished = [r.args for r in tl.records if r.signal == "export_finished"]
     assert finished == [(str(out),)] and dlg.result_path == out
-    assert tl.bounds() == [("job_started", gen_id), ("job_finished", gen_id),
-                           ("export_started", build_id), ("export_finished", build_id)]
+    assert tl.bounds() == [
+        ("job_started", gen_id),
+        ("job_finished", gen_id),
+        ("export_started", build_id),
+        ("export_finished", build_id),
+    ]
     assert d.queue.history[-1].id == gen_id and d.queue.history[-1].status == "done"
     # the dialog showed every stage the build reported, with its fraction on the bar
     emitted = [r.args for r in tl.records if r.signal == "export_progress"]
@@ -241,7 +280,8 @@ def test_the_dialog_waits_for_the_running_generation_then_shows_progress_and_lis
 
 
 def test_a_build_waiting_for_the_generation_can_be_cancelled_and_never_starts(
-        make_desktop, tiny, qtbot, home, tmp_path):
+    make_desktop, tiny, qtbot, home, tmp_path
+):
     pytest.importorskip("onnx")
     root = _engines_root(tmp_path)
     d = make_desktop([tiny.official])
@@ -262,17 +302,22 @@ def test_a_build_waiting_for_the_generation_can_be_cancelled_and_never_starts(
     assert dlg.build_button.isEnabled() and not dlg.cancel_button.isEnabled()
     assert not tl.has("job_finished", gen_id)
     # recorded on the GPU thread; the queue learns of the finished job through the GUI thread
-    qtbot.waitUntil(lambda: tl.has("export_cancelled", build_id) and d.queue.running is None,
-                    timeout=60_000)
-    assert tl.bounds() == [("job_started", gen_id), ("job_finished", gen_id),
-                           ("export_cancelled", build_id)]
+    qtbot.waitUntil(
+        lambda: tl.has("export_cancelled", build_id) and d.queue.running is None, timeout=60_000
+    )
+    assert tl.bounds() == [
+        ("job_started", gen_id),
+        ("job_finished", gen_id),
+        ("export_cancelled", build_id),
+    ]
     assert d.queue.history[-1].status == "done"
     assert not root.exists() or sorted(root.iterdir()) == []
 
 
 @pytest.mark.slow
 def test_cancel_during_a_build_stops_it_and_leaves_no_engine_folder(
-        make_desktop, tiny, qtbot, home, tmp_path):
+    make_desktop, tiny, qtbot, home, tmp_path
+):
     pytest.importorskip("onnx")
     root = _engines_root(tmp_path)
     d = make_desktop([tiny.official])
@@ -284,8 +329,9 @@ def test_cancel_during_a_build_stops_it_and_leaves_no_engine_folder(
         # on the GPU thread, between the two graphs: what the Cancel button does
         # (service.cancel sets the build's token), at a point where t5.onnx is already written
         if stage == "dit":
-            partial_at_cancel.extend(sorted(q.name for q in p.iterdir())
-                                     for p in root.glob(".*partial*"))
+            partial_at_cancel.extend(
+                sorted(q.name for q in p.iterdir()) for p in root.glob(".*partial*")
+            )
             d.service.cancel(build_id)
 
     d.service.export_progress.connect(cancel_at_the_dit, Qt.ConnectionType.DirectConnection)
@@ -302,7 +348,8 @@ def test_cancel_during_a_build_stops_it_and_leaves_no_engine_folder(
 
 
 def test_a_failing_build_shows_its_error_and_the_service_keeps_running_jobs(
-        make_desktop, tiny, qtbot, home, tmp_path):
+    make_desktop, tiny, qtbot, home, tmp_path
+):
     pytest.importorskip("onnx")
     import shutil
 
@@ -327,8 +374,7 @@ def test_a_failing_build_shows_its_error_and_the_service_keeps_running_jobs(
     assert error.title == "Bad model" and error.remedy
     assert str(dit) in error.message and "truncated" in error.message
     assert dlg.error == error
-    assert dlg.stage.text() == (f"Failed: Bad model: {error.message}\n"
-                                f"What to do: {error.remedy}")
+    assert dlg.stage.text() == (f"Failed: Bad model: {error.message}\nWhat to do: {error.remedy}")
     assert dlg.log_view.toPlainText() == error.text()
     assert dlg.build_button.isEnabled() and not dlg.cancel_button.isEnabled()
     assert sorted(root.iterdir()) == []  # nothing left by the failed build
@@ -341,7 +387,10 @@ def test_a_failing_build_shows_its_error_and_the_service_keeps_running_jobs(
         click(qtbot, w.generate_button)
     assert Path(sig.args[1].out).is_file()
     build_id = tl.bounds()[0][1]
-    assert tl.bounds() == [("export_started", build_id), ("export_failed", build_id),
-                           ("job_started", sig.args[0]), ("job_finished", sig.args[0])]
-    assert len({r.thread for r in tl.records}) == 1 and all(r.on_service_thread
-                                                            for r in tl.records)
+    assert tl.bounds() == [
+        ("export_started", build_id),
+        ("export_failed", build_id),
+        ("job_started", sig.args[0]),
+        ("job_finished", sig.args[0]),
+    ]
+    assert len({r.thread for r in tl.records}) == 1 and all(r.on_service_thread for r in tl.records)

@@ -26,14 +26,29 @@ def _engine_folder(root, model_dir):
     folder.mkdir(parents=True)
     graph = folder / "dit.onnx"
     graph.write_bytes(b"graph bytes" * 100)
-    entry = cache.EngineEntry(component="dit", file="dit.onnx", runtime="onnxruntime",
-                              runtime_version="1.0", precision="fp32", spec={},
-                              sha256=cache.sha256_file(graph), size=graph.stat().st_size, expert=0)
-    cache.write_manifest(folder, cache.Manifest(
-        variant=detect_model(model_dir).variant, entries=(entry,),
-        model={"path": str(model_dir), "files": cache.model_file_records(
-            _checkpoint_files(model_dir))},
-        rebuild=f"wan-desktop export --model {model_dir} --out {folder}"))
+    entry = cache.EngineEntry(
+        component="dit",
+        file="dit.onnx",
+        runtime="onnxruntime",
+        runtime_version="1.0",
+        precision="fp32",
+        spec={},
+        sha256=cache.sha256_file(graph),
+        size=graph.stat().st_size,
+        expert=0,
+    )
+    cache.write_manifest(
+        folder,
+        cache.Manifest(
+            variant=detect_model(model_dir).variant,
+            entries=(entry,),
+            model={
+                "path": str(model_dir),
+                "files": cache.model_file_records(_checkpoint_files(model_dir)),
+            },
+            rebuild=f"wan-desktop export --model {model_dir} --out {folder}",
+        ),
+    )
     return folder
 
 
@@ -43,8 +58,9 @@ def reads(monkeypatch, tmp_path):
     monkeypatch.setenv("WAN_DESKTOP_CACHE", str(tmp_path / "user-cache"))
     seen = []
     real = file_hashes.sha256_file
-    monkeypatch.setattr(file_hashes, "sha256_file",
-                        lambda p: seen.append(os.path.basename(p)) or real(p))
+    monkeypatch.setattr(
+        file_hashes, "sha256_file", lambda p: seen.append(os.path.basename(p)) or real(p)
+    )
     return seen
 
 
@@ -60,9 +76,11 @@ def test_the_listing_reads_no_file_and_uses_the_hashes_a_run_left(tiny, tmp_path
     reads.clear()  # the export hashed the model's files
 
     def verdict(model_dir):
-        (row,) = list_engine_rows(tmp_path / "engines", ModelEntry(path=str(model_dir),
-                                                                    variant="t2v-1.3B"),
-                                  compute_capability=None)
+        (row,) = list_engine_rows(
+            tmp_path / "engines",
+            ModelEntry(path=str(model_dir), variant="t2v-1.3B"),
+            compute_capability=None,
+        )
         return row.reason or "fits"
 
     assert verdict(tiny.official) == "fits"

@@ -19,7 +19,8 @@ def _outputs(home: Path) -> list[str]:
 
 
 def test_generation_end_to_end_preview_every_step_file_history_and_reuse(
-        make_desktop, tiny, qtbot, home):
+    make_desktop, tiny, qtbot, home
+):
     d = make_desktop([tiny.official])
     w = d.window
     assert w.windowTitle() == "Wan Desktop"
@@ -35,8 +36,9 @@ def test_generation_end_to_end_preview_every_step_file_history_and_reuse(
     previews = []
     steps = []
     d.queue.preview.connect(lambda job_id, p: previews.append(p))
-    d.queue.progress.connect(lambda p: steps.append(p.step) if p.stage == "denoise" and p.step
-                             else None)
+    d.queue.progress.connect(
+        lambda p: steps.append(p.step) if p.stage == "denoise" and p.step else None
+    )
     with qtbot.waitSignal(d.queue.finished, timeout=60_000) as sig:
         click(qtbot, w.generate_button)
     job_id, result = sig.args
@@ -61,7 +63,7 @@ def test_generation_end_to_end_preview_every_step_file_history_and_reuse(
     assert side["request"]["steps"] == 3 and side["options"]["model"] == str(tiny.official)
     assert len(w.video_player.frames) == 9 and w.view_tabs.currentWidget() is w.video_player
     shown = w.video_player.frames[0].convertToFormat(w.video_player.frames[0].Format.Format_RGB888)
-    row = np.frombuffer(shown.constBits(), np.uint8).reshape(32, shown.bytesPerLine())[:, :64 * 3]
+    row = np.frombuffer(shown.constBits(), np.uint8).reshape(32, shown.bytesPerLine())[:, : 64 * 3]
     assert np.array_equal(row.reshape(32, 64, 3), video[0])
     assert w.progress_bar.value() == w.progress_bar.maximum() == 3
 
@@ -128,7 +130,8 @@ def test_cancel_mid_run_stops_within_one_step_and_writes_nothing(make_desktop, t
 
 
 def test_queue_of_three_runs_in_order_after_reordering_and_cancels_a_queued_one(
-        make_desktop, tiny, qtbot, home):
+    make_desktop, tiny, qtbot, home
+):
     d = make_desktop([tiny.official])
     w = d.window
     started = []
@@ -149,8 +152,9 @@ def test_queue_of_three_runs_in_order_after_reordering_and_cancels_a_queued_one(
     saved = json.loads((home / "queue.json").read_text())["jobs"]
     assert [j["request"]["seed"] for j in saved] == [11, 33, 22]
 
-    qtbot.waitUntil(lambda: len([e for e in d.queue.history if e.status == "done"]) == 3,
-                    timeout=90_000)
+    qtbot.waitUntil(
+        lambda: len([e for e in d.queue.history if e.status == "done"]) == 3, timeout=90_000
+    )
     assert started == [ids[0], ids[2], ids[1]]  # 44 never started
     done = [e for e in d.queue.history if e.status == "done"]
     assert [e.seed for e in done] == [11, 33, 22]
@@ -179,7 +183,8 @@ def test_cancel_all_stops_the_running_job_and_empties_the_queue(make_desktop, ti
 
 
 def test_broken_model_shows_the_error_with_its_remedy_and_the_next_job_runs(
-        make_desktop, tiny, broken, qtbot, home):
+    make_desktop, tiny, broken, qtbot, home
+):
     d = make_desktop([broken, tiny.official])
     w = d.window
     paths = [m.path for m in w.models]
@@ -242,8 +247,11 @@ def test_form_widgets_and_model_bind_both_ways(make_desktop, tiny, qtbot, home):
     assert w.preset_combo.currentText() == "Custom" and f.state.width == 512
     # model → widget
     f.update(steps=7, guidance=3.5, sampler="euler", vram_plan="12", precision="fp8")
-    assert (w.steps_spin.value(), w.guidance_spin.value(), w.sampler_combo.currentText()) == \
-        (7, 3.5, "euler")
+    assert (w.steps_spin.value(), w.guidance_spin.value(), w.sampler_combo.currentText()) == (
+        7,
+        3.5,
+        "euler",
+    )
     assert w.vram_combo.currentText() == "12 GB" and w.precision_combo.currentData() == "fp8"
     # the dice gives a new fixed seed
     w.random_seed.setChecked(True)
@@ -253,8 +261,10 @@ def test_form_widgets_and_model_bind_both_ways(make_desktop, tiny, qtbot, home):
     assert w.seed_spin.value() == f.state.seed and w.seed_spin.isEnabled()
     assert f.state.seed != before or f.state.seed == 0
     # a T2V-only model: the image tasks are disabled, no drop zones
-    tasks = {w.task_combo.itemData(k): w.task_combo.model().item(k).isEnabled()
-             for k in range(w.task_combo.count())}
+    tasks = {
+        w.task_combo.itemData(k): w.task_combo.model().item(k).isEnabled()
+        for k in range(w.task_combo.count())
+    }
     assert tasks == {"t2v": True, "i2v": False, "flf2v": False, "ti2v": False}
     assert not w.first_frame.isVisible() and not w.last_frame.isVisible()
     # a job made from the form carries the settings (VRAM plan 12 GB → the budget)
@@ -265,7 +275,8 @@ def test_form_widgets_and_model_bind_both_ways(make_desktop, tiny, qtbot, home):
 
 
 def test_out_of_gpu_memory_is_a_readable_error_and_the_app_recovers(
-        make_desktop, tiny, qtbot, home, monkeypatch):
+    make_desktop, tiny, qtbot, home, monkeypatch
+):
     import torch
 
     import wan_desktop.pipeline as pipeline
@@ -295,7 +306,8 @@ def test_out_of_gpu_memory_is_a_readable_error_and_the_app_recovers(
 
 
 def test_an_image_dropped_on_the_first_frame_zone_goes_into_the_form(
-        make_desktop, tiny, qtbot, home, tmp_path):
+    make_desktop, tiny, qtbot, home, tmp_path
+):
     from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
     from PySide6.QtGui import QDropEvent, QImage
 
@@ -307,8 +319,13 @@ def test_an_image_dropped_on_the_first_frame_zone_goes_into_the_form(
     assert q.save(str(img))
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(img))])
-    ev = QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                    Qt.KeyboardModifier.NoModifier)
+    ev = QDropEvent(
+        QPointF(5, 5),
+        Qt.DropAction.CopyAction,
+        mime,
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
     w.first_frame.dropEvent(ev)
     assert w.form.state.image == str(img) and w.first_frame.pixmap().height() == 64
     # a T2V model takes no image: the job does not carry it
@@ -329,8 +346,9 @@ def test_a_paused_queue_keeps_its_jobs_until_resumed(make_desktop, tiny, qtbot, 
     assert d.queue.history[-1].seed == 8 and w.pause_button.text() == "Pause"
 
 
-def test_ti2v_from_a_dropped_first_frame_with_the_z48_preview(make_desktop, tiny_ti2v, qtbot,
-                                                              home, tmp_path):
+def test_ti2v_from_a_dropped_first_frame_with_the_z48_preview(
+    make_desktop, tiny_ti2v, qtbot, home, tmp_path
+):
     from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
     from PySide6.QtGui import QDropEvent, QImage
 
@@ -347,8 +365,15 @@ def test_ti2v_from_a_dropped_first_frame_with_the_z48_preview(make_desktop, tiny
     assert q.save(str(img))
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(img))])
-    w.first_frame.dropEvent(QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime,
-                                       Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier))
+    w.first_frame.dropEvent(
+        QDropEvent(
+            QPointF(5, 5),
+            Qt.DropAction.CopyAction,
+            mime,
+            Qt.MouseButton.LeftButton,
+            Qt.KeyboardModifier.NoModifier,
+        )
+    )
     fill_form(w, qtbot, "a boat on a lake", seed=21, width=64, height=64, frames=5, steps=2)
     previews = []
     d.queue.preview.connect(lambda _j, p: previews.append(p))
@@ -357,8 +382,10 @@ def test_ti2v_from_a_dropped_first_frame_with_the_z48_preview(make_desktop, tiny
     result = sig.args[1]
     # z=48 latents of the Wan2.2 VAE (16× spatial): 2 latent frames of 4×4 for 5 frames of 64×64
     assert [p.step for p in previews] == [1, 2]
-    assert all(len(p.frames) == 2 and (p.frames[0].width(), p.frames[0].height()) == (4, 4)
-               for p in previews)
+    assert all(
+        len(p.frames) == 2 and (p.frames[0].width(), p.frames[0].height()) == (4, 4)
+        for p in previews
+    )
     assert iio.imread(result.out).shape == (5, 64, 64, 3) and result.fps == 24
     side = json.loads(Path(str(result.out) + ".json").read_text())
     assert side["request"]["task"] == "ti2v" and side["request"]["image"] == str(img)

@@ -17,8 +17,9 @@ def _u8(x: float) -> int:
     return round((min(1.0, max(-1.0, x)) + 1.0) * 127.5)
 
 
-@pytest.mark.parametrize("z, table, bias", [(16, WAN21_RGB, WAN21_BIAS),
-                                            (48, WAN22_RGB, WAN22_BIAS)])
+@pytest.mark.parametrize(
+    "z, table, bias", [(16, WAN21_RGB, WAN21_BIAS), (48, WAN22_RGB, WAN22_BIAS)]
+)
 def test_preview_is_the_published_linear_map(z, table, bias):
     assert len(table) == z and all(len(r) == 3 for r in table) and len(bias) == 3
     # one latent pixel per channel k set to 2.0: its RGB is 2·F[k] + bias
@@ -58,36 +59,47 @@ def test_presets_per_variant_are_valid_sizes():
 
     for name in ("t2v-1.3B", "t2v-14B", "ti2v-5B"):
         v = VARIANTS[name]
-        e = ModelEntry(path="x", variant=name, sizes=v.defaults.sizes,
-                       spatial_multiple=v.spatial_multiple)
+        e = ModelEntry(
+            path="x", variant=name, sizes=v.defaults.sizes, spatial_multiple=v.spatial_multiple
+        )
         got = presets(e)
         assert got, name
         for label, w, h in got:
             assert w % v.spatial_multiple == 0 and h % v.spatial_multiple == 0, (name, label)
         shapes = {label.split()[1] for label, _w, _h in got}
         assert shapes == {"landscape", "portrait", "square"}
-    labels = [label for label, _w, _h in presets(ModelEntry(
-        path="x", variant="t2v-14B", sizes=VARIANTS["t2v-14B"].defaults.sizes))]
-    assert labels[:3] == ["720p landscape 1280×720", "720p portrait 720×1280",
-                          "720p square 960×960"]
-    assert labels[3:] == ["480p landscape 832×480", "480p portrait 480×832",
-                          "480p square 624×624"]
+    labels = [
+        label
+        for label, _w, _h in presets(
+            ModelEntry(path="x", variant="t2v-14B", sizes=VARIANTS["t2v-14B"].defaults.sizes)
+        )
+    ]
+    assert labels[:3] == [
+        "720p landscape 1280×720",
+        "720p portrait 720×1280",
+        "720p square 960×960",
+    ]
+    assert labels[3:] == ["480p landscape 832×480", "480p portrait 480×832", "480p square 624×624"]
 
 
 def test_store_recovers_a_running_job_and_survives_a_damaged_file(tmp_path):
     from wan_desktop.ui.store import HistoryEntry, Job, JobStore
 
     store = JobStore(tmp_path)
-    jobs = [Job(id="a", request={"prompt": "p", "seed": 1}, options={}, out="a.mp4",
-                state="running"),
-            Job(id="b", request={"prompt": "q", "seed": 2}, options={}, out="b.mp4")]
+    jobs = [
+        Job(id="a", request={"prompt": "p", "seed": 1}, options={}, out="a.mp4", state="running"),
+        Job(id="b", request={"prompt": "q", "seed": 2}, options={}, out="b.mp4"),
+    ]
     store.save_queue(jobs)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["queue.json"]  # no temp file left
     back = store.load_queue()
-    assert [(j.id, j.state, j.recovered) for j in back] == [("a", "queued", True),
-                                                            ("b", "queued", False)]
-    store.save_history([HistoryEntry(id="h", status="done", request={"seed": 9}, options={},
-                                     seconds=1.5)])
+    assert [(j.id, j.state, j.recovered) for j in back] == [
+        ("a", "queued", True),
+        ("b", "queued", False),
+    ]
+    store.save_history(
+        [HistoryEntry(id="h", status="done", request={"seed": 9}, options={}, seconds=1.5)]
+    )
     assert store.load_history()[0].seed == 9
     # a file from a newer version with unknown keys still loads
     data = json.loads(store.queue_path.read_text())
@@ -106,22 +118,28 @@ def test_settings_round_trip(home):
     from wan_desktop.ui.settings import AppSettings, load_settings, save_settings
 
     assert load_settings() == AppSettings()
-    s = replace(AppSettings().with_model_dir(home / "m").with_model_dir(home / "m"),
-                vram_plan="12", precision="fp8")
+    s = replace(
+        AppSettings().with_model_dir(home / "m").with_model_dir(home / "m"),
+        vram_plan="12",
+        precision="fp8",
+    )
     save_settings(s)
     back = load_settings()
     assert back == s and back.model_dirs == (str((home / "m").resolve()),)
     assert AppSettings.from_dict({"vram_plan": "7", "backend": "x"}).vram_plan == "auto"
 
 
-@pytest.mark.parametrize("env, problem", [
-    ({}, "no display"),
-    ({"DISPLAY": ":0"}, None),
-    ({"WAYLAND_DISPLAY": "wayland-0"}, None),
-    ({"QT_QPA_PLATFORM": "offscreen"}, None),
-    ({"QT_QPA_PLATFORM": "xcb"}, "DISPLAY is not set"),
-    ({"QT_QPA_PLATFORM": "wayland", "DISPLAY": ":0"}, "WAYLAND_DISPLAY is not set"),
-])
+@pytest.mark.parametrize(
+    "env, problem",
+    [
+        ({}, "no display"),
+        ({"DISPLAY": ":0"}, None),
+        ({"WAYLAND_DISPLAY": "wayland-0"}, None),
+        ({"QT_QPA_PLATFORM": "offscreen"}, None),
+        ({"QT_QPA_PLATFORM": "xcb"}, "DISPLAY is not set"),
+        ({"QT_QPA_PLATFORM": "wayland", "DISPLAY": ":0"}, "WAYLAND_DISPLAY is not set"),
+    ],
+)
 def test_display_check(env, problem):
     from wan_desktop.ui.app import display_problem
 
@@ -132,14 +150,18 @@ def test_display_check(env, problem):
 
 def _run_gui_command(env: dict[str, str], prelude: str = "") -> subprocess.CompletedProcess:
     code = prelude + "import sys\nfrom wan_desktop.cli import main\nsys.exit(main([]))\n"
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the display check is Linux's")
 def test_wan_desktop_without_a_display_is_one_line_and_exit_2():
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")
+    }
     r = _run_gui_command(env)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
@@ -149,9 +171,11 @@ def test_wan_desktop_without_a_display_is_one_line_and_exit_2():
 
 def test_wan_desktop_without_pyside6_says_to_install_the_gui_extra():
     # PySide6 hidden from the import system, as on an install without the gui extra
-    prelude = ("import importlib.util\n_real = importlib.util.find_spec\n"
-               "importlib.util.find_spec = lambda n, p=None: None if n == 'PySide6' "
-               "else _real(n, p)\n")
+    prelude = (
+        "import importlib.util\n_real = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda n, p=None: None if n == 'PySide6' "
+        "else _real(n, p)\n"
+    )
     r = _run_gui_command(dict(os.environ), prelude)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
@@ -183,8 +207,9 @@ def test_model_scan_finds_every_layout_with_size_and_precision(tiny, tmp_path):
     assert by_format["comfyui"].path == str(tiny.comfy_dit)
     assert by_format["comfyui"].precision == "fp16" and by_format["official"].precision == "fp32"
     # size on disk: every component file the model uses
-    official = sum(p.stat().st_size for p in tiny.official.rglob("*")
-                   if p.suffix in (".safetensors", ".pth"))
+    official = sum(
+        p.stat().st_size for p in tiny.official.rglob("*") if p.suffix in (".safetensors", ".pth")
+    )
     assert by_format["official"].size_bytes == official
     assert "11.7 MB" in by_format["official"].label
     bad = [e for e in entries if not e.ok]
@@ -194,9 +219,11 @@ def test_model_scan_finds_every_layout_with_size_and_precision(tiny, tmp_path):
 def test_the_gui_entry_point_imports_nothing_heavy():
     """`wan-desktop` must be able to say "install the gui extra" or "no display" before Qt or
     torch is loaded: importing the entry point and the data modules loads neither."""
-    code = ("import sys\n"
-            "import wan_desktop.ui.app, wan_desktop.ui.store, wan_desktop.ui.settings\n"
-            "import wan_desktop.ui.preview, wan_desktop.ui.paths\n"
-            "print(','.join(m for m in ('PySide6', 'torch', 'numpy') if m in sys.modules))\n")
+    code = (
+        "import sys\n"
+        "import wan_desktop.ui.app, wan_desktop.ui.store, wan_desktop.ui.settings\n"
+        "import wan_desktop.ui.preview, wan_desktop.ui.paths\n"
+        "print(','.join(m for m in ('PySide6', 'torch', 'numpy') if m in sys.modules))\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == ""

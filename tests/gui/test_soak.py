@@ -13,12 +13,15 @@ from tests.gui.conftest import click, fill_form
 pytestmark = pytest.mark.slow
 
 
-def test_thirty_queued_jobs_with_pause_reorder_and_cancel_interleaved(make_desktop, tiny, qtbot,
-                                                                      home):
+def test_thirty_queued_jobs_with_pause_reorder_and_cancel_interleaved(
+    make_desktop, tiny, qtbot, home
+):
     d = make_desktop([tiny.official])
     w, q = d.window, d.queue
     started: list[int] = []
-    q.progress.connect(lambda p: started.append(q.job(p.job_id).seed) if p.stage == "start" else None)
+    q.progress.connect(
+        lambda p: started.append(q.job(p.job_id).seed) if p.stage == "start" else None
+    )
 
     def seeds() -> list[int]:
         return [j.seed for j in q.jobs]
@@ -59,15 +62,14 @@ def test_thirty_queued_jobs_with_pause_reorder_and_cancel_interleaved(make_deskt
     second = seeds()
     assert second[0] == last and cancelled_while_paused not in second
     click(qtbot, w.pause_button)  # resume; cancel 125 (60 steps) while it runs
-    qtbot.waitUntil(lambda: q.running is not None and q.job(q.running).seed == 125,
-                    timeout=120_000)
+    qtbot.waitUntil(lambda: q.running is not None and q.job(q.running).seed == 125, timeout=120_000)
     running_seed = 125
     with qtbot.waitSignal(q.cancelled, timeout=60_000):
         select(running_seed)
         click(qtbot, w.cancel_job_button)
     qtbot.waitUntil(lambda: q.running is None and not q.jobs, timeout=240_000)
 
-    assert started[len(started) - len(second):] == second  # the queue's order after the pause
+    assert started[len(started) - len(second) :] == second  # the queue's order after the pause
     done = [e for e in q.history if e.status == "done"]
     cancelled = sorted(e.seed for e in q.history if e.status == "cancelled")
     assert cancelled == sorted([110, 111, cancelled_while_paused, running_seed])

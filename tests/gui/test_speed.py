@@ -39,7 +39,8 @@ def lora_files(tmp_path_factory):
 
 
 def test_fast_preset_fills_the_form_and_the_job_runs_its_four_distilled_steps(
-        make_desktop, tiny, qtbot, home):
+    make_desktop, tiny, qtbot, home
+):
     from wan_desktop.presets import LIGHTX2V_SHIFT, LIGHTX2V_STEPS, lightx2v_sigmas
 
     d = make_desktop([tiny.official])
@@ -50,8 +51,12 @@ def test_fast_preset_fills_the_form_and_the_job_runs_its_four_distilled_steps(
     i = w.speed_combo.findData("fast")
     w.speed_combo.setCurrentIndex(i)
     w.speed_combo.activated.emit(i)
-    assert (w.steps_spin.value(), w.guidance_spin.value(), w.shift_spin.value(),
-            w.sampler_combo.currentText()) == (4, 1.0, 5.0, "euler")
+    assert (
+        w.steps_spin.value(),
+        w.guidance_spin.value(),
+        w.shift_spin.value(),
+        w.sampler_combo.currentText(),
+    ) == (4, 1.0, 5.0, "euler")
     assert w.form.state.preset == "fast"
     # "Quality" is the variant's own values (t2v-1.3B: 50 UniPC steps, CFG 5, shift 3 at 480p)
     i = w.speed_combo.findData("quality")
@@ -68,8 +73,10 @@ def test_fast_preset_fills_the_form_and_the_job_runs_its_four_distilled_steps(
     job_id, result = sig.args
     assert previews == [1, 2, 3, 4] and _steps_of(d, job_id) == [1, 2, 3, 4]
     # a base model without a distill LoRA: the CLI's warning, as a status-bar note
-    assert "fast preset expects a step-distilled model" in \
-        (home / "logs" / "wan-desktop.log").read_text()
+    assert (
+        "fast preset expects a step-distilled model"
+        in (home / "logs" / "wan-desktop.log").read_text()
+    )
     side = _sidecar(result.out)
     assert side["options"]["preset"] == "fast"
     r = side["request"]
@@ -92,7 +99,8 @@ def test_fast_preset_fills_the_form_and_the_job_runs_its_four_distilled_steps(
 
 
 def test_lora_strength_zero_is_bit_identical_to_none_and_one_changes_the_video(
-        make_desktop, tiny, lora_files, qtbot, home, monkeypatch):
+    make_desktop, tiny, lora_files, qtbot, home, monkeypatch
+):
     from wan_desktop.engines import factory
 
     good, _bad = lora_files
@@ -123,8 +131,7 @@ def test_lora_strength_zero_is_bit_identical_to_none_and_one_changes_the_video(
     w.lora_rows[0].strength.setValue(1.0)
     click(qtbot, w.generate_button)
     assert "1 LoRA" in w.queue_list.item(2).text()
-    qtbot.waitUntil(lambda: sum(e.status == "done" for e in d.queue.history) == 3,
-                    timeout=120_000)
+    qtbot.waitUntil(lambda: sum(e.status == "done" for e in d.queue.history) == 3, timeout=120_000)
     none, zero, one = (iio.imread(e.out) for e in d.queue.history)
     assert np.array_equal(none, zero)  # strength 0 merges nothing: the same bits
     diff = np.abs(one.astype(int) - none.astype(int))
@@ -143,14 +150,14 @@ def test_lora_strength_zero_is_bit_identical_to_none_and_one_changes_the_video(
     # only the DiT was read again for each LoRA change (not the text encoder and VAE), and back
     # without the LoRA the video is the first one bit for bit
     click(qtbot, w.generate_button)
-    qtbot.waitUntil(lambda: sum(e.status == "done" for e in d.queue.history) == 4,
-                    timeout=120_000)
+    qtbot.waitUntil(lambda: sum(e.status == "done" for e in d.queue.history) == 4, timeout=120_000)
     assert np.array_equal(iio.imread(d.queue.history[-1].out), none)
     assert builds == [1] and relora == [(f"{good}:0.0",), (f"{good}:1.0",), ()]
 
 
 def test_a_lora_of_the_wrong_shape_is_a_message_box_naming_the_tensor_before_any_job(
-        make_desktop, tiny, lora_files, qtbot, home):
+    make_desktop, tiny, lora_files, qtbot, home
+):
     good, bad = lora_files
     d = make_desktop([tiny.official])
     w = d.window
@@ -162,8 +169,10 @@ def test_a_lora_of_the_wrong_shape_is_a_message_box_naming_the_tensor_before_any
     assert "bad.safetensors" in err.message
     assert "diffusion_model.blocks.1.ffn.0.lora_down.weight" in err.message
     assert d.queue.jobs == [] and d.queue.running is None and list(d.service.step_log) == []
-    assert not (home / "queue.json").exists() or \
-        json.loads((home / "queue.json").read_text())["jobs"] == []
+    assert (
+        not (home / "queue.json").exists()
+        or json.loads((home / "queue.json").read_text())["jobs"] == []
+    )
     w.error_box.close()
     # a vanished file, and a low-noise-expert LoRA on a one-DiT model, are refused the same way
     w.form.remove_lora(0)
@@ -183,7 +192,8 @@ def test_a_lora_of_the_wrong_shape_is_a_message_box_naming_the_tensor_before_any
 
 @pytest.mark.slow  # a GUI restart
 def test_a_saved_queue_with_loras_survives_a_restart_and_runs_them(
-        make_desktop, tiny, lora_files, qtbot, home):
+    make_desktop, tiny, lora_files, qtbot, home
+):
     from wan_desktop.ui.store import Job, JobStore
 
     good, _bad = lora_files
@@ -198,16 +208,25 @@ def test_a_saved_queue_with_loras_survives_a_restart_and_runs_them(
     assert d1.shutdown(10_000)
     d1.window.close()
     # a job saved by a version without LoRAs / presets (no such keys) is queued behind it
-    old = Job(id="old", request={"prompt": "old job", "width": 64, "height": 32, "frames": 9,
-                                 "steps": 1, "seed": 2},
-              options={"model": str(tiny.official)}, out=str(home / "outputs" / "old.mp4"))
+    old = Job(
+        id="old",
+        request={
+            "prompt": "old job",
+            "width": 64,
+            "height": 32,
+            "frames": 9,
+            "steps": 1,
+            "seed": 2,
+        },
+        options={"model": str(tiny.official)},
+        out=str(home / "outputs" / "old.mp4"),
+    )
     JobStore(home).save_queue([*JobStore(home).load_queue(), old])
 
     d2 = make_desktop([tiny.official])
     assert [j.id for j in d2.queue.jobs] == [saved.id, "old"]
     assert list(d2.queue.jobs[0].options["loras"]) == [f"{good}:0.5"]
-    qtbot.waitUntil(lambda: sum(e.status == "done" for e in d2.queue.history) == 2,
-                    timeout=90_000)
+    qtbot.waitUntil(lambda: sum(e.status == "done" for e in d2.queue.history) == 2, timeout=90_000)
     first, second = d2.queue.history
     assert _sidecar(first.out)["options"]["loras"] == [f"{good}:0.5"]
     assert _sidecar(second.out)["options"]["loras"] == []
@@ -217,7 +236,8 @@ def test_a_saved_queue_with_loras_survives_a_restart_and_runs_them(
 
 
 def test_tiny_vae_preview_every_step_at_video_size_with_fast_decode_and_fallback(
-        make_desktop, tiny, qtbot, home, tmp_path):
+    make_desktop, tiny, qtbot, home, tmp_path
+):
     tae21 = tmp_path / "taew2_1.safetensors"
     random_tae_file(tae21, z=16, patch=1, seed=1)
     tae22 = tmp_path / "taew2_2.safetensors"  # 48 latent channels: not this model's
@@ -240,8 +260,12 @@ def test_tiny_vae_preview_every_step_at_video_size_with_fast_decode_and_fallback
         click(qtbot, w.generate_button)
     qtbot.waitUntil(lambda: len(d.queue.history) == 2, timeout=90_000)
     assert [p.step for p in previews] == [1, 2, 1, 2]
-    assert all(p.decoder == "linear" and len(p.frames) == 3 and
-               (p.frames[0].width(), p.frames[0].height()) == (8, 4) for p in previews)
+    assert all(
+        p.decoder == "linear"
+        and len(p.frames) == 3
+        and (p.frames[0].width(), p.frames[0].height()) == (8, 4)
+        for p in previews
+    )
     log = (home / "logs" / "wan-desktop.log").read_text()
     assert log.count("preview decoder not used") == 1
     assert "16-channel latents; this model makes" not in log and "decodes 48-channel" in log
@@ -271,7 +295,8 @@ def test_tiny_vae_preview_every_step_at_video_size_with_fast_decode_and_fallback
 
 
 def test_i2v_from_a_dropped_first_frame_previews_each_step_and_records_the_image(
-        make_desktop, tiny_i2v, qtbot, home, tmp_path):
+    make_desktop, tiny_i2v, qtbot, home, tmp_path
+):
     from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
     from PySide6.QtGui import QDropEvent, QImage
 
@@ -285,8 +310,15 @@ def test_i2v_from_a_dropped_first_frame_previews_each_step_and_records_the_image
     assert q.save(str(img))
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(img))])
-    w.first_frame.dropEvent(QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime,
-                                       Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier))
+    w.first_frame.dropEvent(
+        QDropEvent(
+            QPointF(5, 5),
+            Qt.DropAction.CopyAction,
+            mime,
+            Qt.MouseButton.LeftButton,
+            Qt.KeyboardModifier.NoModifier,
+        )
+    )
     assert w.form.state.image == str(img)
     fill_form(w, qtbot, "the field moves in the wind", seed=3, steps=2)
     previews = []
@@ -295,8 +327,10 @@ def test_i2v_from_a_dropped_first_frame_previews_each_step_and_records_the_image
         click(qtbot, w.generate_button)
     job_id, result = sig.args
     assert [p.step for p in previews] == [1, 2] and _steps_of(d, job_id) == [1, 2]
-    assert all(len(p.frames) == 3 and (p.frames[0].width(), p.frames[0].height()) == (8, 4)
-               for p in previews)
+    assert all(
+        len(p.frames) == 3 and (p.frames[0].width(), p.frames[0].height()) == (8, 4)
+        for p in previews
+    )
     assert iio.imread(result.out).shape == (9, 32, 64, 3)
     side = _sidecar(result.out)
     assert side["request"]["task"] == "i2v" and side["request"]["image"] == str(img)
@@ -304,7 +338,8 @@ def test_i2v_from_a_dropped_first_frame_previews_each_step_and_records_the_image
 
 
 def test_a14b_loras_go_to_the_expert_chosen_per_lora_and_fast_sets_the_boundary(
-        make_desktop, tiny_a14b, lora_files, qtbot, home, tmp_path):
+    make_desktop, tiny_a14b, lora_files, qtbot, home, tmp_path
+):
     good, bad = lora_files
     low = save(tmp_path, "low.safetensors", official_layout(lowrank(9)))
     d = make_desktop([tiny_a14b.official])
@@ -336,16 +371,20 @@ def test_a14b_loras_go_to_the_expert_chosen_per_lora_and_fast_sets_the_boundary(
     w.form.update(loras=())
     w.history_list.setCurrentRow(0)
     click(qtbot, w.reuse_button)
-    assert [(c.path, c.strength, c.expert) for c in w.form.state.loras] == \
-        [(str(good), 1.0, "high"), (str(low), 0.5, "low")]
+    assert [(c.path, c.strength, c.expert) for c in w.form.state.loras] == [
+        (str(good), 1.0, "high"),
+        (str(low), 0.5, "low"),
+    ]
 
 
 def test_lora_choices_round_trip_through_run_options_strings():
     from wan_desktop.ui.viewmodels import LoraChoice, lora_options, loras_from_options
 
-    choices = (LoraChoice(path="/m/a.safetensors", strength=1.0),
-               LoraChoice(path="C:\\loras\\b.safetensors", strength=-0.25, expert="low"),
-               LoraChoice(path="/m/c:d.safetensors", strength=0.1 + 0.2, expert="high"))
+    choices = (
+        LoraChoice(path="/m/a.safetensors", strength=1.0),
+        LoraChoice(path="C:\\loras\\b.safetensors", strength=-0.25, expert="low"),
+        LoraChoice(path="/m/c:d.safetensors", strength=0.1 + 0.2, expert="high"),
+    )
     high, low = lora_options(choices)
     assert high == ("/m/a.safetensors:1.0", f"/m/c:d.safetensors:{0.1 + 0.2!r}")
     assert low == ("C:\\loras\\b.safetensors:-0.25",)
@@ -355,7 +394,8 @@ def test_lora_choices_round_trip_through_run_options_strings():
 
 
 def test_a_failing_tiny_vae_preview_falls_back_to_the_linear_map_and_the_job_finishes(
-        make_desktop, tiny, qtbot, home, tmp_path, monkeypatch):
+    make_desktop, tiny, qtbot, home, tmp_path, monkeypatch
+):
     import torch
     from wan_desktop.engines.preview import TaePreview
 

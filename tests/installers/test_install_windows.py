@@ -22,22 +22,64 @@ SCRIPTS = [WIN / "install.ps1", WIN / "uninstall.ps1"]
 
 # Windows PowerShell 5.1 cmdlets the scripts may use, and the programs they call
 CMDLETS_51 = {
-    "Add-Content", "ConvertTo-Json", "Copy-Item", "ForEach-Object", "Get-ChildItem", "Get-Command",
-    "Get-Content", "Get-Date", "Get-Item", "Join-Path", "Measure-Object", "New-Item",
-    "New-ItemProperty", "New-Object", "Out-File", "Out-Null", "Read-Host", "Remove-Item",
-    "Resolve-Path", "Select-Object", "Select-String", "Set-Content", "Set-Location", "Set-StrictMode", "Test-Path",
-    "Where-Object", "Write-Host", "Write-Warning",
+    "Add-Content",
+    "ConvertTo-Json",
+    "Copy-Item",
+    "ForEach-Object",
+    "Get-ChildItem",
+    "Get-Command",
+    "Get-Content",
+    "Get-Date",
+    "Get-Item",
+    "Join-Path",
+    "Measure-Object",
+    "New-Item",
+    "New-ItemProperty",
+    "New-Object",
+    "Out-File",
+    "Out-Null",
+    "Read-Host",
+    "Remove-Item",
+    "Resolve-Path",
+    "Select-Object",
+    "Select-String",
+    "Set-Content",
+    "Set-Location",
+    "Set-StrictMode",
+    "Test-Path",
+    "Where-Object",
+    "Write-Host",
+    "Write-Warning",
 }
 PROGRAMS = {"robocopy", "py", "python", "python3", "uv", "nvidia-smi", "powershell"}
-AUTOMATIC = {"$_", "$true", "$false", "$null", "$LASTEXITCODE", "$PSScriptRoot", "$args",
-             "$Matches", "$PSVersionTable", "$Error", "$HOME", "$ProgressPreference",
-             "$ErrorActionPreference"}
-STRINGS = ("comment", "string_literal", "expandable_string_literal", "verbatim_string_characters",
-           "expandable_here_string_literal", "verbatim_here_string_characters")
+AUTOMATIC = {
+    "$_",
+    "$true",
+    "$false",
+    "$null",
+    "$LASTEXITCODE",
+    "$PSScriptRoot",
+    "$args",
+    "$Matches",
+    "$PSVersionTable",
+    "$Error",
+    "$HOME",
+    "$ProgressPreference",
+    "$ErrorActionPreference",
+}
+STRINGS = (
+    "comment",
+    "string_literal",
+    "expandable_string_literal",
+    "verbatim_string_characters",
+    "expandable_here_string_literal",
+    "verbatim_here_string_characters",
+)
 
 ts = pytest.importorskip("tree_sitter", reason="tree-sitter (PyPI) is needed to parse PowerShell")
-tsp = pytest.importorskip("tree_sitter_powershell",
-                          reason="tree-sitter-powershell (PyPI) is needed to parse PowerShell")
+tsp = pytest.importorskip(
+    "tree_sitter_powershell", reason="tree-sitter-powershell (PyPI) is needed to parse PowerShell"
+)
 
 
 def _walk(node, parents=()):
@@ -47,24 +89,30 @@ def _walk(node, parents=()):
 
 
 def _text(src: bytes, node) -> str:
-    return src[node.start_byte:node.end_byte].decode(errors="replace")
+    return src[node.start_byte : node.end_byte].decode(errors="replace")
 
 
 def _problems(src: bytes) -> list[str]:
     """Everything the checks find in a PowerShell source (empty = clean)."""
     root = ts.Parser(ts.Language(tsp.language())).parse(src).root_node
     nodes = list(_walk(root))
-    out = [f"parse error at line {n.start_point.row + 1}: {_text(src, n)[:60]!r}"
-           for n, _ in nodes if n.type == "ERROR" or n.is_missing]
+    out = [
+        f"parse error at line {n.start_point.row + 1}: {_text(src, n)[:60]!r}"
+        for n, _ in nodes
+        if n.type == "ERROR" or n.is_missing
+    ]
     if not src.isascii():
         out.append("non-ASCII bytes (Windows PowerShell 5.1 reads BOM-less files as ANSI)")
     mask = bytearray(src)  # code outside strings and comments
     for n, _ in nodes:
         if n.type in STRINGS:
-            mask[n.start_byte:n.end_byte] = b" " * (n.end_byte - n.start_byte)
+            mask[n.start_byte : n.end_byte] = b" " * (n.end_byte - n.start_byte)
     code = mask.decode(errors="replace")
-    out += [f"{op!r} needs PowerShell 7" for op in
-            ("&&", "||", "??", "?.", "-Parallel", "utf8NoBOM", "-AsByteStream") if op in code]
+    out += [
+        f"{op!r} needs PowerShell 7"
+        for op in ("&&", "||", "??", "?.", "-Parallel", "utf8NoBOM", "-AsByteStream")
+        if op in code
+    ]
     if re.search(r"\)\s*\?\s*\S+\s*:", code):
         out.append("ternary operator needs PowerShell 7")
     funcs = {_text(src, n) for n, _ in nodes if n.type == "function_name"}
@@ -77,21 +125,30 @@ def _problems(src: bytes) -> list[str]:
                 out.append(f"unknown command {name!r} at line {n.start_point.row + 1}")
         if n.type == "command" and _text(src, n).startswith("Join-Path"):
             elems = [c for c in n.children if c.type == "command_elements"]
-            positional = [c for c in (elems[0].children if elems else [])
-                          if c.type not in ("command_argument_sep", "command_parameter")]
+            positional = [
+                c
+                for c in (elems[0].children if elems else [])
+                if c.type not in ("command_argument_sep", "command_parameter")
+            ]
             if len(positional) > 2:
                 out.append(f"Join-Path with {len(positional)} parts needs PowerShell 6+")
         if n.type == "variable":
             name = "$" + _text(src, n).lstrip("$@").strip("{}")
             if name.lower().startswith("$env:"):
                 continue
-            if ("left_assignment_expression" in parents or "script_parameter" in parents
-                    or parents[-1:] == ("foreach_statement",)):
+            if (
+                "left_assignment_expression" in parents
+                or "script_parameter" in parents
+                or parents[-1:] == ("foreach_statement",)
+            ):
                 assigned.add(name.lower())
             else:
                 used.setdefault(name, n.start_point.row + 1)
-    out += [f"variable {v} read at line {line} but never set" for v, line in used.items()
-            if v.lower() not in assigned and v not in AUTOMATIC]
+    out += [
+        f"variable {v} read at line {line} but never set"
+        for v, line in used.items()
+        if v.lower() not in assigned and v not in AUTOMATIC
+    ]
     return out
 
 
@@ -103,14 +160,17 @@ def test_powershell_script_is_clean(script):
     print(f"{script.name}: {len(src.splitlines())} lines parsed, 0 problems")
 
 
-@pytest.mark.parametrize(("snippet", "found"), [
-    (b"function F {\n    param([int]$a)\n    if ($a { }\n}\n", "parse error"),
-    (b"$x = 1\nWrite-Host $y\n", "variable $y read"),
-    (b"Remove-Itme -LiteralPath 'x'\n", "unknown command 'Remove-Itme'"),
-    (b"Get-Item x && Write-Host ok\n", "'&&' needs PowerShell 7"),
-    (b"$p = Join-Path 'a' 'b' 'c'\n", "Join-Path with 3 parts"),
-    ("Write-Host '\u2265'\n".encode(), "non-ASCII"),
-])
+@pytest.mark.parametrize(
+    ("snippet", "found"),
+    [
+        (b"function F {\n    param([int]$a)\n    if ($a { }\n}\n", "parse error"),
+        (b"$x = 1\nWrite-Host $y\n", "variable $y read"),
+        (b"Remove-Itme -LiteralPath 'x'\n", "unknown command 'Remove-Itme'"),
+        (b"Get-Item x && Write-Host ok\n", "'&&' needs PowerShell 7"),
+        (b"$p = Join-Path 'a' 'b' 'c'\n", "Join-Path with 3 parts"),
+        ("Write-Host '\u2265'\n".encode(), "non-ASCII"),
+    ],
+)
 def test_the_checks_catch_mistakes(snippet, found):
     problems = _problems(snippet)
     assert any(found in p for p in problems), problems
@@ -126,7 +186,9 @@ def test_install_script_mirrors_the_linux_one():
     ccs_sh = re.search(r"WAN_DESKTOP_TRT_CCS:-([\d. ]+)\}", sh).group(1).split()
     assert ccs_ps == ccs_sh
     builds_ps = re.findall(r"Build = '(cu\d+)'", ps)
-    builds_sh = re.findall(r"(cu\d+):", re.search(r"WAN_DESKTOP_CUDA_CHOICES:-([^}]*)\}", sh).group(1))
+    builds_sh = re.findall(
+        r"(cu\d+):", re.search(r"WAN_DESKTOP_CUDA_CHOICES:-([^}]*)\}", sh).group(1)
+    )
     assert builds_ps == builds_sh
     for code in range(2, 9):  # the same exit statuses, each one used
         assert f"Fail {code} " in ps and f"die {code} " in sh, code
@@ -140,8 +202,11 @@ def test_batch_launcher():
     assert raw.isascii()
     assert raw.count(b"\r\n") == raw.count(b"\n"), "cmd.exe wants CRLF line ends"
     text = raw.decode()
-    assert re.search(r'powershell\.exe -NoProfile -ExecutionPolicy Bypass -File '
-                     r'"%~dp0install\.ps1" %\*', text)
+    assert re.search(
+        r"powershell\.exe -NoProfile -ExecutionPolicy Bypass -File "
+        r'"%~dp0install\.ps1" %\*',
+        text,
+    )
     assert 'set "RC=%ERRORLEVEL%"' in text and "exit /b %RC%" in text
     assert text.count("pause") >= 2  # the window stays open after a double-click
     depth = 0  # inside ( ... ) blocks, a parenthesis in an echo must be escaped as ^( ^)

@@ -28,8 +28,21 @@ def test_bench_fast_preset_runs_4_uncond_free_dit_calls(variant, capsys, monkeyp
         return original(self, latents, timestep, context, **kw)
 
     monkeypatch.setattr(TorchDenoiser, "__call__", counting)
-    assert bench.run(_args("--tiny", "--no-diffusers", "--variant", variant, "--preset",
-                           "fast", "--tiny-vae", "random")) == 0
+    assert (
+        bench.run(
+            _args(
+                "--tiny",
+                "--no-diffusers",
+                "--variant",
+                variant,
+                "--preset",
+                "fast",
+                "--tiny-vae",
+                "random",
+            )
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert (out["preset"], out["steps"], out["guidance"]) == ("fast", 4, 1.0)
     assert (out["dit_calls"], out["dit_batch"]) == (4, 1)

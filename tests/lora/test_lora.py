@@ -53,8 +53,11 @@ def _inputs():
 
 
 def peft_layout(pairs):
-    return {f"transformer.blocks.{b}.{TARGETS[mod]}.lora_{ab}.weight": (down if ab == "A" else up)
-            for (b, mod), (down, up, _) in pairs.items() for ab in "AB"}
+    return {
+        f"transformer.blocks.{b}.{TARGETS[mod]}.lora_{ab}.weight": (down if ab == "A" else up)
+        for (b, mod), (down, up, _) in pairs.items()
+        for ab in "AB"
+    }
 
 
 def musubi_layout(pairs, alpha):
@@ -104,8 +107,10 @@ def test_merged_output_equals_diffusers_lora_loading(base, tmp_path, layout):
         want = ref_l(x, t, ctx, return_dict=False)[0]
         got = model(x, t, ctx)
     err = rel_err(got, want)
-    print(f"LoRA {layout}: merged vs diffusers rel err {err:.2e}; LoRA effect "
-          f"{rel_err(want, base_out):.2e}")
+    print(
+        f"LoRA {layout}: merged vs diffusers rel err {err:.2e}; LoRA effect "
+        f"{rel_err(want, base_out):.2e}"
+    )
     layers = CFG.num_layers * len(TARGETS)
     assert merge.merged_params == (2 * layers if layout == "official+alpha+diff_b" else layers)
     assert rel_err(want, base_out) > 1e-2  # the LoRA really changes the output
@@ -176,8 +181,9 @@ def test_strength_zero_is_bit_exact_and_unmerge_restores(base, tmp_path):
         assert len(changed) == CFG.num_layers * len(TARGETS) * 2  # weights and biases
         merge.unmerge()
         after = model.state_dict()
-        assert all(torch.equal(after[k], v) and after[k].dtype == v.dtype
-                   for k, v in before.items())
+        assert all(
+            torch.equal(after[k], v) and after[k].dtype == v.dtype for k, v in before.items()
+        )
 
 
 def test_two_loras_compose_as_a_sum(base, tmp_path):
@@ -185,8 +191,11 @@ def test_two_loras_compose_as_a_sum(base, tmp_path):
     p1 = save(tmp_path, "a.safetensors", official_layout(lowrank(5), alpha=2))
     p2 = save(tmp_path, "b.safetensors", peft_layout(lowrank(6)))
     deltas = []
-    for specs in ([LoraSpec(path=str(p1), strength=0.6)], [LoraSpec(path=str(p2), strength=-1.2)],
-                  [LoraSpec(path=str(p1), strength=0.6), LoraSpec(path=str(p2), strength=-1.2)]):
+    for specs in (
+        [LoraSpec(path=str(p1), strength=0.6)],
+        [LoraSpec(path=str(p2), strength=-1.2)],
+        [LoraSpec(path=str(p1), strength=0.6), LoraSpec(path=str(p2), strength=-1.2)],
+    ):
         model = ours(state)
         merge_loras(model, load_loras(model, specs))
         deltas.append({k: v - state[k] for k, v in model.state_dict().items()})
@@ -198,16 +207,22 @@ def test_fp8_and_int8_layers_are_dequantized_merged_requantized_and_restored(bas
     _, state = base
     path = save(tmp_path, "q.safetensors", official_layout(lowrank(7), alpha=RANK))
     key = "blocks.0.self_attn.q"
-    for qdtype, per_row in ((torch.float8_e4m3fn, False), (torch.float8_e4m3fn, True),
-                            (torch.int8, True)):
+    for qdtype, per_row in (
+        (torch.float8_e4m3fn, False),
+        (torch.float8_e4m3fn, True),
+        (torch.int8, True),
+    ):
         model = ours(state)
         layer = model.get_submodule(key)
         w = layer.weight.detach().float()
         amax = w.abs().amax(dim=1, keepdim=True) if per_row else w.abs().amax()
         top = 127.0 if qdtype == torch.int8 else 448.0
         scale = amax / top
-        q = (w / scale).round().clamp(-127, 127).to(qdtype) if qdtype == torch.int8 \
+        q = (
+            (w / scale).round().clamp(-127, 127).to(qdtype)
+            if qdtype == torch.int8
             else (w / scale).to(qdtype)
+        )
         layer._parameters["weight"] = torch.nn.Parameter(q, requires_grad=False)
         layer.scale_weight = scale
         deq = q.float() * scale
@@ -222,8 +237,10 @@ def test_fp8_and_int8_layers_are_dequantized_merged_requantized_and_restored(bas
         assert err < (0.01 if qdtype == torch.int8 else 0.05)  # one quantization step
         assert rel_err(got, deq) > 5 * err  # the LoRA is really in there
         merge.unmerge()
-        assert torch.equal(layer.weight.view(torch.uint8) if qdtype != torch.int8
-                           else layer.weight, q.view(torch.uint8) if qdtype != torch.int8 else q)
+        assert torch.equal(
+            layer.weight.view(torch.uint8) if qdtype != torch.int8 else layer.weight,
+            q.view(torch.uint8) if qdtype != torch.int8 else q,
+        )
         assert torch.equal(layer.scale_weight, scale)
 
 
@@ -268,31 +285,45 @@ def test_spec_parsing_and_records(tmp_path):
     assert LoraSpec.parse("/x/a.safetensors:0.5").strength == 0.5
     assert LoraSpec.parse("C:\\loras\\a.safetensors").path == "C:\\loras\\a.safetensors"
     assert LoraSpec.parse("C:\\loras\\a.safetensors:-1", expert="low") == LoraSpec(
-        path="C:\\loras\\a.safetensors", strength=-1.0, expert="low")
+        path="C:\\loras\\a.safetensors", strength=-1.0, expert="low"
+    )
     for bad in ("a.safetensors:strong", "a.safetensors:nan", ":1"):
         with pytest.raises(ConfigError):
             LoraSpec.parse(bad)
-    p = save(tmp_path, "rec.safetensors", {"diffusion_model.head.head.diff_b": torch.ones(
-        CFG.out_dim * 4)})
+    p = save(
+        tmp_path,
+        "rec.safetensors",
+        {"diffusion_model.head.head.diff_b": torch.ones(CFG.out_dim * 4)},
+    )
     f = read_lora(p, param_shapes(WanModel(CFG)))
     import hashlib
 
     assert f.sha256 == hashlib.sha256(p.read_bytes()).hexdigest()
-    assert lora_records([(f, 0.25)]) == [{"file": "rec.safetensors", "sha256": f.sha256[:12],
-                                         "strength": 0.25, "expert": "high"}]
+    assert lora_records([(f, 0.25)]) == [
+        {"file": "rec.safetensors", "sha256": f.sha256[:12], "strength": 0.25, "expert": "high"}
+    ]
     assert lora_manifest([LoraSpec(path=str(p), strength=0.25)]) == lora_records([(f, 0.25)])
 
 
-@pytest.mark.parametrize("text,shown", [
-    ("a.safetensors:1e300", "1e+300"), ("a.safetensors:101", "101"),
-    ("a.safetensors:-100.5", "-100.5"), ("a.safetensors:inf", "inf"),
-    ("a.safetensors:-inf", "-inf"), ("a.safetensors:nan", "nan"),
-])
+@pytest.mark.parametrize(
+    "text,shown",
+    [
+        ("a.safetensors:1e300", "1e+300"),
+        ("a.safetensors:101", "101"),
+        ("a.safetensors:-100.5", "-100.5"),
+        ("a.safetensors:inf", "inf"),
+        ("a.safetensors:-inf", "-inf"),
+        ("a.safetensors:nan", "nan"),
+    ],
+)
 def test_strengths_outside_plus_minus_100_are_refused_with_the_value(text, shown):
     """|strength| <= 100 (ComfyUI's LoraLoader range); 1e300 would overflow every merged weight to
     ±Inf. Checked on the spec itself, so the app's LoRA list is held to the same rule."""
-    with pytest.raises(ConfigError, match=rf"LoRA strength must be a number from -100 to 100, "
-                                          rf"got {re.escape(shown)} \(a.safetensors\)"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"LoRA strength must be a number from -100 to 100, "
+        rf"got {re.escape(shown)} \(a.safetensors\)",
+    ):
         LoraSpec.parse(text)
     with pytest.raises(ConfigError, match="from -100 to 100"):
         LoraSpec(path="a.safetensors", strength=float(text.rpartition(":")[2]))
@@ -306,16 +337,20 @@ def test_a_lora_with_nan_or_inf_values_is_refused_naming_the_tensor(base, tmp_pa
     refused when read, before any weight changes, with the tensor's name and the bad count."""
     _, state = base
     tensors = official_layout(lowrank(5, bias=True), alpha=2)
-    key = f"diffusion_model.blocks.1.ffn.2.{role}" + ("" if role in ("alpha", "diff_b") else
-                                                      ".weight")
+    key = f"diffusion_model.blocks.1.ffn.2.{role}" + (
+        "" if role in ("alpha", "diff_b") else ".weight"
+    )
     bad = tensors[key].clone()
     bad.view(-1)[:2] = torch.tensor([float("nan"), float("-inf")])[: bad.numel()]
     n = min(2, bad.numel())
     path = save(tmp_path, "nan.safetensors", tensors | {key: bad})
     model = ours(state)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(CheckpointError, match=rf"nan.safetensors: tensor {re.escape(key)} has {n} "
-                                              rf"NaN/infinite value\(s\) of {bad.numel()}"):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"nan.safetensors: tensor {re.escape(key)} has {n} "
+        rf"NaN/infinite value\(s\) of {bad.numel()}",
+    ):
         load_loras(model, [LoraSpec(path=str(path))])
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     # the header-only check (the CLI's instant one) reads no values, so it lets the file pass

@@ -36,8 +36,9 @@ def _lora_file(path, cfg, seed, rank=4):
 def _build(name, loras=(), **kw):
     from wan_desktop.engines.torch_backend import build_torch_components
 
-    return build_torch_components(tiny_variant(name), None, device=torch.device("cpu"),
-                                  dtype=torch.float32, loras=loras, **kw)
+    return build_torch_components(
+        tiny_variant(name), None, device=torch.device("cpu"), dtype=torch.float32, loras=loras, **kw
+    )
 
 
 def _inputs(cfg):
@@ -86,7 +87,9 @@ def test_a_lora_change_reads_the_dit_again_and_keeps_no_copy(tmp_path):
         den.set_loras([])
         assert calls == [[0.5], []]
         assert torch.equal(den(x, t, ctx), base_out)  # the base weights, bit for bit
-    assert all(torch.equal(v, base.model.state_dict()[k]) for k, v in den.model.state_dict().items())
+    assert all(
+        torch.equal(v, base.model.state_dict()[k]) for k, v in den.model.state_dict().items()
+    )
 
 
 @pytest.mark.parametrize("precision", ["int8", "fp8"])
@@ -115,8 +118,10 @@ def test_loras_merge_before_the_runtime_quantization(tmp_path, precision):
         ref = exact(x, t, ctx)
         err_once = float((den(x, t, ctx) - ref).norm() / ref.norm())
         err_twice = float((twice(x, t, ctx) - ref).norm() / ref.norm())
-    print(f"{precision} + LoRA velocity rel. err vs fp32 merge: merged then quantized {err_once:.2e}, "
-          f"quantized-merged-requantized {err_twice:.2e}")
+    print(
+        f"{precision} + LoRA velocity rel. err vs fp32 merge: merged then quantized {err_once:.2e}, "
+        f"quantized-merged-requantized {err_twice:.2e}"
+    )
     assert err_once < err_twice
 
 
@@ -134,13 +139,16 @@ def test_wan22_one_expert_in_ram_works_with_loras(tmp_path, expert):
     v = tiny_variant("t2v-A14B")
     path = _lora_file(tmp_path / "w.safetensors", v.dit, seed=9)
     spec = [LoraSpec(path=str(path), strength=0.8, expert=expert)]
-    eager, lazy = _build("t2v-A14B", spec, load=False), _build("t2v-A14B", spec, load=False,
-                                                              lazy_experts=True)
+    eager, lazy = (
+        _build("t2v-A14B", spec, load=False),
+        _build("t2v-A14B", spec, load=False, lazy_experts=True),
+    )
     high, low = lazy.denoisers
     assert low.released and all(p.is_meta for p in low.model.parameters())
     assert [len(d.loras) for d in lazy.denoisers] == ([1, 0] if expert == "high" else [0, 1])
     seen = []
     for me, other in ((high, low), (low, high)):
+
         def rebuild(pairs, read=me.rebuild, other=other, me=me):
             seen.append((me is high, other.released, len(pairs)))
             return read(pairs)
@@ -148,8 +156,9 @@ def test_wan22_one_expert_in_ram_works_with_loras(tmp_path, expert):
         me.rebuild = rebuild
     plan = changed_plan(variant="t2v-A14B", text={"where": "cpu"}, dit={"experts_resident": 1})
     plan = replace(plan, ram=replace(plan.ram, experts_in_ram=1))
-    req = GenerationRequest(prompt="a red fox", width=64, height=32, frames=5, steps=3,
-                            seed=1).resolve(v)
+    req = GenerationRequest(
+        prompt="a red fox", width=64, height=32, frames=5, steps=3, seed=1
+    ).resolve(v)
     plain = generate(apply_plan(_build("t2v-A14B", load=False), plan, "cpu"), req, device="cpu")
     videos = [generate(apply_plan(c, plan, "cpu"), req, device="cpu") for c in (eager, lazy)]
     n_low, n_high = (0, 1) if expert == "high" else (1, 0)

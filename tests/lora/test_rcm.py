@@ -138,8 +138,9 @@ def _reference_dit(model, topk):
         w, bias = attn.attn_op.local_attn.proj_l.weight, attn.attn_op.local_attn.proj_l.bias
 
         class RefOps(attn.ops):  # type: ignore[misc, valid-type]
-            attention = staticmethod(lambda q, k, v, *, scale=None, w=w, bias=bias:
-                                     ref_sla(q, k, v, w, bias, topk))
+            attention = staticmethod(
+                lambda q, k, v, *, scale=None, w=w, bias=bias: ref_sla(q, k, v, w, bias, topk)
+            )
 
         attn.attn_op = None
         attn.ops = RefOps
@@ -182,8 +183,9 @@ def test_turbo_file_loads_and_forward_matches_reference(turbo):
 
 def test_turbo_preset_runs_the_stochastic_rcm_update():
     comps, parts = fake_components("t2v-1.3B")
-    req = get_preset("turbo").apply(GenerationRequest(prompt="a cat", width=32, height=32,
-                                                      frames=5, seed=5), comps.variant)
+    req = get_preset("turbo").apply(
+        GenerationRequest(prompt="a cat", width=32, height=32, frames=5, seed=5), comps.variant
+    )
     req = req.resolve(comps.variant)
     assert (req.steps, req.guidance, req.sampler) == (4, 1.0, Sampler.RCM)
     generate(comps, req)
@@ -223,17 +225,37 @@ def test_cli_turbo_preset_on_turbodiffusion_file(turbo, tmp_path, monkeypatch):
     prepare = WanModel.prepare
 
     def counting(self, x, t, context, **kw):
-        calls.append((x.shape[0], float(t.reshape(-1)[0]),
-                      self.blocks[0].self_attn.attn_op is not None))
+        calls.append(
+            (x.shape[0], float(t.reshape(-1)[0]), self.blocks[0].self_attn.attn_op is not None)
+        )
         return prepare(self, x, t, context, **kw)
 
     monkeypatch.setattr(WanModel, "prepare", counting)
-    common = ["generate", "--model", path, "--vae", tiny.comfy_vae, "--text-encoder",
-              tiny.comfy_t5, "--prompt", "a red fox", "--size", "32x32", "--frames", "5",
-              "--no-progress", "--preset", "turbo"]
+    common = [
+        "generate",
+        "--model",
+        path,
+        "--vae",
+        tiny.comfy_vae,
+        "--text-encoder",
+        tiny.comfy_t5,
+        "--prompt",
+        "a red fox",
+        "--size",
+        "32x32",
+        "--frames",
+        "5",
+        "--no-progress",
+        "--preset",
+        "turbo",
+    ]
     outs = {}
-    for name, extra in (("a", ["--seed", "4"]), ("b", ["--seed", "4"]), ("c", ["--seed", "5"]),
-                        ("ode", ["--seed", "4", "--sampler", "euler"])):
+    for name, extra in (
+        ("a", ["--seed", "4"]),
+        ("b", ["--seed", "4"]),
+        ("c", ["--seed", "5"]),
+        ("ode", ["--seed", "4", "--sampler", "euler"]),
+    ):
         calls.clear()
         out = tmp_path / name
         code, _, err = _cli([*common, *extra, "--out", out])
@@ -269,8 +291,10 @@ def test_wan22_turbo_expert_pair_is_found_by_their_file_names(tmp_path):
         torch.save(state, tmp_path / f"TurboWan2.2-I2V-A14B-{which}-720P.pth")
     files = detect_model(tmp_path / "TurboWan2.2-I2V-A14B-low-720P.pth")
     assert files.variant.name == "i2v-A14B" and files.variant.dit.sla_topk == 0.1
-    assert [e.files[0].name for e in files.experts] == ["TurboWan2.2-I2V-A14B-high-720P.pth",
-                                                        "TurboWan2.2-I2V-A14B-low-720P.pth"]
+    assert [e.files[0].name for e in files.experts] == [
+        "TurboWan2.2-I2V-A14B-high-720P.pth",
+        "TurboWan2.2-I2V-A14B-low-720P.pth",
+    ]
     assert files.variant.dit.in_dim == 36  # 144 Linear inputs = 36 channels · 1·2·2
 
 
@@ -284,8 +308,9 @@ def test_turbo_quant_file_is_dequantized_at_load(turbo):
     quant, want = {}, {}
     for k, v in state.items():
         base = k.removesuffix(".weight")
-        if not (k.startswith("blocks.") and k.endswith(".weight") and v.dim() == 2
-                and "proj_l" not in k):
+        if not (
+            k.startswith("blocks.") and k.endswith(".weight") and v.dim() == 2 and "proj_l" not in k
+        ):
             quant[k] = v
             want[k] = conv if k == "patch_embedding.weight" else v
             continue
@@ -295,12 +320,12 @@ def test_turbo_quant_file_is_dequantized_at_load(turbo):
         deq = torch.empty(v.shape)
         for i in range(rows):
             for j in range(cols):
-                blk = v[i * 128:(i + 1) * 128, j * 128:(j + 1) * 128]
+                blk = v[i * 128 : (i + 1) * 128, j * 128 : (j + 1) * 128]
                 s = blk.abs().max() / 127
                 scale[i, j] = s
                 qb = torch.round(blk / s).clamp(-128, 127)
-                q[i * 128:(i + 1) * 128, j * 128:(j + 1) * 128] = qb.to(torch.int8)
-                deq[i * 128:(i + 1) * 128, j * 128:(j + 1) * 128] = qb * s
+                q[i * 128 : (i + 1) * 128, j * 128 : (j + 1) * 128] = qb.to(torch.int8)
+                deq[i * 128 : (i + 1) * 128, j * 128 : (j + 1) * 128] = qb * s
         quant[base + ".int8_weight"], quant[base + ".scale"] = q, scale
         want[k] = deq
     qpath = path.with_name("TurboWan2.1-T2V-tiny-480P-quant.pth")

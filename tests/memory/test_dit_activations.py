@@ -24,11 +24,17 @@ def _inputs(v, cfg, width, height, frames, batch, per_token_t=False):
     z, t, h, w = v.latent_shape(width, height, frames)
     x = torch.empty(batch, z, t, h, w, **META)
     y = torch.empty(batch, cfg.in_dim - z, t, h, w, **META) if cfg.in_dim != z else None
-    clip = (torch.empty(batch, cfg.image_pos_len or 257, cfg.image_dim, **META)
-            if cfg.image_dim else None)
+    clip = (
+        torch.empty(batch, cfg.image_pos_len or 257, cfg.image_dim, **META)
+        if cfg.image_dim
+        else None
+    )
     ctx = torch.empty(batch, cfg.text_len, cfg.text_dim, **META)
-    tt = (torch.empty(batch, v.seq_len(width, height, frames), **META) if per_token_t
-          else torch.empty(batch, **META))
+    tt = (
+        torch.empty(batch, v.seq_len(width, height, frames), **META)
+        if per_token_t
+        else torch.empty(batch, **META)
+    )
     return x, y, clip, ctx, tt
 
 
@@ -56,17 +62,28 @@ def forward_peak(name, width, height, frames, batch, per_token_t=False) -> tuple
 
 # diffusers' 1.3B / 14B DiT forwards measured on an H100 in bf16 (shared/gpu-baseline.json,
 # gpu-baseline-720p.json; GiB, max_memory_allocated): (variant, size, frames, batch, peak)
-_MEASURED = [("t2v-1.3B", 832, 480, 81, 1, 4.30), ("t2v-1.3B", 832, 480, 81, 2, 5.77),
-             ("t2v-14B", 832, 480, 81, 1, 30.25), ("t2v-14B", 1280, 720, 81, 1, 34.63)]
+_MEASURED = [
+    ("t2v-1.3B", 832, 480, 81, 1, 4.30),
+    ("t2v-1.3B", 832, 480, 81, 2, 5.77),
+    ("t2v-14B", 832, 480, 81, 1, 30.25),
+    ("t2v-14B", 1280, 720, 81, 1, 34.63),
+]
 
 
 @pytest.mark.parametrize(("name", "w", "h", "f", "batch", "measured"), _MEASURED)
-def test_counting_reproduces_diffusers_measured_peaks(name, w, h, f, batch, measured,
-                                                      monkeypatch):
+def test_counting_reproduces_diffusers_measured_peaks(name, w, h, f, batch, measured, monkeypatch):
     from diffusers import WanTransformer3DModel
 
-    def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
-             enable_gqa=False):
+    def sdpa(
+        query,
+        key,
+        value,
+        attn_mask=None,
+        dropout_p=0.0,
+        is_causal=False,
+        scale=None,
+        enable_gqa=False,
+    ):
         return flash_like_attention(query, key, value, scale=scale)
 
     monkeypatch.setattr(F, "scaled_dot_product_attention", sdpa)
@@ -74,10 +91,18 @@ def test_counting_reproduces_diffusers_measured_peaks(name, w, h, f, batch, meas
     cfg = v.dit
     with torch.device("meta"):
         model = WanTransformer3DModel(
-            patch_size=cfg.patch_size, num_attention_heads=cfg.num_heads,
-            attention_head_dim=cfg.head_dim, in_channels=cfg.in_dim, out_channels=cfg.out_dim,
-            text_dim=cfg.text_dim, freq_dim=cfg.freq_dim, ffn_dim=cfg.ffn_dim, num_layers=1,
-            cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=cfg.eps,
+            patch_size=cfg.patch_size,
+            num_attention_heads=cfg.num_heads,
+            attention_head_dim=cfg.head_dim,
+            in_channels=cfg.in_dim,
+            out_channels=cfg.out_dim,
+            text_dim=cfg.text_dim,
+            freq_dim=cfg.freq_dim,
+            ffn_dim=cfg.ffn_dim,
+            num_layers=1,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            eps=cfg.eps,
         ).to(torch.bfloat16)
     x, _, _, ctx, tt = _inputs(v, cfg, w, h, f, batch)
     with torch.inference_mode(), LiveBytes() as m:
@@ -85,18 +110,26 @@ def test_counting_reproduces_diffusers_measured_peaks(name, w, h, f, batch, meas
     weights = M.dit_params(cfg) * 2 / M.GIB  # diffusers runs every weight in bf16
     above = measured - weights
     counted = m.peak / M.GIB
-    print(f"diffusers {name} {w}x{h}x{f} b{batch}: counted {counted:.3f} GiB, measured "
-          f"{above:.3f} GiB above the weights")
+    print(
+        f"diffusers {name} {w}x{h}x{f} b{batch}: counted {counted:.3f} GiB, measured "
+        f"{above:.3f} GiB above the weights"
+    )
     assert 0.0 <= above - counted <= 0.2
 
 
 # (variant, size, frames, batch, per-token timesteps)
-_OURS = [("t2v-1.3B", 832, 480, 81, 2, False), ("t2v-1.3B", 1280, 720, 81, 1, False),
-         ("t2v-14B", 832, 480, 81, 2, False), ("t2v-14B", 1280, 720, 81, 1, False),
-         ("t2v-14B", 832, 480, 33, 1, False), ("ti2v-5B", 1280, 704, 121, 2, False),
-         ("ti2v-5B", 1280, 704, 121, 1, True), ("ti2v-5B", 832, 480, 81, 2, True),
-         ("i2v-14B", 1280, 720, 81, 1, False),
-         ("i2v-14B", 832, 480, 81, 2, False)]
+_OURS = [
+    ("t2v-1.3B", 832, 480, 81, 2, False),
+    ("t2v-1.3B", 1280, 720, 81, 1, False),
+    ("t2v-14B", 832, 480, 81, 2, False),
+    ("t2v-14B", 1280, 720, 81, 1, False),
+    ("t2v-14B", 832, 480, 33, 1, False),
+    ("ti2v-5B", 1280, 704, 121, 2, False),
+    ("ti2v-5B", 1280, 704, 121, 1, True),
+    ("ti2v-5B", 832, 480, 81, 2, True),
+    ("i2v-14B", 1280, 720, 81, 1, False),
+    ("i2v-14B", 832, 480, 81, 2, False),
+]
 
 
 @pytest.mark.parametrize(("name", "w", "h", "f", "batch", "per_t"), _OURS)
@@ -105,17 +138,23 @@ def test_the_planner_covers_our_dit_forward(name, w, h, f, batch, per_t):
     tokens = v.seq_len(w, h, f)
     peak, op = forward_peak(name, w, h, f, batch, per_t)
     planned = M.dit_activation_bytes(v.dit, tokens, batch, per_token_t=per_t)
-    print(f"{name} {w}x{h}x{f} b{batch}{' per-token t' if per_t else ''}: forward peak "
-          f"{peak / M.GIB:.3f} GiB ({peak / (batch * tokens * v.dit.dim):.1f} B/token/dim, at "
-          f"{op}); planner {planned / M.GIB:.3f} GiB")
+    print(
+        f"{name} {w}x{h}x{f} b{batch}{' per-token t' if per_t else ''}: forward peak "
+        f"{peak / M.GIB:.3f} GiB ({peak / (batch * tokens * v.dit.dim):.1f} B/token/dim, at "
+        f"{op}); planner {planned / M.GIB:.3f} GiB"
+    )
     assert peak <= planned <= 1.4 * peak
 
 
 # (variant, size, frames, batch, bytes per token per dim of one block, counted after the
 # chunking; before it the same counts were 37.3 / 28.1 / 32.7 / 28.1 — above the old
 # diffusers-fitted planner figure for the 14B at 720p)
-_BLOCKS = [("t2v-1.3B", 832, 480, 81, 2, 20.8), ("t2v-14B", 1280, 720, 81, 1, 16.0),
-           ("ti2v-5B", 1280, 704, 121, 2, 20.8), ("i2v-14B", 1280, 720, 81, 1, 18.0)]
+_BLOCKS = [
+    ("t2v-1.3B", 832, 480, 81, 2, 20.8),
+    ("t2v-14B", 1280, 720, 81, 1, 16.0),
+    ("ti2v-5B", 1280, 704, 121, 2, 20.8),
+    ("i2v-14B", 1280, 720, 81, 1, 18.0),
+]
 
 
 @pytest.mark.parametrize(("name", "w", "h", "f", "batch", "per"), _BLOCKS)
@@ -128,8 +167,10 @@ def test_block_activations_at_full_size(name, w, h, f, batch, per):
             hx = state.x.clone()
             model.blocks[0](hx, state.e0, state.context, state.cos, state.sin)
     got = m.peak / (batch * v.seq_len(w, h, f) * cfg.dim)
-    print(f"{name} {w}x{h}x{f} b{batch}: block peak {m.peak / M.GIB:.2f} GiB ({got:.1f} "
-          f"B/token/dim, at {m.peak_op})")
+    print(
+        f"{name} {w}x{h}x{f} b{batch}: block peak {m.peak / M.GIB:.2f} GiB ({got:.1f} "
+        f"B/token/dim, at {m.peak_op})"
+    )
     assert got == pytest.approx(per, abs=0.3)
 
 

@@ -19,8 +19,20 @@ def _run(capsys, *argv: str) -> dict:
 
 @pytest.mark.gpu
 def test_gpu_wan21_vae_tiled_decode_480p_fits_1p5_gb(capsys):
-    v = _run(capsys, "--vae-only", "--variant", "t2v-1.3B", "--size", "832x480", "--frames", "81",
-             "--warmup", "1", "--repeat", "1")["vae_tiling"]
+    v = _run(
+        capsys,
+        "--vae-only",
+        "--variant",
+        "t2v-1.3B",
+        "--size",
+        "832x480",
+        "--frames",
+        "81",
+        "--warmup",
+        "1",
+        "--repeat",
+        "1",
+    )["vae_tiling"]
     print(json.dumps(v, indent=1))
     assert v["tiled_peak_gb"] <= 1.5
     assert v["tiled_peak_gb"] < v["untiled_peak_gb"]
@@ -29,8 +41,20 @@ def test_gpu_wan21_vae_tiled_decode_480p_fits_1p5_gb(capsys):
 
 @pytest.mark.gpu
 def test_gpu_1p3b_on_the_8_gb_plan_peaks_under_6p5_gb(capsys):
-    p = _run(capsys, "--plan", "--variant", "t2v-1.3B", "--size", "832x480", "--frames", "81",
-             "--steps", "1", "--vram-budget", "8")["planned"]
+    p = _run(
+        capsys,
+        "--plan",
+        "--variant",
+        "t2v-1.3B",
+        "--size",
+        "832x480",
+        "--frames",
+        "81",
+        "--steps",
+        "1",
+        "--vram-budget",
+        "8",
+    )["planned"]
     print(json.dumps({k: p[k] for k in ("attempts", "warnings", "plan_text")}, indent=1))
     assert p["peak_allocated_gb"] <= 6.5
 
@@ -40,10 +64,13 @@ def test_gpu_1p3b_on_the_8_gb_plan_peaks_under_6p5_gb(capsys):
 # Wan2.2 tiles 3×4, overlap 1 → 17.20 dB (tiny tiles: 48×64 px against a receptive field of
 # hundreds of pixels). Too slow for the CPU suite (13 s / 31 s untiled); the bounds are 2 dB below.
 @pytest.mark.gpu
-@pytest.mark.parametrize(("name", "shape", "tile", "overlap", "bound"), [
-    ("t2v-1.3B", (1, 16, 2, 8, 12), (6, 8), 2, 22.7),
-    ("ti2v-5B", (1, 48, 2, 4, 6), (3, 4), 1, 15.2),
-])
+@pytest.mark.parametrize(
+    ("name", "shape", "tile", "overlap", "bound"),
+    [
+        ("t2v-1.3B", (1, 16, 2, 8, 12), (6, 8), 2, 22.7),
+        ("ti2v-5B", (1, 48, 2, 4, 6), (3, 4), 1, 15.2),
+    ],
+)
 def test_gpu_full_size_vae_seam_cost(name, shape, tile, overlap, bound):
     from wan_desktop.engines.torch_backend import _vae_class, randomize
     from wan_desktop.engines.vae_tiling import Tiling, decode_tiled, psnr_db, torch_decode_step
@@ -59,8 +86,12 @@ def test_gpu_full_size_vae_seam_cost(name, shape, tile, overlap, bound):
     z = torch.randn(*shape, generator=torch.Generator().manual_seed(2)).cuda()
     with torch.inference_mode():
         ref = vae.decode(z).cpu()
-        out = decode_tiled(torch_decode_step(vae), z, spatial_factor=v.vae.spatial_factor,
-                           tiling=Tiling(tile=tile, overlap=overlap))
+        out = decode_tiled(
+            torch_decode_step(vae),
+            z,
+            spatial_factor=v.vae.spatial_factor,
+            tiling=Tiling(tile=tile, overlap=overlap),
+        )
     psnr = psnr_db(out, ref)
     print(f"{name}: tiled vs untiled {psnr:.2f} dB")
     assert bound < psnr < 60

@@ -19,8 +19,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_gpu_script_runs_every_bench_and_summarizes_them(tmp_path):
     env = {**os.environ, "TINY": "1", "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(["bash", "tests/gpu/run_issue5.sh", str(tmp_path)], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        ["bash", "tests/gpu/run_issue5.sh", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     rows = json.loads((tmp_path / "summary.json").read_text())
     failed = {k: v["error"][-500:] for k, v in rows.items() if "error" in v}

@@ -36,7 +36,9 @@ def test_parameter_counts_equal_the_full_size_models_built_on_meta():
             m = WanModel(v.dit)
         assert M.dit_params(v.dit) == _n(m), name
         assert M.dit_block_params(v.dit) == _n(m.blocks[0]), name
-        linears = sum(x.weight.numel() for x in m.blocks[0].modules() if isinstance(x, torch.nn.Linear))
+        linears = sum(
+            x.weight.numel() for x in m.blocks[0].modules() if isinstance(x, torch.nn.Linear)
+        )
         assert M.dit_block_linear_weights(v.dit) == linears, name
     with weights_on_meta():
         t5 = T5Encoder(VARIANTS["t2v-14B"].t5)
@@ -68,7 +70,8 @@ def test_vae_cache_size_equals_a_real_decode(name):
         vae.decode_step(z[:, :, 1:], cache)
     px = out.shape[-1] * out.shape[-2]
     assert sum(s.numel() for s in cache.slots) == pytest.approx(
-        M.vae_cache_elements_per_pixel(v.vae) * px, rel=1e-12)
+        M.vae_cache_elements_per_pixel(v.vae) * px, rel=1e-12
+    )
     # full size: the numbers measured once on a real decode (64×96 output pixels)
     assert M.vae_cache_elements_per_pixel(VAE21) == 2364.5
     assert M.vae_cache_elements_per_pixel(VAE22) == 1784.375
@@ -107,28 +110,69 @@ def test_plans_predict_peaks_within_the_targets(name, w, h, f, task, budget, tar
 # Decisions per budget: (variant, task, size, frames, budget) -> expected decisions
 _DECISIONS = [
     # 1.3B at 480p: int8 T5 fits 8 GB next to nothing else; the DiT stays whole, CFG batched
-    ("t2v-1.3B", "t2v", (832, 480), 81, 8,
-     dict(text=("gpu", "int8"), swap=0, batch_cfg=True, experts=1, tiled=False)),
-    ("t2v-1.3B", "t2v", (832, 480), 81, 24,
-     dict(text=("gpu", "bf16"), swap=0, batch_cfg=True, experts=1, tiled=False, keep_dit=True)),
+    (
+        "t2v-1.3B",
+        "t2v",
+        (832, 480),
+        81,
+        8,
+        dict(text=("gpu", "int8"), swap=0, batch_cfg=True, experts=1, tiled=False),
+    ),
+    (
+        "t2v-1.3B",
+        "t2v",
+        (832, 480),
+        81,
+        24,
+        dict(text=("gpu", "bf16"), swap=0, batch_cfg=True, experts=1, tiled=False, keep_dit=True),
+    ),
     # 14B on 16 GB: bf16 T5 then released; most blocks streamed; batched CFG kept
-    ("t2v-14B", "t2v", (832, 480), 81, 16,
-     dict(text=("gpu", "bf16"), swap=(25, 39), batch_cfg=True, experts=1)),
+    (
+        "t2v-14B",
+        "t2v",
+        (832, 480),
+        81,
+        16,
+        dict(text=("gpu", "bf16"), swap=(25, 39), batch_cfg=True, experts=1),
+    ),
     # 14B on 8 GB: int8 T5 (6.3 GiB alone), everything streamed, CFG sequential
-    ("t2v-14B", "t2v", (832, 480), 81, 8,
-     dict(text=("gpu", "int8"), swap=(36, 40), batch_cfg=False, experts=1)),
+    (
+        "t2v-14B",
+        "t2v",
+        (832, 480),
+        81,
+        8,
+        dict(text=("gpu", "int8"), swap=(36, 40), batch_cfg=False, experts=1),
+    ),
     # ... and on 6 GB the T5 goes to the CPU
-    ("t2v-14B", "t2v", (832, 480), 81, 6,
-     dict(text=("cpu", "bf16"), swap=40, batch_cfg=False, experts=1)),
+    (
+        "t2v-14B",
+        "t2v",
+        (832, 480),
+        81,
+        6,
+        dict(text=("cpu", "bf16"), swap=40, batch_cfg=False, experts=1),
+    ),
     # Wan2.2 A14B at 720p on 24 GB: never both experts; blocks streamed
-    ("t2v-A14B", "t2v", (1280, 720), 81, 24,
-     dict(text=("gpu", "bf16"), swap=(20, 40), experts=1)),
+    ("t2v-A14B", "t2v", (1280, 720), 81, 24, dict(text=("gpu", "bf16"), swap=(20, 40), experts=1)),
     # ... and both experts resident only when both fit whole (a large card)
-    ("t2v-A14B", "t2v", (832, 480), 81, 80,
-     dict(text=("gpu", "bf16"), swap=0, batch_cfg=True, experts=2)),
+    (
+        "t2v-A14B",
+        "t2v",
+        (832, 480),
+        81,
+        80,
+        dict(text=("gpu", "bf16"), swap=0, batch_cfg=True, experts=2),
+    ),
     # TI2V-5B at 720p on 12 GB: int8 T5, streamed blocks, a tiled Wan2.2 decode
-    ("ti2v-5B", "ti2v", (1280, 704), 121, 12,
-     dict(text=("gpu", "int8"), swap=(1, 30), experts=1, tiled=True)),
+    (
+        "ti2v-5B",
+        "ti2v",
+        (1280, 704),
+        121,
+        12,
+        dict(text=("gpu", "int8"), swap=(1, 30), experts=1, tiled=True),
+    ),
 ]
 
 
@@ -150,8 +194,9 @@ def test_plan_decisions_per_budget(name, task, size, frames, budget, want):
         assert p.dit.release_before_decode is not want["keep_dit"]
 
 
-@pytest.mark.parametrize("name,task", [("i2v-14B", "i2v"), ("flf2v-14B", "flf2v"),
-                                       ("i2v-A14B", "i2v")])
+@pytest.mark.parametrize(
+    "name,task", [("i2v-14B", "i2v"), ("flf2v-14B", "flf2v"), ("i2v-A14B", "i2v")]
+)
 def test_the_720p_conditioning_encode_is_tiled_when_whole_frames_overflow(name, task):
     """Encoding the 81-frame conditioning video at 1280x720 in whole frames needs ~9.9 GiB, more
     than an 8 GB card; in the planner's tiles the encode phase fits (at 720p the 14B DiT's own
@@ -160,8 +205,9 @@ def test_the_720p_conditioning_encode_is_tiled_when_whole_frames_overflow(name, 
     p = M.plan_for(w, 8, ram_gib=64)
     print(p.describe())
     assert p.vae.encode_tile is not None
-    untiled = M.predict(w, M.TextPlan(where="cpu", precision="bf16"), p.dit,
-                        replace(p.vae, encode_tile=None), p.ram)
+    untiled = M.predict(
+        w, M.TextPlan(where="cpu", precision="bf16"), p.dit, replace(p.vae, encode_tile=None), p.ram
+    )
     assert untiled.encode_gib > M.usable_gib(8) >= p.predicted.encode_gib
     assert "conditioning encode in tiles" in p.describe()
     # the denoise phase does not depend on how the conditioning was encoded
@@ -183,9 +229,14 @@ def test_image_conditioning_does_not_change_the_dit_activations():
     assert act > 3 and i2v.predicted.denoise_gib > act
 
 
-_WORKLOADS = [("t2v-1.3B", 832, 480, 81, "t2v"), ("t2v-14B", 1280, 720, 81, "t2v"),
-              ("i2v-14B", 832, 480, 81, "i2v"), ("t2v-A14B", 1280, 720, 81, "t2v"),
-              ("ti2v-5B", 1280, 704, 121, "ti2v"), ("i2v-14B", 1280, 720, 81, "i2v")]
+_WORKLOADS = [
+    ("t2v-1.3B", 832, 480, 81, "t2v"),
+    ("t2v-14B", 1280, 720, 81, "t2v"),
+    ("i2v-14B", 832, 480, 81, "i2v"),
+    ("t2v-A14B", 1280, 720, 81, "t2v"),
+    ("ti2v-5B", 1280, 704, 121, "ti2v"),
+    ("i2v-14B", 1280, 720, 81, "i2v"),
+]
 
 
 @pytest.mark.parametrize("work", _WORKLOADS, ids=lambda w: w[0])
@@ -212,8 +263,10 @@ def test_fallback_ladder_only_tightens(work, budget):
     for a, b in itertools.pairwise(ladder):
         assert b.predicted.peak_gib <= a.predicted.peak_gib + 1e-9
         assert (a.text, a.dit, a.vae) != (b.text, b.dit, b.vae)  # every fallback changes something
-        assert text_rank[(b.text.where, b.text.precision)] >= text_rank[(a.text.where,
-                                                                          a.text.precision)]
+        assert (
+            text_rank[(b.text.where, b.text.precision)]
+            >= text_rank[(a.text.where, a.text.precision)]
+        )
         assert b.predicted.denoise_gib <= a.predicted.denoise_gib + 1e-9
     last = ladder[-1]
     assert last.dit.swap_blocks == w.variant.dit.num_layers and not last.dit.batch_cfg
@@ -222,7 +275,8 @@ def test_fallback_ladder_only_tightens(work, budget):
 def test_fp8_halves_the_streamed_bytes_and_the_weights():
     v = VARIANTS["t2v-14B"]
     assert M.dit_block_bytes(v.dit, "fp8") / M.dit_block_bytes(v.dit, "bf16") == pytest.approx(
-        0.5, abs=0.01)
+        0.5, abs=0.01
+    )
     bf16 = M.plan_for(_work("t2v-14B", 832, 480, 81), 16)
     fp8 = M.plan_for(_work("t2v-14B", 832, 480, 81, precision="fp8"), 16)
     assert fp8.dit.swap_blocks < bf16.dit.swap_blocks

@@ -23,7 +23,6 @@ from wan_desktop.request import GenerationRequest
 CUDA = torch.device("cuda")  # the fakes only record it: nothing touches a GPU
 
 
-
 def _plan(variant="t2v-1.3B", **changes) -> M.Plan:
     """A real plan of the full-size variant at 24 GiB, with some decisions changed."""
     p = M.plan_for(M.workload_for(tiny_variant(variant), 64, 32, 5), 24)
@@ -34,15 +33,17 @@ def _plan(variant="t2v-1.3B", **changes) -> M.Plan:
 
 
 def _request(variant, steps=4, **kw):
-    return GenerationRequest(prompt="a red fox", width=64, height=32, frames=5, steps=steps,
-                             seed=1, **kw).resolve(variant)
+    return GenerationRequest(
+        prompt="a red fox", width=64, height=32, frames=5, steps=steps, seed=1, **kw
+    ).resolve(variant)
 
 
 def _tiny_torch(name="t2v-1.3B"):
     from wan_desktop.engines.torch_backend import build_torch_components
 
-    return build_torch_components(tiny_variant(name), None, device=torch.device("cpu"),
-                                  dtype=torch.float32, load=False)
+    return build_torch_components(
+        tiny_variant(name), None, device=torch.device("cpu"), dtype=torch.float32, load=False
+    )
 
 
 def _loaded_sets(journal):
@@ -56,15 +57,25 @@ def _loaded_sets(journal):
 
 def test_one_expert_at_a_time_t5_released_dit_released_before_decode():
     comps, parts = fake_components("t2v-A14B")
-    plan = _plan(variant="t2v-A14B", text={"where": "gpu"},
-                 dit={"experts_resident": 1, "release_before_decode": True})
+    plan = _plan(
+        variant="t2v-A14B",
+        text={"where": "gpu"},
+        dit={"experts_resident": 1, "release_before_decode": True},
+    )
     planned = apply_plan(comps, plan, CUDA)
     journal = parts["journal"]
     journal.clear()
     generate(planned, _request(comps.variant), device="cpu")
     events = [(n, w) for n, w, _ in journal]
-    assert events == [("text", "load"), ("text", "unload"), ("dit0", "load"), ("dit0", "unload"),
-                      ("dit1", "load"), ("dit1", "unload"), ("vae", "load")]
+    assert events == [
+        ("text", "load"),
+        ("text", "unload"),
+        ("dit0", "load"),
+        ("dit0", "unload"),
+        ("dit1", "load"),
+        ("dit1", "unload"),
+        ("vae", "load"),
+    ]
     assert all(dev == CUDA for _, _, dev in journal)
     assert all(not {"dit0", "dit1"} <= s for s in _loaded_sets(journal))
     assert planned.info["plan"] == plan.name
@@ -72,14 +83,21 @@ def test_one_expert_at_a_time_t5_released_dit_released_before_decode():
 
 def test_both_experts_resident_when_planned_and_dit_kept_for_the_decode():
     comps, parts = fake_components("t2v-A14B")
-    plan = _plan(variant="t2v-A14B", text={"where": "cpu"},
-                 dit={"experts_resident": 2, "release_before_decode": False})
+    plan = _plan(
+        variant="t2v-A14B",
+        text={"where": "cpu"},
+        dit={"experts_resident": 2, "release_before_decode": False},
+    )
     planned = apply_plan(comps, plan, CUDA)
     parts["journal"].clear()
     generate(planned, _request(comps.variant), device="cpu")
     events = [(n, w, d) for n, w, d in parts["journal"]]
-    assert events == [("text", "load", torch.device("cpu")), ("dit0", "load", CUDA),
-                      ("dit1", "load", CUDA), ("vae", "load", CUDA)]
+    assert events == [
+        ("text", "load", torch.device("cpu")),
+        ("dit0", "load", CUDA),
+        ("dit1", "load", CUDA),
+        ("vae", "load", CUDA),
+    ]
     release(planned)
     assert not parts["denoisers"][0].loaded and not parts["vae"].loaded
 
@@ -141,8 +159,7 @@ def test_planned_block_streaming_gives_the_same_video():
     req = _request(comps.variant, steps=2)
     videos = []
     for swap in (0, 1, 2):
-        planned = apply_plan(comps, _plan(text={"where": "cpu"}, dit={"swap_blocks": swap}),
-                             "cpu")
+        planned = apply_plan(comps, _plan(text={"where": "cpu"}, dit={"swap_blocks": swap}), "cpu")
         videos.append(generate(planned, req, device="cpu"))
         assert comps.denoisers[0].swap_blocks == swap
         release(planned)
@@ -165,8 +182,14 @@ def test_wan22_experts_are_never_both_in_ram_when_planned():
     from wan_desktop.engines.torch_backend import build_torch_components
 
     def build(lazy):
-        return build_torch_components(tiny_variant("t2v-A14B"), None, device=torch.device("cpu"),
-                                      dtype=torch.float32, load=False, lazy_experts=lazy)
+        return build_torch_components(
+            tiny_variant("t2v-A14B"),
+            None,
+            device=torch.device("cpu"),
+            dtype=torch.float32,
+            load=False,
+            lazy_experts=lazy,
+        )
 
     eager, lazy = build(False), build(True)
     high, low = lazy.denoisers
@@ -174,6 +197,7 @@ def test_wan22_experts_are_never_both_in_ram_when_planned():
     assert all(p.is_meta for p in low.model.parameters())
     seen = []  # at every re-make: had the other expert left RAM?
     for me, other in ((high, low), (low, high)):
+
         def rebuild(pairs, read=me.rebuild, other=other, me=me):
             seen.append((me is high, other.released))
             return read(pairs)
@@ -248,8 +272,16 @@ def test_the_planned_conditioning_encode_tiles_reach_the_vae(tmp_path, monkeypat
 
     monkeypatch.setattr(TorchVae, "encode", spy)
     comps = _tiny_torch("ti2v-5B")
-    req = GenerationRequest(prompt="a red fox", width=128, height=64, frames=5, steps=1, seed=1,
-                            task="ti2v", image=str(image)).resolve(comps.variant)
+    req = GenerationRequest(
+        prompt="a red fox",
+        width=128,
+        height=64,
+        frames=5,
+        steps=1,
+        seed=1,
+        task="ti2v",
+        image=str(image),
+    ).resolve(comps.variant)
     base = _plan(variant="ti2v-5B", text={"where": "cpu"})  # latent 4x8: two tiles of 4x5
     tiled = replace(base, vae=replace(base.vae, encode_tile=(4, 5), encode_overlap=1))
     generate(apply_plan(comps, base, "cpu"), req, device="cpu")

@@ -22,8 +22,12 @@ TOKENIZER_REPO = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"  # the ComfyUI releases' tok
 def _safetensors(seed: int, n: int) -> bytes:
     """A real (tiny-DiT-like) safetensors file of about 4·n bytes."""
     rng = np.random.default_rng(seed)
-    return save({"patch_embedding.weight": rng.standard_normal((n // 64, 64), dtype=np.float32),
-                 "head.head.bias": rng.standard_normal(64, dtype=np.float32)})
+    return save(
+        {
+            "patch_embedding.weight": rng.standard_normal((n // 64, 64), dtype=np.float32),
+            "head.head.bias": rng.standard_normal(64, dtype=np.float32),
+        }
+    )
 
 
 def _blob(seed: int, n: int) -> bytes:
@@ -32,8 +36,15 @@ def _blob(seed: int, n: int) -> bytes:
 
 def make_repos() -> dict[str, FakeRepo]:
     official = {
-        "config.json": json.dumps({"_class_name": "WanModel", "dim": 24, "num_heads": 2,
-                                   "num_layers": 2, "model_type": "t2v"}).encode(),
+        "config.json": json.dumps(
+            {
+                "_class_name": "WanModel",
+                "dim": 24,
+                "num_heads": 2,
+                "num_layers": 2,
+                "model_type": "t2v",
+            }
+        ).encode(),
         "diffusion_pytorch_model.safetensors": _safetensors(1, 3_000_000),  # ~3 MB: 3 chunks
         "models_t5_umt5-xxl-enc-bf16.pth": _blob(2, 300_000),
         "Wan2.1_VAE.pth": _blob(3, 200_000),
@@ -55,25 +66,45 @@ def make_repos() -> dict[str, FakeRepo]:
         "tokenizer/tokenizer_config.json": b"{}",
         "transformer/config.json": b"{}",  # not wanted by the ComfyUI releases
     }
-    return {OFFICIAL: FakeRepo(official), COMFY: FakeRepo(comfy, sha="f" * 40),
-            TOKENIZER_REPO: FakeRepo(tok, sha="e" * 40)}
+    return {
+        OFFICIAL: FakeRepo(official),
+        COMFY: FakeRepo(comfy, sha="f" * 40),
+        TOKENIZER_REPO: FakeRepo(tok, sha="e" * 40),
+    }
 
 
 def comfy_release(name: str, dit: str, pin: cat.Pin | None = None) -> cat.Release:
     """A ComfyUI release over the fake COMFY repo; ``pin``: what the catalog pins for its DiT."""
     return cat._comfy(
-        name=name, repo=COMFY, variant="t2v-1.3B", title=name, size=(832, 480, 81),
-        precision="fp16", dit=((f"split_files/diffusion_models/{dit}", 1, pin),),
+        name=name,
+        repo=COMFY,
+        variant="t2v-1.3B",
+        title=name,
+        size=(832, 480, 81),
+        precision="fp16",
+        dit=((f"split_files/diffusion_models/{dit}", 1, pin),),
         t5=("split_files/text_encoders/umt5_tiny.safetensors", 1, None),
-        vae=("split_files/vae/wan_2.1_vae.safetensors", 1, None))
+        vae=("split_files/vae/wan_2.1_vae.safetensors", 1, None),
+    )
 
 
 def make_catalog() -> dict[str, cat.Release]:
     # the real catalog's recipes (allow-patterns, roles) pointed at the fake repos
-    official = cat._official(name="tiny-official", repo=OFFICIAL, variant="t2v-1.3B",
-                             title="tiny official", size=(832, 480, 81))
-    return {r.name: r for r in (official, comfy_release("tiny-comfy-a", "tiny_a_fp16.safetensors"),
-                                comfy_release("tiny-comfy-b", "tiny_b_fp16.safetensors"))}
+    official = cat._official(
+        name="tiny-official",
+        repo=OFFICIAL,
+        variant="t2v-1.3B",
+        title="tiny official",
+        size=(832, 480, 81),
+    )
+    return {
+        r.name: r
+        for r in (
+            official,
+            comfy_release("tiny-comfy-a", "tiny_a_fp16.safetensors"),
+            comfy_release("tiny-comfy-b", "tiny_b_fp16.safetensors"),
+        )
+    }
 
 
 @pytest.fixture
@@ -101,5 +132,12 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-__all__ = ["COMFY", "OFFICIAL", "TOKENIZER_REPO", "comfy_release", "make_catalog", "make_repos",
-           "sha256"]
+__all__ = [
+    "COMFY",
+    "OFFICIAL",
+    "TOKENIZER_REPO",
+    "comfy_release",
+    "make_catalog",
+    "make_repos",
+    "sha256",
+]

@@ -76,11 +76,17 @@ class FakeHub:
         repo = self.repos[repo_id]
         siblings = []
         for path, data in sorted(repo.files.items()):
-            entry: dict[str, Any] = {"rfilename": path, "size": len(data),
-                                     "blobId": git_blob_sha1(data)}
+            entry: dict[str, Any] = {
+                "rfilename": path,
+                "size": len(data),
+                "blobId": git_blob_sha1(data),
+            }
             if repo.is_lfs(path):
-                entry["lfs"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                                "pointerSize": 134}
+                entry["lfs"] = {
+                    "size": len(data),
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                    "pointerSize": 134,
+                }
             if path in self.no_hash:
                 del entry["blobId"]
                 entry.pop("lfs", None)
@@ -89,8 +95,13 @@ class FakeHub:
                 if "lfs" in entry:
                     del entry["lfs"]["size"]
             siblings.append(entry)
-        return {"id": repo_id, "modelId": repo_id, "sha": repo.sha, "private": False,
-                "siblings": siblings}
+        return {
+            "id": repo_id,
+            "modelId": repo_id,
+            "sha": repo.sha,
+            "private": False,
+            "siblings": siblings,
+        }
 
 
 def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
@@ -100,8 +111,14 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: Any) -> None:  # keep pytest output clean
             pass
 
-        def _send(self, code: int, headers: dict[str, str], body: bytes = b"",
-                  *, cut_after: int | None = None) -> None:
+        def _send(
+            self,
+            code: int,
+            headers: dict[str, str],
+            body: bytes = b"",
+            *,
+            cut_after: int | None = None,
+        ) -> None:
             self.send_response(code)
             for k, v in headers.items():
                 self.send_header(k, v)
@@ -126,11 +143,13 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             url = urllib.parse.urlsplit(self.path)
             path = urllib.parse.unquote(url.path)
             with hub.lock:
-                hub.requests.append((self.command, path, {k.lower(): v for k, v in self.headers.items()}))
+                hub.requests.append(
+                    (self.command, path, {k.lower(): v for k, v in self.headers.items()})
+                )
             if path.startswith("/api/models/"):
-                return self._api(path[len("/api/models/"):])
+                return self._api(path[len("/api/models/") :])
             if path.startswith("/cdn/"):
-                return self._cdn(path[len("/cdn/"):])
+                return self._cdn(path[len("/cdn/") :])
             parts = path.lstrip("/").split("/")
             if len(parts) >= 5 and parts[2] == "resolve":
                 return self._resolve("/".join(parts[:2]), parts[3], "/".join(parts[4:]))
@@ -141,8 +160,9 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             if repo_id not in hub.repos:
                 return self._not_found("RepoNotFound")
             body = json.dumps(hub.info(repo_id)).encode()
-            self._send(200, {"Content-Type": "application/json",
-                             "Content-Length": str(len(body))}, body)
+            self._send(
+                200, {"Content-Type": "application/json", "Content-Length": str(len(body))}, body
+            )
 
         def _resolve(self, repo_id: str, rev: str, file: str) -> None:
             repo = hub.repos.get(repo_id)
@@ -151,16 +171,30 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             if rev not in ("main", repo.sha):
                 return self._not_found("RevisionNotFound")
             if file not in repo.files:
-                return self._send(404, {"X-Error-Code": "EntryNotFound",
-                                        "X-Repo-Commit": repo.sha, "Content-Length": "0"})
+                return self._send(
+                    404,
+                    {
+                        "X-Error-Code": "EntryNotFound",
+                        "X-Repo-Commit": repo.sha,
+                        "Content-Length": "0",
+                    },
+                )
             data = repo.files[file]
             if repo.is_lfs(file):
                 sha = hashlib.sha256(data).hexdigest()
                 # the real Hub sends LFS files to its CDN, on another host
                 cdn = f"http://localhost:{hub.port}/cdn/{sha}"
-                return self._send(302, {"Location": cdn, "X-Repo-Commit": repo.sha,
-                                        "X-Linked-Etag": f'"{sha}"', "X-Linked-Size": str(len(data)),
-                                        "ETag": f'"{git_blob_sha1(data)}"', "Content-Length": "0"})
+                return self._send(
+                    302,
+                    {
+                        "Location": cdn,
+                        "X-Repo-Commit": repo.sha,
+                        "X-Linked-Etag": f'"{sha}"',
+                        "X-Linked-Size": str(len(data)),
+                        "ETag": f'"{git_blob_sha1(data)}"',
+                        "Content-Length": "0",
+                    },
+                )
             self._body(file, data, {"ETag": f'"{git_blob_sha1(data)}"', "X-Repo-Commit": repo.sha})
 
         def _cdn(self, sha: str) -> None:
@@ -178,13 +212,19 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             if rng and not hub.ignore_range and rng.startswith("bytes="):
                 start = int(rng[6:].split("-", 1)[0])
                 if start >= len(data):
-                    return self._send(416, {"Content-Range": f"bytes */{len(data)}",
-                                            "Content-Length": "0"})
+                    return self._send(
+                        416, {"Content-Range": f"bytes */{len(data)}", "Content-Length": "0"}
+                    )
                 code = 206
                 headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
             body = data[start:]
-            headers.update({"Content-Length": str(len(body)), "Accept-Ranges": "bytes",
-                            "Content-Type": "application/octet-stream"})
+            headers.update(
+                {
+                    "Content-Length": str(len(body)),
+                    "Accept-Ranges": "bytes",
+                    "Content-Type": "application/octet-stream",
+                }
+            )
             cut_after = None
             with hub.lock:
                 n, after = hub.cut.get(file, (0, 0))
@@ -213,8 +253,9 @@ class HubServer:
         self.server = _QuietServer(("127.0.0.1", 0), _handler(hub))
         self.server.daemon_threads = True
         hub.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
-                                       daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     def __enter__(self) -> str:
         self.thread.start()

@@ -23,10 +23,16 @@ from wan_desktop.errors import ConfigError
 from wan_desktop.variants import VARIANTS
 
 EXPECTED_REPOS = {
-    "Wan-AI/Wan2.1-T2V-1.3B", "Wan-AI/Wan2.1-T2V-14B", "Wan-AI/Wan2.1-I2V-14B-480P",
-    "Wan-AI/Wan2.1-I2V-14B-720P", "Wan-AI/Wan2.1-FLF2V-14B-720P", "Wan-AI/Wan2.2-TI2V-5B",
-    "Wan-AI/Wan2.2-T2V-A14B", "Wan-AI/Wan2.2-I2V-A14B",
-    "Comfy-Org/Wan_2.1_ComfyUI_repackaged", "Comfy-Org/Wan_2.2_ComfyUI_Repackaged",
+    "Wan-AI/Wan2.1-T2V-1.3B",
+    "Wan-AI/Wan2.1-T2V-14B",
+    "Wan-AI/Wan2.1-I2V-14B-480P",
+    "Wan-AI/Wan2.1-I2V-14B-720P",
+    "Wan-AI/Wan2.1-FLF2V-14B-720P",
+    "Wan-AI/Wan2.2-TI2V-5B",
+    "Wan-AI/Wan2.2-T2V-A14B",
+    "Wan-AI/Wan2.2-I2V-A14B",
+    "Comfy-Org/Wan_2.1_ComfyUI_repackaged",
+    "Comfy-Org/Wan_2.2_ComfyUI_Repackaged",
 }
 
 
@@ -66,8 +72,13 @@ def test_sizes_match_the_published_figures():
     assert abs(sizes["dit"] - 5.68e9) < 0.01e9
     assert abs(r.download_bytes - (5.68e9 + 11.4e9 + 0.508e9)) < 0.1e9
     # a computed one: the 14B DiT in fp32 is 4 bytes × 14.29 B parameters
-    assert get_release("wan2.1-t2v-14b").sources[0].wanted(
-        "diffusion_pytorch_model-00001-of-00006.safetensors").size == 14_288_491_584 * 4
+    assert (
+        get_release("wan2.1-t2v-14b")
+        .sources[0]
+        .wanted("diffusion_pytorch_model-00001-of-00006.safetensors")
+        .size
+        == 14_288_491_584 * 4
+    )
     print({n: round(r.download_bytes / 1e9, 1) for n, r in CATALOG.items()})
 
 
@@ -75,11 +86,14 @@ def test_allow_patterns_match_per_path_part():
     assert match_path("google/umt5-xxl/*", "google/umt5-xxl/spiece.model")
     assert not match_path("google/umt5-xxl/*", "google/umt5-xxl/sub/x")
     assert not match_path("*.json", "assets/x.json")  # '*' does not cross '/'
-    assert match_path("diffusion_pytorch_model*.safetensors*",
-                      "diffusion_pytorch_model.safetensors.index.json")
+    assert match_path(
+        "diffusion_pytorch_model*.safetensors*", "diffusion_pytorch_model.safetensors.index.json"
+    )
     src = get_release("wan2.2-t2v-a14b").sources[0]
-    assert src.wanted("high_noise_model/diffusion_pytorch_model-00001-of-00006.safetensors").role \
+    assert (
+        src.wanted("high_noise_model/diffusion_pytorch_model-00001-of-00006.safetensors").role
         == "dit"
+    )
     assert src.wanted("low_noise_model/config.json").role == "dit_low"
     assert src.wanted("assets/comp_effic.png") is None and src.wanted("README.md") is None
 
@@ -113,33 +127,38 @@ def test_unknown_release_is_a_config_error_with_a_hint():
 
 
 def test_importing_the_model_manager_is_light():
-    code = ("import sys, wan_desktop.model_manager, wan_desktop.model_manager_cli, "
-            "wan_desktop.catalog; bad = [m for m in ('torch', 'huggingface_hub', 'PySide6', "
-            "'numpy') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, wan_desktop.model_manager, wan_desktop.model_manager_cli, "
+        "wan_desktop.catalog; bad = [m for m in ('torch', 'huggingface_hub', 'PySide6', "
+        "'numpy') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-@pytest.mark.parametrize("path, problem", [
-    ("config.json", None),
-    ("google/umt5-xxl/spiece.model", None),
-    (".gitattributes", None),
-    ("a/..b/c..d", None),  # dots inside a name are fine
-    ("", "an empty name"),
-    ("..", "'..' part"),
-    ("google/umt5-xxl/..", "'..' part"),
-    ("a/./b", "'.' or '..' part"),
-    ("a//b", "an empty"),
-    ("a/", "an empty"),
-    ("/etc/passwd", "an absolute path"),
-    ("..\\evil", "a backslash"),
-    ("a\\b", "a backslash"),
-    ("C:/x", "a colon"),
-    ("c:x", "a colon"),
-    ("a:stream", "a colon"),
-    ("a\nb", "a control character"),
-    (5, "not a string"),
-])
+@pytest.mark.parametrize(
+    "path, problem",
+    [
+        ("config.json", None),
+        ("google/umt5-xxl/spiece.model", None),
+        (".gitattributes", None),
+        ("a/..b/c..d", None),  # dots inside a name are fine
+        ("", "an empty name"),
+        ("..", "'..' part"),
+        ("google/umt5-xxl/..", "'..' part"),
+        ("a/./b", "'.' or '..' part"),
+        ("a//b", "an empty"),
+        ("a/", "an empty"),
+        ("/etc/passwd", "an absolute path"),
+        ("..\\evil", "a backslash"),
+        ("a\\b", "a backslash"),
+        ("C:/x", "a colon"),
+        ("c:x", "a colon"),
+        ("a:stream", "a colon"),
+        ("a\nb", "a control character"),
+        (5, "not a string"),
+    ],
+)
 def test_path_problem_refuses_every_path_that_could_leave_its_folder_on_any_os(path, problem):
     got = path_problem(path)
     assert (got is None) if problem is None else (problem in got)

@@ -109,7 +109,8 @@ def test_cancel_exit_130_keeps_partial(hub, cli_catalog, capsys, monkeypatch):
 
 
 def test_a_download_without_published_hashes_is_shown_unverified_everywhere(
-        hub, cli_catalog, capsys):
+    hub, cli_catalog, capsys
+):
     """Never "verified (sha256)" for a file nothing was checked against: download, list, verify."""
     hub.no_hash |= set(hub.repos[OFFICIAL].files)
     assert _run(["models", "download", "tiny-official", "--no-progress"]) == 0
@@ -121,7 +122,8 @@ def test_a_download_without_published_hashes_is_shown_unverified_everywhere(
     assert _run(["models", "list", "--installed", "--vram", "8", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)["models"]
     assert [(m["name"], m["state"], len(m["unverified_files"])) for m in listed] == [
-        ("tiny-official", "unverified", 6)]
+        ("tiny-official", "unverified", 6)
+    ]
     assert _run(["models", "list", "--installed", "--vram", "8"]) == 0
     assert capsys.readouterr().out.rstrip().endswith("unverified")
 
@@ -136,8 +138,9 @@ def test_a_hub_with_hashes_is_verified(hub, cli_catalog, capsys):
     assert "6 files" in out and "verified (sha256 and git sha1) in " in out
 
 
-def test_download_from_a_folder_with_a_truncated_file_is_refused(hub, cli_catalog, capsys,
-                                                                 tmp_path):
+def test_download_from_a_folder_with_a_truncated_file_is_refused(
+    hub, cli_catalog, capsys, tmp_path
+):
     src = tmp_path / "usb"
     for path, data in hub.repos[OFFICIAL].files.items():
         (src / path).parent.mkdir(parents=True, exist_ok=True)
@@ -161,23 +164,30 @@ def test_remove_through_a_hostile_index_key_deletes_nothing(cli_catalog, capsys,
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
     cli_catalog.mkdir(parents=True)
-    (cli_catalog / "index.json").write_text(json.dumps(
-        {"format": 1, "models": {"tiny-official": {"files": {"../victim.txt": {}}}}}))
+    (cli_catalog / "index.json").write_text(
+        json.dumps({"format": 1, "models": {"tiny-official": {"files": {"../victim.txt": {}}}}})
+    )
     assert _run(["models", "remove", "tiny-official"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'../victim.txt' is refused" in err
     assert victim.read_text() == "keep me"
 
 
-@pytest.mark.parametrize("argv", [["list", "--vram", "8"], ["verify", "--all"],
-                                  ["remove", "tiny-official"]])
+@pytest.mark.parametrize(
+    "argv", [["list", "--vram", "8"], ["verify", "--all"], ["remove", "tiny-official"]]
+)
 def test_a_wrong_typed_index_is_one_line_exit_2(cli_catalog, capsys, argv):
     cli_catalog.mkdir(parents=True)
-    (cli_catalog / "index.json").write_text(json.dumps(
-        {"format": 1, "models": {"tiny-official": {"files": {"a--b/c": {"size": "big"}}}}}))
+    (cli_catalog / "index.json").write_text(
+        json.dumps(
+            {"format": 1, "models": {"tiny-official": {"files": {"a--b/c": {"size": "big"}}}}}
+        )
+    )
     assert _run(["models", *argv]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: ") and ".size: expected an integer" in err
+    assert (
+        err.count("\n") == 1 and err.startswith("error: ") and ".size: expected an integer" in err
+    )
 
 
 if __name__ == "__main__":

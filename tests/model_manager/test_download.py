@@ -15,8 +15,14 @@ from wan_desktop.model_manager import DownloadError, IntegrityError, ModelError,
 from .conftest import COMFY, OFFICIAL, TOKENIZER_REPO, comfy_release, make_catalog, sha256
 
 DIT = "diffusion_pytorch_model.safetensors"
-WANTED = {"config.json", DIT, "models_t5_umt5-xxl-enc-bf16.pth", "Wan2.1_VAE.pth",
-          "google/umt5-xxl/spiece.model", "google/umt5-xxl/tokenizer_config.json"}
+WANTED = {
+    "config.json",
+    DIT,
+    "models_t5_umt5-xxl-enc-bf16.pth",
+    "Wan2.1_VAE.pth",
+    "google/umt5-xxl/spiece.model",
+    "google/umt5-xxl/tokenizer_config.json",
+}
 
 
 def _files_under(root):
@@ -186,15 +192,19 @@ def test_comfy_release_takes_files_from_two_repos_and_names_its_components(hub, 
     inst = mm.download("tiny-comfy-a")
     c = mm.models_dir / COMFY.replace("/", "--")
     t = mm.models_dir / TOKENIZER_REPO.replace("/", "--")
-    assert _files_under(c) == {"split_files/diffusion_models/tiny_a_fp16.safetensors",
-                               "split_files/text_encoders/umt5_tiny.safetensors",
-                               "split_files/vae/wan_2.1_vae.safetensors"}
+    assert _files_under(c) == {
+        "split_files/diffusion_models/tiny_a_fp16.safetensors",
+        "split_files/text_encoders/umt5_tiny.safetensors",
+        "split_files/vae/wan_2.1_vae.safetensors",
+    }
     assert _files_under(t) == {"tokenizer/spiece.model", "tokenizer/tokenizer_config.json"}
     args = inst.generate_args()
-    assert args == {"model": c / "split_files/diffusion_models/tiny_a_fp16.safetensors",
-                    "vae": c / "split_files/vae/wan_2.1_vae.safetensors",
-                    "text_encoder": c / "split_files/text_encoders/umt5_tiny.safetensors",
-                    "tokenizer": t / "tokenizer"}
+    assert args == {
+        "model": c / "split_files/diffusion_models/tiny_a_fp16.safetensors",
+        "vae": c / "split_files/vae/wan_2.1_vae.safetensors",
+        "text_encoder": c / "split_files/text_encoders/umt5_tiny.safetensors",
+        "tokenizer": t / "tokenizer",
+    }
 
 
 def test_remove_deletes_exactly_the_release_and_keeps_shared_and_foreign_files(hub, mm):
@@ -209,7 +219,8 @@ def test_remove_deletes_exactly_the_release_and_keeps_shared_and_foreign_files(h
     removed = mm.remove("tiny-comfy-a")
     after = _files_under(mm.models_dir)
     assert [p.relative_to(c).as_posix() for p in removed] == [
-        "split_files/diffusion_models/tiny_a_fp16.safetensors"]
+        "split_files/diffusion_models/tiny_a_fp16.safetensors"
+    ]
     assert before - after == {f"{c.name}/split_files/diffusion_models/tiny_a_fp16.safetensors"}
     assert set(mm.installed()) == {"tiny-comfy-b"}
     assert mm.verify("tiny-comfy-b").ok
@@ -272,8 +283,7 @@ def test_not_enough_disk_space(hub, mm, monkeypatch):
     import shutil
 
     real = shutil.disk_usage
-    monkeypatch.setattr(shutil, "disk_usage",
-                        lambda p: real(p)._replace(free=1_000_000))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=1_000_000))
     with pytest.raises(ModelError, match="not enough disk space") as err:
         mm.download("tiny-official")
     assert "WAN_DESKTOP_MODELS" in err.value.remedy
@@ -294,8 +304,9 @@ def test_fake_hub_is_faithful_enough_for_huggingface_hub_itself(hub, tmp_path):
     (HEAD on /resolve/, LFS redirect, X-Linked-Etag) from it."""
     from huggingface_hub import hf_hub_download
 
-    path = hf_hub_download(OFFICIAL, DIT, endpoint=hub.endpoint, local_dir=tmp_path / "hf",
-                           token=False)
+    path = hf_hub_download(
+        OFFICIAL, DIT, endpoint=hub.endpoint, local_dir=tmp_path / "hf", token=False
+    )
     assert Path(path).read_bytes() == hub.repos[OFFICIAL].files[DIT]
 
 
@@ -329,9 +340,11 @@ def test_install_from_a_comfyui_models_tree(hub, mm, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     comfy = tmp_path / "ComfyUI" / "models"
     files = hub.repos[COMFY].files
-    for rel, sub in (("split_files/diffusion_models/tiny_a_fp16.safetensors", "diffusion_models"),
-                     ("split_files/vae/wan_2.1_vae.safetensors", "vae"),
-                     ("split_files/text_encoders/umt5_tiny.safetensors", "text_encoders")):
+    for rel, sub in (
+        ("split_files/diffusion_models/tiny_a_fp16.safetensors", "diffusion_models"),
+        ("split_files/vae/wan_2.1_vae.safetensors", "vae"),
+        ("split_files/text_encoders/umt5_tiny.safetensors", "text_encoders"),
+    ):
         (comfy / sub).mkdir(parents=True, exist_ok=True)
         (comfy / sub / rel.rsplit("/", 1)[1]).write_bytes(files[rel])
     for rel, data in hub.repos[TOKENIZER_REPO].files.items():
@@ -340,8 +353,10 @@ def test_install_from_a_comfyui_models_tree(hub, mm, tmp_path, monkeypatch):
             (comfy / rel).write_bytes(data)
     inst = mm.download("tiny-comfy-a", source=comfy)
     assert inst.complete and len(inst.files) == 5
-    assert inst.generate_args()["model"].read_bytes() == files[
-        "split_files/diffusion_models/tiny_a_fp16.safetensors"]
+    assert (
+        inst.generate_args()["model"].read_bytes()
+        == files["split_files/diffusion_models/tiny_a_fp16.safetensors"]
+    )
 
 
 def test_install_from_a_folder_missing_files_names_them(mm, tmp_path):
@@ -368,8 +383,9 @@ A_DIT = "split_files/diffusion_models/tiny_a_fp16.safetensors"
 def _pinned_manager(tmp_path, pin) -> ModelManager:
     """The tiny ComfyUI release with what the catalog pins for its DiT."""
     release = comfy_release("pinned", "tiny_a_fp16.safetensors", pin)
-    return ModelManager(tmp_path / "models", catalog={"pinned": release}, token=False,
-                        backoff=0.0, retries=0)
+    return ModelManager(
+        tmp_path / "models", catalog={"pinned": release}, token=False, backoff=0.0, retries=0
+    )
 
 
 def _flip_last_byte(data: bytes) -> bytes:
@@ -386,14 +402,16 @@ def test_without_a_published_hash_a_file_is_installed_unverified_never_verified(
     status = next(s for s in mm.list_models() if s.release.name == "tiny-official")
     assert status.state == "unverified"
     report = mm.verify("tiny-official")
-    assert report.ok and sorted(report.unverified) == [f"{folder}/config.json",
-                                                       f"{folder}/{DIT}"]
+    assert report.ok and sorted(report.unverified) == [f"{folder}/config.json", f"{folder}/{DIT}"]
 
 
-@pytest.mark.parametrize("path, served", [
-    (DIT, lambda good: good[:-5000]),  # a safetensors file whose tensors run past its end
-    ("config.json", lambda good: good[:-3]),  # JSON cut off
-])
+@pytest.mark.parametrize(
+    "path, served",
+    [
+        (DIT, lambda good: good[:-5000]),  # a safetensors file whose tensors run past its end
+        ("config.json", lambda good: good[:-3]),  # JSON cut off
+    ],
+)
 def test_without_a_hash_or_a_size_a_file_that_is_not_whole_is_refused(hub, mm, path, served):
     hub.no_hash.add(path)
     hub.no_size.add(path)
@@ -426,8 +444,7 @@ def test_the_catalogs_pin_is_enforced_when_the_hub_lists_no_hash(hub, tmp_path):
 
 
 @pytest.mark.parametrize("wrong", ["sha256", "size"])
-def test_a_hub_listing_that_contradicts_the_pin_is_refused_before_downloading(hub, tmp_path,
-                                                                              wrong):
+def test_a_hub_listing_that_contradicts_the_pin_is_refused_before_downloading(hub, tmp_path, wrong):
     from wan_desktop.catalog import Pin
 
     good = hub.repos[COMFY].files[A_DIT]
@@ -463,8 +480,9 @@ def test_install_from_a_folder_without_hashes_is_unverified(hub, mm, tmp_path):
     src = _plain_copy(hub, tmp_path / "usb")
     inst = mm.download("tiny-official", source=src)
     assert inst.complete and len(inst.unverified) == len(WANTED)
-    assert next(s for s in mm.list_models() if s.release.name == "tiny-official").state \
-        == "unverified"
+    assert (
+        next(s for s in mm.list_models() if s.release.name == "tiny-official").state == "unverified"
+    )
 
 
 def test_install_from_a_folder_enforces_the_pin(hub, tmp_path):
@@ -486,9 +504,16 @@ def test_install_from_a_folder_enforces_the_pin(hub, tmp_path):
 
 # ----------------------------------------------------------------------------- paths from outside
 
-HOSTILE = ["google/umt5-xxl/..", "google/umt5-xxl/..\\..\\escape.model",
-           "google/umt5-xxl/C:escape.model", "/google/umt5-xxl/x", "google/umt5-xxl/",
-           "google//umt5-xxl", "google/umt5-xxl/./x", "google/umt5-xxl/a\x00b"]
+HOSTILE = [
+    "google/umt5-xxl/..",
+    "google/umt5-xxl/..\\..\\escape.model",
+    "google/umt5-xxl/C:escape.model",
+    "/google/umt5-xxl/x",
+    "google/umt5-xxl/",
+    "google//umt5-xxl",
+    "google/umt5-xxl/./x",
+    "google/umt5-xxl/a\x00b",
+]
 
 
 @pytest.mark.parametrize("name", HOSTILE)
@@ -501,7 +526,8 @@ def test_a_hostile_file_name_from_the_hub_is_one_error_and_nothing_is_written(hu
     assert repr(name) in msg and "refused" in msg and "\n" not in msg
     assert not [p for _, p, _ in hub.requests if "/resolve/" in p or "/cdn/" in p]
     assert not mm.models_dir.exists() or not [
-        p for p in mm.models_dir.rglob("*") if p.name.endswith((".part", ".part.json"))]
+        p for p in mm.models_dir.rglob("*") if p.name.endswith((".part", ".part.json"))
+    ]
 
 
 def _index(mm, models: dict) -> None:
@@ -509,8 +535,16 @@ def _index(mm, models: dict) -> None:
     (mm.models_dir / "index.json").write_text(json.dumps({"format": 1, "models": models}))
 
 
-@pytest.mark.parametrize("key", ["../victim.txt", "test-org--Tiny/../../victim.txt",
-                                 "..\\victim.txt", "C:/victim.txt", "ABSOLUTE"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "../victim.txt",
+        "test-org--Tiny/../../victim.txt",
+        "..\\victim.txt",
+        "C:/victim.txt",
+        "ABSOLUTE",
+    ],
+)
 def test_remove_never_deletes_outside_the_models_folder(mm, tmp_path, key):
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
@@ -523,16 +557,27 @@ def test_remove_never_deletes_outside_the_models_folder(mm, tmp_path, key):
     assert "index.json" in err.value.message and "\n" not in err.value.one_line()
 
 
-@pytest.mark.parametrize("models", [
-    {"x": 5},
-    {"x": {"files": []}},
-    {"x": {"files": {"org--repo/a.bin": {"size": "big"}}}},
-    {"x": {"files": {"org--repo/a.bin": 5}}},
-    {"x": {"complete": "yes"}},
-    {"x": {"files": {"org--repo/a.bin": {"path": "../a.bin"}}}},
-    {"x": {"files": {"index.json": {}}}},
-], ids=["entry-number", "files-list", "size-string", "record-number", "complete-string",
-        "record-path", "key-no-folder"])
+@pytest.mark.parametrize(
+    "models",
+    [
+        {"x": 5},
+        {"x": {"files": []}},
+        {"x": {"files": {"org--repo/a.bin": {"size": "big"}}}},
+        {"x": {"files": {"org--repo/a.bin": 5}}},
+        {"x": {"complete": "yes"}},
+        {"x": {"files": {"org--repo/a.bin": {"path": "../a.bin"}}}},
+        {"x": {"files": {"index.json": {}}}},
+    ],
+    ids=[
+        "entry-number",
+        "files-list",
+        "size-string",
+        "record-number",
+        "complete-string",
+        "record-path",
+        "key-no-folder",
+    ],
+)
 def test_a_wrong_typed_index_is_one_model_error(mm, models):
     _index(mm, models)
     for call in (mm.installed, mm.list_models, lambda: mm.verify("x"), lambda: mm.remove("x")):

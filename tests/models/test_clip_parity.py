@@ -165,8 +165,9 @@ def test_mlp_width_is_read_from_the_weights(tmp_path):
     hf.save_pretrained(tmp_path)
     files = sorted(tmp_path.glob("*.safetensors"))
     shapes = {k: tuple(v.shape) for k, v in hf.state_dict().items()}
-    cfg = clip_config(official_shapes_from_hf(shapes), str(files[0]),
-                      {"num_attention_heads": TINY_CLIP.num_heads})
+    cfg = clip_config(
+        official_shapes_from_hf(shapes), str(files[0]), {"num_attention_heads": TINY_CLIP.num_heads}
+    )
     assert cfg.mlp_width == 3 * TINY_CLIP.dim
     ours = load_clip_visual(files, cfg)
     assert clip_params(cfg) == sum(p.numel() for p in ours.parameters())  # the memory planner's
@@ -176,6 +177,13 @@ def test_mlp_width_is_read_from_the_weights(tmp_path):
         err = rel_err(ours(pixels), ref)
     assert err <= 1e-5
     # the released width is spelt as the presets spell it, so detected configs equal them
-    assert clip_config(official_shapes_from_hf({k: tuple(v.shape) for k, v in
-                                                _hf_model().state_dict().items()}),
-                       str(files[0]), {}) == TINY_CLIP
+    assert (
+        clip_config(
+            official_shapes_from_hf(
+                {k: tuple(v.shape) for k, v in _hf_model().state_dict().items()}
+            ),
+            str(files[0]),
+            {},
+        )
+        == TINY_CLIP
+    )

@@ -15,8 +15,14 @@ from wan_desktop.models.taehv import TAEHV, TaeConfig
 
 # The keys of madebyollin/taehv@1f14a56 taew2_1 / taew2_2 (taehv.py: nn.Sequential indices of the
 # encoder and the base decoder), written out by hand so a renamed attribute fails here.
-_MEM = ("conv.0.weight", "conv.0.bias", "conv.2.weight", "conv.2.bias", "conv.4.weight",
-        "conv.4.bias")
+_MEM = (
+    "conv.0.weight",
+    "conv.0.bias",
+    "conv.2.weight",
+    "conv.2.bias",
+    "conv.4.weight",
+    "conv.4.bias",
+)
 OFFICIAL_KEYS = {
     "encoder.0.weight", "encoder.0.bias", "encoder.17.weight", "encoder.17.bias",
     *(f"encoder.{i}.conv.weight" for i in (2, 7, 12)),
@@ -44,14 +50,14 @@ def sequential_reference(model: TAEHV, latents: torch.Tensor) -> torch.Tensor:
                 prev = f
             elif isinstance(block, TGrow):
                 g = block(f)  # [stride, C, H, W]
-                out.extend(g[j:j + 1] for j in range(g.shape[0]))
+                out.extend(g[j : j + 1] for j in range(g.shape[0]))
             else:
                 out.append(block(f))
         seq = out
     y = torch.cat(seq)  # [F_raw, 3p², H, W]
     if model.cfg.patch_size > 1:
         y = torch.nn.functional.pixel_shuffle(y, model.cfg.patch_size)
-    y = y[model.cfg.t_upscale - 1:].clamp(0, 1) * 2 - 1
+    y = y[model.cfg.t_upscale - 1 :].clamp(0, 1) * 2 - 1
     return y.transpose(0, 1)[None]
 
 

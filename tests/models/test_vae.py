@@ -38,8 +38,11 @@ def test_chunk_sizes_do_not_change_results(vae):
     assert rel_err(four, one) < 1e-5
     video = torch.rand(1, 3, 17, 2 * s, 2 * s, generator=torch.Generator().manual_seed(4)) * 2 - 1
     cache = CausalCache()
-    parts = [vae.encode_step(video[:, :, :1], cache), vae.encode_step(video[:, :, 1:9], cache),
-             vae.encode_step(video[:, :, 9:], cache)]
+    parts = [
+        vae.encode_step(video[:, :, :1], cache),
+        vae.encode_step(video[:, :, 1:9], cache),
+        vae.encode_step(video[:, :, 9:], cache),
+    ]
     assert rel_err(torch.cat(parts, 2), vae.encode(video)) < 1e-5
 
 

@@ -47,8 +47,14 @@ def test_encode_matches(pair):
 @torch.no_grad()
 def test_decode_whole_and_chunked_match(pair):
     cfg, ref, ours, video = pair
-    z = torch.randn(1, cfg.z_dim, 3, video.shape[3] // cfg.spatial_factor,
-                    video.shape[4] // cfg.spatial_factor, generator=torch.Generator().manual_seed(5))
+    z = torch.randn(
+        1,
+        cfg.z_dim,
+        3,
+        video.shape[3] // cfg.spatial_factor,
+        video.shape[4] // cfg.spatial_factor,
+        generator=torch.Generator().manual_seed(5),
+    )
     mean = torch.tensor(cfg.latents_mean).view(1, -1, 1, 1, 1)
     std = torch.tensor(cfg.latents_std).view(1, -1, 1, 1, 1)
     want = ref.decode(z * std + mean).sample  # diffusers decodes un-normalised latents, clamps
@@ -56,7 +62,9 @@ def test_decode_whole_and_chunked_match(pair):
     chunked = torch.cat(list(ours.decode_chunks(z, frames_per_chunk=1)), dim=2)
     grouped = ours.decode(z, frames_per_chunk=2)
     e1, e2, e3 = rel_err(got, want), rel_err(chunked, want), rel_err(grouped, want)
-    print(f"VAE {cfg.version} decode rel err {e1:.2e}, one frame at a time {e2:.2e}, "
-          f"2 latent frames per chunk {e3:.2e}")
+    print(
+        f"VAE {cfg.version} decode rel err {e1:.2e}, one frame at a time {e2:.2e}, "
+        f"2 latent frames per chunk {e3:.2e}"
+    )
     assert got.shape == want.shape == (1, 3, 9, *video.shape[3:])
     assert e1 <= 1e-5 and e2 <= 1e-5 and e3 <= 1e-5

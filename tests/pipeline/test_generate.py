@@ -121,8 +121,9 @@ def _fake(seed=3):
 
 def test_wan22_switches_experts_exactly_at_the_boundary():
     comps, parts = fake_components("t2v-A14B")
-    generate(comps, _req(steps=40, shift=12.0, guidance=4.0, guidance_low=3.0)
-             .resolve(comps.variant))
+    generate(
+        comps, _req(steps=40, shift=12.0, guidance=4.0, guidance_low=3.0).resolve(comps.variant)
+    )
     high, low = parts["denoisers"]
     assert (len(high.calls), len(low.calls)) == (26, 14)
     assert all(float(c["timestep"][0]) >= 875 for c in high.calls)
@@ -132,8 +133,9 @@ def test_wan22_switches_experts_exactly_at_the_boundary():
 def test_wan22_per_expert_guidance_is_used():
     """Guidance 1 on the low-noise expert means no uncond pass there (batch of 1)."""
     comps, parts = fake_components("t2v-A14B")
-    generate(comps, _req(steps=10, shift=12.0, guidance=4.0, guidance_low=1.0)
-             .resolve(comps.variant))
+    generate(
+        comps, _req(steps=10, shift=12.0, guidance=4.0, guidance_low=1.0).resolve(comps.variant)
+    )
     high, low = parts["denoisers"]
     assert all(c["shape"][0] == 2 for c in high.calls)
     assert all(c["shape"][0] == 1 for c in low.calls)
@@ -178,20 +180,23 @@ def test_i2v_mask_marks_first_frame_and_flf2v_last(tmp_path):
     assert parts["denoisers"][0].calls[0]["clip_fea"].shape == (2, 10, 160)  # two images
 
 
-@pytest.mark.parametrize("kw,match", [
-    (dict(width=50), "not a multiple of 16"),
-    (dict(frames=6), r"4n\+1"),
-    (dict(steps=0), "at least 1"),
-    (dict(task="i2v"), "cannot do i2v"),
-    (dict(sampler="ddim"), "unknown sampler"),
-    (dict(last_image="x.png"), "only used by the flf2v"),
-    (dict(seed=-1), "seed"),
-    (dict(guidance=float("nan")), "guidance"),
-    (dict(guidance=1e308), r"guidance must be at most 100, got 1e\+308"),
-    (dict(guidance=100.5), "guidance must be at most 100, got 100.5"),
-    (dict(guidance_low=1e3), "guidance-low must be at most 100, got 1000"),
-    (dict(shift=1e6), r"shift must be at most 100, got 1e\+06"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(width=50), "not a multiple of 16"),
+        (dict(frames=6), r"4n\+1"),
+        (dict(steps=0), "at least 1"),
+        (dict(task="i2v"), "cannot do i2v"),
+        (dict(sampler="ddim"), "unknown sampler"),
+        (dict(last_image="x.png"), "only used by the flf2v"),
+        (dict(seed=-1), "seed"),
+        (dict(guidance=float("nan")), "guidance"),
+        (dict(guidance=1e308), r"guidance must be at most 100, got 1e\+308"),
+        (dict(guidance=100.5), "guidance must be at most 100, got 100.5"),
+        (dict(guidance_low=1e3), "guidance-low must be at most 100, got 1000"),
+        (dict(shift=1e6), r"shift must be at most 100, got 1e\+06"),
+    ],
+)
 def test_request_validation_names_the_value(kw, match):
     comps, _ = fake_components()
     with pytest.raises(ConfigError, match=match):
@@ -206,10 +211,14 @@ def test_guidance_and_shift_up_to_100_are_accepted():
 
     comps, _ = fake_components()
     r = _req(guidance=100.0, guidance_low=100.0, shift=100.0).resolve(comps.variant)
-    assert (r.guidance, r.guidance_low, r.shift) == (100.0, 100.0, 100.0) == (MAX_GUIDANCE_SHIFT,) * 3
+    assert (
+        (r.guidance, r.guidance_low, r.shift) == (100.0, 100.0, 100.0) == (MAX_GUIDANCE_SHIFT,) * 3
+    )
     d = [v.defaults for v in VARIANTS.values()]
     top = max(x for v in d for x in (v.guidance, v.guidance_low or 0, v.shift, v.shift_480p or 0))
-    top = max([top, *(x or 0 for p in PRESETS.values() for x in (p.guidance, p.guidance_low, p.shift))])
+    top = max(
+        [top, *(x or 0 for p in PRESETS.values() for x in (p.guidance, p.guidance_low, p.shift))]
+    )
     assert top == 16.0  # FLF2V's shift: the largest value any recipe uses
 
 
@@ -217,13 +226,22 @@ def test_defaults_come_from_the_variant():
     from wan_desktop.variants import NEGATIVE_PROMPT, VARIANTS
 
     r = GenerationRequest(prompt="x").resolve(VARIANTS["t2v-1.3B"])
-    assert (r.width, r.height, r.frames, r.steps, r.guidance, r.shift, r.sampler, r.task) == \
-        (832, 480, 81, 50, 5.0, 5.0, Sampler.UNIPC, Task.T2V)
+    assert (r.width, r.height, r.frames, r.steps, r.guidance, r.shift, r.sampler, r.task) == (
+        832,
+        480,
+        81,
+        50,
+        5.0,
+        5.0,
+        Sampler.UNIPC,
+        Task.T2V,
+    )
     assert r.negative_prompt == NEGATIVE_PROMPT
     r = GenerationRequest(prompt="x").resolve(VARIANTS["t2v-A14B"])
     assert (r.steps, r.guidance, r.guidance_low, r.shift, r.width) == (40, 4.0, 3.0, 12.0, 1280)
-    r = GenerationRequest(prompt="x", task="i2v", image="a.png", width=832, height=480) \
-        .resolve(VARIANTS["i2v-14B"])
+    r = GenerationRequest(prompt="x", task="i2v", image="a.png", width=832, height=480).resolve(
+        VARIANTS["i2v-14B"]
+    )
     assert r.shift == 3.0 and r.negative_prompt.startswith("镜头晃动")
     r = GenerationRequest(prompt="x").resolve(VARIANTS["ti2v-5B"])
     assert (r.frames, r.width, r.height) == (121, 1280, 704)
@@ -250,11 +268,13 @@ def test_wan22_each_expert_applies_its_own_guidance():
     v_c − v_u = mean(ctx_c) − mean(ctx_u), so g = (v − v_u) / (v_c − v_u) on every step. The last
     preview (x0 at the final step) is what the VAE decodes."""
     comps, parts = fake_components("t2v-A14B")
-    req = _req(steps=10, shift=12.0, guidance=4.0, guidance_low=2.5, sampler="euler") \
-        .resolve(comps.variant)
+    req = _req(steps=10, shift=12.0, guidance=4.0, guidance_low=2.5, sampler="euler").resolve(
+        comps.variant
+    )
     previews = []
-    generate(comps, req, emit=lambda e: previews.append(e.preview) if isinstance(e, StepDone)
-             else None)
+    generate(
+        comps, req, emit=lambda e: previews.append(e.preview) if isinstance(e, StepDone) else None
+    )
     high, low = parts["denoisers"]
     calls = [(c, 4.0) for c in high.calls] + [(c, 2.5) for c in low.calls]  # high t first
     calls, want = zip(*calls, strict=True)
@@ -290,6 +310,7 @@ def test_batched_cfg_equals_sequential_on_a_real_tiny_model():
         def spy(x):
             latents[tuple(kw.items())] = x.clone()
             return decode(x)
+
         comps.vae_decoder.decode_frames = spy
         try:
             return generate(comps, _req(steps=4, **kw).resolve(variant))
@@ -298,12 +319,15 @@ def test_batched_cfg_equals_sequential_on_a_real_tiny_model():
 
     batched, sequential = run(batch_cfg=True), run(batch_cfg=False)
     run(guidance=1.0)
-    lb, ls, l1 = (latents[k] for k in ((("batch_cfg", True),), (("batch_cfg", False),),
-                                       (("guidance", 1.0),)))
+    lb, ls, l1 = (
+        latents[k] for k in ((("batch_cfg", True),), (("batch_cfg", False),), (("guidance", 1.0),))
+    )
     err, cfg_effect = rel_err(lb, ls), rel_err(lb, l1)
     frame_diff = (batched.int() - sequential.int()).abs().max().item()
-    print(f"batched vs sequential CFG: latent rel err {err:.2e}, max frame diff {frame_diff}; "
-          f"CFG vs none: {cfg_effect:.2e}")
+    print(
+        f"batched vs sequential CFG: latent rel err {err:.2e}, max frame diff {frame_diff}; "
+        f"CFG vs none: {cfg_effect:.2e}"
+    )
     assert err <= 1e-5 and frame_diff <= 1
     assert cfg_effect > 1e-2  # the uncond pass matters, so equality above means something
 
@@ -321,8 +345,13 @@ def test_generate_to_file_writes_nothing_when_the_run_fails_or_is_cancelled(tmp_
     comps, parts = fake_components()
     token = CancelToken()
     with pytest.raises(Cancelled):
-        generate_to_file(comps, _req().resolve(comps.variant), tmp_path / "c.mp4", cancel=token,
-                         emit=lambda e: token.cancel() if isinstance(e, StepDone) else None)
+        generate_to_file(
+            comps,
+            _req().resolve(comps.variant),
+            tmp_path / "c.mp4",
+            cancel=token,
+            emit=lambda e: token.cancel() if isinstance(e, StepDone) else None,
+        )
     assert len(parts["denoisers"][0].calls) == 1 and list(tmp_path.iterdir()) == []
 
 
@@ -332,8 +361,12 @@ def test_generate_to_file_sidecar_keeps_json_types(tmp_path):
 
     comps, _ = fake_components()
     comps.info.update(random_weights=True, path=tmp_path, swap_blocks=0, step_cache=None)
-    out = generate_to_file(comps, _req().resolve(comps.variant), tmp_path / "v.mp4",
-                           options=RunOptions(random_weights="t2v-1.3B"))
+    out = generate_to_file(
+        comps,
+        _req().resolve(comps.variant),
+        tmp_path / "v.mp4",
+        options=RunOptions(random_weights="t2v-1.3B"),
+    )
     meta = __import__("json").loads((tmp_path / "v.mp4.json").read_text())
     assert out.is_file() and meta["model"]["random_weights"] is True
     assert meta["model"]["swap_blocks"] == 0 and meta["model"]["step_cache"] is None
@@ -346,8 +379,10 @@ def test_generate_to_file_checks_the_output_path_before_running(tmp_path):
     comps, parts = fake_components()
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x.txt").write_text("mine")
-    for out, match in ((tmp_path / "gone" / "v.mp4", "does not exist"),
-                       (tmp_path / "full", "not an empty folder")):
+    for out, match in (
+        (tmp_path / "gone" / "v.mp4", "does not exist"),
+        (tmp_path / "full", "not an empty folder"),
+    ):
         with pytest.raises(ConfigError, match=match):
             generate_to_file(comps, _req().resolve(comps.variant), out)
     assert parts["denoisers"][0].calls == [] and parts["text"].calls == []

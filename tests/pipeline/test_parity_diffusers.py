@@ -39,10 +39,18 @@ def _reference_frames(model, request: GenerationRequest, image=None, last=None, 
     pipe = model.diffusers_pipeline()
     pipe.scheduler = diffusers_unipc(request.shift)
     pipe.set_progress_bar_config(disable=True)
-    kw = dict(prompt=request.prompt, negative_prompt=request.negative_prompt, height=request.height,
-              width=request.width, num_frames=request.frames, num_inference_steps=request.steps,
-              guidance_scale=request.guidance, generator=torch.Generator().manual_seed(request.seed),
-              output_type="np", max_sequence_length=512)
+    kw = dict(
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt,
+        height=request.height,
+        width=request.width,
+        num_frames=request.frames,
+        num_inference_steps=request.steps,
+        guidance_scale=request.guidance,
+        generator=torch.Generator().manual_seed(request.seed),
+        output_type="np",
+        max_sequence_length=512,
+    )
     if model.variant.experts == 2:
         kw["guidance_scale_2"] = request.guidance_low
     if image is not None:
@@ -61,10 +69,13 @@ def _reference_frames(model, request: GenerationRequest, image=None, last=None, 
 def _ours(model, layout: str, request: GenerationRequest):
     from wan_desktop.engines.factory import build_components, detect_for_options
 
-    paths = {"diffusers": dict(model=str(model.diffusers)),
-             "official": dict(model=str(model.official)),
-             "comfyui": dict(model=str(model.comfy_dit), vae=str(model.comfy_vae),
-                             text_encoder=str(model.comfy_t5))}[layout]
+    paths = {
+        "diffusers": dict(model=str(model.diffusers)),
+        "official": dict(model=str(model.official)),
+        "comfyui": dict(
+            model=str(model.comfy_dit), vae=str(model.comfy_vae), text_encoder=str(model.comfy_t5)
+        ),
+    }[layout]
     options = RunOptions(device="cpu", dtype="float32", **paths)
     variant, files = detect_for_options(options)
     components, device = build_components(options, variant, files)
@@ -82,8 +93,16 @@ def _image(seed: int, w: int = W, h: int = H) -> Image.Image:
 @pytest.mark.parametrize("layout", ["diffusers", "official", "comfyui"])
 def test_t2v_matches_wanpipeline(models, layout):
     model = models("t2v-1.3B")
-    request = GenerationRequest(prompt=PROMPT, width=W, height=H, frames=FRAMES, steps=STEPS,
-                                shift=SHIFT, guidance=5.0, seed=SEED)
+    request = GenerationRequest(
+        prompt=PROMPT,
+        width=W,
+        height=H,
+        frames=FRAMES,
+        steps=STEPS,
+        shift=SHIFT,
+        guidance=5.0,
+        seed=SEED,
+    )
     ours, _, resolved = _ours(model, layout, request)
     assert resolved.negative_prompt == NEGATIVE_PROMPT
     ref = _reference_frames(model, resolved)
@@ -95,8 +114,17 @@ def test_t2v_matches_wanpipeline(models, layout):
 
 def test_wan22_two_experts_match(models):
     model = models("t2v-A14B")
-    request = GenerationRequest(prompt=PROMPT, width=W, height=H, frames=FRAMES, steps=6,
-                                shift=12.0, guidance=4.0, guidance_low=3.0, seed=SEED)
+    request = GenerationRequest(
+        prompt=PROMPT,
+        width=W,
+        height=H,
+        frames=FRAMES,
+        steps=6,
+        shift=12.0,
+        guidance=4.0,
+        guidance_low=3.0,
+        seed=SEED,
+    )
     ours, components, resolved = _ours(model, "official", request)
     assert len(components.denoisers) == 2 and components.boundary == 0.875
     p = psnr_uint8(ours, _reference_frames(model, resolved))
@@ -106,8 +134,16 @@ def test_wan22_two_experts_match(models):
 
 def test_ti2v_text_to_video_matches(models):
     model = models("ti2v-5B")
-    request = GenerationRequest(prompt=PROMPT, width=64, height=64, frames=FRAMES, steps=STEPS,
-                                shift=5.0, guidance=5.0, seed=SEED)
+    request = GenerationRequest(
+        prompt=PROMPT,
+        width=64,
+        height=64,
+        frames=FRAMES,
+        steps=STEPS,
+        shift=5.0,
+        guidance=5.0,
+        seed=SEED,
+    )
     ours, _, resolved = _ours(model, "diffusers", request)
     p = psnr_uint8(ours, _reference_frames(model, resolved))
     print(f"TI2V-5B t2v (expand_timesteps): PSNR {p:.1f} dB")
@@ -119,8 +155,18 @@ def test_i2v_matches_wan_image_to_video_pipeline(models, tmp_path):
     img = _image(1)
     img_path = tmp_path / "first.png"
     img.save(img_path)
-    request = GenerationRequest(prompt=PROMPT, task="i2v", image=str(img_path), width=W, height=H,
-                                frames=FRAMES, steps=STEPS, shift=SHIFT, guidance=5.0, seed=SEED)
+    request = GenerationRequest(
+        prompt=PROMPT,
+        task="i2v",
+        image=str(img_path),
+        width=W,
+        height=H,
+        frames=FRAMES,
+        steps=STEPS,
+        shift=SHIFT,
+        guidance=5.0,
+        seed=SEED,
+    )
     ours, components, resolved = _ours(model, "official", request)
     # CLIP preprocessing differs by design (Wan: bicubic squash to 224; diffusers: CLIPImageProcessor
     # crop), and CLIP parity is tested on its own: give diffusers our image features.
@@ -137,16 +183,27 @@ def test_flf2v_matches(models, tmp_path):
     first, last = _image(1), _image(2)
     first.save(tmp_path / "a.png")
     last.save(tmp_path / "b.png")
-    request = GenerationRequest(prompt=PROMPT, task="flf2v", image=str(tmp_path / "a.png"),
-                                last_image=str(tmp_path / "b.png"), width=W, height=H,
-                                frames=FRAMES, steps=STEPS, shift=SHIFT, guidance=5.0, seed=SEED)
+    request = GenerationRequest(
+        prompt=PROMPT,
+        task="flf2v",
+        image=str(tmp_path / "a.png"),
+        last_image=str(tmp_path / "b.png"),
+        width=W,
+        height=H,
+        frames=FRAMES,
+        steps=STEPS,
+        shift=SHIFT,
+        guidance=5.0,
+        seed=SEED,
+    )
     ours, components, resolved = _ours(model, "diffusers", request)
     from wan_desktop.pipeline import load_image
 
     pair = torch.cat([load_image(tmp_path / "a.png", W, H), load_image(tmp_path / "b.png", W, H)])
     embeds = components.image_encoder.encode(pair)
-    p = psnr_uint8(ours, _reference_frames(model, resolved, image=first, last=last,
-                                           image_embeds=embeds))
+    p = psnr_uint8(
+        ours, _reference_frames(model, resolved, image=first, last=last, image_embeds=embeds)
+    )
     print(f"FLF2V-14B: PSNR {p:.1f} dB")
     assert p >= 40.0
 
@@ -155,9 +212,19 @@ def test_wan22_i2v_two_experts_match(models, tmp_path):
     model = models("i2v-A14B")
     img = _image(3)
     img.save(tmp_path / "a.png")
-    request = GenerationRequest(prompt=PROMPT, task="i2v", image=str(tmp_path / "a.png"), width=W,
-                                height=H, frames=FRAMES, steps=6, shift=5.0, guidance=3.5,
-                                guidance_low=2.0, seed=SEED)
+    request = GenerationRequest(
+        prompt=PROMPT,
+        task="i2v",
+        image=str(tmp_path / "a.png"),
+        width=W,
+        height=H,
+        frames=FRAMES,
+        steps=6,
+        shift=5.0,
+        guidance=3.5,
+        guidance_low=2.0,
+        seed=SEED,
+    )
     ours, components, resolved = _ours(model, "comfyui", request)
     assert len(components.denoisers) == 2 and components.image_encoder is None
     p = psnr_uint8(ours, _reference_frames(model, resolved, image=img))
@@ -169,9 +236,18 @@ def test_ti2v_image_to_video_matches(models, tmp_path):
     model = models("ti2v-5B")
     img = _image(4, 64, 64)
     img.save(tmp_path / "a.png")
-    request = GenerationRequest(prompt=PROMPT, task="ti2v", image=str(tmp_path / "a.png"), width=64,
-                                height=64, frames=FRAMES, steps=STEPS, shift=5.0, guidance=5.0,
-                                seed=SEED)
+    request = GenerationRequest(
+        prompt=PROMPT,
+        task="ti2v",
+        image=str(tmp_path / "a.png"),
+        width=64,
+        height=64,
+        frames=FRAMES,
+        steps=STEPS,
+        shift=5.0,
+        guidance=5.0,
+        seed=SEED,
+    )
     ours, _, resolved = _ours(model, "official", request)
     model.refs["i2v_pipeline"] = True  # diffusers runs TI2V image mode in its I2V pipeline
     try:

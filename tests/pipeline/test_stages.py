@@ -64,7 +64,9 @@ def _text(cond_row: list[float], neg_row: list[float] | None) -> Conditioning:
     def ctx(row):
         return torch.tensor(row, dtype=torch.float32).view(1, 1, Z).expand(1, 3, Z).clone()
 
-    return Conditioning(context=ctx(cond_row), context_neg=None if neg_row is None else ctx(neg_row))
+    return Conditioning(
+        context=ctx(cond_row), context_neg=None if neg_row is None else ctx(neg_row)
+    )
 
 
 # ----------------------------------------------------------------------------- denoise
@@ -87,8 +89,9 @@ def test_denoise_a_plain_callable_with_cfg_lands_on_the_guided_straight_flow(sam
     assert torch.allclose(out, want, atol=1e-5, rtol=0)
     # one call a step (a batch of 2) or two calls (cond, then uncond), at the run's timesteps
     calls_per_step = [(2,)] if batch_cfg else [(1,), (1,)]
-    assert model.calls == [(*c, float(t)) for t in run_schedule(request).timesteps
-                           for c in calls_per_step]
+    assert model.calls == [
+        (*c, float(t)) for t in run_schedule(request).timesteps for c in calls_per_step
+    ]
     # every preview is the x0 prediction x − σ·v, on the straight flow x0 itself
     assert [e.step for e in events] == [1, 2, 3, 4, 5, 6]
     assert all(torch.allclose(e.preview, want[0], atol=1e-5) for e in events)
@@ -100,16 +103,24 @@ def test_denoise_without_a_negative_context_never_runs_cfg():
     out = denoise([model], noise, _text([1.0, 2.0, 3.0, 4.0], None), request, preview_every=0)
     assert all(b == 1 for b, _ in model.calls) and len(model.calls) == 6
     sigma0 = run_schedule(request).sigmas[0]
-    assert torch.allclose(out, noise - sigma0 * torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, Z, 1, 1, 1),
-                          atol=1e-5)
+    assert torch.allclose(
+        out, noise - sigma0 * torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, Z, 1, 1, 1), atol=1e-5
+    )
 
 
 def test_denoise_switches_to_the_second_model_below_the_boundary():
     request = _resolved("t2v-A14B", steps=10, shift=12.0, guidance=1.0, guidance_low=1.0)
     high, low = StraightFlow(), StraightFlow()
     events: list[StepDone] = []
-    denoise([high, low], initial_noise((1, Z, T, H, W), 0), _text([0.0] * 4, None), request,
-            boundary=0.875, emit=events.append, preview_every=0)
+    denoise(
+        [high, low],
+        initial_noise((1, Z, T, H, W), 0),
+        _text([0.0] * 4, None),
+        request,
+        boundary=0.875,
+        emit=events.append,
+        preview_every=0,
+    )
     assert high.calls and low.calls
     assert all(t >= 875 for _, t in high.calls) and all(t < 875 for _, t in low.calls)
     assert [e.expert for e in events] == [0] * len(high.calls) + [1] * len(low.calls)
@@ -117,11 +128,17 @@ def test_denoise_switches_to_the_second_model_below_the_boundary():
 
 
 def test_expert_choice_by_time_by_step_and_for_one_model():
-    assert [expert_at(i, t, experts=2, boundary=0.875, boundary_step=None)
-            for i, t in enumerate([999, 900, 875, 874, 10])] == [0, 0, 0, 1, 1]
+    assert [
+        expert_at(i, t, experts=2, boundary=0.875, boundary_step=None)
+        for i, t in enumerate([999, 900, 875, 874, 10])
+    ] == [0, 0, 0, 1, 1]
     # a distilled recipe's step boundary wins over the timestep one
-    assert [expert_at(i, 999, experts=2, boundary=0.875, boundary_step=2)
-            for i in range(4)] == [0, 0, 1, 1]
+    assert [expert_at(i, 999, experts=2, boundary=0.875, boundary_step=2) for i in range(4)] == [
+        0,
+        0,
+        1,
+        1,
+    ]
     assert expert_at(3, 10, experts=1, boundary=0.875, boundary_step=1) == 0
     assert expert_at(3, 10, experts=2, boundary=None, boundary_step=None) == 0
 
@@ -135,8 +152,13 @@ def test_cancel_between_the_cfg_passes_stops_denoise_before_the_uncond_call():
         return model(*args, **kw)
 
     with pytest.raises(Cancelled):
-        denoise([cancelling], initial_noise((1, Z, T, H, W), 0), _text([1.0] * 4, [0.0] * 4),
-                _resolved(batch_cfg=False), cancel=token)
+        denoise(
+            [cancelling],
+            initial_noise((1, Z, T, H, W), 0),
+            _text([1.0] * 4, [0.0] * 4),
+            _resolved(batch_cfg=False),
+            cancel=token,
+        )
     assert len(model.calls) == 1
 
 
@@ -161,8 +183,9 @@ def test_rcm_starts_at_sigma0_times_the_noise():
     """A distilled σ grid below 1 (TurboDiffusion rCM) starts from σ_0·noise: the model's first
     input."""
     comps, _ = fake_components()
-    request = get_preset("turbo").apply(GenerationRequest(prompt="a cat", width=64, height=32,
-                                                          frames=9, seed=5), comps.variant)
+    request = get_preset("turbo").apply(
+        GenerationRequest(prompt="a cat", width=64, height=32, frames=9, seed=5), comps.variant
+    )
     request = request.resolve(comps.variant)
     model, noise = StraightFlow(), initial_noise((1, Z, T, H, W), 5)
     seen = []
@@ -220,7 +243,9 @@ def test_condition_ti2v_keeps_the_first_frame_and_gives_its_tokens_t0(tmp_path):
     assert tt[0, :tokens_per_frame].eq(0).all() and tt[0, tokens_per_frame:].eq(500).all()
     x = torch.randn(1, z, t, h, w)
     kept = cond.keep_first(x)
-    assert torch.equal(kept[:, :, :1], cond.cond_latent) and torch.equal(kept[:, :, 1:], x[:, :, 1:])
+    assert torch.equal(kept[:, :, :1], cond.cond_latent) and torch.equal(
+        kept[:, :, 1:], x[:, :, 1:]
+    )
     # without TI2V conditioning: a [1] timestep and the latents untouched
     plain = _text([0.0] * 4, None)
     assert torch.equal(plain.timestep(500.0), torch.tensor([500.0])) and plain.keep_first(x) is x
@@ -236,8 +261,9 @@ def test_generate_is_condition_then_denoise_then_decode():
     comps2, _ = fake_components("t2v-A14B")
     cond = condition(comps2, request)
     noise = initial_noise((1, *comps2.variant.latent_shape(64, 32, 9)), request.seed)
-    latents = denoise(comps2.denoisers, noise, cond, request, boundary=comps2.boundary,
-                      preview_every=0)
+    latents = denoise(
+        comps2.denoisers, noise, cond, request, boundary=comps2.boundary, preview_every=0
+    )
     frames = decode(comps2, latents)
     assert frames.dtype == torch.uint8 and frames.shape == (9, 32, 64, 3)
     assert torch.equal(video, frames)
@@ -251,8 +277,9 @@ def test_generate_refuses_an_unresolved_request():
 
 def test_begin_run_gives_every_denoiser_the_schedule():
     comps, parts = fake_components("t2v-A14B")
-    request = get_preset("fast").apply(GenerationRequest(prompt="x", width=64, height=32,
-                                                         frames=9), comps.variant)
+    request = get_preset("fast").apply(
+        GenerationRequest(prompt="x", width=64, height=32, frames=9), comps.variant
+    )
     request = request.resolve(comps.variant)
     begin_run(comps, request)
     want = tuple(run_schedule(request).timesteps)
@@ -263,15 +290,18 @@ def test_begin_run_gives_every_denoiser_the_schedule():
 # ----------------------------------------------------------------------------- ResolvedRequest
 
 
-@pytest.mark.parametrize(("name", "kw"), [
-    ("t2v-1.3B", {}),
-    ("t2v-A14B", {"guidance_low": 2.0, "batch_cfg": False}),
-    ("i2v-14B", {"image": "a.png", "sampler": "dpm++"}),
-    ("flf2v-14B", {"image": "a.png", "last_image": "b.png"}),
-    ("ti2v-5B", {"image": "a.png", "task": "ti2v"}),
-    ("t2v-A14B", {"preset": "fast"}),
-    ("t2v-1.3B", {"preset": "turbo", "seed": 2**62}),
-])
+@pytest.mark.parametrize(
+    ("name", "kw"),
+    [
+        ("t2v-1.3B", {}),
+        ("t2v-A14B", {"guidance_low": 2.0, "batch_cfg": False}),
+        ("i2v-14B", {"image": "a.png", "sampler": "dpm++"}),
+        ("flf2v-14B", {"image": "a.png", "last_image": "b.png"}),
+        ("ti2v-5B", {"image": "a.png", "task": "ti2v"}),
+        ("t2v-A14B", {"preset": "fast"}),
+        ("t2v-1.3B", {"preset": "turbo", "seed": 2**62}),
+    ],
+)
 def test_resolved_request_is_typed_and_its_saved_form_reads_back_the_same(name, kw):
     variant = VARIANTS[name]
     preset = kw.pop("preset", None)
@@ -280,8 +310,11 @@ def test_resolved_request_is_typed_and_its_saved_form_reads_back_the_same(name, 
         request = get_preset(preset).apply(request, variant)
     r = request.resolve(variant)
     assert isinstance(r.task, Task) and isinstance(r.sampler, Sampler)
-    assert all(getattr(r, f.name) is not None or f.name in
-               ("image", "last_image", "sigmas", "boundary_step") for f in fields(r))
+    assert all(
+        getattr(r, f.name) is not None
+        or f.name in ("image", "last_image", "sigmas", "boundary_step")
+        for f in fields(r)
+    )
     saved = json.loads(json.dumps(r.to_dict()))
     assert list(saved) == [f.name for f in fields(GenerationRequest)]  # the sidecar's keys
     assert saved["task"] == r.task.value and saved["sampler"] == r.sampler.value
@@ -293,10 +326,24 @@ def test_resolved_to_dict_is_the_old_resolved_request_dict():
     strings, every GenerationRequest field, nothing else."""
     r = _resolved("t2v-A14B")
     assert r.to_dict() == {
-        "prompt": "a cat", "negative_prompt": VARIANTS["t2v-A14B"].defaults.negative_prompt,
-        "task": "t2v", "image": None, "last_image": None, "width": 64, "height": 32,
-        "frames": 9, "steps": 6, "guidance": 4.0, "guidance_low": 3.0, "shift": 12.0,
-        "sampler": "unipc", "seed": 3, "batch_cfg": True, "sigmas": None, "boundary_step": None}
+        "prompt": "a cat",
+        "negative_prompt": VARIANTS["t2v-A14B"].defaults.negative_prompt,
+        "task": "t2v",
+        "image": None,
+        "last_image": None,
+        "width": 64,
+        "height": 32,
+        "frames": 9,
+        "steps": 6,
+        "guidance": 4.0,
+        "guidance_low": 3.0,
+        "shift": 12.0,
+        "sampler": "unipc",
+        "seed": 3,
+        "batch_cfg": True,
+        "sigmas": None,
+        "boundary_step": None,
+    }
 
 
 def test_use_cfg_counts_the_low_noise_guidance_only_for_two_experts():
@@ -335,10 +382,18 @@ def test_denoise_stops_at_the_step_whose_latents_are_not_finite(value):
     from wan_desktop.errors import NumericError
 
     model, events = PoisonedFlow(at=2, value=value), []
-    with pytest.raises(NumericError, match=r"at denoising step 3 of 6 \(the diffusion model, "
-                                           r"guidance 1\)") as e:
-        denoise([model], initial_noise((1, Z, T, H, W), 0), _text([1.0] * 4, None),
-                _resolved(guidance=1.0), emit=events.append)
+    with pytest.raises(
+        NumericError,
+        match=r"at denoising step 3 of 6 \(the diffusion model, "
+        r"guidance 1\)",
+    ) as e:
+        denoise(
+            [model],
+            initial_noise((1, Z, T, H, W), 0),
+            _text([1.0] * 4, None),
+            _resolved(guidance=1.0),
+            emit=events.append,
+        )
     assert [ev.step for ev in events] == [1, 2] and len(model.calls) == 3
     assert "nothing was written" in e.value.one_line() and "precision" in e.value.remedy
 
@@ -349,10 +404,18 @@ def test_denoise_names_the_low_noise_expert_and_its_guidance():
     request = _resolved("t2v-A14B", steps=10, shift=12.0, guidance=1.0, guidance_low=1.0)
     high, low = StraightFlow(), PoisonedFlow(at=0, value=float("inf"))
     events: list[StepDone] = []
-    with pytest.raises(NumericError, match=r"step (\d+) of 10 \(the low-noise expert, guidance 1\)"
-                       ) as e:
-        denoise([high, low], initial_noise((1, Z, T, H, W), 0), _text([0.0] * 4, None), request,
-                boundary=0.875, emit=events.append, preview_every=0)
+    with pytest.raises(
+        NumericError, match=r"step (\d+) of 10 \(the low-noise expert, guidance 1\)"
+    ) as e:
+        denoise(
+            [high, low],
+            initial_noise((1, Z, T, H, W), 0),
+            _text([0.0] * 4, None),
+            request,
+            boundary=0.875,
+            emit=events.append,
+            preview_every=0,
+        )
     first_low = len(high.calls) + 1  # the low-noise expert's first step is the bad one
     assert f"step {first_low} of 10" in str(e.value) and len(low.calls) == 1
     assert [ev.expert for ev in events] == [0] * len(high.calls)

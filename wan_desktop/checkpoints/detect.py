@@ -64,7 +64,9 @@ class ModelFiles:
     experts: tuple[ComponentFiles, ...]  # (dit,) or (high_noise, low_noise)
     vae: ComponentFiles | None
     text_encoder: ComponentFiles | None
-    tokenizer: Path | None  # a folder with tokenizer.json / spiece.model, or None (embedded / missing)
+    tokenizer: (
+        Path | None
+    )  # a folder with tokenizer.json / spiece.model, or None (embedded / missing)
     image_encoder: ComponentFiles | None
     boundary: float | None = None
     notes: tuple[str, ...] = ()
@@ -95,8 +97,10 @@ def _is_number(v: object) -> bool:
 def _bad_value(where: str, name: str, rule: str, value: object) -> CheckpointError:
     shown = json.dumps(value, default=str)
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
-    return CheckpointError(f"{where}: {name} must be {rule}, got {shown}",
-                           remedy=f"Fix {name} in that file, or re-download the model.")
+    return CheckpointError(
+        f"{where}: {name} must be {rule}, got {shown}",
+        remedy=f"Fix {name} in that file, or re-download the model.",
+    )
 
 
 def _config_json(where: str) -> str:
@@ -164,8 +168,9 @@ def dit_naming(keys: list[str]) -> str:
         return "official"
     if any(k.startswith("condition_embedder.") or ".attn1.to_q." in k for k in keys):
         return "diffusers"
-    raise CheckpointError("no Wan diffusion-model tensors found (expected head.modulation or "
-                          "condition_embedder.*)")
+    raise CheckpointError(
+        "no Wan diffusion-model tensors found (expected head.modulation or condition_embedder.*)"
+    )
 
 
 def vae_naming(keys: list[str]) -> str:
@@ -181,8 +186,9 @@ def t5_naming(keys: list[str]) -> str:
         return "official"
     if any(k.startswith(("encoder.block.", "shared.", "encoder.embed_tokens.")) for k in keys):
         return "hf"
-    raise CheckpointError("no umT5 encoder tensors found (expected token_embedding or "
-                          "encoder.block.*)")
+    raise CheckpointError(
+        "no umT5 encoder tensors found (expected token_embedding or encoder.block.*)"
+    )
 
 
 def clip_naming(keys: list[str]) -> str:
@@ -212,10 +218,13 @@ def official_shapes(comp: ComponentFiles, kind: str) -> dict[str, tuple[int, ...
         if is_side_tensor(k) or (kind == "dit" and turbo_int8_scale(k, reader)):
             continue
         try:
-            new = rename(k.removesuffix(INT8_SUFFIX) + ".weight" if kind == "dit" and
-                         k.endswith(INT8_SUFFIX) else k)
+            new = rename(
+                k.removesuffix(INT8_SUFFIX) + ".weight"
+                if kind == "dit" and k.endswith(INT8_SUFFIX)
+                else k
+            )
         except KeyError:  # a foreign name our key map does not know
-            raw = k[len(comp.prefix):] if comp.prefix and k.startswith(comp.prefix) else k
+            raw = k[len(comp.prefix) :] if comp.prefix and k.startswith(comp.prefix) else k
             if kind == "dit" and raw.startswith(tuple(UNSUPPORTED_DIT_KEYS)):
                 shapes[raw] = reader.info(k).shape  # dit_config names the unsupported model
             else:
@@ -226,14 +235,20 @@ def official_shapes(comp: ComponentFiles, kind: str) -> dict[str, tuple[int, ...
             shapes[new] = turbo_patch_shape(new, shape) or shape
     if unknown and not any(k.startswith(tuple(UNSUPPORTED_DIT_KEYS)) for k in shapes):
         more = f" and {len(unknown) - 4} more" if len(unknown) > 4 else ""
-        raise CheckpointError(f"{comp.files[0]}: {len(unknown)} unexpected tensor(s) "
-                              f"({', '.join(unknown[:4])}{more}) that a Wan {_KIND_NAMES[kind]} "
-                              "does not have; is it another model?")
+        raise CheckpointError(
+            f"{comp.files[0]}: {len(unknown)} unexpected tensor(s) "
+            f"({', '.join(unknown[:4])}{more}) that a Wan {_KIND_NAMES[kind]} "
+            "does not have; is it another model?"
+        )
     return shapes
 
 
-_KIND_NAMES = {"dit": "diffusion model", "vae": "VAE", "t5": "umT5 text encoder",
-               "clip": "CLIP image encoder"}
+_KIND_NAMES = {
+    "dit": "diffusion model",
+    "vae": "VAE",
+    "t5": "umT5 text encoder",
+    "clip": "CLIP image encoder",
+}
 
 
 def official_renamer(comp: ComponentFiles, kind: str):
@@ -244,7 +259,7 @@ def official_renamer(comp: ComponentFiles, kind: str):
         if prefix:
             if not k.startswith(prefix):
                 return None  # other parts of a ComfyUI all-in-one file
-            k = k[len(prefix):]
+            k = k[len(prefix) :]
         return k
 
     if comp.naming == "official":
@@ -256,8 +271,9 @@ def official_renamer(comp: ComponentFiles, kind: str):
         from .keymap_dit import official_key as dit_key
 
         # keys diffusers itself ignores on load (norm_added_q in early Wan2.1 I2V conversions)
-        return lambda k: None if (s := strip(k)) is None or is_ignored_diffusers_key(s) \
-            else dit_key(s)
+        return lambda k: (
+            None if (s := strip(k)) is None or is_ignored_diffusers_key(s) else dit_key(s)
+        )
     if kind == "vae":
         from .keymap_vae import official_key as vae_key
 
@@ -282,30 +298,37 @@ def _count(shapes: dict[str, tuple[int, ...]], pattern: str) -> int:
 def _need(shapes: dict[str, tuple[int, ...]], key: str, where: str, ndim: int) -> tuple[int, ...]:
     """The shape of tensor ``key``, which must have ``ndim`` non-zero dimensions."""
     if key not in shapes:
-        raise CheckpointError(f"{where}: tensor {key} is missing; the file is incomplete or not a "
-                              "Wan model")
+        raise CheckpointError(
+            f"{where}: tensor {key} is missing; the file is incomplete or not a Wan model"
+        )
     return _check_rank(shapes, key, where, ndim)
 
 
-def _check_rank(shapes: dict[str, tuple[int, ...]], key: str, where: str,
-                ndim: int) -> tuple[int, ...]:
+def _check_rank(
+    shapes: dict[str, tuple[int, ...]], key: str, where: str, ndim: int
+) -> tuple[int, ...]:
     shape = tuple(shapes[key])
     if len(shape) != ndim or not all(shape):
-        raise CheckpointError(f"{where}: tensor {key} has shape {list(shape)}, expected "
-                              f"{ndim} non-zero dimensions; the file is corrupt or not a Wan model")
+        raise CheckpointError(
+            f"{where}: tensor {key} has shape {list(shape)}, expected "
+            f"{ndim} non-zero dimensions; the file is corrupt or not a Wan model"
+        )
     return shape
 
 
-def _optional(shapes: dict[str, tuple[int, ...]], key: str, where: str,
-              ndim: int) -> tuple[int, ...] | None:
+def _optional(
+    shapes: dict[str, tuple[int, ...]], key: str, where: str, ndim: int
+) -> tuple[int, ...] | None:
     return _check_rank(shapes, key, where, ndim) if key in shapes else None
 
 
 def dit_config(shapes: dict[str, tuple[int, ...]], where: str, config: dict[str, Any]) -> DiTConfig:
     for marker, what in UNSUPPORTED_DIT_KEYS.items():
         if any(k.startswith(marker) for k in shapes):
-            raise CheckpointError(f"{where}: this is {what}, which Wan Desktop does not support yet",
-                                  remedy="Use a Wan2.1/Wan2.2 T2V, I2V, FLF2V or TI2V-5B model.")
+            raise CheckpointError(
+                f"{where}: this is {what}, which Wan Desktop does not support yet",
+                remedy="Use a Wan2.1/Wan2.2 T2V, I2V, FLF2V or TI2V-5B model.",
+            )
     pe = _need(shapes, "patch_embedding.weight", where, 5)  # [dim, in_dim, 1, 2, 2]
     dim, in_dim = pe[0], pe[1]
     head = _need(shapes, "head.head.weight", where, 2)  # [4·out_dim, dim]
@@ -322,7 +345,8 @@ def dit_config(shapes: dict[str, tuple[int, ...]], where: str, config: dict[str,
                 f"{where}: a {dim}-wide diffusion model without a config.json: its number of "
                 "attention heads cannot be told (released Wan models have 128-wide heads)",
                 remedy="Use the model's diffusers or official folder (its config.json gives "
-                       "num_heads), or a released Wan model.")
+                "num_heads), or a released Wan model.",
+            )
         heads = dim // 128
     img_proj = _optional(shapes, "img_emb.proj.0.weight", where, 1)  # LayerNorm [image_dim]
     emb_pos = _optional(shapes, "img_emb.emb_pos", where, 3)  # [1, 2·257, dim]
@@ -337,11 +361,14 @@ def dit_config(shapes: dict[str, tuple[int, ...]], where: str, config: dict[str,
     elif in_dim == 2 * out_dim + 4:
         model_type = "i2v"  # Wan2.2 I2V-A14B: conditioning only through the extra channels
     else:
-        raise CheckpointError(f"{where}: unknown Wan variant (in_dim={in_dim}, out_dim={out_dim}, "
-                              f"dim={dim})")
+        raise CheckpointError(
+            f"{where}: unknown Wan variant (in_dim={in_dim}, out_dim={out_dim}, dim={dim})"
+        )
     if model_type in ("i2v", "flf2v") and in_dim != 2 * out_dim + 4:
-        raise CheckpointError(f"{where}: image-to-video model with {in_dim} input channels, "
-                              f"expected {2 * out_dim + 4}")
+        raise CheckpointError(
+            f"{where}: image-to-video model with {in_dim} input channels, "
+            f"expected {2 * out_dim + 4}"
+        )
     if dim % heads:
         raise CheckpointError(f"{where}: dim {dim} is not divisible by {heads} heads")
     # the top-k ratio is not in the file: TurboDiffusion's inference default
@@ -351,14 +378,26 @@ def dit_config(shapes: dict[str, tuple[int, ...]], where: str, config: dict[str,
         if not _is_number(topk) or not 0 < topk <= 1:
             raise _bad_value(_config_json(where), "sla_topk", "a number in (0, 1]", topk)
         sla_topk = float(topk)
-    return DiTConfig(sla_topk=sla_topk, model_type=model_type, dim=dim, ffn_dim=ffn_dim,
-                     num_heads=heads, num_layers=layers, in_dim=in_dim, out_dim=out_dim, text_dim=text_dim,
-                     freq_dim=freq_dim, patch_size=patch,
-                     image_dim=image_dim, image_pos_len=image_pos_len)
+    return DiTConfig(
+        sla_topk=sla_topk,
+        model_type=model_type,
+        dim=dim,
+        ffn_dim=ffn_dim,
+        num_heads=heads,
+        num_layers=layers,
+        in_dim=in_dim,
+        out_dim=out_dim,
+        text_dim=text_dim,
+        freq_dim=freq_dim,
+        patch_size=patch,
+        image_dim=image_dim,
+        image_pos_len=image_pos_len,
+    )
 
 
-def vae_config(shapes: dict[str, tuple[int, ...]], where: str,
-               config: dict[str, Any] | None = None) -> VaeConfig:
+def vae_config(
+    shapes: dict[str, tuple[int, ...]], where: str, config: dict[str, Any] | None = None
+) -> VaeConfig:
     """The VAE's architecture from its tensors; the latent normalisation (per-channel mean / std)
     from its config.json when it has one (diffusers ``latents_mean`` / ``latents_std``), else the
     release's constants."""
@@ -382,28 +421,37 @@ def vae_config(shapes: dict[str, tuple[int, ...]], where: str,
         raise _bad_value(_config_json(where), "latents_mean", rule, mean)
     if not (isinstance(std, list) and len(std) == z and all(_is_number(v) and v > 0 for v in std)):
         raise _bad_value(_config_json(where), "latents_std", rule + " > 0", std)
-    return replace(cfg, latents_mean=tuple(float(v) for v in mean),
-                   latents_std=tuple(float(v) for v in std))
+    return replace(
+        cfg, latents_mean=tuple(float(v) for v in mean), latents_std=tuple(float(v) for v in std)
+    )
 
 
 def t5_config(shapes: dict[str, tuple[int, ...]], where: str) -> T5Config:
     vocab, dim = _need(shapes, "token_embedding.weight", where, 2)
     buckets, heads = _need(shapes, "blocks.0.pos_embedding.embedding.weight", where, 2)
-    return T5Config(vocab_size=vocab, dim=dim,
-                    dim_attn=_need(shapes, "blocks.0.attn.q.weight", where, 2)[0],
-                    dim_ffn=_need(shapes, "blocks.0.ffn.fc1.weight", where, 2)[0],
-                    num_heads=heads, num_layers=_count(shapes, r"blocks\.(\d+)\."),
-                    num_buckets=buckets)
+    return T5Config(
+        vocab_size=vocab,
+        dim=dim,
+        dim_attn=_need(shapes, "blocks.0.attn.q.weight", where, 2)[0],
+        dim_ffn=_need(shapes, "blocks.0.ffn.fc1.weight", where, 2)[0],
+        num_heads=heads,
+        num_layers=_count(shapes, r"blocks\.(\d+)\."),
+        num_buckets=buckets,
+    )
 
 
-def clip_config(shapes: dict[str, tuple[int, ...]], where: str, config: dict[str, Any]) -> ClipConfig:
+def clip_config(
+    shapes: dict[str, tuple[int, ...]], where: str, config: dict[str, Any]
+) -> ClipConfig:
     pe = _need(shapes, "visual.patch_embedding.weight", where, 4)  # [dim, 3, p, p]
     dim, patch = pe[0], pe[2]
     tokens = _need(shapes, "visual.pos_embedding", where, 3)[1]  # [1, 1 + grid², dim]
     grid = math.isqrt(tokens - 1)
     if grid * grid != tokens - 1:
-        raise CheckpointError(f"{where}: CLIP position table of {tokens} tokens is not a class "
-                              "token plus a square grid of patches")
+        raise CheckpointError(
+            f"{where}: CLIP position table of {tokens} tokens is not a class "
+            "token plus a square grid of patches"
+        )
     layers = _count(shapes, r"visual\.transformer\.(\d+)\.")
     mlp = _need(shapes, "visual.transformer.0.mlp.0.weight", where, 2)[0]  # [mlp_dim, dim]
     heads = _config_int(config, ("num_attention_heads",), where)
@@ -412,14 +460,23 @@ def clip_config(shapes: dict[str, tuple[int, ...]], where: str, config: dict[str
             raise CheckpointError(
                 f"{where}: a {dim}-wide CLIP image encoder without a config.json: its number of "
                 "attention heads cannot be told (ViT-H/14 has 80-wide heads)",
-                remedy="Use the CLIP ViT-H/14 image encoder of the Wan release.")
+                remedy="Use the CLIP ViT-H/14 image encoder of the Wan release.",
+            )
         heads = dim // 80
     head = _optional(shapes, "visual.head", where, 2)  # [dim, out_dim]
     out_dim = head[1] if head else ClipConfig().out_dim
     # dim · mlp_ratio is spelt None, as in the presets: released models' configs equal them
     mlp_dim = None if mlp == dim * ClipConfig.mlp_ratio else mlp
-    return ClipConfig(image_size=grid * patch, patch_size=patch, dim=dim, num_heads=heads,
-                      num_layers=layers, out_dim=out_dim, tap_layers=layers - 1, mlp_dim=mlp_dim)
+    return ClipConfig(
+        image_size=grid * patch,
+        patch_size=patch,
+        dim=dim,
+        num_heads=heads,
+        num_layers=layers,
+        out_dim=out_dim,
+        tap_layers=layers - 1,
+        mlp_dim=mlp_dim,
+    )
 
 
 def identify_variant(dit: DiTConfig, experts: int, where: str) -> Variant:
@@ -447,15 +504,17 @@ def identify_variant(dit: DiTConfig, experts: int, where: str) -> Variant:
 # ----------------------------------------------------------------------------- layouts
 
 
-def _component(files: list[Path], kind: str, config: dict[str, Any] | None = None,
-               prefix: str = "") -> ComponentFiles:
+def _component(
+    files: list[Path], kind: str, config: dict[str, Any] | None = None, prefix: str = ""
+) -> ComponentFiles:
     reader = StateReader(files)
     keys = [k for k in reader if not is_side_tensor(k)]
     if prefix:
-        keys = [k[len(prefix):] for k in keys if k.startswith(prefix)]
+        keys = [k[len(prefix) :] for k in keys if k.startswith(prefix)]
     try:
-        naming = {"dit": dit_naming, "vae": vae_naming, "t5": t5_naming,
-                  "clip": clip_naming}[kind](keys)
+        naming = {"dit": dit_naming, "vae": vae_naming, "t5": t5_naming, "clip": clip_naming}[kind](
+            keys
+        )
     except CheckpointError as e:  # name the file that is not what it was given as
         raise CheckpointError(f"{files[0]}: {e.message}") from None
     config = dict(config or {})
@@ -477,8 +536,10 @@ def _official(root: Path) -> tuple[list[ComponentFiles], dict[str, Path | None]]
     elif (root / "config.json").is_file() or safetensors_shards(root):
         dirs = [root]
     else:
-        raise CheckpointError(f"{root}: not a Wan model folder (no model_index.json, config.json or "
-                              "diffusion_pytorch_model*.safetensors)")
+        raise CheckpointError(
+            f"{root}: not a Wan model folder (no model_index.json, config.json or "
+            "diffusion_pytorch_model*.safetensors)"
+        )
     experts = []
     for d in dirs:
         shards = safetensors_shards(d)
@@ -489,7 +550,9 @@ def _official(root: Path) -> tuple[list[ComponentFiles], dict[str, Path | None]]
     found: dict[str, Path | None] = {
         "vae": next((root / n for n in OFFICIAL_VAE if (root / n).is_file()), None),
         "t5": root / OFFICIAL_T5 if (root / OFFICIAL_T5).is_file() else None,
-        "tokenizer": root / "google" / "umt5-xxl" if (root / "google" / "umt5-xxl").is_dir() else None,
+        "tokenizer": root / "google" / "umt5-xxl"
+        if (root / "google" / "umt5-xxl").is_dir()
+        else None,
         "clip": root / OFFICIAL_CLIP if (root / OFFICIAL_CLIP).is_file() else None,
     }
     return experts, found
@@ -510,8 +573,11 @@ def _diffusers(root: Path) -> tuple[list[ComponentFiles], dict[str, Any]]:
     if not experts:
         raise CheckpointError(f"{root}: diffusers folder without a transformer/")
     parts: dict[str, Any] = {"index": index}
-    for name, stem in (("vae", "diffusion_pytorch_model"), ("text_encoder", "model"),
-                       ("image_encoder", "model")):
+    for name, stem in (
+        ("vae", "diffusion_pytorch_model"),
+        ("text_encoder", "model"),
+        ("image_encoder", "model"),
+    ):
         d = root / name
         if _index_lists(index, name, root) and d.is_dir():
             shards = safetensors_shards(d, stem)
@@ -529,10 +595,14 @@ def _index_lists(index: dict[str, Any], name: str, root: Path) -> bool:
     entry = index.get(name)
     if entry is None or entry == [None, None]:
         return False
-    if not (isinstance(entry, list) and len(entry) == 2
-            and all(isinstance(v, str) or v is None for v in entry)):
-        raise _bad_value(str(root / "model_index.json"), f'"{name}"',
-                         '[library, class] or null', entry)
+    if not (
+        isinstance(entry, list)
+        and len(entry) == 2
+        and all(isinstance(v, str) or v is None for v in entry)
+    ):
+        raise _bad_value(
+            str(root / "model_index.json"), f'"{name}"', "[library, class] or null", entry
+        )
     return True
 
 
@@ -542,8 +612,9 @@ def boundary_ratio(index: dict[str, Any], root: Path) -> float | None:
     if value is None:
         return None
     if not _is_number(value) or not 0 < value < 1:
-        raise _bad_value(str(root / "model_index.json"), "boundary_ratio",
-                         "a number between 0 and 1", value)
+        raise _bad_value(
+            str(root / "model_index.json"), "boundary_ratio", "a number between 0 and 1", value
+        )
     return float(value)
 
 
@@ -551,13 +622,18 @@ def _expert_pair(file: Path) -> list[Path]:
     """A Wan2.2 A14B ComfyUI file and its sibling expert, ordered (high_noise, low_noise)."""
     name = file.name
     # TurboDiffusion: TurboWan2.2-I2V-A14B-high-720P.pth / …-low-720P.pth
-    for mine, other in (("high_noise", "low_noise"), ("low_noise", "high_noise"),
-                        ("-high-", "-low-"), ("-low-", "-high-")):
+    for mine, other in (
+        ("high_noise", "low_noise"),
+        ("low_noise", "high_noise"),
+        ("-high-", "-low-"),
+        ("-low-", "-high-"),
+    ):
         if mine in name:
             sibling = file.with_name(name.replace(mine, other))
             if not sibling.is_file():
-                raise CheckpointError(f"{file}: Wan2.2 A14B needs both experts, but {sibling.name} "
-                                      "is not beside it")
+                raise CheckpointError(
+                    f"{file}: Wan2.2 A14B needs both experts, but {sibling.name} is not beside it"
+                )
             return [file, sibling] if "high" in mine else [sibling, file]
     return [file]
 
@@ -613,8 +689,10 @@ def detect_model(
             prefix = strip_prefix(StateReader([f]).keys())
             experts.append(_component([f], "dit", prefix=prefix))
     elif root.suffix == ".gguf":
-        raise CheckpointError(f"{root}: GGUF files are not supported",
-                              remedy="Use the fp16/bf16/fp8 safetensors release of the model.")
+        raise CheckpointError(
+            f"{root}: GGUF files are not supported",
+            remedy="Use the fp16/bf16/fp8 safetensors release of the model.",
+        )
     else:
         raise CheckpointError(f"{root}: not a model folder or a .safetensors diffusion-model file")
 
@@ -624,8 +702,10 @@ def detect_model(
         raise CheckpointError(f"{where}: the two experts have different architectures")
     variant = identify_variant(dits[0], len(experts), where)
     if dits[0].sla_topk is not None:
-        notes.append("TurboDiffusion rCM checkpoint: sparse-linear attention (SLA, top-k "
-                     f"{dits[0].sla_topk}), Linear patch embedding; use --preset turbo")
+        notes.append(
+            "TurboDiffusion rCM checkpoint: sparse-linear attention (SLA, top-k "
+            f"{dits[0].sla_topk}), Linear patch embedding; use --preset turbo"
+        )
     if variant.experts == 2 and boundary is None:
         boundary = variant.defaults.boundary
 
@@ -639,45 +719,67 @@ def detect_model(
         if not tok.is_dir():
             raise CheckpointError(f"{tok}: tokenizer folder not found")
     if fmt == "comfyui":
-        want_vae = ("wan2.2_vae*.safetensors", "wan_2.2_vae*.safetensors") \
-            if variant.vae.version == "2.2" else ("wan_2.1_vae*.safetensors", "wan2.1_vae*.safetensors")
+        want_vae = (
+            ("wan2.2_vae*.safetensors", "wan_2.2_vae*.safetensors")
+            if variant.vae.version == "2.2"
+            else ("wan_2.1_vae*.safetensors", "wan2.1_vae*.safetensors")
+        )
         if vae_c is None and (p := _comfy_sibling(root, "vae", want_vae)):
             vae_c = _component([p], "vae")
             notes.append(f"VAE found beside the model: {p}")
         if t5_c is None and (p := _comfy_sibling(root, "text_encoders", ("umt5*.safetensors",))):
             t5_c = _component([p], "t5")
             notes.append(f"text encoder found beside the model: {p}")
-        if clip_c is None and variant.clip is not None and (
-            p := _comfy_sibling(root, "clip_vision", ("clip_vision_h*.safetensors",))
+        if (
+            clip_c is None
+            and variant.clip is not None
+            and (p := _comfy_sibling(root, "clip_vision", ("clip_vision_h*.safetensors",)))
         ):
             clip_c = _component([p], "clip")
 
     if vae_c is not None:
         vcfg = vae_config(official_shapes(vae_c, "vae"), str(vae_c.files[0]), vae_c.config)
         if vcfg.z_dim != variant.vae.z_dim:
-            raise CheckpointError(f"{vae_c.files[0]}: a Wan{vcfg.version} VAE (z={vcfg.z_dim}), but "
-                                  f"{variant.name} needs the Wan{variant.vae.version} VAE",
-                                  remedy=f"Pass the Wan{variant.vae.version} VAE file with --vae.")
+            raise CheckpointError(
+                f"{vae_c.files[0]}: a Wan{vcfg.version} VAE (z={vcfg.z_dim}), but "
+                f"{variant.name} needs the Wan{variant.vae.version} VAE",
+                remedy=f"Pass the Wan{variant.vae.version} VAE file with --vae.",
+            )
         variant = replace(variant, vae=vcfg)
     if t5_c is not None:
         tcfg = t5_config(official_shapes(t5_c, "t5"), str(t5_c.files[0]))
         if tcfg.dim != variant.dit.text_dim:
-            raise CheckpointError(f"{t5_c.files[0]}: text encoder width {tcfg.dim} does not match the "
-                                  f"DiT's text_dim {variant.dit.text_dim}")
+            raise CheckpointError(
+                f"{t5_c.files[0]}: text encoder width {tcfg.dim} does not match the "
+                f"DiT's text_dim {variant.dit.text_dim}"
+            )
         variant = replace(variant, t5=tcfg)
     if clip_c is not None and variant.clip is not None:
         ccfg = clip_config(official_shapes(clip_c, "clip"), str(clip_c.files[0]), clip_c.config)
         if variant.dit.image_dim is not None and ccfg.dim != variant.dit.image_dim:
-            raise CheckpointError(f"{clip_c.files[0]}: CLIP width {ccfg.dim} does not match the DiT's "
-                                  f"image_dim {variant.dit.image_dim}")
+            raise CheckpointError(
+                f"{clip_c.files[0]}: CLIP width {ccfg.dim} does not match the DiT's "
+                f"image_dim {variant.dit.image_dim}"
+            )
         variant = replace(variant, clip=ccfg)
     elif variant.clip is None:
         clip_c = None
     if variant.dit.image_pos_len is not None and variant.clip is not None:
         expected = 2 * (variant.clip.num_patches + 1)
         if variant.dit.image_pos_len != expected:
-            raise CheckpointError(f"{where}: FLF2V position table of {variant.dit.image_pos_len} "
-                                  f"tokens, expected {expected}")
-    return ModelFiles(path=root, format=fmt, variant=variant, experts=tuple(experts), vae=vae_c,
-                      text_encoder=t5_c, tokenizer=tok, image_encoder=clip_c, boundary=boundary,
-                      notes=tuple(notes))
+            raise CheckpointError(
+                f"{where}: FLF2V position table of {variant.dit.image_pos_len} "
+                f"tokens, expected {expected}"
+            )
+    return ModelFiles(
+        path=root,
+        format=fmt,
+        variant=variant,
+        experts=tuple(experts),
+        vae=vae_c,
+        text_encoder=t5_c,
+        tokenizer=tok,
+        image_encoder=clip_c,
+        boundary=boundary,
+        notes=tuple(notes),
+    )

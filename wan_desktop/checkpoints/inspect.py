@@ -65,14 +65,18 @@ def inspect_files(m: ModelFiles) -> dict[str, Any]:
         "tokenizer": str(m.tokenizer) if m.tokenizer else None,
     }
     if m.variant.clip is not None:
-        comps["image_encoder"] = (describe_component(m.image_encoder, "clip")
-                                  if m.image_encoder else None)
+        comps["image_encoder"] = (
+            describe_component(m.image_encoder, "clip") if m.image_encoder else None
+        )
     if len(m.experts) == 2:
         comps["dit"][0]["expert"] = "high_noise"
         comps["dit"][1]["expert"] = "low_noise"
     missing = [k for k, v in comps.items() if v is None]
-    if comps["tokenizer"] is None and m.text_encoder is not None and "spiece_model" in \
-            m.text_encoder.reader():
+    if (
+        comps["tokenizer"] is None
+        and m.text_encoder is not None
+        and "spiece_model" in m.text_encoder.reader()
+    ):
         comps["tokenizer"] = f"embedded in {m.text_encoder.files[0].name}"
         missing.remove("tokenizer")
     v = m.variant

@@ -203,7 +203,9 @@ def load_clip_visual(
 
     def src(key: str) -> TensorSource:
         info = reader.info(key)
-        return TensorSource(info.shape, info.dtype, info.file, functools.partial(reader.get, key), key)
+        return TensorSource(
+            info.shape, info.dtype, info.file, functools.partial(reader.get, key), key
+        )
 
     def built(r: HfRecipe) -> Callable[[], Tensor]:
         return lambda: r.build([reader.get(s) for s in r.sources])

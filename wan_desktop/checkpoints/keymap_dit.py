@@ -122,6 +122,7 @@ def diffusers_module_names(num_blocks: int) -> dict[str, str]:
     (LoRA files name modules, not tensors)."""
     out = {**_TOP, **_TOP_PARAMS}
     for i in range(num_blocks):
-        out.update({f"blocks.{i}.{d}": f"blocks.{i}.{o}"
-                    for d, o in {**_BLOCK, **_BLOCK_PARAMS}.items()})
+        out.update(
+            {f"blocks.{i}.{d}": f"blocks.{i}.{o}" for d, o in {**_BLOCK, **_BLOCK_PARAMS}.items()}
+        )
     return out

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import re
 
-_RES = {"norm1.gamma": "residual.0.gamma", "conv1": "residual.2", "norm2.gamma": "residual.3.gamma",
-        "conv2": "residual.6", "conv_shortcut": "shortcut"}
+_RES = {
+    "norm1.gamma": "residual.0.gamma",
+    "conv1": "residual.2",
+    "norm2.gamma": "residual.3.gamma",
+    "conv2": "residual.6",
+    "conv_shortcut": "shortcut",
+}
 _TOP = {"quant_conv": "conv1", "post_quant_conv": "conv2"}
 _SIDE = {"conv_in": "conv1", "norm_out.gamma": "head.0.gamma", "conv_out": "head.2"}
 
@@ -17,7 +22,7 @@ _SIDE = {"conv_in": "conv1", "norm_out.gamma": "head.0.gamma", "conv_out": "head
 def _res(leaf: str) -> str:
     for d, o in _RES.items():
         if leaf == d or leaf.startswith(d + "."):
-            return o + leaf[len(d):]
+            return o + leaf[len(d) :]
     raise KeyError(leaf)
 
 
@@ -27,13 +32,13 @@ def official_key(diffusers_key: str, version: str = "2.1") -> str:
     try:
         for d, o in _TOP.items():
             if k.startswith(d + "."):
-                return o + k[len(d):]
+                return o + k[len(d) :]
         side, _, rest = k.partition(".")
         if side not in ("encoder", "decoder"):
             raise KeyError(k)
         for d, o in _SIDE.items():
             if rest == d or rest.startswith(d + "."):
-                return f"{side}.{o}{rest[len(d):]}"
+                return f"{side}.{o}{rest[len(d) :]}"
         if m := re.fullmatch(r"mid_block\.resnets\.(\d)\.(.+)", rest):
             return f"{side}.middle.{2 * int(m[1])}.{_res(m[2])}"
         if m := re.fullmatch(r"mid_block\.attentions\.0\.(.+)", rest):

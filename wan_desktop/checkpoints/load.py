@@ -48,7 +48,9 @@ def component_sources(
 
     def src(key: str) -> TensorSource:
         info = reader.info(key)
-        return TensorSource(info.shape, info.dtype, info.file, functools.partial(reader.get, key), key)
+        return TensorSource(
+            info.shape, info.dtype, info.file, functools.partial(reader.get, key), key
+        )
 
     def dequantized(key: str, scale_key: str) -> Callable[[], Tensor]:
         return lambda: turbo_int8_dequant(reader.get(key), reader.get(scale_key))
@@ -73,9 +75,8 @@ def component_sources(
                     raise CheckpointError(f"{reader.info(key).file}: {key} has no {scale_key}")
                 info = reader.info(key)
                 sources[new] = TensorSource(
-                    info.shape, "float32", info.file,
-                    dequantized(key, scale_key),
-                    key)
+                    info.shape, "float32", info.file, dequantized(key, scale_key), key
+                )
             continue
         scale_suffix = next((s for s in SCALE_SUFFIXES if key.endswith(s)), None)
         try:
@@ -91,16 +92,18 @@ def component_sources(
         if new is None:
             continue
         if new in sources:
-            raise CheckpointError(f"{reader.info(key).file}: tensors {sources[new].key} and {key} "
-                                  f"both map to {new}")
+            raise CheckpointError(
+                f"{reader.info(key).file}: tensors {sources[new].key} and {key} both map to {new}"
+            )
         sources[new] = src(key)
         if kind == "dit" and (conv := turbo_patch_shape(new, tuple(sources[new].shape))):
             s = sources[new]  # TurboDiffusion's Linear patch embedding, viewed as our Conv3d
-            sources[new] = TensorSource(conv, s.dtype, s.file,
-                                        reshaped(s.load, conv), s.key)
+            sources[new] = TensorSource(conv, s.dtype, s.file, reshaped(s.load, conv), s.key)
     if unknown:
-        raise CheckpointError(f"{comp.files[0]}: {len(unknown)} tensor(s) this {kind} does not have "
-                              f"({_few(unknown)}); is it another model?")
+        raise CheckpointError(
+            f"{comp.files[0]}: {len(unknown)} tensor(s) this {kind} does not have "
+            f"({_few(unknown)}); is it another model?"
+        )
     return sources, scales
 
 
@@ -126,9 +129,11 @@ def check_float_weights(
         owner, _, leaf = name.rpartition(".")
         if src.dtype == "int8" and leaf == "weight" and owner in scales:
             continue
-        raise CheckpointError(f"{what} ({src.file.name}): tensor {src.key} is stored as "
-                              f"{src.dtype}, but {name} is a float weight; the file is corrupt or "
-                              "not a Wan model")
+        raise CheckpointError(
+            f"{what} ({src.file.name}): tensor {src.key} is stored as "
+            f"{src.dtype}, but {name} is a float weight; the file is corrupt or "
+            "not a Wan model"
+        )
 
 
 def load_dit(
@@ -150,22 +155,34 @@ def load_dit(
         model = WanModel(files.variant.dit, ops or DefaultOps)
     sources, scales = component_sources(comp, "dit")
     check_float_weights(model, sources, scales, "diffusion model")
-    return materialize(model, sources, what=f"diffusion model {comp.files[0].name}",
-                       dtype=dtype or torch.float32, keep_fp8=keep_fp8, scales=scales)
+    return materialize(
+        model,
+        sources,
+        what=f"diffusion model {comp.files[0].name}",
+        dtype=dtype or torch.float32,
+        keep_fp8=keep_fp8,
+        scales=scales,
+    )
 
 
 def require(files: ModelFiles, part: str) -> ComponentFiles:
     comp = getattr(files, part)
     if comp is None:
-        flag = {"vae": "--vae FILE", "text_encoder": "--text-encoder FILE",
-                "image_encoder": "the CLIP image encoder file"}[part]
-        raise CheckpointError(f"{files.path}: no {part.replace('_', ' ')} found",
-                              remedy=f"Give {flag}, or use a complete model folder.")
+        flag = {
+            "vae": "--vae FILE",
+            "text_encoder": "--text-encoder FILE",
+            "image_encoder": "the CLIP image encoder file",
+        }[part]
+        raise CheckpointError(
+            f"{files.path}: no {part.replace('_', ' ')} found",
+            remedy=f"Give {flag}, or use a complete model folder.",
+        )
     return comp
 
 
-def load_t5(files: ModelFiles, *, dtype: torch.dtype | None = None,
-            ops: type[Ops] | None = None) -> nn.Module:
+def load_t5(
+    files: ModelFiles, *, dtype: torch.dtype | None = None, ops: type[Ops] | None = None
+) -> nn.Module:
     """The umT5 encoder on the CPU."""
     import torch
 
@@ -177,12 +194,18 @@ def load_t5(files: ModelFiles, *, dtype: torch.dtype | None = None,
         model = T5Encoder(files.variant.t5, ops or DefaultOps)
     sources, scales = component_sources(comp, "t5")
     check_float_weights(model, sources, scales, "text encoder")
-    return materialize(model, sources, what=f"text encoder {comp.files[0].name}",
-                       dtype=dtype or torch.float32, scales=scales)
+    return materialize(
+        model,
+        sources,
+        what=f"text encoder {comp.files[0].name}",
+        dtype=dtype or torch.float32,
+        scales=scales,
+    )
 
 
-def load_clip(files: ModelFiles, *, dtype: torch.dtype | None = None,
-              ops: type[Ops] | None = None) -> nn.Module:
+def load_clip(
+    files: ModelFiles, *, dtype: torch.dtype | None = None, ops: type[Ops] | None = None
+) -> nn.Module:
     """The CLIP image encoder (Wan2.1 I2V / FLF2V) on the CPU."""
     from .keymap_clip import load_clip_visual
 
@@ -202,10 +225,14 @@ def load_tokenizer(files: ModelFiles):
         reader = files.text_encoder.reader()
         if "spiece_model" in reader:
             data = bytes(reader.get("spiece_model").numpy().tobytes())
-            return Tokenizer.from_spiece_bytes(data, f"{files.text_encoder.files[0].name}:spiece_model")
-    raise CheckpointError(f"{files.path}: no tokenizer found",
-                          remedy="Give --tokenizer DIR (a folder with tokenizer.json or spiece.model, "
-                                 "e.g. google/umt5-xxl).")
+            return Tokenizer.from_spiece_bytes(
+                data, f"{files.text_encoder.files[0].name}:spiece_model"
+            )
+    raise CheckpointError(
+        f"{files.path}: no tokenizer found",
+        remedy="Give --tokenizer DIR (a folder with tokenizer.json or spiece.model, "
+        "e.g. google/umt5-xxl).",
+    )
 
 
 def load_vae(files: ModelFiles, *, dtype: torch.dtype | None = None) -> nn.Module:
@@ -222,8 +249,13 @@ def load_vae(files: ModelFiles, *, dtype: torch.dtype | None = None) -> nn.Modul
         model = vae(cfg)
     sources, scales = component_sources(comp, "vae")
     check_float_weights(model, sources, scales, "VAE")
-    return materialize(model, sources, what=f"VAE {comp.files[0].name}",
-                       dtype=dtype or torch.float32, scales=scales)
+    return materialize(
+        model,
+        sources,
+        what=f"VAE {comp.files[0].name}",
+        dtype=dtype or torch.float32,
+        scales=scales,
+    )
 
 
 def load_taehv(path: str | Path, *, dtype: torch.dtype | None = None) -> nn.Module:
@@ -236,8 +268,10 @@ def load_taehv(path: str | Path, *, dtype: torch.dtype | None = None) -> nn.Modu
 
     p = Path(path).expanduser()
     if not p.is_file():
-        raise CheckpointError(f"tiny VAE file not found: {p}",
-                              remedy="Give the path of taew2_1.safetensors or taew2_2.safetensors.")
+        raise CheckpointError(
+            f"tiny VAE file not found: {p}",
+            remedy="Give the path of taew2_1.safetensors or taew2_2.safetensors.",
+        )
     reader = StateReader([p])
     shapes = {k: tuple(reader.info(k).shape) for k in reader}
     cfg = TaeConfig.from_shapes(shapes, p.name)
@@ -248,9 +282,11 @@ def load_taehv(path: str | Path, *, dtype: torch.dtype | None = None) -> nn.Modu
     unexpected = [k for k in state if k not in own]
     bad = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or bad:
-        raise CheckpointError(f"{p.name}: not a TAEHV file we can load "
-                              f"({len(missing)} missing: {_few(missing)}; {len(unexpected)} "
-                              f"unexpected: {_few(unexpected)}; {len(bad)} of another shape: "
-                              f"{_few(bad)})")
+        raise CheckpointError(
+            f"{p.name}: not a TAEHV file we can load "
+            f"({len(missing)} missing: {_few(missing)}; {len(unexpected)} "
+            f"unexpected: {_few(unexpected)}; {len(bad)} of another shape: "
+            f"{_few(bad)})"
+        )
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     return model.to(dtype or torch.float32).eval().requires_grad_(False)

@@ -99,20 +99,24 @@ def all_finite(t: Tensor) -> bool:
     return math.isfinite(float(lo)) and math.isfinite(float(hi))
 
 
-def _nonfinite_error(what: str, src: TensorSource, before: Tensor, loaded: Tensor
-                     ) -> CheckpointError:
+def _nonfinite_error(
+    what: str, src: TensorSource, before: Tensor, loaded: Tensor
+) -> CheckpointError:
     """The message for a tensor that failed :func:`all_finite`: NaN/Inf in the file (``before``:
     the values ahead of the cast to the model's dtype), or finite values that the cast to
     ``loaded``'s dtype overflowed (fp16's largest value is 65504)."""
     where = f"{what} ({_where(src.file)}): tensor {src.key}"
     if before is not loaded and all_finite(before):
         top = float(before.float().abs().max())
-        return CheckpointError(f"{where} has values up to {top:.3g}, which overflow "
-                               f"{str(loaded.dtype).removeprefix('torch.')}",
-                               remedy="Load the model in bfloat16 or float32 (--dtype).")
+        return CheckpointError(
+            f"{where} has values up to {top:.3g}, which overflow "
+            f"{str(loaded.dtype).removeprefix('torch.')}",
+            remedy="Load the model in bfloat16 or float32 (--dtype).",
+        )
     n = int((~torch.isfinite(before.float())).sum())
-    return CheckpointError(f"{where} has {n} NaN/infinite value(s) of {before.numel()}; the file "
-                           "is damaged")
+    return CheckpointError(
+        f"{where} has {n} NaN/infinite value(s) of {before.numel()}; the file is damaged"
+    )
 
 
 def _per_channel(scale: Tensor, weight: Tensor) -> Tensor:

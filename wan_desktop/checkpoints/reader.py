@@ -73,8 +73,9 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str
     if meta is None:
         meta = {}
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-        raise CheckpointError(f"{path}: safetensors __metadata__ is not an object of strings "
-                              "(corrupt header)")
+        raise CheckpointError(
+            f"{path}: safetensors __metadata__ is not an object of strings (corrupt header)"
+        )
     infos: dict[str, TensorInfo] = {}
     ranges: list[tuple[int, int, str]] = []
     for name, entry in header.items():
@@ -91,9 +92,11 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str
     end = 0
     for start, stop, name in sorted(ranges):
         if start != end:
-            raise CheckpointError(f"{path}: tensor {name!r} "
-                                  f"{'overlaps another' if start < end else 'leaves a gap'} "
-                                  "in the data section (corrupt header)")
+            raise CheckpointError(
+                f"{path}: tensor {name!r} "
+                f"{'overlaps another' if start < end else 'leaves a gap'} "
+                "in the data section (corrupt header)"
+            )
         end = stop
     if 8 + n + end > size:
         raise CheckpointError(
@@ -101,8 +104,9 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str
             "the download was probably interrupted"
         )
     if 8 + n + end < size:
-        raise CheckpointError(f"{path}: {size - 8 - n - end} stray bytes after the last tensor "
-                              "(corrupt file)")
+        raise CheckpointError(
+            f"{path}: {size - 8 - n - end} stray bytes after the last tensor (corrupt file)"
+        )
     return infos, dict(meta)
 
 
@@ -111,10 +115,14 @@ def _parse_header_json(path: Path, raw: bytes) -> dict[str, Any]:
     try:
         header = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise CheckpointError(f"{path}: safetensors header is not valid JSON (corrupt file)") from None
+        raise CheckpointError(
+            f"{path}: safetensors header is not valid JSON (corrupt file)"
+        ) from None
     if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: safetensors header is a JSON {type(header).__name__}, not "
-                              "an object (corrupt file)")
+        raise CheckpointError(
+            f"{path}: safetensors header is a JSON {type(header).__name__}, not "
+            "an object (corrupt file)"
+        )
     return header
 
 
@@ -128,9 +136,14 @@ def _header_entry(path: Path, name: str, entry: object) -> tuple[str, tuple[int,
     if not isinstance(entry, dict):
         raise CheckpointError(f"{path}: malformed header entry for tensor {name!r}")
     st_dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if not (isinstance(shape, list) and all(_is_count(d) for d in shape)
-            and isinstance(offsets, list) and len(offsets) == 2
-            and all(_is_count(o) for o in offsets) and offsets[0] <= offsets[1]):
+    if not (
+        isinstance(shape, list)
+        and all(_is_count(d) for d in shape)
+        and isinstance(offsets, list)
+        and len(offsets) == 2
+        and all(_is_count(o) for o in offsets)
+        and offsets[0] <= offsets[1]
+    ):
         raise CheckpointError(f"{path}: malformed header entry for tensor {name!r}")
     if not isinstance(st_dtype, str) or st_dtype not in _ST_DTYPES:
         raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {st_dtype}")
@@ -164,8 +177,9 @@ class StateReader:
 
     def _add(self, key: str, info: TensorInfo) -> None:
         if key in self._infos:
-            raise CheckpointError(f"tensor {key!r} appears in both {self._infos[key].file.name} and "
-                                  f"{info.file.name}")
+            raise CheckpointError(
+                f"tensor {key!r} appears in both {self._infos[key].file.name} and {info.file.name}"
+            )
         self._infos[key] = info
 
     def keys(self) -> list[str]:
@@ -230,15 +244,20 @@ def _load_pth(path: Path) -> dict[str, Tensor]:
             ) from None
         detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(e))
         reason = detail.group(1).strip() if detail else _first_sentence(e)
-        raise CheckpointError(f"{path}: cannot be read as a weights-only PyTorch file ({reason}); "
-                              "it may be truncated or corrupt") from None
+        raise CheckpointError(
+            f"{path}: cannot be read as a weights-only PyTorch file ({reason}); "
+            "it may be truncated or corrupt"
+        ) from None
     except Exception as e:  # zip / storage errors: a truncated or corrupt file
-        raise CheckpointError(f"{path}: cannot be read as a weights-only PyTorch file "
-                              f"({_first_sentence(e)}); it may be truncated or corrupt") from None
+        raise CheckpointError(
+            f"{path}: cannot be read as a weights-only PyTorch file "
+            f"({_first_sentence(e)}); it may be truncated or corrupt"
+        ) from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                            for k, v in obj.items()):
+    if not isinstance(obj, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
         raise CheckpointError(f"{path}: does not contain a state dict of tensors")
     return obj
 
@@ -260,14 +279,19 @@ def safetensors_shards(folder: Path, stem: str = "diffusion_pytorch_model") -> l
         except (OSError, ValueError, KeyError, TypeError, RecursionError):
             raise CheckpointError(f"{index}: not a valid safetensors index") from None
         names = list(weight_map.values()) if isinstance(weight_map, dict) else None
-        if not names or not all(isinstance(n, str) and n and Path(n).name == n and n != ".."
-                                and "\\" not in n for n in names):
-            raise CheckpointError(f"{index}: not a valid safetensors index (weight_map must map "
-                                  "tensor names to shard file names in this folder)")
+        if not names or not all(
+            isinstance(n, str) and n and Path(n).name == n and n != ".." and "\\" not in n
+            for n in names
+        ):
+            raise CheckpointError(
+                f"{index}: not a valid safetensors index (weight_map must map "
+                "tensor names to shard file names in this folder)"
+            )
         shards = sorted({folder / name for name in names})
         missing = [s.name for s in shards if not s.is_file()]
         if missing:
-            raise CheckpointError(f"{folder}: shard(s) {', '.join(missing[:3])} named in "
-                                  f"{index.name} are missing")
+            raise CheckpointError(
+                f"{folder}: shard(s) {', '.join(missing[:3])} named in {index.name} are missing"
+            )
         return shards
     return sorted(folder.glob(f"{stem}*.safetensors"))

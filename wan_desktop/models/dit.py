@@ -132,14 +132,15 @@ class Modulation:
     def at(self, i: int, a: int, b: int) -> Tensor:
         if self._whole is not None:
             return self._whole[i]
-        return _split_modulation(self.table[:, i:i + 1], self.e0[:, a:b, i:i + 1])[0]
+        return _split_modulation(self.table[:, i : i + 1], self.e0[:, a:b, i : i + 1])[0]
 
 
 class WanSelfAttention(nn.Module):
     """q/k/v/o with bias; RMS q/k norm over all heads together; 3D RoPE on q and k."""
 
-    def __init__(self, dim: int, num_heads: int, eps: float, ops: type[Ops],
-                 sla_topk: float | None = None) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, eps: float, ops: type[Ops], sla_topk: float | None = None
+    ) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
@@ -164,8 +165,9 @@ class WanSelfAttention(nn.Module):
         k = by_tokens(self._roped, x, self.k, self.norm_k, cos, sin)
         return q.unflatten(-1, heads), k.unflatten(-1, heads)
 
-    def _roped(self, x: Tensor, a: int, b: int, lin: nn.Module, norm: nn.Module, cos: Tensor,
-               sin: Tensor) -> Tensor:
+    def _roped(
+        self, x: Tensor, a: int, b: int, lin: nn.Module, norm: nn.Module, cos: Tensor, sin: Tensor
+    ) -> Tensor:
         """RoPE(norm(lin(x))) of tokens a:b: [B, b − a, dim] in x's dtype."""
         h = norm(lin(x)).unflatten(-1, (self.num_heads, self.head_dim))
         return apply_rope(h, cos[a:b], sin[a:b], seq_dim=1).to(x.dtype).flatten(2)
@@ -286,8 +288,15 @@ class WanAttentionBlock(nn.Module):
         return by_tokens(self._ffn_add, x, h, e, 5)
 
     @staticmethod
-    def _modulate(x: Tensor, a: int, b: int, norm: nn.Module, e: Modulation, i: int,
-                  dtype: torch.dtype | None = None) -> Tensor:
+    def _modulate(
+        x: Tensor,
+        a: int,
+        b: int,
+        norm: nn.Module,
+        e: Modulation,
+        i: int,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
         """norm(x)·(1 + e[i+1]) + e[i] of tokens a:b, in fp32 (cast to ``dtype`` if given)."""
         h = _layer_norm_fp32(x, norm) * (1 + e.at(i + 1, a, b)) + e.at(i, a, b)
         return h if dtype is None else h.to(dtype)

@@ -44,8 +44,9 @@ def _block_mean(x: Tensor, blk: int) -> Tensor:
     return sums / counts[:, None]
 
 
-def block_selection(q: Tensor, k: Tensor, topk: float, blkq: int = BLOCK_Q,
-                    blkk: int = BLOCK_K) -> Tensor:
+def block_selection(
+    q: Tensor, k: Tensor, topk: float, blkq: int = BLOCK_Q, blkk: int = BLOCK_K
+) -> Tensor:
     """Indices [B, H, Mq, n] of the key blocks each query block keeps (n = kept blocks)."""
     pooled_q = _block_mean(q, blkq)
     pooled_k = _block_mean(k - k.mean(dim=2, keepdim=True), blkk)
@@ -55,8 +56,16 @@ def block_selection(q: Tensor, k: Tensor, topk: float, blkq: int = BLOCK_Q,
     return torch.topk(score, n, dim=-1, sorted=False).indices
 
 
-def sparse_branch(q: Tensor, k: Tensor, v: Tensor, blocks: Tensor, *, scale: float,
-                  blkq: int = BLOCK_Q, blkk: int = BLOCK_K) -> Tensor:
+def sparse_branch(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    blocks: Tensor,
+    *,
+    scale: float,
+    blkq: int = BLOCK_Q,
+    blkk: int = BLOCK_K,
+) -> Tensor:
     """Softmax attention of every query over the tokens of its block's kept key blocks.
 
     q: [B, H, Lq, D]; k, v: [B, H, Lk, D]; blocks: [B, H, Mq, n] -> [B, H, Lq, D]."""
@@ -71,14 +80,15 @@ def sparse_branch(q: Tensor, k: Tensor, v: Tensor, blocks: Tensor, *, scale: flo
     out = torch.empty_like(qb)
     step = max(1, _CHUNK_ELEMS // max(1, b * h * n * blkk * d))
     for s in range(0, mq, step):
-        idx = blocks[:, :, s:s + step]  # [B, H, c, n]
+        idx = blocks[:, :, s : s + step]  # [B, H, c, n]
         c = idx.shape[2]
         gather = idx.reshape(b, h, c * n, 1, 1).expand(b, h, c * n, blkk, d)
         ks = torch.gather(kb, 2, gather).reshape(b, h, c, n * blkk, d)
         vs = torch.gather(vb, 2, gather).reshape(b, h, c, n * blkk, d)
         mask = valid[idx].reshape(b, h, c, 1, n * blkk)  # padded key rows never count
-        out[:, :, s:s + c] = F.scaled_dot_product_attention(
-            qb[:, :, s:s + c], ks, vs, attn_mask=mask, scale=scale)
+        out[:, :, s : s + c] = F.scaled_dot_product_attention(
+            qb[:, :, s : s + c], ks, vs, attn_mask=mask, scale=scale
+        )
     return out.flatten(2, 3)[:, :, :lq]
 
 
@@ -94,8 +104,15 @@ def linear_branch(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
 class SparseLinearAttention(nn.Module):
     """SLA with TurboDiffusion's parameter name (``proj_l``): [B, H, L, D] q/k/v -> [B, H, L, D]."""
 
-    def __init__(self, head_dim: int, topk: float, ops: type[Ops], *, blkq: int = BLOCK_Q,
-                 blkk: int = BLOCK_K) -> None:
+    def __init__(
+        self,
+        head_dim: int,
+        topk: float,
+        ops: type[Ops],
+        *,
+        blkq: int = BLOCK_Q,
+        blkk: int = BLOCK_K,
+    ) -> None:
         super().__init__()
         self.topk = topk
         self.blkq = blkq

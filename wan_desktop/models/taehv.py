@@ -37,8 +37,9 @@ class MemBlock(nn.Module):
 
     def __init__(self, n_in: int, n_out: int) -> None:
         super().__init__()
-        self.conv = nn.Sequential(_conv(n_in * 2, n_out), nn.ReLU(), _conv(n_out, n_out), nn.ReLU(),
-                                  _conv(n_out, n_out))
+        self.conv = nn.Sequential(
+            _conv(n_in * 2, n_out), nn.ReLU(), _conv(n_out, n_out), nn.ReLU(), _conv(n_out, n_out)
+        )
         self.skip = nn.Conv2d(n_in, n_out, 1, bias=False) if n_in != n_out else nn.Identity()
         self.act = nn.ReLU()
 
@@ -99,25 +100,35 @@ class TaeConfig:
             n2 = shapes["decoder.14.weight"][0]
             n3 = shapes["decoder.20.weight"][0]
             out = shapes["decoder.22.weight"][0]
-            grow = tuple(shapes[f"decoder.{i}.conv.weight"][0] // n for i, n in
-                         ((7, n0), (13, n1), (19, n2)))
+            grow = tuple(
+                shapes[f"decoder.{i}.conv.weight"][0] // n for i, n in ((7, n0), (13, n1), (19, n2))
+            )
         except (KeyError, IndexError):
-            raise CheckpointError(f"{name}: not a TAEHV (taew2_1 / taew2_2) decoder: expected "
-                                  "decoder.1 ... decoder.22 tensors",
-                                  remedy="Use taew2_1 (Wan2.1 / Wan2.2 A14B) or taew2_2 (Wan2.2 "
-                                         "5B) from madebyollin/taehv.") from None
+            raise CheckpointError(
+                f"{name}: not a TAEHV (taew2_1 / taew2_2) decoder: expected "
+                "decoder.1 ... decoder.22 tensors",
+                remedy="Use taew2_1 (Wan2.1 / Wan2.2 A14B) or taew2_2 (Wan2.2 "
+                "5B) from madebyollin/taehv.",
+            ) from None
         patch = round((out / 3) ** 0.5)
         if 3 * patch * patch != out:
             raise CheckpointError(f"{name}: decoder output has {out} channels, not 3·p²")
         enc = "encoder.0.weight" in shapes
-        p2, p7, p12 = (shapes.get(f"encoder.{i}.conv.weight", (64, 128))[1] //
-                       shapes.get(f"encoder.{i}.conv.weight", (64, 128))[0] for i in (2, 7, 12))
-        return cls(latent_channels=z, patch_size=patch, widths=(n0, n1, n2, n3),
-                   encoder_width=shapes["encoder.0.weight"][0] if enc else 64,
-                   # a file may store a 2× TGrow where we (and upstream) run 1×: handled on load
-                   decoder_time_upscale=(False, grow[1] >= 2, grow[2] >= 2),
-                   encoder_time_downscale=(p2 >= 2, p7 >= 2, p12 >= 2) if enc
-                   else (True, True, False), has_encoder=enc)
+        p2, p7, p12 = (
+            shapes.get(f"encoder.{i}.conv.weight", (64, 128))[1]
+            // shapes.get(f"encoder.{i}.conv.weight", (64, 128))[0]
+            for i in (2, 7, 12)
+        )
+        return cls(
+            latent_channels=z,
+            patch_size=patch,
+            widths=(n0, n1, n2, n3),
+            encoder_width=shapes["encoder.0.weight"][0] if enc else 64,
+            # a file may store a 2× TGrow where we (and upstream) run 1×: handled on load
+            decoder_time_upscale=(False, grow[1] >= 2, grow[2] >= 2),
+            encoder_time_downscale=(p2 >= 2, p7 >= 2, p12 >= 2) if enc else (True, True, False),
+            has_encoder=enc,
+        )
 
 
 class Memory:
@@ -190,7 +201,7 @@ class TAEHV(nn.Module):
         step = chunk or x.shape[1]
         skip = self.cfg.t_upscale - 1  # the first latent frame is one video frame (causal VAE)
         for i in range(0, x.shape[1], step):
-            y = _run(self.decoder, x[:, i:i + step], mem)
+            y = _run(self.decoder, x[:, i : i + step], mem)
             if self.cfg.patch_size > 1:
                 y = F.pixel_shuffle(y.flatten(0, 1), self.cfg.patch_size).unflatten(0, y.shape[:2])
             if i == 0:
@@ -219,7 +230,7 @@ def fit_state_dict(model: TAEHV, state: dict[str, Tensor]) -> dict[str, Tensor]:
     for i, layer in enumerate(model.decoder):
         key = f"decoder.{i}.conv.weight"
         if isinstance(layer, TGrow) and key in out and out[key].shape[0] > own[key].shape[0]:
-            out[key] = out[key][-own[key].shape[0]:]
+            out[key] = out[key][-own[key].shape[0] :]
     if not model.cfg.has_encoder:
         out = {k: v for k, v in out.items() if not k.startswith("encoder.")}
     return out

@@ -100,8 +100,12 @@ class ResidualBlock(nn.Module):
     def __init__(self, in_dim: int, out_dim: int) -> None:
         super().__init__()
         self.residual = nn.Sequential(
-            RMS_norm(in_dim, images=False), nn.SiLU(), CausalConv3d(in_dim, out_dim, 3, padding=1),
-            RMS_norm(out_dim, images=False), nn.SiLU(), nn.Dropout(0.0),
+            RMS_norm(in_dim, images=False),
+            nn.SiLU(),
+            CausalConv3d(in_dim, out_dim, 3, padding=1),
+            RMS_norm(out_dim, images=False),
+            nn.SiLU(),
+            nn.Dropout(0.0),
             CausalConv3d(out_dim, out_dim, 3, padding=1),
         )
         self.shortcut = CausalConv3d(in_dim, out_dim, 1) if in_dim != out_dim else nn.Identity()
@@ -128,7 +132,9 @@ class AttentionBlock(nn.Module):
         identity = x
         b, c, t, h, w = x.shape
         x = x.transpose(1, 2).reshape(b * t, c, h, w)
-        q, k, v = self.to_qkv(self.norm(x)).reshape(b * t, 1, 3 * c, h * w).transpose(2, 3).chunk(3, -1)
+        q, k, v = (
+            self.to_qkv(self.norm(x)).reshape(b * t, 1, 3 * c, h * w).transpose(2, 3).chunk(3, -1)
+        )
         x = F.scaled_dot_product_attention(q, k, v)  # [BT, 1, HW, C]
         x = self.proj(x.squeeze(1).transpose(1, 2).reshape(b * t, c, h, w))
         return x.reshape(b, t, c, h, w).transpose(1, 2) + identity
@@ -157,13 +163,15 @@ class Resample(nn.Module):
         super().__init__()
         self.mode = mode
         if mode in ("upsample2d", "upsample3d"):
-            self.resample = nn.Sequential(Upsample2x(),
-                                          nn.Conv2d(dim, out_dim or dim // 2, 3, padding=1))
+            self.resample = nn.Sequential(
+                Upsample2x(), nn.Conv2d(dim, out_dim or dim // 2, 3, padding=1)
+            )
             if mode == "upsample3d":
                 self.time_conv = CausalConv3d(dim, dim * 2, (3, 1, 1), padding=(1, 0, 0))
         elif mode in ("downsample2d", "downsample3d"):
-            self.resample = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)),
-                                          nn.Conv2d(dim, dim, 3, stride=(2, 2)))
+            self.resample = nn.Sequential(
+                nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(dim, dim, 3, stride=(2, 2))
+            )
             if mode == "downsample3d":
                 self.time_conv = CausalConv3d(dim, dim, (3, 1, 1), stride=(2, 1, 1))
         else:
@@ -206,8 +214,9 @@ def middle_blocks(dim: int) -> nn.Sequential:
 
 
 def head_blocks(dim: int, out_dim: int) -> nn.Sequential:
-    return nn.Sequential(RMS_norm(dim, images=False), nn.SiLU(),
-                         CausalConv3d(dim, out_dim, 3, padding=1))
+    return nn.Sequential(
+        RMS_norm(dim, images=False), nn.SiLU(), CausalConv3d(dim, out_dim, 3, padding=1)
+    )
 
 
 class Encoder3d(nn.Module):
@@ -230,8 +239,11 @@ class Encoder3d(nn.Module):
                 layers.append(ResidualBlock(in_dim, out_dim))
                 in_dim = out_dim
             if i != len(cfg.dim_mult) - 1:
-                layers.append(Resample(out_dim, "downsample3d" if cfg.temporal_downsample[i]
-                                       else "downsample2d"))
+                layers.append(
+                    Resample(
+                        out_dim, "downsample3d" if cfg.temporal_downsample[i] else "downsample2d"
+                    )
+                )
         return nn.Sequential(*layers)
 
     def forward(self, x: Tensor, cache: CausalCache) -> Tensor:
@@ -341,8 +353,9 @@ class CausalVAE(nn.Module):
         """Decode chunk by chunk (first latent frame, then ``frames_per_chunk`` at a time),
         yielding [B, 3, F_chunk, H, W] in [-1, 1] so a caller can stream frames out."""
         if z.dim() != 5 or z.shape[1] != self.cfg.z_dim:
-            raise ConfigError(f"VAE latents must be [B, {self.cfg.z_dim}, T, h, w], got "
-                              f"{tuple(z.shape)}")
+            raise ConfigError(
+                f"VAE latents must be [B, {self.cfg.z_dim}, T, h, w], got {tuple(z.shape)}"
+            )
         cache = CausalCache()
         yield self.decode_step(z[:, :, :1], cache)
         for i in range(1, z.shape[2], frames_per_chunk):

@@ -77,8 +77,9 @@ class DupUp3D(nn.Module):
 class Down_ResidualBlock(nn.Module):
     takes_cache = True
 
-    def __init__(self, in_dim: int, out_dim: int, num_res_blocks: int, temporal: bool,
-                 down_flag: bool) -> None:
+    def __init__(
+        self, in_dim: int, out_dim: int, num_res_blocks: int, temporal: bool, down_flag: bool
+    ) -> None:
         super().__init__()
         self.avg_shortcut = AvgDown3D(in_dim, out_dim, 2 if temporal else 1, 2 if down_flag else 1)
         layers: list[nn.Module] = []
@@ -96,8 +97,9 @@ class Down_ResidualBlock(nn.Module):
 class Up_ResidualBlock(nn.Module):
     takes_cache = True
 
-    def __init__(self, in_dim: int, out_dim: int, num_res_blocks: int, temporal: bool,
-                 up_flag: bool) -> None:
+    def __init__(
+        self, in_dim: int, out_dim: int, num_res_blocks: int, temporal: bool, up_flag: bool
+    ) -> None:
         super().__init__()
         self.avg_shortcut = DupUp3D(in_dim, out_dim, 2 if temporal else 1, 2) if up_flag else None
         layers: list[nn.Module] = []
@@ -119,12 +121,18 @@ class Encoder3d(vae21.Encoder3d):
     def stages(cfg: VaeConfig, dims: list[int]) -> nn.Sequential:
         """Wan2.2: one Down_ResidualBlock per stage (with an AvgDown3D shortcut)."""
         n = len(cfg.dim_mult)
-        return nn.Sequential(*(
-            Down_ResidualBlock(dims[i], dims[i + 1], cfg.num_res_blocks,
-                               temporal=i < n - 1 and cfg.temporal_downsample[i],
-                               down_flag=i != n - 1)
-            for i in range(n)
-        ))
+        return nn.Sequential(
+            *(
+                Down_ResidualBlock(
+                    dims[i],
+                    dims[i + 1],
+                    cfg.num_res_blocks,
+                    temporal=i < n - 1 and cfg.temporal_downsample[i],
+                    down_flag=i != n - 1,
+                )
+                for i in range(n)
+            )
+        )
 
 
 class Decoder3d(vae21.Decoder3d):
@@ -133,11 +141,18 @@ class Decoder3d(vae21.Decoder3d):
         """Wan2.2: one Up_ResidualBlock per stage (with a DupUp3D shortcut); channels kept."""
         temporal_up = cfg.temporal_downsample[::-1]
         n = len(cfg.dim_mult)
-        return nn.Sequential(*(
-            Up_ResidualBlock(dims[i], dims[i + 1], cfg.num_res_blocks,
-                             temporal=i < n - 1 and temporal_up[i], up_flag=i != n - 1)
-            for i in range(n)
-        ))
+        return nn.Sequential(
+            *(
+                Up_ResidualBlock(
+                    dims[i],
+                    dims[i + 1],
+                    cfg.num_res_blocks,
+                    temporal=i < n - 1 and temporal_up[i],
+                    up_flag=i != n - 1,
+                )
+                for i in range(n)
+            )
+        )
 
 
 class WanVAE22(CausalVAE):
