@@ -78,6 +78,21 @@ class JobResult:
     request: dict[str, Any]  # resolved: every default filled in
     frames: tuple[QImage, ...]  # the decoded video, for the player
 
+    @classmethod
+    def of(cls, job_id: str, result: Any, *, seconds: float) -> JobResult:
+        """What the window shows of a finished run (run.RunResult): the written video read back
+        (codec included), a thumbnail, the resolved settings."""
+        frames = _read_video(result.out)
+        return cls(
+            out=result.out,
+            seconds=seconds,
+            peak_vram_gb=result.peak_vram_gib,
+            thumbnail=_save_thumbnail(job_id, frames),
+            fps=result.fps,
+            request=result.request.to_dict(),
+            frames=frames,
+        )
+
 
 def qimage_from_rgb(arr: Any) -> QImage:
     """uint8 [H, W, 3] numpy -> an owning QImage (the copy detaches it from the numpy buffer)."""
@@ -255,16 +270,7 @@ class GpuService(QObject):
             emit=emit,
             warn=lambda m: log.warning("%s", m),
         )
-        frames = _read_video(result.out)
-        return JobResult(
-            out=result.out,
-            seconds=time.perf_counter() - t0,
-            peak_vram_gb=result.peak_vram_gib,
-            thumbnail=_save_thumbnail(job.id, frames),
-            fps=result.fps,
-            request=result.request.to_dict(),
-            frames=frames,
-        )
+        return JobResult.of(job.id, result, seconds=time.perf_counter() - t0)
 
     def _job_events(self, job_id: str, prepared: Any) -> Any:
         """The pipeline's events of one job as the service's signals: stages, steps (with the ETA)

@@ -131,6 +131,11 @@ class Progress:
         self.enabled = (enabled and sys.stderr.isatty()) or os.environ.get("WAN_PROGRESS") == "1"
         self._open = False  # a bar line without its newline is on stderr
 
+    def warn(self, message: str) -> None:
+        """A warning on a line of its own (an unfinished bar line is ended first)."""
+        self.close()
+        print(f"warning: {message}", file=sys.stderr)
+
     def close(self) -> None:
         """End an unfinished bar line, so a following error or "cancelled" is a line of its own."""
         if self._open:
@@ -296,52 +301,41 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    import secrets
-
     from . import run
     from .engines.factory import EngineFactory
 
-    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     factory = EngineFactory()
+    request, options = _request(args), _options(args)
     prepared = run.prepare(
-        _request(args, seed),
-        _options(args),
-        out=args.out,
-        factory=factory,
-        plan_only=args.print_plan,
+        request, options, out=args.out, factory=factory, plan_only=args.print_plan
     )
     if args.print_plan:
         print(prepared.describe_plans())
         return 0
     progress = Progress(not args.no_progress)
-
-    def warn(message: str) -> None:
-        progress.close()
-        print(f"warning: {message}", file=sys.stderr)
-
     for note in prepared.notes:
-        warn(note)
+        progress.warn(note)
     if args.verbose and prepared.plans:
         print(prepared.plans[0].describe(), file=sys.stderr)
-    cancel, restore = _install_sigint()
+    cache, (cancel, restore) = run.ComponentCache(factory), _install_sigint()
     try:
         result = run.execute(
-            prepared,
-            components=run.ComponentCache(factory),
-            cancel=cancel,
-            emit=progress,
-            warn=warn,
+            prepared, components=cache, cancel=cancel, emit=progress, warn=progress.warn
         )
     finally:
         progress.close()
         restore()
     if args.seed is None:
-        print(f"seed: {seed}", file=sys.stderr)
+        print(f"seed: {request.seed}", file=sys.stderr)
     print(result.out)
     return 0
 
 
-def _request(args: argparse.Namespace, seed: int) -> GenerationRequest:
+def _request(args: argparse.Namespace) -> GenerationRequest:
+    """The request the flags describe; without --seed a random one (printed after the run)."""
+    import secrets
+
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     width, height = args.size if args.size else (None, None)
     return GenerationRequest(
         prompt=args.prompt,
