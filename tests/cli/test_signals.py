@@ -55,34 +55,22 @@ def test_main_exits_143_for_sigterm_and_130_for_ctrl_c(reason, code, capsys, mon
 
 
 @pytest.mark.slow  # the CLI in a fresh process
-def test_sigterm_cancels_a_real_run_within_a_step_exits_143_and_leaves_nothing(t2v, tmp_path):
+@pytest.mark.parametrize(
+    "sig,code,last_line",
+    [
+        (signal.SIGINT, 130, "cancelled: interrupted (Ctrl-C); nothing was written"),
+        (signal.SIGTERM, 143, "cancelled: terminated (SIGTERM); nothing was written"),
+    ],
+)
+def test_a_signal_cancels_a_real_run_within_a_step_and_leaves_nothing(
+    t2v, tmp_path, sig, code, last_line
+):
     out = tmp_path / "t.mp4"
     # 256x256x33 on the tiny model, 400 steps: still denoising when the signal lands
+    args = ["--model", str(t2v.official), "--prompt", "x", "--size", "256x256", "--frames", "33"]
+    args += ["--steps", "400", "--device", "cpu", "--dtype", "float32", "--seed", "1"]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "wan_desktop.cli",
-            "generate",
-            "--model",
-            str(t2v.official),
-            "--prompt",
-            "x",
-            "--size",
-            "256x256",
-            "--frames",
-            "33",
-            "--steps",
-            "400",
-            "--device",
-            "cpu",
-            "--dtype",
-            "float32",
-            "--seed",
-            "1",
-            "--out",
-            str(out),
-        ],
+        [sys.executable, "-m", "wan_desktop.cli", "generate", *args, "--out", str(out)],
         stderr=subprocess.PIPE,
         text=True,
         env=os.environ | {"WAN_PROGRESS": "1"},
@@ -97,7 +85,7 @@ def test_sigterm_cancels_a_real_run_within_a_step_exits_143_and_leaves_nothing(t
             buf += ch
         assert "denoise 1/" in buf, buf
         t_sig = time.perf_counter()
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         rest = proc.stderr.read()
         proc.wait(timeout=60)
         dt = time.perf_counter() - t_sig
@@ -106,11 +94,10 @@ def test_sigterm_cancels_a_real_run_within_a_step_exits_143_and_leaves_nothing(t
             proc.kill()
     steps = [int(s) for s in re.findall(r"denoise (\d+)/400", buf + rest)]
     print(
-        f"SIGTERM after step {steps[0]}: stopped after step {steps[-1]} of 400, exit "
+        f"{sig.name} after step {steps[0]}: stopped after step {steps[-1]} of 400, exit "
         f"{proc.returncode} {dt:.2f} s after the signal"
     )
-    assert proc.returncode == 143, buf + rest
-    last = (buf + rest).replace("\r", "\n").strip().splitlines()[-1]
-    assert last == "cancelled: terminated (SIGTERM); nothing was written"
+    assert proc.returncode == code, buf + rest
+    assert (buf + rest).replace("\r", "\n").strip().splitlines()[-1] == last_line
     assert "Traceback" not in rest and steps[-1] <= steps[0] + 1  # within one step
     assert list(tmp_path.iterdir()) == []
