@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from wan_desktop.errors import WanError
 
@@ -18,12 +21,14 @@ _DTYPE_NAMES = {
     "float8_e4m3fn": "fp8",
     "float8_e5m2": "fp8",
 }
-_MAX_DEPTH = 4  # models/<repo>/<sub>/... is as deep as the model manager and ComfyUI go
+MAX_DEPTH = 4  # models/<repo>/<sub>/... is as deep as the model manager and ComfyUI go
+SCAN_TIME_LIMIT_S = 20.0  # a scan of a whole disk stops entering folders after this
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelEntry:
     path: str
+    name: str = ""  # what the picker calls it: the folder (or file) name, with its parent if needed
     variant: str = ""  # "" when the entry could not be read (then ``error`` says why)
     format: str = ""  # "official" | "diffusers" | "comfyui"
     size_bytes: int = 0  # every component file on disk
@@ -41,8 +46,15 @@ class ModelEntry:
         return not self.error and not self.missing
 
     @property
+    def reason(self) -> str:
+        """Why the entry is not usable, in one line ("" when it is)."""
+        if self.error:
+            return self.error
+        return f"missing {', '.join(self.missing)}" if self.missing else ""
+
+    @property
     def label(self) -> str:
-        name = Path(self.path).name
+        name = self.name or Path(self.path).name
         if self.error:
             return f"{name} — unusable: {self.error}"
         gb = self.size_bytes / 1e9
@@ -53,7 +65,8 @@ class ModelEntry:
 
 def describe(path: str | Path) -> ModelEntry:
     """One folder or ComfyUI file, as the picker shows it. Never raises for a bad model: the
-    error becomes part of the entry, so the picker can say what is wrong with it."""
+    error becomes part of the entry (one line, no Python exception names), so the picker can say
+    what is wrong with it."""
     from wan_desktop.checkpoints.detect import detect_model
     from wan_desktop.checkpoints.inspect import inspect_files
 
@@ -61,10 +74,28 @@ def describe(path: str | Path) -> ModelEntry:
     try:
         files = detect_model(p)
         info = inspect_files(files)
+        return _entry(p, files, info)
     except WanError as e:
-        return ModelEntry(path=str(p), error=e.message)
-    except (OSError, ValueError) as e:  # unreadable headers that escaped the checkpoint layer
-        return ModelEntry(path=str(p), error=f"{type(e).__name__}: {e}")
+        return ModelEntry(path=str(p), error=_one_line(e.message, p))
+    except OSError as e:
+        return ModelEntry(path=str(p), error=f"cannot read its files ({e.strerror or 'I/O error'})")
+    except Exception:  # a file that is not what its name says: detail in the log, not the UI
+        log.exception("reading %s failed", p)
+        return ModelEntry(path=str(p), error=NOT_WAN)
+
+
+NOT_WAN = "not a Wan model (its files do not match any Wan layout)"
+
+
+def _one_line(message: str, root: Path) -> str:
+    """A checkpoint message as one line, with the candidate's own path left out."""
+    text = " ".join(message.split())
+    for prefix in (f"{root}/", f"{root}: ", str(root)):
+        text = text.replace(prefix, "")
+    return text.strip(" :") or NOT_WAN
+
+
+def _entry(p: Path, files: Any, info: dict[str, Any]) -> ModelEntry:
     comps = info["components"]
     size = 0
     for value in comps.values():
@@ -92,9 +123,34 @@ def describe(path: str | Path) -> ModelEntry:
     )
 
 
-def _candidates(folder: Path, depth: int = 0) -> list[Path]:
+@dataclass
+class _Walk:
+    """One scan's bounds and counters: folders deeper than ``max_depth`` below a scanned folder
+    are not entered, and nothing new is entered once ``deadline`` (monotonic) has passed."""
+
+    max_depth: int
+    time_limit_s: float
+    deadline: float
+    progress: Callable[[int, str], None] | None
+    folders: int = 0
+    too_deep: bool = False
+    timed_out: bool = False
+
+    def visit(self, folder: Path) -> bool:
+        if time.monotonic() > self.deadline:
+            self.timed_out = True
+            return False
+        self.folders += 1
+        if self.progress is not None:
+            self.progress(self.folders, str(folder))
+        return True
+
+
+def _candidates(folder: Path, walk: _Walk, depth: int = 0) -> list[Path]:
     """Model roots under ``folder``: folders that look like an official or diffusers model, and
     ComfyUI diffusion-model files (the low-noise half of a Wan2.2 pair is found with its twin)."""
+    if not walk.visit(folder):
+        return []
     if _looks_like_model_dir(folder):
         return [folder]
     out: list[Path] = []
@@ -105,44 +161,91 @@ def _candidates(folder: Path, depth: int = 0) -> list[Path]:
                 continue
             out.append(f)
         return out
-    if depth >= _MAX_DEPTH:
-        return out
     try:
         children = sorted(c for c in folder.iterdir() if c.is_dir() and not c.name.startswith("."))
     except OSError:
         return out
+    if children and depth >= walk.max_depth:
+        walk.too_deep = True
+        return out
     for child in children:
-        out += _candidates(child, depth + 1)
+        out += _candidates(child, walk, depth + 1)
     return out
 
 
 def _looks_like_model_dir(folder: Path) -> bool:
-    if (folder / "model_index.json").is_file():
-        return True
-    has_weights = any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json"))
-    official = (folder / "config.json").is_file() and has_weights
-    experts = (folder / "high_noise_model").is_dir()
-    return official or experts
+    try:
+        if (folder / "model_index.json").is_file():
+            return True
+        has_weights = any(folder.glob("*.safetensors")) or any(
+            folder.glob("*.safetensors.index.json")
+        )
+        official = (folder / "config.json").is_file() and has_weights
+        return official or (folder / "high_noise_model").is_dir()
+    except OSError:
+        return False
 
 
-def scan(folders: tuple[str, ...] | list[str]) -> tuple[ModelEntry, ...]:
-    """Every model found under ``folders`` (a folder may itself be a model, or a ComfyUI file)."""
-    seen: set[str] = set()
+def _named(entries: list[ModelEntry]) -> list[ModelEntry]:
+    """Each entry named by its folder (or ComfyUI file); where two share that name, or the name
+    is only a layout word ("diffusers", "official"), the parent folder is added."""
+    base = [Path(e.path).name for e in entries]
+    counts = {n: base.count(n) for n in base}
+    out = []
+    for e, n in zip(entries, base, strict=True):
+        if e.name:
+            out.append(e)
+            continue
+        if counts[n] > 1 or n.lower() in _LAYOUT_WORDS:
+            n = f"{Path(e.path).parent.name}/{n}"
+        out.append(replace(e, name=n))
+    return out
+
+
+_LAYOUT_WORDS = {"diffusers", "official", "comfyui", "diffusion_models", "model", "models"}
+
+
+def scan(
+    folders: tuple[str, ...] | list[str],
+    *,
+    max_depth: int = MAX_DEPTH,
+    time_limit_s: float = SCAN_TIME_LIMIT_S,
+    progress: Callable[[int, str], None] | None = None,
+) -> tuple[ModelEntry, ...]:
+    """Every model candidate found under ``folders`` (a folder may itself be a model, or a
+    ComfyUI file), usable ones and the rest with a one-line reason in ``error``. A scanned folder
+    that holds no Wan model gives one entry whose error is "no Wan model found in <folder>".
+    ``progress(folders_scanned, current_folder)`` is called for every folder entered; the walk
+    goes ``max_depth`` folders deep and stops entering folders after ``time_limit_s``."""
+    walk = _Walk(max_depth, time_limit_s, time.monotonic() + time_limit_s, progress)
+    seen: dict[str, ModelEntry] = {}  # resolved path -> entry: a model is listed once
     out: list[ModelEntry] = []
     for f in folders:
         root = Path(f).expanduser()
-        roots = [root] if root.is_file() else _candidates(root) if root.is_dir() else []
-        if not roots and not root.exists():
-            out.append(ModelEntry(path=str(root), error="folder not found"))
+        if not root.exists():
+            out.append(ModelEntry(path=str(root), name=root.name, error="folder not found"))
+            continue
+        walk.too_deep = walk.timed_out = False
+        roots = [root] if root.is_file() else _candidates(root, walk)
+        found: list[ModelEntry] = []
         for r in roots:
             key = str(r.resolve())
-            if key in seen:
-                continue
-            seen.add(key)
-            try:
-                out.append(describe(r))
-            except Exception as e:  # one unreadable model must not hide the others
-                log.exception("reading %s failed", r)
-                out.append(ModelEntry(path=str(r), error=f"{type(e).__name__}: {e}"))
-    log.info("scanned %d folder(s): %d model(s)", len(folders), len(out))
-    return tuple(out)
+            if key not in seen:
+                seen[key] = describe(r)
+                out.append(seen[key])
+            found.append(seen[key])
+        if root.is_dir() and not any(e.ok for e in found):
+            out.append(ModelEntry(path=str(root), name=root.name, error=_nothing_found(root, walk)))
+    named = tuple(_named(out))
+    ok = sum(e.ok for e in named)
+    log.info("scanned %d folder(s): %d usable, %d not", walk.folders, ok, len(named) - ok)
+    return named
+
+
+def _nothing_found(root: Path, walk: _Walk) -> str:
+    text = f"no Wan model found in {root}"
+    if walk.timed_out:
+        return f"{text} (scan stopped after {walk.time_limit_s:g} s; add the model's own folder)"
+    if walk.too_deep:
+        return f"{text} (searched {walk.max_depth} folders deep; add the model's own folder)"
+    return text

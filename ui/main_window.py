@@ -138,6 +138,9 @@ class MainWindow(QMainWindow):
         model_row.addWidget(self.model_combo, 1)
         model_row.addWidget(self.rescan_button)
         model_row.addWidget(self.add_folder_button)
+        # the candidates that could not be loaded, each with its reason (hidden when none)
+        self.unusable_button = QToolButton(text="⚠", visible=False)
+        model_row.addWidget(self.unusable_button)
 
         self.task_combo = QComboBox()
         for t in TASKS:
@@ -371,6 +374,7 @@ class MainWindow(QMainWindow):
         self.add_folder_button.clicked.connect(self.add_folder_dialog)
         self.add_folder_action.triggered.connect(self.add_folder_dialog)
         self.rescan_button.clicked.connect(self.rescan)
+        self.unusable_button.clicked.connect(self._show_unusable)
         self.task_combo.currentIndexChanged.connect(
             lambda _i: f.update(task=self.task_combo.currentData())
         )
@@ -440,6 +444,7 @@ class MainWindow(QMainWindow):
         q.failed.connect(self._on_failed)
         q.cancelled.connect(self._on_cancelled)
         self.service.models_scanned.connect(self._on_models)
+        self.service.scan_progress.connect(self._on_scan_progress)  # a method: queued to here
         self.video_loader.loaded.connect(self._on_video_loaded)
 
     def _render(self, s: FormState) -> None:
@@ -630,18 +635,18 @@ class MainWindow(QMainWindow):
             self.add_model_folder(folder)
 
     def _on_models(self, entries: tuple[ModelEntry, ...]) -> None:
-        self.models = tuple(entries)
+        """Only usable models go in the picker; the rest behind the ⚠ button with a reason."""
+        self.models = tuple(e for e in entries if e.ok)
+        unusable = [e for e in entries if not e.ok]
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
         for e in self.models:
             self.model_combo.addItem(e.label, e.path)
-            if not e.ok:
-                self.model_combo.setItemData(
-                    self.model_combo.count() - 1,
-                    e.error or "incomplete",
-                    Qt.ItemDataRole.ToolTipRole,
-                )
+        self.model_combo.setPlaceholderText("no Wan model found: Add folder…")
         self.model_combo.blockSignals(False)
+        self.unusable_button.setVisible(bool(unusable))
+        self.unusable_button.setText(f"⚠ {len(unusable)}")
+        self.unusable_button.setToolTip("\n".join(f"{e.name}: {e.reason}" for e in unusable))
         want = self.form.state.model or self.settings.last_model
         idx = next((i for i, e in enumerate(self.models) if e.path == want), -1)
         if idx < 0:
@@ -649,8 +654,19 @@ class MainWindow(QMainWindow):
         if idx >= 0:
             self.model_combo.setCurrentIndex(idx)
             self._model_picked(idx)
-        self.statusBar().showMessage(f"{len(self.models)} model(s) found", 3000)
+        nothing = [e.error for e in unusable if e.error.startswith("no Wan model found")]
+        found = f"{len(self.models)} model(s) found, {len(unusable)} could not load"
+        self.statusBar().showMessage(found if self.models else "; ".join(nothing) or found, 10_000)
         self.models_changed.emit()
+
+    def _on_scan_progress(self, folders: int, folder: str) -> None:
+        self.statusBar().showMessage(f"Scanning… {folders} folder(s): {folder}")
+
+    def _show_unusable(self) -> None:
+        box = QMessageBox(QMessageBox.Icon.Information, "Could not load", "", parent=self)
+        box.setText(self.unusable_button.toolTip())
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
 
     def _model_picked(self, index: int) -> None:
         if not (0 <= index < len(self.models)):

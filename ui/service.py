@@ -112,6 +112,7 @@ class GpuService(QObject):
     job_failed = Signal(str, object)  # job id, UserError
     job_cancelled = Signal(str)
     models_scanned = Signal(object)  # tuple[ModelEntry, ...]
+    scan_progress = Signal(int, str)  # folders scanned so far, the folder being scanned
     # engine exports/builds (submit_export): the same thread and queue as the generation jobs
     export_started = Signal(str)  # export id
     export_progress = Signal(str, str, float)  # export id, stage, fraction 0..1
@@ -202,7 +203,7 @@ class GpuService(QObject):
     @Slot(object)
     def _do_scan(self, folders: tuple[str, ...]) -> None:
         try:
-            entries = scan(folders)
+            entries = scan(folders, progress=self.scan_progress.emit)
         except Exception:  # the picker must get an answer whatever a folder holds
             log.exception("model scan failed")
             entries = ()

@@ -26,13 +26,12 @@ def tiny(tmp_path_factory) -> TinyModel:
 
 @pytest.fixture(scope="session")
 def broken(tiny, tmp_path_factory) -> Path:
-    """The tiny model with its DiT file cut short: the header still parses (so the picker lists
-    it) but the weights are incomplete, as after an interrupted copy."""
+    """The tiny model with a damaged tokenizer: every weight file's header reads (so the scan
+    finds it usable and the picker lists it), but a run cannot load its text encoder."""
     root = tmp_path_factory.mktemp("gui_broken") / "broken-model"
     shutil.copytree(tiny.official, root)
-    dit = root / "diffusion_pytorch_model.safetensors"
-    data = dit.read_bytes()
-    dit.write_bytes(data[: len(data) // 2])
+    for name in ("tokenizer.json", "spiece.model"):
+        (root / "google" / "umt5-xxl" / name).write_text("damaged")
     return root
 
 

@@ -213,7 +213,10 @@ def test_model_scan_finds_every_layout_with_size_and_precision(tiny, tmp_path):
     assert by_format["official"].size_bytes == official
     assert "11.7 MB" in by_format["official"].label
     bad = [e for e in entries if not e.ok]
-    assert [(e.path, e.error) for e in bad] == [(str(tmp_path / "gone"), "folder not found")]
+    assert [(e.path, e.error) for e in bad] == [
+        (str(tmp_path / "notes"), f"no Wan model found in {tmp_path / 'notes'}"),
+        (str(tmp_path / "gone"), "folder not found"),
+    ]
 
 
 def test_the_gui_entry_point_imports_nothing_heavy():
