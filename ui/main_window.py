@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, QSize, Qt, QThreadPool, QTimer, QUrl, Signal
-from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QIcon, QPixmap
+from PySide6.QtGui import QAction, QColor, QDesktopServices, QGuiApplication, QIcon, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSpinBox,
     QSplitter,
+    QStyle,
     QTabWidget,
     QToolButton,
     QVBoxLayout,
@@ -60,6 +61,8 @@ if TYPE_CHECKING:
     from .service import GpuService, JobResult, PreviewFrames, UserError
 
 log = logging.getLogger(__name__)
+# a form field a refused job points at (FormModel.invalid): a red border
+_INVALID_STYLE = '*[invalid="true"] { border: 2px solid #c62828; }'
 
 SAMPLERS = ("unipc", "dpm++", "euler", "rcm")  # rcm: the turbo preset's stochastic update
 LORA_FILTER = "LoRA (*.safetensors *.sft)"
@@ -415,6 +418,7 @@ class MainWindow(QMainWindow):
         )
         self.generate_button.clicked.connect(self.enqueue)
         f.changed.connect(self._render)
+        f.invalid.connect(self._mark_field)
 
         q = self.queue
         self.cancel_button.clicked.connect(self.cancel_running)
@@ -775,6 +779,11 @@ class MainWindow(QMainWindow):
                 item.setIcon(QIcon(QPixmap(e.thumbnail)))
             if e.error:
                 item.setToolTip(e.error)
+            if e.status == "failed":  # the badge: what happened and what to do, in the tooltip
+                item.setForeground(QColor("#c62828"))
+                if item.icon().isNull():
+                    icon = QStyle.StandardPixmap.SP_MessageBoxWarning
+                    item.setIcon(self.style().standardIcon(icon))
             item.setData(Qt.ItemDataRole.UserRole, e.id)
             self.history_list.addItem(item)
 
@@ -863,8 +872,48 @@ class MainWindow(QMainWindow):
             b.setEnabled(True)
 
     def _on_failed(self, job_id: str, error: UserError) -> None:
-        self.stage_label.setText("Failed")
-        self.show_error(error)
+        """A job that failed while running: a badge on its history line (the message and what to
+        do in its tooltip) and the status bar say it; no dialog takes the focus."""
+        self.last_error = error
+        self.stage_label.setText(f"Failed: {error.title}")
+        what = f" — What to do: {error.remedy}" if error.remedy else ""
+        self.statusBar().showMessage(f"Job failed: {error.message}{what}", 60_000)
+
+    def _field_widgets(self) -> dict[str, tuple[QWidget, ...]]:
+        """The widgets of each form field a refused job can point at (viewmodels.FIELDS)."""
+        return {
+            "model": (self.model_combo,),
+            "prompt": (self.prompt_edit,),
+            "task": (self.task_combo,),
+            "image": (self.first_frame,),
+            "last_image": (self.last_frame,),
+            "size": (self.width_spin, self.height_spin),
+            "frames": (self.frames_spin, self.seconds_spin),
+            "steps": (self.steps_spin,),
+            "guidance": (self.guidance_spin,),
+            "shift": (self.shift_spin,),
+            "seed": (self.seed_spin,),
+        }
+
+    def _mark_field(self, field: str, message: str) -> None:
+        """Bound to FormModel.invalid: the field at fault gets a red border and the message as
+        its tooltip; every other field's mark goes."""
+        for name, widgets in self._field_widgets().items():
+            for w in widgets:
+                bad = name == field
+                was = bool(w.property("invalid"))
+                if bad and not was:
+                    w.setProperty("tooltip_before", w.toolTip())
+                    if _INVALID_STYLE not in w.styleSheet():
+                        w.setStyleSheet(w.styleSheet() + _INVALID_STYLE)
+                if bad:
+                    w.setToolTip(message)
+                elif was:
+                    w.setToolTip(str(w.property("tooltip_before") or ""))
+                if bad != was:
+                    w.setProperty("invalid", bad)
+                    w.style().unpolish(w)
+                    w.style().polish(w)
 
     def _on_cancelled(self, job_id: str) -> None:
         self.stage_label.setText("Cancelled — nothing was written")

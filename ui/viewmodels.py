@@ -22,6 +22,9 @@ from .settings import AppSettings
 from .store import HistoryEntry, Job, JobStore, new_job_id
 
 if TYPE_CHECKING:
+    from wan_desktop.options import RunOptions
+    from wan_desktop.request import GenerationRequest
+
     from .service import GpuService, JobResult, UserError
 
 log = logging.getLogger(__name__)
@@ -96,33 +99,46 @@ def loras_from_options(options: dict[str, Any]) -> tuple[LoraChoice, ...]:
     return tuple(out)
 
 
-def check_job(request: dict[str, Any], options: dict[str, Any]) -> None:
-    """What can be checked in a second before a job is queued, as the CLI does before loading any
-    weights: the preset fits the step count, and every LoRA tensor fits a layer of the model
-    (safetensors headers only). Raises the typed error the message box shows."""
-    from wan_desktop.engines.factory import detect_for_options
+# the form fields a refused job can point at (ConfigError.field, plus the form's own checks)
+FIELDS = (
+    "model",
+    "prompt",
+    "task",
+    "image",
+    "last_image",
+    "size",
+    "frames",
+    "steps",
+    "guidance",
+    "shift",
+    "seed",
+)
 
-    from wan_desktop.errors import CheckpointError
-    from wan_desktop.lora import check_run_loras, run_specs
-    from wan_desktop.options import RunOptions
-    from wan_desktop.request import GenerationRequest
 
-    opts = RunOptions.from_dict(options)
-    specs = run_specs(opts.loras, opts.loras_low)
-    if opts.tiny_vae and not Path(opts.tiny_vae).expanduser().is_file():
-        raise CheckpointError(
-            f"tiny VAE file not found: {opts.tiny_vae}",
-            remedy="Choose the preview decoder file again in Settings.",
-        )
-    check_run_loras(specs)  # the files exist (before any model detection)
-    if not (specs or opts.preset):
-        return
-    variant, files = detect_for_options(opts)
-    if opts.preset:
-        from wan_desktop.presets import get_preset
+def error_field(error: Exception, request: GenerationRequest | None = None) -> str | None:
+    """The form field ``error`` is about (one of FIELDS), or None: the ConfigError's own
+    ``field``, else an input image named in the message (an unreadable or missing file)."""
+    field = getattr(error, "field", None)
+    if field in FIELDS:
+        return str(field)
+    message = str(getattr(error, "message", error))
+    if request is not None:
+        for name, path in (("last_image", request.last_image), ("image", request.image)):
+            if path and str(path) in message:
+                return name
+    return None
 
-        get_preset(opts.preset).apply(GenerationRequest.from_dict(request), variant)
-    check_run_loras(specs, variant, files)
+
+def check_job(request: GenerationRequest, options: RunOptions, out: Path) -> tuple[str, ...]:
+    """Every check the run owner does before loading weights (``run.prepare``: the model files,
+    the output path, each request value against the variant, the input images, the LoRAs against
+    the checkpoint's headers, the preset, the tiny-VAE file, the memory plans), now rather than
+    when the job's turn comes. Raises the typed error; returns the notes worth showing."""
+    from wan_desktop.engines.factory import EngineFactory
+
+    from wan_desktop import run
+
+    return run.prepare(request, options, out=out, factory=EngineFactory()).notes
 
 
 def preset_warning(model: str, preset: str, loras: tuple[LoraChoice, ...]) -> str | None:
@@ -163,11 +179,15 @@ class FormModel(QObject):
     """The settings of the next job."""
 
     changed = Signal(object)  # FormState
+    # a refused job: the field at fault (one of FIELDS, "" for none) and the message;
+    # ("", "") when a job was accepted (the marks go)
+    invalid = Signal(str, str)
 
     def __init__(self, state: FormState | None = None) -> None:
         super().__init__()
         self.state = state or FormState()
         self.entry: ModelEntry | None = None
+        self.notes: tuple[str, ...] = ()  # what the last accepted job's checks noted
 
     def update(self, **changes: Any) -> None:
         new = replace(self.state, **changes)
@@ -281,7 +301,29 @@ class FormModel(QObject):
         )
 
     def make_job(self, settings: AppSettings) -> Job:
-        """A Job from the current state: a random seed is drawn now (saved, so it reproduces)."""
+        """A Job from the current state, checked as the run will check it (``check_job``): a
+        refused one raises the typed error and ``invalid`` names the field at fault. A random seed
+        is drawn now (saved, so it reproduces)."""
+        from wan_desktop.errors import WanError
+
+        try:
+            job = self._make_job(settings)
+        except WanError as e:
+            field = error_field(e, self._request_for_marks())
+            self.invalid.emit(field or "", e.one_line())
+            raise
+        self.invalid.emit("", "")
+        return job
+
+    def _request_for_marks(self) -> GenerationRequest:
+        from wan_desktop.request import GenerationRequest
+
+        s = self.state
+        return GenerationRequest(
+            prompt=s.prompt, image=s.image or None, last_image=s.last_image or None
+        )
+
+    def _make_job(self, settings: AppSettings) -> Job:
         from wan_desktop.errors import ConfigError
         from wan_desktop.options import RunOptions
         from wan_desktop.request import GenerationRequest
@@ -289,10 +331,14 @@ class FormModel(QObject):
         s = self.state
         if not s.model:
             raise ConfigError(
-                "no model selected", remedy="Pick a model, or add a folder of models."
+                "no model selected",
+                remedy="Pick a model, or add a folder of models.",
+                field="model",
             )
         if not s.prompt.strip():
-            raise ConfigError("the prompt is empty", remedy="Describe the video you want.")
+            raise ConfigError(
+                "the prompt is empty", remedy="Describe the video you want.", field="prompt"
+            )
         seed = secrets.randbelow(2**31) if s.random_seed else s.seed
         if s.random_seed:
             self.update(seed=seed)  # the field shows the seed this job got
@@ -332,10 +378,16 @@ class FormModel(QObject):
             preset=s.preset or None,
             tiny_vae=settings.preview_decoder if s.tiny_vae else None,
         )
-        check_job(request.to_dict(), options.to_dict())  # a wrong LoRA: refused now, not queued
         job_id = new_job_id()
         out = settings.outputs / f"{time.strftime('%Y%m%d-%H%M%S')}-{job_id}.mp4"
+        self.notes = check_job(request, options, out)  # refused now, not when its turn comes
         return Job(id=job_id, request=request.to_dict(), options=options.to_dict(), out=str(out))
+
+
+def failure_text(error: UserError) -> str:
+    """A failed job's history line detail: what happened and what to do next."""
+    text = f"{error.title}: {error.message}"
+    return f"{text}\nWhat to do: {error.remedy}" if error.remedy else text
 
 
 def _plan_name(budget: Any) -> str:
@@ -513,7 +565,7 @@ class QueueModel(QObject):
                 status="failed",
                 request=job.request if job else {},
                 options=job.options if job else {},
-                error=f"{error.title}: {error.message}",
+                error=failure_text(error),
             ),
         )
         self.failed.emit(job_id, error)

@@ -1,7 +1,9 @@
 """Typed errors for everything a user, a file or a GPU can trigger.
 
 Every class carries a ``remedy``: one sentence telling the user what to do next. The CLI prints
-``error: <message> (<remedy>)`` on one line and exits 2; the GUI shows the same text in a dialog.
+``error: <message> (<remedy>)`` on one line and exits 2; the GUI shows the same text in a message
+box when it refuses a job (marking the field a ``ConfigError.field`` names), or on the failed job's
+history line when the job fails while running.
 """
 
 from __future__ import annotations
@@ -27,6 +29,14 @@ class ConfigError(WanError):
     """A request or setting has a value outside its rule."""
 
     remedy = "Fix the value named in the message."
+
+    def __init__(
+        self, message: str, *, remedy: str | None = None, field: str | None = None
+    ) -> None:
+        super().__init__(message, remedy=remedy)
+        # the request value at fault ("size", "frames", "steps", "image", "last_image",
+        # "guidance", "shift", "seed", "task"), so a form can mark that field; None: no one field
+        self.field = field
 
 
 class CheckpointError(WanError):

@@ -76,22 +76,28 @@ class GenerationRequest:
         try:
             task_enum = Task(task)
         except ValueError:
-            raise ConfigError(f"unknown task {task!r}; expected t2v, i2v, flf2v or ti2v") from None
+            raise ConfigError(
+                f"unknown task {task!r}; expected t2v, i2v, flf2v or ti2v", field="task"
+            ) from None
         if task_enum not in variant.tasks:
             can = ", ".join(t.value for t in variant.tasks)
             raise ConfigError(
                 f"the {variant.name} model cannot do {task} (it can do: {can})",
                 remedy="Choose a task the model supports, or another model.",
+                field="task",
             )
         width = self.width if self.width is not None else d.size[0]
         height = self.height if self.height is not None else d.size[1]
         m = variant.spatial_multiple
         if width <= 0 or height <= 0:
-            raise ConfigError(f"size {width}x{height}: width and height must be positive")
+            raise ConfigError(
+                f"size {width}x{height}: width and height must be positive", field="size"
+            )
         if width % m or height % m:
             raise ConfigError(
                 f"size {width}x{height} is not a multiple of {m} for {variant.name}",
                 remedy=f"Use a width and height divisible by {m}, e.g. {d.size[0]}x{d.size[1]}.",
+                field="size",
             )
         frames = self.frames if self.frames is not None else d.frames
         tf = variant.vae.temporal_factor
@@ -100,6 +106,7 @@ class GenerationRequest:
             raise ConfigError(
                 f"frames must be {tf}n+1 (1, 5, 9, ..., 81), got {frames}",
                 remedy=f"Use {lower} or {lower + tf} frames.",
+                field="frames",
             )
         steps = self.steps if self.steps is not None else d.steps
         sigmas = self.sigmas
@@ -114,13 +121,15 @@ class GenerationRequest:
                 or any(a <= b for a, b in itertools.pairwise(sigmas))
             ):
                 raise ConfigError(
-                    f"the σ grid must be {steps} decreasing values in (0, 1], got {list(sigmas)}"
+                    f"the σ grid must be {steps} decreasing values in (0, 1], got {list(sigmas)}",
+                    field="steps",
                 )
         if steps < 1:
-            raise ConfigError(f"steps must be at least 1, got {steps}")
+            raise ConfigError(f"steps must be at least 1, got {steps}", field="steps")
         if self.boundary_step is not None and not (0 <= self.boundary_step <= steps):
             raise ConfigError(
-                f"boundary step must be between 0 and {steps}, got {self.boundary_step}"
+                f"boundary step must be between 0 and {steps}, got {self.boundary_step}",
+                field="steps",
             )
         guidance = self.guidance if self.guidance is not None else d.guidance
         guidance_low = self.guidance_low
@@ -133,29 +142,34 @@ class GenerationRequest:
             ("guidance-low", guidance_low),
             ("shift", shift),
         ):
+            field = "shift" if name == "shift" else "guidance"
             if not math.isfinite(value) or value < 0 or (name == "shift" and value <= 0):
-                raise ConfigError(f"{name} must be a positive number, got {value}")
+                raise ConfigError(f"{name} must be a positive number, got {value}", field=field)
             if value > MAX_GUIDANCE_SHIFT:
                 raise ConfigError(
                     f"{name} must be at most {MAX_GUIDANCE_SHIFT:g}, got {value:g}",
                     remedy=f"Use the model's default or a nearby value ({name} "
                     f"{'3 to 16' if name == 'shift' else '1 to 10'} is "
                     "usual).",
+                    field=field,
                 )
         sampler = Sampler.parse(self.sampler or d.sampler)
         needs_image = task_enum in (Task.I2V, Task.FLF2V, Task.TI2V)
         if needs_image and not self.image:
-            raise ConfigError(f"task {task} needs an input image (--image)")
+            raise ConfigError(f"task {task} needs an input image", field="image")
         if task_enum is Task.FLF2V and not self.last_image:
-            raise ConfigError("task flf2v needs a last frame (--last-image)")
+            raise ConfigError("task flf2v needs a last frame", field="last_image")
         if not needs_image and self.image:
-            raise ConfigError(f"task {task} takes no input image; use --task i2v or ti2v")
+            raise ConfigError(
+                f"task {task} takes no input image; choose the task i2v or ti2v",
+                field="image",
+            )
         if self.last_image and task_enum is not Task.FLF2V:
-            raise ConfigError("--last-image is only used by the flf2v task")
+            raise ConfigError("a last frame is only used by the flf2v task", field="last_image")
         if task_enum is Task.FLF2V and frames < 2:
-            raise ConfigError("flf2v needs at least 5 frames")
+            raise ConfigError("flf2v needs at least 5 frames", field="frames")
         if not (0 <= self.seed < 2**63):
-            raise ConfigError(f"seed must be between 0 and 2^63-1, got {self.seed}")
+            raise ConfigError(f"seed must be between 0 and 2^63-1, got {self.seed}", field="seed")
         neg = self.negative_prompt if self.negative_prompt else d.negative_prompt
         return ResolvedRequest(
             prompt=self.prompt,
