@@ -95,24 +95,64 @@ def gpu_compute_capability() -> str | None:
         return None
 
 
-def _model_records(model_path: str, hashes: Any = None) -> list[dict[str, Any]] | None:
-    """Name + size of the checkpoint files, as the engine manifest records them, with the sha256
-    where the hash cache ``hashes`` has it (nothing is hashed here)."""
-    from wan_desktop.engines.cache import model_file_records
-
+def _model_files(model_path: str) -> Any:
+    """The checkpoint's ModelFiles; None: a model gone or unreadable since the library listed it."""
     from wan_desktop.checkpoints.detect import detect_model
 
     try:
-        files = detect_model(model_path)
-        paths = [
-            p
-            for c in (*files.experts, files.vae, files.text_encoder, files.image_encoder)
-            if c is not None
-            for p in c.files
-        ]
-        return model_file_records(paths, hash_files=False, hashes=hashes)
-    except WanError:  # a model gone or unreadable since the library listed it
+        return detect_model(model_path)
+    except WanError:
         return None
+
+
+def _component_paths(files: Any, manifest: Any) -> list[Path]:
+    """The checkpoint files of the components ``manifest`` has entries for, as the export records
+    them (export/job.py ``_component_files``): a DiT-only folder records only the DiT's files."""
+    paths: list[Path] = []
+    for e in manifest.entries:
+        if e.component == "t5":
+            comp = files.text_encoder
+        elif e.component == "clip":
+            comp = files.image_encoder
+        elif e.component == "dit":
+            expert = e.expert or 0
+            comp = files.experts[expert] if expert < len(files.experts) else None
+        else:  # vae_decoder_*, vae_encoder_*
+            comp = files.vae
+        if comp is not None:
+            paths.extend(comp.files)
+    return paths
+
+
+def _model_records(files: Any, manifest: Any, hashes: Any) -> list[dict[str, Any]] | None:
+    """Name + size of the checkpoint files of the components the manifest records, with the
+    sha256 where the hash cache ``hashes`` has it (nothing is hashed here)."""
+    from wan_desktop.engines.cache import model_file_records
+
+    try:
+        return model_file_records(
+            _component_paths(files, manifest), hash_files=False, hashes=hashes
+        )
+    except WanError:  # a file gone since the model was detected
+        return None
+
+
+def missing_components(manifest: Any, runtime: str) -> list[str]:
+    """The components a run loads from an engine folder (the ONNX Runtime and TensorRT backends:
+    T5, every DiT expert, the VAE decoder, and CLIP for a model with an image embedding) that the
+    folder has no ``runtime`` entry for."""
+    v = manifest.variant
+    have = {(e.component, e.expert) for e in manifest.entries if e.runtime == runtime}
+    comps = {c for c, _ in have}
+    dits = (
+        ["dit"]
+        if v.experts == 1
+        else [f"dit (expert {i})" for i in range(v.experts) if ("dit", i) not in have]
+    )
+    needed = ["t5", *dits, "vae_decoder_first", "vae_decoder_step"]
+    if v.dit.has_image_embedding:
+        needed.append("clip")
+    return [c for c in needed if c.startswith("dit (") or c not in comps]
 
 
 def list_engine_rows(
@@ -120,14 +160,15 @@ def list_engine_rows(
 ) -> list[EngineRow]:
     """Every engine folder under ``root`` with the cache's verdict for ``entry`` on this machine.
 
-    ``compute_capability`` True: ask nvidia-smi. The cache's ``check_entry`` gives the reason a
-    folder must be refused (file missing or changed, other model files, GPU, runtime version);
-    sha256s are compared only where the hash cache has them (the module docstring)."""
+    ``compute_capability`` True: ask nvidia-smi. A folder fits when it has every component a run
+    loads, and the cache's ``check_entry`` finds no reason to refuse one (file missing or changed,
+    other model files, GPU, runtime version). The model's files are compared for the components
+    the manifest records only; sha256s only where the hash cache has them (the module docstring)."""
     from wan_desktop.engines import cache
 
     cc = gpu_compute_capability() if compute_capability is True else compute_capability or None
     hashes = cache.HashCache()
-    records = _model_records(entry.path, hashes) if entry is not None and entry.ok else None
+    files = _model_files(entry.path) if entry is not None and entry.ok else None
     rows = []
     for folder in cache.list_engines(Path(root)):
         m = folder.manifest
@@ -151,9 +192,20 @@ def list_engine_rows(
         reason = ""
         if entry is not None and entry.variant and m.variant.name != entry.variant:
             reason = f"made for {m.variant.name}, the model is {entry.variant}"
+        complete = [r for r in runtimes if not missing_components(m, r)]
+        if not reason and not complete:
+            missing = missing_components(m, runtimes[0]) if runtimes else ["every component"]
+            reason = (
+                f"it has no {', '.join(missing)}: a run loads T5, the DiT and the VAE decoder "
+                "from the folder (build those components too)"
+            )
+        served = tuple(sorted({BACKEND_OF_RUNTIME.get(r, r) for r in complete}))
+        records = _model_records(files, m, hashes) if files is not None else None
         for e in m.entries:
             if reason:
                 break
+            if e.runtime not in complete:
+                continue
             if e.runtime != "onnxruntime" and cc is None:
                 reason = f"{e.component}: a {e.runtime} engine needs an NVIDIA GPU (none found)"
                 break
@@ -179,7 +231,7 @@ def list_engine_rows(
                 components=", ".join(dict.fromkeys(e.component for e in m.entries)),
                 precision=", ".join(sorted({e.precision for e in m.entries})),
                 presets=", ".join(profiles) or "any size",
-                backends=backends,
+                backends=backends if reason else served,
                 ok=not reason,
                 reason=reason,
             )

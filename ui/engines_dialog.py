@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -55,6 +55,8 @@ class EnginesDialog(QDialog):
     ``export_*`` signals of its own build id."""
 
     COLUMNS = ("Engine folder", "Components", "Precision", "Presets", "Backend", "Fits here")
+    # a build finished (the engine folder): the main window offers its backend in "Run on" at once
+    built = Signal(str)
 
     def __init__(
         self,
@@ -88,8 +90,8 @@ class EnginesDialog(QDialog):
 
         build = QGroupBox("Build engines for this model")
         self.component_boxes = {c: QCheckBox(c.upper()) for c in COMPONENTS}
-        for c, box in self.component_boxes.items():
-            box.setChecked(c == "dit")
+        for box in self.component_boxes.values():  # what a run loads from an engine folder
+            box.setChecked(True)
         self.preset_boxes = {p: QCheckBox(p) for p in PRESETS}
         self.preset_boxes["480p"].setChecked(True)
         self.precision_combo = QComboBox()
@@ -238,6 +240,7 @@ class EnginesDialog(QDialog):
             self.result_path = Path(path)
             self.progress.setValue(1000)
             self._end(f"Built: {path}")
+            self.built.emit(path)
 
     def _on_failed(self, build_id: str, error: UserError) -> None:
         if self._mine(build_id):

@@ -1004,6 +1004,7 @@ class MainWindow(QMainWindow):
             self.settings, self.form.entry, self.service, parent=self
         )
         self.engines_dialog.finished.connect(lambda _r: self.refresh_engines())
+        self.engines_dialog.built.connect(lambda _path: self.refresh_engines())
         self.engines_dialog.open()
 
     def open_settings_dialog(self) -> None:

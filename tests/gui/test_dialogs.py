@@ -120,7 +120,7 @@ def _engine_folder(
     folder = root / name
     folder.mkdir(parents=True)
     entries = []
-    for comp in ("t5", "dit", "vae_decoder_first"):
+    for comp in ("t5", "dit", "vae_decoder_first", "vae_decoder_step"):
         f = folder / (f"{comp}.onnx" if runtime == "onnxruntime" else f"{comp}.engine")
         f.write_bytes(bytes(range(256)) * 4)
         entries.append(
@@ -202,7 +202,7 @@ def test_engines_are_listed_with_the_caches_verdict_and_offered_as_a_backend(
         "needs an NVIDIA GPU" in verdict["d-tensorrt"] or "not installed" in verdict["d-tensorrt"]
     )
     assert verdict["e-broken"].startswith("no — ")
-    assert dlg.table.item(0, 1).text() == "t5, dit, vae_decoder_first"
+    assert dlg.table.item(0, 1).text() == "t5, dit, vae_decoder_first, vae_decoder_step"
     dlg.close()
 
     # only the folder that fits is offered, and a job on it carries that folder
@@ -234,7 +234,7 @@ def test_an_engine_build_can_be_cancelled_and_leaves_nothing(
     dlg = d.window.engines_dialog
     assert dlg.build_button.isEnabled()
     job = dlg.make_job()
-    assert job.model == str(tiny.official) and job.components == ("dit",)
+    assert job.model == str(tiny.official) and job.components == ("t5", "dit", "vae")
     assert job.presets == ("832x480x81", "480x832x81") and job.engine == "onnx"
     # the build goes to the GPU service's queue; cancelled at once, it never starts
     with qtbot.waitSignal(d.service.export_cancelled, timeout=60_000) as sig:

@@ -273,9 +273,12 @@ def test_the_dialog_waits_for_the_running_generation_then_shows_progress_and_lis
     log_text = dlg.log_view.toPlainText().splitlines()
     assert log_text == view.logs and log_text[0].startswith("t5.onnx: ")
     assert log_text[-1].startswith(f"engines in {out} (")
-    # the finished folder is in the list, and fits this model here
+    # the finished folder is in the list; a T5 alone is not enough for a run (the DiT and the
+    # VAE decoder load from the folder too), and the list says so
     assert [dlg.table.item(i, 0).text() for i in range(dlg.table.rowCount())] == [out.name]
-    assert dlg.table.item(0, 1).text() == "t5" and dlg.table.item(0, 5).text() == "yes"
+    assert dlg.table.item(0, 1).text() == "t5"
+    fits = dlg.table.item(0, 5).text()
+    assert fits.startswith("no — it has no dit, vae_decoder_first, vae_decoder_step: ")
     assert dlg.build_button.isEnabled() and not dlg.cancel_button.isEnabled()
 
 
@@ -394,3 +397,42 @@ def test_a_failing_build_shows_its_error_and_the_service_keeps_running_jobs(
         ("job_finished", sig.args[0]),
     ]
     assert len({r.thread for r in tl.records}) == 1 and all(r.on_service_thread for r in tl.records)
+
+
+@pytest.mark.slow
+def test_an_engine_built_in_the_dialog_fits_its_model_and_runs_from_run_on_at_once(
+    make_desktop, tiny, qtbot, home, tmp_path
+):
+    pytest.importorskip("onnxruntime")
+    root = _engines_root(tmp_path)
+    d = make_desktop([tiny.official])
+    w = d.window
+    assert [w.backend_combo.itemData(i) for i in range(w.backend_combo.count())] == ["torch"]
+    w.engines_action.trigger()
+    dlg = w.engines_dialog
+    # what a build makes by default is what an engine backend loads: T5, DiT and the VAE
+    assert {c for c, b in dlg.component_boxes.items() if b.isChecked()} == {"t5", "dit", "vae"}
+    dlg.precision_combo.setCurrentText("fp32")
+    dlg.kind_combo.setCurrentIndex(dlg.kind_combo.findData("onnx"))
+    with qtbot.waitSignal(d.service.export_finished, timeout=300_000):
+        click(qtbot, dlg.build_button)
+    qtbot.waitUntil(lambda: dlg.build_id is None, timeout=10_000)
+
+    out = root / f"{tiny.official.name}-onnx-fp32"
+    assert dlg.result_path == out and dlg.table.rowCount() == 1
+    assert dlg.table.item(0, 0).text() == out.name and dlg.table.item(0, 5).text() == "yes"
+    # the dialog is still open: "Run on" offers the new engines already, pointing at the folder
+    assert dlg.isVisible()
+    backends = [w.backend_combo.itemData(i) for i in range(w.backend_combo.count())]
+    assert backends == ["torch", "onnxruntime"] and w.engine_folders == {"onnxruntime": str(out)}
+    dlg.close()
+
+    w.backend_combo.setCurrentIndex(backends.index("onnxruntime"))
+    assert w.form.state.backend == "onnxruntime" and w.form.state.engines == str(out)
+    fill_form(w, qtbot, "on the engines built here", seed=3, steps=2)
+    with qtbot.waitSignal(d.queue.finished, timeout=120_000) as sig:
+        click(qtbot, w.generate_button)
+    assert Path(sig.args[1].out).is_file()
+    entry = d.queue.history_entry(sig.args[0])
+    assert entry.status == "done"
+    assert entry.options["backend"] == "onnxruntime" and entry.options["engines"] == str(out)
