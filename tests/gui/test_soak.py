@@ -62,7 +62,8 @@ def test_thirty_queued_jobs_with_pause_reorder_and_cancel_interleaved(
     second = seeds()
     assert second[0] == last and cancelled_while_paused not in second
     click(qtbot, w.pause_button)  # resume; cancel 125 (60 steps) while it runs
-    qtbot.waitUntil(lambda: q.running is not None and q.job(q.running).seed == 125, timeout=120_000)
+    # started on the GPU thread (the queue marks a job running before the service takes it up)
+    qtbot.waitUntil(lambda: 125 in started, timeout=120_000)
     running_seed = 125
     with qtbot.waitSignal(q.cancelled, timeout=60_000):
         select(running_seed)
