@@ -1,7 +1,7 @@
 """sha256 of large files (checkpoints, graphs, engines), computed once per version of a file.
 
 Hashing a 14B checkpoint takes minutes, so a hash is kept in a small JSON file in the user cache
-dir (``$WAN_DESKTOP_CACHE``, else the platform's, as engines/residency.default_cache_dir) and
+dir (``$WAN_DESKTOP_CACHE``, else the platform's, shared with engines/residency's prompt cache) and
 reused while the file is unchanged: same resolved path, size, mtime_ns, ctime_ns and inode. The
 mtime alone is not enough: ``cp -p`` and ``rsync -t`` copy another file's mtime, while the ctime
 changes on every write and cannot be set by a user. The cache file is written atomically (a temp

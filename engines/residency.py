@@ -19,7 +19,6 @@ import gc
 import hashlib
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,15 +40,10 @@ CACHE_FORMAT = "1"  # bump when the stored layout changes
 
 
 def default_cache_dir() -> Path:
-    """$WAN_DESKTOP_CACHE, else the user cache dir (XDG on Linux, %LOCALAPPDATA% on Windows)."""
-    env = os.environ.get("WAN_DESKTOP_CACHE")
-    if env:
-        return Path(env).expanduser() / "prompt-embeddings"
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-        return base / "wan-desktop" / "cache" / "prompt-embeddings"
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "wan-desktop" / "prompt-embeddings"
+    """The prompt embeddings' folder in the user cache dir (file_hashes.cache_root)."""
+    from .file_hashes import cache_root
+
+    return cache_root() / "prompt-embeddings"
 
 
 class PromptCache:

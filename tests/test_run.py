@@ -147,18 +147,30 @@ def test_prepare_resolves_every_default_and_plans_only_on_request(t2v, tmp_path)
     assert prepared.plans == ()  # the CPU: nothing to place
     with pytest.raises(ConfigError, match="needs a VRAM budget"):
         run.prepare(
-            _request(), _options(t2v), out=tmp_path / "x.mp4", factory=factory, plan_only=True
+            _request(),
+            _options(t2v),
+            out=tmp_path / "x.mp4",
+            factory=factory,
+            planning=run.Planning.ALWAYS,
         )
     planned = run.prepare(
         _request(),
         _options(t2v, vram_budget_gb=8.0),
         out=tmp_path / "x.mp4",
         factory=factory,
-        plan_only=True,
+        planning=run.Planning.ALWAYS,
     )
     assert len(planned.plans) >= 1
     assert planned.describe_plans().splitlines()[0] == planned.plans[0].describe().splitlines()[0]
     assert all(p.predicted.peak_gib <= 8.0 for p in planned.plans)
+    checked = run.prepare(  # the app's check when a job is added: no plans, whatever the budget
+        _request(),
+        _options(t2v, vram_budget_gb=8.0),
+        out=tmp_path / "x.mp4",
+        factory=factory,
+        planning=run.Planning.NEVER,
+    )
+    assert checked.plans == () and checked.request == planned.request
     assert factory.builds == 0
 
 

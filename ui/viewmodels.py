@@ -132,13 +132,17 @@ def error_field(error: Exception, request: GenerationRequest | None = None) -> s
 def check_job(request: GenerationRequest, options: RunOptions, out: Path) -> tuple[str, ...]:
     """Every check the run owner does before loading weights (``run.prepare``: the model files,
     the output path, each request value against the variant, the input images, the LoRAs against
-    the checkpoint's headers, the preset, the tiny-VAE file, the memory plans), now rather than
-    when the job's turn comes. Raises the typed error; returns the notes worth showing."""
+    the checkpoint's headers, the preset, the tiny-VAE file), now rather than when the job's turn
+    comes. No memory plans: they need the GPU's free memory at run time, read on the GPU thread.
+    Raises the typed error; returns the notes worth showing."""
     from wan_desktop.engines.factory import EngineFactory
 
     from wan_desktop import run
 
-    return run.prepare(request, options, out=out, factory=EngineFactory()).notes
+    prepared = run.prepare(
+        request, options, out=out, factory=EngineFactory(), planning=run.Planning.NEVER
+    )
+    return prepared.notes
 
 
 def preset_warning(model: str, preset: str, loras: tuple[LoraChoice, ...]) -> str | None:

@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, bench, model_manager_cli
 from .cli_args import Parser as _Parser
@@ -18,6 +18,9 @@ from .cli_args import size as _size
 from .errors import Cancelled, ConfigError, WanError
 from .options import RunOptions
 from .request import GenerationRequest
+
+if TYPE_CHECKING:
+    from . import run
 
 log = logging.getLogger("wan_desktop")
 
@@ -307,7 +310,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     factory = EngineFactory()
     request, options = _request(args), _options(args)
     prepared = run.prepare(
-        request, options, out=args.out, factory=factory, plan_only=args.print_plan
+        request, options, out=args.out, factory=factory, planning=_planning(args)
     )
     if args.print_plan:
         print(prepared.describe_plans())
@@ -329,6 +332,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         print(f"seed: {request.seed}", file=sys.stderr)
     print(result.out)
     return 0
+
+
+def _planning(args: argparse.Namespace) -> run.Planning:
+    from .run import Planning
+
+    return Planning.ALWAYS if args.print_plan else Planning.ON_GPU
 
 
 def _request(args: argparse.Namespace) -> GenerationRequest:

@@ -12,6 +12,7 @@ this module and the pipeline never import an engine, and the engines never impor
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import time
@@ -84,6 +85,15 @@ class ComponentFactory(Protocol):
 # ----------------------------------------------------------------------------- prepare
 
 
+class Planning(enum.Enum):
+    """Whether :func:`prepare` makes the memory plans (a PyTorch run's)."""
+
+    ON_GPU = "on-gpu"  # for a run now: on a CUDA device (the GPU's free memory, or the budget)
+    ALWAYS = "always"  # --print-plan: for the budget, even without a GPU
+    NEVER = "never"  # a check ahead of the run (the app, when a job is added): the plans depend
+    # on the free memory when the job's turn comes, and reading it would touch CUDA off its thread
+
+
 @dataclass(frozen=True, kw_only=True)
 class PreparedRun:
     """A checked job: everything :func:`execute` needs, nothing loaded yet."""
@@ -113,12 +123,11 @@ def prepare(
     *,
     out: str | Path,
     factory: ComponentFactory,
-    plan_only: bool = False,
+    planning: Planning = Planning.ON_GPU,
 ) -> PreparedRun:
     """Check a job without loading any weights: the model files and variant, the output path, the
     LoRAs (against the checkpoint's headers), the preset, every request value, the input images,
-    the tiny-VAE file, and the memory plans of a CUDA run. ``plan_only``: plan for
-    ``options.vram_budget_gb`` even without a GPU (``--print-plan``)."""
+    the tiny-VAE file, and the memory plans (see :class:`Planning`)."""
     from .lora import check_run_loras, run_specs
     from .text import check_prompt
     from .video import check_output_path
@@ -157,7 +166,8 @@ def prepare(
         )
     device = factory.device(options)
     plans: tuple[Plan, ...] = ()
-    if options.backend is Backend.TORCH and (device.type == "cuda" or plan_only):
+    wanted = planning is Planning.ALWAYS or (planning is Planning.ON_GPU and device.type == "cuda")
+    if options.backend is Backend.TORCH and wanted:
         if device.type != "cuda" and options.vram_budget_gb is None:
             raise ConfigError(
                 "planning without a CUDA GPU needs a VRAM budget",
