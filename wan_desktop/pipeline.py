@@ -11,6 +11,7 @@ A run is three stages, each usable alone (flux's sampling reads the same way):
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .cancel import CancelToken
-from .errors import ConfigError, NumericError
+from .errors import Cancelled, ConfigError, NumericError
 from .request import GenerationRequest, ResolvedRequest
 from .variants import Task
 
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class StageStarted:
     stage: str  # "encode" | "denoise" | "decode"
+    window: int = 1  # long videos (long_video.py): this window, 1-based, of ``windows``
+    windows: int = 1
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class StepDone:
     timestep: float
     expert: int  # 0 (high-noise / only model) or 1 (low-noise)
     preview: Tensor | None = field(default=None, repr=False)  # current x0 [z, T, h, w], CPU fp32
+    window: int = 1  # long videos (long_video.py): this window, 1-based, of ``windows``
+    windows: int = 1
 
     @property
     def eta(self) -> float:
@@ -65,6 +70,38 @@ Emit = Callable[[Event], None]
 
 def _no_emit(event: Event) -> None:
     return None
+
+
+class Verdict(enum.Enum):
+    """The user's word on denoised latents, before the VAE runs (``generate(review=...)``)."""
+
+    DECODE = "decode"
+    DISCARD = "discard"
+
+
+# the review hook: the denoised latents [z, T, h, w] (a CPU fp32 copy) -> the verdict; it may
+# wait for the user (generate() keeps the latents meanwhile)
+Review = Callable[["Tensor"], Verdict]
+
+
+class Discarded(Cancelled):
+    """The user discarded the job at review: nothing was decoded or written."""
+
+
+class TimedReview:
+    """A review hook that adds up the time the user took (``waited``, seconds): a run's own time
+    leaves it out."""
+
+    def __init__(self, review: Review) -> None:
+        self.review = review
+        self.waited = 0.0
+
+    def __call__(self, latents: Tensor) -> Verdict:
+        t = time.perf_counter()
+        try:
+            return self.review(latents)
+        finally:
+            self.waited += time.perf_counter() - t
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -425,10 +462,12 @@ def generate(
     emit: Emit = _no_emit,
     device: torch.device | str = "cpu",
     preview_every: int = 1,
+    review: Review | None = None,
 ) -> Tensor:
-    """One generation: condition → denoise → decode. ``request`` is resolved against
+    """One generation: condition → denoise → (review) → decode. ``request`` is resolved against
     ``components.variant``. Returns the video as uint8 [F, H, W, 3] on the CPU; a cancelled run
-    raises Cancelled and never decodes."""
+    raises Cancelled and never decodes. ``review``: asked between denoise and decode (stage
+    "review"); DISCARD raises Discarded, and the decode is the same as without a review."""
     if not isinstance(request, ResolvedRequest):
         raise TypeError("generate() takes a ResolvedRequest: call request.resolve(variant) first")
     cancel = cancel or CancelToken()
@@ -451,6 +490,12 @@ def generate(
         device=device,
         preview_every=preview_every,
     )
+    if review is not None:
+        emit(StageStarted("review"))
+        verdict = review(latents[0].detach().float().cpu())  # a copy: the latents stay as made
+        cancel.check()  # a cancel while the user looked
+        if verdict is not Verdict.DECODE:
+            raise Discarded("discarded at review: nothing was decoded or written")
     emit(StageStarted("decode"))
     frames = decode(components, latents)
     emit(Finished(seconds=time.perf_counter() - t0, frames=frames.shape[0]))
@@ -466,15 +511,17 @@ def generate_to_file(
     cancel: CancelToken | None = None,
     emit: Emit = _no_emit,
     device: torch.device | str = "cpu",
+    review: Review | None = None,
 ) -> Path:
     """generate() and write the result atomically with its settings (nothing appears at ``out``
-    unless the whole video was made)."""
+    unless the whole video was made; nothing at all after a discard at ``review``)."""
     from . import __version__
     from .video import check_output_path, write_video
 
     check_output_path(Path(out))  # before the run, not after minutes of work
     t0 = time.perf_counter()
-    frames = generate(components, request, cancel=cancel, emit=emit, device=device)
+    timed = None if review is None else TimedReview(review)
+    frames = generate(components, request, cancel=cancel, emit=emit, device=device, review=timed)
     fps = components.variant.defaults.fps
     meta = {
         "app": "wan-desktop",
@@ -485,7 +532,7 @@ def generate_to_file(
         "options": options.to_dict() if options else None,
         "device": str(device),
         "model": {k: _json_value(v) for k, v in components.info.items()},
-        "seconds": round(time.perf_counter() - t0, 3),
+        "seconds": round(time.perf_counter() - t0 - (timed.waited if timed else 0.0), 3),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     return write_video(out, [frames], fps=fps, metadata=meta)

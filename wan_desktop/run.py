@@ -354,13 +354,21 @@ def execute(
     cancel: CancelToken | None = None,
     emit: pipeline.Emit | None = None,
     warn: Warn = log.warning,
+    review: pipeline.Review | None = None,
 ) -> RunResult:
     """Run a prepared job and write its output (nothing appears at ``prepared.out`` unless the
     whole video was made). A CUDA out-of-memory error moves to the next memory plan with one
     ``warn`` line; past the last plan (or without plans) it is :class:`OutOfVram`, and the kept
-    components are released. Raises ``Cancelled`` within one step of ``cancel``."""
+    components are released. Raises ``Cancelled`` within one step of ``cancel``.
+
+    ``review`` (the app's "Review before decode"): called with the denoised latents before the
+    VAE runs, and may wait for the user; DECODE decodes exactly what a run without review would,
+    DISCARD raises ``pipeline.Discarded`` (a Cancelled) with nothing written. Asked once per
+    job, even when an out-of-memory error reruns it under a tighter plan; the time it waited is
+    not in ``RunResult.seconds``."""
     cancel = cancel or CancelToken()
     emit = emit or _ignore
+    asked = None if review is None else _ReviewOnce(review)
     t0 = time.perf_counter()
     torch = _torch()
     cuda = prepared.device.type == "cuda"
@@ -376,7 +384,7 @@ def execute(
                 comps = components.factory.place(raw, plan, prepared.device)
                 req = replace(prepared.request, batch_cfg=plan.dit.batch_cfg)
                 try:
-                    return _generate(comps, req, prepared, cancel, emit), req
+                    return _generate(comps, req, prepared, cancel, emit, asked), req
                 finally:
                     components.factory.release(comps)
 
@@ -384,7 +392,7 @@ def execute(
             log.info("ran with the plan: %s", plan.describe())
         else:  # the CPU or an engine backend: nothing to place
             request, plan = prepared.request, None
-            out = _generate(raw, request, prepared, cancel, emit)
+            out = _generate(raw, request, prepared, cancel, emit, asked)
     except BaseException as e:
         if not is_cuda_oom(e):
             raise
@@ -393,7 +401,7 @@ def execute(
     peak = torch.cuda.max_memory_allocated(prepared.device) / 2**30 if cuda else None
     return RunResult(
         out=out,
-        seconds=time.perf_counter() - t0,
+        seconds=time.perf_counter() - t0 - (asked.waited if asked else 0.0),
         request=request,
         fps=prepared.variant.defaults.fps,
         plan=plan,
@@ -405,12 +413,25 @@ def _ignore(event: pipeline.Event) -> None:
     return None
 
 
+class _ReviewOnce(pipeline.TimedReview):
+    """The user is asked once: a rerun after an out-of-memory error (in the decode, after a
+    DECODE) goes on with the verdict given."""
+
+    verdict: pipeline.Verdict | None = None
+
+    def __call__(self, latents: torch.Tensor) -> pipeline.Verdict:
+        if self.verdict is None:
+            self.verdict = super().__call__(latents)
+        return self.verdict
+
+
 def _generate(
     comps: Components,
     request: ResolvedRequest,
     prepared: PreparedRun,
     cancel: CancelToken,
     emit: pipeline.Emit,
+    review: pipeline.Review | None = None,
 ) -> Path:
     pipeline.begin_run(comps, request)  # the step cache's start-of-run hook (a preset's grid too)
     return pipeline.generate_to_file(
@@ -421,6 +442,7 @@ def _generate(
         cancel=cancel,
         emit=emit,
         device=prepared.device,
+        review=review,
     )
 
 
