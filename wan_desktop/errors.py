@@ -83,3 +83,10 @@ class NumericError(WanError):
         "Try a higher precision (--dtype float32 or bfloat16 instead of float16), a lower "
         "LoRA strength or another LoRA, and check the model files (re-download them)."
     )
+
+
+class VideoInputError(ConfigError):
+    """An input video (video-to-video, VACE control, mask or clip) cannot be used: missing,
+    unreadable, without frames, or shorter than the run."""
+
+    remedy = "Give an .mp4 file (or another video ffmpeg reads) or a folder of PNG frames."
