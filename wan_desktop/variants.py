@@ -8,7 +8,7 @@ with ``dataclasses.replace`` (tests build tiny ones that way).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import ConfigError
@@ -45,6 +45,8 @@ class Task(enum.Enum):
     I2V = "i2v"
     FLF2V = "flf2v"
     TI2V = "ti2v"
+    V2V = "v2v"  # video-to-video (SDEdit) with any T2V model (video_to_video.py)
+    VACE = "vace"  # control / inpaint / outpaint / reference video (VACE models, models/vace.py)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,8 +71,26 @@ class DiTConfig:
     # TurboDiffusion rCM checkpoints: sparse-linear self-attention (models/sla.py) keeping this share
     # of key blocks for the softmax branch; None: dense attention (every other checkpoint).
     sla_topk: float | None = None
+    # SkyReels-V2 DF-1.3B: an fps embedding (fps_embedding / fps_projection) added to the time
+    # projection (SkyReels' inject_sample_info); absent from every Wan release.
+    inject_sample_info: bool = False
+    # VACE models (models/vace.py): the context's channels (96 = 16 inactive + 16 reactive latent
+    # channels + the 64-channel patch-packed mask) and the main blocks that receive a VACE hint,
+    # one VACE block each (official ``vace_layers``); None / (): not a VACE model.
+    vace_in_dim: int | None = None
+    vace_layers: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.vace_in_dim is not None and (
+            not self.vace_layers
+            or self.vace_layers[0] != 0
+            or list(self.vace_layers) != sorted(set(self.vace_layers))
+            or self.vace_layers[-1] >= self.num_layers
+        ):
+            raise ConfigError(
+                f"VACE layers {list(self.vace_layers)} must be increasing block indices from 0 "
+                f"below {self.num_layers}"
+            )
         if self.sla_topk is not None and not 0.0 < self.sla_topk <= 1.0:
             raise ConfigError(f"SLA top-k ratio must be in (0, 1], got {self.sla_topk}")
         if self.dim % self.num_heads:
@@ -85,6 +105,10 @@ class DiTConfig:
     @property
     def has_image_embedding(self) -> bool:
         return self.image_dim is not None
+
+    @property
+    def is_vace(self) -> bool:
+        return self.vace_in_dim is not None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -182,6 +206,20 @@ class SamplingDefaults:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ForcingDefaults:
+    """A SkyReels-V2 Diffusion Forcing model's long-video settings (its README's recommended
+    ones, SkyworkAI/SkyReels-V2 generate_video_df.py): windows of ``base_frames`` pixel frames,
+    ``overlap_history`` frames carried over, synchronous schedule (ar_step 0, block 1),
+    ``addnoise_condition`` 20 on the carried frames."""
+
+    base_frames: int = 97  # 121 for the 720P models
+    overlap_history: int = 17
+    ar_step: int = 0  # 5 with causal_block_size 5: asynchronous
+    causal_block_size: int = 1
+    addnoise_condition: float = 20.0
+
+
+@dataclass(frozen=True, kw_only=True)
 class Variant:
     name: str
     family: str  # "wan2.1" | "wan2.2"
@@ -192,6 +230,7 @@ class Variant:
     t5: T5Config = field(default_factory=T5Config)
     clip: ClipConfig | None = None
     defaults: SamplingDefaults
+    forcing: ForcingDefaults | None = None  # SkyReels-V2 Diffusion Forcing models only
 
     @property
     def spatial_multiple(self) -> int:
@@ -339,10 +378,81 @@ VARIANTS: dict[str, Variant] = {
     )
 }  # fmt: skip
 
+# VACE (Wan2.1-VACE-1.3B / -14B, Wan2.2-VACE-Fun-A14B): the T2V DiT plus a VACE branch, one VACE
+# block per listed main block (official configs: every 2nd block of 30, every 5th of 40).
+for _name, _base, _layers in (
+    ("vace-1.3B", "t2v-1.3B", tuple(range(0, 30, 2))),
+    ("vace-14B", "t2v-14B", tuple(range(0, 40, 5))),
+    ("vace-A14B", "t2v-A14B", tuple(range(0, 40, 5))),
+):
+    _v = VARIANTS[_base]
+    VARIANTS[_name] = Variant(
+        name=_name,
+        family=_v.family,
+        tasks=(Task.VACE,),
+        dit=replace(_v.dit, vace_in_dim=96, vace_layers=_layers),
+        experts=_v.experts,
+        vae=_v.vae,
+        # Wan2.1 generate.py: shift 16 for vace; Wan2.2 VACE-Fun keeps the A14B T2V recipe
+        defaults=replace(_v.defaults, shift=16.0) if _v.family == "wan2.1" else _v.defaults,
+    )
+
+
+# SkyReels-V2 (Skywork): Wan2.1 DiTs with SkyReels' recipes (SkyworkAI/SkyReels-V2
+# generate_video.py / generate_video_df.py: 30 steps, guidance 6, shift 8, 97 frames at 960×544,
+# 24 fps). The DF models run Diffusion Forcing (diffusion_forcing.py): T2V, I2V (first frame) and
+# video extension. Kept apart from VARIANTS: DF-14B and the plain T2V/I2V have the released Wan2.1
+# structure, so only the files' names or diffusers classes tell them (checkpoints/skyreels.py).
+_SKY = SamplingDefaults(steps=30, guidance=6.0, shift=8.0, frames=97, fps=24, size=(960, 544),
+                        sizes=((960, 544), (544, 960)))
+_SKY720 = replace(_SKY, frames=121, size=(1280, 720), sizes=((1280, 720), (720, 1280)))
+_SKY_NEG = (
+    "Bright tones, overexposed, static, blurred details, subtitles, style, works, paintings, "
+    "images, static, overall gray, worst quality, low quality, JPEG compression residue, ugly, "
+    "incomplete, extra fingers, poorly drawn hands, poorly drawn faces, deformed, disfigured, "
+    "misshapen limbs, fused fingers, still picture, messy background, three legs, many people "
+    "in the background, walking backwards"
+)  # generate_video.py's (the DF script uses Wan's Chinese one)
+_DIT13 = VARIANTS["t2v-1.3B"].dit
+_DIT14 = VARIANTS["t2v-14B"].dit
+_DITI2V = VARIANTS["i2v-14B"].dit
+SKYREELS_VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant(name="skyreels-v2-df-1.3B-540P", family="skyreels-v2", tasks=(Task.T2V, Task.I2V),
+                dit=replace(_DIT13, inject_sample_info=True), experts=1, vae=VAE21,
+                defaults=_SKY, forcing=ForcingDefaults()),
+        Variant(name="skyreels-v2-df-14B-540P", family="skyreels-v2", tasks=(Task.T2V, Task.I2V),
+                dit=_DIT14, experts=1, vae=VAE21, defaults=_SKY, forcing=ForcingDefaults()),
+        Variant(name="skyreels-v2-df-14B-720P", family="skyreels-v2", tasks=(Task.T2V, Task.I2V),
+                dit=_DIT14, experts=1, vae=VAE21, defaults=_SKY720,
+                forcing=ForcingDefaults(base_frames=121)),
+        Variant(name="skyreels-v2-t2v-1.3B-540P", family="skyreels-v2", tasks=(Task.T2V,),
+                dit=_DIT13, experts=1, vae=VAE21, defaults=replace(_SKY, negative_prompt=_SKY_NEG)),
+        Variant(name="skyreels-v2-t2v-14B-540P", family="skyreels-v2", tasks=(Task.T2V,),
+                dit=_DIT14, experts=1, vae=VAE21, defaults=replace(_SKY, negative_prompt=_SKY_NEG)),
+        Variant(name="skyreels-v2-t2v-14B-720P", family="skyreels-v2", tasks=(Task.T2V,),
+                dit=_DIT14, experts=1, vae=VAE21,
+                defaults=replace(_SKY720, negative_prompt=_SKY_NEG)),
+        Variant(name="skyreels-v2-i2v-1.3B-540P", family="skyreels-v2", tasks=(Task.I2V,),
+                dit=replace(_DITI2V, dim=1536, ffn_dim=8960, num_heads=12, num_layers=30),
+                experts=1, vae=VAE21, clip=ClipConfig(),
+                defaults=replace(_SKY, guidance=5.0, shift=3.0, negative_prompt=_SKY_NEG)),
+        Variant(name="skyreels-v2-i2v-14B-540P", family="skyreels-v2", tasks=(Task.I2V,),
+                dit=_DITI2V, experts=1, vae=VAE21, clip=ClipConfig(),
+                defaults=replace(_SKY, guidance=5.0, shift=3.0, negative_prompt=_SKY_NEG)),
+        Variant(name="skyreels-v2-i2v-14B-720P", family="skyreels-v2", tasks=(Task.I2V,),
+                dit=_DITI2V, experts=1, vae=VAE21, clip=ClipConfig(),
+                defaults=replace(_SKY720, guidance=5.0, shift=3.0, negative_prompt=_SKY_NEG)),
+    )
+}  # fmt: skip
+
 
 def get_variant(name: str) -> Variant:
+    if name in SKYREELS_VARIANTS:
+        return SKYREELS_VARIANTS[name]
     try:
         return VARIANTS[name]
     except KeyError:
-        known = ", ".join(VARIANTS)
+        known = ", ".join([*VARIANTS, *SKYREELS_VARIANTS])
         raise ConfigError(f"unknown variant {name!r}; known variants: {known}") from None

@@ -61,6 +61,11 @@ _BLOCK_PARAMS = {"scale_shift_table": "modulation"}
 DIFFUSERS_IGNORED = ("norm_added_q",)
 
 _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
+# VACE (diffusers WanVACETransformer3DModel): vace_blocks.N are blocks plus proj_in / proj_out,
+# the official before_proj / after_proj; vace_patch_embedding keeps its name.
+_VACE_RE = re.compile(r"^vace_blocks\.(\d+)\.(.+)$")
+_VACE_BLOCK = {**_BLOCK, "proj_in": "before_proj", "proj_out": "after_proj"}
+_TOP["vace_patch_embedding"] = "vace_patch_embedding"
 _SUFFIXES = (".weight", ".bias")
 
 
@@ -77,6 +82,9 @@ def official_key(diffusers_key: str) -> str:
     prefix, rest, table, params = "", diffusers_key, _TOP, _TOP_PARAMS
     if m:
         prefix, rest, table, params = f"blocks.{m.group(1)}.", m.group(2), _BLOCK, _BLOCK_PARAMS
+    elif m := _VACE_RE.match(diffusers_key):
+        prefix, rest = f"vace_blocks.{m.group(1)}.", m.group(2)
+        table, params = _VACE_BLOCK, _BLOCK_PARAMS
     if rest in params:
         return prefix + params[rest]
     split = _split_suffix(rest)
@@ -117,12 +125,19 @@ def key_layout(keys: Iterable[str]) -> KeyLayout:
     return "unknown"
 
 
-def diffusers_module_names(num_blocks: int) -> dict[str, str]:
+def diffusers_module_names(num_blocks: int, num_vace_blocks: int = 0) -> dict[str, str]:
     """{diffusers module / parameter path: official one} for a model with ``num_blocks`` blocks
-    (LoRA files name modules, not tensors)."""
+    (and ``num_vace_blocks`` VACE blocks; LoRA files name modules, not tensors)."""
     out = {**_TOP, **_TOP_PARAMS}
     for i in range(num_blocks):
         out.update(
             {f"blocks.{i}.{d}": f"blocks.{i}.{o}" for d, o in {**_BLOCK, **_BLOCK_PARAMS}.items()}
+        )
+    for i in range(num_vace_blocks):
+        out.update(
+            {
+                f"vace_blocks.{i}.{d}": f"vace_blocks.{i}.{o}"
+                for d, o in {**_VACE_BLOCK, **_BLOCK_PARAMS}.items()
+            }
         )
     return out

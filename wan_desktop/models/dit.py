@@ -365,6 +365,15 @@ class DiTState:
     cos: Tensor  # [L, head_dim/2] fp32
     sin: Tensor  # [L, head_dim/2] fp32
     grid: tuple[int, int, int]  # (F', H', W') patch grid
+    # per-block addends (VACE hints, already scaled; models/vace.py): block i's output gets
+    # hints[i] [B, L, dim] added. Every block loop calls ``after_block``.
+    hints: dict[int, Tensor] | None = None
+
+    def after_block(self, i: int, x: Tensor) -> Tensor:
+        """The output of block ``i`` with its hint added (x itself when it has none)."""
+        if self.hints is None or i not in self.hints:
+            return x
+        return x + self.hints[i]
 
 
 class WanModel(nn.Module):
@@ -503,8 +512,8 @@ class WanModel(nn.Module):
         """
         state = self.prepare(x, t, context, y=y, clip_fea=clip_fea)
         h = state.x
-        for block in self.blocks:
-            h = block(h, state.e0, state.context, state.cos, state.sin)
+        for i, block in enumerate(self.blocks):
+            h = state.after_block(i, block(h, state.e0, state.context, state.cos, state.sin))
         return self.finish(h, state)
 
     def _check_inputs(
