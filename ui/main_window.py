@@ -42,6 +42,7 @@ from . import system_info
 from .library import ModelEntry
 from .paths import log_dir
 from .player import VideoPlayer
+from .review_bar import ReviewBar, review_checkbox
 from .settings import BACKENDS, PRECISIONS, VRAM_PLANS, AppSettings, save_settings
 from .viewmodels import (
     TASKS,
@@ -262,6 +263,8 @@ class MainWindow(QMainWindow):
         left_lay = QVBoxLayout(left)
         left_lay.addLayout(form)
         left_lay.addStretch(1)
+        self.review_check = review_checkbox(self.form)  # review_bar.py: Review before decode
+        left_lay.addWidget(self.review_check)
         left_lay.addWidget(self.generate_button)
 
         # --- preview / player (middle)
@@ -291,6 +294,8 @@ class MainWindow(QMainWindow):
         middle = QWidget()
         mid_lay = QVBoxLayout(middle)
         mid_lay.addWidget(self.view_tabs, 1)
+        self.review_bar = ReviewBar()  # under the preview while a job waits at review
+        mid_lay.addWidget(self.review_bar)
         mid_lay.addLayout(progress_row)
         mid_lay.addLayout(result_row)
 
@@ -447,6 +452,7 @@ class MainWindow(QMainWindow):
         q.finished.connect(self._on_finished)
         q.failed.connect(self._on_failed)
         q.cancelled.connect(self._on_cancelled)
+        self.review_bar.bind(q, self.preview_player, self.view_tabs, self.stage_label)
         self.service.models_scanned.connect(self._on_models)
         self.service.scan_progress.connect(self._on_scan_progress)  # a method: queued to here
         self.video_loader.loaded.connect(self._on_video_loaded)
@@ -764,8 +770,13 @@ class MainWindow(QMainWindow):
             took = f"{e.seconds:.1f} s" if e.seconds is not None else "—"
             vram = f"{e.peak_vram_gb:.1f} GB" if e.peak_vram_gb is not None else "CPU"
             head = (
-                {"done": "✔", "failed": "✖ failed", "cancelled": "⊘ cancelled"}[e.status]
-                if e.status in ("done", "failed", "cancelled")
+                {
+                    "done": "✔",
+                    "failed": "✖ failed",
+                    "cancelled": "⊘ cancelled",
+                    "discarded": "⊘ discarded",
+                }[e.status]
+                if e.status in ("done", "failed", "cancelled", "discarded")
                 else e.status
             )
             text = (

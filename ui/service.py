@@ -5,7 +5,12 @@ The GUI thread calls :meth:`GpuService.submit` (a queued signal hop onto the wor
 worker is busy inside ``generate()`` and a queued slot would run only after the job). Loaded
 components stay in memory between jobs that share the same RunOptions. Signals carry ids and
 frozen payloads; QImages are built here, QPixmaps only on the GUI thread. No exception leaves
-:meth:`_run`: each becomes ``job_cancelled`` or ``job_failed`` with a UserError.
+:meth:`_run`: each becomes ``job_cancelled``, ``job_discarded`` or ``job_failed`` (a UserError).
+
+Review before decode (``Job.review``): after denoising, the worker emits ``review_ready`` with
+the last preview and waits, holding the latents, until :meth:`GpuService.decide` (Decode /
+Discard) or :meth:`GpuService.cancel`, both direct thread-safe calls like ``cancel``; jobs
+submitted meanwhile wait behind it in the worker's queue. The GUI thread never waits.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +28,7 @@ from PySide6.QtGui import QImage
 
 from wan_desktop.cancel import CancelToken
 from wan_desktop.errors import Cancelled, WanError
+from wan_desktop.pipeline import Discarded, TimedReview
 
 from .library import scan
 from .paths import thumbnails_dir
@@ -111,6 +117,9 @@ class GpuService(QObject):
     job_finished = Signal(str, object)  # job id, JobResult
     job_failed = Signal(str, object)  # job id, UserError
     job_cancelled = Signal(str)
+    # review before decode: the job waits for decide(); the last preview of its denoised latents
+    review_ready = Signal(str, object)  # job id, PreviewFrames
+    job_discarded = Signal(str)  # discarded at review: nothing was decoded or written
     models_scanned = Signal(object)  # tuple[ModelEntry, ...]
     scan_progress = Signal(int, str)  # folders scanned so far, the folder being scanned
     # engine exports/builds (submit_export): the same thread and queue as the generation jobs
@@ -148,6 +157,7 @@ class GpuService(QObject):
         self._tae: tuple[tuple[str, int, str], Any] | None = None  # (path, z, device), TaePreview
         self._tae_refused: set[tuple[str, int]] = set()  # warned once, linear map instead
         self._tokens: dict[str, CancelToken] = {}
+        self._reviews: dict[str, _Review] = {}  # jobs waiting for decide(), by id
         self._lock = threading.Lock()
         # (monotonic time, job id, step) of every finished step: lets tests and the log measure
         # how many steps ran after a cancel
@@ -169,13 +179,30 @@ class GpuService(QObject):
         """Thread-safe: the running loop raises Cancelled at its next check (within one step)."""
         with self._lock:
             token = self._tokens.setdefault(job_id, CancelToken())
+            review = self._reviews.get(job_id)
         token.cancel("cancelled by the user")
+        if review is not None:
+            review.answered.set()  # wakes the waiting worker, which sees the cancel
 
     def cancel_all(self) -> None:
         with self._lock:
             tokens = list(self._tokens.values())
+            reviews = list(self._reviews.values())
         for t in tokens:
             t.cancel("cancelled by the user")
+        for r in reviews:
+            r.answered.set()
+
+    def decide(self, job_id: str, *, decode: bool) -> bool:
+        """Thread-safe: the answer to a job waiting at review (``review_ready``): decode it with
+        the full VAE, or discard it (nothing is written). False when that job is not waiting."""
+        with self._lock:
+            review = self._reviews.get(job_id)
+        if review is None:
+            return False
+        review.decode = decode
+        review.answered.set()
+        return True
 
     def set_preview_decoder(self, path: str) -> None:
         """The Settings' preview decoder; used from the next job on (a plain attribute store)."""
@@ -226,6 +253,9 @@ class GpuService(QObject):
                 raise Cancelled(token.reason)
             self.job_started.emit(job.id)
             result = self._generate(job, token)
+        except Discarded:
+            log.info("job %s discarded at review", job.id)
+            self.job_discarded.emit(job.id)
         except Cancelled:
             log.info("job %s cancelled", job.id)
             self.job_cancelled.emit(job.id)
@@ -263,26 +293,54 @@ class GpuService(QObject):
         )
         for note in prepared.notes:
             log.warning("job %s: %s", job.id, note)
-        emit = self._job_events(job.id, prepared)
+        previews = _Previews(
+            self._preview_decoder(prepared.variant.vae.z_dim, prepared.device),
+            fps=prepared.variant.defaults.fps,
+        )
+        review = None
+        if job.review:
+            review = TimedReview(self._review_hook(job.id, previews, prepared, token))
         result = run.execute(
             prepared,
             components=self._cache,
             cancel=token,
-            emit=emit,
+            emit=self._job_events(job.id, previews),
             warn=lambda m: log.warning("%s", m),
+            review=review,
         )
-        return JobResult.of(job.id, result, seconds=time.perf_counter() - t0)
+        waited = review.waited if review is not None else 0.0  # the user's time, not the run's
+        return JobResult.of(job.id, result, seconds=time.perf_counter() - t0 - waited)
 
-    def _job_events(self, job_id: str, prepared: Any) -> Any:
+    def _review_hook(self, job_id: str, previews: _Previews, prepared: Any, token: Any) -> Any:
+        """The run's review hook for one job: the denoised latents' preview goes to the GUI
+        (``review_ready``), then this (GPU) thread waits for :meth:`decide` or a cancel."""
+        from wan_desktop.pipeline import Verdict
+
+        steps = prepared.request.steps
+
+        def review(latents: Any) -> Verdict:
+            waiting = _Review()
+            with self._lock:
+                self._reviews[job_id] = waiting
+            try:
+                token.check()  # cancelled as the denoise ended: no need to ask
+                self.review_ready.emit(job_id, previews(latents, steps, steps))
+                while not waiting.answered.wait(0.5):  # cancel() wakes it; the timeout is a
+                    token.check()  # safety net for a token cancelled some other way
+                token.check()
+            finally:
+                with self._lock:
+                    self._reviews.pop(job_id, None)
+            return Verdict.DECODE if waiting.decode else Verdict.DISCARD
+
+        return review
+
+    def _job_events(self, job_id: str, previews: _Previews) -> Any:
         """The pipeline's events of one job as the service's signals: stages, steps (with the ETA)
         and previews at most every ``preview_interval_s`` (the linear map, or the TAEHV)."""
         from wan_desktop.pipeline import StageStarted, StepDone
 
-        from .preview import latent_to_rgb
-
         last_preview = [0.0]
-        tae = [self._preview_decoder(prepared.variant.vae.z_dim, prepared.device)]
-        fps = prepared.variant.defaults.fps
 
         def emit(event: Any) -> None:
             if isinstance(event, StageStarted):
@@ -295,36 +353,7 @@ class GpuService(QObject):
                 if event.preview is None or not due:
                     return
                 last_preview[0] = now
-                rgb = None
-                if tae[0] is not None:
-                    try:  # [F, H, W, 3]: the video's frames, roughly
-                        rgb = tae[0](event.preview).numpy()
-                    except RuntimeError as e:  # a preview must never fail the job (OOM)
-                        log.warning(
-                            "tiny-VAE preview failed, the linear preview for the rest of "
-                            "this job: %s",
-                            str(e).strip().splitlines()[:1],
-                        )
-                        tae[0] = None
-                if rgb is not None:
-                    self.preview_ready.emit(
-                        job_id,
-                        PreviewFrames(
-                            event.step,
-                            event.total,
-                            tuple(qimage_from_rgb(f) for f in rgb),
-                            decoder="tiny-vae",
-                            fps=fps,
-                        ),
-                    )
-                else:
-                    rgb = latent_to_rgb(event.preview.numpy())  # [T, h, w, 3]
-                    self.preview_ready.emit(
-                        job_id,
-                        PreviewFrames(
-                            event.step, event.total, tuple(qimage_from_rgb(f) for f in rgb)
-                        ),
-                    )
+                self.preview_ready.emit(job_id, previews(event.preview, event.step, event.total))
 
         return emit
 
@@ -416,6 +445,42 @@ class GpuService(QObject):
             return None
         self._tae = (key, tae)
         return tae
+
+
+@dataclass
+class _Review:
+    """A job waiting at review: set ``decode``, then ``answered`` (from the GUI thread)."""
+
+    answered: threading.Event = field(default_factory=threading.Event)
+    decode: bool = False
+
+
+class _Previews:
+    """One job's preview pictures of x0 latents [z, T, h, w]: the TAEHV's frames while it works
+    (a failure, e.g. out of VRAM, falls back to the linear map for the rest of the job), else the
+    linear latent→RGB map. Runs on the GPU thread."""
+
+    def __init__(self, tae: Any, *, fps: int) -> None:
+        self.tae = tae
+        self.fps = fps
+
+    def __call__(self, latents: Any, step: int, total: int) -> PreviewFrames:
+        from .preview import latent_to_rgb
+
+        if self.tae is not None:
+            try:  # [F, H, W, 3]: the video's frames, roughly
+                rgb = self.tae(latents).numpy()
+            except RuntimeError as e:  # a preview must never fail the job (OOM)
+                log.warning(
+                    "tiny-VAE preview failed, the linear preview for the rest of this job: %s",
+                    str(e).strip().splitlines()[:1],
+                )
+                self.tae = None
+            else:
+                frames = tuple(qimage_from_rgb(f) for f in rgb)
+                return PreviewFrames(step, total, frames, decoder="tiny-vae", fps=self.fps)
+        rgb = latent_to_rgb(latents.numpy())  # [T, h, w, 3]
+        return PreviewFrames(step, total, tuple(qimage_from_rgb(f) for f in rgb))
 
 
 def _read_video(path: Path) -> tuple[QImage, ...]:

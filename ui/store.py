@@ -69,12 +69,13 @@ class Job(_Saved):
     state: str = "queued"  # "queued" | "running"
     created: float = field(default_factory=time.time)
     recovered: bool = False  # was running when the app stopped
+    review: bool = False  # wait for Decode / Discard after denoising ("Review before decode")
 
 
 @dataclass(frozen=True, kw_only=True)
 class HistoryEntry(_Saved):
     id: str
-    status: str  # "done" | "failed" | "cancelled"
+    status: str  # "done" | "failed" | "cancelled" | "discarded" (at review)
     request: dict[str, Any]  # the resolved request (every default filled in) when known
     options: dict[str, Any]
     out: str | None = None

@@ -1,5 +1,7 @@
 """What the status bar shows: GPU name and VRAM (from nvidia-smi, so the GUI thread never touches
-CUDA), and system RAM. Cheap enough for a timer every few seconds."""
+CUDA), and system RAM. Cheap enough for a timer every few seconds. And what Help → About shows:
+the app's version, the GPU and the runtimes installed, read from package metadata (never by
+importing torch, onnxruntime or TensorRT)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from importlib import metadata
 
 
 @dataclass(frozen=True)
@@ -99,4 +102,62 @@ def snapshot() -> SystemStatus:
         vram_total_gb=gpu[2] if gpu else None,
         ram_used_gb=ram[0] if ram else None,
         ram_total_gb=ram[1] if ram else None,
+    )
+
+
+# ----------------------------------------------------------------------------- Help → About
+
+
+@dataclass(frozen=True)
+class AboutFacts:
+    version: str  # wan_desktop.__version__
+    gpu: str  # "NVIDIA GeForce RTX 4090 · 24.0 GB VRAM", or "no CUDA GPU"
+    torch: str | None  # installed versions (None: not installed), e.g. "2.8.0+cu128"
+    onnxruntime: str | None
+    tensorrt_rtx: str | None
+    tensorrt: str | None
+    python: str
+
+
+def installed_version(module: str) -> str | None:
+    """The version of the distribution that provides the import name ``module`` (e.g.
+    "tensorrt_rtx" comes from the wheel "tensorrt_rtx_cu12"), from its metadata: nothing is
+    imported. None when it is not installed."""
+    names = metadata.packages_distributions().get(module) or [module]
+    for name in names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def gpu_text(torch_version: str | None) -> str:
+    """The GPU as About shows it. nvidia-smi finds the card; a CPU-only PyTorch build cannot use
+    it, which is said too."""
+    gpu = _gpu()
+    if gpu is None:
+        return "no CUDA GPU"
+    name, _used, total = gpu
+    text = f"{name} · {total:.1f} GB VRAM"
+    if torch_version is not None and torch_version.endswith("+cpu"):
+        text += " (this PyTorch build has no CUDA: jobs run on the CPU)"
+    return text
+
+
+def about_facts() -> AboutFacts:
+    """Takes up to a few seconds (nvidia-smi, package metadata): call it off the GUI thread."""
+    import platform
+
+    from wan_desktop import __version__
+
+    torch = installed_version("torch")
+    return AboutFacts(
+        version=__version__,
+        gpu=gpu_text(torch),
+        torch=torch,
+        onnxruntime=installed_version("onnxruntime"),
+        tensorrt_rtx=installed_version("tensorrt_rtx"),
+        tensorrt=installed_version("tensorrt"),
+        python=platform.python_version(),
     )

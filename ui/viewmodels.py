@@ -177,6 +177,7 @@ class FormState:
     preset: str = ""  # a wan_desktop.presets.PRESETS name, "" for none
     loras: tuple[LoraChoice, ...] = ()
     tiny_vae: bool = False  # decode the final video with the Settings' tiny VAE (TAEHV)
+    review: bool = False  # wait after denoising for Decode / Discard ("Review before decode")
 
 
 class FormModel(QObject):
@@ -385,7 +386,13 @@ class FormModel(QObject):
         job_id = new_job_id()
         out = settings.outputs / f"{time.strftime('%Y%m%d-%H%M%S')}-{job_id}.mp4"
         self.notes = check_job(request, options, out)  # refused now, not when its turn comes
-        return Job(id=job_id, request=request.to_dict(), options=options.to_dict(), out=str(out))
+        return Job(
+            id=job_id,
+            request=request.to_dict(),
+            options=options.to_dict(),
+            out=str(out),
+            review=s.review,
+        )
 
 
 def failure_text(error: UserError) -> str:
@@ -419,6 +426,8 @@ class QueueModel(QObject):
     finished = Signal(str, object)  # job id, JobResult
     failed = Signal(str, object)  # job id, UserError
     cancelled = Signal(str)
+    review = Signal(str, object)  # job id, PreviewFrames: it waits for decode() or discard()
+    discarded = Signal(str)  # job id: discarded at review, nothing written
     idle = Signal()  # nothing running and nothing queued
 
     def __init__(self, service: GpuService, store: JobStore) -> None:
@@ -436,6 +445,9 @@ class QueueModel(QObject):
         service.job_finished.connect(self._on_finished)
         service.job_failed.connect(self._on_failed)
         service.job_cancelled.connect(self._on_cancelled)
+        self._reviewing: str | None = None
+        service.review_ready.connect(self._on_review)
+        service.job_discarded.connect(self._on_discarded)
         if any(j.recovered for j in self.jobs):
             log.info(
                 "%d job(s) were running when the app stopped: back in the queue",
@@ -594,6 +606,44 @@ class QueueModel(QObject):
             ),
         )
         self.cancelled.emit(job_id)
+        self.pump()
+
+    # ------------------------------------------------------------------ review before decode
+
+    @property
+    def reviewing(self) -> str | None:
+        """The running job while it waits at review for decode() or discard(), else None."""
+        return self._reviewing if self._reviewing == self.running else None
+
+    def decode(self, job_id: str) -> None:
+        """The job waiting at review goes on: the full VAE decodes it and it is written."""
+        self._answer(job_id, decode=True)
+
+    def discard(self, job_id: str) -> None:
+        """The job waiting at review ends as "discarded": nothing is decoded or written."""
+        self._answer(job_id, decode=False)
+
+    def _answer(self, job_id: str, *, decode: bool) -> None:
+        if job_id == self.reviewing:
+            self._reviewing = None
+            self.service.decide(job_id, decode=decode)
+
+    def _on_review(self, job_id: str, preview: object) -> None:
+        self._reviewing = job_id
+        self.review.emit(job_id, preview)
+
+    def _on_discarded(self, job_id: str) -> None:
+        job = self.job(job_id)
+        self._finish(
+            job_id,
+            HistoryEntry(
+                id=job_id,
+                status="discarded",
+                request=job.request if job else {},
+                options=job.options if job else {},
+            ),
+        )
+        self.discarded.emit(job_id)
         self.pump()
 
     # ------------------------------------------------------------------ persistence

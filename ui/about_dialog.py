@@ -1,0 +1,88 @@
+"""Help → About: the app's version, the GPU, the runtimes installed, the data folder and the log
+file (paths to copy, for a bug report). The facts that take time (nvidia-smi, package metadata)
+are gathered on Qt's thread pool; the dialog opens at once with "…" in their place."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+from PySide6.QtCore import QThreadPool, Signal
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QLabel,
+    QVBoxLayout,
+    QWidget,
+)
+
+from wan_desktop import __version__
+
+from . import system_info
+from .path_dialog import PathField
+from .paths import data_dir, log_dir
+
+PENDING = "…"
+NOT_INSTALLED = "not installed"
+
+
+def log_file() -> Path:
+    """The file the app logs to (the handler app.setup_logging installed), else the log folder."""
+    for h in logging.getLogger("wan_desktop").handlers:
+        if getattr(h, "_wan_desktop_gui", False) and hasattr(h, "baseFilename"):
+            return Path(h.baseFilename)
+    return log_dir()
+
+
+class AboutDialog(QDialog):
+    facts_ready = Signal(object)  # AboutFacts, from the pool thread (queued to the GUI thread)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("About Wan Desktop")
+        self.facts: system_info.AboutFacts | None = None
+        title = QLabel(f"<b>Wan Desktop {__version__}</b><br>Wan2.1 / Wan2.2 video generation")
+        self.version_label = QLabel(__version__)
+        self.gpu_label = QLabel(PENDING)
+        self.torch_label = QLabel(PENDING)
+        self.ort_label = QLabel(PENDING)
+        self.trt_rtx_label = QLabel(PENDING)
+        self.trt_label = QLabel(PENDING)
+        self.python_label = QLabel(PENDING)
+        self.data_field = PathField(data_dir())
+        self.log_field = PathField(log_file())
+        self.form = QFormLayout()
+        self.form.addRow("Version", self.version_label)
+        self.form.addRow("GPU", self.gpu_label)
+        self.form.addRow("PyTorch", self.torch_label)
+        self.form.addRow("ONNX Runtime", self.ort_label)
+        self.form.addRow("TensorRT for RTX", self.trt_rtx_label)
+        self.form.addRow("TensorRT", self.trt_label)
+        self.form.addRow("Python", self.python_label)
+        self.form.addRow("Data folder", self.data_field)
+        self.form.addRow("Log file", self.log_field)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        lay = QVBoxLayout(self)
+        lay.addWidget(title)
+        lay.addLayout(self.form)
+        lay.addWidget(buttons)
+        self.resize(620, self.sizeHint().height())
+        self.facts_ready.connect(self._show_facts)
+        QThreadPool.globalInstance().start(self._gather)
+
+    def _gather(self) -> None:  # on a pool thread
+        facts = system_info.about_facts()
+        with contextlib.suppress(RuntimeError):  # the dialog was closed and deleted first
+            self.facts_ready.emit(facts)
+
+    def _show_facts(self, facts: system_info.AboutFacts) -> None:
+        self.facts = facts
+        self.gpu_label.setText(facts.gpu)
+        self.torch_label.setText(facts.torch or NOT_INSTALLED)
+        self.ort_label.setText(facts.onnxruntime or NOT_INSTALLED)
+        self.trt_rtx_label.setText(facts.tensorrt_rtx or NOT_INSTALLED)
+        self.trt_label.setText(facts.tensorrt or NOT_INSTALLED)
+        self.python_label.setText(facts.python)

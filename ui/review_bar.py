@@ -1,0 +1,127 @@
+"""Review before decode, in the window: the form's "Review before decode" checkbox and the bar
+under the preview that shows while a job waits at review, with Decode and Discard.
+
+The job waits on the GPU thread (GpuService.decide); here the buttons only answer it through the
+queue model, so the window stays live and Cancel still works while the user looks.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QWidget
+
+if TYPE_CHECKING:
+    from PySide6.QtWidgets import QTabWidget
+
+    from .player import VideoPlayer
+    from .service import PreviewFrames
+    from .viewmodels import FormModel, FormState, QueueModel
+
+REVIEW_TIP = (
+    "After denoising, wait on the last preview: Decode it with the full VAE, or Discard it "
+    "(nothing is written). The queue waits behind it meanwhile."
+)
+
+
+def review_checkbox(form: FormModel) -> QCheckBox:
+    """The form's "Review before decode" checkbox, bound both ways to ``form.state.review``."""
+    check = QCheckBox("Review before decode")
+    check.setToolTip(REVIEW_TIP)
+    check.setChecked(form.state.review)
+    check.toggled.connect(lambda on: form.update(review=on))
+
+    def show(state: FormState) -> None:
+        if check.isChecked() != state.review:
+            check.blockSignals(True)
+            check.setChecked(state.review)
+            check.blockSignals(False)
+
+    form.changed.connect(show)
+    return check
+
+
+class ReviewBar(QWidget):
+    """Shown while a job waits at review: what the preview shows, and Decode / Discard."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.job_id: str | None = None  # the job the bar answers for
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        self.decode_button = QPushButton("Decode")
+        self.decode_button.setToolTip("Decode the video with the full VAE and save it")
+        self.discard_button = QPushButton("Discard")
+        self.discard_button.setToolTip("Drop this video: nothing is decoded or written")
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.label, 1)
+        lay.addWidget(self.decode_button)
+        lay.addWidget(self.discard_button)
+        self.setVisible(False)
+
+    def bind(
+        self,
+        queue: QueueModel,
+        player: VideoPlayer,
+        tabs: QTabWidget | None = None,
+        stage_label: QLabel | None = None,
+    ) -> None:
+        """Show on ``queue.review`` (the preview goes to ``player``), answer with the buttons,
+        hide when the job ends however it ends."""
+        self._queue, self._player, self._tabs, self._stage = queue, player, tabs, stage_label
+        queue.review.connect(self._on_review)
+        queue.finished.connect(lambda job_id, _r: self._ended(job_id))
+        queue.failed.connect(lambda job_id, _e: self._ended(job_id))
+        queue.cancelled.connect(self._ended)
+        queue.discarded.connect(self._on_discarded)
+        self.decode_button.clicked.connect(self.decode)
+        self.discard_button.clicked.connect(self.discard)
+
+    def _on_review(self, job_id: str, preview: PreviewFrames) -> None:
+        self.job_id = job_id
+        self._player.set_frames(preview.frames, fps=preview.fps)
+        if self._tabs is not None:
+            self._tabs.setCurrentWidget(self._player)
+        how = (
+            "tiny-VAE preview"
+            if preview.decoder == "tiny-vae"
+            else "latent preview: colours and detail are rough"
+        )
+        self.label.setText(
+            f"Review: the denoised video after step {preview.step}/{preview.total} ({how}). "
+            "Decode it with the full VAE, or discard it?"
+        )
+        for b in (self.decode_button, self.discard_button):
+            b.setEnabled(True)
+        self.setVisible(True)
+        if self._stage is not None:
+            self._stage.setText("Waiting for your review: Decode or Discard")
+
+    def decode(self) -> None:
+        self._answer(decode=True)
+
+    def discard(self) -> None:
+        self._answer(decode=False)
+
+    def _answer(self, *, decode: bool) -> None:
+        job_id, self.job_id = self.job_id, None
+        self.setVisible(False)
+        if job_id is None:
+            return
+        if decode:
+            self._queue.decode(job_id)
+            if self._stage is not None:
+                self._stage.setText("Decoding video…")
+        else:
+            self._queue.discard(job_id)
+
+    def _on_discarded(self, job_id: str) -> None:
+        self._ended(job_id)
+        if self._stage is not None:
+            self._stage.setText("Discarded — nothing was written")
+
+    def _ended(self, job_id: str) -> None:
+        if job_id == self.job_id:
+            self.job_id = None
+            self.setVisible(False)
