@@ -280,8 +280,8 @@ class BlockSwap:
         n_stream = self.swap
         if n_stream:
             self._prefetch(0)  # overlaps the resident blocks (a no-op when primed by the last call)
-        for run in self._resident_runners:
-            x = run(x, *args)
+        for i, run in enumerate(self._resident_runners):
+            x = state.after_block(i, run(x, *args))  # + a VACE hint (DiTState.after_block)
         ev = self._events
         for j in range(n_stream):
             s = j % self.num_slots
@@ -289,7 +289,7 @@ class BlockSwap:
                 self._prefetch(ahead)
             assert ev is not None
             ev.compute_waits_until_loaded(s)
-            x = self._runners[s](x, *args)
+            x = state.after_block(self.first_streamed + j, self._runners[s](x, *args))
             ev.record_freed(s)
         if n_stream:
             self._prefetch(0)  # prime the next call: the copy runs during finish() and the sampler
@@ -314,6 +314,6 @@ def run_resident_blocks(
     model: WanModel, x: Tensor, state: DiTState, runners: list[Callable[..., Tensor]] | None = None
 ) -> Tensor:
     """The model's own block loop (optionally through wrapped, e.g. compiled, blocks)."""
-    for block in runners if runners is not None else model.blocks:
-        x = block(x, state.e0, state.context, state.cos, state.sin)
+    for i, block in enumerate(runners if runners is not None else model.blocks):
+        x = state.after_block(i, block(x, state.e0, state.context, state.cos, state.sin))
     return x

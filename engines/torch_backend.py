@@ -295,16 +295,20 @@ class TorchDenoiser:
         *,
         y: Tensor | None = None,
         clip_fea: Tensor | None = None,
+        vace: Tensor | None = None,
+        vace_scale: float = 1.0,
     ) -> Tensor:
         dev = self._device
         model = self.model
         timestep = timestep.to(dev)
+        extra = {} if vace is None else {"vace": vace.to(dev), "vace_scale": vace_scale}  # VACE
         state = model.prepare(
             latents.to(dev),
             timestep,
             context.to(dev),
             y=None if y is None else y.to(dev),
             clip_fea=None if clip_fea is None else clip_fea.to(dev),
+            **extra,
         )
         if self.cache is not None:
             h = self.cache(model, state, timestep, self._run_blocks)
@@ -479,8 +483,8 @@ def build_torch_components(
     from wan_desktop.checkpoints.materialize import weights_on_meta
     from wan_desktop.contracts import Components
     from wan_desktop.models.clip import ClipVisionEncoder
-    from wan_desktop.models.dit import WanModel
     from wan_desktop.models.t5 import T5Encoder
+    from wan_desktop.models.vace import make_dit as WanModel  # VaceWanModel too
     from wan_desktop.text import Tokenizer
 
     from .torch_ops import make_ops

@@ -182,7 +182,10 @@ class _Resolver:
         blocks = 1 + max(
             (int(k.split(".")[1]) for k in self.params if k.startswith("blocks.")), default=-1
         )
-        for dname, oname in diffusers_module_names(blocks).items():
+        vace = 1 + max(  # VACE models: diffusers names of the VACE blocks too
+            (int(k.split(".")[1]) for k in self.params if k.startswith("vace_blocks.")), default=-1
+        )
+        for dname, oname in diffusers_module_names(blocks, vace).items():
             if oname in self.names:
                 self.names.setdefault(dname, oname)
         self.underscored = {k.replace(".", "_"): v for k, v in self.names.items()}

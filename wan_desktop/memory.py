@@ -94,8 +94,18 @@ def dit_nonblock_params(cfg: DiTConfig) -> int:
     return n
 
 
+def dit_vace_params(cfg: DiTConfig) -> int:
+    """A VACE model's branch (models/vace.py): vace_patch_embedding and one block per vace layer
+    with its after_proj (and the first one's before_proj); 0 for other models."""
+    if cfg.vace_in_dim is None:
+        return 0
+    d, n = cfg.dim, len(cfg.vace_layers)
+    patch = cfg.vace_in_dim * d * math.prod(cfg.patch_size) + d
+    return patch + n * (dit_block_params(cfg) + d * d + d) + d * d + d
+
+
 def dit_params(cfg: DiTConfig) -> int:
-    return dit_nonblock_params(cfg) + cfg.num_layers * dit_block_params(cfg)
+    return dit_nonblock_params(cfg) + cfg.num_layers * dit_block_params(cfg) + dit_vace_params(cfg)
 
 
 def t5_params(cfg: T5Config) -> int:
@@ -336,7 +346,10 @@ def dit_nonblock_bytes(cfg: DiTConfig) -> float:
     """Non-block parameters: text_embedding bf16, everything else FP32_MODULES (fp32)."""
     d = cfg.dim
     text = cfg.text_dim * d + d + d * d + d
-    return text * 2 + (dit_nonblock_params(cfg) - text) * 4
+    # the VACE branch stays resident (never streamed): its linears bf16, patch embedding fp32
+    vace = dit_vace_params(cfg)
+    vace_bytes = vace * 2 + (cfg.vace_in_dim or 0) * d * math.prod(cfg.patch_size) * 2 if vace else 0
+    return text * 2 + (dit_nonblock_params(cfg) - text) * 4 + vace_bytes
 
 
 def dit_activation_bytes(cfg: DiTConfig, tokens: int, batch: int, *, per_token_t: bool) -> float:

@@ -22,8 +22,8 @@ def _n(module) -> int:
 def test_parameter_counts_equal_the_full_size_models_built_on_meta():
     from wan_desktop.checkpoints.materialize import weights_on_meta
     from wan_desktop.models.clip import ClipVisionEncoder
-    from wan_desktop.models.dit import WanModel
     from wan_desktop.models.t5 import T5Encoder
+    from wan_desktop.models.vace import make_dit
     from wan_desktop.models.vae21 import WanVAE21
     from wan_desktop.models.vae22 import WanVAE22
 
@@ -33,7 +33,7 @@ def test_parameter_counts_equal_the_full_size_models_built_on_meta():
             continue
         seen.add(v.dit)
         with weights_on_meta():
-            m = WanModel(v.dit)
+            m = make_dit(v.dit)  # VACE variants: with their VACE branch
         assert M.dit_params(v.dit) == _n(m), name
         assert M.dit_block_params(v.dit) == _n(m.blocks[0]), name
         linears = sum(

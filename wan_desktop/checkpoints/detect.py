@@ -33,7 +33,6 @@ OFFICIAL_VAE = ("Wan2.1_VAE.pth", "Wan2.2_VAE.pth")
 OFFICIAL_T5 = "models_t5_umt5-xxl-enc-bf16.pth"
 OFFICIAL_CLIP = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
 UNSUPPORTED_DIT_KEYS = {
-    "vace_blocks.": "a Wan VACE model",
     "audio_injector.": "a Wan S2V (speech-to-video) model",
     "casual_audio_encoder.": "a Wan S2V (speech-to-video) model",
     "motion_encoder.": "a Wan Animate model",
@@ -378,7 +377,12 @@ def dit_config(shapes: dict[str, tuple[int, ...]], where: str, config: dict[str,
         if not _is_number(topk) or not 0 < topk <= 1:
             raise _bad_value(_config_json(where), "sla_topk", "a number in (0, 1]", topk)
         sla_topk = float(topk)
+    vace_in_dim, vace_layers = _vace_config(shapes, where, config, layers)
+    if vace_in_dim is not None and model_type != "t2v":
+        raise CheckpointError(f"{where}: a VACE branch on a {model_type} model (VACE is T2V)")
     return DiTConfig(
+        vace_in_dim=vace_in_dim,
+        vace_layers=vace_layers,
         sla_topk=sla_topk,
         model_type=model_type,
         dim=dim,
@@ -393,6 +397,47 @@ def dit_config(shapes: dict[str, tuple[int, ...]], where: str, config: dict[str,
         image_dim=image_dim,
         image_pos_len=image_pos_len,
     )
+
+
+def _vace_config(
+    shapes: dict[str, tuple[int, ...]], where: str, config: dict[str, Any], layers: int
+) -> tuple[int | None, tuple[int, ...]]:
+    """A VACE model's (vace_in_dim, vace_layers), or (None, ()). The main blocks that take a hint
+    come from config.json (official ``vace_layers``, diffusers too); a single file has none, and
+    its VACE blocks are spread evenly from block 0, every ``layers // n``-th (ComfyUI's rule, which
+    gives the released 0, 2, …, 28 of 30 and 0, 5, …, 35 of 40)."""
+    vpe = _optional(shapes, "vace_patch_embedding.weight", where, 5)
+    n = _count(shapes, r"vace_blocks\.(\d+)\.")
+    if vpe is None and not n:
+        return None, ()
+    if vpe is None or not n:
+        raise CheckpointError(
+            f"{where}: a VACE model needs vace_patch_embedding and vace_blocks; the file is "
+            "incomplete"
+        )
+    listed = config.get("vace_layers")
+    if listed is None:
+        if n > layers:
+            raise CheckpointError(f"{where}: {n} VACE blocks for {layers} blocks")
+        vace_layers = tuple(range(0, layers, layers // n))[:n]
+    elif isinstance(listed, list) and all(_is_whole(v) for v in listed):
+        vace_layers = tuple(int(v) for v in listed)
+    else:
+        raise _bad_value(_config_json(where), "vace_layers", "a list of block indices", listed)
+    ok = (
+        len(vace_layers) == n
+        and vace_layers[0] == 0
+        and list(vace_layers) == sorted(set(vace_layers))
+        and vace_layers[-1] < layers
+    )
+    if not ok:
+        raise _bad_value(
+            _config_json(where),
+            "vace_layers",
+            f"{n} increasing block indices from 0 below {layers} (one per VACE block)",
+            listed if listed is not None else list(vace_layers),
+        )
+    return vpe[1], vace_layers
 
 
 def vae_config(
@@ -481,7 +526,9 @@ def clip_config(
 
 def identify_variant(dit: DiTConfig, experts: int, where: str) -> Variant:
     """The released variant with this structure (its defaults and tasks), carrying the real configs."""
-    if dit.model_type == "ti2v":
+    if dit.is_vace:  # Wan2.1-VACE-1.3B / -14B, Wan2.2-VACE-Fun-A14B
+        name = "vace-A14B" if experts == 2 else "vace-1.3B" if dit.dim <= 1536 else "vace-14B"
+    elif dit.model_type == "ti2v":
         name = "ti2v-5B"
     elif experts == 2:
         name = {"t2v": "t2v-A14B", "i2v": "i2v-A14B"}.get(dit.model_type, "")

@@ -89,6 +89,14 @@ def inspect_files(m: ModelFiles) -> dict[str, Any]:
         "experts": len(m.experts),
         "boundary": m.boundary,
         "dit_config": {k: val for k, val in asdict(v.dit).items()},
+        # VACE models: the VACE blocks and the main blocks their hints enter (vace_layers)
+        "vace": {
+            "blocks": len(v.dit.vace_layers),
+            "layers": list(v.dit.vace_layers),
+            "in_dim": v.dit.vace_in_dim,
+        }
+        if v.dit.is_vace
+        else None,
         "components": comps,
         "missing": missing,
         "notes": list(m.notes),

@@ -147,12 +147,12 @@ def load_dit(
     """The DiT (or Wan2.2 expert ``expert``: 0 high-noise, 1 low-noise) on the CPU."""
     import torch
 
-    from ..models.dit import WanModel
     from ..models.layers import Ops as DefaultOps
+    from ..models.vace import make_dit
 
     comp = files.experts[expert]
     with weights_on_meta():
-        model = WanModel(files.variant.dit, ops or DefaultOps)
+        model = make_dit(files.variant.dit, ops or DefaultOps)  # WanModel, or VaceWanModel
     sources, scales = component_sources(comp, "dit")
     check_float_weights(model, sources, scales, "diffusion model")
     return materialize(

@@ -387,7 +387,7 @@ class WanModel(nn.Module):
     # as much as rounding all cross-attention weights (1.2e-3) for a few percent of the parameters
     # (time_projection, 6·dim², is the only sizeable one). text_embedding (9e-4, dim·(4096+dim)) and
     # the block linears stay in the compute dtype.
-    FP32_MODULES = (
+    FP32_MODULES: tuple[str, ...] = (
         "patch_embedding",
         "time_embedding",
         "time_projection",

@@ -20,7 +20,7 @@ outputs ``x + scale · hint_j``.
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 from torch import Tensor, nn
 
@@ -56,7 +56,7 @@ class VaceWanModel(WanModel):
     """The Wan DiT with a VACE branch. ``forward`` / ``prepare`` take the VACE context
     ``vace [B, vace_in_dim, T, H, W]`` and its scale."""
 
-    FP32_MODULES = (
+    FP32_MODULES: tuple[str, ...] = (
         *WanModel.FP32_MODULES,
         "vace_patch_embedding",
         "vace_blocks.*.modulation",
@@ -74,21 +74,20 @@ class VaceWanModel(WanModel):
             VaceWanAttentionBlock(cfg, ops, j) for j in range(len(cfg.vace_layers))
         )
 
-    def prepare(
+    def prepare(  # the VACE context and its scale are extra inputs
         self,
         x: Tensor,
         t: Tensor,
         context: Tensor,
         *,
-        y: Tensor | None = None,
-        clip_fea: Tensor | None = None,
-        rope: tuple[Tensor, Tensor] | None = None,
         vace: Tensor | None = None,
         vace_scale: float | Tensor = 1.0,
+        **kwargs: Any,
     ) -> DiTState:
         """``WanModel.prepare`` plus the VACE hints (``state.hints``, scaled by ``vace_scale``, a
-        number or a 0-d tensor). vace: [B, vace_in_dim, T, H, W], the latents' size."""
-        state = super().prepare(x, t, context, y=y, clip_fea=clip_fea, rope=rope)
+        number or a 0-d tensor). vace: [B, vace_in_dim, T, H, W], the latents' size; the other
+        arguments are WanModel.prepare's."""
+        state = super().prepare(x, t, context, **kwargs)
         cfg = self.cfg
         if vace is None:
             raise ConfigError("a VACE model needs its VACE context (control frames, mask)")
