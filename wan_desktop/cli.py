@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__, bench, model_manager_cli
 from .cli_args import Parser as _Parser
+from .cli_args import add_long_video_arguments, prompt_text
 from .cli_args import positive_float as _positive_float
 from .cli_args import size as _size
 from .errors import Cancelled, ConfigError, WanError
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="generate a video")
     g.add_argument("--model", type=Path, help="model folder (official/diffusers) or ComfyUI file")
-    g.add_argument("--prompt", required=True)
+    g.add_argument("--prompt", help="the prompt; long videos: one per window, separated by ' | '")
     g.add_argument("--negative-prompt")
     g.add_argument("--task", choices=["t2v", "i2v", "flf2v", "ti2v"])
     g.add_argument("--image", type=Path)
@@ -112,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="decode with a TAEHV tiny VAE (taew2_1 / taew2_2): fast, lower quality",
     )
+    add_long_video_arguments(g)
     g.add_argument("--no-progress", action="store_true")
     g.add_argument("--out", type=Path, required=True, help="out.mp4, or a folder for PNG frames")
 
@@ -161,11 +163,17 @@ class Progress:
             eta = _clock(event.eta)
             bar = "█" * done + "░" * (width - done)
             sys.stderr.write(
-                f"\rdenoise {event.step}/{event.total} |{bar}| {rate:.2f} it/s ETA {eta}\033[K"
+                f"\r{_window(event)}denoise {event.step}/{event.total} |{bar}| {rate:.2f} it/s "
+                f"ETA {eta}\033[K"
             )
         elif isinstance(event, Finished):
             sys.stderr.write(f"\rdone in {event.seconds:.1f} s\033[K\n")
         sys.stderr.flush()
+
+
+def _window(event: Any) -> str:
+    """ "window 3/8 · " for a long video's events, else nothing."""
+    return f"window {event.window}/{event.windows} · " if event.windows > 1 else ""
 
 
 def _clock(seconds: float) -> str:
@@ -347,7 +355,7 @@ def _request(args: argparse.Namespace) -> GenerationRequest:
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     width, height = args.size if args.size else (None, None)
     return GenerationRequest(
-        prompt=args.prompt,
+        prompt=prompt_text(args.prompt, args.prompt_file),
         negative_prompt=args.negative_prompt,
         task=args.task,
         image=_opt(args.image),
@@ -361,6 +369,8 @@ def _request(args: argparse.Namespace) -> GenerationRequest:
         shift=args.shift,
         sampler=args.sampler,
         seed=seed,
+        color_match=args.color_match != "off",
+        extend=_opt(args.extend),
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 
@@ -72,3 +73,56 @@ def positive_float(text: str) -> float:
     if v < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
     return v
+
+
+# ----------------------------------------------------------------------------- long videos
+
+
+def add_long_video_arguments(g: argparse.ArgumentParser) -> None:
+    """``generate``'s long-video flags (sliding windows, long_video.py)."""
+    g.add_argument(
+        "--prompt-file",
+        type=Path,
+        metavar="FILE",
+        help="prompts, one line per window (the last line repeats); instead of --prompt",
+    )
+    g.add_argument(
+        "--color-match",
+        choices=["on", "off"],
+        help="match each window's colours to the first (windows continued through pixels: "
+        "i2v, flf2v, --extend); default on",
+    )
+    g.add_argument(
+        "--extend",
+        type=Path,
+        metavar="VIDEO",
+        help="continue this video (an mp4 or a folder of PNG frames); --frames new frames",
+    )
+
+
+def prompt_text(prompt: str | None, prompt_file: Path | None) -> str:
+    """The prompt of ``--prompt`` or ``--prompt-file`` (its non-empty lines, one per window,
+    joined by newlines: long_video.split_prompts reads them back)."""
+    from .errors import ConfigError
+
+    if (prompt is None) == (prompt_file is None):
+        raise ConfigError("give --prompt TEXT or --prompt-file FILE (one of them)", field="prompt")
+    if prompt_file is None:
+        assert prompt is not None
+        return prompt
+    try:
+        text = prompt_file.expanduser().read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"--prompt-file {prompt_file}: not UTF-8 text ({e.reason} at byte {e.start})",
+            field="prompt",
+        ) from None
+    except OSError as e:
+        raise ConfigError(
+            f"--prompt-file {prompt_file}: {e.strerror or e}", field="prompt"
+        ) from None
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        raise ConfigError(f"--prompt-file {prompt_file} has no prompt", field="prompt")
+    return "\n".join(lines)
+

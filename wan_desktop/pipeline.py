@@ -40,6 +40,8 @@ class StageStarted:
     stage: str  # "encode" | "denoise" | "decode"
     window: int = 1  # long videos (long_video.py): this window, 1-based, of ``windows``
     windows: int = 1
+    window: int = 1  # long videos (long_video.py): this window, 1-based, of ``windows``
+    windows: int = 1
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class StepDone:
     timestep: float
     expert: int  # 0 (high-noise / only model) or 1 (low-noise)
     preview: Tensor | None = field(default=None, repr=False)  # current x0 [z, T, h, w], CPU fp32
+    window: int = 1  # long videos (long_video.py): this window, 1-based, of ``windows``
+    windows: int = 1
     window: int = 1  # long videos (long_video.py): this window, 1-based, of ``windows``
     windows: int = 1
 
@@ -208,6 +212,10 @@ class Conditioning:
     cond_latent: [1, z, 1, h, w] TI2V: the encoded first frame, which the latents keep
     first_mask:  [1, 1, T, h, w] TI2V: 0 on the first latent frame, 1 elsewhere
     token_mask:  [1, L] TI2V: first_mask per patch token (the first frame's tokens get t = 0)
+    held:        [1, z, T, h, w] long T2V windows (long_video.py): clean latents of the frames
+                 carried from the previous window, put back re-noised to each step's σ
+    held_mask:   [1, 1, T, h, w] 1 on the held latent frames, 0 elsewhere
+    held_noise:  [1, z, T, h, w] the fixed noise they are re-noised with
     """
 
     context: Tensor
@@ -217,6 +225,9 @@ class Conditioning:
     cond_latent: Tensor | None = None
     first_mask: Tensor | None = None
     token_mask: Tensor | None = None
+    held: Tensor | None = None
+    held_mask: Tensor | None = None
+    held_noise: Tensor | None = None
 
     def timestep(self, t: float) -> Tensor:
         """The model's timestep input: [1], or per token [1, L] (TI2V)."""
@@ -226,8 +237,12 @@ class Conditioning:
             return self.token_mask * t
         return torch.full((1,), t, device=self.context.device)
 
-    def keep_first(self, x: Tensor) -> Tensor:
-        """TI2V: latents with the first frame put back to the encoded image; else ``x``."""
+    def keep_first(self, x: Tensor, sigma: float = 0.0) -> Tensor:
+        """TI2V: latents with the first frame put back to the encoded image; long T2V windows:
+        the held frames put back at ``sigma`` (x_σ = (1 − σ)·x0 + σ·ε); else ``x``."""
+        if self.held is not None and self.held_mask is not None and self.held_noise is not None:
+            known = (1 - sigma) * self.held + sigma * self.held_noise
+            x = self.held_mask * known + (1 - self.held_mask) * x
         if self.cond_latent is None or self.first_mask is None:
             return x
         return (1 - self.first_mask) * self.cond_latent + self.first_mask * x
@@ -355,7 +370,7 @@ def denoise(
     x = noise.to(device)
     if r.sigmas is not None and schedule.sigmas[0] < 1.0:
         x = x * schedule.sigmas[0]  # rCM starts at σ_0·noise (TurboDiffusion); lightx2v at σ = 1
-    x = cond.keep_first(x)
+    x = cond.keep_first(x, schedule.sigmas[0])
     t_start = time.perf_counter()
     for i, t in enumerate(schedule.timesteps):
         cancel.check()
@@ -374,7 +389,7 @@ def denoise(
         preview = None
         if preview_every and ((i + 1) % preview_every == 0 or i + 1 == r.steps):
             preview = cond.keep_first(solver.x0(i, v, x))[0].detach().float().cpu()
-        x = cond.keep_first(solver.step(i, v, x))
+        x = cond.keep_first(solver.step(i, v, x), schedule.sigmas[i + 1])
         if not bool(torch.isfinite(x).all()):
             raise _nonfinite(i + 1, r.steps, expert, len(models), r.guidance_for(expert))
         emit(

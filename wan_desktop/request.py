@@ -46,6 +46,11 @@ class GenerationRequest:
     # 0 is implied) replaces the sampler's grid from steps/shift; the model is fed σ·1000.
     sigmas: tuple[float, ...] | None = None
     boundary_step: int | None = None  # Wan2.2: first step of the low-noise expert (else by time)
+    # Long videos (long_video.py): frames beyond one window run consecutive windows.
+    window_frames: int | None = None  # frames per window (4n+1); None: the model's (81, TI2V 121)
+    window_overlap: int | None = None  # latent frames a window carries over; None: 2
+    color_match: bool = True  # continuation through pixels: match the first window's colours
+    extend: str | None = None  # a video (mp4 or PNG folder) to continue
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GenerationRequest:
@@ -170,6 +175,7 @@ class GenerationRequest:
             raise ConfigError("flf2v needs at least 5 frames", field="frames")
         if not (0 <= self.seed < 2**63):
             raise ConfigError(f"seed must be between 0 and 2^63-1, got {self.seed}", field="seed")
+        window_frames, window_overlap = _window(self, d.frames, tf)
         neg = self.negative_prompt if self.negative_prompt else d.negative_prompt
         return ResolvedRequest(
             prompt=self.prompt,
@@ -189,8 +195,32 @@ class GenerationRequest:
             batch_cfg=self.batch_cfg,
             sigmas=sigmas,
             boundary_step=self.boundary_step,
+            window_frames=window_frames,
+            window_overlap=window_overlap,
+            color_match=bool(self.color_match),
+            extend=self.extend,
             experts=variant.experts,
         )
+
+
+def _window(r: GenerationRequest, default_frames: int, tf: int) -> tuple[int, int]:
+    """A long video's window (frames, 4n+1 ≥ 5) and overlap (latent frames, 1 to the window's
+    latent frames − 1; default 2): each window adds at least one latent frame."""
+    frames = r.window_frames if r.window_frames is not None else default_frames
+    if frames < tf + 1 or (frames - 1) % tf:
+        raise ConfigError(
+            f"window frames must be {tf}n+1 and at least {tf + 1}, got {frames}",
+            field="window_frames",
+        )
+    t_lat = (frames - 1) // tf + 1
+    overlap = r.window_overlap if r.window_overlap is not None else min(2, t_lat - 1)
+    if not 1 <= overlap < t_lat:
+        raise ConfigError(
+            f"window overlap must be 1 to {t_lat - 1} latent frames for {frames}-frame "
+            f"windows, got {overlap}",
+            field="window_overlap",
+        )
+    return frames, overlap
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -216,6 +246,10 @@ class ResolvedRequest:
     batch_cfg: bool  # cond and uncond as one batch of 2
     sigmas: tuple[float, ...] | None  # a distilled recipe's σ grid (see GenerationRequest)
     boundary_step: int | None  # Wan2.2: first step of the low-noise expert (else by time)
+    window_frames: int  # long videos: frames per window (see GenerationRequest)
+    window_overlap: int  # long videos: latent frames a window carries over
+    color_match: bool
+    extend: str | None
     experts: int  # the variant's diffusion models (2: Wan2.2 A14B); not saved (the variant is)
 
     def guidance_for(self, expert: int) -> float:

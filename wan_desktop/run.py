@@ -106,11 +106,14 @@ class PreparedRun:
     plans: tuple[Plan, ...]  # the memory-plan ladder, loosest first; empty on the CPU / engines
     out: Path
     notes: tuple[str, ...] = ()  # worth telling the user before the run (one line each)
+    windows: int = 1  # a long video's windows (long_video.py); 1: one window
 
     @property
     def size(self) -> str:
-        """ "WxHxF": picks the TensorRT engines built for that preset."""
-        r = self.request
+        """ "WxHxF": picks the TensorRT engines built for that preset (a long video: its window)."""
+        from .long_video import one_window
+
+        r = one_window(self.request)
         return f"{r.width}x{r.height}x{r.frames}"
 
     def describe_plans(self) -> str:
@@ -159,6 +162,9 @@ def prepare(
         request = get_preset(options.preset).apply(request, variant)
     resolved = request.resolve(variant)
     pipeline.check_images(resolved)
+    from . import long_video
+
+    window_plan = long_video.check(resolved, variant)  # None: one window
     if options.tiny_vae is not None and not Path(options.tiny_vae).expanduser().is_file():
         raise CheckpointError(
             f"tiny VAE file not found: {options.tiny_vae}",
@@ -176,13 +182,13 @@ def prepare(
         plans = tuple(
             plans_for_run(
                 variant,
-                resolved,
+                long_video.one_window(resolved),  # a long video: one window is planned
                 device=device,
                 budget_gib=options.vram_budget_gb,
                 precision=options.precision_name or stored_precision(files),
             )
         )
-    notes: list[str] = []
+    notes: list[str] = [] if window_plan is None else [f"long video: {window_plan.describe()}"]
     if not options.random_weights:  # random weights: benchmarks, no opinion
         from .presets import few_step_warning
 
@@ -202,6 +208,7 @@ def prepare(
         plans=plans,
         out=out,
         notes=tuple(notes),
+        windows=1 if window_plan is None else window_plan.count,
     )
 
 
@@ -433,6 +440,18 @@ def _generate(
     emit: pipeline.Emit,
     review: pipeline.Review | None = None,
 ) -> Path:
+    from . import long_video
+
+    if long_video.is_long(request):  # windows (each its own begin_run), written as they come
+        return long_video.generate_to_file(
+            comps,
+            request,
+            prepared.out,
+            options=prepared.options,
+            cancel=cancel,
+            emit=emit,
+            device=prepared.device,
+        )
     pipeline.begin_run(comps, request)  # the step cache's start-of-run hook (a preset's grid too)
     return pipeline.generate_to_file(
         comps,
