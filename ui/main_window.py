@@ -53,9 +53,10 @@ from .viewmodels import (
     frames_for_seconds,
     preset_warning,
     presets,
+    resumed_text,
     seconds_for_frames,
 )
-from .widgets import DropZone, LoraRow
+from .widgets import CloseQuestion, DropZone, LoraRow
 
 if TYPE_CHECKING:
     from .paths import DataDirProblem
@@ -64,6 +65,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 # a form field a refused job points at (FormModel.invalid): a red border
 _INVALID_STYLE = '*[invalid="true"] { border: 2px solid #c62828; }'
+# a paused queue: the Pause button (checked) and the queue's status-bar line stand out
+_PAUSED_STYLE = "QPushButton:checked { background: #f9a825; color: black; font-weight: bold; }"
 
 SAMPLERS = ("unipc", "dpm++", "euler", "rcm")  # rcm: the turbo preset's stochastic update
 LORA_FILTER = "LoRA (*.safetensors *.sft)"
@@ -106,7 +109,7 @@ class MainWindow(QMainWindow):
         self.service = service
         self.queue = queue
         self.settings = settings
-        self.form = FormModel()
+        self.form = FormModel(memory=settings.forms)  # the form as last used with each model
         self.form.update(
             backend=settings.backend, precision=settings.precision, vram_plan=settings.vram_plan
         )
@@ -121,6 +124,7 @@ class MainWindow(QMainWindow):
         self.video_loader = VideoLoader()
         self._build()
         self._bind()
+        self._init_queue_state()
         self._render(self.form.state)
         self._refresh_queue()
         self._refresh_history()
@@ -320,7 +324,7 @@ class MainWindow(QMainWindow):
             self.cancel_all_button,
         ):
             qbuttons.addWidget(b)
-        queue_box = QGroupBox("Queue")
+        queue_box = self.queue_box = QGroupBox("Queue")  # its title: paused, N waiting
         qlay = QVBoxLayout(queue_box)
         qlay.addWidget(self.queue_list)
         qlay.addLayout(qbuttons)
@@ -372,6 +376,8 @@ class MainWindow(QMainWindow):
         help_menu.addAction(self.log_action)
         self.system_label = QLabel()
         self.statusBar().addPermanentWidget(self.system_label)
+        self.queue_label = QLabel()  # "resumed N queued jobs", "⏸ paused · 2 waiting"
+        self.statusBar().insertPermanentWidget(0, self.queue_label)
         self.resize(1360, 820)
 
     # ------------------------------------------------------------------ binding
@@ -432,6 +438,7 @@ class MainWindow(QMainWindow):
         self.cancel_job_button.clicked.connect(self._cancel_selected)
         self.cancel_all_button.clicked.connect(q.cancel_all)
         self.pause_button.toggled.connect(q.set_paused)
+        self.pause_button.setStyleSheet(_PAUSED_STYLE)
         self.pause_button.toggled.connect(
             lambda on: self.pause_button.setText("Resume" if on else "Pause")
         )
@@ -505,8 +512,11 @@ class MainWindow(QMainWindow):
             self._set_combo_data(self.speed_combo, s.preset)
             self.tiny_vae_check.setChecked(s.tiny_vae)
             idx = next((i for i, e in enumerate(self.models) if e.path == s.model), -1)
-            if idx >= 0:
-                self.model_combo.setCurrentIndex(idx)
+            self.model_combo.setCurrentIndex(idx)  # -1: the placeholder says what is wrong
+            missing = self.form.missing_model
+            self.model_combo.setPlaceholderText(
+                f"model not found: {missing}" if missing else "no Wan model found: Add folder…"
+            )
         finally:
             for w in widgets:
                 w.blockSignals(False)
@@ -602,14 +612,7 @@ class MainWindow(QMainWindow):
     def _preset_picked(self, index: int) -> None:
         data = self.preset_combo.itemData(index)
         if data:
-            w, h = data
-            entry = self.form.entry
-            shift = self.form.state.shift
-            if entry is not None and entry.variant:
-                from wan_desktop.variants import VARIANTS
-
-                shift = VARIANTS[entry.variant].defaults.shift_for(w, h)
-            self.form.update(width=w, height=h, shift=shift)
+            self.form.set_size(*data)
 
     def _temporal(self) -> int:
         return self.form.entry.temporal_factor if self.form.entry else 4
@@ -654,6 +657,7 @@ class MainWindow(QMainWindow):
             self.model_combo.addItem(e.label, e.path)
         self.model_combo.setPlaceholderText("no Wan model found: Add folder…")
         self.model_combo.blockSignals(False)
+        self.form.set_models([e.path for e in self.models])
         self.unusable_button.setVisible(bool(unusable))
         self.unusable_button.setText(f"⚠ {len(unusable)}")
         self.unusable_button.setToolTip("\n".join(f"{e.name}: {e.reason}" for e in unusable))
@@ -664,6 +668,8 @@ class MainWindow(QMainWindow):
         if idx >= 0:
             self.model_combo.setCurrentIndex(idx)
             self._model_picked(idx)
+        else:
+            self._render(self.form.state)  # the form's model is gone: the picker says so
         nothing = [e.error for e in unusable if e.error.startswith("no Wan model found")]
         found = f"{len(self.models)} model(s) found, {len(unusable)} could not load"
         self.statusBar().showMessage(found if self.models else "; ".join(nothing) or found, 10_000)
@@ -688,7 +694,7 @@ class MainWindow(QMainWindow):
         self.refresh_engines()
         from dataclasses import replace
 
-        self.settings = replace(self.settings, last_model=entry.path)
+        self.settings = replace(self.settings, last_model=entry.path, forms=dict(self.form.memory))
         save_settings(self.settings)
 
     # ------------------------------------------------------------------ jobs
@@ -709,7 +715,7 @@ class MainWindow(QMainWindow):
             precision=self.form.state.precision,
             vram_plan=self.form.state.vram_plan,
         )
-        save_settings(self.settings)
+        self.remember_form()
         s = self.form.state
         note = preset_warning(s.model, s.preset, s.loras)
         if note:  # a hint, not a refusal: the user may know better (a merged distill)
@@ -762,6 +768,7 @@ class MainWindow(QMainWindow):
         if keep:
             self._select(self.queue_list, keep)
         self.cancel_button.setEnabled(self.queue.running is not None)
+        self._show_queue_state()
 
     def _refresh_history(self) -> None:
         self.history_list.clear()
@@ -807,11 +814,8 @@ class MainWindow(QMainWindow):
     def reuse_selected(self) -> None:
         e = self._selected_history()
         if e is not None:
-            self.form.load_settings(e.request, e.options)
-            entry = next((m for m in self.models if m.path == self.form.state.model), None)
-            if entry is not None:
-                self.form.entry = entry
-                self._render(self.form.state)
+            self.form.reuse(e.request, e.options, self.models)  # its model, or "not found"
+            self.refresh_engines()
 
     def play_selected(self) -> None:
         """Play a history entry: the mp4 is decoded on a pool thread (a 720p clip takes seconds),
@@ -863,7 +867,8 @@ class MainWindow(QMainWindow):
         )
 
     def _on_finished(self, job_id: str, result: JobResult) -> None:
-        self.stage_label.setText(f"Done in {result.seconds:.1f} s")
+        # jobs waiting on a pause: say so, not "Done"
+        self.stage_label.setText(self.queue.idle_note() or f"Done in {result.seconds:.1f} s")
         self.progress_bar.setValue(self.progress_bar.maximum())
         job_entry = self.queue.history_entry(job_id)
         self._show_video(
@@ -1046,9 +1051,85 @@ class MainWindow(QMainWindow):
     def refresh_status(self) -> None:
         self.system_label.setText(system_info.snapshot().text())
 
+    # ------------------------------------------------------------------ queue state, closing
+
+    def _init_queue_state(self) -> None:
+        self._close_how = ""  # the answer to the close question: "keep" | "cancel" | "finish"
+        self.close_question: CloseQuestion | None = None
+        self._resumed = resumed_text(self.queue.resumed)  # shown for a minute, then dropped
+        if self._resumed:
+            log.info("%s from the last session", self._resumed)
+            QTimer.singleShot(60_000, self._drop_resumed_note)
+        self.remember_timer = QTimer(self, singleShot=True, interval=2000)
+        self.remember_timer.timeout.connect(self.remember_form)  # the form, 2 s after an edit
+        self.form.changed.connect(lambda _s: self.remember_timer.start())
+        self.queue.finished.connect(self._close_if_done)
+        self.queue.failed.connect(self._close_if_done)
+        self.queue.cancelled.connect(self._close_if_done)
+        self._show_queue_state()
+
+    def _drop_resumed_note(self) -> None:
+        self._resumed = ""
+        self._show_queue_state()
+
+    def _show_queue_state(self) -> None:
+        """The queue's header, its status-bar line and the Pause button say whether it is
+        paused and how many jobs wait; with nothing running, so does the progress line."""
+        q = self.queue
+        summary = q.summary()
+        self.queue_box.setTitle(f"Queue — {summary}" if summary else "Queue")
+        text = " · ".join(x for x in (self._resumed, summary) if x)
+        self.queue_label.setText(text)
+        self.queue_label.setVisible(bool(text))
+        self.pause_button.blockSignals(True)
+        self.pause_button.setChecked(q.paused)
+        self.pause_button.setText("Resume" if q.paused else "Pause")
+        self.pause_button.blockSignals(False)
+        if q.idle_note():
+            self.stage_label.setText(q.idle_note())
+
+    def remember_form(self) -> None:
+        """The form's values for its model go into the settings file (restored at start and
+        when that model is picked again)."""
+        self.remember_timer.stop()
+        self.form.remember()
+        if self.form.memory != self.settings.forms:
+            from dataclasses import replace
+
+            self.settings = replace(self.settings, forms=dict(self.form.memory))
+        save_settings(self.settings)
+
+    def _ask_before_closing(self) -> None:
+        job = self.queue.job(self.queue.running or "")
+        if self.close_question is not None:
+            self.close_question.close()
+        box = CloseQuestion(job.prompt if job else "", self.queue.waiting, self)
+        box.answered.connect(self._close_answered)
+        box.open()
+        self.close_question = box
+
+    def _close_answered(self, answer: str) -> None:
+        if answer == "finish":  # nothing else starts; the window closes when the job ends
+            self._close_how = "finish"
+            self.queue.set_paused(True)
+            self.statusBar().showMessage("Closing when the running job is done…")
+            self._close_if_done()
+        elif answer in ("keep", "cancel"):
+            self._close_how = answer
+            self.close()
+
+    def _close_if_done(self, *_args: object) -> None:
+        if self._close_how == "finish" and self.queue.running is None:
+            self.close()
+
     def closeEvent(self, event) -> None:
+        if self.queue.running and not self.queue.closing and self._close_how in ("", "finish"):
+            event.ignore()  # asked first: finish it, stop it and keep it queued, or cancel it
+            self._ask_before_closing()
+            return
+        self.remember_form()
         self.status_timer.stop()
-        self.queue.shutdown()
+        self.queue.shutdown(cancel_running=self._close_how == "cancel")
         super().closeEvent(event)
 
 

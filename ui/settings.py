@@ -7,7 +7,7 @@ is moved aside to ``settings.json.bad``; the values that are intact are kept (an
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,9 @@ class AppSettings:
     # a TAEHV file (taew2_1 / taew2_2): real previews, and the "fast final decode" option
     preview_decoder: str = ""
     last_model: str = ""
+    # the job form as last used with each model (model path -> viewmodels.remembered(); checked
+    # value by value when recalled): restored at start and when that model is picked again
+    forms: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.vram_plan not in VRAM_PLANS:
@@ -66,6 +69,8 @@ class AppSettings:
         clean = {k: v for k, v in data.items() if k in names}
         if "model_dirs" in clean:
             clean["model_dirs"] = tuple(clean["model_dirs"])
+        if "forms" in clean:  # a model's remembered form that is not an object is forgotten
+            clean["forms"] = {k: v for k, v in clean["forms"].items() if isinstance(v, dict)}
         return cls(**clean)
 
     def to_dict(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,29 @@ log = logging.getLogger(__name__)
 
 TASKS = ("t2v", "i2v", "flf2v", "ti2v")
 EXPERTS = ("high", "low")  # wan_desktop.lora.EXPERTS, without importing torch-side code here
+# the form values a sampling preset sets: editing one of them makes the preset "Custom"
+PRESET_FIELDS = ("steps", "guidance", "shift", "sampler")
+# the form values remembered per model (Wan2GP keeps one settings file per model type); the run
+# options (backend, precision, memory plan) are the app's own settings, not the model's
+REMEMBERED = (
+    "prompt",
+    "negative_prompt",
+    "task",
+    "image",
+    "last_image",
+    "width",
+    "height",
+    "frames",
+    "steps",
+    "guidance",
+    "shift",
+    "sampler",
+    "seed",
+    "random_seed",
+    "preset",
+    "tiny_vae",
+)
+MEMORY_LIMIT = 50  # models remembered; the least recently used is forgotten first
 
 
 def frames_for_seconds(seconds: float, fps: int, temporal: int = 4) -> int:
@@ -180,6 +204,45 @@ class FormState:
     review: bool = False  # wait after denoising for Decode / Discard ("Review before decode")
 
 
+def remembered(state: FormState) -> dict[str, Any]:
+    """What the settings keep for ``state.model`` (JSON): the REMEMBERED values and the LoRAs."""
+    out: dict[str, Any] = {k: getattr(state, k) for k in REMEMBERED}
+    out["loras"] = [
+        {"path": c.path, "strength": c.strength, "expert": c.expert} for c in state.loras
+    ]
+    return out
+
+
+def recalled(memory: Any) -> dict[str, Any]:
+    """FormState changes from what :func:`remembered` saved. A value of the wrong type or an
+    unknown preset (a hand-edited or older settings file) is left out, never trusted."""
+    from wan_desktop.presets import PRESETS
+
+    from .paths import field_problems
+
+    if not isinstance(memory, dict):
+        return {}
+    plain = {k: v for k, v in memory.items() if k in REMEMBERED}
+    bad = field_problems(FormState, plain)
+    out = {k: v for k, v in plain.items() if k not in bad}
+    if out.get("preset", "") not in ("", *PRESETS):
+        del out["preset"]
+    loras = memory.get("loras")
+    if isinstance(loras, list) and all(
+        isinstance(c, dict)
+        and isinstance(c.get("path"), str)
+        and isinstance(c.get("strength"), (int, float))
+        and not isinstance(c.get("strength"), bool)
+        and c.get("expert") in EXPERTS
+        for c in loras
+    ):
+        out["loras"] = tuple(
+            LoraChoice(path=c["path"], strength=float(c["strength"]), expert=c["expert"])
+            for c in loras
+        )
+    return out
+
+
 class FormModel(QObject):
     """The settings of the next job."""
 
@@ -188,20 +251,74 @@ class FormModel(QObject):
     # ("", "") when a job was accepted (the marks go)
     invalid = Signal(str, str)
 
-    def __init__(self, state: FormState | None = None) -> None:
+    def __init__(
+        self,
+        state: FormState | None = None,
+        *,
+        memory: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         super().__init__()
         self.state = state or FormState()
         self.entry: ModelEntry | None = None
         self.notes: tuple[str, ...] = ()  # what the last accepted job's checks noted
+        # model path -> its remembered values (remembered()), the most recently used last
+        self.memory: dict[str, dict[str, Any]] = dict(memory or {})
+        # the paths the model picker lists (None: not scanned yet, nothing to compare with)
+        self.models: tuple[str, ...] | None = None
 
     def update(self, **changes: Any) -> None:
+        """Edit the state. Editing a value a sampling preset set (steps, CFG, shift, sampler)
+        makes the preset "Custom", unless the same change names the preset itself."""
         new = replace(self.state, **changes)
+        if (
+            new.preset
+            and "preset" not in changes
+            and any(getattr(new, k) != getattr(self.state, k) for k in PRESET_FIELDS)
+        ):
+            new = replace(new, preset="")
         if new != self.state:
             self.state = new
             self.changed.emit(new)
 
+    def set_models(self, paths: Sequence[str]) -> None:
+        """The models the picker lists (a rescan): a form model not among them is missing."""
+        self.models = tuple(paths)
+
+    @property
+    def missing_model(self) -> str:
+        """The form's model when the picker does not list it (a folder removed from the
+        settings, a reused job of a model gone): "" when it is listed or nothing is scanned yet."""
+        m = self.state.model
+        return m if m and self.models is not None and m not in self.models else ""
+
+    def remember(self) -> None:
+        """Keep the form's values for its model (MEMORY_LIMIT models, least recent forgotten)."""
+        s = self.state
+        if not s.model or self.missing_model:
+            return
+        self.memory.pop(s.model, None)
+        self.memory[s.model] = remembered(s)
+        while len(self.memory) > MEMORY_LIMIT:
+            self.memory.pop(next(iter(self.memory)))
+
     def set_model(self, entry: ModelEntry | None) -> None:
-        """Pick a model: its variant's defaults replace size, frames, sampling and the task."""
+        """Pick a model: the values last used with it come back (remembered per model, as
+        Wan2GP does); a model never used gets its variant's defaults for size, frames, sampling
+        and the task. The prompts being written are kept; empty ones (at start) get the model's
+        remembered prompts. The model being left is remembered first."""
+        if self.state.model and (entry is None or entry.path != self.state.model):
+            self.remember()
+        if self.missing_model and entry is not None and entry.variant:
+            # picked in place of a reused job's missing model: the reused values stay (the task
+            # one this model does); "model not found" is answered
+            self.entry = entry
+            task = self.state.task if self.state.task in entry.tasks else entry.tasks[0]
+            self.update(model=entry.path, task=task, fps=VARIANTS[entry.variant].defaults.fps)
+            self.invalid.emit("", "")
+            return
+        self._set_model(entry)
+
+    def _set_model(self, entry: ModelEntry | None) -> None:
         self.entry = entry
         if entry is None or not entry.variant:
             self.update(model=entry.path if entry else "")
@@ -232,6 +349,30 @@ class FormModel(QObject):
         )
         if preset:  # a chosen preset stays chosen: its values over the new model's defaults
             self.apply_preset(preset)
+        memory = recalled(self.memory.get(entry.path))
+        if not memory:
+            return
+        if self.state.prompt.strip():  # the prompt being written stays
+            memory.pop("prompt", None)
+            memory.pop("negative_prompt", None)
+        if memory.get("task", entry.tasks[0]) not in entry.tasks:
+            memory.pop("task")
+        if "loras" in memory and VARIANTS[entry.variant].experts != 2:
+            memory["loras"] = tuple(replace(c, expert="high") for c in memory["loras"])
+        memory.setdefault("preset", "")  # named: the recalled values are the preset's own
+        self.update(**memory)
+
+    def set_size(self, width: int, height: int) -> None:
+        """A size from the size menu: the shift follows the variant's rule for it, unless the
+        sampling preset fixes the shift (the preset stays chosen either way)."""
+        from wan_desktop.presets import PRESETS
+
+        s, e = self.state, self.entry
+        p = PRESETS.get(s.preset)
+        shift = s.shift
+        if (p is None or p.shift is None) and e is not None and e.variant in VARIANTS:
+            shift = VARIANTS[e.variant].defaults.shift_for(width, height)
+        self.update(width=width, height=height, shift=shift, preset=s.preset)
 
     @property
     def experts(self) -> int:
@@ -276,6 +417,21 @@ class FormModel(QObject):
 
     def remove_lora(self, index: int) -> None:
         self.update(loras=tuple(c for i, c in enumerate(self.state.loras) if i != index))
+
+    def reuse(
+        self, request: dict[str, Any], options: dict[str, Any], entries: Sequence[ModelEntry]
+    ) -> None:
+        """ "Reuse settings" with the model that made the entry, so the form shows exactly what
+        the next job runs. A model the picker no longer lists stays named (nothing else runs in
+        its place) and is flagged: ``invalid("model", "model not found: <path>")``, and
+        make_job refuses until a model is picked."""
+        path = str(options.get("model") or "")
+        if path and path != self.state.model:
+            self.remember()
+            self.entry = next((e for e in entries if e.path == path), None)
+        self.load_settings(request, options)
+        if self.missing_model:
+            self.invalid.emit("model", f"model not found: {self.missing_model}")
 
     def load_settings(self, request: dict[str, Any], options: dict[str, Any]) -> None:
         """ "Reuse settings" from a history entry: the same request, fixed seed."""
@@ -338,6 +494,12 @@ class FormModel(QObject):
             raise ConfigError(
                 "no model selected",
                 remedy="Pick a model, or add a folder of models.",
+                field="model",
+            )
+        if self.missing_model:
+            raise ConfigError(
+                f"model not found: {s.model}",
+                remedy="Pick a model in the list, or add its folder with Add folder….",
                 field="model",
             )
         if not s.prompt.strip():
@@ -407,6 +569,22 @@ def _plan_name(budget: Any) -> str:
     return str(int(budget)) if float(budget).is_integer() else "auto"
 
 
+def queue_summary(*, running: bool, waiting: int, paused: bool) -> str:
+    """The queue's state in a few words, for the queue header and the status bar ("" for an
+    empty queue that is not paused): "⏸ paused · ▶ running · 2 waiting"."""
+    parts = ["⏸ paused"] if paused else []
+    if running:
+        parts.append("▶ running")
+    if waiting:
+        parts.append(f"{waiting} waiting")
+    return " · ".join(parts)
+
+
+def resumed_text(n: int) -> str:
+    """What the status bar says when a start finds jobs left from the last session."""
+    return f"resumed {n} queued job{'s' if n != 1 else ''}" if n else ""
+
+
 @dataclass(frozen=True)
 class Progress:
     job_id: str
@@ -438,6 +616,8 @@ class QueueModel(QObject):
         self.history: list[HistoryEntry] = store.load_history()
         self.running: str | None = None
         self.paused = False
+        self.closing = False  # the app is closing: an interrupted job stays queued
+        self.resumed = len(self.jobs)  # jobs left by the last session: they run again
         service.job_started.connect(self._on_started)
         service.stage_changed.connect(self._on_stage)
         service.step_done.connect(self._on_step)
@@ -500,22 +680,53 @@ class QueueModel(QObject):
         if self.running:
             self.service.cancel(self.running)
 
+    @property
+    def waiting(self) -> int:
+        """Jobs in the queue that are not running."""
+        return sum(1 for j in self.jobs if j.id != self.running)
+
+    def summary(self) -> str:
+        return queue_summary(
+            running=self.running is not None, waiting=self.waiting, paused=self.paused
+        )
+
+    def idle_note(self) -> str:
+        """What the progress line says while jobs wait on a pause with nothing running (instead
+        of the last job's "Done in …"); "" otherwise."""
+        if self.running is None and self.paused and self.waiting:
+            return f"⏸ Paused · {self.waiting} waiting (Resume to go on)"
+        return ""
+
     def set_paused(self, paused: bool) -> None:
         """A paused queue finishes the running job and starts no other until resumed."""
-        self.paused = paused
+        if paused != self.paused:
+            self.paused = paused
+            self.queue_changed.emit()
         if not paused:
             self.pump()
 
-    def shutdown(self) -> None:
-        """App closing: stop the running job and keep it queued (a clean exit, not a crash), so
-        the next start runs it again; the queue file keeps everything not done."""
+    def shutdown(self, *, cancel_running: bool = False) -> None:
+        """App closing: stop the running job. It stays queued (a clean exit, not a crash: the next
+        start runs it again, from its first step), or with ``cancel_running`` it goes to the
+        history as cancelled. The queue file keeps everything not done."""
         self.paused = True
+        self.closing = True
+        job = self.job(self.running) if self.running else None
         if self.running:
             self.service.cancel(self.running)
-            job = self.job(self.running)
-            if job is not None:
-                self.jobs[self.jobs.index(job)] = replace(job, state="queued")
-                self._save_queue()
+        if job is not None and cancel_running:
+            self.jobs.remove(job)
+            self.running = None
+            self._add_history(
+                HistoryEntry(
+                    id=job.id, status="cancelled", request=job.request, options=job.options
+                )
+            )
+        elif job is not None:
+            self.jobs[self.jobs.index(job)] = replace(job, state="queued")
+        if job is not None:
+            self._save_queue()
+            self.queue_changed.emit()
 
     # ------------------------------------------------------------------ running
 
@@ -589,11 +800,14 @@ class QueueModel(QObject):
 
     def _on_cancelled(self, job_id: str) -> None:
         job = self.job(job_id)
-        if self.paused and job is not None:
-            # closing the app: the interrupted job stays queued for the next start
-            self.jobs[self.jobs.index(job)] = replace(job, state="queued")
-            self.running = None
-            self._save_queue()
+        if self.closing:
+            # closing the app: the interrupted job stays queued for the next start (or shutdown
+            # has already put it in the history as cancelled)
+            if job is not None:
+                self.jobs[self.jobs.index(job)] = replace(job, state="queued")
+                self._save_queue()
+            if self.running == job_id:
+                self.running = None
             self.cancelled.emit(job_id)
             return
         self._finish(
@@ -649,6 +863,8 @@ class QueueModel(QObject):
     # ------------------------------------------------------------------ persistence
 
     def _add_history(self, entry: HistoryEntry) -> None:
+        # one entry per job: a job cancelled at closing whose video was written meanwhile is done
+        self.history = [e for e in self.history if e.id != entry.id]
         self.history.append(entry)
         self.store.save_history(self.history)
         self.history_changed.emit()
@@ -658,3 +874,12 @@ class QueueModel(QObject):
 
     def history_entry(self, job_id: str) -> HistoryEntry | None:
         return next((e for e in self.history if e.id == job_id), None)
+
+    def remove_history(self, job_id: str) -> HistoryEntry | None:
+        """Take an entry out of the history (saved at once); its files are the caller's."""
+        entry = self.history_entry(job_id)
+        if entry is not None:
+            self.history.remove(entry)
+            self.store.save_history(self.history)
+            self.history_changed.emit()
+        return entry

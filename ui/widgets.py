@@ -1,4 +1,5 @@
-"""Small reusable widgets: an image drop zone and one row of the LoRA list."""
+"""Small reusable widgets: an image drop zone, one row of the LoRA list, the question asked when
+the window is closed while a job runs."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QLabel,
+    QMessageBox,
     QToolButton,
     QWidget,
 )
@@ -124,3 +126,35 @@ class LoraRow(QWidget):
         self.expert.setVisible(experts == 2)
         for w in (self.strength, self.expert):
             w.blockSignals(False)
+
+
+class CloseQuestion(QMessageBox):
+    """Asked when the window is closed while a job runs (window-modal, never blocking): finish
+    the job first, stop it and keep it queued, or cancel it; Escape keeps the window open.
+    ``answered`` carries the choice: one of ANSWERS."""
+
+    ANSWERS = ("finish", "keep", "cancel", "stay")
+    answered = Signal(str)
+
+    def __init__(self, prompt: str, waiting: int, parent: QWidget) -> None:
+        super().__init__(QMessageBox.Icon.Question, "A job is running", "", parent=parent)
+        self.setText(f"“{prompt[:60]}” is still running. What should happen to it?")
+        rest = f" The {waiting} waiting job(s) stay in the queue." if waiting else ""
+        self.setInformativeText(
+            "A job stopped and kept in the queue runs again at the next start, from its first "
+            f"step.{rest}"
+        )
+        role = QMessageBox.ButtonRole
+        self.choices = {
+            "finish": self.addButton("Finish it, then close", role.AcceptRole),
+            "keep": self.addButton("Stop, keep it queued", role.DestructiveRole),
+            "cancel": self.addButton("Cancel the job", role.DestructiveRole),
+            "stay": self.addButton("Don't close", role.RejectRole),
+        }
+        self.setDefaultButton(self.choices["finish"])
+        self.setEscapeButton(self.choices["stay"])
+        self.setWindowModality(Qt.WindowModality.WindowModal)
+        self.buttonClicked.connect(self._clicked)
+
+    def _clicked(self, button: object) -> None:
+        self.answered.emit(next(k for k, b in self.choices.items() if b is button))

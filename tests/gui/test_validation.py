@@ -107,3 +107,75 @@ def test_the_request_messages_use_the_app_words_not_cli_flags():
         assert info.value.message == message and "--" not in info.value.one_line()
         fields.append(info.value.field)
     assert fields == ["image", "last_image", "image", "last_image"]
+
+
+# --- Reuse settings shows exactly what the next job runs (issue 16, item 4)
+
+
+def _history_of(home, model, **request) -> None:
+    """A history with one finished job of ``model``, saved before the app starts."""
+    from wan_desktop.ui.store import HistoryEntry, JobStore
+
+    saved = dict(prompt="a boat at dawn", width=64, height=32, frames=9, steps=2, seed=11)
+    entry = HistoryEntry(
+        id="h1", status="done", request=saved | request, options={"model": str(model)}
+    )
+    JobStore(home).save_history([entry])
+
+
+def test_reuse_of_a_job_whose_model_is_gone_names_it_and_queues_nothing_until_one_is_picked(
+    make_desktop, tiny, qtbot, home, tmp_path
+):
+    from tests.gui.conftest import click
+
+    gone = tmp_path / "Wan2.1-I2V-14B-480P"  # the folder was removed from the settings since
+    _history_of(home, gone, task="i2v", image=str(tmp_path / "first.png"))
+    d = make_desktop([tiny.official])
+    w = d.window
+    assert w.model_combo.currentData() == str(tiny.official)  # a T2V model is picked
+    w.history_list.setCurrentRow(0)
+    click(qtbot, w.reuse_button)
+    # the picker does not pretend: the job's model is named, missing, and marked
+    assert (w.form.state.model, w.form.state.task) == (str(gone), "i2v")
+    assert w.model_combo.currentIndex() == -1
+    assert w.model_combo.placeholderText() == f"model not found: {gone}"
+    assert w.model_combo.property("invalid") is True
+    assert w.model_combo.toolTip() == f"model not found: {gone}"
+    click(qtbot, w.generate_button)  # refused: neither the gone model nor the shown one runs
+    assert d.queue.jobs == [] and w.last_error.message == f"model not found: {gone}"
+    assert w.last_error.remedy.startswith("Pick a model in the list")
+
+    # a model picked in its place: the mark goes, the reused values stay (the task one this
+    # model does), and that model is what the job runs
+    w.model_combo.setCurrentIndex(0)
+    assert w.model_combo.property("invalid") is False and w.form.missing_model == ""
+    assert (w.form.state.model, w.form.state.task) == (str(tiny.official), "t2v")
+    assert (w.steps_spin.value(), w.seed_spin.value()) == (2, 11)
+    click(qtbot, w.pause_button)  # queued only
+    click(qtbot, w.generate_button)
+    [job] = d.queue.jobs
+    assert job.options["model"] == str(tiny.official) and job.request["task"] == "t2v"
+
+
+def test_reuse_switches_the_picker_to_the_model_that_made_the_job(
+    make_desktop, tiny, tiny_ti2v, qtbot, home
+):
+    from tests.gui.conftest import click
+
+    _history_of(home, tiny.official, task="t2v")
+    d = make_desktop([tiny_ti2v.official, tiny.official])
+    w = d.window
+    w.model_combo.setCurrentIndex(w.model_combo.findData(str(tiny_ti2v.official)))
+    assert w.form.entry.path == str(tiny_ti2v.official)
+    w.history_list.setCurrentRow(0)
+    click(qtbot, w.reuse_button)
+    # picker, form model and the entry the form's checks use: all the job's model
+    assert w.model_combo.currentData() == str(tiny.official)
+    assert w.form.state.model == w.form.entry.path == str(tiny.official)
+    assert w.model_combo.property("invalid") is not True
+    assert (w.steps_spin.value(), w.seed_spin.value()) == (2, 11)
+    click(qtbot, w.pause_button)
+    click(qtbot, w.generate_button)
+    [job] = d.queue.jobs
+    assert job.options["model"] == str(tiny.official)
+    assert (job.request["steps"], job.request["seed"]) == (2, 11)
