@@ -10,6 +10,7 @@ run owner with a real tiny model at the end."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def test_windows_cover_every_frame_once_and_overlap_by_p_frames(frames, window, 
     assert all(w.frames == window for w in ws[:-1]) and 4 < ws[-1].frames <= window
     assert [w.last for w in ws] == [False] * (count - 1) + [True]
     # each window starts P frames before the previous one ends; the last ends at the last frame
-    for a, b in zip(ws, ws[1:], strict=False):
+    for a, b in itertools.pairwise(ws):
         assert 4 * b.start == 4 * a.start + a.frames - p
     assert 4 * ws[-1].start + ws[-1].frames == frames
     # what each adds sums to the video: nothing twice, nothing missing
@@ -111,7 +112,7 @@ def test_window_and_overlap_are_checked_with_their_field():
 
 
 def test_output_has_exactly_the_requested_frames():
-    comps, parts = fake_components()
+    comps, _parts = fake_components()
     for frames in (21, 49, 97):
         video, events = _run(comps, _req(frames=frames).resolve(comps.variant))
         assert video.shape == (frames, H, W, 3) and video.dtype == torch.uint8
@@ -247,10 +248,10 @@ def test_i2v_continuation_encodes_the_frames_it_continues_from(tmp_path):
 
     parts["vae"].encode = spy
     r = _req(task="i2v", image=_image(tmp_path / "a.png"), frames=29, color_match=False)
-    video, _ = _run(comps, replace(r.resolve(comps.variant), guidance=1.0))
+    _video, _ = _run(comps, replace(r.resolve(comps.variant), guidance=1.0))
     got = ((seen[1][0, :, :5].permute(1, 2, 3, 0) + 1) / 2 * 255).round().to(torch.uint8)
     # frames 12..16 of window 1 were held back and became window 2's conditioning
-    first_window = [c["decode"] for c in parts["vae"].calls if "decode" in c][0]
+    first_window = next(c["decode"] for c in parts["vae"].calls if "decode" in c)
     from wan_desktop.video import to_uint8_frames
 
     assert torch.equal(got, to_uint8_frames(parts["vae"].decode(first_window))[12:17])
