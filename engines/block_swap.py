@@ -276,7 +276,7 @@ class BlockSwap:
 
     def run_blocks(self, x: Tensor, state: DiTState) -> Tensor:
         """The block stack: x [B, L, dim] fp32 -> [B, L, dim] fp32 (same as the model's loop)."""
-        args = (state.e0, state.context, state.cos, state.sin)
+        args = (state.e0, state.context, state.cos, state.sin, state.block_tokens)
         n_stream = self.swap
         if n_stream:
             self._prefetch(0)  # overlaps the resident blocks (a no-op when primed by the last call)
@@ -315,5 +315,7 @@ def run_resident_blocks(
 ) -> Tensor:
     """The model's own block loop (optionally through wrapped, e.g. compiled, blocks)."""
     for i, block in enumerate(runners if runners is not None else model.blocks):
-        x = state.after_block(i, block(x, state.e0, state.context, state.cos, state.sin))
+        x = state.after_block(
+            i, block(x, state.e0, state.context, state.cos, state.sin, state.block_tokens)
+        )
     return x

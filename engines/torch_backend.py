@@ -297,11 +297,15 @@ class TorchDenoiser:
         clip_fea: Tensor | None = None,
         vace: Tensor | None = None,
         vace_scale: float = 1.0,
+        fps: int | None = None,
+        causal_block_size: int = 1,
     ) -> Tensor:
         dev = self._device
         model = self.model
         timestep = timestep.to(dev)
         extra = {} if vace is None else {"vace": vace.to(dev), "vace_scale": vace_scale}  # VACE
+        if fps is not None or causal_block_size > 1:  # SkyReels DF (diffusion_forcing.py)
+            extra |= {"fps": fps, "causal_block_size": causal_block_size}
         state = model.prepare(
             latents.to(dev),
             timestep,

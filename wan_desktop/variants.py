@@ -403,8 +403,9 @@ for _name, _base, _layers in (
 # 24 fps). The DF models run Diffusion Forcing (diffusion_forcing.py): T2V, I2V (first frame) and
 # video extension. Kept apart from VARIANTS: DF-14B and the plain T2V/I2V have the released Wan2.1
 # structure, so only the files' names or diffusers classes tell them (checkpoints/skyreels.py).
-_SKY = SamplingDefaults(steps=30, guidance=6.0, shift=8.0, frames=97, fps=24, size=(960, 544),
-                        sizes=((960, 544), (544, 960)))
+_SKY = SamplingDefaults(
+    steps=30, guidance=6.0, shift=8.0, frames=97, fps=24, size=(960, 544), sizes=((960, 544), (544, 960))
+)  # fmt: skip
 _SKY720 = replace(_SKY, frames=121, size=(1280, 720), sizes=((1280, 720), (720, 1280)))
 _SKY_NEG = (
     "Bright tones, overexposed, static, blurred details, subtitles, style, works, paintings, "

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 from ..variants import VARIANTS, ClipConfig, DiTConfig, T5Config, VaeConfig, Variant
 from .reader import StateReader, safetensors_shards
+from .skyreels import SkyReelsHints, hints_for, official_dit_shards, skyreels_variant
 
 COMFY_PREFIXES = ("model.diffusion_model.", "diffusion_model.")
 # Per-layer quantization side tensors of ComfyUI fp8 files (legacy "scaled_fp8" and comfy-kitchen).
@@ -58,7 +59,7 @@ class ModelFiles:
     """Everything detected about one model: layout, variant (with the real architecture) and files."""
 
     path: Path
-    format: str  # "official" | "diffusers" | "comfyui"
+    format: str  # "official" | "diffusers" | "comfyui" | "gguf"
     variant: Variant
     experts: tuple[ComponentFiles, ...]  # (dit,) or (high_noise, low_noise)
     vae: ComponentFiles | None
@@ -396,6 +397,7 @@ def dit_config(shapes: dict[str, tuple[int, ...]], where: str, config: dict[str,
         patch_size=patch,
         image_dim=image_dim,
         image_pos_len=image_pos_len,
+        inject_sample_info="fps_embedding.weight" in shapes,  # SkyReels-V2 DF-1.3B
     )
 
 
@@ -524,8 +526,15 @@ def clip_config(
     )
 
 
-def identify_variant(dit: DiTConfig, experts: int, where: str) -> Variant:
-    """The released variant with this structure (its defaults and tasks), carrying the real configs."""
+def identify_variant(
+    dit: DiTConfig, experts: int, where: str, hints: SkyReelsHints | None = None
+) -> Variant:
+    """The released variant with this structure (its defaults and tasks), carrying the real configs.
+    ``hints``: what the files' names and classes say of SkyReels-V2 (checkpoints/skyreels.py)."""
+    from ..variants import SKYREELS_VARIANTS
+
+    if (sky := skyreels_variant(dit, experts, hints or SkyReelsHints())) is not None:
+        return replace(SKYREELS_VARIANTS[sky], dit=dit)
     if dit.is_vace:  # Wan2.1-VACE-1.3B / -14B, Wan2.2-VACE-Fun-A14B
         name = "vace-A14B" if experts == 2 else "vace-1.3B" if dit.dim <= 1536 else "vace-14B"
     elif dit.model_type == "ti2v":
@@ -589,7 +598,7 @@ def _official(root: Path) -> tuple[list[ComponentFiles], dict[str, Path | None]]
         )
     experts = []
     for d in dirs:
-        shards = safetensors_shards(d)
+        shards = safetensors_shards(d) or official_dit_shards(d)  # SkyReels: model*.safetensors
         if not shards:
             raise CheckpointError(f"{d}: no diffusion_pytorch_model*.safetensors")
         cfg = _read_json(d / "config.json") if (d / "config.json").is_file() else {}
@@ -735,11 +744,15 @@ def detect_model(
         for f in files:
             prefix = strip_prefix(StateReader([f]).keys())
             experts.append(_component([f], "dit", prefix=prefix))
-    elif root.suffix == ".gguf":
-        raise CheckpointError(
-            f"{root}: GGUF files are not supported",
-            remedy="Use the fp16/bf16/fp8 safetensors release of the model.",
-        )
+    elif root.suffix.lower() == ".gguf":  # city96's GGUFs: ComfyUI key names, a file per expert
+        from .gguf_reader import check_architecture
+
+        fmt = "gguf"
+        experts = []
+        for f in _expert_pair(root):
+            check_architecture(f, "dit")
+            prefix = strip_prefix(StateReader([f]).keys())
+            experts.append(_component([f], "dit", prefix=prefix))
     else:
         raise CheckpointError(f"{root}: not a model folder or a .safetensors diffusion-model file")
 
@@ -747,7 +760,8 @@ def detect_model(
     dits = [dit_config(official_shapes(e, "dit"), str(e.files[0]), e.config) for e in experts]
     if len({d for d in dits}) > 1:
         raise CheckpointError(f"{where}: the two experts have different architectures")
-    variant = identify_variant(dits[0], len(experts), where)
+    hints = hints_for(root, experts[0].config)  # SkyReels-V2: names and diffusers classes
+    variant = identify_variant(dits[0], len(experts), where, hints)
     if dits[0].sla_topk is not None:
         notes.append(
             "TurboDiffusion rCM checkpoint: sparse-linear attention (SLA, top-k "
@@ -760,12 +774,16 @@ def detect_model(
     if vae is not None:
         vae_c = _component([Path(vae).expanduser()], "vae")
     if text_encoder is not None:
+        if Path(text_encoder).suffix.lower() == ".gguf":
+            from .gguf_reader import check_architecture
+
+            check_architecture(Path(text_encoder).expanduser(), "t5")
         t5_c = _component([Path(text_encoder).expanduser()], "t5")
     if tokenizer is not None:
         tok = Path(tokenizer).expanduser()
         if not tok.is_dir():
             raise CheckpointError(f"{tok}: tokenizer folder not found")
-    if fmt == "comfyui":
+    if fmt in ("comfyui", "gguf"):
         want_vae = (
             ("wan2.2_vae*.safetensors", "wan_2.2_vae*.safetensors")
             if variant.vae.version == "2.2"
@@ -774,7 +792,9 @@ def detect_model(
         if vae_c is None and (p := _comfy_sibling(root, "vae", want_vae)):
             vae_c = _component([p], "vae")
             notes.append(f"VAE found beside the model: {p}")
-        if t5_c is None and (p := _comfy_sibling(root, "text_encoders", ("umt5*.safetensors",))):
+        if t5_c is None and (
+            p := _comfy_sibling(root, "text_encoders", ("umt5*.safetensors", "umt5*.gguf"))
+        ):
             t5_c = _component([p], "t5")
             notes.append(f"text encoder found beside the model: {p}")
         if (

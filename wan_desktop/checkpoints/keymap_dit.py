@@ -27,6 +27,10 @@ _TOP = {
     "condition_embedder.image_embedder.ff.net.2": "img_emb.proj.3",
     "condition_embedder.image_embedder.norm2": "img_emb.proj.4",
     "proj_out": "head.head",
+    # SkyReels-V2 (SkyReelsV2Transformer3DModel, inject_sample_info): the fps embedding
+    "fps_embedding": "fps_embedding",
+    "fps_projection.net.0.proj": "fps_projection.0",
+    "fps_projection.net.2": "fps_projection.2",
 }
 # Whole parameters (no .weight/.bias suffix).
 _TOP_PARAMS = {

@@ -35,6 +35,8 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..variants import DiTConfig
+from .diffusion_forcing import block_causal_attention, fps_modules, fps_term, frame_modulation
+from .diffusion_forcing import per_frame as _per_frame
 from .layers import Ops, RMSNorm, in_modules
 from .rope import apply_rope, rope_cos_sin
 
@@ -124,14 +126,17 @@ class Modulation:
     [B, b − a, dim], so the [B, L, 6, dim] sum never exists.
     """
 
-    def __init__(self, table: Tensor, e0: Tensor) -> None:
+    def __init__(self, table: Tensor, e0: Tensor, tokens: int = 0) -> None:
         self.table = table  # [1, 6, dim]
-        self.e0 = e0
+        self.e0 = e0  # or per frame (SkyReels DF) [B, F', 1, 6, dim] over ``tokens`` tokens
+        self.tokens = tokens
         self._whole = _split_modulation(table, e0) if e0.dim() == 3 else None
 
     def at(self, i: int, a: int, b: int) -> Tensor:
         if self._whole is not None:
             return self._whole[i]
+        if self.e0.dim() == 5:
+            return frame_modulation(self.table, self.e0, self.tokens, i, a, b)
         return _split_modulation(self.table[:, i : i + 1], self.e0[:, a:b, i : i + 1])[0]
 
 
@@ -172,14 +177,21 @@ class WanSelfAttention(nn.Module):
         h = norm(lin(x)).unflatten(-1, (self.num_heads, self.head_dim))
         return apply_rope(h, cos[a:b], sin[a:b], seq_dim=1).to(x.dtype).flatten(2)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-        """x: [B, L, dim] compute dtype; cos/sin: [L, head_dim/2] fp32 -> [B, L, dim]."""
+    def forward(
+        self, x: Tensor, cos: Tensor, sin: Tensor, block_tokens: int | None = None
+    ) -> Tensor:
+        """x: [B, L, dim] compute dtype; cos/sin: [L, head_dim/2] fp32 -> [B, L, dim].
+        ``block_tokens``: block-causal attention over blocks of that many tokens (SkyReels DF)."""
         dtype = x.dtype
         heads = (self.num_heads, self.head_dim)
         q, k = self._qk(x, cos, sin)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # [B, H, L, D]
         v = self.v(x).unflatten(-1, heads).to(dtype).transpose(1, 2)
-        if self.attn_op is not None:
+        if block_tokens is not None:
+            out = block_causal_attention(
+                self.ops.attention, q, k, v, block_tokens=block_tokens, scale=self.head_dim**-0.5
+            )
+        elif self.attn_op is not None:
             out = self.attn_op.local_attn(q, k, v, scale=self.head_dim**-0.5)
         else:
             out = self.ops.attention(q, k, v, scale=self.head_dim**-0.5)
@@ -262,21 +274,33 @@ class WanAttentionBlock(nn.Module):
     def modulated_input(self, x: Tensor, e0: Tensor) -> Tensor:
         """Input of the self-attention, norm1(x)·(1 + e[1]) + e[0] in fp32: [B, L, dim] (TeaCache's
         signal)."""
-        return self._modulate(x, 0, x.shape[1], self.norm1, Modulation(self.modulation, e0), 0)
+        e = Modulation(self.modulation, e0, x.shape[1])
+        return self._modulate(x, 0, x.shape[1], self.norm1, e, 0)
 
-    def forward(self, x: Tensor, e0: Tensor, context: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-        """x: [B, L, dim] fp32; e0: [B, 6, dim] or [B, L, 6, dim] fp32; context: [B, Lc, dim] in the
-        compute dtype; cos/sin: [L, head_dim/2] fp32 -> x: [B, L, dim] fp32.
+    def forward(
+        self,
+        x: Tensor,
+        e0: Tensor,
+        context: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        block_tokens: int | None = None,
+    ) -> Tensor:
+        """x: [B, L, dim] fp32; e0: [B, 6, dim], [B, L, 6, dim] or per frame [B, F', 1, 6, dim]
+        fp32; context: [B, Lc, dim] in the compute dtype; cos/sin: [L, head_dim/2] fp32;
+        block_tokens: block-causal self-attention (SkyReels DF) -> x: [B, L, dim] fp32.
 
         The compute dtype is taken from ``context`` so a block needs nothing from its model. The
         per-token terms (modulated inputs, gated residuals, the FFN) are made a token chunk at a
         time (``by_tokens``): the fp32 and [L, ffn_dim] temporaries are a chunk's, never the
         sequence's; the attentions see whole compute-dtype inputs."""
         dtype = context.dtype
-        e = Modulation(self.modulation, e0)  # e[0] … e[5], fp32
+        e = Modulation(self.modulation, e0, x.shape[1])  # e[0] … e[5], fp32
 
         # self-attention: x = x + self_attn(norm1(x)·(1 + e[1]) + e[0])·e[2]
-        y = self.self_attn(by_tokens(self._modulate, x, self.norm1, e, 0, dtype), cos, sin)
+        h = by_tokens(self._modulate, x, self.norm1, e, 0, dtype)
+        y = self.self_attn(h, cos, sin, block_tokens)
+        del h
         x = by_tokens(self._gated_add, x, y, e, 2)
         del y
 
@@ -368,6 +392,8 @@ class DiTState:
     # per-block addends (VACE hints, already scaled; models/vace.py): block i's output gets
     # hints[i] [B, L, dim] added. Every block loop calls ``after_block``.
     hints: dict[int, Tensor] | None = None
+    # SkyReels DF with causal_block_size > 1: tokens per causal block (block-causal self-attention)
+    block_tokens: int | None = None
 
     def after_block(self, i: int, x: Tensor) -> Tensor:
         """The output of block ``i`` with its hint added (x itself when it has none)."""
@@ -398,6 +424,8 @@ class WanModel(nn.Module):
         "img_emb.proj.4",
         "img_emb.emb_pos",
         "blocks.*.self_attn.attn_op",  # SLA's proj_l (TurboDiffusion keeps it fp32)
+        "fps_embedding",  # SkyReels DF: added to the fp32 time projection
+        "fps_projection",
     )
     BLOCK_TYPE = "WanAttentionBlock"
 
@@ -419,6 +447,8 @@ class WanModel(nn.Module):
         self.head = Head(cfg, ops)
         if cfg.image_dim is not None:
             self.img_emb = MLPProj(cfg.image_dim, dim, ops, cfg.image_pos_len)
+        if cfg.inject_sample_info:  # SkyReels-V2 DF-1.3B (models/diffusion_forcing.py)
+            self.fps_embedding, self.fps_projection = fps_modules(dim, ops)
 
     # ------------------------------------------------------------------ dtype policy
 
@@ -453,6 +483,8 @@ class WanModel(nn.Module):
         y: Tensor | None = None,
         clip_fea: Tensor | None = None,
         rope: tuple[Tensor, Tensor] | None = None,
+        fps: int | None = None,
+        causal_block_size: int = 1,
     ) -> DiTState:
         """Patchify and embed everything the blocks need. Arguments as in ``forward``; ``rope`` may
         pass precomputed ``rope_cos_sin(grid, head_dim)`` (depends only on the grid)."""
@@ -474,18 +506,32 @@ class WanModel(nn.Module):
         s = sinusoidal_embedding(t.flatten(), cfg.freq_dim).unflatten(0, t.shape)
         e = self.time_embedding(s)
         e0 = self.time_projection(e).unflatten(-1, (6, cfg.dim))
+        if cfg.inject_sample_info:  # SkyReels DF: + the fps term [B, 6, dim] on every frame's e0
+            b = x.shape[0]
+            term = fps_term(self.fps_embedding, self.fps_projection, 1 if fps is None else fps, b)
+            e0 = e0 + term.view(b, *([1] * (e0.dim() - 3)), 6, cfg.dim)
+        if _per_frame(t, grid):  # SkyReels DF: [B, F'] -> e [B, F', dim], e0 [B, F', 1, 6, dim]
+            e0 = e0.unsqueeze(2)
+        block_tokens = causal_block_size * grid[1] * grid[2] if causal_block_size > 1 else None
 
         # text (already zero-padded to text_len rows; padded rows are attended to, as upstream)
         context = self.text_embedding(context.to(dtype))  # [B, text_len, dim]
         if clip_fea is not None:
             context = torch.cat([self.img_emb(clip_fea, dtype), context], dim=1)
-        return DiTState(x=x, e=e, e0=e0, context=context, cos=cos, sin=sin, grid=grid)
+        return DiTState(
+            x=x, e=e, e0=e0, context=context, cos=cos, sin=sin, grid=grid, block_tokens=block_tokens
+        )
 
     def finish(self, x: Tensor, state: DiTState) -> Tensor:
         """Head + unpatchify: x [B, L, dim] fp32 -> velocity [B, out_dim, T, H, W] fp32."""
         pt, ph, pw = self.cfg.patch_size
         f, h, w = state.grid
-        x = self.head(x, state.e)  # [B, L, pt·ph·pw·C], channel index = ((p·ph + q)·pw + r)·C + c
+        if state.e0.dim() == 5:  # per frame (SkyReels DF): frame i's tokens take e[:, i]
+            b = x.shape[0]
+            x = self.head(x.unflatten(1, (f, h * w)).flatten(0, 1), state.e.flatten(0, 1))
+            x = x.unflatten(0, (b, f)).flatten(1, 2)
+        else:
+            x = self.head(x, state.e)  # [B, L, pt·ph·pw·C], channel ((p·ph + q)·pw + r)·C + c
         x = x.unflatten(1, (f, h, w)).unflatten(-1, (pt, ph, pw, self.cfg.out_dim))
         # x: [B, f, h, w, p, q, r, C]
         x = x.permute(0, 7, 1, 4, 2, 5, 3, 6)  # [B, C, f, p, h, q, w, r]
@@ -498,6 +544,9 @@ class WanModel(nn.Module):
         context: Tensor,
         y: Tensor | None = None,
         clip_fea: Tensor | None = None,
+        *,
+        fps: int | None = None,
+        causal_block_size: int = 1,
     ) -> Tensor:
         """Predict the flow velocity.
 
@@ -508,12 +557,19 @@ class WanModel(nn.Module):
            C_x + C_y = in_dim.
         clip_fea: Wan2.1 I2V [B, 257, image_dim]; FLF2V [B, 514, image_dim] (first frame's tokens,
            then the last frame's).
+        SkyReels-V2 DF: t may be [B, F'] (a timestep per latent frame); fps: the fps embedding's
+           row (models/diffusion_forcing.fps_index; inject_sample_info models; None: 1, 24 fps);
+           causal_block_size > 1: block-causal self-attention over blocks of that many frames.
         Returns [B, out_dim, T, H, W] float32.
         """
-        state = self.prepare(x, t, context, y=y, clip_fea=clip_fea)
+        state = self.prepare(
+            x, t, context, y=y, clip_fea=clip_fea, fps=fps, causal_block_size=causal_block_size
+        )
         h = state.x
         for i, block in enumerate(self.blocks):
-            h = state.after_block(i, block(h, state.e0, state.context, state.cos, state.sin))
+            h = state.after_block(
+                i, block(h, state.e0, state.context, state.cos, state.sin, state.block_tokens)
+            )
         return self.finish(h, state)
 
     def _check_inputs(
@@ -540,8 +596,12 @@ class WanModel(nn.Module):
                 f"latent size {tuple(x.shape[2:])} is not divisible by the patch {cfg.patch_size}"
             )
         seq_len = (x.shape[2] // pt) * (x.shape[3] // ph) * (x.shape[4] // pw)
-        if tuple(t.shape) not in ((b,), (b, seq_len)):
-            raise ConfigError(f"timestep t must be [{b}] or [{b}, {seq_len}], got {tuple(t.shape)}")
+        frames = x.shape[2] // pt  # SkyReels DF: a timestep per latent frame
+        if tuple(t.shape) not in ((b,), (b, seq_len), (b, frames)):
+            raise ConfigError(
+                f"timestep t must be [{b}], [{b}, {frames}] or [{b}, {seq_len}], "
+                f"got {tuple(t.shape)}"
+            )
         if context.dim() != 3 or context.shape[0] != b or context.shape[2] != cfg.text_dim:
             raise ConfigError(
                 f"context must be [{b}, {cfg.text_len}, {cfg.text_dim}], got {tuple(context.shape)}"

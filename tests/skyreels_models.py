@@ -1,0 +1,165 @@
+"""Tiny random-weight SkyReels-V2 models: diffusers' SkyReelsV2Transformer3DModel with the tiny
+configs of tests/tiny.py, and whole DF models written in the three on-disk layouts (a
+``-Diffusers`` folder saved by diffusers' SkyReelsV2DiffusionForcingPipeline itself, an official
+SkyReels folder with ``model.safetensors``, a ComfyUI file named like the repackaged releases)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from tests.fixtures_models import _official_dit_config, comfy_dit_state, official_dit_state
+from tests.fixtures_text import make_tiny_tokenizer
+from tests.reference import diffusers_unipc
+from tests.reference_models import diffusers_vae, hf_umt5, randomize_
+from tests.tiny import TINY_T5, tiny_variant
+from wan_desktop.checkpoints.keymap_t5 import make_renamer
+from wan_desktop.checkpoints.keymap_vae import official_key as vae_key
+from wan_desktop.variants import SKYREELS_VARIANTS, Variant
+
+
+def tiny_skyreels(name: str) -> Variant:
+    """A SkyReels-V2 variant with the tiny DiT / VAE / T5 of tests/tiny.py."""
+    v = SKYREELS_VARIANTS[name]
+    base = tiny_variant("t2v-1.3B")
+    dit = replace(base.dit, inject_sample_info=v.dit.inject_sample_info)
+    return replace(v, dit=dit, vae=base.vae, t5=TINY_T5, clip=None)
+
+
+def diffusers_skyreels_transformer(cfg, seed: int = 1234):
+    from diffusers import SkyReelsV2Transformer3DModel
+
+    model = SkyReelsV2Transformer3DModel(
+        patch_size=cfg.patch_size,
+        num_attention_heads=cfg.num_heads,
+        attention_head_dim=cfg.head_dim,
+        in_channels=cfg.in_dim,
+        out_channels=cfg.out_dim,
+        text_dim=cfg.text_dim,
+        freq_dim=cfg.freq_dim,
+        ffn_dim=cfg.ffn_dim,
+        num_layers=cfg.num_layers,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        eps=cfg.eps,
+        inject_sample_info=cfg.inject_sample_info,
+    )
+    return randomize_(model, seed)
+
+
+@dataclass
+class TinySkyReels:
+    name: str
+    variant: Variant
+    diffusers: Path
+    official: Path
+    comfy_dit: Path
+    comfy_vae: Path
+    comfy_t5: Path
+    refs: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    def pipeline(self, kind: str = "t2v", shift: float = 8.0):
+        """diffusers' DF pipeline of that kind (t2v, i2v, v2v) over the same weights, stepping
+        UniPC on Wan's official grid."""
+        import diffusers
+
+        cls = {
+            "t2v": diffusers.SkyReelsV2DiffusionForcingPipeline,
+            "i2v": diffusers.SkyReelsV2DiffusionForcingImageToVideoPipeline,
+            "v2v": diffusers.SkyReelsV2DiffusionForcingVideoToVideoPipeline,
+        }[kind]
+        r = self.refs
+        pipe = cls(
+            tokenizer=r["tokenizer"],
+            text_encoder=r["text_encoder"],
+            vae=r["vae"],
+            transformer=r["transformer"],
+            scheduler=diffusers_unipc(shift),
+        )
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+
+def build_tiny_skyreels(root: str | Path, name: str, *, seed: int = 0) -> TinySkyReels:
+    """Write one tiny SkyReels-V2 model in the three layouts; the folder and file names carry the
+    release's name, as users' downloads do."""
+    from transformers import T5TokenizerFast
+
+    root = Path(root)
+    variant = tiny_skyreels(name)
+    release = {
+        "skyreels-v2-df-1.3B-540P": "SkyReels-V2-DF-1.3B-540P",
+        "skyreels-v2-df-14B-540P": "SkyReels-V2-DF-14B-540P",
+        "skyreels-v2-df-14B-720P": "SkyReels-V2-DF-14B-720P",
+        "skyreels-v2-t2v-14B-540P": "SkyReels-V2-T2V-14B-540P",
+    }[name]
+    tok_dir = make_tiny_tokenizer(root / "tokenizer_src", tokenizer_json=True)
+    refs: dict[str, Any] = {
+        "tokenizer": T5TokenizerFast(tokenizer_file=str(tok_dir / "tokenizer.json"), extra_ids=0),
+        "text_encoder": hf_umt5(variant.t5, seed=seed + 1),
+        "vae": diffusers_vae(variant.vae, seed=seed + 2),
+        "transformer": diffusers_skyreels_transformer(variant.dit, seed=seed + 3),
+    }
+    model = TinySkyReels(
+        name=name,
+        variant=variant,
+        diffusers=root / f"{release}-Diffusers",
+        official=root / release,
+        comfy_dit=root
+        / "comfyui"
+        / "models"
+        / "diffusion_models"
+        / f"Wan2_1-{release}_fp16.safetensors",
+        comfy_vae=root / "comfyui" / "models" / "vae" / "wan_2.1_vae.safetensors",
+        comfy_t5=root / "comfyui" / "models" / "text_encoders" / "umt5_xxl_fp16.safetensors",
+        refs=refs,
+    )
+    kind = "t2v" if "-df-" in name else None
+    if kind:
+        model.pipeline(kind).save_pretrained(model.diffusers, safe_serialization=True)
+    else:
+        from diffusers import SkyReelsV2Pipeline
+
+        SkyReelsV2Pipeline(
+            tokenizer=refs["tokenizer"],
+            text_encoder=refs["text_encoder"],
+            vae=refs["vae"],
+            transformer=refs["transformer"],
+            scheduler=diffusers_unipc(8.0),
+        ).save_pretrained(model.diffusers, safe_serialization=True)
+
+    # official SkyReels folder: config.json + model.safetensors (SkyReels' name for the DiT file)
+    off = model.official
+    off.mkdir(parents=True)
+    state = official_dit_state(refs["transformer"])
+    save_file(state, off / "model.safetensors")
+    config = _official_dit_config(variant.dit) | {
+        "inject_sample_info": variant.dit.inject_sample_info
+    }
+    (off / "config.json").write_text(json.dumps(config, indent=2))
+    vae_state = {vae_key(k, "2.1"): v.clone() for k, v in refs["vae"].state_dict().items()}
+    torch.save(vae_state, off / "Wan2.1_VAE.pth")
+    t5_hf = refs["text_encoder"].state_dict()
+    rename = make_renamer(t5_hf)
+    t5_state = {n: v.clone() for k, v in t5_hf.items() if (n := rename(k)) is not None}
+    torch.save(t5_state, off / "models_t5_umt5-xxl-enc-bf16.pth")
+    (off / "google" / "umt5-xxl").mkdir(parents=True)
+    for f in tok_dir.iterdir():
+        (off / "google" / "umt5-xxl" / f.name).write_bytes(f.read_bytes())
+
+    # ComfyUI files (fp32 here, so the three layouts hold the very same numbers)
+    for p in (model.comfy_dit, model.comfy_vae, model.comfy_t5):
+        p.parent.mkdir(parents=True, exist_ok=True)
+    save_file(comfy_dit_state(state, "fp32"), model.comfy_dit)
+    save_file({k: v.contiguous() for k, v in vae_state.items()}, model.comfy_vae)
+    spm = torch.frombuffer(bytearray((tok_dir / "spiece.model").read_bytes()), dtype=torch.uint8)
+    t5_comfy = {
+        k: v.clone().contiguous() for k, v in t5_hf.items() if k != "encoder.embed_tokens.weight"
+    }
+    save_file(t5_comfy | {"spiece_model": spm.clone()}, model.comfy_t5)
+    return model
