@@ -277,10 +277,10 @@ def test_unsupported_and_unknown_models(tiny, tmp_path):
     msg = _error(lambda: detect_model(empty))
     assert str(empty) in msg and "not a Wan model folder" in msg
 
-    gguf = tmp_path / "wan2.1-t2v-14b-Q4_K_M.gguf"
+    gguf = tmp_path / "wan2.1-t2v-14b-Q4_K_M.gguf"  # a valid GGUF without tensors
     gguf.write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(64))
     msg = _error(lambda: detect_model(gguf))
-    assert str(gguf) in msg and "GGUF files are not supported" in msg
+    assert str(gguf) in msg and "no Wan diffusion-model tensors found" in msg
 
     msg = _error(lambda: detect_model(tmp_path / "nope"))
     assert "nope: no such file or folder" in msg

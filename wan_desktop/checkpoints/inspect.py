@@ -47,7 +47,7 @@ def describe_component(comp: ComponentFiles, kind: str) -> dict[str, Any]:
     for f in comp.files:
         size += f.stat().st_size
     quantized = any(k.endswith((".scale_weight", ".weight_scale")) for k in reader)
-    return {
+    out = {
         "files": [str(f) for f in comp.files],
         "naming": comp.naming,
         "parameters": params,
@@ -55,6 +55,11 @@ def describe_component(comp: ComponentFiles, kind: str) -> dict[str, Any]:
         "scaled_fp8": quantized,
         "size_bytes": size,
     }
+    if any(f.suffix.lower() == ".gguf" for f in comp.files):  # the stored GGML types
+        from .gguf_reader import gguf_types
+
+        out["gguf_types"] = gguf_types(comp.files)  # "dtypes": as loaded (dequantized)
+    return out
 
 
 def inspect_files(m: ModelFiles) -> dict[str, Any]:

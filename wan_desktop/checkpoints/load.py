@@ -154,6 +154,10 @@ def load_dit(
     with weights_on_meta():
         model = make_dit(files.variant.dit, ops or DefaultOps)  # WanModel, or VaceWanModel
     sources, scales = component_sources(comp, "dit")
+    if any(f.suffix.lower() == ".gguf" for f in comp.files):  # linears stay quantized
+        from .gguf_load import keep_quantized
+
+        sources = keep_quantized(model, sources, dtype)
     check_float_weights(model, sources, scales, "diffusion model")
     return materialize(
         model,
@@ -193,6 +197,10 @@ def load_t5(
     with weights_on_meta():
         model = T5Encoder(files.variant.t5, ops or DefaultOps)
     sources, scales = component_sources(comp, "t5")
+    if any(f.suffix.lower() == ".gguf" for f in comp.files):  # linears stay quantized
+        from .gguf_load import keep_quantized
+
+        sources = keep_quantized(model, sources, dtype)
     check_float_weights(model, sources, scales, "text encoder")
     return materialize(
         model,

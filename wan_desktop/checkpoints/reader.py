@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from safetensors import safe_open
     from torch import Tensor
 
+    from .gguf_reader import GgufFile
+
 log = logging.getLogger(__name__)
 
 # safetensors dtype names -> torch dtype attribute names
@@ -161,10 +163,18 @@ class StateReader:
         self._infos: dict[str, TensorInfo] = {}
         self._pth: dict[Path, dict[str, Tensor]] = {}
         self._handles: dict[Path, safe_open] = {}
+        self._gguf: dict[Path, GgufFile] = {}
         for f in self.files:
             if not f.is_file():
                 raise CheckpointError(f"{f}: file not found")
-            if f.suffix in (".pth", ".pt", ".bin", ".ckpt"):
+            if f.suffix.lower() == ".gguf":  # checkpoints/gguf_reader.py: values dequantized
+                from .gguf_reader import open_gguf
+
+                g = open_gguf(f)
+                self._gguf[g.path] = g  # the resolved path, as in its TensorInfo
+                for k in g.tensors:
+                    self._add(k, g.info(k))
+            elif f.suffix in (".pth", ".pt", ".bin", ".ckpt"):
                 state = _load_pth(f)
                 self._pth[f] = state
                 for k, t in state.items():
@@ -202,6 +212,8 @@ class StateReader:
         info = self._infos[key]
         if info.file in self._pth:
             return self._pth[info.file][key]
+        if info.file in self._gguf:
+            return self._gguf[info.file].get(key)
         handle = self._handles.get(info.file)
         if handle is None:
             from safetensors import safe_open
