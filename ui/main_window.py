@@ -9,24 +9,35 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QObject, QSize, Qt, QThreadPool, QTimer, QUrl, Signal
-from PySide6.QtGui import QAction, QColor, QDesktopServices, QGuiApplication, QIcon, QPixmap
+from PySide6.QtCore import QObject, QSize, Qt, QThreadPool, QTimer, Signal
+from PySide6.QtGui import (
+    QAction,
+    QColor,
+    QGuiApplication,
+    QIcon,
+    QKeySequence,
+    QPixmap,
+    QShortcut,
+)
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QListWidget,
     QListWidgetItem,
     QMainWindow,
+    QMenu,
     QMessageBox,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QSplitter,
     QStyle,
@@ -40,6 +51,7 @@ from wan_desktop.errors import WanError
 
 from . import system_info
 from .library import ModelEntry
+from .path_dialog import PathDialog, open_path
 from .paths import log_dir
 from .player import VideoPlayer
 from .review_bar import ReviewBar, review_checkbox
@@ -120,6 +132,7 @@ class MainWindow(QMainWindow):
         self.error_box: QMessageBox | None = None
         self.data_dir_box: QMessageBox | None = None  # the data dir cannot be written
         self.data_label: QLabel | None = None  # what was wrong with the data files at start
+        self.path_dialog: PathDialog | None = None  # a path no desktop app could open
         self._preview_job: str | None = None
         self.video_loader = VideoLoader()
         self._build()
@@ -139,7 +152,7 @@ class MainWindow(QMainWindow):
     def _build(self) -> None:
         # --- form (left)
         self.model_combo = QComboBox()
-        self.model_combo.setMinimumWidth(260)
+        self.model_combo.setMinimumWidth(200)
         self.add_folder_button = QPushButton("Add folder…")
         self.rescan_button = QToolButton(text="⟳", toolTip="Scan the model folders again")
         model_row = QHBoxLayout()
@@ -240,10 +253,29 @@ class MainWindow(QMainWindow):
         self.vram_combo = QComboBox()
         for p in VRAM_PLANS:
             self.vram_combo.addItem(PLAN_LABELS[p], p)
+        self.backend_combo.setToolTip(
+            "What runs the model: PyTorch always; an ONNX Runtime or TensorRT engine once one "
+            "built for this model and GPU exists (Tools → Engines…)"
+        )
+        self.precision_combo.setToolTip(
+            "Precision of the transformer's weights: BF16 is the reference; FP8 and INT8 halve "
+            "the VRAM they take, at a small cost in quality"
+        )
+        self.vram_combo.setToolTip(
+            "Memory plan: how much VRAM the job may use. Auto plans for what the GPU has free; "
+            "a smaller figure keeps room for other apps (weights are swapped in and out, slower)"
+        )
+        self.precision_label = QLabel("Precision")
+        self.precision_label.setBuddy(self.precision_combo)
+        self.vram_label = QLabel("Memory")
+        self.vram_label.setBuddy(self.vram_combo)
         run_row = QHBoxLayout()
         run_row.addWidget(self.backend_combo, 1)
-        run_row.addWidget(self.precision_combo)
-        run_row.addWidget(self.vram_combo)
+        precision_row = QHBoxLayout()
+        precision_row.addWidget(self.precision_combo)
+        precision_row.addWidget(self.vram_label)
+        precision_row.addWidget(self.vram_combo)
+        precision_row.addStretch(1)
 
         self.generate_button = QPushButton("Add to queue")
         self.generate_button.setDefault(True)
@@ -263,10 +295,20 @@ class MainWindow(QMainWindow):
         form.addRow("LoRAs", lora_col)
         form.addRow("Seed", seed_row)
         form.addRow("Run on", run_row)
+        form.addRow(self.precision_label, precision_row)
+        form_page = QWidget()
+        form_page_lay = QVBoxLayout(form_page)
+        form_page_lay.addLayout(form)
+        form_page_lay.addStretch(1)
+        # a small screen (1024×600): the form scrolls, the Add button under it stays in view
+        self.form_scroll = QScrollArea()
+        self.form_scroll.setWidgetResizable(True)
+        self.form_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.form_scroll.setWidget(form_page)
         left = QWidget()
         left_lay = QVBoxLayout(left)
-        left_lay.addLayout(form)
-        left_lay.addStretch(1)
+        left_lay.setContentsMargins(0, 0, 4, 4)
+        left_lay.addWidget(self.form_scroll, 1)
         self.review_check = review_checkbox(self.form)  # review_bar.py: Review before decode
         left_lay.addWidget(self.review_check)
         left_lay.addWidget(self.generate_button)
@@ -316,18 +358,18 @@ class MainWindow(QMainWindow):
         self.pause_button.setCheckable(True)
         self.pause_button.setToolTip("Finish the running job, then wait (the queue is kept)")
         qbuttons = QHBoxLayout()
-        for b in (
-            self.up_button,
-            self.down_button,
-            self.pause_button,
-            self.cancel_job_button,
-            self.cancel_all_button,
-        ):
+        for b in (self.up_button, self.down_button, self.pause_button):
             qbuttons.addWidget(b)
+        qbuttons.addStretch(1)
+        qbuttons2 = QHBoxLayout()
+        for b in (self.cancel_job_button, self.cancel_all_button):
+            qbuttons2.addWidget(b)
+        qbuttons2.addStretch(1)
         queue_box = self.queue_box = QGroupBox("Queue")  # its title: paused, N waiting
         qlay = QVBoxLayout(queue_box)
         qlay.addWidget(self.queue_list)
         qlay.addLayout(qbuttons)
+        qlay.addLayout(qbuttons2)
         self.history_list = QListWidget()
         self.history_list.setIconSize(QSize(64, 36))
         self.history_list.setWordWrap(True)
@@ -353,7 +395,10 @@ class MainWindow(QMainWindow):
         split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 1)
         split.setStretchFactor(2, 0)
-        split.setSizes([440, 560, 300])
+        split.setCollapsible(1, False)  # the side panels fold away on a small screen
+        bar = self.form_scroll.verticalScrollBar().sizeHint().width()
+        form_width = form_page.sizeHint().width() + bar
+        split.setSizes([form_width, 560, 240])
         self.setCentralWidget(split)
 
         # --- menus and status bar
@@ -374,11 +419,15 @@ class MainWindow(QMainWindow):
         help_menu = self.menuBar().addMenu("&Help")
         self.log_action = QAction("Open log folder", self)
         help_menu.addAction(self.log_action)
+        self.about_action = QAction("About Wan Desktop", self)
+        help_menu.addAction(self.about_action)
         self.system_label = QLabel()
         self.statusBar().addPermanentWidget(self.system_label)
         self.queue_label = QLabel()  # "resumed N queued jobs", "⏸ paused · 2 waiting"
         self.statusBar().insertPermanentWidget(0, self.queue_label)
-        self.resize(1360, 820)
+        screen = self.screen().availableGeometry()  # a 1024×600 laptop: no bigger than it
+        self.resize(min(1360, screen.width()), min(820, screen.height()))
+        self._bind_keys()
 
     # ------------------------------------------------------------------ binding
 
@@ -445,10 +494,13 @@ class MainWindow(QMainWindow):
         self.reuse_button.clicked.connect(self.reuse_selected)
         self.play_history_button.clicked.connect(self.play_selected)
         self.history_list.itemDoubleClicked.connect(lambda _item: self.play_selected())
+        self.history_list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.history_list.customContextMenuRequested.connect(self._history_menu)
         self.open_file_button.clicked.connect(self.open_file)
         self.open_folder_button.clicked.connect(self.open_folder)
         self.copy_settings_button.clicked.connect(self.copy_settings)
         self.log_action.triggered.connect(self.open_log_folder)
+        self.about_action.triggered.connect(self.open_about_dialog)
         self.engines_action.triggered.connect(self.open_engines_dialog)
         self.models_action.triggered.connect(self.open_models_dialog)
         self.settings_action.triggered.connect(self.open_settings_dialog)
@@ -743,6 +795,36 @@ class MainWindow(QMainWindow):
         if job_id:
             self.queue.cancel(job_id)
 
+    def _bind_keys(self) -> None:
+        """Ctrl+Enter adds the job (from anywhere, the prompt included); Delete in the queue
+        cancels the selected queued job; Space in the player plays / pauses it."""
+        for keys in ("Ctrl+Return", "Ctrl+Enter"):
+            QShortcut(QKeySequence(keys), self, self.enqueue)
+        delete = QShortcut(QKeySequence(QKeySequence.StandardKey.Delete), self.queue_list)
+        delete.setContext(Qt.ShortcutContext.WidgetShortcut)
+        delete.activated.connect(self._delete_pressed)
+        space = QShortcut(QKeySequence(Qt.Key.Key_Space), self.view_tabs)
+        space.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        space.activated.connect(self._space_pressed)
+        self.generate_button.setToolTip("Add to queue (Ctrl+Enter)")
+
+    def _space_pressed(self) -> None:
+        player = self.view_tabs.currentWidget()
+        if isinstance(player, VideoPlayer):
+            player.toggle()
+
+    def _delete_pressed(self) -> None:
+        """Delete cancels a queued job; the running one only with its Cancel button."""
+        job = self.queue.job(self._selected_job() or "")
+        if job is not None and job.id != self.queue.running:
+            self.queue.cancel(job.id)
+
+    def _model_name(self, options: dict) -> str:
+        """The model a job runs, as the picker names it (the folder's name when not listed)."""
+        path = str(options.get("model") or "")
+        entry = next((m for m in self.models if m.path == path), None)
+        return (entry.name if entry is not None else "") or Path(path).name or "?"
+
     @staticmethod
     def _select(lst: QListWidget, key: str) -> None:
         for i in range(lst.count()):
@@ -760,7 +842,8 @@ class MainWindow(QMainWindow):
             )
             text = (
                 f"{state} · {r.get('width')}×{r.get('height')} · {r.get('frames')} f · "
-                f"seed {j.seed}{_extras(j.options)}\n{j.prompt[:60]}"
+                f"{r.get('steps')} steps · seed {j.seed}{_extras(j.options)}\n"
+                f"{self._model_name(j.options)} · {j.prompt[:60]}"
             )
             item = QListWidgetItem(text)
             item.setData(Qt.ItemDataRole.UserRole, j.id)
@@ -790,7 +873,7 @@ class MainWindow(QMainWindow):
                 f"{head} · seed {e.seed} · {r.get('width')}×{r.get('height')}×"
                 f"{r.get('frames')} · {r.get('steps')} steps · {took} · {vram}"
                 f"{_extras(e.options)}\n"
-                f"{e.prompt[:70]}"
+                f"{self._model_name(e.options)} · {e.prompt[:70]}"
             )
             item = QListWidgetItem(text)
             if e.thumbnail and Path(e.thumbnail).is_file():
@@ -825,6 +908,80 @@ class MainWindow(QMainWindow):
             return
         self.statusBar().showMessage(f"Loading {Path(e.out).name}…", 3000)
         self.video_loader.load(e.out, (e.request, e.options))
+
+    def _history_menu(self, pos) -> None:
+        """Right-click on a history entry: Reuse settings, Open, Open folder, Delete…."""
+        item = self.history_list.itemAt(pos)
+        e = self.queue.history_entry(item.data(Qt.ItemDataRole.UserRole)) if item else None
+        if e is None:
+            return
+        self.history_list.setCurrentItem(item)
+        out = Path(e.out) if e.out else None
+        menu = QMenu(self)
+        menu.addAction("Reuse settings", self.reuse_selected)
+        for text, path, what in (
+            ("Open", out, "video"),
+            ("Open folder", out.parent if out else None, "folder"),
+        ):
+            action = menu.addAction(text, lambda p=path, w=what: self._open_path(p, w))
+            action.setEnabled(out is not None and out.is_file())
+        menu.addSeparator()
+        menu.addAction("Delete…", lambda: self.delete_history(e.id))
+        menu.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.history_menu = menu
+        menu.popup(self.history_list.viewport().mapToGlobal(pos))
+
+    def delete_history(self, job_id: str) -> None:
+        """Remove a history entry, asking whether its video (on disk) goes too."""
+        e = self.queue.history_entry(job_id)
+        if e is None:
+            return
+        out = Path(e.out) if e.out and Path(e.out).is_file() else None
+        box = QMessageBox(
+            QMessageBox.Icon.Question,
+            "Delete from history",
+            f"Remove “{e.prompt[:60]}” from the history?",
+            parent=self,
+        )
+        also = None
+        if out is not None:
+            box.setInformativeText(f"Its video {out.name} (in {out.parent}) can be deleted too.")
+            also = box.addButton("Delete the video too", QMessageBox.ButtonRole.DestructiveRole)
+        keep = box.addButton(
+            "Keep the video" if out else "Remove", QMessageBox.ButtonRole.AcceptRole
+        )
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(keep)
+        box.buttonClicked.connect(
+            lambda b: (
+                self._remove_history(job_id, delete_video=b is also) if b in (keep, also) else None
+            )
+        )
+        box.setWindowModality(Qt.WindowModality.WindowModal)
+        box.open()
+        self.delete_box = box
+
+    def _remove_history(self, job_id: str, *, delete_video: bool) -> None:
+        e = self.queue.remove_history(job_id)
+        if e is None:
+            return
+        files = [Path(e.thumbnail)] if e.thumbnail else []  # the app's own copy
+        out = Path(e.out) if e.out else None
+        if delete_video and out is not None:
+            files += [out, out.with_name(out.name + ".json")]  # the video and its settings
+            if getattr(self, "_shown", None) and self._shown[0] == out:
+                self.video_player.clear()
+                for b in (self.open_file_button, self.open_folder_button):
+                    b.setEnabled(False)
+        for f in files:
+            try:
+                f.unlink(missing_ok=True)
+            except OSError as err:
+                log.warning("cannot delete %s: %s", f, err)
+                self.statusBar().showMessage(f"Cannot delete {f}: {err.strerror}", 10_000)
+                return
+        said = f"Deleted {out.name}" if delete_video and out else "Removed from the history"
+        self.statusBar().showMessage(said, 5000)
 
     def _on_video_loaded(self, path: str, frames, fps: int, context) -> None:
         if frames:
@@ -932,6 +1089,9 @@ class MainWindow(QMainWindow):
                     w.style().polish(w)
 
     def _on_cancelled(self, job_id: str) -> None:
+        if job_id == self._preview_job:  # its last preview is not a result: it goes
+            self.preview_player.clear()
+            self.preview_player.view.setToolTip("")
         self.stage_label.setText("Cancelled — nothing was written")
         self.progress_bar.setValue(0)
         self.cancel_button.setEnabled(self.queue.running is not None)
@@ -993,11 +1153,17 @@ class MainWindow(QMainWindow):
 
     def open_file(self) -> None:
         if getattr(self, "_shown", None):
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self._shown[0])))
+            self._open_path(self._shown[0], "video")
 
     def open_folder(self) -> None:
         if getattr(self, "_shown", None):
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self._shown[0].parent)))
+            self._open_path(self._shown[0].parent, "folder")
+
+    def _open_path(self, path: Path, what: str) -> None:
+        """Open in the desktop's app; where none answers, a dialog shows the path to copy."""
+        if self.path_dialog is not None:
+            self.path_dialog.close()
+        self.path_dialog = open_path(path, what, self)
 
     def copy_settings(self) -> None:
         if getattr(self, "_shown", None):
@@ -1011,7 +1177,13 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("Settings copied to the clipboard", 3000)
 
     def open_log_folder(self) -> None:
-        QDesktopServices.openUrl(QUrl.fromLocalFile(str(log_dir())))
+        self._open_path(log_dir(), "log folder")
+
+    def open_about_dialog(self) -> None:
+        from .about_dialog import AboutDialog
+
+        self.about_dialog = AboutDialog(self)
+        self.about_dialog.open()
 
     def open_engines_dialog(self) -> None:
         from .engines_dialog import EnginesDialog

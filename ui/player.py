@@ -22,8 +22,10 @@ class FrameView(QLabel):
 
     def __init__(self, placeholder: str = "") -> None:
         super().__init__(placeholder)
+        self.placeholder = placeholder
         self.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.setMinimumSize(QSize(320, 180))
+        self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)  # a click on the video: Space plays it
+        self.setMinimumSize(QSize(240, 135))  # fits beside the form on a 1024×600 screen
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setStyleSheet("background: #111; color: #888;")
         self._image: QImage | None = None
@@ -42,7 +44,7 @@ class FrameView(QLabel):
 
     def _redraw(self) -> None:
         if self._image is None or self._image.isNull():
-            self.setPixmap(QPixmap())
+            self.setText(self.placeholder)  # no picture: what will appear here
             return
         mode = (
             Qt.TransformationMode.SmoothTransformation
