@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tests.fixtures_models import official_dit_state
 from wan_desktop.checkpoints.gguf_reader import ORIG_SHAPE, t5_name
 
 # K types: byte offsets of (d, dmin) and dmin/d ratio that centres a block's values on zero
@@ -146,3 +147,33 @@ def dequantized_state(path: Path) -> dict[str, torch.Tensor]:
         )
         out[t.name] = torch.from_numpy(np.ascontiguousarray(values)).reshape(shape).clone()
     return out
+
+
+def dit_gguf(model, qtype: str) -> Path:
+    """The model's DiT(s) as GGUF file(s) named as city96 names them, in ComfyUI's
+    models/diffusion_models/ (the VAE, umT5 and CLIP files are found beside it); returns the
+    (high-noise) file. Written once per model and type."""
+    folder = model.comfy_dit.parent
+    states = [
+        official_dit_state(model.refs[k])
+        for k in ("transformer", "transformer_2")
+        if k in model.refs
+    ]
+    if len(states) == 2:
+        names = [f"wan2.2_t2v_{e}_14B_{qtype}.gguf" for e in ("high_noise", "low_noise")]
+    else:
+        names = [f"wan2.1-{model.name}-{qtype}.gguf"]
+    for i, (name, state) in enumerate(zip(names, states, strict=True)):
+        if not (folder / name).is_file():
+            write_gguf(folder / name, state, qtype, seed=i)
+    return folder / names[0]
+
+
+def t5_gguf(model, qtype: str = "Q8_0") -> Path:
+    path = model.root / "gguf" / f"umt5-xxl-encoder-{qtype}.gguf"
+    if not path.is_file():
+        path.parent.mkdir(exist_ok=True)
+        hf = model.refs["text_encoder"].state_dict()
+        state = {k: v for k, v in hf.items() if k != "encoder.embed_tokens.weight"}
+        write_gguf(path, state, qtype, arch="t5encoder", names=t5_gguf_name)
+    return path

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from tests.checkpoints.conftest import reference_dit_states
-from tests.gguf_files import dequantized_state, t5_gguf_name, write_gguf
+from tests.gguf_files import dequantized_state, dit_gguf, t5_gguf, write_gguf
 from wan_desktop.checkpoints.detect import detect_model
 from wan_desktop.checkpoints.gguf_load import quantized_nbytes
 from wan_desktop.checkpoints.inspect import inspect_model
@@ -23,32 +23,6 @@ from wan_desktop.errors import CheckpointError
 from wan_desktop.models.quant_linear import QuantLinear
 
 pytest.importorskip("gguf")
-
-
-def dit_gguf(model, qtype: str) -> Path:
-    """The model's DiT(s) as GGUF file(s) named as city96 names them, in ComfyUI's
-    models/diffusion_models/ (the VAE, umT5 and CLIP files are found beside it); returns the
-    (high-noise) file. Written once per model and type."""
-    folder = model.comfy_dit.parent
-    states = reference_dit_states(model)
-    if len(states) == 2:
-        names = [f"wan2.2_t2v_{e}_14B_{qtype}.gguf" for e in ("high_noise", "low_noise")]
-    else:
-        names = [f"wan2.1-{model.name}-{qtype}.gguf"]
-    for i, (name, state) in enumerate(zip(names, states, strict=True)):
-        if not (folder / name).is_file():
-            write_gguf(folder / name, state, qtype, seed=i)
-    return folder / names[0]
-
-
-def t5_gguf(model, qtype: str = "Q8_0") -> Path:
-    path = model.root / "gguf" / f"umt5-xxl-encoder-{qtype}.gguf"
-    if not path.is_file():
-        path.parent.mkdir(exist_ok=True)
-        hf = model.refs["text_encoder"].state_dict()
-        state = {k: v for k, v in hf.items() if k != "encoder.embed_tokens.weight"}
-        write_gguf(path, state, qtype, arch="t5encoder", names=t5_gguf_name)
-    return path
 
 
 def _error(fn) -> str:
