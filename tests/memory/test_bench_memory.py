@@ -1,5 +1,5 @@
 """``wan-desktop bench`` memory figures on tiny configs (CPU): the VAE decode tiled vs untiled and
-the whole generation under a memory plan. The GPU script (tests/gpu/run_issue5.sh) runs the same
+the whole generation under a memory plan. The GPU script (tests/gpu/measure_gpu_figures.sh) runs the same
 code at full size."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """On a CUDA GPU (skipped without one): the issue's memory targets at full size, random weights.
-tests/gpu/run_issue5.sh takes every figure in one go; these are the quick checks."""
+tests/gpu/measure_gpu_figures.sh takes every figure in one go; these are the quick checks."""
 
 from __future__ import annotations
 
