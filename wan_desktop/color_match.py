@@ -115,8 +115,9 @@ def match_colors(
     mu, mu_ref = torch.tensor(own.mean), torch.tensor(reference.mean)
     scale = torch.tensor(reference.std) / torch.tensor(own.std).clamp_min(MIN_STD)
     out = torch.empty_like(frames) if out is None else out
-    for i in range(0, frames.shape[0], CHUNK):
-        lab = rgb_to_lab(frames[i : i + CHUNK].float() / 255)
-        rgb = lab_to_rgb((lab - mu) * scale + mu_ref)
-        out[i : i + CHUNK] = (rgb * 255).round().to(torch.uint8)
+    with torch.inference_mode():  # decoded frames are inference tensors (the torch backend)
+        for i in range(0, frames.shape[0], CHUNK):
+            lab = rgb_to_lab(frames[i : i + CHUNK].float() / 255)
+            rgb = lab_to_rgb((lab - mu) * scale + mu_ref)
+            out[i : i + CHUNK] = (rgb * 255).round().to(torch.uint8)
     return out
