@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, bench, model_manager_cli
+from . import cli_args as _cli_args
 from .cli_args import Parser as _Parser
 from .cli_args import add_long_video_arguments, prompt_text
 from .cli_args import positive_float as _positive_float
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", type=Path, help="model folder (official/diffusers) or ComfyUI file")
     g.add_argument("--prompt", help="the prompt; long videos: one per window, separated by ' | '")
     g.add_argument("--negative-prompt")
-    g.add_argument("--task", choices=["t2v", "i2v", "flf2v", "ti2v"])
+    g.add_argument("--task", choices=["t2v", "i2v", "flf2v", "ti2v", "v2v"])
     g.add_argument("--image", type=Path)
     g.add_argument("--last-image", type=Path)
     g.add_argument("--size", type=_size, help="WIDTHxHEIGHT, e.g. 832x480")
@@ -114,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="decode with a TAEHV tiny VAE (taew2_1 / taew2_2): fast, lower quality",
     )
     add_long_video_arguments(g)
+    _cli_args.add_video_input_arguments(g)
     g.add_argument("--no-progress", action="store_true")
     g.add_argument("--out", type=Path, required=True, help="out.mp4, or a folder for PNG frames")
 
@@ -371,6 +373,7 @@ def _request(args: argparse.Namespace) -> GenerationRequest:
         seed=seed,
         color_match=args.color_match != "off",
         extend=_opt(args.extend),
+        **_cli_args.video_input_fields(args),
     )
 
 

@@ -12,7 +12,7 @@ import argparse
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 
 class Parser(argparse.ArgumentParser):
@@ -126,3 +126,72 @@ def prompt_text(prompt: str | None, prompt_file: Path | None) -> str:
         raise ConfigError(f"--prompt-file {prompt_file} has no prompt", field="prompt")
     return "\n".join(lines)
 
+
+# ----------------------------------------------------------------------------- video inputs
+
+
+def add_video_input_arguments(g: argparse.ArgumentParser) -> None:
+    """``generate``'s video-to-video flags and the VACE inputs built for the user
+    (video_to_video.py, vace_inputs.py)."""
+    g.add_argument(
+        "--video",
+        type=Path,
+        metavar="PATH",
+        help="v2v: the input video (an mp4 or a folder of PNG frames)",
+    )
+    g.add_argument(
+        "--strength",
+        type=positive_float,
+        metavar="S",
+        help="v2v: how much of the video is redone, in (0, 1]; default 0.8",
+    )
+    g.add_argument(
+        "--outpaint",
+        type=margins,
+        metavar="L,T,R,B",
+        help="vace: pixels to add left, top, right, bottom (generated; the video kept inside)",
+    )
+    g.add_argument(
+        "--first-clip",
+        type=Path,
+        metavar="VIDEO",
+        help="vace: a video whose frames open the result, kept; the rest is generated",
+    )
+    g.add_argument(
+        "--last-clip",
+        type=Path,
+        metavar="VIDEO",
+        help="vace: a video whose frames close the result, kept; the rest is generated",
+    )
+    g.add_argument(
+        "--preprocess",
+        choices=["gray", "edges", "none"],
+        help="vace: turn the control video into grayscale (to colorize) or an edge map",
+    )
+
+
+def video_input_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The GenerationRequest fields of :func:`add_video_input_arguments`' flags."""
+    return {
+        "video": None if args.video is None else str(args.video),
+        "strength": args.strength,
+        "outpaint": args.outpaint,
+        "first_clip": None if args.first_clip is None else str(args.first_clip),
+        "last_clip": None if args.last_clip is None else str(args.last_clip),
+        "preprocess": args.preprocess,
+    }
+
+
+def margins(text: str) -> tuple[int, int, int, int]:
+    """``L,T,R,B`` whole pixel counts ≥ 0 (``--outpaint 0,64,0,64``)."""
+    parts = text.replace(" ", "").split(",")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 4 or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"must be 4 whole pixel counts ≥ 0 as LEFT,TOP,RIGHT,BOTTOM (e.g. 0,64,0,64), "
+            f"got {text!r}"
+        )
+    return values[0], values[1], values[2], values[3]

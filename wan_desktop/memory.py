@@ -401,9 +401,9 @@ def predict(w: Workload, text: TextPlan, dit: DiTPlan, vae: VaePlan, ram: RamPla
     z, t, h, wl = v.latent_shape(w.width, w.height, w.frames)
     latents = 8 * z * t * h * wl * 4  # x, velocities, sampler history (fp32)
     vae_w = vae_params(v.vae) * 2
-    # I2V encodes the conditioning video before the denoise; TI2V one frame
+    # I2V (and V2V: the input video) encodes a whole video before the denoise; TI2V one frame
     cond = 0.0
-    if w.task in ("i2v", "flf2v", "ti2v"):
+    if w.task in ("i2v", "flf2v", "ti2v", "v2v"):
         frames = w.frames if w.task != "ti2v" else 1
         px = _tile_px(v, w, vae.encode_tile)
         # one frame: the first chunk only (a quarter of a 4-frame chunk's activations, one cached
@@ -515,7 +515,7 @@ def plan_for(
     tiles = vae_tile_options(v, w.width, w.height)
     # the conditioning encode (I2V: a whole video) in its smallest tiles while the text encoder is
     # chosen, then in the largest tiles that fit beside nothing (it runs alone)
-    conditioned = w.task in ("i2v", "flf2v", "ti2v")
+    conditioned = w.task in ("i2v", "flf2v", "ti2v", "v2v")
     small = (
         whole
         if not conditioned or tiles[-1].tile is None

@@ -164,6 +164,10 @@ def check_images(request: GenerationRequest | ResolvedRequest) -> None:
     for path in (request.image, request.last_image):
         if path:
             load_image(path, 16, 16)
+    if isinstance(request, ResolvedRequest) and request.task is Task.V2V:
+        from .video_to_video import check_video
+
+        check_video(request)  # opens, has the frames (counted, not kept)
 
 
 def i2v_mask(frames: int, t_lat: int, h: int, w: int, *, last: bool, temporal: int = 4) -> Tensor:
@@ -182,14 +186,21 @@ def i2v_mask(frames: int, t_lat: int, h: int, w: int, *, last: bool, temporal: i
 
 
 def run_schedule(request: ResolvedRequest) -> Schedule:
-    """The sigma schedule a request runs: a preset's explicit grid, else the sampler's."""
+    """The sigma schedule a request runs: a preset's explicit grid, else the sampler's; v2v runs
+    its tail (video_to_video.tail)."""
     if request.sigmas is not None:
         from .presets import explicit_schedule
 
-        return explicit_schedule(request.sigmas)
-    from .samplers import make_schedule
+        schedule = explicit_schedule(request.sigmas)
+    else:
+        from .samplers import make_schedule
 
-    return make_schedule(request.sampler, request.steps, request.shift)
+        schedule = make_schedule(request.sampler, request.steps, request.shift)
+    if request.task is Task.V2V and request.strength is not None:
+        from .video_to_video import tail
+
+        schedule = tail(schedule, request.strength)
+    return schedule
 
 
 def begin_run(components: Components, request: ResolvedRequest) -> None:
@@ -216,6 +227,7 @@ class Conditioning:
                  carried from the previous window, put back re-noised to each step's σ
     held_mask:   [1, 1, T, h, w] 1 on the held latent frames, 0 elsewhere
     held_noise:  [1, z, T, h, w] the fixed noise they are re-noised with
+    video_latent: [1, z, T, h, w] v2v: the encoded input video, noised to the first σ as the start
     """
 
     context: Tensor
@@ -228,6 +240,7 @@ class Conditioning:
     held: Tensor | None = None
     held_mask: Tensor | None = None
     held_noise: Tensor | None = None
+    video_latent: Tensor | None = None
 
     def timestep(self, t: float) -> Tensor:
         """The model's timestep input: [1], or per token [1, L] (TI2V)."""
@@ -272,6 +285,10 @@ def condition(
         cond = replace(cond, y=y, clip_fea=clip_fea)
     elif r.task is Task.TI2V:
         cond = replace(cond, **_first_frame_condition(components, r, dev))
+    elif r.task is Task.V2V:
+        from .video_to_video import encode_video
+
+        cond = replace(cond, video_latent=encode_video(components, r, device=dev, cancel=cancel))
     cancel.check()
     return cond
 
@@ -368,14 +385,22 @@ def denoise(
     schedule = run_schedule(r)
     solver = make_sampler(r.sampler, schedule, seed=r.seed)
     x = noise.to(device)
-    if r.sigmas is not None and schedule.sigmas[0] < 1.0:
+    if cond.video_latent is not None:  # v2v (SDEdit): the input video noised to the first σ
+        from .video_to_video import noised
+
+        x = noised(cond.video_latent, x, schedule.sigmas[0])
+    elif r.sigmas is not None and schedule.sigmas[0] < 1.0:
         x = x * schedule.sigmas[0]  # rCM starts at σ_0·noise (TurboDiffusion); lightx2v at σ = 1
     x = cond.keep_first(x, schedule.sigmas[0])
     t_start = time.perf_counter()
     for i, t in enumerate(schedule.timesteps):
         cancel.check()
-        expert = expert_at(
-            i, t, experts=len(models), boundary=boundary, boundary_step=r.boundary_step
+        expert = expert_at(  # (v2v: the schedule is the grid's tail, counted from its start)
+            i + r.steps - schedule.steps,
+            t,
+            experts=len(models),
+            boundary=boundary,
+            boundary_step=r.boundary_step,
         )
         v = guided_velocity(
             models[expert],
@@ -387,15 +412,15 @@ def denoise(
             cancel=cancel,
         )
         preview = None
-        if preview_every and ((i + 1) % preview_every == 0 or i + 1 == r.steps):
+        if preview_every and ((i + 1) % preview_every == 0 or i + 1 == schedule.steps):
             preview = cond.keep_first(solver.x0(i, v, x))[0].detach().float().cpu()
         x = cond.keep_first(solver.step(i, v, x), schedule.sigmas[i + 1])
         if not bool(torch.isfinite(x).all()):
-            raise _nonfinite(i + 1, r.steps, expert, len(models), r.guidance_for(expert))
+            raise _nonfinite(i + 1, schedule.steps, expert, len(models), r.guidance_for(expert))
         emit(
             StepDone(
                 step=i + 1,
-                total=r.steps,
+                total=schedule.steps,
                 elapsed=time.perf_counter() - t_start,
                 timestep=float(t),
                 expert=expert,

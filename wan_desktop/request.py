@@ -51,6 +51,15 @@ class GenerationRequest:
     window_overlap: int | None = None  # latent frames a window carries over; None: 2
     color_match: bool = True  # continuation through pixels: match the first window's colours
     extend: str | None = None  # a video (mp4 or PNG folder) to continue
+    # Video-to-video (SDEdit, video_to_video.py): the input video (mp4 or PNG folder) and how much
+    # of the schedule redoes it, in (0, 1]; None: 0.8 (diffusers' default)
+    video: str | None = None
+    strength: float | None = None
+    # VACE inputs built for the user (vace_inputs.py)
+    outpaint: tuple[int, int, int, int] | None = None  # pixels added left, top, right, bottom
+    first_clip: str | None = None  # a video whose frames open the result (kept)
+    last_clip: str | None = None  # a video whose frames close the result (kept)
+    preprocess: str | None = None  # the control video as "gray" | "edges" | "none"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GenerationRequest:
@@ -59,6 +68,8 @@ class GenerationRequest:
         kept = {k: v for k, v in data.items() if k in names}
         if kept.get("sigmas") is not None:  # JSON gives a list
             kept["sigmas"] = tuple(float(s) for s in kept["sigmas"])
+        if kept.get("outpaint") is not None:
+            kept["outpaint"] = tuple(kept["outpaint"])
         return cls(**kept)
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,7 +95,8 @@ class GenerationRequest:
             raise ConfigError(
                 f"unknown task {task!r}; expected t2v, i2v, flf2v or ti2v", field="task"
             ) from None
-        if task_enum not in variant.tasks:
+        v2v = task_enum is Task.V2V and Task.T2V in variant.tasks  # SDEdit: any T2V model
+        if task_enum not in variant.tasks and not v2v:
             can = ", ".join(t.value for t in variant.tasks)
             raise ConfigError(
                 f"the {variant.name} model cannot do {task} (it can do: {can})",
@@ -176,6 +188,8 @@ class GenerationRequest:
         if not (0 <= self.seed < 2**63):
             raise ConfigError(f"seed must be between 0 and 2^63-1, got {self.seed}", field="seed")
         window_frames, window_overlap = _window(self, d.frames, tf)
+        strength = _v2v_strength(self, task_enum, steps)
+        _check_vace_inputs(self, task_enum)
         neg = self.negative_prompt if self.negative_prompt else d.negative_prompt
         return ResolvedRequest(
             prompt=self.prompt,
@@ -199,8 +213,129 @@ class GenerationRequest:
             window_overlap=window_overlap,
             color_match=bool(self.color_match),
             extend=self.extend,
+            video=self.video,
+            strength=strength,
+            outpaint=self.outpaint,  # checked by _check_vace_inputs: 4 ints
+            first_clip=self.first_clip,
+            last_clip=self.last_clip,
+            preprocess=self.preprocess,
             experts=variant.experts,
         )
+
+
+V2V_STRENGTH = 0.8  # diffusers' WanVideoToVideoPipeline default
+PREPROCESSORS = ("gray", "edges", "none")
+
+
+def _v2v_strength(r: GenerationRequest, task: Task, steps: int) -> float | None:
+    """v2v: the strength (default 0.8), which must leave at least one of the ``steps`` to run
+    (``int(steps · strength)`` of them run, as diffusers counts); other tasks take no video."""
+    if task is not Task.V2V:
+        if r.video:
+            raise ConfigError(
+                f"task {task.value} takes no input video; choose the task v2v", field="video"
+            )
+        if r.strength is not None:
+            raise ConfigError("a strength is only used by the v2v task", field="strength")
+        return None
+    if not r.video:
+        raise ConfigError("task v2v needs an input video (mp4 or PNG folder)", field="video")
+    strength = V2V_STRENGTH if r.strength is None else float(r.strength)
+    if not (math.isfinite(strength) and 0 < strength <= 1):
+        raise ConfigError(f"strength must be in (0, 1], got {strength}", field="strength")
+    if int(steps * strength) < 1:
+        raise ConfigError(
+            f"strength {strength:g} of {steps} steps runs no step",
+            remedy=f"Raise the strength to at least {1 / steps:.2g}, or the steps.",
+            field="strength",
+        )
+    return strength
+
+
+def _check_vace_inputs(r: GenerationRequest, task: Task) -> None:
+    """The VACE inputs built for the user (vace_inputs.py): outpaint margins and the
+    preprocessor, used by the vace task only."""
+    given = [
+        name
+        for name in ("outpaint", "first_clip", "last_clip", "preprocess")
+        if getattr(r, name) not in (None, "")
+    ]
+    if given and task is not Task.VACE:
+        raise ConfigError(
+            f"{given[0].replace('_', ' ')} is only used by the vace task", field=given[0]
+        )
+    if r.outpaint is not None:
+        m = tuple(r.outpaint)
+        if len(m) != 4 or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in m):
+            raise ConfigError(
+                f"outpaint must be 4 whole pixel counts ≥ 0 (left, top, right, bottom), got {m}",
+                field="outpaint",
+            )
+        if not any(m):
+            raise ConfigError("outpaint adds no pixel: give at least one margin", field="outpaint")
+    if r.preprocess not in (None, *PREPROCESSORS):
+        raise ConfigError(
+            f"unknown preprocessor {r.preprocess!r}; expected {', '.join(PREPROCESSORS)}",
+            field="preprocess",
+        )
+
+
+def _forcing(r: GenerationRequest, variant: Variant) -> dict[str, Any]:
+    """A SkyReels-V2 DF model's settings, each given or the model's recommended one, validated
+    (the windows' geometry is checked by diffusion_forcing.check); {} for other models, which
+    refuse them."""
+    names = ("base_frames", "overlap_history", "ar_step", "causal_block_size", "addnoise_condition")
+    f = variant.forcing
+    if f is None:
+        given = [n for n in names if getattr(r, n) is not None]
+        if given:
+            raise ConfigError(
+                f"{given[0].replace('_', ' ')} is a setting of SkyReels-V2 Diffusion Forcing "
+                f"models; {variant.name} is not one",
+                remedy="Leave it out, or choose a SkyReels-V2 DF model.",
+                field=given[0],
+            )
+        return {} if r.fps is None else {"fps": _fps(r.fps)}
+    tf = variant.vae.temporal_factor
+    out: dict[str, Any] = {n: getattr(r, n) if getattr(r, n) is not None else getattr(f, n)
+                           for n in names}  # fmt: skip
+    out["fps"] = _fps(r.fps if r.fps is not None else variant.defaults.fps)
+    base, overlap = out["base_frames"], out["overlap_history"]
+    for name, value, low in (("base_frames", base, tf + 1), ("overlap_history", overlap, 1)):
+        if not isinstance(value, int) or value < low or (value - 1) % tf:
+            raise ConfigError(
+                f"{name.replace('_', ' ')} must be {tf}n+1 and at least {low}, got {value}",
+                remedy=f"Use {getattr(f, name)} (the model's recommended value).",
+                field=name,
+            )
+    if overlap >= base:
+        raise ConfigError(
+            f"overlap history ({overlap} frames) must be shorter than a window ({base} frames)",
+            remedy=f"Use {f.overlap_history} and {f.base_frames}.",
+            field="overlap_history",
+        )
+    if not isinstance(out["ar_step"], int) or out["ar_step"] < 0:
+        raise ConfigError(f"ar step must be 0 or more, got {out['ar_step']}", field="ar_step")
+    if not isinstance(out["causal_block_size"], int) or out["causal_block_size"] < 1:
+        raise ConfigError(
+            f"causal block size must be 1 or more, got {out['causal_block_size']}",
+            field="causal_block_size",
+        )
+    noise = out["addnoise_condition"]
+    if not isinstance(noise, (int, float)) or not math.isfinite(noise) or not 0 <= noise < 1000:
+        raise ConfigError(
+            f"addnoise condition must be a timestep from 0 to 999, got {noise}",
+            remedy="Use 20 (recommended; at most about 50).",
+            field="addnoise_condition",
+        )
+    out["addnoise_condition"] = float(noise)
+    return out
+
+
+def _fps(fps: object) -> int:
+    if not isinstance(fps, int) or not 1 <= fps <= 240:
+        raise ConfigError(f"fps must be a whole number from 1 to 240, got {fps}", field="fps")
+    return fps
 
 
 def _window(r: GenerationRequest, default_frames: int, tf: int) -> tuple[int, int]:
@@ -250,6 +385,12 @@ class ResolvedRequest:
     window_overlap: int  # long videos: latent frames a window carries over
     color_match: bool
     extend: str | None
+    video: str | None  # v2v: the input video
+    strength: float | None  # v2v: the share of the schedule that runs (else None)
+    outpaint: tuple[int, int, int, int] | None  # VACE inputs (see GenerationRequest)
+    first_clip: str | None
+    last_clip: str | None
+    preprocess: str | None
     experts: int  # the variant's diffusion models (2: Wan2.2 A14B); not saved (the variant is)
 
     def guidance_for(self, expert: int) -> float:
