@@ -47,6 +47,14 @@ def _tensors(module: nn.Module) -> list[tuple[str, Tensor]]:
     return out
 
 
+def _qtypes(module: nn.Module) -> list[tuple[str, str]]:
+    """The GGML type of each quantized linear (models/quant_linear.py): its bytes alone do not say
+    how to read them (a Q4_0 row and a Q4_K row of 256·k values are the same size)."""
+    return [
+        (n, q) for n, m in module.named_modules() if isinstance(q := getattr(m, "qtype", 0), str)
+    ]
+
+
 def _layout(module: nn.Module) -> list[tuple[str, tuple[int, ...], torch.dtype, int]]:
     """(name, shape, dtype, byte offset) of each tensor; the offsets pack them with alignment."""
     layout, offset = [], 0
@@ -218,13 +226,16 @@ class BlockSwap:
     def _pack(self, streamed: list[nn.Module], *, pin: bool) -> None:
         """Move each streamed block's tensors into one (pinned) host byte buffer, once."""
         layout = _layout(streamed[0])
+        qtypes = _qtypes(streamed[0])
         for i, block in enumerate(streamed[1:], 1):
             other = _layout(block)
-            if [(n, s, d) for n, s, d, _ in other] != [(n, s, d) for n, s, d, _ in layout]:
+            if [(n, s, d) for n, s, d, _ in other] != [
+                (n, s, d) for n, s, d, _ in layout
+            ] or _qtypes(block) != qtypes:
                 raise EngineError(
                     f"block {self.first_streamed + i} differs from block "
                     f"{self.first_streamed} in its tensors (names, shapes or dtypes): "
-                    "blocks of different layouts cannot share swap slots"
+                    "blocks of different layouts (or GGUF quant types) cannot share swap slots"
                 )
         self._layout = layout
         self.bytes_per_block = max(_nbytes(layout), 1)
