@@ -356,3 +356,79 @@ def test_host_memory_is_one_window_whatever_the_length():
         f"windows {peak3 / 2**20:.2f} MiB, of 10 windows {peak10 / 2**20:.2f} MiB "
         f"(the 125 uint8 frames alone: {125 * frame / 2**20:.2f} MiB)"
     )
+
+
+# ----------------------------------------------------------------------------- real tiny models
+
+
+def _tiny(name: str):
+    from wan_desktop.engines.torch_backend import build_torch_components
+
+    from tests.tiny import tiny_variant
+
+    variant = tiny_variant(name)
+    return build_torch_components(variant, None, device=torch.device("cpu"), dtype=torch.float32)
+
+
+def _real_peak(comps, windows: int) -> tuple[int, int]:
+    r = _req(frames=17 + (windows - 1) * 12, steps=2, guidance=1.0).resolve(comps.variant)
+    got = [0]
+
+    def sink(chunk):
+        got[0] += chunk.shape[0]
+
+    with LiveBytes() as m:
+        LV.generate_long(comps, r, sink, preview_every=0)
+    return m.peak, got[0]
+
+
+@pytest.mark.slow
+def test_a_real_tiny_model_holds_one_window_for_10_windows():
+    comps = _tiny("t2v-1.3B")
+    peak3, n3 = _real_peak(comps, 3)
+    peak10, n10 = _real_peak(comps, 10)
+    assert (n3, n10) == (41, 125)
+    assert peak10 <= peak3 * 1.02, (peak3, peak10)
+    print(
+        f"\nreal tiny T2V, peak tensor bytes: 3 windows {peak3 / 2**20:.2f} MiB, 10 windows "
+        f"{peak10 / 2**20:.2f} MiB"
+    )
+
+
+def test_a_real_tiny_t2v_keeps_the_carried_latents_exactly():
+    comps = _tiny("t2v-1.3B")
+    decoded = []
+    decode = comps.vae_decoder.decode_frames
+
+    def spy(x):
+        decoded.append(x.clone())
+        return decode(x)
+
+    comps.vae_decoder.decode_frames = spy
+    video, _ = _run(comps, _req(frames=29, steps=3).resolve(comps.variant))
+    assert video.shape == (29, H, W, 3) and len(decoded) == 2
+    torch.testing.assert_close(decoded[1][:, :, :2], decoded[0][:, :, -2:], rtol=0, atol=1e-6)
+
+
+def test_prepare_reports_the_windows_and_plans_memory_for_one(tmp_path):
+    from wan_desktop.engines.factory import EngineFactory
+
+    from wan_desktop import run
+    from wan_desktop.options import RunOptions
+
+    opts = RunOptions(random_weights="t2v-1.3B", device="cpu", vram_budget_gb=12)
+
+    def prepared(frames: int) -> run.PreparedRun:
+        return run.prepare(
+            GenerationRequest(prompt="x", frames=frames),
+            opts,
+            out=tmp_path / "o.mp4",
+            factory=EngineFactory(),
+            planning=run.Planning.ALWAYS,
+        )
+
+    one, long = prepared(81), prepared(81 * 8 - 7 * 5)  # 8 windows of 81, 5 frames of overlap
+    assert (one.windows, long.windows) == (1, 8)
+    assert any(n.startswith("long video: 8 windows of up to 81 frames") for n in long.notes)
+    assert long.describe_plans() == one.describe_plans()  # the planner plans one window
+    assert long.size == one.size == "832x480x81"
