@@ -328,6 +328,8 @@ class Plan:
 
 
 def _bytes(precision: str) -> float:
+    if precision.startswith("gguf:"):  # a GGUF file: its block linears' bits per weight
+        return float(precision.removeprefix("gguf:")) / 8
     return {"bf16": 2.0, "fp16": 2.0, "fp32": 4.0, "fp8": 1.0, "int8": 1.0}[precision]
 
 
@@ -339,6 +341,8 @@ def dit_block_bytes(cfg: DiTConfig, precision: str) -> float:
     fp32 = 6 * cfg.dim + 2 * cfg.dim  # modulation, norm3 (FP32_MODULES)
     q = _bytes(precision)
     scales = 0 if q >= 2 else 4 * (10 + (2 if cfg.image_dim else 0)) * cfg.dim  # ~per out channel
+    if precision.startswith("gguf:"):
+        scales = 0  # GGUF blocks hold their scales: counted in the bits per weight
     return lin * q + scales + (rest - fp32) * 2 + fp32 * 4
 
 
@@ -347,6 +351,9 @@ def dit_nonblock_bytes(cfg: DiTConfig) -> float:
     d = cfg.dim
     text = cfg.text_dim * d + d + d * d + d
     # the VACE branch stays resident (never streamed): its linears bf16, patch embedding fp32
+    if precision.startswith("gguf:"):
+        lin = cfg.text_dim * d + d * d + 6 * d * d + d * math.prod(cfg.patch_size) * cfg.out_dim
+        return lin * _bytes(precision) + (dit_nonblock_params(cfg) - lin) * 4
     vace = dit_vace_params(cfg)
     vace_bytes = vace * 2 + (cfg.vace_in_dim or 0) * d * math.prod(cfg.patch_size) * 2 if vace else 0
     return text * 2 + (dit_nonblock_params(cfg) - text) * 4 + vace_bytes
@@ -390,7 +397,7 @@ def predict(w: Workload, text: TextPlan, dit: DiTPlan, vae: VaePlan, ram: RamPla
     # denoise
     n = cfg.num_layers
     blk = dit_block_bytes(cfg, w.precision)
-    resident = dit_nonblock_bytes(cfg) + (n - dit.swap_blocks) * blk
+    resident = dit_nonblock_bytes(cfg, w.precision) + (n - dit.swap_blocks) * blk
     if dit.swap_blocks:
         resident += min(2, dit.swap_blocks) * blk  # the two device slots of the swapper
     experts_on_gpu = dit.experts_resident if v.experts == 2 else 1
@@ -420,7 +427,7 @@ def predict(w: Workload, text: TextPlan, dit: DiTPlan, vae: VaePlan, ram: RamPla
     h2d = dit.swap_blocks * blk * experts_on_gpu / GIB * (1 if batch == 2 or not w.guidance else 2)
     peak = max(enc, denoise, decode)
     # host RAM: everything not on the GPU lives in (private) RAM; pinned blocks count in full
-    dit_total = dit_nonblock_bytes(cfg) + n * blk
+    dit_total = dit_nonblock_bytes(cfg, w.precision) + n * blk
     ram_b = (
         dit_total * ram.experts_in_ram
         + (t5_bytes(v.t5, text.precision) if ram.t5_in_ram else 0)
@@ -469,7 +476,7 @@ def _ram_plan(w: Workload, text: TextPlan, dit: DiTPlan, ram_gib: float) -> RamP
     v = w.variant
     two = v.experts == 2
     blk = dit_block_bytes(v.dit, w.precision)
-    dit_total = dit_nonblock_bytes(v.dit) + v.dit.num_layers * blk
+    dit_total = dit_nonblock_bytes(v.dit, w.precision) + v.dit.num_layers * blk
     t5 = t5_bytes(v.t5, text.precision)
     room = 0.8 * ram_gib * GIB  # the OS, the app and the page cache need the rest
     experts = 2 if two and 2 * dit_total + vae_params(v.vae) * 2 < room else 1
@@ -627,6 +634,15 @@ def workload_for(
     variant: Variant,
     width: int,
     height: int,
+def is_gguf_precision(precision: str) -> bool:
+    """Whether ``precision`` is "gguf:<bits per weight>" (run.stored_precision of a GGUF DiT)."""
+    bits = precision.removeprefix("gguf:")
+    try:
+        return bits != precision and 1.0 <= float(bits) <= 32.0
+    except ValueError:
+        return False
+
+
     frames: int,
     *,
     task: str = "t2v",
@@ -634,7 +650,7 @@ def workload_for(
     guidance: bool = True,
 ) -> Workload:
     prec = precision or "bf16"
-    if prec not in ("bf16", "fp16", "fp8", "int8"):
+    if prec not in ("bf16", "fp16", "fp8", "int8") and not is_gguf_precision(prec):
         raise ConfigError(f"unknown DiT precision {prec!r} for the planner")
     return Workload(
         variant=variant,

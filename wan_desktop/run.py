@@ -220,6 +220,10 @@ def stored_precision(files: ModelFiles | None) -> str | None:
     from .checkpoints.reader import read_safetensors_header
 
     for f in files.experts[0].files:
+        if Path(f).suffix.lower() == ".gguf":  # the bits per weight of its block linears
+            from .checkpoints.gguf_reader import block_bits_per_weight
+
+            return f"gguf:{block_bits_per_weight(Path(f)):.2f}"
         if Path(f).suffix != ".safetensors":
             continue
         try:
@@ -255,7 +259,9 @@ def plans_for_run(
         request.height,
         request.frames,
         task=request.task.value,
-        precision=precision if precision in ("fp8", "int8") else "bf16",
+        precision=precision
+        if precision in ("fp8", "int8") or memory.is_gguf_precision(precision or "")
+        else "bf16",
         guidance=request.use_cfg,
     )
     return memory.plan_ladder(work, budget_gib, ram_gib=memory.system_ram_gib())

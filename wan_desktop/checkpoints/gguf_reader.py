@@ -242,3 +242,16 @@ def gguf_types(files: tuple[Path, ...] | list[Path]) -> dict[str, dict[str, int]
             for k, v in s.items():
                 t[k] += v
     return dict(sorted(total.items(), key=lambda kv: -kv[1]["bytes"]))
+
+
+def block_bits_per_weight(path: Path) -> float:
+    """Bits per weight of the DiT blocks' linear weights in a GGUF file (the memory planner's
+    figure: Q4_K 4.5, Q8_0 8.5, a Q4_K_M mix in between)."""
+    bits = numel = 0
+    for key, t in open_gguf(path).tensors.items():
+        if "blocks." in key and key.endswith(".weight") and len(t.shape) == 2:
+            bits += 8 * t.nbytes
+            numel += t.numel
+    if not numel:
+        raise CheckpointError(f"{path}: no DiT block weights in this GGUF file")
+    return bits / numel
