@@ -346,14 +346,15 @@ def dit_block_bytes(cfg: DiTConfig, precision: str) -> float:
     return lin * q + scales + (rest - fp32) * 2 + fp32 * 4
 
 
-def dit_nonblock_bytes(cfg: DiTConfig) -> float:
-    """Non-block parameters: text_embedding bf16, everything else FP32_MODULES (fp32)."""
+def dit_nonblock_bytes(cfg: DiTConfig, precision: str = "bf16") -> float:
+    """Non-block parameters: text_embedding bf16, everything else FP32_MODULES (fp32). A GGUF
+    DiT keeps the text embedding, time projection and head linears quantized (QuantLinear)."""
     d = cfg.dim
     text = cfg.text_dim * d + d + d * d + d
-    # the VACE branch stays resident (never streamed): its linears bf16, patch embedding fp32
     if precision.startswith("gguf:"):
         lin = cfg.text_dim * d + d * d + 6 * d * d + d * math.prod(cfg.patch_size) * cfg.out_dim
         return lin * _bytes(precision) + (dit_nonblock_params(cfg) - lin) * 4
+    # the VACE branch stays resident (never streamed): its linears bf16, patch embedding fp32
     vace = dit_vace_params(cfg)
     vace_bytes = vace * 2 + (cfg.vace_in_dim or 0) * d * math.prod(cfg.patch_size) * 2 if vace else 0
     return text * 2 + (dit_nonblock_params(cfg) - text) * 4 + vace_bytes
@@ -630,10 +631,6 @@ def auto_budget_gib(free_gib: float) -> float:
     return free_gib + CONTEXT_GIB
 
 
-def workload_for(
-    variant: Variant,
-    width: int,
-    height: int,
 def is_gguf_precision(precision: str) -> bool:
     """Whether ``precision`` is "gguf:<bits per weight>" (run.stored_precision of a GGUF DiT)."""
     bits = precision.removeprefix("gguf:")
@@ -643,6 +640,10 @@ def is_gguf_precision(precision: str) -> bool:
         return False
 
 
+def workload_for(
+    variant: Variant,
+    width: int,
+    height: int,
     frames: int,
     *,
     task: str = "t2v",
