@@ -1259,6 +1259,8 @@ class MainWindow(QMainWindow):
         self.pause_button.blockSignals(False)
         if q.idle_note():
             self.stage_label.setText(q.idle_note())
+        elif q.running is None and self.stage_label.text().startswith("⏸ Paused"):
+            self.stage_label.setText("Idle")  # the waiting jobs were cancelled, or resumed
 
     def remember_form(self) -> None:
         """The form's values for its model go into the settings file (restored at start and

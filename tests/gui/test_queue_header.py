@@ -83,3 +83,15 @@ def test_cancelling_the_running_job_of_a_paused_queue_puts_it_in_the_history(
         click(qtbot, w.cancel_button)
     assert q.jobs == [] and [(e.id, e.status) for e in q.history] == [(job_id, "cancelled")]
     assert _shown(w) == ("Queue — ⏸ paused", "⏸ paused")
+
+
+def test_the_paused_note_goes_when_the_waiting_jobs_are_cancelled(make_desktop, tiny, qtbot):
+    d = make_desktop([tiny.official])
+    w = d.window
+    click(qtbot, w.pause_button)
+    fill_form(w, qtbot, "never", seed=1)
+    click(qtbot, w.generate_button)
+    assert w.stage_label.text() == "⏸ Paused · 1 waiting (Resume to go on)"
+    click(qtbot, w.cancel_all_button)
+    assert w.stage_label.text() == "Idle" and _shown(w) == ("Queue — ⏸ paused", "⏸ paused")
+    assert [e.status for e in d.queue.history] == ["cancelled"]

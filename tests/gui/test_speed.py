@@ -91,9 +91,9 @@ def test_fast_preset_fills_the_form_and_the_job_runs_its_four_distilled_steps(
     w.history_list.setCurrentRow(0)
     click(qtbot, w.reuse_button)
     assert w.form.state.preset == "fast" and w.speed_combo.currentData() == "fast"
-    # Turbo runs 1-4 steps: 6 is refused when the job is added, not after loading
-    w.speed_combo.activated.emit(w.speed_combo.findData("turbo"))
-    w.steps_spin.setValue(6)
+    # Turbo runs 1-4 steps: 6 (a reused Turbo job's; the steps box would make it Custom) is
+    # refused when the job is added, not after loading
+    w.form.update(preset="turbo", steps=6)
     click(qtbot, w.generate_button)
     assert "1 to 4 steps" in w.last_error.message and d.queue.jobs == []
 
