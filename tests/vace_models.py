@@ -14,7 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 from safetensors.torch import save_file
 
 from tests.fixtures_models import (
@@ -25,6 +27,7 @@ from tests.fixtures_models import (
     official_dit_state,
 )
 from tests.fixtures_text import make_tiny_tokenizer
+from tests.reference import diffusers_unipc
 from tests.reference_models import diffusers_vae, hf_umt5, randomize_
 from tests.tiny import tiny_variant
 from wan_desktop.checkpoints.keymap_t5 import make_renamer
@@ -32,6 +35,7 @@ from wan_desktop.checkpoints.keymap_vae import official_key as vae_key
 from wan_desktop.variants import DiTConfig, Variant
 
 TINY_VACE_LAYERS = (0, 1)
+W, H, FRAMES = 64, 32, 9  # the size of the test inputs below
 BASES = {"vace-1.3B": "t2v-1.3B", "vace-14B": "t2v-14B", "vace-A14B": "t2v-A14B"}
 
 
@@ -178,3 +182,88 @@ def build_tiny_vace_model(root: str | Path, name: str = "vace-1.3B", *, seed: in
     }
     save_file(t5_comfy | {"spiece_model": spm.clone()}, model.comfy_t5)
     return model
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def control_frames(n: int = FRAMES) -> list[Image.Image]:
+    """A moving gradient with a bright square: something the control branch can see."""
+    out = []
+    for i in range(n):
+        x = np.linspace(0, 1, W)[None, :] * np.linspace(0.2, 1, H)[:, None]
+        arr = np.stack([x, np.roll(x, 4 * i, axis=1), 1 - x], axis=-1) * 255
+        arr[8:20, 6 + 3 * i : 18 + 3 * i] = 250
+        out.append(Image.fromarray(arr.clip(0, 255).astype(np.uint8)))
+    return out
+
+
+def mask_frames(n: int = FRAMES) -> list[Image.Image]:
+    """White (generate) on a moving box, black (keep) elsewhere; a grey edge (not 0 or 1)."""
+    out = []
+    for i in range(n):
+        arr = np.zeros((H, W), np.uint8)
+        arr[4:28, 10 + 2 * i : 40 + 2 * i] = 255
+        arr[4:28, 9 + 2 * i] = 128
+        out.append(Image.fromarray(arr).convert("RGB"))
+    return out
+
+
+def reference_image(seed: int = 5, size: tuple[int, int] = (48, 48)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def write_inputs(tmp_path, *, control=True, mask=True, refs=1):
+    """PNG folders / files the CLI and the request read; returns (paths, PIL inputs)."""
+    paths: dict[str, object] = {}
+    pil: dict[str, object] = {}
+    if control:
+        d = tmp_path / "control"
+        d.mkdir()
+        frames = control_frames()
+        for i, f in enumerate(frames):
+            f.save(d / f"{i:05d}.png")
+        paths["control_video"], pil["video"] = str(d), frames
+    if mask:
+        d = tmp_path / "mask"
+        d.mkdir()
+        frames = mask_frames()
+        for i, f in enumerate(frames):
+            f.save(d / f"{i:05d}.png")
+        paths["mask_video"], pil["mask"] = str(d), frames
+    if refs:
+        images = [reference_image(5 + j, (48, 48) if j == 0 else (32, 48)) for j in range(refs)]
+        files = []
+        for j, im in enumerate(images):
+            im.save(tmp_path / f"ref{j}.png")
+            files.append(str(tmp_path / f"ref{j}.png"))
+        paths["ref_images"] = tuple(files)
+        # diffusers prepends each reference before the previous ones (official: in order)
+        pil["reference_images"] = images[::-1]
+    return paths, pil
+
+
+def reference_frames(model, request, pil: dict, scale: float = 1.0) -> torch.Tensor:
+    pipe = model.vace_pipeline()
+    pipe.scheduler = diffusers_unipc(request.shift)
+    pipe.set_progress_bar_config(disable=True)
+    kw = dict(
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt,
+        height=request.height,
+        width=request.width,
+        num_frames=request.frames,
+        num_inference_steps=request.steps,
+        guidance_scale=request.guidance,
+        conditioning_scale=scale,
+        generator=torch.Generator().manual_seed(request.seed),
+        output_type="np",
+        max_sequence_length=512,
+        **pil,
+    )
+    if model.variant.experts == 2:
+        kw["guidance_scale_2"] = request.guidance_low
+    with torch.no_grad():
+        video = pipe(**kw).frames[0]
+    return torch.from_numpy((video * 255).astype(np.uint8))

@@ -15,6 +15,7 @@ from . import __version__, bench, model_manager_cli
 from . import cli_args as _cli_args
 from .cli_args import Parser as _Parser
 from .cli_args import add_long_video_arguments, prompt_text
+from .cli_args import add_vace_arguments as _add_vace_arguments
 from .cli_args import positive_float as _positive_float
 from .cli_args import size as _size
 from .errors import Cancelled, ConfigError, WanError
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", type=Path, help="model folder (official/diffusers) or ComfyUI file")
     g.add_argument("--prompt", help="the prompt; long videos: one per window, separated by ' | '")
     g.add_argument("--negative-prompt")
-    g.add_argument("--task", choices=["t2v", "i2v", "flf2v", "ti2v", "v2v"])
+    g.add_argument("--task", choices=["t2v", "i2v", "flf2v", "ti2v", "v2v", "vace"])
     g.add_argument("--image", type=Path)
     g.add_argument("--last-image", type=Path)
     g.add_argument("--size", type=_size, help="WIDTHxHEIGHT, e.g. 832x480")
@@ -116,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_long_video_arguments(g)
     _cli_args.add_video_input_arguments(g)
+    _add_vace_arguments(g)
     g.add_argument("--no-progress", action="store_true")
     g.add_argument("--out", type=Path, required=True, help="out.mp4, or a folder for PNG frames")
 
@@ -371,6 +373,10 @@ def _request(args: argparse.Namespace) -> GenerationRequest:
         shift=args.shift,
         sampler=args.sampler,
         seed=seed,
+        control_video=_opt(args.control_video),
+        mask_video=_opt(args.mask_video),
+        ref_images=tuple(str(p) for p in args.ref_image),
+        control_scale=args.control_scale,
         color_match=args.color_match != "off",
         extend=_opt(args.extend),
         **_cli_args.video_input_fields(args),

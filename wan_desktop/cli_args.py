@@ -127,6 +127,37 @@ def prompt_text(prompt: str | None, prompt_file: Path | None) -> str:
     return "\n".join(lines)
 
 
+def add_vace_arguments(g: argparse.ArgumentParser) -> None:
+    """``generate``'s VACE inputs (task vace, vace.py): control video, mask video, reference
+    images and the control scale."""
+    g.add_argument(
+        "--control-video",
+        type=Path,
+        metavar="PATH",
+        help="vace: the control frames (pose, depth, edges, any video; an mp4 or PNG folder)",
+    )
+    g.add_argument(
+        "--mask-video",
+        type=Path,
+        metavar="PATH",
+        help="vace: white = generate, black = keep (an mp4 or a folder of PNG frames)",
+    )
+    g.add_argument(
+        "--ref-image",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="vace: a reference image, e.g. the subject (repeatable)",
+    )
+    g.add_argument(
+        "--control-scale",
+        type=positive_float,
+        metavar="S",
+        help="vace: strength of the control (diffusers' conditioning_scale; default 1)",
+    )
+
+
 # ----------------------------------------------------------------------------- video inputs
 
 

@@ -365,6 +365,9 @@ def dit_activation_bytes(cfg: DiTConfig, tokens: int, batch: int, *, per_token_t
     d, f = cfg.dim, cfg.ffn_dim
     per = _ACT_TOKEN * d + (_ACT_PER_TOKEN_T * d if per_token_t else 0.0)
     chunk = min(tokens, DIT_TOKEN_CHUNK)
+    # VACE: the hints of every VACE block (compute dtype) and the fp32 VACE stream live through
+    # the main blocks (models/vace.py)
+    per += len(cfg.vace_layers) * 2 * d + (4 * d if cfg.vace_layers else 0)
     return _ACT_MARGIN * batch * (tokens * per + chunk * _ACT_CHUNK_FFN * f) + _ACT_OVERHEAD
 
 
@@ -411,7 +414,7 @@ def predict(w: Workload, text: TextPlan, dit: DiTPlan, vae: VaePlan, ram: RamPla
     vae_w = vae_params(v.vae) * 2
     # I2V (and V2V: the input video) encodes a whole video before the denoise; TI2V one frame
     cond = 0.0
-    if w.task in ("i2v", "flf2v", "ti2v", "v2v"):
+    if w.task in ("i2v", "flf2v", "ti2v", "v2v", "vace"):
         frames = w.frames if w.task != "ti2v" else 1
         px = _tile_px(v, w, vae.encode_tile)
         # one frame: the first chunk only (a quarter of a 4-frame chunk's activations, one cached
@@ -523,7 +526,7 @@ def plan_for(
     tiles = vae_tile_options(v, w.width, w.height)
     # the conditioning encode (I2V: a whole video) in its smallest tiles while the text encoder is
     # chosen, then in the largest tiles that fit beside nothing (it runs alone)
-    conditioned = w.task in ("i2v", "flf2v", "ti2v", "v2v")
+    conditioned = w.task in ("i2v", "flf2v", "ti2v", "v2v", "vace")
     small = (
         whole
         if not conditioned or tiles[-1].tile is None

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .cancel import CancelToken
 from .errors import Cancelled, ConfigError, NumericError
@@ -161,6 +161,10 @@ def load_image(path: str | Path, width: int, height: int) -> Tensor:
 def check_images(request: GenerationRequest | ResolvedRequest) -> None:
     """Open the request's images now (cheap), so a missing or unreadable file is reported before
     any weights are loaded."""
+    if request.task is Task.VACE:  # the control / mask videos and reference images
+        from . import vace
+
+        vace.check_inputs(request)
     for path in (request.image, request.last_image):
         if path:
             load_image(path, 16, 16)
@@ -237,6 +241,11 @@ class Conditioning:
     cond_latent: Tensor | None = None
     first_mask: Tensor | None = None
     token_mask: Tensor | None = None
+    # VACE (vace.py): the context [1, 96, R + T, h, w], its scale, and R, the latent frames of the
+    # reference images in front of the video's (noised and denoised with it, dropped before decode)
+    vace: Tensor | None = None
+    vace_scale: float = 1.0
+    ref_frames: int = 0
     held: Tensor | None = None
     held_mask: Tensor | None = None
     held_noise: Tensor | None = None
@@ -249,6 +258,13 @@ class Conditioning:
         if self.token_mask is not None:
             return self.token_mask * t
         return torch.full((1,), t, device=self.context.device)
+
+    def extra(self, twice: bool = False) -> dict[str, Any]:
+        """The denoiser's extra keyword arguments (a VACE model's context and scale; else none),
+        doubled along the batch for a batched CFG call."""
+        if self.vace is None:
+            return {}
+        return {"vace": _twice(self.vace) if twice else self.vace, "vace_scale": self.vace_scale}
 
     def keep_first(self, x: Tensor, sigma: float = 0.0) -> Tensor:
         """TI2V: latents with the first frame put back to the encoded image; long T2V windows:
@@ -285,6 +301,10 @@ def condition(
         cond = replace(cond, y=y, clip_fea=clip_fea)
     elif r.task is Task.TI2V:
         cond = replace(cond, **_first_frame_condition(components, r, dev))
+    elif r.task is Task.VACE:  # control video, mask, reference images (vace.py)
+        from . import vace
+
+        cond = replace(cond, **vace.condition(components, r, dev))
     elif r.task is Task.V2V:
         from .video_to_video import encode_video
 
@@ -330,7 +350,7 @@ def _frames_condition(
 
 def _first_frame_condition(
     components: Components, r: ResolvedRequest, dev: torch.device
-) -> dict[str, Tensor]:
+) -> dict[str, Any]:  # Tensors (Any: Conditioning has non-Tensor fields for replace)
     """TI2V: the encoded first frame, which the latents keep throughout, and its masks."""
     import torch
 
@@ -462,7 +482,7 @@ def guided_velocity(
 
     c = cond
     if guidance == 1.0 or c.context_neg is None:
-        return model(x, t, c.context, y=c.y, clip_fea=c.clip_fea).float()
+        return model(x, t, c.context, y=c.y, clip_fea=c.clip_fea, **c.extra()).float()
     if batch:
         v_c, v_u = (
             model(
@@ -471,15 +491,16 @@ def guided_velocity(
                 torch.cat([c.context, c.context_neg]),
                 y=_twice(c.y),
                 clip_fea=_twice(c.clip_fea),
+                **c.extra(twice=True),
             )
             .float()
             .chunk(2)
         )
     else:
-        v_c = model(x, t, c.context, y=c.y, clip_fea=c.clip_fea).float()
+        v_c = model(x, t, c.context, y=c.y, clip_fea=c.clip_fea, **c.extra()).float()
         if cancel is not None:
             cancel.check()
-        v_u = model(x, t, c.context_neg, y=c.y, clip_fea=c.clip_fea).float()
+        v_u = model(x, t, c.context_neg, y=c.y, clip_fea=c.clip_fea, **c.extra()).float()
     return cfg(v_u, v_c, guidance)
 
 
@@ -518,6 +539,8 @@ def generate(
     cond = condition(components, request, device=device, cancel=cancel)
     emit(StageStarted("denoise"))
     shape = variant.latent_shape(request.width, request.height, request.frames)
+    if cond.ref_frames:  # VACE: the reference images' latent frames come first
+        shape = (shape[0], shape[1] + cond.ref_frames, *shape[2:])
     boundary = components.boundary if components.boundary is not None else variant.defaults.boundary
     latents = denoise(
         components.denoisers,
@@ -537,7 +560,7 @@ def generate(
         if verdict is not Verdict.DECODE:
             raise Discarded("discarded at review: nothing was decoded or written")
     emit(StageStarted("decode"))
-    frames = decode(components, latents)
+    frames = decode(components, latents[:, :, cond.ref_frames :])  # VACE: without the references
     emit(Finished(seconds=time.perf_counter() - t0, frames=frames.shape[0]))
     return frames
 

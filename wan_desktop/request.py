@@ -46,6 +46,12 @@ class GenerationRequest:
     # 0 is implied) replaces the sampler's grid from steps/shift; the model is fed σ·1000.
     sigmas: tuple[float, ...] | None = None
     boundary_step: int | None = None  # Wan2.2: first step of the low-noise expert (else by time)
+    # VACE (vace.py): a control video (mp4 or PNG folder: pose, depth, edges, any frames), a mask
+    # video (white = generate, black = keep), reference images, and diffusers' conditioning_scale
+    control_video: str | None = None
+    mask_video: str | None = None
+    ref_images: tuple[str, ...] = ()
+    control_scale: float | None = None  # None: 1.0
     # Long videos (long_video.py): frames beyond one window run consecutive windows.
     window_frames: int | None = None  # frames per window (4n+1); None: the model's (81, TI2V 121)
     window_overlap: int | None = None  # latent frames a window carries over; None: 2
@@ -68,6 +74,8 @@ class GenerationRequest:
         kept = {k: v for k, v in data.items() if k in names}
         if kept.get("sigmas") is not None:  # JSON gives a list
             kept["sigmas"] = tuple(float(s) for s in kept["sigmas"])
+        if kept.get("ref_images") is not None:
+            kept["ref_images"] = tuple(str(p) for p in kept["ref_images"])
         if kept.get("outpaint") is not None:
             kept["outpaint"] = tuple(kept["outpaint"])
         return cls(**kept)
@@ -81,7 +89,9 @@ class GenerationRequest:
 
         d = variant.defaults
         task = self.task or (
-            "ti2v"
+            "vace"  # the only task of a VACE model
+            if Task.VACE in variant.tasks
+            else "ti2v"
             if (variant.name == "ti2v-5B" and self.image)
             else "flf2v"
             if Task.FLF2V in variant.tasks
@@ -190,6 +200,7 @@ class GenerationRequest:
         window_frames, window_overlap = _window(self, d.frames, tf)
         strength = _v2v_strength(self, task_enum, steps)
         _check_vace_inputs(self, task_enum)
+        control_scale = _vace_media(self, task_enum)
         neg = self.negative_prompt if self.negative_prompt else d.negative_prompt
         return ResolvedRequest(
             prompt=self.prompt,
@@ -209,6 +220,10 @@ class GenerationRequest:
             batch_cfg=self.batch_cfg,
             sigmas=sigmas,
             boundary_step=self.boundary_step,
+            control_video=self.control_video,
+            mask_video=self.mask_video,
+            ref_images=tuple(self.ref_images),
+            control_scale=control_scale,
             window_frames=window_frames,
             window_overlap=window_overlap,
             color_match=bool(self.color_match),
@@ -358,6 +373,49 @@ def _window(r: GenerationRequest, default_frames: int, tf: int) -> tuple[int, in
     return frames, overlap
 
 
+MAX_CONTROL_SCALE = 10.0  # diffusers' conditioning_scale is 1; far above it the hints swamp
+
+
+def _vace_media(r: GenerationRequest, task: Task) -> float:
+    """The VACE inputs (vace.py): only the vace task takes them; a mask needs the control video it
+    masks (as diffusers); the scale is a finite number in [0, MAX_CONTROL_SCALE]. Returns the
+    scale (default 1)."""
+    given = [
+        (name, flag)
+        for name, flag in (
+            ("control_video", "control video"),
+            ("mask_video", "mask video"),
+            ("ref_images", "reference image"),
+            ("control_scale", "control scale"),
+        )
+        if getattr(r, name) not in (None, "", ())
+    ]
+    if given and task is not Task.VACE:
+        raise ConfigError(
+            f"a {given[0][1]} is only used by the vace task (a VACE model)", field=given[0][0]
+        )
+    if r.mask_video and not r.control_video:
+        raise ConfigError(
+            "a mask video needs the control video it masks",
+            remedy="Give the control video (the frames to keep and to change) too.",
+            field="mask_video",
+        )
+    if isinstance(r.ref_images, str) or not all(isinstance(p, str) and p for p in r.ref_images):
+        raise ConfigError(
+            f"reference images must be file paths, got {r.ref_images!r}", field="ref_images"
+        )
+    scale = 1.0 if r.control_scale is None else r.control_scale
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise ConfigError(f"control scale must be a number, got {scale!r}", field="control_scale")
+    if not 0 <= scale <= MAX_CONTROL_SCALE:
+        raise ConfigError(
+            f"control scale must be between 0 and {MAX_CONTROL_SCALE:g}, got {scale:g}",
+            remedy="1 is the trained strength; 0.5 to 2 are usual.",
+            field="control_scale",
+        )
+    return float(scale)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ResolvedRequest:
     """A request with every value decided against one variant (``GenerationRequest.resolve``): what
@@ -381,6 +439,10 @@ class ResolvedRequest:
     batch_cfg: bool  # cond and uncond as one batch of 2
     sigmas: tuple[float, ...] | None  # a distilled recipe's σ grid (see GenerationRequest)
     boundary_step: int | None  # Wan2.2: first step of the low-noise expert (else by time)
+    control_video: str | None  # VACE inputs (see GenerationRequest)
+    mask_video: str | None
+    ref_images: tuple[str, ...]
+    control_scale: float  # VACE: the scale of every hint (1.0 unless given)
     window_frames: int  # long videos: frames per window (see GenerationRequest)
     window_overlap: int  # long videos: latent frames a window carries over
     color_match: bool

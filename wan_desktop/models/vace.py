@@ -107,7 +107,8 @@ class VaceWanModel(WanModel):
         for layer, block in zip(cfg.vace_layers, self.vace_blocks, strict=True):
             blk = cast(VaceWanAttentionBlock, block)
             hint, c = blk.vace(c, state.x, state.e0, state.context, state.cos, state.sin)
-            hints[layer] = hint.float() * vace_scale
+            # scaled in fp32, kept in the compute dtype (the official stacks bf16 hints)
+            hints[layer] = (hint.float() * vace_scale).to(hint.dtype)
         state.hints = hints
         return state
 
