@@ -57,6 +57,13 @@ class GenerationRequest:
     window_overlap: int | None = None  # latent frames a window carries over; None: 2
     color_match: bool = True  # continuation through pixels: match the first window's colours
     extend: str | None = None  # a video (mp4 or PNG folder) to continue
+    # SkyReels-V2 Diffusion Forcing (diffusion_forcing.py); None: the model's recommended value
+    base_frames: int | None = None  # frames per window (4n+1)
+    overlap_history: int | None = None  # frames a window carries over (4n+1)
+    ar_step: int | None = None  # 0: synchronous; > 0: asynchronous (with causal_block_size)
+    causal_block_size: int | None = None  # latent frames per causal attention block
+    addnoise_condition: float | None = None  # noise level (timestep) of the carried frames
+    fps: int | None = None  # the fps embedding (16 or other) and the output's frame rate
     # Video-to-video (SDEdit, video_to_video.py): the input video (mp4 or PNG folder) and how much
     # of the schedule redoes it, in (0, 1]; None: 0.8 (diffusers' default)
     video: str | None = None
@@ -99,6 +106,8 @@ class GenerationRequest:
             if Task.I2V in variant.tasks
             else "t2v"
         )
+        if self.task is None and variant.forcing is not None:  # SkyReels DF: i2v with an image
+            task = "i2v" if self.image else "t2v"
         try:
             task_enum = Task(task)
         except ValueError:
@@ -235,6 +244,7 @@ class GenerationRequest:
             last_clip=self.last_clip,
             preprocess=self.preprocess,
             experts=variant.experts,
+            **_forcing(self, variant),  # SkyReels DF settings (None for other models)
         )
 
 
@@ -447,6 +457,13 @@ class ResolvedRequest:
     window_overlap: int  # long videos: latent frames a window carries over
     color_match: bool
     extend: str | None
+    # SkyReels DF (see GenerationRequest); None for other models
+    base_frames: int | None = None
+    overlap_history: int | None = None
+    ar_step: int | None = None
+    causal_block_size: int | None = None
+    addnoise_condition: float | None = None
+    fps: int | None = None
     video: str | None  # v2v: the input video
     strength: float | None  # v2v: the share of the schedule that runs (else None)
     outpaint: tuple[int, int, int, int] | None  # VACE inputs (see GenerationRequest)

@@ -63,7 +63,7 @@ def test_df_forward_matches_diffusers(case):
             x,
             t,
             context,
-            fps=None if fps is None else fps_index(fps),
+            fps=fps,
             causal_block_size=block,
         )
     err = rel_err(got, want)
@@ -105,6 +105,6 @@ def test_fps_changes_only_models_with_the_fps_embedding():
         ctx = torch.randn(1, cfg.text_len, cfg.text_dim)
         t = torch.tensor([[999, 500]])
         with torch.no_grad():
-            a, b = (ours(x, t, ctx, fps=fps_index(f)) for f in (16, 24))
+            a, b = (ours(x, t, ctx, fps=f) for f in (16, 24))
         assert (not torch.equal(a, b)) is differs
         assert fps_index(16) == 0 and fps_index(24) == fps_index(30) == 1

@@ -35,7 +35,13 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..variants import DiTConfig
-from .diffusion_forcing import block_causal_attention, fps_modules, fps_term, frame_modulation
+from .diffusion_forcing import (
+    block_causal_attention,
+    fps_index,
+    fps_modules,
+    fps_term,
+    frame_modulation,
+)
 from .diffusion_forcing import per_frame as _per_frame
 from .layers import Ops, RMSNorm, in_modules
 from .rope import apply_rope, rope_cos_sin
@@ -508,7 +514,8 @@ class WanModel(nn.Module):
         e0 = self.time_projection(e).unflatten(-1, (6, cfg.dim))
         if cfg.inject_sample_info:  # SkyReels DF: + the fps term [B, 6, dim] on every frame's e0
             b = x.shape[0]
-            term = fps_term(self.fps_embedding, self.fps_projection, 1 if fps is None else fps, b)
+            row = fps_index(24 if fps is None else fps)
+            term = fps_term(self.fps_embedding, self.fps_projection, row, b)
             e0 = e0 + term.view(b, *([1] * (e0.dim() - 3)), 6, cfg.dim)
         if _per_frame(t, grid):  # SkyReels DF: [B, F'] -> e [B, F', dim], e0 [B, F', 1, 6, dim]
             e0 = e0.unsqueeze(2)
@@ -557,8 +564,8 @@ class WanModel(nn.Module):
            C_x + C_y = in_dim.
         clip_fea: Wan2.1 I2V [B, 257, image_dim]; FLF2V [B, 514, image_dim] (first frame's tokens,
            then the last frame's).
-        SkyReels-V2 DF: t may be [B, F'] (a timestep per latent frame); fps: the fps embedding's
-           row (models/diffusion_forcing.fps_index; inject_sample_info models; None: 1, 24 fps);
+        SkyReels-V2 DF: t may be [B, F'] (a timestep per latent frame); fps: the frame rate the
+           fps embedding is told (inject_sample_info models: 16 or other; None: 24);
            causal_block_size > 1: block-causal self-attention over blocks of that many frames.
         Returns [B, out_dim, T, H, W] float32.
         """
