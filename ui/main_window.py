@@ -1238,6 +1238,7 @@ class MainWindow(QMainWindow):
         self.queue.finished.connect(self._close_if_done)
         self.queue.failed.connect(self._close_if_done)
         self.queue.cancelled.connect(self._close_if_done)
+        self.queue.discarded.connect(self._close_if_done)  # a job discarded at review
         self._show_queue_state()
 
     def _drop_resumed_note(self) -> None:

@@ -117,13 +117,34 @@ def test_cancel_while_waiting_for_review_writes_nothing(make_desktop, tiny, qtbo
     assert not d.service.decide(job_id, decode=True)
 
 
-def test_closing_while_waiting_for_review_writes_nothing_and_keeps_the_job_queued(
+def test_closing_and_keeping_the_job_while_it_waits_for_review_writes_nothing(
     make_desktop, tiny, qtbot, home
 ):
     d = make_desktop([tiny.official])
+    w = d.window
     job_id, _preview = _wait_for_review(d, qtbot, "a fox by the sea")
-    assert d.shutdown(10_000), "the GPU thread did not stop while a job waited at review"
-    assert _outputs(home) == []
+    w.close()  # asked first, as for any running job
+    assert w.close_question is not None and w.isVisible()
+    with qtbot.waitSignal(d.queue.cancelled, timeout=30_000):
+        click(qtbot, w.close_question.choices["keep"])
+    assert not w.isVisible() and _outputs(home) == []
+    assert d.shutdown(10_000), "the GPU thread did not stop after a job waited at review"
     jobs = json.loads((home / "queue.json").read_text())["jobs"]
     # the next start runs it again, and it waits for review again
     assert [(j["id"], j["state"], j["review"]) for j in jobs] == [(job_id, "queued", True)]
+
+
+def test_finish_then_close_waits_for_the_review_and_closes_after_a_discard(
+    make_desktop, tiny, qtbot, home
+):
+    d = make_desktop([tiny.official])
+    w = d.window
+    job_id, _preview = _wait_for_review(d, qtbot, "a fox in the fog")
+    w.close()
+    click(qtbot, w.close_question.choices["finish"])
+    assert w.isVisible() and w.review_bar.isVisible()  # the user can still answer
+    with qtbot.waitSignal(d.queue.discarded, timeout=30_000) as sig:
+        click(qtbot, w.review_bar.discard_button)
+    assert sig.args == [job_id]
+    qtbot.waitUntil(lambda: not w.isVisible(), timeout=10_000)
+    assert _outputs(home) == [] and d.queue.history[-1].status == "discarded"
