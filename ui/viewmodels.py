@@ -308,9 +308,10 @@ class FormModel(QObject):
         remembered prompts. The model being left is remembered first."""
         if self.state.model and (entry is None or entry.path != self.state.model):
             self.remember()
-        if self.missing_model and entry is not None and entry.variant:
-            # picked in place of a reused job's missing model: the reused values stay (the task
-            # one this model does); "model not found" is answered
+        if self.entry is None and self.state.model and entry is not None and entry.variant:
+            # the form's model was not found (a reused job's): this one is picked in its place,
+            # or it is found again (its folder added back); the reused values stay (the task one
+            # this model does), and "model not found" is answered
             self.entry = entry
             task = self.state.task if self.state.task in entry.tasks else entry.tasks[0]
             self.update(model=entry.path, task=task, fps=VARIANTS[entry.variant].defaults.fps)

@@ -179,3 +179,25 @@ def test_reuse_switches_the_picker_to_the_model_that_made_the_job(
     [job] = d.queue.jobs
     assert job.options["model"] == str(tiny.official)
     assert (job.request["steps"], job.request["seed"]) == (2, 11)
+
+
+def test_a_reused_job_whose_model_folder_is_added_back_keeps_its_values(
+    make_desktop, tiny, tiny_i2v, qtbot, home, tmp_path
+):
+    from PIL import Image
+
+    from tests.gui.conftest import click
+
+    first = tmp_path / "first.png"
+    Image.new("RGB", (64, 32), (200, 90, 40)).save(first)
+    _history_of(home, tiny_i2v.official, task="i2v", image=str(first))
+    d = make_desktop([tiny.official])  # the I2V model's folder is not in the settings
+    w = d.window
+    w.history_list.setCurrentRow(0)
+    click(qtbot, w.reuse_button)
+    assert w.model_combo.placeholderText() == f"model not found: {tiny_i2v.official}"
+    with qtbot.waitSignal(w.models_changed, timeout=30_000):
+        w.add_model_folder(tiny_i2v.official)
+    assert w.model_combo.currentData() == str(tiny_i2v.official)
+    assert w.model_combo.property("invalid") is False
+    assert (w.form.state.task, w.form.state.image, w.steps_spin.value()) == ("i2v", str(first), 2)
