@@ -312,7 +312,7 @@ def test_resolved_request_is_typed_and_its_saved_form_reads_back_the_same(name, 
     assert isinstance(r.task, Task) and isinstance(r.sampler, Sampler)
     assert all(
         getattr(r, f.name) is not None
-        or f.name in ("image", "last_image", "sigmas", "boundary_step")
+        or f.name in ("image", "last_image", "sigmas", "boundary_step", "extend")
         for f in fields(r)
     )
     saved = json.loads(json.dumps(r.to_dict()))
@@ -343,6 +343,10 @@ def test_resolved_to_dict_is_the_old_resolved_request_dict():
         "batch_cfg": True,
         "sigmas": None,
         "boundary_step": None,
+        "window_frames": 81,  # long videos: the model's window, 2 latent frames carried over
+        "window_overlap": 2,
+        "color_match": True,
+        "extend": None,
     }
 
 
