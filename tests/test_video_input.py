@@ -16,6 +16,7 @@ from wan_desktop.video_input import (
     fit_frame,
     iter_frames,
     open_source,
+    probe,
     read_video,
 )
 
@@ -159,3 +160,11 @@ def test_a_garbage_file_is_refused_when_counted_too(tmp_path):
     bad.write_bytes(b"\x00" * 1000)
     with pytest.raises(VideoInputError, match=r"cannot read the video x\.mp4"):
         count_frames(open_source(bad, field="video"))
+
+
+def test_probe_gives_the_stored_size_and_the_count_up_to_the_limit(tmp_path):
+    frames = _smooth(7, 48, 64)
+    mp4 = open_source(write_video(tmp_path / "v.mp4", [frames], fps=16, metadata={}), field="video")
+    folder = open_source(_png_folder(tmp_path / "f", frames[:, :32]), field="mask_video")
+    assert probe(mp4) == (7, (64, 48)) and probe(mp4, limit=3) == (3, (64, 48))
+    assert probe(folder) == (7, (64, 32)) and probe(folder, limit=5) == (5, (64, 32))

@@ -70,11 +70,17 @@ def open_source(path: str | Path, *, field: str) -> VideoSource:
 
 
 def count_frames(source: VideoSource, *, limit: int | None = None) -> int:
-    """How many frames ``source`` has, counting no further than ``limit``. A video file is
-    decoded by ffmpeg without sending a pixel back (its ``framecrc`` lines are counted)."""
+    """How many frames ``source`` has, counting no further than ``limit`` (see :func:`probe`)."""
+    return probe(source, limit=limit)[0]
+
+
+def probe(source: VideoSource, *, limit: int | None = None) -> tuple[int, tuple[int, int]]:
+    """(frames, (width, height)) of ``source`` as stored, counting no further than ``limit``. A
+    video file is decoded by ffmpeg without sending a pixel back (its ``framecrc`` lines are
+    counted); a folder's size is its first frame's header."""
     if source.frame_files is not None:
         n = len(source.frame_files)
-        return n if limit is None else min(n, limit)
+        return (n if limit is None else min(n, limit)), _image_size(source, source.frame_files[0])
     import imageio_ffmpeg
 
     cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error"]
@@ -91,12 +97,27 @@ def count_frames(source: VideoSource, *, limit: int | None = None) -> int:
             field=source.field,
         ) from None
     out = r.stdout.decode("utf-8", "replace")
-    if r.returncode != 0 or not re.search(r"^#dimensions 0:", out, re.MULTILINE):
+    dims = re.search(r"^#dimensions 0: (\d+)x(\d+)$", out, re.MULTILINE)
+    if r.returncode != 0 or dims is None:
         raise _unreadable(source, r.stderr.decode("utf-8", "replace"))
     n = sum(1 for ln in out.splitlines() if ln and not ln.startswith("#"))
     if n == 0:
         raise _no_frames(source)
-    return n
+    return n, (int(dims[1]), int(dims[2]))
+
+
+def _image_size(src: VideoSource, f: Path) -> tuple[int, int]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(f) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError) as e:
+        raise VideoInputError(
+            f"cannot read frame {f.name} of the {_label(src.field)} folder {src.path}: {e}",
+            remedy="Replace or remove the damaged frame.",
+            field=src.field,
+        ) from None
 
 
 def iter_frames(
