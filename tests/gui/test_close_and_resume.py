@@ -52,6 +52,7 @@ def test_dont_close_keeps_the_window_and_the_job_running(make_desktop, tiny, qtb
     assert d.window.isVisible() and d.queue.running == job_id and not d.queue.closing
 
 
+@pytest.mark.slow  # two app starts, and the kept job runs again
 def test_stop_and_keep_queues_the_job_and_the_next_start_says_it_resumed_it(
     make_desktop, tiny, qtbot, home
 ):
