@@ -221,6 +221,8 @@ class OrtDenoiser:
         *,
         y: Tensor | None = None,
         clip_fea: Tensor | None = None,
+        vace: Tensor | None = None,
+        vace_scale: float = 1.0,
     ) -> Tensor:
         cfg = self.variant.dit
         if latents.dim() != 5:
@@ -240,7 +242,9 @@ class OrtDenoiser:
             "rope_sin": sin,
         }
         names = {x.name for x in self.graph.spec.inputs}
-        for name, value in (("y", y), ("clip_fea", clip_fea)):
+        if vace is not None and "vace" in names:  # VACE: the context and its scale (0-d)
+            feeds["vace_scale"] = torch.tensor(float(vace_scale), device=latents.device)
+        for name, value in (("y", y), ("clip_fea", clip_fea), ("vace", vace)):
             if name in names:
                 if value is None:
                     raise ConfigError(f"the {cfg.model_type} DiT needs {name}")

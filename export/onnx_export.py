@@ -66,10 +66,11 @@ class _DitGraph(nn.Module):
             y=kw.get("y"),
             clip_fea=kw.get("clip_fea"),
             rope=(kw["rope_cos"], kw["rope_sin"]),
+            **({"vace": kw["vace"], "vace_scale": kw["vace_scale"]} if "vace" in kw else {}),
         )
         h = state.x
-        for block in m.blocks:
-            h = block(h, state.e0, state.context, state.cos, state.sin)
+        for i, block in enumerate(m.blocks):  # + the VACE hints (DiTState.after_block)
+            h = state.after_block(i, block(h, state.e0, state.context, state.cos, state.sin))
         return m.finish(h, state)
 
 

@@ -76,6 +76,8 @@ def dit_spec(variant: Variant) -> ComponentSpec:
         inputs.append(_f32("y", ("B", cfg.in_dim - cfg.out_dim, *lat)))
     if cfg.image_dim is not None:
         inputs.append(_f32("clip_fea", ("B", clip_tokens(variant), cfg.image_dim)))
+    if cfg.vace_in_dim is not None:  # VACE: the context (models/vace.py) and its scale (0-d)
+        inputs += [_f32("vace", ("B", cfg.vace_in_dim, *lat)), _f32("vace_scale", ())]
     half = cfg.head_dim // 2
     inputs += [_f32("rope_cos", (L, half)), _f32("rope_sin", (L, half))]
     return ComponentSpec(
