@@ -392,3 +392,28 @@ def test_a_short_control_video_says_what_to_use(tmp_path):
     with pytest.raises(VideoInputError) as e:
         build(width=W, height=H, frames=9, control_video=_video(tmp_path / "c", _frames(n=6)))
     assert e.value.field == "control_video" and "--frames 5" in e.value.remedy
+
+
+def test_from_request_builds_what_the_request_asks(tmp_path):
+    from wan_desktop.request import GenerationRequest
+    from wan_desktop.vace_inputs import check_request, from_request
+    from wan_desktop.variants import get_variant
+
+    control = _video(tmp_path / "c", _frames(h=16, w=16))
+    req = GenerationRequest(
+        prompt="x",
+        task="vace",
+        control_video=str(control),
+        outpaint=(8, 0, 8, 0),
+        preprocess="gray",
+        width=32,
+        height=16,
+        frames=F,
+    )
+    r = req.resolve(get_variant("vace-1.3B"))
+    check_request(r, width=r.width, height=r.height, frames=r.frames)
+    inp = from_request(r)
+    assert inp.frames.shape == (3, F, 16, 32)
+    assert (inp.mask[:, :, :, 8:24] == 0).all() and int(inp.mask.sum()) == F * 16 * 16
+    g = np.stack([gray(f) for f in _frames(h=16, w=16)])
+    assert torch.equal(inp.frames[:, :, :, 8:24], _pixels(g))

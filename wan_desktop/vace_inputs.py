@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from PIL import Image
     from torch import Tensor
 
+    from .request import GenerationRequest, ResolvedRequest
+
 GRAY = 0.0  # an unknown pixel in [-1, 1]
 # Canny: gaussian blur (5×5, σ 1.4, as the textbook Canny), Sobel, non-maximum suppression and
 # hysteresis between these gradient magnitudes of 8-bit luminance. The VACE / ControlNet Canny
@@ -72,6 +74,40 @@ class VaceInputs:
 
 
 # ----------------------------------------------------------------------------- building
+
+
+def from_request(r: ResolvedRequest) -> VaceInputs:
+    """:func:`build` with a resolved request's VACE inputs, at its size and frame count."""
+    return build(
+        width=r.width,
+        height=r.height,
+        frames=r.frames,
+        control_video=r.control_video,
+        mask_video=r.mask_video,
+        ref_images=r.ref_images,
+        outpaint=r.outpaint,
+        first_clip=r.first_clip,
+        last_clip=r.last_clip,
+        preprocess=r.preprocess,
+    )
+
+
+def check_request(
+    r: ResolvedRequest | GenerationRequest, *, width: int, height: int, frames: int
+) -> None:
+    """:func:`check` with a request's VACE inputs (an unresolved one: give the size and frames)."""
+    check(
+        width=width,
+        height=height,
+        frames=frames,
+        control_video=r.control_video,
+        mask_video=r.mask_video,
+        ref_images=r.ref_images,
+        outpaint=r.outpaint,
+        first_clip=r.first_clip,
+        last_clip=r.last_clip,
+        preprocess=r.preprocess,
+    )
 
 
 def build(
