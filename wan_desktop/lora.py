@@ -4,14 +4,17 @@ Layouts read (any mix in one file, after stripping ``diffusion_model.`` / ``mode
 ``transformer.`` / ``base_model.model.`` / ``lora_unet_`` / ``lora_transformer_`` prefixes):
 * official module names with ``lora_down`` / ``lora_up`` (+ ``alpha``) — lightx2v, Wan2GP, musubi;
 * PEFT / diffusers ``lora_A`` / ``lora_B`` on official or diffusers names (``attn1.to_q`` ...);
-* Kohya / ComfyUI underscored module paths (``lora_unet_blocks_0_self_attn_q``);
+* Kohya / ComfyUI underscored module paths (``lora_unet_blocks_0_self_attn_q``), VideoX-Fun's
+  ``lora_unet__blocks_0_…``; ComfyUI's ``{x}_lora.up/down``, PEFT's bare ``.lora_A``/``.lora_B``,
+  diffusers' ``.lora_linear_layer.up/down``;
 * full deltas: ``<module>.diff`` (weight, also the RMSNorm ``norm_q``/``norm_k`` weights and the
   modulation tables), ``<module>.diff_b`` (bias) — lightx2v's distill LoRAs carry both.
 
 A low-rank pair adds ``strength · (alpha / rank) · up @ down`` (no alpha: scale 1, as PEFT and
 diffusers do); a full delta adds ``strength · diff``. Merging is fp32 math cast back to the stored
-dtype; an fp8 / int8 weight is dequantized, merged and requantized with a new scale (per output
-channel when it had one, else per tensor). Either the original tensors are kept, so
+dtype. A quantized weight (GGUF, fp8, int8) is never requantized: its LoRAs run unmerged beside it,
+``y = x·W + s·(x·A)·B`` (models/lowrank.py), equal to the fp32 merge within fp32 rounding; a
+strength change only swaps the factors. Either the original tensors are kept, so
 :meth:`LoraMerge.unmerge` restores the weights bit for bit (the price is one copy of the touched
 weights), or — what the torch backend does with a model read from files — nothing is kept and a
 change of LoRAs reads the base weights again (engines/torch_backend.py). Keys that match no layer,
@@ -53,6 +56,9 @@ _ROLES = (
     (".lora_A.default.weight", "down"), (".lora_B.default.weight", "up"),
     (".lora_A.weight", "down"), (".lora_B.weight", "up"),
     (".lora.down.weight", "down"), (".lora.up.weight", "up"),
+    (".lora_linear_layer.down.weight", "down"), (".lora_linear_layer.up.weight", "up"),
+    ("_lora.down.weight", "down"), ("_lora.up.weight", "up"),  # ComfyUI's "{x}_lora.up"
+    (".lora_A", "down"), (".lora_B", "up"),  # PEFT factors saved without ".weight"
     (".alpha", "alpha"), (".diff_b", "diff_b"), (".diff", "diff"),
 )  # fmt: skip
 _UNSUPPORTED = (".lora_mid.weight", ".dora_scale", ".hada_w1_a", ".lokr_w1")
@@ -191,7 +197,12 @@ class _Resolver:
         self.underscored = {k.replace(".", "_"): v for k, v in self.names.items()}
 
     def __call__(self, module: str) -> str | None:
-        return self.names.get(module) or self.underscored.get(module)
+        # VideoX-Fun writes "lora_unet__blocks_0_…": the prefix leaves a leading underscore
+        return (
+            self.names.get(module)
+            or self.underscored.get(module)
+            or self.underscored.get(module.lstrip("_"))
+        )
 
 
 def read_lora(
@@ -348,7 +359,29 @@ def _terms(
 
 
 def param_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in model.named_parameters()}
+    from .models.quant_linear import QuantLinear
+
+    shapes = {k: tuple(v.shape) for k, v in model.named_parameters()}
+    for name, m in model.named_modules():  # GGUF weights are bytes, not parameters
+        if isinstance(m, QuantLinear):
+            shapes[f"{name}.weight"] = (m.out_features, m.in_features)
+    return shapes
+
+
+def _unmerged_dtype(owner: nn.Module) -> torch.dtype | None:
+    """The compute dtype of a layer whose weight takes LoRAs unmerged (a GGUF QuantLinear, an fp8
+    or int8 Linear: merging would requantize it), else None (merged into the weight)."""
+    import torch
+
+    from .models.quant_linear import QuantLinear
+
+    if isinstance(owner, QuantLinear):
+        return owner.dtype_probe.dtype
+    w = owner._parameters.get("weight")
+    if w is None or w.dtype not in (torch.int8, torch.float8_e4m3fn, torch.float8_e5m2):
+        return None
+    b = owner._parameters.get("bias")
+    return b.dtype if b is not None else torch.bfloat16
 
 
 # ----------------------------------------------------------------------------- merge
@@ -390,6 +423,7 @@ class LoraMerge:
         self.loras = tuple(loras)
         self.keep_originals = keep_originals
         self._saved: dict[str, tuple[Tensor, Tensor | None]] = {}
+        self._unmerged: list[str] = []  # layers with unmerged factors (models/lowrank.py)
         self.merged_params = 0
 
     def _owner(self, name: str) -> tuple[nn.Module, str]:
@@ -410,6 +444,11 @@ class LoraMerge:
         with torch.no_grad():
             for name, terms in by_target.items():
                 owner, leaf = self._owner(name)
+                lowrank_dtype = _unmerged_dtype(owner) if leaf == "weight" else None
+                if lowrank_dtype is not None:  # y = x·W + s·(x·A)·B: no requantization
+                    self._add_unmerged(owner, terms, lowrank_dtype)
+                    self._unmerged.append(name.rpartition(".")[0])
+                    continue
                 p = getattr(owner, leaf)
                 delta = sum(t.delta(p.device) * s for t, s in terms)
                 assert isinstance(delta, torch.Tensor)
@@ -428,9 +467,34 @@ class LoraMerge:
         self.merged_params = len(by_target)
         return self
 
+    @staticmethod
+    def _add_unmerged(
+        owner: nn.Module, terms: list[tuple[LoraTerm, float]], dtype: torch.dtype
+    ) -> None:
+        from .models.lowrank import add_dense, add_lowrank
+
+        held = [*owner.parameters(), *owner.buffers()]
+        device = held[0].device if held else "cpu"
+        for term, strength in terms:
+            if term.diff is not None:
+                add_dense(owner, term.diff.to(device).float() * strength, dtype)
+            else:
+                assert term.down is not None and term.up is not None
+                down = term.down.to(device).float().flatten(1) * (term.scale * strength)
+                add_lowrank(owner, down, term.up.to(device).float().flatten(1), dtype)
+
     def unmerge(self) -> None:
         from torch import nn
 
+        from .models.lowrank import remove_lowrank
+
+        for module in self._unmerged:  # nothing of the base weights was changed
+            remove_lowrank(self.model.get_submodule(module))
+        if self._unmerged and len(self._unmerged) == self.merged_params:
+            self._unmerged.clear()
+            self.merged_params = 0
+            return
+        self._unmerged.clear()
         if not self.keep_originals and self.merged_params:
             raise ConfigError(
                 "this LoRA merge kept no original weights to restore",

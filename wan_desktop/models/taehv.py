@@ -94,6 +94,12 @@ class TaeConfig:
     @classmethod
     def from_shapes(cls, shapes: Mapping[str, tuple[int, ...]], name: str = "file") -> TaeConfig:
         """The architecture of a TAEHV state dict, from its tensor shapes alone."""
+        if "super" in name.lower():  # taew2_2_super, taehv1_5_super: another, larger decoder
+            raise CheckpointError(
+                f"{name}: the super variant is not supported",
+                remedy="Use taew2_1 (Wan2.1 / Wan2.2 A14B) or taew2_2 (Wan2.2 5B) from "
+                "madebyollin/taehv.",
+            )
         try:
             n0, z = shapes["decoder.1.weight"][:2]
             n1 = shapes["decoder.8.weight"][0]
