@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 
@@ -163,3 +164,32 @@ def build_tiny_skyreels(root: str | Path, name: str, *, seed: int = 0) -> TinySk
     }
     save_file(t5_comfy | {"spiece_model": spm.clone()}, model.comfy_t5)
     return model
+
+
+def reference_frames(model, r, kind: str = "t2v", **extra) -> torch.Tensor:
+    """diffusers' DF pipeline of ``kind`` (t2v, i2v, v2v) for the resolved request ``r``: uint8
+    [F, H, W, 3]. diffusers draws the carried frames' noise (addnoise_condition) from torch's global
+    generator, we from a generator seeded with seed + 1: the global one is seeded so first."""
+    pipe = model.pipeline(kind, shift=r.shift)
+    torch.manual_seed(r.seed + 1)  # the carried frames' noise (see the module docstring)
+    with torch.no_grad():
+        video = pipe(
+            prompt=r.prompt,
+            negative_prompt=r.negative_prompt,
+            height=r.height,
+            width=r.width,
+            num_frames=r.frames,
+            num_inference_steps=r.steps,
+            guidance_scale=r.guidance,
+            generator=torch.Generator().manual_seed(r.seed),
+            overlap_history=r.overlap_history,
+            addnoise_condition=r.addnoise_condition,
+            base_num_frames=r.base_frames,
+            ar_step=r.ar_step,
+            causal_block_size=r.causal_block_size,
+            fps=r.fps,
+            output_type="np",
+            max_sequence_length=512,
+            **extra,
+        ).frames[0]
+    return torch.from_numpy((video * 255).astype(np.uint8))

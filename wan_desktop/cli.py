@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_long_video_arguments(g)
     _cli_args.add_video_input_arguments(g)
+    _cli_args.add_forcing_arguments(g)  # SkyReels-V2 DF
     _add_vace_arguments(g)
     g.add_argument("--no-progress", action="store_true")
     g.add_argument("--out", type=Path, required=True, help="out.mp4, or a folder for PNG frames")
@@ -380,6 +381,7 @@ def _request(args: argparse.Namespace) -> GenerationRequest:
         color_match=args.color_match != "off",
         extend=_opt(args.extend),
         **_cli_args.video_input_fields(args),
+        **_cli_args.forcing_fields(args),
     )
 
 

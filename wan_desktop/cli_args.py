@@ -100,6 +100,32 @@ def add_long_video_arguments(g: argparse.ArgumentParser) -> None:
     )
 
 
+def add_forcing_arguments(g: argparse.ArgumentParser) -> None:
+    """``generate``'s SkyReels-V2 Diffusion Forcing flags (diffusion_forcing.py); unset, each
+    takes the detected model's recommended value."""
+    g.add_argument("--base-frames", type=int, metavar="N", help="DF: frames per window (4n+1)")
+    g.add_argument(
+        "--overlap-history", type=int, metavar="N", help="DF: frames carried to the next window"
+    )
+    g.add_argument("--ar-step", type=int, metavar="N", help="DF: 0 synchronous, > 0 asynchronous")
+    g.add_argument(
+        "--causal-block-size", type=int, metavar="N", help="DF: latent frames per causal block"
+    )
+    g.add_argument(
+        "--addnoise-condition",
+        type=positive_float,
+        metavar="X",
+        help="DF: noise level of the carried frames (20 recommended)",
+    )
+    g.add_argument("--fps", type=int, metavar="N", help="frame rate (DF: also the fps embedding)")
+
+
+def forcing_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The GenerationRequest fields of :func:`add_forcing_arguments`' flags."""
+    names = ("base_frames", "overlap_history", "ar_step", "causal_block_size")
+    return {n: getattr(args, n) for n in (*names, "addnoise_condition", "fps")}
+
+
 def prompt_text(prompt: str | None, prompt_file: Path | None) -> str:
     """The prompt of ``--prompt`` or ``--prompt-file`` (its non-empty lines, one per window,
     joined by newlines: long_video.split_prompts reads them back)."""

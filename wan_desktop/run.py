@@ -162,9 +162,14 @@ def prepare(
         request = get_preset(options.preset).apply(request, variant)
     resolved = request.resolve(variant)
     pipeline.check_images(resolved)
-    from . import long_video
+    from . import diffusion_forcing, long_video
 
-    window_plan = long_video.check(resolved, variant)  # None: one window
+    window_plan: long_video.WindowPlan | diffusion_forcing.ForcingPlan | None
+    if diffusion_forcing.is_forcing(variant):  # SkyReels-V2 DF: its own windows
+        df_plan = diffusion_forcing.check(resolved, variant)
+        window_plan = df_plan if df_plan.count > 1 else None
+    else:
+        window_plan = long_video.check(resolved, variant)  # None: one window
     if options.tiny_vae is not None and not Path(options.tiny_vae).expanduser().is_file():
         raise CheckpointError(
             f"tiny VAE file not found: {options.tiny_vae}",
@@ -446,8 +451,18 @@ def _generate(
     emit: pipeline.Emit,
     review: pipeline.Review | None = None,
 ) -> Path:
-    from . import long_video
+    from . import diffusion_forcing, long_video
 
+    if diffusion_forcing.is_forcing(prepared.variant):  # SkyReels-V2 DF (any length, one path)
+        return diffusion_forcing.generate_to_file(
+            comps,
+            request,
+            prepared.out,
+            options=prepared.options,
+            cancel=cancel,
+            emit=emit,
+            device=prepared.device,
+        )
     if long_video.is_long(request):  # windows (each its own begin_run), written as they come
         return long_video.generate_to_file(
             comps,

@@ -3,9 +3,8 @@
 UniPC on Wan's official σ grid, same negative prompt, text padded to 512; synchronous and
 asynchronous schedules, with and without addnoise_condition, three windows or more.
 
-diffusers draws the carried frames' noise (addnoise_condition) from torch's global generator; we
-draw it from a generator seeded with seed + 1, so the reference runs after torch.manual_seed(seed
-+ 1)."""
+The reference (tests/skyreels_models.reference_frames) seeds torch's global generator with seed + 1:
+diffusers draws the carried frames' noise from it, we from a generator seeded so."""
 
 from __future__ import annotations
 
@@ -18,7 +17,7 @@ import torch
 from PIL import Image
 
 from tests.numerics import psnr_uint8
-from tests.skyreels_models import build_tiny_skyreels
+from tests.skyreels_models import build_tiny_skyreels, reference_frames
 from wan_desktop import diffusion_forcing as df
 from wan_desktop.errors import ConfigError
 from wan_desktop.options import RunOptions
@@ -57,33 +56,6 @@ def _request(**kw) -> GenerationRequest:
     return GenerationRequest(**(base | kw))
 
 
-def _reference(model, r, kind: str = "t2v", **extra) -> torch.Tensor:
-    """diffusers' DF pipeline of ``kind`` for the resolved request ``r``: uint8 [F, H, W, 3]."""
-    pipe = model.pipeline(kind, shift=r.shift)
-    torch.manual_seed(r.seed + 1)  # the carried frames' noise (see the module docstring)
-    with torch.no_grad():
-        video = pipe(
-            prompt=r.prompt,
-            negative_prompt=r.negative_prompt,
-            height=r.height,
-            width=r.width,
-            num_frames=r.frames,
-            num_inference_steps=r.steps,
-            guidance_scale=r.guidance,
-            generator=torch.Generator().manual_seed(r.seed),
-            overlap_history=r.overlap_history,
-            addnoise_condition=r.addnoise_condition,
-            base_num_frames=r.base_frames,
-            ar_step=r.ar_step,
-            causal_block_size=r.causal_block_size,
-            fps=r.fps,
-            output_type="np",
-            max_sequence_length=512,
-            **extra,
-        ).frames[0]
-    return torch.from_numpy((video * 255).astype(np.uint8))
-
-
 def _image(seed: int) -> Image.Image:
     rng = np.random.default_rng(seed)
     base = np.linspace(0, 255, W)[None, :, None] * np.linspace(0.3, 1, H)[:, None, None]
@@ -118,7 +90,7 @@ def test_t2v_matches_diffusers_df_pipeline(df13, case):
     plan = df.check(r, components.variant)
     assert plan.count >= 3
     ours = df.generate(components, r, device=device)
-    ref = _reference(df13, r)
+    ref = reference_frames(df13, r)
     assert ours.shape == ref.shape == (frames, H, W, 3)
     p = psnr_uint8(ours, ref)
     print(f"DF T2V {case} ({plan.count} windows): PSNR {p:.1f} dB vs diffusers")
@@ -134,7 +106,7 @@ def test_t2v_from_the_official_and_comfyui_files(df13, layout):
         components.variant
     )
     ours = df.generate(components, r, device=device)
-    p = psnr_uint8(ours, _reference(df13, r))
+    p = psnr_uint8(ours, reference_frames(df13, r))
     print(f"DF T2V from the {layout} layout: PSNR {p:.1f} dB vs diffusers")
     assert p >= 40.0
 
@@ -159,7 +131,7 @@ def test_i2v_matches_diffusers_df_image_pipeline(df13, tmp_path, case):
     ).resolve(components.variant)
     assert r.task.value == "i2v"
     ours = df.generate(components, r, device=device)
-    ref = _reference(df13, r, "i2v", image=image)
+    ref = reference_frames(df13, r, "i2v", image=image)
     assert ours.shape == ref.shape
     p = psnr_uint8(ours, ref)
     print(f"DF I2V {'async' if ar else 'sync'} (addnoise {noise:g}): PSNR {p:.1f} dB vs diffusers")
@@ -196,7 +168,7 @@ def test_extend_matches_diffusers_df_video_pipeline(df13, tmp_path, case):
     originals = torch.cat(kept)
     assert originals.shape == (11, H, W, 3)
     assert torch.equal(originals, torch.from_numpy(np.stack([np.asarray(v) for v in video])))
-    ref = _reference(df13, r, "v2v", video=video)
+    ref = reference_frames(df13, r, "v2v", video=video)
     assert ours.shape[0] == frames - overlap == ref.shape[0] - len(video) - overlap
     p = psnr_uint8(ours, ref[len(video) + overlap :])
     print(f"DF extend {'async' if ar else 'sync'} ({plan.count} windows): PSNR {p:.1f} dB")
