@@ -263,7 +263,7 @@ def generate_long(
     if request.extend is not None:
         cancel.check()
         emit(pipeline.StageStarted("extend", window=1, windows=plan.count))
-        pending, reference = _copy_source(request, plan, put, want_stats=correct)
+        pending, reference = _copy_source(request, plan, put, cancel, want_stats=correct)
         if latent_mode:
             held = _encode(components, pending, device)
     for w in plan.windows:
@@ -452,7 +452,7 @@ def _encode(components: Components, frames: Tensor, device: torch.device | str) 
 
 
 def _copy_source(
-    request: ResolvedRequest, plan: WindowPlan, put: Sink, *, want_stats: bool
+    request: ResolvedRequest, plan: WindowPlan, put: Sink, cancel: CancelToken, *, want_stats: bool
 ) -> tuple[Tensor, LabStats | None]:
     """Stream the video to extend into the output, holding back its last P frames (returned, to
     be blended with the first window) and, for the colour reference, its last window of frames."""
@@ -467,6 +467,7 @@ def _copy_source(
     recent: deque[np.ndarray] = deque(maxlen=plan.window_frames if want_stats else p)
     count = 0
     for frame in iter_frames(src, request.width, request.height, field="extend"):
+        cancel.check()  # a long video to copy: a cancel still lands within one frame
         if len(tail) == p:
             put(torch.from_numpy(tail[0].copy())[None])
         tail.append(frame)

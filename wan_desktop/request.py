@@ -191,7 +191,10 @@ class GenerationRequest:
                 )
         sampler = Sampler.parse(self.sampler or d.sampler)
         needs_image = task_enum in (Task.I2V, Task.FLF2V, Task.TI2V)
-        if needs_image and not self.image:
+        continues = self.extend is not None and variant.forcing is None  # long_video.py
+        if continues and self.image:
+            raise ConfigError("continue a video or start from an image, not both", field="extend")
+        if needs_image and not self.image and not continues:  # extend: its frames condition
             raise ConfigError(f"task {task} needs an input image", field="image")
         if task_enum is Task.FLF2V and not self.last_image:
             raise ConfigError("task flf2v needs a last frame", field="last_image")

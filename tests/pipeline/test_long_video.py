@@ -289,8 +289,8 @@ def test_extend_copies_the_video_and_continues_from_its_last_frames(task, tmp_pa
     src = _png_video(tmp_path / "src", 11)
     name = "t2v-1.3B" if task == "t2v" else "i2v-14B"
     comps, parts = fake_components(name)
-    image = {} if task == "t2v" else {"task": "i2v", "image": _image(tmp_path / "a.png")}
-    r = _req(frames=29, extend=str(tmp_path / "src"), **image).resolve(comps.variant)
+    r = _req(frames=29, extend=str(tmp_path / "src")).resolve(comps.variant)  # i2v: no image
+    assert r.task.value == task
     plan = LV.plan_windows(r)
     assert [w.held for w in plan.windows] == [2, 2]
     video, _ = _run(comps, r)
@@ -309,6 +309,10 @@ def test_extend_checks_the_video_and_the_frames(tmp_path):
     with pytest.raises(ConfigError) as e:
         LV.check(_req(frames=5, extend=str(tmp_path / "src")).resolve(v), v)
     assert e.value.field == "frames"
+    i2v = fake_components("i2v-14B")[0].variant
+    with pytest.raises(ConfigError) as e:  # its frames are the start: an image is one too many
+        _req(extend=str(tmp_path / "src"), image=_image(tmp_path / "a.png")).resolve(i2v)
+    assert e.value.field == "extend"
     comps, _ = fake_components()
     with pytest.raises(ConfigError) as e:  # fewer frames than it carries over
         _run(comps, _req(frames=29, extend=str(tmp_path / "src")).resolve(v))
