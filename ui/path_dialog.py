@@ -50,7 +50,7 @@ class PathField(QWidget):
 
 
 class PathDialog(QDialog):
-    """"No app to open this here": the path to copy into a file manager or a terminal."""
+    """No app opens it here: the path, to copy into a file manager or a terminal."""
 
     def __init__(self, path: str | Path, what: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
