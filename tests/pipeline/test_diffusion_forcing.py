@@ -239,3 +239,77 @@ def test_extend_needs_frames_after_the_overlap(tmp_path: Path):
     with pytest.raises(ConfigError, match="has 5 frame") as e:
         df.check(replace(r, frames=41), v)  # 17 frames to carry over, the video has 5
     assert e.value.field == "extend"
+
+
+@pytest.mark.slow
+def test_plain_skyreels_t2v_runs_the_wan_pipeline(tmp_path):
+    """The non-DF SkyReels-V2 T2V is a Wan2.1 DiT: detected by its diffusers classes / release
+    name, it runs the ordinary pipeline, equal to diffusers' SkyReelsV2Pipeline."""
+    from diffusers import SkyReelsV2Pipeline
+
+    from tests.reference import diffusers_unipc
+    from wan_desktop.pipeline import generate
+
+    model = build_tiny_skyreels(tmp_path, "skyreels-v2-t2v-14B-540P")
+    for layout in ("diffusers", "official"):
+        components, device = _components(model, layout)
+        assert components.variant.name.startswith("skyreels-v2-t2v-"), layout
+        assert components.variant.forcing is None
+    r = _request(frames=9).resolve(components.variant)
+    ours = generate(components, r, device=device)
+    refs = model.refs
+    pipe = SkyReelsV2Pipeline(
+        tokenizer=refs["tokenizer"],
+        text_encoder=refs["text_encoder"],
+        vae=refs["vae"],
+        transformer=refs["transformer"],
+        scheduler=diffusers_unipc(r.shift),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    with torch.no_grad():
+        video = pipe(
+            prompt=r.prompt,
+            negative_prompt=r.negative_prompt,
+            height=H,
+            width=W,
+            num_frames=9,
+            num_inference_steps=r.steps,
+            guidance_scale=r.guidance,
+            generator=torch.Generator().manual_seed(r.seed),
+            output_type="np",
+            max_sequence_length=512,
+        ).frames[0]
+    ref = torch.from_numpy((video * 255).astype(np.uint8))
+    p = psnr_uint8(ours, ref)
+    print(f"SkyReels-V2 T2V (plain Wan2.1 DiT, official layout): PSNR {p:.1f} dB vs diffusers")
+    assert p >= 40.0
+
+
+def test_cancel_stops_within_a_step_and_writes_nothing(tmp_path):
+    """A cancelled DF run raises Cancelled at the next model call and never decodes."""
+    from wan_desktop.engines.factory import build_components
+
+    from tests.skyreels_models import tiny_skyreels
+    from wan_desktop.cancel import CancelToken
+    from wan_desktop.errors import Cancelled
+    from wan_desktop.pipeline import StepDone
+
+    variant = tiny_skyreels("skyreels-v2-df-1.3B-540P")
+    options = RunOptions(device="cpu", dtype="float32", random_weights=variant.name)
+    components, _device = build_components(options, variant, None)
+    r = _request(frames=41, base_frames=17, overlap_history=5, steps=2).resolve(variant)
+    token = CancelToken()
+    steps: list[int] = []
+
+    def emit(event):
+        if isinstance(event, StepDone):
+            steps.append(event.step)
+            if event.window == 2:
+                token.cancel()
+
+    decoded = []
+    components.vae_decoder.decode_frames = lambda lat: decoded.append(lat)  # type: ignore[method-assign]
+    with pytest.raises(Cancelled):
+        df.generate_to_file(components, r, tmp_path / "out.mp4", cancel=token, emit=emit)
+    assert steps == [1, 2, 1]  # window 1's two calls, window 2's first, then nothing
+    assert not decoded and not list(tmp_path.iterdir())
