@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 from tests.tiny import tiny_variant
 from wan_desktop.lora import LoraSpec, load_loras, merge_loras, param_shapes
 from wan_desktop.models.dit import WanModel
+from wan_desktop.models.lowrank import has_lowrank
 
 MODULES = ("self_attn.q", "self_attn.o", "cross_attn.v", "ffn.0", "ffn.2")
 
@@ -94,8 +95,9 @@ def test_a_lora_change_reads_the_dit_again_and_keeps_no_copy(tmp_path):
 
 @pytest.mark.parametrize("precision", ["int8", "fp8"])
 def test_loras_merge_before_the_runtime_quantization(tmp_path, precision):
-    """--precision int8/fp8 with a LoRA: one rounding of the merged weights (not quantize →
-    merge → quantize again), and closer to the fp32 merge than the double rounding."""
+    """--precision int8/fp8 with a LoRA: one rounding of the merged weights. A LoRA given to
+    weights already quantized never requantizes them: it runs unmerged beside them
+    (models/lowrank.py), which is as close to the fp32 merge (closer: its LoRA part is exact)."""
     from wan_desktop.engines.torch_ops import quantize_linears
 
     cfg = tiny_variant("t2v-1.3B").dit
@@ -107,9 +109,10 @@ def test_loras_merge_before_the_runtime_quantization(tmp_path, precision):
     merge_loras(once, pairs)
     exact = copy.deepcopy(once)
     quantize_linears(once, precision)
-    twice = copy.deepcopy(fp32)
-    quantize_linears(twice, precision)
-    merge_loras(twice, pairs)
+    unmerged = copy.deepcopy(fp32)
+    quantize_linears(unmerged, precision)
+    merge_loras(unmerged, pairs)
+    assert has_lowrank(unmerged.get_submodule("blocks.0.ffn.0"))
     name = "blocks.0.ffn.0"
     got = den.model.get_submodule(name)
     assert torch.equal(got.weight, once.get_submodule(name).weight)
@@ -117,12 +120,12 @@ def test_loras_merge_before_the_runtime_quantization(tmp_path, precision):
     with torch.no_grad():
         ref = exact(x, t, ctx)
         err_once = float((den(x, t, ctx) - ref).norm() / ref.norm())
-        err_twice = float((twice(x, t, ctx) - ref).norm() / ref.norm())
+        err_unmerged = float((unmerged(x, t, ctx) - ref).norm() / ref.norm())
     print(
         f"{precision} + LoRA velocity rel. err vs fp32 merge: merged then quantized {err_once:.2e}, "
-        f"quantized-merged-requantized {err_twice:.2e}"
+        f"quantized + LoRA unmerged {err_unmerged:.2e}"
     )
-    assert err_once < err_twice
+    assert err_unmerged < err_once
 
 
 @pytest.mark.slow  # six Wan2.2 generations, experts read again from disk
