@@ -488,4 +488,6 @@ class ResolvedRequest:
         """The saved settings: GenerationRequest's keys with JSON values (the task and sampler as
         their names), which ``GenerationRequest.from_dict`` reads back."""
         saved = {f.name: getattr(self, f.name) for f in fields(GenerationRequest)}
+        if self.task is not Task.VACE:  # the scale only a vace request takes (resolve refuses it)
+            saved["control_scale"] = None
         return saved | {"task": self.task.value, "sampler": self.sampler.value}

@@ -313,6 +313,7 @@ def test_resolved_request_is_typed_and_its_saved_form_reads_back_the_same(name, 
     assert all(
         getattr(r, f.name) is not None
         or f.name in ("image", "last_image", "sigmas", "boundary_step", "extend")
+        or f.name in ("video", "strength", "outpaint", "first_clip", "last_clip", "preprocess")
         for f in fields(r)
     )
     saved = json.loads(json.dumps(r.to_dict()))
@@ -347,6 +348,12 @@ def test_resolved_to_dict_is_the_old_resolved_request_dict():
         "window_overlap": 2,
         "color_match": True,
         "extend": None,
+        "video": None,  # v2v (video_to_video.py)
+        "strength": None,
+        "outpaint": None,  # VACE inputs built for the user (vace_inputs.py)
+        "first_clip": None,
+        "last_clip": None,
+        "preprocess": None,
     }
 
 

@@ -208,3 +208,13 @@ def test_a_short_or_missing_input_video_is_refused_before_any_weights(tmp_path):
     )
     with pytest.raises(VideoInputError, match="not found"):
         check_images(gone)
+
+
+@pytest.mark.parametrize("task", ["t2v", "v2v"])
+def test_saved_settings_of_a_plain_run_resolve_again(task):
+    """A saved non-VACE request carries no control scale (resolve refuses one outside vace)."""
+    variant = get_variant("t2v-1.3B")
+    kw = dict(video="v.mp4") if task == "v2v" else {}
+    r = GenerationRequest(prompt="x", task=task, **kw).resolve(variant)
+    assert r.to_dict()["control_scale"] is None
+    assert GenerationRequest.from_dict(r.to_dict()).resolve(variant) == r
