@@ -129,25 +129,26 @@ def plan_windows(request: ResolvedRequest, *, temporal: int = 4) -> WindowPlan:
             field="frames",
         )
     prompts = split_prompts(request.prompt)
+    starts = [0]
+    while starts[-1] + t_w < total:
+        starts.append(starts[-1] + t_w - k)
+    if len(starts) > 1:  # the last window is a whole one too (engines are built for one
+        starts[-1] = total - t_w  # size), carrying more of the one before: ≥ k, < t_w latents
     windows: list[Window] = []
-    start = 0
-    while True:
+    for i, start in enumerate(starts):
         end = min(start + t_w, total)
-        i = len(windows)
+        held = (starts[i - 1] + t_w - start) if i else (k if extend else 0)
         windows.append(
             Window(
                 index=i,
                 start=start,
                 latent_frames=end - start,
-                held=k if (i > 0 or extend) else 0,
+                held=held,
                 prompt=prompts[min(i, len(prompts) - 1)],
                 last=end == total,
                 temporal=temporal,
             )
         )
-        if end == total:
-            break
-        start = end - k
     return WindowPlan(
         windows=tuple(windows),
         frames=request.frames,
@@ -257,16 +258,22 @@ def generate_long(
             sink(frames)
             written += frames.shape[0]
 
-    pending: Tensor | None = None  # the last P frames, not yet written (blended with the next)
-    held: Tensor | None = None  # [1, z, K, h, w] latent modes: the carried latents
+    # Frame positions below count from the first window's first frame (--extend: from the
+    # video's last P frames, which the first window re-makes).
+    pending: Tensor | None = None  # made, not yet written: blended with the next window
+    pending_at = 0  # its position
+    carry: Tensor | None = None  # I2V / FLF2V: the frames the next window starts from
+    held: Tensor | None = None  # [1, z, K, h, w] T2V / TI2V: the latents the next one starts from
     reference: LabStats | None = None  # the first window's colours
     if request.extend is not None:
         cancel.check()
         emit(pipeline.StageStarted("extend", window=1, windows=plan.count))
         pending, reference = _copy_source(request, plan, put, cancel, want_stats=correct)
+        carry = pending
         if latent_mode:
             held = _encode(components, pending, device)
     for w in plan.windows:
+        nxt = None if w.last else plan.windows[w.index + 1]
         cancel.check()
 
         def wemit(event: pipeline.Event, w: Window = w) -> None:
@@ -284,7 +291,7 @@ def generate_long(
         if latent_mode:
             cond = _latent_condition(components, r, w, held, noise, device, cancel)
         else:
-            cond = _pixel_condition(components, r, w, pending, device, cancel)
+            cond = _pixel_condition(components, r, w, carry, device, cancel)
         wemit(pipeline.StageStarted("denoise"))
         pipeline.begin_run(components, r)  # each window is a run of the schedule
         latents = pipeline.denoise(
@@ -300,8 +307,8 @@ def generate_long(
         )
         del cond, noise
         wemit(pipeline.StageStarted("decode"))
-        if latent_mode and not w.last:
-            held = latents[:, :, -request.window_overlap :].clone()
+        if latent_mode and nxt is not None:
+            held = latents[:, :, -nxt.held :].clone()
         frames = pipeline.decode(components, latents)  # uint8 [F_w, H, W, 3] on the CPU
         del latents
         if correct:
@@ -311,17 +318,19 @@ def generate_long(
                 reference = lab_stats(frames)
             else:
                 frames = match_colors(frames, reference, out=frames)
-        p = w.overlap_frames
-        if pending is not None and p:
-            put(crossfade(pending, frames[:p]))
-            frames = frames[p:]
-        pending = None
-        if w.last:
-            put(frames)
-        else:
-            keep = plan.overlap_frames
-            put(frames[:-keep])
-            pending = frames[-keep:].clone()
+        start = tf * w.start  # this window's frames are at [start, end)
+        end = start + frames.shape[0]
+        done = start  # written up to here
+        if pending is not None:  # this window re-made them: blend, write
+            n = pending.shape[0]
+            put(crossfade(pending, frames[pending_at - start : pending_at - start + n]))
+            done = pending_at + n
+        keep = 0 if nxt is None else min(plan.overlap_frames, end - done)
+        put(frames[done - start : end - start - keep])
+        pending = frames[end - start - keep :].clone() if keep else None
+        pending_at = end - keep
+        if nxt is not None and not latent_mode:
+            carry = frames[frames.shape[0] - nxt.overlap_frames :].clone()
         del frames
     cancel.check()
     emit(pipeline.Finished(seconds=time.perf_counter() - t0, frames=written))
@@ -381,7 +390,7 @@ def _pixel_condition(
     components: Components,
     r: ResolvedRequest,
     w: Window,
-    pending: Tensor | None,
+    carry: Tensor | None,
     device: torch.device | str,
     cancel: CancelToken,
 ) -> pipeline.Conditioning:
@@ -390,15 +399,15 @@ def _pixel_condition(
     import torch
 
     last_image = r.last_image if (r.task is Task.FLF2V and w.last) else None
-    if pending is None and (r.task is Task.I2V or last_image is not None):
+    if carry is None and (r.task is Task.I2V or last_image is not None):
         return pipeline.condition(components, r, device=device, cancel=cancel)  # a plain window
     cond = pipeline.condition(components, _text_only(r), device=device, cancel=cancel)
     dev = cond.context.device
-    if pending is None:
+    if carry is None:
         assert r.image is not None  # resolve() requires it for I2V / FLF2V
         first = pipeline.load_image(r.image, r.width, r.height)[:, :, None]  # [1, 3, 1, H, W]
     else:
-        first = _to_video(pending)
+        first = _to_video(carry)
     last = None if last_image is None else pipeline.load_image(last_image, r.width, r.height)
     variant = components.variant
     clip_fea = None

@@ -73,12 +73,14 @@ def test_windows_cover_every_frame_once_and_overlap_by_p_frames(frames, window, 
     p = 4 * (overlap - 1) + 1
     ws = plan.windows
     assert plan.count == count and plan.overlap_frames == p
-    assert ws[0].held == 0 and all(w.held == overlap for w in ws[1:])
-    assert all(w.frames == window for w in ws[:-1]) and 4 < ws[-1].frames <= window
+    assert ws[0].held == 0 and all(w.held == overlap for w in ws[1:-1])
+    # every window is whole (engines are built for one size): the last carries more instead
+    assert all(w.frames == window for w in ws)
+    assert overlap <= ws[-1].held < (window - 1) // 4 + 1
     assert [w.last for w in ws] == [False] * (count - 1) + [True]
-    # each window starts P frames before the previous one ends; the last ends at the last frame
+    # each window starts where the frames it re-makes begin; the last ends at the last frame
     for a, b in itertools.pairwise(ws):
-        assert 4 * b.start == 4 * a.start + a.frames - p
+        assert 4 * b.start == 4 * a.start + a.frames - b.overlap_frames
     assert 4 * ws[-1].start + ws[-1].frames == frames
     # what each adds sums to the video: nothing twice, nothing missing
     assert ws[0].frames + sum(w.frames - w.overlap_frames for w in ws[1:]) == frames
@@ -111,12 +113,24 @@ def test_window_and_overlap_are_checked_with_their_field():
 # ----------------------------------------------------------------------------- T2V
 
 
-def test_output_has_exactly_the_requested_frames():
-    comps, _parts = fake_components()
-    for frames in (21, 49, 97):
-        video, events = _run(comps, _req(frames=frames).resolve(comps.variant))
-        assert video.shape == (frames, H, W, 3) and video.dtype == torch.uint8
-        assert isinstance(events[-1], Finished) and events[-1].frames == frames
+@pytest.mark.parametrize(
+    ("frames", "overlap"), [(21, 2), (49, 2), (97, 2), (45, 1), (45, 2), (41, 3), (33, 4)]
+)
+def test_every_frame_is_written_once_at_its_place(frames, overlap):
+    """The fake VAE decodes each latent frame alone and T2V windows keep the carried latents
+    exactly, so the video must be the decode of the whole latent sequence the windows made:
+    any frame missing, repeated or out of place would show."""
+    comps, parts = fake_components()
+    r = _req(frames=frames, window_overlap=overlap).resolve(comps.variant)
+    video, events = _run(comps, r)
+    assert video.shape == (frames, H, W, 3) and video.dtype == torch.uint8
+    assert isinstance(events[-1], Finished) and events[-1].frames == frames
+    plan = LV.plan_windows(r)
+    decoded = [c["decode"] for c in parts["vae"].calls if "decode" in c]
+    whole = torch.zeros(1, 16, (frames - 1) // 4 + 1, *decoded[0].shape[3:])
+    for w, lat in zip(plan.windows, decoded, strict=True):
+        whole[:, :, w.start : w.start + w.latent_frames] = lat
+    assert torch.equal(video, parts["vae"].decode_frames(whole))
 
 
 def test_t2v_windows_hold_the_carried_latents_renoised_to_each_sigma_and_exact_at_the_end():
@@ -206,12 +220,15 @@ def test_ti2v_continues_through_its_first_frame_latents_at_t0(tmp_path):
     decoded = [c["decode"] for c in parts["vae"].calls if "decode" in c]
     tokens_per_frame = (h // 16 // 2) * (w // 16 // 2)
     calls = parts["denoisers"][0].calls
-    for k in range(1, 4):  # every later window: its first 2 latents are the last 2 made
-        assert torch.equal(decoded[k][:, :, :2], decoded[k - 1][:, :, -2:])
+    plan = LV.plan_windows(r)
+    for k in range(1, 4):  # every later window starts with the last latents made, kept clean
+        n = plan.windows[k].held  # 2, the last window 3 (it is whole: it carries more)
+        assert n == (2 if k < 3 else 3)
+        assert torch.equal(decoded[k][:, :, :n], decoded[k - 1][:, :, -n:])
         for c in calls[3 * k : 3 * k + 3]:
             t = c["timestep"][0]
-            assert (t[: 2 * tokens_per_frame] == 0).all() and (t[2 * tokens_per_frame :] > 0).all()
-            assert torch.equal(c["latents"][:, :, :2], decoded[k - 1][:, :, -2:])
+            assert (t[: n * tokens_per_frame] == 0).all() and (t[n * tokens_per_frame :] > 0).all()
+            assert torch.equal(c["latents"][:, :, :n], decoded[k - 1][:, :, -n:])
     assert sum(1 for c in parts["vae"].calls if "encode" in c) == 1  # the input image only
 
 
@@ -221,15 +238,15 @@ def test_i2v_windows_condition_on_the_previous_windows_last_frames(tmp_path):
     video, _ = _run(comps, replace(r.resolve(comps.variant), guidance=1.0))
     assert video.shape[0] == 49
     encodes = [c["encode"] for c in parts["vae"].calls if "encode" in c]
-    assert encodes == [(1, 3, 17, H, W)] * 3 + [(1, 3, 13, H, W)]
+    assert encodes == [(1, 3, 17, H, W)] * 4  # every window whole
     ys = [c["y"] for c in parts["denoisers"][0].calls[::3]]
     for k, y in enumerate(ys):
         mask = y[0, :4, :, 0, 0]  # [4, T_lat]: ones on the given frames
         want = torch.zeros_like(mask)
         if k == 0:  # the input image: frame 0 (latent 0, all 4 channels)
             want[:, 0] = 1
-        else:  # the previous window's last 5 frames: latents 0 and 1
-            want[:, :2] = 1
+        else:  # the previous window's last 5 frames (latents 0, 1); the last window's 9 (0-2)
+            want[:, : (2 if k < 3 else 3)] = 1
         assert torch.equal(mask, want)
     clip_calls = parts["image"].calls
     assert len(clip_calls) == 4 and all(c["images"] == (1, 3, H, W) for c in clip_calls)
