@@ -69,7 +69,14 @@ def dit_spec(variant: Variant) -> ComponentSpec:
     L = dit_tokens(variant)
     inputs = [
         _f32("latents", ("B", cfg.out_dim, *lat)),
-        _f32("timestep", ("B", L) if cfg.model_type == "ti2v" else ("B",)),
+        _f32(
+            "timestep",
+            ("B", L)
+            if cfg.model_type == "ti2v"
+            else ("B", "T")  # SkyReels-V2 DF: a timestep per latent frame
+            if variant.forcing is not None
+            else ("B",),
+        ),
         _f32("context", ("B", cfg.text_len, cfg.text_dim)),
     ]
     if cfg.model_type in ("i2v", "flf2v"):

@@ -79,6 +79,12 @@ def block_causal_attention(
     (causal_block_size latent frames) attend to the keys of their own and earlier blocks only —
     diffusers' mask ``block(q) >= block(k)`` — as one attention call per block over a key prefix."""
     n = q.shape[2]
+    if not isinstance(n, int) or torch.compiler.is_exporting():
+        # a traced graph (ONNX export: symbolic token count): diffusers' boolean mask, made in
+        # the graph from the token index, so any frame count runs
+        block = torch.arange(n, device=q.device) // block_tokens
+        mask = block[:, None] >= block[None, :]  # [L, L]: key block ≤ query block
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     out = []
     for s in range(0, n, block_tokens):
         e = min(s + block_tokens, n)
