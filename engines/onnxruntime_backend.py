@@ -223,10 +223,22 @@ class OrtDenoiser:
         clip_fea: Tensor | None = None,
         vace: Tensor | None = None,
         vace_scale: float = 1.0,
+        fps: int | None = None,
+        causal_block_size: int = 1,
     ) -> Tensor:
         cfg = self.variant.dit
         if latents.dim() != 5:
             raise ConfigError(f"DiT input must be [B, C, T, H, W], got {tuple(latents.shape)}")
+        if self.variant.forcing is not None:  # SkyReels DF: what the graph was exported for
+            from .ort_forcing import check_graph
+
+            check_graph(
+                self.graph.path,
+                causal_block_size=causal_block_size,
+                fps=fps,
+                has_fps_embedding=cfg.inject_sample_info,
+            )
+            timestep = timestep.float()
         pt, ph, pw = cfg.patch_size
         b, _, t, h, w = latents.shape
         grid = (t // pt, h // ph, w // pw)

@@ -435,7 +435,17 @@ def run_export(
                 # onnxslim drops the module names that tell the block linears from the
                 # embeddings: quantize.py needs them to keep the sensitive layers in high precision
                 dit_kw = {**kw, "slim": False} if needs_quantize else kw
-                paths = [onnx_export.export_dit(module, variant, tmp / name, **dit_kw)]
+                if variant.forcing is not None:  # SkyReels-V2 DF: per-frame timesteps
+                    from .onnx_forcing import export_forcing_dit
+
+                    block, fps = variant.forcing.causal_block_size, variant.defaults.fps
+                    paths = [
+                        export_forcing_dit(
+                            module, variant, tmp / name, causal_block_size=block, fps=fps, **dit_kw
+                        )
+                    ]
+                else:
+                    paths = [onnx_export.export_dit(module, variant, tmp / name, **dit_kw)]
             for p in paths:
                 g = specs.DIT if graph == specs.DIT else p.stem  # dit_high.onnx is a "dit" too
                 entries.append(entry_for(g, p, expert if g == specs.DIT else None))

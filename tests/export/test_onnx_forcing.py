@@ -59,3 +59,42 @@ def test_df_dit_graph_matches_torch_at_two_shapes(tmp_path, name, block, fps):
         err = rel_err(out, ref)
         print(f"ONNX DF DiT {name} block {block} latent {latent}: rel err {err:.2e}")
         assert err < RTOL, latent
+
+
+def test_a_df_run_on_onnxruntime_equals_torch_and_refuses_another_block_size(tmp_path):
+    """The DF loop drives the ONNX Runtime denoiser exactly as the torch one (per-frame long
+    timesteps are fed as float32): same frames; a run with another causal block size than the
+    graph's is an EngineError naming the remedy."""
+    from dataclasses import replace
+
+    from wan_desktop.engines.factory import build_components
+    from wan_desktop.engines.onnxruntime_backend import OrtDenoiser, OrtGraph
+    from wan_desktop.export.onnx_forcing import export_forcing_dit
+
+    from tests.numerics import psnr_uint8
+    from wan_desktop import diffusion_forcing as df
+    from wan_desktop.errors import EngineError
+    from wan_desktop.options import RunOptions
+    from wan_desktop.request import GenerationRequest
+    from wan_desktop.specs import dit_spec
+
+    variant = tiny_skyreels("skyreels-v2-df-1.3B-540P")
+    options = RunOptions(device="cpu", dtype="float32", random_weights=variant.name)
+    components, device = build_components(options, variant, None)
+    model = components.denoisers[0].model
+    path = export_forcing_dit(model, variant, tmp_path / "dit.onnx", causal_block_size=2, fps=16)
+    ort = OrtDenoiser(OrtGraph(path, dit_spec(variant)), variant)
+    ort.load(device)
+    on_ort = replace(components, denoisers=(ort,))
+    kw = dict(prompt="a swan", width=32, height=32, steps=3, seed=3, fps=16)
+    r = GenerationRequest(
+        frames=37, base_frames=13, overlap_history=5, ar_step=1, causal_block_size=2, **kw
+    ).resolve(variant)
+    want = df.generate(components, r, device=device)
+    got = df.generate(on_ort, r, device=device)
+    p = psnr_uint8(got, want)
+    print(f"DF run (4 windows, async block 2) on ONNX Runtime vs torch: PSNR {p:.1f} dB")
+    assert p >= 60.0
+    with pytest.raises(EngineError, match="causal block size 2") as e:
+        df.generate(on_ort, replace(r, causal_block_size=1, ar_step=0), device=device)
+    assert "--causal-block-size 2" in str(e.value.remedy)
