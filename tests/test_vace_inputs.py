@@ -417,3 +417,29 @@ def test_from_request_builds_what_the_request_asks(tmp_path):
     assert (inp.mask[:, :, :, 8:24] == 0).all() and int(inp.mask.sum()) == F * 16 * 16
     g = np.stack([gray(f) for f in _frames(h=16, w=16)])
     assert torch.equal(inp.frames[:, :, :, 8:24], _pixels(g))
+
+
+def test_a_mask_with_levels_keeps_them_in_soft_mask(tmp_path):
+    """Between black and white (H.264, antialiased edges): ``mask`` thresholds at half, the levels
+    stay in ``soft_mask`` (what the official code and diffusers pack into the context)."""
+    masks = np.zeros((F, H, W, 3), np.uint8)
+    masks[:, :, :8] = 255
+    masks[:, :, 8:16] = 64
+    masks[:, :, 16:24] = 200
+    control = _video(tmp_path / "c", _frames())
+    inp = build(
+        width=W, height=H, frames=F, control_video=control, mask_video=_video(tmp_path / "m", masks)
+    )
+    assert inp.mask[0, 0, 0, ::8].tolist() == [1, 0, 1, 0]
+    assert inp.soft_mask is not None and inp.packed_mask is inp.soft_mask
+    assert torch.allclose(inp.soft_mask[0, 0, 0, ::8], torch.tensor([1.0, 64 / 255, 200 / 255, 0]))
+    binary = np.where(masks > 127, 255, 0).astype(np.uint8)
+    plain = build(
+        width=W,
+        height=H,
+        frames=F,
+        control_video=control,
+        mask_video=_video(tmp_path / "b", binary),
+    )
+    assert plain.soft_mask is None and plain.packed_mask is plain.mask
+    assert torch.equal(plain.mask, inp.mask)

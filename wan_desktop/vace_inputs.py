@@ -51,19 +51,26 @@ PREPROCESSORS = ("gray", "edges", "none")
 class VaceInputs:
     """What a VACE run conditions on, at the run's size.
 
-    frames: [3, F, H, W] float32 in [-1, 1] (0: unknown, gray)
-    mask:   [1, F, H, W] float32 in {0, 1} (1: generate, 0: keep ``frames`` there)
-    refs:   reference images, each [3, 1, H, W] float32 in [-1, 1], on a white canvas
+    frames:    [3, F, H, W] float32 in [-1, 1] (0: unknown, gray)
+    mask:      [1, F, H, W] float32 in {0, 1} (1: generate, 0: keep ``frames`` there)
+    refs:      reference images, each [3, 1, H, W] float32 in [-1, 1], on a white canvas
+    soft_mask: [1, F, H, W] float32 in [0, 1]: the mask before its threshold, where a mask video
+               has levels between black and white (H.264, antialiased edges); None when that is
+               ``mask``. The official code and diffusers pack this one into the VACE context's
+               mask channels (and split the frames with ``mask``).
     """
 
     frames: Tensor
     mask: Tensor
     refs: tuple[Tensor, ...] = ()
+    soft_mask: Tensor | None = None
 
     def __post_init__(self) -> None:
         c, f, h, w = self.frames.shape
         if c != 3 or tuple(self.mask.shape) != (1, f, h, w):
             raise ValueError(f"frames {tuple(self.frames.shape)} / mask {tuple(self.mask.shape)}")
+        if self.soft_mask is not None and self.soft_mask.shape != self.mask.shape:
+            raise ValueError(f"soft mask {tuple(self.soft_mask.shape)}")
         for r in self.refs:
             if tuple(r.shape) != (3, 1, h, w):
                 raise ValueError(f"reference {tuple(r.shape)} for frames {h}x{w}")
@@ -71,6 +78,11 @@ class VaceInputs:
     @property
     def num_frames(self) -> int:
         return int(self.frames.shape[1])
+
+    @property
+    def packed_mask(self) -> Tensor:
+        """The mask the VACE context packs: ``soft_mask`` where there is one, else ``mask``."""
+        return self.mask if self.soft_mask is None else self.soft_mask
 
 
 # ----------------------------------------------------------------------------- building
@@ -157,7 +169,7 @@ def build(
     else:
         inner = torch.full((3, frames, ih, iw), GRAY)
     if mask_video is not None:
-        inner_mask = read_mask(mask_video, iw, ih, frames)
+        inner_mask = read_mask(mask_video, iw, ih, frames, soft=True)  # thresholded below
     else:
         # no mask: an outpainted video is kept inside; a plain control video is all generated
         inner_mask = torch.full((1, frames, ih, iw), 0.0 if outpaint else 1.0)
@@ -175,7 +187,9 @@ def build(
         n = clip.shape[1]
         video[:, frames - n :], mask[:, frames - n :] = clip, 0.0
     refs = tuple(reference_image(p, width, height) for p in ref_images)
-    return VaceInputs(frames=video, mask=mask, refs=refs)
+    binary = (mask > 0.5).float()
+    soft = None if torch.equal(binary, mask) else mask
+    return VaceInputs(frames=video, mask=binary, refs=refs, soft_mask=soft)
 
 
 def check(
@@ -322,9 +336,12 @@ def read_control(
     return out
 
 
-def read_mask(path: str | Path, width: int, height: int, frames: int) -> Tensor:
+def read_mask(
+    path: str | Path, width: int, height: int, frames: int, *, soft: bool = False
+) -> Tensor:
     """A mask video's first ``frames`` frames as [1, F, H, W] in {0, 1}: 1 where its first channel
-    is above half (white: generate), 0 elsewhere (black: keep)."""
+    is above half (white: generate), 0 elsewhere (black: keep); ``soft``: that channel in [0, 1]
+    (level / 255) before the threshold."""
     import torch
 
     from .video_input import iter_frames, open_source, too_short
@@ -333,7 +350,7 @@ def read_mask(path: str | Path, width: int, height: int, frames: int) -> Tensor:
     out = torch.empty(1, frames, height, width)
     n = 0
     for i, frame in enumerate(iter_frames(src, width, height, limit=frames)):
-        out[0, i] = mask_of(frame)
+        out[0, i] = mask_of(frame, soft=soft)
         n = i + 1
     if n < frames:
         raise too_short(src, n, frames)
@@ -414,11 +431,13 @@ def to_pixels(frame: np.ndarray) -> Tensor:
     return arr.float().div_(255.0).mul_(2).sub_(1)
 
 
-def mask_of(frame: np.ndarray) -> Tensor:
-    """[H, W, 3] uint8 -> [H, W] float32: 1 where the first channel is above half (> 127.5)."""
+def mask_of(frame: np.ndarray, *, soft: bool = False) -> Tensor:
+    """[H, W, 3] uint8 -> [H, W] float32: 1 where the first channel is above half (> 127.5);
+    ``soft``: that channel / 255."""
     import torch
 
-    return (torch.from_numpy(frame[..., 0].copy()) > 127).float()
+    level = torch.from_numpy(frame[..., 0].copy())
+    return level.float() / 255.0 if soft else (level > 127).float()
 
 
 # ----------------------------------------------------------------------------- preprocessors
