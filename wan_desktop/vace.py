@@ -89,27 +89,23 @@ def check_inputs(r: GenerationRequest | ResolvedRequest) -> None:
         open_source(r.mask_video, field="mask_video")
     for ref in r.ref_images:
         reference_canvas(ref, 16, 16)
+    if isinstance(r, ResolvedRequest):  # counts, sizes, outpaint, clips (vace_inputs.check)
+        from .vace_inputs import check_request
+
+        check_request(r, width=r.width, height=r.height, frames=r.frames)
 
 
 def load_inputs(r: ResolvedRequest) -> VaceInputs:
-    """Read the request's control video, mask video and reference images at its size (the videos'
-    first ``frames`` frames, centre-cropped and resized as every input video)."""
-    import torch
+    """The request's inputs at its size, built by vace_inputs.from_request (control video and its
+    preprocessor, mask video, outpaint margins, first / last clips, reference images), batched."""
+    from .vace_inputs import from_request
 
-    from .video_input import read_video
-
-    f, h, w = r.frames, r.height, r.width
-    if r.control_video:
-        frames = read_video(r.control_video, w, h, f, field="control_video")
-    else:
-        frames = torch.zeros(1, 3, f, h, w)
-    if r.mask_video:
-        rgb = read_video(r.mask_video, w, h, f, field="mask_video")
-        mask = ((rgb[:, :1] + 1) / 2).clamp_(0, 1)  # the first channel, as the official code
-    else:
-        mask = torch.ones(1, 1, f, h, w)
-    refs = tuple(reference_canvas(p, w, h) for p in r.ref_images)
-    return VaceInputs(frames=frames, mask=mask, refs=refs)
+    inputs = from_request(r)
+    return VaceInputs(
+        frames=inputs.frames[None],
+        mask=inputs.packed_mask[None],  # a mask video's levels kept: they are packed as they are
+        refs=tuple(x[:, 0][None] for x in inputs.refs),
+    )
 
 
 def pack_mask(mask: Tensor, t_lat: int, *, spatial: int = 8, refs: int = 0) -> Tensor:
