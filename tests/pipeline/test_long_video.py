@@ -453,3 +453,50 @@ def test_prepare_reports_the_windows_and_plans_memory_for_one(tmp_path):
     assert any(n.startswith("long video: 8 windows of up to 81 frames") for n in long.notes)
     assert long.describe_plans() == one.describe_plans()  # the planner plans one window
     assert long.size == one.size == "832x480x81"
+
+
+_RSS_SCRIPT = """
+import resource, sys, torch
+from tests.fakes import fake_components
+from wan_desktop import long_video as LV
+from wan_desktop.request import GenerationRequest
+torch.set_num_threads(1)
+windows, out = int(sys.argv[1]), sys.argv[2]
+comps, parts = fake_components()
+def forget(event):  # the fakes keep a copy of every input: not the run's memory
+    for part in (parts["denoisers"][0], parts["vae"], parts["text"]):
+        part.calls.clear()
+r = GenerationRequest(prompt="x", width=1024, height=512, frames=17 + (windows - 1) * 12,
+                      window_frames=17, steps=1, guidance=1.0).resolve(comps.variant)
+LV.generate_to_file(comps, r, out, emit=forget)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+@pytest.mark.slow
+def test_peak_rss_of_10_windows_is_that_of_3(tmp_path):
+    """The process's peak resident memory (ru_maxrss), writing real mp4s: 84 more frames of
+    1024x512 (132 MB as uint8) would show; the difference stays within allocator noise."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+
+    def peak_kib(windows: int) -> int:
+        out = tmp_path / f"w{windows}.mp4"
+        r = subprocess.run(
+            [sys.executable, "-c", _RSS_SCRIPT, str(windows), str(out)],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        from wan_desktop.video import read_back
+
+        assert read_back(out)[0] == 17 + (windows - 1) * 12
+        return int(r.stdout.split()[-1])
+
+    rss3, rss10 = peak_kib(3), peak_kib(10)
+    held = 84 * 1024 * 512 * 3 / 1024  # KiB: the 84 more frames, were they kept
+    print(f"\npeak RSS: 3 windows {rss3 / 1024:.0f} MiB, 10 windows {rss10 / 1024:.0f} MiB")
+    assert rss10 - rss3 < held / 3, (rss3, rss10)
