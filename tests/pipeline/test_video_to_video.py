@@ -218,3 +218,43 @@ def test_saved_settings_of_a_plain_run_resolve_again(task):
     r = GenerationRequest(prompt="x", task=task, **kw).resolve(variant)
     assert r.to_dict()["control_scale"] is None
     assert GenerationRequest.from_dict(r.to_dict()).resolve(variant) == r
+
+
+@pytest.mark.parametrize(
+    ("boundary_step", "strength", "want"),
+    [
+        (None, 1.0, [0, 0, 0, 0, 1, 1]),  # by time: t ≥ 875 on the high-noise expert
+        (None, 0.5, [0, 1, 1]),  # the tail: steps 3, 4, 5 of the grid
+        (None, 0.34, [1, 1]),  # the tail starts below the boundary
+        (5, 0.5, [0, 0, 1]),  # a recipe's boundary step counts from the grid's start
+    ],
+)
+def test_two_experts_switch_where_the_full_grid_would(boundary_step, strength, want):
+    from wan_desktop.pipeline import Conditioning, denoise
+
+    r = GenerationRequest(
+        prompt="x",
+        task="v2v",
+        video="v.mp4",
+        strength=strength,
+        steps=6,
+        shift=12.0,
+        guidance=1.0,
+        guidance_low=1.0,
+        boundary_step=boundary_step,
+    ).resolve(get_variant("t2v-A14B"))
+    calls: list[int] = []
+
+    def expert(k):
+        def model(x, t, context, **_):
+            calls.append(k)
+            return torch.zeros_like(x)
+
+        return model
+
+    x0 = torch.zeros(1, 4, 1, 2, 2)
+    cond = Conditioning(context=torch.zeros(1, 2, 2), context_neg=None, video_latent=x0)
+    denoise([expert(0), expert(1)], torch.ones_like(x0), cond, r, boundary=0.875)
+    full = make_schedule("unipc", 6, 12.0).timesteps
+    assert sum(t >= 875 for t in full) == 4  # (the grid the answers rest on)
+    assert calls == want
