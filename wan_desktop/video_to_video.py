@@ -84,7 +84,8 @@ def encode_video(
     if components.vae_encoder is None:
         raise ConfigError(
             "video-to-video needs the VAE encoder, which these components lack",
-            remedy="Use the PyTorch backend, or export the engines with the VAE encoder.",
+            remedy="Use the PyTorch backend, or export the engines again with the VAE encoder "
+            "(wan-desktop export ... --components t5,dit,vae,vae_encoder).",
             field="task",
         )
     video = read_video(request.video, request.width, request.height, request.frames)

@@ -258,3 +258,15 @@ def test_two_experts_switch_where_the_full_grid_would(boundary_step, strength, w
     full = make_schedule("unipc", 6, 12.0).timesteps
     assert sum(t >= 875 for t in full) == 4  # (the grid the answers rest on)
     assert calls == want
+
+
+def test_components_without_a_vae_encoder_say_how_to_get_one():
+    """An engine folder exported for T2V has no VAE encoder (export's default for T2V models)."""
+    import types
+
+    from wan_desktop.video_to_video import encode_video
+
+    r = GenerationRequest(prompt="x", task="v2v", video="v.mp4").resolve(get_variant("t2v-1.3B"))
+    with pytest.raises(ConfigError) as e:
+        encode_video(types.SimpleNamespace(vae_encoder=None), r, device="cpu")
+    assert e.value.field == "task" and "--components t5,dit,vae,vae_encoder" in e.value.remedy
