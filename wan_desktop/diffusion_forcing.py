@@ -106,6 +106,16 @@ def plan(request: ResolvedRequest, *, temporal: int = 4) -> ForcingPlan:
     return ForcingPlan(total=total, base=base, overlap=overlap, sizes=tuple(sizes), extend=extend)
 
 
+def one_window(request: ResolvedRequest) -> ResolvedRequest:
+    """The request of one window (what the memory planner plans for: a DF run never holds more
+    than ``base_frames`` frames' latents in the DiT)."""
+    from dataclasses import replace
+
+    if request.base_frames is None or request.frames <= request.base_frames:
+        return request
+    return replace(request, frames=request.base_frames)
+
+
 def check(request: ResolvedRequest, variant: Variant) -> ForcingPlan:
     """prepare()'s check of a DF run: its task, its windows (each a multiple of the causal block,
     each adding frames), the video to continue (opened, not decoded)."""

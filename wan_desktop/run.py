@@ -187,7 +187,11 @@ def prepare(
         plans = tuple(
             plans_for_run(
                 variant,
-                long_video.one_window(resolved),  # a long video: one window is planned
+                (  # a long video: one window is planned
+                    diffusion_forcing.one_window(resolved)
+                    if diffusion_forcing.is_forcing(variant)
+                    else long_video.one_window(resolved)
+                ),
                 device=device,
                 budget_gib=options.vram_budget_gb,
                 precision=options.precision_name or stored_precision(files),

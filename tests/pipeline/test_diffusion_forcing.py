@@ -313,3 +313,31 @@ def test_cancel_stops_within_a_step_and_writes_nothing(tmp_path):
         df.generate_to_file(components, r, tmp_path / "out.mp4", cancel=token, emit=emit)
     assert steps == [1, 2, 1]  # window 1's two calls, window 2's first, then nothing
     assert not decoded and not list(tmp_path.iterdir())
+
+
+def test_prepare_plans_memory_for_one_window_and_notes_the_windows(tmp_path, monkeypatch):
+    """A 257-frame DF-14B run in 57-frame windows is planned for a 57-frame window (the DiT never
+    holds more), and prepare() says how many windows it runs."""
+    from wan_desktop.engines.factory import EngineFactory
+
+    from wan_desktop import run
+
+    planned: list[int] = []
+    real = run.plans_for_run
+
+    def plans_for_run(variant, request, **kw):
+        planned.append(request.frames)
+        return real(variant, request, **kw)
+
+    monkeypatch.setattr(run, "plans_for_run", plans_for_run)
+    prepared = run.prepare(
+        GenerationRequest(prompt="a swan", frames=257, base_frames=57),
+        RunOptions(random_weights="skyreels-v2-df-14B-540P", device="cpu", vram_budget_gb=24.0),
+        out=tmp_path / "x.mp4",
+        factory=EngineFactory(),
+        planning=run.Planning.ALWAYS,
+    )
+    assert prepared.variant.name == "skyreels-v2-df-14B-540P" and prepared.request.frames == 257
+    assert planned == [57] and prepared.plans
+    assert any("6 window(s) of 15 latent frames" in n for n in prepared.notes)
+    assert df.one_window(prepared.request).frames == 57
