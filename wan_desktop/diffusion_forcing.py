@@ -116,11 +116,19 @@ def one_window(request: ResolvedRequest) -> ResolvedRequest:
     return replace(request, frames=request.base_frames)
 
 
-def check(request: ResolvedRequest, variant: Variant) -> ForcingPlan:
+def check(
+    request: ResolvedRequest, variant: Variant, *, step_cache: float | None = None
+) -> ForcingPlan:
     """prepare()'s check of a DF run: its task, its windows (each a multiple of the causal block,
-    each adding frames), the video to continue (opened, not decoded)."""
+    each adding frames), the video to continue (opened, not decoded), no step cache (it skips
+    steps of one timestep for all frames; a DF call has one per frame)."""
     r = request
     tf = variant.vae.temporal_factor
+    if step_cache:
+        raise ConfigError(
+            "the step cache (--step-cache) is not available for Diffusion Forcing models",
+            remedy="Leave --step-cache out (or set 0).",
+        )
     if r.task not in (Task.T2V, Task.I2V):
         raise ConfigError(
             f"{variant.name} does t2v, i2v (a first frame) and continuing a video (extend)",

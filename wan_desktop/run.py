@@ -166,7 +166,7 @@ def prepare(
 
     window_plan: long_video.WindowPlan | diffusion_forcing.ForcingPlan | None
     if diffusion_forcing.is_forcing(variant):  # SkyReels-V2 DF: its own windows
-        df_plan = diffusion_forcing.check(resolved, variant)
+        df_plan = diffusion_forcing.check(resolved, variant, step_cache=options.step_cache)
         window_plan = df_plan if df_plan.count > 1 else None
     else:
         window_plan = long_video.check(resolved, variant)  # None: one window

@@ -204,6 +204,8 @@ def test_plan_and_check_windows():
     with pytest.raises(ConfigError, match="multiple of 5") as e:
         df.check(replace(r737, frames=741), v)
     assert e.value.field == "frames" and "--frames 737" in str(e.value.remedy)
+    with pytest.raises(ConfigError, match="step cache"):
+        df.check(r, v, step_cache=0.1)
 
 
 def test_forcing_settings_are_validated_and_only_for_df_models():
