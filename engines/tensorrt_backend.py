@@ -306,6 +306,8 @@ class TrtDenoiser:
         *,
         y: Tensor | None = None,
         clip_fea: Tensor | None = None,
+        vace: Tensor | None = None,
+        vace_scale: float = 1.0,
     ) -> dict[str, Tensor]:
         """The engine's input tensors by name (the spec decides which exist)."""
         names = [t.name for t in self.engine.spec.inputs]
@@ -319,6 +321,10 @@ class TrtDenoiser:
             "context": context,
             "y": y,
             "clip_fea": clip_fea,
+            "vace": vace,  # VACE: the context and its scale (0-d)
+            "vace_scale": None
+            if vace is None
+            else torch.tensor(float(vace_scale), device=latents.device),
             "rope_cos": cos,
             "rope_sin": sin,
         }
@@ -336,8 +342,12 @@ class TrtDenoiser:
         *,
         y: Tensor | None = None,
         clip_fea: Tensor | None = None,
+        vace: Tensor | None = None,
+        vace_scale: float = 1.0,
     ) -> Tensor:
-        feed = self.inputs(latents, timestep, context, y=y, clip_fea=clip_fea)
+        feed = self.inputs(
+            latents, timestep, context, y=y, clip_fea=clip_fea, vace=vace, vace_scale=vace_scale
+        )
         return self.engine.run(feed)["velocity"]
 
 

@@ -119,7 +119,7 @@ def _noop_log(message: str) -> None:
 
 def plan_graphs(variant: Variant, components: tuple[str, ...]) -> list[str]:
     """The graph names a job exports, in order (big DiTs last: the small ones fail fast)."""
-    needs_encoder = any(t.value in ("i2v", "flf2v", "ti2v") for t in variant.tasks)
+    needs_encoder = any(t.value in ("i2v", "flf2v", "ti2v", "vace") for t in variant.tasks)
     wanted = set(components) if components else {"t5", "dit", "vae", "clip"}
     if "clip" in wanted and variant.clip is None:
         if components:
@@ -203,9 +203,9 @@ class _Loader:
 
     def dit(self, expert: int) -> nn.Module:
         if self.files is None:
-            from wan_desktop.models.dit import WanModel
+            from wan_desktop.models.vace import make_dit  # WanModel, or VaceWanModel
 
-            model = self._random(lambda: WanModel(self.variant.dit), self.dtype, expert)
+            model = self._random(lambda: make_dit(self.variant.dit), self.dtype, expert)
         else:
             from wan_desktop.checkpoints import load
 
