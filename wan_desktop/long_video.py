@@ -204,7 +204,7 @@ def generate_to_file(
 
     check_output_path(Path(out))
     t0 = time.perf_counter()
-    fps = components.variant.defaults.fps
+    fps = request.fps or components.variant.defaults.fps  # --fps, else the model's
     plan = plan_windows(request, temporal=components.variant.vae.temporal_factor)
     meta = {
         "app": "wan-desktop",

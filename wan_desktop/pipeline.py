@@ -585,7 +585,7 @@ def generate_to_file(
     t0 = time.perf_counter()
     timed = None if review is None else TimedReview(review)
     frames = generate(components, request, cancel=cancel, emit=emit, device=device, review=timed)
-    fps = components.variant.defaults.fps
+    fps = request.fps or components.variant.defaults.fps  # --fps, else the model's
     meta = {
         "app": "wan-desktop",
         "version": __version__,

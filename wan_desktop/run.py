@@ -425,7 +425,7 @@ def execute(
         out=out,
         seconds=time.perf_counter() - t0 - (asked.waited if asked else 0.0),
         request=request,
-        fps=prepared.variant.defaults.fps,
+        fps=request.fps or prepared.variant.defaults.fps,
         plan=plan,
         peak_vram_gib=None if peak is None else round(peak, 2),
     )

@@ -125,14 +125,12 @@ def test_cli_extend_a_png_folder(df13, tmp_path, cli):
 @pytest.mark.slow
 def test_bad_df_input_is_one_line_and_writes_nothing(df13, tmp_path, cli):
     base = ["generate", "--model", df13.official, "--prompt", "a swan", *SMALL]
+    blocks = ["--frames", "41", "--base-frames", "13", "--overlap-history", "5"]
+    blocks += ["--causal-block-size", "2", "--ar-step", "1"]
     cases = {
         "base frames": (["--frames", "41", "--base-frames", "16"], "base frames must be 4n+1"),
         "overlap": (["--frames", "41", "--overlap-history", "97"], "shorter than a window"),
-        "blocks": (
-            ["--frames", "41", "--base-frames", "13", "--overlap-history", "5"]
-            + ["--causal-block-size", "2", "--ar-step", "1"],
-            "multiple of 2",
-        ),
+        "blocks": (blocks, "multiple of 2"),
         "extend missing": (["--frames", "41", "--extend", tmp_path / "nope"], "not found"),
     }
     for name, (flags, text) in cases.items():
@@ -142,3 +140,15 @@ def test_bad_df_input_is_one_line_and_writes_nothing(df13, tmp_path, cli):
         assert text in r.err, (name, r.err)
         assert len(r.err.strip().splitlines()) == 1, (name, r.err)
         assert not out.exists()
+
+
+@pytest.mark.slow
+def test_fps_sets_the_output_rate_of_any_model_and_df_flags_need_a_df_model(t2v, tmp_path, cli):
+    base = ["generate", "--model", t2v.official, "--prompt", "a cat", "--size", "32x32"]
+    base += ["--frames", "5", "--steps", "1", "--device", "cpu", "--no-progress"]
+    r = cli([*base, "--fps", "12", "--out", tmp_path / "out"])
+    assert r.code == 0, r.err
+    assert json.loads((tmp_path / "out" / "settings.json").read_text())["fps"] == 12
+    r = cli([*base, "--ar-step", "5", "--out", tmp_path / "df"])
+    assert r.code == 2 and "SkyReels-V2 Diffusion Forcing" in r.err
+    assert not (tmp_path / "df").exists()
