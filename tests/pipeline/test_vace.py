@@ -5,7 +5,6 @@ Plus the VACE context itself (vace.py) checked against diffusers' own preparatio
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -175,20 +174,6 @@ def test_mask_packing_puts_each_pixel_of_a_cell_in_its_channel():
     # nearest-exact from 5 frames to 2 picks frames 1 and 3: the last-frame pixel is not seen
     assert packed[7 * 8 + 0, :, 1, 0].abs().sum() == 0
     assert packed.sum() == 2
-
-
-def test_reference_is_fitted_on_white():
-    img = Image.fromarray(np.full((48, 24, 3), 0, np.uint8))  # black, 24 wide, 48 high
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as d:
-        img.save(Path(d) / "r.png")
-        canvas = vace.reference_canvas(Path(d) / "r.png", W, H)
-    assert canvas.shape == (1, 3, H, W)
-    # scaled to 16×32 and centred: black columns 24..39, white elsewhere
-    assert canvas[0, :, :, 24:40].max() == -1 and canvas[0, :, :, :24].min() == 1
-    assert canvas[0, :, :, 40:].min() == 1
 
 
 def test_requests_refuse_vace_inputs_elsewhere_and_bad_values(models, tmp_path):
