@@ -70,6 +70,19 @@ def test_the_same_weights_without_skyreels_names_are_wan(df14_720, tmp_path):
     assert detect_model(plain).variant.name == "t2v-1.3B"  # tiny width: the 1.3B defaults
 
 
+def test_an_official_folder_without_config_json(df13, tmp_path):
+    """SkyReels' own folder names its DiT model.safetensors; without a config.json it is still a
+    model folder (the heads come from the 128-wide rule)."""
+    bare = tmp_path / "SkyReels-V2-DF-1.3B-540P"
+    bare.mkdir()
+    for f in df13.official.iterdir():
+        if f.is_file() and f.name != "config.json":
+            (bare / f.name).write_bytes(f.read_bytes())
+    found = detect_model(bare)
+    assert found.variant.name == "skyreels-v2-df-1.3B-540P"
+    assert [p.name for p in found.experts[0].files] == ["model.safetensors"]
+
+
 def test_inspect_names_the_model(df13):
     from wan_desktop.checkpoints.inspect import inspect_model
 

@@ -589,7 +589,7 @@ def _official(root: Path) -> tuple[list[ComponentFiles], dict[str, Path | None]]
     expert_dirs = [root / "high_noise_model", root / "low_noise_model"]
     if all(d.is_dir() for d in expert_dirs):
         dirs = expert_dirs
-    elif (root / "config.json").is_file() or safetensors_shards(root):
+    elif (root / "config.json").is_file() or safetensors_shards(root) or official_dit_shards(root):
         dirs = [root]
     else:
         raise CheckpointError(
