@@ -344,7 +344,21 @@ class TrtDenoiser:
         clip_fea: Tensor | None = None,
         vace: Tensor | None = None,
         vace_scale: float = 1.0,
+        fps: int | None = None,
+        causal_block_size: int = 1,
     ) -> Tensor:
+        if self.variant.forcing is not None:  # SkyReels DF: what the graph was built from
+            from .ort_forcing import check_graph
+
+            onnx_file = getattr(self.engine.entry, "onnx_file", None)
+            if onnx_file:
+                check_graph(
+                    self.engine.path.with_name(onnx_file),
+                    causal_block_size=causal_block_size,
+                    fps=fps,
+                    has_fps_embedding=self.variant.dit.inject_sample_info,
+                )
+            timestep = timestep.float()
         feed = self.inputs(
             latents, timestep, context, y=y, clip_fea=clip_fea, vace=vace, vace_scale=vace_scale
         )

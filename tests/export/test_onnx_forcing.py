@@ -76,7 +76,7 @@ def test_a_df_run_on_onnxruntime_equals_torch_and_refuses_another_block_size(tmp
     from wan_desktop.errors import EngineError
     from wan_desktop.options import RunOptions
     from wan_desktop.request import GenerationRequest
-    from wan_desktop.specs import dit_spec
+    from wan_desktop.specs import dit_spec, spec_to_dict
 
     variant = tiny_skyreels("skyreels-v2-df-1.3B-540P")
     options = RunOptions(device="cpu", dtype="float32", random_weights=variant.name)
@@ -98,3 +98,22 @@ def test_a_df_run_on_onnxruntime_equals_torch_and_refuses_another_block_size(tmp
     with pytest.raises(EngineError, match="causal block size 2") as e:
         df.generate(on_ort, replace(r, causal_block_size=1, ar_step=0), device=device)
     assert "--causal-block-size 2" in str(e.value.remedy)
+    # a TensorRT engine built from that graph refuses the same way, before any TensorRT call
+    from wan_desktop.engines.cache import EngineEntry
+    from wan_desktop.engines.tensorrt_backend import TrtDenoiser, TrtEngine
+
+    entry = EngineEntry(
+        component="dit",
+        file="dit.engine",
+        runtime="tensorrt",
+        runtime_version="0",
+        precision="fp32",
+        spec=spec_to_dict(dit_spec(variant)),
+        sha256="0" * 64,
+        size=0,
+        onnx_file="dit.onnx",
+    )
+    trt = TrtDenoiser(TrtEngine(entry, tmp_path), variant)
+    with pytest.raises(EngineError, match="exported for 16 fps, the run asks for 24"):
+        trt(torch.zeros(1, 16, 2, 4, 4), torch.zeros(1, 2), torch.zeros(1, 512, 32), fps=24,
+            causal_block_size=2)  # fmt: skip
