@@ -101,3 +101,28 @@ def test_inspect_names_the_vace_model(vace, cli):
     info = json.loads(r.out)
     assert info["variant"] == "vace-1.3B" and info["format"] == "comfyui"
     assert info["vace"] == {"blocks": 2, "layers": [0, 1], "in_dim": 96}
+
+
+def test_print_plan_counts_the_vace_branch(tmp_path, cli):
+    """A VACE-14B job plans for its resident VACE blocks and hints: a higher peak than the T2V-14B
+    job of the same size, or more blocks streamed."""
+    from wan_desktop import memory as M
+    from wan_desktop.variants import VARIANTS
+
+    args = ["--size", "1280x720", "--frames", "81", "--vram-budget", "24", "--print-plan"]
+    r = cli(["generate", "--random-weights", "vace-14B", "--prompt", "x", *args, "--out", tmp_path])
+    assert r.code == 0, r.err
+    want = M.plan_ladder(
+        M.workload_for(VARIANTS["vace-14B"], 1280, 720, 81, task="vace"),
+        24,
+        ram_gib=M.system_ram_gib(),
+    )
+    assert r.out.strip() == "\n".join(p.describe() for p in want)
+    base = M.plan_ladder(M.workload_for(VARIANTS["t2v-14B"], 1280, 720, 81), 24)[0]
+    vace = want[0]
+    print(f"24 GB, 720p x 81: VACE-14B {vace.describe().splitlines()[0]}")
+    print(f"                   T2V-14B  {base.describe().splitlines()[0]}")
+    assert (vace.dit.swap_blocks, vace.predicted.peak_gib) > (
+        base.dit.swap_blocks,
+        base.predicted.peak_gib,
+    )
