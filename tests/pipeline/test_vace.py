@@ -133,6 +133,31 @@ def test_wan22_vace_two_experts_with_guidance_2(models, tmp_path):
     assert p >= 40.0
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["outpaint", "first clip + edges", "last clip + gray"])
+def test_built_inputs_reach_the_model_as_diffusers_given_their_pixels(models, case, tmp_path):
+    """Outpainting, clip extension and the preprocessors (vace_inputs.py) through the whole run:
+    diffusers' pipeline given the same built frames and mask (as [-1, 1] tensors, which it takes
+    as they are) makes the same video."""
+    from wan_desktop.vace_inputs import from_request
+
+    model = models("vace-1.3B")
+    paths, _ = write_inputs(tmp_path, mask=False, refs=0)
+    extra = {
+        "outpaint": {"outpaint": (16, 0, 16, 0)},
+        "first clip + edges": {"first_clip": paths["control_video"], "preprocess": "edges"},
+        "last clip + gray": {"last_clip": paths["control_video"], "preprocess": "gray"},
+    }[case]
+    got, _, resolved = ours(model, "official", _request(paths, **extra))
+    inputs = from_request(resolved)
+    assert 0 < float(inputs.mask.mean()) < 1  # something kept, something generated
+    video = inputs.frames.permute(1, 0, 2, 3)[None]  # [1, F, 3, H, W] in [-1, 1]
+    mask = (inputs.packed_mask * 2 - 1).permute(1, 0, 2, 3)[None].expand(-1, -1, 3, -1, -1)
+    p = psnr_uint8(got, reference_frames(model, resolved, {"video": video, "mask": mask}))
+    print(f"VACE {case}: PSNR {p:.1f} dB vs diffusers WanVACEPipeline (same pixels)")
+    assert p >= 40.0
+
+
 # ----------------------------------------------------------------------------- the context
 
 
