@@ -23,7 +23,8 @@ _DIT = dict(dim=256, ffn_dim=320, num_heads=2, num_layers=2, text_dim=TINY_T5.di
 def tiny_variant(name: str):
     """The named variant with tiny DiT / VAE / T5 / CLIP configs (same tasks and defaults)."""
     v = VARIANTS[name]
-    dit = replace(v.dit, **_DIT)
+    vace = {"vace_layers": (0, 1)} if v.dit.is_vace else {}  # tests/vace_models.py: the same
+    dit = replace(v.dit, **_DIT, **vace)
     if dit.image_dim is not None:
         dit = replace(
             dit,

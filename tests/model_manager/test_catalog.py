@@ -43,7 +43,8 @@ def test_every_issue_release_is_in_the_catalog_in_each_layout():
     diffusers = {r.repo_id.lower() for r in CATALOG.values() if r.layout is Layout.DIFFUSERS}
     assert {o.lower() + "-diffusers" for o in official} == diffusers
     comfy_variants = {r.variant for r in CATALOG.values() if r.layout is Layout.COMFYUI}
-    assert comfy_variants == set(VARIANTS)
+    # the VACE releases are not in the download catalog yet (they load from any folder / file)
+    assert comfy_variants == {n for n, v in VARIANTS.items() if not v.dit.is_vace}
 
 
 @pytest.mark.parametrize("release", list(CATALOG.values()), ids=list(CATALOG))
