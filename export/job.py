@@ -60,6 +60,9 @@ class ExportJob:
     opset: int = 20
     overwrite: bool = False
     profile: str | None = None  # the --profile it came from (for the rebuild command only)
+    # SkyReels-V2 DF models: the DiT graph's causal block size and fps (None: the model's)
+    causal_block_size: int | None = None
+    fps: int | None = None
 
     def __post_init__(self) -> None:
         Precision.parse(self.precision)
@@ -102,6 +105,10 @@ class ExportJob:
                 args += [name, value]
         for path, strength, expert in self.loras:
             args += ["--lora-low" if expert == "low" else "--lora", f"{path}:{strength:g}"]
+        if self.causal_block_size:  # SkyReels-V2 DF
+            args += ["--causal-block-size", str(self.causal_block_size)]
+        if self.fps:
+            args += ["--fps", str(self.fps)]
         return " ".join(shlex.quote(a) for a in args)
 
 
@@ -438,7 +445,8 @@ def run_export(
                 if variant.forcing is not None:  # SkyReels-V2 DF: per-frame timesteps
                     from .onnx_forcing import export_forcing_dit
 
-                    block, fps = variant.forcing.causal_block_size, variant.defaults.fps
+                    block = job.causal_block_size or variant.forcing.causal_block_size
+                    fps = job.fps or variant.defaults.fps
                     paths = [
                         export_forcing_dit(
                             module, variant, tmp / name, causal_block_size=block, fps=fps, **dit_kw

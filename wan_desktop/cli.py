@@ -227,6 +227,10 @@ def _add_export_parser(sub: Any) -> None:
         help="full-size model with random weights (sizes and export times)",
     )
     e.add_argument("--force", action="store_true", help="replace --out if it exists")
+    e.add_argument(  # SkyReels-V2 DF: a DiT graph per causal block size and fps
+        "--causal-block-size", type=int, metavar="N", help="DF models: the DiT's causal block"
+    )
+    e.add_argument("--fps", type=int, metavar="N", help="DF models: the DiT's fps embedding")
     e.add_argument("--no-progress", action="store_true")
 
 
@@ -281,6 +285,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         overwrite=args.force,
         profile=args.profile,
         loras=tuple((s.path, s.strength, s.expert) for s in loras),
+        causal_block_size=args.causal_block_size,
+        fps=args.fps,
     )
     show = (not args.no_progress and sys.stderr.isatty()) or os.environ.get("WAN_PROGRESS") == "1"
     state = {"open": False}

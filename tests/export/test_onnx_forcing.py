@@ -117,3 +117,26 @@ def test_a_df_run_on_onnxruntime_equals_torch_and_refuses_another_block_size(tmp
     with pytest.raises(EngineError, match="exported for 16 fps, the run asks for 24"):
         trt(torch.zeros(1, 16, 2, 4, 4), torch.zeros(1, 2), torch.zeros(1, 512, 32), fps=24,
             causal_block_size=2)  # fmt: skip
+
+
+def test_export_cli_makes_the_df_dit_for_the_asked_block_size_and_fps(tmp_path, cli):
+    """`wan-desktop export --causal-block-size 2 --fps 16` of a DF model: the DiT graph records
+    them, and the manifest's rebuild command repeats them."""
+    import onnx
+    from wan_desktop.engines.cache import read_manifest
+
+    from tests.skyreels_models import build_tiny_skyreels
+
+    model = build_tiny_skyreels(tmp_path / "m", "skyreels-v2-df-1.3B-540P")
+    out = tmp_path / "engines"
+    args = ["export", "--model", model.official, "--out", out, "--components", "dit"]
+    r = cli([*args, "--causal-block-size", "2", "--fps", "16", "--no-progress"])
+    assert r.code == 0, r.err
+    meta = {
+        p.key: p.value
+        for p in onnx.load(str(out / "dit.onnx"), load_external_data=False).metadata_props
+    }
+    assert (meta["wan_desktop.causal_block_size"], meta["wan_desktop.fps"]) == ("2", "16")
+    manifest = read_manifest(out)
+    assert manifest.variant.name == "skyreels-v2-df-1.3B-540P"
+    assert "--causal-block-size 2 --fps 16" in manifest.rebuild
