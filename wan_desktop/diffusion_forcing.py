@@ -254,10 +254,12 @@ def sample(
     cancel: CancelToken | None = None,
     emit: pipeline.Emit = pipeline._no_emit,
     device: torch.device | str = "cpu",
+    preview_every: int = 1,
 ) -> Tensor:
     """Every window of a DF run: the clean latents [1, z, T, h, w] of the whole video (with
     ``prefix``, the first window starts from those clean latents: the encoded first frame for
-    I2V, the encoded end of the video to continue)."""
+    I2V, the encoded end of the video to continue). Each model call emits a StepDone; every
+    ``preview_every`` calls and at a window's last it carries the window's current x0 (0: never)."""
     import torch
 
     from .samplers import make_sampler
@@ -311,8 +313,14 @@ def sample(
                 x_in[:, :, :ready] = x_in[:, :, :ready] * (1.0 - a) + eps * a
                 t[:, :ready] = int(noise_level)
             v = _velocity(model, x_in, t, cond, r, fps, cancel)
+            last = k + 1 == len(rows_t)
+            preview = None
+            if preview_every and ((k + 1) % preview_every == 0 or last):
+                preview = x.clone()  # frames done or not started: as they are
             for f in range(n):
                 if u_row[f]:
+                    if preview is not None:  # the frame's current data prediction x − σ·v
+                        preview[:, :, f] = solvers[f].x0(i_row[f] - 1, v[:, :, f], x[:, :, f])
                     x[:, :, f] = solvers[f].step(i_row[f] - 1, v[:, :, f], x[:, :, f])
             if not bool(torch.isfinite(x).all()):
                 raise pipeline._nonfinite(k + 1, len(rows_t), 0, 1, r.guidance)
@@ -325,6 +333,7 @@ def sample(
                     expert=0,
                     window=wi + 1,
                     windows=p.count,
+                    preview=None if preview is None else preview[0].float().cpu(),
                 )
             )
         made = x if made is None else torch.cat([made, x[:, :, p.overlap :]], dim=2)

@@ -350,3 +350,31 @@ def test_prepare_plans_memory_for_one_window_and_notes_the_windows(tmp_path, mon
     assert planned == [57] and prepared.plans
     assert any("6 window(s) of 15 latent frames" in n for n in prepared.notes)
     assert df.one_window(prepared.request).frames == 57
+
+
+def test_every_call_reports_its_window_and_previews_the_window():
+    """Progress is per model call and window (window 2/3 · call 4/4); the preview is the window's
+    current x0 [z, T_w, h, w] (every call here; none with preview_every=0), close to what the
+    window ends as at its last call."""
+    from wan_desktop.engines.factory import build_components
+
+    from tests.skyreels_models import tiny_skyreels
+    from wan_desktop.pipeline import StageStarted, StepDone
+
+    variant = tiny_skyreels("skyreels-v2-df-1.3B-540P")
+    options = RunOptions(device="cpu", dtype="float32", random_weights=variant.name)
+    components, device = build_components(options, variant, None)
+    r = _request(frames=41, base_frames=17, overlap_history=5, steps=4).resolve(variant)
+    events: list = []
+    latents = df.sample(components, r, emit=events.append, device=device)
+    steps = [e for e in events if isinstance(e, StepDone)]
+    assert [(e.window, e.windows, e.step, e.total) for e in steps[:5]] == [
+        (1, 3, 1, 4), (1, 3, 2, 4), (1, 3, 3, 4), (1, 3, 4, 4), (2, 3, 1, 4)
+    ]  # fmt: skip
+    assert [e.window for e in events if isinstance(e, StageStarted)] == [1, 2, 3]
+    assert all(e.preview is not None and e.preview.shape == (16, 5, 4, 4) for e in steps)
+    last = steps[-1].preview
+    assert torch.allclose(last[:, 2:], latents[0, :, -3:], atol=0.2 * float(latents.abs().max()))
+    quiet: list = []
+    df.sample(components, r, emit=quiet.append, device=device, preview_every=0)
+    assert all(e.preview is None for e in quiet if isinstance(e, StepDone))
