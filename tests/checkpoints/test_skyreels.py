@@ -87,8 +87,16 @@ def test_inspect_names_the_model(df13):
     from wan_desktop.checkpoints.inspect import inspect_model
 
     info = inspect_model(df13.official)
-    text = json.dumps(info, default=str)
-    assert "skyreels-v2-df-1.3B-540P" in text
+    assert info["variant"] == "skyreels-v2-df-1.3B-540P" and info["family"] == "skyreels-v2"
+    assert info["dit_config"]["inject_sample_info"] is True
+    assert info["diffusion_forcing"] == {
+        "base_frames": 97,
+        "overlap_history": 17,
+        "ar_step": 0,
+        "causal_block_size": 1,
+        "addnoise_condition": 20.0,
+    }
+    json.dumps(info)  # printable as JSON
 
 
 def test_hints_and_names():

@@ -102,6 +102,8 @@ def inspect_files(m: ModelFiles) -> dict[str, Any]:
         }
         if v.dit.is_vace
         else None,
+        # SkyReels-V2 DF models: the recommended long-video settings (base_frames, overlap, ...)
+        "diffusion_forcing": asdict(v.forcing) if v.forcing is not None else None,
         "components": comps,
         "missing": missing,
         "notes": list(m.notes),
