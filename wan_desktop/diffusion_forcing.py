@@ -233,14 +233,23 @@ def _velocity(
     fps: int | None,
     cancel: CancelToken,
 ) -> Tensor:
-    """The guided velocity of one call: the prompt's, and with CFG the negative prompt's, as two
-    calls (diffusers' order), mixed by samplers.cfg."""
+    """The guided velocity of one call: the prompt's, and with CFG the negative prompt's, mixed
+    by samplers.cfg; as one batch of 2 (``batch_cfg``, the memory plan's choice) or as two calls
+    with a cancel check between (diffusers' way)."""
+    import torch
+
     from .samplers import cfg
 
     kw = {"fps": fps, "causal_block_size": r.causal_block_size}
-    v_c = model(x, t, cond.context, **kw).float()
     if r.guidance == 1.0 or cond.context_neg is None:
-        return v_c
+        return model(x, t, cond.context, **kw).float()
+    if r.batch_cfg:
+        both = model(
+            torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond.context, cond.context_neg]), **kw
+        )
+        v_c, v_u = both.float().chunk(2)
+        return cfg(v_u, v_c, r.guidance)
+    v_c = model(x, t, cond.context, **kw).float()
     cancel.check()
     v_u = model(x, t, cond.context_neg, **kw).float()
     return cfg(v_u, v_c, r.guidance)

@@ -102,12 +102,12 @@ def test_t2v_matches_diffusers_df_pipeline(df13, case):
 def test_t2v_from_the_official_and_comfyui_files(df13, layout):
     components, device = _components(df13, layout)
     assert components.variant.name == "skyreels-v2-df-1.3B-540P"
-    r = _request(frames=41, base_frames=17, overlap_history=5, addnoise_condition=20.0).resolve(
-        components.variant
-    )
-    ours = df.generate(components, r, device=device)
+    r = _request(
+        frames=41, base_frames=17, overlap_history=5, addnoise_condition=20.0, batch_cfg=False
+    ).resolve(components.variant)
+    ours = df.generate(components, r, device=device)  # CFG as two calls, as diffusers
     p = psnr_uint8(ours, reference_frames(df13, r))
-    print(f"DF T2V from the {layout} layout: PSNR {p:.1f} dB vs diffusers")
+    print(f"DF T2V from the {layout} layout (CFG unbatched): PSNR {p:.1f} dB vs diffusers")
     assert p >= 40.0
 
 
