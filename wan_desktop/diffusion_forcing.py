@@ -376,10 +376,12 @@ def generate(
     cancel: CancelToken | None = None,
     emit: pipeline.Emit = pipeline._no_emit,
     device: torch.device | str = "cpu",
+    review: pipeline.Review | None = None,
 ) -> Tensor:
     """A whole DF run: T2V, I2V (``request.image``) or continuing ``request.extend``. Returns the
     new frames uint8 [F, H, W, 3] (CPU). With ``extend``, the video's own frames go to ``sink``
-    first (each [1, H, W, 3]), and the frames returned are those after it."""
+    first (each [1, H, W, 3]), and the frames returned are those after it. ``review``: asked with
+    all the latents before the decode (DISCARD raises pipeline.Discarded)."""
     import numpy as np
     import torch
 
@@ -409,6 +411,11 @@ def generate(
         prefix = first_frame_latent(components, r, device)
     cancel.check()
     latents = sample(components, r, prefix=prefix, cancel=cancel, emit=emit, device=device)
+    if review is not None:  # the app's "review before decode", as pipeline.generate asks it
+        emit(pipeline.StageStarted("review"))
+        if review(latents[0].detach().float().cpu()) is pipeline.Verdict.DISCARD:
+            raise pipeline.Discarded("discarded at review: nothing was decoded or written")
+        cancel.check()
     emit(pipeline.StageStarted("decode"))
     frames = pipeline.decode(components, latents)[drop:]
     emit(pipeline.Finished(seconds=time.perf_counter() - t0, frames=frames.shape[0]))
@@ -424,6 +431,7 @@ def generate_to_file(
     cancel: CancelToken | None = None,
     emit: pipeline.Emit = pipeline._no_emit,
     device: torch.device | str = "cpu",
+    review: pipeline.Review | None = None,
 ) -> Path:
     """A DF run written atomically with its settings (nothing at ``out`` unless complete)."""
     import json
@@ -449,7 +457,13 @@ def generate_to_file(
     }
     with VideoWriter(out, fps=fps, metadata=meta) as writer:
         frames = generate(
-            components, request, sink=writer.add, cancel=cancel, emit=emit, device=device
+            components,
+            request,
+            sink=writer.add,
+            cancel=cancel,
+            emit=emit,
+            device=device,
+            review=review,
         )
         writer.add(frames)
         seconds = round(time.perf_counter() - t0, 3)

@@ -378,3 +378,32 @@ def test_every_call_reports_its_window_and_previews_the_window():
     quiet: list = []
     df.sample(components, r, emit=quiet.append, device=device, preview_every=0)
     assert all(e.preview is None for e in quiet if isinstance(e, StepDone))
+
+
+def test_review_before_decode(tmp_path):
+    """The app's review: asked once with every window's latents; DECODE writes the same video as
+    no review, DISCARD raises Discarded before the VAE and writes nothing."""
+    from wan_desktop.engines.factory import build_components
+
+    from tests.skyreels_models import tiny_skyreels
+    from wan_desktop.pipeline import Discarded, Verdict
+
+    variant = tiny_skyreels("skyreels-v2-df-1.3B-540P")
+    options = RunOptions(device="cpu", dtype="float32", random_weights=variant.name)
+    components, device = build_components(options, variant, None)
+    r = _request(frames=41, base_frames=17, overlap_history=5, steps=2).resolve(variant)
+    seen: list[tuple[int, ...]] = []
+
+    def review(verdict):
+        def ask(latents):
+            seen.append(tuple(latents.shape))
+            return verdict
+
+        return ask
+
+    plain = df.generate(components, r, device=device)
+    kept = df.generate(components, r, device=device, review=review(Verdict.DECODE))
+    assert torch.equal(plain, kept) and seen == [(16, 11, 4, 4)]
+    with pytest.raises(Discarded):
+        df.generate_to_file(components, r, tmp_path / "x.mp4", review=review(Verdict.DISCARD))
+    assert not list(tmp_path.iterdir())
