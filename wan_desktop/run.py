@@ -466,6 +466,7 @@ def _generate(
             cancel=cancel,
             emit=emit,
             device=prepared.device,
+            review=review,
         )
     if long_video.is_long(request):  # windows (each its own begin_run), written as they come
         return long_video.generate_to_file(
