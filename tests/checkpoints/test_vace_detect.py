@@ -120,3 +120,17 @@ def test_a_base_dit_lora_applies_to_the_vace_model_main_blocks(vace, tmp_path):
     down, up, _ = pairs[(0, "self_attn.q")]
     want = before["blocks.0.self_attn.q.weight"] + 0.5 * (up @ down)  # alpha 4 / rank 4
     torch.testing.assert_close(after["blocks.0.self_attn.q.weight"], want)
+
+
+def test_wan22_vace_fun_two_experts_in_every_layout(tmp_path):
+    m = build_tiny_vace_model(tmp_path, "vace-A14B")
+    for layout, path in _layouts(m).items():
+        files = detect_model(path, vae=m.comfy_vae, text_encoder=m.comfy_t5)
+        assert files.variant.name == "vace-A14B" and len(files.experts) == 2, layout
+        assert files.boundary == 0.875 and files.variant.defaults.guidance_low == 3.0, layout
+        assert files.variant.dit.vace_layers == (0, 1), layout
+        if layout.startswith("comfyui"):  # high-noise first, whichever file was given
+            assert "high_noise" in files.experts[0].files[0].name
+    low = load_dit(detect_model(m.official), 1).state_dict()
+    want = m.refs["transformer_2"].state_dict()["vace_blocks.1.proj_out.weight"]
+    assert torch.equal(low["vace_blocks.1.after_proj.weight"], want)
