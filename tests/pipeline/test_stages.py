@@ -314,6 +314,8 @@ def test_resolved_request_is_typed_and_its_saved_form_reads_back_the_same(name, 
         getattr(r, f.name) is not None
         or f.name in ("image", "last_image", "sigmas", "boundary_step", "extend")
         or f.name in ("video", "strength", "outpaint", "first_clip", "last_clip", "preprocess")
+        or f.name in ("base_frames", "overlap_history", "ar_step", "causal_block_size")  # DF
+        or f.name in ("addnoise_condition", "fps")
         for f in fields(r)
     )
     saved = json.loads(json.dumps(r.to_dict()))
@@ -348,6 +350,12 @@ def test_resolved_to_dict_is_the_old_resolved_request_dict():
         "window_overlap": 2,
         "color_match": True,
         "extend": None,
+        "base_frames": None,  # SkyReels-V2 DF (diffusion_forcing.py): None for other models
+        "overlap_history": None,
+        "ar_step": None,
+        "causal_block_size": None,
+        "addnoise_condition": None,
+        "fps": None,
         "video": None,  # v2v (video_to_video.py)
         "strength": None,
         "outpaint": None,  # VACE inputs built for the user (vace_inputs.py)
