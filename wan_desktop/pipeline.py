@@ -40,8 +40,6 @@ class StageStarted:
     stage: str  # "encode" | "denoise" | "decode"
     window: int = 1  # long videos (long_video.py): this window, 1-based, of ``windows``
     windows: int = 1
-    window: int = 1  # long videos (long_video.py): this window, 1-based, of ``windows``
-    windows: int = 1
 
 
 @dataclass(frozen=True)
@@ -52,8 +50,6 @@ class StepDone:
     timestep: float
     expert: int  # 0 (high-noise / only model) or 1 (low-noise)
     preview: Tensor | None = field(default=None, repr=False)  # current x0 [z, T, h, w], CPU fp32
-    window: int = 1  # long videos (long_video.py): this window, 1-based, of ``windows``
-    windows: int = 1
     window: int = 1  # long videos (long_video.py): this window, 1-based, of ``windows``
     windows: int = 1
 
