@@ -356,7 +356,9 @@ def dit_nonblock_bytes(cfg: DiTConfig, precision: str = "bf16") -> float:
         return lin * _bytes(precision) + (dit_nonblock_params(cfg) - lin) * 4
     # the VACE branch stays resident (never streamed): its linears bf16, patch embedding fp32
     vace = dit_vace_params(cfg)
-    vace_bytes = vace * 2 + (cfg.vace_in_dim or 0) * d * math.prod(cfg.patch_size) * 2 if vace else 0
+    vace_bytes = (
+        vace * 2 + (cfg.vace_in_dim or 0) * d * math.prod(cfg.patch_size) * 2 if vace else 0
+    )
     return text * 2 + (dit_nonblock_params(cfg) - text) * 4 + vace_bytes
 
 
