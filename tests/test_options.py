@@ -7,7 +7,7 @@ import json
 import pytest
 
 from wan_desktop.errors import ConfigError
-from wan_desktop.options import Backend, RunOptions
+from wan_desktop.options import Backend, ParallelMode, RunOptions
 from wan_desktop.variants import Precision
 
 
@@ -37,3 +37,16 @@ def test_a_bad_name_is_a_config_error_naming_the_choices(kw, words):
     with pytest.raises(ConfigError) as e:
         RunOptions(**kw)
     assert words in e.value.message
+
+
+def test_parallel_options_are_typed_and_round_trip_by_name():
+    o = RunOptions(parallel=4, parallel_mode="sequence")
+    assert o.parallel_mode is ParallelMode.SEQUENCE
+    assert o.to_dict()["parallel_mode"] == "sequence"
+    assert RunOptions.from_dict(o.to_dict()) == o
+    assert RunOptions().parallel == 1 and RunOptions().parallel_mode is ParallelMode.AUTO
+    for bad in (0, -2, True, 1.5):
+        with pytest.raises(ConfigError, match="parallel is a process count"):
+            RunOptions(parallel=bad)
+    with pytest.raises(ConfigError, match="unknown parallel mode 'ring'"):
+        RunOptions(parallel_mode="ring")

@@ -33,6 +33,26 @@ class Backend(enum.Enum):
             raise ConfigError(f"unknown backend {text!r}; expected one of {names}") from None
 
 
+class ParallelMode(enum.Enum):
+    """How ``parallel`` > 1 processes share a generation (the multi-GPU issue): cond and uncond on
+    different ranks (CFG), the DiT's tokens sharded across ranks (Ulysses sequence parallel), or
+    AUTO: the CFG split when guidance > 1 and the count is even, sequence parallel across the rest."""
+
+    AUTO = "auto"
+    CFG = "cfg"
+    SEQUENCE = "sequence"
+
+    @classmethod
+    def parse(cls, text: str | ParallelMode) -> ParallelMode:
+        if isinstance(text, ParallelMode):
+            return text
+        try:
+            return cls(text)
+        except ValueError:
+            names = ", ".join(m.value for m in cls)
+            raise ConfigError(f"unknown parallel mode {text!r}; expected one of {names}") from None
+
+
 # what --precision may ask of a run (fp32 / fp16 are export precisions, not a run's)
 RUN_PRECISIONS = (Precision.BF16, Precision.FP8, Precision.INT8)
 
@@ -60,10 +80,19 @@ class RunOptions:
     loras_low: tuple[str, ...] = ()  # the same for Wan2.2's low-noise expert
     preset: str | None = None  # presets.PRESETS name; already applied to the request
     tiny_vae: str | None = None  # a TAEHV taew2_x file: fast final decode (and previews)
+    parallel: int = 1  # worker processes, one per GPU (gloo on --device cpu); 1: this process
+    parallel_mode: ParallelMode = ParallelMode.AUTO  # a name ("cfg") is taken and parsed
 
     def __post_init__(self) -> None:
         # the front ends hand over names ("fp8") and JSON lists; what is stored is typed
         object.__setattr__(self, "backend", Backend.parse(self.backend))
+        object.__setattr__(self, "parallel_mode", ParallelMode.parse(self.parallel_mode))
+        if (
+            not isinstance(self.parallel, int)
+            or isinstance(self.parallel, bool)
+            or self.parallel < 1
+        ):
+            raise ConfigError(f"parallel is a process count of at least 1, got {self.parallel!r}")
         if self.precision is not None:
             precision = (
                 Precision.parse(self.precision)
@@ -92,6 +121,7 @@ class RunOptions:
         """JSON's types: the enums by their names, tuples as lists."""
         d = asdict(self)
         d["backend"] = self.backend.value
+        d["parallel_mode"] = self.parallel_mode.value
         d["precision"] = self.precision_name
         d["loras"], d["loras_low"] = list(self.loras), list(self.loras_low)
         return d
