@@ -316,6 +316,7 @@ def test_resolved_request_is_typed_and_its_saved_form_reads_back_the_same(name, 
         or f.name in ("video", "strength", "outpaint", "first_clip", "last_clip", "preprocess")
         or f.name in ("base_frames", "overlap_history", "ar_step", "causal_block_size")  # DF
         or f.name in ("addnoise_condition", "fps")
+        or f.name in ("control_video", "mask_video", "control_scale")  # VACE (vace.py)
         for f in fields(r)
     )
     saved = json.loads(json.dumps(r.to_dict()))
@@ -362,6 +363,10 @@ def test_resolved_to_dict_is_the_old_resolved_request_dict():
         "first_clip": None,
         "last_clip": None,
         "preprocess": None,
+        "control_video": None,  # VACE (vace.py): the control and mask videos, references, scale
+        "mask_video": None,
+        "ref_images": (),
+        "control_scale": None,
     }
 
 
