@@ -1,8 +1,10 @@
 """The known Wan releases: where they live on the Hugging Face Hub, what to fetch, how big, how much VRAM.
 
 Every entry is a frozen dataclass. A release names one model variant (``variants.py``) in one
-layout (``official`` Wan folder, ``diffusers`` folder, ``comfyui`` single files) and the files it
-needs, as exact repo paths (ComfyUI) or as allow-patterns (repos with many shards).
+layout (``official`` Wan folder, ``diffusers`` folder, ``comfyui`` single files, ``gguf`` single
+quantized files) and the files it needs, as exact repo paths (ComfyUI, GGUF) or as allow-patterns
+(repos with many shards). Besides the Wan2.1/2.2 models: the VACE models (``--task vace``), the
+SkyReels-V2 Diffusion Forcing models (long videos) and GGUF quants of the 14B / A14B models.
 
 Sizes. Where the Hub page shows a figure (searched 2026-11-24: the repos' "Files" pages and LFS
 pointers) it is used and ``size_source`` says "published"; otherwise the size is computed from the
@@ -23,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
-from .variants import VARIANTS, Variant
+from .variants import Variant, get_variant
 
 GB = 1_000_000_000  # download sizes are decimal, as the Hub shows them
 GIB = 2**30  # VRAM figures are GiB, as nvidia-smi and GPU boxes count them
@@ -33,6 +35,7 @@ class Layout(enum.Enum):
     OFFICIAL = "official"
     DIFFUSERS = "diffusers"
     COMFYUI = "comfyui"
+    GGUF = "gguf"  # single GGUF files (city96's and others'): DiT(s), umT5 encoder; ComfyUI VAE
 
 
 class Plan(enum.Enum):
@@ -122,7 +125,7 @@ class Release:
 
     @property
     def variant_config(self) -> Variant:
-        return VARIANTS[self.variant]
+        return get_variant(self.variant)
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -130,8 +133,20 @@ class Release:
 
     @property
     def quality_tier(self) -> int:
-        """Coarse ranking used by the recommendation: bigger models first."""
-        return {"t2v-1.3B": 1, "ti2v-5B": 2, "t2v-A14B": 4, "i2v-A14B": 4}.get(self.variant, 3)
+        """Coarse ranking used by the recommendation: bigger models first (1.3B, 5B, 14B, A14B)."""
+        v = self.variant_config
+        if v.experts == 2:
+            return 4
+        return 1 if v.dit.dim <= 1536 else 2 if v.dit.dim <= 3072 else 3
+
+    @property
+    def fidelity(self) -> int:
+        """How close the DiT weights are to the released ones: 2 for bf16/fp16/fp32/fp8 files and
+        GGUF Q8_0, 1 for Q6_K/Q5_K_*, 0 for the 4-bit and smaller GGUF quants."""
+        if self.layout is not Layout.GGUF:
+            return 2
+        quant = self.precision.upper()
+        return 2 if quant.startswith("Q8") else 1 if quant[:2] in ("Q5", "Q6") else 0
 
     def vram_for(self, plan: Plan) -> float:
         return dict(self.vram_gb)[plan]
@@ -195,6 +210,19 @@ _PARAMS = {
     "t2v-A14B": 14_288_491_584,
     "i2v-A14B": 14_288_901_184,
     "ti2v-5B": 4_999_787_712,
+    # the T2V DiT plus its VACE branch (memory.dit_params; the test checks these against it)
+    "vace-1.3B": 2_153_972_032,
+    "vace-14B": 17_337_592_896,
+    "vace-A14B": 17_337_592_896,
+    # SkyReels-V2 DF: the Wan2.1 DiTs; the 1.3B adds the fps embedding (counted on the model)
+    "skyreels-v2-df-1.3B-540P": 1_435_525_696,
+    "skyreels-v2-df-14B-540P": 14_288_491_584,
+    "skyreels-v2-df-14B-720P": 14_288_491_584,
+}
+_VACE_BRANCH = {  # parameters of the VACE branch alone (vace_blocks, vace_patch_embedding)
+    "vace-1.3B": 2_153_972_032 - 1_418_996_800,
+    "vace-14B": 17_337_592_896 - 14_288_491_584,
+    "vace-A14B": 17_337_592_896 - 14_288_491_584,
 }
 _BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
 
@@ -251,10 +279,17 @@ def _estimate(
     vae_bytes: int,
     clip_bytes: int,
     size: tuple[int, int, int],
+    *,
+    expert_bytes: int | None = None,
 ) -> tuple[tuple[Plan, float], ...]:
-    v = VARIANTS[variant]
+    """``expert_bytes``: one expert's DiT as it sits in VRAM when that is not parameters × the
+    precision's bytes: a GGUF file, whose blocks stay quantized on the GPU (the file's size)."""
+    v = get_variant(variant)
     w, h, f = size
-    one_expert = _PARAMS[variant] * _BYTES[dit_precision] / GIB
+    if expert_bytes is not None:
+        one_expert = expert_bytes / GIB
+    else:
+        one_expert = _PARAMS[variant] * _BYTES[dit_precision] / GIB
     dit_all = one_expert * v.experts
     t5 = (t5_bytes if t5_bytes < T5_DIFFUSERS_FP32 else t5_bytes / 2) / GIB  # fp32 T5 runs in bf16
     act = _activations_gb(v, w, h, f)
@@ -262,8 +297,11 @@ def _estimate(
     clip = clip_bytes / GIB
     resident = t5 + dit_all + vae_w + clip + max(act, _vae_decode_gb(v, w, h, tiled=False))
     offload = max(one_expert + act, vae_w + _vae_decode_gb(v, w, h, tiled=False), clip)
-    # block swap: 4 of the DiT's blocks resident (+ embeddings/head ≈ 2 %), tiled VAE decode
-    blocks = one_expert * (4 / v.dit.num_layers + 0.02)
+    # block swap: 4 of the DiT's blocks resident (+ embeddings/head ≈ 2 %), tiled VAE decode; a
+    # VACE branch is never streamed (memory.py keeps it resident, its linears bf16)
+    branch = _VACE_BRANCH.get(variant, 0)
+    streamed = one_expert * (1 - branch / _PARAMS[variant])
+    blocks = streamed * (4 / v.dit.num_layers + 0.02) + branch * 2 / GIB
     swap = max(blocks + act, vae_w + _vae_decode_gb(v, w, h, tiled=True))
     return tuple(
         (p, round(x + _CONTEXT_GB, 1))
@@ -276,6 +314,8 @@ def _estimate(
 _480P = (832, 480, 81)
 _720P = (1280, 720, 81)
 _5B = (1280, 704, 121)
+_SKY540 = (960, 544, 97)  # SkyReels-V2's recommended sizes (variants.py)
+_SKY720 = (1280, 720, 121)
 
 _DIFFUSERS_TOKENIZER = RepoFiles(
     repo_id="Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
@@ -294,6 +334,8 @@ def _official(
     experts: int = 1,
     vae22: bool = False,
     size_source: str = "computed",
+    dit_pattern: str = "diffusion_pytorch_model*.safetensors*",
+    config_required: bool = True,
 ) -> Release:
     """An official Wan-AI repo: DiT shards in fp32 (the 1.3B file is 5.68 GB = 1.42 B × 4 bytes;
     fp32 for the others is assumed), T5 .pth in bf16, VAE .pth, tokenizer folder(s)."""
@@ -314,9 +356,9 @@ def _official(
         ]
     else:
         files += [
-            CatalogFile(path="config.json", role="config", size=SMALL),
+            CatalogFile(path="config.json", role="config", size=SMALL, required=config_required),
             CatalogFile(
-                path="diffusion_pytorch_model*.safetensors*",
+                path=dit_pattern,
                 role="dit",
                 size=_dit_bytes(variant, "fp32"),
             ),
@@ -474,6 +516,181 @@ _14B_FP16 = 28_600_000_000  # "28.6 GB"
 _14B_FP8 = 14_300_000_000  # "14.3 GB"
 _I2V14B_FP16 = 32_800_000_000  # "32.8 GB"
 _I2V14B_FP8 = 16_400_000_000  # "16.4 GB"
+
+# ----------------------------------------------------------------------------- GGUF files
+# city96's GGUF conversions of the Wan2.1 14B models (a file per quant at the repo root, official
+# key names), bullerwins' of the Wan2.2 A14B experts (named ..._high_noise_14B_<quant>.gguf /
+# ..._low_noise_14B_<quant>.gguf side by side, the names checkpoints/detect.py pairs), and city96's
+# umT5-XXL encoder GGUFs. Blocks stay quantized on the GPU, so a file's size is what its DiT takes
+# in VRAM. Sizes "published" were seen on the repos' file pages (searched 2026-12-05); the others
+# are approximate: parameters × the bytes per parameter of city96's Wan2.1-T2V-14B file of the
+# same quant (Q4_K_M 10.1 GB, Q5_K_M 11.3 GB for 14.29 B parameters; Q8_0: 34 bytes per 32
+# weights, 1.0625).
+GGUF_QUANTS = ("Q4_K_M", "Q5_K_M", "Q8_0")
+_GGUF_BYTES_PER_PARAM = {"Q4_K_M": 10.1e9 / 14_288_491_584, "Q5_K_M": 11.3e9 / 14_288_491_584}
+_GGUF_BYTES_PER_PARAM["Q8_0"] = 34 / 32
+_UMT5_GGUF_REPO = "city96/umt5-xxl-encoder-gguf"
+# umt5-xxl-encoder-<quant>.gguf: "3.66 GB", "4.15 GB", "6.04 GB" on its files page
+UMT5_GGUF = {"Q4_K_M": 3_660_000_000, "Q5_K_M": 4_150_000_000, "Q8_0": 6_040_000_000}
+# city96's README advises Q5_K_M or larger for the encoder (no imatrix for T5): a Q4_K_M DiT gets
+# the Q5_K_M encoder, the others their own quant.
+_UMT5_FOR = {"Q4_K_M": "Q5_K_M", "Q5_K_M": "Q5_K_M", "Q8_0": "Q8_0"}
+
+
+def gguf_dit_bytes(variant: str, quant: str) -> int:
+    """Approximate size of one expert's GGUF file (see above)."""
+    return round(_PARAMS[variant] * _GGUF_BYTES_PER_PARAM[quant])
+
+
+def _gguf(
+    *,
+    name: str,
+    repo: str,
+    variant: str,
+    title: str,
+    size: tuple[int, int, int],
+    quant: str,
+    dit: tuple[str, ...],
+    published: dict[str, int] | None = None,
+    clip: bool = False,
+) -> Release:
+    """GGUF DiT file(s) from ``repo`` (``dit``: the paths, high-noise expert first), city96's umT5
+    GGUF, the ComfyUI VAE (and CLIP vision for I2V) and the umT5 tokenizer folder (the GGUF
+    encoder holds no tokenizer: ``--tokenizer``). ``published``: path -> size seen on the Hub."""
+    published = published or {}
+    # the two experts of an A14B pair have the same shapes: one seen size stands for both
+    seen = next((published[p] for p in dit if p in published), None)
+    approx = seen or gguf_dit_bytes(variant, quant)
+    dit_files = tuple(
+        CatalogFile(path=p, role="dit" if i == 0 else "dit_low", size=published.get(p, approx))
+        for i, p in enumerate(dit)
+    )
+    t5_quant = _UMT5_FOR[quant]
+    t5 = CatalogFile(path=f"umt5-xxl-encoder-{t5_quant}.gguf", role="t5", size=UMT5_GGUF[t5_quant])
+    comfy = [_comfy_file(_VAE21_21, "vae")] + ([_comfy_file(_CLIP_H, "clip")] if clip else [])
+    expert = max(f.size for f in dit_files)
+    exact = seen is not None
+    return Release(
+        name=name,
+        title=title,
+        variant=variant,
+        layout=Layout.GGUF,
+        sources=(
+            RepoFiles(repo_id=repo, files=dit_files),
+            RepoFiles(repo_id=_UMT5_GGUF_REPO, files=(t5,)),
+            RepoFiles(repo_id=_C21, files=tuple(comfy)),
+            _DIFFUSERS_TOKENIZER,
+        ),
+        precision=quant,
+        runtime_precision=quant,  # dequantized per linear as it runs; the weights stay quantized
+        size_source="mixed" if exact else "computed",
+        default_size=size,
+        notes=(
+            f"GGUF {quant}: weights stay quantized on the GPU; umT5 encoder GGUF {t5_quant}"
+            + ("" if exact else "; DiT size approximate (not seen on the Hub page)")
+        ),
+        vram_gb=_estimate(
+            variant,
+            "bf16",
+            UMT5_GGUF[t5_quant],
+            VAE21_COMFY,
+            CLIP_VISION_H if clip else 0,
+            size,
+            expert_bytes=expert,
+        ),
+    )
+
+
+def _gguf_family(
+    *,
+    name: str,
+    repo: str,
+    variant: str,
+    title: str,
+    size: tuple[int, int, int],
+    file: str,
+    published: dict[str, int],
+    experts: tuple[str, ...] = (),
+    clip: bool = False,
+) -> tuple[Release, ...]:
+    """The Q4_K_M / Q5_K_M / Q8_0 releases of one model: ``file`` is the DiT path with ``{q}`` for
+    the quant (and ``{e}`` for the expert, filled from ``experts``)."""
+    out = []
+    for q in GGUF_QUANTS:
+        paths = tuple(file.format(q=q, e=e) for e in experts) if experts else (file.format(q=q),)
+        out.append(
+            _gguf(
+                name=f"{name}-{q.lower()}",
+                repo=repo,
+                variant=variant,
+                title=f"{title} GGUF {q}",
+                size=size,
+                quant=q,
+                dit=paths,
+                published=published,
+                clip=clip,
+            )
+        )
+    return tuple(out)
+
+
+_GGUF_RELEASES: tuple[Release, ...] = (
+    *_gguf_family(
+        name="gguf-wan2.1-t2v-14b",
+        repo="city96/Wan2.1-T2V-14B-gguf",
+        variant="t2v-14B",
+        title="Wan2.1 T2V 14B",
+        size=_720P,
+        file="wan2.1-t2v-14b-{q}.gguf",
+        # "10.1 GB" on city96's page; Q5_K_M "11.3 GB" on a verbatim copy's page (calcuis/wan-gguf)
+        published={
+            "wan2.1-t2v-14b-Q4_K_M.gguf": 10_100_000_000,
+            "wan2.1-t2v-14b-Q5_K_M.gguf": 11_300_000_000,
+        },
+    ),
+    *_gguf_family(
+        name="gguf-wan2.1-i2v-14b-480p",
+        repo="city96/Wan2.1-I2V-14B-480P-gguf",
+        variant="i2v-14B",
+        title="Wan2.1 I2V 14B 480p",
+        size=_480P,
+        file="wan2.1-i2v-14b-480p-{q}.gguf",
+        published={"wan2.1-i2v-14b-480p-Q4_K_M.gguf": 11_300_000_000},
+        clip=True,
+    ),
+    *_gguf_family(
+        name="gguf-wan2.1-i2v-14b-720p",
+        repo="city96/Wan2.1-I2V-14B-720P-gguf",
+        variant="i2v-14B",
+        title="Wan2.1 I2V 14B 720p",
+        size=_720P,
+        file="wan2.1-i2v-14b-720p-{q}.gguf",
+        published={"wan2.1-i2v-14b-720p-Q4_K_M.gguf": 11_300_000_000},
+        clip=True,
+    ),
+    # unconfirmed: the T2V file names (bullerwins' I2V repo names them wan2.2_i2v_<expert>_14B_<q>)
+    *_gguf_family(
+        name="gguf-wan2.2-t2v-a14b",
+        repo="bullerwins/Wan2.2-T2V-A14B-GGUF",
+        variant="t2v-A14B",
+        title="Wan2.2 T2V A14B",
+        size=_720P,
+        file="wan2.2_t2v_{e}_14B_{q}.gguf",
+        experts=("high_noise", "low_noise"),
+        published={},
+    ),
+    *_gguf_family(
+        name="gguf-wan2.2-i2v-a14b",
+        repo="bullerwins/Wan2.2-I2V-A14B-GGUF",
+        variant="i2v-A14B",
+        title="Wan2.2 I2V A14B",
+        size=_720P,
+        file="wan2.2_i2v_{e}_14B_{q}.gguf",
+        experts=("high_noise", "low_noise"),
+        # the LFS pointer of a verbatim copy (Isi99999/Wan2.2BasedModels) showed 9651728896 bytes
+        published={"wan2.2_i2v_low_noise_14B_Q4_K_M.gguf": 9_651_728_896},
+    ),
+)
 
 _RELEASES: tuple[Release, ...] = (
     # --- official Wan layout
@@ -783,9 +1000,106 @@ _RELEASES: tuple[Release, ...] = (
         t5=_T5_FP8_22,
         vae=_VAE21_22,
     ),
+    # --- VACE (control, inpainting, outpainting, reference, extension: --task vace)
+    _official(
+        name="wan2.1-vace-1.3b",
+        repo="Wan-AI/Wan2.1-VACE-1.3B",
+        variant="vace-1.3B",
+        title="Wan2.1 VACE 1.3B",
+        size=_480P,
+    ),
+    _official(
+        name="wan2.1-vace-14b",
+        repo="Wan-AI/Wan2.1-VACE-14B",
+        variant="vace-14B",
+        title="Wan2.1 VACE 14B",
+        size=_720P,
+    ),
+    # unconfirmed: that alibaba-pai's repo keeps the Wan2.2 A14B folder layout (high_noise_model/,
+    # low_noise_model/, the .pth T5 and VAE); it has no diffusers twin
+    _official(
+        name="wan2.2-vace-fun-a14b",
+        repo="alibaba-pai/Wan2.2-VACE-Fun-A14B",
+        variant="vace-A14B",
+        title="Wan2.2 VACE-Fun A14B (MoE)",
+        size=_720P,
+        experts=2,
+    ),
+    _diffusers(
+        name="wan2.1-vace-1.3b-diffusers",
+        repo="Wan-AI/Wan2.1-VACE-1.3B-diffusers",
+        variant="vace-1.3B",
+        title="Wan2.1 VACE 1.3B (diffusers)",
+        size=_480P,
+    ),
+    _diffusers(
+        name="wan2.1-vace-14b-diffusers",
+        repo="Wan-AI/Wan2.1-VACE-14B-diffusers",
+        variant="vace-14B",
+        title="Wan2.1 VACE 14B (diffusers)",
+        size=_720P,
+    ),
+    # unconfirmed in the Comfy-Org repo: the VACE file names (ComfyUI's VACE examples name them)
+    _comfy(
+        name="comfy-wan2.1-vace-1.3b-fp16",
+        repo=_C21,
+        variant="vace-1.3B",
+        title="Wan2.1 VACE 1.3B fp16 (ComfyUI)",
+        size=_480P,
+        precision="fp16",
+        dit=((_DM + "wan2.1_vace_1.3B_fp16.safetensors", _dit_bytes("vace-1.3B", "fp16"), None),),
+        t5=_T5_FP8_21,
+        vae=_VAE21_21,
+        size_source="computed",
+    ),
+    _comfy(
+        name="comfy-wan2.1-vace-14b-fp16",
+        repo=_C21,
+        variant="vace-14B",
+        title="Wan2.1 VACE 14B fp16 (ComfyUI)",
+        size=_720P,
+        precision="fp16",
+        dit=((_DM + "wan2.1_vace_14B_fp16.safetensors", _dit_bytes("vace-14B", "fp16"), None),),
+        t5=_T5_FP16_21,
+        vae=_VAE21_21,
+        size_source="computed",
+    ),
+    # --- SkyReels-V2 Diffusion Forcing (long videos: --frames beyond one window, --extend)
+    # unconfirmed: the DiT file names of Skywork's own folders (model.safetensors or shards) and
+    # their storage dtype (fp32 assumed, as the official Wan repos); config.json may be absent
+    *(
+        _official(
+            name=f"skyreels-v2-df-{size_name.lower()}",
+            repo=f"Skywork/SkyReels-V2-DF-{size_name}",
+            variant=f"skyreels-v2-df-{size_name}",
+            title=f"SkyReels-V2 DF {size_name.replace('-', ' ')}",
+            size=size,
+            dit_pattern="*.safetensors*",
+            config_required=False,
+        )
+        for size_name, size in (
+            ("1.3B-540P", _SKY540),
+            ("14B-540P", _SKY540),
+            ("14B-720P", _SKY720),
+        )
+    ),
+    *(
+        _diffusers(
+            name=f"skyreels-v2-df-{size_name.lower()}-diffusers",
+            repo=f"Skywork/SkyReels-V2-DF-{size_name}-Diffusers",
+            variant=f"skyreels-v2-df-{size_name}",
+            title=f"SkyReels-V2 DF {size_name.replace('-', ' ')} (diffusers)",
+            size=size,
+        )
+        for size_name, size in (
+            ("1.3B-540P", _SKY540),
+            ("14B-540P", _SKY540),
+            ("14B-720P", _SKY720),
+        )
+    ),
 )
 
-CATALOG: dict[str, Release] = {r.name: r for r in _RELEASES}
+CATALOG: dict[str, Release] = {r.name: r for r in (*_RELEASES, *_GGUF_RELEASES)}
 
 
 def get_release(name: str, catalog: dict[str, Release] | None = None) -> Release:
@@ -818,7 +1132,10 @@ def recommend(
     """Every release, best first for a GPU with ``vram_gb`` GB (estimates; see the module doc).
 
     Order: releases that fit without block swapping first, bigger models before smaller, faster
-    plans before slower, smaller downloads before larger; then block-swap-only fits; then the rest.
+    plans before slower, closer to the released weights before more quantized (a GGUF Q4_K_M
+    after a Q8_0 or fp8 file that runs the same plan), smaller downloads before larger; then
+    block-swap-only fits; then the rest. A GGUF file counts its quantized bytes (they stay
+    quantized on the GPU), so on a small card its 14B model can run a faster plan than the fp8 file.
     """
     out = []
     for r in (CATALOG if catalog is None else catalog).values():
@@ -831,9 +1148,10 @@ def recommend(
             Recommendation(release=r, plan=plan, vram_needed_gb=r.vram_for(plan) if plan else None)
         )
 
-    def key(rec: Recommendation) -> tuple[int, int, int, int]:
+    def key(rec: Recommendation) -> tuple[int, int, int, int, int]:
         r = rec.release
         tier = 2 if rec.plan is None else int(rec.plan is Plan.BLOCK_SWAP)
-        return (tier, -r.quality_tier, rec.plan.rank if rec.plan else 0, r.download_bytes)
+        plan = rec.plan.rank if rec.plan else 0
+        return (tier, -r.quality_tier, plan, -r.fidelity, r.download_bytes)
 
     return sorted(out, key=key)

@@ -177,6 +177,11 @@ class InstalledFile:
         return bool(self.hub_sha256 or self.hub_git_sha1)
 
 
+# layouts of single files, taken from several repos: --model names the DiT file, the other
+# components are passed by path
+_SINGLE_FILES = (Layout.COMFYUI.value, Layout.GGUF.value)
+
+
 @dataclass(frozen=True, kw_only=True)
 class InstalledModel:
     name: str
@@ -210,17 +215,19 @@ class InstalledModel:
 
     @property
     def model_path(self) -> Path:
-        """What ``wan-desktop generate --model`` takes: the repo folder, or the ComfyUI DiT file."""
-        if self.layout == Layout.COMFYUI.value:
+        """What ``wan-desktop generate --model`` takes: the repo folder, or the ComfyUI / GGUF DiT
+        file (the high-noise expert of a pair; the low-noise one lies beside it)."""
+        if self.layout in _SINGLE_FILES:
             dit = self.component("dit")
             if dit is not None:
                 return dit
         return self.folder
 
     def generate_args(self) -> dict[str, Path]:
-        """--model (+ --vae/--text-encoder/--tokenizer for ComfyUI files) for this install."""
+        """--model (+ --vae/--text-encoder/--tokenizer for ComfyUI and GGUF files) for this
+        install."""
         args = {"model": self.model_path}
-        if self.layout == Layout.COMFYUI.value:
+        if self.layout in _SINGLE_FILES:
             for role, opt in (("vae", "vae"), ("t5", "text_encoder"), ("tokenizer", "tokenizer")):
                 p = self.component(role)
                 if p is not None:

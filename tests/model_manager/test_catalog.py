@@ -10,6 +10,7 @@ import pytest
 from wan_desktop.catalog import (
     CATALOG,
     GIB,
+    UMT5_GGUF,
     CatalogFile,
     Layout,
     Pin,
@@ -20,7 +21,7 @@ from wan_desktop.catalog import (
     recommend,
 )
 from wan_desktop.errors import ConfigError
-from wan_desktop.variants import VARIANTS
+from wan_desktop.variants import VARIANTS, get_variant
 
 EXPECTED_REPOS = {
     "Wan-AI/Wan2.1-T2V-1.3B",
@@ -33,6 +34,19 @@ EXPECTED_REPOS = {
     "Wan-AI/Wan2.2-I2V-A14B",
     "Comfy-Org/Wan_2.1_ComfyUI_repackaged",
     "Comfy-Org/Wan_2.2_ComfyUI_Repackaged",
+    # GGUF (issue 20), VACE (issue 18), SkyReels-V2 DF (issue 17)
+    "city96/Wan2.1-T2V-14B-gguf",
+    "city96/Wan2.1-I2V-14B-480P-gguf",
+    "city96/Wan2.1-I2V-14B-720P-gguf",
+    "bullerwins/Wan2.2-T2V-A14B-GGUF",
+    "bullerwins/Wan2.2-I2V-A14B-GGUF",
+    "city96/umt5-xxl-encoder-gguf",
+    "Wan-AI/Wan2.1-VACE-1.3B",
+    "Wan-AI/Wan2.1-VACE-14B",
+    "alibaba-pai/Wan2.2-VACE-Fun-A14B",
+    "Skywork/SkyReels-V2-DF-1.3B-540P",
+    "Skywork/SkyReels-V2-DF-14B-540P",
+    "Skywork/SkyReels-V2-DF-14B-720P",
 }
 
 
@@ -41,15 +55,27 @@ def test_every_issue_release_is_in_the_catalog_in_each_layout():
     assert repos >= EXPECTED_REPOS
     official = {r.repo_id for r in CATALOG.values() if r.layout is Layout.OFFICIAL}
     diffusers = {r.repo_id.lower() for r in CATALOG.values() if r.layout is Layout.DIFFUSERS}
-    assert {o.lower() + "-diffusers" for o in official} == diffusers
+    # every Wan-AI and Skywork folder has its diffusers twin (alibaba-pai's VACE-Fun has none)
+    twinned = {o for o in official if not o.startswith("alibaba-pai/")}
+    assert {o.lower() + "-diffusers" for o in twinned} == diffusers
     comfy_variants = {r.variant for r in CATALOG.values() if r.layout is Layout.COMFYUI}
-    # the VACE releases are not in the download catalog yet (they load from any folder / file)
-    assert comfy_variants == {n for n, v in VARIANTS.items() if not v.dit.is_vace}
+    # every Wan variant as ComfyUI files but Wan2.2-VACE-Fun (not repackaged by Comfy-Org)
+    assert comfy_variants == set(VARIANTS) - {"vace-A14B"}
+    vace = {r.variant for r in CATALOG.values() if r.variant_config.dit.is_vace}
+    assert vace == {"vace-1.3B", "vace-14B", "vace-A14B"}
+    df = {r.variant for r in CATALOG.values() if r.variant_config.forcing is not None}
+    assert df == {"skyreels-v2-df-1.3B-540P", "skyreels-v2-df-14B-540P", "skyreels-v2-df-14B-720P"}
+    gguf = {(r.variant, r.precision) for r in CATALOG.values() if r.layout is Layout.GGUF}
+    assert gguf == {
+        (v, q)
+        for v in ("t2v-14B", "i2v-14B", "t2v-A14B", "i2v-A14B")
+        for q in ("Q4_K_M", "Q5_K_M", "Q8_0")
+    }
 
 
 @pytest.mark.parametrize("release", list(CATALOG.values()), ids=list(CATALOG))
 def test_release_is_consistent(release):
-    v = VARIANTS[release.variant]
+    v = get_variant(release.variant)
     roles = [f.role for s in release.sources for f in s.files]
     assert roles.count("dit") == 1 and ("dit_low" in roles) == (v.experts == 2)
     assert {"t5", "vae", "tokenizer"} <= set(roles)
@@ -57,11 +83,18 @@ def test_release_is_consistent(release):
     if release.layout is Layout.COMFYUI:
         main = release.sources[0].files
         assert all(f.path.startswith("split_files/") and not f.is_pattern for f in main)
+    if release.layout is Layout.GGUF:  # single files, the DiT(s) and the umT5 encoder GGUF
+        files = {f.role: f for s in release.sources for f in s.files}
+        assert all(f.path.endswith(".gguf") and not f.is_pattern for f in release.sources[0].files)
+        assert files["t5"].path.endswith(".gguf") and not files["vae"].path.endswith(".gguf")
+        assert release.precision.lower() in files["dit"].path.lower()
     # estimates: the three plans are ordered, positive, and block swap fits a 16 GiB card
     need = [g for _, g in release.vram_gb]
     assert [p for p, _ in release.vram_gb] == list(Plan)
     assert need == sorted(need, reverse=True) and need[-1] > 1.0
-    assert release.vram_for(Plan.BLOCK_SWAP) < 16
+    # (a VACE-14B branch stays resident: 5.7 GiB more at 720p, as the memory planner counts it;
+    # SkyReels-V2 DF-14B-720P's window is 121 frames at 720p)
+    assert release.vram_for(Plan.BLOCK_SWAP) < (20 if v.dit.is_vace or v.forcing else 16)
     assert release.download_bytes > 5e9  # every release is several GB
     assert all(f.sha256 is None or len(f.sha256) == 64 for s in release.sources for f in s.files)
 
@@ -185,3 +218,103 @@ def test_pins_are_exact():
     sizes = [f.exact_size for f in pinned if f.exact_size is not None]
     assert sizes and all(n % 1_000_000 for n in sizes)
     assert Pin("0" * 64).size is None
+
+
+def test_catalog_parameter_counts_equal_the_models():
+    """The catalog cannot import the planner (a lower layer): its counts are checked here."""
+    import torch
+
+    from wan_desktop.catalog import _PARAMS
+    from wan_desktop.memory import dit_params
+    from wan_desktop.models.dit import WanModel
+
+    for name, n in _PARAMS.items():
+        cfg = get_variant(name).dit
+        if cfg.inject_sample_info:  # the fps embedding: count it on the model itself
+            with torch.device("meta"):
+                assert n == sum(p.numel() for p in WanModel(cfg).parameters())
+        else:
+            assert n == dit_params(cfg), name
+
+
+def test_gguf_releases_name_their_files_and_sizes():
+    r = get_release("gguf-wan2.1-t2v-14b-q4_k_m")
+    files = {f.role: (s.repo_id, f) for s in r.sources for f in s.files}
+    assert files["dit"][0] == "city96/Wan2.1-T2V-14B-gguf"
+    assert files["dit"][1].path == "wan2.1-t2v-14b-Q4_K_M.gguf"
+    assert files["dit"][1].size == 10_100_000_000  # "10.1 GB" on the files page
+    # a Q4_K_M DiT gets the Q5_K_M encoder (city96: Q5_K_M or larger for umT5), Q8_0 its own
+    assert (
+        files["t5"]
+        == (
+            "city96/umt5-xxl-encoder-gguf",
+            files["t5"][1],
+        )
+        and files["t5"][1].path == "umt5-xxl-encoder-Q5_K_M.gguf"
+    )
+    assert files["t5"][1].size == UMT5_GGUF["Q5_K_M"] == 4_150_000_000
+    q8 = get_release("gguf-wan2.1-t2v-14b-q8_0")
+    assert {f.path for s in q8.sources for f in s.files if f.role == "t5"} == {
+        "umt5-xxl-encoder-Q8_0.gguf"
+    }
+    # sizes not seen on a Hub page are approximate, and the entry says so
+    assert q8.size_source == "computed" and "approximate" in q8.notes
+    assert r.size_source == "mixed" and "approximate" not in r.notes
+    assert abs(q8.sources[0].files[0].size - 14_288_491_584 * 34 / 32) < 1
+    for stem in ("gguf-wan2.1-t2v-14b", "gguf-wan2.1-i2v-14b-720p", "gguf-wan2.2-t2v-a14b"):
+        sizes = [get_release(f"{stem}-{q}").download_bytes for q in ("q4_k_m", "q5_k_m", "q8_0")]
+        assert sizes == sorted(sizes) and sizes[0] > 10e9
+    # the A14B pair: two files of the same size, named as checkpoints/detect.py pairs them
+    pair = get_release("gguf-wan2.2-i2v-a14b-q4_k_m").sources[0].files
+    assert [(f.role, f.path) for f in pair] == [
+        ("dit", "wan2.2_i2v_high_noise_14B_Q4_K_M.gguf"),
+        ("dit_low", "wan2.2_i2v_low_noise_14B_Q4_K_M.gguf"),
+    ]
+    assert pair[0].size == pair[1].size == 9_651_728_896
+    # Wan2.1 I2V takes CLIP vision from Comfy-Org's repackaged files; Wan2.2 I2V has none
+    assert "clip" in {
+        f.role for s in get_release("gguf-wan2.1-i2v-14b-480p-q8_0").sources for f in s.files
+    }
+
+
+def test_gguf_vram_counts_the_quantized_bytes_as_the_planner_does():
+    """The catalog's DiT figure for a GGUF release is its file's size (the blocks stay quantized
+    on the GPU); the memory planner, given the file's bits per weight, counts within 5 % of it."""
+    from wan_desktop.memory import dit_block_bytes, dit_nonblock_bytes
+
+    for name in ("gguf-wan2.1-t2v-14b-q4_k_m", "gguf-wan2.1-t2v-14b-q8_0"):
+        r = get_release(name)
+        file_bytes = r.sources[0].files[0].size
+        cfg = r.variant_config.dit
+        bits = file_bytes * 8 / 14_288_491_584
+        prec = f"gguf:{bits:.3f}"
+        planned = cfg.num_layers * dit_block_bytes(cfg, prec) + dit_nonblock_bytes(cfg, prec)
+        print(
+            name,
+            f"{bits:.2f} bits/weight: file {file_bytes / GIB:.2f} GiB, "
+            f"planner {planned / GIB:.2f} GiB",
+        )
+        assert abs(planned / file_bytes - 1) < 0.05
+    # the issue's figure: T2V-14B Q4_K ≈ 8.5 GB of DiT (4.5 bits per weight, Q4_K alone)
+    cfg = get_variant("t2v-14B").dit
+    q4k = cfg.num_layers * dit_block_bytes(cfg, "gguf:4.5") + dit_nonblock_bytes(cfg, "gguf:4.5")
+    assert 8.0e9 < q4k < 8.7e9
+
+
+def test_a_gguf_file_fits_a_faster_plan_and_ranks_after_higher_precision_at_the_same_plan():
+    fp8 = get_release("comfy-wan2.1-i2v-14b-480p-fp8")
+    q4 = get_release("gguf-wan2.1-i2v-14b-480p-q4_k_m")
+    q8 = get_release("gguf-wan2.1-i2v-14b-480p-q8_0")
+    # on an 18 GiB card the Q4_K_M file runs one component at a time; the fp8 file must stream
+    assert q4.best_plan(18) is Plan.OFFLOAD and fp8.best_plan(18) is Plan.BLOCK_SWAP
+    order = [r.release.name for r in recommend(18, task="i2v")]
+    assert order.index(q4.name) < order.index(fp8.name)
+    # where both run the same plan, the closer-to-released weights come first
+    order = [r.release.name for r in recommend(80, task="i2v")]
+    assert q8.best_plan(80) is q4.best_plan(80) is Plan.RESIDENT
+    assert order.index(q8.name) < order.index(q4.name)
+    assert [q.fidelity for q in (q4, get_release("gguf-wan2.1-i2v-14b-480p-q5_k_m"), q8)] == [
+        0,
+        1,
+        2,
+    ]
