@@ -10,6 +10,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread
 
+from .gpu_selector import GpuQuery
 from .main_window import MainWindow
 from .paths import data_dir, prepare_data_dir
 from .service import GpuService
@@ -27,7 +28,11 @@ class Desktop(QObject):
     (a plain Python callable would run on the emitting GPU thread)."""
 
     def __init__(
-        self, settings: AppSettings | None = None, *, store: JobStore | None = None
+        self,
+        settings: AppSettings | None = None,
+        *,
+        store: JobStore | None = None,
+        gpus: GpuQuery | None = None,  # the device list; None: nvidia-smi's (system_info)
     ) -> None:
         super().__init__()
         # a data dir that cannot be written: this session saves nothing (a dialog says so); a
@@ -51,7 +56,7 @@ class Desktop(QObject):
                 store = JobStore(None if self.data_problem else data_dir())
             self.store = store
             self.queue = QueueModel(self.service, store)
-            self.window = MainWindow(self.service, self.queue, self.settings)
+            self.window = MainWindow(self.service, self.queue, self.settings, gpus=gpus)
         except BaseException:
             # never leave a running QThread behind an exception: Qt aborts the process (SIGABRT)
             # when it is destroyed while running

@@ -50,6 +50,7 @@ from PySide6.QtWidgets import (
 from wan_desktop.errors import WanError
 
 from . import system_info
+from .gpu_selector import GpuPoller, GpuQuery, GpuSelector, VramStatus
 from .library import ModelEntry
 from .path_dialog import PathDialog, open_path
 from .paths import log_dir
@@ -107,6 +108,8 @@ def _extras(options: dict) -> str:
 
 
 def _clock(seconds: float) -> str:
+    if (options.get("parallel") or 1) > 1:  # the GPUs selector (gpu_selector.py)
+        out.append(f"{options['parallel']} GPUs ({options.get('parallel_mode') or 'auto'})")
     m, s = divmod(max(0, round(seconds)), 60)
     h, m = divmod(m, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
@@ -115,7 +118,14 @@ def _clock(seconds: float) -> str:
 class MainWindow(QMainWindow):
     models_changed = Signal()  # the picker was refilled (on the GUI thread)
 
-    def __init__(self, service: GpuService, queue: QueueModel, settings: AppSettings) -> None:
+    def __init__(
+        self,
+        service: GpuService,
+        queue: QueueModel,
+        settings: AppSettings,
+        *,
+        gpus: GpuQuery | None = None,  # the device list (tests inject one): nvidia-smi's
+    ) -> None:
         super().__init__()
         self.setWindowTitle("Wan Desktop")
         self.service = service
@@ -149,6 +159,11 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ layout
 
+        # the GPUs selector and the VRAM of each GPU (gpu_selector.py), read off the GUI thread
+        self.gpu_poller = GpuPoller(gpus or system_info.visible_gpus)
+        self.gpu_poller.gpus_read.connect(self.gpu_selector.set_gpus)
+        self.gpu_poller.gpus_read.connect(self.vram_status.show_gpus)
+        self.gpu_poller.start()
     def _build(self) -> None:
         # --- form (left)
         self.model_combo = QComboBox()
@@ -307,6 +322,10 @@ class MainWindow(QMainWindow):
         self.form_scroll.setWidget(form_page)
         left = QWidget()
         left_lay = QVBoxLayout(left)
+        self.gpu_selector = GpuSelector(self.form)  # shown with two or more GPUs
+        form.addRow("GPUs", self.gpu_selector)
+        form.setRowVisible(self.gpu_selector, False)
+        self.gpu_selector.available.connect(lambda on: form.setRowVisible(self.gpu_selector, on))
         left_lay.setContentsMargins(0, 0, 4, 4)
         left_lay.addWidget(self.form_scroll, 1)
         self.review_check = review_checkbox(self.form)  # review_bar.py: Review before decode
@@ -437,6 +456,8 @@ class MainWindow(QMainWindow):
         self.add_folder_button.clicked.connect(self.add_folder_dialog)
         self.add_folder_action.triggered.connect(self.add_folder_dialog)
         self.rescan_button.clicked.connect(self.rescan)
+        self.vram_status = VramStatus()  # used / total of each GPU, with two or more
+        self.statusBar().addPermanentWidget(self.vram_status)
         self.unusable_button.clicked.connect(self._show_unusable)
         self.task_combo.currentIndexChanged.connect(
             lambda _i: f.update(task=self.task_combo.currentData())
@@ -1353,3 +1374,4 @@ def usable_engine_folders(settings: AppSettings, entry: ModelEntry | None) -> di
     except Exception:
         log.exception("listing engines failed")
         return {}
+        self.gpu_poller.stop()

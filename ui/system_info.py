@@ -52,6 +52,81 @@ def _gpu() -> tuple[str, float, float] | None:
         return None
 
 
+@dataclass(frozen=True)
+class GpuMemory:
+    """One CUDA device as the status bar and the GPUs selector see it. ``index`` is its CUDA
+    index in this process (after CUDA_VISIBLE_DEVICES), which is what ``--parallel`` ranks use."""
+
+    index: int
+    name: str
+    used_gb: float
+    total_gb: float
+
+    def text(self) -> str:
+        return f"GPU {self.index}  {self.used_gb:.1f} / {self.total_gb:.1f} GB"
+
+
+def parse_gpus(csv: str, visible: str | None) -> tuple[GpuMemory, ...]:
+    """nvidia-smi's ``index,uuid,name,memory.used,memory.total`` lines (MiB) -> the devices CUDA
+    will show this process. ``visible`` is CUDA_VISIBLE_DEVICES (None: unset, all of them): a
+    list of indices or UUIDs (prefixes accepted, as CUDA does), in the order CUDA numbers them;
+    the list stops at the first entry that names no device, as CUDA's does. Assumes
+    CUDA_DEVICE_ORDER=PCI_BUS_ID numbering, nvidia-smi's own (the same on one-model machines)."""
+    rows = []
+    for line in csv.splitlines():
+        parts = [x.strip() for x in line.split(",")]
+        if len(parts) != 5:
+            continue
+        try:
+            rows.append((int(parts[0]), parts[1], parts[2], float(parts[3]), float(parts[4])))
+        except ValueError:
+            continue
+    if visible is not None:
+        chosen = []
+        for entry in (e.strip() for e in visible.split(",")):
+            row = next(
+                (
+                    r
+                    for r in rows
+                    if (entry.isdigit() and r[0] == int(entry))
+                    or (entry.startswith("GPU-") and r[1].startswith(entry))
+                ),
+                None,
+            )
+            if row is None or row in chosen:
+                break
+            chosen.append(row)
+        rows = chosen
+    return tuple(
+        GpuMemory(index=i, name=name, used_gb=used / 1024, total_gb=total / 1024)
+        for i, (_smi, _uuid, name, used, total) in enumerate(rows)
+    )
+
+
+def visible_gpus() -> tuple[GpuMemory, ...]:
+    """The CUDA devices this process can use, with their VRAM in use (every process's) and in
+    total, from nvidia-smi: no CUDA in this process, so any thread may call it (it takes up to a
+    few hundred ms: not on the GUI thread). Empty without nvidia-smi or an NVIDIA driver."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return ()
+    try:
+        out = subprocess.run(
+            [
+                exe,
+                "--query-gpu=index,uuid,name,memory.used,memory.total",
+                "--format=csv,noheader,nounits",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=3,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return parse_gpus(out, os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
 def _ram() -> tuple[float, float] | None:
     if sys.platform.startswith("linux"):
         try:

@@ -217,6 +217,8 @@ def recalled(memory: Any) -> dict[str, Any]:
     """FormState changes from what :func:`remembered` saved. A value of the wrong type or an
     unknown preset (a hand-edited or older settings file) is left out, never trusted."""
     from wan_desktop.presets import PRESETS
+    parallel: int = 1  # processes, one per GPU (the GPUs selector, gpu_selector.py)
+    parallel_mode: str = "auto"  # wan_desktop.options.ParallelMode value
 
     from .paths import field_problems
 
@@ -479,6 +481,8 @@ class FormModel(QObject):
 
     def _request_for_marks(self) -> GenerationRequest:
         from wan_desktop.request import GenerationRequest
+            parallel=int(options.get("parallel") or 1),
+            parallel_mode=options.get("parallel_mode") or "auto",
 
         s = self.state
         return GenerationRequest(
@@ -569,6 +573,8 @@ def _plan_name(budget: Any) -> str:
         return "auto"
     return str(int(budget)) if float(budget).is_integer() else "auto"
 
+            parallel=s.parallel,
+            parallel_mode=s.parallel_mode,
 
 def queue_summary(*, running: bool, waiting: int, paused: bool) -> str:
     """The queue's state in a few words, for the queue header and the status bar ("" for an
