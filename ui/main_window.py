@@ -104,12 +104,12 @@ def _extras(options: dict) -> str:
         out.append(f"{n} LoRA{'s' if n > 1 else ''}")
     if options.get("tiny_vae"):
         out.append("tiny VAE")
+    if (options.get("parallel") or 1) > 1:  # the GPUs selector (gpu_selector.py)
+        out.append(f"{options['parallel']} GPUs ({options.get('parallel_mode') or 'auto'})")
     return "".join(f" · {x}" for x in out)
 
 
 def _clock(seconds: float) -> str:
-    if (options.get("parallel") or 1) > 1:  # the GPUs selector (gpu_selector.py)
-        out.append(f"{options['parallel']} GPUs ({options.get('parallel_mode') or 'auto'})")
     m, s = divmod(max(0, round(seconds)), 60)
     h, m = divmod(m, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
@@ -155,15 +155,15 @@ class MainWindow(QMainWindow):
         self.status_timer.timeout.connect(self.refresh_status)
         self.status_timer.start(3000)
         self.refresh_status()
-        self.rescan()
-
-    # ------------------------------------------------------------------ layout
-
         # the GPUs selector and the VRAM of each GPU (gpu_selector.py), read off the GUI thread
         self.gpu_poller = GpuPoller(gpus or system_info.visible_gpus)
         self.gpu_poller.gpus_read.connect(self.gpu_selector.set_gpus)
         self.gpu_poller.gpus_read.connect(self.vram_status.show_gpus)
         self.gpu_poller.start()
+        self.rescan()
+
+    # ------------------------------------------------------------------ layout
+
     def _build(self) -> None:
         # --- form (left)
         self.model_combo = QComboBox()
@@ -311,6 +311,10 @@ class MainWindow(QMainWindow):
         form.addRow("Seed", seed_row)
         form.addRow("Run on", run_row)
         form.addRow(self.precision_label, precision_row)
+        self.gpu_selector = GpuSelector(self.form)  # shown with two or more GPUs
+        form.addRow("GPUs", self.gpu_selector)
+        form.setRowVisible(self.gpu_selector, False)
+        self.gpu_selector.available.connect(lambda on: form.setRowVisible(self.gpu_selector, on))
         form_page = QWidget()
         form_page_lay = QVBoxLayout(form_page)
         form_page_lay.addLayout(form)
@@ -322,10 +326,6 @@ class MainWindow(QMainWindow):
         self.form_scroll.setWidget(form_page)
         left = QWidget()
         left_lay = QVBoxLayout(left)
-        self.gpu_selector = GpuSelector(self.form)  # shown with two or more GPUs
-        form.addRow("GPUs", self.gpu_selector)
-        form.setRowVisible(self.gpu_selector, False)
-        self.gpu_selector.available.connect(lambda on: form.setRowVisible(self.gpu_selector, on))
         left_lay.setContentsMargins(0, 0, 4, 4)
         left_lay.addWidget(self.form_scroll, 1)
         self.review_check = review_checkbox(self.form)  # review_bar.py: Review before decode
@@ -442,6 +442,8 @@ class MainWindow(QMainWindow):
         help_menu.addAction(self.about_action)
         self.system_label = QLabel()
         self.statusBar().addPermanentWidget(self.system_label)
+        self.vram_status = VramStatus()  # used / total of each GPU, with two or more
+        self.statusBar().addPermanentWidget(self.vram_status)
         self.queue_label = QLabel()  # "resumed N queued jobs", "⏸ paused · 2 waiting"
         self.statusBar().insertPermanentWidget(0, self.queue_label)
         screen = self.screen().availableGeometry()  # a 1024×600 laptop: no bigger than it
@@ -456,8 +458,6 @@ class MainWindow(QMainWindow):
         self.add_folder_button.clicked.connect(self.add_folder_dialog)
         self.add_folder_action.triggered.connect(self.add_folder_dialog)
         self.rescan_button.clicked.connect(self.rescan)
-        self.vram_status = VramStatus()  # used / total of each GPU, with two or more
-        self.statusBar().addPermanentWidget(self.vram_status)
         self.unusable_button.clicked.connect(self._show_unusable)
         self.task_combo.currentIndexChanged.connect(
             lambda _i: f.update(task=self.task_combo.currentData())
@@ -1325,6 +1325,7 @@ class MainWindow(QMainWindow):
             return
         self.remember_form()
         self.status_timer.stop()
+        self.gpu_poller.stop()
         self.queue.shutdown(cancel_running=self._close_how == "cancel")
         super().closeEvent(event)
 
@@ -1374,4 +1375,3 @@ def usable_engine_folders(settings: AppSettings, entry: ModelEntry | None) -> di
     except Exception:
         log.exception("listing engines failed")
         return {}
-        self.gpu_poller.stop()

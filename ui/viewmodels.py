@@ -198,6 +198,8 @@ class FormState:
     engines: str = ""  # the engine folder of an onnxruntime/tensorrt backend
     precision: str = "bf16"
     vram_plan: str = "auto"
+    parallel: int = 1  # processes, one per GPU (the GPUs selector, gpu_selector.py)
+    parallel_mode: str = "auto"  # wan_desktop.options.ParallelMode value
     preset: str = ""  # a wan_desktop.presets.PRESETS name, "" for none
     loras: tuple[LoraChoice, ...] = ()
     tiny_vae: bool = False  # decode the final video with the Settings' tiny VAE (TAEHV)
@@ -217,8 +219,6 @@ def recalled(memory: Any) -> dict[str, Any]:
     """FormState changes from what :func:`remembered` saved. A value of the wrong type or an
     unknown preset (a hand-edited or older settings file) is left out, never trusted."""
     from wan_desktop.presets import PRESETS
-    parallel: int = 1  # processes, one per GPU (the GPUs selector, gpu_selector.py)
-    parallel_mode: str = "auto"  # wan_desktop.options.ParallelMode value
 
     from .paths import field_problems
 
@@ -459,6 +459,8 @@ class FormModel(QObject):
             engines=options.get("engines") or "",
             precision=options.get("precision") or s.precision,
             vram_plan=_plan_name(options.get("vram_budget_gb")),
+            parallel=int(options.get("parallel") or 1),
+            parallel_mode=options.get("parallel_mode") or "auto",
             preset=options.get("preset") or "",
             loras=loras_from_options(options),
             tiny_vae=bool(options.get("tiny_vae")),
@@ -481,8 +483,6 @@ class FormModel(QObject):
 
     def _request_for_marks(self) -> GenerationRequest:
         from wan_desktop.request import GenerationRequest
-            parallel=int(options.get("parallel") or 1),
-            parallel_mode=options.get("parallel_mode") or "auto",
 
         s = self.state
         return GenerationRequest(
@@ -545,6 +545,8 @@ class FormModel(QObject):
             engines=(s.engines or str(settings.engines)) if s.backend != "torch" else None,
             precision=s.precision,
             vram_budget_gb=None if s.vram_plan == "auto" else float(s.vram_plan),
+            parallel=s.parallel,
+            parallel_mode=s.parallel_mode,
             loras=loras,
             loras_low=loras_low,
             preset=s.preset or None,
@@ -573,8 +575,6 @@ def _plan_name(budget: Any) -> str:
         return "auto"
     return str(int(budget)) if float(budget).is_integer() else "auto"
 
-            parallel=s.parallel,
-            parallel_mode=s.parallel_mode,
 
 def queue_summary(*, running: bool, waiting: int, paused: bool) -> str:
     """The queue's state in a few words, for the queue header and the status bar ("" for an
