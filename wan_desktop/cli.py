@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_long_video_arguments(g)
     _cli_args.add_video_input_arguments(g)
     _cli_args.add_forcing_arguments(g)  # SkyReels-V2 DF
+    _cli_args.add_parallel_arguments(g)  # more than one GPU
     _add_vace_arguments(g)
     g.add_argument("--no-progress", action="store_true")
     g.add_argument("--out", type=Path, required=True, help="out.mp4, or a folder for PNG frames")
@@ -411,6 +412,7 @@ def _options(args: argparse.Namespace) -> RunOptions:
         loras_low=tuple(args.lora_low),
         preset=args.preset,
         tiny_vae=_opt(args.tiny_vae),
+        **_cli_args.parallel_fields(args),
     )
 
 

@@ -126,6 +126,32 @@ def forcing_fields(args: argparse.Namespace) -> dict[str, Any]:
     return {n: getattr(args, n) for n in (*names, "addnoise_condition", "fps")}
 
 
+def add_parallel_arguments(g: argparse.ArgumentParser) -> None:
+    """``generate``'s multi-GPU flags (wan_desktop/parallel/): N worker processes, one per GPU
+    (gloo on ``--device cpu``); under ``torchrun`` the process count is torchrun's."""
+    g.add_argument(
+        "--parallel",
+        type=int,
+        metavar="N",
+        help="processes (one per GPU) sharing the generation; default 1 (torchrun: its count)",
+    )
+    g.add_argument(
+        "--parallel-mode",
+        choices=["cfg", "sequence", "auto"],
+        default="auto",
+        help="cfg: cond / uncond on different GPUs; sequence: Ulysses; auto: cfg, then sequence",
+    )
+
+
+def parallel_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The RunOptions fields of :func:`add_parallel_arguments`' flags (no --parallel: 1, or
+    torchrun's WORLD_SIZE, which prepare() reads)."""
+    return {
+        "parallel": 1 if args.parallel is None else args.parallel,
+        "parallel_mode": args.parallel_mode,
+    }
+
+
 def prompt_text(prompt: str | None, prompt_file: Path | None) -> str:
     """The prompt of ``--prompt`` or ``--prompt-file`` (its non-empty lines, one per window,
     joined by newlines: long_video.split_prompts reads them back)."""

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .checkpoints.detect import ModelFiles
     from .contracts import Components, VaeDecoder
     from .memory import Plan
+    from .parallel.session import Ranks
     from .variants import Variant
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,9 @@ def prepare(
 
         request = get_preset(options.preset).apply(request, variant)
     resolved = request.resolve(variant)
+    from .parallel.session import checked_options
+
+    options = checked_options(options, resolved, variant)  # --parallel N: a layout, or valid Ns
     pipeline.check_images(resolved)
     from . import diffusion_forcing, long_video
 
@@ -377,6 +381,7 @@ def execute(
     emit: pipeline.Emit | None = None,
     warn: Warn = log.warning,
     review: pipeline.Review | None = None,
+    ranks: Ranks | None = None,
 ) -> RunResult:
     """Run a prepared job and write its output (nothing appears at ``prepared.out`` unless the
     whole video was made). A CUDA out-of-memory error moves to the next memory plan with one
@@ -387,9 +392,22 @@ def execute(
     VAE runs, and may wait for the user; DECODE decodes exactly what a run without review would,
     DISCARD raises ``pipeline.Discarded`` (a Cancelled) with nothing written. Asked once per
     job, even when an out-of-memory error reruns it under a tighter plan; the time it waited is
-    not in ``RunResult.seconds``."""
+    not in ``RunResult.seconds``.
+
+    ``options.parallel`` > 1: the job runs on that many processes (parallel/session.py; this one
+    is rank 0 and writes the output), each calling execute() again with its ``ranks``."""
     cancel = cancel or CancelToken()
     emit = emit or _ignore
+    if prepared.options.parallel > 1 and ranks is None:
+        from .parallel.session import run_parallel
+
+        def body(p: PreparedRun, rk: Ranks, c: CancelToken, e: pipeline.Emit, r: Any) -> RunResult:
+            return execute(
+                p, components=components, cancel=c, emit=e, warn=warn, review=r, ranks=rk
+            )
+
+        return run_parallel(prepared, body, cancel=cancel, emit=emit, review=review)
+    ranked = (lambda c: c) if ranks is None else ranks.wrap
     asked = None if review is None else _ReviewOnce(review)
     t0 = time.perf_counter()
     torch = _torch()
@@ -404,9 +422,9 @@ def execute(
 
             def attempt(plan: Plan) -> tuple[Path, ResolvedRequest]:
                 comps = components.factory.place(raw, plan, prepared.device)
-                req = replace(prepared.request, batch_cfg=plan.dit.batch_cfg)
+                req = replace(prepared.request, batch_cfg=plan.dit.batch_cfg or ranks is not None)
                 try:
-                    return _generate(comps, req, prepared, cancel, emit, asked), req
+                    return _generate(ranked(comps), req, prepared, cancel, emit, asked), req
                 finally:
                     components.factory.release(comps)
 
@@ -414,7 +432,7 @@ def execute(
             log.info("ran with the plan: %s", plan.describe())
         else:  # the CPU or an engine backend: nothing to place
             request, plan = prepared.request, None
-            out = _generate(raw, request, prepared, cancel, emit, asked)
+            out = _generate(ranked(raw), request, prepared, cancel, emit, asked)
     except BaseException as e:
         if not is_cuda_oom(e):
             raise

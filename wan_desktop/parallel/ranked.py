@@ -1,0 +1,93 @@
+"""The components one rank runs with: the same objects, wrapped so that their work is shared.
+
+- the denoisers (:class:`RankedDenoiser`): every call first syncs the ranks (the per-step cancel
+  exchange), then, with the CFG split, a batched cond + uncond call runs only this rank's half and
+  one all_gather brings back both velocities, so ``pipeline.denoise`` and ``guided_velocity`` run
+  unchanged and every rank steps the same latents;
+- the prompt, image and VAE encoders and the VAE decoder (:class:`Rank0Only`): rank 0 computes,
+  the others receive the result (a broadcast after a sync).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from ..cancel import CancelToken
+from .group import Group
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from ..contracts import Components
+
+
+class RankedDenoiser:
+    """A Denoiser whose calls are shared by the ranks of ``group`` (see the module's text)."""
+
+    def __init__(self, inner: Any, group: Group, cancel: CancelToken) -> None:
+        self.inner, self.group, self.cancel = inner, group, cancel
+        self.split_calls = 0  # calls whose cond / uncond halves ran on different ranks (tests)
+
+    def __getattr__(self, name: str) -> Any:  # spec, load, unload, begin, ...
+        return getattr(self.inner, name)
+
+    def __call__(self, latents: Tensor, timestep: Tensor, context: Tensor, **kw: Any) -> Tensor:
+        import torch
+
+        g = self.group
+        g.sync(self.cancel)  # every rank here, nobody cancelled
+        if g.layout.cfg == 1 or latents.shape[0] != 2:  # no CFG batch: every rank computes it
+            return self.inner(latents, timestep, context, **kw)
+        i = g.cfg_index  # 0: the prompt's half (cond), 1: the negative prompt's (uncond)
+
+        def half(t: Any) -> Any:
+            if isinstance(t, torch.Tensor) and t.ndim and t.shape[0] == 2:
+                return t[i : i + 1]
+            return t
+
+        v = self.inner(
+            half(latents), half(timestep), half(context), **{k: half(t) for k, t in kw.items()}
+        )
+        self.split_calls += 1
+        return torch.cat(g.all_gather(v, g.cfg_group))  # [cond, uncond], as the batch was
+
+
+class Rank0Only:
+    """A component whose ``methods`` run on rank 0 alone; the other ranks get rank 0's result."""
+
+    def __init__(self, inner: Any, group: Group, cancel: CancelToken, methods: tuple[str, ...]):
+        self.inner, self.group, self.cancel, self.methods = inner, group, cancel, methods
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if name not in self.methods:
+            return attr
+        return self._shared(attr)
+
+    def _shared(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        g = self.group
+
+        def call(*args: Any, **kw: Any) -> Any:
+            out = method(*args, **kw) if g.rank == 0 else None
+            g.sync(self.cancel)  # the others wait here (minutes of VAE decode, if need be)
+            return g.broadcast_from_0(out)
+
+        return call
+
+
+def wrap(components: Components, group: Group, cancel: CancelToken) -> Components:
+    """``components`` as this rank runs them (a new Components; the cached one is unchanged)."""
+
+    def only0(c: Any, *methods: str) -> Any:
+        return None if c is None else Rank0Only(c, group, cancel, methods)
+
+    return replace(
+        components,
+        denoisers=tuple(RankedDenoiser(d, group, cancel) for d in components.denoisers),
+        text_encoder=only0(components.text_encoder, "encode"),
+        image_encoder=only0(components.image_encoder, "encode"),
+        vae_encoder=only0(components.vae_encoder, "encode"),
+        vae_decoder=only0(components.vae_decoder, "decode", "decode_frames"),
+    )
