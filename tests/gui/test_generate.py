@@ -185,10 +185,10 @@ def test_cancel_all_stops_the_running_job_and_empties_the_queue(make_desktop, ti
 def test_broken_model_is_a_failure_badge_with_its_remedy_and_the_next_job_runs(
     make_desktop, tiny, broken, qtbot, home
 ):
-    d = make_desktop([tiny.official])
+    d = make_desktop([tiny.official, broken])
     w = d.window
-    # a model whose DiT was cut short after the scan: its headers still parse, so the checks
-    # when the job is added pass, and the weights fail to load when it runs
+    # a model whose tokenizer is damaged: its headers still parse, so the scan lists it and the
+    # checks when the job is added pass, and the text encoder fails to load when it runs
     w.form.update(model=str(broken))
     fill_form(w, qtbot, "this will fail", seed=3)
     with qtbot.waitSignal(d.queue.failed, timeout=60_000) as sig:
