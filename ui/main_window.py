@@ -52,11 +52,13 @@ from wan_desktop.errors import WanError
 from . import system_info
 from .gpu_selector import GpuPoller, GpuQuery, GpuSelector, VramStatus
 from .library import ModelEntry
+from .media_inputs import offered, split_key, task_choices, task_key
 from .path_dialog import PathDialog, open_path
 from .paths import log_dir
 from .player import VideoPlayer
 from .review_bar import ReviewBar, review_checkbox
 from .settings import BACKENDS, PRECISIONS, VRAM_PLANS, AppSettings, save_settings
+from .vace_panel import VacePanel
 from .viewmodels import (
     TASKS,
     FormModel,
@@ -181,6 +183,9 @@ class MainWindow(QMainWindow):
         self.task_combo = QComboBox()
         for t in TASKS:
             self.task_combo.addItem(t.upper(), t)
+        for label, key in task_choices():  # V2V and the VACE uses (media_inputs.py)
+            self.task_combo.addItem(label, key)
+        self.vace_panel = VacePanel(self.form)  # their inputs; its strip goes by the preview
         self.first_frame = DropZone("First frame")
         self.last_frame = DropZone("Last frame")
         frames_row = QHBoxLayout()
@@ -300,6 +305,7 @@ class MainWindow(QMainWindow):
         form.addRow("Model", model_row)
         form.addRow("Task", self.task_combo)
         form.addRow("Images", frames_row)
+        form.addRow("Inputs", self.vace_panel)
         self._form_layout = form
         form.addRow("Prompt", self.prompt_edit)
         form.addRow("Negative", self.negative_edit)
@@ -358,7 +364,10 @@ class MainWindow(QMainWindow):
             result_row.addWidget(b)
         middle = QWidget()
         mid_lay = QVBoxLayout(middle)
-        mid_lay.addWidget(self.view_tabs, 1)
+        view_row = QHBoxLayout()  # the control frames (VACE / V2V) beside the live preview
+        view_row.addWidget(self.view_tabs, 1)
+        view_row.addWidget(self.vace_panel.strip)
+        mid_lay.addLayout(view_row, 1)
         self.review_bar = ReviewBar()  # under the preview while a job waits at review
         mid_lay.addWidget(self.review_bar)
         mid_lay.addLayout(progress_row)
@@ -459,9 +468,7 @@ class MainWindow(QMainWindow):
         self.add_folder_action.triggered.connect(self.add_folder_dialog)
         self.rescan_button.clicked.connect(self.rescan)
         self.unusable_button.clicked.connect(self._show_unusable)
-        self.task_combo.currentIndexChanged.connect(
-            lambda _i: f.update(task=self.task_combo.currentData())
-        )
+        self.task_combo.currentIndexChanged.connect(self._task_picked)
         self.first_frame.path_changed.connect(lambda p: f.update(image=p))
         self.last_frame.path_changed.connect(lambda p: f.update(last_image=p))
         self.prompt_edit.textChanged.connect(
@@ -563,7 +570,7 @@ class MainWindow(QMainWindow):
         for w in widgets:
             w.blockSignals(True)
         try:
-            self._set_combo_data(self.task_combo, s.task)
+            self._set_combo_data(self.task_combo, task_key(s.task, s.media))
             if self.prompt_edit.toPlainText() != s.prompt:
                 self.prompt_edit.setPlainText(s.prompt)
             if self.negative_edit.toPlainText() != s.negative_prompt:
@@ -594,10 +601,11 @@ class MainWindow(QMainWindow):
             for w in widgets:
                 w.blockSignals(False)
         entry = self.form.entry
-        tasks = entry.tasks if entry and entry.tasks else TASKS
+        tasks = offered(entry) if entry and entry.tasks else TASKS
         for i in range(self.task_combo.count()):  # only the model's tasks can be chosen
             item = self.task_combo.model().item(i)
-            item.setEnabled(self.task_combo.itemData(i) in tasks)
+            item.setEnabled(split_key(self.task_combo.itemData(i))[0] in tasks)
+        self._form_layout.setRowVisible(self.vace_panel, bool(s.media.fields_for(s.task)))
         self._form_layout.setRowVisible(2, s.task in ("i2v", "flf2v", "ti2v"))
         self.first_frame.setVisible(s.task in ("i2v", "flf2v", "ti2v"))
         self.last_frame.setVisible(s.task == "flf2v")
@@ -756,6 +764,15 @@ class MainWindow(QMainWindow):
         box.setText(self.unusable_button.toolTip())
         box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         box.open()
+
+    def _task_picked(self, _index: int) -> None:
+        task, use = split_key(self.task_combo.currentData())
+        if use is None:
+            self.form.update(task=task)
+        else:  # a VACE use: the vace task, and which of its inputs the panel shows
+            from dataclasses import replace
+
+            self.form.update(task=task, media=replace(self.form.state.media, use=use))
 
     def _model_picked(self, index: int) -> None:
         if not (0 <= index < len(self.models)):
@@ -1087,6 +1104,7 @@ class MainWindow(QMainWindow):
             "guidance": (self.guidance_spin,),
             "shift": (self.shift_spin,),
             "seed": (self.seed_spin,),
+            **self.vace_panel.field_widgets(),
         }
 
     def _mark_field(self, field: str, message: str) -> None:

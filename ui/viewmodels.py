@@ -10,7 +10,7 @@ import logging
 import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,15 @@ from PySide6.QtCore import QObject, Signal
 from wan_desktop.variants import NEGATIVE_PROMPT, VARIANTS
 
 from .library import ModelEntry
+from .media_inputs import (
+    MEDIA_FIELDS,
+    MediaInputs,
+    copy_inputs,
+    job_inputs_folder,
+    media_from_request,
+    offered,
+    request_fields,
+)
 from .settings import AppSettings
 from .store import HistoryEntry, Job, JobStore, new_job_id
 
@@ -136,6 +145,7 @@ FIELDS = (
     "guidance",
     "shift",
     "seed",
+    *MEDIA_FIELDS,  # the video inputs (media_inputs.py)
 )
 
 
@@ -204,6 +214,7 @@ class FormState:
     loras: tuple[LoraChoice, ...] = ()
     tiny_vae: bool = False  # decode the final video with the Settings' tiny VAE (TAEHV)
     review: bool = False  # wait after denoising for Decode / Discard ("Review before decode")
+    media: MediaInputs = field(default_factory=MediaInputs)  # VACE / V2V (media_inputs.py)
 
 
 def remembered(state: FormState) -> dict[str, Any]:
@@ -315,7 +326,7 @@ class FormModel(QObject):
             # or it is found again (its folder added back); the reused values stay (the task one
             # this model does), and "model not found" is answered
             self.entry = entry
-            task = self.state.task if self.state.task in entry.tasks else entry.tasks[0]
+            task = self.state.task if self.state.task in offered(entry) else entry.tasks[0]
             self.update(model=entry.path, task=task, fps=VARIANTS[entry.variant].defaults.fps)
             self.invalid.emit("", "")
             return
@@ -331,7 +342,7 @@ class FormModel(QObject):
         neg = self.state.negative_prompt
         if not neg or neg in defaults_neg:  # keep a negative prompt the user wrote
             neg = d.negative_prompt
-        task = self.state.task if self.state.task in entry.tasks else entry.tasks[0]
+        task = self.state.task if self.state.task in offered(entry) else entry.tasks[0]
         loras, preset = self.state.loras, self.state.preset
         if VARIANTS[entry.variant].experts != 2:  # one DiT: every LoRA goes to it
             loras = tuple(replace(c, expert="high") for c in loras)
@@ -358,7 +369,7 @@ class FormModel(QObject):
         if self.state.prompt.strip():  # the prompt being written stays
             memory.pop("prompt", None)
             memory.pop("negative_prompt", None)
-        if memory.get("task", entry.tasks[0]) not in entry.tasks:
+        if memory.get("task", entry.tasks[0]) not in offered(entry):
             memory.pop("task")
         if "loras" in memory and VARIANTS[entry.variant].experts != 2:
             memory["loras"] = tuple(replace(c, expert="high") for c in memory["loras"])
@@ -464,6 +475,7 @@ class FormModel(QObject):
             preset=options.get("preset") or "",
             loras=loras_from_options(options),
             tiny_vae=bool(options.get("tiny_vae")),
+            media=media_from_request(request, s.media),
         )
 
     def make_job(self, settings: AppSettings) -> Job:
@@ -529,6 +541,7 @@ class FormModel(QObject):
             shift=s.shift,
             sampler=s.sampler,
             seed=seed,
+            **request_fields(s.task, s.media),
         )
         if s.tiny_vae and not settings.preview_decoder:
             raise ConfigError(
@@ -555,6 +568,8 @@ class FormModel(QObject):
         job_id = new_job_id()
         out = settings.outputs / f"{time.strftime('%Y%m%d-%H%M%S')}-{job_id}.mp4"
         self.notes = check_job(request, options, out)  # refused now, not when its turn comes
+        # the job's own copies of its input files: Reuse works after the originals move
+        request = copy_inputs(request, job_inputs_folder(settings.outputs, job_id))
         return Job(
             id=job_id,
             request=request.to_dict(),
