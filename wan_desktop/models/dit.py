@@ -47,6 +47,7 @@ from .layers import Ops, RMSNorm, in_modules
 from .rope import apply_rope, rope_cos_sin
 
 if TYPE_CHECKING:
+    from .sequence_parallel import Ulysses
     from .sla import SlaAttnOp
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,10 @@ class Modulation:
 class WanSelfAttention(nn.Module):
     """q/k/v/o with bias; RMS q/k norm over all heads together; 3D RoPE on q and k."""
 
+    # Ulysses sequence parallel (models/sequence_parallel.py), set while a sharded forward runs:
+    # the attention kernel sees every token of a share of the heads
+    sequence_parallel: Ulysses | None = None
+
     def __init__(
         self, dim: int, num_heads: int, eps: float, ops: type[Ops], sla_topk: float | None = None
     ) -> None:
@@ -193,6 +198,9 @@ class WanSelfAttention(nn.Module):
         q, k = self._qk(x, cos, sin)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # [B, H, L, D]
         v = self.v(x).unflatten(-1, heads).to(dtype).transpose(1, 2)
+        sp = self.sequence_parallel
+        if sp is not None:  # tokens-sharded [B, H, L/N, D] -> heads-sharded [B, H/N, L, D]
+            q, k, v = sp.to_heads(q, k, v)
         if block_tokens is not None:
             out = block_causal_attention(
                 self.ops.attention, q, k, v, block_tokens=block_tokens, scale=self.head_dim**-0.5
@@ -201,6 +209,8 @@ class WanSelfAttention(nn.Module):
             out = self.attn_op.local_attn(q, k, v, scale=self.head_dim**-0.5)
         else:
             out = self.ops.attention(q, k, v, scale=self.head_dim**-0.5)
+        if sp is not None:
+            out = sp.to_tokens(out)
         return self.o(out.transpose(1, 2).flatten(2))  # [B, L, dim]
 
 
