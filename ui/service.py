@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +72,8 @@ class PreviewFrames:
     frames: tuple[QImage, ...]
     decoder: str = "linear"  # "linear" | "tiny-vae"
     fps: int = 4  # how fast the preview player cycles them
+    window: int = 1  # a long video's window (1-based) of ``windows``: the preview is its x0
+    windows: int = 1
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ class GpuService(QObject):
     job_started = Signal(str)
     stage_changed = Signal(str, str)  # job id, "encode" | "denoise" | "decode"
     step_done = Signal(str, int, int, float)  # job id, step, total, ETA seconds
+    window_changed = Signal(str, int, int)  # job id, window (1-based), windows: before its steps
     preview_ready = Signal(str, object)  # job id, PreviewFrames
     job_finished = Signal(str, object)  # job id, JobResult
     job_failed = Signal(str, object)  # job id, UserError
@@ -341,8 +344,14 @@ class GpuService(QObject):
         from wan_desktop.pipeline import StageStarted, StepDone
 
         last_preview = [0.0]
+        window = [(1, 1)]
 
         def emit(event: Any) -> None:
+            if isinstance(event, (StageStarted, StepDone)):  # long videos: the window changed
+                now_in = (event.window, event.windows)
+                if now_in != window[0]:
+                    window[0] = now_in
+                    self.window_changed.emit(job_id, *now_in)
             if isinstance(event, StageStarted):
                 self.stage_changed.emit(job_id, event.stage)
             elif isinstance(event, StepDone):
@@ -353,7 +362,10 @@ class GpuService(QObject):
                 if event.preview is None or not due:
                     return
                 last_preview[0] = now
-                self.preview_ready.emit(job_id, previews(event.preview, event.step, event.total))
+                frames = previews(event.preview, event.step, event.total)
+                if event.windows > 1:
+                    frames = replace(frames, window=event.window, windows=event.windows)
+                self.preview_ready.emit(job_id, frames)
 
         return emit
 

@@ -16,9 +16,17 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Signal
 
-from wan_desktop.variants import NEGATIVE_PROMPT, VARIANTS
+from wan_desktop.variants import NEGATIVE_PROMPT, VARIANTS, get_variant
 
 from .library import ModelEntry
+from .long_video_form import (
+    LONG_FIELDS,
+    LongVideo,
+    for_new_model,
+    fps_of,
+    from_request,
+    with_long_video,
+)
 from .media_inputs import (
     MEDIA_FIELDS,
     MediaInputs,
@@ -146,6 +154,7 @@ FIELDS = (
     "shift",
     "seed",
     *MEDIA_FIELDS,  # the video inputs (media_inputs.py)
+    *LONG_FIELDS,  # long videos (long_video_form.py)
 )
 
 
@@ -215,6 +224,7 @@ class FormState:
     tiny_vae: bool = False  # decode the final video with the Settings' tiny VAE (TAEHV)
     review: bool = False  # wait after denoising for Decode / Discard ("Review before decode")
     media: MediaInputs = field(default_factory=MediaInputs)  # VACE / V2V (media_inputs.py)
+    long_video: LongVideo = field(default_factory=LongVideo)  # windows, DF (long_video_form.py)
 
 
 def remembered(state: FormState) -> dict[str, Any]:
@@ -327,7 +337,7 @@ class FormModel(QObject):
             # this model does), and "model not found" is answered
             self.entry = entry
             task = self.state.task if self.state.task in offered(entry) else entry.tasks[0]
-            self.update(model=entry.path, task=task, fps=VARIANTS[entry.variant].defaults.fps)
+            self.update(model=entry.path, task=task, fps=get_variant(entry.variant).defaults.fps)
             self.invalid.emit("", "")
             return
         self._set_model(entry)
@@ -337,14 +347,14 @@ class FormModel(QObject):
         if entry is None or not entry.variant:
             self.update(model=entry.path if entry else "")
             return
-        d = VARIANTS[entry.variant].defaults
+        d = get_variant(entry.variant).defaults  # SkyReels-V2 ones too
         defaults_neg = {v.defaults.negative_prompt for v in VARIANTS.values()}
         neg = self.state.negative_prompt
         if not neg or neg in defaults_neg:  # keep a negative prompt the user wrote
             neg = d.negative_prompt
         task = self.state.task if self.state.task in offered(entry) else entry.tasks[0]
         loras, preset = self.state.loras, self.state.preset
-        if VARIANTS[entry.variant].experts != 2:  # one DiT: every LoRA goes to it
+        if get_variant(entry.variant).experts != 2:  # one DiT: every LoRA goes to it
             loras = tuple(replace(c, expert="high") for c in loras)
         self.update(
             model=entry.path,
@@ -360,6 +370,7 @@ class FormModel(QObject):
             negative_prompt=neg,
             loras=loras,
             preset="",
+            long_video=for_new_model(self.state.long_video),  # the model's windows, DF values
         )
         if preset:  # a chosen preset stays chosen: its values over the new model's defaults
             self.apply_preset(preset)
@@ -371,7 +382,7 @@ class FormModel(QObject):
             memory.pop("negative_prompt", None)
         if memory.get("task", entry.tasks[0]) not in offered(entry):
             memory.pop("task")
-        if "loras" in memory and VARIANTS[entry.variant].experts != 2:
+        if "loras" in memory and get_variant(entry.variant).experts != 2:
             memory["loras"] = tuple(replace(c, expert="high") for c in memory["loras"])
         memory.setdefault("preset", "")  # named: the recalled values are the preset's own
         self.update(**memory)
@@ -476,6 +487,8 @@ class FormModel(QObject):
             loras=loras_from_options(options),
             tiny_vae=bool(options.get("tiny_vae")),
             media=media_from_request(request, s.media),
+            long_video=from_request(request),
+            fps=fps_of(request, self.entry.variant if self.entry else "", s.fps),
         )
 
     def make_job(self, settings: AppSettings) -> Job:
@@ -543,6 +556,8 @@ class FormModel(QObject):
             seed=seed,
             **request_fields(s.task, s.media),
         )
+        variant = self.entry.variant if self.entry is not None else ""
+        request = with_long_video(request, s.long_video, variant, fps=s.fps)
         if s.tiny_vae and not settings.preview_decoder:
             raise ConfigError(
                 "fast final decode needs a tiny VAE file",
@@ -614,6 +629,8 @@ class Progress:
     step: int = 0
     total: int = 0
     eta: float = 0.0
+    window: int = 1  # a long video's window (1-based) of ``windows``
+    windows: int = 1
 
 
 class QueueModel(QObject):
@@ -643,6 +660,8 @@ class QueueModel(QObject):
         service.job_started.connect(self._on_started)
         service.stage_changed.connect(self._on_stage)
         service.step_done.connect(self._on_step)
+        self.windows: dict[str, tuple[int, int]] = {}  # running job -> (window, windows)
+        service.window_changed.connect(self._on_window)
         service.preview_ready.connect(self.preview)
         service.job_finished.connect(self._on_finished)
         service.job_failed.connect(self._on_failed)
@@ -771,12 +790,17 @@ class QueueModel(QObject):
         self.progress.emit(Progress(job_id, "start"))
 
     def _on_stage(self, job_id: str, stage: str) -> None:
-        self.progress.emit(Progress(job_id, stage))
+        self.progress.emit(Progress(job_id, stage, 0, 0, 0.0, *self.windows.get(job_id, (1, 1))))
 
     def _on_step(self, job_id: str, step: int, total: int, eta: float) -> None:
-        self.progress.emit(Progress(job_id, "denoise", step, total, eta))
+        w = self.windows.get(job_id, (1, 1))
+        self.progress.emit(Progress(job_id, "denoise", step, total, eta, *w))
+
+    def _on_window(self, job_id: str, window: int, windows: int) -> None:
+        self.windows[job_id] = (window, windows)
 
     def _finish(self, job_id: str, entry: HistoryEntry) -> None:
+        self.windows.pop(job_id, None)
         job = self.job(job_id)
         if job is not None:
             self.jobs.remove(job)

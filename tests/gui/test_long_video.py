@@ -1,0 +1,288 @@
+"""Long videos in the app (issue 17 §5), through the real window on tiny models: the duration with
+its window count, progress and live preview window by window, per-window prompts, a SkyReels-V2
+DF model's settings, "Continue this video" from the history, cancel, and add-time validation."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import imageio.v3 as iio
+import pytest
+
+from tests.gui.conftest import click, fill_form
+from wan_desktop import long_video
+from wan_desktop.request import GenerationRequest
+
+
+@pytest.fixture(scope="session")
+def tiny_df(tmp_path_factory):
+    """SkyReels-V2-DF-1.3B-540P at tiny size, in its official folder (model.safetensors)."""
+    from tests.skyreels_models import build_tiny_skyreels
+
+    return build_tiny_skyreels(tmp_path_factory.mktemp("gui_df"), "skyreels-v2-df-1.3B-540P")
+
+
+def _outputs(home: Path) -> list[str]:
+    d = home / "outputs"
+    return sorted(p.name for p in d.rglob("*") if p.is_file()) if d.is_dir() else []
+
+
+def _short_windows(w, qtbot, *, frames: int = 25, steps: int = 2, prompt: str = "a long walk"):
+    """9-frame windows carrying 1 latent frame over: 25 frames are 3 windows (7 latent frames
+    in windows of 3, starting at latent 0, 2 and 4)."""
+    fill_form(w, qtbot, prompt, seed=3, frames=frames, steps=steps)
+    click(qtbot, w.long_panel.header)
+    w.long_panel.window_spin.setValue(9)
+    w.long_panel.overlap_spin.setValue(1)
+
+
+def _windows(request: GenerationRequest, variant) -> long_video.WindowPlan:
+    return long_video.plan_windows(request.resolve(variant))
+
+
+def _added(d, qtbot):
+    """Add the form's job to a paused queue: it waits, its request can be read."""
+    d.queue.set_paused(True)
+    before = len(d.queue.jobs)
+    click(qtbot, d.window.generate_button)
+    assert len(d.queue.jobs) == before + 1, d.window.form.state
+    return d.queue.jobs[-1]
+
+
+def test_duration_up_to_60_s_shows_the_window_count(make_desktop, tiny, qtbot):
+    d = make_desktop([tiny.official])
+    w = d.window
+    label = w.long_panel.duration_label
+    assert label.text() == "5.0 s · 1 window"  # 81 frames at 16 fps: the model's one window
+    assert w.seconds_spin.maximum() >= 60 and w.frames_spin.maximum() >= 60 * 24 + 1
+
+    w.seconds_spin.setValue(60.0)
+    assert w.frames_spin.value() == 961 and w.form.state.frames == 961
+    n = _windows(GenerationRequest(prompt="x", frames=961), tiny.variant).count
+    assert n == 13  # 241 latent frames in windows of 21 carrying 2 over
+    assert label.text() == "60.0 s · 13 windows"
+
+    w.frames_spin.setValue(161)
+    assert label.text() == "10.0 s · 3 windows"
+    # shorter windows: more of them, for every model (here 9-frame windows, 1 latent carried)
+    click(qtbot, w.long_panel.header)
+    assert w.long_panel.windows_box.isVisible() and not w.long_panel.df_box.isVisible()
+    w.long_panel.window_spin.setValue(9)
+    w.long_panel.overlap_spin.setValue(1)
+    plan = _windows(
+        GenerationRequest(prompt="x", frames=161, window_frames=9, window_overlap=1), tiny.variant
+    )
+    assert label.text() == f"10.0 s · {plan.count} windows" and plan.count == 20
+
+    # a refused setting: no count rather than a wrong one (overlap must stay under a window)
+    w.long_panel.window_spin.setValue(5)
+    w.long_panel.overlap_spin.setValue(2)
+    assert label.text() == "10.0 s · — windows"
+
+
+def test_per_window_prompts_one_line_per_window(make_desktop, tiny, qtbot):
+    d = make_desktop([tiny.official])
+    w = d.window
+    _short_windows(w, qtbot, prompt="")
+    w.prompt_edit.setPlainText("a cat wakes up\na cat walks\n\na cat sleeps")
+    panel = w.long_panel
+    assert not panel.per_window_check.isChecked()  # off: the whole text for every window
+    job = _added(d, qtbot)
+    assert job.request["prompt"] == "a cat wakes up a cat walks a cat sleeps"
+    prompts = [
+        x.prompt for x in _windows(GenerationRequest.from_dict(job.request), tiny.variant).windows
+    ]
+    assert prompts == ["a cat wakes up a cat walks a cat sleeps"] * 3
+
+    panel.per_window_check.setChecked(True)
+    assert w.form.state.long_video.per_window_prompts
+    assert panel.prompt_note.text() == "3 lines, one per window"
+    job = _added(d, qtbot)
+    assert job.request["prompt"] == "a cat wakes up\na cat walks\na cat sleeps"
+    prompts = [
+        x.prompt for x in _windows(GenerationRequest.from_dict(job.request), tiny.variant).windows
+    ]
+    assert prompts == ["a cat wakes up", "a cat walks", "a cat sleeps"]
+
+    w.prompt_edit.setPlainText("a cat wakes up\na cat walks")  # fewer lines: the last repeats
+    assert panel.prompt_note.text() == "2 line(s) for 3 windows: the last line repeats"
+    job = _added(d, qtbot)
+    prompts = [
+        x.prompt for x in _windows(GenerationRequest.from_dict(job.request), tiny.variant).windows
+    ]
+    assert prompts == ["a cat wakes up", "a cat walks", "a cat walks"]
+
+    w.frames_spin.setValue(9)  # one window: its prompt is the first line
+    job = _added(d, qtbot)
+    assert job.request["prompt"] == "a cat wakes up"
+
+
+def test_df_model_settings_from_the_model_in_the_long_video_group(make_desktop, tiny_df, qtbot):
+    d = make_desktop([tiny_df.official])
+    w = d.window
+    panel = w.long_panel
+    assert w.form.entry.variant == "skyreels-v2-df-1.3B-540P"
+    # the group opened by itself with the model's recommended settings
+    assert panel.header.isChecked() and panel.df_box.isVisible()
+    assert not panel.windows_box.isVisible() and not panel.per_window_check.isEnabled()
+    assert panel.schedule_combo.currentData() == "sync" and not panel.ar_step_spin.isEnabled()
+    values = (panel.base_spin, panel.history_spin, panel.addnoise_spin, panel.fps_spin)
+    assert [s.value() for s in values] == [97, 17, 20.0, 24]
+    assert panel.duration_label.text() == "4.0 s · 1 window"  # 97 frames at 24 fps
+
+    w.seconds_spin.setValue(12.0)  # 289 frames: 73 latents in windows of 25 carrying 5
+    assert w.form.state.frames == 289 and panel.duration_label.text() == "12.0 s · 4 windows"
+
+    panel.schedule_combo.setCurrentIndex(1)
+    panel.schedule_combo.activated.emit(1)  # as a click picks it
+    assert (w.form.state.long_video.ar_step, w.form.state.long_video.causal_block_size) == (5, 5)
+    assert panel.ar_step_spin.isEnabled() and panel.block_spin.value() == 5
+    panel.addnoise_spin.setValue(0.0)
+    panel.fps_spin.setValue(16)
+    assert w.form.state.fps == 16 and w.seconds_spin.value() == 18.0  # (289 − 1) / 16
+
+    fill_form(w, qtbot, "a boat on a lake", seed=1, frames=9, steps=1)
+    w.frames_spin.setValue(41)
+    panel.base_spin.setValue(17)
+    panel.history_spin.setValue(5)
+    panel.schedule_combo.setCurrentIndex(0)
+    panel.schedule_combo.activated.emit(0)
+    job = _added(d, qtbot)
+    r = job.request
+    assert (r["base_frames"], r["overlap_history"], r["ar_step"], r["causal_block_size"]) == (
+        17,
+        5,
+        0,
+        1,
+    )
+    assert (r["addnoise_condition"], r["fps"], r["frames"]) == (0.0, 16, 41)
+
+
+def test_add_time_validation_marks_the_long_video_field(make_desktop, tiny, tiny_df, qtbot, home):
+    d = make_desktop([tiny.official, tiny_df.official])
+    w = d.window
+    d.queue.set_paused(True)
+    df = next(i for i, m in enumerate(w.models) if m.variant.startswith("skyreels"))
+    w.model_combo.setCurrentIndex(df)
+    fill_form(w, qtbot, "a train", seed=1, frames=41, steps=1)
+    w.long_panel.history_spin.setValue(97)  # carries over a whole window
+    click(qtbot, w.generate_button)
+    assert d.queue.jobs == []
+    spin = w.long_panel.history_spin
+    assert spin.property("invalid") and "shorter than a window" in spin.toolTip()
+    w.error_box.close()
+
+    w.long_panel.history_spin.setValue(5)
+    w.long_panel.base_spin.setValue(13)  # windows of 4 latent frames: blocks of 5 do not fit
+    w.long_panel.schedule_combo.activated.emit(1)  # asynchronous: ar_step 5, blocks of 5
+    click(qtbot, w.generate_button)
+    assert d.queue.jobs == [] and not spin.property("invalid")
+    assert w.frames_spin.property("invalid") and "multiple of 5" in w.frames_spin.toolTip()
+    w.error_box.close()
+
+    # the sliding windows of other models: an overlap as long as the window is refused
+    w.model_combo.setCurrentIndex(1 - df)
+    _short_windows(w, qtbot)
+    w.long_panel.overlap_spin.setValue(3)
+    click(qtbot, w.generate_button)
+    assert d.queue.jobs == [] and w.long_panel.overlap_spin.property("invalid")
+    assert "window overlap must be 1 to 2" in w.long_panel.overlap_spin.toolTip()
+    w.error_box.close()
+
+    # a video to continue that is not there: the "Continues" line is marked
+    from dataclasses import replace
+
+    w.long_panel.overlap_spin.setValue(1)
+    gone = str(home / "gone.mp4")
+    w.form.update(long_video=replace(w.form.state.long_video, extend=gone))
+    assert w.long_panel.extend_label.text() == "Continues gone.mp4"
+    click(qtbot, w.generate_button)
+    assert d.queue.jobs == [] and w.long_panel.extend_label.property("invalid")
+    w.error_box.close()
+    click(qtbot, w.long_panel.extend_clear)  # ✕: not continued any more
+    assert w.form.state.long_video.extend == "" and not w.long_panel.extend_box.isVisible()
+    click(qtbot, w.generate_button)
+    assert len(d.queue.jobs) == 1 and not w.long_panel.extend_label.property("invalid")
+
+
+def test_progress_and_live_preview_window_by_window(make_desktop, tiny, qtbot, home):
+    d = make_desktop([tiny.official])
+    w = d.window
+    _short_windows(w, qtbot)
+    progress, previews, labels, lines = [], [], [], []
+
+    def on_progress(p) -> None:
+        if p.stage == "denoise" and p.step:
+            progress.append((p.window, p.windows, p.step, p.total))
+            labels.append(w.stage_label.text())
+            lines.append(w.queue_list.item(0).text())
+
+    d.queue.progress.connect(on_progress)
+    d.queue.preview.connect(lambda _j, p: previews.append(p))
+    with qtbot.waitSignal(d.queue.finished, timeout=120_000) as sig:
+        click(qtbot, w.generate_button)
+    _job_id, result = sig.args
+
+    assert progress == [(k, 3, s, 2) for k in (1, 2, 3) for s in (1, 2)]
+    assert labels[-1].startswith("Denoising · window 3/3 · step 2/2 · ETA")
+    assert lines[2].startswith("▶ running · window 2/3 · step 1/2 · 64×32 · 25 f")
+    # a preview of each window's own x0 (3 latent frames) at every step (interval 0)
+    assert [(p.window, p.windows, p.step) for p in previews] == [
+        (k, 3, s) for k in (1, 2, 3) for s in (1, 2)
+    ]
+    assert all(len(p.frames) == 3 for p in previews)
+    video = iio.imread(result.out)
+    assert video.shape == (25, 32, 64, 3)  # the overlaps written once
+    assert result.request["window_frames"] == 9 and result.request["window_overlap"] == 1
+    assert w.preview_player.view.toolTip().startswith("x0 prediction of window 3/3, step 2/2")
+
+
+def test_cancel_a_long_video_within_one_step_writes_nothing(make_desktop, tiny, qtbot, home):
+    d = make_desktop([tiny.official])
+    w = d.window
+    _short_windows(w, qtbot, steps=30)
+    second = []
+    d.queue.progress.connect(lambda p: second.append(p) if p.window == 2 and p.step else None)
+    click(qtbot, w.generate_button)
+    qtbot.waitUntil(lambda: bool(second), timeout=120_000)
+    job_id = d.queue.running
+    job = d.queue.job(job_id)
+    with qtbot.waitSignal(d.queue.cancelled, timeout=60_000):
+        t_cancel = time.monotonic()
+        click(qtbot, w.cancel_button)
+    after = [s for t, j, s in d.service.step_log if j == job_id and t > t_cancel]
+    assert len(after) <= 1  # the step in flight may finish; the next check raises
+    # the first window was decoded and streamed to the writer: nothing of it is left
+    assert not Path(job.out).exists() and _outputs(home) == []
+    assert w.stage_label.text().startswith("Cancelled") and not w.preview_player.frames
+    assert d.queue.history[-1].status == "cancelled"
+
+
+def test_continue_this_video_from_the_history_menu(make_desktop, tiny, qtbot, home):
+    d = make_desktop([tiny.official])
+    w = d.window
+    fill_form(w, qtbot, "a river", seed=7)  # 9 frames, one window
+    with qtbot.waitSignal(d.queue.finished, timeout=60_000) as sig:
+        click(qtbot, w.generate_button)
+    first_id, first = sig.args
+    source = iio.imread(first.out)
+    assert source.shape[0] == 9
+
+    item = w.history_list.item(0)
+    w._history_menu(w.history_list.visualItemRect(item).center())
+    actions = {a.text(): a for a in w.history_menu.actions()}
+    assert actions["Continue this video"].isEnabled()
+    with qtbot.waitSignal(d.queue.finished, timeout=60_000) as sig:
+        actions["Continue this video"].trigger()
+    w.history_menu.close()
+    second_id, second = sig.args
+
+    assert second_id != first_id and [e.id for e in d.queue.history] == [first_id, second_id]
+    assert second.request["extend"] == str(first.out) and second.request["seed"] == 7
+    assert second.request["prompt"] == "a river" and second.out != first.out
+    video = iio.imread(second.out)
+    assert video.shape == (9 + 9 - 5, 32, 64, 3)  # the video, then what is new (overlap once)
+    assert abs(video[:4].astype(int) - source[:4].astype(int)).mean() < 8  # its frames first
+    assert w.form.state.long_video.extend == ""  # the next job does not continue it again
+    assert w.history_list.count() == 2
