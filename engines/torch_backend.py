@@ -126,7 +126,11 @@ class TorchDenoiser:
     step_cache: a threshold (or a StepCacheConfig) for TeaCache-style step skipping
       (engines/step_cache.py); None or 0 runs every step. ``begin(timesteps)`` before a generation
       lets it always run the final step; ``cache_stats`` reports what was skipped.
+    sequence_group: set by a parallel run (wan_desktop/parallel/ranked.py) while it calls: the
+      process group whose ranks share the tokens (Ulysses, models/sequence_parallel.py).
     """
+
+    sequence_group: object = None
 
     def __init__(
         self,
@@ -306,6 +310,20 @@ class TorchDenoiser:
         extra = {} if vace is None else {"vace": vace.to(dev), "vace_scale": vace_scale}  # VACE
         if fps is not None or causal_block_size > 1:  # SkyReels DF (diffusion_forcing.py)
             extra |= {"fps": fps, "causal_block_size": causal_block_size}
+        if self.sequence_group is not None:  # every rank of the group computes its tokens' share
+            from ..models.sequence_parallel import sequence_parallel_forward
+
+            return sequence_parallel_forward(
+                model,
+                self.sequence_group,  # type: ignore[arg-type]
+                latents.to(dev),
+                timestep,
+                context.to(dev),
+                y=None if y is None else y.to(dev),
+                clip_fea=None if clip_fea is None else clip_fea.to(dev),
+                run_blocks=self._run_blocks,
+                **extra,
+            )
         state = model.prepare(
             latents.to(dev),
             timestep,

@@ -10,11 +10,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..cancel import CancelToken
+from ..errors import ConfigError
 from .group import Group
 
 if TYPE_CHECKING:
@@ -34,12 +36,38 @@ class RankedDenoiser:
         return getattr(self.inner, name)
 
     def __call__(self, latents: Tensor, timestep: Tensor, context: Tensor, **kw: Any) -> Tensor:
+        g = self.group
+        g.sync(self.cancel)  # every rank here, nobody cancelled
+        with self._sharded():
+            if g.layout.cfg == 1 or latents.shape[0] != 2:  # no CFG batch: all ranks compute it
+                return self.inner(latents, timestep, context, **kw)
+            return self._split(latents, timestep, context, **kw)
+
+    @contextlib.contextmanager
+    def _sharded(self) -> Iterator[None]:
+        """With sequence parallelism, the torch denoiser inside shards its tokens over this
+        rank's sequence group for the call (and only then: the components outlive the run)."""
+        if self.group.layout.seq == 1:
+            yield
+            return
+        target = self.inner
+        while not hasattr(type(target), "sequence_group") and hasattr(target, "inner"):
+            target = target.inner  # the residency wrappers of a memory plan
+        if not hasattr(type(target), "sequence_group"):
+            raise ConfigError(
+                "sequence parallel runs the PyTorch backend's DiT only",
+                remedy="Use --backend torch, or --parallel-mode cfg.",
+            )
+        target.sequence_group = self.group.seq_group
+        try:
+            yield
+        finally:
+            target.sequence_group = None
+
+    def _split(self, latents: Tensor, timestep: Tensor, context: Tensor, **kw: Any) -> Tensor:
         import torch
 
         g = self.group
-        g.sync(self.cancel)  # every rank here, nobody cancelled
-        if g.layout.cfg == 1 or latents.shape[0] != 2:  # no CFG batch: every rank computes it
-            return self.inner(latents, timestep, context, **kw)
         i = g.cfg_index  # 0: the prompt's half (cond), 1: the negative prompt's (uncond)
 
         def half(t: Any) -> Any:

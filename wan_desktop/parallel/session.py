@@ -46,15 +46,16 @@ def layout_for(options: RunOptions, request: ResolvedRequest, variant: Variant) 
             remedy="Leave --parallel out under torchrun (its process count is used).",
             field="parallel",
         )
-    if world > 1 and options.backend.value != "torch":
-        raise ConfigError(
-            f"--parallel runs the PyTorch backend only, not {options.backend.value}",
-            remedy="Use --backend torch, or --parallel 1.",
-            field="parallel",
-        )
-    return plan_layout(
+    layout = plan_layout(
         world, options.parallel_mode, cfg_used=request.use_cfg, heads=variant.dit.num_heads
     )
+    if layout.seq > 1 and options.backend.value != "torch":
+        raise ConfigError(
+            f"sequence parallel runs the PyTorch backend only, not {options.backend.value}",
+            remedy="Use --backend torch, or --parallel 2 --parallel-mode cfg.",
+            field="parallel",
+        )
+    return layout
 
 
 def checked_options(options: RunOptions, request: ResolvedRequest, variant: Variant) -> RunOptions:
