@@ -236,6 +236,29 @@ def job_inputs_folder(outputs: Path, job_id: str) -> Path:
     return outputs / INPUTS_FOLDER / job_id
 
 
+def saved_inputs_folder(request: dict[str, Any], job_id: str) -> Path | None:
+    """The folder :func:`copy_inputs` made for job ``job_id``, found from its saved request (the
+    outputs folder may have changed since), or None when it has none."""
+    paths = [request.get(k) for k in _FILE_FIELDS] + list(request.get("ref_images") or ())
+    for p in paths:
+        if isinstance(p, str) and p:
+            for parent in Path(p).parents:
+                if parent.name == job_id and parent.parent.name == INPUTS_FOLDER:
+                    return parent
+    return None
+
+
+def remove_saved_inputs(request: dict[str, Any], job_id: str) -> None:
+    """Delete job ``job_id``'s copies of its inputs (its history entry goes; nothing else needs
+    them). A folder that cannot be deleted is logged and left."""
+    folder = saved_inputs_folder(request, job_id)
+    if folder is not None and folder.is_dir():
+        try:
+            shutil.rmtree(folder)
+        except OSError as e:
+            log.warning("cannot delete %s: %s", folder, e)
+
+
 # ----------------------------------------------------------------------------- control preview
 
 

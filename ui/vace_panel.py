@@ -192,8 +192,8 @@ class VacePanel(QWidget):
         super().__init__()
         self.form = form
         self.control = PathField("Control video")
-        self.mask = PathField("Mask video")
-        self.mask.edit.setPlaceholderText("white = generate, black = keep")
+        self.mask_field = PathField("Mask video")
+        self.mask_field.edit.setPlaceholderText("white = generate, black = keep")
         self.refs = RefImages()
         self.margins = tuple(QSpinBox(minimum=0, maximum=4096, singleStep=16) for _ in range(4))
         margins_row = QWidget()
@@ -218,7 +218,7 @@ class VacePanel(QWidget):
         self.strength.setToolTip("How much of the source is redone: 1 redraws it all")
         self.rows: dict[str, QWidget] = {
             "control_video": self.control,
-            "mask_video": self.mask,
+            "mask_video": self.mask_field,
             "ref_images": self.refs,
             "outpaint": margins_row,
             "first_clip": self.first_clip,
@@ -248,8 +248,8 @@ class VacePanel(QWidget):
         self.previewer = ControlPreviewer()
         self.previewer.ready.connect(self._show_strip)
         self._bind()
-        self.render(form.state)
-        form.changed.connect(self.render)
+        self.show_state(form.state)
+        form.changed.connect(self.show_state)
 
     def field_widgets(self) -> dict[str, tuple[QWidget, ...]]:
         """The widgets a refused job's field marks (the request field names)."""
@@ -264,7 +264,7 @@ class VacePanel(QWidget):
 
     def _bind(self) -> None:
         self.control.path_changed.connect(lambda p: self._set(control_video=p))
-        self.mask.path_changed.connect(lambda p: self._set(mask_video=p))
+        self.mask_field.path_changed.connect(lambda p: self._set(mask_video=p))
         self.refs.paths_changed.connect(lambda ps: self._set(ref_images=tuple(ps)))
         for spin in self.margins:
             spin.valueChanged.connect(
@@ -279,7 +279,7 @@ class VacePanel(QWidget):
         self.video.path_changed.connect(lambda p: self._set(video=p))
         self.strength.valueChanged.connect(lambda v: self._set(strength=v))
 
-    def render(self, s: FormState) -> None:
+    def show_state(self, s: FormState) -> None:
         m: MediaInputs = s.media
         shown = m.fields_for(s.task)
         self.setVisible(bool(shown))
@@ -290,7 +290,7 @@ class VacePanel(QWidget):
             w.blockSignals(True)
         try:
             self.control.set_path(m.control_video)
-            self.mask.set_path(m.mask_video)
+            self.mask_field.set_path(m.mask_video)
             self.refs.set_paths(m.ref_images)
             for spin, v in zip(self.margins, m.outpaint, strict=True):
                 spin.setValue(v)

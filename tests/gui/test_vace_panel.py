@@ -145,7 +145,7 @@ def test_a_vace_model_offers_its_five_uses_and_nothing_else(make_desktop, tiny_v
     assert _enabled(w) == uses and w.task_combo.currentData() == "vace:control"
     _pick(w, "vace:inpaint")
     s = w.form.state
-    assert (s.task, s.media.use) == ("vace", "inpaint") and w.vace_panel.mask.isVisible()
+    assert (s.task, s.media.use) == ("vace", "inpaint") and w.vace_panel.mask_field.isVisible()
 
 
 # ----------------------------------------------------------------------------- control strip
@@ -224,7 +224,7 @@ def test_bad_vace_inputs_are_refused_when_added_with_the_field_marked(
     _pick(w, "vace:inpaint")
     control = _frames_folder(tmp_path / "control")
     p.control.choose(str(control))
-    p.mask.choose(str(_mask_folder(tmp_path / "mask")))
+    p.mask_field.choose(str(_mask_folder(tmp_path / "mask")))
     p.refs.add(str(_ref_image(tmp_path / "ref.png")))
     field, words = {
         "mask_frames": ("mask_video", "has 5 frame(s), the control video control 9"),
@@ -234,9 +234,9 @@ def test_bad_vace_inputs_are_refused_when_added_with_the_field_marked(
         "mask_without_control": ("mask_video", "a mask video needs the control video"),
     }[case]
     if case == "mask_frames":
-        p.mask.choose(str(_mask_folder(tmp_path / "short", n=5)))
+        p.mask_field.choose(str(_mask_folder(tmp_path / "short", n=5)))
     elif case == "mask_size":
-        p.mask.choose(str(_mask_folder(tmp_path / "small", size=(32, 16))))
+        p.mask_field.choose(str(_mask_folder(tmp_path / "small", size=(32, 16))))
     elif case == "control_unreadable":
         (tmp_path / "bad.mp4").write_bytes(b"not a video")
         p.control.choose(str(tmp_path / "bad.mp4"))
@@ -317,6 +317,12 @@ def test_a_v2v_job_runs_on_its_own_copy_and_reuse_works_after_the_original_is_de
 
     # the same settings, seed and source: the same video
     assert np.array_equal(iio.imread(again.out), iio.imread(result.out))
+    # the second job has its own copy (of the first one's): deleting the first entry with its
+    # video deletes the first copy only
+    second = home / "outputs" / "inputs" / sig.args[0] / "video"
+    assert {f.name: f.read_bytes() for f in second.iterdir()} == originals
+    w._remove_history(job_id, delete_video=True)
+    assert not copy.parent.exists() and not Path(result.out).exists() and second.is_dir()
 
 
 @pytest.mark.slow
@@ -333,7 +339,7 @@ def test_a_vace_job_copies_control_mask_and_references_and_reuse_survives_their_
     mask = _mask_folder(given / "mask")
     refs = [_ref_image(given / "a.png", 1), _ref_image(given / "b.png", 2)]
     p.control.choose(str(control))
-    p.mask.choose(str(mask))
+    p.mask_field.choose(str(mask))
     p.refs.add(*map(str, refs))
     p.scale.setValue(0.75)
     w.pause_button.setChecked(True)  # the job waits: only its add-time copy matters here
@@ -365,4 +371,7 @@ def test_a_vace_job_copies_control_mask_and_references_and_reuse_survives_their_
     assert w.task_combo.currentData() == "vace:inpaint" and p.refs.list.count() == 2
     click(qtbot, w.generate_button)  # the copies pass every add-time check
     assert w.last_error is None and len(d.queue.jobs) == 1
-    assert d.queue.jobs[0].request["mask_video"].startswith(str(home / "outputs" / "inputs"))
+    second = Path(d.queue.jobs[0].request["mask_video"])
+    assert second.parent.parent == folder.parent and second.is_dir()
+    w._remove_history(job.id, delete_video=False)  # an entry without a video: its copies go
+    assert not folder.exists() and second.is_dir()
