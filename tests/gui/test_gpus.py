@@ -187,3 +187,42 @@ def test_the_status_bar_shows_the_vram_of_each_gpu_and_follows_it(desktop, qtbot
     assert w.gpu_poller.timer.isActive() and w.gpu_poller.timer.interval() == 3000
     # the selector offers up to the three
     assert w.gpu_selector.count_combo.count() == 3
+
+
+@pytest.mark.slow  # two gloo processes load the tiny model
+def test_a_two_gpu_job_runs_on_two_processes_and_makes_the_single_process_video(
+    desktop, qtbot, home, monkeypatch
+):
+    """The GPU worker hands the job's options to run.execute, which runs it on two processes (on
+    --device cpu: gloo, as here); the video equals the one process makes from the same seed."""
+    import imageio.v3 as iio
+    import numpy as np
+
+    from wan_desktop.parallel import launch
+
+    launched = []  # the real launcher, its calls recorded: (world,) per parallel run
+
+    def recording(job, world, *args, **kw):
+        launched.append(world)
+        return real(job, world, *args, **kw)
+
+    real = launch.launch
+    monkeypatch.setattr(launch, "launch", recording)
+    d = desktop(FakeGpus(smi(2)))
+    w = d.window
+    qtbot.waitUntil(w.gpu_selector.isVisible, timeout=5000)
+    outs = {}
+    for count in (2, 1):
+        fill_form(w, qtbot, "a red fox in the snow", seed=99)
+        w.gpu_selector.count_combo.setCurrentIndex(count - 1)
+        w.gpu_selector.mode_combo.setCurrentIndex(w.gpu_selector.mode_combo.findData("cfg"))
+        with qtbot.waitSignal(d.queue.finished, timeout=240_000) as done:
+            click(qtbot, w.generate_button)
+        job_id, result = done.args
+        (entry,) = [e for e in d.queue.history if e.id == job_id]
+        assert entry.options["parallel"] == count
+        outs[count] = iio.imread(result.out).astype(np.float64)
+        assert launched == [2]  # the two-GPU job started one more process; the other none
+    mse = float(np.mean((outs[2] - outs[1]) ** 2))
+    assert outs[2].shape == outs[1].shape
+    assert mse == 0 or 10 * np.log10(255**2 / mse) >= 60  # identical here (mse 0)
