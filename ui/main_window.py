@@ -52,7 +52,9 @@ from wan_desktop.errors import WanError
 from . import system_info
 from .gpu_selector import GpuPoller, GpuQuery, GpuSelector, VramStatus
 from .library import ModelEntry
-from .media_inputs import offered, split_key, task_choices, task_key
+from .long_video_form import progress_text
+from .long_video_panel import LongVideoPanel
+from .media_inputs import offered, remove_saved_inputs, split_key, task_choices, task_key
 from .path_dialog import PathDialog, open_path
 from .paths import log_dir
 from .player import VideoPlayer
@@ -209,13 +211,15 @@ class MainWindow(QMainWindow):
         size_row.addWidget(QLabel("×"))
         size_row.addWidget(self.height_spin)
 
-        self.seconds_spin = QDoubleSpinBox(
-            minimum=0.0, maximum=60.0, singleStep=0.25, decimals=2, suffix=" s"
+        self.seconds_spin = QDoubleSpinBox(  # past one window: consecutive windows
+            minimum=0.0, maximum=120.0, singleStep=0.25, decimals=2, suffix=" s"
         )
-        self.frames_spin = QSpinBox(minimum=1, maximum=1001, singleStep=4, suffix=" frames")
+        self.frames_spin = QSpinBox(minimum=1, maximum=2881, singleStep=4, suffix=" frames")
         duration_row = QHBoxLayout()
         duration_row.addWidget(self.seconds_spin)
         duration_row.addWidget(self.frames_spin)
+        self.long_panel = LongVideoPanel()  # long_video_panel.py: windows, DF settings
+        duration_row.addWidget(self.long_panel.duration_label)
 
         self.steps_spin = QSpinBox(minimum=1, maximum=200)
         self.guidance_spin = QDoubleSpinBox(minimum=0.0, maximum=30.0, singleStep=0.5, decimals=2)
@@ -311,6 +315,7 @@ class MainWindow(QMainWindow):
         form.addRow("Negative", self.negative_edit)
         form.addRow("Size", size_row)
         form.addRow("Duration", duration_row)
+        form.addRow("", self.long_panel)
         form.addRow("Preset", speed_row)
         form.addRow("Sampling", sampling_row)
         form.addRow("LoRAs", lora_col)
@@ -507,6 +512,7 @@ class MainWindow(QMainWindow):
         self.generate_button.clicked.connect(self.enqueue)
         f.changed.connect(self._render)
         f.invalid.connect(self._mark_field)
+        self.long_panel.bind(f)
 
         q = self.queue
         self.cancel_button.clicked.connect(self.cancel_running)
@@ -620,6 +626,7 @@ class MainWindow(QMainWindow):
             else "Set a Preview decoder (taew2_1 / taew2_2) in Settings first"
         )
         self._render_loras(s)
+        self.long_panel.render(s, self.form.entry)
 
     def _render_loras(self, s: FormState) -> None:
         """One LoraRow per LoRA; rebuilt only when the list of files changes, so a strength
@@ -957,6 +964,8 @@ class MainWindow(QMainWindow):
         out = Path(e.out) if e.out else None
         menu = QMenu(self)
         menu.addAction("Reuse settings", self.reuse_selected)
+        go_on = menu.addAction("Continue this video", lambda: self.continue_video(e.id))
+        go_on.setEnabled(out is not None and out.is_file())  # a new job: extend = this video
         for text, path, what in (
             ("Open", out, "video"),
             ("Open folder", out.parent if out else None, "folder"),
@@ -968,6 +977,24 @@ class MainWindow(QMainWindow):
         menu.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         self.history_menu = menu
         menu.popup(self.history_list.viewport().mapToGlobal(pos))
+
+    def continue_video(self, job_id: str) -> None:
+        """A new job that continues a history entry's video (its last frames condition the
+        next windows): the entry's settings, ``extend`` = its video; once queued, the form no
+        longer continues it. A refused job leaves it in the form, the field marked."""
+        from dataclasses import replace
+
+        e = self.queue.history_entry(job_id)
+        if e is None or not e.out or not Path(e.out).is_file():
+            return
+        self.form.reuse(e.request, e.options, self.models)
+        self.refresh_engines()
+        self.form.update(long_video=replace(self.form.state.long_video, extend=e.out))
+        before = [j.id for j in self.queue.jobs]
+        self.enqueue()
+        if [j.id for j in self.queue.jobs] != before:  # accepted
+            self.form.update(long_video=replace(self.form.state.long_video, extend=""))
+            self.statusBar().showMessage(f"Continuing {Path(e.out).name}: job added", 10_000)
 
     def delete_history(self, job_id: str) -> None:
         """Remove a history entry, asking whether its video (on disk) goes too."""
@@ -1018,6 +1045,8 @@ class MainWindow(QMainWindow):
                 log.warning("cannot delete %s: %s", f, err)
                 self.statusBar().showMessage(f"Cannot delete {f}: {err.strerror}", 10_000)
                 return
+        if delete_video or out is None or not out.is_file():  # no video names its inputs now
+            remove_saved_inputs(e.request, e.id)
         said = f"Deleted {out.name}" if delete_video and out else "Removed from the history"
         self.statusBar().showMessage(said, 5000)
 
@@ -1041,7 +1070,9 @@ class MainWindow(QMainWindow):
         elif p.stage == "denoise" and p.total:
             self.progress_bar.setRange(0, p.total)
             self.progress_bar.setValue(p.step)
-            self.stage_label.setText(f"Denoising · ETA {_clock(p.eta)}")
+            where = progress_text(p.window, p.windows, p.step, p.total)  # window 3/8 · step 12/30
+            self.stage_label.setText(f"Denoising · {where} · ETA {_clock(p.eta)}")
+            self._show_job_progress(p.job_id, where)
         else:
             names = {
                 "load": "Loading model…",
@@ -1049,16 +1080,31 @@ class MainWindow(QMainWindow):
                 "denoise": "Denoising…",
                 "decode": "Decoding video…",
             }
-            self.stage_label.setText(names.get(p.stage, p.stage))
+            text = names.get(p.stage, p.stage)
+            window = f"window {p.window}/{p.windows} · " if p.windows > 1 else ""
+            self.stage_label.setText(window + text)
         self.cancel_button.setEnabled(True)
+
+    def _show_job_progress(self, job_id: str, where: str) -> None:
+        """The running job's queue line says where it is: "▶ running · window 3/8 · step 12/30"."""
+        role = Qt.ItemDataRole.UserRole + 1  # the line as _refresh_queue wrote it
+        for i in range(self.queue_list.count()):
+            item = self.queue_list.item(i)
+            if item.data(Qt.ItemDataRole.UserRole) == job_id:
+                base = item.data(role) or item.text()
+                item.setData(role, base)
+                head, sep, rest = base.partition(" · ")
+                item.setText(f"{head} · {where}{sep}{rest}")
+                return
 
     def _on_preview(self, job_id: str, preview: PreviewFrames) -> None:
         if job_id != self._preview_job:
             return
         self.preview_player.set_frames(preview.frames, fps=preview.fps)
         how = "tiny VAE" if preview.decoder == "tiny-vae" else "latent→RGB, no VAE"
+        window = f"window {preview.window}/{preview.windows}, " if preview.windows > 1 else ""
         self.preview_player.view.setToolTip(
-            f"x0 prediction after step {preview.step}/{preview.total} ({how})"
+            f"x0 prediction of {window}step {preview.step}/{preview.total} ({how})"
         )
 
     def _on_finished(self, job_id: str, result: JobResult) -> None:
@@ -1105,6 +1151,7 @@ class MainWindow(QMainWindow):
             "shift": (self.shift_spin,),
             "seed": (self.seed_spin,),
             **self.vace_panel.field_widgets(),
+            **self.long_panel.field_widgets(),
         }
 
     def _mark_field(self, field: str, message: str) -> None:
