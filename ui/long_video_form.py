@@ -223,6 +223,22 @@ def fps_of(request: dict[str, Any], variant_name: str, current: int) -> int:
     return v.defaults.fps if v is not None else current
 
 
+class WindowsEta:
+    """The whole video's ETA while one window denoises: its own steps left (the pipeline's ETA
+    of that window) plus every later window's steps at this window's pace per step (their text
+    encode and decode not counted). One window: the pipeline's ETA as it is."""
+
+    def __init__(self) -> None:
+        self.pace: dict[str, float] = {}  # job id -> seconds per step, last measured
+
+    def __call__(
+        self, job_id: str, *, window: int, windows: int, step: int, total: int, eta: float
+    ) -> float:
+        if step < total and eta > 0:
+            self.pace[job_id] = eta / (total - step)
+        return eta + max(0, windows - window) * total * self.pace.get(job_id, 0.0)
+
+
 def from_request(request: dict[str, Any]) -> LongVideo:
     """The panel's values back from a saved (resolved) request ("Reuse settings")."""
 

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 from .long_video_form import (
     ASYNC_AR_STEP,
     ASYNC_BLOCK,
+    WindowsEta,
     duration_text,
     prompt_note,
     shown,
@@ -146,6 +147,7 @@ class LongVideoPanel(QWidget):
         lay.addWidget(self.body)
         self.header.toggled.connect(self.set_open)
         self._variant = ""
+        self.eta = WindowsEta()  # the progress line's ETA over every window left
 
     # ------------------------------------------------------------------ binding
 

@@ -1071,7 +1071,10 @@ class MainWindow(QMainWindow):
             self.progress_bar.setRange(0, p.total)
             self.progress_bar.setValue(p.step)
             where = progress_text(p.window, p.windows, p.step, p.total)  # window 3/8 · step 12/30
-            self.stage_label.setText(f"Denoising · {where} · ETA {_clock(p.eta)}")
+            eta = self.long_panel.eta(
+                p.job_id, window=p.window, windows=p.windows, step=p.step, total=p.total, eta=p.eta
+            )
+            self.stage_label.setText(f"Denoising · {where} · ETA {_clock(eta)}")
             self._show_job_progress(p.job_id, where)
         else:
             names = {

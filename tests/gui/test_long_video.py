@@ -286,3 +286,74 @@ def test_continue_this_video_from_the_history_menu(make_desktop, tiny, qtbot, ho
     assert abs(video[:4].astype(int) - source[:4].astype(int)).mean() < 8  # its frames first
     assert w.form.state.long_video.extend == ""  # the next job does not continue it again
     assert w.history_list.count() == 2
+
+
+@pytest.mark.slow
+def test_a_df_model_runs_window_by_window_in_the_app(make_desktop, tiny_df, qtbot, home):
+    d = make_desktop([tiny_df.official])
+    w = d.window
+    fill_form(w, qtbot, "a kite over a beach", seed=2, frames=25, steps=2)
+    w.long_panel.base_spin.setValue(9)  # 3 latent frames a window, 2 carried: 5 windows
+    w.long_panel.history_spin.setValue(5)
+    assert w.long_panel.duration_label.text() == "1.0 s · 5 windows"  # 24 frames at 24 fps
+    windows = []
+    d.queue.progress.connect(
+        lambda p: windows.append((p.window, p.windows)) if p.stage == "denoise" and p.step else None
+    )
+    with qtbot.waitSignal(d.queue.finished, timeout=120_000) as sig:
+        click(qtbot, w.generate_button)
+    _job_id, result = sig.args
+    assert sorted(set(windows)) == [(k, 5) for k in range(1, 6)]
+    assert windows == sorted(windows)  # in order, each window's calls together
+    assert iio.imread(result.out).shape == (25, 32, 64, 3) and result.fps == 24
+    r = result.request
+    assert (r["base_frames"], r["overlap_history"], r["ar_step"], r["fps"]) == (9, 5, 0, 24)
+    assert r["addnoise_condition"] == 20.0  # the model's recommended value
+
+    # continued from the history: carried over as clean latents of its last 5 frames (t2v)
+    first = result.out
+    item = w.history_list.item(0)
+    w._history_menu(w.history_list.visualItemRect(item).center())
+    go_on = next(a for a in w.history_menu.actions() if a.text() == "Continue this video")
+    with qtbot.waitSignal(d.queue.finished, timeout=120_000) as sig:
+        go_on.trigger()
+    w.history_menu.close()
+    _job_id, second = sig.args
+    assert second.request["extend"] == str(first) and second.request["task"] == "t2v"
+    assert iio.imread(second.out).shape == (25 + 25 - 5, 32, 64, 3)  # the video, then the new
+    assert len(d.queue.history) == 2
+
+
+def test_reuse_brings_back_the_long_video_settings(make_desktop, tiny, qtbot):
+    d = make_desktop([tiny.official])
+    w = d.window
+    _short_windows(w, qtbot, prompt="")
+    w.prompt_edit.setPlainText("dawn\nnoon\ndusk")
+    w.long_panel.per_window_check.setChecked(True)
+    w.long_panel.color_check.setChecked(False)
+    job = _added(d, qtbot)
+    d.queue.cancel(job.id)  # a queued job cancelled: in the history with its settings
+    assert d.queue.history[-1].request["prompt"] == "dawn\nnoon\ndusk"
+
+    w.long_panel.window_spin.setValue(81)
+    w.long_panel.per_window_check.setChecked(False)
+    w.prompt_edit.setPlainText("something else")
+    w.history_list.setCurrentRow(0)
+    click(qtbot, w.reuse_button)
+    lv = w.form.state.long_video
+    assert (lv.window_frames, lv.window_overlap, lv.per_window_prompts) == (9, 1, True)
+    assert not lv.color_match and not w.long_panel.color_check.isChecked()
+    assert w.long_panel.window_spin.value() == 9 and w.long_panel.per_window_check.isChecked()
+    assert w.prompt_edit.toPlainText() == "dawn\nnoon\ndusk"
+    assert w.long_panel.duration_label.text() == "1.5 s · 3 windows"
+
+
+def test_the_eta_counts_the_windows_left():
+    from wan_desktop.ui.long_video_form import WindowsEta
+
+    eta = WindowsEta()
+    # window 1 of 3, step 1 of 4 done, 3 s left in it: 1 s a step, 8 more steps after it
+    assert eta("j", window=1, windows=3, step=1, total=4, eta=3.0) == 3.0 + 8.0
+    assert eta("j", window=1, windows=3, step=4, total=4, eta=0.0) == 8.0  # the pace is kept
+    assert eta("j", window=3, windows=3, step=2, total=4, eta=4.0) == 4.0  # the last window
+    assert eta("k", window=1, windows=1, step=1, total=4, eta=6.0) == 6.0  # one window: as is
