@@ -279,7 +279,9 @@ def test_form_widgets_and_model_bind_both_ways(make_desktop, tiny, qtbot, home):
         w.task_combo.itemData(k): w.task_combo.model().item(k).isEnabled()
         for k in range(w.task_combo.count())
     }
-    assert tasks == {"t2v": True, "i2v": False, "flf2v": False, "ti2v": False}
+    assert tasks == {"t2v": True, "i2v": False, "flf2v": False, "ti2v": False, "v2v": True} | {
+        f"vace:{u}": False for u in ("control", "inpaint", "outpaint", "extend", "reference")
+    }  # V2V for any T2V model; the VACE uses need a VACE model
     assert not w.first_frame.isVisible() and not w.last_frame.isVisible()
     # a job made from the form carries the settings (VRAM plan 12 GB → the budget)
     qtbot.keyClicks(w.prompt_edit, "a lighthouse")
