@@ -7,7 +7,7 @@ no torch at import time either)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -237,6 +237,24 @@ class WindowsEta:
         if step < total and eta > 0:
             self.pace[job_id] = eta / (total - step)
         return eta + max(0, windows - window) * total * self.pace.get(job_id, 0.0)
+
+
+def remembered_long(lv: LongVideo) -> dict[str, Any]:
+    """What the per-model form memory keeps (JSON): all but the video being continued."""
+    out = asdict(lv)
+    del out["extend"]
+    return out
+
+
+def recalled_long(data: dict[str, Any]) -> LongVideo:
+    """The values :func:`remembered_long` saved; one of the wrong type (a hand-edited settings
+    file) is left out (the model's own value then)."""
+    from .paths import field_problems
+
+    names = {f.name for f in fields(LongVideo)} - {"extend"}
+    plain = {k: v for k, v in data.items() if k in names}
+    bad = field_problems(LongVideo, plain)
+    return LongVideo(**{k: v for k, v in plain.items() if k not in bad})
 
 
 def from_request(request: dict[str, Any]) -> LongVideo:

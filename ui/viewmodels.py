@@ -25,6 +25,8 @@ from .long_video_form import (
     for_new_model,
     fps_of,
     from_request,
+    recalled_long,
+    remembered_long,
     with_long_video,
 )
 from .media_inputs import (
@@ -233,6 +235,7 @@ def remembered(state: FormState) -> dict[str, Any]:
     out["loras"] = [
         {"path": c.path, "strength": c.strength, "expert": c.expert} for c in state.loras
     ]
+    out["long_video"] = remembered_long(state.long_video)
     return out
 
 
@@ -263,6 +266,8 @@ def recalled(memory: Any) -> dict[str, Any]:
             LoraChoice(path=c["path"], strength=float(c["strength"]), expert=c["expert"])
             for c in loras
         )
+    if isinstance(memory.get("long_video"), dict):  # windows and DF values (long_video_form.py)
+        out["long_video"] = recalled_long(memory["long_video"])
     return out
 
 

@@ -197,6 +197,7 @@ def test_add_time_validation_marks_the_long_video_field(make_desktop, tiny, tiny
     gone = str(home / "gone.mp4")
     w.form.update(long_video=replace(w.form.state.long_video, extend=gone))
     assert w.long_panel.extend_label.text() == "Continues gone.mp4"
+    assert w.long_panel.color_check.isEnabled()  # T2V continuing frames: colours matched
     click(qtbot, w.generate_button)
     assert d.queue.jobs == [] and w.long_panel.extend_label.property("invalid")
     w.error_box.close()
@@ -357,3 +358,29 @@ def test_the_eta_counts_the_windows_left():
     assert eta("j", window=1, windows=3, step=4, total=4, eta=0.0) == 8.0  # the pace is kept
     assert eta("j", window=3, windows=3, step=2, total=4, eta=4.0) == 4.0  # the last window
     assert eta("k", window=1, windows=1, step=1, total=4, eta=6.0) == 6.0  # one window: as is
+
+
+def test_long_video_settings_are_remembered_per_model(make_desktop, tiny, tiny_df, qtbot, home):
+    import json
+
+    d = make_desktop([tiny.official, tiny_df.official])
+    w = d.window
+    panel = w.long_panel
+    df = next(i for i, m in enumerate(w.models) if m.variant.startswith("skyreels"))
+    w.model_combo.setCurrentIndex(df)
+    panel.base_spin.setValue(17)
+    panel.schedule_combo.activated.emit(1)  # asynchronous
+    w.model_combo.setCurrentIndex(1 - df)  # the T2V model: its own window, not the DF values
+    assert w.form.state.long_video.base_frames is None and panel.window_spin.value() == 81
+    panel.window_spin.setValue(9)
+    panel.per_window_check.setChecked(True)
+    w.model_combo.setCurrentIndex(df)
+    lv = w.form.state.long_video
+    assert (lv.base_frames, lv.ar_step, lv.causal_block_size) == (17, 5, 5)
+    assert panel.base_spin.value() == 17 and panel.schedule_combo.currentData() == "async"
+    w.model_combo.setCurrentIndex(1 - df)
+    assert w.form.state.long_video.window_frames == 9 and panel.per_window_check.isChecked()
+    w.remember_form()
+    forms = json.loads((home / "settings.json").read_text())["forms"]
+    assert forms[str(tiny_df.official)]["long_video"]["base_frames"] == 17
+    assert "extend" not in forms[str(tiny.official)]["long_video"]
