@@ -8,6 +8,7 @@ no torch at import time either)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -206,6 +207,12 @@ def prompt_note(prompt: str, per_window: bool, windows: int | None) -> str:
     if n > windows:
         return f"{n} lines for {windows} windows: lines after the {windows}th are not used"
     return f"{n} lines, one per window"
+
+
+def continues_note(request: dict[str, Any]) -> str:
+    """ " · continues clip.mp4" for the queue / history line of a job that continues a video."""
+    extend = request.get("extend")
+    return f" · continues {Path(str(extend)).name}" if extend else ""
 
 
 def progress_text(window: int, windows: int, step: int, total: int) -> str:

@@ -52,7 +52,7 @@ from wan_desktop.errors import WanError
 from . import system_info
 from .gpu_selector import GpuPoller, GpuQuery, GpuSelector, VramStatus
 from .library import ModelEntry
-from .long_video_form import progress_text
+from .long_video_form import continues_note, progress_text
 from .long_video_panel import LongVideoPanel
 from .media_inputs import offered, remove_saved_inputs, split_key, task_choices, task_key
 from .path_dialog import PathDialog, open_path
@@ -887,7 +887,7 @@ class MainWindow(QMainWindow):
             )
             text = (
                 f"{state} · {r.get('width')}×{r.get('height')} · {r.get('frames')} f · "
-                f"{r.get('steps')} steps · seed {j.seed}{_extras(j.options)}\n"
+                f"{r.get('steps')} steps · seed {j.seed}{_extras(j.options)}{continues_note(r)}\n"
                 f"{self._model_name(j.options)} · {j.prompt[:60]}"
             )
             item = QListWidgetItem(text)
@@ -917,7 +917,7 @@ class MainWindow(QMainWindow):
             text = (
                 f"{head} · seed {e.seed} · {r.get('width')}×{r.get('height')}×"
                 f"{r.get('frames')} · {r.get('steps')} steps · {took} · {vram}"
-                f"{_extras(e.options)}\n"
+                f"{_extras(e.options)}{continues_note(r)}\n"
                 f"{self._model_name(e.options)} · {e.prompt[:70]}"
             )
             item = QListWidgetItem(text)

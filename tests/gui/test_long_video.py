@@ -287,6 +287,8 @@ def test_continue_this_video_from_the_history_menu(make_desktop, tiny, qtbot, ho
     assert abs(video[:4].astype(int) - source[:4].astype(int)).mean() < 8  # its frames first
     assert w.form.state.long_video.extend == ""  # the next job does not continue it again
     assert w.history_list.count() == 2
+    assert f"continues {Path(first.out).name}" in w.history_list.item(0).text()  # newest first
+    assert "continues" not in w.history_list.item(1).text()
 
 
 @pytest.mark.slow
