@@ -10,8 +10,8 @@ class RankFailed(WanError):
     ends with this one error."""
 
     remedy = (
-        "See the first error of the failed process above; run again, or with --parallel 1 to "
-        "check the job on one GPU."
+        "A killed process has often run out of memory: free memory or lower the size, then run "
+        "again, or with --parallel 1 to check the job on one GPU."
     )
 
 
