@@ -132,3 +132,23 @@ def decode_tiled_frames_parallel(
             if tile.band_edge is not None:
                 sink.band_done(tile.band_edge)
     return None if sink is None else sink.result()[0]
+
+
+def decode_frames_parallel(
+    vae: Any, latents: Tensor, *, tiling: Tiling | None, group: dist.ProcessGroup | None = None
+) -> Tensor | None:
+    """Our torch VAE (WanVAE21 / WanVAE22, on its device) decoding latents [1, z, T, h, w] with
+    the memory plan's ``tiling`` over the ranks of ``group``: uint8 frames on rank 0, None on the
+    others. Without tiles (or with one) rank 0 decodes alone: the tiles must be the ones a single
+    process would use, or the frames would differ from its video by the seams."""
+    from .vae_tiling import torch_decode_step
+
+    weight = next(vae.parameters())
+    return decode_tiled_frames_parallel(
+        torch_decode_step(vae),
+        latents.to(weight.device, weight.dtype),
+        spatial_factor=vae.cfg.spatial_factor,
+        temporal_factor=vae.cfg.temporal_factor,
+        tiling=tiling,
+        group=group,
+    )

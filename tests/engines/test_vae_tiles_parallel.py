@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from wan_desktop.engines.vae_tiles_parallel import decode_tiled_frames_parallel, tile_order
+from wan_desktop.engines.vae_tiles_parallel import decode_frames_parallel, tile_order
 from wan_desktop.engines.vae_tiling import Tiling, decode_tiled_frames, torch_decode_step
 
 from tests.spawn_gloo import run_gloo
@@ -44,12 +44,13 @@ def _worker(rank: int, world: int, cases: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, (name, state, z, tiling) in cases.items():
         v, vae = _vae(name, state)
-        kw = {"spatial_factor": v.vae.spatial_factor, "tiling": tiling}
         with torch.inference_mode():
-            got = decode_tiled_frames_parallel(torch_decode_step(vae), z, **kw)
+            got = decode_frames_parallel(vae, z, tiling=tiling)  # the default group
             out[key] = "None" if got is None else got
             if rank == 0:
-                out[f"{key}.single"] = decode_tiled_frames(torch_decode_step(vae), z, **kw)
+                out[f"{key}.single"] = decode_tiled_frames(
+                    torch_decode_step(vae), z, spatial_factor=v.vae.spatial_factor, tiling=tiling
+                )
     return out
 
 
