@@ -15,6 +15,7 @@ source video and the strength). Plain data and file handling, no widget and no t
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -169,6 +170,22 @@ def media_from_request(request: dict[str, Any], base: MediaInputs | None = None)
         video=str(request.get("video") or ""),
         strength=base.strength if strength is None else float(strength),
     )
+
+
+# the CLI flags the core's VACE / V2V messages name, in the form's words
+_APP_WORDS = (
+    (re.compile(r"--frames (\d+)"), r"\1 frames"),
+    (re.compile(r"more --frames"), "more frames"),
+    (re.compile(r"a larger --size"), "a larger size"),
+    (re.compile(r"Give --control-video too"), "Give a control video too"),
+)
+
+
+def app_words(text: str) -> str:
+    """A core message or remedy with its CLI flags said as the form says them."""
+    for pattern, words in _APP_WORDS:
+        text = pattern.sub(words, text)
+    return text
 
 
 # ----------------------------------------------------------------------------- the job's copies

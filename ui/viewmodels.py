@@ -32,6 +32,7 @@ from .long_video_form import (
 from .media_inputs import (
     MEDIA_FIELDS,
     MediaInputs,
+    app_words,
     copy_inputs,
     job_inputs_folder,
     media_from_request,
@@ -505,6 +506,7 @@ class FormModel(QObject):
         try:
             job = self._make_job(settings)
         except WanError as e:
+            e.message, e.remedy = app_words(e.message), app_words(e.remedy)  # no CLI flags
             field = error_field(e, self._request_for_marks())
             self.invalid.emit(field or "", e.one_line())
             raise

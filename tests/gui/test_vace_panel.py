@@ -251,7 +251,7 @@ def test_bad_vace_inputs_are_refused_when_added_with_the_field_marked(
     assert w.error_box.isVisible() and d.queue.jobs == [] and d.queue.history == []
     marked = p.field_widgets()[field]
     assert all(x.property("invalid") is True for x in marked)
-    assert words in marked[0].toolTip()
+    assert words in marked[0].toolTip() and "--" not in marked[0].toolTip()  # the app's words
     others = [x for k, ws in w._field_widgets().items() if k != field for x in ws]
     assert not any(x.property("invalid") for x in others)
     assert not (home / "outputs" / "inputs").exists()  # nothing copied for a refused job
@@ -273,6 +273,7 @@ def test_a_v2v_source_video_that_cannot_be_read_is_refused_when_added(
     w.vace_panel.video.choose(str(short))
     click(qtbot, w.generate_button)
     assert "has 5 frame(s), 9 needed" in w.last_error.message and d.queue.jobs == []
+    assert w.last_error.remedy == "Use 5 frames (or fewer), or a longer video."  # no CLI flag
     assert w.vace_panel.video.property("invalid") is True
 
 
