@@ -376,3 +376,42 @@ def test_a_vace_job_copies_control_mask_and_references_and_reuse_survives_their_
     assert second.parent.parent == folder.parent and second.is_dir()
     w._remove_history(job.id, delete_video=False)  # an entry without a video: its copies go
     assert not folder.exists() and second.is_dir()
+
+
+@pytest.mark.slow
+def test_a_vace_control_job_runs_from_the_window_with_its_control_beside_the_preview(
+    make_desktop, tiny_vace, qtbot, home, tmp_path
+):
+    import json
+
+    import imageio.v3 as iio
+
+    d = make_desktop([tiny_vace.official])
+    w = d.window
+    p = w.vace_panel
+    fill_form(w, qtbot, "a dancer", seed=9)
+    _pick(w, "vace:control")
+    control = _frames_folder(tmp_path / "control")
+    p.control.choose(str(control))
+    p.preprocess.setCurrentIndex(p.preprocess.findData("gray"))
+    p.refs.add(str(_ref_image(tmp_path / "ref.png")))
+    qtbot.waitUntil(lambda: p.strip.shown is not None and len(p.strip.shown.frames) == 4)
+    # the strip stands to the right of the live preview, in the same row
+    assert p.strip.isVisible() and p.strip.parent() is w.view_tabs.parent()
+    assert p.strip.geometry().left() >= w.view_tabs.geometry().right()
+    assert p.strip.title.text() == "Control (grayscale)"
+    frame = p.strip.shown.frames[0]
+    assert (frame[..., 0] == frame[..., 1]).all() and (frame[..., 1] == frame[..., 2]).all()
+    previews = []
+    d.queue.preview.connect(lambda job_id, pf: previews.append(pf))
+    with qtbot.waitSignal(d.queue.finished, timeout=60_000) as sig:
+        click(qtbot, w.generate_button)
+    job_id, result = sig.args
+    assert previews and p.strip.isVisible()  # the control stayed beside the live preview
+    assert iio.imread(result.out).shape == (FRAMES, H, W, 3)
+    side = json.loads(Path(str(result.out) + ".json").read_text())["request"]
+    folder = home / "outputs" / "inputs" / job_id
+    assert (side["task"], side["preprocess"]) == ("vace", "gray")
+    assert side["control_video"] == str(folder / "control_video")
+    assert side["ref_images"] == [str(folder / "ref_images_0.png")]
+    assert side.get("mask_video") is None  # the control use takes no mask
