@@ -30,9 +30,30 @@ def check_graph(
 ) -> None:
     """Raise EngineError unless the graph at ``path`` runs this block size (and fps row)."""
     block, graph_fps = graph_settings(Path(path))
+    check_settings(
+        Path(path).name,
+        block,
+        graph_fps,
+        causal_block_size=causal_block_size,
+        fps=fps,
+        has_fps_embedding=has_fps_embedding,
+    )
+
+
+def check_settings(
+    name: str,
+    block: int,
+    graph_fps: int,
+    *,
+    causal_block_size: int,
+    fps: int | None,
+    has_fps_embedding: bool,
+) -> None:
+    """Raise EngineError unless a graph (or an engine built from it: its manifest entry records
+    the graph's settings) of ``block`` / ``graph_fps`` runs this block size and fps row."""
     if block != causal_block_size:
         raise EngineError(
-            f"{Path(path).name} was exported for causal block size {block}, the run asks for "
+            f"{name} was exported for causal block size {block}, the run asks for "
             f"{causal_block_size}",
             remedy=f"Use --causal-block-size {block}, or export the DiT again for "
             f"{causal_block_size} (or use the PyTorch backend).",
@@ -40,7 +61,7 @@ def check_graph(
     row = 0 if graph_fps == 16 else 1
     if has_fps_embedding and fps is not None and (0 if fps == 16 else 1) != row:
         raise EngineError(
-            f"{Path(path).name} was exported for {graph_fps} fps, the run asks for {fps} "
+            f"{name} was exported for {graph_fps} fps, the run asks for {fps} "
             "(the model's fps embedding tells 16 fps from the others)",
             remedy=f"Use --fps {graph_fps}, or export the DiT again (or use the PyTorch backend).",
         )

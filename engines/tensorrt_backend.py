@@ -348,10 +348,20 @@ class TrtDenoiser:
         causal_block_size: int = 1,
     ) -> Tensor:
         if self.variant.forcing is not None:  # SkyReels DF: what the graph was built from
-            from .ort_forcing import check_graph
+            from .ort_forcing import check_graph, check_settings
 
             onnx_file = getattr(self.engine.entry, "onnx_file", None)
-            if onnx_file:
+            built = getattr(self.engine.entry, "extra", None) or {}
+            if "causal_block_size" in built:  # recorded by the build (export/build.py)
+                check_settings(
+                    self.engine.path.name,
+                    int(built["causal_block_size"]),
+                    int(built["fps"]),
+                    causal_block_size=causal_block_size,
+                    fps=fps,
+                    has_fps_embedding=self.variant.dit.inject_sample_info,
+                )
+            elif onnx_file:
                 check_graph(
                     self.engine.path.with_name(onnx_file),
                     causal_block_size=causal_block_size,

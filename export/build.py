@@ -694,6 +694,7 @@ def build_folder(
                         extra={
                             "build_seconds": round(info.seconds, 3),
                             "onnx_bytes": info.onnx_bytes,
+                            **_forcing_settings(manifest.variant, entry.component, src),
                         },
                     )
                 )
@@ -704,6 +705,18 @@ def build_folder(
                     f.unlink(missing_ok=True)
     cache.write_manifest(folder, manifest.with_entries([*manifest.entries, *new_entries]))
     return infos
+
+
+def _forcing_settings(variant: Any, component: str, graph: Path) -> dict[str, int]:
+    """What a SkyReels-V2 DF DiT engine was built for (its graph's causal block size and fps),
+    recorded in the engine's manifest entry: the TensorRT backend checks a run against it without
+    the ONNX graph. Empty for any other graph."""
+    if component != "dit" or getattr(variant, "forcing", None) is None:
+        return {}
+    from wan_desktop.engines.ort_forcing import graph_settings
+
+    block, fps = graph_settings(graph)
+    return {"causal_block_size": block, "fps": fps}
 
 
 def _spec_from_dict(data: Mapping[str, Any]) -> ComponentSpec:
