@@ -212,7 +212,14 @@ def test_the_strip_shows_the_control_through_the_preprocessor_read_off_the_gui_t
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "case",
-    ["mask_frames", "mask_size", "control_unreadable", "ref_unreadable", "mask_without_control"],
+    [
+        "mask_frames",
+        "mask_size",
+        "control_unreadable",
+        "ref_unreadable",
+        "mask_without_control",
+        "outpaint_no_margin",
+    ],
 )
 def test_bad_vace_inputs_are_refused_when_added_with_the_field_marked(
     make_desktop, tiny_vace, qtbot, home, tmp_path, case
@@ -232,6 +239,7 @@ def test_bad_vace_inputs_are_refused_when_added_with_the_field_marked(
         "control_unreadable": ("control_video", "cannot read the control video bad.mp4"),
         "ref_unreadable": ("ref_images", "cannot read reference image bad.png"),
         "mask_without_control": ("mask_video", "a mask video needs the control video"),
+        "outpaint_no_margin": ("outpaint", "outpaint adds no pixel"),
     }[case]
     if case == "mask_frames":
         p.mask_field.choose(str(_mask_folder(tmp_path / "short", n=5)))
@@ -243,6 +251,8 @@ def test_bad_vace_inputs_are_refused_when_added_with_the_field_marked(
     elif case == "ref_unreadable":
         (tmp_path / "bad.png").write_bytes(b"not an image")
         p.refs.add(str(tmp_path / "bad.png"))
+    elif case == "outpaint_no_margin":
+        _pick(w, "vace:outpaint")  # the control video to extend, but every margin 0
     else:
         p.control.edit.clear()  # cleared by the user: the form forgets it
         assert w.form.state.media.control_video == ""
