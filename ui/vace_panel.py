@@ -246,6 +246,7 @@ class VacePanel(QWidget):
             self.layout_.addRow(labels[name], w)
         self.strip = ControlStrip()
         self.previewer = ControlPreviewer()
+        self._strip_title = "Control"
         self.previewer.ready.connect(self._show_strip)
         self._bind()
         self.show_state(form.state)
@@ -308,19 +309,23 @@ class VacePanel(QWidget):
 
     def _update_strip(self, s: FormState, shown: tuple[str, ...]) -> None:
         m = s.media
+        names = {"none": "Control", "gray": "Control (grayscale)", "edges": "Control (edges)"}
         if "video" in shown:
-            path, pre = m.video, ""
+            path, pre, title = m.video, "", "Source video"
         elif "control_video" in shown:
-            path, pre = m.control_video, m.preprocess if "preprocess" in shown else "none"
+            pre = m.preprocess if "preprocess" in shown else "none"
+            path, title = m.control_video, names.get(pre, "Control")
+        elif "first_clip" in shown:  # extend: the clip the result continues (or leads into)
+            path, pre = m.first_clip or m.last_clip, "none"
+            title = "First clip" if m.first_clip or not m.last_clip else "Last clip"
         else:
             self.strip.setVisible(False)
             return
         self.strip.setVisible(True)
+        self._strip_title = title  # the previewer sends only the latest request's frames
         self.previewer.request(
             path, preprocess=pre, width=s.width, height=s.height, frames=max(1, s.frames)
         )
 
     def _show_strip(self, result: ControlFrames) -> None:
-        pre = result.key[1]
-        names = {"none": "Control", "gray": "Control (grayscale)", "edges": "Control (edges)"}
-        self.strip.show_frames(result, names.get(pre, "Source video"))
+        self.strip.show_frames(result, self._strip_title)

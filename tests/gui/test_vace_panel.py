@@ -204,6 +204,12 @@ def test_the_strip_shows_the_control_through_the_preprocessor_read_off_the_gui_t
         timeout=10_000,
     )
     assert "cannot read" in panel.strip.image.text()
+    # extending a clip: the strip shows the clip
+    clip = _frames_folder(tmp_path / "clip", n=5)
+    w.form.update(media=replace(w.form.state.media, use="extend", last_clip=str(clip)))
+    qtbot.waitUntil(lambda: panel.strip.shown.key[0] == str(clip), timeout=10_000)
+    assert panel.strip.title.text() == "Last clip"
+    assert len(panel.strip.shown.frames) == 3  # frames 0, 2, 4: the clip has 5
 
 
 # ----------------------------------------------------------------------------- add-time checks
