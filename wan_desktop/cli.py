@@ -349,7 +349,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         progress.close()
         restore()
     if args.seed is None:
-        print(f"seed: {request.seed}", file=sys.stderr)
+        print(f"seed: {result.request.seed}", file=sys.stderr)  # torchrun: rank 0's
     print(result.out)
     return 0
 

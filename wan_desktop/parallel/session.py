@@ -118,17 +118,24 @@ def run_parallel(
         )
         try:
             has_review = group.share("review", review is not None)
+            # rank 0's request on every rank: under torchrun each process parsed its own
+            # command line, and one without --seed drew its own random seed
+            request = group.share("request", prepared.request)
             if group.rank == 0:
                 mine = prepared
                 rank_review = None if review is None else _leading(review, group)
             else:
                 scratch = Path(tempfile.mkdtemp(prefix=f"wan-rank{group.rank}-"))
-                mine = replace(prepared, out=scratch / f"out{prepared.out.suffix}")
+                out = scratch / f"out{prepared.out.suffix}"
+                mine = replace(prepared, request=request, out=out)
                 emit = _drop
                 rank_review = _following(group) if has_review else None
             try:
                 result = body(mine, Ranks(group, cancel), cancel, emit, rank_review)
                 group.sync(cancel)  # every rank finished (rank 0's output is written)
+                if group.rank != 0 and hasattr(result, "out"):
+                    done: Any = result
+                    result = replace(done, out=prepared.out)  # the job's output: rank 0's
             except Cancelled as e:
                 group.tell_cancel(e.message)
                 raise
