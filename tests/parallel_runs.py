@@ -21,7 +21,8 @@ from wan_desktop.request import GenerationRequest
 @dataclass
 class Outcome:
     frames: np.ndarray  # uint8 [F, H, W, 3] (PNG frames: lossless)
-    latents: torch.Tensor  # the denoised latents, fp32, as the review hook saw them on rank 0
+    latents: torch.Tensor | None  # the denoised latents, fp32, as the review hook saw them on
+    # rank 0 (None: a long video, which takes no review)
     events: list[pipeline.Event] = field(default_factory=list)
 
 
@@ -69,7 +70,7 @@ def generate(
         review=review,
     )
     frames = np.stack([np.asarray(Image.open(p)) for p in sorted(out.glob("*.png"))])
-    return Outcome(frames=frames, latents=seen[0], events=events)
+    return Outcome(frames=frames, latents=seen[0] if seen else None, events=events)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
