@@ -398,7 +398,10 @@ class TorchVae:
         ``self.encode_tiling``) encodes spatial tiles and blends their latents."""
         from .vae_tiling import encode_tiled, torch_encode_step
 
-        video = video.to(self._res.device, self._dtype())
+        if video.dtype == torch.uint8:  # v2v frames: made [-1, 1] chunk by chunk (encode_tiled)
+            video = video.to(self._res.device)
+        else:
+            video = video.to(self._res.device, self._dtype())
         self.model.check_video(video)
         cfg = self.model.cfg
         return encode_tiled(

@@ -283,7 +283,8 @@ def encode_tiled(
     pixels as for the decode; each tile encodes its pixel crop through time with a cache of its
     own (frame 0, then 4 frames per step), and the tiles' latents are blended with the same
     linear ramps (``tiling`` None: the untiled encode exactly). This bounds the I2V conditioning
-    encode (81 frames at full size) the way the tiles bound the decode."""
+    encode (81 frames at full size) the way the tiles bound the decode. A uint8 ``video`` (0..255,
+    video-to-video's input frames) is turned into [-1, 1] floats one chunk at a time."""
     _, _, f, hp, wp = video.shape
     s = spatial_factor
     h, w = hp // s, wp // s
@@ -298,7 +299,7 @@ def encode_tiled(
             cache: Any = None
             parts = []
             for c0, c1 in chunks:
-                lat, cache = step(crop[:, :, c0:c1], cache)
+                lat, cache = step(unit_range(crop[:, :, c0:c1]), cache)
                 parts.append(lat.float())
             del cache
             tile = torch.cat(parts, dim=2)
@@ -312,13 +313,23 @@ def encode_tiled(
     return out
 
 
+def unit_range(video: Tensor) -> Tensor:
+    """uint8 frames (0..255) as float32 in [-1, 1] (the ops of video_input's reader: the same
+    values bit for bit); any other tensor as it is."""
+    if video.dtype != torch.uint8:
+        return video
+    return video.float().div_(255.0).mul_(2).sub_(1)
+
+
 def torch_encode_step(model: Any) -> EncodeStep:
     """The encoder chunk step of our torch VAEs: a fresh CausalCache per tile."""
     from wan_desktop.models.vae21 import CausalCache
 
+    dtype = next(model.parameters()).dtype
+
     def step(video: Tensor, cache: Any) -> tuple[Tensor, Any]:
         cache = CausalCache() if cache is None else cache
-        return model.encode_step(video, cache), cache
+        return model.encode_step(video.to(dtype), cache), cache
 
     return step
 

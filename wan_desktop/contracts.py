@@ -102,7 +102,9 @@ class VaeDecoder(Component, Protocol):
 @runtime_checkable
 class VaeEncoder(Component, Protocol):
     def encode(self, video: Tensor) -> Tensor:
-        """Video [B, 3, F, H, W] in [-1, 1] (F = 4n+1) -> normalized latent mean [B, z, T, h, w]."""
+        """Video [B, 3, F, H, W] in [-1, 1] (F = 4n+1) -> normalized latent mean [B, z, T, h, w].
+        A uint8 video (0..255) is taken too: each chunk becomes [-1, 1] floats only as it is
+        encoded (engines/vae_tiling.encode_tiled), so a whole float copy never exists."""
 
 
 @runtime_checkable

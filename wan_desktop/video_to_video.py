@@ -76,8 +76,12 @@ def encode_video(
     cancel: CancelToken | None = None,
 ) -> Tensor:
     """The input video's first ``request.frames`` frames, cropped and resized to the run's size,
-    as normalized VAE latents [1, z, T, h, w] float32 on ``device``."""
-    from .video_input import read_video
+    as normalized VAE latents [1, z, T, h, w] float32 on ``device``.
+
+    The frames stay uint8 (0.22 GB at 1280×720×81, against 0.9 GB as float32) on the host and on
+    the way to the device; the encoder turns each chunk into [-1, 1] floats as it encodes it (and
+    encodes spatial tiles when the memory plan says whole frames would not fit)."""
+    from .video_input import read_frames
 
     if request.video is None:
         raise ConfigError("task v2v needs an input video (mp4 or PNG folder)", field="video")
@@ -88,7 +92,7 @@ def encode_video(
             "(wan-desktop export ... --components t5,dit,vae,vae_encoder).",
             field="task",
         )
-    video = read_video(request.video, request.width, request.height, request.frames)
+    video = read_frames(request.video, request.width, request.height, request.frames)
     if cancel is not None:
         cancel.check()
     latents = components.vae_encoder.encode(video.to(device)).float()
