@@ -115,3 +115,15 @@ def test_vace_equals_one_process(tmp_path):
     one = generate(model, tmp_path / "one", **req)
     many = generate(model, tmp_path / "many", parallel=4, **req)
     _same("vace-1.3B control+mask+ref cfg+seq x4", one, many)
+
+
+def test_ti2v_equals_one_process(model, tmp_path):
+    """Wan2.2 TI2V: per-token timesteps (the first frame's tokens at t = 0), split with the
+    batch and sharded with the tokens."""
+    ti2v = model("ti2v-5B")
+    image = tmp_path / "first.png"
+    Image.radial_gradient("L").convert("RGB").resize((64, 64)).save(image)
+    req = dict(task="ti2v", image=str(image), width=64, height=64)
+    one = generate(ti2v, tmp_path / "one", **req)
+    many = generate(ti2v, tmp_path / "many", parallel=4, **req)
+    _same("ti2v-5B cfg+seq x4", one, many)
