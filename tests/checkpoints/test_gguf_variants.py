@@ -16,6 +16,7 @@ from tests.skyreels_models import build_tiny_skyreels
 from tests.vace_models import build_tiny_vace_model
 from wan_desktop.checkpoints.detect import detect_model
 from wan_desktop.checkpoints.load import load_dit
+from wan_desktop.errors import CheckpointError
 from wan_desktop.models.quant_linear import QuantLinear
 from wan_desktop.models.vace import VaceWanModel
 
@@ -102,3 +103,41 @@ def test_wan22_vace_fun_gguf_pair_by_its_expert_names(tmp_path):
         assert [e.files[0] for e in found.experts] == files
     found = detect_model(files[0], vae=m.comfy_vae, text_encoder=m.comfy_t5)
     assert _weights_equal_the_file(load_dit(found, 1), files[1]) > 0
+
+
+@pytest.mark.parametrize(
+    ("variant", "names"),
+    [
+        ("t2v-A14B", ("Wan2.2-T2V-A14B-HighNoise-Q8_0.gguf", "Wan2.2-T2V-A14B-LowNoise-Q8_0.gguf")),
+        (
+            "vace-A14B",
+            (
+                "Wan2.2-VACE-Fun-A14B-high-noise-Q8_0.gguf",
+                "Wan2.2-VACE-Fun-A14B-low-noise-Q8_0.gguf",
+            ),
+        ),
+    ],
+)
+def test_quantstack_pairs_in_their_highnoise_and_lownoise_folders(tmp_path, variant, names):
+    """QuantStack's repos keep each expert in its own folder (HighNoise/, LowNoise/), as a download
+    of the repo lays them out: the pair is found from either file."""
+    from tests.fixtures_models import build_tiny_model
+
+    if variant.startswith("vace"):
+        m = build_tiny_vace_model(tmp_path / "m", variant)
+    else:
+        m = build_tiny_model(tmp_path / "m", variant)
+    files = []
+    for folder, name, key in zip(
+        ("HighNoise", "LowNoise"), names, ("transformer", "transformer_2"), strict=True
+    ):
+        (tmp_path / folder).mkdir()
+        write_gguf(tmp_path / folder / name, official_dit_state(m.refs[key]), "Q8_0")
+        files.append(tmp_path / folder / name)
+    for given in files:
+        found = detect_model(given, vae=m.comfy_vae, text_encoder=m.comfy_t5)
+        assert found.format == "gguf" and found.variant.experts == 2
+        assert [e.files[0] for e in found.experts] == files
+    files[1].unlink()
+    with pytest.raises(CheckpointError, match="needs both experts"):
+        detect_model(files[0], vae=m.comfy_vae, text_encoder=m.comfy_t5)

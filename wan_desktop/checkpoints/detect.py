@@ -677,20 +677,26 @@ def boundary_ratio(index: dict[str, Any], root: Path) -> float | None:
 def _expert_pair(file: Path) -> list[Path]:
     """A Wan2.2 A14B ComfyUI file and its sibling expert, ordered (high_noise, low_noise)."""
     name = file.name
-    # TurboDiffusion: TurboWan2.2-I2V-A14B-high-720P.pth / …-low-720P.pth
+    # TurboDiffusion: TurboWan2.2-I2V-A14B-high-720P.pth / …-low-720P.pth; QuantStack's GGUFs:
+    # HighNoise/Wan2.2-T2V-A14B-HighNoise-Q4_K_M.gguf / LowNoise/…-LowNoise-… (a folder each)
     for mine, other in (
         ("high_noise", "low_noise"),
         ("low_noise", "high_noise"),
         ("-high-", "-low-"),
         ("-low-", "-high-"),
+        ("HighNoise", "LowNoise"),
+        ("LowNoise", "HighNoise"),
     ):
         if mine in name:
             sibling = file.with_name(name.replace(mine, other))
+            folder = {"HighNoise": "LowNoise", "LowNoise": "HighNoise"}.get(file.parent.name)
+            if not sibling.is_file() and folder is not None:
+                sibling = file.parent.parent / folder / sibling.name
             if not sibling.is_file():
                 raise CheckpointError(
                     f"{file}: Wan2.2 A14B needs both experts, but {sibling.name} is not beside it"
                 )
-            return [file, sibling] if "high" in mine else [sibling, file]
+            return [file, sibling] if "high" in mine.lower() else [sibling, file]
     return [file]
 
 
