@@ -264,10 +264,11 @@ class Workload:
     task: str = "t2v"
     precision: str = "bf16"  # the user's choice; the planner does not change DiT precision
     guidance: bool = True  # classifier-free guidance (2 forwards a step)
+    token_shards: int = 1  # sequence-parallel ranks sharing the tokens (parallel/): one rank's plan
 
     @property
     def tokens(self) -> int:
-        return self.variant.seq_len(self.width, self.height, self.frames)
+        return -(-self.variant.seq_len(self.width, self.height, self.frames) // self.token_shards)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -654,6 +655,7 @@ def workload_for(
     task: str = "t2v",
     precision: str | None = None,
     guidance: bool = True,
+    token_shards: int = 1,
 ) -> Workload:
     prec = precision or "bf16"
     if prec not in ("bf16", "fp16", "fp8", "int8") and not is_gguf_precision(prec):
@@ -666,6 +668,7 @@ def workload_for(
         task=task,
         precision=prec,
         guidance=guidance,
+        token_shards=token_shards,
     )
 
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .checkpoints.detect import ModelFiles
     from .contracts import Components, VaeDecoder
     from .memory import Plan
+    from .parallel.layout import Layout
     from .parallel.session import Ranks
     from .variants import Variant
 
@@ -162,7 +163,7 @@ def prepare(
 
         request = get_preset(options.preset).apply(request, variant)
     resolved = request.resolve(variant)
-    from .parallel.session import checked_options
+    from .parallel.session import checked_options, rank_layout
 
     options = checked_options(options, resolved, variant)  # --parallel N: a layout, or valid Ns
     pipeline.check_images(resolved)
@@ -199,6 +200,7 @@ def prepare(
                 device=device,
                 budget_gib=options.vram_budget_gb,
                 precision=options.precision_name or stored_precision(files),
+                layout=rank_layout(options, resolved, variant),  # --parallel: one rank's share
             )
         )
     notes: list[str] = [] if window_plan is None else [f"long video: {window_plan.describe()}"]
@@ -256,10 +258,12 @@ def plans_for_run(
     device: torch.device,
     budget_gib: float | None,
     precision: str | None,
+    layout: Layout | None = None,
 ) -> list[Plan]:
     """The fallback ladder for a run on ``device``: planned for ``budget_gib`` (``--vram-budget``)
     or, without one, for the GPU's free memory now ("auto"). ``precision``: the DiT's (--precision,
-    or ``stored_precision`` of the files); None plans for bf16."""
+    or ``stored_precision`` of the files); None plans for bf16. ``layout``: a parallel run's, whose
+    ranks each plan for their share (one CFG half, their tokens)."""
     from . import memory
 
     if budget_gib is None:
@@ -275,7 +279,8 @@ def plans_for_run(
         precision=precision
         if precision in ("fp8", "int8") or memory.is_gguf_precision(precision or "")
         else "bf16",
-        guidance=request.use_cfg,
+        guidance=request.use_cfg and (layout is None or layout.cfg == 1),
+        token_shards=1 if layout is None else layout.seq,
     )
     return memory.plan_ladder(work, budget_gib, ram_gib=memory.system_ram_gib())
 

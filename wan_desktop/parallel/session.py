@@ -66,7 +66,21 @@ def checked_options(options: RunOptions, request: ResolvedRequest, variant: Vari
         options = replace(options, parallel=env.world)
     if options.parallel > 1:
         layout_for(options, request, variant)
+    if env is not None and options.device != "cpu":
+        _select_gpu(env.local_rank)  # before the plans read the free memory: this rank's GPU
     return options
+
+
+def rank_layout(options: RunOptions, request: ResolvedRequest, variant: Variant) -> Layout | None:
+    """The layout each rank's memory plan is for (None: one process)."""
+    return None if options.parallel == 1 else layout_for(options, request, variant)
+
+
+def _select_gpu(local_rank: int) -> None:
+    import torch
+
+    if torch.cuda.is_available() and local_rank < torch.cuda.device_count():
+        torch.cuda.set_device(local_rank)
 
 
 @dataclass(frozen=True)
