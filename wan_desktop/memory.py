@@ -354,7 +354,12 @@ def dit_nonblock_bytes(cfg: DiTConfig, precision: str = "bf16") -> float:
     text = cfg.text_dim * d + d + d * d + d
     if precision.startswith("gguf:"):
         lin = cfg.text_dim * d + d * d + 6 * d * d + d * math.prod(cfg.patch_size) * cfg.out_dim
-        return lin * _bytes(precision) + (dit_nonblock_params(cfg) - lin) * 4
+        # a VACE branch's linears are kept quantized too (its blocks, after_proj, before_proj)
+        n_vace = len(cfg.vace_layers) if cfg.vace_in_dim is not None else 0
+        vace_lin = n_vace * (dit_block_linear_weights(cfg) + d * d) + d * d if n_vace else 0
+        lin_all = lin + vace_lin
+        rest = dit_nonblock_params(cfg) + dit_vace_params(cfg) - lin_all
+        return lin_all * _bytes(precision) + rest * 4
     # the VACE branch stays resident (never streamed): its linears bf16, patch embedding fp32
     vace = dit_vace_params(cfg)
     vace_bytes = (
