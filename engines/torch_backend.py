@@ -346,7 +346,12 @@ class TorchVae:
     tiles for the decode / the I2V conditioning encode; None runs whole frames. Either way each
     decoded chunk goes straight to the CPU (as uint8 frames for a generation), so the GPU never
     holds the whole video.
+    ``decode_group``: set by a parallel run (wan_desktop/parallel/ranked.py) while every rank
+    calls ``decode_frames``: the tiles are dealt over the group (engines/vae_tiles_parallel.py),
+    rank 0 gets the frames, the other ranks None.
     """
+
+    decode_group: object = None
 
     def __init__(
         self, model: nn.Module, tiling: object = None, encode_tiling: object = None
@@ -390,6 +395,13 @@ class TorchVae:
         """latents [1, z, T, h, w] -> uint8 frames [F, H, W, 3] on the CPU, streamed per chunk."""
         from .vae_tiling import decode_tiled_frames
 
+        if self.decode_group is not None:
+            from functools import partial
+
+            from .vae_tiles_parallel import decode_tiled_frames_parallel
+
+            fn = partial(decode_tiled_frames_parallel, group=self.decode_group)
+            return self._decode(fn, latents, tiles)  # type: ignore[arg-type]  # None: rank > 0
         return self._decode(decode_tiled_frames, latents, tiles)
 
     @torch.inference_mode()

@@ -433,7 +433,9 @@ def execute(
                 finally:
                     components.factory.release(comps)
 
-            (out, request), plan = run_with_fallback(prepared.plans, attempt, warn=warn)
+            # a parallel run's ranks cannot retry alone: its out-of-memory error is the last one
+            plans = prepared.plans if ranks is None else prepared.plans[:1]
+            (out, request), plan = run_with_fallback(plans, attempt, warn=warn)
             log.info("ran with the plan: %s", plan.describe())
         else:  # the CPU or an engine backend: nothing to place
             request, plan = prepared.request, None

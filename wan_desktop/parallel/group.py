@@ -126,6 +126,8 @@ class Group:
         try:
             return fn()
         except RuntimeError as e:  # gloo: the peer closed; NCCL / gloo: the timeout
+            if type(e).__name__ == "OutOfMemoryError":  # this rank's own (run.py reports it)
+                raise
             raise self._failure(f"a collective failed ({_first_line(e)})") from None
 
     def _raise_cancel(self) -> None:

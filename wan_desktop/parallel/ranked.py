@@ -50,10 +50,8 @@ class RankedDenoiser:
         if self.group.layout.seq == 1:
             yield
             return
-        target = self.inner
-        while not hasattr(type(target), "sequence_group") and hasattr(target, "inner"):
-            target = target.inner  # the residency wrappers of a memory plan
-        if not hasattr(type(target), "sequence_group"):
+        target = _innermost(self.inner, "sequence_group")  # under a plan's residency wrappers
+        if target is None:
             raise ConfigError(
                 "sequence parallel runs the PyTorch backend's DiT only",
                 remedy="Use --backend torch, or --parallel-mode cfg.",
@@ -92,9 +90,9 @@ class Rank0Only:
         attr = getattr(self.inner, name)
         if name not in self.methods:
             return attr
-        return self._shared(attr)
+        return self._shared(name, attr)
 
-    def _shared(self, method: Callable[..., Any]) -> Callable[..., Any]:
+    def _shared(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         g = self.group
 
         def call(*args: Any, **kw: Any) -> Any:
@@ -103,6 +101,39 @@ class Rank0Only:
             return g.broadcast_from_0(out)
 
         return call
+
+
+class SharedDecoder(Rank0Only):
+    """The VAE decoder: a torch VAE decodes on every rank, its tiles dealt over the ranks
+    (``TorchVae.decode_group``), and rank 0's frames go to the others; another backend's
+    decoder runs on rank 0 alone (:class:`Rank0Only`)."""
+
+    def _shared(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        target = _innermost(self.inner, "decode_group")
+        if target is None or name != "decode_frames":
+            return super()._shared(name, method)
+        g = self.group
+
+        def call(*args: Any, **kw: Any) -> Any:
+            import torch.distributed as dist
+
+            g.sync(self.cancel)
+            target.decode_group = dist.group.WORLD
+            try:
+                out = g.collective(lambda: method(*args, **kw))
+            finally:
+                target.decode_group = None
+            g.sync(self.cancel)
+            return g.broadcast_from_0(out)
+
+        return call
+
+
+def _innermost(component: Any, attribute: str) -> Any:
+    """The object under the residency wrappers (``.inner``) whose class declares ``attribute``."""
+    while not hasattr(type(component), attribute) and hasattr(component, "inner"):
+        component = component.inner
+    return component if hasattr(type(component), attribute) else None
 
 
 def wrap(components: Components, group: Group, cancel: CancelToken) -> Components:
@@ -117,5 +148,7 @@ def wrap(components: Components, group: Group, cancel: CancelToken) -> Component
         text_encoder=only0(components.text_encoder, "encode"),
         image_encoder=only0(components.image_encoder, "encode"),
         vae_encoder=only0(components.vae_encoder, "encode"),
-        vae_decoder=only0(components.vae_decoder, "decode", "decode_frames"),
+        vae_decoder=SharedDecoder(
+            components.vae_decoder, group, cancel, ("decode", "decode_frames")
+        ),
     )
