@@ -127,3 +127,18 @@ def test_ti2v_equals_one_process(model, tmp_path):
     one = generate(ti2v, tmp_path / "one", **req)
     many = generate(ti2v, tmp_path / "many", parallel=4, **req)
     _same("ti2v-5B cfg+seq x4", one, many)
+
+
+def test_diffusion_forcing_equals_one_process(tmp_path):
+    """SkyReels-V2 DF, asynchronous (ar_step 1, causal blocks of 2: per-frame timesteps, shards
+    of whole frames), 2 windows: its batched CFG calls are split and sharded like the others."""
+    from tests.skyreels_models import build_tiny_skyreels
+
+    df = build_tiny_skyreels(tmp_path / "model", "skyreels-v2-df-1.3B-540P")
+    req = dict(
+        width=64, height=32, frames=21, base_frames=13, overlap_history=5, ar_step=1,
+        causal_block_size=2, steps=4, fps=24,
+    )  # fmt: skip
+    one = generate(df, tmp_path / "one", **req)
+    many = generate(df, tmp_path / "many", parallel=4, **req)
+    _same("skyreels-v2-df-1.3B async, 2 windows, cfg+seq x4", one, many)
