@@ -398,7 +398,7 @@ def generate(
         tail: deque[np.ndarray] = deque(maxlen=r.overlap_history)
         for frame in iter_frames(r.extend, r.width, r.height, field="extend"):
             if sink is not None:
-                sink(torch.from_numpy(frame)[None])
+                sink(torch.from_numpy(frame.copy())[None])  # PIL's arrays are read-only
             tail.append(frame)
             cancel.check()
         clip = torch.from_numpy(np.stack(tail)).permute(3, 0, 1, 2)[None].float()
