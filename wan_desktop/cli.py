@@ -397,6 +397,7 @@ def _options(args: argparse.Namespace) -> RunOptions:
         model=_opt(args.model),
         vae=_opt(args.vae),
         text_encoder=_opt(args.text_encoder),
+        **_cli_args.window_fields(args),
         tokenizer=_opt(args.tokenizer),
         random_weights=args.random_weights,
         device=args.device,

@@ -98,6 +98,24 @@ def add_long_video_arguments(g: argparse.ArgumentParser) -> None:
         metavar="VIDEO",
         help="continue this video (an mp4 or a folder of PNG frames); --frames new frames",
     )
+    g.add_argument(
+        "--window-frames",
+        type=int,
+        metavar="N",
+        help="sliding windows: frames per window (4n+1); default the model's (81, TI2V 121)",
+    )
+    g.add_argument(
+        "--window-overlap",
+        type=int,
+        metavar="N",
+        help="sliding windows: latent frames each window carries over (default 2)",
+    )
+
+
+def window_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The GenerationRequest fields of ``--window-frames`` / ``--window-overlap`` (request.py
+    checks them against the model's VAE time stride)."""
+    return {"window_frames": args.window_frames, "window_overlap": args.window_overlap}
 
 
 def add_forcing_arguments(g: argparse.ArgumentParser) -> None:

@@ -90,6 +90,20 @@ def test_prompt_file_gives_one_prompt_per_window_and_extend_continues_a_png_fold
     assert meta["request"]["extend"] == str(src) and meta["request"]["color_match"] is False
 
 
+def test_window_frames_and_overlap_flags_set_the_sliding_windows(t2v, tmp_path, cli):
+    out = tmp_path / "windows"
+    windows = ["--window-frames", "21", "--window-overlap", "1", "--no-progress", "--out", out]
+    r = cli(
+        ["generate", "--model", t2v.official, "--prompt", "x", "--frames", "45", *SMALL, *windows]
+    )
+    assert r.code == 0, r.err
+    meta = json.loads((out / "settings.json").read_text())
+    # 45 frames = 12 latents in 21-frame windows (6 latents) carrying 1: 6 + 5 + 1 → 3 windows
+    assert meta["request"]["window_frames"] == 21 and meta["request"]["window_overlap"] == 1
+    assert meta["windows"] == 3 and meta["frames_written"] == 45 == len(_pngs(out))
+    assert "long video: 3 windows of up to 21 frames" in r.err
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -98,6 +112,8 @@ def test_prompt_file_gives_one_prompt_per_window_and_extend_continues_a_png_fold
         (["--prompt-file", "{tmp}/missing.txt"], "--prompt-file"),
         (["--prompt", "x", "--extend", "{tmp}/missing.mp4"], "extend not found"),
         (["--prompt", "x", "--color-match", "maybe"], "invalid choice"),
+        (["--prompt", "x", "--window-frames", "40"], "window frames must be 4n+1"),
+        (["--prompt", "x", "--window-frames", "21", "--window-overlap", "6"], "1 to 5 latent"),
     ],
 )
 def test_bad_long_video_input_is_one_line_exit_2_nothing_written(args, message, t2v, tmp_path, cli):
