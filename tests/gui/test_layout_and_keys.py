@@ -218,7 +218,14 @@ def test_history_right_click_menu_reuses_opens_and_deletes(make_desktop, tiny, q
     assert out.is_file() and sidecar.is_file() and thumb.is_file()
 
     menu, actions = _right_click_history(w, 0)
-    assert list(actions) == ["Reuse settings", "Open", "Open folder", "Delete…"]
+    assert list(actions) == [
+        "Reuse settings",
+        "Continue this video",
+        "Open",
+        "Open folder",
+        "Delete…",
+    ]
+    assert actions["Continue this video"].isEnabled()  # a finished video can be continued
     w.prompt_edit.setPlainText("something else")
     actions["Reuse settings"].trigger()
     menu.close()
