@@ -47,6 +47,7 @@ def detect_for_options(options: RunOptions) -> tuple[Variant, ModelFiles | None]
         vae=options.vae,
         text_encoder=options.text_encoder,
         tokenizer=options.tokenizer,
+        clip=options.clip,
     )
     return files.variant, files
 

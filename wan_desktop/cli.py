@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--tokenizer", type=Path, help="tokenizer folder (tokenizer.json or spiece.model)"
     )
     g.add_argument(
+        "--clip", type=Path, help="CLIP vision file (Wan2.1 I2V / FLF2V: clip_vision_h.safetensors)"
+    )
+    g.add_argument(
         "--random-weights",
         metavar="VARIANT",
         help="full-size model with random weights (benchmarks, no download)",
@@ -132,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--vae", type=Path)
     i.add_argument("--text-encoder", type=Path)
     i.add_argument("--tokenizer", type=Path)
+    i.add_argument("--clip", type=Path)
     return p
 
 
@@ -317,7 +321,11 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from .checkpoints.inspect import inspect_model
 
     info = inspect_model(
-        args.path, vae=args.vae, text_encoder=args.text_encoder, tokenizer=args.tokenizer
+        args.path,
+        vae=args.vae,
+        text_encoder=args.text_encoder,
+        tokenizer=args.tokenizer,
+        clip=args.clip,
     )
     print(json.dumps(info, indent=2))
     return 0
@@ -399,6 +407,7 @@ def _options(args: argparse.Namespace) -> RunOptions:
         text_encoder=_opt(args.text_encoder),
         **_cli_args.window_fields(args),
         tokenizer=_opt(args.tokenizer),
+        clip=_opt(args.clip),
         random_weights=args.random_weights,
         device=args.device,
         dtype=args.dtype,

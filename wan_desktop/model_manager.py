@@ -224,11 +224,17 @@ class InstalledModel:
         return self.folder
 
     def generate_args(self) -> dict[str, Path]:
-        """--model (+ --vae/--text-encoder/--tokenizer for ComfyUI and GGUF files) for this
-        install."""
+        """--model (+ --vae/--text-encoder/--tokenizer/--clip for ComfyUI and GGUF files) for
+        this install."""
         args = {"model": self.model_path}
         if self.layout in _SINGLE_FILES:
-            for role, opt in (("vae", "vae"), ("t5", "text_encoder"), ("tokenizer", "tokenizer")):
+            roles = (
+                ("vae", "vae"),
+                ("t5", "text_encoder"),
+                ("tokenizer", "tokenizer"),
+                ("clip", "clip"),
+            )
+            for role, opt in roles:
                 p = self.component(role)
                 if p is not None:
                     args[opt] = p

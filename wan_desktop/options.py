@@ -65,6 +65,7 @@ class RunOptions:
     vae: str | None = None
     text_encoder: str | None = None
     tokenizer: str | None = None
+    clip: str | None = None  # a CLIP vision file (Wan2.1 I2V / FLF2V: clip_vision_h)
     random_weights: str | None = None  # a variant name: full-size model with random weights
     device: str | None = None  # "cpu" | "cuda"; None: cuda when available
     dtype: str | None = None  # "float32" | "bfloat16" | "float16"; None: bf16 on GPU, fp32 on CPU

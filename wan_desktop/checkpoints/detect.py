@@ -716,6 +716,7 @@ def detect_model(
     vae: str | Path | None = None,
     text_encoder: str | Path | None = None,
     tokenizer: str | Path | None = None,
+    clip: str | Path | None = None,
 ) -> ModelFiles:
     """Identify layout, variant and component files of ``path`` (folder or ComfyUI file)."""
     root = Path(path).expanduser()
@@ -789,6 +790,8 @@ def detect_model(
         tok = Path(tokenizer).expanduser()
         if not tok.is_dir():
             raise CheckpointError(f"{tok}: tokenizer folder not found")
+    if clip is not None:  # a Wan2.1 I2V / FLF2V GGUF or ComfyUI file's CLIP vision (ViT-H/14)
+        clip_c = _component([Path(clip).expanduser()], "clip")
     if fmt in ("comfyui", "gguf"):
         want_vae = (
             ("wan2.2_vae*.safetensors", "wan_2.2_vae*.safetensors")

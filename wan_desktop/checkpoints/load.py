@@ -175,7 +175,7 @@ def require(files: ModelFiles, part: str) -> ComponentFiles:
         flag = {
             "vae": "--vae FILE",
             "text_encoder": "--text-encoder FILE",
-            "image_encoder": "the CLIP image encoder file",
+            "image_encoder": "--clip FILE (the CLIP vision file, clip_vision_h.safetensors)",
         }[part]
         raise CheckpointError(
             f"{files.path}: no {part.replace('_', ' ')} found",
