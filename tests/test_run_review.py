@@ -153,3 +153,31 @@ def test_an_oom_in_the_decode_after_review_reruns_without_asking_again(t2v, tmp_
     assert result.plan is not None and result.plan.name == "b"
     assert len(reviewer.latents) == 1 and len(warnings) == 1
     assert len(list(result.out.glob("*.png"))) == 5
+
+
+def test_review_of_a_sliding_window_video_is_refused_never_skipped(t2v, tmp_path):
+    """Sliding windows decode each window before the next starts: a review is refused at prepare
+    (field "review") and, should a prepared long run reach execute with a hook, there too,
+    before anything loads."""
+    from wan_desktop.errors import ConfigError
+
+    factory = EngineFactory()
+    request = GenerationRequest(
+        prompt="a red fox", width=64, height=32, frames=25, window_frames=9, window_overlap=1
+    )
+    options = RunOptions(model=str(t2v.official), device="cpu", dtype="float32")
+    with pytest.raises(ConfigError, match="single-window videos; this one runs 3 windows") as e:
+        run.prepare(request, options, out=tmp_path / "long", factory=factory, review=True)
+    assert e.value.field == "review" and "Review before decode" in str(e.value.remedy)
+    prepared = run.prepare(request, options, out=tmp_path / "long", factory=factory)
+    assert prepared.windows == 3
+    cache = run.ComponentCache(factory)
+    reviewer = Reviewer(pipeline.Verdict.DECODE)
+    with pytest.raises(ConfigError, match="single-window") as e:
+        run.execute(prepared, components=cache, review=reviewer)
+    assert e.value.field == "review" and cache.builds == 0 and reviewer.latents == []
+    assert not (tmp_path / "long").exists()
+    # one window: a review is taken
+    short = replace(request, frames=9)
+    one = run.prepare(short, options, out=tmp_path / "s", factory=factory, review=True)
+    assert one.windows == 1

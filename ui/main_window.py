@@ -58,7 +58,7 @@ from .media_inputs import offered, remove_saved_inputs, split_key, task_choices,
 from .path_dialog import PathDialog, open_path
 from .paths import log_dir
 from .player import VideoPlayer
-from .review_bar import ReviewBar, review_checkbox
+from .review_bar import ReviewBar, fit_review_check, review_checkbox
 from .settings import BACKENDS, PRECISIONS, VRAM_PLANS, AppSettings, save_settings
 from .vace_panel import VacePanel
 from .viewmodels import (
@@ -627,6 +627,7 @@ class MainWindow(QMainWindow):
         )
         self._render_loras(s)
         self.long_panel.render(s, self.form.entry)
+        fit_review_check(self.review_check, s, self.form.entry)  # one window only
 
     def _render_loras(self, s: FormState) -> None:
         """One LoraRow per LoRA; rebuilt only when the list of files changes, so a strength
@@ -1153,6 +1154,7 @@ class MainWindow(QMainWindow):
             "guidance": (self.guidance_spin,),
             "shift": (self.shift_spin,),
             "seed": (self.seed_spin,),
+            "review": (self.review_check,),
             **self.vace_panel.field_widgets(),
             **self.long_panel.field_widgets(),
         }

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QWidg
 if TYPE_CHECKING:
     from PySide6.QtWidgets import QTabWidget
 
+    from .library import ModelEntry
     from .player import VideoPlayer
     from .service import PreviewFrames
     from .viewmodels import FormModel, FormState, QueueModel
@@ -39,6 +40,35 @@ def review_checkbox(form: FormModel) -> QCheckBox:
 
     form.changed.connect(show)
     return check
+
+
+SINGLE_WINDOW_TIP = (
+    "Review before decode is for single-window videos: this duration runs several windows, "
+    "each decoded before the next one starts. Shorten it to one window to review."
+)
+
+
+def fit_review_check(check: QCheckBox, state: FormState, entry: ModelEntry | None) -> None:
+    """The checkbox for the form's duration: disabled, with the reason as its tooltip, when the
+    video needs more than one sliding window (run.prepare refuses a review there); left enabled
+    while ticked, so it can be unticked (Add to queue then marks it). SkyReels-V2 DF models
+    decode once at the end and take a review at any length."""
+    from .long_video_form import forcing_of, windows_for
+
+    variant = entry.variant if entry is not None else ""
+    windows = windows_for(
+        variant,
+        task=state.task,
+        frames=state.frames,
+        fps=state.fps,
+        lv=state.long_video,
+        image=state.image,
+        last_image=state.last_image,
+    )
+    one = forcing_of(variant) is not None or windows is None or windows <= 1
+    check.setEnabled(one or state.review)
+    if not check.property("invalid"):  # a refused job's message stays until it is fixed
+        check.setToolTip(REVIEW_TIP if one else SINGLE_WINDOW_TIP)
 
 
 class ReviewBar(QWidget):

@@ -293,6 +293,7 @@ class GpuService(QObject):
             RunOptions.from_dict(job.options),
             out=job.out,
             factory=self._cache.factory,
+            review=job.review,  # refused for sliding windows, never skipped
         )
         for note in prepared.notes:
             log.warning("job %s: %s", job.id, note)

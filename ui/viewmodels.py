@@ -156,6 +156,7 @@ FIELDS = (
     "guidance",
     "shift",
     "seed",
+    "review",  # review before decode: single-window videos only
     *MEDIA_FIELDS,  # the video inputs (media_inputs.py)
     *LONG_FIELDS,  # long videos (long_video_form.py)
 )
@@ -175,7 +176,9 @@ def error_field(error: Exception, request: GenerationRequest | None = None) -> s
     return None
 
 
-def check_job(request: GenerationRequest, options: RunOptions, out: Path) -> tuple[str, ...]:
+def check_job(
+    request: GenerationRequest, options: RunOptions, out: Path, *, review: bool = False
+) -> tuple[str, ...]:
     """Every check the run owner does before loading weights (``run.prepare``: the model files,
     the output path, each request value against the variant, the input images, the LoRAs against
     the checkpoint's headers, the preset, the tiny-VAE file), now rather than when the job's turn
@@ -186,7 +189,12 @@ def check_job(request: GenerationRequest, options: RunOptions, out: Path) -> tup
     from wan_desktop import run
 
     prepared = run.prepare(
-        request, options, out=out, factory=EngineFactory(), planning=run.Planning.NEVER
+        request,
+        options,
+        out=out,
+        factory=EngineFactory(),
+        planning=run.Planning.NEVER,
+        review=review,
     )
     return prepared.notes
 
@@ -589,7 +597,7 @@ class FormModel(QObject):
         )
         job_id = new_job_id()
         out = settings.outputs / f"{time.strftime('%Y%m%d-%H%M%S')}-{job_id}.mp4"
-        self.notes = check_job(request, options, out)  # refused now, not when its turn comes
+        self.notes = check_job(request, options, out, review=s.review)  # refused now, not later
         # the job's own copies of its input files: Reuse works after the originals move
         request = copy_inputs(request, job_inputs_folder(settings.outputs, job_id))
         return Job(

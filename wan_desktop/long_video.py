@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from . import pipeline
 from .cancel import CancelToken
@@ -180,6 +180,18 @@ def check(request: ResolvedRequest, variant: Variant) -> WindowPlan | None:
 
         open_source(request.extend, field="extend")
     return plan_windows(request, temporal=variant.vae.temporal_factor)
+
+
+def refuse_review(windows: int) -> NoReturn:
+    """Review before decode needs every latent before any decode; sliding windows decode each
+    window before the next one starts (it continues from its frames), so it is refused, never
+    skipped. (SkyReels-V2 DF runs decode once at the end: they take a review.)"""
+    raise ConfigError(
+        f"review before decode is for single-window videos; this one runs {windows} windows, "
+        "each decoded before the next one starts",
+        remedy="Turn off Review before decode, or shorten the video to one window.",
+        field="review",
+    )
 
 
 # ----------------------------------------------------------------------------- run

@@ -129,10 +129,12 @@ def prepare(
     out: str | Path,
     factory: ComponentFactory,
     planning: Planning = Planning.ON_GPU,
+    review: bool = False,
 ) -> PreparedRun:
     """Check a job without loading any weights: the model files and variant, the output path, the
     LoRAs (against the checkpoint's headers), the preset, every request value, the input images,
-    the tiny-VAE file, and the memory plans (see :class:`Planning`)."""
+    the tiny-VAE file, and the memory plans (see :class:`Planning`). ``review``: the job will be
+    run with a review before decode (refused for sliding windows: long_video.refuse_review)."""
     from .lora import check_run_loras, run_specs
     from .text import check_prompt
     from .video import check_output_path
@@ -175,6 +177,8 @@ def prepare(
         window_plan = df_plan if df_plan.count > 1 else None
     else:
         window_plan = long_video.check(resolved, variant)  # None: one window
+        if review and window_plan is not None:
+            long_video.refuse_review(window_plan.count)
     if options.tiny_vae is not None and not Path(options.tiny_vae).expanduser().is_file():
         raise CheckpointError(
             f"tiny VAE file not found: {options.tiny_vae}",
@@ -403,6 +407,12 @@ def execute(
     is rank 0 and writes the output), each calling execute() again with its ``ranks``."""
     cancel = cancel or CancelToken()
     emit = emit or _ignore
+    from . import diffusion_forcing, long_video
+
+    if review is not None and prepared.windows > 1 and not diffusion_forcing.is_forcing(
+        prepared.variant
+    ):
+        long_video.refuse_review(prepared.windows)  # never skipped in silence
     if prepared.options.parallel > 1 and ranks is None:
         from .parallel.session import run_parallel
 

@@ -148,3 +148,31 @@ def test_finish_then_close_waits_for_the_review_and_closes_after_a_discard(
     assert sig.args == [job_id]
     qtbot.waitUntil(lambda: not w.isVisible(), timeout=10_000)
     assert _outputs(home) == [] and d.queue.history[-1].status == "discarded"
+
+
+def test_review_is_for_single_window_videos(make_desktop, tiny, qtbot):
+    """Past one sliding window the checkbox is disabled with the reason; ticked beforehand it
+    stays enabled (to untick it) and Add to queue refuses the job, marking it."""
+    from wan_desktop.ui.review_bar import REVIEW_TIP, SINGLE_WINDOW_TIP
+
+    d = make_desktop([tiny.official])
+    w = d.window
+    check = w.review_check
+    fill_form(w, qtbot, "a long walk", seed=3, frames=9)
+    assert check.isEnabled() and check.toolTip() == REVIEW_TIP
+    w.frames_spin.setValue(97)  # the model's 81-frame windows: 2 of them
+    assert w.long_panel.duration_label.text().endswith("2 windows")
+    assert not check.isEnabled() and check.toolTip() == SINGLE_WINDOW_TIP
+    w.frames_spin.setValue(9)
+    assert check.isEnabled()
+    check.setChecked(True)
+    w.frames_spin.setValue(97)
+    assert check.isEnabled() and check.isChecked()  # it can be unticked
+    d.queue.set_paused(True)
+    click(qtbot, w.generate_button)
+    assert d.queue.jobs == []  # refused at add time, not skipped when it runs
+    assert check.property("invalid") and "single-window videos" in check.toolTip()
+    check.setChecked(False)
+    assert not check.isEnabled()
+    click(qtbot, w.generate_button)
+    assert [j.review for j in d.queue.jobs] == [False]
