@@ -40,6 +40,18 @@ class ModelEntry:
     fps: int = 16
     missing: tuple[str, ...] = ()
     error: str = ""
+    # the parts of a model whose files are separate (GGUF / ComfyUI files: split_installs.py),
+    # passed to the run beside ``path`` ("" where the model's own layout holds the part)
+    vae: str = ""
+    text_encoder: str = ""
+    tokenizer: str = ""
+    clip: str = ""
+
+    @property
+    def parts(self) -> dict[str, str]:
+        """RunOptions' vae / text_encoder / tokenizer / clip for this model (the known ones)."""
+        names = ("vae", "text_encoder", "tokenizer", "clip")
+        return {k: getattr(self, k) for k in names if getattr(self, k)}
 
     @property
     def ok(self) -> bool:
@@ -70,11 +82,18 @@ def describe(path: str | Path) -> ModelEntry:
     from wan_desktop.checkpoints.detect import detect_model
     from wan_desktop.checkpoints.inspect import inspect_files
 
+    from .split_installs import comfy_parts, installed_parts, missing_words
+
     p = Path(path)
     try:
-        files = detect_model(p)
+        parts = installed_parts(p) if p.is_file() else None
+        files = detect_model(p, **(parts.overrides() if parts else {}))
+        if parts is None and files.format in ("comfyui", "gguf"):
+            parts = comfy_parts(p, files.variant)  # paired by what the variant needs
+            files = detect_model(p, **parts.overrides())
         info = inspect_files(files)
-        return _entry(p, files, info)
+        entry = _entry(p, files, info)
+        return replace(entry, missing=missing_words(entry.missing, parts))
     except WanError as e:
         return ModelEntry(path=str(p), error=_one_line(e.message, p))
     except OSError as e:
@@ -108,6 +127,11 @@ def _entry(p: Path, files: Any, info: dict[str, Any]) -> ModelEntry:
     if dit.get("scaled_fp8"):
         precision = "fp8-scaled"
     v = files.variant
+    split = files.format in ("comfyui", "gguf")  # the parts are files of their own
+
+    def part(c: Any) -> str:
+        return str(c.files[0]) if split and c is not None else ""
+
     return ModelEntry(
         path=str(p),
         variant=v.name,
@@ -120,6 +144,10 @@ def _entry(p: Path, files: Any, info: dict[str, Any]) -> ModelEntry:
         temporal_factor=v.vae.temporal_factor,
         fps=v.defaults.fps,
         missing=tuple(info["missing"]),
+        vae=part(files.vae),
+        text_encoder=part(files.text_encoder),
+        tokenizer=str(files.tokenizer) if split and files.tokenizer else "",
+        clip=part(files.image_encoder),
     )
 
 
@@ -149,13 +177,18 @@ class _Walk:
 def _candidates(folder: Path, walk: _Walk, depth: int = 0) -> list[Path]:
     """Model roots under ``folder``: folders that look like an official or diffusers model, and
     ComfyUI diffusion-model files (the low-noise half of a Wan2.2 pair is found with its twin)."""
+    from .split_installs import DIT_SUFFIXES, is_dit_folder, managed_models
+
     if not walk.visit(folder):
         return []
     if _looks_like_model_dir(folder):
         return [folder]
+    installs = managed_models(folder)  # the model manager's folder: one entry per install
+    if installs is not None:
+        return installs
     out: list[Path] = []
-    if folder.name == "diffusion_models":
-        for f in sorted(folder.glob("*.safetensors")):
+    if is_dit_folder(folder):
+        for f in sorted(f for f in folder.iterdir() if f.suffix.lower() in DIT_SUFFIXES):
             twin = f.with_name(f.name.replace("low_noise", "high_noise"))
             if "low_noise" in f.name and twin.exists():
                 continue

@@ -73,6 +73,7 @@ REMEMBERED = (
     "random_seed",
     "preset",
     "tiny_vae",
+    "parallel",  # the GPUs a job runs on (gpu_selector.py)
 )
 MEMORY_LIMIT = 50  # models remembered; the least recently used is forgotten first
 
@@ -245,6 +246,7 @@ def remembered(state: FormState) -> dict[str, Any]:
         {"path": c.path, "strength": c.strength, "expert": c.expert} for c in state.loras
     ]
     out["long_video"] = remembered_long(state.long_video)
+    out["media"] = remembered_media(state.media)  # VACE / V2V inputs (media_inputs.py)
     return out
 
 
@@ -277,6 +279,8 @@ def recalled(memory: Any) -> dict[str, Any]:
         )
     if isinstance(memory.get("long_video"), dict):  # windows and DF values (long_video_form.py)
         out["long_video"] = recalled_long(memory["long_video"])
+    if isinstance(memory.get("media"), dict):
+        out["media"] = recalled_media(memory["media"])
     return out
 
 
@@ -580,8 +584,10 @@ class FormModel(QObject):
                 "or untick the fast decode.",
             )
         loras, loras_low = lora_options(s.loras)
+        e = self.entry
         options = RunOptions(
             model=s.model,
+            **(e.parts if e is not None and e.path == s.model else {}),  # VAE, umT5, CLIP files
             device=settings.device,
             dtype=settings.dtype,
             backend=s.backend,
