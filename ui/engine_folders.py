@@ -95,12 +95,13 @@ def gpu_compute_capability() -> str | None:
         return None
 
 
-def _model_files(model_path: str) -> Any:
-    """The checkpoint's ModelFiles; None: a model gone or unreadable since the library listed it."""
+def _model_files(model_path: str, **parts: str) -> Any:
+    """The checkpoint's ModelFiles (``parts``: a split model's VAE / umT5 / CLIP files); None: a
+    model gone or unreadable since the library listed it."""
     from wan_desktop.checkpoints.detect import detect_model
 
     try:
-        return detect_model(model_path)
+        return detect_model(model_path, **parts)
     except WanError:
         return None
 
@@ -168,7 +169,7 @@ def list_engine_rows(
 
     cc = gpu_compute_capability() if compute_capability is True else compute_capability or None
     hashes = cache.HashCache()
-    files = _model_files(entry.path) if entry is not None and entry.ok else None
+    files = _model_files(entry.path, **entry.parts) if entry is not None and entry.ok else None
     rows = []
     for folder in cache.list_engines(Path(root)):
         m = folder.manifest

@@ -64,6 +64,29 @@ def test_a_gguf_install_is_one_model_whose_job_runs_with_its_parts_after_a_resta
     assert _parts(json.loads((home / "history.json").read_text())["entries"][-1]["options"]) == (
         want
     )
+    # Reuse settings: the next job runs the same files
+    w2 = d2.window
+    qtbot.waitUntil(lambda: bool(w2.models), timeout=30_000)
+    w2.history_list.setCurrentRow(0)
+    click(qtbot, w2.reuse_button)
+    assert _parts(w2.form.make_job(w2.settings).options) == want
+
+
+def test_the_file_first_run_adds_is_the_install_with_its_parts_clip_too(tiny_i2v, tmp_path):
+    """The first-run dialog adds an install's --model file to the picker's folders: scanned on
+    its own, it is the same entry as in the models folder, parts and all (a Wan2.1 I2V GGUF
+    release's CLIP vision from Comfy-Org's repo folder)."""
+    from wan_desktop.ui.library import scan
+
+    downloads = tmp_path / "downloads"
+    model = install_release("gguf-wan2.1-i2v-14b-480p-q8_0", downloads, tiny_i2v)
+    args = ModelManager(downloads).get_installed("gguf-wan2.1-i2v-14b-480p-q8_0").generate_args()
+    want = {k: str(v) for k, v in args.items() if k != "model"}
+    assert set(want) == {"vae", "text_encoder", "tokenizer", "clip"}
+    (alone,) = scan([str(model)])
+    (listed,) = scan([str(downloads)])
+    assert alone == listed
+    assert alone.ok and alone.variant == "i2v-14B" and alone.parts == want
 
 
 def test_a_comfyui_folder_pairs_the_parts_the_variant_needs(tiny_i2v, tmp_path):
