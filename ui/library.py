@@ -126,6 +126,8 @@ def _entry(p: Path, files: Any, info: dict[str, Any]) -> ModelEntry:
     precision = _DTYPE_NAMES.get(dominant, dominant)
     if dit.get("scaled_fp8"):
         precision = "fp8-scaled"
+    if dit.get("gguf_types"):  # a GGUF file: the block type of most of its weights ("Q4_K")
+        precision = max(dit["gguf_types"].items(), key=lambda kv: kv[1]["parameters"])[0]
     v = files.variant
     split = files.format in ("comfyui", "gguf")  # the parts are files of their own
 

@@ -101,6 +101,7 @@ def test_a_comfyui_folder_pairs_the_parts_the_variant_needs(tiny_i2v, tmp_path):
     (entry,) = scan([str(models.parent)])
     assert entry.ok, entry.reason
     assert (entry.path, entry.format, entry.variant) == (str(dit), "gguf", "i2v-14B")
+    assert entry.precision == "Q8_0" and ", Q8_0, " in entry.label  # its block type, not fp32
     assert entry.parts == {
         "vae": str(models / "vae" / "wan_2.1_vae.safetensors"),
         "text_encoder": str(models / "text_encoders" / "umt5_xxl_fp16.safetensors"),
