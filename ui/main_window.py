@@ -943,7 +943,7 @@ class MainWindow(QMainWindow):
     def reuse_selected(self) -> None:
         e = self._selected_history()
         if e is not None:
-            self.form.reuse(e.request, e.options, self.models)  # its model, or "not found"
+            self.form.reuse(e.request, e.options, self.models, review=e.review)
             self.refresh_engines()
 
     def play_selected(self) -> None:

@@ -172,6 +172,39 @@ def media_from_request(request: dict[str, Any], base: MediaInputs | None = None)
     )
 
 
+def remembered_media(media: MediaInputs) -> dict[str, Any]:
+    """What the per-model form memory keeps of the inputs (JSON: tuples become lists)."""
+    from dataclasses import asdict
+
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(media).items()}
+
+
+def recalled_media(data: dict[str, Any]) -> MediaInputs:
+    """The inputs :func:`remembered_media` saved; a value of the wrong type or out of the
+    choices (a hand-edited or older settings file) is left out (the default then)."""
+    from dataclasses import fields
+
+    from .paths import field_problems
+
+    names = {f.name for f in fields(MediaInputs)}
+    plain = {k: v for k, v in data.items() if k in names}
+    bad = field_problems(MediaInputs, plain)
+    out = {k: v for k, v in plain.items() if k not in bad}
+    if out.get("use", "control") not in USES:
+        del out["use"]
+    if out.get("preprocess", "none") not in PREPROCESSORS:
+        del out["preprocess"]
+    if "ref_images" in out:
+        out["ref_images"] = tuple(out["ref_images"])
+    if "outpaint" in out:
+        margins = tuple(out["outpaint"])
+        if len(margins) == 4:
+            out["outpaint"] = margins
+        else:
+            del out["outpaint"]
+    return MediaInputs(**out)
+
+
 # the CLI flags the core's VACE / V2V messages name, in the form's words
 _APP_WORDS = (
     (re.compile(r"--frames (\d+)"), r"\1 frames"),

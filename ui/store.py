@@ -84,6 +84,7 @@ class HistoryEntry(_Saved):
     peak_vram_gb: float | None = None  # None on the CPU
     error: str | None = None
     finished: float = field(default_factory=time.time)
+    review: bool = False  # made with "Review before decode" (Reuse settings restores it)
 
 
 class JobStore:

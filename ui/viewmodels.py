@@ -37,6 +37,8 @@ from .media_inputs import (
     job_inputs_folder,
     media_from_request,
     offered,
+    recalled_media,
+    remembered_media,
     request_fields,
 )
 from .settings import AppSettings
@@ -462,7 +464,12 @@ class FormModel(QObject):
         self.update(loras=tuple(c for i, c in enumerate(self.state.loras) if i != index))
 
     def reuse(
-        self, request: dict[str, Any], options: dict[str, Any], entries: Sequence[ModelEntry]
+        self,
+        request: dict[str, Any],
+        options: dict[str, Any],
+        entries: Sequence[ModelEntry],
+        *,
+        review: bool = False,
     ) -> None:
         """ "Reuse settings" with the model that made the entry, so the form shows exactly what
         the next job runs. A model the picker no longer lists stays named (nothing else runs in
@@ -472,12 +479,15 @@ class FormModel(QObject):
         if path and path != self.state.model:
             self.remember()
             self.entry = next((e for e in entries if e.path == path), None)
-        self.load_settings(request, options)
+        self.load_settings(request, options, review=review)
         if self.missing_model:
             self.invalid.emit("model", f"model not found: {self.missing_model}")
 
-    def load_settings(self, request: dict[str, Any], options: dict[str, Any]) -> None:
-        """ "Reuse settings" from a history entry: the same request, fixed seed."""
+    def load_settings(
+        self, request: dict[str, Any], options: dict[str, Any], *, review: bool = False
+    ) -> None:
+        """ "Reuse settings" from a history entry: the same request, fixed seed, and whether it
+        was reviewed before decode."""
         s = self.state
         self.update(
             model=options.get("model") or s.model,
@@ -504,6 +514,7 @@ class FormModel(QObject):
             preset=options.get("preset") or "",
             loras=loras_from_options(options),
             tiny_vae=bool(options.get("tiny_vae")),
+            review=review,
             media=media_from_request(request, s.media),
             long_video=from_request(request),
             fps=fps_of(request, self.entry.variant if self.entry else "", s.fps),
@@ -730,7 +741,11 @@ class QueueModel(QObject):
             self.jobs.remove(job)
             self._add_history(
                 HistoryEntry(
-                    id=job.id, status="cancelled", request=job.request, options=job.options
+                    id=job.id,
+                    status="cancelled",
+                    request=job.request,
+                    options=job.options,
+                    review=job.review,
                 )
             )
             self._save_queue()
@@ -781,7 +796,11 @@ class QueueModel(QObject):
             self.running = None
             self._add_history(
                 HistoryEntry(
-                    id=job.id, status="cancelled", request=job.request, options=job.options
+                    id=job.id,
+                    status="cancelled",
+                    request=job.request,
+                    options=job.options,
+                    review=job.review,
                 )
             )
         elif job is not None:
@@ -825,6 +844,7 @@ class QueueModel(QObject):
         job = self.job(job_id)
         if job is not None:
             self.jobs.remove(job)
+            entry = replace(entry, review=job.review)  # Reuse settings restores it
         if self.running == job_id:
             self.running = None
         self._add_history(entry)

@@ -115,3 +115,57 @@ def test_editing_a_value_the_preset_set_switches_it_to_custom(make_desktop, tiny
     [job] = d.queue.jobs
     assert job.options["preset"] is None
     assert "Fast" not in w.queue_list.item(0).text()
+
+
+def test_vace_inputs_and_the_gpu_count_are_remembered_per_model(
+    make_desktop, tiny, tiny_ti2v, qtbot, tmp_path, home
+):
+    from wan_desktop.ui.media_inputs import MediaInputs
+    from wan_desktop.ui.system_info import GpuMemory
+
+    d = make_desktop([tiny.official, tiny_ti2v.official])
+    w = d.window
+    qtbot.waitUntil(lambda: w.gpu_poller.gpus is not None, timeout=10_000)
+    w.gpu_poller.stop()  # two GPUs from here on (this machine has none)
+    w.gpu_selector.set_gpus([GpuMemory(index=i, name="g", used_gb=0, total_gb=24) for i in (0, 1)])
+
+    def pick(model) -> None:
+        w.model_combo.setCurrentIndex(w.model_combo.findData(str(model)))
+        assert w.form.entry.path == str(model)
+
+    media = MediaInputs(
+        use="outpaint",
+        control_video=str(tmp_path / "pose.mp4"),
+        ref_images=(str(tmp_path / "a.png"), str(tmp_path / "b.png")),
+        outpaint=(16, 0, 16, 8),
+        preprocess="edges",
+        control_scale=0.7,
+    )
+    pick(tiny.official)
+    w.form.update(media=media, parallel=2)
+    pick(tiny_ti2v.official)
+    w.form.update(media=MediaInputs(video=str(tmp_path / "v.mp4"), strength=0.5), parallel=1)
+    pick(tiny.official)
+    assert w.form.state.media == media and w.form.state.parallel == 2
+    pick(tiny_ti2v.official)
+    assert w.form.state.media.video == str(tmp_path / "v.mp4") and w.form.state.parallel == 1
+
+    w.close()  # through settings.json: the same inputs after a restart
+    assert d.shutdown(10_000)
+    saved = json.loads((home / "settings.json").read_text())["forms"][str(tiny.official)]
+    assert saved["parallel"] == 2 and saved["media"]["outpaint"] == [16, 0, 16, 8]
+    w2 = make_desktop([tiny.official, tiny_ti2v.official]).window
+    w2.model_combo.setCurrentIndex(w2.model_combo.findData(str(tiny.official)))
+    assert w2.form.state.media == media
+    # (the GPUs row then caps the count at the GPUs this machine has: none here)
+
+
+def test_remembered_inputs_of_the_wrong_type_are_left_out():
+    from wan_desktop.ui.media_inputs import MediaInputs
+    from wan_desktop.ui.viewmodels import recalled
+
+    hand_edited = {
+        "parallel": "two",
+        "media": {"use": "warp", "ref_images": "a.png", "outpaint": [1, 2], "control_scale": 0.5},
+    }
+    assert recalled(hand_edited) == {"media": MediaInputs(control_scale=0.5)}

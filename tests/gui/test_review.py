@@ -176,3 +176,29 @@ def test_review_is_for_single_window_videos(make_desktop, tiny, qtbot):
     assert not check.isEnabled()
     click(qtbot, w.generate_button)
     assert [j.review for j in d.queue.jobs] == [False]
+
+
+def test_reuse_settings_restores_review_before_decode(make_desktop, tiny, qtbot, home):
+    d = make_desktop([tiny.official])
+    w = d.window
+    d.queue.set_paused(True)  # the jobs wait; cancelled, each leaves a history entry
+    for review in (True, False):
+        fill_form(w, qtbot, f"review {review}", seed=4)
+        w.review_check.setChecked(review)
+        click(qtbot, w.generate_button)
+        d.queue.cancel(d.queue.jobs[-1].id)
+    assert [(e.prompt, e.review) for e in d.queue.history] == [
+        ("review True", True),
+        ("review False", False),
+    ]
+    saved = json.loads((home / "history.json").read_text())["entries"]
+    assert [e["review"] for e in saved] == [True, False]  # kept across a restart
+    seen = []
+    for row in (0, 1, 0):
+        w.history_list.setCurrentRow(row)
+        entry = d.queue.history_entry(w.history_list.currentItem().data(256))
+        click(qtbot, w.reuse_button)
+        assert w.form.state.prompt == entry.prompt
+        assert w.review_check.isChecked() is w.form.state.review is entry.review
+        seen.append(entry.review)
+    assert sorted(seen) == [False, True, True] or sorted(seen) == [False, False, True]
