@@ -86,7 +86,9 @@ def describe(path: str | Path) -> ModelEntry:
 
     p = Path(path)
     try:
-        parts = installed_parts(p) if p.is_file() else None
+        parts = installed_parts(p) if p.is_file() or not p.exists() else None
+        if parts is not None and parts.unfinished:
+            return ModelEntry(path=str(p), error=parts.unfinished)
         files = detect_model(p, **(parts.overrides() if parts else {}))
         if parts is None and files.format in ("comfyui", "gguf"):
             parts = comfy_parts(p, files.variant)  # paired by what the variant needs

@@ -55,6 +55,7 @@ class Parts:
     tokenizer: str = ""
     clip: str = ""
     missing: tuple[tuple[str, str], ...] = ()
+    unfinished: str = ""  # a model-manager install whose download is not complete: why
 
     def overrides(self) -> dict[str, str]:
         """detect_model's keyword arguments for the parts that are known."""
@@ -81,12 +82,13 @@ def _manager_installs(models_dir: Path) -> list:
 
 
 def managed_models(folder: Path) -> list[Path] | None:
-    """The ``--model`` path of each complete install the manager's index in ``folder`` lists, or
-    None when ``folder`` is not a models folder of the manager."""
+    """The ``--model`` path of each install the manager's index in ``folder`` lists (an
+    unfinished one too: its entry says so), or None when ``folder`` is not a models folder of the
+    manager."""
     installs = _manager_installs(folder)
     if not installs:
         return None
-    return [i.model_path for i in installs if i.complete]
+    return [i.model_path for i in installs]
 
 
 def installed_parts(model: Path) -> Parts | None:
@@ -98,7 +100,16 @@ def installed_parts(model: Path) -> Parts | None:
             if _resolved(inst.model_path) != want:
                 continue
             args = inst.generate_args()
-            return Parts(**{k: str(v) for k, v in args.items() if k != "model"})
+            unfinished = ""
+            if not inst.complete or any(f.state != "ok" for f in inst.files):
+                bad = sum(f.state != "ok" for f in inst.files)
+                unfinished = (
+                    f"download of {inst.name} not complete ({bad} of {len(inst.files)} files "
+                    "to fetch or check): resume it with File → Download models…"
+                )
+            return Parts(
+                **{k: str(v) for k, v in args.items() if k != "model"}, unfinished=unfinished
+            )
     return None
 
 

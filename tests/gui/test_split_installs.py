@@ -12,6 +12,8 @@ import shutil
 
 import pytest
 
+from tests.fixtures_models import official_dit_state
+from tests.gguf_files import write_gguf
 from tests.gui.conftest import click, fill_form
 from tests.split_installs import comfy_folder, install_release
 from wan_desktop.model_manager import ModelManager
@@ -128,3 +130,41 @@ def test_a_missing_or_ambiguous_part_is_named_in_the_could_not_load_list(
     assert "Wan2.1 VAE (ambiguous: 2 files fit: my_vae_a.safetensors, my_vae_b.safetensors)" in tip
     assert "CLIP vision (none in models/clip_vision)" in tip
     assert "Error" not in tip and "Traceback" not in tip
+
+
+def test_an_unfinished_install_says_so_in_the_could_not_load_list(tiny, tmp_path):
+    from wan_desktop.ui.library import scan
+
+    downloads = tmp_path / "downloads"
+    install_release(RELEASE, downloads, tiny)
+    index = json.loads((downloads / "index.json").read_text())
+    entry = index["models"][RELEASE]
+    entry["complete"] = False
+    key = next(k for k, f in entry["files"].items() if f["role"] == "dit")
+    entry["files"][key]["state"] = "pending"
+    (downloads / key).unlink()  # not downloaded yet
+    (downloads / "index.json").write_text(json.dumps(index))
+    entries = scan([str(downloads)])
+    assert [e.error for e in entries if e.path.endswith(".gguf")] == [
+        f"download of {RELEASE} not complete (1 of 4 files to fetch or check): resume it with "
+        "File → Download models…"
+    ]
+
+
+@pytest.mark.slow  # a tiny TI2V-5B is built
+def test_each_diffusion_model_gets_the_vae_of_its_latent_width(tiny_i2v, tiny_ti2v, tmp_path):
+    """Wan2.1 I2V and Wan2.2 TI2V GGUFs in one ComfyUI folder with both VAEs: each is paired
+    with its own (z 16 / z 48), whatever the files are called."""
+    from wan_desktop.ui.library import scan
+
+    models = tmp_path / "ComfyUI" / "models"
+    i2v = comfy_folder(tiny_i2v, models)
+    (models / "vae" / "wan_2.1_vae.safetensors").rename(models / "vae" / "vae_a.safetensors")
+    ti2v = models / "unet" / "wan2.2-ti2v-5B-Q8_0.gguf"
+    write_gguf(ti2v, official_dit_state(tiny_ti2v.refs["transformer"]), "Q8_0")
+    shutil.copy(tiny_ti2v.comfy_vae, models / "vae" / "vae_b.safetensors")
+    entries = {e.path: e for e in scan([str(models.parent)])}
+    assert entries[str(i2v)].ok and entries[str(ti2v)].ok, [e.reason for e in entries.values()]
+    assert entries[str(i2v)].vae == str(models / "vae" / "vae_a.safetensors")
+    assert entries[str(ti2v)].vae == str(models / "vae" / "vae_b.safetensors")
+    assert entries[str(ti2v)].variant == "ti2v-5B" and entries[str(ti2v)].clip == ""
