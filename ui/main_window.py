@@ -155,14 +155,13 @@ class MainWindow(QMainWindow):
         self._render(self.form.state)
         self._refresh_queue()
         self._refresh_history()
-        self.status_timer = QTimer(self)
-        self.status_timer.timeout.connect(self.refresh_status)
-        self.status_timer.start(3000)
-        self.refresh_status()
-        # the GPUs selector and the VRAM of each GPU (gpu_selector.py), read off the GUI thread
+        # the GPUs selector, the VRAM of each GPU and the status line (gpu_selector.py): the
+        # devices are read every 3 s on Qt's thread pool, never on the GUI thread
         self.gpu_poller = GpuPoller(gpus or system_info.visible_gpus)
+        self.status_timer = self.gpu_poller.timer
         self.gpu_poller.gpus_read.connect(self.gpu_selector.set_gpus)
         self.gpu_poller.gpus_read.connect(self.vram_status.show_gpus)
+        self.gpu_poller.gpus_read.connect(self._show_system)
         self.gpu_poller.start()
         self.rescan()
 
@@ -1312,7 +1311,11 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ status
 
     def refresh_status(self) -> None:
-        self.system_label.setText(system_info.snapshot().text())
+        """Read the devices again, on Qt's thread pool; the status line follows them."""
+        self.gpu_poller.poll()
+
+    def _show_system(self, gpus: tuple[system_info.GpuMemory, ...]) -> None:
+        self.system_label.setText(system_info.status_text(gpus))
 
     # ------------------------------------------------------------------ queue state, closing
 

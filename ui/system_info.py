@@ -180,6 +180,20 @@ def snapshot() -> SystemStatus:
     )
 
 
+def status_text(gpus: tuple[GpuMemory, ...] | list[GpuMemory]) -> str:
+    """The status line from the GPU poller's device list (gpu_selector.GpuPoller: read on Qt's
+    thread pool) and the system RAM (/proc/meminfo: no subprocess). One GPU: its name and VRAM;
+    two or more: their count only, as the VRAM of each shows beside it (VramStatus)."""
+    ram = _ram()
+    tail = "" if ram is None else f"  ·  RAM {ram[0]:.1f} / {ram[1]:.1f} GB"
+    if not gpus:
+        return "CPU only (no NVIDIA GPU found)" + tail
+    if len(gpus) == 1:
+        g = gpus[0]
+        return f"{g.name}  VRAM {g.used_gb:.1f} / {g.total_gb:.1f} GB" + tail
+    return f"{len(gpus)} GPUs" + tail
+
+
 # ----------------------------------------------------------------------------- Help → About
 
 

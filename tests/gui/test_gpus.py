@@ -226,3 +226,38 @@ def test_a_two_gpu_job_runs_on_two_processes_and_makes_the_single_process_video(
     mse = float(np.mean((outs[2] - outs[1]) ** 2))
     assert outs[2].shape == outs[1].shape
     assert mse == 0 or 10 * np.log10(255**2 / mse) >= 60  # identical here (mse 0)
+
+
+def test_the_status_line_is_read_off_the_gui_thread_and_names_two_gpus_once(
+    desktop, qtbot, monkeypatch
+):
+    import threading
+
+    from wan_desktop.ui import system_info
+
+    gui = threading.current_thread()
+    threads: list[threading.Thread] = []
+
+    class Recording(FakeGpus):
+        def __call__(self):
+            threads.append(threading.current_thread())
+            return super().__call__()
+
+    def no_smi_here():  # the old synchronous nvidia-smi read must not run at all
+        threads.append(threading.current_thread())
+        raise AssertionError("nvidia-smi read for the status line")
+
+    monkeypatch.setattr(system_info, "_gpu", no_smi_here)
+    query = Recording(smi(2))
+    d = desktop(query)
+    w = d.window
+    qtbot.waitUntil(lambda: "2 GPUs" in w.system_label.text(), timeout=10_000)
+    calls = query.calls
+    w.refresh_status()  # the timer's work: a new read, on the pool
+    qtbot.waitUntil(lambda: query.calls > calls, timeout=10_000)
+    assert threads and all(t is not gui for t in threads)
+    # GPU 0 once: the status line gives the count, the VRAM labels one line per device
+    texts = [w.system_label.text(), *(label.text() for label in w.vram_status.labels)]
+    assert sum(t.count("GPU 0") for t in texts) == 1 and sum("GPU 1" in t for t in texts) == 1
+    assert "RTX 4090" not in w.system_label.text()
+    assert w.status_timer.isActive() and w.status_timer.interval() == 3000
