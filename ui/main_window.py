@@ -882,9 +882,8 @@ class MainWindow(QMainWindow):
         self.queue_list.clear()
         for j in self.queue.jobs:
             r = j.request
-            state = ("▶ running" if j.state == "running" else "queued") + (
-                " (recovered after a crash)" if j.recovered else ""
-            )
+            state = {"running": "▶ running", "copying": "copying inputs…"}.get(j.state, "queued")
+            state += " (recovered after a crash)" if j.recovered else ""
             text = (
                 f"{state} · {r.get('width')}×{r.get('height')} · {r.get('frames')} f · "
                 f"{r.get('steps')} steps · seed {j.seed}{_extras(j.options)}{continues_note(r)}\n"

@@ -223,15 +223,29 @@ def app_words(text: str) -> str:
 
 # ----------------------------------------------------------------------------- the job's copies
 
-# the request fields that name input videos (files or PNG frame folders); the I2V / FLF2V images
-# stay where they are (their sidecars name the user's own files, as before)
-_FILE_FIELDS = ("control_video", "mask_video", "first_clip", "last_clip", "video")
+# the request fields that name input files: videos (files or PNG frame folders) and the I2V /
+# FLF2V / TI2V first and last frames (the reference images are copied too, one by one)
+_FILE_FIELDS = (
+    "control_video",
+    "mask_video",
+    "first_clip",
+    "last_clip",
+    "video",
+    "image",
+    "last_image",
+)
+
+
+def has_inputs(request: dict[str, Any]) -> bool:
+    """Whether a saved request names input files that :func:`copy_inputs` copies."""
+    return any(request.get(k) for k in _FILE_FIELDS) or bool(request.get("ref_images"))
 
 
 def copy_inputs(request: GenerationRequest, folder: Path) -> GenerationRequest:
-    """``request`` with every input video (a file or a PNG frame folder) and reference image
-    copied into ``folder`` (created) and named there, so "Reuse settings" and a restart keep
-    working after the originals are moved or deleted. Call it after the job's checks passed.
+    """``request`` with every input video (a file or a PNG frame folder), input image and
+    reference image copied into ``folder`` (created) and named there, so "Reuse settings" and a
+    restart keep working after the originals are moved or deleted. Call it after the job's checks
+    passed (off the GUI thread: :class:`InputCopier`).
     Raises ConfigError (naming the field) when a copy cannot be written."""
     from wan_desktop.errors import ConfigError
 
@@ -381,3 +395,35 @@ class ControlPreviewer(QObject):
     def _deliver(self, result: ControlFrames) -> None:
         if result.key == self.key:
             self.ready.emit(result)
+
+
+class InputCopier(QObject):
+    """Copies a job's input files (:func:`copy_inputs`) on Qt's thread pool, so a large video
+    never freezes the window; ``copied`` (job id, the request dict naming the copies, or None and
+    the ``WanError`` that stopped it) arrives on the GUI thread."""
+
+    copied = Signal(str, object, object)  # job id, request dict | None, WanError | None
+    _done = Signal(str, object, object)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._done.connect(self.copied)  # queued: the pool thread emits, the GUI thread sends
+
+    def start(self, job_id: str, request: dict[str, Any], folder: Path) -> None:
+        QThreadPool.globalInstance().start(lambda: self._copy(job_id, request, folder))
+
+    def _copy(self, job_id: str, request: dict[str, Any], folder: Path) -> None:
+        from wan_desktop.errors import WanError
+        from wan_desktop.request import GenerationRequest
+
+        try:
+            done = copy_inputs(GenerationRequest.from_dict(request), folder).to_dict()
+        except WanError as e:
+            self._done.emit(job_id, None, e)
+            return
+        except Exception as e:  # never lost silently: the job fails with the reason
+            from wan_desktop.errors import ConfigError
+
+            self._done.emit(job_id, None, ConfigError(f"cannot copy the job's inputs: {e}"))
+            return
+        self._done.emit(job_id, done, None)

@@ -66,7 +66,7 @@ class Job(_Saved):
     request: dict[str, Any]  # GenerationRequest.to_dict(), seed already fixed
     options: dict[str, Any]  # RunOptions.to_dict()
     out: str  # the .mp4 the job writes
-    state: str = "queued"  # "queued" | "running"
+    state: str = "queued"  # "queued" | "running" | "copying" (its inputs; saved as queued)
     created: float = field(default_factory=time.time)
     recovered: bool = False  # was running when the app stopped
     review: bool = False  # wait for Decode / Discard after denoising ("Review before decode")

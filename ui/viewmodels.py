@@ -31,14 +31,16 @@ from .long_video_form import (
 )
 from .media_inputs import (
     MEDIA_FIELDS,
+    InputCopier,
     MediaInputs,
     app_words,
-    copy_inputs,
+    has_inputs,
     job_inputs_folder,
     media_from_request,
     offered,
     recalled_media,
     remembered_media,
+    remove_saved_inputs,
     request_fields,
 )
 from .settings import AppSettings
@@ -615,14 +617,16 @@ class FormModel(QObject):
         job_id = new_job_id()
         out = settings.outputs / f"{time.strftime('%Y%m%d-%H%M%S')}-{job_id}.mp4"
         self.notes = check_job(request, options, out, review=s.review)  # refused now, not later
-        # the job's own copies of its input files: Reuse works after the originals move
-        request = copy_inputs(request, job_inputs_folder(settings.outputs, job_id))
+        # the job's own copies of its input files (Reuse works after the originals move) are
+        # made on Qt's thread pool once the queue takes it (QueueModel.add: "copying inputs…")
+        data = request.to_dict()
         return Job(
             id=job_id,
-            request=request.to_dict(),
+            request=data,
             options=options.to_dict(),
             out=str(out),
             review=s.review,
+            state="copying" if has_inputs(data) else "queued",
         )
 
 
@@ -700,6 +704,8 @@ class QueueModel(QObject):
         service.job_cancelled.connect(self._on_cancelled)
         self._reviewing: str | None = None
         service.review_ready.connect(self._on_review)
+        self.copier = InputCopier()  # a job's input files, copied off the GUI thread
+        self.copier.copied.connect(self._on_copied)
         service.job_discarded.connect(self._on_discarded)
         if any(j.recovered for j in self.jobs):
             log.info(
@@ -711,7 +717,11 @@ class QueueModel(QObject):
     # ------------------------------------------------------------------ editing
 
     def add(self, job: Job) -> None:
+        """Queue a job; one in state "copying" runs once its input files are copied."""
         self.jobs.append(job)
+        if job.state == "copying":
+            folder = job_inputs_folder(Path(job.out).parent, job.id)
+            self.copier.start(job.id, job.request, folder)
         self._save_queue()
         self.queue_changed.emit()
         self.pump()
@@ -957,7 +967,37 @@ class QueueModel(QObject):
         self.history_changed.emit()
 
     def _save_queue(self) -> None:
-        self.store.save_queue(self.jobs)
+        # a job still copying its inputs is saved as queued, naming the originals
+        self.store.save_queue(
+            [replace(j, state="queued") if j.state == "copying" else j for j in self.jobs]
+        )
+
+    def _on_copied(self, job_id: str, request: dict[str, Any] | None, error: Any) -> None:
+        """A job's inputs are copied: it names the copies and waits its turn; a copy that could
+        not be written fails the job with the reason."""
+        job = self.job(job_id)
+        if job is None:  # cancelled while copying: its copies go too
+            if request is not None:
+                remove_saved_inputs(request, job_id)
+            return
+        if request is None:
+            from .service import UserError
+
+            user = UserError.from_wan(error)
+            entry = HistoryEntry(
+                id=job_id,
+                status="failed",
+                request=job.request,
+                options=job.options,
+                error=failure_text(user),
+            )
+            self._finish(job_id, entry)
+            self.failed.emit(job_id, user)
+            return
+        self.jobs[self.jobs.index(job)] = replace(job, request=request, state="queued")
+        self._save_queue()
+        self.queue_changed.emit()
+        self.pump()
 
     def history_entry(self, job_id: str) -> HistoryEntry | None:
         return next((e for e in self.history if e.id == job_id), None)

@@ -397,7 +397,7 @@ def test_ti2v_from_a_dropped_first_frame_with_the_z48_preview(
     d.queue.preview.connect(lambda _j, p: previews.append(p))
     with qtbot.waitSignal(d.queue.finished, timeout=60_000) as sig:
         click(qtbot, w.generate_button)
-    result = sig.args[1]
+    job_id, result = sig.args
     # z=48 latents of the Wan2.2 VAE (16× spatial): 2 latent frames of 4×4 for 5 frames of 64×64
     assert [p.step for p in previews] == [1, 2]
     assert all(
@@ -406,5 +406,7 @@ def test_ti2v_from_a_dropped_first_frame_with_the_z48_preview(
     )
     assert iio.imread(result.out).shape == (5, 64, 64, 3) and result.fps == 24
     side = json.loads(Path(str(result.out) + ".json").read_text())
-    assert side["request"]["task"] == "ti2v" and side["request"]["image"] == str(img)
+    copy = home / "outputs" / "inputs" / job_id / "image.png"  # the job's own copy
+    assert side["request"]["task"] == "ti2v" and side["request"]["image"] == str(copy)
+    assert copy.read_bytes() == img.read_bytes()
     assert side["fps"] == 24

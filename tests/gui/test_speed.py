@@ -333,8 +333,24 @@ def test_i2v_from_a_dropped_first_frame_previews_each_step_and_records_the_image
     )
     assert iio.imread(result.out).shape == (9, 32, 64, 3)
     side = _sidecar(result.out)
-    assert side["request"]["task"] == "i2v" and side["request"]["image"] == str(img)
+    copy = home / "outputs" / "inputs" / job_id / "image.png"  # the job's own copy
+    assert side["request"]["task"] == "i2v" and side["request"]["image"] == str(copy)
+    assert copy.read_bytes() == img.read_bytes()
     assert side["variant"] == "i2v-14B"
+
+    # the original image goes: Reuse settings names the copy, and the job runs again from it
+    img.unlink()
+    w.form.update(image="")
+    w.history_list.setCurrentRow(0)
+    click(qtbot, w.reuse_button)
+    assert w.form.state.image == str(copy)
+    with qtbot.waitSignal(d.queue.finished, timeout=90_000) as sig:
+        click(qtbot, w.generate_button)
+    again_id, again = sig.args
+    assert np.array_equal(iio.imread(again.out), iio.imread(result.out))  # the same video
+    assert _sidecar(again.out)["request"]["image"] == str(
+        home / "outputs" / "inputs" / again_id / "image.png"
+    )
 
 
 def test_a14b_loras_go_to_the_expert_chosen_per_lora_and_fast_sets_the_boundary(

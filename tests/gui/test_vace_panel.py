@@ -362,6 +362,7 @@ def test_a_vace_job_copies_control_mask_and_references_and_reuse_survives_their_
     w.pause_button.setChecked(True)  # the job waits: only its add-time copy matters here
     click(qtbot, w.generate_button)
     assert w.last_error is None and len(d.queue.jobs) == 1
+    qtbot.waitUntil(lambda: d.queue.jobs[0].state == "queued")  # copied on the thread pool
     job = d.queue.jobs[0]
     folder = home / "outputs" / "inputs" / job.id
     r = job.request
@@ -388,6 +389,7 @@ def test_a_vace_job_copies_control_mask_and_references_and_reuse_survives_their_
     assert w.task_combo.currentData() == "vace:inpaint" and p.refs.list.count() == 2
     click(qtbot, w.generate_button)  # the copies pass every add-time check
     assert w.last_error is None and len(d.queue.jobs) == 1
+    qtbot.waitUntil(lambda: d.queue.jobs[0].state == "queued")  # its own copies made
     second = Path(d.queue.jobs[0].request["mask_video"])
     assert second.parent.parent == folder.parent and second.is_dir()
     w._remove_history(job.id, delete_video=False)  # an entry without a video: its copies go
