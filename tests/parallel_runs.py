@@ -22,7 +22,7 @@ from wan_desktop.request import GenerationRequest
 class Outcome:
     frames: np.ndarray  # uint8 [F, H, W, 3] (PNG frames: lossless)
     latents: torch.Tensor | None  # the denoised latents, fp32, as the review hook saw them on
-    # rank 0 (None: a long video, which takes no review)
+    # rank 0 (None: ``review=False``, as for a long video, which takes no review)
     events: list[pipeline.Event] = field(default_factory=list)
 
 
@@ -34,6 +34,7 @@ def generate(
     mode: str = "auto",
     cancel: CancelToken | None = None,
     emit=None,
+    review: bool = True,
     **request,
 ) -> Outcome:
     base = dict(prompt="a red fox", width=64, height=32, frames=5, steps=3, seed=4, guidance=5.0)
@@ -53,7 +54,7 @@ def generate(
     seen: list[torch.Tensor] = []
     events: list[pipeline.Event] = []
 
-    def review(latents: torch.Tensor) -> pipeline.Verdict:
+    def ask(latents: torch.Tensor) -> pipeline.Verdict:
         seen.append(latents)
         return pipeline.Verdict.DECODE
 
@@ -67,7 +68,7 @@ def generate(
         components=run.ComponentCache(factory),
         cancel=cancel,
         emit=record,
-        review=review,
+        review=ask if review else None,
     )
     frames = np.stack([np.asarray(Image.open(p)) for p in sorted(out.glob("*.png"))])
     return Outcome(frames=frames, latents=seen[0] if seen else None, events=events)

@@ -94,7 +94,7 @@ def test_long_video_windows_equal_one_process(model, tmp_path):
     """A long T2V video (long_video.py): 2 windows of 9 frames, the second carrying latents of
     the first; every window's model calls are split (rank 0 writes the windows as they come)."""
     t2v = model("t2v-1.3B")
-    req = dict(frames=13, window_frames=9)
+    req = dict(frames=13, window_frames=9, review=False)
     one = generate(t2v, tmp_path / "one", **req)
     many = generate(t2v, tmp_path / "many", parallel=4, **req)
     windows = {e.windows for e in many.events if isinstance(e, pipeline.StepDone)}

@@ -4,6 +4,7 @@ a process count the job cannot use is refused before anything loads (exit 2, one
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -55,13 +56,20 @@ def test_cancel_reaches_every_rank_within_one_step(t2v, tmp_path):
     assert _children(os.getpid()) == []  # the worker ended too (the launcher waited for it)
 
 
-@pytest.mark.slow
-def test_a_killed_rank_ends_the_run_with_one_error(t2v, tmp_path):
-    out = tmp_path / "out.mp4"
+def _signal_rank_1(t2v: TinyModel, out: Path, sig: int, env: dict[str, str]) -> tuple:
+    """Start a 2-process CLI run, send ``sig`` to its worker (rank 1) once both ranks are busy;
+    returns (seconds from the signal to the CLI's exit, its exit status, its stderr lines)."""
     args = [sys.executable, "-m", "wan_desktop", "generate", "--model", str(t2v.official)]
     args += ["--prompt", "a fox", "--device", "cpu", "--size", "64x32", "--frames", "5"]
     args += ["--steps", "400", "--guidance", "5", "--no-progress", "--parallel", "2"]
-    cli = subprocess.Popen([*args, "--out", str(out)], stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    cli = subprocess.Popen(
+        [*args, "--out", str(out)],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **env},
+    )
+    worker = None
     try:
         deadline = time.monotonic() + 120
         while not _children(cli.pid):  # the worker (rank 1) is started
@@ -70,18 +78,41 @@ def test_a_killed_rank_ends_the_run_with_one_error(t2v, tmp_path):
         time.sleep(8)  # both ranks are loading or stepping
         assert cli.poll() is None, cli.stderr.read() if cli.stderr else ""
         worker = _children(cli.pid)[0]
-        os.kill(worker, signal.SIGKILL)
-        killed = time.monotonic()
+        os.kill(worker, sig)
+        sent = time.monotonic()
         _, err = cli.communicate(timeout=30)
-        took = time.monotonic() - killed
+        took = time.monotonic() - sent
     finally:
         if cli.poll() is None:
             cli.kill()
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    print(f"\nkilled rank 1: the run ended {took:.1f} s later, exit {cli.returncode}: {lines}")
-    assert cli.returncode == 2
+        if worker is not None and sig == signal.SIGSTOP:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker, signal.SIGKILL)
+    return took, cli.returncode, [ln for ln in err.splitlines() if ln.strip()]
+
+
+@pytest.mark.slow
+def test_a_killed_rank_ends_the_run_with_one_error(t2v, tmp_path):
+    out = tmp_path / "out.mp4"
+    took, code, lines = _signal_rank_1(t2v, out, signal.SIGKILL, {})
+    print(f"\nkilled rank 1: the run ended {took:.1f} s later, exit {code}: {lines}")
+    assert code == 2
     assert len(lines) == 1 and lines[0].startswith("error: rank 1 stopped (killed by SIGKILL)")
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_a_hung_rank_ends_the_run_after_the_timeout(t2v, tmp_path):
+    """A rank that stops answering (SIGSTOP: alive, silent) is named once its heartbeat has not
+    moved for the collective timeout (here 5 s, WAN_DESKTOP_PARALLEL_TIMEOUT)."""
+    out = tmp_path / "out.mp4"
+    took, code, lines = _signal_rank_1(
+        t2v, out, signal.SIGSTOP, {"WAN_DESKTOP_PARALLEL_TIMEOUT": "5"}
+    )
+    print(f"\nstopped rank 1: the run ended {took:.1f} s later, exit {code}: {lines}")
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith("error: rank 1 stopped answering")
+    assert took < 30 and not out.exists()
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,11 +28,13 @@ from .layout import Layout
 if TYPE_CHECKING:
     import torch
 
-# seconds a torch collective may take once every rank has arrived (gloo's and NCCL's timeout)
-COLLECTIVE_TIMEOUT_S = float(os.environ.get("WAN_DESKTOP_PARALLEL_TIMEOUT", "60"))
+# seconds a torch collective may take once every rank has arrived (gloo's and NCCL's timeout): a
+# rank stuck in one (a peer died inside an NCCL call) fails within this; raise it with the variable
+COLLECTIVE_TIMEOUT_S = float(os.environ.get("WAN_DESKTOP_PARALLEL_TIMEOUT", "20"))
 JOIN_TIMEOUT_S = 120.0  # workers starting (importing torch) and joining the store
 
-_FAILED, _CANCEL = "wan/failed", "wan/cancel"
+_FAILED, _CANCEL, _ALIVE = "wan/failed", "wan/cancel", "wan/alive"
+HEARTBEAT_S = 1.0
 JOINED = "wan/joined"  # the store counter each rank > 0 adds 1 to once connected (launch.py)
 
 
@@ -79,6 +82,10 @@ class Group:
     # rank 0 of a launched run: the worker processes' state (None while they run)
     watch: Callable[[], str | None] = field(default=lambda: None)
     syncs: int = 0
+    _beats: dict[int, tuple[int, float]] = field(default_factory=dict)  # rank: (count, seen at)
+    _checked: float = 0.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _beat: threading.Thread | None = None
 
     @property
     def cfg_index(self) -> int:
@@ -144,17 +151,56 @@ class Group:
                 raise RankFailed(self._store(lambda: self.store.get(_FAILED)).decode())
             if self._store(lambda: self.store.check([_CANCEL])):
                 self._raise_cancel()
-            stopped = self.watch()
+            stopped = self.watch() or self._silent_rank()
             if stopped is not None:
                 self.tell_failure(stopped)
                 raise RankFailed(stopped)
             time.sleep(pause)
             pause = min(pause * 2, 0.02)
 
+    def _silent_rank(self) -> str | None:
+        """A line naming a rank whose heartbeat has not moved for the collective timeout (a
+        process that hangs or was stopped), checked about once a second while waiting."""
+        now = time.monotonic()
+        if now - self._checked < 1.0:
+            return None
+        self._checked = now
+        for r in range(self.world):
+            if r == self.rank:
+                continue
+            key = f"{_ALIVE}/{r}"
+            beats = int(self._store(lambda: self.store.add(key, 0)))  # noqa: B023  called at once
+            last = self._beats.get(r)
+            if last is None or beats != last[0]:
+                self._beats[r] = (beats, now)
+            elif now - last[1] > COLLECTIVE_TIMEOUT_S:
+                return f"rank {r} stopped answering (no sign of life for {now - last[1]:.0f} s)"
+        return None
+
+    def start_heartbeat(self, env: RankEnv) -> None:
+        """A thread that shows this process is alive (a counter in the store, every second),
+        on its own connection to the store; it ends with the process or :meth:`close`."""
+        import threading
+
+        def beat() -> None:
+            try:
+                store = connect_store(env, is_master=False)
+                while not self._stop.wait(HEARTBEAT_S):
+                    store.add(f"{_ALIVE}/{self.rank}", 1)
+            except Exception:  # the store is gone: the run is ending anyway
+                pass
+
+        self._beat = threading.Thread(target=beat, name=f"wan-heartbeat-{self.rank}", daemon=True)
+        self._beat.start()
+
     def _failure(self, what: str) -> RankFailed:
         """The clearest error for a broken connection: the failed rank's own message, or the
         launcher's word on a worker that exited, or ``what``."""
-        for _ in range(50):  # the failed rank's message may be a moment behind its sockets
+        try:
+            before = {r: self.store.add(f"{_ALIVE}/{r}", 0) for r in range(self.world)}
+        except Exception:  # the store is rank 0's: rank 0 is gone
+            return RankFailed(f"rank 0 stopped: lost the connection to it ({what})")
+        for _ in range(150):  # the failed rank's message may be a moment behind its sockets
             try:
                 if self.store.check([_FAILED]):
                     return RankFailed(self.store.get(_FAILED).decode())
@@ -165,6 +211,12 @@ class Group:
                 self.tell_failure(stopped)
                 return RankFailed(stopped)
             time.sleep(0.02)
+        with contextlib.suppress(Exception):  # 3 s: a live rank's heartbeat moved meanwhile
+            for r in range(self.world):
+                if r != self.rank and self.store.add(f"{_ALIVE}/{r}", 0) == before[r]:
+                    silent = f"rank {r} stopped answering ({what})"
+                    self.tell_failure(silent)
+                    return RankFailed(silent)
         return RankFailed(f"rank {self.rank}: {what}")
 
     def _store(self, fn: Callable[[], Any]) -> Any:
@@ -198,10 +250,15 @@ class Group:
 
     # ------------------------------------------------------------------ end
 
-    def close(self) -> None:
+    def close(self, *, failed: bool = False) -> None:
+        """Leave the process group. After a failed collective gloo's pending operation cannot be
+        torn down (C++ terminate): the group is then left to the process's end."""
         import torch.distributed as dist
 
-        if dist.is_initialized():
+        self._stop.set()
+        if self._beat is not None:  # its store connection must close before the process ends
+            self._beat.join(timeout=5.0)
+        if dist.is_initialized() and not failed:
             dist.destroy_process_group()
 
 
@@ -229,6 +286,8 @@ def join(
         import torch
 
         torch.cuda.set_device(device)
+    if dist.is_initialized():  # the group a failed run left (the app's process runs on)
+        dist.destroy_process_group()
     try:
         dist.init_process_group(
             backend,
@@ -242,6 +301,7 @@ def join(
     group = Group(rank=env.rank, world=env.world, layout=layout, store=store, device=device)
     if watch is not None:
         group.watch = watch
+    group.start_heartbeat(env)
     # every rank makes every sub-group, in the same order (torch's rule)
     for ranks in layout.cfg_groups():
         pg = dist.new_group(ranks, timeout=timedelta(seconds=timeout_s))

@@ -122,6 +122,7 @@ def run_parallel(
 
         env, store, workers = launch(job_of(prepared), layout.world)
     scratch = None
+    failed = False
     try:
         group = join(
             env,
@@ -159,10 +160,15 @@ def run_parallel(
                 group.tell_failure(_one_line(e))
                 raise
             return result
+        except BaseException as e:
+            failed = isinstance(e, RankFailed)
+            if workers is not None:  # a worker that hangs or computes on is not waited for long
+                workers.finish(timeout_s=5.0)
+            raise
         finally:
             if workers is not None:
                 workers.done = True
-            group.close()
+            group.close(failed=failed)
     finally:
         if workers is not None:
             workers.finish()
