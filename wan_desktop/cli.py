@@ -397,6 +397,7 @@ def _request(args: argparse.Namespace) -> GenerationRequest:
         extend=_opt(args.extend),
         **_cli_args.video_input_fields(args),
         **_cli_args.forcing_fields(args),
+        **_cli_args.window_fields(args),
     )
 
 
@@ -405,7 +406,6 @@ def _options(args: argparse.Namespace) -> RunOptions:
         model=_opt(args.model),
         vae=_opt(args.vae),
         text_encoder=_opt(args.text_encoder),
-        **_cli_args.window_fields(args),
         tokenizer=_opt(args.tokenizer),
         clip=_opt(args.clip),
         random_weights=args.random_weights,
