@@ -409,8 +409,10 @@ def execute(
     emit = emit or _ignore
     from . import diffusion_forcing, long_video
 
-    if review is not None and prepared.windows > 1 and not diffusion_forcing.is_forcing(
-        prepared.variant
+    if (
+        review is not None
+        and prepared.windows > 1
+        and not diffusion_forcing.is_forcing(prepared.variant)
     ):
         long_video.refuse_review(prepared.windows)  # never skipped in silence
     if prepared.options.parallel > 1 and ranks is None:
