@@ -356,8 +356,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     finally:
         progress.close()
         restore()
+    from .parallel.session import leads
+
+    if not leads():  # torchrun: rank 0 alone prints the seed and the output path
+        return 0
     if args.seed is None:
-        print(f"seed: {result.request.seed}", file=sys.stderr)  # torchrun: rank 0's
+        print(f"seed: {result.request.seed}", file=sys.stderr)
     print(result.out)
     return 0
 

@@ -1,7 +1,7 @@
 """``python -m wan_desktop.rank_worker JOB``: one worker process of a parallel run (rank ≥ 1),
 started by wan_desktop/parallel/launch.py with torchrun's environment variables. It prepares the
 job rank 0 wrote (request, options) and runs it through the run owner, which joins the process
-group; its output goes to a scratch folder. A composition root like cli.py: it picks the engines.
+group; it writes nothing (rank 0 writes the output). A composition root like cli.py: it picks the engines.
 
 Errors go to this process's stderr (a log file rank 0 quotes when this rank dies) and to the other
 ranks through the rendezvous store; rank 0 alone reports to the user.
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import signal
 import sys
-import tempfile
 from pathlib import Path
 
 
@@ -31,14 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches rank 0, which tells us
     factory = EngineFactory()
     try:
-        with tempfile.TemporaryDirectory(prefix="wan-rank-") as scratch:
-            prepared = run.prepare(
-                GenerationRequest.from_dict(job["request"]),
-                RunOptions.from_dict(job["options"]),
-                out=Path(scratch) / f"out{Path(job['out']).suffix}",
-                factory=factory,
-            )
-            run.execute(prepared, components=run.ComponentCache(factory), cancel=cancel)
+        prepared = run.prepare(
+            GenerationRequest.from_dict(job["request"]),
+            RunOptions.from_dict(job["options"]),
+            out=Path(job["out"]),  # rank 0's, checked there: this rank writes nothing
+            factory=factory,
+        )
+        run.execute(prepared, components=run.ComponentCache(factory), cancel=cancel)
     except Cancelled as e:
         print(f"cancelled: {e.message}", file=sys.stderr)
         return 130

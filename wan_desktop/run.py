@@ -425,6 +425,7 @@ def execute(
 
         return run_parallel(prepared, body, cancel=cancel, emit=emit, review=review)
     ranked = (lambda c: c) if ranks is None else ranks.wrap
+    writes = ranks is None or ranks.rank == 0  # a parallel run's rank > 0 writes nothing
     asked = None if review is None else _ReviewOnce(review)
     t0 = time.perf_counter()
     torch = _torch()
@@ -441,17 +442,25 @@ def execute(
                 comps = components.factory.place(raw, plan, prepared.device)
                 req = replace(prepared.request, batch_cfg=plan.dit.batch_cfg or ranks is not None)
                 try:
-                    return _generate(ranked(comps), req, prepared, cancel, emit, asked), req
+                    out = _generate(ranked(comps), req, prepared, cancel, emit, asked, writes)
+                    return out, req
                 finally:
                     components.factory.release(comps)
 
             # a parallel run's ranks cannot retry alone: its out-of-memory error is the last one
             plans = prepared.plans if ranks is None else prepared.plans[:1]
-            (out, request), plan = run_with_fallback(plans, attempt, warn=warn)
+            try:
+                (out, request), plan = run_with_fallback(plans, attempt, warn=warn)
+            except OutOfVram as e:
+                if ranks is None:
+                    raise
+                from .parallel.errors import no_fallback
+
+                raise no_fallback(e.message) from None
             log.info("ran with the plan: %s", plan.describe())
         else:  # the CPU or an engine backend: nothing to place
             request, plan = prepared.request, None
-            out = _generate(ranked(raw), request, prepared, cancel, emit, asked)
+            out = _generate(ranked(raw), request, prepared, cancel, emit, asked, writes)
     except BaseException as e:
         if not is_cuda_oom(e):
             raise
@@ -491,9 +500,12 @@ def _generate(
     cancel: CancelToken,
     emit: pipeline.Emit,
     review: pipeline.Review | None = None,
+    writes: bool = True,
 ) -> Path:
     from . import diffusion_forcing, long_video
 
+    if not writes:
+        return _generate_unwritten(comps, request, prepared, cancel, emit, review)
     if diffusion_forcing.is_forcing(prepared.variant):  # SkyReels-V2 DF (any length, one path)
         return diffusion_forcing.generate_to_file(
             comps,
@@ -526,6 +538,36 @@ def _generate(
         device=prepared.device,
         review=review,
     )
+
+
+def _generate_unwritten(
+    comps: Components,
+    request: ResolvedRequest,
+    prepared: PreparedRun,
+    cancel: CancelToken,
+    emit: pipeline.Emit,
+    review: pipeline.Review | None,
+) -> Path:
+    """A parallel run's rank > 0: the same calls as rank 0's :func:`_generate` (so every
+    collective meets its peer), the frames dropped: no file, no settings, no temporary file
+    (rank 0 writes the output). Returns the job's output path."""
+    from . import diffusion_forcing, long_video
+
+    device = prepared.device
+    if diffusion_forcing.is_forcing(prepared.variant):
+        diffusion_forcing.generate(
+            comps, request, sink=_drop, cancel=cancel, emit=emit, device=device, review=review
+        )
+    elif long_video.is_long(request):
+        long_video.generate_long(comps, request, _drop, cancel=cancel, emit=emit, device=device)
+    else:
+        pipeline.begin_run(comps, request)
+        pipeline.generate(comps, request, cancel=cancel, emit=emit, device=device, review=review)
+    return prepared.out
+
+
+def _drop(frames: Any) -> None:
+    return None
 
 
 def run_with_fallback(

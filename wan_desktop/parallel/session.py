@@ -3,17 +3,14 @@
 In the caller's process (the CLI, or the app's GPU worker) this process is rank 0 and launches the
 others (launch.py); under ``torchrun`` (or in a launched worker) it joins as the rank its
 environment says. Each rank then runs the same job body: rank 0 with the caller's cancel token,
-progress callback and review, the others with their events dropped, the review's verdict taken
-from rank 0 and their output written to a scratch folder that is removed.
+progress callback and review, the others with their events dropped and the review's verdict taken
+from rank 0; they write nothing (run._generate_unwritten): rank 0 alone writes the output.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..cancel import CancelToken
@@ -76,6 +73,13 @@ def rank_layout(options: RunOptions, request: ResolvedRequest, variant: Variant)
     return None if options.parallel == 1 else layout_for(options, request, variant)
 
 
+def leads() -> bool:
+    """Whether this process speaks for the run (prints its output path and seed): always in a
+    one-process run, and only on rank 0 under torchrun or in a launched worker."""
+    env = RankEnv.from_environ()
+    return env is None or env.rank == 0
+
+
 def _select_gpu(local_rank: int) -> None:
     import torch
 
@@ -121,7 +125,6 @@ def run_parallel(
         from .launch import launch
 
         env, store, workers = launch(job_of(prepared), layout.world)
-    scratch = None
     failed = False
     try:
         group = join(
@@ -140,17 +143,12 @@ def run_parallel(
                 mine = prepared
                 rank_review = None if review is None else _leading(review, group)
             else:
-                scratch = Path(tempfile.mkdtemp(prefix=f"wan-rank{group.rank}-"))
-                out = scratch / f"out{prepared.out.suffix}"
-                mine = replace(prepared, request=request, out=out)
+                mine = replace(prepared, request=request)  # its output: rank 0 writes it
                 emit = _drop
                 rank_review = _following(group) if has_review else None
             try:
                 result = body(mine, Ranks(group, cancel), cancel, emit, rank_review)
                 group.sync(cancel)  # every rank finished (rank 0's output is written)
-                if group.rank != 0 and hasattr(result, "out"):
-                    done: Any = result
-                    result = replace(done, out=prepared.out)  # the job's output: rank 0's
             except Cancelled as e:
                 group.tell_cancel(e.message)
                 raise
@@ -172,8 +170,6 @@ def run_parallel(
     finally:
         if workers is not None:
             workers.finish()
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def job_of(prepared: Any) -> dict[str, Any]:
