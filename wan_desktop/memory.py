@@ -222,6 +222,7 @@ class DiTPlan:
     experts_resident: int  # Wan2.2 A14B: 2 both on the GPU; 1 one at a time
     batch_cfg: bool  # cond + uncond as one batch of 2
     release_before_decode: bool  # DiT(s) leave the GPU before the VAE decodes
+    fsdp_shards: int = 1  # >1: the blocks fully_shard'ed over that many ranks (parallel/fsdp.py)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -265,6 +266,7 @@ class Workload:
     precision: str = "bf16"  # the user's choice; the planner does not change DiT precision
     guidance: bool = True  # classifier-free guidance (2 forwards a step)
     token_shards: int = 1  # sequence-parallel ranks sharing the tokens (parallel/): one rank's plan
+    weight_shards: int = 1  # ranks the DiT's blocks may be sharded over (FSDP2: parallel/fsdp.py)
 
     @property
     def tokens(self) -> int:
@@ -317,6 +319,8 @@ class Plan:
                     f"{d.swap_blocks} blocks streamed from pinned memory "
                     f"({p.h2d_gib_per_step:.1f} GiB a step)"
                     if d.swap_blocks
+                    else f"blocks sharded over {d.fsdp_shards} ranks (FSDP2)"
+                    if d.fsdp_shards > 1
                     else "resident"
                 )
                 + experts
@@ -410,6 +414,8 @@ def predict(w: Workload, text: TextPlan, dit: DiTPlan, vae: VaePlan, ram: RamPla
     n = cfg.num_layers
     blk = dit_block_bytes(cfg, w.precision)
     resident = dit_nonblock_bytes(cfg, w.precision) + (n - dit.swap_blocks) * blk
+    if dit.fsdp_shards > 1:  # 1/N of every block, plus two gathered whole (one prefetched)
+        resident = dit_nonblock_bytes(cfg, w.precision) + n * blk / dit.fsdp_shards + 2 * blk
     if dit.swap_blocks:
         resident += min(2, dit.swap_blocks) * blk  # the two device slots of the swapper
     experts_on_gpu = dit.experts_resident if v.experts == 2 else 1
@@ -563,6 +569,11 @@ def plan_for(
             if pred(text, cand, enc).denoise_gib <= room:
                 dit = cand
                 break
+            # a parallel run: 1/N of the blocks a rank (FSDP2) before any block is streamed
+            sharded = replace(opt, fsdp_shards=w.weight_shards)
+            if k == 0 and w.weight_shards > 1 and pred(text, sharded, enc).denoise_gib <= room:
+                dit = sharded
+                break
         if dit is not None:
             break
     if dit is None:
@@ -661,6 +672,7 @@ def workload_for(
     precision: str | None = None,
     guidance: bool = True,
     token_shards: int = 1,
+    weight_shards: int = 1,
 ) -> Workload:
     prec = precision or "bf16"
     if prec not in ("bf16", "fp16", "fp8", "int8") and not is_gguf_precision(prec):
@@ -674,6 +686,7 @@ def workload_for(
         precision=prec,
         guidance=guidance,
         token_shards=token_shards,
+        weight_shards=weight_shards,
     )
 
 

@@ -285,6 +285,7 @@ def plans_for_run(
         else "bf16",
         guidance=request.use_cfg and (layout is None or layout.cfg == 1),
         token_shards=1 if layout is None else layout.seq,
+        weight_shards=1 if layout is None else layout.world,  # FSDP2 where 1/N of the DiT fits
     )
     return memory.plan_ladder(work, budget_gib, ram_gib=memory.system_ram_gib())
 
@@ -441,11 +442,14 @@ def execute(
             def attempt(plan: Plan) -> tuple[Path, ResolvedRequest]:
                 comps = components.factory.place(raw, plan, prepared.device)
                 req = replace(prepared.request, batch_cfg=plan.dit.batch_cfg or ranks is not None)
+                sharded = ranks is not None and ranks.shard(comps, plan)  # FSDP2, if planned
                 try:
                     out = _generate(ranked(comps), req, prepared, cancel, emit, asked, writes)
                     return out, req
                 finally:
                     components.factory.release(comps)
+                    if sharded:  # tied to this run's process group: never reused
+                        components.release()
 
             # a parallel run's ranks cannot retry alone: its out-of-memory error is the last one
             plans = prepared.plans if ranks is None else prepared.plans[:1]
@@ -460,7 +464,12 @@ def execute(
             log.info("ran with the plan: %s", plan.describe())
         else:  # the CPU or an engine backend: nothing to place
             request, plan = prepared.request, None
-            out = _generate(ranked(raw), request, prepared, cancel, emit, asked, writes)
+            sharded = ranks is not None and ranks.shard(raw, None)  # rank 0's FSDP choice
+            try:
+                out = _generate(ranked(raw), request, prepared, cancel, emit, asked, writes)
+            finally:
+                if sharded:
+                    components.release()
     except BaseException as e:
         if not is_cuda_oom(e):
             raise

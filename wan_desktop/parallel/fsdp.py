@@ -14,16 +14,17 @@ from __future__ import annotations
 from typing import Any
 
 
-def shard_blocks(model: Any, group: Any = None) -> int:
+def shard_blocks(model: Any, group: Any = None, device_type: str | None = None) -> int:
     """``fully_shard`` every block of ``model.blocks`` (and ``model.vace_blocks``) over ``group``
-    (None: the default group); returns the number of blocks sharded."""
+    (None: the default group) on ``device_type`` (None: where the weights are; a model still on
+    the CPU goes to the rank's GPU shard by shard); returns the number of blocks sharded."""
     import torch.distributed as dist
     from torch.distributed.device_mesh import DeviceMesh
     from torch.distributed.fsdp import fully_shard
 
     weight = next(model.parameters())
     group = group if group is not None else dist.group.WORLD
-    mesh = DeviceMesh.from_group(group, weight.device.type)
+    mesh = DeviceMesh.from_group(group, device_type or weight.device.type)
     blocks = list(model.blocks) + list(getattr(model, "vace_blocks", None) or [])
     for block in blocks:
         fully_shard(block, mesh=mesh, reshard_after_forward=True)

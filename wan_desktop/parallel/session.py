@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import torch
 
     from ..contracts import Components
+    from ..memory import Plan
     from ..options import RunOptions
     from ..pipeline import Event, Review, Verdict
     from ..request import ResolvedRequest
@@ -100,6 +101,26 @@ class Ranks:
     @property
     def rank(self) -> int:
         return self.group.rank
+
+    def shard(self, components: Components, plan: Plan | None) -> bool:
+        """Under rank 0's plan with FSDP shards (memory.DiTPlan.fsdp_shards): every DiT's blocks
+        fully_shard'ed over the ranks, in place; every rank calls this once per attempt and
+        follows rank 0's choice (a rank without plans, on the CPU, too). True when sharded: the
+        components are then tied to this run's group and must not serve another run."""
+        shards = self.group.share("fsdp", 1 if plan is None else plan.dit.fsdp_shards)
+        if shards <= 1:
+            return False
+        from .fsdp import shard_blocks
+
+        for denoiser in components.denoisers:
+            model = getattr(denoiser, "model", None)  # through the wrappers (their .model)
+            if model is None:
+                raise ConfigError(
+                    "FSDP sharding runs the PyTorch backend's DiT only",
+                    remedy="Use --backend torch, or a larger --vram-budget per GPU.",
+                )
+            shard_blocks(model, device_type=self.group.device.type)
+        return True
 
 
 # the job body: (the prepared run of this rank, its Ranks, cancel, emit, review) -> the result
