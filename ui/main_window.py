@@ -1399,6 +1399,9 @@ class MainWindow(QMainWindow):
         self.status_timer.stop()
         self.gpu_poller.stop()
         self.queue.shutdown(cancel_running=self._close_how == "cancel")
+        # the window's helpers on Qt's thread pool (GPU list, video decode, input copies, About
+        # facts) emit into objects that go with the window: let them end before it does
+        QThreadPool.globalInstance().waitForDone(10_000)
         super().closeEvent(event)
 
 

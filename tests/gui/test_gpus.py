@@ -261,3 +261,29 @@ def test_the_status_line_is_read_off_the_gui_thread_and_names_two_gpus_once(
     assert sum(t.count("GPU 0") for t in texts) == 1 and sum("GPU 1" in t for t in texts) == 1
     assert "RTX 4090" not in w.system_label.text()
     assert w.status_timer.isActive() and w.status_timer.interval() == 3000
+
+
+def test_closing_the_window_waits_for_a_gpu_read_in_flight(desktop, qtbot):
+    """A read on Qt's thread pool emits into the poller, which goes with the window: closing waits
+    for it (a read that outlived the window crashed the process now and then)."""
+    import threading
+    import time
+
+    gpus = FakeGpus(smi(2))
+    d = desktop(gpus)
+    started, done = threading.Event(), []
+
+    def slow():
+        started.set()
+        time.sleep(0.5)
+        done.append(time.monotonic())
+        return gpus()
+
+    d.window.gpu_poller.query = slow
+    d.window.gpu_poller._busy = False
+    d.window.gpu_poller.poll()
+    assert started.wait(5)
+    assert d.shutdown(10_000)
+    d.window.close()
+    closed = time.monotonic()
+    assert done and done[0] <= closed  # the read ended before close() returned
