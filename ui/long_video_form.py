@@ -7,6 +7,8 @@ no torch at import time either)."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -232,18 +234,50 @@ def fps_of(request: dict[str, Any], variant_name: str, current: int) -> int:
 
 class WindowsEta:
     """The whole video's ETA while one window denoises: its own steps left (the pipeline's ETA
-    of that window) plus every later window's steps at this window's pace per step (their text
-    encode and decode not counted). One window: the pipeline's ETA as it is."""
+    of that window), every later window's steps at this window's pace per step, and the VAE work
+    still to come: this window's decode, then each later window's encode (text and conditioning
+    frames) and decode. Those take the mean of the encodes and decodes timed so far (:meth:`stage`
+    gets every stage's start; an encode ends when its window's denoise starts, a decode when the
+    next window's encode does), so before any window is done, the first window's encode alone.
+    Only stages inside the windows count: a SkyReels-V2 DF run encodes once before its windows and
+    decodes once after them. One window: the pipeline's ETA as it is."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self.pace: dict[str, float] = {}  # job id -> seconds per step, last measured
+        self.encodes: dict[str, list[float]] = {}  # job id -> seconds of each window's encode
+        self.decodes: dict[str, list[float]] = {}  # job id -> seconds of each window's decode
+        self._began: dict[str, tuple[str, float]] = {}  # job id -> the timed stage going on, since
+
+    def stage(self, job_id: str, stage: str, *, window: int, windows: int) -> None:
+        """A stage of ``job_id`` starts now ("start": a job starts, the last one's times go)."""
+        now = self.clock()
+        if stage == "start":
+            for times in (self.pace, self.encodes, self.decodes, self._began):
+                times.clear()
+        began = self._began.pop(job_id, None)
+        if began is not None:
+            timed = self.encodes if began[0] == "encode" else self.decodes
+            timed.setdefault(job_id, []).append(now - began[1])
+        if windows > 1 and stage in ("encode", "decode"):
+            self._began[job_id] = (stage, now)
 
     def __call__(
         self, job_id: str, *, window: int, windows: int, step: int, total: int, eta: float
     ) -> float:
         if step < total and eta > 0:
             self.pace[job_id] = eta / (total - step)
-        return eta + max(0, windows - window) * total * self.pace.get(job_id, 0.0)
+        later = max(0, windows - window)
+        eta += later * total * self.pace.get(job_id, 0.0)
+        if windows <= 1:
+            return eta
+        encode = _mean(self.encodes.get(job_id))
+        decode = _mean(self.decodes.get(job_id))
+        return eta + decode + later * (encode + decode)
+
+
+def _mean(values: list[float] | None) -> float:
+    return sum(values) / len(values) if values else 0.0
 
 
 def remembered_long(lv: LongVideo) -> dict[str, Any]:

@@ -1059,6 +1059,8 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ progress and results
 
     def _on_progress(self, p: Progress) -> None:
+        if not p.total:  # a stage starts: the ETA times each window's encode and decode
+            self.long_panel.eta.stage(p.job_id, p.stage, window=p.window, windows=p.windows)
         if p.stage == "start":
             self._preview_job = p.job_id
             self.preview_player.clear()

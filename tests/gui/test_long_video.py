@@ -223,7 +223,7 @@ def test_progress_and_live_preview_window_by_window(make_desktop, tiny, qtbot, h
     d.queue.preview.connect(lambda _j, p: previews.append(p))
     with qtbot.waitSignal(d.queue.finished, timeout=120_000) as sig:
         click(qtbot, w.generate_button)
-    _job_id, result = sig.args
+    job_id, result = sig.args
 
     assert progress == [(k, 3, s, 2) for k in (1, 2, 3) for s in (1, 2)]
     assert labels[-1].startswith("Denoising · window 3/3 · step 2/2 · ETA")
@@ -237,6 +237,11 @@ def test_progress_and_live_preview_window_by_window(make_desktop, tiny, qtbot, h
     assert video.shape == (25, 32, 64, 3)  # the overlaps written once
     assert result.request["window_frames"] == 9 and result.request["window_overlap"] == 1
     assert w.preview_player.view.toolTip().startswith("x0 prediction of window 3/3, step 2/2")
+    # the ETA timed each window's encode, and the decodes of the first two (each ends when the
+    # next window's encode starts)
+    timed = w.long_panel.eta
+    assert len(timed.encodes[job_id]) == 3 and len(timed.decodes[job_id]) == 2
+    assert all(t > 0 for t in timed.encodes[job_id] + timed.decodes[job_id])
 
 
 def test_cancel_a_long_video_within_one_step_writes_nothing(make_desktop, tiny, qtbot, home):
@@ -360,6 +365,42 @@ def test_the_eta_counts_the_windows_left():
     assert eta("j", window=1, windows=3, step=4, total=4, eta=0.0) == 8.0  # the pace is kept
     assert eta("j", window=3, windows=3, step=2, total=4, eta=4.0) == 4.0  # the last window
     assert eta("k", window=1, windows=1, step=1, total=4, eta=6.0) == 6.0  # one window: as is
+
+
+def test_the_eta_counts_the_vae_encode_and_decode_of_the_windows_left():
+    """3 windows of 4 steps at 1 s a step; the encodes take 2, 1, 1 s and the decodes 5, 3 s."""
+    from wan_desktop.ui.long_video_form import WindowsEta
+
+    now = [0.0]
+    eta = WindowsEta(clock=lambda: now[0])
+
+    def at(t: float, stage: str, window: int, windows: int = 3, job: str = "j") -> None:
+        now[0] = t
+        eta.stage(job, stage, window=window, windows=windows)
+
+    at(0, "start", 1, 1)
+    at(0, "encode", 1)
+    at(2, "denoise", 1)
+    # window 1: 3 s of its steps, 8 s of the later steps, its decode (none timed yet: 0) and two
+    # more windows' encode (the first window's, 2 s) + decode (0)
+    assert eta("j", window=1, windows=3, step=1, total=4, eta=3.0) == 3.0 + 8.0 + 0 + 2 * 2.0
+    at(10, "decode", 1)
+    at(15, "encode", 2)  # window 1's decode took 5 s
+    at(16, "denoise", 2)  # encodes 2 and 1 s: 1.5 s
+    assert eta("j", window=2, windows=3, step=2, total=4, eta=2.0) == 2.0 + 4.0 + 5.0 + 6.5
+    at(30, "decode", 2)
+    at(33, "encode", 3)  # decodes 5 and 3 s: 4 s
+    at(34, "denoise", 3)
+    assert eta("j", window=3, windows=3, step=3, total=4, eta=1.0) == 1.0 + 4.0  # its decode
+    assert (eta.encodes["j"], eta.decodes["j"]) == ([2.0, 1.0, 1.0], [5.0, 3.0])
+
+    # a SkyReels-V2 DF run: one encode before its windows (windows=1 then), none in them
+    at(40, "start", 1, 1, job="d")
+    assert eta.encodes == {} and eta.pace == {}  # the last job's times are gone
+    at(40, "encode", 1, 1, job="d")
+    at(45, "denoise", 1, 5, job="d")
+    assert eta("d", window=1, windows=5, step=1, total=2, eta=1.0) == 1.0 + 8.0
+    assert eta.encodes == {}
 
 
 def test_long_video_settings_are_remembered_per_model(make_desktop, tiny, tiny_df, qtbot, home):
