@@ -434,27 +434,21 @@ def generate_to_file(
     review: pipeline.Review | None = None,
 ) -> Path:
     """A DF run written atomically with its settings (nothing at ``out`` unless complete)."""
-    import json
-
-    from . import __version__
     from .video import VideoWriter, check_output_path
 
     check_output_path(Path(out))
     t0 = time.perf_counter()
     fps = request.fps or components.variant.defaults.fps
     p = plan(request, temporal=components.variant.vae.temporal_factor)
-    meta = {
-        "app": "wan-desktop",
-        "version": __version__,
-        "variant": components.variant.name,
-        "fps": fps,
-        "request": request.to_dict(),
-        "options": options.to_dict() if options else None,
-        "device": str(device),
-        "model": json.loads(json.dumps(components.info, default=str)),
-        "windows": p.count,
-        "window_plan": p.describe(),
-    }
+    meta = pipeline.output_metadata(
+        components,
+        request,
+        fps=fps,
+        options=options,
+        device=device,
+        windows=p.count,
+        window_plan=p.describe(),
+    )
     with VideoWriter(out, fps=fps, metadata=meta) as writer:
         frames = generate(
             components,

@@ -209,27 +209,21 @@ def generate_to_file(
 ) -> Path:
     """A long video written as it is made (video.VideoWriter: a temporary file renamed when
     complete, so a cancel or failure leaves nothing at ``out``), with its settings."""
-    import json
-
-    from . import __version__
     from .video import VideoWriter, check_output_path
 
     check_output_path(Path(out))
     t0 = time.perf_counter()
     fps = request.fps or components.variant.defaults.fps  # --fps, else the model's
     plan = plan_windows(request, temporal=components.variant.vae.temporal_factor)
-    meta = {
-        "app": "wan-desktop",
-        "version": __version__,
-        "variant": components.variant.name,
-        "fps": fps,
-        "request": request.to_dict(),
-        "options": options.to_dict() if options else None,
-        "device": str(device),
-        "model": json.loads(json.dumps(components.info, default=str)),
-        "windows": plan.count,
-        "window_plan": plan.describe(),
-    }
+    meta = pipeline.output_metadata(
+        components,
+        request,
+        fps=fps,
+        options=options,
+        device=device,
+        windows=plan.count,
+        window_plan=plan.describe(),
+    )
     with VideoWriter(out, fps=fps, metadata=meta) as writer:
         generate_long(components, request, writer.add, cancel=cancel, emit=emit, device=device)
         seconds = round(time.perf_counter() - t0, 3)

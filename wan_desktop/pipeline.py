@@ -574,7 +574,6 @@ def generate_to_file(
 ) -> Path:
     """generate() and write the result atomically with its settings (nothing appears at ``out``
     unless the whole video was made; nothing at all after a discard at ``review``)."""
-    from . import __version__
     from .video import check_output_path, write_video
 
     check_output_path(Path(out))  # before the run, not after minutes of work
@@ -582,7 +581,33 @@ def generate_to_file(
     timed = None if review is None else TimedReview(review)
     frames = generate(components, request, cancel=cancel, emit=emit, device=device, review=timed)
     fps = request.fps or components.variant.defaults.fps  # --fps, else the model's
-    meta = {
+    meta = output_metadata(
+        components,
+        request,
+        fps=fps,
+        options=options,
+        device=device,
+        seconds=round(time.perf_counter() - t0 - (timed.waited if timed else 0.0), 3),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    return write_video(out, [frames], fps=fps, metadata=meta)
+
+
+def output_metadata(
+    components: Components,
+    request: ResolvedRequest,
+    *,
+    fps: int,
+    options: RunOptions | None,
+    device: torch.device | str,
+    **extra: object,
+) -> dict[str, object]:
+    """The settings written beside a video (``<out>.json`` / ``settings.json``): the app, the
+    variant, the request, the options, the device and the loaded model's info, then ``extra`` in
+    the order given (a long run's window plan; a single run's ``seconds`` and ``created``)."""
+    from . import __version__
+
+    return {
         "app": "wan-desktop",
         "version": __version__,
         "variant": components.variant.name,
@@ -591,10 +616,8 @@ def generate_to_file(
         "options": options.to_dict() if options else None,
         "device": str(device),
         "model": {k: _json_value(v) for k, v in components.info.items()},
-        "seconds": round(time.perf_counter() - t0 - (timed.waited if timed else 0.0), 3),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **extra,
     }
-    return write_video(out, [frames], fps=fps, metadata=meta)
 
 
 def _json_value(value: object) -> object:

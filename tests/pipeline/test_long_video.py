@@ -206,6 +206,15 @@ def test_a_png_folder_holds_the_video_and_its_window_plan(tmp_path):
     meta = json.loads((out / "settings.json").read_text())
     assert meta["windows"] == 4 and meta["frames_written"] == 49
     assert meta["request"]["window_frames"] == 17 and meta["request"]["window_overlap"] == 2
+    assert list(meta) == [  # pipeline.output_metadata's keys, then the window plan and timing
+        *("app", "version", "variant", "fps", "request", "options", "device", "model"),
+        *("windows", "window_plan", "seconds", "created", "frames_written"),
+    ]
+    assert meta["model"] == {"fake": True, "random_weights": False, "variant": "t2v-1.3B"}
+    assert (
+        meta["window_plan"]
+        == "4 windows of up to 17 frames, 5 frame(s) of overlap (2 latent), 49 frames"
+    )
 
 
 # ----------------------------------------------------------------------------- TI2V, I2V, FLF2V
