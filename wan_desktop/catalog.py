@@ -526,57 +526,80 @@ _I2V14B_FP8 = 16_400_000_000  # "16.4 GB"
 # are approximate: parameters × the bytes per parameter of city96's Wan2.1-T2V-14B file of the
 # same quant (Q4_K_M 10.1 GB, Q5_K_M 11.3 GB for 14.29 B parameters; Q8_0: 34 bytes per 32
 # weights, 1.0625).
-GGUF_QUANTS = ("Q4_K_M", "Q5_K_M", "Q8_0")
-_GGUF_BYTES_PER_PARAM = {"Q4_K_M": 10.1e9 / 14_288_491_584, "Q5_K_M": 11.3e9 / 14_288_491_584}
-_GGUF_BYTES_PER_PARAM["Q8_0"] = 34 / 32
+
+
+@dataclass(frozen=True)
+class _GgufQuant:
+    """One GGUF quant: the DiT's bytes per parameter, the size of city96's umT5 encoder file of that
+    quant (umt5-xxl-encoder-<quant>.gguf) and the encoder quant a DiT of this quant is paired with."""
+
+    dit_bytes_per_param: float
+    umt5_bytes: int
+    umt5_quant: str
+
+
+# One line per quant. umT5 sizes: "3.66 GB", "4.15 GB", "6.04 GB" on city96's files page. city96's
+# README advises Q5_K_M or larger for the encoder (no imatrix for T5): a Q4_K_M DiT gets the
+# Q5_K_M encoder, the others their own quant.
+_GGUF_QUANTS = {
+    "Q4_K_M": _GgufQuant(10.1e9 / 14_288_491_584, 3_660_000_000, umt5_quant="Q5_K_M"),
+    "Q5_K_M": _GgufQuant(11.3e9 / 14_288_491_584, 4_150_000_000, umt5_quant="Q5_K_M"),
+    "Q8_0": _GgufQuant(34 / 32, 6_040_000_000, umt5_quant="Q8_0"),
+}
+GGUF_QUANTS = tuple(_GGUF_QUANTS)
+UMT5_GGUF = {q: g.umt5_bytes for q, g in _GGUF_QUANTS.items()}
 _UMT5_GGUF_REPO = "city96/umt5-xxl-encoder-gguf"
-# umt5-xxl-encoder-<quant>.gguf: "3.66 GB", "4.15 GB", "6.04 GB" on its files page
-UMT5_GGUF = {"Q4_K_M": 3_660_000_000, "Q5_K_M": 4_150_000_000, "Q8_0": 6_040_000_000}
-# city96's README advises Q5_K_M or larger for the encoder (no imatrix for T5): a Q4_K_M DiT gets
-# the Q5_K_M encoder, the others their own quant.
-_UMT5_FOR = {"Q4_K_M": "Q5_K_M", "Q5_K_M": "Q5_K_M", "Q8_0": "Q8_0"}
 
 
 def gguf_dit_bytes(variant: str, quant: str) -> int:
     """Approximate size of one expert's GGUF file (see above)."""
-    return round(_PARAMS[variant] * _GGUF_BYTES_PER_PARAM[quant])
+    return round(_PARAMS[variant] * _GGUF_QUANTS[quant].dit_bytes_per_param)
 
 
-def _gguf(
-    *,
-    name: str,
-    repo: str,
-    variant: str,
-    title: str,
-    size: tuple[int, int, int],
-    quant: str,
-    dit: tuple[str, ...],
-    published: dict[str, int] | None = None,
-    clip: bool = False,
-) -> Release:
-    """GGUF DiT file(s) from ``repo`` (``dit``: the paths, high-noise expert first), city96's umT5
-    GGUF, the ComfyUI VAE (and CLIP vision for I2V) and the umT5 tokenizer folder (the GGUF
-    encoder holds no tokenizer: ``--tokenizer``). ``published``: path -> size seen on the Hub."""
-    published = published or {}
+@dataclass(frozen=True, kw_only=True)
+class _GgufModel:
+    """One model's GGUF repo, a release per quant of ``GGUF_QUANTS``: ``file`` is the DiT path with
+    ``{q}`` for the quant (and ``{e}`` for the expert of an A14B pair: high_noise, low_noise)."""
+
+    name: str  # release names: <name>-<quant, lower case>
+    repo: str
+    variant: str
+    title: str
+    size: tuple[int, int, int]
+    file: str
+    published: dict[str, int] = field(default_factory=dict)  # path -> size seen on the Hub
+    clip: bool = False  # I2V: the ComfyUI CLIP vision file too
+
+    def dit_paths(self, quant: str) -> tuple[str, ...]:
+        """The DiT file(s) of ``quant``, high-noise expert first."""
+        if "{e}" not in self.file:
+            return (self.file.format(q=quant),)
+        return tuple(self.file.format(q=quant, e=e) for e in ("high_noise", "low_noise"))
+
+
+def _gguf(m: _GgufModel, quant: str) -> Release:
+    """``m``'s GGUF DiT file(s) of ``quant``, city96's umT5 GGUF, the ComfyUI VAE (and CLIP vision
+    for I2V) and the umT5 tokenizer folder (the GGUF encoder holds no tokenizer: ``--tokenizer``)."""
+    dit = m.dit_paths(quant)
     # the two experts of an A14B pair have the same shapes: one seen size stands for both
-    seen = next((published[p] for p in dit if p in published), None)
-    approx = seen or gguf_dit_bytes(variant, quant)
+    seen = next((m.published[p] for p in dit if p in m.published), None)
+    approx = seen or gguf_dit_bytes(m.variant, quant)
     dit_files = tuple(
-        CatalogFile(path=p, role="dit" if i == 0 else "dit_low", size=published.get(p, approx))
+        CatalogFile(path=p, role="dit" if i == 0 else "dit_low", size=m.published.get(p, approx))
         for i, p in enumerate(dit)
     )
-    t5_quant = _UMT5_FOR[quant]
+    t5_quant = _GGUF_QUANTS[quant].umt5_quant
     t5 = CatalogFile(path=f"umt5-xxl-encoder-{t5_quant}.gguf", role="t5", size=UMT5_GGUF[t5_quant])
-    comfy = [_comfy_file(_VAE21_21, "vae")] + ([_comfy_file(_CLIP_H, "clip")] if clip else [])
+    comfy = [_comfy_file(_VAE21_21, "vae")] + ([_comfy_file(_CLIP_H, "clip")] if m.clip else [])
     expert = max(f.size for f in dit_files)
     exact = seen is not None
     return Release(
-        name=name,
-        title=title,
-        variant=variant,
+        name=f"{m.name}-{quant.lower()}",
+        title=f"{m.title} GGUF {quant}",
+        variant=m.variant,
         layout=Layout.GGUF,
         sources=(
-            RepoFiles(repo_id=repo, files=dit_files),
+            RepoFiles(repo_id=m.repo, files=dit_files),
             RepoFiles(repo_id=_UMT5_GGUF_REPO, files=(t5,)),
             RepoFiles(repo_id=_C21, files=tuple(comfy)),
             _DIFFUSERS_TOKENIZER,
@@ -584,58 +607,25 @@ def _gguf(
         precision=quant,
         runtime_precision=quant,  # dequantized per linear as it runs; the weights stay quantized
         size_source="mixed" if exact else "computed",
-        default_size=size,
+        default_size=m.size,
         notes=(
             f"GGUF {quant}: weights stay quantized on the GPU; umT5 encoder GGUF {t5_quant}"
             + ("" if exact else "; DiT size approximate (not seen on the Hub page)")
         ),
         vram_gb=_estimate(
-            variant,
+            m.variant,
             "bf16",
             UMT5_GGUF[t5_quant],
             VAE21_COMFY,
-            CLIP_VISION_H if clip else 0,
-            size,
+            CLIP_VISION_H if m.clip else 0,
+            m.size,
             expert_bytes=expert,
         ),
     )
 
 
-def _gguf_family(
-    *,
-    name: str,
-    repo: str,
-    variant: str,
-    title: str,
-    size: tuple[int, int, int],
-    file: str,
-    published: dict[str, int],
-    experts: tuple[str, ...] = (),
-    clip: bool = False,
-) -> tuple[Release, ...]:
-    """The Q4_K_M / Q5_K_M / Q8_0 releases of one model: ``file`` is the DiT path with ``{q}`` for
-    the quant (and ``{e}`` for the expert, filled from ``experts``)."""
-    out = []
-    for q in GGUF_QUANTS:
-        paths = tuple(file.format(q=q, e=e) for e in experts) if experts else (file.format(q=q),)
-        out.append(
-            _gguf(
-                name=f"{name}-{q.lower()}",
-                repo=repo,
-                variant=variant,
-                title=f"{title} GGUF {q}",
-                size=size,
-                quant=q,
-                dit=paths,
-                published=published,
-                clip=clip,
-            )
-        )
-    return tuple(out)
-
-
-_GGUF_RELEASES: tuple[Release, ...] = (
-    *_gguf_family(
+_GGUF_MODELS = (
+    _GgufModel(
         name="gguf-wan2.1-t2v-14b",
         repo="city96/Wan2.1-T2V-14B-gguf",
         variant="t2v-14B",
@@ -648,7 +638,7 @@ _GGUF_RELEASES: tuple[Release, ...] = (
             "wan2.1-t2v-14b-Q5_K_M.gguf": 11_300_000_000,
         },
     ),
-    *_gguf_family(
+    _GgufModel(
         name="gguf-wan2.1-i2v-14b-480p",
         repo="city96/Wan2.1-I2V-14B-480P-gguf",
         variant="i2v-14B",
@@ -658,7 +648,7 @@ _GGUF_RELEASES: tuple[Release, ...] = (
         published={"wan2.1-i2v-14b-480p-Q4_K_M.gguf": 11_300_000_000},
         clip=True,
     ),
-    *_gguf_family(
+    _GgufModel(
         name="gguf-wan2.1-i2v-14b-720p",
         repo="city96/Wan2.1-I2V-14B-720P-gguf",
         variant="i2v-14B",
@@ -669,28 +659,26 @@ _GGUF_RELEASES: tuple[Release, ...] = (
         clip=True,
     ),
     # unconfirmed: the T2V file names (bullerwins' I2V repo names them wan2.2_i2v_<expert>_14B_<q>)
-    *_gguf_family(
+    _GgufModel(
         name="gguf-wan2.2-t2v-a14b",
         repo="bullerwins/Wan2.2-T2V-A14B-GGUF",
         variant="t2v-A14B",
         title="Wan2.2 T2V A14B",
         size=_720P,
         file="wan2.2_t2v_{e}_14B_{q}.gguf",
-        experts=("high_noise", "low_noise"),
-        published={},
     ),
-    *_gguf_family(
+    _GgufModel(
         name="gguf-wan2.2-i2v-a14b",
         repo="bullerwins/Wan2.2-I2V-A14B-GGUF",
         variant="i2v-A14B",
         title="Wan2.2 I2V A14B",
         size=_720P,
         file="wan2.2_i2v_{e}_14B_{q}.gguf",
-        experts=("high_noise", "low_noise"),
         # the LFS pointer of a verbatim copy (Isi99999/Wan2.2BasedModels) showed 9651728896 bytes
         published={"wan2.2_i2v_low_noise_14B_Q4_K_M.gguf": 9_651_728_896},
     ),
 )
+_GGUF_RELEASES: tuple[Release, ...] = tuple(_gguf(m, q) for m in _GGUF_MODELS for q in GGUF_QUANTS)
 
 _RELEASES: tuple[Release, ...] = (
     # --- official Wan layout
