@@ -4,6 +4,7 @@ generate and black keep, clips are kept where they go, reference images are fitt
 fits them, and every bad input is a ConfigError with its field."""
 
 import types
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from wan_desktop.vace_inputs import (
     CANNY_HIGH,
     GRAY,
     VaceInputs,
+    VaceSources,
     apply_preprocessor,
     build,
     canny,
@@ -113,7 +115,9 @@ def test_gray_is_bt601_luma_in_every_channel():
 
 def test_control_video_alone_is_all_generated(tmp_path):
     frames = _frames()
-    inp = build(width=W, height=H, frames=F, control_video=_video(tmp_path / "c", frames))
+    inp = build(
+        VaceSources(width=W, height=H, frames=F, control_video=_video(tmp_path / "c", frames))
+    )
     assert isinstance(inp, VaceInputs) and inp.refs == ()
     assert inp.frames.shape == (3, F, H, W) and inp.mask.shape == (1, F, H, W)
     assert torch.equal(inp.frames, _pixels(frames))
@@ -121,7 +125,7 @@ def test_control_video_alone_is_all_generated(tmp_path):
 
 
 def test_nothing_given_is_gray_and_all_generated():
-    inp = build(width=W, height=H, frames=F)
+    inp = build(VaceSources(width=W, height=H, frames=F))
     assert torch.equal(inp.frames, torch.full((3, F, H, W), GRAY)) and GRAY == 0.0
     assert torch.equal(inp.mask, torch.ones(1, F, H, W))
 
@@ -133,11 +137,13 @@ def test_mask_white_generates_black_keeps(tmp_path):
     masks[:, 1, -1] = 127  # below half: keep
     frames = _frames()
     inp = build(
-        width=W,
-        height=H,
-        frames=F,
-        control_video=_video(tmp_path / "c", frames),
-        mask_video=_video(tmp_path / "m", masks),
+        VaceSources(
+            width=W,
+            height=H,
+            frames=F,
+            control_video=_video(tmp_path / "c", frames),
+            mask_video=_video(tmp_path / "m", masks),
+        )
     )
     want = torch.zeros(1, F, H, W)
     want[:, :, :, : W // 2] = 1
@@ -156,11 +162,13 @@ def test_mask_matches_diffusers_threshold_on_a_gray_ramp(tmp_path):
     masks = np.ascontiguousarray(np.broadcast_to(ramp, (1, 16, 256, 3)))
     frames = np.zeros((1, 16, 256, 3), np.uint8)
     inp = build(
-        width=256,
-        height=16,
-        frames=1,
-        control_video=_video(tmp_path / "c", frames),
-        mask_video=_video(tmp_path / "m", masks),
+        VaceSources(
+            width=256,
+            height=16,
+            frames=1,
+            control_video=_video(tmp_path / "c", frames),
+            mask_video=_video(tmp_path / "m", masks),
+        )
     )
     vp = VideoProcessor(vae_scale_factor=8)
     theirs = vp.preprocess_video([Image.fromarray(masks[0])], 16, 256)
@@ -175,11 +183,13 @@ def test_outpaint_geometry_is_exact(tmp_path):
     iw, ih = big_w - left - right, big_h - top - bottom  # 32 x 16: the control video's own size
     frames = _frames(h=ih, w=iw)
     inp = build(
-        width=big_w,
-        height=big_h,
-        frames=F,
-        control_video=_video(tmp_path / "c", frames),
-        outpaint=(left, top, right, bottom),
+        VaceSources(
+            width=big_w,
+            height=big_h,
+            frames=F,
+            control_video=_video(tmp_path / "c", frames),
+            outpaint=(left, top, right, bottom),
+        )
     )
     inside = (slice(None), slice(None), slice(top, top + ih), slice(left, left + iw))
     assert torch.equal(inp.frames[inside], _pixels(frames))
@@ -202,12 +212,14 @@ def test_outpaint_keeps_the_mask_videos_own_inpainting_inside(tmp_path):
     masks = np.zeros((F, 8, 16, 3), np.uint8)
     masks[:, :4] = 255  # generate the top half of the inner video too
     inp = build(
-        width=32,
-        height=16,
-        frames=F,
-        control_video=_video(tmp_path / "c", frames),
-        mask_video=_video(tmp_path / "m", masks),
-        outpaint=(8, 4, 8, 4),
+        VaceSources(
+            width=32,
+            height=16,
+            frames=F,
+            control_video=_video(tmp_path / "c", frames),
+            mask_video=_video(tmp_path / "m", masks),
+            outpaint=(8, 4, 8, 4),
+        )
     )
     assert (inp.mask[:, :, 4:8, 8:24] == 1).all() and (inp.mask[:, :, 8:12, 8:24] == 0).all()
     assert int(inp.mask.sum()) == F * (32 * 16 - 8 * 16 + 4 * 16)
@@ -226,11 +238,13 @@ def test_clip_extension_keeps_the_clips_and_generates_between(tmp_path):
     first = _frames(n=3, seed=1)
     last = _frames(n=2, seed=2)
     inp = build(
-        width=W,
-        height=H,
-        frames=n,
-        first_clip=_video(tmp_path / "a", first),
-        last_clip=_video(tmp_path / "b", last),
+        VaceSources(
+            width=W,
+            height=H,
+            frames=n,
+            first_clip=_video(tmp_path / "a", first),
+            last_clip=_video(tmp_path / "b", last),
+        )
     )
     assert torch.equal(inp.frames[:, :3], _pixels(first))
     assert torch.equal(inp.frames[:, 7:], _pixels(last))
@@ -244,11 +258,13 @@ def test_a_long_first_clip_gives_its_last_frames_a_long_last_clip_its_first(tmp_
     first = _frames(n=7, seed=3)
     last = _frames(n=6, seed=4)
     inp = build(
-        width=W,
-        height=H,
-        frames=n,
-        first_clip=_video(tmp_path / "a", first),
-        last_clip=_video(tmp_path / "b", last),
+        VaceSources(
+            width=W,
+            height=H,
+            frames=n,
+            first_clip=_video(tmp_path / "a", first),
+            last_clip=_video(tmp_path / "b", last),
+        )
     )
     assert torch.equal(inp.frames[:, :4], _pixels(first[3:]))  # continues from its end
     assert torch.equal(inp.frames[:, 5:], _pixels(last[:4]))  # leads into its start
@@ -259,12 +275,14 @@ def test_clips_over_a_control_video_replace_its_frames(tmp_path):
     control = _frames(n=F, seed=5)
     first = _frames(n=1, seed=6)
     inp = build(
-        width=W,
-        height=H,
-        frames=F,
-        control_video=_video(tmp_path / "c", control),
-        first_clip=_video(tmp_path / "a", first),
-        preprocess="gray",
+        VaceSources(
+            width=W,
+            height=H,
+            frames=F,
+            control_video=_video(tmp_path / "c", control),
+            first_clip=_video(tmp_path / "a", first),
+            preprocess="gray",
+        )
     )
     assert torch.equal(inp.frames[:, :1], _pixels(first))  # the clip as it is
     g = np.stack([gray(f) for f in control[1:]])
@@ -276,7 +294,13 @@ def test_edges_preprocessor_reaches_the_frames(tmp_path):
     sq = np.zeros((F, 64, 64, 3), np.uint8)
     sq[:, 16:48, 16:48] = 255
     inp = build(
-        width=64, height=64, frames=F, control_video=_video(tmp_path / "c", sq), preprocess="edges"
+        VaceSources(
+            width=64,
+            height=64,
+            frames=F,
+            control_video=_video(tmp_path / "c", sq),
+            preprocess="edges",
+        )
     )
     want = torch.where(torch.from_numpy(canny(_square())), 1.0, -1.0)
     assert all(torch.equal(inp.frames[c, i], want) for c in range(3) for i in range(F))
@@ -322,7 +346,7 @@ def test_reference_image_geometry_white_canvas(tmp_path):
     ref = reference_image(tmp_path / "red.png", 32, 32)[:, 0]  # scale 1.6: 32 x 16 at row 8
     assert (ref[:, 8:24] == torch.tensor([1.0, -1.0, -1.0])[:, None, None]).all()
     assert (ref[:, :8] == 1).all() and (ref[:, 24:] == 1).all()
-    inp = build(width=32, height=32, frames=1, ref_images=[tmp_path / "red.png"] * 2)
+    inp = build(VaceSources(width=32, height=32, frames=1, ref_images=(tmp_path / "red.png",) * 2))
     assert len(inp.refs) == 2 and torch.equal(inp.refs[0][:, 0], ref)
 
 
@@ -333,7 +357,7 @@ def test_control_and_mask_frame_count_mismatch_is_refused(tmp_path):
     control = _video(tmp_path / "c", _frames(n=9))
     mask = _video(tmp_path / "m", _frames(n=7))
     with pytest.raises(ConfigError) as e:
-        build(width=W, height=H, frames=9, control_video=control, mask_video=mask)
+        build(VaceSources(width=W, height=H, frames=9, control_video=control, mask_video=mask))
     assert e.value.field == "mask_video"
     assert "has 7 frame(s), the control video c 9" in e.value.message
 
@@ -342,7 +366,7 @@ def test_control_and_mask_size_mismatch_is_refused(tmp_path):
     control = _video(tmp_path / "c", _frames(h=16, w=32))
     mask = _video(tmp_path / "m", _frames(h=32, w=32))
     with pytest.raises(ConfigError) as e:
-        check(width=W, height=H, frames=F, control_video=control, mask_video=mask)
+        check(VaceSources(width=W, height=H, frames=F, control_video=control, mask_video=mask))
     assert (
         e.value.field == "mask_video" and "is 32x32, the control video c 32x16" in e.value.message
     )
@@ -362,9 +386,9 @@ def test_control_and_mask_size_mismatch_is_refused(tmp_path):
         ),
         (dict(preprocess="blur", control_video="{c}"), "preprocess", "unknown preprocessor"),
         (dict(preprocess="edges"), "preprocess", "needs a control video"),
-        (dict(ref_images=["{gone}"]), "ref_images", "not found"),
-        (dict(ref_images=["{junk}"]), "ref_images", "cannot read reference image"),
-        (dict(ref_images=["{tiny}"]), "ref_images", "is 7x5: at least 8x8"),
+        (dict(ref_images=("{gone}",)), "ref_images", "not found"),
+        (dict(ref_images=("{junk}",)), "ref_images", "cannot read reference image"),
+        (dict(ref_images=("{tiny}",)), "ref_images", "is 7x5: at least 8x8"),
         (dict(control_video="{gone}"), "control_video", "not found"),
         (dict(control_video="{junk}"), "control_video", "cannot read"),
         (dict(first_clip="{gone}"), "first_clip", "not found"),
@@ -381,22 +405,25 @@ def test_bad_inputs_name_their_field_in_one_line(tmp_path, kw, field, words):
     paths["tiny"] = tmp_path / "tiny.png"
     Image.new("RGB", (7, 5)).save(paths["tiny"])
     fmt = lambda v: str(v).format(**paths) if isinstance(v, str) else v  # noqa: E731
-    args = {k: [fmt(x) for x in v] if isinstance(v, list) else fmt(v) for k, v in kw.items()}
+    args = {k: tuple(map(fmt, v)) if isinstance(v, tuple) else fmt(v) for k, v in kw.items()}
     with pytest.raises(ConfigError) as e:
-        build(width=W, height=H, frames=F, **args)
+        build(VaceSources(width=W, height=H, frames=F, **args))
     assert e.value.field == field and words in e.value.message
     assert "\n" not in e.value.one_line()
 
 
 def test_a_short_control_video_says_what_to_use(tmp_path):
     with pytest.raises(VideoInputError) as e:
-        build(width=W, height=H, frames=9, control_video=_video(tmp_path / "c", _frames(n=6)))
+        build(
+            VaceSources(
+                width=W, height=H, frames=9, control_video=_video(tmp_path / "c", _frames(n=6))
+            )
+        )
     assert e.value.field == "control_video" and "--frames 5" in e.value.remedy
 
 
 def test_from_request_builds_what_the_request_asks(tmp_path):
     from wan_desktop.request import GenerationRequest
-    from wan_desktop.vace_inputs import check_request, from_request
     from wan_desktop.variants import get_variant
 
     control = _video(tmp_path / "c", _frames(h=16, w=16))
@@ -411,8 +438,21 @@ def test_from_request_builds_what_the_request_asks(tmp_path):
         frames=F,
     )
     r = req.resolve(get_variant("vace-1.3B"))
-    check_request(r, width=r.width, height=r.height, frames=r.frames)
-    inp = from_request(r)
+    sources = VaceSources.from_request(r)
+    assert sources == VaceSources(
+        width=32,
+        height=16,
+        frames=F,
+        control_video=str(control),
+        outpaint=(8, 0, 8, 0),
+        preprocess="gray",
+    )
+    unsized = replace(req, width=None, height=None, frames=None)  # sizes given, e.g. a job's
+    assert VaceSources.from_request(unsized, width=32, height=16, frames=F) == sources
+    with pytest.raises(ValueError, match="need a size and a frame count"):
+        VaceSources.from_request(unsized)
+    check(sources)
+    inp = build(sources)
     assert inp.frames.shape == (3, F, 16, 32)
     assert (inp.mask[:, :, :, 8:24] == 0).all() and int(inp.mask.sum()) == F * 16 * 16
     g = np.stack([gray(f) for f in _frames(h=16, w=16)])
@@ -428,18 +468,26 @@ def test_a_mask_with_levels_keeps_them_in_soft_mask(tmp_path):
     masks[:, :, 16:24] = 200
     control = _video(tmp_path / "c", _frames())
     inp = build(
-        width=W, height=H, frames=F, control_video=control, mask_video=_video(tmp_path / "m", masks)
+        VaceSources(
+            width=W,
+            height=H,
+            frames=F,
+            control_video=control,
+            mask_video=_video(tmp_path / "m", masks),
+        )
     )
     assert inp.mask[0, 0, 0, ::8].tolist() == [1, 0, 1, 0]
     assert inp.soft_mask is not None and inp.packed_mask is inp.soft_mask
     assert torch.allclose(inp.soft_mask[0, 0, 0, ::8], torch.tensor([1.0, 64 / 255, 200 / 255, 0]))
     binary = np.where(masks > 127, 255, 0).astype(np.uint8)
     plain = build(
-        width=W,
-        height=H,
-        frames=F,
-        control_video=control,
-        mask_video=_video(tmp_path / "b", binary),
+        VaceSources(
+            width=W,
+            height=H,
+            frames=F,
+            control_video=control,
+            mask_video=_video(tmp_path / "b", binary),
+        )
     )
     assert plain.soft_mask is None and plain.packed_mask is plain.mask
     assert torch.equal(plain.mask, inp.mask)

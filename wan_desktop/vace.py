@@ -35,19 +35,19 @@ if TYPE_CHECKING:
 
 
 def check_inputs(r: GenerationRequest | ResolvedRequest) -> None:
-    """Cheap checks before any weights load (vace_inputs.check_request: files, frame counts and
-    sizes, margins; no pixel decoded). A resolved request only: the checks need its size."""
-    from .vace_inputs import check_request
+    """Cheap checks before any weights load (vace_inputs.check: files, frame counts and sizes,
+    margins; no pixel decoded). A resolved request only: the checks need its size."""
+    from .vace_inputs import VaceSources, check
 
     if isinstance(r, ResolvedRequest):
-        check_request(r, width=r.width, height=r.height, frames=r.frames)
+        check(VaceSources.from_request(r))
 
 
 def load_inputs(r: ResolvedRequest) -> VaceInputs:
-    """The request's VACE pixels at its size (vace_inputs.from_request)."""
-    from .vace_inputs import from_request
+    """The request's VACE pixels at its size (vace_inputs.build)."""
+    from .vace_inputs import VaceSources, build
 
-    return from_request(r)
+    return build(VaceSources.from_request(r))
 
 
 def pack_mask(mask: Tensor, t_lat: int, *, spatial: int = 8, refs: int = 0) -> Tensor:

@@ -21,7 +21,7 @@ and every problem is a ConfigError naming the request field (``control_video``, 
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -85,57 +85,58 @@ class VaceInputs:
         return self.mask if self.soft_mask is None else self.soft_mask
 
 
+@dataclass(frozen=True, kw_only=True)
+class VaceSources:
+    """What the user gives one VACE run of ``frames`` frames at ``width``×``height``: the files
+    and settings :func:`build` turns into :class:`VaceInputs` and :func:`check` vets. Nothing is
+    read here; each field is the request field of the same name (see GenerationRequest)."""
+
+    width: int
+    height: int
+    frames: int
+    control_video: str | Path | None = None
+    mask_video: str | Path | None = None
+    ref_images: tuple[str | Path, ...] = ()
+    outpaint: tuple[int, int, int, int] | None = None  # pixels added left, top, right, bottom
+    first_clip: str | Path | None = None
+    last_clip: str | Path | None = None
+    preprocess: str | None = None
+
+    @classmethod
+    def from_request(
+        cls,
+        r: ResolvedRequest | GenerationRequest,
+        *,
+        width: int | None = None,
+        height: int | None = None,
+        frames: int | None = None,
+    ) -> VaceSources:
+        """A request's VACE inputs at its size and frame count, or at those given (an unresolved
+        request may have none yet)."""
+        w = r.width if width is None else width
+        h = r.height if height is None else height
+        f = r.frames if frames is None else frames
+        if w is None or h is None or f is None:
+            raise ValueError(f"VACE inputs need a size and a frame count, got {w}x{h}, {f}")
+        return cls(
+            width=w,
+            height=h,
+            frames=f,
+            control_video=r.control_video,
+            mask_video=r.mask_video,
+            ref_images=tuple(r.ref_images),
+            outpaint=r.outpaint,
+            first_clip=r.first_clip,
+            last_clip=r.last_clip,
+            preprocess=r.preprocess,
+        )
+
+
 # ----------------------------------------------------------------------------- building
 
 
-def from_request(r: ResolvedRequest) -> VaceInputs:
-    """:func:`build` with a resolved request's VACE inputs, at its size and frame count."""
-    return build(
-        width=r.width,
-        height=r.height,
-        frames=r.frames,
-        control_video=r.control_video,
-        mask_video=r.mask_video,
-        ref_images=r.ref_images,
-        outpaint=r.outpaint,
-        first_clip=r.first_clip,
-        last_clip=r.last_clip,
-        preprocess=r.preprocess,
-    )
-
-
-def check_request(
-    r: ResolvedRequest | GenerationRequest, *, width: int, height: int, frames: int
-) -> None:
-    """:func:`check` with a request's VACE inputs (an unresolved one: give the size and frames)."""
-    check(
-        width=width,
-        height=height,
-        frames=frames,
-        control_video=r.control_video,
-        mask_video=r.mask_video,
-        ref_images=r.ref_images,
-        outpaint=r.outpaint,
-        first_clip=r.first_clip,
-        last_clip=r.last_clip,
-        preprocess=r.preprocess,
-    )
-
-
-def build(
-    *,
-    width: int,
-    height: int,
-    frames: int,
-    control_video: str | Path | None = None,
-    mask_video: str | Path | None = None,
-    ref_images: Sequence[str | Path] = (),
-    outpaint: tuple[int, int, int, int] | None = None,
-    first_clip: str | Path | None = None,
-    last_clip: str | Path | None = None,
-    preprocess: str | None = None,
-) -> VaceInputs:
-    """The inputs of one VACE run of ``frames`` frames at ``width``×``height``.
+def build(s: VaceSources) -> VaceInputs:
+    """The inputs of one VACE run of ``s.frames`` frames at ``s.width``×``s.height``.
 
     * control video: its first ``frames`` frames (cropped to the aspect and resized), through the
       preprocessor (``gray``, ``edges``, ``none``/None);
@@ -150,26 +151,17 @@ def build(
     """
     import torch
 
-    check(
-        width=width,
-        height=height,
-        frames=frames,
-        control_video=control_video,
-        mask_video=mask_video,
-        ref_images=ref_images,
-        outpaint=outpaint,
-        first_clip=first_clip,
-        last_clip=last_clip,
-        preprocess=preprocess,
-    )
+    check(s)
+    width, height, frames = s.width, s.height, s.frames
+    outpaint, preprocess = s.outpaint, s.preprocess
     left, top, right, bottom = outpaint or (0, 0, 0, 0)
     iw, ih = width - left - right, height - top - bottom  # where the control video goes
-    if control_video is not None:
-        inner = read_control(control_video, iw, ih, frames, preprocess=preprocess)
+    if s.control_video is not None:
+        inner = read_control(s.control_video, iw, ih, frames, preprocess=preprocess)
     else:
         inner = torch.full((3, frames, ih, iw), GRAY)
-    if mask_video is not None:
-        inner_mask = read_mask(mask_video, iw, ih, frames, soft=True)  # thresholded below
+    if s.mask_video is not None:
+        inner_mask = read_mask(s.mask_video, iw, ih, frames, soft=True)  # thresholded below
     else:
         # no mask: an outpainted video is kept inside; a plain control video is all generated
         inner_mask = torch.full((1, frames, ih, iw), 0.0 if outpaint else 1.0)
@@ -178,36 +170,27 @@ def build(
     else:
         video, mask = inner, inner_mask
     limit = frames // 2
-    if first_clip is not None:
-        clip = _clip_frames(first_clip, width, height, limit, last=True, field="first_clip")
+    if s.first_clip is not None:
+        clip = _clip_frames(s.first_clip, width, height, limit, last=True, field="first_clip")
         n = clip.shape[1]
         video[:, :n], mask[:, :n] = clip, 0.0
-    if last_clip is not None:
-        clip = _clip_frames(last_clip, width, height, limit, last=False, field="last_clip")
+    if s.last_clip is not None:
+        clip = _clip_frames(s.last_clip, width, height, limit, last=False, field="last_clip")
         n = clip.shape[1]
         video[:, frames - n :], mask[:, frames - n :] = clip, 0.0
-    refs = tuple(reference_image(p, width, height) for p in ref_images)
+    refs = tuple(reference_image(p, width, height) for p in s.ref_images)
     binary = (mask > 0.5).float()
     soft = None if torch.equal(binary, mask) else mask
     return VaceInputs(frames=video, mask=binary, refs=refs, soft_mask=soft)
 
 
-def check(
-    *,
-    width: int,
-    height: int,
-    frames: int,
-    control_video: str | Path | None = None,
-    mask_video: str | Path | None = None,
-    ref_images: Sequence[str | Path] = (),
-    outpaint: tuple[int, int, int, int] | None = None,
-    first_clip: str | Path | None = None,
-    last_clip: str | Path | None = None,
-    preprocess: str | None = None,
-) -> None:
+def check(s: VaceSources) -> None:
     """Everything :func:`build` would refuse, without decoding a pixel (ffmpeg counts the frames,
-    no further than ``frames``): for a job's add-time check."""
+    no further than ``s.frames``): for a job's add-time check."""
     from .video_input import open_source, probe, too_short
+
+    frames, control_video, mask_video = s.frames, s.control_video, s.mask_video
+    first_clip, last_clip, preprocess = s.first_clip, s.last_clip, s.preprocess
 
     if preprocess not in (None, *PREPROCESSORS):
         raise ConfigError(
@@ -225,8 +208,8 @@ def check(
             remedy="Give --control-video too.",
             field="mask_video",
         )
-    if outpaint is not None:
-        _check_margins(outpaint, width, height, control_video, first_clip, last_clip)
+    if s.outpaint is not None:
+        _check_margins(s.outpaint, s.width, s.height, control_video, first_clip, last_clip)
     if control_video is not None:
         control = open_source(control_video, field="control_video")
         n, size = probe(control, limit=frames)
@@ -258,7 +241,7 @@ def check(
             remedy="Use more --frames.",
             field="first_clip" if first_clip is not None else "last_clip",
         )
-    for p in ref_images:
+    for p in s.ref_images:
         _open_image(p, field="ref_images")
 
 

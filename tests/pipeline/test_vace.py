@@ -139,7 +139,7 @@ def test_built_inputs_reach_the_model_as_diffusers_given_their_pixels(models, ca
     """Outpainting, clip extension and the preprocessors (vace_inputs.py) through the whole run:
     diffusers' pipeline given the same built frames and mask (as [-1, 1] tensors, which it takes
     as they are) makes the same video."""
-    from wan_desktop.vace_inputs import from_request
+    from wan_desktop.vace_inputs import VaceSources, build
 
     model = models("vace-1.3B")
     paths, _ = write_inputs(tmp_path, mask=False, refs=0)
@@ -149,7 +149,7 @@ def test_built_inputs_reach_the_model_as_diffusers_given_their_pixels(models, ca
         "last clip + gray": {"last_clip": paths["control_video"], "preprocess": "gray"},
     }[case]
     got, _, resolved = ours(model, "official", _request(paths, **extra))
-    inputs = from_request(resolved)
+    inputs = build(VaceSources.from_request(resolved))
     assert 0 < float(inputs.mask.mean()) < 1  # something kept, something generated
     video = inputs.frames.permute(1, 0, 2, 3)[None]  # [1, F, 3, H, W] in [-1, 1]
     mask = (inputs.packed_mask * 2 - 1).permute(1, 0, 2, 3)[None].expand(-1, -1, 3, -1, -1)
