@@ -5,15 +5,16 @@ Layout of one folder (one model, one export job)::
 
     manifest.json            this file's Manifest
     t5.onnx  dit.onnx ...    graphs (dit_high.onnx / dit_low.onnx for Wan2.2 A14B experts)
-    *.onnx.data              external weights of graphs over ~1.8 GB
+    *.onnx.data              external weights of graphs over ~1.8 GB (hashed like the graphs)
     *.engine                 engines built from the graphs (export/build.py)
     tokenizer/               the umT5 tokenizer the T5 graph was exported with
 
 Every file is an entry: component (graph name from wan_desktop/specs.py), file, runtime and its
-version, precision, the graph's ComponentSpec, sha256 and size, the ONNX graph's sha256 an engine
-was built from, shape profiles, target GPU compute capabilities. The folder records the variant (full
-architecture, so tiny and real models alike), the checkpoint files (name, size, sha256), the merged
-LoRAs and their strengths, and the command that rebuilds it. ``check_entry`` returns the reason a
+version, precision, the graph's ComponentSpec, sha256 and size (and those of a graph's external
+weights: ``data_sha256``, ``data_size``), the ONNX graph's sha256 an engine was built from, shape
+profiles, target GPU compute capabilities. The folder records the variant (full architecture, so
+tiny and real models alike), the checkpoint files (name, size, sha256), the merged LoRAs and their
+strengths, and the command that rebuilds it. ``check_entry`` returns the reason a
 loader must refuse an entry and how to rebuild; ``require_entry`` raises it as an EngineError.
 
 Nothing in a manifest is trusted: ``read_manifest`` checks every value's type and rule (real
@@ -78,6 +79,30 @@ class EngineEntry:
     exact_runtime: bool = False  # engines only deserialize on the runtime version that built them
     opset: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # builder-specific notes (quantizer, ...)
+    # ONNX graphs over ~1.8 GB: their external weights, ``data_file`` (``<file>.data``), verified
+    # like the graph itself (None: no side file, or a manifest written before it was recorded)
+    data_sha256: str | None = None
+    data_size: int | None = None
+
+    @property
+    def data_file(self) -> str | None:
+        """The side file of external weights the manifest records (its name is the one the
+        graph's initializers point to: the exporters write ``<graph>.onnx.data``)."""
+        return data_file_name(self.file) if self.data_sha256 is not None else None
+
+
+def data_file_name(graph: str) -> str:
+    """``dit.onnx`` -> ``dit.onnx.data``: where export/ writes a graph's external weights."""
+    return graph + ".data"
+
+
+def data_fields(graph: str | Path) -> dict[str, Any]:
+    """``data_sha256`` and ``data_size`` of the external weights beside ``graph`` (both None when
+    it has none): what an exporter records in the graph's EngineEntry. Reads the whole file."""
+    data = Path(graph).with_name(data_file_name(Path(graph).name))
+    if not data.is_file():
+        return {"data_sha256": None, "data_size": None}
+    return {"data_sha256": sha256_file(data), "data_size": data.stat().st_size}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -327,6 +352,14 @@ def _check_values(m: Manifest) -> None:
             )
         if e.size < 0:
             raise _Malformed(f"{at}.size", f"is negative ({e.size})")
+        if e.data_sha256 is not None and not is_sha256(e.data_sha256):
+            raise _Malformed(
+                f"{at}.data_sha256", f"is not a sha256 (64 hex digits): {_shown(e.data_sha256)}"
+            )
+        if (e.data_sha256 is None) != (e.data_size is None):
+            raise _Malformed(f"{at}.data_size", "and data_sha256 must be given together")
+        if e.data_size is not None and e.data_size < 0:
+            raise _Malformed(f"{at}.data_size", f"is negative ({e.data_size})")
         check_relative(e.file, f"{at}.file")
         if e.onnx_file is not None:
             check_relative(e.onnx_file, f"{at}.onnx_file")
@@ -438,6 +471,8 @@ def _manifest_paths(m: Manifest) -> list[tuple[str, str]]:
         out.append((f"entries[{i}].file", e.file))
         if e.onnx_file is not None:
             out.append((f"entries[{i}].onnx_file", e.onnx_file))
+        if e.data_file is not None:
+            out.append((f"entries[{i}] external weights", e.data_file))
     if m.tokenizer not in (None, "bytes"):
         out.append(("tokenizer", str(m.tokenizer)))
     return out
@@ -558,8 +593,8 @@ def check_entry(
     asks for (lora_records), ``model_files`` the checkpoint the user pointed to
     (model_file_records: name, size and, where known, sha256 — compared with the manifest's).
 
-    The file must lie inside the folder and have the recorded size; its sha256 (and an engine's
-    source graph's) is compared with the manifest's when ``verify_hash`` (computed once per file
+    The file must lie inside the folder and have the recorded size; its sha256 (and its external
+    weights' size and sha256, and an engine's source graph's sha256) is compared with the manifest's when ``verify_hash`` (computed once per file
     version: ``hashes``, the user's hash cache by default), else only where the cache already
     knows it: without ``verify_hash`` no file is read."""
     folder = Path(folder)
@@ -593,6 +628,9 @@ def check_entry(
             f"{what} changed since it was made (size or sha256 differs from the manifest)",
             remedy,
         )
+    refusal = _data_refusal(folder, entry, verify_hash, hashes, remedy)
+    if refusal is not None:
+        return refusal
     if entry.onnx_sha256 and entry.onnx_file:
         try:
             graph = folder_path(folder, entry.onnx_file, f"the source graph of {entry.component}")
@@ -677,6 +715,48 @@ def check_entry(
         )
     if model_files is not None:
         return _model_refusal(folder, manifest, model_files, remedy)
+    return None
+
+
+def _data_refusal(
+    folder: Path, entry: EngineEntry, verify_hash: bool, hashes: HashCache, remedy: str
+) -> Refusal | None:
+    """The graph's external weights (``<file>.data``) against the size and sha256 the manifest
+    records: a truncated or swapped side file would otherwise load (or crash ORT) unnoticed.
+    Entries without ``data_sha256`` (no side file, or an older manifest) are not checked."""
+    rel = entry.data_file
+    if rel is None:
+        return None
+    try:
+        path = folder_path(folder, rel, f"the external weights of {entry.component}")
+    except EngineError as e:
+        return Refusal("path", e.message, remedy)
+    what = f"{entry.component}'s external weights ({rel})"
+    if not path.is_file():
+        return Refusal("missing", f"engine folder {folder}: {what} are missing", remedy)
+    try:
+        size = path.stat().st_size
+        digest = None
+        if size == entry.data_size:
+            digest = hashes.sha256(path) if verify_hash else hashes.cached(path)
+    except OSError as e:
+        return Refusal(
+            "missing", f"engine folder {folder}: cannot read {rel} ({e.strerror or e})", remedy
+        )
+    if size != entry.data_size:
+        return Refusal(
+            "changed",
+            f"{what} changed since the graph was exported: {size} bytes, the manifest "
+            f"records {entry.data_size} (truncated or replaced)",
+            remedy,
+        )
+    if digest not in (None, entry.data_sha256):
+        return Refusal(
+            "changed",
+            f"{what} changed since the graph was exported: its sha256 differs from the manifest's "
+            "(corrupted or another export's file)",
+            remedy,
+        )
     return None
 
 

@@ -688,6 +688,8 @@ def build_folder(
                         size=out.stat().st_size,
                         onnx_sha256=cache.sha256_file(src),
                         onnx_file=src.name,
+                        data_sha256=None,  # an engine is one file (its graph's .data is not)
+                        data_size=None,
                         profiles=(p,) if dims else (),
                         compute_capabilities=info.compute_capabilities,
                         exact_runtime=True,

@@ -63,6 +63,9 @@ class ExportJob:
     # SkyReels-V2 DF models: the DiT graph's causal block size and fps (None: the model's)
     causal_block_size: int | None = None
     fps: int | None = None
+    # graphs' weights in <graph>.onnx.data: None = only graphs over ~1.8 GB (protobuf's limit);
+    # True = every graph (the side-file path on a tiny model; no CLI flag, the layout is the same)
+    external_data: bool | None = None
 
     def __post_init__(self) -> None:
         Precision.parse(self.precision)
@@ -406,6 +409,7 @@ def run_export(
                     "bytes_with_data": size,
                     "files": [f.name for f in onnx_export.graph_files(path)],
                 },
+                **cache.data_fields(path),
             )
 
         for graph, expert in steps:
@@ -414,7 +418,7 @@ def run_export(
             progress(label, done / total)
             cancel.check()  # a progress callback (the GUI's Cancel) may have cancelled
             t0 = time.perf_counter()
-            kw = {"opset": job.opset, "metadata": meta}
+            kw = {"opset": job.opset, "metadata": meta, "external_data": job.external_data}
             paths: list[Path]
             if graph == specs.T5:
                 module = loader.t5()

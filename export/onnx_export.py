@@ -175,11 +175,14 @@ def export_graph(
     opset: int = OPSET,
     slim: bool = True,
     metadata: dict[str, str] | None = None,
+    external_data: bool | None = None,
 ) -> Path:
     """Export ``module(*args)`` as ``path`` with the spec's names and dims; returns ``path``.
 
     The graph's input/output dims are renamed to the spec's symbolic dims (``B``, ``T``, ``h*8``,
-    ...), and ``metadata`` plus the spec go into the model's metadata_props.
+    ...), and ``metadata`` plus the spec go into the model's metadata_props. ``external_data``:
+    the weights go to ``<path>.data`` (True), stay in the graph (False), or None: beside it when
+    they exceed EXTERNAL_DATA_BYTES (protobuf's 2 GB limit).
     """
     import json
 
@@ -192,7 +195,9 @@ def export_graph(
             f"{spec.name}: {len(args)} example inputs for {len(spec.inputs)} spec inputs"
         )
     module = module.eval()
-    external = weight_bytes(module) > EXTERNAL_DATA_BYTES
+    external = (
+        weight_bytes(module) > EXTERNAL_DATA_BYTES if external_data is None else external_data
+    )
     t0 = time.perf_counter()
     with _quiet(), torch.no_grad():
         try:

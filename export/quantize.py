@@ -948,6 +948,7 @@ def quantize_folder(
             sha256=cache.sha256_file(out),
             size=out.stat().st_size,
             extra=extra,
+            **cache.data_fields(out),  # the Q/DQ graph's own external weights, if it has any
         )
         entries[entries.index(entry)] = new
     del comps

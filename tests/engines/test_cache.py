@@ -536,3 +536,78 @@ def test_unreadable_files_are_engine_errors_or_refusals(tmp_path):
         folder, manifest, manifest.entry("dit", runtime="onnxruntime"), verify_hash=True
     )
     assert r is not None and r.kind == "missing"
+
+
+def _with_side_file(tmp_path):
+    """The folder of _folder whose graph keeps its weights in dit.onnx.data (as export/ records
+    it: cache.data_fields of the graph)."""
+    folder, manifest = _folder(tmp_path)
+    (folder / "dit.onnx.data").write_bytes(bytes(range(256)) * 4)
+    graph = dataclasses.replace(
+        manifest.entry("dit", runtime="onnxruntime"), **cache.data_fields(folder / "dit.onnx")
+    )
+    manifest = manifest.with_entries([graph, _engine(manifest)])
+    cache.write_manifest(folder, manifest)
+    return folder, cache.read_manifest(folder)
+
+
+def test_a_graphs_external_weights_are_recorded_and_verified(tmp_path):
+    folder, manifest = _with_side_file(tmp_path)
+    entry = manifest.entry("dit", runtime="onnxruntime")
+    assert entry.data_file == "dit.onnx.data" and entry.data_size == 1024
+    assert entry.data_sha256 == cache.sha256_file(folder / "dit.onnx.data")
+    assert cache.data_fields(folder / "dit.engine") == {"data_sha256": None, "data_size": None}
+    assert cache.check_entry(folder, manifest, entry, verify_hash=True) is None
+    data = folder / "dit.onnx.data"
+    # one byte changed, same size: only the hash notices, and the listing reads nothing
+    data.write_bytes(bytes([1]) + bytes(range(1, 256)) + bytes(range(256)) * 3)
+    assert cache.check_entry(folder, manifest, entry) is None
+    r = cache.check_entry(folder, manifest, entry, verify_hash=True)
+    assert r is not None and r.kind == "changed"
+    assert "dit.onnx.data" in r.reason and "sha256 differs" in r.reason
+    assert REBUILD in r.remedy
+    with pytest.raises(EngineError, match=r"dit's external weights \(dit\.onnx\.data\)"):
+        cache.require_entry(folder, manifest, "dit", runtime="onnxruntime", verify_hash=True)
+    # truncated: the size says so without reading it
+    data.write_bytes(bytes(range(256)) * 3)
+    r = cache.check_entry(folder, manifest, entry)
+    assert (
+        r is not None and r.kind == "changed" and "768 bytes, the manifest records 1024" in r.reason
+    )
+    data.unlink()
+    r = cache.check_entry(folder, manifest, entry)
+    assert r is not None and r.kind == "missing" and "(dit.onnx.data) are missing" in r.reason
+
+
+def test_a_manifest_without_the_side_files_hash_still_loads(tmp_path):
+    """Folders exported before data_sha256 existed: read as before, the side file unchecked."""
+    folder, _ = _with_side_file(tmp_path)
+    data = json.loads((folder / cache.MANIFEST).read_text())
+    for e in data["entries"]:
+        assert e.pop("data_sha256") is not None or e["file"] == "dit.engine"
+        e.pop("data_size")
+    (folder / cache.MANIFEST).write_text(json.dumps(data))
+    manifest = cache.read_manifest(folder)
+    entry = manifest.entry("dit", runtime="onnxruntime")
+    assert entry.data_sha256 is None and entry.data_file is None
+    (folder / "dit.onnx.data").write_bytes(b"anything")
+    assert cache.check_entry(folder, manifest, entry, verify_hash=True) is None
+
+
+@pytest.mark.parametrize(
+    "fields, needle",
+    [
+        ({"data_sha256": "00" * 32, "data_size": 4}, "entries[0].data_sha256 is not a sha256"),
+        ({"data_sha256": "ab" * 32}, "entries[0].data_size and data_sha256 must be given together"),
+        ({"data_sha256": "ab" * 32, "data_size": -1}, "entries[0].data_size is negative"),
+        ({"data_sha256": "ab" * 32, "data_size": "4"}, "entries[0].data_size should be"),
+    ],
+)
+def test_a_malformed_side_file_record_is_refused(tmp_path, fields, needle):
+    folder, _ = _folder(tmp_path)
+    data = json.loads((folder / cache.MANIFEST).read_text())
+    data["entries"][0] |= {"data_sha256": None, "data_size": None} | fields
+    (folder / cache.MANIFEST).write_text(json.dumps(data))
+    with pytest.raises(EngineError, match="malformed engine manifest") as e:
+        cache.read_manifest(folder)
+    assert needle in e.value.message

@@ -295,6 +295,54 @@ def test_large_graphs_keep_their_weights_in_external_data(tmp_path, monkeypatch)
         assert rel_err(out, module(x2)) < 1e-6
 
 
+def test_a_graphs_external_weights_are_verified_before_it_loads(t2v_model, tmp_path):
+    """A job that puts the weights beside the graph (external_data=True: the >1.8 GB path on a
+    tiny T5) records the side file's size and sha256; the runtime's check (verify_hash, as
+    engines/onnxruntime_backend.py loads) accepts the intact folder, which runs like torch, and
+    refuses it once one byte of t5.onnx.data changed, naming the file and the export command."""
+    from wan_desktop.engines import cache
+    from wan_desktop.engines.onnxruntime_backend import OrtGraph, entry_spec
+    from wan_desktop.export.job import ExportJob, run_export
+
+    from wan_desktop.checkpoints import load
+    from wan_desktop.checkpoints.detect import detect_model
+    from wan_desktop.errors import EngineError
+
+    out = tmp_path / "engines"
+    job = ExportJob(
+        model=str(t2v_model.official), out=str(out), components=("t5",), external_data=True
+    )
+    folder = run_export(job)
+    manifest = cache.read_manifest(folder)
+    entry = manifest.entry(specs.T5)
+    data = folder / "t5.onnx.data"
+    assert entry.data_file == data.name and entry.data_size == data.stat().st_size
+    assert entry.data_sha256 == cache.sha256_file(data)
+    assert entry.extra["files"] == ["t5.onnx", "t5.onnx.data"]
+
+    hashes = cache.HashCache(tmp_path / "hashes.json")
+    checks = {"runtime": "onnxruntime", "verify_hash": True, "hashes": hashes}
+    entry = cache.require_entry(folder, manifest, specs.T5, **checks)
+    graph = OrtGraph(folder / entry.file, entry_spec(folder, manifest, entry))
+    graph.load(torch.device("cpu"))
+    t5 = load.load_t5(detect_model(t2v_model.official), dtype=torch.float32).eval()
+    # the side file holds the weights (119808 of 120448 bytes: torch keeps tiny tensors inline)
+    assert entry.data_size >= 0.99 * onnx_export.weight_bytes(t5)
+    ids = torch.randint(0, 300, (1, 23), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones(1, 23, dtype=torch.int64)
+    with torch.no_grad():
+        assert rel_err(graph.run({"ids": ids, "mask": mask})[0], t5(ids, mask)) < RTOL
+    graph.unload()
+
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0x01  # one bit of one weight: same size, other bytes
+    data.write_bytes(bytes(raw))
+    with pytest.raises(EngineError, match=r"t5's external weights \(t5\.onnx\.data\)") as e:
+        cache.require_entry(folder, manifest, specs.T5, **checks)
+    assert "sha256 differs" in e.value.message
+    assert job.command() in e.value.remedy  # export again
+
+
 def test_small_graphs_are_one_file_with_spec_metadata(tmp_path):
     module = _Affine().eval()
     path = onnx_export.export_graph(
