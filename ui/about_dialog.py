@@ -1,14 +1,16 @@
 """Help → About: the app's version, the GPU, the runtimes installed, the data folder and the log
 file (paths to copy, for a bug report). The facts that take time (nvidia-smi, package metadata)
-are gathered on Qt's thread pool; the dialog opens at once with "…" in their place."""
+are gathered on Qt's thread pool; the dialog opens at once with "…" in their place. The pool's
+runnable holds nothing of the dialog: its result goes out through a courier QObject of its own,
+connected to the dialog, so a dialog closed and deleted first is simply not called."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QThreadPool, Signal
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -36,10 +38,32 @@ def log_file() -> Path:
     return log_dir()
 
 
-class AboutDialog(QDialog):
-    facts_ready = Signal(object)  # AboutFacts, from the pool thread (queued to the GUI thread)
+class _Courier(QObject):
+    """Carries the facts from the pool thread (made on the GUI thread: a queued call to the
+    dialog). A deleted dialog's connection is gone, and Qt drops the calls queued to it."""
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    ready = Signal(object)  # AboutFacts
+
+
+class FactsRunnable(QRunnable):
+    """``gather()`` on a pool thread, its result emitted by the runnable's own courier."""
+
+    def __init__(self, gather: Callable[[], system_info.AboutFacts]) -> None:
+        super().__init__()
+        self.courier = _Courier()
+        self.gather = gather
+
+    def run(self) -> None:  # on a pool thread
+        self.courier.ready.emit(self.gather())
+
+
+class AboutDialog(QDialog):
+    def __init__(
+        self,
+        parent: QWidget | None = None,
+        *,
+        gather: Callable[[], system_info.AboutFacts] = system_info.about_facts,
+    ) -> None:
         super().__init__(parent)
         self.setWindowTitle("About Wan Desktop")
         self.facts: system_info.AboutFacts | None = None
@@ -70,13 +94,9 @@ class AboutDialog(QDialog):
         lay.addLayout(self.form)
         lay.addWidget(buttons)
         self.resize(620, self.sizeHint().height())
-        self.facts_ready.connect(self._show_facts)
-        QThreadPool.globalInstance().start(self._gather)
-
-    def _gather(self) -> None:  # on a pool thread
-        facts = system_info.about_facts()
-        with contextlib.suppress(RuntimeError):  # the dialog was closed and deleted first
-            self.facts_ready.emit(facts)
+        runnable = FactsRunnable(gather)  # the pool owns it (and its courier) from here
+        runnable.courier.ready.connect(self._show_facts)
+        QThreadPool.globalInstance().start(runnable)
 
     def _show_facts(self, facts: system_info.AboutFacts) -> None:
         self.facts = facts

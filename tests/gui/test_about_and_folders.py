@@ -172,3 +172,44 @@ def test_about_opens_at_once_and_reads_the_gpu_off_the_gui_thread(
     assert gpu.startswith("NVIDIA GeForce RTX 4060 Laptop GPU · 8.0 GB VRAM")  # 8188 MiB
     # a CPU-only PyTorch cannot use the card: said, not hidden
     assert ("no CUDA" in gpu) == metadata.version("torch").endswith("+cpu")
+
+
+def test_about_closed_and_deleted_before_its_facts_arrive_is_not_called(qtbot, home):
+    """The facts come from a pool thread; a dialog closed and deleted meanwhile must be gone at
+    once (nothing on the pool thread keeps it) and the late facts must reach nothing."""
+    import gc
+    import threading
+    import weakref
+
+    from PySide6.QtCore import QThreadPool
+    from wan_desktop.ui import system_info
+    from wan_desktop.ui.about_dialog import PENDING, AboutDialog
+
+    gate, delivered = threading.Event(), threading.Event()
+
+    def gather() -> system_info.AboutFacts:  # the real facts, once the test says so
+        assert gate.wait(10)
+        facts = system_info.about_facts()
+        delivered.set()
+        return facts
+
+    dlg = AboutDialog(gather=gather)
+    deleted: list[str] = []
+    dlg.gpu_label.destroyed.connect(lambda: deleted.append("label"))
+    dlg.open()
+    assert dlg.gpu_label.text() == PENDING
+    gone = weakref.ref(dlg)
+    dlg.close()
+    del dlg
+    gc.collect()
+    assert gone() is None and deleted == ["label"]  # deleted now, facts still on their way
+    gate.set()
+    assert delivered.wait(10)
+    assert QThreadPool.globalInstance().waitForDone(10_000)
+    qtbot.wait(100)  # the queued call, were there one, would run here
+
+    # the next dialog still gets its facts
+    again = AboutDialog(gather=system_info.about_facts)
+    qtbot.addWidget(again)
+    qtbot.waitUntil(lambda: again.facts is not None, timeout=10_000)
+    assert again.python_label.text() == again.facts.python != PENDING
