@@ -58,7 +58,7 @@ from .media_inputs import offered, remove_saved_inputs, split_key, task_choices,
 from .path_dialog import PathDialog, open_path
 from .paths import log_dir
 from .player import VideoPlayer
-from .review_bar import ReviewBar, fit_review_check, review_checkbox
+from .review_bar import ReviewBar, drop_refused_review, fit_review_check, review_checkbox
 from .settings import BACKENDS, PRECISIONS, VRAM_PLANS, AppSettings, save_settings
 from .vace_panel import VacePanel
 from .viewmodels import (
@@ -980,20 +980,26 @@ class MainWindow(QMainWindow):
     def continue_video(self, job_id: str) -> None:
         """A new job that continues a history entry's video (its last frames condition the
         next windows): the entry's settings, ``extend`` = its video; once queued, the form no
-        longer continues it. A refused job leaves it in the form, the field marked."""
+        longer continues it. A refused job leaves it in the form, the field marked. The entry's
+        Review before decode goes with it where the job takes one (a SkyReels-V2 DF model);
+        sliding windows would refuse it: it is turned off, and the status bar says so."""
         from dataclasses import replace
 
         e = self.queue.history_entry(job_id)
         if e is None or not e.out or not Path(e.out).is_file():
             return
-        self.form.reuse(e.request, e.options, self.models)
+        self.form.reuse(e.request, e.options, self.models, review=e.review)
         self.refresh_engines()
         self.form.update(long_video=replace(self.form.state.long_video, extend=e.out))
+        dropped = drop_refused_review(self.form)  # sliding windows: "" for a DF model
         before = [j.id for j in self.queue.jobs]
         self.enqueue()
         if [j.id for j in self.queue.jobs] != before:  # accepted
             self.form.update(long_video=replace(self.form.state.long_video, extend=""))
-            self.statusBar().showMessage(f"Continuing {Path(e.out).name}: job added", 10_000)
+            said = f"Continuing {Path(e.out).name}: job added"
+            self.statusBar().showMessage(f"{said}. {dropped}" if dropped else said, 15_000)
+        elif dropped:
+            self.statusBar().showMessage(dropped, 15_000)
 
     def delete_history(self, job_id: str) -> None:
         """Remove a history entry, asking whether its video (on disk) goes too."""

@@ -46,16 +46,28 @@ SINGLE_WINDOW_TIP = (
     "Review before decode is for single-window videos: this duration runs several windows, "
     "each decoded before the next one starts. Shorten it to one window to review."
 )
+CONTINUE_TIP = (
+    "Review before decode is not for continuing a video with this model: its windows continue "
+    "from the video's decoded frames, each decoded before the next one starts. (SkyReels-V2 "
+    "Diffusion Forcing models decode once at the end and take a review.)"
+)
+REVIEW_DROPPED = (
+    "Review before decode is off for this job: continuing a video with this model runs sliding "
+    "windows, each decoded before the next one starts"
+)
 
 
-def fit_review_check(check: QCheckBox, state: FormState, entry: ModelEntry | None) -> None:
-    """The checkbox for the form's duration: disabled, with the reason as its tooltip, when the
-    video needs more than one sliding window (run.prepare refuses a review there); left enabled
-    while ticked, so it can be unticked (Add to queue then marks it). SkyReels-V2 DF models
-    decode once at the end and take a review at any length."""
+def review_refusal(state: FormState, entry: ModelEntry | None) -> str:
+    """Why run.prepare would refuse a review of the form's job (the checkbox's tooltip then), ""
+    when it takes one: more than one sliding window, or a video continued through sliding windows
+    (long_video.check plans windows for any ``extend``). SkyReels-V2 DF models decode once at the
+    end and take a review at any length; refused window settings say nothing here (the job is
+    refused for them)."""
     from .long_video_form import forcing_of, windows_for
 
     variant = entry.variant if entry is not None else ""
+    if forcing_of(variant) is not None:
+        return ""
     windows = windows_for(
         variant,
         task=state.task,
@@ -65,10 +77,31 @@ def fit_review_check(check: QCheckBox, state: FormState, entry: ModelEntry | Non
         image=state.image,
         last_image=state.last_image,
     )
-    one = forcing_of(variant) is not None or windows is None or windows <= 1
-    check.setEnabled(one or state.review)
+    if windows is None:
+        return ""
+    if windows > 1:
+        return SINGLE_WINDOW_TIP
+    return CONTINUE_TIP if state.long_video.extend else ""
+
+
+def fit_review_check(check: QCheckBox, state: FormState, entry: ModelEntry | None) -> None:
+    """The checkbox for the form's duration: disabled, with the reason as its tooltip, when the
+    job would be refused a review (:func:`review_refusal`); left enabled while ticked, so it can
+    be unticked (Add to queue then marks it)."""
+    refusal = review_refusal(state, entry)
+    check.setEnabled(not refusal or state.review)
     if not check.property("invalid"):  # a refused job's message stays until it is fixed
-        check.setToolTip(REVIEW_TIP if one else SINGLE_WINDOW_TIP)
+        check.setToolTip(refusal or REVIEW_TIP)
+
+
+def drop_refused_review(form: FormModel) -> str:
+    """A job made from a history entry keeps its "Review before decode" where the run takes one;
+    where it would be refused (a video continued through sliding windows) the flag is cleared and
+    the note to show is returned ("" when nothing changed)."""
+    if form.state.review and review_refusal(form.state, form.entry):
+        form.update(review=False)
+        return REVIEW_DROPPED
+    return ""
 
 
 class ReviewBar(QWidget):

@@ -296,6 +296,79 @@ def test_continue_this_video_from_the_history_menu(make_desktop, tiny, qtbot, ho
     assert "continues" not in w.history_list.item(1).text()
 
 
+def _reviewed_then_decoded(d, qtbot, prompt: str, *, df: bool = False, **values):
+    """A job with Review before decode: it waits at review, Decode writes it; its result. A DF
+    model: windows of 9 frames carrying 5 over."""
+    w = d.window
+    fill_form(w, qtbot, prompt, seed=7, **values)
+    if df:
+        w.long_panel.base_spin.setValue(9)
+        w.long_panel.history_spin.setValue(5)
+    w.review_check.setChecked(True)
+    with qtbot.waitSignal(d.queue.review, timeout=120_000):
+        click(qtbot, w.generate_button)
+    with qtbot.waitSignal(d.queue.finished, timeout=120_000) as sig:
+        click(qtbot, w.review_bar.decode_button)
+    assert d.queue.history[-1].review
+    return sig.args[1]
+
+
+def _continue_paused(d):
+    """ "Continue this video" on the newest history entry, the queue paused: the job it added."""
+    w = d.window
+    d.queue.set_paused(True)
+    item = w.history_list.item(0)
+    w._history_menu(w.history_list.visualItemRect(item).center())
+    next(a for a in w.history_menu.actions() if a.text() == "Continue this video").trigger()
+    w.history_menu.close()
+    assert len(d.queue.jobs) == 1, w.form.state  # accepted, not refused
+    return d.queue.jobs[0]
+
+
+def test_continuing_a_reviewed_video_through_sliding_windows_turns_review_off_and_says_so(
+    make_desktop, tiny, qtbot, home
+):
+    """Sliding windows decode each window before the next starts, so run.prepare refuses a
+    review of any continued video: the job goes without it, and the status bar tells why."""
+    from dataclasses import replace
+
+    from wan_desktop.ui.review_bar import CONTINUE_TIP, REVIEW_DROPPED
+
+    d = make_desktop([tiny.official])
+    w = d.window
+    first = _reviewed_then_decoded(d, qtbot, "a river")  # 9 frames, one window
+    job = _continue_paused(d)
+    assert job.request["extend"] == str(first.out) and not job.review
+    assert not w.form.state.review and not w.review_check.isChecked()
+    message = w.statusBar().currentMessage()
+    assert message.startswith(f"Continuing {Path(first.out).name}: job added")
+    assert REVIEW_DROPPED in message
+    # a form that continues a video with this model: the checkbox says why there is no review
+    w.form.update(long_video=replace(w.form.state.long_video, extend=str(first.out)))
+    assert not w.review_check.isEnabled() and w.review_check.toolTip() == CONTINUE_TIP
+
+
+def test_continuing_a_reviewed_video_with_a_df_model_reviews_it_again(
+    make_desktop, tiny_df, qtbot, home
+):
+    """A SkyReels-V2 DF run decodes once at the end: the continued job keeps the review."""
+    from wan_desktop.ui.review_bar import REVIEW_DROPPED
+
+    d = make_desktop([tiny_df.official])
+    w = d.window
+    first = _reviewed_then_decoded(d, qtbot, "a kite", df=True, frames=9, steps=2)
+    job = _continue_paused(d)
+    assert job.request["extend"] == str(first.out) and job.review
+    assert w.form.state.review and w.review_check.isChecked()
+    assert REVIEW_DROPPED not in w.statusBar().currentMessage()
+    with qtbot.waitSignal(d.queue.review, timeout=120_000) as sig:
+        d.queue.set_paused(False)
+    assert sig.args[0] == job.id  # it waits at review, like the video it continues
+    with qtbot.waitSignal(d.queue.discarded, timeout=60_000):
+        click(qtbot, w.review_bar.discard_button)
+    assert [e.status for e in d.queue.history][-1] == "discarded"
+
+
 @pytest.mark.slow
 def test_a_df_model_runs_window_by_window_in_the_app(make_desktop, tiny_df, qtbot, home):
     d = make_desktop([tiny_df.official])
