@@ -77,6 +77,7 @@ def build_components(
     warn: Callable[[str], None] | None = None,
     plan: Plan | None = None,
     size: str | None = None,
+    lead: bool = True,
 ) -> tuple[Components, torch.device]:
     """Load (or randomly initialise) every component the variant needs, on ``options``' device.
 
@@ -85,10 +86,15 @@ def build_components(
 
     With a memory ``plan`` nothing is put on the device yet: the components stay on the CPU for
     engines/residency.apply_plan to place (block streaming as planned, unless the options set it).
+
+    ``lead`` False (a parallel run's rank > 0): only what that rank runs is read (run.py
+    ``ComponentFactory.build``): the denoisers, and the torch VAE's decoder, whose tiles the ranks
+    share, unless a tiny VAE decodes on rank 0; the rest is ``contracts.Elsewhere``.
     """
     device, dtype = resolve_device(options)
     if options.backend is not Backend.TORCH:
-        return _build_engine_components(options, variant, files, device, warn, size), device
+        comps = _build_engine_components(options, variant, files, device, warn, size, lead=lead)
+        return comps, device
     from .torch_backend import build_torch_components
 
     comps = build_torch_components(
@@ -105,6 +111,8 @@ def build_components(
         loras=lora_specs(options),
         load=plan is None,
         lazy_experts=plan is not None and plan.ram.experts_in_ram == 1,
+        encoders=lead,
+        vae=lead or not options.tiny_vae,
     )
     return comps, device
 
@@ -145,8 +153,11 @@ def _build_engine_components(
     device: torch.device,
     warn: Callable[[str], None] | None,
     size: str | None = None,
+    *,
+    lead: bool = True,
 ) -> Components:
-    """Components from an engine folder (wan-desktop export); the backends are imported lazily."""
+    """Components from an engine folder (wan-desktop export); the backends are imported lazily.
+    ``lead`` False: the denoisers only (an engine decoder runs on rank 0 alone)."""
     if not options.engines:
         raise ConfigError(f"--backend {options.backend.value} needs --engines DIR")
     from wan_desktop.lora import lora_manifest
@@ -163,6 +174,7 @@ def _build_engine_components(
             warn=warn,
             files=files,
             loras=loras,
+            lead=lead,
         )
     try:
         from .tensorrt_backend import build_tensorrt_components
@@ -199,6 +211,7 @@ def _build_engine_components(
         tokenizer=engine_tokenizer(options.engines, manifest),
         precision=options.precision_name,
         preset=size,
+        lead=lead,
     )
 
 
@@ -225,8 +238,11 @@ class EngineFactory:
         plan: Plan | None,
         size: str,
         warn: Callable[[str], None],
+        lead: bool = True,
     ) -> Components:
-        return build_components(options, variant, files, warn=warn, plan=plan, size=size)[0]
+        return build_components(
+            options, variant, files, warn=warn, plan=plan, size=size, lead=lead
+        )[0]
 
     def set_loras(self, components: Components, options: RunOptions) -> bool:
         return set_run_loras(components, options)

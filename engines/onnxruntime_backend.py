@@ -429,6 +429,7 @@ def build_ort_components(
     files: ModelFiles | None = None,
     loras: Sequence[dict[str, Any]] | None = None,
     threads: int | None = None,
+    lead: bool = True,
 ) -> Components:
     """Components from the ONNX graphs of an engine folder, loaded onto ``device``.
 
@@ -437,8 +438,10 @@ def build_ort_components(
     sizes and sha256). Every graph is checked against its manifest sha256 before it is loaded;
     both hashes are computed once per file version (engines/file_hashes.py).
     ``loras``: the LoRAs the run asks for (lora_records); None skips the check.
+    ``lead`` False (a parallel run's rank > 0): the DiT graphs only; the text, image and VAE
+    graphs run on rank 0 (``contracts.Elsewhere`` here, never read).
     """
-    from wan_desktop.contracts import Components
+    from wan_desktop.contracts import Components, Elsewhere
 
     folder = Path(engines_dir).expanduser()
     manifest = cache.read_manifest(folder)
@@ -482,24 +485,31 @@ def build_ort_components(
                 v,
             )
         )
-    text = OrtTextEncoder(graph(specs.T5), engine_tokenizer(folder, manifest), warn)
-    decoder = OrtVaeDecoder(
-        graph(specs.VAE_DECODER_FIRST),
-        graph(specs.VAE_DECODER_STEP),
-        spatial_factor=v.vae.spatial_factor,
-        temporal_factor=v.vae.temporal_factor,
-    )
-    encoder = None
-    if manifest.entry(specs.VAE_ENCODER_FIRST, runtime=RUNTIME) is not None:
-        encoder = OrtVaeEncoder(
-            graph(specs.VAE_ENCODER_FIRST),
-            graph(specs.VAE_ENCODER_STEP),
-            v.vae.temporal_factor,
+    text: Any = Elsewhere("text encoder")
+    decoder: Any = Elsewhere("VAE decoder")
+    encoder: Any = None
+    image: Any = None
+    has_encoder = manifest.entry(specs.VAE_ENCODER_FIRST, runtime=RUNTIME) is not None
+    if not lead:
+        encoder = Elsewhere("VAE encoder") if has_encoder else None
+        image = Elsewhere("image encoder") if v.dit.has_image_embedding else None
+    else:
+        text = OrtTextEncoder(graph(specs.T5), engine_tokenizer(folder, manifest), warn)
+        decoder = OrtVaeDecoder(
+            graph(specs.VAE_DECODER_FIRST),
+            graph(specs.VAE_DECODER_STEP),
             spatial_factor=v.vae.spatial_factor,
+            temporal_factor=v.vae.temporal_factor,
         )
-    image = None
-    if v.dit.has_image_embedding:
-        image = OrtImageEncoder(graph(specs.CLIP))
+        if has_encoder:
+            encoder = OrtVaeEncoder(
+                graph(specs.VAE_ENCODER_FIRST),
+                graph(specs.VAE_ENCODER_STEP),
+                v.vae.temporal_factor,
+                spatial_factor=v.vae.spatial_factor,
+            )
+        if v.dit.has_image_embedding:
+            image = OrtImageEncoder(graph(specs.CLIP))
     dev = torch.device(device)
     for c in (
         text,

@@ -570,6 +570,7 @@ def build_tensorrt_components(
     runtime: str = "auto",
     warn: Callable[[str], None] | None = None,
     load: bool = True,
+    lead: bool = True,
 ) -> Components:
     """Every component of ``variant`` from the engines in ``engines_dir`` (engines/cache.py
     manifest), for one ``preset`` ("832x480x81"; None when the folder has one).
@@ -577,9 +578,10 @@ def build_tensorrt_components(
     The folder must be for this variant (same architecture), each engine for this runtime's
     version and this GPU's compute capability, the DiT for ``precision`` when given — otherwise
     EngineError with the reason, before TensorRT reads a file. ``load`` deserialises every engine
-    on ``device`` now.
+    on ``device`` now. ``lead`` False (a parallel run's rank > 0): the DiT engines only; the
+    others run on rank 0 (``contracts.Elsewhere`` here, never read).
     """
-    from wan_desktop.contracts import Components
+    from wan_desktop.contracts import Components, Elsewhere
 
     from . import cache
 
@@ -618,23 +620,28 @@ def build_tensorrt_components(
                 remedy=f"Build {precision} engines, or drop --precision.",
             )
         dits.append(TrtDenoiser(e, variant))
-    text = TrtTextEncoder(engine(specs.T5), tokenizer, warn)
-    decoder = TrtVaeDecoder(
-        engine(specs.VAE_DECODER_FIRST),
-        engine(specs.VAE_DECODER_STEP),
-        spatial_factor=variant.vae.spatial_factor,
-        temporal_factor=variant.vae.temporal_factor,
-    )
     has = {e.component for e in manifest.entries if e.runtime == name}
-    encoder = None
-    if specs.VAE_ENCODER_FIRST in has:
-        encoder = TrtVaeEncoder(
-            engine(specs.VAE_ENCODER_FIRST),
-            engine(specs.VAE_ENCODER_STEP),
-            variant.vae.temporal_factor,
+    text: Any = Elsewhere("text encoder")
+    decoder: Any = Elsewhere("VAE decoder")
+    encoder: Any = Elsewhere("VAE encoder") if specs.VAE_ENCODER_FIRST in has else None
+    image: Any = Elsewhere("image encoder") if specs.CLIP in has else None
+    if lead:
+        text = TrtTextEncoder(engine(specs.T5), tokenizer, warn)
+        decoder = TrtVaeDecoder(
+            engine(specs.VAE_DECODER_FIRST),
+            engine(specs.VAE_DECODER_STEP),
             spatial_factor=variant.vae.spatial_factor,
+            temporal_factor=variant.vae.temporal_factor,
         )
-    image = TrtImageEncoder(engine(specs.CLIP)) if specs.CLIP in has else None
+        if encoder is not None:
+            encoder = TrtVaeEncoder(
+                engine(specs.VAE_ENCODER_FIRST),
+                engine(specs.VAE_ENCODER_STEP),
+                variant.vae.temporal_factor,
+                spatial_factor=variant.vae.spatial_factor,
+            )
+        if image is not None:
+            image = TrtImageEncoder(engine(specs.CLIP))
     comps = [text, *dits, decoder, *([encoder] if encoder else []), *([image] if image else [])]
     if load:
         for c in comps:

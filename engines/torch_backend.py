@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -127,10 +127,12 @@ class TorchDenoiser:
       (engines/step_cache.py); None or 0 runs every step. ``begin(timesteps)`` before a generation
       lets it always run the final step; ``cache_stats`` reports what was skipped.
     sequence_group: set by a parallel run (wan_desktop/parallel/ranked.py) while it calls: the
-      process group whose ranks share the tokens (Ulysses, models/sequence_parallel.py).
+      process group whose ranks share the tokens (Ulysses, models/sequence_parallel.py), and
+      ``sequence_guard``, called before each of its exchanges.
     """
 
     sequence_group: object = None
+    sequence_guard: Callable[[], None] | None = None
 
     def __init__(
         self,
@@ -322,6 +324,7 @@ class TorchDenoiser:
                 y=None if y is None else y.to(dev),
                 clip_fea=None if clip_fea is None else clip_fea.to(dev),
                 run_blocks=self._run_blocks,
+                guard=self.sequence_guard,
                 **extra,
             )
         state = model.prepare(
@@ -348,10 +351,12 @@ class TorchVae:
     holds the whole video.
     ``decode_group``: set by a parallel run (wan_desktop/parallel/ranked.py) while every rank
     calls ``decode_frames``: the tiles are dealt over the group (engines/vae_tiles_parallel.py),
-    rank 0 gets the frames, the other ranks None.
+    rank 0 gets the frames, the other ranks None; ``decode_guard`` is called before each
+    exchange of decoded tiles.
     """
 
     decode_group: object = None
+    decode_guard: Callable[[], None] | None = None
 
     def __init__(
         self, model: nn.Module, tiling: object = None, encode_tiling: object = None
@@ -400,7 +405,9 @@ class TorchVae:
 
             from .vae_tiles_parallel import decode_tiled_frames_parallel
 
-            fn = partial(decode_tiled_frames_parallel, group=self.decode_group)
+            fn = partial(
+                decode_tiled_frames_parallel, group=self.decode_group, guard=self.decode_guard
+            )
             return self._decode(fn, latents, tiles)  # type: ignore[arg-type]  # None: rank > 0
         return self._decode(decode_tiled_frames, latents, tiles)
 
@@ -497,6 +504,8 @@ def build_torch_components(
     loras: Sequence[LoraSpec | str] = (),
     load: bool = True,
     lazy_experts: bool = False,
+    encoders: bool = True,
+    vae: bool = True,
 ) -> Components:
     """Every component of ``variant`` as torch modules, loaded onto ``device``
     (``load=False``: all left on the CPU, for a memory plan to place: engines/residency.py).
@@ -516,9 +525,12 @@ def build_torch_components(
       read, merged into their expert's weights as it is read (before any runtime quantization:
       one rounding, and no copy of the base weights is kept; a later change re-reads the
       expert: TorchDenoiser.set_loras); recorded in ``info["loras"]``.
+    encoders False (a parallel run's rank > 0): neither umT5 nor CLIP is read, and the VAE keeps
+      only its decoder half (its tiles are shared); ``vae`` False: no VAE at all (a tiny VAE
+      decodes on rank 0). What is not read is ``contracts.Elsewhere``.
     """
     from wan_desktop.checkpoints.materialize import weights_on_meta
-    from wan_desktop.contracts import Components
+    from wan_desktop.contracts import Components, Elsewhere
     from wan_desktop.models.clip import ClipVisionEncoder
     from wan_desktop.models.t5 import T5Encoder
     from wan_desktop.models.vace import make_dit as WanModel  # VaceWanModel too
@@ -544,20 +556,26 @@ def build_torch_components(
             m = randomize(m, dtype=dtype, device="cpu" if lazy_home else home, seed=i)
             return _finish_dit(m, pairs, precision)
 
-        with weights_on_meta():
-            t5 = T5Encoder(variant.t5)
-            vae = _vae_class(variant)(variant.vae)
-            clip = ClipVisionEncoder(variant.clip) if variant.clip else None
-        t5 = rand(t5, dtype, 10)
-
-        def read_t5() -> nn.Module:  # the same weights again (seeded, same device)
+        def read_t5() -> nn.Module:  # the same weights each time (seeded, same device)
             with weights_on_meta():
                 m = T5Encoder(variant.t5)
             return rand(m, dtype, 10)
 
-        vae = rand(vae, vae_dtype, 11)
-        clip = rand(clip, dtype, 12) if clip is not None else None
-        tokenizer = Tokenizer.for_random_weights(variant.t5.vocab_size)
+        def read_vae() -> nn.Module:
+            with weights_on_meta():
+                m = _vae_class(variant)(variant.vae)
+            return rand(m, vae_dtype, 11)
+
+        def read_clip() -> nn.Module | None:
+            if not variant.clip:
+                return None
+            with weights_on_meta():
+                m = ClipVisionEncoder(variant.clip)
+            return rand(m, dtype, 12)
+
+        def read_tokenizer() -> Tokenizer:
+            return Tokenizer.for_random_weights(variant.t5.vocab_size)
+
         boundary = variant.defaults.boundary
         info.update(random_weights=True, variant=variant.name)
     else:
@@ -574,10 +592,17 @@ def build_torch_components(
         def read_t5() -> nn.Module:
             return load.load_t5(files, dtype=dtype)
 
-        t5 = read_t5()
-        tokenizer = load.load_tokenizer(files)
-        vae = load.load_vae(files, dtype=vae_dtype)
-        clip = load.load_clip(files, dtype=dtype) if variant.dit.has_image_embedding else None
+        def read_vae() -> nn.Module:
+            return load.load_vae(files, dtype=vae_dtype)
+
+        def read_clip() -> nn.Module | None:
+            if not variant.dit.has_image_embedding:
+                return None
+            return load.load_clip(files, dtype=dtype)
+
+        def read_tokenizer() -> Tokenizer:
+            return load.load_tokenizer(files)
+
         boundary = files.boundary
         info.update(
             path=str(files.path), format=files.format, variant=variant.name, random_weights=False
@@ -607,7 +632,19 @@ def build_torch_components(
         info["loras"] = [
             r for i, pairs in enumerate(lora_pairs) for r in lora_records(pairs, expert=EXPERTS[i])
         ]
-    text = TorchTextEncoder(t5, tokenizer, warn, rebuild=read_t5)
+    text: Any = Elsewhere("text encoder")
+    image: Any = None
+    if encoders:
+        text = TorchTextEncoder(read_t5(), read_tokenizer(), warn, rebuild=read_t5)
+        clip = read_clip()
+        image = TorchImageEncoder(clip) if clip is not None else None
+    elif variant.dit.has_image_embedding:
+        image = Elsewhere("image encoder")
+    vae_c: Any = Elsewhere("VAE")
+    vae_enc: Any = vae_c
+    if vae:
+        vae_c = TorchVae(read_vae() if encoders else _decoder_only(read_vae()))
+        vae_enc = vae_c if encoders else Elsewhere("VAE encoder")
     released = [lazy and i > 0 for i in range(len(dits))]
     denoisers = tuple(
         TorchDenoiser(
@@ -621,8 +658,6 @@ def build_torch_components(
         )
         for i, m in enumerate(dits)
     )
-    vae_c = TorchVae(vae)
-    image = TorchImageEncoder(clip) if clip is not None else None
     if load:
         for c in (text, *denoisers, vae_c, *([image] if image else [])):
             c.load(device)
@@ -631,7 +666,7 @@ def build_torch_components(
         text_encoder=text,
         denoisers=denoisers,
         vae_decoder=vae_c,
-        vae_encoder=vae_c,
+        vae_encoder=vae_enc,
         image_encoder=image,
         boundary=boundary,
         info=info,
@@ -667,6 +702,14 @@ def _read_loras(
             remedy="Give the LoRA with --lora instead.",
         )
     return [load_loras(m, [s for s in specs if s.expert == EXPERTS[i]]) for i, m in enumerate(dits)]
+
+
+def _decoder_only(vae: nn.Module) -> nn.Module:
+    """``vae`` without its encoder half (``encoder`` and its output projection ``conv1``): a
+    parallel run's rank > 0 decodes its share of the tiles and never encodes."""
+    vae.encoder = None
+    vae.conv1 = None
+    return vae
 
 
 def _vae_class(variant: Variant) -> type[nn.Module]:

@@ -13,6 +13,7 @@ row of tiles). An untiled decode (or one tile) runs on rank 0 alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,10 +76,13 @@ def decode_tiled_frames_parallel(
     group: dist.ProcessGroup | None = None,
     frames_per_chunk: int = 1,
     temporal_factor: int = 4,
+    guard: Callable[[], None] | None = None,
 ) -> Tensor | None:
     """:func:`vae_tiling.decode_tiled_frames` computed by the ranks of ``group`` (None: the
     default group) together: uint8 frames [F, H, W, 3] on rank 0's CPU, None on the others.
-    Every rank passes the same latents z [1, zc, T, h, w] (on its decoder's device)."""
+    Every rank passes the same latents z [1, zc, T, h, w] (on its decoder's device).
+    ``guard``: called before each exchange, its buffers allocated (a parallel run's check that
+    no rank ran out of memory decoding its tile)."""
     if z.shape[0] != 1:
         raise ConfigError(f"decoding to frames takes one video, got latents {tuple(z.shape)}")
     world, rank = dist.get_world_size(group), dist.get_rank(group)
@@ -117,6 +121,8 @@ def decode_tiled_frames_parallel(
                 out = torch.zeros(b, 3, n, th, tw, device=z.device)
             out = out.to(wire).contiguous()
             parts = [torch.empty_like(out) for _ in range(world)] if rank == 0 else None
+            if guard is not None:
+                guard()
             dist.gather(out, parts, dst=dst, group=group)
             if parts is not None:
                 for j, part in enumerate(parts):

@@ -66,3 +66,44 @@ def run_gloo(
                     p.kill()
                 raise TimeoutError(f"{world} gloo processes still running after {timeout} s")
         return [torch.load(out / f"{r}.pt", weights_only=True) for r in range(world)]
+
+
+def _rank_entry(
+    rank: int, world: int, port: int, fn: Callable[..., Any], args: tuple, out: Path
+) -> None:
+    import os
+
+    torch.set_num_threads(1)
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.save(fn(rank, world, *args), out / f"{rank}.pt")
+
+
+def run_ranks(
+    world: int, fn: Callable[..., Any], *args: Any, timeout: float = RUN_TIMEOUT_S
+) -> list[Any]:
+    """``[fn(rank, world, *args) for each rank]``, each in its own process started as torchrun
+    starts one (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR / MASTER_PORT set; no process group
+    yet: the run owner joins it). ``fn`` returns what torch.save can write without pickling
+    code (tensors, numbers, strings, lists and dicts of them)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        ctx = mp.start_processes(
+            _rank_entry,
+            args=(world, free_port(), fn, args, out),
+            nprocs=world,
+            join=False,
+            start_method="spawn",
+        )
+        deadline = time.monotonic() + timeout
+        while not ctx.join(timeout=1.0):
+            if time.monotonic() > deadline:
+                for p in ctx.processes:
+                    p.kill()
+                raise TimeoutError(f"{world} rank processes still running after {timeout} s")
+        return [torch.load(out / f"{r}.pt", weights_only=True) for r in range(world)]

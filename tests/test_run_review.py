@@ -126,8 +126,10 @@ def test_a_cancel_while_waiting_for_review_is_cancelled_not_decoded(t2v, tmp_pat
 class OomOnDecodeFactory(EngineFactory):
     """The real factory, whose VAE decoder runs out of GPU memory once (what a CPU cannot do)."""
 
-    def build(self, options, variant, files, *, plan, size, warn):
-        comps = super().build(options, variant, files, plan=plan, size=size, warn=warn)
+    def build(self, options, variant, files, *, plan, size, warn, lead=True):
+        comps = super().build(
+            options, variant, files, plan=plan, size=size, warn=warn, lead=lead
+        )
         real, failed = comps.vae_decoder.decode_frames, []
 
         def decode_frames(latents):

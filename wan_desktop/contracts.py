@@ -125,3 +125,27 @@ class Components:
     image_encoder: ImageEncoder | None = None
     boundary: float | None = None  # Wan2.2: expert switch at boundary·1000 (from the model files)
     info: dict[str, object] = field(default_factory=dict)  # model path, format, random-weights flag
+
+
+class Elsewhere:
+    """A component this process does not hold because another one runs it: a parallel run's
+    rank > 0 leaves the prompt and image encoders, the VAE encoder and a decoder whose work is
+    not shared to rank 0 (parallel/ranked.py never calls them there). Loading and unloading do
+    nothing; a call is a bug, named."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __repr__(self) -> str:
+        return f"Elsewhere({self.what!r})"
+
+    def load(self, device: torch.device) -> None:
+        return None
+
+    def unload(self) -> None:
+        return None
+
+    def _refuse(self, *args: object, **kw: object) -> Tensor:
+        raise RuntimeError(f"the {self.what} runs on rank 0 of a parallel run, not here")
+
+    encode = decode = decode_frames = _refuse

@@ -63,8 +63,13 @@ class ComponentFactory(Protocol):
         plan: Plan | None,
         size: str,
         warn: Warn,
+        lead: bool = True,
     ) -> Components:
-        """Every component the variant needs; with a ``plan`` nothing is put on the GPU yet."""
+        """Every component the variant needs; with a ``plan`` nothing is put on the GPU yet.
+        ``lead`` False: a parallel run's rank > 0, which runs the denoisers and, when the VAE
+        decode is shared (a torch VAE and no tiny VAE), its part of the decode: the text and
+        image encoders, the VAE's encoder and any other decoder are ``contracts.Elsewhere``,
+        never read (rank 0 runs them)."""
         ...
 
     def set_loras(self, components: Components, options: RunOptions) -> bool:
@@ -305,7 +310,9 @@ class ComponentCache:
         self._components: Components | None = None
         self.builds = 0  # how many times components were built (tests, logs)
 
-    def get(self, prepared: PreparedRun, *, warn: Warn) -> Components:
+    def get(self, prepared: PreparedRun, *, warn: Warn, lead: bool = True) -> Components:
+        """The components of ``prepared`` (``lead`` False: a parallel run's rank > 0's, see
+        ComponentFactory.build)."""
         o = prepared.options
         plan = prepared.plans[0] if prepared.plans else None
         what = o.to_dict()
@@ -320,6 +327,7 @@ class ComponentCache:
                 engines_size,
                 prepared.variant.name,
                 str(prepared.device),
+                lead,
             ],
             sort_keys=True,
             default=str,
@@ -339,10 +347,16 @@ class ComponentCache:
         if key != self._key or self._components is None:
             self.release()
             comps = self.factory.build(
-                o, prepared.variant, prepared.files, plan=plan, size=prepared.size, warn=warn
+                o,
+                prepared.variant,
+                prepared.files,
+                plan=plan,
+                size=prepared.size,
+                warn=warn,
+                lead=lead,
             )
             self.builds += 1
-            if o.tiny_vae:  # the fast final decode: the TAEHV replaces the VAE decoder
+            if o.tiny_vae and lead:  # the fast final decode: the TAEHV replaces the VAE decoder
                 big = comps.vae_decoder
                 comps.vae_decoder = self.factory.tiny_vae(
                     o.tiny_vae, z_dim=prepared.variant.vae.z_dim, device=prepared.device
@@ -433,11 +447,15 @@ def execute(
     cuda = prepared.device.type == "cuda"
     try:
         cancel.check()
+        if ranks is not None:  # every rank runs one ladder, the most constrained GPU's, and
+            # moves down it with the others: one rank cannot retry alone (parallel/ladder.py)
+            prepared = replace(prepared, plans=ranks.agree(prepared.plans))
         emit(pipeline.StageStarted("load"))
-        raw = components.get(prepared, warn=warn)
+        raw = components.get(prepared, warn=warn, lead=writes)
         if cuda:
             torch.cuda.reset_peak_memory_stats(prepared.device)
-        if prepared.plans:
+        plans = prepared.plans
+        if plans:
 
             def attempt(plan: Plan) -> tuple[Path, ResolvedRequest]:
                 comps = components.factory.place(raw, plan, prepared.device)
@@ -451,16 +469,12 @@ def execute(
                     if sharded:  # tied to this run's process group: never reused
                         components.release()
 
-            # a parallel run's ranks cannot retry alone: its out-of-memory error is the last one
-            plans = prepared.plans if ranks is None else prepared.plans[:1]
-            try:
+            if ranks is None:
                 (out, request), plan = run_with_fallback(plans, attempt, warn=warn)
-            except OutOfVram as e:
-                if ranks is None:
-                    raise
-                from .parallel.errors import no_fallback
-
-                raise no_fallback(e.message) from None
+            else:
+                (out, request), plan = ranks.run_plans(
+                    plans, attempt, warn=warn, is_oom=is_cuda_oom, free=_free_device_memory
+                )
             log.info("ran with the plan: %s", plan.describe())
         else:  # the CPU or an engine backend: nothing to place
             request, plan = prepared.request, None

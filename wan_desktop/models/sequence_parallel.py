@@ -106,13 +106,22 @@ class Ulysses:
     for this rank's heads (one collective for the three); ``to_tokens``: the kernel's output back
     to [B, H, n, D]."""
 
-    def __init__(self, group: dist.ProcessGroup | None, shards: TokenShards) -> None:
+    def __init__(
+        self,
+        group: dist.ProcessGroup | None,
+        shards: TokenShards,
+        guard: Callable[[], None] | None = None,
+    ) -> None:
         self.group = group
         self.shards = shards
+        self.guard = guard
 
     def _exchange(self, t: Tensor) -> Tensor:
-        """[N, ...] contiguous: slice j goes to rank j; slice i of the result came from rank i."""
+        """[N, ...] contiguous: slice j goes to rank j; slice i of the result came from rank i.
+        ``guard`` runs between the allocation and the exchange (see sequence_parallel_forward)."""
         out = torch.empty_like(t)
+        if self.guard is not None:
+            self.guard()
         dist.all_to_all_single(out, t, group=self.group)
         return out
 
@@ -238,12 +247,14 @@ def sequence_parallel_forward(
     vace: Tensor | None = None,
     vace_scale: float | Tensor = 1.0,
     run_blocks: BlockRunner | None = None,
+    guard: Callable[[], None] | None = None,
 ) -> Tensor:
     """``model(x, t, context, ...)`` computed by the ranks of ``group`` (None: the default group)
     together, each on its shard of the tokens; arguments as ``WanModel.forward`` /
     ``VaceWanModel.forward`` and equal on every rank. Returns the whole velocity
     [B, out_dim, T, H, W] fp32 on every rank. ``run_blocks``: how to run the blocks on the shard
-    (default: every block resident)."""
+    (default: every block resident). ``guard``: called before every exchange, once its buffers
+    are allocated (a parallel run's check that no rank ran out of memory before joining it)."""
     world, rank = dist.get_world_size(group), dist.get_rank(group)
     cfg = model.cfg
     check_heads(cfg, world)  # ConfigError naming the valid sizes
@@ -262,12 +273,14 @@ def sequence_parallel_forward(
     shards = TokenShards(tokens=f * h * w, world=world, rank=rank, align=h * w if per_frame else 1)
     local = shard_state(state, shards)
     del state
-    with attached(model, Ulysses(group, shards)):
+    with attached(model, Ulysses(group, shards, guard)):
         if vace is not None:
             local.hints = _vace_hints(model, local, shards, vace, vace_scale)
         out = (run_blocks or _resident_blocks(model))(local.x, local)
     out = _head(model, out, local).contiguous()  # [B, n, P] fp32
     parts = [torch.empty_like(out) for _ in range(world)]
+    if guard is not None:
+        guard()
     dist.all_gather(parts, out, group=group)
     tokens = torch.cat(parts, dim=1)[:, : shards.tokens]
     return _unpatchify(tokens, local.grid, cfg)

@@ -24,11 +24,24 @@ class LaunchError(WanError):
     )
 
 
-def no_fallback(message: str) -> OutOfVram:
-    """A parallel run's out-of-memory error: its ranks do not move to a tighter plan (one rank
-    cannot retry alone, and they do not agree on a retry), so the run ends, saying so."""
+class PeerOutOfMemory(RankFailed):
+    """A rank of a parallel run ran out of GPU memory in the current memory-plan attempt: every
+    rank leaves the attempt with this (the failed rank with torch's own error) and the ranks
+    move to the next plan together (run.execute). ``message``: "rank N: <torch's first line>".
+    ``broken``: this rank learnt of it from a failed torch exchange, whose group cannot go on."""
+
+    def __init__(self, message: str, *, broken: bool = False) -> None:
+        super().__init__(message)
+        self.broken = broken
+
+
+def stuck_in_exchange(line: str) -> OutOfVram:
+    """A rank ran out of GPU memory while the others waited for it inside a torch exchange
+    (past a model's first calls, where exchanges are not guarded): the group's collectives are
+    broken, so the ranks cannot move to a tighter plan together and the run ends."""
     return OutOfVram(
-        f"{message}; a parallel run does not fall back to a tighter memory plan",
+        f"out of GPU memory on {line}; the other ranks were inside an exchange with it, so the "
+        "run cannot move to a tighter memory plan",
         remedy="Run again with a lower --vram-budget (every rank then starts from a tighter "
-        "plan), or with --parallel 1, which moves to the next plan on its own.",
+        "plan), or with --parallel 1.",
     )

@@ -11,13 +11,20 @@ would gather the root's own parameters. Every rank must call the DiT the same nu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
-def shard_blocks(model: Any, group: Any = None, device_type: str | None = None) -> int:
+def shard_blocks(
+    model: Any,
+    group: Any = None,
+    device_type: str | None = None,
+    guard: Callable[[], None] | None = None,
+) -> int:
     """``fully_shard`` every block of ``model.blocks`` (and ``model.vace_blocks``) over ``group``
     (None: the default group) on ``device_type`` (None: where the weights are; a model still on
-    the CPU goes to the rank's GPU shard by shard); returns the number of blocks sharded."""
+    the CPU goes to the rank's GPU shard by shard); returns the number of blocks sharded.
+    ``guard``: called before each block's weights are gathered (ahead of FSDP's own hook)."""
     import torch.distributed as dist
     from torch.distributed.device_mesh import DeviceMesh
     from torch.distributed.fsdp import fully_shard
@@ -28,4 +35,6 @@ def shard_blocks(model: Any, group: Any = None, device_type: str | None = None) 
     blocks = list(model.blocks) + list(getattr(model, "vace_blocks", None) or [])
     for block in blocks:
         fully_shard(block, mesh=mesh, reshard_after_forward=True)
+        if guard is not None:
+            block.register_forward_pre_hook(lambda *_: guard(), prepend=True)
     return len(blocks)

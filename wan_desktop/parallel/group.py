@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..cancel import CancelToken
 from ..errors import Cancelled
-from .errors import LaunchError, RankFailed
+from .errors import LaunchError, PeerOutOfMemory, RankFailed
 from .layout import Layout
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ COLLECTIVE_TIMEOUT_S = float(os.environ.get("WAN_DESKTOP_PARALLEL_TIMEOUT", "20"
 JOIN_TIMEOUT_S = 120.0  # workers starting (importing torch) and joining the store
 
 _FAILED, _CANCEL, _ALIVE = "wan/failed", "wan/cancel", "wan/alive"
+_OOM = "wan/oom"  # + "/<attempt>": the first rank out of GPU memory in that attempt, its line
 HEARTBEAT_S = 1.0
 JOINED = "wan/joined"  # the store counter each rank > 0 adds 1 to once connected (launch.py)
 
@@ -82,6 +83,14 @@ class Group:
     # rank 0 of a launched run: the worker processes' state (None while they run)
     watch: Callable[[], str | None] = field(default=lambda: None)
     syncs: int = 0
+    # the memory-plan attempt in progress (run.execute's fallback ladder, ranks in step): a
+    # rank's CUDA out-of-memory error is posted under it (tell_oom), and every wait of the
+    # others raises PeerOutOfMemory (None: between attempts)
+    attempt: int | None = None
+    # whether guard() syncs: around a model's first calls of an attempt (ranked.RankedDenoiser),
+    # where a rank's memory peaks, so that no rank waits inside a torch exchange for a peer
+    # that ran out of memory before joining it (that exchange could only time out)
+    guarding: bool = False
     _beats: dict[int, tuple[int, float]] = field(default_factory=dict)  # rank: (count, seen at)
     _checked: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -108,6 +117,58 @@ class Group:
             self._store(lambda: self.store.set(key + "/all", b"1"))
         self._wait(key + "/all")
         self._raise_cancel()
+
+    def guard(self, cancel: CancelToken | None = None) -> None:
+        """A :meth:`sync` while :attr:`guarding` (before a torch exchange): a peer's
+        out-of-memory error is then seen here, by the store, never inside the exchange."""
+        if self.guarding:
+            self.sync(cancel)
+
+    def exchange(self, name: str, value: object) -> list[Any]:
+        """Every rank's ``value`` (small, picklable), in rank order, on every rank."""
+        self.syncs += 1
+        key = f"wan/exchange/{self.syncs}/{name}"
+        self._store(lambda: self.store.set(f"{key}/{self.rank}", pickle.dumps(value)))
+        out = []
+        for r in range(self.world):
+            self._wait(f"{key}/{r}")
+            out.append(pickle.loads(self._store(lambda: self.store.get(f"{key}/{r}"))))  # noqa: B023
+        return out
+
+    # ------------------------------------------------------------------ memory-plan attempts
+
+    def begin_attempt(self, index: int) -> None:
+        """Attempt ``index`` of the plan ladder starts on this rank: its waits count from a base
+        of their own, as the ranks may have left the previous attempt at different waits."""
+        self.attempt, self.syncs, self.guarding = index, (index + 1) * 1_000_000, False
+
+    def tell_oom(self, line: str) -> None:
+        """This rank ran out of GPU memory in the current attempt (the first such line wins)."""
+        key = f"{_OOM}/{self.attempt}"
+        with contextlib.suppress(Exception):  # the store is gone: the others see that
+            self.store.compare_set(key, "", f"rank {self.rank}: {line}".encode())
+
+    def end_attempt(self, *, broken: bool) -> tuple[str, bool]:
+        """After an out-of-memory error in the current attempt (this rank's or a peer's): wait
+        for every rank to leave it, then (the first rank's line, whether any rank was left inside
+        a torch exchange). ``broken``: this rank's exchange failed (the group's torch state is
+        then unusable, so the ranks cannot go on to a tighter plan together)."""
+        index, self.attempt, self.guarding = self.attempt, None, False
+        key = f"wan/attempt/{index}"
+        if broken:
+            self._store(lambda: self.store.set(f"{key}/broken", b"1"))
+        if self._store(lambda: self.store.add(f"{key}/out", 1)) == self.world:
+            self._store(lambda: self.store.set(f"{key}/all", b"1"))
+        self._wait(f"{key}/all")
+        line = self._store(lambda: self.store.get(f"{_OOM}/{index}")).decode()
+        return line, bool(self._store(lambda: self.store.check([f"{key}/broken"])))
+
+    def _raise_oom(self, *, broken: bool) -> None:
+        if self.attempt is None:
+            return
+        key = f"{_OOM}/{self.attempt}"
+        if self._store(lambda: self.store.check([key])):
+            raise PeerOutOfMemory(self._store(lambda: self.store.get(key)).decode(), broken=broken)
 
     def share(self, name: str, value: object = None) -> Any:
         """Rank 0's ``value`` (a small picklable object) on every rank, through the store."""
@@ -151,6 +212,7 @@ class Group:
                 raise RankFailed(self._store(lambda: self.store.get(_FAILED)).decode())
             if self._store(lambda: self.store.check([_CANCEL])):
                 self._raise_cancel()
+            self._raise_oom(broken=False)
             stopped = self.watch() or self._silent_rank()
             if stopped is not None:
                 self.tell_failure(stopped)
@@ -204,6 +266,9 @@ class Group:
             try:
                 if self.store.check([_FAILED]):
                     return RankFailed(self.store.get(_FAILED).decode())
+                oom = f"{_OOM}/{self.attempt}"
+                if self.attempt is not None and self.store.check([oom]):
+                    return PeerOutOfMemory(self.store.get(oom).decode(), broken=True)
             except Exception:  # the store is rank 0's: rank 0 is gone
                 return RankFailed(f"rank 0 stopped: lost the connection to it ({what})")
             stopped = self.watch()

@@ -3,7 +3,10 @@
 - the denoisers (:class:`RankedDenoiser`): every call first syncs the ranks (the per-step cancel
   exchange), then, with the CFG split, a batched cond + uncond call runs only this rank's half and
   one all_gather brings back both velocities, so ``pipeline.denoise`` and ``guided_velocity`` run
-  unchanged and every rank steps the same latents;
+  unchanged and every rank steps the same latents. A model's first calls in a memory-plan attempt
+  (where memory peaks) are guarded: a store sync precedes each torch exchange in them, so a
+  rank's out-of-memory error reaches the others by the store and the ranks can move to the next
+  plan together (run.execute), never leaving one waiting inside an exchange;
 - the prompt, image and VAE encoders and the VAE decoder (:class:`Rank0Only`): rank 0 computes,
   the others receive the result (a broadcast after a sync).
 """
@@ -25,12 +28,17 @@ if TYPE_CHECKING:
     from ..contracts import Components
 
 
+GUARDED_CALLS = 2  # a model's calls per attempt whose exchanges are guarded (the memory peak
+# is the same at every step; the second call covers a step cache's first reuse)
+
+
 class RankedDenoiser:
     """A Denoiser whose calls are shared by the ranks of ``group`` (see the module's text)."""
 
     def __init__(self, inner: Any, group: Group, cancel: CancelToken) -> None:
         self.inner, self.group, self.cancel = inner, group, cancel
         self.split_calls = 0  # calls whose cond / uncond halves ran on different ranks (tests)
+        self.calls = 0
 
     def __getattr__(self, name: str) -> Any:  # spec, load, unload, begin, ...
         return getattr(self.inner, name)
@@ -38,10 +46,15 @@ class RankedDenoiser:
     def __call__(self, latents: Tensor, timestep: Tensor, context: Tensor, **kw: Any) -> Tensor:
         g = self.group
         g.sync(self.cancel)  # every rank here, nobody cancelled
-        with self._sharded():
-            if g.layout.cfg == 1 or latents.shape[0] != 2:  # no CFG batch: all ranks compute it
-                return self.inner(latents, timestep, context, **kw)
-            return self._split(latents, timestep, context, **kw)
+        g.guarding = self.calls < GUARDED_CALLS
+        self.calls += 1
+        try:
+            with self._sharded():
+                if g.layout.cfg == 1 or latents.shape[0] != 2:  # no CFG batch: all compute it
+                    return self.inner(latents, timestep, context, **kw)
+                return self._split(latents, timestep, context, **kw)
+        finally:
+            g.guarding = False
 
     @contextlib.contextmanager
     def _sharded(self) -> Iterator[None]:
@@ -57,10 +70,14 @@ class RankedDenoiser:
                 remedy="Use --backend torch, or --parallel-mode cfg.",
             )
         target.sequence_group = self.group.seq_group
+        target.sequence_guard = self._guard
         try:
             yield
         finally:
-            target.sequence_group = None
+            target.sequence_group = target.sequence_guard = None
+
+    def _guard(self) -> None:
+        self.group.guard(self.cancel)
 
     def _split(self, latents: Tensor, timestep: Tensor, context: Tensor, **kw: Any) -> Tensor:
         import torch
@@ -77,6 +94,7 @@ class RankedDenoiser:
             half(latents), half(timestep), half(context), **{k: half(t) for k, t in kw.items()}
         )
         self.split_calls += 1
+        g.guard(self.cancel)
         return torch.cat(g.all_gather(v, g.cfg_group))  # [cond, uncond], as the batch was
 
 
@@ -119,10 +137,11 @@ class SharedDecoder(Rank0Only):
 
             g.sync(self.cancel)
             target.decode_group = dist.group.WORLD
+            target.decode_guard = lambda: g.sync(self.cancel)  # before each tile exchange
             try:
                 out = g.collective(lambda: method(*args, **kw))
             finally:
-                target.decode_group = None
+                target.decode_group = target.decode_guard = None
             g.sync(self.cancel)
             return g.broadcast_from_0(out)
 

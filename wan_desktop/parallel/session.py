@@ -9,7 +9,7 @@ from rank 0; they write nothing (run._generate_unwritten): rank 0 alone writes t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -119,8 +119,34 @@ class Ranks:
                     "FSDP sharding runs the PyTorch backend's DiT only",
                     remedy="Use --backend torch, or a larger --vram-budget per GPU.",
                 )
-            shard_blocks(model, device_type=self.group.device.type)
+            shard_blocks(model, device_type=self.group.device.type, guard=self._guard)
         return True
+
+    def _guard(self) -> None:
+        self.group.guard(self.cancel)
+
+    def agree(self, plans: Sequence[Plan]) -> tuple[Plan, ...]:
+        """The memory-plan ladder every rank runs (ladder.agree: the most constrained GPU's)."""
+        from .ladder import agree
+
+        return agree(self.group, plans)
+
+    def run_plans(
+        self,
+        plans: Sequence[Plan],
+        attempt: Callable[[Plan], R],
+        *,
+        warn: Callable[[str], None],
+        is_oom: Callable[[BaseException], bool],
+        free: Callable[[], None],
+    ) -> tuple[R, Plan]:
+        """``attempt`` down the ladder, every rank moving to the next plan together after a
+        CUDA out-of-memory error on any of them (ladder.run_together)."""
+        from .ladder import run_together
+
+        return run_together(
+            self.group, self.cancel, plans, attempt, warn=warn, is_oom=is_oom, free=free
+        )
 
 
 # the job body: (the prepared run of this rank, its Ranks, cancel, emit, review) -> the result
