@@ -594,9 +594,10 @@ def check_entry(
     (model_file_records: name, size and, where known, sha256 — compared with the manifest's).
 
     The file must lie inside the folder and have the recorded size; its sha256 (and its external
-    weights' size and sha256, and an engine's source graph's sha256) is compared with the manifest's when ``verify_hash`` (computed once per file
-    version: ``hashes``, the user's hash cache by default), else only where the cache already
-    knows it: without ``verify_hash`` no file is read."""
+    weights' size and sha256, and an engine's source graph's sha256) is compared with the
+    manifest's when ``verify_hash`` (computed once per file version: ``hashes``, the user's hash
+    cache by default), else only where the cache already knows it: without ``verify_hash`` no
+    file is read."""
     folder = Path(folder)
     hashes = hashes if hashes is not None else HashCache()
     remedy = (
