@@ -124,6 +124,31 @@ def test_control_video_alone_is_all_generated(tmp_path):
     assert torch.equal(inp.mask, torch.ones(1, F, H, W))
 
 
+def test_inputs_are_held_as_decoded_uint8_until_encoded(tmp_path):
+    """The frames and the mask's levels stay uint8 (a quarter of float32's bytes); the float views
+    (frames, mask, soft_mask) are made on demand, and gray is kept apart (``unknown``)."""
+    frames = _frames()
+    masks = np.repeat(_frames(seed=1)[..., :1], 3, axis=-1)  # every level: a soft mask
+    inp = build(
+        VaceSources(
+            width=W,
+            height=H,
+            frames=F,
+            control_video=_video(tmp_path / "c", frames),
+            mask_video=_video(tmp_path / "m", masks),
+        )
+    )
+    assert inp.video.dtype == inp.levels.dtype == torch.uint8 and inp.unknown is None
+    assert torch.equal(inp.video, torch.from_numpy(frames).permute(3, 0, 1, 2))
+    assert torch.equal(inp.levels[0], torch.from_numpy(masks[..., 0]))
+    held = inp.video.nbytes + inp.levels.nbytes
+    floats = inp.frames.nbytes + inp.mask.nbytes + inp.soft_mask.nbytes  # what was held before
+    assert (held, floats) == (F * H * W * 4, F * H * W * 5 * 4) == (10240, 51200)
+    assert torch.equal(inp.soft_mask, torch.from_numpy(masks[..., 0]).float()[None] / 255)
+    gray = build(VaceSources(width=W, height=H, frames=F))
+    assert gray.unknown is not None and bool(gray.unknown.all()) and not gray.video.any()
+
+
 def test_nothing_given_is_gray_and_all_generated():
     inp = build(VaceSources(width=W, height=H, frames=F))
     assert torch.equal(inp.frames, torch.full((3, F, H, W), GRAY)) and GRAY == 0.0
@@ -477,7 +502,7 @@ def test_a_mask_with_levels_keeps_them_in_soft_mask(tmp_path):
         )
     )
     assert inp.mask[0, 0, 0, ::8].tolist() == [1, 0, 1, 0]
-    assert inp.soft_mask is not None and inp.packed_mask is inp.soft_mask
+    assert inp.soft_mask is not None and torch.equal(inp.packed_mask, inp.soft_mask)
     assert torch.allclose(inp.soft_mask[0, 0, 0, ::8], torch.tensor([1.0, 64 / 255, 200 / 255, 0]))
     binary = np.where(masks > 127, 255, 0).astype(np.uint8)
     plain = build(
@@ -489,5 +514,5 @@ def test_a_mask_with_levels_keeps_them_in_soft_mask(tmp_path):
             mask_video=_video(tmp_path / "b", binary),
         )
     )
-    assert plain.soft_mask is None and plain.packed_mask is plain.mask
+    assert plain.soft_mask is None and torch.equal(plain.packed_mask, plain.mask)
     assert torch.equal(plain.mask, inp.mask)

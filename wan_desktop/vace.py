@@ -74,21 +74,23 @@ def encode_context(
     temporal: int = 4,
     device: torch.device | str = "cpu",
 ) -> Tensor:
-    """The VACE context [1, 96, refs + T_lat, h, w] (see the module docstring) on ``device``."""
+    """The VACE context [1, 96, refs + T_lat, h, w] (see the module docstring) on ``device``.
+
+    The inputs stay uint8 on the host: each part's float frames are made on ``device`` just before
+    it is encoded, one float video at a time."""
     import torch
 
-    frames = inputs.frames[None].to(device)  # [1, 3, F, H, W]
-    m = inputs.mask[None].to(device)  # [1, 1, F, H, W] in {0, 1}
-    inactive = vae.encode(frames * (1 - m)).float()
-    reactive = vae.encode(frames * m).float()
-    del frames, m
+    m = inputs.binary_mask(device)[None]  # [1, 1, F, H, W] in {0, 1}
+    inactive = vae.encode(inputs.pixels(device)[None].mul_(1 - m)).float()
+    reactive = vae.encode(inputs.pixels(device)[None].mul_(m)).float()
+    del m
     latents = torch.cat([inactive, reactive], dim=1)  # [1, 32, T_lat, h, w]
     if inputs.refs:
         ref_lat = [vae.encode(ref[None].to(device)).float() for ref in inputs.refs]
         ref_lat = [torch.cat([r, torch.zeros_like(r)], dim=1) for r in ref_lat]  # [1, 32, 1, h, w]
         latents = torch.cat([*ref_lat, latents], dim=2)
     t_lat = (inputs.num_frames - 1) // temporal + 1
-    packed = inputs.packed_mask[0].to(device)  # the mask before its threshold, [F, H, W]
+    packed = inputs.packed(device)[0]  # the mask before its threshold, [F, H, W]
     mask = pack_mask(packed, t_lat, spatial=spatial, refs=len(inputs.refs))
     return torch.cat([latents, mask[None].to(latents)], dim=1)
 

@@ -14,8 +14,10 @@ The conventions are those of the official VACE code (Wan-Video/Wan2.1@9737cba wa
   diffusers' ``F.interpolate``), centred on white (1.0).
 
 Every input is read through video_input (streamed; one [3, F, H, W] tensor filled frame by frame)
-and every problem is a ConfigError naming the request field (``control_video``, ``mask_video``,
-``outpaint``, ``first_clip``, ``last_clip``, ``ref_images``, ``preprocess``) and the reason.
+and held as decoded, uint8, until vace.py encodes it (123 MiB for 81 frames of 832×480 with a soft
+mask, against 617 MiB as float32); every problem is a ConfigError naming the request field
+(``control_video``, ``mask_video``, ``outpaint``, ``first_clip``, ``last_clip``, ``ref_images``,
+``preprocess``) and the reason.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .errors import ConfigError
 
 if TYPE_CHECKING:
     import numpy as np
+    import torch
     from PIL import Image
     from torch import Tensor
 
@@ -49,40 +52,85 @@ PREPROCESSORS = ("gray", "edges", "none")
 
 @dataclass(frozen=True, kw_only=True)
 class VaceInputs:
-    """What a VACE run conditions on, at the run's size.
+    """What a VACE run conditions on, at the run's size, held as decoded (uint8) until encoded.
 
-    frames:    [3, F, H, W] float32 in [-1, 1] (0: unknown, gray)
-    mask:      [1, F, H, W] float32 in {0, 1} (1: generate, 0: keep ``frames`` there)
-    refs:      reference images, each [3, 1, H, W] float32 in [-1, 1], on a white canvas
-    soft_mask: [1, F, H, W] float32 in [0, 1]: the mask before its threshold, where a mask video
-               has levels between black and white (H.264, antialiased edges); None when that is
-               ``mask``. The official code and diffusers pack this one into the VACE context's
-               mask channels (and split the frames with ``mask``).
+    video:   [3, F, H, W] uint8, the frames' levels (0..255)
+    unknown: [1, F, H, W] bool, True where nothing is known about a pixel (gray: 0 in [-1, 1],
+             which no level is); None: nowhere
+    levels:  [1, F, H, W] uint8, the mask's level: 255 generate, 0 keep; levels between come from
+             a mask video (H.264, antialiased edges)
+    refs:    reference images, each [3, 1, H, W] float32 in [-1, 1], on a white canvas
+
+    The float views are made on demand (``device``: where; the run's GPU, so the host never holds
+    them): ``frames`` [3, F, H, W] float32 in [-1, 1]; ``mask`` [1, F, H, W] float32 in {0, 1}
+    (levels above half); ``soft_mask`` [1, F, H, W] float32 in [0, 1] (level / 255; None when
+    every level is 0 or 255). The official code and diffusers pack the soft mask into the VACE
+    context's mask channels (``packed_mask``) and split the frames with ``mask``.
     """
 
-    frames: Tensor
-    mask: Tensor
+    video: Tensor
+    levels: Tensor
+    unknown: Tensor | None = None
     refs: tuple[Tensor, ...] = ()
-    soft_mask: Tensor | None = None
 
     def __post_init__(self) -> None:
-        c, f, h, w = self.frames.shape
-        if c != 3 or tuple(self.mask.shape) != (1, f, h, w):
-            raise ValueError(f"frames {tuple(self.frames.shape)} / mask {tuple(self.mask.shape)}")
-        if self.soft_mask is not None and self.soft_mask.shape != self.mask.shape:
-            raise ValueError(f"soft mask {tuple(self.soft_mask.shape)}")
+        import torch
+
+        c, f, h, w = self.video.shape
+        if c != 3 or tuple(self.levels.shape) != (1, f, h, w):
+            raise ValueError(f"video {tuple(self.video.shape)} / mask {tuple(self.levels.shape)}")
+        if self.video.dtype != torch.uint8 or self.levels.dtype != torch.uint8:
+            raise ValueError(f"video {self.video.dtype} / mask {self.levels.dtype}: uint8 expected")
+        if self.unknown is not None and (
+            self.unknown.shape != self.levels.shape or self.unknown.dtype != torch.bool
+        ):
+            raise ValueError(f"unknown {tuple(self.unknown.shape)} {self.unknown.dtype}")
         for r in self.refs:
             if tuple(r.shape) != (3, 1, h, w):
                 raise ValueError(f"reference {tuple(r.shape)} for frames {h}x{w}")
 
     @property
     def num_frames(self) -> int:
-        return int(self.frames.shape[1])
+        return int(self.video.shape[1])
+
+    def pixels(self, device: torch.device | str = "cpu") -> Tensor:
+        """The frames as float32 in [-1, 1] on ``device`` (to_pixels' ops; unknown pixels 0)."""
+        x = self.video.to(device).float().div_(255.0).mul_(2).sub_(1)
+        if self.unknown is not None:
+            x.masked_fill_(self.unknown.to(device), GRAY)
+        return x
+
+    def binary_mask(self, device: torch.device | str = "cpu") -> Tensor:
+        """The mask, float32 in {0, 1} on ``device``: 1 where the level is above half."""
+        return (self.levels.to(device) > 127).float()
+
+    def soft(self, device: torch.device | str = "cpu") -> Tensor | None:
+        """The mask's levels / 255, float32 on ``device``; None when every level is 0 or 255."""
+        levels = self.levels.to(device)
+        if bool(((levels == 0) | (levels == 255)).all()):
+            return None
+        return levels.float() / 255.0
+
+    def packed(self, device: torch.device | str = "cpu") -> Tensor:
+        """The mask the VACE context packs: the soft mask where there is one, else the binary."""
+        soft = self.soft(device)
+        return self.binary_mask(device) if soft is None else soft
+
+    @property
+    def frames(self) -> Tensor:
+        return self.pixels()
+
+    @property
+    def mask(self) -> Tensor:
+        return self.binary_mask()
+
+    @property
+    def soft_mask(self) -> Tensor | None:
+        return self.soft()
 
     @property
     def packed_mask(self) -> Tensor:
-        """The mask the VACE context packs: ``soft_mask`` where there is one, else ``mask``."""
-        return self.mask if self.soft_mask is None else self.soft_mask
+        return self.packed()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -156,32 +204,35 @@ def build(s: VaceSources) -> VaceInputs:
     outpaint, preprocess = s.outpaint, s.preprocess
     left, top, right, bottom = outpaint or (0, 0, 0, 0)
     iw, ih = width - left - right, height - top - bottom  # where the control video goes
+    # uint8 levels throughout (VaceInputs); where no pixel is known, ``unknown`` (gray)
+    unknown = None
     if s.control_video is not None:
-        inner = read_control(s.control_video, iw, ih, frames, preprocess=preprocess)
+        video = read_control(s.control_video, iw, ih, frames, preprocess=preprocess)
     else:
-        inner = torch.full((3, frames, ih, iw), GRAY)
+        video = torch.zeros((3, frames, ih, iw), dtype=torch.uint8)
+        unknown = torch.ones((1, frames, ih, iw), dtype=torch.bool)
     if s.mask_video is not None:
-        inner_mask = read_mask(s.mask_video, iw, ih, frames, soft=True)  # thresholded below
+        levels = read_mask(s.mask_video, iw, ih, frames)
     else:
         # no mask: an outpainted video is kept inside; a plain control video is all generated
-        inner_mask = torch.full((1, frames, ih, iw), 0.0 if outpaint else 1.0)
+        levels = torch.full((1, frames, ih, iw), 0 if outpaint else 255, dtype=torch.uint8)
     if outpaint:
-        video, mask = pad(inner, inner_mask, outpaint)
-    else:
-        video, mask = inner, inner_mask
+        video, levels = pad(video, levels, outpaint, fill=0, generate=255)
+        known = torch.zeros((1, frames, ih, iw), dtype=torch.bool)
+        unknown, _ = pad(known if unknown is None else unknown, known, outpaint, fill=True)
     limit = frames // 2
-    if s.first_clip is not None:
-        clip = _clip_frames(s.first_clip, width, height, limit, last=True, field="first_clip")
+    for clip_path, field in ((s.first_clip, "first_clip"), (s.last_clip, "last_clip")):
+        if clip_path is None:
+            continue
+        first = field == "first_clip"
+        clip = _clip_frames(clip_path, width, height, limit, last=first, field=field)
         n = clip.shape[1]
-        video[:, :n], mask[:, :n] = clip, 0.0
-    if s.last_clip is not None:
-        clip = _clip_frames(s.last_clip, width, height, limit, last=False, field="last_clip")
-        n = clip.shape[1]
-        video[:, frames - n :], mask[:, frames - n :] = clip, 0.0
+        at = slice(0, n) if first else slice(frames - n, frames)
+        video[:, at], levels[:, at] = clip, 0
+        if unknown is not None:
+            unknown[:, at] = False
     refs = tuple(reference_image(p, width, height) for p in s.ref_images)
-    binary = (mask > 0.5).float()
-    soft = None if torch.equal(binary, mask) else mask
-    return VaceInputs(frames=video, mask=binary, refs=refs, soft_mask=soft)
+    return VaceInputs(video=video, levels=levels, unknown=unknown, refs=refs)
 
 
 def check(s: VaceSources) -> None:
@@ -284,17 +335,25 @@ def _check_margins(
 # ----------------------------------------------------------------------------- pieces
 
 
-def pad(frames: Tensor, mask: Tensor, margins: tuple[int, int, int, int]) -> tuple[Tensor, Tensor]:
-    """Outpainting: ``frames`` [3, F, h, w] and ``mask`` [1, F, h, w] placed inside margins
-    (left, top, right, bottom pixels): gray frames and mask 1 (generate) in the margins."""
+def pad(
+    frames: Tensor,
+    mask: Tensor,
+    margins: tuple[int, int, int, int],
+    *,
+    fill: float = GRAY,
+    generate: float = 1.0,
+) -> tuple[Tensor, Tensor]:
+    """Outpainting: ``frames`` [C, F, h, w] and ``mask`` [1, F, h, w] placed inside margins
+    (left, top, right, bottom pixels): frames ``fill`` (gray) and mask ``generate`` in the
+    margins (uint8 levels: 0 and 255, the gray kept apart as VaceInputs.unknown)."""
     import torch
 
     left, top, right, bottom = margins
     c, f, h, w = frames.shape
     big_w, big_h = w + left + right, h + top + bottom
-    out = torch.full((c, f, big_h, big_w), GRAY, dtype=frames.dtype)
+    out = torch.full((c, f, big_h, big_w), fill, dtype=frames.dtype)
     out[:, :, top : top + h, left : left + w] = frames
-    out_mask = torch.ones((1, f, big_h, big_w), dtype=mask.dtype)
+    out_mask = torch.full((1, f, big_h, big_w), generate, dtype=mask.dtype)
     out_mask[:, :, top : top + h, left : left + w] = mask
     return out, out_mask
 
@@ -303,37 +362,34 @@ def read_control(
     path: str | Path, width: int, height: int, frames: int, *, preprocess: str | None = None
 ) -> Tensor:
     """A control video's first ``frames`` frames, each through the preprocessor, as [3, F, H, W]
-    in [-1, 1] (filled frame by frame)."""
+    uint8 (filled frame by frame; to_pixels makes them [-1, 1])."""
     import torch
 
     from .video_input import iter_frames, open_source, too_short
 
     src = open_source(path, field="control_video")
-    out = torch.empty(3, frames, height, width)
+    out = torch.empty(3, frames, height, width, dtype=torch.uint8)
     n = 0
     for i, frame in enumerate(iter_frames(src, width, height, limit=frames)):
-        out[:, i] = to_pixels(apply_preprocessor(frame, preprocess))
+        out[:, i] = torch.tensor(apply_preprocessor(frame, preprocess)).permute(2, 0, 1)
         n = i + 1
     if n < frames:
         raise too_short(src, n, frames)
     return out
 
 
-def read_mask(
-    path: str | Path, width: int, height: int, frames: int, *, soft: bool = False
-) -> Tensor:
-    """A mask video's first ``frames`` frames as [1, F, H, W] in {0, 1}: 1 where its first channel
-    is above half (white: generate), 0 elsewhere (black: keep); ``soft``: that channel in [0, 1]
-    (level / 255) before the threshold."""
+def read_mask(path: str | Path, width: int, height: int, frames: int) -> Tensor:
+    """A mask video's first ``frames`` frames as [1, F, H, W] uint8: each one's first channel
+    (white, above half: generate; black: keep; mask_of makes it {0, 1} or level / 255)."""
     import torch
 
     from .video_input import iter_frames, open_source, too_short
 
     src = open_source(path, field="mask_video")
-    out = torch.empty(1, frames, height, width)
+    out = torch.empty(1, frames, height, width, dtype=torch.uint8)
     n = 0
     for i, frame in enumerate(iter_frames(src, width, height, limit=frames)):
-        out[0, i] = mask_of(frame, soft=soft)
+        out[0, i] = torch.tensor(frame[..., 0])
         n = i + 1
     if n < frames:
         raise too_short(src, n, frames)
@@ -343,7 +399,7 @@ def read_mask(
 def _clip_frames(
     path: str | Path, width: int, height: int, limit: int, *, last: bool, field: str
 ) -> Tensor:
-    """A clip's frames to keep, [3, n, H, W] in [-1, 1], n ≤ ``limit``: its first frames, or its
+    """A clip's frames to keep, [3, n, H, W] uint8, n ≤ ``limit``: its first frames, or its
     last ones (``last``; streamed through, only ``limit`` frames held)."""
     import torch
 
@@ -355,7 +411,7 @@ def _clip_frames(
         frames = collections.deque(iter_frames(src, width, height), maxlen=limit)
     else:
         frames = iter_frames(src, width, height, limit=limit)
-    return torch.stack([to_pixels(f) for f in frames], dim=1)
+    return torch.stack([torch.tensor(f).permute(2, 0, 1) for f in frames], dim=1)
 
 
 def reference_image(path: str | Path, width: int, height: int, *, multiple: int = 8) -> Tensor:

@@ -115,8 +115,8 @@ def test_the_planned_encode_tiles_reach_the_vace_control_and_reference_encodes(t
     comps = _components("vace-1.3B")
     g = torch.Generator().manual_seed(0)
     inputs = VaceInputs(
-        frames=torch.rand(3, 9, H, W, generator=g) * 2 - 1,
-        mask=(torch.rand(1, 9, H, W, generator=g) > 0.5).float(),
+        video=torch.randint(0, 256, (3, 9, H, W), generator=g, dtype=torch.uint8),
+        levels=torch.randint(0, 2, (1, 9, H, W), generator=g, dtype=torch.uint8) * 255,
         refs=(torch.rand(3, 1, H, W, generator=g) * 2 - 1,),
     )
     whole = encode_context(comps.vae_encoder, inputs)

@@ -188,6 +188,72 @@ def test_context_equals_diffusers_preparation(models, tmp_path):
     assert got[:, 16:32, 0].abs().max() == 0 and got[:, 32:, 0].abs().max() == 0
 
 
+def _float_context(vae, frames, levels):
+    """vace.encode_context as it was while the inputs were held as float32 (frames [3, F, H, W]
+    in [-1, 1], the mask's levels [1, F, H, W] / 255 thresholded at half): the reference."""
+    soft = levels.float() / 255.0
+    m = (soft > 0.5).float()
+    packed = m if torch.equal(m, soft) else soft
+    inactive = vae.encode((frames * (1 - m))[None]).float()
+    reactive = vae.encode((frames * m)[None]).float()
+    t_lat = (frames.shape[1] - 1) // 4 + 1
+    mask = vace.pack_mask(packed[0], t_lat)
+    return torch.cat([inactive, reactive, mask[None]], dim=1)
+
+
+@pytest.mark.parametrize("case", ["control + soft mask + outpaint", "clips + gray between"])
+def test_the_context_of_uint8_inputs_is_bit_identical_to_float_ones(case, tmp_path):
+    """The inputs stay uint8 on the host until each part is encoded (vace_inputs.VaceInputs):
+    the context equals, bit for bit, the one of the float32 frames and mask they were held as
+    before (level / 255 · 2 − 1, gray 0 where nothing is known, the soft levels packed)."""
+    import numpy as np
+    from wan_desktop.engines.torch_backend import build_torch_components
+
+    from tests.tiny import tiny_variant
+    from wan_desktop.vace_inputs import VaceSources, build
+
+    comps = build_torch_components(
+        tiny_variant("vace-1.3B"), None, device=torch.device("cpu"), dtype=torch.float32, load=False
+    )
+    f, h, w = 9, 32, 48
+    rng = np.random.default_rng(0)
+
+    def folder(name, frames):
+        (tmp_path / name).mkdir()
+        for i, x in enumerate(frames):
+            Image.fromarray(x).save(tmp_path / name / f"{i:05d}.png")
+        return tmp_path / name
+
+    def px(frames):  # [n, h, w, 3] uint8 -> [3, n, h, w] in [-1, 1]
+        return torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 255 * 2 - 1
+
+    frames = torch.zeros(3, f, h, w)  # gray
+    levels = torch.full((1, f, h, w), 255, dtype=torch.uint8)
+    if case == "control + soft mask + outpaint":
+        ctl = rng.integers(0, 256, (f, h - 16, w - 16, 3), dtype=np.uint8)
+        lv = rng.integers(0, 256, (f, h - 16, w - 16), dtype=np.uint8)
+        lv[:, :, :10] = 0  # kept; the rest random levels (a soft mask)
+        kw = dict(
+            control_video=folder("c", ctl),
+            mask_video=folder("m", np.repeat(lv[..., None], 3, -1)),
+            outpaint=(8, 8, 8, 8),
+        )
+        frames[:, :, 8:-8, 8:-8] = px(ctl)
+        levels[:, :, 8:-8, 8:-8] = torch.from_numpy(lv)
+    else:
+        first = rng.integers(0, 256, (3, h, w, 3), dtype=np.uint8)
+        last = rng.integers(0, 256, (2, h, w, 3), dtype=np.uint8)
+        kw = dict(first_clip=folder("a", first), last_clip=folder("b", last))
+        frames[:, :3], frames[:, -2:] = px(first), px(last)
+        levels[:, :3] = levels[:, -2:] = 0
+    inputs = build(VaceSources(width=w, height=h, frames=f, **kw))
+    assert inputs.video.dtype == inputs.levels.dtype == torch.uint8
+    got = vace.encode_context(comps.vae_encoder, inputs)
+    want = _float_context(comps.vae_encoder, frames, levels)
+    assert got.shape == want.shape == (1, 96, 3, h // 8, w // 8)
+    assert torch.equal(got, want)
+
+
 def test_mask_packing_puts_each_pixel_of_a_cell_in_its_channel():
     mask = torch.zeros(5, 16, 16)
     mask[:, 3, 5] = 1  # cell (0, 0), pixel row 3, column 5
