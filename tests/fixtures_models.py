@@ -12,6 +12,7 @@ which the parity tests check independently.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,11 @@ def _save_sharded(state: dict[str, torch.Tensor], folder: Path, stem: str, shard
     )
 
 
+def experts(refs: dict[str, Any]) -> list[torch.nn.Module]:
+    """The reference DiT(s) of ``refs``, high-noise expert first."""
+    return [refs["transformer"]] + ([refs["transformer_2"]] if "transformer_2" in refs else [])
+
+
 def official_dit_state(model) -> dict[str, torch.Tensor]:
     return {dit_key(k): v.detach().clone().contiguous() for k, v in model.state_dict().items()}
 
@@ -131,28 +137,38 @@ def comfy_dit_state(
     return out
 
 
-def build_tiny_model(root: str | Path, name: str, *, seed: int = 0, shards: int = 1) -> TinyModel:
-    from diffusers import UniPCMultistepScheduler
+def reference_components(
+    variant: Variant,
+    tok_dir: Path,
+    *,
+    seed: int = 0,
+    transformer: Callable[..., torch.nn.Module] = diffusers_transformer,
+    scheduler: bool = True,
+) -> dict[str, Any]:
+    """The diffusers / transformers reference components of a tiny ``variant`` with random weights
+    (seeds seed + 1 ...): tokenizer, text encoder, VAE, ``transformer(cfg, seed=...)`` (two for a
+    two-expert variant, with the boundary), CLIP vision for image-conditioned DiTs, and the UniPC
+    scheduler the diffusers layout stores (``scheduler=False``: none)."""
     from transformers import T5TokenizerFast
 
-    root = Path(root)
-    variant = tiny_variant(name)
     cfg = variant.dit
-    tok_dir = make_tiny_tokenizer(root / "tokenizer_src", tokenizer_json=True)
     refs: dict[str, Any] = {
         "tokenizer": T5TokenizerFast(tokenizer_file=str(tok_dir / "tokenizer.json"), extra_ids=0),
         "text_encoder": hf_umt5(variant.t5, seed=seed + 1),
         "vae": diffusers_vae(variant.vae, seed=seed + 2),
-        "transformer": diffusers_transformer(cfg, seed=seed + 3),
-        "scheduler": UniPCMultistepScheduler(
+        "transformer": transformer(cfg, seed=seed + 3),
+    }
+    if scheduler:
+        from diffusers import UniPCMultistepScheduler
+
+        refs["scheduler"] = UniPCMultistepScheduler(
             prediction_type="flow_prediction",
             use_flow_sigmas=True,
             num_train_timesteps=1000,
             flow_shift=DIFFUSERS_SHIFT,
-        ),
-    }
+        )
     if variant.experts == 2:
-        refs["transformer_2"] = diffusers_transformer(cfg, seed=seed + 4)
+        refs["transformer_2"] = transformer(cfg, seed=seed + 4)
         refs["boundary_ratio"] = variant.defaults.boundary
     if cfg.image_dim is not None:
         from transformers import CLIPImageProcessor
@@ -162,35 +178,43 @@ def build_tiny_model(root: str | Path, name: str, *, seed: int = 0, shards: int 
             size={"shortest_edge": variant.clip.image_size},
             crop_size={"height": variant.clip.image_size, "width": variant.clip.image_size},
         )
-    model = TinyModel(
-        name=name,
-        variant=variant,
-        root=root,
-        diffusers=root / "diffusers",
-        official=root / "official",
-        comfy_dit=Path(),
-        comfy_vae=Path(),
-        comfy_t5=Path(),
-        comfy_clip=None,
-        tokenizer=tok_dir,
-        refs=refs,
-    )
+    return refs
 
-    # --- diffusers layout, by diffusers itself
-    model.diffusers_pipeline().save_pretrained(model.diffusers, safe_serialization=True)
 
-    # --- official layout
-    off = model.official
+@dataclass(frozen=True)
+class OfficialStates:
+    """What ``save_official`` wrote, for the other layouts to store the same numbers."""
+
+    dits: list[dict[str, torch.Tensor]]  # official DiT keys, high-noise expert first
+    vae: dict[str, torch.Tensor]  # official VAE keys
+    t5_hf: dict[str, torch.Tensor]  # the text encoder's transformers keys (ComfyUI keeps them)
+
+
+def save_official(
+    off: Path,
+    refs: dict[str, Any],
+    variant: Variant,
+    tok_dir: Path,
+    *,
+    config: dict[str, Any] | None = None,
+    dit_file: str = "diffusion_pytorch_model",
+    shards: int = 1,
+) -> OfficialStates:
+    """An official Wan folder of ``refs``: config.json (``config``, default the plain WanModel
+    one) + ``<dit_file>.safetensors`` (in ``shards`` parts; high_noise_model/ and low_noise_model/
+    for two experts), the Wan2.x VAE .pth, the umT5 .pth, google/umt5-xxl and, with an image
+    encoder, the open-clip .pth."""
+    config = _official_dit_config(variant.dit) if config is None else config
     off.mkdir(parents=True)
-    experts = [refs["transformer"]] + ([refs["transformer_2"]] if "transformer_2" in refs else [])
-    dirs = [off] if len(experts) == 1 else [off / "high_noise_model", off / "low_noise_model"]
+    dits = experts(refs)
+    dirs = [off] if len(dits) == 1 else [off / "high_noise_model", off / "low_noise_model"]
     dit_states = []
-    for d, m in zip(dirs, experts, strict=True):
+    for d, m in zip(dirs, dits, strict=True):
         d.mkdir(exist_ok=True)
         state = official_dit_state(m)
         dit_states.append(state)
-        _save_sharded(state, d, "diffusion_pytorch_model", shards)
-        (d / "config.json").write_text(json.dumps(_official_dit_config(cfg), indent=2))
+        _save_sharded(state, d, dit_file, shards)
+        (d / "config.json").write_text(json.dumps(config, indent=2))
     vae_state = {
         vae_key(k, variant.vae.version): v.clone() for k, v in refs["vae"].state_dict().items()
     }
@@ -211,32 +235,95 @@ def build_tiny_model(root: str | Path, name: str, *, seed: int = 0, shards: int 
             "log_scale": torch.tensor(4.6),
         }
         torch.save(clip_state, off / "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth")
+    return OfficialStates(dits=dit_states, vae=vae_state, t5_hf=t5_hf)
 
-    # --- ComfyUI files (fp16 diffusion models, as the repackaged releases ship them)
-    comfy = root / "comfyui" / "models"
-    for sub in ("diffusion_models", "vae", "text_encoders", "clip_vision"):
-        (comfy / sub).mkdir(parents=True)
-    if len(dit_states) == 1:
-        model.comfy_dit = comfy / "diffusion_models" / f"wan_tiny_{name}_fp16.safetensors"
-        save_file(comfy_dit_state(dit_states[0]), model.comfy_dit)
-    else:
-        for tag, state in zip(("high_noise", "low_noise"), dit_states, strict=True):
-            save_file(
-                comfy_dit_state(state),
-                comfy / "diffusion_models" / f"wan2.2_tiny_{tag}_14B_fp16.safetensors",
-            )
-        model.comfy_dit = comfy / "diffusion_models" / "wan2.2_tiny_high_noise_14B_fp16.safetensors"
+
+def save_comfy_dits(
+    comfy: Path, dits: list[dict[str, torch.Tensor]], single: str, pair: str, precision: str
+) -> Path:
+    """ComfyUI diffusion-model file(s) of official DiT states in ``precision``: ``single`` names
+    the one file, ``pair`` (with ``{tag}``) the high_noise / low_noise files of two experts.
+    Returns the (high-noise) file."""
+    folder = comfy / "diffusion_models"
+    folder.mkdir(parents=True, exist_ok=True)
+    if len(dits) == 1:
+        save_file(comfy_dit_state(dits[0], precision), folder / single)
+        return folder / single
+    for tag, state in zip(("high_noise", "low_noise"), dits, strict=True):
+        save_file(comfy_dit_state(state, precision), folder / pair.format(tag=tag))
+    return folder / pair.format(tag="high_noise")
+
+
+def save_comfy_vae_t5(comfy: Path, states: OfficialStates, variant: Variant, tok_dir: Path):
+    """The ComfyUI VAE (official keys) and umT5 (transformers keys + the embedded sentencepiece
+    model) files; returns their paths."""
     vae_name = (
         "wan2.2_vae.safetensors" if variant.vae.version == "2.2" else "wan_2.1_vae.safetensors"
     )
-    model.comfy_vae = comfy / "vae" / vae_name
-    save_file({k: v.contiguous() for k, v in vae_state.items()}, model.comfy_vae)
-    model.comfy_t5 = comfy / "text_encoders" / "umt5_xxl_fp16.safetensors"
+    vae = comfy / "vae" / vae_name
+    t5 = comfy / "text_encoders" / "umt5_xxl_fp16.safetensors"
+    for f in (vae, t5):
+        f.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in states.vae.items()}, vae)
     spm = torch.frombuffer(bytearray((tok_dir / "spiece.model").read_bytes()), dtype=torch.uint8)
     t5_comfy = {
-        k: v.clone().contiguous() for k, v in t5_hf.items() if k != "encoder.embed_tokens.weight"
+        k: v.clone().contiguous()
+        for k, v in states.t5_hf.items()
+        if k != "encoder.embed_tokens.weight"
     }
-    save_file(t5_comfy | {"spiece_model": spm.clone()}, model.comfy_t5)
+    save_file(t5_comfy | {"spiece_model": spm.clone()}, t5)
+    return vae, t5
+
+
+def build_tiny_model(
+    root: str | Path,
+    name: str,
+    *,
+    seed: int = 0,
+    shards: int = 1,
+    variant: Variant | None = None,
+    transformer: Callable[..., torch.nn.Module] = diffusers_transformer,
+    model_cls: type[TinyModel] = TinyModel,
+    config: dict[str, Any] | None = None,
+    comfy_names: tuple[str, str] = (
+        "wan_tiny_{name}_fp16.safetensors",
+        "wan2.2_tiny_{tag}_14B_fp16.safetensors",
+    ),
+) -> TinyModel:
+    """``name``'s tiny model (or ``variant``, built with ``transformer``) in the three layouts.
+    ``model_cls``' ``diffusers_pipeline`` saves the diffusers layout, ``config`` is the official
+    config.json (default WanModel's), ``comfy_names`` the ComfyUI DiT file names (one file, two
+    experts' with ``{tag}``; ``{name}``: the model's name)."""
+    root = Path(root)
+    variant = tiny_variant(name) if variant is None else variant
+    tok_dir = make_tiny_tokenizer(root / "tokenizer_src", tokenizer_json=True)
+    refs = reference_components(variant, tok_dir, seed=seed, transformer=transformer)
+    model = model_cls(
+        name=name,
+        variant=variant,
+        root=root,
+        diffusers=root / "diffusers",
+        official=root / "official",
+        comfy_dit=Path(),
+        comfy_vae=Path(),
+        comfy_t5=Path(),
+        comfy_clip=None,
+        tokenizer=tok_dir,
+        refs=refs,
+    )
+
+    # --- diffusers layout, by diffusers itself
+    model.diffusers_pipeline().save_pretrained(model.diffusers, safe_serialization=True)
+
+    # --- official layout
+    states = save_official(model.official, refs, variant, tok_dir, config=config, shards=shards)
+
+    # --- ComfyUI files (fp16 diffusion models, as the repackaged releases ship them)
+    comfy = root / "comfyui" / "models"
+    single, pair = (n.format(name=name, tag="{tag}") for n in comfy_names)
+    model.comfy_dit = save_comfy_dits(comfy, states.dits, single, pair, "fp16")
+    model.comfy_vae, model.comfy_t5 = save_comfy_vae_t5(comfy, states, variant, tok_dir)
+    (comfy / "clip_vision").mkdir()  # as in a ComfyUI tree; empty without CLIP vision
     if "image_encoder" in refs:
         model.comfy_clip = comfy / "clip_vision" / "clip_vision_h.safetensors"
         save_file(

@@ -5,22 +5,24 @@ SkyReels folder with ``model.safetensors``, a ComfyUI file named like the repack
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
-from tests.fixtures_models import _official_dit_config, comfy_dit_state, official_dit_state
+from tests.fixtures_models import (
+    _official_dit_config,
+    reference_components,
+    save_comfy_dits,
+    save_comfy_vae_t5,
+    save_official,
+)
 from tests.fixtures_text import make_tiny_tokenizer
 from tests.reference import diffusers_unipc
-from tests.reference_models import diffusers_vae, hf_umt5, randomize_
+from tests.reference_models import randomize_
 from tests.tiny import TINY_T5, tiny_variant
-from wan_desktop.checkpoints.keymap_t5 import make_renamer
-from wan_desktop.checkpoints.keymap_vae import official_key as vae_key
 from wan_desktop.variants import SKYREELS_VARIANTS, Variant
 
 
@@ -89,8 +91,6 @@ class TinySkyReels:
 def build_tiny_skyreels(root: str | Path, name: str, *, seed: int = 0) -> TinySkyReels:
     """Write one tiny SkyReels-V2 model in the three layouts; the folder and file names carry the
     release's name, as users' downloads do."""
-    from transformers import T5TokenizerFast
-
     root = Path(root)
     variant = tiny_skyreels(name)
     release = {
@@ -100,24 +100,17 @@ def build_tiny_skyreels(root: str | Path, name: str, *, seed: int = 0) -> TinySk
         "skyreels-v2-t2v-14B-540P": "SkyReels-V2-T2V-14B-540P",
     }[name]
     tok_dir = make_tiny_tokenizer(root / "tokenizer_src", tokenizer_json=True)
-    refs: dict[str, Any] = {
-        "tokenizer": T5TokenizerFast(tokenizer_file=str(tok_dir / "tokenizer.json"), extra_ids=0),
-        "text_encoder": hf_umt5(variant.t5, seed=seed + 1),
-        "vae": diffusers_vae(variant.vae, seed=seed + 2),
-        "transformer": diffusers_skyreels_transformer(variant.dit, seed=seed + 3),
-    }
+    refs = reference_components(
+        variant, tok_dir, seed=seed, transformer=diffusers_skyreels_transformer, scheduler=False
+    )
     model = TinySkyReels(
         name=name,
         variant=variant,
         diffusers=root / f"{release}-Diffusers",
         official=root / release,
-        comfy_dit=root
-        / "comfyui"
-        / "models"
-        / "diffusion_models"
-        / f"Wan2_1-{release}_fp16.safetensors",
-        comfy_vae=root / "comfyui" / "models" / "vae" / "wan_2.1_vae.safetensors",
-        comfy_t5=root / "comfyui" / "models" / "text_encoders" / "umt5_xxl_fp16.safetensors",
+        comfy_dit=Path(),
+        comfy_vae=Path(),
+        comfy_t5=Path(),
         refs=refs,
     )
     kind = "t2v" if "-df-" in name else None
@@ -135,34 +128,16 @@ def build_tiny_skyreels(root: str | Path, name: str, *, seed: int = 0) -> TinySk
         ).save_pretrained(model.diffusers, safe_serialization=True)
 
     # official SkyReels folder: config.json + model.safetensors (SkyReels' name for the DiT file)
-    off = model.official
-    off.mkdir(parents=True)
-    state = official_dit_state(refs["transformer"])
-    save_file(state, off / "model.safetensors")
     config = _official_dit_config(variant.dit) | {
         "inject_sample_info": variant.dit.inject_sample_info
     }
-    (off / "config.json").write_text(json.dumps(config, indent=2))
-    vae_state = {vae_key(k, "2.1"): v.clone() for k, v in refs["vae"].state_dict().items()}
-    torch.save(vae_state, off / "Wan2.1_VAE.pth")
-    t5_hf = refs["text_encoder"].state_dict()
-    rename = make_renamer(t5_hf)
-    t5_state = {n: v.clone() for k, v in t5_hf.items() if (n := rename(k)) is not None}
-    torch.save(t5_state, off / "models_t5_umt5-xxl-enc-bf16.pth")
-    (off / "google" / "umt5-xxl").mkdir(parents=True)
-    for f in tok_dir.iterdir():
-        (off / "google" / "umt5-xxl" / f.name).write_bytes(f.read_bytes())
+    states = save_official(model.official, refs, variant, tok_dir, config=config, dit_file="model")
 
     # ComfyUI files (fp32 here, so the three layouts hold the very same numbers)
-    for p in (model.comfy_dit, model.comfy_vae, model.comfy_t5):
-        p.parent.mkdir(parents=True, exist_ok=True)
-    save_file(comfy_dit_state(state, "fp32"), model.comfy_dit)
-    save_file({k: v.contiguous() for k, v in vae_state.items()}, model.comfy_vae)
-    spm = torch.frombuffer(bytearray((tok_dir / "spiece.model").read_bytes()), dtype=torch.uint8)
-    t5_comfy = {
-        k: v.clone().contiguous() for k, v in t5_hf.items() if k != "encoder.embed_tokens.weight"
-    }
-    save_file(t5_comfy | {"spiece_model": spm.clone()}, model.comfy_t5)
+    comfy = root / "comfyui" / "models"
+    file = f"Wan2_1-{release}_fp16.safetensors"
+    model.comfy_dit = save_comfy_dits(comfy, states.dits, file, file, "fp32")
+    model.comfy_vae, model.comfy_t5 = save_comfy_vae_t5(comfy, states, variant, tok_dir)
     return model
 
 

@@ -9,7 +9,6 @@ and fp8), like tests/fixtures_models.build_tiny_model does for the other variant
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,21 +16,18 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import save_file
 
 from tests.fixtures_models import (
-    DIFFUSERS_SHIFT,
     TinyModel,
     _official_dit_config,
-    comfy_dit_state,
+    build_tiny_model,
+    experts,
     official_dit_state,
+    save_comfy_dits,
 )
-from tests.fixtures_text import make_tiny_tokenizer
 from tests.reference import diffusers_unipc
-from tests.reference_models import diffusers_vae, hf_umt5, randomize_
+from tests.reference_models import randomize_
 from tests.tiny import tiny_variant
-from wan_desktop.checkpoints.keymap_t5 import make_renamer
-from wan_desktop.checkpoints.keymap_vae import official_key as vae_key
 from wan_desktop.variants import DiTConfig, Variant
 
 TINY_VACE_LAYERS = (0, 1)
@@ -70,7 +66,11 @@ def diffusers_vace_transformer(cfg: DiTConfig, seed: int = 1234):
 
 
 class TinyVaceModel(TinyModel):
+    def diffusers_pipeline(self):  # the pipeline build_tiny_model saves as the diffusers layout
+        return self.vace_pipeline()
+
     def vace_pipeline(self):
+        """diffusers' WanVACEPipeline over the reference weights."""
         from diffusers import WanVACEPipeline
 
         r = self.refs
@@ -96,91 +96,26 @@ def _official_vace_config(cfg: DiTConfig) -> dict[str, Any]:
 
 def build_tiny_vace_model(root: str | Path, name: str = "vace-1.3B", *, seed: int = 0):
     """The same random VACE weights in the diffusers, official and ComfyUI (fp16, and fp8 beside
-    it as ``comfy_dit.with_name(... _fp8 ...)``) layouts."""
-    from diffusers import UniPCMultistepScheduler
-    from transformers import T5TokenizerFast
-
-    root = Path(root)
+    it as ``refs["comfy_fp8"]``) layouts."""
     variant = tiny_vace_variant(name)
-    cfg = variant.dit
-    tok_dir = make_tiny_tokenizer(root / "tokenizer_src", tokenizer_json=True)
-    refs: dict[str, Any] = {
-        "tokenizer": T5TokenizerFast(tokenizer_file=str(tok_dir / "tokenizer.json"), extra_ids=0),
-        "text_encoder": hf_umt5(variant.t5, seed=seed + 1),
-        "vae": diffusers_vae(variant.vae, seed=seed + 2),
-        "transformer": diffusers_vace_transformer(cfg, seed=seed + 3),
-        "scheduler": UniPCMultistepScheduler(
-            prediction_type="flow_prediction",
-            use_flow_sigmas=True,
-            num_train_timesteps=1000,
-            flow_shift=DIFFUSERS_SHIFT,
-        ),
-    }
-    if variant.experts == 2:
-        refs["transformer_2"] = diffusers_vace_transformer(cfg, seed=seed + 4)
-        refs["boundary_ratio"] = variant.defaults.boundary
-    model = TinyVaceModel(
-        name=name,
-        variant=variant,
-        root=root,
-        diffusers=root / "diffusers",
-        official=root / "official",
-        comfy_dit=Path(),
-        comfy_vae=Path(),
-        comfy_t5=Path(),
-        comfy_clip=None,
-        tokenizer=tok_dir,
-        refs=refs,
+    names = (
+        "wan2.1_vace_tiny_{precision}.safetensors",
+        "wan2.2_vace_fun_{tag}_{precision}.safetensors",
     )
-    model.vace_pipeline().save_pretrained(model.diffusers, safe_serialization=True)
-
-    off = model.official
-    off.mkdir(parents=True)
-    experts = [refs["transformer"]] + ([refs["transformer_2"]] if "transformer_2" in refs else [])
-    dirs = [off] if len(experts) == 1 else [off / "high_noise_model", off / "low_noise_model"]
-    states = []
-    for d, m in zip(dirs, experts, strict=True):
-        d.mkdir(exist_ok=True)
-        state = official_dit_state(m)
-        states.append(state)
-        save_file(state, d / "diffusion_pytorch_model.safetensors")
-        (d / "config.json").write_text(json.dumps(_official_vace_config(cfg), indent=2))
-    vae_state = {
-        vae_key(k, variant.vae.version): v.clone() for k, v in refs["vae"].state_dict().items()
-    }
-    torch.save(vae_state, off / "Wan2.1_VAE.pth")
-    t5_hf = refs["text_encoder"].state_dict()
-    rename = make_renamer(t5_hf)
-    t5_state = {n: v.clone() for k, v in t5_hf.items() if (n := rename(k)) is not None}
-    torch.save(t5_state, off / "models_t5_umt5-xxl-enc-bf16.pth")
-    (off / "google" / "umt5-xxl").mkdir(parents=True)
-    for f in tok_dir.iterdir():
-        (off / "google" / "umt5-xxl" / f.name).write_bytes(f.read_bytes())
-
-    comfy = root / "comfyui" / "models"
-    for sub in ("diffusion_models", "vae", "text_encoders"):
-        (comfy / sub).mkdir(parents=True)
-    for precision in ("fp16", "fp8_scaled"):
-        if len(states) == 1:
-            f = comfy / "diffusion_models" / f"wan2.1_vace_tiny_{precision}.safetensors"
-            save_file(comfy_dit_state(states[0], precision), f)
-        else:
-            for tag, state in zip(("high_noise", "low_noise"), states, strict=True):
-                f = comfy / "diffusion_models" / f"wan2.2_vace_fun_{tag}_{precision}.safetensors"
-                save_file(comfy_dit_state(state, precision), f)
-            f = comfy / "diffusion_models" / f"wan2.2_vace_fun_high_noise_{precision}.safetensors"
-        if precision == "fp16":
-            model.comfy_dit = f
-        else:
-            model.refs["comfy_fp8"] = f
-    model.comfy_vae = comfy / "vae" / "wan_2.1_vae.safetensors"
-    save_file({k: v.contiguous() for k, v in vae_state.items()}, model.comfy_vae)
-    model.comfy_t5 = comfy / "text_encoders" / "umt5_xxl_fp16.safetensors"
-    spm = torch.frombuffer(bytearray((tok_dir / "spiece.model").read_bytes()), dtype=torch.uint8)
-    t5_comfy = {
-        k: v.clone().contiguous() for k, v in t5_hf.items() if k != "encoder.embed_tokens.weight"
-    }
-    save_file(t5_comfy | {"spiece_model": spm.clone()}, model.comfy_t5)
+    model = build_tiny_model(
+        root,
+        name,
+        seed=seed,
+        variant=variant,
+        transformer=diffusers_vace_transformer,
+        model_cls=TinyVaceModel,
+        config=_official_vace_config(variant.dit),
+        comfy_names=tuple(n.replace("{precision}", "fp16") for n in names),
+    )
+    single, pair = (n.replace("{precision}", "fp8_scaled") for n in names)
+    states = [official_dit_state(m) for m in experts(model.refs)]
+    comfy = model.comfy_dit.parents[1]
+    model.refs["comfy_fp8"] = save_comfy_dits(comfy, states, single, pair, "fp8_scaled")
     return model
 
 
