@@ -95,6 +95,15 @@ def diffusers_unipc(shift: float) -> WanGridUniPCScheduler:
     )
 
 
+def on_wan_grid(pipe, shift: float):
+    """``pipe`` (a diffusers Wan pipeline: WanPipeline, WanVACEPipeline, WanVideoToVideoPipeline ...)
+    set to sample as the official code does, UniPC on Wan's σ grid (``diffusers_unipc(shift)``),
+    with its progress bar off. Returns the pipeline."""
+    pipe.scheduler = diffusers_unipc(shift)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def diffusers_unipc_on_wan_grid(steps: int, shift: float) -> WanGridUniPCScheduler:
     """A diffusers UniPC scheduler already ``set_timesteps`` on Wan's official grid (N steps, shift)."""
     sched = diffusers_unipc(shift)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tests.reference import diffusers_unipc
+from tests.reference import on_wan_grid
 
 
 def input_frames(n: int, w: int, h: int, *, seed: int = 5) -> list[Image.Image]:
@@ -46,13 +46,13 @@ def wan_v2v_reference(model, request, frames: list[Image.Image]) -> torch.Tensor
         tokenizer=r["tokenizer"],
         text_encoder=r["text_encoder"],
         vae=r["vae"],
-        scheduler=diffusers_unipc(request.shift),
+        scheduler=r["scheduler"],
         transformer=r["transformer"],
     )
+    on_wan_grid(pipe, request.shift)
     # it takes its latent size from 2^len(temperal_downsample) (8), wrong for Wan2.2's VAE (16,
     # after its 2x2 patchify); WanPipeline reads the VAE config, as we do: use that
     pipe.vae_scale_factor_spatial = r["vae"].config.scale_factor_spatial
-    pipe.set_progress_bar_config(disable=True)
     with torch.no_grad():
         video = pipe(
             video=frames,

@@ -25,7 +25,7 @@ from tests.fixtures_models import (
     official_dit_state,
     save_comfy_dits,
 )
-from tests.reference import diffusers_unipc
+from tests.reference import on_wan_grid
 from tests.reference_models import randomize_
 from tests.tiny import tiny_variant
 from wan_desktop.variants import DiTConfig, Variant
@@ -180,9 +180,7 @@ def write_inputs(tmp_path, *, control=True, mask=True, refs=1):
 
 
 def reference_frames(model, request, pil: dict, scale: float = 1.0) -> torch.Tensor:
-    pipe = model.vace_pipeline()
-    pipe.scheduler = diffusers_unipc(request.shift)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = on_wan_grid(model.vace_pipeline(), request.shift)
     kw = dict(
         prompt=request.prompt,
         negative_prompt=request.negative_prompt,

@@ -11,7 +11,7 @@ from PIL import Image
 
 from tests.fixtures_models import build_tiny_model
 from tests.numerics import psnr_uint8
-from tests.reference import diffusers_unipc
+from tests.reference import on_wan_grid
 from wan_desktop.options import RunOptions
 from wan_desktop.pipeline import generate
 from wan_desktop.request import GenerationRequest
@@ -36,9 +36,7 @@ def models(tmp_path_factory):
 
 
 def _reference_frames(model, request: GenerationRequest, image=None, last=None, image_embeds=None):
-    pipe = model.diffusers_pipeline()
-    pipe.scheduler = diffusers_unipc(request.shift)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = on_wan_grid(model.diffusers_pipeline(), request.shift)
     kw = dict(
         prompt=request.prompt,
         negative_prompt=request.negative_prompt,
