@@ -17,15 +17,23 @@ On the CPU the same code runs with inline copies and no-op events, so the tests 
 streamed forward equals the resident one bit for bit (H100 figures: 54.6 GB/s from pinned memory, so
 one bf16 block of the 1.3B model (≈ 94 MB) arrives in ≈ 2 ms and one of the 14B (≈ 0.8 GB) in
 ≈ 16 ms, well under one block's compute at 480p).
+
+A VACE model (models/vace.py) streams its whole VACE branch too whenever any block streams: the
+VACE blocks (each the size of a main block) run first, in ``prepare``, so they go first through the
+same slots (VACE block 0 has its own layout: it also holds ``before_proj``; a slot is sized for the
+largest layout). Each streamed VACE block's ``stream`` hook points at this swapper while it is
+loaded, so whoever runs the branch (``VaceWanModel.prepare``, the sequence-parallel forward) runs
+the slot's copy without knowing about streaming.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -34,9 +42,11 @@ from wan_desktop.errors import ConfigError, EngineError
 
 if TYPE_CHECKING:
     from wan_desktop.models.dit import DiTState, WanModel
+    from wan_desktop.models.vace import VaceWanAttentionBlock
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
 _ALIGN = 256  # byte offset of every tensor in a packed buffer (any dtype view stays aligned)
 
 
@@ -128,13 +138,20 @@ class _Events:
             self.freed[slot].record(torch.cuda.current_stream())
 
 
+Layout = list[tuple[str, tuple[int, ...], torch.dtype, int]]
+
+
 class BlockSwap:
-    """Keeps ``model.blocks[:n - swap]`` resident on ``device`` and streams the last ``swap``.
+    """Keeps ``model.blocks[:n - swap]`` resident on ``device`` and streams the last ``swap`` (and,
+    when ``swap > 0``, a VACE model's ``vace_blocks``).
 
     ``load(device)`` places the model (everything but the streamed blocks on the device, the streamed
     blocks packed into pinned host buffers) and allocates ``slots`` device buffers; ``run_blocks``
     replaces the model's block loop; ``forward`` is the whole DiT forward; ``unload`` moves it all
     back to the CPU. With ``swap == 0`` it is the plain resident model.
+
+    Streamed index ``u`` (the order the blocks run in a forward): the VACE blocks ``0 .. n_vace-1``,
+    then the main blocks ``first_streamed ..`` at ``n_vace + j``; a block uses slot ``u % slots``.
     """
 
     def __init__(
@@ -157,22 +174,37 @@ class BlockSwap:
         self.swap = swap
         self.pin = pin  # page-locked host buffers (the memory plan turns it off when RAM is short)
         self.first_streamed = n - swap
-        self.num_slots = min(slots, max(swap, 1))
+        # a VACE model's branch streams whenever any block does (the planner counts it so)
+        vace = getattr(model, "vace_blocks", None)
+        self.vace_blocks: list[nn.Module] = list(vace) if swap and vace is not None else []
+        self.n_vace = len(self.vace_blocks)
+        self.num_slots = min(slots, max(swap + self.n_vace, 1))
         # torch.compile (or any wrapper) applied to each module that runs: resident blocks and slots
         self.wrap_block = wrap_block or (lambda m: m)
         self.device = torch.device("cpu")
-        self._host: list[Tensor] = []  # one packed byte buffer per streamed block
+        self._host: list[Tensor] = []  # one packed byte buffer per streamed block (index u)
         self._slot_bufs: list[Tensor] = []
-        self._slots: list[nn.Module] = []
+        self._slots: list[nn.Module] = []  # each slot as a main block
+        self._vace_slots: list[list[nn.Module]] = []  # each slot as each VACE layout
         self._runners: list[Callable[..., Tensor]] = []
         self._resident_runners: list[Callable[..., Tensor]] = []
         self._holds: list[int] = []  # streamed index held (or being copied) in each slot; -1 none
         self._events: _Events | None = None
-        self._layout: list[tuple[str, tuple[int, ...], torch.dtype, int]] = []
-        self.bytes_per_block = 0
+        # the layouts (main blocks; VACE block 0; VACE blocks 1..) and which one each u packs
+        self._layouts: list[Layout] = []
+        self._kind: list[int] = []
+        self.bytes_per_block = 0  # of a slot: the largest streamed block
         self._loaded = False
 
     # ------------------------------------------------------------------ placement
+
+    def _streamed(self) -> list[nn.Module]:
+        """The streamed blocks in the order they run (index u)."""
+        return [*self.vace_blocks, *self.model.blocks[self.first_streamed :]]
+
+    def _on_device(self, name: str) -> bool:
+        """Whether child module ``name`` of the model moves with the device (not streamed)."""
+        return name != "blocks" and not (name == "vace_blocks" and self.vace_blocks)
 
     def load(self, device: torch.device | str) -> None:
         device = torch.device(device)
@@ -180,9 +212,9 @@ class BlockSwap:
             return
         self.unload()
         model = self.model
-        streamed = list(model.blocks[self.first_streamed :])
+        streamed = self._streamed()
         for name, module in model.named_children():
-            if name != "blocks":
+            if self._on_device(name):
                 module.to(device)
         for p_name, p in list(model.named_parameters(recurse=False)):
             _rebind(model, p_name, p.data.to(device))
@@ -192,14 +224,26 @@ class BlockSwap:
         if streamed:
             self._pack(streamed, pin=self.pin and device.type == "cuda")
             self._events = _Events(device, self.num_slots)
-            self._slots, self._slot_bufs, self._runners = [], [], []
+            self._slots, self._vace_slots, self._slot_bufs, self._runners = [], [], [], []
+            main = streamed[self.n_vace] if self.swap else None
             for _ in range(self.num_slots):
                 buf = torch.empty(self.bytes_per_block, dtype=torch.uint8, device=device)
-                slot = self._slot_module(streamed[0], buf)
                 self._slot_bufs.append(buf)
-                self._slots.append(slot)
-                self._runners.append(self.wrap_block(slot))
+                # the slot as VACE block 0 (with before_proj) and as the other VACE blocks
+                self._vace_slots.append(
+                    [
+                        self._slot_module(b, buf, self._layouts[1 + k])
+                        for k, b in enumerate(self.vace_blocks[:2])
+                    ]
+                )
+                if main is not None:
+                    slot = self._slot_module(main, buf, self._layouts[0])
+                    self._slots.append(slot)
+                    self._runners.append(self.wrap_block(slot))
             self._holds = [-1] * self.num_slots
+            # after the slots are copied from them: the VACE blocks now run through the slots
+            for j, block in enumerate(self.vace_blocks):
+                cast("VaceWanAttentionBlock", block).stream = functools.partial(self._run_vace, j)
         self.device = device
         self._loaded = True
 
@@ -209,49 +253,67 @@ class BlockSwap:
             return
         had_cuda = self.device.type == "cuda"
         model = self.model
+        for block in self.vace_blocks:
+            cast("VaceWanAttentionBlock", block).stream = None
         for name, module in model.named_children():
-            if name != "blocks":
+            if self._on_device(name):
                 module.to("cpu")
         for p_name, p in list(model.named_parameters(recurse=False)):
             _rebind(model, p_name, p.data.to("cpu"))
         for block in model.blocks[: self.first_streamed]:
             block.to("cpu")
         self._slots, self._slot_bufs, self._runners, self._resident_runners = [], [], [], []
+        self._vace_slots = []
         self._holds, self._events = [], None
         self.device = torch.device("cpu")
         self._loaded = False
         if had_cuda:
             torch.cuda.empty_cache()
 
-    def _pack(self, streamed: list[nn.Module], *, pin: bool) -> None:
-        """Move each streamed block's tensors into one (pinned) host byte buffer, once."""
-        layout = _layout(streamed[0])
-        qtypes = _qtypes(streamed[0])
-        for i, block in enumerate(streamed[1:], 1):
+    def _group_layout(self, blocks: list[nn.Module], first: int) -> Layout:
+        """The one layout of ``blocks`` (the model's blocks ``first..``); an EngineError if any
+        block differs."""
+        layout = _layout(blocks[0])
+        qtypes = _qtypes(blocks[0])
+        for i, block in enumerate(blocks[1:], 1):
             other = _layout(block)
             if [(n, s, d) for n, s, d, _ in other] != [
                 (n, s, d) for n, s, d, _ in layout
             ] or _qtypes(block) != qtypes:
                 raise EngineError(
-                    f"block {self.first_streamed + i} differs from block "
-                    f"{self.first_streamed} in its tensors (names, shapes or dtypes): "
+                    f"block {first + i} differs from block "
+                    f"{first} in its tensors (names, shapes or dtypes): "
                     "blocks of different layouts (or GGUF quant types) cannot share swap slots"
                 )
-        self._layout = layout
-        self.bytes_per_block = max(_nbytes(layout), 1)
+        return layout
+
+    def _pack(self, streamed: list[nn.Module], *, pin: bool) -> None:
+        """Move each streamed block's tensors into one (pinned) host byte buffer, once."""
+        main = streamed[self.n_vace :]
+        # kind 0: the main blocks; kind 1: VACE block 0 (with before_proj); kind 2: VACE blocks 1..
+        self._layouts = [self._group_layout(main, self.first_streamed) if main else []]
+        self._kind = []
+        if self.vace_blocks:
+            self._layouts.append(self._group_layout(self.vace_blocks[:1], 0))
+            self._kind.append(1)
+            if self.n_vace > 1:
+                self._layouts.append(self._group_layout(self.vace_blocks[1:], 1))
+                self._kind += [2] * (self.n_vace - 1)
+        self._kind += [0] * len(main)
+        self.bytes_per_block = max(max(_nbytes(lay) for lay in self._layouts), 1)
         if len(self._host) == len(streamed) and all(h.is_pinned() == pin for h in self._host):
             return  # packed by an earlier load
         self._host = []
-        for block in streamed:
+        for u, block in enumerate(streamed):
             buf = torch.empty(self.bytes_per_block, dtype=torch.uint8, pin_memory=pin)
             tensors = dict(_tensors(block))
-            for name, shape, dtype, off in layout:
+            for name, shape, dtype, off in self._layouts[self._kind[u]]:
                 view = _view(buf, shape, dtype, off)
                 view.copy_(tensors[name].detach().to("cpu"))
                 _rebind(block, name, view)
             self._host.append(buf)
 
-    def _slot_module(self, template: nn.Module, buf: Tensor) -> nn.Module:
+    def _slot_module(self, template: nn.Module, buf: Tensor, layout: Layout) -> nn.Module:
         """A module with ``template``'s structure whose tensors are views of device buffer ``buf``."""
         # copy the structure only: deep-copying the template's views would copy the whole host buffer
         real = dict(_tensors(template))
@@ -262,7 +324,7 @@ class BlockSwap:
         finally:
             for name, t in real.items():
                 _rebind(template, name, t)
-        for name, shape, dtype, off in self._layout:
+        for name, shape, dtype, off in layout:
             _rebind(slot, name, _view(buf, shape, dtype, off))
         return slot.eval().requires_grad_(False)
 
@@ -272,36 +334,52 @@ class BlockSwap:
 
     # ------------------------------------------------------------------ streaming
 
-    def _prefetch(self, j: int) -> None:
-        """Start copying streamed block ``j`` into slot ``j % slots`` (no host wait)."""
-        s = j % self.num_slots
-        if self._holds[s] == j:
+    def _prefetch(self, u: int) -> None:
+        """Start copying streamed block ``u`` into slot ``u % slots`` (no host wait)."""
+        s = u % self.num_slots
+        if self._holds[s] == u:
             return
         ev = self._events
         assert ev is not None
         with ev.on_copy_stream():
             ev.copy_waits_until_freed(s)  # the compute stream is done reading this slot
-            self._slot_bufs[s].copy_(self._host[j], non_blocking=True)
+            self._slot_bufs[s].copy_(self._host[u], non_blocking=True)
             ev.record_loaded(s)
-        self._holds[s] = j
+        self._holds[s] = u
+
+    def _run_streamed(self, u: int, run: Callable[[int], _T]) -> _T:
+        """Run streamed block ``u`` as ``run(slot)`` once its copy landed, the next ones copying."""
+        s = u % self.num_slots
+        self._prefetch(u)  # a no-op when an earlier block (or the last call) prefetched it
+        for ahead in range(u + 1, min(u + self.num_slots, len(self._host))):
+            self._prefetch(ahead)
+        ev = self._events
+        assert ev is not None
+        ev.compute_waits_until_loaded(s)
+        out = run(s)
+        ev.record_freed(s)
+        return out
+
+    def _run_vace(
+        self, j: int, c: Tensor, x: Tensor, e0: Tensor, context: Tensor, cos: Tensor, sin: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """VACE block ``j``'s ``vace`` (models/vace.py) on its slot copy: (hint, c)."""
+        vace = self._vace_slots
+        return self._run_streamed(j, lambda s: vace[s][min(j, 1)].vace(c, x, e0, context, cos, sin))
 
     def run_blocks(self, x: Tensor, state: DiTState) -> Tensor:
         """The block stack: x [B, L, dim] fp32 -> [B, L, dim] fp32 (same as the model's loop)."""
         args = (state.e0, state.context, state.cos, state.sin, state.block_tokens)
-        n_stream = self.swap
+        n_stream, base = self.swap, self.n_vace
         if n_stream:
-            self._prefetch(0)  # overlaps the resident blocks (a no-op when primed by the last call)
+            self._prefetch(base)  # overlaps the resident blocks (a no-op when already prefetched)
         for i, run in enumerate(self._resident_runners):
             x = state.after_block(i, run(x, *args))  # + a VACE hint (DiTState.after_block)
-        ev = self._events
         for j in range(n_stream):
-            s = j % self.num_slots
-            for ahead in range(j + 1, min(j + self.num_slots, n_stream)):
-                self._prefetch(ahead)
-            assert ev is not None
-            ev.compute_waits_until_loaded(s)
-            x = state.after_block(self.first_streamed + j, self._runners[s](x, *args))
-            ev.record_freed(s)
+            x = state.after_block(
+                self.first_streamed + j,
+                self._run_streamed(base + j, lambda s, x=x: self._runners[s](x, *args)),
+            )
         if n_stream:
             self._prefetch(0)  # prime the next call: the copy runs during finish() and the sampler
         return x
@@ -313,9 +391,11 @@ class BlockSwap:
         context: Tensor,
         y: Tensor | None = None,
         clip_fea: Tensor | None = None,
+        **kwargs: object,
     ) -> Tensor:
-        """``WanModel.forward`` with the blocks streamed: [B, C, T, H, W] -> velocity fp32."""
-        state = self.model.prepare(x, t, context, y=y, clip_fea=clip_fea)
+        """``WanModel.forward`` with the blocks streamed: [B, C, T, H, W] -> velocity fp32
+        (``kwargs``: a VACE model's ``vace`` and ``vace_scale``)."""
+        state = self.model.prepare(x, t, context, y=y, clip_fea=clip_fea, **kwargs)
         return self.model.finish(self.run_blocks(state.x, state), state)
 
     __call__ = forward

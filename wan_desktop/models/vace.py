@@ -7,6 +7,7 @@
 #     blocks) and added by the main block loop through ``DiTState.after_block``, so every block
 #     runner (resident, streamed, compiled) injects them without knowing VACE;
 #   - one context scale for every VACE layer (diffusers also takes one per layer).
+#   - a VACE block whose weights stream from host memory runs through its ``stream`` hook.
 """VACE diffusion transformer: the Wan DiT plus a VACE branch (``vace_patch_embedding``,
 ``vace_blocks``) whose hints are added, times the context scale, after the main blocks listed in
 ``cfg.vace_layers``.
@@ -20,6 +21,7 @@ outputs ``x + scale · hint_j``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 from torch import Tensor, nn
@@ -31,7 +33,13 @@ from .layers import Ops
 
 
 class VaceWanAttentionBlock(WanAttentionBlock):
-    """A Wan block of the VACE branch: ``before_proj`` (block 0 only) and ``after_proj``."""
+    """A Wan block of the VACE branch: ``before_proj`` (block 0 only) and ``after_proj``.
+
+    ``stream``: set by a block swapper (engines/block_swap.py) while this block's weights live in
+    host memory: ``vace`` then runs the block's copy in a device slot through it (None: itself).
+    """
+
+    stream: Callable[..., tuple[Tensor, Tensor]] | None = None
 
     def __init__(self, cfg: DiTConfig, ops: type[Ops], block_id: int) -> None:
         super().__init__(cfg, ops)
@@ -45,6 +53,8 @@ class VaceWanAttentionBlock(WanAttentionBlock):
     ) -> tuple[Tensor, Tensor]:
         """c: [B, L, dim] fp32 the VACE stream (block 0: the VACE context tokens); x: [B, L, dim]
         fp32 the input of main block 0 -> (hint [B, L, dim] compute dtype, c [B, L, dim] fp32)."""
+        if self.stream is not None:
+            return self.stream(c, x, e0, context, cos, sin)
         dtype = context.dtype
         if self.block_id == 0:
             c = self.before_proj(c.to(dtype)).float() + x
