@@ -284,6 +284,7 @@ class Plan:
     budget_gib: float
     variant: str = ""
     experts: int = 1  # the variant's (Wan2.2 A14B: 2)
+    vace_blocks: int = 0  # a VACE variant's VACE blocks (streamed with the blocks when any is)
     notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -307,6 +308,11 @@ class Plan:
             if self.experts == 2 and d.experts_resident == 1
             else ""
         )
+        vace = (
+            f" (+{self.vace_blocks} VACE blocks; {p.h2d_gib_per_step:.1f} GiB a step)"
+            if self.vace_blocks
+            else f" ({p.h2d_gib_per_step:.1f} GiB a step)"
+        )
         return "\n".join(
             [
                 f"plan {self.name} (budget {self.budget_gib:.1f} GiB): predicted peak {p.peak_gib:.2f} GiB (encode {p.encode_gib:.2f}, "
@@ -316,8 +322,7 @@ class Plan:
                 + (", prompt embeddings cached on disk" if t.cache else ""),
                 f"  DiT: {d.precision}, "
                 + (
-                    f"{d.swap_blocks} blocks streamed from pinned memory "
-                    f"({p.h2d_gib_per_step:.1f} GiB a step)"
+                    f"{d.swap_blocks} blocks streamed from pinned memory{vace}"
                     if d.swap_blocks
                     else f"blocks sharded over {d.fsdp_shards} ranks (FSDP2)"
                     if d.fsdp_shards > 1
@@ -351,25 +356,55 @@ def dit_block_bytes(cfg: DiTConfig, precision: str) -> float:
     return lin * q + scales + (rest - fp32) * 2 + fp32 * 4
 
 
+def dit_vace_block_bytes(cfg: DiTConfig, precision: str = "bf16", *, first: bool = False) -> float:
+    """Bytes of one VACE block (models/vace.py) as stored: a main block's tensors plus after_proj
+    (and, ``first``, block 0's before_proj). bf16 but the fp32 modulation and norm3, whatever the
+    DiT's precision (engines/torch_ops.py quantizes ``blocks.*`` only); a GGUF file keeps its
+    linears quantized, like the main blocks'."""
+    d, projs = cfg.dim, 2 if first else 1
+    if precision.startswith("gguf:"):
+        lin = dit_block_linear_weights(cfg) + projs * d * d
+        return lin * _bytes(precision) + (dit_block_params(cfg) + projs * (d * d + d) - lin) * 4
+    return dit_block_bytes(cfg, "bf16") + projs * (d * d + d) * 2
+
+
+def dit_vace_blocks_bytes(cfg: DiTConfig, precision: str = "bf16") -> float:
+    """Bytes of a VACE model's VACE blocks, the part of its branch that streams with the blocks
+    (:func:`streamed_vace_blocks`); 0 for other models."""
+    if cfg.vace_in_dim is None:
+        return 0.0
+    rest = (len(cfg.vace_layers) - 1) * dit_vace_block_bytes(cfg, precision)
+    return dit_vace_block_bytes(cfg, precision, first=True) + rest
+
+
+def streamed_vace_blocks(cfg: DiTConfig, swap_blocks: int) -> int:
+    """VACE blocks streamed from host memory: all of them whenever any main block streams (they
+    run first through the same device slots: engines/block_swap.py), else none."""
+    return len(cfg.vace_layers) if swap_blocks and cfg.vace_in_dim is not None else 0
+
+
+def dit_slot_bytes(cfg: DiTConfig, precision: str, swap_blocks: int) -> float:
+    """One device slot of the block swapper: sized for the largest streamed block (a VACE model's
+    VACE block 0, with its before_proj, outweighs a main block)."""
+    blk = dit_block_bytes(cfg, precision)
+    if streamed_vace_blocks(cfg, swap_blocks):
+        return max(blk, dit_vace_block_bytes(cfg, precision, first=True))
+    return blk
+
+
 def dit_nonblock_bytes(cfg: DiTConfig, precision: str = "bf16") -> float:
     """Non-block parameters: text_embedding bf16, everything else FP32_MODULES (fp32). A GGUF
-    DiT keeps the text embedding, time projection and head linears quantized (QuantLinear)."""
+    DiT keeps the text embedding, time projection and head linears quantized (QuantLinear).
+    A VACE model's whole branch is counted here: its fp32 vace_patch_embedding and its blocks
+    (:func:`dit_vace_blocks_bytes`; the plan takes those out again when they stream)."""
     d = cfg.dim
     text = cfg.text_dim * d + d + d * d + d
+    vace_patch = (cfg.vace_in_dim * d * math.prod(cfg.patch_size) + d) * 4 if cfg.vace_in_dim else 0
+    vace = vace_patch + dit_vace_blocks_bytes(cfg, precision)
     if precision.startswith("gguf:"):
         lin = cfg.text_dim * d + d * d + 6 * d * d + d * math.prod(cfg.patch_size) * cfg.out_dim
-        # a VACE branch's linears are kept quantized too (its blocks, after_proj, before_proj)
-        n_vace = len(cfg.vace_layers) if cfg.vace_in_dim is not None else 0
-        vace_lin = n_vace * (dit_block_linear_weights(cfg) + d * d) + d * d if n_vace else 0
-        lin_all = lin + vace_lin
-        rest = dit_nonblock_params(cfg) + dit_vace_params(cfg) - lin_all
-        return lin_all * _bytes(precision) + rest * 4
-    # the VACE branch stays resident (never streamed): its linears bf16, patch embedding fp32
-    vace = dit_vace_params(cfg)
-    vace_bytes = (
-        vace * 2 + (cfg.vace_in_dim or 0) * d * math.prod(cfg.patch_size) * 2 if vace else 0
-    )
-    return text * 2 + (dit_nonblock_params(cfg) - text) * 4 + vace_bytes
+        return lin * _bytes(precision) + (dit_nonblock_params(cfg) - lin) * 4 + vace
+    return text * 2 + (dit_nonblock_params(cfg) - text) * 4 + vace
 
 
 def dit_activation_bytes(cfg: DiTConfig, tokens: int, batch: int, *, per_token_t: bool) -> float:
@@ -413,11 +448,16 @@ def predict(w: Workload, text: TextPlan, dit: DiTPlan, vae: VaePlan, ram: RamPla
     # denoise
     n = cfg.num_layers
     blk = dit_block_bytes(cfg, w.precision)
-    resident = dit_nonblock_bytes(cfg, w.precision) + (n - dit.swap_blocks) * blk
+    # a VACE model's VACE blocks stream with the main blocks (streamed_vace_blocks)
+    n_vace = streamed_vace_blocks(cfg, dit.swap_blocks)
+    vace_streamed = dit_vace_blocks_bytes(cfg, w.precision) if n_vace else 0.0
+    nonblock = dit_nonblock_bytes(cfg, w.precision)
+    resident = nonblock - vace_streamed + (n - dit.swap_blocks) * blk
     if dit.fsdp_shards > 1:  # 1/N of every block, plus two gathered whole (one prefetched)
-        resident = dit_nonblock_bytes(cfg, w.precision) + n * blk / dit.fsdp_shards + 2 * blk
-    if dit.swap_blocks:
-        resident += min(2, dit.swap_blocks) * blk  # the two device slots of the swapper
+        resident = nonblock + n * blk / dit.fsdp_shards + 2 * blk
+    if dit.swap_blocks:  # the two device slots of the swapper
+        slot = dit_slot_bytes(cfg, w.precision, dit.swap_blocks)
+        resident += min(2, dit.swap_blocks + n_vace) * slot
     experts_on_gpu = dit.experts_resident if v.experts == 2 else 1
     weights = resident * experts_on_gpu
     batch = 2 if (dit.batch_cfg and w.guidance) else 1
@@ -442,7 +482,8 @@ def predict(w: Workload, text: TextPlan, dit: DiTPlan, vae: VaePlan, ram: RamPla
     decode = vae_w + vae_decode_bytes(v.vae, _tile_px(v, w, vae.tile)) + latents
     if not dit.release_before_decode:
         decode += weights
-    h2d = dit.swap_blocks * blk * experts_on_gpu / GIB * (1 if batch == 2 or not w.guidance else 2)
+    h2d = (dit.swap_blocks * blk + vace_streamed) * experts_on_gpu / GIB
+    h2d *= 1 if batch == 2 or not w.guidance else 2  # every block (and VACE block) each forward
     peak = max(enc, denoise, decode)
     # host RAM: everything not on the GPU lives in (private) RAM; pinned blocks count in full
     dit_total = dit_nonblock_bytes(cfg, w.precision) + n * blk
@@ -498,7 +539,9 @@ def _ram_plan(w: Workload, text: TextPlan, dit: DiTPlan, ram_gib: float) -> RamP
     t5 = t5_bytes(v.t5, text.precision)
     room = 0.8 * ram_gib * GIB  # the OS, the app and the page cache need the rest
     experts = 2 if two and 2 * dit_total + vae_params(v.vae) * 2 < room else 1
-    streamed = dit.swap_blocks * blk * experts / GIB
+    n_vace = streamed_vace_blocks(v.dit, dit.swap_blocks)
+    vace = dit_vace_blocks_bytes(v.dit, w.precision) if n_vace else 0.0
+    streamed = (dit.swap_blocks * blk + vace) * experts / GIB
     return RamPlan(
         experts_in_ram=experts,
         t5_in_ram=experts * dit_total + t5 < room,
@@ -600,15 +643,18 @@ def plan_for(
         budget_gib=budget_gib,
         variant=v.name,
         experts=v.experts,
+        vace_blocks=streamed_vace_blocks(v.dit, dit.swap_blocks),
         notes=_notes(w, dit, rp, ram),
     )
 
 
 def _notes(w: Workload, dit: DiTPlan, rp: RamPlan, ram_gib: float) -> tuple[str, ...]:
     notes = []
+    n_vace = streamed_vace_blocks(w.variant.dit, dit.swap_blocks)
+    vace = f" (+{n_vace} VACE blocks)" if n_vace else ""
     if not rp.pin:
         notes.append(
-            f"streaming {dit.swap_blocks} blocks from pageable memory: pinning their "
+            f"streaming {dit.swap_blocks} blocks{vace} from pageable memory: pinning their "
             f"{rp.pinned_gib:.1f} GiB of {ram_gib:.0f} GiB RAM would starve the system "
             "(copies are slower); --precision fp8 halves it"
         )

@@ -16,6 +16,7 @@ from wan_desktop.engines.torch_ops import Fp8Ops
 from tests.engines.helpers import dit_inputs
 from tests.tiny import tiny_variant
 from wan_desktop.checkpoints.materialize import weights_on_meta
+from wan_desktop.memory import streamed_vace_blocks
 from wan_desktop.models.vace import VaceWanModel
 
 VACE_LAYERS = (0, 2, 4)  # three VACE blocks: block 0 (with before_proj) and two of the other layout
@@ -62,6 +63,7 @@ def test_vace_blocks_stream_and_forward_equals_resident(model, resident, swap):
     assert torch.equal(first, resident) and torch.equal(second, resident)
     # streamed: the 3 VACE blocks, then the last ``swap`` main blocks, through 2 device slots
     assert sw.n_vace == 3 and len(sw._host) == 3 + swap and len(sw._slot_bufs) == 2
+    assert sw.n_vace == streamed_vace_blocks(m.cfg, swap)  # the planner's rule
     for j, block in enumerate(m.vace_blocks):
         assert _in_host_buffer(block, sw._host[j])  # its weights live in host memory
     # a slot holds the largest layout: VACE block 0 (its before_proj) outweighs a main block
@@ -122,3 +124,19 @@ def test_gpu_vace_blocks_stay_off_the_device(model):
         assert torch.equal(out, ref)
     for block in m.vace_blocks:
         assert all(p.device.type == "cpu" and p.is_pinned() for p in block.parameters())
+
+
+def test_skipped_steps_keep_the_stream_in_order(model):
+    """A step cache that skips the block stack (engines/step_cache.py) still runs the VACE branch:
+    the streamed VACE blocks fetch their own slots, and every step equals the resident one."""
+    x, _, ctx, kw = vace_inputs()
+    steps = [999.0, 990.0, 980.0, 970.0, 960.0, 500.0]
+    outs = []
+    for swap in (0, 2):
+        den = TorchDenoiser(copy.deepcopy(model), swap_blocks=swap, step_cache=10.0)
+        den.load(torch.device("cpu"))
+        den.begin(steps)
+        outs.append([den(x, torch.full((2,), s), ctx, **kw) for s in steps])
+        stats = den.cache_stats
+        assert stats is not None and stats["skipped"] > 0
+    assert all(torch.equal(a, b) for a, b in zip(*outs, strict=True))
