@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from wan_desktop.errors import ConfigError, EngineError
 
 if TYPE_CHECKING:
-    from wan_desktop.models.dit import DiTState, WanModel
+    from wan_desktop.models.dit import DiTState, WanModel, WanSelfAttention
     from wan_desktop.models.vace import VaceWanAttentionBlock
 
 log = logging.getLogger(__name__)
@@ -194,6 +194,8 @@ class BlockSwap:
         self._layouts: list[Layout] = []
         self._kind: list[int] = []
         self.bytes_per_block = 0  # of a slot: the largest streamed block
+        self._attn_lists: dict[int, list[WanSelfAttention]] = {}  # self-attentions per module
+        self._order: list[nn.Module] = []  # the streamed blocks by index u (while loaded)
         self._loaded = False
 
     # ------------------------------------------------------------------ placement
@@ -212,7 +214,7 @@ class BlockSwap:
             return
         self.unload()
         model = self.model
-        streamed = self._streamed()
+        streamed = self._order = self._streamed()
         for name, module in model.named_children():
             if self._on_device(name):
                 module.to(device)
@@ -263,7 +265,7 @@ class BlockSwap:
         for block in model.blocks[: self.first_streamed]:
             block.to("cpu")
         self._slots, self._slot_bufs, self._runners, self._resident_runners = [], [], [], []
-        self._vace_slots = []
+        self._vace_slots, self._attn_lists, self._order = [], {}, []
         self._holds, self._events = [], None
         self.device = torch.device("cpu")
         self._loaded = False
@@ -356,9 +358,27 @@ class BlockSwap:
         ev = self._events
         assert ev is not None
         ev.compute_waits_until_loaded(s)
+        self._follow(u, s)
         out = run(s)
         ev.record_freed(s)
         return out
+
+    def _follow(self, u: int, s: int) -> None:
+        """Give slot ``s``'s self-attentions the hook the model's block ``u`` has now: a
+        sequence-parallel forward sets ``sequence_parallel`` on the model's own modules
+        (models/sequence_parallel.attached), which the slots are not."""
+        slot = self._vace_slots[s][min(u, 1)] if u < self.n_vace else self._slots[s]
+        for src, dst in zip(self._attns(self._order[u]), self._attns(slot), strict=True):
+            dst.sequence_parallel = src.sequence_parallel
+
+    def _attns(self, module: nn.Module) -> list[WanSelfAttention]:
+        key = id(module)
+        if key not in self._attn_lists:
+            from wan_desktop.models.dit import WanSelfAttention
+
+            found = [m for m in module.modules() if isinstance(m, WanSelfAttention)]
+            self._attn_lists[key] = found
+        return self._attn_lists[key]
 
     def _run_vace(
         self, j: int, c: Tensor, x: Tensor, e0: Tensor, context: Tensor, cos: Tensor, sin: Tensor

@@ -22,14 +22,19 @@ from wan_desktop.models.vace import VaceWanModel
 VACE_LAYERS = (0, 2, 4)  # three VACE blocks: block 0 (with before_proj) and two of the other layout
 
 
-@pytest.fixture(scope="module")
-def model():
+def _tiny_vace() -> VaceWanModel:
+    """A tiny VACE DiT (5 blocks, 3 VACE blocks), every weight random, the same on every call."""
     cfg = replace(
         tiny_variant("t2v-1.3B").dit, num_layers=5, vace_in_dim=96, vace_layers=VACE_LAYERS
     )
     with weights_on_meta():
         m = VaceWanModel(cfg, Fp8Ops)
     return randomize(m, dtype=torch.float32, device="cpu", seed=3)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return _tiny_vace()
 
 
 def vace_inputs():
@@ -140,3 +145,34 @@ def test_skipped_steps_keep_the_stream_in_order(model):
         stats = den.cache_stats
         assert stats is not None and stats["skipped"] > 0
     assert all(torch.equal(a, b) for a, b in zip(*outs, strict=True))
+
+
+def _sequence_parallel_worker(rank: int, world: int) -> list[torch.Tensor]:
+    """One rank of a gloo group: the tiny VACE model's velocity, sequence parallel, resident and
+    then with 2 blocks (and so the VACE branch) streamed."""
+    import torch.distributed as dist
+
+    m = _tiny_vace()
+    x, t, ctx, kw = vace_inputs()
+    outs = []
+    for swap in (0, 2):
+        den = TorchDenoiser(copy.deepcopy(m), swap_blocks=swap)
+        den.load(torch.device("cpu"))
+        den.sequence_group = dist.group.WORLD
+        outs.append(den(x, t, ctx, **kw))
+        if swap:  # the VACE blocks ran from the slots: their weights are the host buffers'
+            assert den._swap is not None and den._swap.n_vace == len(VACE_LAYERS)
+    return outs
+
+
+@pytest.mark.slow
+def test_sequence_parallel_runs_the_streamed_vace_blocks(resident):
+    """The sequence-parallel forward (models/sequence_parallel.py) runs the VACE branch itself;
+    through the blocks' ``stream`` hook it runs the streamed copies, and the slots take the
+    blocks' Ulysses hook (main blocks too: without it they attended over their shard only):
+    equal to its resident run."""
+    from tests.spawn_gloo import run_gloo
+
+    for rank, (plain, streamed) in enumerate(run_gloo(2, _sequence_parallel_worker)):
+        assert torch.equal(streamed, plain), rank
+        assert torch.allclose(plain, resident, rtol=0, atol=1e-4), rank
