@@ -218,7 +218,9 @@ class TextPlan:
 @dataclass(frozen=True, kw_only=True)
 class DiTPlan:
     precision: str  # "bf16" | "fp8" | "int8"
-    swap_blocks: int  # last N blocks streamed from pinned host memory, block i+1 prefetched
+    # last N blocks streamed from pinned host memory, block i+1 prefetched (N > 0: a VACE model's
+    # VACE blocks too, streamed_vace_blocks)
+    swap_blocks: int
     experts_resident: int  # Wan2.2 A14B: 2 both on the GPU; 1 one at a time
     batch_cfg: bool  # cond + uncond as one batch of 2
     release_before_decode: bool  # DiT(s) leave the GPU before the VAE decodes
@@ -656,7 +658,8 @@ def _notes(w: Workload, dit: DiTPlan, rp: RamPlan, ram_gib: float) -> tuple[str,
         notes.append(
             f"streaming {dit.swap_blocks} blocks{vace} from pageable memory: pinning their "
             f"{rp.pinned_gib:.1f} GiB of {ram_gib:.0f} GiB RAM would starve the system "
-            "(copies are slower); --precision fp8 halves it"
+            "(copies are slower); --precision fp8 halves "
+            + ("the main blocks' (the VACE blocks stay bf16)" if n_vace else "it")
         )
     if w.variant.experts == 2 and rp.experts_in_ram == 1:
         notes.append(

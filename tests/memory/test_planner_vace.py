@@ -99,6 +99,10 @@ def test_pageable_note_counts_the_vace_blocks():
     w = M.workload_for(VARIANTS["vace-14B"], 832, 480, 81, task="vace")
     p = M.plan_ladder(w, 16.0, ram_gib=32.0)[0]
     assert not p.ram.pin
-    assert any(
-        n.startswith("streaming 33 blocks (+8 VACE blocks) from pageable memory") for n in p.notes
-    )
+    cfg = VARIANTS["vace-14B"].dit
+    pinned = (33 * M.dit_block_bytes(cfg, "bf16") + M.dit_vace_blocks_bytes(cfg)) / GIB
+    assert p.ram.pinned_gib == pytest.approx(pinned) and pinned > M.MAX_PINNED_RAM_SHARE * 32
+    (note,) = p.notes
+    assert note.startswith("streaming 33 blocks (+8 VACE blocks) from pageable memory")
+    assert f"their {pinned:.1f} GiB of 32 GiB RAM" in note
+    assert note.endswith("--precision fp8 halves the main blocks' (the VACE blocks stay bf16)")
