@@ -9,9 +9,9 @@ from dataclasses import replace
 
 import pytest
 import torch
-from wan_desktop.engines.block_swap import BlockSwap
+from wan_desktop.engines.block_swap import BlockSwap, _nbytes
 from wan_desktop.engines.torch_backend import TorchDenoiser, randomize
-from wan_desktop.engines.torch_ops import Fp8Ops
+from wan_desktop.engines.torch_ops import Fp8Ops, quantize_linears
 
 from tests.engines.helpers import dit_inputs
 from tests.tiny import tiny_variant
@@ -80,6 +80,22 @@ def test_vace_blocks_stream_and_forward_equals_resident(model, resident, swap):
     sw.invalidate()
     with torch.inference_mode():
         assert not torch.equal(sw(x, t, ctx, **kw), resident)
+
+
+def test_fp8_main_blocks_and_bf16_vace_blocks_share_the_slots(model):
+    """fp8 main blocks (weights + scales) and the bf16 VACE blocks (never quantized) stream through
+    the same slots, each slot sized for the largest: VACE block 0."""
+    m = copy.deepcopy(model).cast_weights(torch.bfloat16)
+    quantize_linears(m, "fp8")
+    x, t, ctx, kw = vace_inputs()
+    with torch.inference_mode():
+        ref = m(x, t, ctx, **kw)
+    sw = BlockSwap(m, 3)
+    sw.load("cpu")
+    with torch.inference_mode():
+        assert torch.equal(sw(x, t, ctx, **kw), ref) and torch.equal(sw(x, t, ctx, **kw), ref)
+    sizes = [_nbytes(layout) for layout in sw._layouts]  # main, VACE block 0, other VACE blocks
+    assert sizes[0] < sizes[2] < sizes[1] == sw.bytes_per_block
 
 
 def test_no_swap_keeps_the_vace_branch_resident(model, resident):
