@@ -43,9 +43,7 @@ class CountingFactory(EngineFactory):
 
     def build(self, options, variant, files, *, plan, size, warn, lead=True):
         self.builds += 1
-        comps = super().build(
-            options, variant, files, plan=plan, size=size, warn=warn, lead=lead
-        )
+        comps = super().build(options, variant, files, plan=plan, size=size, warn=warn, lead=lead)
         if self.oom is not None:
             self.doubles = [OomDenoiser(d, self.oom) for d in comps.denoisers]
             comps.denoisers = tuple(self.doubles)

@@ -127,9 +127,7 @@ class OomOnDecodeFactory(EngineFactory):
     """The real factory, whose VAE decoder runs out of GPU memory once (what a CPU cannot do)."""
 
     def build(self, options, variant, files, *, plan, size, warn, lead=True):
-        comps = super().build(
-            options, variant, files, plan=plan, size=size, warn=warn, lead=lead
-        )
+        comps = super().build(options, variant, files, plan=plan, size=size, warn=warn, lead=lead)
         real, failed = comps.vae_decoder.decode_frames, []
 
         def decode_frames(latents):

@@ -37,9 +37,7 @@ LADDER = [named_plan("a"), named_plan("b", swap_blocks=1)]  # a: resident, b: on
 
 
 @pytest.mark.parametrize("oom_rank", [0, 1])
-def test_an_oom_on_any_rank_moves_every_rank_to_the_next_plan(
-    t2v, tmp_path, one_process, oom_rank
-):
+def test_an_oom_on_any_rank_moves_every_rank_to_the_next_plan(t2v, tmp_path, one_process, oom_rank):
     out = tmp_path / "v"
     # only rank 0 planned (rank 1's CPU has no ladder): both run rank 0's
     seen = run_ranks(2, ladder_rank, str(t2v.official), str(out), {0: LADDER}, {oom_rank: 1})
@@ -95,8 +93,9 @@ def test_an_oom_inside_an_unguarded_exchange_ends_every_rank_within_the_timeout(
     for s in seen:
         assert s["error_type"] == "OutOfVram"
         assert s["error"].startswith("out of GPU memory on rank 1: CUDA out of memory.")
-        assert "inside an exchange with it, so the run cannot move to a tighter memory plan" in (
-            s["error"]
+        assert (
+            "inside an exchange with it, so the run cannot move to a tighter memory plan"
+            in (s["error"])
         )
     assert seen[0]["warnings"] == [] and not out.exists()
     assert took < 60
