@@ -11,6 +11,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QThread
 
 from .gpu_selector import GpuQuery
+from .gui_thread_gc import GuiThreadGc
 from .main_window import MainWindow
 from .paths import data_dir, prepare_data_dir
 from .service import GpuService
@@ -38,6 +39,10 @@ class Desktop(QObject):
         # a data dir that cannot be written: this session saves nothing (a dialog says so); a
         # damaged data file: moved aside, the app starts without it (the status bar says so)
         self.data_problem = prepare_data_dir()
+        # cyclic garbage (Qt objects among it) is collected on this thread only, from now until
+        # shutdown: the GPU thread's first library scan starts with the window
+        self.gc = GuiThreadGc(self)
+        self.gc.start()
         notes: list[str] = []
         if settings is None:
             settings, found = read_settings()
@@ -62,6 +67,7 @@ class Desktop(QObject):
             # when it is destroyed while running
             self.thread.quit()
             self.thread.wait()
+            self.gc.stop()
             raise
         self.window.show_data_notes([*notes, *store.notes])
         self.models_dialog: Any = None
@@ -70,6 +76,7 @@ class Desktop(QObject):
         # the window's own signal, on the GUI thread: the scan it started in its constructor cannot
         # be delivered before this connection exists (the event loop has not run yet)
         self.window.models_changed.connect(self._after_first_scan)
+        self.service.garbage.connect(self.gc.collect_all)  # queued: on this thread
 
     def start(self, *, show: bool = True, first_run_dialog: bool = True) -> None:
         self._want_first_run = first_run_dialog
@@ -96,4 +103,5 @@ class Desktop(QObject):
         ok = self.thread.wait(timeout_ms)
         if not ok:
             log.warning("the GPU thread did not stop within %d ms; exiting anyway", timeout_ms)
+        self.gc.stop()
         return bool(ok)

@@ -134,6 +134,9 @@ class GpuService(QObject):
     export_cancelled = Signal(str)  # export id
     _submit_export = Signal(object)  # (export id, ExportJob): queued like _submit, in one FIFO
 
+    # a job or a build ended: what it let go of is collected on the GUI thread (the desktop's
+    # gui_thread_gc.GuiThreadGc; cyclic garbage may hold Qt objects, deleted only there)
+    garbage = Signal()
     _submit = Signal(object)  # GUI thread -> worker thread hops (queued)
     _scan = Signal(object)
     _release = Signal()
@@ -280,6 +283,7 @@ class GpuService(QObject):
         finally:
             with self._lock:
                 self._tokens.pop(job.id, None)
+            self.garbage.emit()
 
     def _generate(self, job: Job, token: CancelToken) -> JobResult:
         from wan_desktop import run
@@ -403,7 +407,9 @@ class GpuService(QObject):
             import gc
             import sys
 
-            gc.collect()  # the build's modules and graphs; CUDA's cache for the next job
+            if gc.isenabled():  # the build's modules and graphs; CUDA's cache for the next job
+                gc.collect()
+            self.garbage.emit()  # else (the desktop) on the GUI thread
             torch = sys.modules.get("torch")
             if torch is not None and torch.cuda.is_available():
                 torch.cuda.empty_cache()

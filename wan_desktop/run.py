@@ -646,10 +646,14 @@ def _first_line(e: BaseException) -> str:
 
 
 def _free_device_memory() -> None:
+    """Collect garbage and give CUDA's cached blocks back. A process that turned automatic
+    collection off collects on a thread of its choosing (the app: its GUI thread, where Qt
+    objects in cycles may be deleted), so this one does not."""
     import gc
     import sys
 
-    gc.collect()
+    if gc.isenabled():
+        gc.collect()
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
