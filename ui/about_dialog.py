@@ -1,16 +1,17 @@
 """Help → About: the app's version, the GPU, the runtimes installed, the data folder and the log
 file (paths to copy, for a bug report). The facts that take time (nvidia-smi, package metadata)
 are gathered on Qt's thread pool; the dialog opens at once with "…" in their place. The pool's
-runnable holds nothing of the dialog: its result goes out through a courier QObject of its own,
-connected to the dialog, so a dialog closed and deleted first is simply not called."""
+callable holds nothing of the dialog: its result goes out through the application's courier
+QObject, connected to the dialog, so a dialog closed and deleted first is simply not called."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+from PySide6.QtCore import QCoreApplication, QObject, QThreadPool, Signal
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -39,22 +40,20 @@ def log_file() -> Path:
 
 
 class _Courier(QObject):
-    """Carries the facts from the pool thread (made on the GUI thread: a queued call to the
-    dialog). A deleted dialog's connection is gone, and Qt drops the calls queued to it."""
+    """Carries facts from the pool thread to the GUI thread (a queued call). One lives as long
+    as the application, a child of it: nothing on a pool thread ever holds, or drops the last
+    reference to, a QObject that could be deleted there."""
 
-    ready = Signal(object)  # AboutFacts
+    ready = Signal(int, object)  # (the asking dialog's ticket, AboutFacts)
 
 
-class FactsRunnable(QRunnable):
-    """``gather()`` on a pool thread, its result emitted by the runnable's own courier."""
+_tickets = itertools.count(1)
 
-    def __init__(self, gather: Callable[[], system_info.AboutFacts]) -> None:
-        super().__init__()
-        self.courier = _Courier()
-        self.gather = gather
 
-    def run(self) -> None:  # on a pool thread
-        self.courier.ready.emit(self.gather())
+def _courier() -> _Courier:
+    app = QCoreApplication.instance()
+    found = app.findChild(_Courier) if app is not None else None
+    return found if found is not None else _Courier(app)
 
 
 class AboutDialog(QDialog):
@@ -94,9 +93,16 @@ class AboutDialog(QDialog):
         lay.addLayout(self.form)
         lay.addWidget(buttons)
         self.resize(620, self.sizeHint().height())
-        runnable = FactsRunnable(gather)  # the pool owns it (and its courier) from here
-        runnable.courier.ready.connect(self._show_facts)
-        QThreadPool.globalInstance().start(runnable)
+        # the pool's callable holds the app's courier, the ticket and ``gather``: never the
+        # dialog, whose connection Qt drops when it is deleted
+        courier, ticket = _courier(), next(_tickets)
+        self._ticket = ticket
+        courier.ready.connect(self._on_facts)
+        QThreadPool.globalInstance().start(lambda: courier.ready.emit(ticket, gather()))
+
+    def _on_facts(self, ticket: int, facts: system_info.AboutFacts) -> None:
+        if ticket == self._ticket:  # the courier carries every dialog's facts
+            self._show_facts(facts)
 
     def _show_facts(self, facts: system_info.AboutFacts) -> None:
         self.facts = facts
