@@ -52,29 +52,7 @@ def run_gloo(
     """``[fn(rank, world, *args) for each rank]``, each computed in its own process of a gloo
     group of ``world``. A rank's exception fails the call (the others are ended); so does a run
     longer than ``timeout`` seconds."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        ctx = mp.start_processes(
-            _entry,
-            args=(world, free_port(), fn, args, out),
-            nprocs=world,
-            join=False,
-            start_method="spawn",
-        )
-        deadline = time.monotonic() + timeout
-        try:
-            while not ctx.join(timeout=1.0):
-                if time.monotonic() > deadline:
-                    for p in ctx.processes:
-                        p.kill()
-                    raise TimeoutError(f"{world} gloo processes still running after {timeout} s")
-        except mp.ProcessExitedException as e:
-            # every rank wrote its result: the crash was in the helper's own teardown (gloo's,
-            # seen as SIGABRT "terminate called without an active exception" under load)
-            if not all((out / f"{r}.pt").exists() for r in range(world)):
-                raise
-            print(f"run_gloo: every rank returned; then {e}")
-        return [torch.load(out / f"{r}.pt", weights_only=True) for r in range(world)]
+    return _spawn(_entry, world, fn, args, timeout)
 
 
 def _rank_entry(
@@ -100,19 +78,34 @@ def run_ranks(
     starts one (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR / MASTER_PORT set; no process group
     yet: the run owner joins it). ``fn`` returns what torch.save can write without pickling
     code (tensors, numbers, strings, lists and dicts of them)."""
+    return _spawn(_rank_entry, world, fn, args, timeout)
+
+
+def _spawn(
+    entry: Callable[..., None], world: int, fn: Callable[..., Any], args: tuple, timeout: float
+) -> list[Any]:
+    """``entry(rank, world, port, fn, args, out)`` in ``world`` spawned processes; what each
+    saved in ``out``, in rank order."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         ctx = mp.start_processes(
-            _rank_entry,
+            entry,
             args=(world, free_port(), fn, args, out),
             nprocs=world,
             join=False,
             start_method="spawn",
         )
         deadline = time.monotonic() + timeout
-        while not ctx.join(timeout=1.0):
-            if time.monotonic() > deadline:
-                for p in ctx.processes:
-                    p.kill()
-                raise TimeoutError(f"{world} rank processes still running after {timeout} s")
+        try:
+            while not ctx.join(timeout=1.0):
+                if time.monotonic() > deadline:
+                    for p in ctx.processes:
+                        p.kill()
+                    raise TimeoutError(f"{world} processes still running after {timeout} s")
+        except mp.ProcessExitedException as e:
+            # every rank wrote its result: the crash was in the processes' teardown (gloo's,
+            # seen as SIGABRT "terminate called without an active exception" under load)
+            if not all((out / f"{r}.pt").exists() for r in range(world)):
+                raise
+            print(f"every rank returned; then {e}")
         return [torch.load(out / f"{r}.pt", weights_only=True) for r in range(world)]
