@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import threading
+from typing import ClassVar
 
 from wan_desktop.ui.gui_thread_gc import GuiThreadGc
 
@@ -14,7 +15,7 @@ from wan_desktop.ui.gui_thread_gc import GuiThreadGc
 class Cycle:
     """Garbage in a reference cycle that notes the thread its finalizer ran on."""
 
-    threads: list[str] = []
+    threads: ClassVar[list[str]] = []
 
     def __init__(self) -> None:
         self.me = self
