@@ -416,8 +416,7 @@ class GpuService(QObject):
 
     @staticmethod
     def _export_error(export_id: str, e: Exception) -> UserError:
-        from wan_desktop.errors import EngineError, OutOfVram
-        from wan_desktop.run import is_cuda_oom
+        from wan_desktop.errors import EngineError, OutOfVram, is_cuda_oom
 
         if isinstance(e, ImportError):  # the export extra is missing or broken
             e = EngineError(

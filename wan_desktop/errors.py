@@ -90,3 +90,17 @@ class VideoInputError(ConfigError):
     unreadable, without frames, or shorter than the run."""
 
     remedy = "Give an .mp4 file (or another video ffmpeg reads) or a folder of PNG frames."
+
+
+def is_cuda_oom(e: BaseException) -> bool:
+    """The one test for a CUDA out-of-memory error (torch's class, looked up only when loaded)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(e, torch.cuda.OutOfMemoryError)
+
+
+def oom_line(e: BaseException) -> str:
+    """The first line of an out-of-memory error's text (torch's "CUDA out of memory. Tried to
+    allocate ..."), for a one-line message."""
+    return (str(e).strip().splitlines() or ["CUDA out of memory"])[0]

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import pipeline
 from .cancel import CancelToken
-from .errors import CheckpointError, ConfigError, OutOfVram
+from .errors import CheckpointError, ConfigError, OutOfVram, is_cuda_oom, oom_line
 from .options import Backend, RunOptions
 from .request import GenerationRequest, ResolvedRequest
 
@@ -473,7 +473,7 @@ def execute(
                 (out, request), plan = run_with_fallback(plans, attempt, warn=warn)
             else:
                 (out, request), plan = ranks.run_plans(
-                    plans, attempt, warn=warn, is_oom=is_cuda_oom, free=_free_device_memory
+                    plans, attempt, warn=warn, free=_free_device_memory
                 )
             log.info("ran with the plan: %s", plan.describe())
         else:  # the CPU or an engine backend: nothing to place
@@ -488,7 +488,7 @@ def execute(
         if not is_cuda_oom(e):
             raise
         components.release()  # give the memory back before anything else runs
-        raise OutOfVram(f"out of GPU memory: {_first_line(e)}") from None
+        raise OutOfVram(f"out of GPU memory: {oom_line(e)}") from None
     peak = torch.cuda.max_memory_allocated(prepared.device) / 2**30 if cuda else None
     return RunResult(
         out=out,
@@ -607,7 +607,7 @@ def run_with_fallback(
         except BaseException as e:
             if not is_cuda_oom(e):
                 raise
-            first = _first_line(e)
+            first = oom_line(e)
             del e
             _free_device_memory()
             if i + 1 == len(plans):
@@ -631,18 +631,6 @@ def _torch() -> Any:
     import torch
 
     return torch
-
-
-def is_cuda_oom(e: BaseException) -> bool:
-    """The one test for a CUDA out-of-memory error (torch's class, imported only when loaded)."""
-    import sys
-
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(e, torch.cuda.OutOfMemoryError)
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or ["CUDA out of memory"])[0]
 
 
 def _free_device_memory() -> None:

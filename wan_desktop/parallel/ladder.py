@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
-from ..errors import OutOfVram
+from ..errors import OutOfVram, is_cuda_oom, oom_line
 from .errors import PeerOutOfMemory, stuck_in_exchange
 from .group import Group
 
@@ -40,14 +40,14 @@ def run_together(
     attempt: Callable[[Plan], T],
     *,
     warn: Callable[[str], None],
-    is_oom: Callable[[BaseException], bool],
     free: Callable[[], None],
 ) -> tuple[T, Plan]:
     """``attempt(plan)`` on every rank for each plan in order until every rank finishes one
     without a CUDA out-of-memory error anywhere; returns (this rank's result, that plan). Rank 0
     warns once per move (naming the rank that ran out). After the last plan, or when a rank ran
     out while the others were inside a torch exchange with it, every rank raises OutOfVram.
-    Other errors (and Cancelled) pass through."""
+    Other errors (and Cancelled) pass through. ``free``: gives memory back after an attempt
+    out of memory."""
     if not plans:
         raise ValueError("run_together needs at least one plan")
     for i, plan in enumerate(plans):
@@ -58,12 +58,12 @@ def run_together(
             group.attempt = None
             return result, plan
         except BaseException as e:
-            own = is_oom(e)
+            own = is_cuda_oom(e)
             if not own and not isinstance(e, PeerOutOfMemory):
                 group.attempt = None
                 raise
             if own:
-                group.tell_oom(_first_line(e))
+                group.tell_oom(oom_line(e))
             broken = isinstance(e, PeerOutOfMemory) and e.broken
             del e
         free()
@@ -83,7 +83,3 @@ def run_together(
                 f"{nxt.name} (predicted peak {nxt.predicted.peak_gib:.1f} GiB)"
             )
     raise AssertionError("unreachable")
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or ["CUDA out of memory"])[0]

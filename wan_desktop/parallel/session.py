@@ -137,16 +137,13 @@ class Ranks:
         attempt: Callable[[Plan], R],
         *,
         warn: Callable[[str], None],
-        is_oom: Callable[[BaseException], bool],
         free: Callable[[], None],
     ) -> tuple[R, Plan]:
         """``attempt`` down the ladder, every rank moving to the next plan together after a
         CUDA out-of-memory error on any of them (ladder.run_together)."""
         from .ladder import run_together
 
-        return run_together(
-            self.group, self.cancel, plans, attempt, warn=warn, is_oom=is_oom, free=free
-        )
+        return run_together(self.group, self.cancel, plans, attempt, warn=warn, free=free)
 
 
 # the job body: (the prepared run of this rank, its Ranks, cancel, emit, review) -> the result
